@@ -1,0 +1,55 @@
+"""The array backend: numpy on the CPU, cupy on CUDA devices.
+
+This is the only module in dtrain that imports cupy, and it does so lazily, so a CPU-only
+machine never needs it installed.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import numpy as np
+
+_cupy: types.ModuleType | None = None
+_cupy_error: str | None = None
+
+
+def cupy_module() -> types.ModuleType | None:
+    """Return the cupy module, or None when cupy or a usable GPU is missing (checked once)."""
+    global _cupy, _cupy_error
+    if _cupy is None and _cupy_error is None:
+        try:
+            import cupy
+
+            if cupy.cuda.runtime.getDeviceCount() < 1:
+                raise RuntimeError("cupy found no CUDA device")
+            _cupy = cupy
+        except Exception as exc:  # ImportError, CUDARuntimeError (no driver), RuntimeError
+            _cupy_error = f"{type(exc).__name__}: {exc}"
+    return _cupy
+
+
+def require_cupy(what: str) -> types.ModuleType:
+    """Return cupy or raise a RuntimeError naming what is missing and how to get it."""
+    cupy = cupy_module()
+    if cupy is None:
+        raise RuntimeError(
+            f"{what} needs CUDA, which is not available here ({_cupy_error}). Install the "
+            "'cuda' extra (pip install 'dtrain[cuda]') on a machine with an NVIDIA driver and "
+            "GPU, or keep the work on device='cpu'."
+        )
+    return cupy
+
+
+def is_cuda_array(array: Any) -> bool:
+    """True for a cupy array; never imports cupy to find out."""
+    return type(array).__module__.startswith("cupy")
+
+
+def get_array_module(*arrays: Any) -> types.ModuleType:
+    """Return numpy or cupy, whichever owns the given arrays (numpy when none is a cupy array)."""
+    for array in arrays:
+        if is_cuda_array(array):
+            return require_cupy("a cupy array")
+    return np

@@ -1,0 +1,54 @@
+"""The dtypes dtrain supports, with PyTorch's names. A dtype is a numpy ``dtype`` object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+float16 = np.dtype(np.float16)
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int8 = np.dtype(np.int8)
+uint8 = np.dtype(np.uint8)
+int16 = np.dtype(np.int16)
+int32 = np.dtype(np.int32)
+int64 = np.dtype(np.int64)
+bool_ = np.dtype(np.bool_)
+
+#: Aliases PyTorch also accepts.
+ALIASES = {
+    "half": float16, "float": float32, "double": float64, "short": int16, "int": int32,
+    "long": int64, "bool": bool_,
+}
+SUPPORTED = (float16, float32, float64, int8, uint8, int16, int32, int64, bool_)
+DEFAULT_FLOAT = float32
+DEFAULT_INT = int64
+
+
+def to_dtype(spec: Any) -> np.dtype:
+    """Resolve ``dt.float32``, ``"float32"``, ``"float"``, ``np.float32`` or ``float``."""
+    if isinstance(spec, str) and spec in ALIASES:
+        return ALIASES[spec]
+    if spec is float:
+        return DEFAULT_FLOAT
+    if spec is int:
+        return DEFAULT_INT
+    try:
+        dtype = np.dtype(spec)
+    except TypeError:
+        dtype = None
+    if dtype not in SUPPORTED:
+        names = ", ".join(str(d) for d in SUPPORTED)
+        raise TypeError(f"unsupported dtype {spec!r}; use one of {names}")
+    return dtype
+
+
+def is_floating(dtype: np.dtype) -> bool:
+    """True for float16/32/64."""
+    return dtype.kind == "f"
+
+
+def name(dtype: np.dtype) -> str:
+    """PyTorch-style name, as printed in a tensor's repr: ``dtrain.float64``."""
+    return f"dtrain.{'bool' if dtype == bool_ else dtype.name}"

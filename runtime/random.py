@@ -1,0 +1,52 @@
+"""Random state: one seed (``dt.manual_seed``) drives every backend's generator."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dtrain.runtime.backend import cupy_module
+
+
+class Generator:
+    """A seeded random stream, as ``torch.Generator``; wraps ``numpy.random.Generator``."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._seed = 0
+        self.manual_seed(np.random.SeedSequence().entropy % 2**63 if seed is None else seed)
+
+    def manual_seed(self, seed: int) -> Generator:
+        """Reset the stream to ``seed``; returns self so it chains as in PyTorch."""
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self._seed = int(seed)
+        self.numpy = np.random.default_rng(self._seed)
+        return self
+
+    def initial_seed(self) -> int:
+        """The seed this stream started from."""
+        return self._seed
+
+    def get_state(self) -> dict:
+        """The numpy bit generator's state, a JSON-friendly dict."""
+        return self.numpy.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        """Restore a state taken with ``get_state``."""
+        self.numpy.bit_generator.state = state
+
+
+default_generator = Generator(0)
+
+
+def manual_seed(seed: int) -> Generator:
+    """Seed every backend: the default CPU generator and, where present, cupy's."""
+    default_generator.manual_seed(seed)
+    cupy = cupy_module()
+    if cupy is not None:
+        cupy.random.seed(int(seed) % 2**32)
+    return default_generator
+
+
+def initial_seed() -> int:
+    """The seed of the default generator."""
+    return default_generator.initial_seed()

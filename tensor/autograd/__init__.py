@@ -1,0 +1,25 @@
+"""Reverse-mode autograd: the op base, the engine, grad modes and the public API."""
+
+from dtrain._tensor.autograd.api import (
+    RemovableHandle,
+    backward,
+    grad,
+    register_hook,
+    register_post_accumulate_grad_hook,
+    retain_grad,
+)
+from dtrain._tensor.autograd.function import Function, FunctionCtx
+from dtrain._tensor.autograd.grad_mode import (
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    set_grad_enabled,
+)
+from dtrain._tensor.autograd.gradcheck import GradcheckError, gradcheck
+from dtrain._tensor.autograd.op import Op
+
+__all__ = [
+    "Function", "FunctionCtx", "GradcheckError", "Op", "RemovableHandle", "backward",
+    "enable_grad", "grad", "gradcheck", "is_grad_enabled", "no_grad", "register_hook",
+    "register_post_accumulate_grad_hook", "retain_grad", "set_grad_enabled",
+]

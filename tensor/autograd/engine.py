@@ -1,0 +1,167 @@
+"""Reverse-mode differentiation: walk the graph from the outputs to the leaves.
+
+The walk is iterative (Kahn's algorithm over dependency counts), so graphs of any depth
+backpropagate without touching Python's recursion limit. Each node runs once, with the sum
+of the gradients of all its consumers; each leaf accumulates once per backward, and then
+its post-accumulate hooks fire (DDP starts its all-reduce from them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.tensor import Tensor, wrap
+
+
+def run_backward(
+    roots: Sequence[Tensor],
+    root_grads: Sequence[Any],
+    retain_graph: bool = False,
+    capture: Sequence[Tensor] | None = None,
+) -> list | None:
+    """Backpropagate ``root_grads`` from ``roots``.
+
+    With ``capture`` (``autograd.grad``), return the gradient reaching each captured tensor
+    instead of accumulating into any leaf's ``.grad``.
+    """
+    pending = _count_dependencies(roots)
+    grads: dict = {}
+    borrowed: set = set()  # ids of nodes whose gradient array another holder may share
+    ready = []
+    for root, grad in zip(roots, root_grads):
+        node = root if root.grad_fn is None else root.grad_fn
+        if node in grads:
+            grads[node] = grads[node] + grad
+            borrowed.discard(id(node))
+        else:
+            grads[node] = grad
+            borrowed.add(id(node))
+        pending[node] -= 1
+        if pending[node] == 0:
+            ready.append(node)
+
+    captured = None
+    capture_keys: dict = {}
+    if capture is not None:
+        captured = [None] * len(capture)
+        for index, tensor in enumerate(capture):
+            capture_keys.setdefault(tensor if tensor.grad_fn is None else tensor.grad_fn, []).append(
+                index
+            )
+
+    while ready:
+        node = ready.pop()
+        grad = grads.pop(node, None)
+        if type(node) is not Tensor and not isinstance(node, Tensor):
+            if grad is not None and node.tensor_hooks:
+                grad = _run_tensor_hooks(node.tensor_hooks, grad)
+            if captured is not None and node in capture_keys:
+                for index in capture_keys[node]:
+                    captured[index] = grad
+            if node.freed:
+                raise RuntimeError(
+                    f"backward through {node.name()} a second time: its saved values were "
+                    "freed by the first backward. Pass retain_graph=True to the first "
+                    "backward() (or autograd.grad) if you need to backpropagate twice"
+                )
+            in_grads = None
+            if grad is not None:
+                _check_versions(node)
+                in_grads = node.backward(grad)
+            parents = node.parents
+            if not retain_graph:
+                node.release()
+            for index, parent in enumerate(parents):
+                if parent is None:
+                    continue
+                if in_grads is not None:
+                    in_grad = in_grads[index]
+                    if in_grad is not None:
+                        if parent in grads:
+                            grads[parent] = grads[parent] + in_grad
+                            borrowed.discard(id(parent))
+                        else:
+                            grads[parent] = in_grad
+                            if in_grad is grad or in_grad.base is not None:
+                                borrowed.add(id(parent))
+                pending[parent] -= 1
+                if pending[parent] == 0:
+                    ready.append(parent)
+        elif grad is not None:
+            if captured is not None:
+                for index in capture_keys.get(node, ()):
+                    captured[index] = grad
+            else:
+                _accumulate(node, grad, id(node) in borrowed)
+    return captured
+
+
+def _count_dependencies(roots: Sequence[Tensor]) -> dict:
+    """For every node reachable from ``roots``: how many gradients it will receive."""
+    pending: dict = {}
+    stack = []
+    for root in roots:
+        node = root if root.grad_fn is None else root.grad_fn
+        if node not in pending:
+            pending[node] = 0
+            stack.append(node)
+        pending[node] += 1
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Tensor):
+            continue
+        for parent in node.parents:
+            if parent is None:
+                continue
+            if parent in pending:
+                pending[parent] += 1
+            else:
+                pending[parent] = 1
+                stack.append(parent)
+    return pending
+
+
+def _check_versions(node: Any) -> None:
+    for counter, version in node.saved_versions:
+        if counter[0] != version:
+            raise RuntimeError(
+                f"one of the tensors {node.name()} needs for its gradient was modified by an "
+                f"in-place operation (its version is {counter[0]}, expected {version}). "
+                "Use the out-of-place form (x = x + y rather than x.add_(y)), or .clone() the "
+                "tensor before changing it"
+            )
+
+
+def _run_tensor_hooks(hooks: list, grad: Any) -> Any:
+    with no_grad():
+        for hook in hooks:
+            result = hook(wrap(grad))
+            if result is not None:
+                grad = result._array if isinstance(result, Tensor) else result
+    return grad
+
+
+def _accumulate(leaf: Tensor, grad: Any, borrowed: bool) -> None:
+    hooks = leaf._hooks
+    if hooks is not None and hooks.get("grad"):
+        grad = _run_tensor_hooks(hooks["grad"], grad)
+        borrowed = True
+    array = leaf._array
+    if grad.dtype != array.dtype:
+        grad = grad.astype(array.dtype)
+        borrowed = False
+    if grad.shape != array.shape:
+        raise RuntimeError(
+            f"internal error: gradient of shape {grad.shape} for a leaf of shape "
+            f"{array.shape}; please report it with the script that triggers it"
+        )
+    if leaf.grad is None:
+        leaf.grad = wrap(grad.copy() if borrowed else grad)
+    else:
+        leaf.grad._array += grad
+    if hooks is not None and hooks.get("post_accumulate"):
+        with no_grad():
+            for hook in hooks["post_accumulate"]:
+                hook(leaf)

@@ -1,0 +1,110 @@
+"""``Op``: the base of every differentiable operation.
+
+An op class holds its forward and its backward side by side. ``forward`` receives arrays
+(numpy or cupy) and returns one array; ``backward`` receives the gradient of that output
+and returns one gradient (or None) per input. ``Op.apply`` runs forward on tensors and,
+when autograd is on and an input requires grad, makes the op instance the output's
+``grad_fn``: a node of the graph that backward walks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dtrain._tensor.autograd.grad_mode import state as _grad_state
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.device import device_of
+
+_ndarray = np.ndarray
+_generic = np.generic
+
+
+class Op:
+    """A differentiable operation and, once applied, its node in the autograd graph.
+
+    Subclasses set ``reads_inputs`` / ``reads_output`` when backward needs the input or
+    output values: the version of those tensors is recorded, and backward refuses to run
+    if an in-place operation changed them since.
+    """
+
+    reads_inputs = False
+    reads_output = False
+    # Node state, set by apply() when the graph is recorded.
+    parents: tuple = ()
+    needs_input_grad: tuple = ()
+    saved_versions: tuple = ()
+    tensor_hooks: list | None = None
+    freed = False
+
+    def forward(self, *arrays: Any, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def backward(self, grad: Any) -> tuple:
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs: Any, **options: Any) -> Tensor:
+        """Run the op on tensors (and plain scalars), recording the graph when needed."""
+        op = cls()
+        arrays = []
+        record = False
+        array_type = None
+        for x in inputs:
+            if isinstance(x, Tensor):
+                array = x._array
+                if array_type is None:
+                    array_type = type(array)
+                elif type(array) is not array_type:
+                    _raise_device_mismatch(cls, inputs)
+                arrays.append(array)
+                if x._requires_grad:
+                    record = True
+            else:
+                arrays.append(x)
+        out = op.forward(*arrays, **options)
+        if out.__class__ is not _ndarray and isinstance(out, _generic):
+            out = np.asarray(out)  # numpy reductions return scalars; a tensor holds an array
+        if not (record and _grad_state.enabled):
+            return wrap(out)
+        parents = []
+        needs = []
+        for x in inputs:
+            if isinstance(x, Tensor) and x._requires_grad:
+                parents.append(x if x.grad_fn is None else x.grad_fn)
+                needs.append(True)
+            else:
+                parents.append(None)
+                needs.append(False)
+        op.parents = tuple(parents)
+        op.needs_input_grad = tuple(needs)
+        result = wrap(out, op)
+        if cls.reads_inputs:
+            versions = [(x._version, x._version[0]) for x in inputs if isinstance(x, Tensor)]
+            if cls.reads_output:
+                versions.append((result._version, 0))
+            op.saved_versions = tuple(versions)
+        elif cls.reads_output:
+            op.saved_versions = ((result._version, 0),)
+        return result
+
+    def release(self) -> None:
+        """Drop what backward saved (and the links to earlier nodes) once it has run."""
+        self.__dict__.clear()
+        self.freed = True
+
+    def name(self) -> str:
+        """``AddBackward``-style name shown in a tensor's repr."""
+        return f"{type(self).__name__}Backward"
+
+    def __repr__(self) -> str:
+        return f"<{self.name()}>"
+
+
+def _raise_device_mismatch(cls: type, inputs: tuple) -> None:
+    devices = sorted({str(device_of(x._array)) for x in inputs if isinstance(x, Tensor)})
+    raise RuntimeError(
+        f"{cls.__name__}: expected all tensors on the same device, but found "
+        f"{' and '.join(devices)}; move them to one device with .to(device) first"
+    )

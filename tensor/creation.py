@@ -1,0 +1,336 @@
+"""Creating tensors: from data, filled, ranges and random samples, as PyTorch names them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module, is_cuda_array, require_cupy
+from dtrain.runtime.device import Device, device_of, to_device
+from dtrain.runtime.dtypes import DEFAULT_FLOAT, DEFAULT_INT, SUPPORTED, to_dtype
+from dtrain.runtime.random import Generator, default_generator
+
+
+def _finish(array: Any, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
+    if dtype is not None:
+        array = array.astype(to_dtype(dtype), copy=False)
+    if device is not None:
+        array = to_device(array, Device(device))
+    t = wrap(array)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def _from_data(data: Any, copy: bool) -> Any:
+    """An array from Python data, numpy/cupy arrays or tensors, with PyTorch's dtypes."""
+    if isinstance(data, Tensor):
+        return data._array.copy() if copy else data._array
+    if isinstance(data, np.ndarray) or is_cuda_array(data):
+        return data.copy() if copy else data
+    if isinstance(data, np.generic):
+        return np.array(data)
+    try:
+        array = np.array(data)
+    except ValueError as exc:
+        raise ValueError(f"cannot make a tensor from {data!r}: {exc}") from None
+    if array.dtype == np.float64:
+        array = array.astype(DEFAULT_FLOAT)  # Python floats default to float32
+    elif array.dtype.kind in "iu":
+        array = array.astype(DEFAULT_INT)
+    if array.dtype not in SUPPORTED:
+        raise TypeError(
+            f"cannot make a tensor from {type(data).__name__} data of numpy dtype {array.dtype}; "
+            "use numbers or bools (nested lists of equal length)"
+        )
+    return array
+
+
+def tensor(
+    data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
+    """A new tensor holding a copy of ``data`` (numbers, nested lists, numpy arrays)."""
+    return _finish(_from_data(data, copy=True), dtype, device, requires_grad)
+
+
+def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
+    """Like ``tensor`` but shares memory with a numpy array or tensor when it can."""
+    if isinstance(data, Tensor) and dtype is None and device is None:
+        return data
+    return _finish(_from_data(data, copy=False), dtype, device, False)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A tensor sharing memory with ``array``, keeping its dtype."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
+    to_dtype(array.dtype)  # refuses unsupported dtypes with a clear message
+    return wrap(array)
+
+
+def _shape(size: Sequence) -> tuple:
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = size[0]
+    shape = tuple(size)
+    for s in shape:
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0:
+            raise ValueError(f"sizes must be non-negative ints, got {list(shape)}")
+    return shape
+
+
+def _xp(device: Any) -> Any:
+    if device is not None and Device(device).type == "cuda":
+        return require_cupy(f"device '{device}'")
+    return np
+
+
+def _filled(
+    kind: str, size: Sequence, dtype: Any, device: Any, requires_grad: bool, value: Any = 0
+) -> Tensor:
+    shape = _shape(size)
+    dtype = DEFAULT_FLOAT if dtype is None else to_dtype(dtype)
+    xp = _xp(device)
+    if device is not None and Device(device).type == "cuda":
+        with xp.cuda.Device(Device(device).index):
+            array = _fill(xp, kind, shape, dtype, value)
+    else:
+        array = _fill(xp, kind, shape, dtype, value)
+    return _finish(array, None, None, requires_grad)
+
+
+def _fill(xp: Any, kind: str, shape: tuple, dtype: Any, value: Any) -> Any:
+    if kind == "empty":
+        return xp.empty(shape, dtype=dtype)
+    return xp.full(shape, value, dtype=dtype)
+
+
+def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """A tensor of zeros: ``zeros(2, 3)`` or ``zeros((2, 3))``."""
+    return _filled("full", size, dtype, device, requires_grad, 0)
+
+
+def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """A tensor of ones."""
+    return _filled("full", size, dtype, device, requires_grad, 1)
+
+
+def empty(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """A tensor whose values are whatever the memory held."""
+    return _filled("empty", size, dtype, device, requires_grad)
+
+
+def full(
+    size: Sequence, fill_value: Any, dtype: Any = None, device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """A tensor filled with ``fill_value`` (its dtype follows the value, as in PyTorch)."""
+    if dtype is None:
+        dtype = np.bool_ if isinstance(fill_value, bool) else (
+            DEFAULT_INT if isinstance(fill_value, int) else DEFAULT_FLOAT
+        )
+    return _filled("full", (tuple(size),), dtype, device, requires_grad, fill_value)
+
+
+def _like(t: Tensor, dtype: Any, device: Any) -> tuple:
+    return (t.dtype if dtype is None else dtype), (device_of(t._array) if device is None else device)
+
+
+def zeros_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Zeros with ``input``'s shape, dtype and device."""
+    dtype, device = _like(input, dtype, device)
+    return zeros(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def ones_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Ones with ``input``'s shape, dtype and device."""
+    dtype, device = _like(input, dtype, device)
+    return ones(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def empty_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Uninitialised memory with ``input``'s shape, dtype and device."""
+    dtype, device = _like(input, dtype, device)
+    return empty(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def full_like(
+    input: Tensor, fill_value: Any, dtype: Any = None, device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """``fill_value`` everywhere, with ``input``'s shape, dtype and device."""
+    dtype, device = _like(input, dtype, device)
+    return full(input.shape, fill_value, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def eye(
+    n: int, m: int | None = None, dtype: Any = None, device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """The ``n × m`` identity matrix."""
+    array = _xp(device).eye(n, m, dtype=DEFAULT_FLOAT if dtype is None else to_dtype(dtype))
+    return _finish(array, None, device, requires_grad)
+
+
+def arange(
+    start: float, end: float | None = None, step: float = 1, dtype: Any = None,
+    device: Any = None, requires_grad: bool = False,
+) -> Tensor:
+    """``[start, end)`` in steps; int64 when every argument is an int, else float32."""
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise ValueError("arange: step must be nonzero")
+    if dtype is None:
+        integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+        dtype = DEFAULT_INT if integral else DEFAULT_FLOAT
+    array = _xp(device).arange(start, end, step, dtype=np.float64 if to_dtype(dtype).kind == "f" else None)
+    return _finish(array, dtype, device, requires_grad)
+
+
+def linspace(
+    start: float, end: float, steps: int, dtype: Any = None, device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
+    if steps < 0:
+        raise ValueError(f"linspace: steps must be non-negative, got {steps}")
+    array = _xp(device).linspace(start, end, steps)
+    return _finish(array, DEFAULT_FLOAT if dtype is None else dtype, device, requires_grad)
+
+
+# ---- random ------------------------------------------------------------------------------
+def _numpy_rng(generator: Generator | None) -> np.random.Generator:
+    return (default_generator if generator is None else generator).numpy
+
+
+def sample(kind: str, shape: tuple, dtype: Any, device: Any, generator: Any = None, **params: Any) -> Any:
+    """Draw an array of ``kind`` ('uniform', 'normal') on the device, as ``dtype``."""
+    dtype = to_dtype(dtype)
+    draw_dtype = dtype if dtype in (np.float32, np.float64) else np.float32
+    if device is not None and Device(device).type == "cuda":
+        cupy = require_cupy(f"device '{device}'")
+        with cupy.cuda.Device(Device(device).index):
+            if kind == "uniform":
+                array = cupy.random.uniform(params["low"], params["high"], shape, dtype=draw_dtype)
+            else:
+                array = cupy.random.normal(params["mean"], params["std"], shape, dtype=draw_dtype)
+        return array.astype(dtype, copy=False)
+    rng = _numpy_rng(generator)
+    if kind == "uniform":
+        array = rng.random(shape, dtype=draw_dtype)
+        low, high = params["low"], params["high"]
+        if (low, high) != (0, 1):
+            array = array * draw_dtype.type(high - low) + draw_dtype.type(low)
+    else:
+        array = rng.standard_normal(shape, dtype=draw_dtype)
+        mean, std = params["mean"], params["std"]
+        if (mean, std) != (0, 1):
+            array = array * draw_dtype.type(std) + draw_dtype.type(mean)
+    return array.astype(dtype, copy=False)
+
+
+def rand(
+    *size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """Uniform samples from ``[0, 1)``."""
+    array = sample("uniform", _shape(size), dtype or DEFAULT_FLOAT, device, generator, low=0, high=1)
+    return _finish(array, None, None, requires_grad)
+
+
+def randn(
+    *size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """Standard normal samples."""
+    array = sample("normal", _shape(size), dtype or DEFAULT_FLOAT, device, generator, mean=0, std=1)
+    return _finish(array, None, None, requires_grad)
+
+
+def randint(
+    low: int, high: int | None = None, size: Sequence | None = None, *,
+    generator: Generator | None = None, dtype: Any = None, device: Any = None,
+) -> Tensor:
+    """Integers from ``[low, high)``: ``randint(high, size)`` or ``randint(low, high, size)``."""
+    if size is None:
+        if high is None or not isinstance(high, (tuple, list)):
+            raise TypeError("randint needs a size: randint(high, (n,)) or randint(low, high, (n,))")
+        low, high, size = 0, low, high
+    if high is None:
+        low, high = 0, low
+    if high <= low:
+        raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
+    array = _numpy_rng(generator).integers(low, high, size=_shape((size,)), dtype=np.int64)
+    return _finish(array, dtype, device, False)
+
+
+def rand_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Uniform samples with ``input``'s shape, dtype and device."""
+    dtype, device = _like(input, dtype, device)
+    return rand(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def randn_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+    """Normal samples with ``input``'s shape, dtype and device."""
+    dtype, device = _like(input, dtype, device)
+    return randn(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def randperm(n: int, generator: Generator | None = None, device: Any = None) -> Tensor:
+    """A random permutation of ``0..n-1`` (int64)."""
+    return _finish(_numpy_rng(generator).permutation(n).astype(np.int64), None, device, False)
+
+
+def multinomial(
+    input: Tensor, num_samples: int, replacement: bool = False,
+    generator: Generator | None = None,
+) -> Tensor:
+    """Draw category indices with probabilities proportional to the rows of ``input``."""
+    probs = np.asarray(input.detach().cpu()._array, dtype=np.float64)
+    if probs.ndim not in (1, 2):
+        raise ValueError(f"multinomial: input must be 1-D or 2-D, got shape {probs.shape}")
+    rows = probs.reshape(-1, probs.shape[-1])
+    if (rows < 0).any() or not np.isfinite(rows).all():
+        raise ValueError("multinomial: probabilities must be finite and non-negative")
+    totals = rows.sum(axis=1, keepdims=True)
+    if (totals <= 0).any():
+        raise ValueError("multinomial: every row needs a positive sum of probabilities")
+    if not replacement and num_samples > (rows > 0).sum(axis=1).min():
+        raise ValueError(
+            f"multinomial: cannot draw {num_samples} samples without replacement from a row "
+            "with fewer nonzero probabilities; pass replacement=True"
+        )
+    rng = _numpy_rng(generator)
+    out = np.stack([
+        rng.choice(rows.shape[1], size=num_samples, replace=replacement, p=row / row.sum())
+        for row in rows
+    ]).astype(np.int64)
+    out = out.reshape(probs.shape[:-1] + (num_samples,))
+    return _finish(out, None, device_of(input._array), False)
+
+
+def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0, generator: Generator | None = None) -> Tensor:
+    """In place: fill with normal samples."""
+    from dtrain._tensor.ops.inplace import fill_random_
+
+    values = sample("normal", t.shape, t.dtype, device_of(t._array), generator, mean=mean, std=std)
+    return fill_random_(t, values, "normal_")
+
+
+def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0, generator: Generator | None = None) -> Tensor:
+    """In place: fill with uniform samples from ``[a, b)``."""
+    from dtrain._tensor.ops.inplace import fill_random_
+
+    values = sample("uniform", t.shape, t.dtype, device_of(t._array), generator, low=a, high=b)
+    return fill_random_(t, values, "uniform_")
+
+
+__all__ = [
+    "arange", "as_tensor", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
+    "get_array_module", "linspace", "multinomial", "normal_", "ones", "ones_like", "rand",
+    "rand_like", "randint", "randn", "randn_like", "randperm", "sample", "tensor", "uniform_",
+    "zeros", "zeros_like",
+]

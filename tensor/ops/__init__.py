@@ -1,0 +1,1 @@
+"""One differentiable op per class, forward beside backward; public functions beside them."""

@@ -1,0 +1,50 @@
+"""Helpers the op modules share: broadcasting gradients back, normalising dims."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def unbroadcast(grad: Any, shape: tuple) -> Any:
+    """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1
+    )
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def normalize_dim(dim: int, ndim: int, what: str = "dim") -> int:
+    """A non-negative axis, or an IndexError that names the valid range."""
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise TypeError(f"{what} must be an int, got {dim!r}")
+    extent = max(ndim, 1)
+    if not -extent <= dim < extent:
+        raise IndexError(
+            f"{what}={dim} is out of range for a tensor with {ndim} dimension(s); "
+            f"use a value in [{-extent}, {extent - 1}]"
+        )
+    return dim % extent
+
+
+def normalize_dims(dim: Any, ndim: int) -> tuple | None:
+    """``None`` (every axis), an int or a sequence of ints → a sorted tuple of axes."""
+    if dim is None:
+        return None
+    if isinstance(dim, (list, tuple)):
+        axes = tuple(sorted(normalize_dim(d, ndim) for d in dim))
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"dim {dim!r} names an axis twice; list each axis once")
+        return axes
+    return (normalize_dim(dim, ndim),)
+
+
+def expand_reduced(grad: Any, axes: tuple | None, keepdim: bool, shape: tuple, xp: Any) -> Any:
+    """Re-insert the reduced axes of ``grad`` (when not kept) and broadcast it to ``shape``."""
+    if not keepdim and axes is not None and shape:
+        grad = xp.expand_dims(grad, axes)
+    return xp.broadcast_to(grad, shape)

@@ -1,0 +1,153 @@
+"""Activations: tanh, sigmoid, relu, gelu, silu, softplus."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops.unary import _float
+from dtrain._tensor.tensor import Tensor
+from dtrain.runtime.backend import get_array_module
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+class Tanh(Op):
+    reads_output = True
+
+    def forward(self, x: Any) -> Any:
+        self.out = get_array_module(x).tanh(x)
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        out = self.out
+        return (grad * (1 - out * out),)
+
+
+def _sigmoid(x: Any) -> Any:
+    # tanh form: no overflow for large |x|, unlike 1 / (1 + exp(-x)).
+    return 0.5 + 0.5 * get_array_module(x).tanh(0.5 * x)
+
+
+class Sigmoid(Op):
+    reads_output = True
+
+    def forward(self, x: Any) -> Any:
+        self.out = _sigmoid(x)
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        out = self.out
+        return (grad * out * (1 - out),)
+
+
+class Relu(Op):
+    reads_output = True
+
+    def forward(self, x: Any) -> Any:
+        self.out = get_array_module(x).maximum(x, 0)
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad * (self.out > 0),)
+
+
+def erf(x: Any) -> Any:
+    """Error function; Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7.
+
+    numpy has no erf, and the core depends on numpy alone; 1.5e-7 is below float32's
+    resolution, which is what GELU computes in.
+    """
+    xp = get_array_module(x)
+    sign = xp.sign(x)
+    a = xp.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return sign * (1.0 - poly * xp.exp(-a * a))
+
+
+class Gelu(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any, approximate: str) -> Any:
+        self.x, self.approximate = x, approximate
+        if approximate == "tanh":
+            xp = get_array_module(x)
+            return 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3)))
+        return 0.5 * x * (1 + erf(x * _INV_SQRT_2))
+
+    def backward(self, grad: Any) -> tuple:
+        x = self.x
+        xp = get_array_module(x)
+        if self.approximate == "tanh":
+            inner = _SQRT_2_OVER_PI * (x + 0.044715 * x**3)
+            t = xp.tanh(inner)
+            d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+            return (grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner),)
+        cdf = 0.5 * (1 + erf(x * _INV_SQRT_2))
+        pdf = _INV_SQRT_2PI * xp.exp(-0.5 * x * x)
+        return (grad * (cdf + x * pdf),)
+
+
+class Silu(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        self.sig = _sigmoid(x)
+        return x * self.sig
+
+    def backward(self, grad: Any) -> tuple:
+        sig = self.sig
+        return (grad * (sig * (1 + self.x * (1 - sig))),)
+
+
+class Softplus(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any, beta: float, threshold: float) -> Any:
+        xp = get_array_module(x)
+        self.x, self.beta, self.threshold = x, beta, threshold
+        scaled = x * beta
+        soft = xp.logaddexp(0, scaled) / beta
+        return xp.where(scaled > threshold, x, soft)
+
+    def backward(self, grad: Any) -> tuple:
+        scaled = self.x * self.beta
+        xp = get_array_module(grad)
+        return (grad * xp.where(scaled > self.threshold, 1, _sigmoid(scaled)),)
+
+
+def tanh(input: Tensor) -> Tensor:
+    """Elementwise hyperbolic tangent."""
+    return Tanh.apply(_float(input))
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    """Elementwise logistic function ``1 / (1 + e**-x)``."""
+    return Sigmoid.apply(_float(input))
+
+
+def relu(input: Tensor) -> Tensor:
+    """Elementwise ``max(x, 0)``."""
+    return Relu.apply(input)
+
+
+def gelu(input: Tensor, approximate: str = "none") -> Tensor:
+    """Gaussian error linear unit; ``approximate="tanh"`` for the tanh approximation."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate={approximate!r}; use 'none' or 'tanh'")
+    return Gelu.apply(_float(input), approximate=approximate)
+
+
+def silu(input: Tensor) -> Tensor:
+    """Elementwise ``x * sigmoid(x)`` (swish)."""
+    return Silu.apply(_float(input))
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """``log(1 + exp(beta x)) / beta``, linear where ``beta x > threshold``."""
+    return Softplus.apply(_float(input), beta=beta, threshold=threshold)

@@ -1,0 +1,56 @@
+"""Copies: clone, dtype casts, device moves — each differentiable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.device import Device, device_of, to_device
+
+
+class Clone(Op):
+    def forward(self, x: Any) -> Any:
+        return x.copy()
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad,)
+
+
+class Cast(Op):
+    def forward(self, x: Any, dtype: Any) -> Any:
+        self.dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad.astype(self.dtype),)
+
+
+class ToDevice(Op):
+    def forward(self, x: Any, device: Device) -> Any:
+        self.source = device_of(x)
+        return to_device(x, device)
+
+    def backward(self, grad: Any) -> tuple:
+        return (to_device(grad, self.source),)
+
+
+def clone(input: Tensor) -> Tensor:
+    """A copy with its own memory; gradient flows back to ``input``."""
+    return Clone.apply(input)
+
+
+def cast(input: Tensor, dtype: Any) -> Tensor:
+    """``input`` converted to ``dtype`` (a copy); differentiable between float dtypes."""
+    if input._array.dtype == dtype:
+        return input
+    if dtype.kind != "f":
+        return wrap(input._array.astype(dtype))  # integers carry no gradient
+    return Cast.apply(input, dtype=dtype)
+
+
+def move(input: Tensor, device: Device) -> Tensor:
+    """``input`` on ``device``; the same tensor when it is already there."""
+    if device_of(input._array) == device:
+        return input
+    return ToDevice.apply(input, device=device)

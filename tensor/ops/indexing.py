@@ -1,0 +1,190 @@
+"""Indexing: ``x[key]``, gather, index_select, split, chunk, sort, topk."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops._util import normalize_dim, unbroadcast
+from dtrain._tensor.ops.reduce import ValuesIndices
+from dtrain._tensor.tensor import Tensor, mark_view, wrap
+from dtrain.runtime.backend import get_array_module
+
+_BASIC = (int, slice, type(None), type(Ellipsis))
+
+
+def convert_key(key: Any) -> tuple[Any, bool]:
+    """Tensors inside an index become arrays; also say whether any part is an integer array
+    (whose repeated indices make the gradient a scatter-add rather than an assignment)."""
+    parts = key if isinstance(key, tuple) else (key,)
+    converted = []
+    gathers = False
+    for part in parts:
+        if isinstance(part, Tensor):
+            part = part._array
+        if isinstance(part, bool) or isinstance(part, _BASIC):
+            converted.append(part)
+            continue
+        if isinstance(part, (list, tuple)):
+            part = get_array_module().asarray(part)
+        kind = getattr(getattr(part, "dtype", None), "kind", None)
+        if kind == "b":
+            pass
+        elif kind in ("i", "u"):
+            gathers = True
+        elif hasattr(part, "__index__"):
+            part = part.__index__()
+        else:
+            raise IndexError(
+                f"cannot index a tensor with {type(part).__name__} {part!r}; use ints, "
+                "slices, None, ..., bool masks or integer tensors"
+            )
+        converted.append(part)
+    return (tuple(converted) if isinstance(key, tuple) else converted[0]), gathers
+
+
+class GetItem(Op):
+    def forward(self, x: Any, key: Any, gathers: bool) -> Any:
+        self.shape, self.dtype, self.key, self.gathers = x.shape, x.dtype, key, gathers
+        return x[key]
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        full = xp.zeros(self.shape, dtype=grad.dtype)
+        if self.gathers:
+            xp.add.at(full, self.key, grad)
+        else:
+            full[self.key] = grad
+        return (full,)
+
+
+class IndexPut(Op):
+    """``x[key] = value`` recorded out of place (``__setitem__`` writes the result back)."""
+
+    def forward(self, x: Any, value: Any, key: Any) -> Any:
+        self.key = key
+        self.value_shape = getattr(value, "shape", ())
+        out = x.copy()
+        out[key] = value
+        return out
+
+    def backward(self, grad: Any) -> tuple:
+        need_x, need_value = self.needs_input_grad
+        grad_x = grad_value = None
+        if need_x:
+            grad_x = grad.copy()
+            grad_x[self.key] = 0
+        if need_value:
+            grad_value = unbroadcast(grad[self.key], self.value_shape)
+        return grad_x, grad_value
+
+
+class Gather(Op):
+    def forward(self, x: Any, index: Any, axis: int) -> Any:
+        xp = get_array_module(x)
+        grids = list(xp.ix_(*[xp.arange(size) for size in index.shape]))
+        grids[axis] = index
+        self.key, self.shape = tuple(grids), x.shape
+        return x[self.key]
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        full = xp.zeros(self.shape, dtype=grad.dtype)
+        xp.add.at(full, self.key, grad)
+        return (full, None)
+
+
+def getitem(input: Tensor, key: Any) -> Tensor:
+    """``input[key]``; basic indexing returns a view, as in PyTorch."""
+    key, gathers = convert_key(key)
+    try:
+        result = GetItem.apply(input, key=key, gathers=gathers)
+    except IndexError as exc:
+        raise IndexError(f"index {key!r} does not fit a tensor of shape {input.shape}: {exc}") from None
+    return mark_view(result, input)
+
+
+def gather(input: Tensor, dim: int, index: Tensor) -> Tensor:
+    """``out[i][j] = input[i][index[i][j]]`` for ``dim=1`` (and likewise for any dim)."""
+    axis = normalize_dim(dim, input.ndim)
+    index_array = index._array if isinstance(index, Tensor) else index
+    if index_array.dtype.kind not in "iu" or index_array.ndim != input.ndim:
+        raise ValueError(
+            f"gather: index must be an integer tensor with {input.ndim} dims like the input, "
+            f"got dtype {index_array.dtype} with {index_array.ndim} dims"
+        )
+    for d, (want, have) in enumerate(zip(index_array.shape, input.shape)):
+        if d != axis and want > have:
+            raise ValueError(
+                f"gather: index shape {index_array.shape} exceeds input shape {input.shape} "
+                f"in dim {d}"
+            )
+    return Gather.apply(input, index_array, axis=axis)
+
+
+def index_select(input: Tensor, dim: int, index: Tensor) -> Tensor:
+    """The slices of ``input`` along ``dim`` at the positions in the 1-D ``index``."""
+    axis = normalize_dim(dim, input.ndim)
+    index_array = index._array if isinstance(index, Tensor) else index
+    if index_array.ndim != 1 or index_array.dtype.kind not in "iu":
+        raise ValueError(
+            f"index_select: index must be a 1-D integer tensor, got dtype "
+            f"{index_array.dtype} with shape {index_array.shape}"
+        )
+    return getitem(input, (slice(None),) * axis + (Tensor(index_array),))
+
+
+def split(input: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple:
+    """Cut into pieces of ``split_size`` (the last may be smaller) or of the listed sizes."""
+    axis = normalize_dim(dim, input.ndim)
+    length = input.shape[axis]
+    if isinstance(split_size_or_sections, int):
+        if split_size_or_sections <= 0:
+            raise ValueError(f"split: split_size must be positive, got {split_size_or_sections}")
+        sizes = [split_size_or_sections] * (length // split_size_or_sections)
+        if length % split_size_or_sections:
+            sizes.append(length % split_size_or_sections)
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != length:
+            raise ValueError(
+                f"split: sections {sizes} add up to {sum(sizes)} but dim {dim} has size {length}"
+            )
+    pieces = []
+    start = 0
+    for size in sizes:
+        pieces.append(getitem(input, (slice(None),) * axis + (slice(start, start + size),)))
+        start += size
+    return tuple(pieces)
+
+
+def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple:
+    """Cut into ``chunks`` pieces of equal size (the last may be smaller), as PyTorch."""
+    if chunks <= 0:
+        raise ValueError(f"chunk: chunks must be positive, got {chunks}")
+    length = input.shape[normalize_dim(dim, input.ndim)]
+    return split(input, max(math.ceil(length / chunks), 1), dim)
+
+
+def sort(input: Tensor, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
+    """``(values, indices)`` sorted along ``dim``; the values carry gradient."""
+    axis = normalize_dim(dim, input.ndim)
+    xp = get_array_module(input._array)
+    key = -input._array if descending and input._array.dtype.kind != "b" else input._array
+    indices = xp.argsort(key, axis=axis, kind="stable")
+    if descending and input._array.dtype.kind == "b":
+        indices = xp.flip(indices, axis=axis)
+    return ValuesIndices(gather(input, axis, indices), wrap(indices))
+
+
+def topk(input: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
+    """The ``k`` largest (or smallest) values along ``dim`` and their indices."""
+    axis = normalize_dim(dim, input.ndim)
+    size = input.shape[axis] if input.ndim else 1
+    if not 0 <= k <= size:
+        raise ValueError(f"topk: k={k} is out of range for dim {dim} of size {size}")
+    _, indices = sort(input, dim=axis, descending=largest)
+    xp = get_array_module(input._array)
+    indices = xp.take(indices._array, xp.arange(k), axis=axis)
+    return ValuesIndices(gather(input, axis, indices), wrap(indices))

@@ -1,0 +1,62 @@
+"""Matrix product: 1-D, 2-D and batched (broadcasting batch dimensions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops._util import unbroadcast
+from dtrain._tensor.tensor import Tensor
+
+
+class MatMul(Op):
+    reads_inputs = True
+
+    def forward(self, a: Any, b: Any) -> Any:
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, grad: Any) -> tuple:
+        a, b = self.a, self.b
+        need_a, need_b = self.needs_input_grad
+        # Lift 1-D operands to matrices so one formula covers every case.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            grad = grad[..., None, :]
+        if b.ndim == 1:
+            grad = grad[..., None]
+        grad_a = grad_b = None
+        if need_a:
+            grad_a = unbroadcast(grad @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+        if need_b:
+            grad_b = unbroadcast(a2.swapaxes(-1, -2) @ grad, b2.shape).reshape(b.shape)
+        return grad_a, grad_b
+
+
+def matmul(input: Tensor, other: Tensor) -> Tensor:
+    """Matrix product with numpy/PyTorch semantics for 1-D, 2-D and batched operands."""
+    if not isinstance(input, Tensor) or not isinstance(other, Tensor):
+        raise TypeError(
+            f"matmul: both operands must be tensors, got {type(input).__name__} and "
+            f"{type(other).__name__}"
+        )
+    a, b = input._array, other._array
+    if a.ndim == 0 or b.ndim == 0:
+        raise RuntimeError(
+            f"matmul: both operands need at least one dimension, got shapes {a.shape} and "
+            f"{b.shape}; use * for a product with a scalar"
+        )
+    inner_a = a.shape[-1]
+    inner_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if inner_a != inner_b:
+        raise ValueError(
+            f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied ({inner_a} != "
+            f"{inner_b}); the last dimension of the first must equal the "
+            f"{'only' if b.ndim == 1 else 'second-to-last'} dimension of the second"
+        )
+    if a.dtype != b.dtype:
+        from dtrain._tensor.ops.arithmetic import _promote
+
+        input, other = _promote(input, other)
+    return MatMul.apply(input, other)

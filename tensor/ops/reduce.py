@@ -1,0 +1,237 @@
+"""Reductions: sum, mean, prod, max, min, amax, amin, var, std, logsumexp, cumsum, argmax."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any
+
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops._util import expand_reduced, normalize_dim, normalize_dims
+from dtrain._tensor.ops.unary import _float
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module
+
+#: What ``max``/``min``/``sort``/``topk`` with a ``dim`` return, as in PyTorch.
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
+
+
+class Sum(Op):
+    def forward(self, x: Any, axes: tuple | None, keepdim: bool) -> Any:
+        self.shape, self.axes, self.keepdim = x.shape, axes, keepdim
+        return x.sum(axis=axes, keepdims=keepdim)
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        return (expand_reduced(grad, self.axes, self.keepdim, self.shape, xp),)
+
+
+class Prod(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any, axis: int | None, keepdim: bool) -> Any:
+        self.x, self.axis, self.keepdim = x, axis, keepdim
+        return x.prod(axis=axis, keepdims=keepdim)
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        x = self.x
+        flat = x.reshape(-1) if self.axis is None else x
+        axis = 0 if self.axis is None else self.axis
+        # Product of all the other elements, exact even where x has zeros: the exclusive
+        # cumulative product from the left times the one from the right.
+        ones = xp.ones_like(xp.take(flat, [0], axis=axis))
+        left = xp.cumprod(xp.concatenate([ones, flat], axis=axis), axis=axis)
+        left = xp.take(left, range(flat.shape[axis]), axis=axis)
+        flipped = xp.flip(flat, axis=axis)
+        right = xp.cumprod(xp.concatenate([ones, flipped], axis=axis), axis=axis)
+        right = xp.flip(xp.take(right, range(flat.shape[axis]), axis=axis), axis=axis)
+        others = (left * right).reshape(x.shape)
+        axes = None if self.axis is None else (self.axis,)
+        return (expand_reduced(grad, axes, self.keepdim, x.shape, xp) * others,)
+
+
+class Extreme(Op):
+    """max or min over axes; ties share the gradient evenly (PyTorch's amax/amin rule)."""
+
+    reads_inputs = True
+    reads_output = True
+
+    def forward(self, x: Any, axes: tuple | None, keepdim: bool, largest: bool) -> Any:
+        self.x, self.axes, self.keepdim = x, axes, keepdim
+        self.out = x.max(axis=axes, keepdims=True) if largest else x.min(axis=axes, keepdims=True)
+        return self.out if keepdim else self.out.reshape(_reduced_shape(x.shape, axes))
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        hit = self.x == self.out
+        count = hit.sum(axis=self.axes, keepdims=True)
+        spread = expand_reduced(grad, self.axes, self.keepdim, self.x.shape, xp)
+        return (spread * hit / count,)
+
+
+def _reduced_shape(shape: tuple, axes: tuple | None) -> tuple:
+    if axes is None:
+        return ()
+    return tuple(size for i, size in enumerate(shape) if i not in axes)
+
+
+class Cumsum(Op):
+    def forward(self, x: Any, axis: int) -> Any:
+        self.axis = axis
+        return get_array_module(x).cumsum(x, axis=axis)
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        return (xp.flip(xp.cumsum(xp.flip(grad, self.axis), axis=self.axis), self.axis),)
+
+
+class LogSumExp(Op):
+    reads_inputs = True
+    reads_output = True
+
+    def forward(self, x: Any, axes: tuple | None, keepdim: bool) -> Any:
+        xp = get_array_module(x)
+        self.x, self.axes, self.keepdim = x, axes, keepdim
+        peak = x.max(axis=axes, keepdims=True)
+        peak = xp.where(xp.isfinite(peak), peak, 0)
+        self.out = xp.log(xp.exp(x - peak).sum(axis=axes, keepdims=True)) + peak
+        return self.out if keepdim else self.out.reshape(_reduced_shape(x.shape, axes))
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        spread = expand_reduced(grad, self.axes, self.keepdim, self.x.shape, xp)
+        return (spread * xp.exp(self.x - self.out),)
+
+
+def sum(input: Tensor, dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:  # noqa: A001
+    """Sum over ``dim`` (an int, a tuple, or None for every element)."""
+    if dtype is not None:
+        input = input.to(dtype)
+    return Sum.apply(input, axes=normalize_dims(dim, input.ndim), keepdim=keepdim)
+
+
+def mean(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Mean over ``dim``; integer tensors are an error, as in PyTorch."""
+    if input._array.dtype.kind != "f":
+        raise TypeError(
+            f"mean: input dtype {input.dtype} is not a float; call .float() first"
+        )
+    axes = normalize_dims(dim, input.ndim)
+    count = input.numel() if axes is None else _count(input.shape, axes)
+    return Sum.apply(input, axes=axes, keepdim=keepdim) / count
+
+
+def _count(shape: tuple, axes: tuple) -> int:
+    count = 1
+    for axis in axes:
+        count *= shape[axis]
+    return count
+
+
+def var(
+    input: Tensor,
+    dim: Any = None,
+    unbiased: bool | None = None,
+    keepdim: bool = False,
+    *,
+    correction: float | None = None,
+) -> Tensor:
+    """Variance over ``dim`` with Bessel's ``correction`` (default 1; ``unbiased=False`` → 0)."""
+    if correction is None:
+        correction = 0 if unbiased is False else 1
+    axes = normalize_dims(dim, input.ndim)
+    count = input.numel() if axes is None else _count(input.shape, axes)
+    centred = input - mean(input, dim=axes, keepdim=True)
+    return sum(centred * centred, dim=axes, keepdim=keepdim) / max(count - correction, 0)
+
+
+def std(
+    input: Tensor,
+    dim: Any = None,
+    unbiased: bool | None = None,
+    keepdim: bool = False,
+    *,
+    correction: float | None = None,
+) -> Tensor:
+    """Standard deviation: ``var(...).sqrt()``."""
+    return var(input, dim, unbiased, keepdim, correction=correction).sqrt()
+
+
+def prod(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """Product over one ``dim`` or every element."""
+    axis = None if dim is None else normalize_dim(dim, input.ndim)
+    return Prod.apply(input, axis=axis, keepdim=keepdim)
+
+
+def _extreme(input: Tensor, dim: Any, keepdim: bool, largest: bool) -> Any:
+    if input.numel() == 0:
+        raise RuntimeError(f"{'max' if largest else 'min'} of an empty tensor has no value")
+    if dim is None:
+        return Extreme.apply(input, axes=None, keepdim=False, largest=largest)
+    axis = normalize_dim(dim, input.ndim)
+    array = input._array
+    xp = get_array_module(array)
+    indices = (array.argmax if largest else array.argmin)(axis=axis, keepdims=True)
+    values = input.gather(axis, wrap(indices))
+    if not keepdim:
+        values, indices = values.squeeze(axis), xp.squeeze(indices, axis)
+    return ValuesIndices(values, wrap(indices))
+
+
+def max(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
+    """The largest element; with ``dim``, ``(values, indices)`` along that dim."""
+    if isinstance(dim, Tensor):
+        from dtrain._tensor.ops.select import maximum
+
+        return maximum(input, dim)
+    return _extreme(input, dim, keepdim, largest=True)
+
+
+def min(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
+    """The smallest element; with ``dim``, ``(values, indices)`` along that dim."""
+    if isinstance(dim, Tensor):
+        from dtrain._tensor.ops.select import minimum
+
+        return minimum(input, dim)
+    return _extreme(input, dim, keepdim, largest=False)
+
+
+def amax(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Largest value over ``dim`` (int or tuple); ties share the gradient."""
+    return Extreme.apply(input, axes=normalize_dims(dim, input.ndim), keepdim=keepdim, largest=True)
+
+
+def amin(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+    """Smallest value over ``dim`` (int or tuple); ties share the gradient."""
+    return Extreme.apply(
+        input, axes=normalize_dims(dim, input.ndim), keepdim=keepdim, largest=False
+    )
+
+
+def logsumexp(input: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
+    """``log(sum(exp(x)))`` over ``dim``, computed without overflow."""
+    return LogSumExp.apply(_float(input), axes=normalize_dims(dim, input.ndim), keepdim=keepdim)
+
+
+def cumsum(input: Tensor, dim: int) -> Tensor:
+    """Running sum along ``dim``."""
+    return Cumsum.apply(input, axis=normalize_dim(dim, input.ndim))
+
+
+def argmax(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """Index of the largest value (of the flattened tensor when ``dim`` is None)."""
+    return _arg(input, dim, keepdim, "argmax")
+
+
+def argmin(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+    """Index of the smallest value (of the flattened tensor when ``dim`` is None)."""
+    return _arg(input, dim, keepdim, "argmin")
+
+
+def _arg(input: Tensor, dim: int | None, keepdim: bool, name: str) -> Tensor:
+    array = input._array
+    if dim is None:
+        index = getattr(array.reshape(-1), name)()
+        return wrap(get_array_module(array).asarray(index).reshape((1,) * array.ndim if keepdim else ()))
+    axis = normalize_dim(dim, input.ndim)
+    return wrap(getattr(array, name)(axis=axis, keepdims=keepdim))
