@@ -1,7 +1,7 @@
 """The ``dtrain`` command.
 
-    dtrain --version      print the version
-    dtrain info           versions of Python, numpy and the optional backends, and devices
+dtrain --version      print the version
+dtrain info           versions of Python, numpy and the optional backends, and devices
 """
 
 from __future__ import annotations

@@ -5,7 +5,17 @@ from dtrain.runtime.device import CPU, Device, as_numpy, device_of, to_device
 from dtrain.runtime.random import Generator, default_generator, initial_seed, manual_seed
 
 __all__ = [
-    "CPU", "Device", "Generator", "as_numpy", "cupy_module", "default_generator",
-    "device_of", "get_array_module", "initial_seed", "is_cuda_array", "manual_seed",
-    "require_cupy", "to_device",
+    "CPU",
+    "Device",
+    "Generator",
+    "as_numpy",
+    "cupy_module",
+    "default_generator",
+    "device_of",
+    "get_array_module",
+    "initial_seed",
+    "is_cuda_array",
+    "manual_seed",
+    "require_cupy",
+    "to_device",
 ]

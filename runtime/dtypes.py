@@ -18,8 +18,13 @@ bool_ = np.dtype(np.bool_)
 
 #: Aliases PyTorch also accepts.
 ALIASES = {
-    "half": float16, "float": float32, "double": float64, "short": int16, "int": int32,
-    "long": int64, "bool": bool_,
+    "half": float16,
+    "float": float32,
+    "double": float64,
+    "short": int16,
+    "int": int32,
+    "long": int64,
+    "bool": bool_,
 }
 SUPPORTED = (float16, float32, float64, int8, uint8, int16, int32, int64, bool_)
 DEFAULT_FLOAT = float32

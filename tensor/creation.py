@@ -49,9 +49,7 @@ def _from_data(data: Any, copy: bool) -> Any:
     return array
 
 
-def tensor(
-    data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False
-) -> Tensor:
+def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """A new tensor holding a copy of ``data`` (numbers, nested lists, numpy arrays)."""
     return _finish(_from_data(data, copy=True), dtype, device, requires_grad)
 
@@ -123,41 +121,57 @@ def empty(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 
 def full(
-    size: Sequence, fill_value: Any, dtype: Any = None, device: Any = None,
+    size: Sequence,
+    fill_value: Any,
+    dtype: Any = None,
+    device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
     """A tensor filled with ``fill_value`` (its dtype follows the value, as in PyTorch)."""
     if dtype is None:
-        dtype = np.bool_ if isinstance(fill_value, bool) else (
-            DEFAULT_INT if isinstance(fill_value, int) else DEFAULT_FLOAT
+        dtype = (
+            np.bool_
+            if isinstance(fill_value, bool)
+            else (DEFAULT_INT if isinstance(fill_value, int) else DEFAULT_FLOAT)
         )
     return _filled("full", (tuple(size),), dtype, device, requires_grad, fill_value)
 
 
 def _like(t: Tensor, dtype: Any, device: Any) -> tuple:
-    return (t.dtype if dtype is None else dtype), (device_of(t._array) if device is None else device)
+    return (t.dtype if dtype is None else dtype), (
+        device_of(t._array) if device is None else device
+    )
 
 
-def zeros_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def zeros_like(
+    input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
     """Zeros with ``input``'s shape, dtype and device."""
     dtype, device = _like(input, dtype, device)
     return zeros(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def ones_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def ones_like(
+    input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
     """Ones with ``input``'s shape, dtype and device."""
     dtype, device = _like(input, dtype, device)
     return ones(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def empty_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def empty_like(
+    input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
     """Uninitialised memory with ``input``'s shape, dtype and device."""
     dtype, device = _like(input, dtype, device)
     return empty(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def full_like(
-    input: Tensor, fill_value: Any, dtype: Any = None, device: Any = None,
+    input: Tensor,
+    fill_value: Any,
+    dtype: Any = None,
+    device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
     """``fill_value`` everywhere, with ``input``'s shape, dtype and device."""
@@ -166,7 +180,10 @@ def full_like(
 
 
 def eye(
-    n: int, m: int | None = None, dtype: Any = None, device: Any = None,
+    n: int,
+    m: int | None = None,
+    dtype: Any = None,
+    device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
     """The ``n × m`` identity matrix."""
@@ -175,8 +192,12 @@ def eye(
 
 
 def arange(
-    start: float, end: float | None = None, step: float = 1, dtype: Any = None,
-    device: Any = None, requires_grad: bool = False,
+    start: float,
+    end: float | None = None,
+    step: float = 1,
+    dtype: Any = None,
+    device: Any = None,
+    requires_grad: bool = False,
 ) -> Tensor:
     """``[start, end)`` in steps; int64 when every argument is an int, else float32."""
     if end is None:
@@ -186,12 +207,18 @@ def arange(
     if dtype is None:
         integral = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
         dtype = DEFAULT_INT if integral else DEFAULT_FLOAT
-    array = _xp(device).arange(start, end, step, dtype=np.float64 if to_dtype(dtype).kind == "f" else None)
+    array = _xp(device).arange(
+        start, end, step, dtype=np.float64 if to_dtype(dtype).kind == "f" else None
+    )
     return _finish(array, dtype, device, requires_grad)
 
 
 def linspace(
-    start: float, end: float, steps: int, dtype: Any = None, device: Any = None,
+    start: float,
+    end: float,
+    steps: int,
+    dtype: Any = None,
+    device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
     """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
@@ -206,7 +233,9 @@ def _numpy_rng(generator: Generator | None) -> np.random.Generator:
     return (default_generator if generator is None else generator).numpy
 
 
-def sample(kind: str, shape: tuple, dtype: Any, device: Any, generator: Any = None, **params: Any) -> Any:
+def sample(
+    kind: str, shape: tuple, dtype: Any, device: Any, generator: Any = None, **params: Any
+) -> Any:
     """Draw an array of ``kind`` ('uniform', 'normal') on the device, as ``dtype``."""
     dtype = to_dtype(dtype)
     draw_dtype = dtype if dtype in (np.float32, np.float64) else np.float32
@@ -233,16 +262,24 @@ def sample(kind: str, shape: tuple, dtype: Any, device: Any, generator: Any = No
 
 
 def rand(
-    *size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
+    *size: Any,
+    generator: Generator | None = None,
+    dtype: Any = None,
+    device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
     """Uniform samples from ``[0, 1)``."""
-    array = sample("uniform", _shape(size), dtype or DEFAULT_FLOAT, device, generator, low=0, high=1)
+    array = sample(
+        "uniform", _shape(size), dtype or DEFAULT_FLOAT, device, generator, low=0, high=1
+    )
     return _finish(array, None, None, requires_grad)
 
 
 def randn(
-    *size: Any, generator: Generator | None = None, dtype: Any = None, device: Any = None,
+    *size: Any,
+    generator: Generator | None = None,
+    dtype: Any = None,
+    device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
     """Standard normal samples."""
@@ -251,8 +288,13 @@ def randn(
 
 
 def randint(
-    low: int, high: int | None = None, size: Sequence | None = None, *,
-    generator: Generator | None = None, dtype: Any = None, device: Any = None,
+    low: int,
+    high: int | None = None,
+    size: Sequence | None = None,
+    *,
+    generator: Generator | None = None,
+    dtype: Any = None,
+    device: Any = None,
 ) -> Tensor:
     """Integers from ``[low, high)``: ``randint(high, size)`` or ``randint(low, high, size)``."""
     if size is None:
@@ -267,13 +309,17 @@ def randint(
     return _finish(array, dtype, device, False)
 
 
-def rand_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def rand_like(
+    input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
     """Uniform samples with ``input``'s shape, dtype and device."""
     dtype, device = _like(input, dtype, device)
     return rand(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def randn_like(input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def randn_like(
+    input: Tensor, dtype: Any = None, device: Any = None, requires_grad: bool = False
+) -> Tensor:
     """Normal samples with ``input``'s shape, dtype and device."""
     dtype, device = _like(input, dtype, device)
     return randn(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
@@ -285,7 +331,9 @@ def randperm(n: int, generator: Generator | None = None, device: Any = None) -> 
 
 
 def multinomial(
-    input: Tensor, num_samples: int, replacement: bool = False,
+    input: Tensor,
+    num_samples: int,
+    replacement: bool = False,
     generator: Generator | None = None,
 ) -> Tensor:
     """Draw category indices with probabilities proportional to the rows of ``input``."""
@@ -304,15 +352,19 @@ def multinomial(
             "with fewer nonzero probabilities; pass replacement=True"
         )
     rng = _numpy_rng(generator)
-    out = np.stack([
-        rng.choice(rows.shape[1], size=num_samples, replace=replacement, p=row / row.sum())
-        for row in rows
-    ]).astype(np.int64)
+    out = np.stack(
+        [
+            rng.choice(rows.shape[1], size=num_samples, replace=replacement, p=row / row.sum())
+            for row in rows
+        ]
+    ).astype(np.int64)
     out = out.reshape(probs.shape[:-1] + (num_samples,))
     return _finish(out, None, device_of(input._array), False)
 
 
-def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0, generator: Generator | None = None) -> Tensor:
+def normal_(
+    t: Tensor, mean: float = 0.0, std: float = 1.0, generator: Generator | None = None
+) -> Tensor:
     """In place: fill with normal samples."""
     from dtrain._tensor.ops.inplace import fill_random_
 
@@ -320,7 +372,9 @@ def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0, generator: Generator
     return fill_random_(t, values, "normal_")
 
 
-def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0, generator: Generator | None = None) -> Tensor:
+def uniform_(
+    t: Tensor, a: float = 0.0, b: float = 1.0, generator: Generator | None = None
+) -> Tensor:
     """In place: fill with uniform samples from ``[a, b)``."""
     from dtrain._tensor.ops.inplace import fill_random_
 
@@ -329,8 +383,29 @@ def uniform_(t: Tensor, a: float = 0.0, b: float = 1.0, generator: Generator | N
 
 
 __all__ = [
-    "arange", "as_tensor", "empty", "empty_like", "eye", "from_numpy", "full", "full_like",
-    "get_array_module", "linspace", "multinomial", "normal_", "ones", "ones_like", "rand",
-    "rand_like", "randint", "randn", "randn_like", "randperm", "sample", "tensor", "uniform_",
-    "zeros", "zeros_like",
+    "arange",
+    "as_tensor",
+    "empty",
+    "empty_like",
+    "eye",
+    "from_numpy",
+    "full",
+    "full_like",
+    "get_array_module",
+    "linspace",
+    "multinomial",
+    "normal_",
+    "ones",
+    "ones_like",
+    "rand",
+    "rand_like",
+    "randint",
+    "randn",
+    "randn_like",
+    "randperm",
+    "sample",
+    "tensor",
+    "uniform_",
+    "zeros",
+    "zeros_like",
 ]

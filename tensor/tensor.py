@@ -184,8 +184,9 @@ class Tensor:
         for arg in args:
             if isinstance(arg, Tensor):
                 device, dtype = arg.device, arg.dtype
-            elif isinstance(arg, Device) or (isinstance(arg, str) and arg.split(":")[0] in (
-                "cpu", "cuda")):
+            elif isinstance(arg, Device) or (
+                isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda")
+            ):
                 device = arg
             else:
                 dtype = arg
@@ -259,8 +260,11 @@ class Tensor:
 
     # ---- autograd ----------------------------------------------------------------------
     def backward(
-        self, gradient: Tensor | None = None, retain_graph: bool | None = None,
-        create_graph: bool = False, inputs: Any = None,
+        self,
+        gradient: Tensor | None = None,
+        retain_graph: bool | None = None,
+        create_graph: bool = False,
+        inputs: Any = None,
     ) -> None:
         """Accumulate the gradient of this tensor into the ``.grad`` of every leaf it
         depends on. A non-scalar tensor needs ``gradient`` (d(something)/d(this))."""
@@ -407,7 +411,6 @@ class Tensor:
     def __invert__(self) -> Tensor:
         return _fn.bitwise("invert", self)
 
-
     # ---- math (see dtrain._tensor.functions for each function's docstring) --------------
     def add(self, other: Any, alpha: float = 1) -> Tensor:
         return _fn.add(self, other, alpha=alpha)
@@ -463,7 +466,7 @@ class Tensor:
     def relu(self) -> Tensor:
         return _fn.relu(self)
 
-    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:
         return _fn.clamp(self, min, max)
 
     clip = clamp
@@ -498,12 +501,24 @@ class Tensor:
     def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return _fn.amin(self, dim, keepdim)
 
-    def var(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
-            correction: float | None = None) -> Tensor:
+    def var(
+        self,
+        dim: Any = None,
+        unbiased: bool | None = None,
+        keepdim: bool = False,
+        *,
+        correction: float | None = None,
+    ) -> Tensor:
         return _fn.var(self, dim, unbiased, keepdim, correction=correction)
 
-    def std(self, dim: Any = None, unbiased: bool | None = None, keepdim: bool = False, *,
-            correction: float | None = None) -> Tensor:
+    def std(
+        self,
+        dim: Any = None,
+        unbiased: bool | None = None,
+        keepdim: bool = False,
+        *,
+        correction: float | None = None,
+    ) -> Tensor:
         return _fn.std(self, dim, unbiased, keepdim, correction=correction)
 
     def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
@@ -592,10 +607,12 @@ class Tensor:
     def sort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
         return _fn.sort(self, dim, descending, stable)
 
-    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
         return _fn.topk(self, k, dim, largest, sorted)
 
-    def multinomial(self, num_samples: int, replacement: bool = False, generator: Any = None) -> Tensor:
+    def multinomial(
+        self, num_samples: int, replacement: bool = False, generator: Any = None
+    ) -> Tensor:
         return _fn.multinomial(self, num_samples, replacement, generator)
 
     # ---- comparisons -------------------------------------------------------------------
@@ -648,7 +665,7 @@ class Tensor:
     def div_(self, other: Any) -> Tensor:
         return _fn.div_(self, other)
 
-    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+    def clamp_(self, min: Any = None, max: Any = None) -> Tensor:
         return _fn.clamp_(self, min, max)
 
     def zero_(self) -> Tensor:

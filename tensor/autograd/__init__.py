@@ -19,7 +19,19 @@ from dtrain._tensor.autograd.gradcheck import GradcheckError, gradcheck
 from dtrain._tensor.autograd.op import Op
 
 __all__ = [
-    "Function", "FunctionCtx", "GradcheckError", "Op", "RemovableHandle", "backward",
-    "enable_grad", "grad", "gradcheck", "is_grad_enabled", "no_grad", "register_hook",
-    "register_post_accumulate_grad_hook", "retain_grad", "set_grad_enabled",
+    "Function",
+    "FunctionCtx",
+    "GradcheckError",
+    "Op",
+    "RemovableHandle",
+    "backward",
+    "enable_grad",
+    "grad",
+    "gradcheck",
+    "is_grad_enabled",
+    "no_grad",
+    "register_hook",
+    "register_post_accumulate_grad_hook",
+    "retain_grad",
+    "set_grad_enabled",
 ]

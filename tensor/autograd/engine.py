@@ -47,9 +47,9 @@ def run_backward(
     if capture is not None:
         captured = [None] * len(capture)
         for index, tensor in enumerate(capture):
-            capture_keys.setdefault(tensor if tensor.grad_fn is None else tensor.grad_fn, []).append(
-                index
-            )
+            capture_keys.setdefault(
+                tensor if tensor.grad_fn is None else tensor.grad_fn, []
+            ).append(index)
 
     while ready:
         node = ready.pop()

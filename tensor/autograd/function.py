@@ -140,7 +140,8 @@ class Function:
         shapes = [a._array.shape if isinstance(a, Tensor) else None for a in args]
         node = _FunctionNode(cls, ctx, shapes)
         node.parents = tuple(
-            (a if a.grad_fn is None else a.grad_fn) if need else None for a, need in zip(args, needs)
+            (a if a.grad_fn is None else a.grad_fn) if need else None
+            for a, need in zip(args, needs)
         )
         node.needs_input_grad = needs
         result = wrap(out._array, node)

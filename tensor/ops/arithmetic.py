@@ -183,8 +183,10 @@ def div(input: Any, other: Any) -> Tensor:
     if isinstance(input, Tensor) and input._array.dtype.kind != "f":
         if not (isinstance(other, Tensor) and other._array.dtype.kind == "f"):
             input = input.to(DEFAULT_FLOAT)
-    elif isinstance(other, Tensor) and other._array.dtype.kind != "f" and not isinstance(
-        input, Tensor
+    elif (
+        isinstance(other, Tensor)
+        and other._array.dtype.kind != "f"
+        and not isinstance(input, Tensor)
     ):
         other = other.to(DEFAULT_FLOAT)
     return binary(Div, input, other)
@@ -195,6 +197,6 @@ def neg(input: Tensor) -> Tensor:
     return Neg.apply(input)
 
 
-def pow(input: Any, exponent: Any) -> Tensor:  # noqa: A001 - PyTorch's name
+def pow(input: Any, exponent: Any) -> Tensor:
     """``input ** exponent``; either may be a scalar, broadcasting."""
     return binary(Pow, input, exponent)

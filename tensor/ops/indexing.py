@@ -101,7 +101,9 @@ def getitem(input: Tensor, key: Any) -> Tensor:
     try:
         result = GetItem.apply(input, key=key, gathers=gathers)
     except IndexError as exc:
-        raise IndexError(f"index {key!r} does not fit a tensor of shape {input.shape}: {exc}") from None
+        raise IndexError(
+            f"index {key!r} does not fit a tensor of shape {input.shape}: {exc}"
+        ) from None
     return mark_view(result, input)
 
 
@@ -178,7 +180,7 @@ def sort(input: Tensor, dim: int = -1, descending: bool = False, stable: bool = 
     return ValuesIndices(gather(input, axis, indices), wrap(indices))
 
 
-def topk(input: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:  # noqa: A002
+def topk(input: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
     """The ``k`` largest (or smallest) values along ``dim`` and their indices."""
     axis = normalize_dim(dim, input.ndim)
     size = input.shape[axis] if input.ndim else 1

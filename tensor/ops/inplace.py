@@ -117,7 +117,7 @@ def div_(tensor: Tensor, other: Any) -> Tensor:
     return _apply_ufunc(tensor, "true_divide", _operand(other), "div_")
 
 
-def clamp_(tensor: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+def clamp_(tensor: Tensor, min: Any = None, max: Any = None) -> Tensor:
     """In place: limit values to ``[min, max]``."""
     if _records(tensor, min, max):
         return _record(tensor, lambda t: clamp(t, min, max), "clamp_")

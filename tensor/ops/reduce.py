@@ -103,7 +103,7 @@ class LogSumExp(Op):
         return (spread * xp.exp(self.x - self.out),)
 
 
-def sum(input: Tensor, dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:  # noqa: A001
+def sum(input: Tensor, dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
     """Sum over ``dim`` (an int, a tuple, or None for every element)."""
     if dtype is not None:
         input = input.to(dtype)
@@ -113,9 +113,7 @@ def sum(input: Tensor, dim: Any = None, keepdim: bool = False, dtype: Any = None
 def mean(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     """Mean over ``dim``; integer tensors are an error, as in PyTorch."""
     if input._array.dtype.kind != "f":
-        raise TypeError(
-            f"mean: input dtype {input.dtype} is not a float; call .float() first"
-        )
+        raise TypeError(f"mean: input dtype {input.dtype} is not a float; call .float() first")
     axes = normalize_dims(dim, input.ndim)
     count = input.numel() if axes is None else _count(input.shape, axes)
     return Sum.apply(input, axes=axes, keepdim=keepdim) / count
@@ -178,7 +176,7 @@ def _extreme(input: Tensor, dim: Any, keepdim: bool, largest: bool) -> Any:
     return ValuesIndices(values, wrap(indices))
 
 
-def max(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
+def max(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
     """The largest element; with ``dim``, ``(values, indices)`` along that dim."""
     if isinstance(dim, Tensor):
         from dtrain._tensor.ops.select import maximum
@@ -187,7 +185,7 @@ def max(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: 
     return _extreme(input, dim, keepdim, largest=True)
 
 
-def min(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
+def min(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
     """The smallest element; with ``dim``, ``(values, indices)`` along that dim."""
     if isinstance(dim, Tensor):
         from dtrain._tensor.ops.select import minimum
@@ -232,6 +230,8 @@ def _arg(input: Tensor, dim: int | None, keepdim: bool, name: str) -> Tensor:
     array = input._array
     if dim is None:
         index = getattr(array.reshape(-1), name)()
-        return wrap(get_array_module(array).asarray(index).reshape((1,) * array.ndim if keepdim else ()))
+        return wrap(
+            get_array_module(array).asarray(index).reshape((1,) * array.ndim if keepdim else ())
+        )
     axis = normalize_dim(dim, input.ndim)
     return wrap(getattr(array, name)(axis=axis, keepdims=keepdim))

@@ -12,7 +12,7 @@ from dtrain.runtime.backend import get_array_module
 
 
 class Clamp(Op):
-    def forward(self, x: Any, min: Any, max: Any) -> Any:  # noqa: A002 - PyTorch's names
+    def forward(self, x: Any, min: Any, max: Any) -> Any:
         xp = get_array_module(x)
         out = x
         keep = True
@@ -79,7 +79,7 @@ class Where(Op):
         )
 
 
-def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
     """Limit values to ``[min, max]``; gradient flows where the input was inside the range."""
     if min is None and max is None:
         raise ValueError("clamp: give at least one of min and max")

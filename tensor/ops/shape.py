@@ -114,9 +114,7 @@ def reshape(input: Tensor, *shape: Any) -> Tensor:
         if size != -1:
             known *= size
     numel = input.numel()
-    if shape.count(-1) > 1 or (
-        numel != known if -1 not in shape else known == 0 or numel % known
-    ):
+    if shape.count(-1) > 1 or (numel != known if -1 not in shape else known == 0 or numel % known):
         raise RuntimeError(
             f"shape {list(shape)} is invalid for a tensor of shape {tuple(input.shape)} "
             f"({numel} elements); the sizes must multiply to {numel} (at most one -1)"

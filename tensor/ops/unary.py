@@ -97,7 +97,7 @@ class Cos(Op):
         return (-grad * get_array_module(grad).sin(self.x),)
 
 
-def abs(input: Tensor) -> Tensor:  # noqa: A001 - PyTorch's name
+def abs(input: Tensor) -> Tensor:
     """Elementwise absolute value (gradient ``sign(x)``, 0 at 0)."""
     return Abs.apply(input)
 
