@@ -23,7 +23,7 @@ def convert_key(key: Any) -> tuple[Any, bool]:
     for part in parts:
         if isinstance(part, Tensor):
             part = part._array
-        if isinstance(part, bool) or isinstance(part, _BASIC):
+        if isinstance(part, _BASIC):  # bool is an int: a Python bool indexes like numpy
             converted.append(part)
             continue
         if isinstance(part, (list, tuple)):
