@@ -1,0 +1,320 @@
+"""The engine: accumulation, hooks, freed graphs, version counters, deep graphs, Function."""
+
+import numpy as np
+import pytest
+
+import dtrain as dt
+
+
+def test_gradient_accumulates_across_backward_calls():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    (x * x).sum().backward()
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [2 + 3, 4 + 3])
+
+
+def test_shared_input_sums_gradients_from_every_use():
+    x = dt.tensor(3.0, requires_grad=True)
+    y = x * x + x * 2 + x
+    y.backward()
+    assert x.grad.item() == pytest.approx(2 * 3 + 2 + 1)
+
+
+def test_two_leaves_fed_the_same_array_do_not_alias():
+    a = dt.tensor([1.0, 2.0], requires_grad=True)
+    b = dt.tensor([3.0, 4.0], requires_grad=True)
+    (a + b).sum().backward()
+    a.grad.zero_()
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
+
+
+def test_user_gradient_is_not_aliased_by_leaf_grad():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    seed = dt.tensor([5.0, 6.0])
+    x.backward(seed)
+    x.grad.zero_()
+    np.testing.assert_array_equal(seed.numpy(), [5.0, 6.0])
+
+
+def test_non_scalar_backward_needs_gradient():
+    x = dt.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="needs a gradient"):
+        (x * 2).backward()
+
+
+def test_gradient_shape_must_match():
+    x = dt.ones(3, requires_grad=True)
+    with pytest.raises(ValueError, match=r"\(2,\).*\(3,\)"):
+        (x * 2).backward(dt.ones(2))
+
+
+def test_backward_without_requires_grad_explains():
+    with pytest.raises(RuntimeError, match="requires_grad=True"):
+        dt.ones(2).sum().backward()
+
+
+def test_second_backward_through_freed_graph_raises_and_retain_graph_allows_it():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    y = (x.exp() * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        y.backward()
+    expected = 2 * (np.exp([1.0, 2.0]) * (1 + np.array([1.0, 2.0])))
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-6)
+
+
+def test_no_grad_records_nothing_and_enable_grad_restores():
+    x = dt.ones(2, requires_grad=True)
+    with dt.no_grad():
+        y = x * 2
+        with dt.enable_grad():
+            z = x * 2
+    assert y.grad_fn is None and not y.requires_grad
+    assert z.grad_fn is not None
+    assert dt.is_grad_enabled()
+
+    @dt.no_grad()
+    def f(t):
+        return t * 3
+
+    assert f(x).grad_fn is None
+
+
+def test_leaf_and_grad_fn_attributes():
+    x = dt.ones(2, requires_grad=True)
+    y = x * 2
+    assert x.is_leaf and x.grad_fn is None
+    assert not y.is_leaf and y.requires_grad
+    assert "MulBackward" in repr(y)
+    assert y.detach().grad_fn is None
+
+
+def test_deep_chain_of_100000_ops_backpropagates():
+    x = dt.tensor(1.0, requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y * 1.0
+    y.backward()
+    assert x.grad.item() == 1.0
+    del y  # freeing a long chain must not overflow the C stack either
+
+
+def test_deep_chain_freed_without_backward():
+    x = dt.tensor(1.0, requires_grad=True)
+    y = x
+    for _ in range(100_000):
+        y = y + 1.0
+    del y
+
+
+def test_in_place_change_of_saved_tensor_raises():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 1
+    z = y.exp()  # exp saves its output
+    z.add_(1)
+    with pytest.raises(RuntimeError, match="in-place"):
+        z.sum().backward()
+
+
+def test_in_place_change_of_saved_input_raises():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    w = dt.tensor([3.0, 4.0], requires_grad=True)
+    y = x * 1
+    z = y * w  # saves y for w's gradient
+    y.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an in-place"):
+        z.sum().backward()
+
+
+def test_in_place_on_unsaved_tensor_is_fine_and_recorded():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    y.add_(x)  # y = 3x, recorded
+    y.mul_(2)  # y = 6x
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [6.0, 6.0])
+    assert y._version[0] == 2
+
+
+def test_in_place_on_leaf_requiring_grad_is_refused_outside_no_grad():
+    w = dt.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="no_grad"):
+        w.add_(1)
+    with dt.no_grad():
+        w.sub_(dt.tensor([0.5, 0.25]))
+    np.testing.assert_allclose(w.detach().numpy(), [0.5, 0.75])
+
+
+def test_views_share_the_version_counter():
+    x = dt.zeros(2, 3)
+    v = x[0]
+    v.fill_(1.0)
+    assert x._version[0] == 1 and x.numpy()[0].sum() == 3
+    r = x.reshape(6)
+    r.add_(1)
+    assert x._version[0] == 2 and x.numpy().sum() == 3 + 6
+
+
+def test_register_hook_on_leaf_can_replace_gradient():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    x.register_hook(lambda g: seen.append(g.numpy().copy()) or g * 10)
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(seen[0], [3.0, 3.0])
+    np.testing.assert_allclose(x.grad.numpy(), [30.0, 30.0])
+
+
+def test_register_hook_on_non_leaf_and_handle_remove():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    handle = y.register_hook(lambda g: g * 0)
+    (y * 5).sum().backward(retain_graph=True)
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, 0.0])
+    handle.remove()
+    x.grad = None
+    z = x * 2
+    (z * 5).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [10.0, 10.0])
+
+
+def test_retain_grad_keeps_non_leaf_gradient():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    y = x * x
+    y.retain_grad()
+    (y * 3).sum().backward()
+    np.testing.assert_allclose(y.grad.numpy(), [3.0, 3.0])
+
+
+def test_post_accumulate_hook_fires_once_after_all_contributions():
+    w = dt.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    w.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.numpy().copy()))
+    x = dt.tensor([3.0, 4.0])
+    loss = (w * x).sum() + (w * w).sum() + w.sum()  # three uses of w
+    loss.backward()
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], [3 + 2 + 1, 4 + 4 + 1])
+
+
+def test_post_accumulate_hook_order_follows_backward():
+    # The last layer's gradient is complete before the first layer's: DDP relies on it.
+    w1 = dt.ones(2, 2, requires_grad=True)
+    w2 = dt.ones(2, 2, requires_grad=True)
+    order = []
+    w1.register_post_accumulate_grad_hook(lambda p: order.append("w1"))
+    w2.register_post_accumulate_grad_hook(lambda p: order.append("w2"))
+    ((dt.ones(1, 2) @ w1).relu() @ w2).sum().backward()
+    assert order == ["w2", "w1"]
+
+
+def test_autograd_grad_returns_without_touching_dot_grad():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    y = dt.tensor([3.0], requires_grad=True)
+    out = (x * x).sum() * y
+    gx, gy = dt.autograd.grad(out, [x, y])
+    np.testing.assert_allclose(gx.numpy(), [6.0, 12.0])
+    np.testing.assert_allclose(gy.numpy(), [5.0])
+    assert x.grad is None and y.grad is None
+
+
+def test_autograd_grad_unused_input():
+    x = dt.ones(2, requires_grad=True)
+    unused = dt.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="allow_unused=True"):
+        dt.autograd.grad(x.sum(), [x, unused])
+    _, g = dt.autograd.grad(x.sum(), [x, unused], allow_unused=True)
+    assert g is None
+
+
+def test_autograd_grad_of_non_leaf():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 3
+    (gh,) = dt.autograd.grad((h * h).sum(), h)
+    np.testing.assert_allclose(gh.numpy(), [6.0, 12.0])
+
+
+def test_create_graph_is_refused_clearly():
+    x = dt.ones(2, requires_grad=True)
+    with pytest.raises(NotImplementedError, match="create_graph"):
+        dt.autograd.grad(x.sum(), x, create_graph=True)
+
+
+def test_backward_inputs_restricts_accumulation():
+    a = dt.ones(2, requires_grad=True)
+    b = dt.ones(2, requires_grad=True)
+    (a * b * 2).sum().backward(inputs=[a])
+    np.testing.assert_allclose(a.grad.numpy(), [2.0, 2.0])
+    assert b.grad is None
+
+
+class Cube(dt.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.save_for_backward(x)
+        ctx.scale = scale
+        return x**3 * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * 3 * x**2 * ctx.scale, None
+
+
+def test_custom_function_forward_and_backward():
+    x = dt.tensor([1.0, 2.0], dtype=dt.float64, requires_grad=True)
+    y = Cube.apply(x, 2.0)
+    assert "CubeBackward" in repr(y)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [6.0, 24.0])
+    assert dt.autograd.gradcheck(lambda t: Cube.apply(t, 0.5), [dt.randn(3, dtype=dt.float64, requires_grad=True)])
+
+
+def test_custom_function_saved_tensor_version_check():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    base = x * 1
+    y = Cube.apply(base, 1.0)
+    base.add_(1)
+    with pytest.raises(RuntimeError, match="in-place"):
+        y.sum().backward()
+
+
+def test_custom_function_wrong_gradient_count():
+    class Bad(dt.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, y):
+            return x * y
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    a = dt.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="returned 1 gradient"):
+        Bad.apply(a, a).sum().backward()
+
+
+def test_gradcheck_detects_a_wrong_backward():
+    class Wrong(dt.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad  # should be 2x * grad
+
+    x = dt.tensor([1.0, 2.0], dtype=dt.float64, requires_grad=True)
+    with pytest.raises(dt.autograd.GradcheckError, match="mismatch"):
+        dt.autograd.gradcheck(Wrong.apply, [x])
+
+
+def test_cpu_cuda_mix_is_a_clear_error(monkeypatch):
+    # Without a GPU, stand in a foreign array type for the CUDA side of the check.
+    class FakeCuda(np.ndarray):
+        pass
+
+    a = dt.ones(2)
+    b = dt.Tensor(np.ones(2).view(FakeCuda))
+    with pytest.raises(RuntimeError, match="same device"):
+        a + b
