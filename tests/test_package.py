@@ -1,0 +1,60 @@
+"""One namespace, every import form, and the public API's names."""
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "dtrain",
+        "dtrain.nn",
+        "dtrain.nn.functional",
+        "dtrain.autograd",
+        "dtrain.runtime",
+        "dtrain.parallel",
+        "dtrain.launch",
+        "dtrain._tensor",
+        "dtrain._tensor.ops.shape",
+    ],
+)
+def test_import_forms(module):
+    importlib.import_module(module)
+
+
+def test_no_top_level_modules_leak(tmp_path):
+    # Run from an empty folder, so only what the install provides can be imported.
+    code = (
+        "import importlib.util, dtrain; "
+        "print([n for n in ('tensor', 'runtime', 'parallel', 'launch') "
+        "if importlib.util.find_spec(n)])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_aliases_and_from_imports():
+    import dtrain as dt
+    import dtrain.nn as nn
+    import dtrain.nn.functional as F
+    from dtrain import Tensor, tensor
+
+    assert isinstance(tensor([1.0]), Tensor)
+    assert nn.functional is F and F.relu is dt.relu
+    assert dt.tensor is tensor
+
+
+def test_five_components_exist():
+    import dtrain as dt
+
+    x = dt.tensor([1.0])  # Tensor
+    w = dt.nn.Parameter(dt.ones(1))  # Parameter
+    v = dt.tensor([2.0], requires_grad=True)  # a "Variable": a tensor that carries a gradient
+    assert isinstance(x, dt.Tensor) and isinstance(w, dt.Tensor) and v.requires_grad
+    assert issubclass(dt.autograd.Function, object)  # Function
+    # Module arrives with dtrain.nn's layers (issue 3).
