@@ -46,16 +46,16 @@ def gradcheck(
     for position, (t, g) in enumerate(zip(differentiable, analytic)):
         expected = np.zeros(t.shape) if g is None else np.asarray(g._array, dtype=np.float64)
         numeric = np.zeros(t.shape)
-        flat = t._array.reshape(-1)  # a view: perturbations reach the tensor
+        array = t._array  # perturbed in place, element by element (any memory layout)
         with no_grad():
-            for i in range(flat.size):
-                original = flat[i]
-                flat[i] = original + eps
+            for index in np.ndindex(*t.shape):
+                original = array[index]
+                array[index] = original + eps
                 plus = projected()
-                flat[i] = original - eps
+                array[index] = original - eps
                 minus = projected()
-                flat[i] = original
-                numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
+                array[index] = original
+                numeric[index] = (plus - minus) / (2 * eps)
         if not np.allclose(expected, numeric, atol=atol, rtol=rtol):
             worst = np.unravel_index(np.argmax(np.abs(expected - numeric)), t.shape)
             message = (

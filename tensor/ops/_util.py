@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def unbroadcast(grad: Any, shape: tuple) -> Any:
     """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
     if grad.shape == shape:
         return grad
+    if grad.ndim < len(shape):
+        # numpy also broadcasts "down" (x[0] = v with v of shape (1, n) drops v's leading 1s).
+        grad = grad.reshape((1,) * (len(shape) - grad.ndim) + grad.shape)
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1
@@ -35,12 +40,28 @@ def normalize_dims(dim: Any, ndim: int) -> tuple | None:
     """``None`` (every axis), an int or a sequence of ints → a sorted tuple of axes."""
     if dim is None:
         return None
+    if ndim == 0:
+        for d in dim if isinstance(dim, (list, tuple)) else (dim,):
+            normalize_dim(d, 0)  # a 0-d tensor takes dim 0 or -1, as in PyTorch …
+        return ()  # … and numpy reduces it over no axes
     if isinstance(dim, (list, tuple)):
         axes = tuple(sorted(normalize_dim(d, ndim) for d in dim))
         if len(set(axes)) != len(axes):
             raise ValueError(f"dim {dim!r} names an axis twice; list each axis once")
         return axes
     return (normalize_dim(dim, ndim),)
+
+
+def check_broadcast(what: str, *shapes: tuple) -> None:
+    """Raise a ValueError that names every shape when ``shapes`` do not broadcast together."""
+    try:
+        np.broadcast_shapes(*shapes)
+    except ValueError:
+        listed = " and ".join(str(tuple(shape)) for shape in shapes)
+        raise ValueError(
+            f"{what}: shapes {listed} do not broadcast; aligned from the right, each pair of "
+            "sizes must be equal or one of them 1"
+        ) from None
 
 
 def expand_reduced(grad: Any, axes: tuple | None, keepdim: bool, shape: tuple, xp: Any) -> Any:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.ops._util import unbroadcast
+from dtrain._tensor.ops._util import check_broadcast, unbroadcast
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.dtypes import DEFAULT_FLOAT
@@ -96,20 +97,40 @@ class Pow(Op):
     def backward(self, grad: Any) -> tuple:
         need_a, need_b = self.needs_input_grad
         a, b = self.a, self.b
+        xp = get_array_module(grad)
         grad_a = grad_b = None
         if need_a:
-            grad_a = unbroadcast(grad * b * a ** (b - 1), a.shape)
+            # d(a^b)/da = b a^(b-1), which is 0 where b == 0 (PyTorch); a^(b-1) alone would be
+            # inf at a == 0 and make it 0 * inf = nan, so raise a to 1 there instead.
+            if isinstance(b, xp.ndarray):
+                exponent = xp.where(b == 0, 1, b - 1)
+            else:
+                exponent = 1 if b == 0 else b - 1
+            grad_a = unbroadcast(grad * b * a**exponent, a.shape)
         if need_b:
-            xp = get_array_module(grad)
             # d(a^b)/db = a^b log a; define it as 0 where a == 0 (PyTorch does the same).
-            log_a = xp.log(xp.where(a == 0, 1, a)) if isinstance(a, xp.ndarray) else np.log(a)
+            # A Python float for a scalar base, so that float32 gradients stay float32.
+            if isinstance(a, xp.ndarray):
+                log_a = xp.log(xp.where(a == 0, 1, a))
+            else:
+                log_a = math.log(a) if a > 0 else (0.0 if a == 0 else math.nan)
             grad_b = unbroadcast(grad * self.out * log_a, b.shape)
         return grad_a, grad_b
 
 
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
 def _promote(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """PyTorch's rule where numpy differs: int with float gives the float's dtype."""
+    """PyTorch's rules where numpy's differ: int with float gives the float's dtype, and a 0-d
+    tensor does not widen a dimensioned one of the same or a higher category (bool < int <
+    float): ``x_float32 * tensor(0.5, dtype=float64)`` stays float32."""
     kind_a, kind_b = a._array.dtype.kind, b._array.dtype.kind
+    if (a._array.ndim == 0) != (b._array.ndim == 0):
+        if a._array.ndim == 0 and _CATEGORY[kind_a] <= _CATEGORY[kind_b]:
+            return a.to(b._array.dtype), b
+        if b._array.ndim == 0 and _CATEGORY[kind_b] <= _CATEGORY[kind_a]:
+            return a, b.to(a._array.dtype)
     if kind_a == "f" and kind_b != "f":
         return a, b.to(a._array.dtype)
     if kind_b == "f" and kind_a != "f":
@@ -156,7 +177,16 @@ def binary(op: type[Op], a: Any, b: Any) -> Tensor:
         if isinstance(a, Tensor):
             return binary(op, a, b)
         b, a = _scalar_operand(b, a)
-    return op.apply(a, b)
+    try:
+        return op.apply(a, b)
+    except ValueError:
+        # numpy's message prints shapes as (2,3); name both the way the user sees them.
+        check_broadcast(op.__name__.lower(), _shape(a), _shape(b))
+        raise
+
+
+def _shape(operand: Any) -> tuple:
+    return tuple(getattr(operand, "shape", ()))
 
 
 def add(input: Any, other: Any, alpha: float = 1) -> Tensor:

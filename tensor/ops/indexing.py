@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import normalize_dim, unbroadcast
 from dtrain._tensor.ops.reduce import ValuesIndices
@@ -47,7 +49,12 @@ def convert_key(key: Any) -> tuple[Any, bool]:
 class GetItem(Op):
     def forward(self, x: Any, key: Any, gathers: bool) -> Any:
         self.shape, self.dtype, self.key, self.gathers = x.shape, x.dtype, key, gathers
-        return x[key]
+        out = x[key]
+        if isinstance(out, np.generic):
+            # An int per dim gives numpy a scalar copy; with "..." appended it gives a 0-d
+            # view, so that x[0].add_(1) changes x, as in PyTorch.
+            out = x[(*key, Ellipsis) if isinstance(key, tuple) else (key, Ellipsis)]
+        return out
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
@@ -172,11 +179,19 @@ def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple:
 def sort(input: Tensor, dim: int = -1, descending: bool = False, stable: bool = False) -> Any:
     """``(values, indices)`` sorted along ``dim``; the values carry gradient."""
     axis = normalize_dim(dim, input.ndim)
-    xp = get_array_module(input._array)
-    key = -input._array if descending and input._array.dtype.kind != "b" else input._array
-    indices = xp.argsort(key, axis=axis, kind="stable")
-    if descending and input._array.dtype.kind == "b":
-        indices = xp.flip(indices, axis=axis)
+    if input.ndim == 0:  # (value, index 0), 0-d as PyTorch gives them
+        values, indices = sort(input.reshape(1), 0, descending, stable)
+        return ValuesIndices(values.reshape(()), wrap(indices._array.reshape(())))
+    array = input._array
+    xp = get_array_module(array)
+    if descending:
+        # Sort the reversed array ascending and reverse the result: stable, and right for
+        # every dtype (negating wraps unsigned ints and the most negative int, and is
+        # undefined for bool). NaN comes first, as in PyTorch.
+        flipped = xp.argsort(xp.flip(array, axis), axis=axis, kind="stable")
+        indices = array.shape[axis] - 1 - xp.flip(flipped, axis)
+    else:
+        indices = xp.argsort(array, axis=axis, kind="stable")
     return ValuesIndices(gather(input, axis, indices), wrap(indices))
 
 
@@ -186,6 +201,9 @@ def topk(input: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: boo
     size = input.shape[axis] if input.ndim else 1
     if not 0 <= k <= size:
         raise ValueError(f"topk: k={k} is out of range for dim {dim} of size {size}")
+    if input.ndim == 0:
+        values, indices = topk(input.reshape(1), k, 0, largest, sorted)
+        return ValuesIndices(values.reshape(()), wrap(indices._array.reshape(())))
     _, indices = sort(input, dim=axis, descending=largest)
     xp = get_array_module(input._array)
     indices = xp.take(indices._array, xp.arange(k), axis=axis)

@@ -68,6 +68,11 @@ def _apply_ufunc(tensor: Tensor, ufunc: str, operand: Any, name: str) -> Tensor:
     try:
         getattr(xp, ufunc)(array, operand, out=array, casting="same_kind")
     except ValueError:
+        if not array.flags.writeable:  # numpy's read-only error would be misreported below
+            raise RuntimeError(
+                f"{name}: this tensor is an expanded view whose elements share memory; "
+                "call .clone() on it before changing it in place"
+            ) from None
         shape = getattr(operand, "shape", ())
         raise RuntimeError(
             f"{name}: an operand of shape {shape} does not broadcast to the tensor's shape "
@@ -153,6 +158,10 @@ def zero_(tensor: Tensor) -> Tensor:
 def copy_(tensor: Tensor, source: Any) -> Tensor:
     """In place: copy ``source``'s values (broadcast, cast and moved as needed)."""
     if _records(tensor, source):
+        if not isinstance(source, Tensor):  # an array or a number: the recorded path needs .to
+            from dtrain._tensor.creation import as_tensor
+
+            source = as_tensor(source, device=tensor.device)
         return _record(tensor, lambda t: source.to(t.dtype).expand(*t.shape).clone(), "copy_")
     array = tensor._array
     values = _operand(source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.ops._util import unbroadcast
+from dtrain._tensor.ops._util import check_broadcast, unbroadcast
 from dtrain._tensor.tensor import Tensor
 
 
@@ -19,13 +19,14 @@ class MatMul(Op):
     def backward(self, grad: Any) -> tuple:
         a, b = self.a, self.b
         need_a, need_b = self.needs_input_grad
-        # Lift 1-D operands to matrices so one formula covers every case.
+        # Lift 1-D operands to matrices so one formula covers every case. b's axis goes in
+        # first: for 1-D @ 1-D the gradient is 0-d and has no axis to index until then.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
-            grad = grad[..., None, :]
         if b.ndim == 1:
             grad = grad[..., None]
+        if a.ndim == 1:
+            grad = grad[..., None, :]
         grad_a = grad_b = None
         if need_a:
             grad_a = unbroadcast(grad @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
@@ -54,6 +55,11 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
             f"matmul: shapes {a.shape} and {b.shape} cannot be multiplied ({inner_a} != "
             f"{inner_b}); the last dimension of the first must equal the "
             f"{'only' if b.ndim == 1 else 'second-to-last'} dimension of the second"
+        )
+    if a.ndim > 2 or b.ndim > 2:
+        # Batch dims (all but the last two; a 1-D operand has none) broadcast.
+        check_broadcast(
+            f"matmul of {a.shape} and {b.shape}: batch dims", a.shape[:-2], b.shape[:-2]
         )
     if a.dtype != b.dtype:
         from dtrain._tensor.ops.arithmetic import _promote

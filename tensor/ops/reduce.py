@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections import namedtuple
 from typing import Any
 
@@ -64,7 +65,8 @@ class Extreme(Op):
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
         hit = self.x == self.out
-        count = hit.sum(axis=self.axes, keepdims=True)
+        # In the gradient's dtype: dividing by an int64 count would widen float32 to float64.
+        count = hit.sum(axis=self.axes, keepdims=True).astype(grad.dtype)
         spread = expand_reduced(grad, self.axes, self.keepdim, self.x.shape, xp)
         return (spread * hit / count,)
 
@@ -140,7 +142,9 @@ def var(
     axes = normalize_dims(dim, input.ndim)
     count = input.numel() if axes is None else _count(input.shape, axes)
     centred = input - mean(input, dim=axes, keepdim=True)
-    return sum(centred * centred, dim=axes, keepdim=keepdim) / max(count - correction, 0)
+    # builtins.max: this module's max() (the tensor reduction) shadows the builtin.
+    divisor = builtins.max(count - correction, 0)
+    return sum(centred * centred, dim=axes, keepdim=keepdim) / divisor
 
 
 def std(
@@ -158,6 +162,8 @@ def std(
 def prod(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
     """Product over one ``dim`` or every element."""
     axis = None if dim is None else normalize_dim(dim, input.ndim)
+    if input.ndim == 0:
+        axis = None  # dim 0 of a 0-d tensor is all of it; numpy has no axis 0 there
     return Prod.apply(input, axis=axis, keepdim=keepdim)
 
 
@@ -167,6 +173,8 @@ def _extreme(input: Tensor, dim: Any, keepdim: bool, largest: bool) -> Any:
     if dim is None:
         return Extreme.apply(input, axes=None, keepdim=False, largest=largest)
     axis = normalize_dim(dim, input.ndim)
+    if input.ndim == 0:  # (value, index 0), 0-d as PyTorch gives them
+        return _extreme(input.reshape(1), 0, False, largest)
     array = input._array
     xp = get_array_module(array)
     indices = (array.argmax if largest else array.argmin)(axis=axis, keepdims=True)
@@ -213,7 +221,10 @@ def logsumexp(input: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
 
 def cumsum(input: Tensor, dim: int) -> Tensor:
     """Running sum along ``dim``."""
-    return Cumsum.apply(input, axis=normalize_dim(dim, input.ndim))
+    axis = normalize_dim(dim, input.ndim)
+    if input.ndim == 0:  # numpy's cumsum would return shape (1,)
+        return Cumsum.apply(input.reshape(1), axis=0).reshape(())
+    return Cumsum.apply(input, axis=axis)
 
 
 def argmax(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:

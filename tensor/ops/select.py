@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.ops._util import unbroadcast
+from dtrain._tensor.ops._util import check_broadcast, unbroadcast
 from dtrain._tensor.ops.arithmetic import binary
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.dtypes import DEFAULT_FLOAT
 
 
 class Clamp(Op):
@@ -54,7 +57,8 @@ class Minimum(Op):
 
 def _split_between(grad: Any, a: Any, b: Any, a_wins: Any, needs: tuple) -> tuple:
     """The winner takes the gradient; a tie splits it in half, as PyTorch does."""
-    share_a = a_wins + 0.5 * (a == b)
+    # In the gradient's dtype: bool + 0.5 * bool is float64, which would widen float32 grads.
+    share_a = (a_wins + 0.5 * (a == b)).astype(grad.dtype, copy=False)
     return (
         unbroadcast(grad * share_a, a.shape) if needs[0] else None,
         unbroadcast(grad * (1 - share_a), b.shape) if needs[1] else None,
@@ -87,6 +91,16 @@ def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
         min = min._array
     if isinstance(max, Tensor):
         max = max._array
+    if input._array.dtype.kind != "f":
+        # A float bound makes the result float (PyTorch); computing in the integer dtype
+        # would truncate the bound.
+        for bound in (min, max):
+            if isinstance(bound, float):
+                input = input.to(DEFAULT_FLOAT)
+                break
+            if getattr(getattr(bound, "dtype", None), "kind", None) == "f":
+                input = input.to(bound.dtype)
+                break
     return Clamp.apply(input, min=min, max=max)
 
 
@@ -107,6 +121,11 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
             f"where: condition must be a bool tensor, got {_describe(condition)}; "
             "build it with a comparison such as x > 0"
         )
+    # numpy scalars as Python numbers: np.float64 would widen a float32 result.
+    if isinstance(input, np.generic):
+        input = input.item()
+    if isinstance(other, np.generic):
+        other = other.item()
     if isinstance(input, Tensor) and isinstance(other, Tensor):
         if input._array.dtype != other._array.dtype:
             input, other = _common_dtype(input, other)
@@ -114,7 +133,12 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
         input = input.float()
     elif isinstance(other, Tensor) and isinstance(input, float) and other._array.dtype.kind != "f":
         other = other.float()
-    return Where.apply(condition, input, other)
+    try:
+        return Where.apply(condition, input, other)
+    except ValueError:
+        shapes = (tuple(getattr(v, "shape", ())) for v in (condition, input, other))
+        check_broadcast("where", *shapes)
+        raise
 
 
 def masked_fill(input: Tensor, mask: Tensor, value: Any) -> Tensor:

@@ -152,6 +152,8 @@ def transpose(input: Tensor, dim0: int, dim1: int) -> Tensor:
     """Swap two dims."""
     axes = list(range(input.ndim))
     a, b = normalize_dim(dim0, input.ndim), normalize_dim(dim1, input.ndim)
+    if input.ndim == 0:  # dims 0 and -1 of a 0-d tensor name the tensor itself
+        return reshape(input, ())
     axes[a], axes[b] = axes[b], axes[a]
     return mark_view(Permute.apply(input, axes=tuple(axes)), input)
 
@@ -219,7 +221,9 @@ def _tensor_list(tensors: Any, what: str) -> list:
             raise TypeError(f"{what}: element {i} is {type(t).__name__}, expected a Tensor")
     dtypes = {t._array.dtype for t in tensors}
     if len(dtypes) > 1:
-        common = get_array_module(tensors[0]._array).result_type(*dtypes)
+        # A float dtype wins over integers as in PyTorch (numpy: int64 + float32 → float64).
+        floats = [d for d in dtypes if d.kind == "f"]
+        common = get_array_module(tensors[0]._array).result_type(*(floats or dtypes))
         tensors = [t.to(common) for t in tensors]
     return tensors
 
@@ -255,9 +259,20 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
 
 def tril(input: Tensor, diagonal: int = 0) -> Tensor:
     """Keep the lower triangle (on and below ``diagonal``) of the last two dims."""
+    _check_matrix(input, "tril")
     return TriangleMask.apply(input, diagonal=diagonal, upper=False)
 
 
 def triu(input: Tensor, diagonal: int = 0) -> Tensor:
     """Keep the upper triangle (on and above ``diagonal``) of the last two dims."""
+    _check_matrix(input, "triu")
     return TriangleMask.apply(input, diagonal=diagonal, upper=True)
+
+
+def _check_matrix(input: Tensor, name: str) -> None:
+    # numpy would turn a 1-D input into a matrix; PyTorch refuses it.
+    if input.ndim < 2:
+        raise ValueError(
+            f"{name}: needs a tensor with at least 2 dims, got shape {tuple(input.shape)}; "
+            "reshape it into a matrix first"
+        )

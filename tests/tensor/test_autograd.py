@@ -267,7 +267,9 @@ def test_custom_function_forward_and_backward():
     assert "CubeBackward" in repr(y)
     y.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [6.0, 24.0])
-    assert dt.autograd.gradcheck(lambda t: Cube.apply(t, 0.5), [dt.randn(3, dtype=dt.float64, requires_grad=True)])
+    assert dt.autograd.gradcheck(
+        lambda t: Cube.apply(t, 0.5), [dt.randn(3, dtype=dt.float64, requires_grad=True)]
+    )
 
 
 def test_custom_function_saved_tensor_version_check():
@@ -318,3 +320,9 @@ def test_cpu_cuda_mix_is_a_clear_error(monkeypatch):
     b = dt.Tensor(np.ones(2).view(FakeCuda))
     with pytest.raises(RuntimeError, match="same device"):
         a + b
+
+
+def test_gradcheck_handles_non_contiguous_inputs():
+    array = np.asfortranarray(np.random.default_rng(0).random((3, 2)))
+    x = dt.from_numpy(array).requires_grad_()
+    assert dt.autograd.gradcheck(lambda t: (t * t).sum(), [x])

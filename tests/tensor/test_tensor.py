@@ -30,8 +30,13 @@ def test_tensor_copies_but_as_tensor_and_from_numpy_share():
 
 def test_explicit_dtype_names_and_aliases():
     for spec, expected in [
-        (dt.float64, np.float64), ("float16", np.float16), (dt.long, np.int64),
-        (dt.int, np.int32), (dt.double, np.float64), (dt.half, np.float16), (float, np.float32),
+        (dt.float64, np.float64),
+        ("float16", np.float16),
+        (dt.long, np.int64),
+        (dt.int, np.int32),
+        (dt.double, np.float64),
+        (dt.half, np.float16),
+        (float, np.float32),
     ]:
         assert dt.zeros(2, dtype=spec).dtype == expected
     with pytest.raises(TypeError, match="unsupported dtype"):
@@ -69,7 +74,7 @@ def test_random_functions_are_seeded():
         assert dt.equal(x, y)
     assert dt.randint(5, (100,)).numpy().max() < 5
     u = dt.rand(10_000).numpy()
-    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
+    assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.02
     n = dt.randn(10_000).numpy()
     assert abs(n.mean()) < 0.05 and abs(n.std() - 1) < 0.05
 
@@ -95,7 +100,7 @@ def test_in_place_random_fills():
     w.normal_(2.0, 0.5)
     assert abs(w.numpy().mean() - 2.0) < 0.1
     w.uniform_(-1, 1)
-    assert -1 <= w.numpy().min() and w.numpy().max() < 1
+    assert w.numpy().min() >= -1 and w.numpy().max() < 1
     assert w._version[0] == 2
 
 
