@@ -13,6 +13,7 @@ from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module
 
 
 def run_backward(
@@ -84,7 +85,7 @@ def run_backward(
                             borrowed.discard(id(parent))
                         else:
                             grads[parent] = in_grad
-                            if in_grad is grad or in_grad.base is not None:
+                            if in_grad is grad or _shares_memory(in_grad, grad):
                                 borrowed.add(id(parent))
                 pending[parent] -= 1
                 if pending[parent] == 0:
@@ -96,6 +97,15 @@ def run_backward(
             else:
                 _accumulate(node, grad, id(node) in borrowed)
     return captured
+
+
+def _shares_memory(out: Any, incoming: Any) -> bool:
+    """True when a backward passed (a view of) its incoming gradient on: that array may be
+    held by other consumers, so a leaf must copy it. Views of arrays a backward computed
+    afresh are its own and are kept without a copy."""
+    if out.base is None:
+        return False
+    return get_array_module(out).may_share_memory(out, incoming)
 
 
 def _count_dependencies(roots: Sequence[Tensor]) -> dict:

@@ -326,3 +326,16 @@ def test_gradcheck_handles_non_contiguous_inputs():
     array = np.asfortranarray(np.random.default_rng(0).random((3, 2)))
     x = dt.from_numpy(array).requires_grad_()
     assert dt.autograd.gradcheck(lambda t: (t * t).sum(), [x])
+
+
+def test_pass_through_views_reaching_leaves_are_copied():
+    # Add hands the same gradient to both sides; reshape and permute pass views of it on.
+    a = dt.ones(2, 3, requires_grad=True)
+    b = dt.ones(3, 2, requires_grad=True)
+    c = dt.ones(6, requires_grad=True)
+    (a + b.T + c.reshape(2, 3)).sum().backward()
+    a.grad.mul_(5)
+    for g in (b.grad, c.grad):
+        np.testing.assert_array_equal(g.numpy(), np.ones(g.shape))
+    assert a.grad.numpy().flags.writeable and b.grad.numpy().flags.writeable
+
