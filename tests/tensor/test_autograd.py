@@ -338,4 +338,3 @@ def test_pass_through_views_reaching_leaves_are_copied():
     for g in (b.grad, c.grad):
         np.testing.assert_array_equal(g.numpy(), np.ones(g.shape))
     assert a.grad.numpy().flags.writeable and b.grad.numpy().flags.writeable
-
