@@ -1,9 +1,22 @@
-"""``dtrain.nn.functional``: activations as functions (layers' functional forms to come)."""
+"""``dtrain.nn.functional``: activations, layers and losses as functions."""
 
-from dtrain._tensor.functions import (
+from dtrain._tensor.nn.functional import (
+    batch_norm,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    dropout,
+    embedding,
     gelu,
+    l1_loss,
+    layer_norm,
+    linear,
     log_softmax,
+    mse_loss,
+    nll_loss,
+    one_hot,
+    pad,
     relu,
+    scaled_dot_product_attention,
     sigmoid,
     silu,
     softmax,
@@ -11,4 +24,26 @@ from dtrain._tensor.functions import (
     tanh,
 )
 
-__all__ = ["gelu", "log_softmax", "relu", "sigmoid", "silu", "softmax", "softplus", "tanh"]
+__all__ = [
+    "batch_norm",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "dropout",
+    "embedding",
+    "gelu",
+    "l1_loss",
+    "layer_norm",
+    "linear",
+    "log_softmax",
+    "mse_loss",
+    "nll_loss",
+    "one_hot",
+    "pad",
+    "relu",
+    "scaled_dot_product_attention",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "softplus",
+    "tanh",
+]

@@ -1,0 +1,1 @@
+"""Neural-network building blocks (public names are re-exported by ``dtrain.nn``)."""

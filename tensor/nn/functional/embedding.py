@@ -1,0 +1,52 @@
+"""``embedding`` (a lookup table with a scatter-add backward) and ``one_hot``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module
+
+
+class Embedding(Op):
+    def forward(self, indices: Any, weight: Any, *, padding_idx: int | None) -> Any:
+        self.indices, self.shape, self.padding_idx = indices, weight.shape, padding_idx
+        return weight[indices]
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        full = xp.zeros(self.shape, dtype=grad.dtype)
+        xp.add.at(full, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
+        if self.padding_idx is not None:
+            full[self.padding_idx] = 0
+        return None, full
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    """Rows of ``weight`` at the integer ``input`` indices (output shape input.shape + (dim,))."""
+    indices = input._array if isinstance(input, Tensor) else input
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
+    rows = weight.shape[0]
+    if indices.size and (indices.min() < 0 or indices.max() >= rows):
+        raise IndexError(
+            f"embedding: index {int(indices.max() if indices.max() >= rows else indices.min())} "
+            f"is out of range for a table of {rows} rows"
+        )
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += rows
+    return Embedding.apply(indices, weight, padding_idx=padding_idx)
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 one-hot vectors along a new last dim."""
+    indices = tensor._array
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: expected an integer tensor, got dtype {indices.dtype}")
+    xp = get_array_module(indices)
+    if num_classes < 0:
+        num_classes = int(indices.max()) + 1 if indices.size else 0
+    if indices.size and (indices.min() < 0 or indices.max() >= num_classes):
+        raise ValueError(f"one_hot: class values must be in [0, {num_classes})")
+    return wrap((indices[..., None] == xp.arange(num_classes)).astype(xp.int64))

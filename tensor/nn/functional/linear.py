@@ -1,0 +1,54 @@
+"""``linear``: ``x @ weight.T + bias`` as one op (one output array, no transposed copy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.tensor import Tensor
+
+
+class Linear(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any, weight: Any, bias: Any = None) -> Any:
+        self.x, self.weight = x, weight
+        out = x @ weight.T
+        if bias is not None:
+            out += bias  # in place: the matmul result is ours, so no second array
+        return out
+
+    def backward(self, grad: Any) -> tuple:
+        need_x, need_w = self.needs_input_grad[:2]
+        need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
+        x, weight = self.x, self.weight
+        grad_x = grad @ weight if need_x else None
+        grad_w = grad_b = None
+        if need_w or need_b:
+            flat_grad = grad.reshape(-1, grad.shape[-1])
+            if need_w:
+                grad_w = flat_grad.T @ x.reshape(-1, x.shape[-1])
+            if need_b:
+                grad_b = flat_grad.sum(axis=0)
+        return grad_x, grad_w, grad_b
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias`` over the last dim of ``input`` (weight: (out, in))."""
+    if input.shape[-1:] != weight.shape[1:2]:
+        raise ValueError(
+            f"linear: input of shape {input.shape} has {input.shape[-1] if input.ndim else 0} "
+            f"features but weight of shape {weight.shape} expects {weight.shape[1]}"
+        )
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(
+            f"linear: bias of shape {bias.shape} does not match {weight.shape[0]} outputs"
+        )
+    if input.dtype != weight.dtype:
+        raise TypeError(
+            f"linear: input dtype {input.dtype} differs from weight dtype {weight.dtype}; "
+            f"convert the input (x.to({weight.dtype}))"
+        )
+    if bias is None:
+        return Linear.apply(input, weight)
+    return Linear.apply(input, weight, bias)

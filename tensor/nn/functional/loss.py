@@ -1,0 +1,231 @@
+"""Losses: cross_entropy (one fused op), nll_loss, mse_loss, l1_loss,
+binary_cross_entropy_with_logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops.activation import softplus
+from dtrain._tensor.tensor import Tensor
+from dtrain.runtime.backend import get_array_module
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    return loss.sum() if reduction == "sum" else loss
+
+
+class CrossEntropy(Op):
+    """log_softmax and the negative log-likelihood fused; the class dim is the last one."""
+
+    def forward(
+        self,
+        logits: Any,
+        target: Any,
+        weight: Any,
+        *,
+        ignore_index: int,
+        smoothing: float,
+        reduction: str,
+        probabilities: bool,
+    ) -> Any:
+        xp = get_array_module(logits)
+        classes = logits.shape[-1]
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        exp = xp.exp(shifted)
+        total = exp.sum(axis=-1, keepdims=True)
+        log_probs = shifted - xp.log(total)
+        self.probs = exp / total
+        dtype = logits.dtype
+        w = xp.ones(classes, dtype=dtype) if weight is None else weight.astype(dtype, copy=False)
+        if probabilities:
+            # Soft targets: q_c = w_c t_c, smoothed toward the uniform distribution.
+            t = target.astype(dtype, copy=False)
+            if smoothing:
+                t = t * (1 - smoothing) + smoothing / classes
+            q = t * w
+            denominator = dtype.type(max(q.size // classes, 1))  # the number of samples
+        else:
+            keep = target != ignore_index
+            safe = xp.where(keep, target, 0)
+            if safe.size and (safe.min() < 0 or safe.max() >= classes):
+                bad = int(safe.max() if safe.max() >= classes else safe.min())
+                raise IndexError(
+                    f"cross_entropy: target {bad} is out of range for {classes} classes"
+                )
+            picked = xp.zeros_like(logits)
+            xp.put_along_axis(picked, safe[..., None], 1, axis=-1)
+            q = picked * ((1 - smoothing) * w)
+            if smoothing:
+                q = q + (smoothing / classes) * w
+            q *= keep[..., None]
+            denominator = (w[safe] * keep).sum()
+        self.q = q
+        loss = -(q * log_probs).sum(axis=-1)
+        self.reduction = reduction
+        if reduction == "none":
+            return loss
+        if reduction == "sum":
+            return loss.sum()
+        self.denominator = denominator
+        return loss.sum() / denominator
+
+    def backward(self, grad: Any) -> tuple:
+        # d/dz of -sum_c q_c log softmax(z)_c  =  (sum_c q_c) softmax(z) - q
+        q = self.q
+        local = self.probs * q.sum(axis=-1, keepdims=True) - q
+        if self.reduction == "none":
+            scaled = local * grad[..., None]
+        elif self.reduction == "sum":
+            scaled = local * grad
+        else:
+            scaled = local * (grad / self.denominator)
+        return scaled, None, None
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Softmax cross-entropy of logits ``input`` (N, C) or (N, C, d1, ...) against class
+    indices (N,) / (N, d1, ...) or class probabilities shaped like ``input``."""
+    _check_reduction(reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    logits = input
+    probabilities = target._array.dtype.kind == "f"
+    if input.ndim > 2:  # (N, C, d...) → class dim last
+        logits = input.permute(0, *range(2, input.ndim), 1)
+        if probabilities:
+            target = target.permute(0, *range(2, target.ndim), 1)
+    elif input.ndim == 1:
+        logits = input.unsqueeze(0)
+        target = target.reshape(1, -1) if probabilities else target.reshape(1)
+    expected = logits.shape if probabilities else logits.shape[:-1]
+    if target.shape != expected:
+        raise ValueError(
+            f"cross_entropy: target of shape {target.shape} does not fit input of shape "
+            f"{input.shape}; expected class indices of shape {expected} or probabilities "
+            f"of shape {logits.shape}"
+        )
+    if not probabilities and target._array.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: class-index targets must be integers, got {target.dtype}")
+    w = None if weight is None else weight._array
+    loss = CrossEntropy.apply(
+        logits,
+        target._array,
+        w,
+        ignore_index=ignore_index,
+        smoothing=label_smoothing,
+        reduction=reduction,
+        probabilities=probabilities,
+    )
+    if reduction == "none" and input.ndim == 1:
+        return loss.reshape(())
+    return loss
+
+
+class NllLoss(Op):
+    def forward(
+        self, log_probs: Any, target: Any, weight: Any, *, ignore_index: int, reduction: str
+    ) -> Any:
+        xp = get_array_module(log_probs)
+        keep = target != ignore_index
+        safe = xp.where(keep, target, 0)
+        w = xp.ones(log_probs.shape[-1], dtype=log_probs.dtype) if weight is None else weight
+        picked_w = w[safe] * keep
+        self.safe, self.picked_w, self.shape, self.reduction = (
+            safe,
+            picked_w,
+            log_probs.shape,
+            reduction,
+        )
+        loss = -xp.take_along_axis(log_probs, safe[..., None], axis=-1)[..., 0] * picked_w
+        self.denominator = picked_w.sum()
+        if reduction == "none":
+            return loss.astype(log_probs.dtype, copy=False)
+        if reduction == "sum":
+            return loss.sum()
+        return loss.sum() / self.denominator
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        scale = -self.picked_w
+        scale = scale * (grad / self.denominator) if self.reduction == "mean" else scale * grad
+        full = xp.zeros(self.shape, dtype=grad.dtype)
+        xp.put_along_axis(full, self.safe[..., None], scale[..., None].astype(grad.dtype), axis=-1)
+        return full, None, None
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
+    """Negative log-likelihood of log-probabilities ``input`` (N, C, ...) at ``target``."""
+    _check_reduction(reduction)
+    log_probs = input.permute(0, *range(2, input.ndim), 1) if input.ndim > 2 else input
+    if log_probs.shape[:-1] != target.shape:
+        raise ValueError(
+            f"nll_loss: target of shape {target.shape} does not fit input of shape {input.shape}"
+        )
+    w = None if weight is None else weight._array
+    return NllLoss.apply(
+        log_probs, target._array, w, ignore_index=ignore_index, reduction=reduction
+    )
+
+
+def _check_same_shape(name: str, input: Tensor, target: Tensor) -> None:
+    if input.shape != target.shape:
+        raise ValueError(
+            f"{name}: input shape {input.shape} and target shape {target.shape} differ; "
+            "they must match"
+        )
+
+
+def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """Mean (or sum) of squared differences."""
+    _check_reduction(reduction)
+    _check_same_shape("mse_loss", input, target)
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """Mean (or sum) of absolute differences."""
+    _check_reduction(reduction)
+    _check_same_shape("l1_loss", input, target)
+    return _reduce((input - target).abs(), reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    reduction: str = "mean",
+    pos_weight: Tensor | None = None,
+) -> Tensor:
+    """Sigmoid + binary cross-entropy in the stable form
+    ``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``."""
+    _check_reduction(reduction)
+    _check_same_shape("binary_cross_entropy_with_logits", input, target)
+    log_weight = 1 if pos_weight is None else (pos_weight - 1) * target + 1
+    loss = (1 - target) * input + log_weight * softplus(-input)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)

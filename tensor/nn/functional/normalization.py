@@ -1,0 +1,161 @@
+"""``layer_norm`` and ``batch_norm``, each one fused op with an analytic backward."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.tensor import Tensor
+from dtrain.runtime.backend import get_array_module
+
+
+def _normalize_backward(grad_xhat: Any, xhat: Any, rstd: Any, axes: tuple) -> Any:
+    """d loss / d x for xhat = (x - mean) * rstd, the statistics taken over ``axes``."""
+    mean_g = grad_xhat.mean(axis=axes, keepdims=True)
+    mean_gx = (grad_xhat * xhat).mean(axis=axes, keepdims=True)
+    return rstd * (grad_xhat - mean_g - xhat * mean_gx)
+
+
+class LayerNorm(Op):
+    def forward(
+        self, x: Any, weight: Any = None, bias: Any = None, *, dims: int, eps: float
+    ) -> Any:
+        xp = get_array_module(x)
+        self.axes = tuple(range(x.ndim - dims, x.ndim))
+        mean = x.mean(axis=self.axes, keepdims=True)
+        centred = x - mean
+        var = (centred * centred).mean(axis=self.axes, keepdims=True)
+        self.rstd = 1 / xp.sqrt(var + eps)
+        self.xhat = centred * self.rstd
+        self.weight = weight
+        out = self.xhat if weight is None else self.xhat * weight
+        return out if bias is None else out + bias
+
+    def backward(self, grad: Any) -> tuple:
+        needs = self.needs_input_grad
+        weight = self.weight
+        lead = tuple(range(grad.ndim - len(self.axes)))
+        grad_x = grad_w = grad_b = None
+        if needs[0]:
+            grad_xhat = grad if weight is None else grad * weight
+            grad_x = _normalize_backward(grad_xhat, self.xhat, self.rstd, self.axes)
+        if len(needs) > 1 and needs[1]:
+            grad_w = (grad * self.xhat).sum(axis=lead)
+        if len(needs) > 2 and needs[2]:
+            grad_b = grad.sum(axis=lead)
+        return grad_x, grad_w, grad_b
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape: Any,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalise over the trailing ``normalized_shape`` dims, then scale and shift."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if input.shape[input.ndim - len(shape) :] != shape:
+        raise ValueError(
+            f"layer_norm: normalized_shape {shape} does not match the trailing dims of the "
+            f"input's shape {input.shape}"
+        )
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is not None and param.shape != shape:
+            raise ValueError(f"layer_norm: {name} has shape {param.shape}, expected {shape}")
+    args = [input] + [p for p in (weight, bias) if p is not None]
+    if weight is None and bias is not None:
+        raise ValueError("layer_norm: a bias without a weight is not supported; pass both")
+    return LayerNorm.apply(*args, dims=len(shape), eps=eps)
+
+
+class BatchNorm(Op):
+    def forward(
+        self,
+        x: Any,
+        weight: Any,
+        bias: Any,
+        mean: Any,
+        var: Any,
+        *,
+        eps: float,
+        batch_stats: bool,
+    ) -> Any:
+        xp = get_array_module(x)
+        self.axes = (0, *range(2, x.ndim))
+        self.batch_stats = batch_stats
+        self.rstd = 1 / xp.sqrt(var + eps)
+        self.xhat = (x - mean) * self.rstd
+        self.weight = weight
+        out = self.xhat if weight is None else self.xhat * weight
+        return out if bias is None else out + bias
+
+    def backward(self, grad: Any) -> tuple:
+        needs = self.needs_input_grad
+        weight = self.weight
+        grad_x = grad_w = grad_b = None
+        if needs[0]:
+            grad_xhat = grad if weight is None else grad * weight
+            if self.batch_stats:
+                grad_x = _normalize_backward(grad_xhat, self.xhat, self.rstd, self.axes)
+            else:  # running statistics are constants
+                grad_x = grad_xhat * self.rstd
+        if needs[1]:
+            grad_w = (grad * self.xhat).sum(axis=self.axes, keepdims=True)
+        if needs[2]:
+            grad_b = grad.sum(axis=self.axes, keepdims=True)
+        return grad_x, grad_w, grad_b, None, None
+
+
+def batch_norm(
+    input: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalise each channel (dim 1) by batch statistics (training) or running ones.
+
+    In training, the running statistics are updated in place: ``running = (1 - momentum) *
+    running + momentum * batch`` with the unbiased batch variance, as PyTorch does.
+    """
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: input needs at least 2 dims (N, C, ...), got {input.shape}")
+    channels = input.shape[1]
+    array = input._array
+    axes = (0, *range(2, input.ndim))
+    stat_shape = (1, channels) + (1,) * (input.ndim - 2)
+    if training or running_mean is None:
+        count = array.size // channels
+        if training and count <= 1:
+            raise ValueError(
+                f"batch_norm: expected more than 1 value per channel when training, got input "
+                f"of shape {input.shape}; use a bigger batch or eval()"
+            )
+        mean = array.mean(axis=axes, keepdims=True)
+        var = array.var(axis=axes, keepdims=True)
+        if training and running_mean is not None:
+            with no_grad():
+                running_mean.mul_(1 - momentum).add_(Tensor(mean.reshape(channels) * momentum))
+                unbiased = var.reshape(channels) * (count / max(count - 1, 1))
+                running_var.mul_(1 - momentum).add_(Tensor(unbiased * momentum))
+        batch_stats = True
+    else:
+        mean = running_mean._array.reshape(stat_shape)
+        var = running_var._array.reshape(stat_shape)
+        batch_stats = False
+    w = None if weight is None else weight.reshape(stat_shape)
+    b = None if bias is None else bias.reshape(stat_shape)
+    return BatchNorm.apply(
+        input,
+        w,
+        b,
+        mean.astype(array.dtype, copy=False),
+        var.astype(array.dtype, copy=False),
+        eps=eps,
+        batch_stats=batch_stats,
+    )

@@ -1,0 +1,418 @@
+"""``Module``: the base of every layer and model, with PyTorch's registration semantics.
+
+Assigning a ``Parameter`` to a module attribute registers it, as does assigning a module;
+tensors become buffers through ``register_buffer``. ``state_dict`` / ``load_state_dict``
+name every parameter and buffer by its dotted path (``"encoder.0.weight"``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, namedtuple
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.parameter import Parameter
+from dtrain._tensor.tensor import Tensor
+from dtrain.runtime.device import Device, to_device
+from dtrain.runtime.dtypes import to_dtype
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Module:
+    """Base class for layers and models: subclass it, assign parameters and sub-modules in
+    ``__init__``, and define ``forward``."""
+
+    training: bool
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_uninitialized", False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._uninitialized:
+            self._check_initialized()
+        if self._forward_pre_hooks:
+            for hook in list(self._forward_pre_hooks.values()):
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        if self._forward_hooks:
+            for hook in list(self._forward_hooks.values()):
+                result = hook(self, args, output)
+                if result is not None:
+                    output = result
+        return output
+
+    # ---- registration ------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(
+                f"cannot assign {name!r} before Module.__init__() ran; call "
+                "super().__init__() first in your module's __init__"
+            )
+        params, buffers, modules = self._parameters, self._buffers, self._modules
+        if isinstance(value, Parameter):
+            self.__dict__.pop(name, None)
+            buffers.pop(name, None)
+            modules.pop(name, None)
+            self.register_parameter(name, value)
+        elif isinstance(value, Module):
+            self.__dict__.pop(name, None)
+            params.pop(name, None)
+            buffers.pop(name, None)
+            modules[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} to parameter {name!r}; assign an "
+                    "nn.Parameter (or None)"
+                )
+            params[name] = None
+        elif name in buffers:
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"cannot assign {type(value).__name__} to buffer {name!r}")
+            buffers[name] = value
+        elif name in modules:
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to sub-module {name!r}")
+            modules[name] = None
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: parameters, buffers and sub-modules.
+        d = self.__dict__
+        for registry in ("_parameters", "_buffers", "_modules"):
+            if registry in d and name in d[registry]:
+                return d[registry][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name: str) -> None:
+        for registry in (self._parameters, self._buffers, self._modules):
+            if name in registry:
+                del registry[name]
+                self._non_persistent.discard(name)
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Add a parameter (None keeps the slot, as for ``bias=False``)."""
+        _check_name(self, name, "parameter")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(
+                f"cannot register {type(param).__name__} as parameter {name!r}; wrap it in "
+                "nn.Parameter(...)"
+            )
+        if param is not None and param.numel() == 0 and param.shape == (0,):
+            object.__setattr__(self, "_uninitialized", True)
+        self._parameters[name] = param
+
+    def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        """Add a tensor that is state but not learned (running statistics …)."""
+        _check_name(self, name, "buffer")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"buffer {name!r} must be a Tensor or None, got {type(tensor).__name__}"
+            )
+        self._buffers[name] = tensor
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
+            self._non_persistent.add(name)
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Add a sub-module under ``name``."""
+        _check_name(self, name, "module")
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module")
+        self._modules[name] = module
+
+    register_module = add_module
+
+    def get_submodule(self, target: str) -> Module:
+        """The sub-module at a dotted path (``"encoder.0"``)."""
+        module = self
+        for part in target.split(".") if target else []:
+            if part not in module._modules:
+                raise AttributeError(f"{type(module).__name__} has no sub-module {part!r}")
+            module = module._modules[part]
+        return module
+
+    def _check_initialized(self) -> None:
+        for name, param in self._parameters.items():
+            if param is not None and param.shape == (0,):
+                raise RuntimeError(
+                    f"parameter {name!r} of {type(self).__name__} is uninitialised (an empty "
+                    "nn.Parameter()); assign it a tensor or load a state dict before calling "
+                    "the module"
+                )
+        object.__setattr__(self, "_uninitialized", False)
+
+    # ---- iteration ---------------------------------------------------------------------
+    def named_modules(
+        self, memo: set | None = None, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
+        """Every module in the tree (this one first), with its dotted name."""
+        memo = set() if memo is None else memo
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if remove_duplicate:
+                if id(module) in memo:
+                    continue
+                memo.add(id(module))
+            yield name, module
+            children = [
+                (f"{name}.{child}" if name else child, sub)
+                for child, sub in module._modules.items()
+                if sub is not None
+            ]
+            stack.extend(reversed(children))
+
+    def modules(self) -> Iterator[Module]:
+        """Every module in the tree, this one first."""
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """The direct sub-modules with their names."""
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
+
+    def children(self) -> Iterator[Module]:
+        """The direct sub-modules."""
+        for _, module in self.named_children():
+            yield module
+
+    def _named_members(
+        self, registry: str, prefix: str, recurse: bool, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Any]]:
+        seen = set()
+        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        for module_name, module in modules:
+            for name, value in getattr(module, registry).items():
+                if value is None or (remove_duplicate and id(value) in seen):
+                    continue
+                seen.add(id(value))
+                yield (f"{module_name}.{name}" if module_name else name), value
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
+        """Every parameter with its dotted name, in registration order; shared ones once."""
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """Every parameter, in registration order (what an optimizer takes)."""
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Tensor]]:
+        """Every buffer with its dotted name."""
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)
+
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
+        """Every buffer."""
+        for _, buffer in self.named_buffers(recurse=recurse):
+            yield buffer
+
+    # ---- state -------------------------------------------------------------------------
+    def state_dict(
+        self, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> OrderedDict:
+        """Parameters and persistent buffers by dotted name (detached unless keep_vars)."""
+        destination = OrderedDict() if destination is None else destination
+        for module_name, module in self.named_modules(prefix=prefix.rstrip(".")):
+            head = f"{module_name}." if module_name else ""
+            for name, param in module._parameters.items():
+                if param is not None:
+                    destination[head + name] = param if keep_vars else param.detach()
+            for name, buffer in module._buffers.items():
+                if buffer is not None and name not in module._non_persistent:
+                    destination[head + name] = buffer if keep_vars else buffer.detach()
+        return destination
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True) -> IncompatibleKeys:
+        """Copy values into this module's parameters and buffers, in place (an optimizer
+        holding the parameters keeps working). With ``strict``, missing or unexpected keys
+        are an error; a shape mismatch always is."""
+        own = self.state_dict(keep_vars=True)
+        missing = [key for key in own if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in own]
+        if strict and (missing or unexpected):
+            raise RuntimeError(
+                f"load_state_dict for {type(self).__name__}: missing keys {missing}, "
+                f"unexpected keys {unexpected}; pass strict=False to load the rest"
+            )
+        with no_grad():
+            for key, target in own.items():
+                if key not in state_dict:
+                    continue
+                value = state_dict[key]
+                source = value._array if isinstance(value, Tensor) else value
+                shape = tuple(getattr(source, "shape", ()))
+                if target.shape == (0,) and shape != (0,) and isinstance(target, Parameter):
+                    target._array = to_device(source, target.device).astype(target.dtype, copy=True)
+                    continue  # an uninitialised parameter takes the loaded shape
+                if shape != target.shape:
+                    raise RuntimeError(
+                        f"load_state_dict for {type(self).__name__}: size mismatch for {key!r}: "
+                        f"the checkpoint has shape {shape}, the module has {target.shape}"
+                    )
+                target.copy_(value if isinstance(value, Tensor) else Tensor(source))
+        return IncompatibleKeys(missing, unexpected)
+
+    # ---- modes and devices -------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (dropout active, batch statistics) for this module and below."""
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: ``train(False)``."""
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Turn gradient tracking on or off for every parameter."""
+        for param in self.parameters():
+            param.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop (or zero) every parameter's gradient."""
+        for param in self.parameters():
+            if param.grad is None:
+                continue
+            if set_to_none:
+                param.grad = None
+            else:
+                param.grad.zero_()
+
+    def apply(self, fn: Callable[[Module], None]) -> Module:
+        """Call ``fn`` on every sub-module and then on this one (e.g. custom init)."""
+        for module in self.children():
+            module.apply(fn)
+        fn(self)
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> Module:
+        """Move (``to("cuda")``) and/or cast (``to(dt.float64)``, floats only) in place."""
+        device = kwargs.pop("device", None)
+        dtype = kwargs.pop("dtype", None)
+        kwargs.pop("non_blocking", None)
+        if kwargs:
+            raise TypeError(f"Module.to() got unexpected arguments {sorted(kwargs)}")
+        for arg in args:
+            if isinstance(arg, Device) or (
+                isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda")
+            ):
+                device = arg
+            else:
+                dtype = arg
+        device = None if device is None else Device(device)
+        dtype = None if dtype is None else to_dtype(dtype)
+        if dtype is not None and dtype.kind != "f":
+            raise TypeError(f"Module.to() only casts to float dtypes, got {dtype}")
+        for tensor in (*self.parameters(), *self.buffers()):
+            _move_in_place(tensor, device, dtype)
+            if tensor.grad is not None:
+                _move_in_place(tensor.grad, device, dtype)
+        return self
+
+    def cuda(self, device: int | None = None) -> Module:
+        """Move every parameter and buffer to a GPU."""
+        return self.to(Device("cuda", device if device is not None else 0))
+
+    def cpu(self) -> Module:
+        """Move every parameter and buffer to the CPU."""
+        return self.to("cpu")
+
+    def float(self) -> Module:
+        """Cast floating-point parameters and buffers to float32."""
+        return self.to(to_dtype("float32"))
+
+    def double(self) -> Module:
+        """Cast floating-point parameters and buffers to float64."""
+        return self.to(to_dtype("float64"))
+
+    def half(self) -> Module:
+        """Cast floating-point parameters and buffers to float16."""
+        return self.to(to_dtype("float16"))
+
+    # ---- hooks and repr ----------------------------------------------------------------
+    def register_forward_pre_hook(self, hook: Callable) -> Any:
+        """``hook(module, args)`` before forward; may return replacement args."""
+        return _add_hook(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook: Callable) -> Any:
+        """``hook(module, args, output)`` after forward; may return a replacement output."""
+        return _add_hook(self._forward_hooks, hook)
+
+    def extra_repr(self) -> str:
+        """The part inside the parentheses of this module's repr line."""
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"({name}): " + _indent(repr(module)) for name, module in self._modules.items()]
+        extra = self.extra_repr()
+        if not lines:
+            return f"{type(self).__name__}({extra})"
+        body = "\n  ".join(([extra] if extra else []) + lines)
+        return f"{type(self).__name__}(\n  {body}\n)"
+
+    def __dir__(self) -> list:
+        return sorted(
+            set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules)
+        )
+
+
+def _check_name(module: Module, name: str, what: str) -> None:
+    if "_parameters" not in module.__dict__:
+        raise AttributeError(f"cannot add {what} {name!r} before Module.__init__() ran")
+    if not isinstance(name, str) or not name or "." in name:
+        raise KeyError(f"{what} name must be a non-empty string without '.', got {name!r}")
+
+
+def _move_in_place(tensor: Tensor, device: Device | None, dtype: Any) -> None:
+    array = tensor._array
+    if device is not None:
+        array = to_device(array, device)
+    if dtype is not None and array.dtype.kind == "f":
+        array = array.astype(dtype, copy=False)
+    tensor._array = array
+
+
+class _HookHandle:
+    def __init__(self, hooks: dict, key: int) -> None:
+        self.hooks, self.key = hooks, key
+
+    def remove(self) -> None:
+        self.hooks.pop(self.key, None)
+
+
+def _add_hook(hooks: dict, hook: Callable) -> _HookHandle:
+    key = max(hooks, default=-1) + 1
+    hooks[key] = hook
+    return _HookHandle(hooks, key)
+
+
+def _indent(text: str) -> str:
+    return text.replace("\n", "\n  ")

@@ -1,0 +1,1 @@
+"""The layer classes; ``dtrain.nn`` re-exports them."""

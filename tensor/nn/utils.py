@@ -1,0 +1,55 @@
+"""``nn.utils``: gradient clipping."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module
+
+
+def _with_grads(parameters: Iterable[Tensor] | Tensor) -> list:
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    return [p for p in parameters if p.grad is not None]
+
+
+def clip_grad_norm_(
+    parameters: Iterable[Tensor] | Tensor,
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+) -> Tensor:
+    """Scale all gradients together so that their joint norm is at most ``max_norm``;
+    returns the norm before clipping."""
+    params = _with_grads(parameters)
+    if not params:
+        return wrap(get_array_module().zeros((), dtype="float32"))
+    grads = [p.grad._array for p in params]
+    xp = get_array_module(grads[0])
+    if norm_type == math.inf:
+        total = max(float(xp.abs(g).max()) for g in grads if g.size)
+    else:
+        total = float(
+            sum(float((xp.abs(g) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)
+        )
+    if error_if_nonfinite and not math.isfinite(total):
+        raise RuntimeError(
+            f"the total norm of order {norm_type} of the gradients is {total}; pass "
+            "error_if_nonfinite=False to clip anyway"
+        )
+    coefficient = max_norm / (total + 1e-6)
+    if coefficient < 1:
+        with no_grad():
+            for p in params:
+                p.grad.mul_(coefficient)
+    return wrap(xp.asarray(total, dtype=grads[0].dtype))
+
+
+def clip_grad_value_(parameters: Iterable[Tensor] | Tensor, clip_value: float) -> None:
+    """Clamp every gradient element to ``[-clip_value, clip_value]``."""
+    with no_grad():
+        for p in _with_grads(parameters):
+            p.grad.clamp_(-clip_value, clip_value)
