@@ -12,7 +12,7 @@ This package only re-exports; the code lives in ``dtrain._tensor`` (tensor/),
 
 __version__ = "0.1.0"
 
-from dtrain import autograd, nn
+from dtrain import autograd, nn, optim, utils
 from dtrain._tensor.autograd import (
     enable_grad,
     is_grad_enabled,
@@ -118,6 +118,7 @@ from dtrain._tensor.functions import (
     zeros_like,
 )
 from dtrain._tensor.parameter import Parameter
+from dtrain._tensor.serialization import CheckpointError, load, save
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime import Device, Generator, initial_seed, manual_seed
 from dtrain.runtime.backend import get_array_module
@@ -149,6 +150,7 @@ def cuda_is_available() -> bool:
 
 
 __all__ = [
+    "CheckpointError",
     "Device",
     "Generator",
     "Parameter",
@@ -210,6 +212,7 @@ __all__ = [
     "isnan",
     "le",
     "linspace",
+    "load",
     "log",
     "log1p",
     "log_softmax",
@@ -233,6 +236,7 @@ __all__ = [
     "ne",
     "neg",
     "nn",
+    "optim",
     "no_grad",
     "ones",
     "ones_like",
@@ -249,6 +253,7 @@ __all__ = [
     "repeat",
     "reshape",
     "rsqrt",
+    "save",
     "set_grad_enabled",
     "short",
     "sigmoid",
@@ -271,6 +276,7 @@ __all__ = [
     "tril",
     "triu",
     "uint8",
+    "utils",
     "unsqueeze",
     "var",
     "where",

@@ -3,9 +3,11 @@
 The first example of a PyTorch introduction, in stages:
 
 1. ``numpy``    — plain numpy, gradients written by hand;
-2. ``autograd`` — dtrain tensors, gradients from ``loss.backward()``.
+2. ``autograd`` — dtrain tensors, gradients from ``loss.backward()``;
+3. ``nn``       — the polynomial as ``nn.Linear(3, 1)`` over (x, x², x³), ``nn.MSELoss`` and
+   ``optim.SGD``.
 
-    python examples/polyfit.py                 # both stages, then compares their losses
+    python examples/polyfit.py                 # every stage, then compares their losses
     python examples/polyfit.py --stage autograd
 """
 
@@ -17,6 +19,8 @@ import math
 import numpy as np
 
 import dtrain as dt
+import dtrain.nn as nn
+import dtrain.optim as optim
 
 POINTS = 2500
 LEARNING_RATE = 1e-6
@@ -69,6 +73,33 @@ def fit_autograd(
     return np.array([a.item(), b.item(), c.item(), d.item()]), final
 
 
+def fit_nn(
+    seed: int = 0, steps: int = STEPS, dtype: np.dtype = dt.float32, log: bool = True
+) -> tuple[np.ndarray, float]:
+    """Stage 3: a ``Linear`` layer over the features (x, x², x³); ``optim.SGD`` updates it."""
+    x = dt.linspace(-math.pi, math.pi, POINTS, dtype=dtype)
+    y = dt.sin(x)
+    features = dt.stack([x, x**2, x**3], dim=1)  # (2500, 3)
+    model = nn.Sequential(nn.Linear(3, 1, dtype=dtype), nn.Flatten(0, 1))
+    a, b, c, d = initial_coefficients(seed)
+    with dt.no_grad():  # start where the other stages start
+        model[0].bias.copy_(dt.tensor([a]))
+        model[0].weight.copy_(dt.tensor([[b, c, d]]))
+    loss_fn = nn.MSELoss(reduction="sum")
+    optimizer = optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    for step in range(steps):
+        loss = loss_fn(model(features), y)
+        if log and step % 100 == 99:
+            print(f"[nn]       step {step + 1:5d}  loss {loss.item():.6f}")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with dt.no_grad():
+        final = loss_fn(model(features), y).item()
+    weight = model[0].weight.detach().numpy()[0]
+    return np.array([model[0].bias.item(), *weight]), final
+
+
 def describe(coefficients: np.ndarray) -> str:
     a, b, c, d = coefficients
     return f"y = {a:.4f} + {b:.4f} x + {c:.4f} x^2 + {d:.4f} x^3"
@@ -76,7 +107,7 @@ def describe(coefficients: np.ndarray) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", choices=["numpy", "autograd", "all"], default="all")
+    parser.add_argument("--stage", choices=["numpy", "autograd", "nn", "all"], default="all")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -87,12 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("autograd", "all"):
         results["autograd"] = fit_autograd(args.seed, args.steps)
         print(f"[autograd] result: {describe(results['autograd'][0])}")
-    if len(results) == 2:
-        reference, ours = results["numpy"][1], results["autograd"][1]
-        print(
-            f"final loss: numpy {reference:.6f}, autograd {ours:.6f}, "
-            f"relative difference {abs(ours - reference) / reference:.2e}"
-        )
+    if args.stage in ("nn", "all"):
+        results["nn"] = fit_nn(args.seed, args.steps)
+        print(f"[nn]       result: {describe(results['nn'][0])}")
+    if "numpy" in results:
+        reference = results["numpy"][1]
+        for stage in ("autograd", "nn"):
+            if stage in results:
+                ours = results[stage][1]
+                print(
+                    f"final loss: numpy {reference:.6f}, {stage} {ours:.6f}, "
+                    f"relative difference {abs(ours - reference) / reference:.2e}"
+                )
     return 0
 
 

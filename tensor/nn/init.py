@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import no_grad
@@ -13,6 +14,10 @@ _GAINS = {
     "linear": 1.0,
     "conv1d": 1.0,
     "conv2d": 1.0,
+    "conv3d": 1.0,
+    "conv_transpose1d": 1.0,
+    "conv_transpose2d": 1.0,
+    "conv_transpose3d": 1.0,
     "sigmoid": 1.0,
     "tanh": 5.0 / 3,
     "relu": math.sqrt(2.0),
@@ -23,6 +28,8 @@ _GAINS = {
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The recommended gain for a nonlinearity (``"relu"`` → √2, ``"leaky_relu"`` …)."""
     if nonlinearity == "leaky_relu":
+        if param is not None and (isinstance(param, bool) or not isinstance(param, (int, float))):
+            raise ValueError(f"calculate_gain: negative_slope {param!r} is not a valid number")
         slope = 0.01 if param is None else param
         return math.sqrt(2.0 / (1 + slope**2))
     if nonlinearity not in _GAINS:
@@ -106,6 +113,8 @@ def kaiming_uniform_(
     generator: Generator | None = None,
 ) -> Tensor:
     """He uniform: U(-b, b) with b = gain · √(3 / fan)."""
+    if _no_elements(tensor):
+        return tensor
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
     return uniform_(tensor, -bound, bound, generator)
 
@@ -118,6 +127,8 @@ def kaiming_normal_(
     generator: Generator | None = None,
 ) -> Tensor:
     """He normal: N(0, std²) with std = gain / √fan."""
+    if _no_elements(tensor):
+        return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std, generator)
 
@@ -140,6 +151,14 @@ def trunc_normal_(
             fresh = tensor.detach().clone().normal_(mean, std, generator=generator)
             tensor.copy_(Tensor(_where(outside, fresh, tensor)))
         return tensor.clamp_(a, b)
+
+
+def _no_elements(tensor: Tensor) -> bool:
+    # As PyTorch: a zero-size tensor has fan 0 (no bound); there is nothing to fill anyway.
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return True
+    return False
 
 
 def _where(mask: Any, a: Tensor, b: Tensor) -> Any:

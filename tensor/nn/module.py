@@ -7,6 +7,7 @@ name every parameter and buffer by its dotted path (``"encoder.0.weight"``).
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -58,20 +59,25 @@ class Module:
     # ---- registration ------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
-            raise AttributeError(
-                f"cannot assign {name!r} before Module.__init__() ran; call "
-                "super().__init__() first in your module's __init__"
-            )
+            if isinstance(value, (Parameter, Module)):
+                raise AttributeError(
+                    f"cannot assign {type(value).__name__} {name!r} before Module.__init__() "
+                    "ran; call super().__init__() first in your module's __init__"
+                )
+            object.__setattr__(self, name, value)  # plain attributes are fine, as in PyTorch
+            return
         params, buffers, modules = self._parameters, self._buffers, self._modules
         if isinstance(value, Parameter):
             self.__dict__.pop(name, None)
             buffers.pop(name, None)
             modules.pop(name, None)
+            self._non_persistent.discard(name)
             self.register_parameter(name, value)
         elif isinstance(value, Module):
             self.__dict__.pop(name, None)
             params.pop(name, None)
             buffers.pop(name, None)
+            self._non_persistent.discard(name)
             modules[name] = value
         elif name in params:
             if value is not None:
@@ -109,7 +115,7 @@ class Module:
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Add a parameter (None keeps the slot, as for ``bias=False``)."""
-        _check_name(self, name, "parameter")
+        _check_name(self, name, "parameter", "_parameters")
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(
                 f"cannot register {type(param).__name__} as parameter {name!r}; wrap it in "
@@ -121,7 +127,7 @@ class Module:
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
         """Add a tensor that is state but not learned (running statistics …)."""
-        _check_name(self, name, "buffer")
+        _check_name(self, name, "buffer", "_buffers")
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(
                 f"buffer {name!r} must be a Tensor or None, got {type(tensor).__name__}"
@@ -134,7 +140,7 @@ class Module:
 
     def add_module(self, name: str, module: Module | None) -> None:
         """Add a sub-module under ``name``."""
-        _check_name(self, name, "module")
+        _check_name(self, name, "module", "_modules")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module")
         self._modules[name] = module
@@ -203,7 +209,11 @@ class Module:
         self, registry: str, prefix: str, recurse: bool, remove_duplicate: bool = True
     ) -> Iterator[tuple[str, Any]]:
         seen = set()
-        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        modules = (
+            self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+            if recurse
+            else [(prefix, self)]
+        )
         for module_name, module in modules:
             for name, value in getattr(module, registry).items():
                 if value is None or (remove_duplicate and id(value) in seen):
@@ -237,9 +247,14 @@ class Module:
     def state_dict(
         self, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
     ) -> OrderedDict:
-        """Parameters and persistent buffers by dotted name (detached unless keep_vars)."""
+        """Parameters and persistent buffers by dotted name (detached unless keep_vars).
+
+        A module or parameter reachable by two paths appears under both names, as in
+        PyTorch, so a checkpoint of a model with tied weights loads into either framework.
+        """
         destination = OrderedDict() if destination is None else destination
-        for module_name, module in self.named_modules(prefix=prefix.rstrip(".")):
+        modules = self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False)
+        for module_name, module in modules:
             head = f"{module_name}." if module_name else ""
             for name, param in module._parameters.items():
                 if param is not None:
@@ -281,9 +296,15 @@ class Module:
 
     # ---- modes and devices -------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
-        """Training mode (dropout active, batch statistics) for this module and below."""
-        for module in self.modules():
-            object.__setattr__(module, "training", bool(mode))
+        """Training mode (dropout active, batch statistics) for this module and below.
+
+        Calls ``train`` on each child, so a sub-module that overrides it is honoured.
+        """
+        if not isinstance(mode, bool):
+            raise ValueError(f"train(mode): mode must be a bool, got {mode!r}")
+        object.__setattr__(self, "training", mode)
+        for module in self.children():
+            module.train(mode)
         return self
 
     def eval(self) -> Module:
@@ -371,11 +392,17 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        lines = [f"({name}): " + _indent(repr(module)) for name, module in self._modules.items()]
+        # PyTorch's layout: a one-line extra_repr stays inline when there are no children.
         extra = self.extra_repr()
-        if not lines:
-            return f"{type(self).__name__}({extra})"
-        body = "\n  ".join(([extra] if extra else []) + lines)
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [
+            f"({name}): " + _indent(repr(module)) for name, module in self._modules.items()
+        ]
+        if len(extra_lines) == 1 and not child_lines:
+            return f"{type(self).__name__}({extra_lines[0]})"
+        if not extra_lines and not child_lines:
+            return f"{type(self).__name__}()"
+        body = "\n  ".join(extra_lines + child_lines)
         return f"{type(self).__name__}(\n  {body}\n)"
 
     def __dir__(self) -> list:
@@ -384,11 +411,16 @@ class Module:
         )
 
 
-def _check_name(module: Module, name: str, what: str) -> None:
+def _check_name(module: Module, name: str, what: str, registry: str) -> None:
     if "_parameters" not in module.__dict__:
         raise AttributeError(f"cannot add {what} {name!r} before Module.__init__() ran")
     if not isinstance(name, str) or not name or "." in name:
         raise KeyError(f"{what} name must be a non-empty string without '.', got {name!r}")
+    if hasattr(module, name) and name not in getattr(module, registry):
+        raise KeyError(
+            f"cannot add {what} {name!r}: {type(module).__name__} already has an attribute of "
+            "that name; delete it first or pick another name"
+        )
 
 
 def _move_in_place(tensor: Tensor, device: Device | None, dtype: Any) -> None:
@@ -401,6 +433,8 @@ def _move_in_place(tensor: Tensor, device: Device | None, dtype: Any) -> None:
 
 
 class _HookHandle:
+    """What ``register_forward_hook`` returns: ``remove()`` unregisters the hook (twice is fine)."""
+
     def __init__(self, hooks: dict, key: int) -> None:
         self.hooks, self.key = hooks, key
 
@@ -408,8 +442,12 @@ class _HookHandle:
         self.hooks.pop(self.key, None)
 
 
+# Keys are unique for the whole process, so a stale handle can never remove a newer hook.
+_hook_ids = itertools.count()
+
+
 def _add_hook(hooks: dict, hook: Callable) -> _HookHandle:
-    key = max(hooks, default=-1) + 1
+    key = next(_hook_ids)
     hooks[key] = hook
     return _HookHandle(hooks, key)
 

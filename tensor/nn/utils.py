@@ -21,16 +21,19 @@ def clip_grad_norm_(
     max_norm: float,
     norm_type: float = 2.0,
     error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
 ) -> Tensor:
     """Scale all gradients together so that their joint norm is at most ``max_norm``;
-    returns the norm before clipping."""
+    returns the norm before clipping. ``norm_type`` may be ``inf`` (the largest magnitude);
+    ``foreach`` is accepted for PyTorch compatibility and ignored."""
     params = _with_grads(parameters)
+    norm_type = float(norm_type)
     if not params:
         return wrap(get_array_module().zeros((), dtype="float32"))
     grads = [p.grad._array for p in params]
     xp = get_array_module(grads[0])
     if norm_type == math.inf:
-        total = max(float(xp.abs(g).max()) for g in grads if g.size)
+        total = max((float(xp.abs(g).max()) for g in grads if g.size), default=0.0)
     else:
         total = float(
             sum(float((xp.abs(g) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)

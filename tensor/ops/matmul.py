@@ -9,12 +9,20 @@ from dtrain._tensor.ops._util import check_broadcast, unbroadcast
 from dtrain._tensor.tensor import Tensor
 
 
+def stacked_matmul(a: Any, b: Any) -> Any:
+    """``a @ b``; a stack of matrices times one matrix runs as one 2-D product (numpy's
+    stacked matmul loops over small products, and off BLAS for transposed operands)."""
+    if a.ndim > 2 and b.ndim == 2:
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
+    return a @ b
+
+
 class MatMul(Op):
     reads_inputs = True
 
     def forward(self, a: Any, b: Any) -> Any:
         self.a, self.b = a, b
-        return a @ b
+        return stacked_matmul(a, b)
 
     def backward(self, grad: Any) -> tuple:
         a, b = self.a, self.b
@@ -29,9 +37,14 @@ class MatMul(Op):
             grad = grad[..., None, :]
         grad_a = grad_b = None
         if need_a:
-            grad_a = unbroadcast(grad @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+            grad_a = unbroadcast(stacked_matmul(grad, b2.swapaxes(-1, -2)), a2.shape)
+            grad_a = grad_a.reshape(a.shape)
         if need_b:
-            grad_b = unbroadcast(a2.swapaxes(-1, -2) @ grad, b2.shape).reshape(b.shape)
+            if b2.ndim == 2 and a2.ndim > 2:  # sum over the stack inside one 2-D product
+                flat_a = a2.reshape(-1, a2.shape[-1])
+                grad_b = (flat_a.T @ grad.reshape(-1, grad.shape[-1])).reshape(b.shape)
+            else:
+                grad_b = unbroadcast(a2.swapaxes(-1, -2) @ grad, b2.shape).reshape(b.shape)
         return grad_a, grad_b
 
 

@@ -48,5 +48,9 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     if num_classes < 0:
         num_classes = int(indices.max()) + 1 if indices.size else 0
     if indices.size and (indices.min() < 0 or indices.max() >= num_classes):
-        raise ValueError(f"one_hot: class values must be in [0, {num_classes})")
+        bad = int(indices.min() if indices.min() < 0 else indices.max())
+        raise ValueError(
+            f"one_hot: class value {bad} is outside [0, {num_classes}); raise num_classes or "
+            "fix the labels"
+        )
     return wrap((indices[..., None] == xp.arange(num_classes)).astype(xp.int64))

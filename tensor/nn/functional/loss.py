@@ -18,6 +18,25 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
+def _check_class_weight(name: str, weight: Tensor | None, classes: int) -> None:
+    if weight is not None and weight.shape != (classes,):
+        raise ValueError(
+            f"{name}: weight has shape {weight.shape}, expected one weight per class: ({classes},)"
+        )
+
+
+def _check_class_targets(name: str, target: Any, classes: int, ignore_index: int) -> None:
+    """Class-index targets must be integers in [0, classes) (or ``ignore_index``)."""
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{name}: class-index targets must be integers, got dtype {target.dtype}")
+    bad = target[(target != ignore_index) & ((target < 0) | (target >= classes))]
+    if bad.size:
+        raise IndexError(
+            f"{name}: target {int(bad.reshape(-1)[0])} is out of range for {classes} classes "
+            f"(valid: 0..{classes - 1}, or ignore_index={ignore_index})"
+        )
+
+
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return loss.mean()
@@ -56,12 +75,7 @@ class CrossEntropy(Op):
             denominator = dtype.type(max(q.size // classes, 1))  # the number of samples
         else:
             keep = target != ignore_index
-            safe = xp.where(keep, target, 0)
-            if safe.size and (safe.min() < 0 or safe.max() >= classes):
-                bad = int(safe.max() if safe.max() >= classes else safe.min())
-                raise IndexError(
-                    f"cross_entropy: target {bad} is out of range for {classes} classes"
-                )
+            safe = xp.where(keep, target, 0)  # the caller checked the range
             picked = xp.zeros_like(logits)
             xp.put_along_axis(picked, safe[..., None], 1, axis=-1)
             q = picked * ((1 - smoothing) * w)
@@ -121,8 +135,9 @@ def cross_entropy(
             f"{input.shape}; expected class indices of shape {expected} or probabilities "
             f"of shape {logits.shape}"
         )
-    if not probabilities and target._array.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: class-index targets must be integers, got {target.dtype}")
+    if not probabilities:
+        _check_class_targets("cross_entropy", target._array, logits.shape[-1], ignore_index)
+    _check_class_weight("cross_entropy", weight, logits.shape[-1])
     w = None if weight is None else weight._array
     loss = CrossEntropy.apply(
         logits,
@@ -182,8 +197,11 @@ def nll_loss(
     log_probs = input.permute(0, *range(2, input.ndim), 1) if input.ndim > 2 else input
     if log_probs.shape[:-1] != target.shape:
         raise ValueError(
-            f"nll_loss: target of shape {target.shape} does not fit input of shape {input.shape}"
+            f"nll_loss: target of shape {target.shape} does not fit input of shape {input.shape}; "
+            f"expected class indices of shape {log_probs.shape[:-1]}"
         )
+    _check_class_targets("nll_loss", target._array, log_probs.shape[-1], ignore_index)
+    _check_class_weight("nll_loss", weight, log_probs.shape[-1])
     w = None if weight is None else weight._array
     return NllLoss.apply(
         log_probs, target._array, w, ignore_index=ignore_index, reduction=reduction

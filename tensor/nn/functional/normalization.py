@@ -64,10 +64,11 @@ def layer_norm(
     for name, param in (("weight", weight), ("bias", bias)):
         if param is not None and param.shape != shape:
             raise ValueError(f"layer_norm: {name} has shape {param.shape}, expected {shape}")
-    args = [input] + [p for p in (weight, bias) if p is not None]
-    if weight is None and bias is not None:
-        raise ValueError("layer_norm: a bias without a weight is not supported; pass both")
-    return LayerNorm.apply(*args, dims=len(shape), eps=eps)
+    if bias is not None:
+        return LayerNorm.apply(input, weight, bias, dims=len(shape), eps=eps)
+    if weight is not None:
+        return LayerNorm.apply(input, weight, dims=len(shape), eps=eps)
+    return LayerNorm.apply(input, dims=len(shape), eps=eps)
 
 
 class BatchNorm(Op):
@@ -126,6 +127,19 @@ def batch_norm(
     if input.ndim < 2:
         raise ValueError(f"batch_norm: input needs at least 2 dims (N, C, ...), got {input.shape}")
     channels = input.shape[1]
+    for name, tensor in (
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("weight", weight),
+        ("bias", bias),
+    ):
+        if tensor is not None and tensor.shape != (channels,):
+            raise ValueError(
+                f"batch_norm: {name} has shape {tensor.shape} but the input {input.shape} has "
+                f"{channels} channels in dim 1; expected shape ({channels},)"
+            )
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: pass both running_mean and running_var, or neither")
     array = input._array
     axes = (0, *range(2, input.ndim))
     stat_shape = (1, channels) + (1,) * (input.ndim - 2)

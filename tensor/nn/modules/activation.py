@@ -17,6 +17,9 @@ class ReLU(Module):
     def forward(self, input: Tensor) -> Tensor:
         return relu(input)
 
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
 
 class GELU(Module):
     """Gaussian error linear unit (``approximate="tanh"`` for the tanh form)."""
@@ -62,6 +65,9 @@ class Softplus(Module):
 
     def forward(self, input: Tensor) -> Tensor:
         return softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class Softmax(Module):

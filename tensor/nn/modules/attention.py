@@ -17,10 +17,16 @@ from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
 
 
+class NonDynamicallyQuantizableLinear(Linear):
+    """``MultiheadAttention.out_proj``: a plain Linear under PyTorch's class name, so that
+    ``print(model)`` reads the same in both frameworks."""
+
+
 class MultiheadAttention(Module):
     """Multi-head attention with PyTorch's parameters (``in_proj_weight`` (3E, E),
-    ``in_proj_bias``, ``out_proj``) and call signature; keys and values share the
-    query's embedding size."""
+    ``in_proj_bias``, ``out_proj``) and call signature. Differs from PyTorch: keys and
+    values must share the query's embedding size (``kdim = vdim = embed_dim``), and
+    ``add_bias_kv`` / ``add_zero_attn`` are not implemented."""
 
     def __init__(
         self,
@@ -28,16 +34,33 @@ class MultiheadAttention(Module):
         num_heads: int,
         dropout: float = 0.0,
         bias: bool = True,
+        add_bias_kv: bool = False,
+        add_zero_attn: bool = False,
+        kdim: int | None = None,
+        vdim: int | None = None,
         batch_first: bool = False,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        if embed_dim % num_heads:
+        if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
             raise ValueError(
-                f"MultiheadAttention: embed_dim {embed_dim} is not divisible by num_heads "
-                f"{num_heads}"
+                f"MultiheadAttention: embed_dim {embed_dim} must be a positive multiple of "
+                f"num_heads {num_heads}"
             )
+        if add_bias_kv or add_zero_attn:
+            raise NotImplementedError(
+                "MultiheadAttention: add_bias_kv and add_zero_attn are not implemented"
+            )
+        for name, size in (("kdim", kdim), ("vdim", vdim)):
+            if size is not None and size != embed_dim:
+                raise NotImplementedError(
+                    f"MultiheadAttention: {name}={size} differs from embed_dim={embed_dim}; "
+                    "only keys and values of the query's size are implemented (project them "
+                    "with an nn.Linear first)"
+                )
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {dropout}")
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
         self.head_dim, self.batch_first = embed_dim // num_heads, batch_first
         self.in_proj_weight = Parameter(empty(3 * embed_dim, embed_dim, device=device, dtype=dtype))
@@ -45,7 +68,9 @@ class MultiheadAttention(Module):
             self.in_proj_bias = Parameter(zeros(3 * embed_dim, device=device, dtype=dtype))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, device=device, dtype=dtype)
+        self.out_proj = NonDynamicallyQuantizableLinear(
+            embed_dim, embed_dim, bias=bias, device=device, dtype=dtype
+        )
         init.xavier_uniform_(self.in_proj_weight)
         if bias:
             init.zeros_(self.out_proj.bias)
@@ -61,12 +86,33 @@ class MultiheadAttention(Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        if not self.batch_first:  # (L, N, E) → (N, L, E)
+        """Attend from ``query`` (L, N, E) to ``key``/``value`` (S, N, E) — (N, L, E) and
+        (N, S, E) with ``batch_first``, or (L, E) and (S, E) unbatched. Returns the output
+        shaped like ``query`` and, with ``need_weights``, the attention weights (N, L, S)
+        (averaged over heads) or (N, H, L, S)."""
+        if query.ndim not in (2, 3) or key.ndim != query.ndim or value.ndim != query.ndim:
+            raise ValueError(
+                f"MultiheadAttention: query, key and value must all be 3-D (batched) or 2-D "
+                f"(unbatched), got shapes {query.shape}, {key.shape} and {value.shape}"
+            )
+        unbatched = query.ndim == 2
+        if unbatched:  # one sequence: add the batch dim where batch_first puts it
+            query, key, value = (t.unsqueeze(0) for t in (query, key, value))
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        elif not self.batch_first:  # (L, N, E) → (N, L, E)
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         batch, length, embed = query.shape
-        if embed != self.embed_dim:
+        for name, tensor in (("query", query), ("key", key), ("value", value)):
+            if tensor.shape[-1] != self.embed_dim:
+                raise ValueError(
+                    f"MultiheadAttention: {name} has embedding size {tensor.shape[-1]}, "
+                    f"expected {self.embed_dim}"
+                )
+        if key.shape[:2] != value.shape[:2] or key.shape[0] != batch:
             raise ValueError(
-                f"MultiheadAttention: query has embedding size {embed}, expected {self.embed_dim}"
+                f"MultiheadAttention: key {key.shape} and value {value.shape} must share batch "
+                f"and sequence sizes, and the batch size of query {query.shape}"
             )
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q = b_k = b_v = None
@@ -85,16 +131,19 @@ class MultiheadAttention(Module):
                 scores = (
                     where(mask, scores, float("-inf")) if mask.dtype.kind == "b" else scores + mask
                 )
-            weights = scores.softmax(-1)
-            attended = dropout(weights, dropout_p, training=True) @ v
+            # As PyTorch, the weights returned are the ones used: after dropout.
+            weights = dropout(scores.softmax(-1), dropout_p, training=True)
+            attended = weights @ v
         else:
             attended = scaled_dot_product_attention(q, k, v, mask, dropout_p)
             weights = None
         out = self.out_proj(attended.transpose(1, 2).reshape(batch, length, embed))
-        if not self.batch_first:
-            out = out.transpose(0, 1)
         if weights is not None and average_attn_weights:
             weights = weights.mean(1)
+        if unbatched:
+            return out.squeeze(0), None if weights is None else weights.squeeze(0)
+        if not self.batch_first:
+            out = out.transpose(0, 1)
         return out, weights
 
     def _heads(self, x: Tensor) -> Tensor:

@@ -80,6 +80,24 @@ class ModuleList(Module):
             self.append(module)
         return self
 
+    def __repr__(self) -> str:
+        # PyTorch compresses runs of identical entries: "(0-2): 3 x Linear(...)".
+        reprs = [repr(module) for module in self]
+        if not reprs:
+            return f"{type(self).__name__}()"
+        runs: list[list] = []  # [first index, last index, repr]
+        for index, text in enumerate(reprs):
+            if runs and runs[-1][2] == text:
+                runs[-1][1] = index
+            else:
+                runs.append([index, index, text])
+        lines = []
+        for first, last, text in runs:
+            head = f"({first})" if first == last else f"({first}-{last}): {last - first + 1} x"
+            line = f"{head}: {text}" if first == last else f"{head} {text}"
+            lines.append(line.replace("\n", "\n  "))
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
 
 class ModuleDict(Module):
     """A dict of modules whose parameters the parent registers."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dtrain._tensor.nn.functional.loss import (
+    _check_reduction,
     binary_cross_entropy_with_logits,
     cross_entropy,
     l1_loss,
@@ -16,10 +17,8 @@ from dtrain._tensor.tensor import Tensor
 class _Loss(Module):
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
+        _check_reduction(reduction)
         self.reduction = reduction
-
-    def extra_repr(self) -> str:
-        return "" if self.reduction == "mean" else f"reduction='{self.reduction}'"
 
 
 class CrossEntropyLoss(_Loss):

@@ -1,0 +1,88 @@
+"""What the training examples share: a progress bar, checkpoints with RNG state, digits data.
+
+Kept small on purpose: each example should read top to bottom on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+import dtrain as dt
+from dtrain.runtime import default_generator
+
+
+def progress(iterable: Iterable, **options: Any) -> Iterable:
+    """A tqdm progress bar when tqdm is installed (the ``examples`` extra), else the iterable."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, **options)
+
+
+def save_checkpoint(path: str, model: dt.nn.Module, optimizer: Any, **extra: Any) -> None:
+    """Model, optimizer, the default RNG stream and ``extra`` (epoch, scheduler, data
+    generator state …) in one safetensors file, written atomically."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": default_generator.get_state(),
+        **extra,
+    }
+    dt.save(state, path)
+
+
+def load_checkpoint(path: str, model: dt.nn.Module, optimizer: Any) -> dict:
+    """Restore what ``save_checkpoint`` wrote; returns the whole state for ``extra`` fields."""
+    state = dt.load(path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    default_generator.set_state(state["rng"])
+    return state
+
+
+def maybe_resume(
+    path: str | None, resume: bool, model: dt.nn.Module, optimizer: Any
+) -> dict | None:
+    """The checkpoint's state when ``--resume`` was asked for and the file exists."""
+    if resume and path and os.path.exists(path):
+        state = load_checkpoint(path, model, optimizer)
+        print(f"resumed from {path} (epoch {state.get('epoch')})")
+        return state
+    if resume:
+        print(f"no checkpoint at {path}; starting fresh")
+    return None
+
+
+def digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """scikit-learn's bundled 8×8 digits (no download), scaled to [0, 1] and split the same
+    way every time: (x_train, y_train, x_test, y_test) as float32 / int64 arrays."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise SystemExit(
+            "this example needs scikit-learn's digits: pip install 'dtrain[examples]'"
+        ) from exc
+    data = load_digits()
+    images = (data.images / 16.0).astype(np.float32)
+    labels = data.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    cut = int(len(labels) * (1 - test_fraction))
+    train, test = order[:cut], order[cut:]
+    return images[train], labels[train], images[test], labels[test]
+
+
+def accuracy(model: dt.nn.Module, inputs: dt.Tensor, labels: dt.Tensor, batch: int = 512) -> float:
+    """Fraction of correct predictions, in eval mode and without the graph."""
+    model.eval()
+    correct = 0
+    with dt.no_grad():
+        for start in range(0, len(labels), batch):
+            logits = model(inputs[start : start + batch])
+            correct += int((logits.argmax(1) == labels[start : start + batch]).sum().item())
+    model.train()
+    return correct / len(labels)

@@ -1,0 +1,90 @@
+"""An MLP classifier on scikit-learn's bundled 8×8 digits (no download needed).
+
+python examples/mlp_digits.py                          # ≥ 95 % test accuracy in seconds
+python examples/mlp_digits.py --epochs 10 --checkpoint mlp.safetensors
+python examples/mlp_digits.py --epochs 20 --checkpoint mlp.safetensors --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import common
+
+import dtrain as dt
+import dtrain.nn as nn
+from dtrain.utils.data import DataLoader, TensorDataset
+
+
+def build_model(hidden: int, dropout: float) -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(64, hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, 10),
+    )
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", help="save here after every epoch")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Train; returns the final epoch's mean loss and the test accuracy."""
+    dt.manual_seed(args.seed)
+    x_train, y_train, x_test, y_test = common.digits(seed=args.seed)
+    data_rng = dt.Generator().manual_seed(args.seed)
+    loader = DataLoader(
+        TensorDataset(dt.from_numpy(x_train), dt.from_numpy(y_train)),
+        batch_size=args.batch_size,
+        shuffle=True,
+        generator=data_rng,
+    )
+    model = build_model(args.hidden, args.dropout)
+    optimizer = dt.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    start = 0
+    state = common.maybe_resume(args.checkpoint, args.resume, model, optimizer)
+    if state is not None:
+        start = state["epoch"]
+        data_rng.set_state(state["data_rng"])
+    epoch_loss = float("nan")
+    for epoch in common.progress(range(start, args.epochs), disable=args.quiet, desc="epochs"):
+        total, batches = 0.0, 0
+        for images, labels in loader:
+            loss = loss_fn(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, batches = total + loss.item(), batches + 1
+        epoch_loss = total / batches
+        if args.checkpoint:
+            common.save_checkpoint(
+                args.checkpoint, model, optimizer, epoch=epoch + 1, data_rng=data_rng.get_state()
+            )
+    accuracy = common.accuracy(model, dt.from_numpy(x_test), dt.from_numpy(y_test))
+    print(f"final epoch loss {epoch_loss:.4f}, test accuracy {accuracy:.4f} ({len(y_test)} images)")
+    return {"loss": epoch_loss, "accuracy": accuracy, "model": model}
+
+
+def main(argv: list[str] | None = None) -> int:
+    train(parse(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""Datasets, samplers, batching and the DataLoader (public as ``dtrain.utils.data``)."""
+
+from dtrain._tensor.data.collate import default_collate, default_convert
+from dtrain._tensor.data.dataloader import DataLoader
+from dtrain._tensor.data.dataset import (
+    ConcatDataset,
+    Dataset,
+    Subset,
+    TensorDataset,
+    random_split,
+)
+from dtrain._tensor.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
+
+__all__ = [
+    "BatchSampler",
+    "ConcatDataset",
+    "DataLoader",
+    "Dataset",
+    "RandomSampler",
+    "Sampler",
+    "SequentialSampler",
+    "Subset",
+    "TensorDataset",
+    "default_collate",
+    "default_convert",
+    "random_split",
+]

@@ -1,0 +1,217 @@
+"""``DataLoader``: batches from a map-style dataset, in the order a sampler gives.
+
+As ``torch.utils.data.DataLoader`` for map-style datasets, with two differences:
+
+- ``num_workers > 0`` runs ``dataset[i]`` and ``collate_fn`` in that many *threads* of this
+  process (no fork, nothing pickled), up to ``prefetch_factor * num_workers`` batches ahead.
+  Batches still come in sampler order, and the sampler (hence the shuffle) runs in the
+  calling thread; but a dataset that draws random numbers inside ``__getitem__`` sees its
+  draws in a thread-dependent order, so keep ``num_workers=0`` where such augmentation must
+  be bit-reproducible. Threads help when loading releases the GIL (file I/O, decoding);
+  ``pin_memory`` is accepted and ignored. Iterable-style datasets are not supported.
+- A ``TensorDataset`` (or a ``Subset`` of one, such as ``random_split`` gives) with the
+  default ``collate_fn`` is batched by indexing each tensor once with the batch's index
+  array, not by stacking per-sample rows; the batches are the same.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from dtrain._tensor.data.collate import default_collate, default_convert
+from dtrain._tensor.data.dataset import Dataset, Subset, TensorDataset
+from dtrain._tensor.data.sampler import BatchSampler, RandomSampler, SequentialSampler
+from dtrain._tensor.ops.indexing import getitem
+from dtrain._tensor.tensor import wrap
+from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.random import Generator
+
+
+class DataLoader:
+    """Iterate over ``dataset`` in batches.
+
+    Args:
+        dataset: a map-style dataset (``__getitem__`` and ``__len__``).
+        batch_size: samples per batch; None turns batching off (each sample is passed
+            through ``default_convert`` or ``collate_fn`` alone).
+        shuffle: visit the samples in a new random order each epoch.
+        sampler: any iterable of indices with ``__len__`` (e.g. ``DistributedSampler``);
+            excludes ``shuffle``.
+        batch_sampler: an iterable of index lists; excludes ``batch_size``, ``shuffle``,
+            ``sampler`` and ``drop_last``.
+        num_workers: 0 loads in the calling thread; N > 0 uses N threads (see the module
+            docstring).
+        collate_fn: turns a list of samples into a batch; ``default_collate`` by default.
+        pin_memory: accepted for PyTorch compatibility; has no effect.
+        drop_last: drop the last batch when it is smaller than ``batch_size``.
+        generator: the random stream for ``shuffle``; the default generator when None, so
+            ``dtrain.manual_seed(s)`` fixes the order.
+        prefetch_factor: batches each worker thread loads ahead (2 by default); only with
+            ``num_workers > 0``.
+
+    Raises:
+        ValueError: for conflicting or out-of-range options.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler: Iterable | None = None,
+        batch_sampler: Iterable | None = None,
+        num_workers: int = 0,
+        collate_fn: Callable[[list], Any] | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        generator: Generator | None = None,
+        *,
+        prefetch_factor: int | None = None,
+    ) -> None:
+        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+            raise ValueError(
+                f"num_workers must be a non-negative int, got {num_workers!r}; use 0 to load "
+                "in the main thread"
+            )
+        if prefetch_factor is not None and num_workers == 0:
+            raise ValueError(
+                "prefetch_factor only applies with num_workers > 0; leave it as None when "
+                "num_workers=0"
+            )
+        if prefetch_factor is None:
+            prefetch_factor = 2
+        if not isinstance(prefetch_factor, int) or prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be a positive int, got {prefetch_factor!r}")
+        if not hasattr(dataset, "__getitem__"):
+            raise TypeError(
+                f"DataLoader needs a map-style dataset with __getitem__ and __len__, got "
+                f"{type(dataset).__name__}; iterable-style datasets are not supported"
+            )
+        if sampler is not None and shuffle:
+            raise ValueError(
+                "DataLoader: sampler option is mutually exclusive with shuffle; shuffle in the "
+                "sampler instead (e.g. DistributedSampler(dataset, shuffle=True))"
+            )
+        if batch_sampler is not None:
+            if batch_size != 1 or shuffle or sampler is not None or drop_last:
+                raise ValueError(
+                    "DataLoader: batch_sampler option is mutually exclusive with batch_size, "
+                    "shuffle, sampler, and drop_last; leave those at their defaults"
+                )
+            batch_size = None
+            drop_last = False
+        elif batch_size is None and drop_last:
+            raise ValueError(
+                "DataLoader: batch_size=None option disables auto-batching and is mutually "
+                "exclusive with drop_last"
+            )
+        if sampler is None:
+            if shuffle:
+                sampler = RandomSampler(dataset, generator=generator)
+            else:
+                sampler = SequentialSampler(dataset)
+        if batch_size is not None and batch_sampler is None:
+            batch_sampler = BatchSampler(sampler, batch_size, drop_last)
+
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.sampler = sampler
+        self.batch_sampler = batch_sampler
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor if num_workers > 0 else None
+        self._prefetch = prefetch_factor
+        self.pin_memory = pin_memory
+        self.generator = generator
+        self._default_collate = collate_fn is None
+        if collate_fn is None:
+            collate_fn = default_collate if batch_sampler is not None else default_convert
+        self.collate_fn = collate_fn
+
+    @property
+    def _auto_collation(self) -> bool:
+        return self.batch_sampler is not None
+
+    @property
+    def _index_sampler(self) -> Iterable:
+        return self.batch_sampler if self._auto_collation else self.sampler
+
+    def __len__(self) -> int:
+        return len(self._index_sampler)
+
+    def __iter__(self) -> Iterator[Any]:
+        fetch = self._fetcher()
+        indices = iter(self._index_sampler)
+        if self.num_workers == 0:
+            return (fetch(index) for index in indices)
+        return _threaded(fetch, indices, self.num_workers, self.num_workers * self._prefetch)
+
+    def _fetcher(self) -> Callable[[Any], Any]:
+        """The function from one entry of the index sampler to one batch."""
+        dataset, collate = self.dataset, self.collate_fn
+        if not self._auto_collation:
+            return lambda index: collate(dataset[index])
+        if self._default_collate:
+            fast = _tensor_rows(dataset)
+            if fast is not None:
+                return fast
+        if hasattr(dataset, "__getitems__"):
+            return lambda batch: collate(dataset.__getitems__(batch))
+        return lambda batch: collate([dataset[i] for i in batch])
+
+
+def _tensor_rows(dataset: Any) -> Callable[[list], list] | None:
+    """For a TensorDataset, or Subsets of one: a fetcher that takes all rows of a batch
+    with one fancy index per tensor. None for any other dataset."""
+    mapping = None
+    while isinstance(dataset, Subset):
+        indices = np.asarray(dataset.indices, dtype=np.int64)
+        mapping = indices if mapping is None else indices[mapping]
+        dataset = dataset.dataset
+    if type(dataset) is not TensorDataset:  # a subclass may override __getitem__
+        return None
+    tensors = dataset.tensors
+    n = len(dataset)
+
+    def fetch(batch: list) -> list:
+        rows = np.asarray(batch, dtype=np.int64)
+        if rows.ndim != 1:
+            raise IndexError(f"a batch must be a flat list of indices, got {batch!r}")
+        if mapping is not None:
+            rows = mapping[rows]
+        if rows.size and (rows.max() >= n or rows.min() < -n):
+            raise IndexError(f"index out of range for a TensorDataset of {n} samples")
+        out = []
+        for t in tensors:
+            key = get_array_module(t._array).asarray(rows)
+            out.append(getitem(t, wrap(key)))
+        return out
+
+    return fetch
+
+
+def _threaded(
+    fetch: Callable[[Any], Any], indices: Iterator, workers: int, depth: int
+) -> Iterator[Any]:
+    """``fetch`` each entry of ``indices`` on ``workers`` threads, at most ``depth`` in
+    flight, yielding the results in order."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="dtrain-dataloader") as pool:
+        pending: collections.deque = collections.deque()
+        try:
+            for index in indices:
+                pending.append(pool.submit(fetch, index))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+__all__ = ["DataLoader"]

@@ -1,0 +1,177 @@
+"""``SGD``: stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dtrain._tensor.optim.optimizer import (
+    Optimizer,
+    Scratch,
+    bump_versions,
+    copy_array,
+    grads_and_states,
+)
+from dtrain._tensor.tensor import wrap
+from dtrain.runtime.backend import get_array_module
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, as ``torch.optim.SGD``.
+
+    Per parameter, with ``g`` its gradient (negated when ``maximize``)::
+
+        g = g + weight_decay * p
+        b = g (first step)  or  b = momentum * b + (1 - dampening) * g
+        g = g + momentum * b (nesterov)  or  g = b
+        p = p - lr * g
+
+    (the momentum lines only when ``momentum != 0``).
+
+    Args:
+        params: tensors or param-group dicts (see ``Optimizer``).
+        lr: learning rate.
+        momentum: momentum factor.
+        dampening: dampening of the momentum.
+        weight_decay: L2 penalty.
+        nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+        maximize: maximise the objective instead of minimising it.
+        foreach: accepted for PyTorch compatibility; dtrain picks the update path itself.
+        fused: accepted for PyTorch compatibility; dtrain picks the update path itself.
+
+    Raises:
+        ValueError: a hyperparameter is out of range.
+    """
+
+    _per_element_state = ("momentum_buffer",)
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        if not lr >= 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}; lr must be >= 0")
+        if not momentum >= 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}; momentum must be >= 0")
+        if not weight_decay >= 0.0:
+            raise ValueError(
+                f"Invalid weight_decay value: {weight_decay}; weight_decay must be >= 0"
+            )
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(
+                "Nesterov momentum requires a momentum and zero dampening, got "
+                f"momentum={momentum} and dampening={dampening}"
+            )
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = self._closure_loss(closure)
+        for group in self.param_groups:
+            params, grads, states = grads_and_states(self, group, _no_init)
+            if not params:
+                continue
+            momentum = group["momentum"]
+            buffers = [None] * len(params)
+            if momentum != 0:
+                for i, state in enumerate(states):
+                    buffer = state.get("momentum_buffer")
+                    if buffer is not None:
+                        buffers[i] = buffer._array
+                        buffer._version[0] += 1
+            sgd_update(
+                [p._array for p in params],
+                grads,
+                buffers,
+                lr=group["lr"],
+                momentum=momentum,
+                dampening=group["dampening"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+                maximize=group["maximize"],
+                scratch=self._scratch,
+            )
+            if momentum != 0:
+                for state, buffer in zip(states, buffers):
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = wrap(buffer)
+            bump_versions(params)
+        return loss
+
+
+def _no_init(state: dict[str, Any], param: Any) -> None:
+    """SGD keeps no state until its first momentum step."""
+
+
+def sgd_update(
+    params: list[Any],
+    grads: list[Any],
+    momentum_buffers: list[Any],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    scratch: Scratch,
+) -> None:
+    """One SGD step on raw arrays, in place (the hook a fused kernel replaces).
+
+    ``momentum_buffers[i]`` is None before a parameter's first momentum step; it is then set
+    to a new array (a copy of the gradient), as PyTorch does.
+    """
+    for i, p in enumerate(params):
+        xp = get_array_module(p)
+        g = grads[i]
+        if weight_decay != 0:
+            work = scratch.get(p, 0)
+            xp.multiply(p, weight_decay, out=work)
+            if maximize:
+                xp.subtract(work, g, out=work)
+            else:
+                xp.add(work, g, out=work)
+            g = work
+        elif maximize:
+            g = xp.negative(g, out=scratch.get(p, 0))
+        if momentum != 0:
+            buffer = momentum_buffers[i]
+            if buffer is None:
+                buffer = momentum_buffers[i] = copy_array(g)
+            else:
+                buffer *= momentum
+                if dampening == 0:
+                    buffer += g
+                else:
+                    damped = scratch.get(p, 1)
+                    xp.multiply(g, 1 - dampening, out=damped)
+                    buffer += damped
+            if nesterov:
+                step = scratch.get(p, 1)
+                xp.multiply(buffer, momentum, out=step)
+                step += g
+                g = step
+            else:
+                g = buffer
+        step = scratch.get(p, 1)
+        xp.multiply(g, lr, out=step)
+        p -= step

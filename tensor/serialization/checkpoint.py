@@ -1,0 +1,370 @@
+"""``save`` and ``load``: checkpoints as safetensors files, never pickle.
+
+A checkpoint is one safetensors file. Its tensors are the file's tensors; the structure
+around them (dicts, lists, tuples and plain values, with references to tensor names) is a
+JSON document in the header's ``__metadata__`` under the key ``"dtrain"``. Any safetensors
+reader sees the tensors, and a safetensors file from elsewhere loads as a flat dict of
+tensors. Loading parses JSON and copies bytes; nothing in a file can run code.
+
+Tensor names: the path of keys and list positions joined by dots, so a state dict's
+tensors keep its keys (``"fc.weight"``) and nested objects get names such as
+``"optimizer.state.0.exp_avg"`` (a clash gets ``#2``, ``#3``… appended).
+
+Differences from ``torch.save``/``torch.load``:
+
+- What can be saved: ``Tensor`` (a ``Parameter`` comes back as a plain tensor without
+  ``requires_grad``), numpy arrays (back as numpy arrays), ``dict`` with ``str`` or ``int``
+  keys (any Mapping comes back as a plain ``dict``; key types round-trip exactly), ``list``,
+  ``tuple`` (a namedtuple comes back as a plain tuple), ``str``, ``int`` (any size),
+  ``float`` (exactly, NaN and infinities too), ``bool`` and ``None``. numpy scalars are saved
+  as the Python number. Anything else raises ``TypeError``.
+- Sharing: a tensor that appears more than once, or tensors that wrap the same array (a
+  tensor and its ``detach()``), is stored once and loads as one tensor object in every
+  place; partial views of another tensor (``x[0]``) are stored as copies.
+- CUDA tensors are written from host copies and load back onto their device unless
+  ``map_location`` says otherwise; ``map_location`` is a device (str or ``Device``) only.
+- ``save`` and ``load`` take a path, not a file object. ``save`` is atomic: a crash or kill
+  mid-save leaves the previous file as it was (and at worst a hidden ``.<name>.*.tmp``
+  file beside it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from dtrain._tensor.serialization import safetensors
+from dtrain._tensor.serialization.safetensors import CheckpointError
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import is_cuda_array
+from dtrain.runtime.device import CPU, Device, as_numpy, to_device
+from dtrain.runtime.dtypes import SUPPORTED
+from dtrain.runtime.random import Generator
+
+FORMAT_KEY = "dtrain"
+FORMAT_VERSION = 1
+
+_SAVEABLE = (
+    "tensors, numpy arrays, dicts (str or int keys), lists, tuples, str, int, float, bool and None"
+)
+
+
+# ---- save --------------------------------------------------------------------------------
+def save(obj: Any, f: str | os.PathLike) -> None:
+    """Save ``obj`` (e.g. ``model.state_dict()`` or a dict of several) to the path ``f``.
+
+    The file is a safetensors file; see the module docstring for what can be saved. The
+    write is atomic: the data goes to a temporary file in the same directory, which is
+    flushed, fsynced and renamed over ``f``.
+
+    Args:
+        obj: nested dicts, lists and tuples of tensors, numpy arrays and plain values.
+        f: the file's path.
+
+    Raises:
+        TypeError: for an object that cannot be saved (the message names where it is).
+        FileNotFoundError: when the directory of ``f`` does not exist.
+    """
+    path = _path(f, "save")
+    encoder = _Encoder()
+    root = encoder.encode(obj, "")
+    document = {"version": FORMAT_VERSION, "root": root}
+    metadata = {FORMAT_KEY: json.dumps(document, separators=(",", ":"), allow_nan=False)}
+    _atomic_write(path, lambda fh: safetensors.write(fh, encoder.arrays, metadata))
+
+
+class _Encoder:
+    """Walks an object, collecting host arrays by name and returning its JSON structure."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        self._names: dict[int, str] = {}  # id(array) -> name
+        self._keep: list[Any] = []  # keeps ids valid while the walk runs
+        self._open: set[int] = set()  # containers being walked, to catch cycles
+
+    def encode(self, obj: Any, path: str) -> Any:
+        if isinstance(obj, Tensor):
+            ref = {"tensor": self._array_name(obj._array, path)}
+            if is_cuda_array(obj._array):
+                ref["device"] = str(obj.device)
+            return ref
+        if isinstance(obj, np.ndarray):
+            if safetensors.dtype_code(obj.dtype) is None:
+                raise TypeError(
+                    f"save: the numpy array at {_where(path)} has dtype {obj.dtype}, which "
+                    "safetensors cannot hold; convert it (e.g. .astype(np.float32)) first"
+                )
+            return {"ndarray": self._array_name(obj, path)}
+        if obj is None or isinstance(obj, (bool, str)):
+            return obj
+        if isinstance(obj, np.bool_):
+            return bool(obj)
+        if isinstance(obj, (int, np.integer)):
+            return int(obj)
+        if isinstance(obj, (float, np.floating)):
+            value = float(obj)
+            if math.isfinite(value):
+                return value
+            return {"float": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+        if isinstance(obj, (Mapping, list, tuple)):
+            if id(obj) in self._open:
+                raise ValueError(f"save: {_where(path)} contains itself; break the cycle")
+            self._open.add(id(obj))
+            try:
+                return self._container(obj, path)
+            finally:
+                self._open.discard(id(obj))
+        hint = (
+            "; save its state instead: generator.get_state()"
+            if isinstance(obj, (Generator, np.random.Generator))
+            else ""
+        )
+        raise TypeError(
+            f"save: {_where(path)} is a {type(obj).__name__}, which a checkpoint cannot hold; "
+            f"it holds {_SAVEABLE}{hint}"
+        )
+
+    def _container(self, obj: Any, path: str) -> Any:
+        if isinstance(obj, Mapping):
+            pairs = []
+            for key, value in obj.items():
+                if isinstance(key, (bool, np.bool_)) or not isinstance(key, (str, int, np.integer)):
+                    raise TypeError(
+                        f"save: {_where(path)} has the key {key!r} of type "
+                        f"{type(key).__name__}; checkpoint dict keys must be str or int"
+                    )
+                key = key if isinstance(key, str) else int(key)
+                pairs.append([key, self.encode(value, _join(path, key))])
+            return {"dict": pairs}
+        items = [self.encode(value, _join(path, i)) for i, value in enumerate(obj)]
+        return items if isinstance(obj, list) else {"tuple": items}
+
+    def _array_name(self, array: Any, path: str) -> str:
+        if id(array) in self._names:
+            return self._names[id(array)]
+        name = path or "tensor"
+        if name in self.arrays or name == safetensors.METADATA:
+            k = 2
+            while f"{name}#{k}" in self.arrays:
+                k += 1
+            name = f"{name}#{k}"
+        self._keep.append(array)
+        self._names[id(array)] = name
+        self.arrays[name] = as_numpy(array)  # CUDA arrays: a host copy
+        return name
+
+
+def _join(path: str, key: str | int) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _where(path: str) -> str:
+    return f"obj at {path!r}" if path else "obj"
+
+
+def _path(f: Any, what: str) -> str:
+    if not isinstance(f, (str, os.PathLike)):
+        raise TypeError(
+            f"{what}: f must be a path (str or os.PathLike), got {type(f).__name__}; dtrain "
+            "checkpoints are written to and read from files by name"
+        )
+    return os.fspath(f)
+
+
+def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file with ``write`` to a temporary name beside ``path``, fsync it, rename it
+    over ``path`` and fsync the directory, so ``path`` is always the old or the new file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"save: the directory {directory!r} of {path!r} does not exist; create it first "
+            "(os.makedirs)"
+        )
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"save: {path!r} is a directory; pass a file path")
+    # A hidden name ending in .tmp, so a leftover from a killed save never looks like a
+    # checkpoint; os.open with 0o666 lets the umask set the mode, as open() would.
+    base = os.path.basename(path)
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            )
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable; platforms that cannot open a directory skip it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---- load --------------------------------------------------------------------------------
+def load(f: str | os.PathLike, map_location: Any = None) -> Any:
+    """Load what ``save`` wrote to the path ``f``, or the tensors of any safetensors file.
+
+    Args:
+        f: the file's path.
+        map_location: a device (``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``Device``) for
+            every tensor; None puts each tensor back on the device it was saved from.
+
+    Returns:
+        The saved object; for a safetensors file that ``save`` did not write, a dict from
+        tensor name to tensor, in name order.
+
+    Raises:
+        CheckpointError: (a ``ValueError``) when the file is truncated, corrupted or not a
+            safetensors file; the message names the file and the problem.
+        RuntimeError: when a tensor's device is not available; pass ``map_location="cpu"``.
+    """
+    path = _path(f, "load")
+    if map_location is not None:
+        if not isinstance(map_location, (str, Device)):
+            raise TypeError(
+                f"load: map_location must be a device such as 'cpu' or 'cuda:0', got "
+                f"{type(map_location).__name__}"
+            )
+        map_location = Device(map_location)
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        entries, metadata = safetensors.read_header(fh, path, size)
+        arrays = safetensors.read_arrays(fh, path, entries)
+    if FORMAT_KEY not in metadata:
+        return {name: _place(path, name, arrays[name], map_location) for name in sorted(arrays)}
+    try:
+        document = json.loads(metadata[FORMAT_KEY])
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{path}: corrupted metadata: the {FORMAT_KEY!r} structure is not JSON ({exc})"
+        ) from None
+    if not isinstance(document, dict) or set(document) != {"version", "root"}:
+        raise CheckpointError(f"{path}: corrupted metadata: {FORMAT_KEY!r} has the wrong form")
+    if document["version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {document['version']!r}; this dtrain reads "
+            f"version {FORMAT_VERSION} (a newer dtrain wrote it?)"
+        )
+    decoder = _Decoder(path, arrays, map_location)
+    try:
+        return decoder.decode(document["root"])
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupted metadata: the structure nests too deep") from None
+
+
+class _Decoder:
+    """Rebuilds the saved object from its JSON structure and the file's arrays."""
+
+    def __init__(self, path: str, arrays: dict[str, np.ndarray], map_location: Any) -> None:
+        self.path, self.arrays, self.map_location = path, arrays, map_location
+        self._tensors: dict[tuple, Tensor] = {}
+
+    def bad(self, problem: str) -> CheckpointError:
+        return CheckpointError(f"{self.path}: corrupted metadata: {problem}")
+
+    def decode(self, node: Any) -> Any:
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        if isinstance(node, list):
+            return [self.decode(item) for item in node]
+        if not isinstance(node, dict) or not node:
+            raise self.bad(f"unexpected node {node!r}")
+        if "tensor" in node:
+            return self._tensor(node)
+        if len(node) != 1:
+            raise self.bad(f"unexpected node {node!r}")
+        ((tag, value),) = node.items()
+        if tag == "dict" and isinstance(value, list):
+            out = {}
+            for pair in value:
+                if (
+                    not isinstance(pair, list)
+                    or len(pair) != 2
+                    or isinstance(pair[0], bool)
+                    or not isinstance(pair[0], (str, int))
+                ):
+                    raise self.bad(f"a dict item should be [str or int key, value], got {pair!r}")
+                out[pair[0]] = self.decode(pair[1])
+            return out
+        if tag == "tuple" and isinstance(value, list):
+            return tuple(self.decode(item) for item in value)
+        if tag == "ndarray" and isinstance(value, str):
+            return self._array(value)
+        if tag == "float" and value in ("nan", "inf", "-inf"):
+            return float(value)
+        raise self.bad(f"unexpected node {node!r}")
+
+    def _array(self, name: str) -> np.ndarray:
+        if name not in self.arrays:
+            raise self.bad(f"the structure refers to tensor {name!r}, which the file does not hold")
+        return self.arrays[name]
+
+    def _tensor(self, node: dict) -> Tensor:
+        name, device = node["tensor"], node.get("device", "cpu")
+        if (
+            not isinstance(name, str)
+            or not isinstance(device, str)
+            or set(node) - {"tensor", "device"}
+        ):
+            raise self.bad(f"unexpected tensor node {node!r}")
+        array = self._array(name)
+        key = (name, device)
+        if key not in self._tensors:
+            if self.map_location is None:
+                try:
+                    where = Device(device)
+                except ValueError:
+                    raise self.bad(f"tensor {name!r} has unknown device {device!r}") from None
+            else:
+                where = self.map_location
+            self._tensors[key] = _place(self.path, name, array, where)
+        return self._tensors[key]
+
+
+def _place(path: str, name: str, array: np.ndarray, device: Device | None) -> Tensor:
+    """A tensor of ``array`` on ``device`` (the CPU when None)."""
+    if array.dtype.newbyteorder("=") not in SUPPORTED:
+        raise CheckpointError(
+            f"{path}: tensor {name!r} has numpy dtype {array.dtype}, which dtrain tensors do "
+            "not support; read the file with safetensors.numpy.load_file instead"
+        )
+    if device is None or device == CPU:
+        return wrap(array)
+    try:
+        return wrap(to_device(array, device))
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"load: {path} holds tensor {name!r} for {device}, which is not available here "
+            f"({exc}); pass map_location='cpu' to load it on the CPU"
+        ) from None
+
+
+__all__ = ["FORMAT_KEY", "CheckpointError", "load", "save"]
