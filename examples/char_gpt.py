@@ -125,6 +125,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", help="save here at every evaluation")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument(
+        "--stop-after", type=int, help="stop after this step, as if interrupted (then --resume)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -194,7 +197,8 @@ def train(args: argparse.Namespace) -> dict:
         return float(np.mean(losses))
 
     losses = []
-    bar = common.progress(range(step, args.steps), disable=args.quiet, desc="steps")
+    end = args.steps if args.stop_after is None else min(args.stop_after, args.steps)
+    bar = common.progress(range(step, end), disable=args.quiet, desc="steps")
     for step in bar:
         x, y = batch_of(train_data, args, data_rng)
         loss = F.cross_entropy(model(x).reshape(-1, len(chars)), y.reshape(-1))

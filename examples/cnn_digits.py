@@ -40,6 +40,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", help="save here after every epoch")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument(
+        "--stop-after", type=int, help="stop after this epoch, as if interrupted (then --resume)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -68,7 +71,8 @@ def train(args: argparse.Namespace) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         data_rng.set_state(state["data_rng"])
     epoch_loss = float("nan")
-    for epoch in common.progress(range(start, args.epochs), disable=args.quiet, desc="epochs"):
+    end = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
+    for epoch in common.progress(range(start, end), disable=args.quiet, desc="epochs"):
         total, batches = 0.0, 0
         for images, labels in loader:
             loss = loss_fn(model(images), labels)

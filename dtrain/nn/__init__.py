@@ -14,6 +14,7 @@ from dtrain._tensor.nn.modules.activation import (
 )
 from dtrain._tensor.nn.modules.attention import MultiheadAttention
 from dtrain._tensor.nn.modules.container import ModuleDict, ModuleList, Sequential
+from dtrain._tensor.nn.modules.conv import Conv2d
 from dtrain._tensor.nn.modules.linear import Flatten, Identity, Linear, Unflatten
 from dtrain._tensor.nn.modules.loss import (
     BCEWithLogitsLoss,
@@ -23,11 +24,16 @@ from dtrain._tensor.nn.modules.loss import (
     NLLLoss,
 )
 from dtrain._tensor.nn.modules.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from dtrain._tensor.nn.modules.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from dtrain._tensor.nn.modules.sparse import Dropout, Embedding
 from dtrain._tensor.parameter import Parameter
 from dtrain.nn import functional
 
 __all__ = [
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "Conv2d",
+    "MaxPool2d",
     "GELU",
     "BCEWithLogitsLoss",
     "BatchNorm1d",

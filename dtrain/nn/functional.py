@@ -1,8 +1,11 @@
 """``dtrain.nn.functional``: activations, layers and losses as functions."""
 
 from dtrain._tensor.nn.functional import (
+    adaptive_avg_pool2d,
+    avg_pool2d,
     batch_norm,
     binary_cross_entropy_with_logits,
+    conv2d,
     cross_entropy,
     dropout,
     embedding,
@@ -11,6 +14,7 @@ from dtrain._tensor.nn.functional import (
     layer_norm,
     linear,
     log_softmax,
+    max_pool2d,
     mse_loss,
     nll_loss,
     one_hot,
@@ -25,6 +29,10 @@ from dtrain._tensor.nn.functional import (
 )
 
 __all__ = [
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
+    "conv2d",
+    "max_pool2d",
     "batch_norm",
     "binary_cross_entropy_with_logits",
     "cross_entropy",

@@ -8,9 +8,9 @@ import pytest
 
 import dtrain as dt
 
+import polyfit
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-sys.path.insert(0, str(EXAMPLES))
-import polyfit  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", [dt.float32, dt.float64])
@@ -22,6 +22,12 @@ def test_autograd_final_loss_matches_numpy(dtype):
     assert abs(coefficients_dt - coefficients_np).max() < 1e-3
 
 
+def test_nn_stage_matches_numpy():
+    _, loss_np = polyfit.fit_numpy(log=False)
+    coefficients, loss_nn = polyfit.fit_nn(log=False)
+    assert abs(loss_nn - loss_np) / loss_np < 1e-4
+
+
 def test_script_prints_progress_and_the_polynomial():
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "polyfit.py"), "--steps", "200"],
@@ -31,5 +37,5 @@ def test_script_prints_progress_and_the_polynomial():
         timeout=120,
     )
     assert "[numpy]    step   100" in result.stdout
-    assert "[autograd] step   200" in result.stdout
+    assert "[autograd] step   200" in result.stdout and "[nn]       step   200" in result.stdout
     assert "result: y = " in result.stdout and "relative difference" in result.stdout

@@ -1,0 +1,128 @@
+"""``Conv2d``: a learned 2-D convolution layer."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dtrain._tensor.creation import empty
+from dtrain._tensor.nn import init
+from dtrain._tensor.nn.functional.conv import PADDING_MODES, _conv_padding, _pair, conv2d
+from dtrain._tensor.nn.functional.padding import pad
+from dtrain._tensor.nn.module import Module
+from dtrain._tensor.parameter import Parameter
+from dtrain._tensor.tensor import Tensor
+
+
+class Conv2d(Module):
+    """2-D convolution over ``(N, C, H, W)`` (or unbatched ``(C, H, W)``) input.
+
+    Parameters are ``weight`` of shape ``(out_channels, in_channels / groups, kh, kw)`` and
+    ``bias`` of shape ``(out_channels,)`` (None when ``bias=False``), initialised as in
+    PyTorch: ``kaiming_uniform_(weight, a=√5)`` and bias from U(-1/√fan_in, 1/√fan_in).
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+        kernel_size: an int or ``(kh, kw)``.
+        stride: an int or ``(sh, sw)``.
+        padding: an int, a pair, ``"valid"`` or ``"same"`` (stride 1 only).
+        dilation: an int or ``(dh, dw)``.
+        groups: split channels into this many independent convolutions; must divide both
+            ``in_channels`` and ``out_channels``.
+        bias: whether to learn an additive bias.
+        padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``.
+        device: where the parameters live.
+        dtype: the parameters' float dtype (float32 by default).
+
+    Raises:
+        ValueError: a bad size, padding or mode, or channels not divisible by ``groups``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        where = "Conv2d"
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            raise ValueError(f"{where}: groups must be a positive int, got {groups!r}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+            if value % groups:
+                raise ValueError(f"{where}: {name}={value} must be divisible by groups={groups}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(
+                f"{where}: padding_mode must be one of {list(PADDING_MODES)}, got {padding_mode!r}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size, "kernel_size", where, 1)
+        self.stride = _pair(stride, "stride", where, 1)
+        self.dilation = _pair(dilation, "dilation", where, 1)
+        # Checks the padding (and 'same' with a stride) now, not at the first forward.
+        top, bottom, left, right = _conv_padding(
+            padding, self.kernel_size, self.stride, self.dilation, where
+        )
+        self.padding = padding if isinstance(padding, str) else (top, left)
+        self._pad_for_mode = (left, right, top, bottom)  # F.pad's order, for padding_mode
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.weight = Parameter(
+            empty(
+                (out_channels, in_channels // groups, *self.kernel_size),
+                dtype=dtype,
+                device=device,
+            )
+        )
+        if bias:
+            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw fresh parameters with PyTorch's default initialisation."""
+        # a=√5 gives bound 1/√fan_in: PyTorch's long-standing default for conv layers.
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            padded = pad(input, self._pad_for_mode, mode=self.padding_mode)
+            return conv2d(
+                padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
+            )
+        return conv2d(
+            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+    def extra_repr(self) -> str:
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode}"
+        return text
