@@ -7,9 +7,17 @@ one batch of 256. The same math runs, in the same process, as
 - ``numpy (b)``   numpy with preallocated buffers and in-place updates (``out=``);
 - ``torch``       PyTorch on the CPU, when it is installed (a baseline only, never a
                   dependency of dtrain);
-- ``dtrain``      dtrain tensors and autograd (``loss.backward()``).
+- ``dtrain``      dtrain tensors and autograd (``loss.backward()``);
+- ``torch nn``    the step as a PyTorch user writes it: ``nn.Sequential`` of ``nn.Linear`` and
+                  ``nn.ReLU``, ``nn.CrossEntropyLoss``, ``optim.SGD``, ``zero_grad`` /
+                  ``backward`` / ``step`` (when torch is installed);
+- ``dtrain nn``   the same code with ``dtrain.nn`` and ``dtrain.optim``: only the imports
+                  differ.
 
-Before timing, dtrain's (and torch's) loss and gradients are checked against numpy (a) for
+The nn variants start from the same weights (copied in with ``load_state_dict``; nn.Linear
+holds its weight as (out, in), the transpose of the other variants' (in, out)).
+
+Before timing, every variant's loss and gradients are checked against numpy (a) for
 the same weights and batch. Each variant then runs ``--steps`` timed steps, split into
 ``--rounds`` blocks that the variants take turns at (each block after ``--warmup`` untimed
 steps); the table shows the median, the ratios to each baseline, and the per-op overhead of
@@ -17,7 +25,7 @@ dtrain (and torch) measured on a 1-element tensor.
 
     python bench/step_mlp.py                      # defaults: 30 steps, batch 256, hidden 1024
     python bench/step_mlp.py --steps 50 --threads 1
-    python bench/step_mlp.py --profile 20         # also cProfile 20 dtrain steps
+    python bench/step_mlp.py --profile 20         # also cProfile 20 dtrain nn steps
 
 Thread counts: ``--threads`` (default: all CPUs) is applied to numpy's OpenBLAS at run time
 and to ``torch.set_num_threads``; torch uses its own BLAS (MKL/oneDNN), so the two libraries'
@@ -33,12 +41,9 @@ bench/step_mlp.py`` shows that regime.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import itertools
 import os
 import platform
-import pstats
 import statistics
 import sys
 import time
@@ -46,9 +51,19 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from harness import cpu_name, cpu_ticks, set_numpy_threads, time_variants
+from harness import (
+    LoadMeter,
+    cpu_name,
+    print_timings,
+    profile,
+    relative_error,
+    set_numpy_threads,
+    time_variants,
+)
 
 import dtrain as dt
+import dtrain.nn
+import dtrain.optim
 
 try:
     import torch
@@ -207,16 +222,67 @@ def sgd_step(params: list[Any], x: Any, y: Any, lr: float, no_grad: Callable[[],
     return loss.item()
 
 
+# ---- dtrain nn and torch nn: the step as a user writes it -----------------------------------
+def build_mlp(
+    nn_module: Any, weights: list[np.ndarray], tensor: Callable[[Any], Any], dtype: Any = None
+) -> Any:
+    """``nn.Sequential(Linear, ReLU, ..., Linear)`` of ``nn_module`` (dtrain.nn or torch.nn)
+    holding ``weights`` ([w1, b1, ...], each w of shape (in, out)); ``tensor`` makes a tensor
+    of the library from a numpy array; ``dtype`` is the layers' (None: the default)."""
+    layers, state = [], {}
+    for i, (w, b) in enumerate(zip(weights[0::2], weights[1::2])):
+        if i:
+            layers.append(nn_module.ReLU())
+        state[f"{len(layers)}.weight"] = tensor(np.ascontiguousarray(w.T))  # (out, in)
+        state[f"{len(layers)}.bias"] = tensor(b)
+        layers.append(nn_module.Linear(*w.shape, dtype=dtype))
+    model = nn_module.Sequential(*layers)
+    model.load_state_dict(state)
+    return model
+
+
+class NnStep:
+    """One step written as in a PyTorch tutorial; ``nn_module`` and ``optim_module`` are
+    ``dtrain.nn`` / ``dtrain.optim`` or ``torch.nn`` / ``torch.optim``."""
+
+    def __init__(
+        self,
+        nn_module: Any,
+        optim_module: Any,
+        weights: list[np.ndarray],
+        lr: float,
+        tensor: Callable[[Any], Any],
+        dtype: Any = None,
+    ) -> None:
+        self.model = build_mlp(nn_module, weights, tensor, dtype)
+        self.loss_fn = nn_module.CrossEntropyLoss()
+        self.optimizer = optim_module.SGD(self.model.parameters(), lr=lr)
+
+    def __call__(self, x: Any, y: Any) -> float:
+        loss = self.loss_fn(self.model(x), y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def loss_and_grads(self, x: Any, y: Any) -> tuple[float, list[np.ndarray]]:
+        """Loss and gradients (weights back in the (in, out) layout) without updating."""
+        self.optimizer.zero_grad()
+        loss = self.loss_fn(self.model(x), y)
+        loss.backward()
+        grads = [p.grad.numpy() for p in self.model.parameters()]
+        return loss.item(), [g.T if g.ndim == 2 else g for g in grads]
+
+
+def dtrain_nn_step(weights: list[np.ndarray], lr: float) -> NnStep:
+    return NnStep(dtrain.nn, dtrain.optim, weights, lr, dt.tensor)
+
+
+def torch_nn_step(weights: list[np.ndarray], lr: float, dtype: Any = None) -> NnStep:
+    return NnStep(torch.nn, torch.optim, weights, lr, torch.from_numpy, dtype)
+
+
 # ---- the check ------------------------------------------------------------------------------
-def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
-    """max |value - reference| / max |reference| (0 when both are 0)."""
-    value = np.asarray(value, dtype=np.float64)
-    reference = np.asarray(reference, dtype=np.float64)
-    scale = np.abs(reference).max()
-    diff = np.abs(value - reference).max()
-    return float(diff / scale) if scale else float(diff)
-
-
 def _torch_loss_and_grads(
     weights: list[np.ndarray], x: np.ndarray, y: np.ndarray, dtype: Any
 ) -> tuple[float, list[np.ndarray]]:
@@ -269,6 +335,12 @@ def check_same_math(
     results["numpy (b)"] = (pre.loss_and_grads(x, y), pre.grads)
     if torch is not None:
         results["torch"] = _torch_loss_and_grads(weights, x, y, torch.float32)
+        results["torch nn"] = torch_nn_step(weights, LEARNING_RATE).loss_and_grads(
+            torch.from_numpy(x), torch.from_numpy(y)
+        )
+    results["dtrain nn"] = dtrain_nn_step(weights, LEARNING_RATE).loss_and_grads(
+        dt.tensor(x), dt.tensor(y)
+    )
 
     ok = True
     print(f"check vs numpy (a), same weights and batch, float32 (tolerance {tolerance:g}):")
@@ -276,15 +348,17 @@ def check_same_math(
         loss_error, grad_error = _errors(result, reference)
         passed = loss_error <= tolerance and grad_error <= tolerance
         verdict = "OK" if passed else "MISMATCH"
-        if not passed and name == "torch":
+        if not passed and name.startswith("torch"):
             # torch has another BLAS: see _relu_flips. Check its math in float64 instead.
             flips = _relu_flips(weights, x)
             w64 = [w.astype(np.float64) for w in weights]
             x64 = x.astype(np.float64)
-            errors64 = _errors(
-                _torch_loss_and_grads(w64, x64, y, torch.float64),
-                numpy_loss_and_grads(w64, x64, y),
-            )
+            if name == "torch":
+                result64 = _torch_loss_and_grads(w64, x64, y, torch.float64)
+            else:
+                step64 = torch_nn_step(w64, LEARNING_RATE, torch.float64)
+                result64 = step64.loss_and_grads(torch.from_numpy(x64), torch.from_numpy(y))
+            errors64 = _errors(result64, numpy_loss_and_grads(w64, x64, y))
             passed = flips > 0 and max(errors64) <= tolerance
             verdict = (
                 f"{flips} ReLU input(s) round to the other side of 0 under torch's BLAS; "
@@ -354,20 +428,6 @@ def numpy_op_floor(chain: int, repeats: int) -> float:
     return statistics.median(samples) / chain * 1e6
 
 
-def profile_dtrain(params: list[Any], x: Any, y: Any, lr: float, steps: int, top: int = 25) -> str:
-    """cProfile ``steps`` dtrain steps; the top functions by own time and by cumulative time."""
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(steps):
-        sgd_step(params, x, y, lr, dt.no_grad)
-    profiler.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(top)
-    return out.getvalue()
-
-
 # ---- main -----------------------------------------------------------------------------------
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -391,7 +451,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--op-repeats", type=int, default=20, help="chains per measurement")
     parser.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
     parser.add_argument(
-        "--profile", type=int, default=0, metavar="N", help="also cProfile N dtrain steps"
+        "--profile", type=int, default=0, metavar="N", help="also cProfile N dtrain nn steps"
     )
     parser.add_argument(
         "--rounds",
@@ -463,41 +523,38 @@ def main(argv: list[str] | None = None) -> int:
     dparams = [dt.tensor(w, requires_grad=True) for w in weights]
     dx, dy = dt.tensor(x), dt.tensor(y)
     variants["dtrain"] = lambda: sgd_step(dparams, dx, dy, lr, dt.no_grad)
-
-    ticks_before = cpu_ticks()
-    times, faults = time_variants(variants, args.warmup, args.steps, args.rounds, progress)
-    ticks_after = cpu_ticks()
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    print(
-        f"{'variant':12s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s} "
-        f"{'page faults/step':>17s}"
-    )
-    for name, values in times.items():
-        print(
-            f"{name:12s} {medians[name] * 1e3:10.2f} {min(values) * 1e3:8.2f} "
-            f"{max(values) * 1e3:8.2f} {faults[name]:17.0f}"
-        )
-
-    if ticks_before is not None and ticks_after is not None:
-        steal = ticks_after[0] - ticks_before[0]
-        total = ticks_after[1] - ticks_before[1]
-        print(
-            f"CPU time stolen by the hypervisor while timing: {steal / max(total, 1):.1%} "
-            "(well above 0 %: a noisy neighbour; compare several runs)"
-        )
-
-    print("\nratios (dtrain / baseline; < 1 is faster):")
-    for name in variants:
-        if name != "dtrain":
-            print(f"  dtrain / {name:10s} {medians['dtrain'] / medians[name]:6.2f}")
     if use_torch:
-        print(f"  torch  / {'numpy (a)':10s} {medians['torch'] / medians['numpy (a)']:6.2f}")
-    print(f"  {'numpy (b) / numpy (a)':19s} {medians['numpy (b)'] / medians['numpy (a)']:6.2f}")
+        torch_nn = torch_nn_step(weights, lr)
+        variants["torch nn"] = lambda: torch_nn(tx, ty)
+    dtrain_nn = dtrain_nn_step(weights, lr)
+    variants["dtrain nn"] = lambda: dtrain_nn(dx, dy)
+
+    meter = LoadMeter()
+    meter.start()
+    times, faults = time_variants(variants, args.warmup, args.steps, args.rounds, progress)
+    load = meter.stop()
+    medians = print_timings(times, faults)
+    print(load)
+
+    print("\nratios (< 1: the first is faster):")
+    pairs = [("dtrain", name) for name in ("numpy (a)", "numpy (b)", "torch") if name in variants]
+    pairs += [("dtrain nn", name) for name in ("torch nn", "dtrain", "numpy (a)")]
+    pairs += [("torch", "numpy (a)"), ("torch nn", "torch"), ("numpy (b)", "numpy (a)")]
+    for first, second in pairs:
+        if first in variants and second in variants:
+            ratio = medians[first] / medians[second]
+            print(f"  {first + ' / ' + second:24s} {ratio:6.2f}")
     ratio_a = medians["dtrain"] / medians["numpy (a)"]
     print(
         f"  target dtrain ≤ {TARGET_VS_NUMPY:.2f} x numpy (a): "
         f"{'met' if ratio_a <= TARGET_VS_NUMPY else 'NOT met'} ({ratio_a:.2f})"
     )
+    if use_torch:
+        ratio_nn = medians["dtrain nn"] / medians["torch nn"]
+        print(
+            f"  target dtrain nn ≤ torch nn: {'met' if ratio_nn <= 1 else 'NOT met'} "
+            f"({ratio_nn:.2f})"
+        )
 
     print(
         f"\nper-op overhead, µs per `y = y * 1.0001` on a 1-element tensor "
@@ -533,8 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     if args.profile:
-        print(f"\ncProfile of {args.profile} dtrain steps:")
-        print(profile_dtrain(dparams, dx, dy, lr, args.profile))
+        print(f"\ncProfile of {args.profile} dtrain nn steps:")
+        print(profile(lambda: dtrain_nn(dx, dy), args.profile))
     return 0
 
 

@@ -4,11 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polyfit
 import pytest
 
 import dtrain as dt
-
-import polyfit
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -24,7 +23,7 @@ def test_autograd_final_loss_matches_numpy(dtype):
 
 def test_nn_stage_matches_numpy():
     _, loss_np = polyfit.fit_numpy(log=False)
-    coefficients, loss_nn = polyfit.fit_nn(log=False)
+    _, loss_nn = polyfit.fit_nn(log=False)
     assert abs(loss_nn - loss_np) / loss_np < 1e-4
 
 
