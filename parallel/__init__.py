@@ -1,3 +1,63 @@
-"""Process groups, collectives (nccl | mpi | tcp) and DistributedDataParallel — to come."""
+"""``dtrain.parallel``: process groups and collectives over tcp, mpi or nccl, with
+torch.distributed's names and semantics."""
 
-__all__: list = []
+from dtrain.parallel.api import (
+    GroupMember,
+    all_gather,
+    all_gather_into_tensor,
+    all_gather_object,
+    all_reduce,
+    barrier,
+    broadcast,
+    broadcast_object_list,
+    destroy_process_group,
+    get_backend,
+    get_rank,
+    get_world_size,
+    init_process_group,
+    irecv,
+    is_initialized,
+    isend,
+    new_group,
+    new_secret,
+    recv,
+    reduce,
+    reduce_scatter,
+    reduce_scatter_tensor,
+    send,
+)
+from dtrain.parallel.errors import CollectiveError, RendezvousError
+from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.reduce_op import ReduceOp
+from dtrain.parallel.work import Work
+
+__all__ = [
+    "CollectiveError",
+    "GroupMember",
+    "ProcessGroup",
+    "ReduceOp",
+    "RendezvousError",
+    "Work",
+    "all_gather",
+    "all_gather_into_tensor",
+    "all_gather_object",
+    "all_reduce",
+    "barrier",
+    "broadcast",
+    "broadcast_object_list",
+    "destroy_process_group",
+    "get_backend",
+    "get_rank",
+    "get_world_size",
+    "init_process_group",
+    "irecv",
+    "is_initialized",
+    "isend",
+    "new_group",
+    "new_secret",
+    "recv",
+    "reduce",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "send",
+]

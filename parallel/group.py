@@ -1,0 +1,249 @@
+"""``ProcessGroup``: the ranks of a job (or a subset) and how they communicate.
+
+The base class does everything above the transport — argument checks, flat contiguous
+buffers, sequence numbers, ordering on a background thread, AVG scaling, the broken-group
+rule — and a backend (tcp, mpi, nccl) implements the transfers on flat 1-D arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dtrain.parallel.errors import CollectiveError
+from dtrain.parallel.reduce_op import ReduceOp, check_op
+from dtrain.parallel.work import OrderedExecutor, Work
+from dtrain.runtime.backend import get_array_module
+
+SUPPORTED_KINDS = "fiub"
+
+
+class ProcessGroup:
+    """Rank ``rank`` of ``size`` ranks; ``ranks`` are their global ranks."""
+
+    backend = "base"
+
+    def __init__(self, rank: int, size: int, timeout: float, ranks: list[int]) -> None:
+        self.rank, self.size, self.timeout, self.ranks = rank, size, timeout, list(ranks)
+        self.seq = 0
+        self.broken: str | None = None
+        self.executor = OrderedExecutor(f"dtrain-{self.backend}-rank{rank}")
+
+    # ---- what backends implement (on flat contiguous arrays, on the executor thread) --
+    def _all_reduce(self, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
+        raise NotImplementedError
+
+    def _broadcast(self, flat: Any, root: int, deadline: float, seq: int) -> None:
+        raise NotImplementedError
+
+    def _all_gather(self, out: Any, flat: Any, deadline: float, seq: int) -> None:
+        """``out`` is (size * n,): rank i's ``flat`` lands in ``out[i*n:(i+1)*n]``."""
+        raise NotImplementedError
+
+    def _reduce_scatter(self, out: Any, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
+        """``flat`` is (size * n,); rank i gets the reduction of every rank's i-th block."""
+        raise NotImplementedError
+
+    def _send(self, flat: Any, dst: int, tag: int, deadline: float) -> None:
+        raise NotImplementedError
+
+    def _recv(self, flat: Any, src: int | None, tag: int, deadline: float) -> int:
+        raise NotImplementedError
+
+    def _abort(self, message: str) -> None:
+        """Tell the peers this group is broken (best effort) and stop waiting for them."""
+
+    def _close(self) -> None:
+        """Release sockets, communicators, shared memory."""
+
+    # ---- the common path ----------------------------------------------------------------
+    def _submit(
+        self,
+        name: str,
+        job: Callable[[float, int], None],
+        timeout: float | None,
+        collective: bool = True,
+    ) -> Work:
+        if self.broken is not None:
+            raise CollectiveError(
+                f"{name}: this process group is broken ({self.broken}); destroy it and "
+                "initialise a new one",
+                op=name,
+            )
+        seq = 0
+        if collective:
+            self.seq += 1
+            seq = self.seq
+        label = f"{name} #{seq}" if collective else name
+        limit = self.timeout if timeout is None else timeout
+        work = Work(f"{label} on rank {self.rank} ({self.backend})")
+
+        def run() -> None:
+            if self.broken is not None:
+                raise CollectiveError(
+                    f"{label}: the group broke before it ran ({self.broken})", op=name, seq=seq
+                )
+            try:
+                job(time.monotonic() + limit, seq)
+            except CollectiveError as exc:
+                if self.broken is None:
+                    self.broken = str(exc)
+                    self._abort(str(exc))
+                raise
+
+        return self.executor.submit(run, work)
+
+    def all_reduce(self, array: Any, op: Any = ReduceOp.SUM, timeout: float | None = None) -> Work:
+        """Collective: every rank in the group must call this. Reduce in place."""
+        op = check_op(op, array.dtype)
+        _check_array("all_reduce", array)
+
+        def job(deadline: float, seq: int) -> None:
+            with _flat(array) as flat:
+                if self.size > 1:
+                    self._all_reduce(flat, op, deadline, seq)
+                if op is ReduceOp.AVG:
+                    flat /= self.size
+
+        return self._submit("all_reduce", job, timeout)
+
+    def broadcast(self, array: Any, src: int, timeout: float | None = None) -> Work:
+        """Collective: every rank in the group must call this. ``src`` is a group rank."""
+        _check_array("broadcast", array)
+        self._check_rank("broadcast", src, "src")
+
+        def job(deadline: float, seq: int) -> None:
+            with _flat(array, keep=self.rank == src) as flat:
+                if self.size > 1:
+                    self._broadcast(flat, src, deadline, seq)
+
+        return self._submit("broadcast", job, timeout)
+
+    def all_gather(self, out: Any, array: Any, timeout: float | None = None) -> Work:
+        """Collective: every rank in the group must call this. ``out`` holds size x input."""
+        _check_array("all_gather", array)
+        _check_array("all_gather", out)
+        if out.size != array.size * self.size or out.dtype != array.dtype:
+            raise ValueError(
+                f"all_gather: the output must hold {self.size} x {array.size} elements of "
+                f"{array.dtype}, got {out.size} of {out.dtype}"
+            )
+
+        def job(deadline: float, seq: int) -> None:
+            with _flat(array) as flat, _flat(out, keep=False) as gathered:
+                if self.size == 1:
+                    gathered[...] = flat
+                else:
+                    self._all_gather(gathered, flat, deadline, seq)
+
+        return self._submit("all_gather", job, timeout)
+
+    def reduce_scatter(
+        self, out: Any, array: Any, op: Any = ReduceOp.SUM, timeout: float | None = None
+    ) -> Work:
+        """Collective: every rank in the group must call this. ``array`` holds size x out."""
+        op = check_op(op, array.dtype)
+        _check_array("reduce_scatter", array)
+        _check_array("reduce_scatter", out)
+        if array.size != out.size * self.size or out.dtype != array.dtype:
+            raise ValueError(
+                f"reduce_scatter: the input must hold {self.size} x {out.size} elements of "
+                f"{out.dtype}, got {array.size} of {array.dtype}"
+            )
+
+        def job(deadline: float, seq: int) -> None:
+            with _flat(array) as flat, _flat(out, keep=False) as result:
+                if self.size == 1:
+                    result[...] = flat
+                else:
+                    self._reduce_scatter(result, flat, op, deadline, seq)
+                if op is ReduceOp.AVG:
+                    result /= self.size
+
+        return self._submit("reduce_scatter", job, timeout)
+
+    def barrier(self, timeout: float | None = None) -> Work:
+        """Collective: every rank in the group must call this. Returns when all arrived."""
+        xp = get_array_module()
+        token = xp.zeros(1, dtype=xp.int32)
+        return self.all_reduce(token, ReduceOp.SUM, timeout)
+
+    def send(self, array: Any, dst: int, tag: int = 0, timeout: float | None = None) -> Work:
+        """Send ``array`` to group rank ``dst`` (which must call recv)."""
+        _check_array("send", array)
+        self._check_rank("send", dst, "dst")
+        if dst == self.rank:
+            raise ValueError(f"send: dst {dst} is this rank; send to another rank")
+
+        def job(deadline: float, seq: int) -> None:
+            with _flat(array) as flat:
+                self._send(flat, dst, tag, deadline)
+
+        return self._submit(f"send to rank {dst}", job, timeout, collective=False)
+
+    def recv(
+        self, array: Any, src: int | None = None, tag: int = 0, timeout: float | None = None
+    ) -> Work:
+        """Receive into ``array`` from group rank ``src`` (any rank when None); the Work's
+        ``source`` attribute says who sent it."""
+        _check_array("recv", array)
+        if src is not None:
+            self._check_rank("recv", src, "src")
+        holder: dict = {}
+
+        def job(deadline: float, seq: int) -> None:
+            with _flat(array, keep=False) as flat:
+                holder["source"] = self._recv(flat, src, tag, deadline)
+
+        work = self._submit(
+            f"recv from rank {src if src is not None else 'any'}", job, timeout, collective=False
+        )
+        work.source = holder  # filled when done
+        return work
+
+    def _check_rank(self, name: str, rank: int, what: str) -> None:
+        if not isinstance(rank, int) or not 0 <= rank < self.size:
+            raise ValueError(
+                f"{name}: {what}={rank!r} is not a rank of this group (0..{self.size - 1})"
+            )
+
+    def destroy(self) -> None:
+        """Release the transport; the group cannot be used afterwards."""
+        if self.broken is None:
+            self.broken = "destroyed"
+        self.executor.shutdown()
+        self._close()
+
+
+def _check_array(name: str, array: Any) -> None:
+    dtype = getattr(array, "dtype", None)
+    if dtype is None or not hasattr(array, "shape"):
+        raise TypeError(f"{name}: expected a tensor or array, got {type(array).__name__}")
+    if dtype.kind not in SUPPORTED_KINDS:
+        raise TypeError(f"{name}: unsupported dtype {dtype}; use a float, int or bool tensor")
+
+
+class _flat:  # noqa: N801 - used as a context manager: with _flat(a) as flat
+    """A flat contiguous view of ``array``, or a contiguous copy written back at exit."""
+
+    def __init__(self, array: Any, keep: bool = True) -> None:
+        self.array = array
+        if array.flags.c_contiguous:
+            self.flat = array.reshape(-1)
+            self.copy = False
+        else:
+            xp = get_array_module(array)
+            self.flat = (
+                xp.ascontiguousarray(array).reshape(-1)
+                if keep
+                else xp.empty(array.size, dtype=array.dtype)
+            )
+            self.copy = True
+
+    def __enter__(self) -> Any:
+        return self.flat
+
+    def __exit__(self, kind: Any, *rest: Any) -> None:
+        if self.copy and kind is None:
+            self.array[...] = self.flat.reshape(self.array.shape)

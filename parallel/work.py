@@ -1,0 +1,82 @@
+"""``Work``: the handle an ``async_op=True`` collective returns, and the ordered executor
+that runs a group's collectives one after another on a background thread."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dtrain.parallel.errors import CollectiveError
+
+
+class Work:
+    """A pending collective: ``wait()`` blocks until it finished (raising its error),
+    ``is_completed()`` asks without blocking."""
+
+    def __init__(self, description: str, finish: Callable[[], Any] | None = None) -> None:
+        self.description = description
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._finish = finish  # runs in wait(), on the caller's thread (copy-back, scaling)
+
+    def _complete(self, error: BaseException | None = None) -> None:
+        self._error = error
+        self._done.set()
+
+    def is_completed(self) -> bool:
+        """True once the collective finished, successfully or not."""
+        return self._done.is_set()
+
+    def is_success(self) -> bool:
+        """True once the collective finished without an error."""
+        return self._done.is_set() and self._error is None
+
+    def exception(self) -> BaseException | None:
+        """The error the collective failed with, if it finished with one."""
+        return self._error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until done; raise its CollectiveError if it failed. Returns True."""
+        if not self._done.wait(timeout):
+            raise CollectiveError(
+                f"{self.description}: still running after wait(timeout={timeout}); the "
+                "collective's own timeout will end it"
+            )
+        if self._error is not None:
+            raise self._error
+        if self._finish is not None:
+            finish, self._finish = self._finish, None
+            finish()
+        return True
+
+
+class OrderedExecutor:
+    """One daemon thread per group runs its collectives in the order they were issued, so
+    async collectives never reorder and every rank runs the same sequence."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], None], work: Work) -> Work:
+        self._jobs.put((job, work))
+        return work
+
+    def _run(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, work = item
+            try:
+                job()
+            except BaseException as exc:  # handed to whoever waits on the Work
+                work._complete(exc)
+            else:
+                work._complete()
+
+    def shutdown(self) -> None:
+        self._jobs.put(None)

@@ -1,0 +1,69 @@
+"""The one place dtrain reads its environment: torchrun's names and ``DTRAIN_*``.
+
+RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK   where this process stands
+MASTER_ADDR, MASTER_PORT                                    the rendezvous store
+DTRAIN_SECRET        shared by the job; every connection proves it knows it (HMAC)
+DTRAIN_DEBUG=1       check collective signatures on every backend (tcp always does)
+DTRAIN_TIMEOUT       default collective timeout in seconds (300)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Config:
+    """Process placement and job settings, as read from the environment."""
+
+    rank: int | None
+    world_size: int | None
+    local_rank: int | None
+    local_world_size: int | None
+    node_rank: int | None
+    master_addr: str | None
+    master_port: int | None
+    secret: str | None
+    debug: bool
+    timeout: float
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
+
+
+def read_config(env: Mapping[str, str] | None = None) -> Config:
+    """Read the environment (``os.environ`` unless given) into a ``Config``."""
+    env = os.environ if env is None else env
+    timeout = env.get("DTRAIN_TIMEOUT", "300")
+    try:
+        timeout_s = float(timeout)
+    except ValueError:
+        raise ValueError(f"DTRAIN_TIMEOUT={timeout!r} must be a number of seconds") from None
+    return Config(
+        rank=_int(env, "RANK"),
+        world_size=_int(env, "WORLD_SIZE"),
+        local_rank=_int(env, "LOCAL_RANK"),
+        local_world_size=_int(env, "LOCAL_WORLD_SIZE"),
+        node_rank=_int(env, "NODE_RANK"),
+        master_addr=env.get("MASTER_ADDR") or None,
+        master_port=_int(env, "MASTER_PORT"),
+        secret=env.get("DTRAIN_SECRET") or None,
+        debug=env.get("DTRAIN_DEBUG", "0") not in ("", "0", "false", "False"),
+        timeout=timeout_s,
+    )
+
+
+def under_mpiexec(env: Mapping[str, str] | None = None) -> bool:
+    """True when an MPI launcher started this process (MPICH/Hydra, Open MPI, PMIx, Slurm)."""
+    env = os.environ if env is None else env
+    markers = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MPI_LOCALRANKID")
+    return any(name in env for name in markers)
