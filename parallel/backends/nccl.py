@@ -1,0 +1,167 @@
+"""The nccl backend: collectives on cupy arrays through ``cupy.cuda.nccl``.
+
+The NCCL unique id travels through the rendezvous store. Each collective is enqueued on the
+current CUDA stream and then polled (an event) against the deadline; on timeout the
+communicator is aborted so no rank waits forever. Only one GPU is ever lent to this project
+and NCCL refuses two ranks on one GPU, so this runs with one rank there; everything above
+the transport is shared with the tcp and mpi backends and tested with many ranks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from dtrain.parallel.errors import CollectiveError
+from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.reduce_op import ReduceOp
+from dtrain.runtime.backend import require_cupy
+
+
+def _nccl() -> Any:
+    require_cupy("the nccl backend")
+    from cupy.cuda import nccl
+
+    return nccl
+
+
+class NcclGroup(ProcessGroup):
+    """A process group over NCCL (CUDA arrays on this rank's current device)."""
+
+    backend = "nccl"
+
+    def __init__(
+        self, rank: int, size: int, timeout: float, ranks: list[int], store: Any, prefix: str
+    ) -> None:
+        super().__init__(rank, size, timeout, ranks)
+        nccl = _nccl()
+        cupy = require_cupy("the nccl backend")
+        self.device = cupy.cuda.Device().id
+        key = f"{prefix}/nccl-id"
+        if rank == 0:
+            unique_id = nccl.get_unique_id()
+            store.set(key, np.asarray(unique_id, dtype=np.int64).tobytes())
+        else:
+            unique_id = tuple(int(v) for v in np.frombuffer(store.get(key), dtype=np.int64))
+        self.comm = nccl.NcclCommunicator(size, unique_id, rank)
+
+    def _dtype(self, dtype: Any) -> int:
+        nccl = _nccl()
+        table = {
+            np.dtype(np.float16): nccl.NCCL_FLOAT16,
+            np.dtype(np.float32): nccl.NCCL_FLOAT32,
+            np.dtype(np.float64): nccl.NCCL_FLOAT64,
+            np.dtype(np.int32): nccl.NCCL_INT32,
+            np.dtype(np.int64): nccl.NCCL_INT64,
+            np.dtype(np.int8): nccl.NCCL_INT8,
+            np.dtype(np.uint8): nccl.NCCL_UINT8,
+            np.dtype(np.bool_): nccl.NCCL_UINT8,
+        }
+        if dtype not in table:
+            raise TypeError(
+                f"nccl: dtype {dtype} is not supported; use float16/32/64 or int8/32/64"
+            )
+        return table[dtype]
+
+    def _op(self, op: ReduceOp) -> int:
+        nccl = _nccl()
+        return {
+            ReduceOp.SUM: nccl.NCCL_SUM,
+            ReduceOp.AVG: nccl.NCCL_SUM,
+            ReduceOp.MAX: nccl.NCCL_MAX,
+            ReduceOp.MIN: nccl.NCCL_MIN,
+            ReduceOp.PRODUCT: nccl.NCCL_PROD,
+        }[op]
+
+    def _run(self, name: str, seq: int, deadline: float, launch: Any) -> None:
+        cupy = require_cupy("the nccl backend")
+        with cupy.cuda.Device(self.device):
+            stream = cupy.cuda.get_current_stream()
+            launch(stream.ptr)
+            done = cupy.cuda.Event(disable_timing=True)
+            done.record(stream)
+            while not done.done:
+                if time.monotonic() > deadline:
+                    self.comm.abort()
+                    raise CollectiveError(
+                        f"{name} #{seq}: timed out on rank {self.ranks[self.rank]}; the NCCL "
+                        "communicator was aborted (some rank did not join)",
+                        op=name,
+                        seq=seq,
+                    )
+                time.sleep(0.0001)
+
+    @staticmethod
+    def _check_cuda(name: str, flat: Any) -> None:
+        if not type(flat).__module__.startswith("cupy"):
+            raise TypeError(f"{name}: the nccl backend takes CUDA tensors; move it with .cuda()")
+
+    def _all_reduce(self, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
+        self._check_cuda("all_reduce", flat)
+        ptr, count, dtype = flat.data.ptr, flat.size, self._dtype(flat.dtype)
+        self._run(
+            "all_reduce",
+            seq,
+            deadline,
+            lambda stream: self.comm.allReduce(ptr, ptr, count, dtype, self._op(op), stream),
+        )
+
+    def _broadcast(self, flat: Any, root: int, deadline: float, seq: int) -> None:
+        self._check_cuda("broadcast", flat)
+        ptr, count, dtype = flat.data.ptr, flat.size, self._dtype(flat.dtype)
+        self._run(
+            "broadcast",
+            seq,
+            deadline,
+            lambda stream: self.comm.bcast(ptr, count, dtype, root, stream),
+        )
+
+    def _all_gather(self, out: Any, flat: Any, deadline: float, seq: int) -> None:
+        self._check_cuda("all_gather", flat)
+        dtype = self._dtype(flat.dtype)
+        self._run(
+            "all_gather",
+            seq,
+            deadline,
+            lambda stream: self.comm.allGather(
+                flat.data.ptr, out.data.ptr, flat.size, dtype, stream
+            ),
+        )
+
+    def _reduce_scatter(self, out: Any, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
+        self._check_cuda("reduce_scatter", flat)
+        dtype = self._dtype(flat.dtype)
+        self._run(
+            "reduce_scatter",
+            seq,
+            deadline,
+            lambda stream: self.comm.reduceScatter(
+                flat.data.ptr, out.data.ptr, out.size, dtype, self._op(op), stream
+            ),
+        )
+
+    def _send(self, flat: Any, dst: int, tag: int, deadline: float) -> None:
+        dtype = self._dtype(flat.dtype)
+        self._run(
+            "send",
+            0,
+            deadline,
+            lambda stream: self.comm.send(flat.data.ptr, flat.size, dtype, dst, stream),
+        )
+
+    def _recv(self, flat: Any, src: int | None, tag: int, deadline: float) -> int:
+        if src is None:
+            raise ValueError("recv: the nccl backend needs an explicit src rank")
+        dtype = self._dtype(flat.dtype)
+        self._run(
+            "recv",
+            0,
+            deadline,
+            lambda stream: self.comm.recv(flat.data.ptr, flat.size, dtype, src, stream),
+        )
+        return src
+
+    def _close(self) -> None:
+        self.comm.destroy()
