@@ -26,12 +26,24 @@ from dtrain.parallel.api import (
     reduce_scatter_tensor,
     send,
 )
+from dtrain.parallel.ddp import (
+    DistributedDataParallel,
+    GradBucket,
+    allreduce_hook,
+    fp16_compress_hook,
+)
 from dtrain.parallel.errors import CollectiveError, RendezvousError
 from dtrain.parallel.group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
+from dtrain.parallel.sampler import DistributedSampler
 from dtrain.parallel.work import Work
 
 __all__ = [
+    "DistributedDataParallel",
+    "DistributedSampler",
+    "GradBucket",
+    "allreduce_hook",
+    "fp16_compress_hook",
     "CollectiveError",
     "GroupMember",
     "ProcessGroup",

@@ -8,12 +8,29 @@ its post-accumulate hooks fire (DDP starts its all-reduce from them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
+
+
+class _Callbacks(threading.local):
+    depth = 0
+    pending: list | None = None
+
+
+_callbacks = _Callbacks()
+
+
+def queue_callback(callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the backward pass now running has finished (PyTorch's
+    ``Variable._execution_engine.queue_callback``; DDP waits for its all-reduces there)."""
+    if _callbacks.depth == 0:
+        raise RuntimeError("queue_callback is only valid while a backward pass is running")
+    _callbacks.pending.append(callback)
 
 
 def run_backward(
@@ -22,11 +39,31 @@ def run_backward(
     retain_graph: bool = False,
     capture: Sequence[Tensor] | None = None,
 ) -> list | None:
-    """Backpropagate ``root_grads`` from ``roots``.
+    """Backpropagate ``root_grads`` from ``roots``, then run the queued callbacks.
 
     With ``capture`` (``autograd.grad``), return the gradient reaching each captured tensor
     instead of accumulating into any leaf's ``.grad``.
     """
+    if _callbacks.depth == 0:
+        _callbacks.pending = []
+    _callbacks.depth += 1
+    try:
+        result = _walk(roots, root_grads, retain_graph, capture)
+    finally:
+        _callbacks.depth -= 1
+    if _callbacks.depth == 0:
+        pending, _callbacks.pending = _callbacks.pending, None
+        for callback in pending:
+            callback()
+    return result
+
+
+def _walk(
+    roots: Sequence[Tensor],
+    root_grads: Sequence[Any],
+    retain_graph: bool,
+    capture: Sequence[Tensor] | None,
+) -> list | None:
     pending = _count_dependencies(roots)
     grads: dict = {}
     borrowed: set = set()  # ids of nodes whose gradient array another holder may share

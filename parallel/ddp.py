@@ -1,0 +1,307 @@
+"""``DistributedDataParallel``: average gradients across ranks while backward still runs.
+
+Synchronisation points (every rank must reach each, in the same order):
+1. construction — parameter names, shapes and dtypes are compared across ranks, then rank
+   0's parameters and buffers are broadcast;
+2. each forward with ``broadcast_buffers=True`` — rank 0's buffers are broadcast;
+3. each backward outside ``no_sync()`` — one all-reduce per gradient bucket, launched as soon
+   as the bucket's last gradient is accumulated, in bucket order; ``backward()`` returns once
+   every bucket is averaged.
+
+Gradients live in flat buckets (parameters in reverse registration order, a small first
+bucket, then ``bucket_cap_mb``); each parameter's ``.grad`` is a view into its bucket, so
+nothing is copied in or out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dtrain._tensor.autograd.engine import queue_callback
+from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.nn.module import Module
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.parallel import api
+from dtrain.parallel.errors import CollectiveError
+from dtrain.parallel.reduce_op import ReduceOp
+from dtrain.runtime.backend import get_array_module
+
+log = logging.getLogger(__name__)
+
+FIRST_BUCKET_MB = 1.0  # small, so the first all-reduce starts early in backward (as PyTorch)
+
+
+class GradBucket:
+    """What a communication hook receives: one bucket's flat gradient buffer."""
+
+    def __init__(self, index: int, buffer: Tensor, params: list) -> None:
+        self._index, self._buffer, self._params = index, buffer, params
+
+    def index(self) -> int:
+        """The bucket's position (0 holds the last parameters registered)."""
+        return self._index
+
+    def buffer(self) -> Tensor:
+        """The flat gradients; a hook leaves the averaged values here."""
+        return self._buffer
+
+    def parameters(self) -> list:
+        """The parameters whose gradients the bucket holds."""
+        return self._params
+
+
+def allreduce_hook(group: Any, bucket: GradBucket) -> Any:
+    """The default: average the bucket across the group (an async all-reduce)."""
+    return api.all_reduce(bucket.buffer(), ReduceOp.AVG, group=group, async_op=True)
+
+
+def fp16_compress_hook(group: Any, bucket: GradBucket) -> Any:
+    """Send the bucket as float16 (half the bytes), average, and write back in its dtype."""
+    buffer = bucket.buffer()
+    half = buffer.to("float16").detach()
+    work = api.all_reduce(half, ReduceOp.AVG, group=group, async_op=True)
+    return _Then(work, lambda: buffer._array.__setitem__(Ellipsis, half._array))
+
+
+class _Then:
+    def __init__(self, work: Any, then: Callable[[], None]) -> None:
+        self.work, self.then = work, then
+
+    def wait(self) -> bool:
+        self.work.wait()
+        self.then()
+        return True
+
+
+class _Bucket:
+    def __init__(self, index: int, params: list, xp: Any, dtype: Any) -> None:
+        self.index, self.params = index, params
+        self.offsets = {}
+        total = 0
+        for p in params:
+            self.offsets[id(p)] = (total, total + p.numel())
+            total += p.numel()
+        self.flat = xp.zeros(total, dtype=dtype)
+        self.views = {
+            id(p): self.flat[a:b].reshape(p.shape)
+            for p, (a, b) in ((p, self.offsets[id(p)]) for p in params)
+        }
+        self.pending = len(params)
+        self.work = None
+
+
+class DistributedDataParallel(Module):
+    """Wrap ``module`` so that ``loss.backward()`` leaves every rank with the same averaged
+    gradients. Construction is collective: every rank of the group must call it."""
+
+    def __init__(
+        self,
+        module: Module,
+        device_ids: Any = None,
+        output_device: Any = None,
+        broadcast_buffers: bool = True,
+        process_group: Any = None,
+        bucket_cap_mb: float = 25.0,
+        find_unused_parameters: bool = False,
+        gradient_as_bucket_view: bool = True,
+        static_graph: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(module, Module):
+            raise TypeError(
+                f"DistributedDataParallel wraps an nn.Module, got {type(module).__name__}"
+            )
+        if bucket_cap_mb <= 0:
+            raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb}")
+        self.module = module
+        self.group = process_group
+        self.world_size = api.get_world_size(process_group)
+        self.broadcast_buffers = broadcast_buffers
+        self.require_backward_grad_sync = True
+        self.gradient_as_bucket_view = gradient_as_bucket_view
+        self._hook: tuple[Any, Callable] = (process_group, allreduce_hook)
+        self._warned_unused = False
+        self._params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        self._check_same_parameters()
+        self._broadcast_state()
+        self._buckets = self._build_buckets(bucket_cap_mb)
+        self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
+        self._ready: set = set()
+        self._next_bucket = 0
+        self._syncing = False
+        for _, param in self._params:
+            param.register_post_accumulate_grad_hook(self._grad_ready)
+
+    # ---- construction -------------------------------------------------------------------
+    def _check_same_parameters(self) -> None:
+        mine = [[n, list(p.shape), str(p.dtype)] for n, p in self._params]
+        everyone: list = [None] * self.world_size
+        api.all_gather_object(everyone, mine, group=self.group)
+        reference = everyone[0]
+        for rank, theirs in enumerate(everyone):
+            if theirs == reference:
+                continue
+            ranks = api._group(self.group).ranks
+            for ours, other in zip(reference, theirs):
+                if ours != other:
+                    raise ValueError(
+                        f"DistributedDataParallel: rank {ranks[rank]}'s parameter {other[0]!r} "
+                        f"(shape {tuple(other[1])}, {other[2]}) differs from rank {ranks[0]}'s "
+                        f"{ours[0]!r} (shape {tuple(ours[1])}, {ours[2]}); every rank must build "
+                        "the same model"
+                    )
+            raise ValueError(
+                f"DistributedDataParallel: rank {ranks[rank]} has {len(theirs)} parameters "
+                f"requiring grad but rank {ranks[0]} has {len(reference)}; every rank must "
+                "build the same model"
+            )
+
+    def _broadcast_state(self) -> None:
+        src = api._group(self.group).ranks[0]
+        with no_grad():
+            works = [
+                api.broadcast(t, src, group=self.group, async_op=True)
+                for t in (*self.module.parameters(), *self.module.buffers())
+            ]
+            for work in works:
+                work.wait()
+
+    def _build_buckets(self, cap_mb: float) -> list[_Bucket]:
+        buckets, current, size = [], [], 0
+        cap = min(FIRST_BUCKET_MB, cap_mb) * 2**20
+        key = None
+        for _, param in reversed(self._params):
+            xp = get_array_module(param._array)
+            param_key = (xp, param.dtype)
+            if current and (size + param._array.nbytes > cap or param_key != key):
+                buckets.append(_Bucket(len(buckets), current, *key))
+                current, size, cap = [], 0, cap_mb * 2**20
+            current.append(param)
+            size += param._array.nbytes
+            key = param_key
+        if current:
+            buckets.append(_Bucket(len(buckets), current, *key))
+        return buckets
+
+    # ---- the step -------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.broadcast_buffers and self.world_size > 1:
+            src = api._group(self.group).ranks[0]
+            buffers = list(self.module.buffers())
+            works = [api.broadcast(b, src, group=self.group, async_op=True) for b in buffers]
+            for work in works:
+                work.wait()
+        self._attach_grad_views()
+        return self.module(*args, **kwargs)
+
+    def _attach_grad_views(self) -> None:
+        """Point every ``.grad`` into its bucket (zeroed where the gradient was dropped)."""
+        for bucket in self._buckets:
+            for param in bucket.params:
+                view = bucket.views[id(param)]
+                if param.grad is None:
+                    view[...] = 0
+                    param.grad = wrap(view)
+                elif param.grad._array is not view:  # replaced by the user: adopt its values
+                    view[...] = param.grad._array
+                    param.grad = wrap(view)
+
+    def _grad_ready(self, param: Tensor) -> None:
+        if not self.require_backward_grad_sync or self.world_size == 1:
+            self._adopt(param)  # one rank, or accumulating under no_sync: nothing to send
+            return
+        if not self._syncing:
+            self._syncing = True
+            self._ready.clear()
+            self._next_bucket = 0
+            for bucket in self._buckets:
+                bucket.pending, bucket.work = len(bucket.params), None
+            queue_callback(self._finish)
+        self._adopt(param)
+        if id(param) in self._ready:
+            return
+        self._ready.add(id(param))
+        bucket = self._bucket_of[id(param)]
+        bucket.pending -= 1
+        self._launch_ready()
+
+    def _adopt(self, param: Tensor) -> None:
+        view = self._bucket_of[id(param)].views[id(param)]
+        if param.grad._array is not view:
+            view[...] = param.grad._array
+            param.grad = wrap(view)
+
+    def _launch_ready(self) -> None:
+        # In bucket order on every rank, so all ranks issue the same collective sequence.
+        while self._next_bucket < len(self._buckets):
+            bucket = self._buckets[self._next_bucket]
+            if bucket.pending > 0:
+                return
+            self._launch(bucket)
+            self._next_bucket += 1
+
+    def _launch(self, bucket: _Bucket) -> None:
+        group, hook = self._hook
+        bucket.work = hook(group, GradBucket(bucket.index, wrap(bucket.flat), bucket.params))
+
+    def _finish(self) -> None:
+        """End of backward: reduce buckets whose parameters got no gradient, then wait."""
+        unused = [name for name, p in self._params if id(p) not in self._ready]
+        if unused:
+            if not self._warned_unused:
+                warnings.warn(
+                    f"DistributedDataParallel: parameters {unused} received no gradient this "
+                    "step; their gradients are reduced as zeros (or as whatever they held), so "
+                    "every rank stays in step",
+                    stacklevel=2,
+                )
+                self._warned_unused = True
+            for bucket in self._buckets[self._next_bucket :]:
+                bucket.pending = 0
+            self._launch_ready()
+        try:
+            for bucket in self._buckets:
+                if bucket.work is not None:
+                    bucket.work.wait()
+        except CollectiveError:
+            raise
+        finally:
+            self._syncing = False
+        for _, param in self._params:
+            param.grad._version[0] += 1
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Accumulate gradients locally (no communication) inside the block; the first
+        backward after it reduces the accumulated sum."""
+        previous = self.require_backward_grad_sync
+        self.require_backward_grad_sync = False
+        try:
+            yield
+        finally:
+            self.require_backward_grad_sync = previous
+
+    def register_comm_hook(self, state: Any, hook: Callable) -> None:
+        """Replace the all-reduce of each bucket by ``hook(state, bucket)``, which returns
+        something with ``wait()`` and leaves the averaged values in ``bucket.buffer()``
+        (e.g. ``fp16_compress_hook``)."""
+        self._hook = (state, hook)
+
+    # ---- pass-throughs ---------------------------------------------------------------------
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped module's state dict (no ``module.`` prefix: checkpoints load with or
+        without DDP)."""
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: dict, strict: bool = True) -> Any:
+        """Load into the wrapped module; a ``module.`` prefix from PyTorch DDP is accepted."""
+        if state_dict and all(k.startswith("module.") for k in state_dict):
+            state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
+        return self.module.load_state_dict(state_dict, strict)
+
+    def extra_repr(self) -> str:
+        return f"world_size={self.world_size}, buckets={len(self._buckets)}"
