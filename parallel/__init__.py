@@ -36,9 +36,11 @@ from dtrain.parallel.errors import CollectiveError, RendezvousError
 from dtrain.parallel.group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.sampler import DistributedSampler
+from dtrain.parallel.sync_batchnorm import SyncBatchNorm
 from dtrain.parallel.work import Work
 
 __all__ = [
+    "SyncBatchNorm",
     "DistributedDataParallel",
     "DistributedSampler",
     "GradBucket",
