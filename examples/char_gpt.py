@@ -145,6 +145,7 @@ def unigram_loss(train: np.ndarray, val: np.ndarray, vocab: int) -> float:
 
 
 def train(args: argparse.Namespace) -> dict:
+    rank, _world = common.setup_distributed()
     dt.manual_seed(args.seed)
     text = load_corpus(args.corpus_chars)
     chars = sorted(set(text))
@@ -152,9 +153,10 @@ def train(args: argparse.Namespace) -> dict:
     data = np.array([encode[c] for c in text], dtype=np.int64)
     split = int(0.9 * len(data))
     train_data, val_data = data[:split], data[split:]
-    model = GPT(len(chars), args.block, args.embed, args.layers, args.heads, args.dropout)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    net = GPT(len(chars), args.block, args.embed, args.layers, args.heads, args.dropout)
+    model = common.wrap_model(net)  # DistributedDataParallel when several ranks run
+    decay = [p for p in net.parameters() if p.ndim >= 2]
+    no_decay = [p for p in net.parameters() if p.ndim < 2]
     optimizer = dt.optim.AdamW(
         [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr,
@@ -169,12 +171,12 @@ def train(args: argparse.Namespace) -> dict:
         ],
         milestones=[warmup],
     )
-    data_rng = dt.Generator().manual_seed(args.seed)
+    data_rng = dt.Generator().manual_seed(args.seed + 1000 * rank)  # each rank its own batches
     eval_rng = dt.Generator().manual_seed(args.seed + 1)
     baseline = unigram_loss(train_data, val_data, len(chars))
-    print(
+    common.log(
         f"corpus {len(text):,} chars, vocabulary {len(chars)}, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters; "
+        f"{sum(p.numel() for p in net.parameters()):,} parameters; "
         f"unigram baseline {baseline:.3f} nats/char"
     )
 
@@ -186,14 +188,14 @@ def train(args: argparse.Namespace) -> dict:
         data_rng.set_state(state["data_rng"])
 
     def evaluate() -> float:
-        model.eval()
+        net.eval()
         eval_rng.manual_seed(args.seed + 1)  # the same validation batches every time
         with dt.no_grad():
             losses = [
-                F.cross_entropy(model(x).reshape(-1, len(chars)), y.reshape(-1)).item()
+                F.cross_entropy(net(x).reshape(-1, len(chars)), y.reshape(-1)).item()
                 for x, y in (batch_of(val_data, args, eval_rng) for _ in range(args.eval_batches))
             ]
-        model.train()
+        net.train()
         return float(np.mean(losses))
 
     losses = []
@@ -210,7 +212,7 @@ def train(args: argparse.Namespace) -> dict:
         losses.append(loss.item())
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             val = evaluate()
-            print(
+            common.log(
                 f"step {step + 1}: train loss {np.mean(losses[-50:]):.3f}, val loss {val:.3f} "
                 f"(unigram {baseline:.3f})"
             )
@@ -225,8 +227,8 @@ def train(args: argparse.Namespace) -> dict:
                 )
     val = evaluate()
     prompt = dt.tensor([[encode[c] for c in "def "]])
-    sample = model.generate(prompt, args.sample_chars, 0.8, dt.Generator().manual_seed(args.seed))
-    print("sample:\n" + "".join(chars[i] for i in sample[0].tolist()))
+    sample = net.generate(prompt, args.sample_chars, 0.8, dt.Generator().manual_seed(args.seed))
+    common.log("sample:\n" + "".join(chars[i] for i in sample[0].tolist()))
     return {
         "val_loss": val,
         "baseline": baseline,
@@ -236,6 +238,7 @@ def train(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     train(parse(argv))
+    common.finish_distributed()
     return 0
 
 

@@ -13,6 +13,7 @@ import common
 
 import dtrain as dt
 import dtrain.nn as nn
+from dtrain.parallel import DistributedSampler
 from dtrain.utils.data import DataLoader, TensorDataset
 
 
@@ -49,16 +50,24 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train(args: argparse.Namespace) -> dict:
     """Train; returns the final epoch's mean loss and the test accuracy."""
+    _rank, world = common.setup_distributed()
     dt.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = common.digits(seed=args.seed)
     data_rng = dt.Generator().manual_seed(args.seed)
+    dataset = TensorDataset(dt.from_numpy(x_train[:, None]), dt.from_numpy(y_train))
+    # One shard per rank when distributed (batch_size is per rank, as in PyTorch).
+    sampler = DistributedSampler(dataset, seed=args.seed) if world > 1 else None
     loader = DataLoader(
-        TensorDataset(dt.from_numpy(x_train[:, None]), dt.from_numpy(y_train)),
+        dataset,
         batch_size=args.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         generator=data_rng,
     )
-    model = build_model(args.channels)
+    net = build_model(args.channels)
+    model = common.wrap_model(net, sync_batchnorm=True)
+    if model is not net:
+        net = model.module  # BatchNorm layers were swapped for SyncBatchNorm
     optimizer = dt.optim.Adam(model.parameters(), lr=args.lr)
     scheduler = dt.optim.lr_scheduler.StepLR(
         optimizer, step_size=max(1, args.epochs // 3), gamma=0.5
@@ -73,6 +82,8 @@ def train(args: argparse.Namespace) -> dict:
     epoch_loss = float("nan")
     end = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
     for epoch in common.progress(range(start, end), disable=args.quiet, desc="epochs"):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         total, batches = 0.0, 0
         for images, labels in loader:
             loss = loss_fn(model(images), labels)
@@ -91,13 +102,16 @@ def train(args: argparse.Namespace) -> dict:
                 scheduler=scheduler.state_dict(),
                 data_rng=data_rng.get_state(),
             )
-    accuracy = common.accuracy(model, dt.from_numpy(x_test[:, None]), dt.from_numpy(y_test))
-    print(f"final epoch loss {epoch_loss:.4f}, test accuracy {accuracy:.4f} ({len(y_test)} images)")
-    return {"loss": epoch_loss, "accuracy": accuracy, "model": model}
+    accuracy = common.accuracy(net, dt.from_numpy(x_test[:, None]), dt.from_numpy(y_test))
+    common.log(
+        f"final epoch loss {epoch_loss:.4f}, test accuracy {accuracy:.4f} ({len(y_test)} images)"
+    )
+    return {"loss": epoch_loss, "accuracy": accuracy, "model": net}
 
 
 def main(argv: list[str] | None = None) -> int:
     train(parse(argv))
+    common.finish_distributed()
     return 0
 
 

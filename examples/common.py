@@ -15,18 +15,69 @@ import dtrain as dt
 from dtrain.runtime import default_generator
 
 
+def setup_distributed() -> tuple[int, int]:
+    """Join the job's process group when the environment says this is one rank of several
+    (``dtrain launch``, torchrun's variables, or ``mpiexec``); returns (rank, world size).
+    A plain ``python script.py`` stays a single process."""
+    from dtrain.runtime.config import read_config, under_mpiexec
+
+    config = read_config()
+    if (config.world_size or 1) > 1 or under_mpiexec():
+        import dtrain.parallel as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group()
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    """True on the rank that logs and writes checkpoints (rank 0, or the only process)."""
+    import dtrain.parallel as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def wrap_model(model: dt.nn.Module, sync_batchnorm: bool = False) -> dt.nn.Module:
+    """``DistributedDataParallel(model)`` when running as several ranks, else the model."""
+    import dtrain.parallel as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return model
+    if sync_batchnorm:
+        model = dist.SyncBatchNorm.convert_sync_batchnorm(model)
+    return dist.DistributedDataParallel(model)
+
+
+def finish_distributed() -> None:
+    """Leave the process group, if this process joined one."""
+    import dtrain.parallel as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def log(message: str) -> None:
+    """Print on the main rank only."""
+    if is_main():
+        print(message, flush=True)
+
+
 def progress(iterable: Iterable, **options: Any) -> Iterable:
-    """A tqdm progress bar when tqdm is installed (the ``examples`` extra), else the iterable."""
+    """A tqdm progress bar on the main rank when tqdm is installed (``examples`` extra)."""
     try:
         from tqdm import tqdm
     except ImportError:
         return iterable
+    options["disable"] = options.get("disable", False) or not is_main()
     return tqdm(iterable, **options)
 
 
 def save_checkpoint(path: str, model: dt.nn.Module, optimizer: Any, **extra: Any) -> None:
     """Model, optimizer, the default RNG stream and ``extra`` (epoch, scheduler, data
-    generator state …) in one safetensors file, written atomically."""
+    generator state …) in one safetensors file, written atomically by the main rank."""
+    if not is_main():
+        return
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -51,10 +102,10 @@ def maybe_resume(
     """The checkpoint's state when ``--resume`` was asked for and the file exists."""
     if resume and path and os.path.exists(path):
         state = load_checkpoint(path, model, optimizer)
-        print(f"resumed from {path} (epoch {state.get('epoch')})")
+        log(f"resumed from {path} (epoch {state.get('epoch', state.get('step'))})")
         return state
     if resume:
-        print(f"no checkpoint at {path}; starting fresh")
+        log(f"no checkpoint at {path}; starting fresh")
     return None
 
 

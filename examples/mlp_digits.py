@@ -13,6 +13,7 @@ import common
 
 import dtrain as dt
 import dtrain.nn as nn
+from dtrain.parallel import DistributedSampler
 from dtrain.utils.data import DataLoader, TensorDataset
 
 
@@ -48,16 +49,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train(args: argparse.Namespace) -> dict:
     """Train; returns the final epoch's mean loss and the test accuracy."""
+    _rank, world = common.setup_distributed()
     dt.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = common.digits(seed=args.seed)
     data_rng = dt.Generator().manual_seed(args.seed)
+    dataset = TensorDataset(dt.from_numpy(x_train), dt.from_numpy(y_train))
+    # One shard per rank when distributed (batch_size is per rank, as in PyTorch).
+    sampler = DistributedSampler(dataset, seed=args.seed) if world > 1 else None
     loader = DataLoader(
-        TensorDataset(dt.from_numpy(x_train), dt.from_numpy(y_train)),
+        dataset,
         batch_size=args.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         generator=data_rng,
     )
-    model = build_model(args.hidden, args.dropout)
+    net = build_model(args.hidden, args.dropout)
+    model = common.wrap_model(net)
     optimizer = dt.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
     start = 0
@@ -68,6 +75,8 @@ def train(args: argparse.Namespace) -> dict:
     epoch_loss = float("nan")
     end = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
     for epoch in common.progress(range(start, end), disable=args.quiet, desc="epochs"):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         total, batches = 0.0, 0
         for images, labels in loader:
             loss = loss_fn(model(images), labels)
@@ -80,13 +89,16 @@ def train(args: argparse.Namespace) -> dict:
             common.save_checkpoint(
                 args.checkpoint, model, optimizer, epoch=epoch + 1, data_rng=data_rng.get_state()
             )
-    accuracy = common.accuracy(model, dt.from_numpy(x_test), dt.from_numpy(y_test))
-    print(f"final epoch loss {epoch_loss:.4f}, test accuracy {accuracy:.4f} ({len(y_test)} images)")
-    return {"loss": epoch_loss, "accuracy": accuracy, "model": model}
+    accuracy = common.accuracy(net, dt.from_numpy(x_test), dt.from_numpy(y_test))
+    common.log(
+        f"final epoch loss {epoch_loss:.4f}, test accuracy {accuracy:.4f} ({len(y_test)} images)"
+    )
+    return {"loss": epoch_loss, "accuracy": accuracy, "model": net}
 
 
 def main(argv: list[str] | None = None) -> int:
     train(parse(argv))
+    common.finish_distributed()
     return 0
 
 
