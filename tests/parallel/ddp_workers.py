@@ -1,0 +1,134 @@
+"""Worker functions for the DDP tests (run by launcher.py in every rank)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import dtrain as dt
+import dtrain.nn as nn
+import dtrain.nn.functional as F
+import dtrain.parallel as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+
+
+def _model(kind: str) -> nn.Module:
+    dt.manual_seed(0)
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 5)
+        )
+    if kind == "cnn":
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(4 * 4 * 4, 5),
+        )
+    import char_gpt
+
+    return char_gpt.GPT(vocab=11, block=8, embed=16, layers=1, heads=2, dropout=0.0)
+
+
+def _batch(kind: str, count: int, step: int) -> tuple:
+    rng = np.random.default_rng(100 + step)
+    if kind == "mlp":
+        return rng.standard_normal((count, 12)).astype(np.float32), rng.integers(0, 5, count)
+    if kind == "cnn":
+        return rng.standard_normal((count, 1, 8, 8)).astype(np.float32), rng.integers(0, 5, count)
+    tokens = rng.integers(0, 11, (count, 9))
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def _loss(kind: str, model: nn.Module, x: np.ndarray, y: np.ndarray) -> dt.Tensor:
+    out = model(dt.tensor(x))
+    if kind == "gpt":
+        return F.cross_entropy(out.reshape(-1, 11), dt.tensor(y).reshape(-1))
+    return F.cross_entropy(out, dt.tensor(y))
+
+
+def equivalence(
+    kind: str, steps: int = 3, batch: int = 4, accumulate: int = 1, hook: str | None = None
+) -> dict:
+    """Train DDP (per-rank batch ``batch``) and, in the same process, one model on the
+    global batch; return the largest parameter difference after ``steps`` steps."""
+    dist.init_process_group()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    reference = _model(kind)
+    ref_opt = dt.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    local = _model(kind)
+    if kind == "cnn":
+        local = dist.SyncBatchNorm.convert_sync_batchnorm(local)
+    model = dist.DistributedDataParallel(local, bucket_cap_mb=0.002)
+    if hook == "fp16":
+        model.register_comm_hook(None, dist.fp16_compress_hook)
+    opt = dt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    views = all(p.grad is None for p in local.parameters())
+    for step in range(steps):
+        ref_opt.zero_grad()
+        opt.zero_grad()
+        for micro in range(accumulate):
+            x, y = _batch(kind, world * batch, step * accumulate + micro)
+            (_loss(kind, reference, x, y) / accumulate).backward()
+            mine = slice(rank * batch, (rank + 1) * batch)
+            if micro < accumulate - 1:
+                with model.no_sync():
+                    (_loss(kind, model, x[mine], y[mine]) / accumulate).backward()
+            else:
+                (_loss(kind, model, x[mine], y[mine]) / accumulate).backward()
+        ref_opt.step()
+        opt.step()
+    worst = 0.0
+    for (name, a), b in zip(reference.state_dict().items(), local.state_dict().values()):
+        diff = np.abs(a.numpy().astype(np.float64) - b.numpy().astype(np.float64)).max()
+        worst = max(worst, float(diff))
+    buckets = model._buckets
+    views = views and all(
+        p.grad._array.base is not None and np.shares_memory(p.grad._array, b.flat)
+        for b in buckets
+        for p in b.params
+    )
+    dist.destroy_process_group()
+    return {"worst": worst, "buckets": len(buckets), "grads_are_views": bool(views)}
+
+
+def unused_parameter() -> dict:
+    dist.init_process_group()
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used = nn.Linear(3, 2)
+            self.unused = nn.Linear(3, 2)
+
+        def forward(self, x: dt.Tensor) -> dt.Tensor:
+            return self.used(x)
+
+    dt.manual_seed(0)
+    model = dist.DistributedDataParallel(Branchy())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            model(dt.ones(4, 3)).sum().backward()
+    messages = [str(w.message) for w in caught if "no gradient" in str(w.message)]
+    zero = float(np.abs(model.module.unused.weight.grad.numpy()).max())
+    dist.destroy_process_group()
+    return {"warnings": messages, "unused_grad_max": zero}
+
+
+def mismatched_models() -> dict:
+    dist.init_process_group()
+    width = 8 if dist.get_rank() == 0 else 9
+    try:
+        dist.DistributedDataParallel(nn.Linear(4, width))
+    except ValueError as exc:
+        return {"error": str(exc)}
+    finally:
+        dist.destroy_process_group()
+    return {"error": None}
