@@ -85,7 +85,7 @@ def equivalence(
         ref_opt.step()
         opt.step()
     worst = 0.0
-    for (name, a), b in zip(reference.state_dict().items(), local.state_dict().values()):
+    for a, b in zip(reference.state_dict().values(), local.state_dict().values()):
         diff = np.abs(a.numpy().astype(np.float64) - b.numpy().astype(np.float64)).max()
         worst = max(worst, float(diff))
     buckets = model._buckets
