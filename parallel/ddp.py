@@ -126,6 +126,9 @@ class DistributedDataParallel(Module):
         self._hook: tuple[Any, Callable] = (process_group, allreduce_hook)
         self._warned_unused = False
         self._params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        if self.world_size == 1:  # nothing to synchronise: a pass-through, no hooks
+            self._buckets = []
+            return
         self._check_same_parameters()
         self._broadcast_state()
         self._buckets = self._build_buckets(bucket_cap_mb)
@@ -195,24 +198,11 @@ class DistributedDataParallel(Module):
             works = [api.broadcast(b, src, group=self.group, async_op=True) for b in buffers]
             for work in works:
                 work.wait()
-        self._attach_grad_views()
         return self.module(*args, **kwargs)
 
-    def _attach_grad_views(self) -> None:
-        """Point every ``.grad`` into its bucket (zeroed where the gradient was dropped)."""
-        for bucket in self._buckets:
-            for param in bucket.params:
-                view = bucket.views[id(param)]
-                if param.grad is None:
-                    view[...] = 0
-                    param.grad = wrap(view)
-                elif param.grad._array is not view:  # replaced by the user: adopt its values
-                    view[...] = param.grad._array
-                    param.grad = wrap(view)
-
     def _grad_ready(self, param: Tensor) -> None:
-        if not self.require_backward_grad_sync or self.world_size == 1:
-            self._adopt(param)  # one rank, or accumulating under no_sync: nothing to send
+        if not self.require_backward_grad_sync:
+            self._adopt(param)  # accumulating under no_sync: nothing to send yet
             return
         if not self._syncing:
             self._syncing = True
@@ -230,6 +220,9 @@ class DistributedDataParallel(Module):
         self._launch_ready()
 
     def _adopt(self, param: Tensor) -> None:
+        """Make ``param.grad`` its bucket view. After ``zero_grad(set_to_none=True)`` backward
+        made a fresh array: one copy into the bucket (cheaper than zeroing the bucket and
+        accumulating into it); once ``.grad`` is the view, backward accumulates in place."""
         view = self._bucket_of[id(param)].views[id(param)]
         if param.grad._array is not view:
             view[...] = param.grad._array
@@ -260,6 +253,14 @@ class DistributedDataParallel(Module):
                     stacklevel=2,
                 )
                 self._warned_unused = True
+            for _, param in self._params:
+                if id(param) in self._ready:
+                    continue
+                if param.grad is None:  # nothing accumulated: contribute zeros
+                    self._bucket_of[id(param)].views[id(param)][...] = 0
+                    param.grad = wrap(self._bucket_of[id(param)].views[id(param)])
+                else:  # gradients accumulated under no_sync: reduce them as they are
+                    self._adopt(param)
             for bucket in self._buckets[self._next_bucket :]:
                 bucket.pending = 0
             self._launch_ready()
@@ -272,7 +273,8 @@ class DistributedDataParallel(Module):
         finally:
             self._syncing = False
         for _, param in self._params:
-            param.grad._version[0] += 1
+            if param.grad is not None:
+                param.grad._version[0] += 1
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:

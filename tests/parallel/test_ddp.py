@@ -20,7 +20,7 @@ def test_mlp_matches_single_process_on_tcp(world):
     for value in _values(run_tcp(world, "ddp_workers:equivalence", {"kind": "mlp"})):
         assert value["worst"] < FLOAT32_SLACK
         assert value["grads_are_views"]
-        assert value["buckets"] > 1
+        assert value["buckets"] > 1 or world == 1  # one rank: a pass-through, no buckets
 
 
 @pytest.mark.parametrize("world", [2, 3])
