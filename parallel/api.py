@@ -98,8 +98,8 @@ def init_process_group(
     rank = config.rank if rank is None else rank
     world_size = config.world_size if world_size is None else world_size
     if rank is None or world_size is None:
-        if rank is None and world_size is None and config.master_port is None:
-            rank, world_size = 0, 1  # a plain single process
+        if rank is None and world_size is None and not config.master_port:
+            rank, world_size = 0, 1  # a plain single process (MASTER_PORT unset or 0)
         else:
             raise ValueError(
                 f"init_process_group: rank={rank} and world_size={world_size}; set RANK and "
@@ -307,6 +307,16 @@ def _group_rank(group: ProcessGroup, global_rank: int, what: str) -> int:
     return group.ranks.index(global_rank)
 
 
+def _p2p_group(group: Any, name: str) -> ProcessGroup:
+    g = _group(group)
+    if g is None:
+        raise ValueError(
+            f"{name}: this rank is not a member of the group; use a group it belongs to "
+            "(or the default group)"
+        )
+    return g
+
+
 def _not_member(name: str) -> None:
     warnings.warn(f"{name}: this rank is not a member of the group; nothing to do", stacklevel=3)
 
@@ -356,7 +366,7 @@ def reduce(
     root = _group_rank(g, dst, "dst")
     array = _array(tensor, "reduce")
     scratch = array.copy()
-    work = g.all_reduce(scratch, op, timeout)
+    work = g.all_reduce(scratch, op, timeout, name="reduce")
     if g.rank == root:
         work = _Chained(work, lambda: array.__setitem__(Ellipsis, scratch))
     return _finish(work, async_op, tensor)
@@ -489,7 +499,7 @@ def isend(
     tensor: Any, dst: int, group: Any = None, tag: int = 0, timeout: float | None = None
 ) -> Work:
     """Asynchronous ``send``."""
-    g = _group(group)
+    g = _p2p_group(group, "isend")
     return g.send(_array(tensor, "send"), _group_rank(g, dst, "dst"), tag, timeout)
 
 
@@ -501,7 +511,7 @@ def recv(
     timeout: float | None = None,
 ) -> int:
     """Receive into ``tensor`` from global rank ``src`` (any when None); returns the sender."""
-    g = _group(group)
+    g = _p2p_group(group, "recv")
     work = irecv(tensor, src, group, tag, timeout)
     work.wait()
     return g.ranks[work.source["source"]]
@@ -515,7 +525,7 @@ def irecv(
     timeout: float | None = None,
 ) -> Work:
     """Asynchronous ``recv``."""
-    g = _group(group)
+    g = _p2p_group(group, "irecv")
     source = None if src is None else _group_rank(g, src, "src")
     work = g.recv(_array(tensor, "recv"), source, tag, timeout)
     _bump(tensor)
@@ -540,9 +550,20 @@ def broadcast_object_list(object_list: list, src: int = 0, group: Any = None) ->
     g = _group(group)
     if g is None:
         return _not_member("broadcast_object_list")
-    payload = _encode(object_list) if g.ranks.index(src) == g.rank else np.empty(0, np.uint8)
-    size = np.array([payload.size], dtype=np.int64)
+    payload, error = np.empty(0, np.uint8), None
+    if _group_rank(g, src, "src") == g.rank:
+        try:
+            payload = _encode(object_list)
+        except TypeError as exc:
+            error = exc
+    # -1 tells the others that src cannot send: every rank raises, none waits for the payload.
+    size = np.array([payload.size if error is None else -1], dtype=np.int64)
     broadcast(size, src, group)
+    if size[0] < 0:
+        raise error or TypeError(
+            f"broadcast_object_list: rank {src}'s objects are not JSON-serialisable (dtrain "
+            "never pickles); send lists, dicts, strings, numbers, booleans and None"
+        )
     if payload.size != size[0]:
         payload = np.empty(int(size[0]), dtype=np.uint8)
     broadcast(payload, src, group)
@@ -557,9 +578,21 @@ def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
     g = _group(group)
     if g is None:
         return _not_member("all_gather_object")
-    payload = _encode(obj)
+    payload, error = np.empty(0, np.uint8), None
+    try:
+        payload = _encode(obj)
+    except TypeError as exc:
+        error = exc
+    # A size of -1 marks a rank that cannot send: every rank raises, none waits for it.
     sizes = np.zeros(g.size, dtype=np.int64)
-    g.all_gather(sizes, np.array([payload.size], dtype=np.int64), None).wait()
+    mine = np.array([payload.size if error is None else -1], dtype=np.int64)
+    g.all_gather(sizes, mine, None).wait()
+    if (sizes < 0).any():
+        bad = [g.ranks[i] for i in np.flatnonzero(sizes < 0)]
+        raise error or TypeError(
+            f"all_gather_object: the objects of ranks {bad} are not JSON-serialisable (dtrain "
+            "never pickles); send lists, dicts, strings, numbers, booleans and None"
+        )
     longest = int(sizes.max())
     padded = np.zeros(longest, dtype=np.uint8)
     padded[: payload.size] = payload
@@ -581,6 +614,12 @@ class _Chained(Work):
 
     def is_completed(self) -> bool:
         return self.inner.is_completed()
+
+    def is_success(self) -> bool:
+        return self.inner.is_success()
+
+    def exception(self) -> BaseException | None:
+        return self.inner.exception()
 
     def wait(self, timeout: float | None = None) -> bool:
         self.inner.wait(timeout)

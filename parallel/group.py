@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dtrain.parallel.backends.frames import DTYPE_CODES
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.reduce_op import ReduceOp, check_op
 from dtrain.parallel.work import OrderedExecutor, Work
@@ -64,20 +65,23 @@ class ProcessGroup:
         job: Callable[[float, int], None],
         timeout: float | None,
         collective: bool = True,
+        label: str | None = None,
     ) -> Work:
+        """Run ``job(deadline, seq)`` on the executor. Collectives get the next sequence
+        number; point-to-point calls (``collective=False``) are labelled ``label``."""
         if self.broken is not None:
             raise CollectiveError(
-                f"{name}: this process group is broken ({self.broken}); destroy it and "
-                "initialise a new one",
+                f"{label or name}: this process group is broken ({self.broken}); destroy it "
+                "and initialise a new one",
                 op=name,
             )
         seq = 0
         if collective:
             self.seq += 1
             seq = self.seq
-        label = f"{name} #{seq}" if collective else name
+        label = label or f"{name} #{seq}"
         limit = self.timeout if timeout is None else timeout
-        work = Work(f"{label} on rank {self.rank} ({self.backend})")
+        work = Work(f"{label} on rank {self.ranks[self.rank]} ({self.backend})")
 
         def run() -> None:
             if self.broken is not None:
@@ -87,17 +91,31 @@ class ProcessGroup:
             try:
                 job(time.monotonic() + limit, seq)
             except CollectiveError as exc:
+                if exc.op not in (None, name):
+                    # The transport names its primitive (a barrier runs as an all_reduce, a
+                    # recv waits for a send); the user should read the call they made.
+                    exc = CollectiveError(f"{label}: {exc}", op=name, seq=seq, rank=exc.rank)
+                exc.op = name  # fill in what the transport left out
+                if exc.seq is None and collective:
+                    exc.seq = seq
                 if self.broken is None:
                     self.broken = str(exc)
                     self._abort(str(exc))
-                raise
+                raise exc from None
 
         return self.executor.submit(run, work)
 
-    def all_reduce(self, array: Any, op: Any = ReduceOp.SUM, timeout: float | None = None) -> Work:
-        """Collective: every rank in the group must call this. Reduce in place."""
+    def all_reduce(
+        self,
+        array: Any,
+        op: Any = ReduceOp.SUM,
+        timeout: float | None = None,
+        name: str = "all_reduce",
+    ) -> Work:
+        """Collective: every rank in the group must call this. Reduce in place. ``name`` is
+        what errors call it (``reduce`` and ``barrier`` run as an all_reduce)."""
+        _check_array(name, array)
         op = check_op(op, array.dtype)
-        _check_array("all_reduce", array)
 
         def job(deadline: float, seq: int) -> None:
             with _flat(array) as flat:
@@ -106,7 +124,7 @@ class ProcessGroup:
                 if op is ReduceOp.AVG:
                     flat /= self.size
 
-        return self._submit("all_reduce", job, timeout)
+        return self._submit(name, job, timeout)
 
     def broadcast(self, array: Any, src: int, timeout: float | None = None) -> Work:
         """Collective: every rank in the group must call this. ``src`` is a group rank."""
@@ -143,9 +161,9 @@ class ProcessGroup:
         self, out: Any, array: Any, op: Any = ReduceOp.SUM, timeout: float | None = None
     ) -> Work:
         """Collective: every rank in the group must call this. ``array`` holds size x out."""
-        op = check_op(op, array.dtype)
         _check_array("reduce_scatter", array)
         _check_array("reduce_scatter", out)
+        op = check_op(op, array.dtype)
         if array.size != out.size * self.size or out.dtype != array.dtype:
             raise ValueError(
                 f"reduce_scatter: the input must hold {self.size} x {out.size} elements of "
@@ -167,7 +185,7 @@ class ProcessGroup:
         """Collective: every rank in the group must call this. Returns when all arrived."""
         xp = get_array_module()
         token = xp.zeros(1, dtype=xp.int32)
-        return self.all_reduce(token, ReduceOp.SUM, timeout)
+        return self.all_reduce(token, ReduceOp.SUM, timeout, name="barrier")
 
     def send(self, array: Any, dst: int, tag: int = 0, timeout: float | None = None) -> Work:
         """Send ``array`` to group rank ``dst`` (which must call recv)."""
@@ -175,12 +193,17 @@ class ProcessGroup:
         self._check_rank("send", dst, "dst")
         if dst == self.rank:
             raise ValueError(f"send: dst {dst} is this rank; send to another rank")
+        return self._post_send(array, dst, tag, timeout)
+
+    def _post_send(self, array: Any, dst: int, tag: int, timeout: float | None) -> Work:
+        """Queue the send behind this rank's earlier calls (tcp: they share the sockets)."""
 
         def job(deadline: float, seq: int) -> None:
             with _flat(array) as flat:
                 self._send(flat, dst, tag, deadline)
 
-        return self._submit(f"send to rank {dst}", job, timeout, collective=False)
+        label = f"send to rank {self.ranks[dst]}"
+        return self._submit("send", job, timeout, collective=False, label=label)
 
     def recv(
         self, array: Any, src: int | None = None, tag: int = 0, timeout: float | None = None
@@ -190,15 +213,18 @@ class ProcessGroup:
         _check_array("recv", array)
         if src is not None:
             self._check_rank("recv", src, "src")
+        return self._post_recv(array, src, tag, timeout)
+
+    def _post_recv(self, array: Any, src: int | None, tag: int, timeout: float | None) -> Work:
+        """Queue the recv behind this rank's earlier calls (tcp: they share the sockets)."""
         holder: dict = {}
 
         def job(deadline: float, seq: int) -> None:
             with _flat(array, keep=False) as flat:
                 holder["source"] = self._recv(flat, src, tag, deadline)
 
-        work = self._submit(
-            f"recv from rank {src if src is not None else 'any'}", job, timeout, collective=False
-        )
+        label = f"recv from rank {self.ranks[src] if src is not None else 'any'}"
+        work = self._submit("recv", job, timeout, collective=False, label=label)
         work.source = holder  # filled when done
         return work
 
@@ -220,8 +246,10 @@ def _check_array(name: str, array: Any) -> None:
     dtype = getattr(array, "dtype", None)
     if dtype is None or not hasattr(array, "shape"):
         raise TypeError(f"{name}: expected a tensor or array, got {type(array).__name__}")
-    if dtype.kind not in SUPPORTED_KINDS:
-        raise TypeError(f"{name}: unsupported dtype {dtype}; use a float, int or bool tensor")
+    if dtype.kind not in SUPPORTED_KINDS or dtype not in DTYPE_CODES:
+        raise TypeError(
+            f"{name}: unsupported dtype {dtype}; use float16/32/64, (u)int8/16/32/64 or bool"
+        )
 
 
 class _flat:  # noqa: N801 - used as a context manager: with _flat(a) as flat

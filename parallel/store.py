@@ -25,11 +25,18 @@ _OK, _TIMEOUT, _MISSING = 0, 1, 2
 _PURPOSE = b"dtrain-store"
 _U32 = struct.Struct("!I")
 _I64 = struct.Struct("!q")
+_LONGEST_WAIT_S = 7 * 24 * 3600.0  # longer waits would overflow the platform's time_t
 
 
 def _pack_key(key: str) -> bytes:
     raw = key.encode()
     return _U32.pack(len(raw)) + raw
+
+
+def _wait_seconds(payload: bytes, offset: int) -> float:
+    """A request's timeout in milliseconds, as seconds the server can wait for."""
+    (timeout_ms,) = _I64.unpack_from(payload, offset)
+    return min(max(timeout_ms / 1000, 0.0), _LONGEST_WAIT_S)
 
 
 def _unpack_key(payload: bytes, offset: int) -> tuple[str, int]:
@@ -50,13 +57,20 @@ class StoreServer:
         self.listener = socket.create_server((host, port), reuse_port=False, backlog=128)
         self.port = self.listener.getsockname()[1]
         self.closed = False
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
         threading.Thread(target=self._accept, name="dtrain-store", daemon=True).start()
 
     def close(self) -> None:
-        """Stop accepting; connected clients see their next request fail."""
+        """Stop accepting and hang up on every client: their next request fails."""
         self.closed = True
         with contextlib.suppress(OSError):
             self.listener.close()
+        with self.connections_lock:
+            connections, self.connections = self.connections, set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def _accept(self) -> None:
         while not self.closed:
@@ -67,22 +81,38 @@ class StoreServer:
             threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
 
     def _serve(self, conn: socket.socket, peer: tuple) -> None:
+        authenticated = False
+        with self.connections_lock:
+            if self.closed:
+                conn.close()
+                return
+            self.connections.add(conn)
         with conn:
             try:
                 conn.settimeout(10)
                 if not wire.challenge(conn, self.secret, _PURPOSE):
                     log.warning("store: refused %s:%s — it does not know the job secret", *peer[:2])
                     return
+                authenticated = True
                 conn.settimeout(None)
                 while not self.closed:
                     request = wire.recv_frame(conn)
                     wire.send_frame(conn, self._handle(request))
-            except ConnectionError:
-                return  # the client went away
+            except ConnectionError as exc:
+                if not authenticated:  # a dtrain client never hangs up mid-handshake
+                    log.warning(
+                        "store: refused %s:%s — it hung up before authenticating (%s)",
+                        *peer[:2],
+                        exc,
+                    )
+                return  # an authenticated client went away
             except (ValueError, UnicodeDecodeError, struct.error, TimeoutError) as exc:
                 log.warning("store: dropped %s:%s after a malformed request (%s)", *peer[:2], exc)
             except OSError:
                 return
+            finally:
+                with self.connections_lock:
+                    self.connections.discard(conn)
 
     def _handle(self, request: bytes) -> bytes:
         if not request:
@@ -95,9 +125,9 @@ class StoreServer:
                 self.changed.notify_all()
             return bytes([_OK])
         if kind == _GET:
-            (timeout_ms,) = _I64.unpack_from(request, offset)
+            timeout = _wait_seconds(request, offset)
             with self.changed:
-                if not self.changed.wait_for(lambda: key in self.data, timeout_ms / 1000):
+                if not self.changed.wait_for(lambda: key in self.data, timeout):
                     return bytes([_TIMEOUT])
                 return bytes([_OK]) + self.data[key]
         if kind == _ADD:
@@ -114,11 +144,9 @@ class StoreServer:
             for _ in range(count):
                 key, offset = _unpack_key(request, offset)
                 keys.append(key)
-            (timeout_ms,) = _I64.unpack_from(request, offset)
+            timeout = _wait_seconds(request, offset)
             with self.changed:
-                ok = self.changed.wait_for(
-                    lambda: all(k in self.data for k in keys), timeout_ms / 1000
-                )
+                ok = self.changed.wait_for(lambda: all(k in self.data for k in keys), timeout)
             return bytes([_OK if ok else _TIMEOUT])
         if kind == _CHECK:
             with self.changed:
@@ -155,7 +183,18 @@ class StoreClient:
                 delay = min(delay * 2, 0.5)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
-        wire.prove(self.sock, secret, _PURPOSE)
+        try:
+            wire.prove(self.sock, secret, _PURPOSE)
+        except OSError as exc:  # a timeout, a hang-up: not a dtrain store at that port
+            self.sock.close()
+            raise RendezvousError(
+                f"{host}:{port} did not answer the rendezvous handshake ({exc}); another "
+                "program may be using MASTER_PORT, or rank 0 is not a dtrain store: check "
+                "MASTER_ADDR/MASTER_PORT"
+            ) from None
+        except RendezvousError:
+            self.sock.close()
+            raise
 
     def local_address(self) -> str:
         """The address this host uses to reach the store: reachable by the other ranks."""

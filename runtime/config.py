@@ -5,6 +5,7 @@ MASTER_ADDR, MASTER_PORT                                    the rendezvous store
 DTRAIN_SECRET        shared by the job; every connection proves it knows it (HMAC)
 DTRAIN_DEBUG=1       check collective signatures on every backend (tcp always does)
 DTRAIN_TIMEOUT       default collective timeout in seconds (300)
+DTRAIN_SHM=0         tcp backend: keep to sockets even when every rank is on this host
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Config:
     secret: str | None
     debug: bool
     timeout: float
+    shm: bool = True
 
 
 def _int(env: Mapping[str, str], name: str) -> int | None:
@@ -59,6 +61,7 @@ def read_config(env: Mapping[str, str] | None = None) -> Config:
         secret=env.get("DTRAIN_SECRET") or None,
         debug=env.get("DTRAIN_DEBUG", "0") not in ("", "0", "false", "False"),
         timeout=timeout_s,
+        shm=env.get("DTRAIN_SHM", "1") not in ("0", "false", "False"),
     )
 
 

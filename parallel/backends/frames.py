@@ -79,6 +79,8 @@ class Header:
         parts = [str(dtype), f"{self.count} elements"]
         if self.op in (1, 4):
             parts.append(REDUCE_NAMES[self.reduce] if self.reduce < len(REDUCE_NAMES) else "?")
+        if self.op == 2:  # a broadcast's reduce field carries its root
+            parts.append(f"root {self.reduce}")
         if self.op == 5:
             parts.append(f"tag {self.tag}")
         return f"{name}({', '.join(parts)})"

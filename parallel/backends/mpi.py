@@ -3,19 +3,23 @@
 Collectives are MPI's non-blocking ones, polled against the deadline, so a stalled rank
 becomes a CollectiveError instead of a hang (MPI itself cannot name the missing rank). With
 ``DTRAIN_DEBUG=1`` every collective first compares its signature across the ranks.
+Point-to-point messages are posted when called, not on the ordered executor: MPI matches
+them itself, and an ``isend`` queued there could wait forever for an ``irecv`` queued behind it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import numpy as np
 
-from dtrain.parallel.backends.frames import OP_CODES
+from dtrain.parallel.backends.frames import DATA, DTYPE_CODES, OP_CODES, Header
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
+from dtrain.parallel.work import Work
 
 
 def _mpi() -> Any:
@@ -49,37 +53,32 @@ class MpiGroup(ProcessGroup):
         }[op]
 
     def _wait(self, request: Any, name: str, seq: int, deadline: float) -> Any:
-        mpi = _mpi()
-        status = mpi.Status()
-        spins = 0
-        while not request.Test(status):
-            if time.monotonic() > deadline:
-                raise CollectiveError(
-                    f"{name} #{seq}: timed out on rank {self.ranks[self.rank]}; some rank has not "
-                    "joined it (MPI does not say which: the tcp backend names it)",
-                    op=name,
-                    seq=seq,
-                )
-            spins += 1
-            if spins > 1000:  # after a short busy spin, let other threads run
-                time.sleep(0.0002)
+        status = _mpi().Status()
+        if not _poll(request, status, deadline):
+            raise CollectiveError(
+                f"{name} #{seq}: timed out on rank {self.ranks[self.rank]}; some rank has not "
+                "joined it (MPI does not say which: the tcp backend names it)",
+                op=name,
+                seq=seq,
+            )
         return status
 
-    def _check_signature(self, name: str, seq: int, flat: Any, extra: int) -> None:
+    def _check_signature(self, name: str, seq: int, flat: Any, extra: int, deadline: float) -> None:
         if not self.debug:
             return
-        code = OP_CODES.get(name, 0)  # a stable number: str hashes differ between processes
-        mine = np.array([seq, code, flat.size, flat.dtype.num, extra], np.int64)
+        # Stable numbers only: str hashes and dtype.num may differ between processes.
+        code, dtype = OP_CODES.get(name, 0), DTYPE_CODES.get(flat.dtype, 255)
+        mine = np.array([seq, code, flat.size, dtype, extra], np.int64)
         everyone = np.empty((self.size, mine.size), np.int64)
         request = self.comm.Iallgather(mine, everyone)
-        self._wait(request, name + " (signature check)", seq, time.monotonic() + self.timeout)
+        self._wait(request, name + " (signature check)", seq, deadline)
         for rank, theirs in enumerate(everyone):
             if not np.array_equal(theirs, mine):
                 raise CollectiveError(
-                    f"{name} #{seq}: rank {self.ranks[rank]} called a different collective "
-                    f"(seq {theirs[0]}, {theirs[2]} elements, dtype #{theirs[3]}, op {theirs[4]}) "
-                    f"than rank {self.ranks[self.rank]} ({flat.size} elements of {flat.dtype}, "
-                    f"op {extra}); every rank must make the same calls in the same order",
+                    f"{name} #{seq}: rank {self.ranks[rank]} called {_signature(theirs)} (call "
+                    f"#{theirs[0]}) but rank {self.ranks[self.rank]} called {_signature(mine)} "
+                    f"(call #{seq}); every rank must make the same collective calls, with the "
+                    "same shapes and dtypes, in the same order",
                     op=name,
                     seq=seq,
                     rank=self.ranks[rank],
@@ -91,7 +90,7 @@ class MpiGroup(ProcessGroup):
         return flat.astype(np.float32) if flat.dtype == np.float16 else flat
 
     def _all_reduce(self, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
-        self._check_signature("all_reduce", seq, flat, int(op))
+        self._check_signature("all_reduce", seq, flat, int(op), deadline)
         buffer = self._wide(flat)
         request = self.comm.Iallreduce(_mpi().IN_PLACE, buffer, op=self._op(op, flat.dtype))
         self._wait(request, "all_reduce", seq, deadline)
@@ -99,30 +98,134 @@ class MpiGroup(ProcessGroup):
             flat[...] = buffer
 
     def _broadcast(self, flat: Any, root: int, deadline: float, seq: int) -> None:
-        self._check_signature("broadcast", seq, flat, root)
+        self._check_signature("broadcast", seq, flat, root, deadline)
         self._wait(self.comm.Ibcast(flat, root=root), "broadcast", seq, deadline)
 
     def _all_gather(self, out: Any, flat: Any, deadline: float, seq: int) -> None:
-        self._check_signature("all_gather", seq, flat, 0)
+        self._check_signature("all_gather", seq, flat, 0, deadline)
         self._wait(self.comm.Iallgather(flat, out), "all_gather", seq, deadline)
 
     def _reduce_scatter(self, out: Any, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
-        self._check_signature("reduce_scatter", seq, flat, int(op))
+        self._check_signature("reduce_scatter", seq, flat, int(op), deadline)
         send, recv = self._wide(flat), self._wide(out)
         request = self.comm.Ireduce_scatter_block(send, recv, op=self._op(op, flat.dtype))
         self._wait(request, "reduce_scatter", seq, deadline)
         if recv is not out:
             out[...] = recv
 
-    def _send(self, flat: Any, dst: int, tag: int, deadline: float) -> None:
-        self._wait(self.comm.Isend(flat, dest=dst, tag=tag), f"send to rank {dst}", 0, deadline)
+    def _post_send(self, array: Any, dst: int, tag: int, timeout: float | None) -> Work:
+        self._raise_if_broken("send")
+        flat = np.ascontiguousarray(array).reshape(-1)  # kept alive by the Work until sent
+        request = self.comm.Isend(flat, dest=dst, tag=tag)
+        return _PointToPoint(self, f"send to rank {self.ranks[dst]}", request, timeout, flat)
 
-    def _recv(self, flat: Any, src: int | None, tag: int, deadline: float) -> int:
+    def _post_recv(self, array: Any, src: int | None, tag: int, timeout: float | None) -> Work:
+        self._raise_if_broken("recv")
+        direct = array.flags.c_contiguous
+        flat = array.reshape(-1) if direct else np.empty(array.size, array.dtype)
         source = _mpi().ANY_SOURCE if src is None else src
         request = self.comm.Irecv(flat, source=source, tag=tag)
-        status = self._wait(request, f"recv from rank {src}", 0, deadline)
-        return status.Get_source()
+        label = f"recv from rank {'any' if src is None else self.ranks[src]}"
+        copy_back = None if direct else lambda: array.__setitem__(..., flat.reshape(array.shape))
+        return _PointToPoint(self, label, request, timeout, flat, copy_back, receiving=True)
+
+    def _raise_if_broken(self, name: str) -> None:
+        if self.broken is not None:
+            raise CollectiveError(
+                f"{name}: this process group is broken ({self.broken}); destroy it and "
+                "initialise a new one",
+                op=name,
+            )
 
     def _close(self) -> None:
         if self.comm is not _mpi().COMM_WORLD:
             self.comm.Free()
+
+
+def _poll(request: Any, status: Any, deadline: float) -> bool:
+    """Test ``request`` until it completes (True) or the deadline passes (False)."""
+    spins = 0
+    while not request.Test(status):
+        if time.monotonic() > deadline:
+            return False
+        spins += 1
+        if spins > 1000:  # after a short busy spin, let other threads run
+            time.sleep(0.0002)
+    return True
+
+
+def _signature(row: Any) -> str:
+    """``all_reduce(float32, 10 elements, SUM)`` from a signature row, as the tcp backend
+    writes it."""
+    seq, code, count, dtype, extra = (int(v) for v in row)
+    return Header(DATA, code, dtype, extra, 0, seq, count, 0, 0, 0).signature()
+
+
+class _PointToPoint(Work):
+    """A send or recv MPI already has; whoever waits on it (or asks) tests it to completion.
+    Its ``source`` says who sent a received message."""
+
+    def __init__(
+        self,
+        group: MpiGroup,
+        label: str,
+        request: Any,
+        timeout: float | None,
+        buffer: Any,
+        finish: Any = None,
+        receiving: bool = False,
+    ) -> None:
+        super().__init__(f"{label} on rank {group.ranks[group.rank]} (mpi)", finish)
+        self.group, self.label, self.request, self.buffer = group, label, request, buffer
+        self.limit = group.timeout if timeout is None else timeout
+        self.deadline = time.monotonic() + self.limit
+        self.receiving = receiving
+        self.status = _mpi().Status()
+        self.source: dict = {}
+        self.lock = threading.Lock()  # one thread at a time tests the request
+
+    def _poll(self, deadline: float) -> bool:
+        with self.lock:
+            if self._done.is_set():
+                return True
+            if _poll(self.request, self.status, min(deadline, self.deadline)):
+                if self.receiving:
+                    self.source["source"] = self.status.Get_source()
+                self._complete()
+                return True
+            if time.monotonic() <= self.deadline:
+                return False
+            if self.receiving:  # the buffer is the caller's again: nothing may land in it
+                self.request.Cancel()
+            peer = self.label.rsplit(" ", 1)[-1]
+            missing = "no rank has" if peer == "any" else f"rank {peer} has not"
+            error = CollectiveError(
+                f"{self.label}: timed out after {self.limit:g} s on rank "
+                f"{self.group.ranks[self.group.rank]}; {missing} posted the matching "
+                f"{'send' if self.receiving else 'recv'}",
+                op="recv" if self.receiving else "send",
+                rank=None if peer == "any" else int(peer),
+            )
+            if self.group.broken is None:
+                self.group.broken = str(error)
+            self._complete(error)
+            return True
+
+    def is_completed(self) -> bool:
+        return self._poll(0.0)
+
+    def is_success(self) -> bool:
+        return self._poll(0.0) and self._error is None
+
+    def exception(self) -> BaseException | None:
+        self._poll(0.0)
+        return self._error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        until = self.deadline if timeout is None else time.monotonic() + timeout
+        if not self._poll(until):
+            raise CollectiveError(
+                f"{self.description}: still running after wait(timeout={timeout}); its own "
+                f"timeout ({self.limit:g} s) will end it"
+            )
+        return super().wait(0)

@@ -1,0 +1,37 @@
+"""Every collective on the mpi backend: the same sweep as the tcp tests, under ``mpiexec``
+(the mpich wheel's, next to this Python)."""
+
+from __future__ import annotations
+
+import pytest
+from launcher import have_mpiexec, run_mpi
+
+import dtrain as dt
+
+pytestmark = pytest.mark.skipif(
+    not have_mpiexec(), reason="needs mpi4py and the mpich wheel's mpiexec (pip install mpich)"
+)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_every_collective_matches_numpy(world_size):
+    # World size 3 runs with DTRAIN_DEBUG=1: a signature exchange before every collective,
+    # which matching calls must pass.
+    env = {"DTRAIN_DEBUG": "1"} if world_size == 3 else {}
+    launch = run_mpi(world_size, "workers:collectives", {"backend": "mpi"}, env=env, guard=150)
+    values = launch.values()
+    for rank, value in enumerate(values):
+        assert value["failures"] == [], f"rank {rank}: {value['failures']}"
+        assert value["backend"] == "mpi"
+        assert value["digests_agree"], "ranks hold different results for the same collective"
+        assert value["checks"] > 1000, value
+
+
+@pytest.mark.skipif(dt.cuda_is_available(), reason="with CUDA the automatic choice is nccl")
+def test_mpiexec_selects_the_mpi_backend_by_itself():
+    values = run_mpi(2, "failure_workers:init_only", {"backend": None}).values()
+    assert [(v["rank"], v["world_size"], v["backend"]) for v in values] == [
+        (0, 2, "mpi"),
+        (1, 2, "mpi"),
+    ]
+    assert values[0]["x"] == [0.0, 2.0, 4.0]

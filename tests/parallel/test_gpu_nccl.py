@@ -1,0 +1,24 @@
+"""The nccl backend with one rank (the one GPU this project is lent): the collectives through
+the API, and the backend's NCCL calls directly (a one-rank group skips them otherwise),
+against numpy, in a real worker process."""
+
+from __future__ import annotations
+
+import pytest
+from launcher import run_tcp
+
+import dtrain as dt
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy"),
+]
+
+
+def test_nccl_one_rank_matches_numpy():
+    pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
+    launch = run_tcp(1, "workers:nccl_single", guard=180)
+    (value,) = launch.values()
+    assert value["backend"] == "nccl"
+    assert value["failures"] == [], value["failures"]
+    assert value["checks"] > 50
