@@ -85,7 +85,9 @@ def init_process_group(
             "init_process_group was already called; call destroy_process_group() first"
         )
     config = read_config()
-    backend = _choose_backend() if backend is None else backend.lower()
+    if backend is None:
+        backend = config.backend or _choose_backend()
+    backend = backend.lower()
     if backend == "gloo":
         backend = "tcp"  # PyTorch's CPU backend name: the same role
     if backend not in BACKENDS:

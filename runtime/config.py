@@ -4,6 +4,7 @@ RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK   where this process s
 MASTER_ADDR, MASTER_PORT                                    the rendezvous store
 DTRAIN_SECRET        shared by the job; every connection proves it knows it (HMAC)
 DTRAIN_DEBUG=1       check collective signatures on every backend (tcp always does)
+DTRAIN_BACKEND       tcp | mpi | nccl when init_process_group gets backend=None
 DTRAIN_TIMEOUT       default collective timeout in seconds (300)
 DTRAIN_SHM=0         tcp backend: keep to sockets even when every rank is on this host
 """
@@ -29,6 +30,7 @@ class Config:
     secret: str | None
     debug: bool
     timeout: float
+    backend: str | None = None
     shm: bool = True
 
 
@@ -60,6 +62,7 @@ def read_config(env: Mapping[str, str] | None = None) -> Config:
         master_port=_int(env, "MASTER_PORT"),
         secret=env.get("DTRAIN_SECRET") or None,
         debug=env.get("DTRAIN_DEBUG", "0") not in ("", "0", "false", "False"),
+        backend=(env.get("DTRAIN_BACKEND") or "").lower() or None,
         timeout=timeout_s,
         shm=env.get("DTRAIN_SHM", "1") not in ("0", "false", "False"),
     )
