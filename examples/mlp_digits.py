@@ -8,6 +8,7 @@ python examples/mlp_digits.py --epochs 20 --checkpoint mlp.safetensors --resume
 from __future__ import annotations
 
 import argparse
+import time
 
 import common
 
@@ -77,14 +78,17 @@ def train(args: argparse.Namespace) -> dict:
     for epoch in common.progress(range(start, end), disable=args.quiet, desc="epochs"):
         if sampler is not None:
             sampler.set_epoch(epoch)
-        total, batches = 0.0, 0
+        total, batches, seen, started = 0.0, 0, 0, time.perf_counter()
         for images, labels in loader:
             loss = loss_fn(model(images), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total, batches = total + loss.item(), batches + 1
+            total, batches, seen = total + loss.item(), batches + 1, seen + len(labels)
         epoch_loss = total / batches
+        if not args.quiet:  # the loss curve and throughput, from rank 0
+            rate = seen * world / (time.perf_counter() - started)
+            common.log(f"epoch {epoch + 1}: loss {epoch_loss:.4f}, {rate:,.0f} samples/s")
         if args.checkpoint:
             common.save_checkpoint(
                 args.checkpoint, model, optimizer, epoch=epoch + 1, data_rng=data_rng.get_state()
