@@ -1,112 +1,52 @@
 """The tcp backend: a full mesh of authenticated sockets between the ranks.
 
-Large all-reduces run as a ring reduce-scatter + all-gather, pipelined in chunks; small
-ones as one exchange with every peer, reduced in rank order (the latency-optimal choice
-for a handful of ranks). Every rank ends with bitwise-identical results. A receiver thread
-per peer reads frames into an inbox; a sender thread per peer writes them, so each ring step
-sends and receives at once. Any failure — a dead or stalled peer, a mismatched call —
-breaks the group on every rank: the rank that sees it tells the others.
+Large collectives run as rings pipelined in chunks: all-reduce is a reduce-scatter followed by
+an all-gather, and each chunk a rank receives is forwarded to the next rank as soon as it has
+landed, so all ``2 (n - 1)`` steps overlap; a large broadcast is a pipelined chain. Small
+collectives are one direct exchange with every peer, reduced in rank order (the
+latency-optimal choice for a handful of ranks). Every rank ends with bitwise-identical
+results. How frames move and land on one connection is ``tcp_peer.py``.
+
+When every rank of the group is on this host, collectives go through shared memory instead
+(``shm.py``; ``DTRAIN_SHM=0`` turns that off); the sockets then carry point-to-point messages
+and failures. Any failure — a dead or stalled peer, a mismatched call — breaks the group on
+every rank: the rank that sees it tells the others.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
+import dataclasses
 import logging
-import queue
 import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from dtrain.parallel import wire
-from dtrain.parallel.backends.frames import (
-    ABORT,
-    BYE,
-    DATA,
-    DTYPE_CODES,
-    HEADER,
-    OP_CODES,
-    OPS,
-    Header,
-)
+from dtrain.parallel.backends import shm
+from dtrain.parallel.backends.frames import ABORT, BYE, DATA, DTYPE_CODES, OP_CODES, OPS, Header
+from dtrain.parallel.backends.tcp_peer import MAX_CONTROL, UFUNCS, Peer, Posted
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.group import ProcessGroup
-from dtrain.parallel.reduce_op import ReduceOp, combine_into
+from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.store import StoreClient
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20  # bytes per frame: the receiver reduces one chunk while the next arrives
-SMALL = 64 << 10  # at most this many bytes: one direct exchange instead of the ring
+SMALL = 64 << 10  # at most this many bytes: one direct exchange instead of a ring or chain
 _PURPOSE = b"dtrain-tcp-mesh"
 _RANK = struct.Struct("!i")
-
-
-class _Peer:
-    """One connection: a sender thread draining a queue, a receiver thread filling an inbox."""
-
-    def __init__(self, group: TcpGroup, rank: int, sock: socket.socket) -> None:
-        self.group, self.rank, self.sock = group, rank, sock
-        self.outbox: queue.Queue = queue.Queue()
-        self.inbox: collections.deque = collections.deque()
-        self.gone: str | None = None  # why this peer can no longer be heard from
-        threading.Thread(target=self._send_loop, daemon=True, name=f"dtrain-send-{rank}").start()
-        threading.Thread(target=self._recv_loop, daemon=True, name=f"dtrain-recv-{rank}").start()
-
-    def post(self, header: Header, payload: Any = None) -> threading.Event:
-        done = threading.Event()
-        self.outbox.put((header.pack(), payload, done))
-        return done
-
-    def _send_loop(self) -> None:
-        while True:
-            item = self.outbox.get()
-            if item is None:
-                return
-            raw, payload, done = item
-            try:
-                self.sock.sendall(raw)
-                if payload is not None and len(payload):
-                    self.sock.sendall(payload)
-            except OSError as exc:
-                self.group._lost(self, f"the connection failed while sending ({exc})")
-            finally:
-                done.set()
-
-    def _recv_loop(self) -> None:
-        group = self.group
-        while True:
-            try:
-                header = Header.unpack(wire.recv_exact(self.sock, HEADER.size))
-                payload = None
-                if header.nbytes:
-                    payload = np.empty(header.nbytes, dtype=np.uint8)
-                    wire.recv_into_exact(self.sock, memoryview(payload))
-            except (ConnectionError, OSError):
-                if not group.closing:
-                    group._lost(self, "closed its connection (it exited or was killed)")
-                return
-            except ValueError as exc:
-                group._lost(self, f"sent an unreadable frame ({exc})")
-                return
-            if header.kind == ABORT:
-                reason = bytes(payload).decode(errors="replace") if payload is not None else "?"
-                group._remote_abort(self.rank, reason)
-                return
-            if header.kind == BYE:
-                group._lost(self, "left the group (destroy_process_group)")
-                return
-            with group.arrived:
-                self.inbox.append((header, payload))
-                group.arrived.notify_all()
+_GRACE_S = 1.0  # after a timeout, how long to wait for the rank that can name the culprit
 
 
 class TcpGroup(ProcessGroup):
-    """A process group over TCP sockets (any world size, CPU arrays)."""
+    """A process group over TCP sockets (any world size, CPU arrays), through shared memory
+    when every rank is on this host."""
 
     backend = "tcp"
 
@@ -119,14 +59,18 @@ class TcpGroup(ProcessGroup):
         store: StoreClient,
         prefix: str,
         secret: bytes,
+        use_shm: bool | None = None,
     ) -> None:
         super().__init__(rank, size, timeout, ranks)
         self.closing = False
         self.abort_reason: str | None = None
         self.arrived = threading.Condition()
-        self.peers: dict[int, _Peer] = {}
+        self.peers: dict[int, Peer] = {}
+        self.shm: shm.ShmLink | None = None
         if size > 1:
             self._connect(store, prefix, secret)
+            wanted = shm.enabled() if use_shm is None else use_shm
+            self.shm = shm.ShmLink.open(self, store, prefix, wanted)
 
     # ---- setup --------------------------------------------------------------------------
     def _connect(self, store: StoreClient, prefix: str, secret: bytes) -> None:
@@ -175,13 +119,13 @@ class TcpGroup(ProcessGroup):
         for peer, conn in sockets.items():
             conn.settimeout(None)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.peers[peer] = _Peer(self, peer, conn)
+            self.peers[peer] = Peer(self, peer, conn)
 
     # ---- failure handling ----------------------------------------------------------------
     def _name(self, peer: int) -> str:
         return f"rank {self.ranks[peer]}"
 
-    def _lost(self, peer: _Peer, reason: str) -> None:
+    def _lost(self, peer: Peer, reason: str) -> None:
         with self.arrived:
             if peer.gone is None:
                 peer.gone = reason
@@ -194,149 +138,199 @@ class TcpGroup(ProcessGroup):
             self.arrived.notify_all()
 
     def _abort(self, message: str) -> None:
-        raw = message.encode()
-        for peer in self.peers.values():
-            if peer.gone is None:
-                header = Header(ABORT, 0, 0, 0, self.rank, 0, 0, 0, len(raw), 0)
-                peer.post(header, raw)
+        raw = message.encode()[:MAX_CONTROL]
+        header = Header(ABORT, 0, 0, 0, self.rank, 0, 0, 0, len(raw), 0)
+        deadline = time.monotonic() + _GRACE_S
+        sends = [peer.post(header, raw) for peer in self.peers.values() if peer.gone is None]
+        for sending in sends:  # written before we return: the caller may exit right away
+            sending.event.wait(max(0.0, deadline - time.monotonic()))
 
     def _close(self) -> None:
         self.closing = True
-        events = []
+        bye = Header(BYE, 0, 0, 0, self.rank, 0, 0, 0, 0, 0)
+        sends = [peer.post(bye) for peer in self.peers.values() if peer.gone is None]
+        for sending in sends:
+            sending.event.wait(1.0)
         for peer in self.peers.values():
-            if peer.gone is None:
-                events.append(peer.post(Header(BYE, 0, 0, 0, self.rank, 0, 0, 0, 0, 0)))
-        for event in events:
-            event.wait(1.0)
-        for peer in self.peers.values():
-            peer.outbox.put(None)
+            peer.stop()
             with contextlib.suppress(OSError):
                 peer.sock.shutdown(socket.SHUT_RDWR)
             peer.sock.close()
+        if self.shm is not None:
+            self.shm.close()
 
-    # ---- frames ---------------------------------------------------------------------------
-    def _header(
-        self, op: str, flat: Any, reduce: int, seq: int, offset: int, nbytes: int, tag: int = 0
-    ) -> Header:
-        return Header(
-            DATA,
-            OP_CODES[op],
-            DTYPE_CODES[flat.dtype],
-            reduce,
-            self.rank,
-            seq,
-            flat.size,
-            offset,
-            nbytes,
-            tag,
-        )
-
-    def _send_chunks(
-        self, peer: int, op: str, flat: Any, part: Any, reduce: int, seq: int, tag: int = 0
-    ) -> list:
-        """Queue ``part`` (a slice of ``flat``) to ``peer`` in chunks; returns their events."""
-        raw = part.view(np.uint8)
-        target = self.peers[peer]
-        if raw.size == 0:
-            return [target.post(self._header(op, flat, reduce, seq, 0, 0, tag))]
-        return [
-            target.post(
-                self._header(op, flat, reduce, seq, start, min(CHUNK, raw.size - start), tag),
-                raw[start : start + CHUNK],
+    def check_alive(self, op: str, seq: int, deadline: float, waiting_for: list[int]) -> None:
+        """Raise if the group was aborted, a rank in ``waiting_for`` is gone, or the deadline
+        passed (shared memory has no connection to lose: the sockets tell)."""
+        if self.abort_reason is not None:
+            raise CollectiveError(
+                f"{op} #{seq}: the group was aborted: {self.abort_reason}", op=op, seq=seq
             )
-            for start in range(0, raw.size, CHUNK)
-        ]
+        for peer in waiting_for:
+            gone = self.peers[peer].gone
+            if gone is not None:
+                raise CollectiveError(
+                    f"{op} #{seq}: {self._name(peer)} {gone}",
+                    op=op,
+                    seq=seq,
+                    rank=self.ranks[peer],
+                )
+        if time.monotonic() >= deadline:
+            names = ", ".join(self._name(p) for p in waiting_for)
+            raise CollectiveError(
+                f"{op} #{seq}: timed out waiting for {names}, which has not joined this "
+                "collective (stalled, deadlocked, or making different calls)",
+                op=op,
+                seq=seq,
+                rank=self.ranks[waiting_for[0]] if waiting_for else None,
+            )
 
-    def _take(self, peer: int, expected: Header, deadline: float) -> tuple[Header, Any]:
-        """The next frame from ``peer``, checked against the call this rank is making."""
-        source = self.peers[peer]
-        with self.arrived:
-            while not source.inbox:
-                self._raise_if_broken(peer, expected, deadline)
-                self.arrived.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
-            header, payload = source.inbox.popleft()
+    def _raise_if_broken(self, peer: int, expected: Header, deadline: float) -> None:
+        """``check_alive`` for a wait on ``peer`` (called holding ``arrived``)."""
+        op, seq, source = OPS.get(expected.op, "?"), expected.seq, self.peers[peer]
+        if (
+            time.monotonic() >= deadline
+            and self.abort_reason is None
+            and source.gone is None
+            and 0 < seq <= source.heard
+        ):
+            # The peer joined this call and waits, like us, on a rank that did not (in a
+            # ring, every rank times out at once). The rank next to that one names it in
+            # its abort: wait a moment for that before saying what we know.
+            self.arrived.wait_for(lambda: self.abort_reason is not None, _GRACE_S)
+            if self.abort_reason is None:
+                raise CollectiveError(
+                    f"{op} #{seq}: timed out; {self._name(peer)} joined this collective but "
+                    "stopped sending: another rank has not joined it (stalled, deadlocked, or "
+                    "making different calls)",
+                    op=op,
+                    seq=seq,
+                )
+        self.check_alive(op, seq, deadline, [peer])
+
+    def _check_frame(self, peer: int, header: Header, posted: Posted) -> None:
+        """Raise when ``header`` is not the next frame of ``posted``."""
+        expected = posted.expected
+        name = OPS.get(expected.op)
         if not header.same_call(expected):
             raise CollectiveError(
-                f"{OPS.get(expected.op)} #{expected.seq}: {self._name(peer)} called "
+                f"{name} #{expected.seq}: {self._name(peer)} called "
                 f"{header.signature()} (call #{header.seq}) but {self._name(self.rank)} called "
                 f"{expected.signature()} (call #{expected.seq}); every rank must make the same "
                 "collective calls, with the same shapes and dtypes, in the same order",
-                op=OPS.get(expected.op),
+                op=name,
                 seq=expected.seq,
                 rank=self.ranks[peer],
             )
-        return header, payload
-
-    def _raise_if_broken(self, peer: int, expected: Header, deadline: float) -> None:
-        label = f"{OPS.get(expected.op)} #{expected.seq}"
-        if self.abort_reason is not None:
+        if not posted.fits(header):
             raise CollectiveError(
-                f"{label}: the group was aborted: {self.abort_reason}",
-                op=OPS.get(expected.op),
-                seq=expected.seq,
-            )
-        gone = self.peers[peer].gone
-        if gone is not None:
-            raise CollectiveError(
-                f"{label}: {self._name(peer)} {gone}",
-                op=OPS.get(expected.op),
-                seq=expected.seq,
-                rank=self.ranks[peer],
-            )
-        if time.monotonic() >= deadline:
-            raise CollectiveError(
-                f"{label}: timed out waiting for {self._name(peer)}, which has not joined this "
-                "collective (stalled, deadlocked, or making different calls)",
-                op=OPS.get(expected.op),
+                f"{name} #{expected.seq}: {self._name(peer)} sent a part of the wrong "
+                f"size ({header.offset}+{header.nbytes} of {posted.raw.size} bytes)",
+                op=name,
                 seq=expected.seq,
                 rank=self.ranks[peer],
             )
 
-    def _receive_part(
-        self,
-        peer: int,
-        op: str,
-        flat: Any,
-        part: Any,
-        reduce: int,
-        seq: int,
-        deadline: float,
-        combine: ReduceOp | None = None,
-        tag: int = 0,
-    ) -> None:
-        """Receive ``part`` from ``peer`` chunk by chunk: copied in, or combined when
-        ``combine`` is a reduce op."""
-        expected = self._header(op, flat, reduce, seq, 0, 0, tag)
-        raw = part.view(np.uint8)
-        received = 0
-        while True:
-            header, payload = self._take(peer, expected, deadline)
-            if header.nbytes == 0:
-                if raw.size:
-                    raise CollectiveError(f"{op} #{seq}: {self._name(peer)} sent an empty part")
-                return
-            if header.offset != received or received + header.nbytes > raw.size:
+    # ---- moving parts -----------------------------------------------------------------------
+    def _header(self, op: str, flat: Any, reduce: int, seq: int, tag: int = 0) -> Header:
+        """The header of ``op``'s frames: the call's signature, offset and size 0."""
+        code, dtype = OP_CODES[op], DTYPE_CODES[flat.dtype]
+        return Header(DATA, code, dtype, reduce, self.rank, seq, flat.size, 0, 0, tag)
+
+    def _forwarder(self, peer: int, header: Header, raw: Any, sends: list) -> Callable:
+        """``forward(a, b)``: send ``raw[a:b]`` on to ``peer`` (as bytes a..b of the part)."""
+        target = self.peers[peer]
+
+        def forward(a: int, b: int) -> None:
+            sends.append(target.post(dataclasses.replace(header, offset=a), raw[a:b]))
+
+        return forward
+
+    def _receive(self, expected: dict[int, list[Posted]], deadline: float) -> None:
+        """Post ``expected[peer]`` (receives, in order) on each peer, then wait for all."""
+        for peer, receives in expected.items():
+            self.peers[peer].expect(receives)
+        self._wait(expected, deadline)
+
+    def _wait(self, expected: dict[int, list[Posted]], deadline: float) -> None:
+        try:
+            for peer, receives in expected.items():
+                if receives:
+                    self.peers[peer].wait(
+                        receives[-1],
+                        deadline,
+                        lambda header, posted, peer=peer: self._check_frame(peer, header, posted),
+                        lambda peer=peer, receives=receives: self._raise_if_broken(
+                            peer, receives[0].expected, deadline
+                        ),
+                    )
+        except BaseException:
+            for peer in expected:
+                self.peers[peer].cancel()
+            raise
+
+    def _wait_sent(self, sends: list, deadline: float, op: str, seq: int = 0) -> None:
+        """Wait until every ``Sending`` in ``sends`` is written; raise if one failed."""
+        label = f"{op} #{seq}" if seq else op
+        for sending in sends:
+            if not sending.event.wait(max(0.0, deadline - time.monotonic())):
                 raise CollectiveError(
-                    f"{op} #{seq}: {self._name(peer)} sent a part of the wrong "
-                    f"size ({header.offset}+{header.nbytes} of {raw.size} bytes)"
+                    f"{label}: timed out sending to {self._name(sending.peer)}, which stopped "
+                    "reading (stalled or deadlocked)",
+                    op=op,
+                    seq=seq or None,
+                    rank=self.ranks[sending.peer],
                 )
-            if combine is None:
-                raw[received : received + header.nbytes] = payload
-            else:
-                itemsize = part.itemsize
-                start = received // itemsize
-                incoming = payload.view(part.dtype)
-                combine_into(np, combine, part[start : start + incoming.size], incoming)
-            received += header.nbytes
-            if received == raw.size:
-                return
+            if sending.error is not None:
+                raise CollectiveError(
+                    f"{label}: {self._name(sending.peer)} {sending.error}",
+                    op=op,
+                    seq=seq or None,
+                    rank=self.ranks[sending.peer],
+                )
 
-    @staticmethod
-    def _wait_sent(events: list, deadline: float) -> None:
-        for event in events:
-            event.wait(max(0.0, deadline - time.monotonic()))
+    def _exchange(self, header: Header, send: Callable, recv: Callable, deadline: float) -> None:
+        """Send ``send(peer)`` to every peer and receive ``recv(peer)`` from each. The sends
+        start after this rank, in rank order, so no two ranks target one peer at once."""
+        others = [(self.rank + k) % self.size for k in range(1, self.size)]
+        expected = {peer: [Posted(header, recv(peer))] for peer in others}
+        for peer in others:
+            self.peers[peer].expect(expected[peer])
+        sends = [self.peers[p].post(header, send(p).view(np.uint8), deadline) for p in others]
+        self._wait(expected, deadline)
+        self._wait_sent(sends, deadline, OPS[header.op], header.seq)
 
-    # ---- collectives ----------------------------------------------------------------------
+    def _ring(
+        self,
+        header: Header,
+        out: Any,
+        segments: list,
+        combine: list,
+        deadline: float,
+        source: Any = None,
+    ) -> None:
+        """Run ``len(combine)`` ring steps over ``out``'s segments. Step t sends segment
+        ``rank - t - 1`` (from ``source`` at step 0, when given) and receives segment
+        ``rank - t - 2``, combined with ``combine[t]`` (over ``source``'s segment when given)
+        or copied when None; each landed chunk goes on to the right at once."""
+        n, me = self.size, self.rank
+        right, left = (me + 1) % n, (me - 1) % n
+        sends: list = []
+        receives = []
+        for t, op in enumerate(combine):
+            lo, hi = segments[(me - t - 2) % n]
+            base = None if op is None or source is None else source[lo:hi]
+            posted = Posted(header, out[lo:hi], op, base)
+            if t + 1 < len(combine):
+                posted.forward = self._forwarder(right, header, posted.raw, sends)
+            receives.append(posted)
+        self.peers[left].expect(receives)  # before sending: the replies land in place
+        lo, hi = segments[(me - 1) % n]
+        first = out if source is None else source
+        sends.append(self.peers[right].post(header, first[lo:hi].view(np.uint8)))
+        self._wait({left: receives}, deadline)
+        self._wait_sent(sends, deadline, OPS[header.op], header.seq)
+
     def _segments(self, count: int) -> list[tuple[int, int]]:
         base, extra = divmod(count, self.size)
         bounds, start = [], 0
@@ -346,99 +340,95 @@ class TcpGroup(ProcessGroup):
             start = stop
         return bounds
 
+    # ---- collectives ----------------------------------------------------------------------
     def _all_reduce(self, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
+        if self.shm is not None:
+            self.shm.all_reduce(flat, op, deadline, seq)
+            return
+        header = self._header("all_reduce", flat, int(op), seq)
+        n = self.size
         if flat.nbytes <= SMALL:
-            self._all_reduce_direct(flat, op, deadline, seq)
-        else:
-            segments = self._segments(flat.size)
-            self._ring_reduce_scatter(flat, flat, segments, op, "all_reduce", deadline, seq)
-            self._ring_all_gather(flat, segments, "all_reduce", int(op), deadline, seq)
-
-    def _all_reduce_direct(self, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
-        events = []
-        for peer in self.peers:
-            events += self._send_chunks(peer, "all_reduce", flat, flat, int(op), seq)
-        parts = {}
-        for peer in self.peers:
-            parts[peer] = np.empty_like(flat)
-            self._receive_part(peer, "all_reduce", flat, parts[peer], int(op), seq, deadline)
-        self._wait_sent(events, deadline)
-        parts[self.rank] = flat.copy()
-        # Reduce in rank order, so every rank computes bitwise the same result.
-        flat[...] = parts[0]
-        for rank in range(1, self.size):
-            combine_into(np, op, flat, parts[rank])
-
-    def _ring_reduce_scatter(
-        self,
-        work: Any,
-        flat: Any,
-        segments: list,
-        op: ReduceOp,
-        name: str,
-        deadline: float,
-        seq: int,
-    ) -> None:
-        """After it, ``work``'s segment ``rank`` holds the reduction over all ranks."""
-        right, left = (self.rank + 1) % self.size, (self.rank - 1) % self.size
-        for step in range(self.size - 1):
-            send_start, send_stop = segments[(self.rank - step - 1) % self.size]
-            recv_start, recv_stop = segments[(self.rank - step - 2) % self.size]
-            events = self._send_chunks(right, name, flat, work[send_start:send_stop], int(op), seq)
-            self._receive_part(
-                left, name, flat, work[recv_start:recv_stop], int(op), seq, deadline, combine=op
-            )
-            self._wait_sent(events, deadline)
-
-    def _ring_all_gather(
-        self,
-        out: Any,
-        segments: list,
-        name: str,
-        reduce: int,
-        deadline: float,
-        seq: int,
-        signature_of: Any = None,
-    ) -> None:
-        """Each rank starts with its own segment of ``out`` filled; ends with all of them."""
-        like = out if signature_of is None else signature_of
-        right, left = (self.rank + 1) % self.size, (self.rank - 1) % self.size
-        for step in range(self.size - 1):
-            send_start, send_stop = segments[(self.rank - step) % self.size]
-            recv_start, recv_stop = segments[(self.rank - step - 1) % self.size]
-            events = self._send_chunks(right, name, like, out[send_start:send_stop], reduce, seq)
-            self._receive_part(left, name, like, out[recv_start:recv_stop], reduce, seq, deadline)
-            self._wait_sent(events, deadline)
+            parts = np.empty((n, flat.size), dtype=flat.dtype)
+            parts[self.rank] = flat
+            self._exchange(header, lambda peer: flat, lambda peer: parts[peer], deadline)
+            _reduce_in_rank_order(op, flat, list(parts))
+            return
+        # Reduce-scatter (n-1 steps, combining), then all-gather (n-1 steps, copying).
+        combine = [op] * (n - 1) + [None] * (n - 1)
+        self._ring(header, flat, self._segments(flat.size), combine, deadline)
 
     def _all_gather(self, out: Any, flat: Any, deadline: float, seq: int) -> None:
-        n = flat.size
-        segments = [(i * n, (i + 1) * n) for i in range(self.size)]
-        out[self.rank * n : (self.rank + 1) * n] = flat
-        self._ring_all_gather(out, segments, "all_gather", 0, deadline, seq, signature_of=flat)
+        if self.shm is not None:
+            self.shm.all_gather(out, flat, deadline, seq)
+            return
+        m, n = flat.size, self.size
+        header = self._header("all_gather", flat, 0, seq)
+        out[self.rank * m : (self.rank + 1) * m] = flat
+        if out.nbytes <= SMALL:
+            blocks = out.reshape(n, m)
+            self._exchange(header, lambda peer: flat, lambda peer: blocks[peer], deadline)
+            return
+        # Step t sends block rank-t and receives block rank-t-1: _ring's steps, shifted by one.
+        segments = [((i + 1) % n * m, ((i + 1) % n + 1) * m) for i in range(n)]
+        self._ring(header, out, segments, [None] * (n - 1), deadline)
 
     def _reduce_scatter(self, out: Any, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
-        n = out.size
-        segments = [(i * n, (i + 1) * n) for i in range(self.size)]
-        work = flat.copy()
-        self._ring_reduce_scatter(work, flat, segments, op, "reduce_scatter", deadline, seq)
-        out[...] = work[self.rank * n : (self.rank + 1) * n]
+        if self.shm is not None:
+            self.shm.reduce_scatter(out, flat, op, deadline, seq)
+            return
+        m, n = out.size, self.size
+        header = self._header("reduce_scatter", flat, int(op), seq)
+        blocks = flat.reshape(n, m)
+        if flat.nbytes <= SMALL:
+            parts = np.empty((n, m), dtype=flat.dtype)
+            parts[self.rank] = blocks[self.rank]
+            self._exchange(header, lambda peer: blocks[peer], lambda peer: parts[peer], deadline)
+            _reduce_in_rank_order(op, out, list(parts))
+            return
+        # The ring's last step lands this rank's block, fully reduced, in work[rank].
+        work = np.empty_like(flat)
+        segments = [(i * m, (i + 1) * m) for i in range(n)]
+        self._ring(header, work, segments, [op] * (n - 1), deadline, source=flat)
+        out[...] = work[self.rank * m : (self.rank + 1) * m]
 
     def _broadcast(self, flat: Any, root: int, deadline: float, seq: int) -> None:
-        if self.rank == root:
-            events = []
-            for peer in self.peers:
-                events += self._send_chunks(peer, "broadcast", flat, flat, root, seq)
-            self._wait_sent(events, deadline)
-        else:
-            self._receive_part(root, "broadcast", flat, flat, root, seq, deadline)
+        if self.shm is not None:
+            self.shm.broadcast(flat, root, deadline, seq)
+            return
+        header = self._header("broadcast", flat, root, seq)
+        n, me, none = self.size, self.rank, flat[:0]
+        small = flat.nbytes <= SMALL
+        # Everyone hears from everyone (the root's data, or an empty frame with the call's
+        # signature from the others), so ranks that disagree on the root are all told.
+        others = [(me + k) % n for k in range(1, n)]
+        expected = {
+            peer: [Posted(header, flat if small and peer == root else none)] for peer in others
+        }
+        position, after, before = (me - root) % n, (me + 1) % n, (me - 1) % n
+        sends: list = []
+        if not small and position:  # then a chain root -> root+1 -> ..., pipelined
+            chain = Posted(header, flat)
+            if position < n - 1:
+                chain.forward = self._forwarder(after, header, chain.raw, sends)
+            expected[before].append(chain)
+        for peer in others:
+            self.peers[peer].expect(expected[peer])
+        mine = flat if small and me == root else none
+        sends += [self.peers[p].post(header, mine.view(np.uint8), deadline) for p in others]
+        if not small and position == 0:
+            sends.append(self.peers[after].post(header, flat.view(np.uint8)))
+        self._wait(expected, deadline)
+        self._wait_sent(sends, deadline, "broadcast", seq)
 
     def _send(self, flat: Any, dst: int, tag: int, deadline: float) -> None:
-        self._wait_sent(self._send_chunks(dst, "send", flat, flat, 0, 0, tag), deadline)
+        header = self._header("send", flat, 0, 0, tag)
+        sending = self.peers[dst].post(header, flat.view(np.uint8), deadline)
+        self._wait_sent([sending], deadline, "send")
 
     def _recv(self, flat: Any, src: int | None, tag: int, deadline: float) -> int:
         if src is None:
             src = self._first_sender(deadline)
-        self._receive_part(src, "send", flat, flat, 0, 0, deadline, tag=tag)
+        self._receive({src: [Posted(self._header("send", flat, 0, 0, tag), flat)]}, deadline)
         return src
 
     def _first_sender(self, deadline: float) -> int:
@@ -452,3 +442,11 @@ class TcpGroup(ProcessGroup):
                 if time.monotonic() >= deadline:
                     raise CollectiveError("recv from any rank: timed out; no rank sent anything")
                 self.arrived.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
+
+
+def _reduce_in_rank_order(op: ReduceOp, out: Any, parts: list) -> None:
+    """``out = parts[0] op parts[1] op ...``: the same order, so the same bits, on every rank."""
+    ufunc = UFUNCS[op]
+    ufunc(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        ufunc(out, part, out=out)
