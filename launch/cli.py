@@ -72,8 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dtrain.launch.bench_collectives import run
 
         return run(args)
-    if args.command == "bench":
-        parser.parse_args(["bench", "--help"])
+    if args.command == "bench":  # no benchmark named: say which there are
+        print(
+            "usage: dtrain bench collectives [options]  (dtrain bench collectives --help)",
+            file=sys.stderr,
+        )
+        return 2
     parser.print_help(sys.stderr)
     return 2
 
