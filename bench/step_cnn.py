@@ -15,6 +15,11 @@ at (see bench/harness.py).
     python bench/step_cnn.py                   # defaults: 200 steps, all CPUs
     python bench/step_cnn.py --threads 1
     python bench/step_cnn.py --profile 50      # also cProfile 50 dtrain steps
+
+Page faults: the table counts minor page faults per step. Arrays freed by one step that glibc
+gives back to the OS are mapped afresh by the next, and dtrain's many temporaries make this a
+large share of its step; ``MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824
+python bench/<script>.py`` keeps freed memory in the heap and shows the step without them.
 """
 
 from __future__ import annotations
