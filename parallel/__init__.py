@@ -5,11 +5,9 @@ from dtrain.parallel.api import (
     GroupMember,
     all_gather,
     all_gather_into_tensor,
-    all_gather_object,
     all_reduce,
     barrier,
     broadcast,
-    broadcast_object_list,
     destroy_process_group,
     get_backend,
     get_rank,
@@ -34,6 +32,7 @@ from dtrain.parallel.ddp import (
 )
 from dtrain.parallel.errors import CollectiveError, RendezvousError
 from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.objects import all_gather_object, broadcast_object_list
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.sampler import DistributedSampler
 from dtrain.parallel.sync_batchnorm import SyncBatchNorm

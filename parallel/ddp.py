@@ -27,6 +27,7 @@ from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.parallel import api
 from dtrain.parallel.errors import CollectiveError
+from dtrain.parallel.objects import all_gather_object
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.runtime.backend import get_array_module
 
@@ -143,7 +144,7 @@ class DistributedDataParallel(Module):
     def _check_same_parameters(self) -> None:
         mine = [[n, list(p.shape), str(p.dtype)] for n, p in self._params]
         everyone: list = [None] * self.world_size
-        api.all_gather_object(everyone, mine, group=self.group)
+        all_gather_object(everyone, mine, group=self.group)
         reference = everyone[0]
         for rank, theirs in enumerate(everyone):
             if theirs == reference:
