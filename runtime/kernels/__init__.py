@@ -1,0 +1,1 @@
+"""Fused CUDA kernels (cupy RawModule), each with a numpy reference."""
