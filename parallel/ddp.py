@@ -11,6 +11,10 @@ Synchronisation points (every rank must reach each, in the same order):
 Gradients live in flat buckets (parameters in reverse registration order, a small first
 bucket, then ``bucket_cap_mb``); each parameter's ``.grad`` is a view into its bucket, so
 nothing is copied in or out.
+
+Instrumentation (off by default, see ``ddp_stats.py``): ``model.stats = DDPStats()`` records
+each synchronised backward's compute time, per-bucket all-reduce spans and the all-reduce time
+backward did not hide.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.parallel import api
+from dtrain.parallel.ddp_stats import BucketTiming, DDPStats, StepStats
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.objects import all_gather_object
 from dtrain.parallel.reduce_op import ReduceOp
+from dtrain.parallel.work import Work
 from dtrain.runtime.backend import get_array_module
 
 log = logging.getLogger(__name__)
@@ -110,6 +116,7 @@ class DistributedDataParallel(Module):
         find_unused_parameters: bool = False,
         gradient_as_bucket_view: bool = True,
         static_graph: bool = False,
+        _reduce_at_world_size_1: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(module, Module):
@@ -127,7 +134,15 @@ class DistributedDataParallel(Module):
         self._hook: tuple[Any, Callable] = (process_group, allreduce_hook)
         self._warned_unused = False
         self._params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-        if self.world_size == 1:  # nothing to synchronise: a pass-through, no hooks
+        # Off by default; the reducer only tests ``is not None`` (see ddp_stats.py).
+        self.stats: DDPStats | None = None
+        self._step: StepStats | None = None
+        self._backward_start: float | None = None
+        self._stamps: list[Work] = []
+        # ``_reduce_at_world_size_1`` is for measurement only (bench/ddp_overhead.py): it runs
+        # the bucket/hook/all-reduce machinery on a one-rank group, which users never need.
+        self._reducing = self.world_size > 1 or _reduce_at_world_size_1
+        if not self._reducing:  # nothing to synchronise: a pass-through, no hooks
             self._buckets = []
             return
         self._check_same_parameters()
@@ -199,7 +214,14 @@ class DistributedDataParallel(Module):
             works = [api.broadcast(b, src, group=self.group, async_op=True) for b in buffers]
             for work in works:
                 work.wait()
-        return self.module(*args, **kwargs)
+        output = self.module(*args, **kwargs)
+        tracked = isinstance(output, Tensor) and output.requires_grad
+        if self.stats is not None and self._reducing and tracked:
+            output.register_hook(self._mark_backward_start)
+        return output
+
+    def _mark_backward_start(self, grad: Tensor) -> None:
+        self._backward_start = DDPStats._now()
 
     def _grad_ready(self, param: Tensor) -> None:
         if not self.require_backward_grad_sync:
@@ -211,6 +233,9 @@ class DistributedDataParallel(Module):
             self._next_bucket = 0
             for bucket in self._buckets:
                 bucket.pending, bucket.work = len(bucket.params), None
+            if self.stats is not None:
+                self._step = self.stats._begin(self._backward_start)
+                self._backward_start = None
             queue_callback(self._finish)
         self._adopt(param)
         if id(param) in self._ready:
@@ -240,10 +265,26 @@ class DistributedDataParallel(Module):
 
     def _launch(self, bucket: _Bucket) -> None:
         group, hook = self._hook
+        step = self._step if self.stats is not None else None
+        if step is None:
+            bucket.work = hook(group, GradBucket(bucket.index, wrap(bucket.flat), bucket.params))
+            return
+        timing = BucketTiming(bucket.index, bucket.flat.nbytes, DDPStats._now())
+        step.buckets.append(timing)
         bucket.work = hook(group, GradBucket(bucket.index, wrap(bucket.flat), bucket.params))
+        # The group runs its collectives in order on one thread: a job queued right behind
+        # this bucket's all-reduce runs the moment it finished, and stamps that moment.
+        self._stamps.append(
+            api._group(self.group).executor.submit(
+                lambda: setattr(timing, "done", DDPStats._now()), Work("ddp stats stamp")
+            )
+        )
 
     def _finish(self) -> None:
         """End of backward: reduce buckets whose parameters got no gradient, then wait."""
+        step = self._step if self.stats is not None else None
+        if step is not None:
+            step.compute_end = DDPStats._now()
         unused = [name for name, p in self._params if id(p) not in self._ready]
         if unused:
             if not self._warned_unused:
@@ -273,6 +314,12 @@ class DistributedDataParallel(Module):
             raise
         finally:
             self._syncing = False
+            if step is not None:
+                step.end = DDPStats._now()
+                for stamp in self._stamps:  # the last stamp may still be queued
+                    stamp.wait()
+                self._stamps.clear()
+                self._step = None
         for _, param in self._params:
             if param.grad is not None:
                 param.grad._version[0] += 1

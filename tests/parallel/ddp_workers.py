@@ -12,6 +12,7 @@ import dtrain as dt
 import dtrain.nn as nn
 import dtrain.nn.functional as F
 import dtrain.parallel as dist
+from dtrain.parallel.ddp_stats import DDPStats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
@@ -132,3 +133,59 @@ def mismatched_models() -> dict:
     finally:
         dist.destroy_process_group()
     return {"error": None}
+
+
+def stats_timeline(steps: int = 3, force: bool = False, stats: bool = True) -> dict:
+    """Train the small char-GPT with ``DDPStats`` on and return every recorded step's raw
+    timeline, plus a no_sync backward that must not be recorded. ``force`` runs the reducer
+    at world size 1 (the measurement switch); the gradients are compared with the
+    pass-through module's."""
+    dist.init_process_group()
+    rank = dist.get_rank()
+    model = dist.DistributedDataParallel(
+        _model("gpt"), bucket_cap_mb=0.002, _reduce_at_world_size_1=force
+    )
+    if stats:
+        model.stats = DDPStats()
+    plain = _model("gpt")
+    for step in range(steps):
+        x, y = _batch("gpt", 4, step * 10 + rank)
+        model.zero_grad()
+        plain.zero_grad()
+        if step == 1:  # an accumulation backward: no communication, nothing recorded
+            with model.no_sync():
+                _loss("gpt", model, x, y).backward()
+        _loss("gpt", model, x, y).backward()
+        _loss("gpt", plain, x, y).backward()
+        if step == 1:
+            _loss("gpt", plain, x, y).backward()
+    worst = max(
+        float(np.abs(a.grad.numpy() - b.grad.numpy()).max())
+        for a, b in zip(model.module.parameters(), plain.parameters())
+    )
+    recorded = []
+    for s in model.stats.steps if stats else []:
+        recorded.append(
+            {
+                "backward_start": s.backward_start,
+                "compute_end": s.compute_end,
+                "end": s.end,
+                "buckets": [[b.index, b.nbytes, b.launch, b.done] for b in s.buckets],
+                "backward_compute_s": s.backward_compute_s,
+                "allreduce_s": s.allreduce_s,
+                "exposed_s": s.exposed_s,
+                "hidden_s": s.hidden_s,
+                "wait_s": s.wait_s,
+            }
+        )
+    summary = model.stats.summary() if stats else None
+    out = {
+        "steps": recorded,
+        "summary": summary,
+        "bucket_bytes": [int(b.flat.nbytes) for b in model._buckets],
+        "pending_stamps": len(model._stamps),
+        "grad_diff_vs_plain": worst,
+        "world": dist.get_world_size(),
+    }
+    dist.destroy_process_group()
+    return out
