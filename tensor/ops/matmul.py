@@ -7,14 +7,15 @@ from typing import Any
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import check_broadcast, unbroadcast
 from dtrain._tensor.tensor import Tensor
+from dtrain.runtime.linalg import matmul as array_matmul
 
 
 def stacked_matmul(a: Any, b: Any) -> Any:
     """``a @ b``; a stack of matrices times one matrix runs as one 2-D product (numpy's
     stacked matmul loops over small products, and off BLAS for transposed operands)."""
     if a.ndim > 2 and b.ndim == 2:
-        return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
-    return a @ b
+        return array_matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+    return array_matmul(a, b)
 
 
 class MatMul(Op):
@@ -42,9 +43,10 @@ class MatMul(Op):
         if need_b:
             if b2.ndim == 2 and a2.ndim > 2:  # sum over the stack inside one 2-D product
                 flat_a = a2.reshape(-1, a2.shape[-1])
-                grad_b = (flat_a.T @ grad.reshape(-1, grad.shape[-1])).reshape(b.shape)
+                grad_b = array_matmul(flat_a.T, grad.reshape(-1, grad.shape[-1])).reshape(b.shape)
             else:
-                grad_b = unbroadcast(a2.swapaxes(-1, -2) @ grad, b2.shape).reshape(b.shape)
+                grad_b = unbroadcast(array_matmul(a2.swapaxes(-1, -2), grad), b2.shape)
+                grad_b = grad_b.reshape(b.shape)
         return grad_a, grad_b
 
 

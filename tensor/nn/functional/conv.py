@@ -22,6 +22,7 @@ import numpy as np
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.linalg import matmul
 
 #: ``Conv2d``'s padding modes; the non-zero ones pad with ``functional.pad`` first.
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -96,7 +97,7 @@ class Conv2d(Op):
         og, k = o // groups, cg * kh * kw
         cols = windows.reshape(n, groups, k, oh * wide)  # the im2col copy
         weights = w.reshape(groups, og, k)
-        out = (weights @ cols).reshape(n, o, oh, wide)  # one GEMM per image and group
+        out = matmul(weights, cols).reshape(n, o, oh, wide)  # one GEMM per image and group
         if wide != ow:
             cropped = xp.empty((n, o, oh, ow), dtype=out.dtype)
             cropped[...] = out[..., :ow]
@@ -123,12 +124,12 @@ class Conv2d(Op):
         spread = spread.reshape(n, groups, og, oh * wide)
         grad_x = grad_w = grad_b = None
         if need_w:
-            per_image = spread @ self.cols.transpose(0, 1, 3, 2)
+            per_image = matmul(spread, self.cols.transpose(0, 1, 3, 2))
             grad_w = per_image.sum(axis=0).reshape(self.weight_shape)
         if need_b:
             grad_b = grad.sum(axis=(0, 2, 3))
         if need_x:
-            col_grad = (weights.transpose(0, 2, 1) @ spread).reshape(n, c, kh, kw, oh, wide)
+            col_grad = matmul(weights.transpose(0, 2, 1), spread).reshape(n, c, kh, kw, oh, wide)
             hp, wp = h + top + bottom, width + left + right
             buffer = xp.zeros(n * c * hp * wp + tail, dtype=grad.dtype)
             padded = buffer[: n * c * hp * wp].reshape(n, c, hp, wp)

@@ -6,6 +6,7 @@ from typing import Any
 
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
+from dtrain.runtime.linalg import matmul
 
 
 class Linear(Op):
@@ -14,7 +15,7 @@ class Linear(Op):
     def forward(self, x: Any, weight: Any, bias: Any = None) -> Any:
         self.x, self.weight = x, weight
         # Leading dims flattened: one 2-D product (numpy's stacked matmul is far slower).
-        out = x.reshape(-1, x.shape[-1]) @ weight.T
+        out = matmul(x.reshape(-1, x.shape[-1]), weight.T)
         if bias is not None:
             out += bias  # in place: the matmul result is ours, so no second array
         return out.reshape(*x.shape[:-1], weight.shape[0])
@@ -24,11 +25,11 @@ class Linear(Op):
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         x, weight = self.x, self.weight
         flat_grad = grad.reshape(-1, grad.shape[-1])
-        grad_x = (flat_grad @ weight).reshape(x.shape) if need_x else None
+        grad_x = matmul(flat_grad, weight).reshape(x.shape) if need_x else None
         grad_w = grad_b = None
         if need_w or need_b:
             if need_w:
-                grad_w = flat_grad.T @ x.reshape(-1, x.shape[-1])
+                grad_w = matmul(flat_grad.T, x.reshape(-1, x.shape[-1]))
             if need_b:
                 grad_b = flat_grad.sum(axis=0)
         return grad_x, grad_w, grad_b

@@ -16,6 +16,7 @@ from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.nn.functional.conv import _as_strided, _pair
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.linalg import matmul
 
 
 def _output_size(
@@ -291,10 +292,10 @@ class AdaptiveAvgPool2d(Op):
 
     def forward(self, x: Any, rows: Any, columns: Any) -> Any:
         self.rows, self.columns = rows, columns
-        return rows @ x @ columns.T
+        return matmul(matmul(rows, x), columns.T)
 
     def backward(self, grad: Any) -> tuple:
-        return (self.rows.T @ grad @ self.columns,)
+        return (matmul(matmul(self.rows.T, grad), self.columns),)
 
 
 def _bins(size: int, out: int, dtype: Any) -> np.ndarray:

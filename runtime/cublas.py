@@ -1,0 +1,271 @@
+"""Matrix products on CUDA through cuBLAS, called directly (ctypes).
+
+cupy refuses every cuBLAS call while a stream is being captured into a CUDA graph
+(`NotImplementedError: calling cuBLAS API during stream capture`), though cuBLAS itself
+supports capture. dtrain therefore runs its CUDA matrix products here: one cuBLAS handle per
+device, owned by dtrain, with a fixed workspace (so cuBLAS never allocates during a capture)
+and bound to the current stream only when that stream changes (a capture binds it before
+the capture begins, see ``runtime/cuda_graph.py``).
+
+Arrays are row-major; cuBLAS is column-major. A row-major ``C = A @ B`` is the column-major
+``C^T = B^T @ A^T``, and a row-major matrix read column-major *is* its transpose, so the
+product runs as ``gemm(B, A)`` with no copies. A transposed view (``x.T`` of a contiguous
+array) is passed with ``CUBLAS_OP_T``; other layouts are copied to contiguous first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from dtrain.runtime.backend import require_cupy
+
+_OP_N, _OP_T = 0, 1
+_GEMM_DEFAULT = -1
+# (cudaDataType of the operands, cublasComputeType, ctypes type of alpha/beta) per dtype.
+# float16 accumulates in float32, as PyTorch does; float32 stays full fp32 (no TF32), the
+# default of both PyTorch's and cupy's matmul.
+_TYPES = {
+    "float16": (2, 68, ctypes.c_float),
+    "float32": (0, 68, ctypes.c_float),
+    "float64": (1, 70, ctypes.c_double),
+}
+_WORKSPACE_BYTES = 32 * 1024 * 1024  # cuBLAS asks for up to 32 MiB on Hopper
+_INT32_MAX = 2**31 - 1
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_handles: dict[int, _Handle] = {}
+
+
+class CublasError(RuntimeError):
+    """A cuBLAS call returned a status other than CUBLAS_STATUS_SUCCESS."""
+
+
+def _load_library() -> ctypes.CDLL:
+    """libcublas, the copy cupy loaded when there is one (same soname: dlopen reuses it)."""
+    global _library
+    if _library is not None:
+        return _library
+    cupy = require_cupy("a matrix product on CUDA")
+    cupy.cuda.device.get_cublas_handle()  # makes cupy load its libcublas first
+    errors = []
+    for name in ("libcublas.so.13", "libcublas.so.12", "libcublas.so"):
+        try:
+            _library = ctypes.CDLL(name)
+            break
+        except OSError as exc:
+            errors.append(str(exc))
+    else:
+        try:  # wheels (nvidia-cublas) live outside the loader's path; cupy finds them so
+            from cuda.pathfinder import load_nvidia_dynamic_lib
+
+            _library = ctypes.CDLL(load_nvidia_dynamic_lib("cublas").abs_path)
+        except Exception as exc:
+            errors.append(str(exc))
+            raise RuntimeError(
+                "cannot load libcublas (" + "; ".join(errors) + "); install the 'cuda' extra "
+                "(cupy-cuda13x) with its CUDA libraries, e.g. pip install 'cupy-cuda13x[ctk]'"
+            ) from exc
+    for name, argtypes in _SIGNATURES.items():
+        function = getattr(_library, name)
+        function.argtypes = argtypes
+        function.restype = ctypes.c_int
+    return _library
+
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_L = ctypes.c_longlong
+_SIGNATURES = {
+    "cublasCreate_v2": [ctypes.POINTER(_P)],
+    "cublasSetStream_v2": [_P, _P],
+    "cublasSetWorkspace_v2": [_P, _P, ctypes.c_size_t],
+    "cublasGemmEx": [_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _P, _I, _I, _P, _P, _I, _I, _I, _I],
+    "cublasGemmStridedBatchedEx": [
+        _P, _I, _I, _I, _I, _I, _P,
+        _P, _I, _I, _L,
+        _P, _I, _I, _L,
+        _P, _P, _I, _I, _L,
+        _I, _I, _I,
+    ],
+}  # fmt: skip
+
+
+def _check(status: int, call: str) -> None:
+    if status != 0:
+        raise CublasError(f"{call} failed with cuBLAS status {status}")
+
+
+class _Handle:
+    """dtrain's cuBLAS handle on one device, with its workspace and the stream it is bound to."""
+
+    def __init__(self, cupy: Any, library: ctypes.CDLL) -> None:
+        self.library = library
+        self.pointer = _P()
+        _check(library.cublasCreate_v2(ctypes.byref(self.pointer)), "cublasCreate")
+        self.workspace = cupy.empty(_WORKSPACE_BYTES, dtype=cupy.uint8)
+        self.stream: int | None = None
+
+    def bind(self, stream_pointer: int) -> None:
+        """Run later calls on ``stream_pointer`` (no-op when already bound to it)."""
+        if self.stream == stream_pointer:
+            return
+        _check(self.library.cublasSetStream_v2(self.pointer, _P(stream_pointer)), "SetStream")
+        # cublasSetStream drops a user workspace: hand ours back every time.
+        _check(
+            self.library.cublasSetWorkspace_v2(
+                self.pointer, _P(self.workspace.data.ptr), _WORKSPACE_BYTES
+            ),
+            "cublasSetWorkspace",
+        )
+        self.stream = stream_pointer
+
+
+def handle() -> _Handle:
+    """The current device's handle, bound to the current stream."""
+    cupy = require_cupy("a matrix product on CUDA")
+    device = cupy.cuda.runtime.getDevice()
+    with _lock:
+        found = _handles.get(device)
+        if found is None:
+            found = _handles[device] = _Handle(cupy, _load_library())
+    found.bind(cupy.cuda.get_current_stream().ptr)
+    return found
+
+
+def bind_stream(stream: Any) -> None:
+    """Bind the current device's handle to ``stream`` now (before a graph capture begins)."""
+    with stream:
+        handle()
+
+
+def _layout(matrix_strides: tuple, rows: int, cols: int, itemsize: int) -> tuple[int, int] | None:
+    """(op, ld) that make cuBLAS read this row-major operand as its column-major transpose.
+
+    None when the layout has no such form (the caller copies the operand).
+    """
+    row_stride, col_stride = matrix_strides
+    if (col_stride == itemsize or cols == 1) and row_stride % itemsize == 0:
+        ld = row_stride // itemsize if rows > 1 else cols
+        if ld >= max(cols, 1):
+            return _OP_N, ld
+    if (row_stride == itemsize or rows == 1) and col_stride % itemsize == 0:
+        ld = col_stride // itemsize if cols > 1 else rows
+        if ld >= max(rows, 1):
+            return _OP_T, ld
+    return None
+
+
+def _as_batched(x: Any, batch: tuple, xp: Any) -> tuple[Any, int, int, int]:
+    """``x`` broadcast to ``batch + x.shape[-2:]`` as (array, op, ld, batch stride in items).
+
+    A batch axis that broadcasting stretched gets stride 0, so nothing is copied for it.
+    ``xp`` is cupy here, numpy in the tests that check these layouts on the CPU.
+    """
+    rows, cols = x.shape[-2:]
+    x = xp.broadcast_to(x, batch + (rows, cols))
+    item = x.itemsize
+    layout = _layout(x.strides[-2:], rows, cols, item)
+    # Every batch axis must step by a common multiple so one stride walks them all.
+    uniform = _uniform_stride(batch, x.strides[:-2], item)
+    if layout is None or uniform is None:
+        x = xp.ascontiguousarray(x)
+        layout = _layout(x.strides[-2:], rows, cols, item)
+        uniform = _uniform_stride(batch, x.strides[:-2], item)
+    op, ld = layout
+    return x, op, ld, uniform
+
+
+class GemmPlan(NamedTuple):
+    """One cuBLAS call computing row-major ``a @ b`` as column-major ``b^T a^T``."""
+
+    batch: tuple
+    m: int
+    n: int
+    k: int
+    count: int
+    a: Any
+    op_a: int
+    ld_a: int
+    stride_a: int
+    b: Any
+    op_b: int
+    ld_b: int
+    stride_b: int
+
+
+def plan(a: Any, b: Any, xp: Any) -> GemmPlan:
+    """Layouts, leading dims and batch strides for ``a @ b`` (copies only odd layouts)."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    a, op_a, ld_a, stride_a = _as_batched(a, batch, xp)
+    b, op_b, ld_b, stride_b = _as_batched(b, batch, xp)
+    count = math.prod(batch)
+    return GemmPlan(batch, m, n, k, count, a, op_a, ld_a, stride_a, b, op_b, ld_b, stride_b)
+
+
+def _uniform_stride(batch: tuple, strides: tuple, itemsize: int) -> int | None:
+    """The one item stride that walks the flattened batch axes, or None if there is none."""
+    sizes = [(size, stride) for size, stride in zip(batch, strides) if size != 1]
+    if not sizes:
+        return 0
+    if all(stride == 0 for _, stride in sizes):
+        return 0
+    expected = sizes[-1][1]
+    for size, stride in reversed(sizes):
+        if stride != expected:
+            return None
+        expected = stride * size
+    return sizes[-1][1] // itemsize if sizes[-1][1] % itemsize == 0 else None
+
+
+def supports(a: Any, b: Any) -> bool:
+    """True when ``matmul(a, b)`` runs here (floating dtypes cuBLAS takes, int32 sizes)."""
+    return (
+        a.dtype == b.dtype
+        and a.dtype.name in _TYPES
+        and a.ndim >= 2
+        and b.ndim >= 2
+        and max(a.shape[-2:] + b.shape[-1:]) <= _INT32_MAX
+    )
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b`` for cupy arrays of 2 or more dims (batch dims broadcast), through cuBLAS."""
+    cupy = require_cupy("a matrix product on CUDA")
+    p = plan(a, b, cupy)
+    out = cupy.empty(p.batch + (p.m, p.n), dtype=a.dtype)
+    if out.size == 0:
+        return out
+    if p.k == 0:
+        out.fill(0)
+        return out
+    data_type, compute_type, scalar = _TYPES[a.dtype.name]
+    alpha, beta = scalar(1.0), scalar(0.0)
+    blas = handle()
+    # Column-major C^T (n x m) = op(B^T) (n x k) @ op(A^T) (k x m).
+    if p.count == 1:
+        status = blas.library.cublasGemmEx(
+            blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, ctypes.byref(alpha),
+            _P(p.b.data.ptr), data_type, p.ld_b,
+            _P(p.a.data.ptr), data_type, p.ld_a,
+            ctypes.byref(beta), _P(out.data.ptr), data_type, p.n,
+            compute_type, _GEMM_DEFAULT,
+        )  # fmt: skip
+        _check(status, "cublasGemmEx")
+        return out
+    status = blas.library.cublasGemmStridedBatchedEx(
+        blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, ctypes.byref(alpha),
+        _P(p.b.data.ptr), data_type, p.ld_b, p.stride_b,
+        _P(p.a.data.ptr), data_type, p.ld_a, p.stride_a,
+        ctypes.byref(beta), _P(out.data.ptr), data_type, p.n, p.m * p.n,
+        p.count, compute_type, _GEMM_DEFAULT,
+    )  # fmt: skip
+    _check(status, "cublasGemmStridedBatchedEx")
+    return out
