@@ -111,19 +111,20 @@ class DDPStats:
 
     # ---- reading ------------------------------------------------------------------------
     def summary(self) -> dict[str, float]:
-        """Medians over the recorded steps (seconds) and the hidden fraction of the totals,
-        ``1 - sum(exposed) / sum(all-reduce)``."""
+        """Means over the recorded steps (seconds; means, so hidden + exposed = all-reduce
+        holds here too), the median bucket count, and the hidden fraction
+        ``1 - exposed / all-reduce``."""
         if not self.steps:
             raise ValueError("DDPStats.summary: no step recorded; run a backward first")
-        total = sum(s.allreduce_s for s in self.steps)
-        exposed = sum(s.exposed_s for s in self.steps)
+        allreduce = statistics.fmean(s.allreduce_s for s in self.steps)
+        exposed = statistics.fmean(s.exposed_s for s in self.steps)
         return {
             "steps": len(self.steps),
             "buckets": statistics.median(len(s.buckets) for s in self.steps),
-            "backward_compute_s": statistics.median(s.backward_compute_s for s in self.steps),
-            "allreduce_s": statistics.median(s.allreduce_s for s in self.steps),
-            "exposed_s": statistics.median(s.exposed_s for s in self.steps),
-            "hidden_s": statistics.median(s.hidden_s for s in self.steps),
-            "wait_s": statistics.median(s.wait_s for s in self.steps),
-            "hidden_fraction": 1.0 - exposed / total if total > 0 else 0.0,
+            "backward_compute_s": statistics.fmean(s.backward_compute_s for s in self.steps),
+            "allreduce_s": allreduce,
+            "exposed_s": exposed,
+            "hidden_s": allreduce - exposed,
+            "wait_s": statistics.fmean(s.wait_s for s in self.steps),
+            "hidden_fraction": 1.0 - exposed / allreduce if allreduce > 0 else 0.0,
         }

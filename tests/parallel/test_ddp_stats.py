@@ -46,6 +46,9 @@ def _check_timeline(value):
     assert summary["steps"] == STEPS
     assert summary["buckets"] == len(sizes)
     assert 0.0 <= summary["hidden_fraction"] <= 1.0
+    assert abs(summary["hidden_s"] + summary["exposed_s"] - summary["allreduce_s"]) < SUM_SLACK
+    mean_exposed = sum(s["exposed_s"] for s in value["steps"]) / STEPS
+    assert abs(summary["exposed_s"] - mean_exposed) < SUM_SLACK
 
 
 def test_two_rank_timelines_are_consistent():
