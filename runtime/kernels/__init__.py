@@ -1,1 +1,52 @@
-"""Fused CUDA kernels (cupy RawModule), each with a numpy reference."""
+"""Fused CUDA kernels (cupy RawModule), each with a numpy reference.
+
+Importing this package registers every kernel source (``build.sources()``); nothing is
+compiled, and cupy is not imported, until a kernel is first launched. See docs/kernels.md.
+"""
+
+from dtrain.runtime.kernels.adam import adam_multi_tensor, adam_reference
+from dtrain.runtime.kernels.bucket import scale_, scale_cast, scale_reference
+from dtrain.runtime.kernels.build import KernelSource, sources
+from dtrain.runtime.kernels.cross_entropy import (
+    cross_entropy_backward,
+    cross_entropy_backward_reference,
+    cross_entropy_forward,
+    cross_entropy_forward_reference,
+)
+from dtrain.runtime.kernels.gelu import (
+    gelu_backward,
+    gelu_backward_reference,
+    gelu_forward,
+    gelu_forward_reference,
+)
+from dtrain.runtime.kernels.layer_norm import (
+    layer_norm_backward,
+    layer_norm_backward_reference,
+    layer_norm_forward,
+    layer_norm_forward_reference,
+)
+from dtrain.runtime.kernels.sgd import sgd_multi_tensor, sgd_reference
+
+__all__ = [
+    "KernelSource",
+    "adam_multi_tensor",
+    "adam_reference",
+    "cross_entropy_backward",
+    "cross_entropy_backward_reference",
+    "cross_entropy_forward",
+    "cross_entropy_forward_reference",
+    "gelu_backward",
+    "gelu_backward_reference",
+    "gelu_forward",
+    "gelu_forward_reference",
+    "layer_norm_backward",
+    "layer_norm_backward_reference",
+    "layer_norm_forward",
+    "layer_norm_forward_reference",
+    "scale_",
+    "scale_cast",
+    "scale_reference",
+    "sgd_multi_tensor",
+    "sgd_reference",
+    "sources",
+]

@@ -1,0 +1,111 @@
+"""Kernel sources, built lazily into cupy ``RawModule`` objects and cached; launch helpers.
+
+Each kernel module calls ``register`` once at import with its CUDA C source and the
+template instantiations it launches (``"layer_norm_forward<float>"``). Nothing is compiled
+until ``kernel`` is first asked for one of them on a device; ``sources()`` lists every
+registered source so a CPU test can compile them all with nvcc.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.kernels.prelude import PRELUDE
+
+#: Options for both compilers (NVRTC through cupy on the GPU, nvcc in CI).
+OPTIONS = ("-std=c++17",)
+
+#: The storage types a kernel is instantiated for, by numpy dtype.
+TYPE_NAMES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+TYPE_NAMES[np.dtype(np.float16)] = "half_t"
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """One compilation unit: its name, its full CUDA C source, and the instantiations
+    (``name_expressions``) cupy compiles and looks kernels up by."""
+
+    name: str
+    code: str
+    name_expressions: tuple[str, ...]
+
+
+_REGISTRY: dict[str, KernelSource] = {}
+_MODULES: dict[tuple[str, int], Any] = {}
+
+
+def templated(kernels: tuple[str, ...], types: tuple[str, ...] = ("float", "double", "half_t")):
+    """Every ``kernel<type>`` name expression of ``kernels`` times ``types``."""
+    return tuple(f"{k}<{t}>" for k in kernels for t in types)
+
+
+def register(name: str, body: str, name_expressions: tuple[str, ...]) -> KernelSource:
+    """Record a kernel source (``body`` after the shared prelude) under ``name``."""
+    if name in _REGISTRY:
+        raise ValueError(f"kernel source {name!r} is registered twice; give it another name")
+    source = KernelSource(name, PRELUDE + body, tuple(name_expressions))
+    _REGISTRY[name] = source
+    return source
+
+
+def sources() -> list[KernelSource]:
+    """Every registered kernel source (importing ``dtrain.runtime.kernels`` registers all)."""
+    return list(_REGISTRY.values())
+
+
+def type_name(dtype: Any) -> str | None:
+    """The CUDA storage type for ``dtype`` (``"float"``...), or None when no kernel has it."""
+    return TYPE_NAMES.get(np.dtype(dtype))
+
+
+def kernel(source: KernelSource, expression: str) -> Any:
+    """The compiled kernel ``expression`` of ``source`` on the current device (built once
+    per device, on first use, then cached)."""
+    cupy = require_cupy(f"the CUDA kernel {expression}")
+    if expression not in source.name_expressions:
+        raise KeyError(f"{expression!r} is not an instantiation of kernel source {source.name!r}")
+    key = (source.name, cupy.cuda.Device().id)
+    module = _MODULES.get(key)
+    if module is None:
+        module = cupy.RawModule(
+            code=source.code, options=OPTIONS, name_expressions=list(source.name_expressions)
+        )
+        _MODULES[key] = module
+    return module.get_function(expression)
+
+
+# ---- launch helpers -----------------------------------------------------------------------
+ELEMENTWISE_BLOCK = 256
+_MAX_GRID = 65536  # grid-stride loops cover the rest
+
+
+def elementwise_grid(n: int, block: int = ELEMENTWISE_BLOCK) -> tuple[int]:
+    """Grid for a grid-stride loop over ``n`` elements (at least one block)."""
+    return (max(1, min(_MAX_GRID, math.ceil(n / block))),)
+
+
+def row_block(cols: int) -> int:
+    """Threads per block for a one-block-per-row kernel: a multiple of 32 (the block
+    reductions need whole warps), enough to cover short rows, at most 512."""
+    return int(min(512, max(32, 1 << max(0, math.ceil(math.log2(max(cols, 1)))))))
+
+
+def launch(fn: Any, grid: tuple[int, ...], block: int, args: tuple) -> None:
+    """Launch ``fn`` on the current stream; ``args`` are cupy arrays and numpy scalars of
+    the exact C types the kernel declares (``np.int64`` for ``long long``...)."""
+    fn(grid, (block,), args)
+
+
+def i64(value: int) -> np.int64:
+    """A ``long long`` kernel argument."""
+    return np.int64(value)
+
+
+def f64(value: float) -> np.float64:
+    """A ``double`` kernel argument (scalar hyperparameters are passed as double)."""
+    return np.float64(value)

@@ -1,0 +1,226 @@
+"""LayerNorm over the last dim of (rows, cols) input, fused.
+
+Forward, one block per row: ``mean``, ``rstd = 1 / sqrt(var + eps)`` (two passes over the
+row, as numpy computes it) and ``out = (x - mean) * rstd * weight + bias``. Backward, one
+block per row: ``grad_x = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))`` with
+``gh = grad * weight``; and a column kernel that sums ``grad * xhat`` and ``grad`` over
+chunks of rows into per-chunk partials, which cupy then adds (``.sum(axis=0)``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.kernels.build import (
+    ELEMENTWISE_BLOCK,
+    f64,
+    i64,
+    kernel,
+    launch,
+    register,
+    row_block,
+    templated,
+    type_name,
+)
+from dtrain.runtime.kernels.cross_entropy import acc_dtype
+
+_BODY = r"""
+template <typename T>
+__global__ void layer_norm_forward(const T* x, const T* weight, const T* bias, int has_weight,
+                                   int has_bias, T* out, typename Acc<T>::type* mean_out,
+                                   typename Acc<T>::type* rstd_out, long long rows,
+                                   long long cols, double eps) {
+    typedef typename Acc<T>::type A;
+    __shared__ A scratch[32];
+    const long long row = blockIdx.x;
+    if (row >= rows) return;
+    const T* xr = x + row * cols;
+    A sum = 0;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) sum += to_acc(xr[c]);
+    const A mean = block_sum(sum, scratch) / A(cols);
+    A sq = 0;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+        const A d = to_acc(xr[c]) - mean;
+        sq += d * d;
+    }
+    const A var = block_sum(sq, scratch) / A(cols);
+    const A rstd = A(1) / dt_sqrt(var + A(eps));
+    T* o = out + row * cols;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+        A v = (to_acc(xr[c]) - mean) * rstd;
+        if (has_weight) v *= to_acc(weight[c]);
+        if (has_bias) v += to_acc(bias[c]);
+        o[c] = from_acc<T>(v);
+    }
+    if (threadIdx.x == 0) {
+        mean_out[row] = mean;
+        rstd_out[row] = rstd;
+    }
+}
+
+template <typename T>
+__global__ void layer_norm_backward(const T* grad, const T* x, const T* weight, int has_weight,
+                                    const typename Acc<T>::type* mean,
+                                    const typename Acc<T>::type* rstd, T* grad_x,
+                                    long long rows, long long cols) {
+    typedef typename Acc<T>::type A;
+    __shared__ A scratch[32];
+    const long long row = blockIdx.x;
+    if (row >= rows) return;
+    const T* g = grad + row * cols;
+    const T* xr = x + row * cols;
+    const A mu = mean[row], rs = rstd[row];
+    A sum_g = 0, sum_gx = 0;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+        const A gh = has_weight ? to_acc(g[c]) * to_acc(weight[c]) : to_acc(g[c]);
+        sum_g += gh;
+        sum_gx += gh * (to_acc(xr[c]) - mu) * rs;
+    }
+    const A mean_g = block_sum(sum_g, scratch) / A(cols);
+    const A mean_gx = block_sum(sum_gx, scratch) / A(cols);
+    T* out = grad_x + row * cols;
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
+        const A gh = has_weight ? to_acc(g[c]) * to_acc(weight[c]) : to_acc(g[c]);
+        const A xhat = (to_acc(xr[c]) - mu) * rs;
+        out[c] = from_acc<T>(rs * (gh - mean_g - xhat * mean_gx));
+    }
+}
+
+// grid (ceil(cols / blockDim.x), chunks): thread = one column of one chunk of rows.
+template <typename T>
+__global__ void layer_norm_param_grads(const T* grad, const T* x,
+                                       const typename Acc<T>::type* mean,
+                                       const typename Acc<T>::type* rstd,
+                                       typename Acc<T>::type* partial_w,
+                                       typename Acc<T>::type* partial_b, long long rows,
+                                       long long cols, long long rows_per_chunk) {
+    typedef typename Acc<T>::type A;
+    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    const long long first = (long long)blockIdx.y * rows_per_chunk;
+    const long long last = first + rows_per_chunk < rows ? first + rows_per_chunk : rows;
+    A sum_w = 0, sum_b = 0;
+    for (long long r = first; r < last; ++r) {
+        const A g = to_acc(grad[r * cols + c]);
+        sum_w += g * (to_acc(x[r * cols + c]) - mean[r]) * rstd[r];
+        sum_b += g;
+    }
+    partial_w[blockIdx.y * cols + c] = sum_w;
+    partial_b[blockIdx.y * cols + c] = sum_b;
+}
+"""
+
+SOURCE = register(
+    "layer_norm",
+    _BODY,
+    templated(("layer_norm_forward", "layer_norm_backward", "layer_norm_param_grads")),
+)
+
+_CHUNKS = 64  # row chunks of the column reduction: enough blocks to fill the GPU
+
+
+def supported(x: Any, weight: Any = None, bias: Any = None) -> bool:
+    """Whether the kernels take (rows, cols) ``x`` with these (cols,) weight and bias:
+    a float16/32/64 dtype, shared by all three."""
+    if x.ndim != 2 or type_name(x.dtype) is None:
+        return False
+    return all(p is None or (p.dtype == x.dtype and p.size == x.shape[1]) for p in (weight, bias))
+
+
+def layer_norm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, Any, Any]:
+    """LayerNorm of cupy ``x`` (rows, cols) over its last dim.
+
+    Returns:
+        ``(out, mean, rstd)``: ``out`` like ``x``; ``mean`` and ``rstd`` (rows,) in
+        ``acc_dtype(x.dtype)``, what ``layer_norm_backward`` needs.
+    """
+    cupy = require_cupy("layer_norm_forward")
+    rows, cols = x.shape
+    x = cupy.ascontiguousarray(x)
+    out = cupy.empty_like(x)
+    mean = cupy.empty(rows, acc_dtype(x.dtype))
+    rstd = cupy.empty(rows, acc_dtype(x.dtype))
+    if rows and cols:
+        w = x if weight is None else cupy.ascontiguousarray(weight.reshape(cols))
+        b = x if bias is None else cupy.ascontiguousarray(bias.reshape(cols))
+        fn = kernel(SOURCE, f"layer_norm_forward<{type_name(x.dtype)}>")
+        flags = (np.int32(weight is not None), np.int32(bias is not None))
+        args = (x, w, b, *flags, out, mean, rstd, i64(rows), i64(cols), f64(eps))
+        launch(fn, (rows,), row_block(cols), args)
+    return out, mean, rstd
+
+
+def layer_norm_backward(
+    grad: Any, x: Any, weight: Any, mean: Any, rstd: Any, *, param_grads: bool = True
+) -> tuple[Any, Any, Any]:
+    """Gradients of LayerNorm: ``(grad_x, grad_weight, grad_bias)``.
+
+    Args:
+        grad: the gradient of ``out`` (rows, cols).
+        x, weight: the forward's input and weight (None when it had none).
+        mean, rstd: ``layer_norm_forward``'s statistics.
+        param_grads: also compute ``grad_weight`` and ``grad_bias`` (in ``x``'s dtype);
+            when False they are None.
+    """
+    cupy = require_cupy("layer_norm_backward")
+    rows, cols = x.shape
+    x = cupy.ascontiguousarray(x)
+    grad = cupy.ascontiguousarray(grad, dtype=x.dtype)
+    name = type_name(x.dtype)
+    grad_x = cupy.empty_like(x)
+    if rows and cols:
+        w = x if weight is None else cupy.ascontiguousarray(weight.reshape(cols))
+        fn = kernel(SOURCE, f"layer_norm_backward<{name}>")
+        args = (grad, x, w, np.int32(weight is not None), mean, rstd, grad_x)
+        launch(fn, (rows,), row_block(cols), (*args, i64(rows), i64(cols)))
+    if not param_grads:
+        return grad_x, None, None
+    per_chunk = max(1, math.ceil(rows / _CHUNKS))
+    chunks = max(1, math.ceil(rows / per_chunk))
+    partial_w = cupy.zeros((chunks, cols), acc_dtype(x.dtype))
+    partial_b = cupy.zeros((chunks, cols), acc_dtype(x.dtype))
+    if rows and cols:
+        fn = kernel(SOURCE, f"layer_norm_param_grads<{name}>")
+        grid = (math.ceil(cols / ELEMENTWISE_BLOCK), chunks)
+        args = (grad, x, mean, rstd, partial_w, partial_b, i64(rows), i64(cols), i64(per_chunk))
+        launch(fn, grid, ELEMENTWISE_BLOCK, args)
+    grad_w = partial_w.sum(axis=0).astype(x.dtype)
+    grad_b = partial_b.sum(axis=0).astype(x.dtype)
+    return grad_x, grad_w, grad_b
+
+
+# ---- numpy references -----------------------------------------------------------------------
+def layer_norm_forward_reference(
+    x: np.ndarray, weight: Any, bias: Any, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """numpy ``layer_norm_forward``, computed in float64."""
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=-1)
+    var = ((x64 - mean[:, None]) ** 2).mean(axis=-1)
+    rstd = 1 / np.sqrt(var + eps)
+    out = (x64 - mean[:, None]) * rstd[:, None]
+    if weight is not None:
+        out = out * weight.astype(np.float64)
+    if bias is not None:
+        out = out + bias.astype(np.float64)
+    acc = acc_dtype(x.dtype)
+    return out.astype(x.dtype), mean.astype(acc), rstd.astype(acc)
+
+
+def layer_norm_backward_reference(
+    grad: np.ndarray, x: np.ndarray, weight: Any, mean: np.ndarray, rstd: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """numpy ``layer_norm_backward``, computed in float64."""
+    g = grad.astype(np.float64)
+    rs = rstd.astype(np.float64)[:, None]
+    xhat = (x.astype(np.float64) - mean.astype(np.float64)[:, None]) * rs
+    gh = g if weight is None else g * weight.astype(np.float64)
+    mean_g = gh.mean(axis=-1, keepdims=True)
+    mean_gx = (gh * xhat).mean(axis=-1, keepdims=True)
+    grad_x = rs * (gh - mean_g - xhat * mean_gx)
+    dtype = x.dtype
+    return grad_x.astype(dtype), (g * xhat).sum(axis=0).astype(dtype), g.sum(axis=0).astype(dtype)
