@@ -12,13 +12,15 @@ This package only re-exports; the code lives in ``dtrain._tensor`` (tensor/),
 
 __version__ = "0.1.0"
 
-from dtrain import autograd, nn, optim, utils
+from dtrain import amp, autograd, nn, optim, utils
+from dtrain._tensor.amp import autocast, get_autocast_dtype, is_autocast_enabled
 from dtrain._tensor.autograd import (
     enable_grad,
     is_grad_enabled,
     no_grad,
     set_grad_enabled,
 )
+from dtrain._tensor.dlpack import from_dlpack
 from dtrain._tensor.functions import (
     abs,
     add,
@@ -158,12 +160,14 @@ __all__ = [
     "abs",
     "add",
     "allclose",
+    "amp",
     "amax",
     "amin",
     "arange",
     "argmax",
     "argmin",
     "as_tensor",
+    "autocast",
     "autograd",
     "bool",
     "cat",
@@ -186,6 +190,7 @@ __all__ = [
     "expand",
     "eye",
     "flatten",
+    "from_dlpack",
     "float",
     "float16",
     "float32",
@@ -196,11 +201,13 @@ __all__ = [
     "gather",
     "ge",
     "gelu",
+    "get_autocast_dtype",
     "get_array_module",
     "gt",
     "half",
     "index_select",
     "initial_seed",
+    "is_autocast_enabled",
     "int",
     "int8",
     "int16",

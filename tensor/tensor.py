@@ -175,6 +175,23 @@ class Tensor(TensorMethods):
         """The data as (nested) Python lists."""
         return as_numpy(self._array).tolist()
 
+    def __dlpack__(
+        self,
+        stream: Any = None,
+        *,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> Any:
+        """A DLPack capsule of this tensor's memory (no copy), for ``from_dlpack`` elsewhere.
+        A tensor that requires grad refuses (BufferError), as in PyTorch: export
+        ``detach()``."""
+        return _dlpack.export(self, stream, max_version, dl_device, copy)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """``(device_type, device_id)`` in DLPack codes: ``(1, 0)`` CPU, ``(2, N)`` cuda:N."""
+        return _dlpack.device(self)
+
     def to(self, *args: Any, **kwargs: Any) -> Tensor:
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other_tensor)``."""
         device = kwargs.pop("device", None)
@@ -438,6 +455,7 @@ def mark_view(result: Tensor, source: Tensor) -> Tensor:
 __all__ = ["Tensor", "mark_view", "wrap"]
 
 # Imported last: these modules build on the class above.
+from dtrain._tensor import dlpack as _dlpack  # noqa: E402
 from dtrain._tensor import functions as _fn  # noqa: E402
 from dtrain._tensor.autograd import api as _autograd  # noqa: E402
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import check_broadcast, unbroadcast
 from dtrain._tensor.tensor import Tensor
@@ -57,6 +58,7 @@ def matmul(input: Tensor, other: Tensor) -> Tensor:
             f"matmul: both operands must be tensors, got {type(input).__name__} and "
             f"{type(other).__name__}"
         )
+    input, other = autocast_inputs("lower", input, other)
     a, b = input._array, other._array
     if a.ndim == 0 or b.ndim == 0:
         raise RuntimeError(

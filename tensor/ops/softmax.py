@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import normalize_dim
 from dtrain._tensor.ops.unary import _float
@@ -45,9 +46,11 @@ class LogSoftmax(Op):
 
 def softmax(input: Tensor, dim: int) -> Tensor:
     """``exp(x) / sum(exp(x))`` along ``dim``."""
+    (input,) = autocast_inputs("float32", input)
     return Softmax.apply(_float(input), axis=normalize_dim(dim, input.ndim))
 
 
 def log_softmax(input: Tensor, dim: int) -> Tensor:
     """``x - logsumexp(x)`` along ``dim``."""
+    (input,) = autocast_inputs("float32", input)
     return LogSoftmax.apply(_float(input), axis=normalize_dim(dim, input.ndim))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.functions import matmul, softmax, where
 from dtrain._tensor.nn.functional.dropout import dropout
 from dtrain._tensor.tensor import Tensor, wrap
@@ -30,6 +31,7 @@ def scaled_dot_product_attention(
     ``attn_mask`` is a bool mask (True takes part) or a float mask added to the scores;
     ``is_causal`` masks future keys. As in PyTorch.
     """
+    query, key, value = autocast_inputs("lower", query, key, value)
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(
             f"scaled_dot_product_attention: query dim {query.shape[-1]} != key dim "

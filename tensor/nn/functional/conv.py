@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
@@ -221,6 +222,7 @@ def conv2d(
             f"shape {tuple(weight.shape)}"
         )
     _check_float(where, input, weight, bias)
+    input, weight, bias = autocast_inputs("lower", input, weight, bias)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != input.dtype:
             raise TypeError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.linalg import matmul
@@ -37,6 +38,7 @@ class Linear(Op):
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias`` over the last dim of ``input`` (weight: (out, in))."""
+    input, weight, bias = autocast_inputs("lower", input, weight, bias)
     if input.shape[-1:] != weight.shape[1:2]:
         raise ValueError(
             f"linear: input of shape {input.shape} has {input.shape[-1] if input.ndim else 0} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops.activation import softplus
 from dtrain._tensor.tensor import Tensor
@@ -116,6 +117,7 @@ def cross_entropy(
 ) -> Tensor:
     """Softmax cross-entropy of logits ``input`` (N, C) or (N, C, d1, ...) against class
     indices (N,) / (N, d1, ...) or class probabilities shaped like ``input``."""
+    input, target, weight = autocast_inputs("float32", input, target, weight)
     _check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
@@ -193,6 +195,7 @@ def nll_loss(
     reduction: str = "mean",
 ) -> Tensor:
     """Negative log-likelihood of log-probabilities ``input`` (N, C, ...) at ``target``."""
+    input, weight = autocast_inputs("float32", input, weight)
     _check_reduction(reduction)
     log_probs = input.permute(0, *range(2, input.ndim), 1) if input.ndim > 2 else input
     if log_probs.shape[:-1] != target.shape:
@@ -218,6 +221,7 @@ def _check_same_shape(name: str, input: Tensor, target: Tensor) -> None:
 
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean (or sum) of squared differences."""
+    input, target = autocast_inputs("float32", input, target)
     _check_reduction(reduction)
     _check_same_shape("mse_loss", input, target)
     diff = input - target
@@ -226,6 +230,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
 
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean (or sum) of absolute differences."""
+    input, target = autocast_inputs("float32", input, target)
     _check_reduction(reduction)
     _check_same_shape("l1_loss", input, target)
     return _reduce((input - target).abs(), reduction)
@@ -240,6 +245,9 @@ def binary_cross_entropy_with_logits(
 ) -> Tensor:
     """Sigmoid + binary cross-entropy in the stable form
     ``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``."""
+    input, target, weight, pos_weight = autocast_inputs(
+        "float32", input, target, weight, pos_weight
+    )
     _check_reduction(reduction)
     _check_same_shape("binary_cross_entropy_with_logits", input, target)
     log_weight = 1 if pos_weight is None else (pos_weight - 1) * target + 1

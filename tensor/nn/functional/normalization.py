@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
@@ -55,6 +56,7 @@ def layer_norm(
     eps: float = 1e-5,
 ) -> Tensor:
     """Normalise over the trailing ``normalized_shape`` dims, then scale and shift."""
+    input, weight, bias = autocast_inputs("float32", input, weight, bias)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if input.shape[input.ndim - len(shape) :] != shape:
         raise ValueError(
@@ -124,6 +126,7 @@ def batch_norm(
     In training, the running statistics are updated in place: ``running = (1 - momentum) *
     running + momentum * batch`` with the unbiased batch variance, as PyTorch does.
     """
+    input, weight, bias = autocast_inputs("float32", input, weight, bias)
     if input.ndim < 2:
         raise ValueError(f"batch_norm: input needs at least 2 dims (N, C, ...), got {input.shape}")
     channels = input.shape[1]

@@ -1,0 +1,90 @@
+"""``autocast_inputs``: the one call an op makes to take part in autocast.
+
+An op's public function starts with ``a, b = autocast_inputs("lower", a, b)`` (matmul-heavy
+ops) or ``x, w = autocast_inputs("float32", x, w)`` (numerically sensitive ones). Outside
+autocast it returns its arguments untouched after one attribute read.
+
+Inside a region for the tensors' device type, floating tensors other than float64 are cast
+(differentiably: the gradient comes back in the original dtype) to the region's dtype or to
+float32, as PyTorch does; other arguments pass through. With the cache on, a float32 leaf
+that requires grad (a parameter) is cast once per region and the copy reused by every op,
+for as long as the parameter is not changed in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dtrain._tensor.amp.autocast_mode import state
+from dtrain._tensor.autograd.grad_mode import state as _grad_state
+from dtrain._tensor.tensor import Tensor
+from dtrain.runtime.backend import is_cuda_array
+from dtrain.runtime.dtypes import float32, float64
+
+POLICIES = ("lower", "float32")
+
+
+def autocast_inputs(policy: str, *args: Any) -> tuple:
+    """``args`` with their floating tensors cast for an autocast region (else unchanged).
+
+    Args:
+        policy: ``"lower"`` casts to the region's dtype (float16), ``"float32"`` to float32.
+        *args: the op's arguments; non-tensors and float64/integer tensors pass through.
+
+    Returns:
+        A tuple as long as ``args``.
+    """
+    if not state.active:
+        return args
+    if policy not in POLICIES:
+        raise ValueError(f"autocast_inputs: policy must be one of {POLICIES}, got {policy!r}")
+    return tuple(_cast(policy, arg) for arg in args)
+
+
+def _cast(policy: str, arg: Any) -> Any:
+    if not isinstance(arg, Tensor):
+        return arg
+    array = arg._array
+    if array.dtype.kind != "f" or array.dtype == float64:
+        return arg  # PyTorch leaves float64 and non-float tensors to normal promotion
+    device_type = "cuda" if is_cuda_array(array) else "cpu"
+    if not state.enabled[device_type]:
+        return arg
+    target = state.dtype[device_type] if policy == "lower" else float32
+    if array.dtype == target:
+        return arg
+    cacheable = (
+        policy == "lower"
+        and state.cache_enabled
+        and array.dtype == float32
+        and arg._requires_grad
+        and arg.grad_fn is None
+        and arg._base is None
+    )
+    if not cacheable:
+        return arg.to(target)
+    return _cached_cast(arg, target)
+
+
+def _cached_cast(leaf: Tensor, target: Any) -> Tensor:
+    # The key holds the tensor itself in its entry, so its id cannot be reused meanwhile.
+    key = id(leaf)
+    recording = _grad_state.enabled
+    entry = state.cache.get(key)
+    if entry is not None:
+        _, version, was_recording, dtype, copy = entry
+        node = copy.grad_fn
+        fresh = (
+            version == leaf._version[0]  # not updated in place since (an optimizer step)
+            and was_recording == recording  # a copy made under no_grad carries no graph
+            and dtype == target
+            and (node is None or not node.freed)  # its graph not freed by a backward
+        )
+        if fresh:
+            return copy
+    copy = leaf.to(target)
+    state.cache[key] = (leaf, leaf._version[0], recording, target, copy)
+    return copy
+
+
+__all__ = ["POLICIES", "autocast_inputs"]
