@@ -13,7 +13,9 @@ from dtrain._tensor.optim.optimizer import (
     zeros_like,
 )
 from dtrain._tensor.tensor import wrap
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.kernels import multi_tensor
+from dtrain.runtime.kernels.adam import adam_multi_tensor
 
 
 def _init_state(state: dict[str, Any], param: Any) -> None:
@@ -43,6 +45,9 @@ class Adam(Optimizer):
         foreach: accepted for PyTorch compatibility; dtrain picks the update path itself.
         fused: accepted for PyTorch compatibility; dtrain picks the update path itself.
         decoupled_weight_decay: decay the parameters directly, as ``AdamW`` does.
+        capturable: keep each CUDA parameter's step count on the device (a float32 scalar
+            the fused kernel increments), so a CUDA graph of ``step()`` replays correctly.
+            Capture after one eager step; ``lr`` and the betas are fixed at capture.
 
     Raises:
         ValueError: a hyperparameter is out of range.
@@ -63,6 +68,7 @@ class Adam(Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        capturable: bool = False,
     ) -> None:
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}; lr must be >= 0")
@@ -89,6 +95,7 @@ class Adam(Optimizer):
             "foreach": foreach,
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
+            "capturable": capturable,
         }
         super().__init__(params, defaults)
 
@@ -100,10 +107,14 @@ class Adam(Optimizer):
             if not params:
                 continue
             amsgrad = group["amsgrad"]
+            capturable = group.get("capturable", False)
             exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], []
             for p, state in zip(params, states):
-                state["step"] += 1
-                steps.append(state["step"])
+                if capturable and is_cuda_array(p._array):
+                    steps.append(_device_step(state, p._array))  # counted on the device
+                else:
+                    state["step"] += 1
+                    steps.append(state["step"])
                 tensors = [state["exp_avg"], state["exp_avg_sq"]]
                 if amsgrad:
                     if "max_exp_avg_sq" not in state:
@@ -154,6 +165,7 @@ class AdamW(Adam):
         maximize: bool = False,
         foreach: bool | None = None,
         fused: bool | None = None,
+        capturable: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -166,6 +178,7 @@ class AdamW(Adam):
             foreach=foreach,
             fused=fused,
             decoupled_weight_decay=True,
+            capturable=capturable,
         )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -173,6 +186,56 @@ class AdamW(Adam):
         super().load_state_dict(state_dict)
         for group in self.param_groups:
             group["decoupled_weight_decay"] = True
+
+
+def _device_step(state: dict[str, Any], param: Any) -> Any:
+    """The parameter's step count as a float32 device scalar (made from the host count the
+    first time, or after ``load_state_dict`` turned it back into a number)."""
+    step = state["step"]
+    if not is_cuda_array(getattr(step, "_array", None)):
+        with param.device:
+            array = get_array_module(param).full((), float(step), dtype="float32")
+        state["step"] = step = wrap(array)
+    return step._array
+
+
+def _adam_fused(
+    params: list[Any],
+    grads: list[Any],
+    exp_avgs: list[Any],
+    exp_avg_sqs: list[Any],
+    max_exp_avg_sqs: list[Any],
+    steps: list[Any],
+    *,
+    amsgrad: bool,
+    **options: Any,
+) -> set[int]:
+    """Update the parameters the multi-tensor kernel takes (cupy, contiguous, one dtype per
+    launch), one launch per (dtype, device, step); return their indices."""
+    fusable = [
+        i
+        for i, p in enumerate(params)
+        if multi_tensor.fusable(
+            p, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i] if amsgrad else None
+        )
+    ]
+    for same_array in multi_tensor.grouped(fusable, params).values():
+        by_step: dict[Any, list[int]] = {}
+        for i in same_array:  # device steps (capturable) share one launch; host steps by value
+            by_step.setdefault(None if is_cuda_array(steps[i]) else steps[i], []).append(i)
+        for step, idx in by_step.items():
+            adam_multi_tensor(
+                [params[i] for i in idx],
+                [grads[i] for i in idx],
+                [exp_avgs[i] for i in idx],
+                [exp_avg_sqs[i] for i in idx],
+                [max_exp_avg_sqs[i] for i in idx] if amsgrad else None,
+                step=step,
+                steps=[steps[i] for i in idx] if step is None else None,
+                amsgrad=amsgrad,
+                **options,
+            )
+    return set(fusable)
 
 
 def adam_update(
@@ -193,11 +256,31 @@ def adam_update(
     decoupled_weight_decay: bool,
     scratch: Scratch,
 ) -> None:
-    """One Adam(W) step on raw arrays, in place (the hook a fused kernel replaces).
+    """One Adam(W) step on raw arrays, in place.
 
-    ``steps`` holds each parameter's step number, already counting this step.
+    ``steps`` holds each parameter's step number, already counting this step, or (capturable
+    CUDA parameters) a float32 device scalar that this step increments. cupy parameters go
+    to the multi-tensor kernel (``dtrain.runtime.kernels.adam``), the rest through xp below.
     """
+    fused = _adam_fused(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        steps,
+        amsgrad=amsgrad,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )
     for i, p in enumerate(params):
+        if i in fused:
+            continue
         xp = get_array_module(p)
         g = grads[i]
         m, v = exp_avgs[i], exp_avg_sqs[i]
@@ -231,6 +314,9 @@ def adam_update(
         v += tmp
 
         step = steps[i]
+        if is_cuda_array(step):  # a capturable step the kernel could not take: count it here
+            step += 1
+            step = float(step)
         bias_correction1 = 1 - beta1**step
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
         step_size = lr / bias_correction1

@@ -14,6 +14,8 @@ from dtrain._tensor.optim.optimizer import (
 )
 from dtrain._tensor.tensor import wrap
 from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.kernels import multi_tensor
+from dtrain.runtime.kernels.sgd import sgd_multi_tensor
 
 
 class SGD(Optimizer):
@@ -122,6 +124,36 @@ def _no_init(state: dict[str, Any], param: Any) -> None:
     """SGD keeps no state until its first momentum step."""
 
 
+def _sgd_fused(
+    params: list[Any], grads: list[Any], momentum_buffers: list[Any], **options: Any
+) -> set[int]:
+    """Update the parameters the multi-tensor kernel takes (cupy, contiguous, one dtype per
+    launch), one launch per (dtype, device, first momentum step or not); return their
+    indices. New momentum buffers are allocated here and stored in ``momentum_buffers``."""
+    use_buffers = options["momentum"] != 0
+    fusable = [
+        i
+        for i, p in enumerate(params)
+        if multi_tensor.fusable(p, grads[i], momentum_buffers[i] if use_buffers else None)
+    ]
+    for same_array in multi_tensor.grouped(fusable, params).values():
+        first = [i for i in same_array if use_buffers and momentum_buffers[i] is None]
+        later = [i for i in same_array if not (use_buffers and momentum_buffers[i] is None)]
+        for i in first:
+            with params[i].device:
+                momentum_buffers[i] = get_array_module(params[i]).empty_like(params[i])
+        for idx, is_first in ((first, True), (later, False)):
+            if idx:
+                sgd_multi_tensor(
+                    [params[i] for i in idx],
+                    [grads[i] for i in idx],
+                    [momentum_buffers[i] for i in idx] if use_buffers else None,
+                    first=is_first,
+                    **options,
+                )
+    return set(fusable)
+
+
 def sgd_update(
     params: list[Any],
     grads: list[Any],
@@ -135,12 +167,26 @@ def sgd_update(
     maximize: bool,
     scratch: Scratch,
 ) -> None:
-    """One SGD step on raw arrays, in place (the hook a fused kernel replaces).
+    """One SGD step on raw arrays, in place.
 
     ``momentum_buffers[i]`` is None before a parameter's first momentum step; it is then set
-    to a new array (a copy of the gradient), as PyTorch does.
+    to a new array (a copy of the gradient), as PyTorch does. cupy parameters go to the
+    multi-tensor kernel (``dtrain.runtime.kernels.sgd``), the rest through xp below.
     """
+    fused = _sgd_fused(
+        params,
+        grads,
+        momentum_buffers,
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
     for i, p in enumerate(params):
+        if i in fused:
+            continue
         xp = get_array_module(p)
         g = grads[i]
         if weight_decay != 0:

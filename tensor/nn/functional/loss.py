@@ -9,7 +9,8 @@ from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops.activation import softplus
 from dtrain._tensor.tensor import Tensor
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.kernels import cross_entropy as _ce_kernels
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -45,7 +46,16 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 
 
 class CrossEntropy(Op):
-    """log_softmax and the negative log-likelihood fused; the class dim is the last one."""
+    """log_softmax and the negative log-likelihood fused; the class dim is the last one.
+
+    On cupy logits with class-index targets, no class weights and no label smoothing, the
+    fused CUDA kernels (``dtrain.runtime.kernels.cross_entropy``) run instead: forward keeps
+    the logits and one log-sum-exp per row, not the softmax (so backward checks that the
+    logits were not changed in place since).
+    """
+
+    reads_inputs = True
+    fused = False
 
     def forward(
         self,
@@ -58,6 +68,15 @@ class CrossEntropy(Op):
         reduction: str,
         probabilities: bool,
     ) -> Any:
+        if (
+            is_cuda_array(logits)
+            and weight is None
+            and not smoothing
+            and not probabilities
+            and logits.size
+            and _ce_kernels.supported(logits.reshape(-1, logits.shape[-1]))
+        ):
+            return self._fused_forward(logits, target, ignore_index, reduction)
         xp = get_array_module(logits)
         classes = logits.shape[-1]
         shifted = logits - logits.max(axis=-1, keepdims=True)
@@ -94,7 +113,29 @@ class CrossEntropy(Op):
         self.denominator = denominator
         return loss.sum() / denominator
 
+    def _fused_forward(self, logits: Any, target: Any, ignore_index: int, reduction: str) -> Any:
+        self.fused, self.reduction, self.ignore_index = True, reduction, ignore_index
+        self.shape = logits.shape
+        self.logits = logits.reshape(-1, logits.shape[-1])
+        self.target = target.reshape(-1)
+        loss, self.lse = _ce_kernels.cross_entropy_forward(self.logits, self.target, ignore_index)
+        if reduction == "none":
+            return loss.reshape(logits.shape[:-1])
+        if reduction == "sum":
+            return loss.sum()
+        # Counted on the device: nothing here waits for the GPU (CUDA-graph capturable).
+        self.denominator = (self.target != ignore_index).sum().astype(logits.dtype)
+        return loss.sum() / self.denominator
+
     def backward(self, grad: Any) -> tuple:
+        if self.fused:
+            if self.reduction == "mean":
+                grad = grad / self.denominator
+            scale = grad.reshape(-1)  # one per row ("none"), or one for every row
+            local = _ce_kernels.cross_entropy_backward(
+                self.logits, self.target, self.lse, scale, self.ignore_index
+            )
+            return local.reshape(self.shape), None, None
         # d/dz of -sum_c q_c log softmax(z)_c  =  (sum_c q_c) softmax(z) - q
         q = self.q
         local = self.probs * q.sum(axis=-1, keepdims=True) - q

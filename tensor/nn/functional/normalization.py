@@ -8,7 +8,8 @@ from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.kernels import layer_norm as _ln_kernels
 
 
 def _normalize_backward(grad_xhat: Any, xhat: Any, rstd: Any, axes: tuple) -> Any:
@@ -19,11 +20,28 @@ def _normalize_backward(grad_xhat: Any, xhat: Any, rstd: Any, axes: tuple) -> An
 
 
 class LayerNorm(Op):
+    """LayerNorm over the trailing ``dims`` dims. cupy input of a float dtype shared with the
+    weight and bias takes the fused CUDA kernels (``dtrain.runtime.kernels.layer_norm``),
+    which keep the input and per-row mean and rstd for backward (hence ``reads_inputs``)."""
+
+    reads_inputs = True
+    fused = False
+
     def forward(
         self, x: Any, weight: Any = None, bias: Any = None, *, dims: int, eps: float
     ) -> Any:
         xp = get_array_module(x)
         self.axes = tuple(range(x.ndim - dims, x.ndim))
+        if is_cuda_array(x) and x.size:
+            cols = _prod(x.shape[x.ndim - dims :])
+            x2 = x.reshape(-1, cols)
+            w2 = None if weight is None else weight.reshape(cols)
+            b2 = None if bias is None else bias.reshape(cols)
+            if _ln_kernels.supported(x2, w2, b2):
+                self.fused, self.x2, self.w2, self.shape = True, x2, w2, x.shape
+                self.param_shape = x.shape[x.ndim - dims :]
+                out, self.mean, self.rstd = _ln_kernels.layer_norm_forward(x2, w2, b2, eps)
+                return out.reshape(x.shape)
         mean = x.mean(axis=self.axes, keepdims=True)
         centred = x - mean
         var = (centred * centred).mean(axis=self.axes, keepdims=True)
@@ -35,6 +53,21 @@ class LayerNorm(Op):
 
     def backward(self, grad: Any) -> tuple:
         needs = self.needs_input_grad
+        if self.fused:
+            wants = [len(needs) > i and needs[i] for i in range(3)]
+            grad_x, grad_w, grad_b = _ln_kernels.layer_norm_backward(
+                grad.reshape(self.x2.shape),
+                self.x2,
+                self.w2,
+                self.mean,
+                self.rstd,
+                param_grads=wants[1] or wants[2],
+            )
+            return (
+                grad_x.reshape(self.shape) if wants[0] else None,
+                grad_w.reshape(self.param_shape) if wants[1] else None,
+                grad_b.reshape(self.param_shape) if wants[2] else None,
+            )
         weight = self.weight
         lead = tuple(range(grad.ndim - len(self.axes)))
         grad_x = grad_w = grad_b = None
@@ -46,6 +79,13 @@ class LayerNorm(Op):
         if len(needs) > 2 and needs[2]:
             grad_b = grad.sum(axis=lead)
         return grad_x, grad_w, grad_b
+
+
+def _prod(shape: tuple) -> int:
+    size = 1
+    for n in shape:
+        size *= n
+    return size
 
 
 def layer_norm(
