@@ -9,6 +9,8 @@ import numpy as np
 from dtrain._tensor.autograd.api import grad
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.device import as_numpy
 
 
 class GradcheckError(RuntimeError):
@@ -38,13 +40,15 @@ def gradcheck(
             raise ValueError(f"gradcheck needs float64 inputs for accuracy, got {t.dtype}")
     output = function(*inputs)
     direction = np.random.default_rng(seed).standard_normal(output.shape)
+    # On the output's device, so a CUDA function is checked on CUDA.
+    on_device = get_array_module(output._array).asarray(direction)
 
     def projected() -> float:
-        return float((np.asarray(function(*inputs)._array, dtype=np.float64) * direction).sum())
+        return float((as_numpy(function(*inputs)._array).astype(np.float64) * direction).sum())
 
-    analytic = grad((output * wrap(direction)).sum(), differentiable, allow_unused=True)
+    analytic = grad((output * wrap(on_device)).sum(), differentiable, allow_unused=True)
     for position, (t, g) in enumerate(zip(differentiable, analytic)):
-        expected = np.zeros(t.shape) if g is None else np.asarray(g._array, dtype=np.float64)
+        expected = np.zeros(t.shape) if g is None else as_numpy(g._array).astype(np.float64)
         numeric = np.zeros(t.shape)
         array = t._array  # perturbed in place, element by element (any memory layout)
         with no_grad():

@@ -22,3 +22,12 @@ def test_nccl_one_rank_matches_numpy():
     assert value["backend"] == "nccl"
     assert value["failures"] == [], value["failures"]
     assert value["checks"] > 50
+
+
+def test_ddp_over_nccl_one_rank_equals_plain_training():
+    pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
+    launch = run_tcp(1, "gpu_workers:ddp_nccl_matches_plain", guard=180)
+    (value,) = launch.values()
+    assert value["grads_on_gpu"]
+    assert value["buckets"] > 1  # several buckets, so several NCCL all-reduces per step
+    assert value["worst"] < 1e-6, value

@@ -17,7 +17,14 @@ from dtrain.autograd import gradcheck
 
 
 class Checker:
-    """Value and gradient checks against numpy; one instance serves every test."""
+    """Value and gradient checks against numpy; one instance serves every test.
+
+    Leaves are made on ``device`` (``--device=cuda`` puts them on the GPU); references stay
+    in numpy on the CPU.
+    """
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
 
     @staticmethod
     def rand(*shape: int, low: float = -2.0, high: float = 2.0, seed: int = 0) -> np.ndarray:
@@ -30,13 +37,15 @@ class Checker:
         rng = np.random.default_rng(seed)
         return rng.uniform(gap, high, size=shape) * rng.choice([-1.0, 1.0], size=shape)
 
-    @staticmethod
-    def leaf(array: np.ndarray) -> dt.Tensor:
-        """A float64 leaf that requires grad."""
-        return dt.tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
+    def leaf(self, array: np.ndarray) -> dt.Tensor:
+        """A float64 leaf that requires grad, on the checker's device."""
+        return dt.tensor(
+            np.asarray(array, dtype=np.float64), requires_grad=True, device=self.device
+        )
 
-    @staticmethod
-    def close(actual: dt.Tensor, expected: np.ndarray, atol: float = 1e-10, rtol: float = 1e-7):
+    def close(
+        self, actual: dt.Tensor, expected: np.ndarray, atol: float = 1e-10, rtol: float = 1e-7
+    ):
         """``actual``'s shape and values equal ``expected``'s (NaN equals NaN)."""
         assert isinstance(actual, dt.Tensor), f"expected a Tensor, got {type(actual).__name__}"
         expected = np.asarray(expected)
@@ -59,6 +68,7 @@ class Checker:
     ) -> None:
         """Forward against ``reference`` in float64, then the gradient by gradcheck."""
         out = fn(*[self.leaf(a) for a in arrays])
+        assert out.device.type == self.device, f"result on {out.device}, not {self.device}"
         self.close(out, reference(*arrays), atol=atol)
         assert out.dtype == np.float64
         if grad:
@@ -66,6 +76,6 @@ class Checker:
 
 
 @pytest.fixture(scope="session")
-def check() -> Checker:
+def check(test_device: str) -> Checker:
     """The value / gradient checker (session-scoped, so hypothesis tests may use it)."""
-    return Checker()
+    return Checker(test_device)

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The device check, for a machine with an NVIDIA GPU, cupy and (for the baseline) PyTorch.
+#
+#   bash bench/gpu_check.sh [OUT_DIR]        # OUT_DIR defaults to $OUT, else /tmp/gpu_check
+#
+# From the repository root, within about 5 minutes: the whole test suite with the GPU tests
+# enabled, the op tests again with every input on the GPU (pytest --device=cuda), then
+# bench/gpu_step.py (dtrain eager and CUDA-graph steps against PyTorch eager). Nothing is
+# installed: dtrain is put on the path through a folder of links that mirrors the package
+# mapping of pyproject.toml. Logs and a short report.md go to OUT_DIR; the report ends
+# with the benchmark table. The exit status is 0 only when every phase passed.
+#
+# Phase time limits (seconds) can be changed with SUITE_S, DEVICE_OPS_S and BENCH_S; extra
+# pytest arguments for the suite (e.g. -k ...) go in SUITE_ARGS.
+
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-${OUT:-/tmp/gpu_check}}
+mkdir -p "$out"
+python=${PYTHON:-python3}
+cd "$root" || exit 2
+
+# dtrain without installing it: the namespace of pyproject.toml as links.
+shim=$(mktemp -d /tmp/dtrain-shim.XXXXXX)
+cp -r dtrain "$shim/dtrain"
+ln -s "$root/runtime" "$shim/dtrain/runtime"
+ln -s "$root/tensor" "$shim/dtrain/_tensor"
+ln -s "$root/parallel" "$shim/dtrain/parallel"
+ln -s "$root/launch" "$shim/dtrain/launch"
+export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+
+report="$out/report.md"
+{
+  echo "# dtrain device check, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo '```'
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -2
+  "$python" - <<'EOF' 2>&1
+import sys, numpy, cupy
+print("python", sys.version.split()[0], "| numpy", numpy.__version__, "| cupy", cupy.__version__,
+      "| CUDA runtime", cupy.cuda.runtime.runtimeGetVersion())
+try:
+    import torch
+    print("torch", torch.__version__, "| cuda", torch.cuda.is_available())
+except ImportError:
+    print("torch: not installed")
+import dtrain as dt
+print("dtrain", dt.__version__, "| cuda available:", dt.cuda_is_available())
+EOF
+  echo '```'
+} >"$report"
+
+status=0
+xdist=()
+if "$python" -c "import xdist" 2>/dev/null; then xdist=(-n 8); fi
+
+phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summarise
+  local name=$1 seconds=$2
+  shift 2
+  local start=$SECONDS
+  timeout --kill-after=10 "$seconds" "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  [ $rc -eq 0 ] || status=1
+  {
+    echo
+    echo "## $name: exit $rc in $((SECONDS - start)) s"
+    echo '```'
+    grep -E "passed|failed|error|FAILED|ERROR" "$out/$name.log" | tail -25
+    echo '```'
+  } >>"$report"
+}
+
+# shellcheck disable=SC2086
+phase suite "${SUITE_S:-170}" "$python" -m pytest -q -p no:cacheprovider "${xdist[@]}" \
+  -o addopts="-ra" ${SUITE_ARGS:-} tests
+phase device-ops "${DEVICE_OPS_S:-60}" "$python" -m pytest -q -p no:cacheprovider \
+  "${xdist[@]}" --device=cuda tests/tensor
+phase bench "${BENCH_S:-120}" "$python" bench/gpu_step.py --json "$out/gpu_step.json"
+{
+  echo
+  echo '```'
+  sed -n '/^device:/,$p' "$out/bench.log"
+  echo '```'
+} >>"$report"
+rm -rf "$shim"
+cat "$report"
+exit $status

@@ -1,0 +1,282 @@
+"""Training steps on one GPU: dtrain (eager and captured as a CUDA graph) against PyTorch eager.
+
+Runs on the GPU machine (``bench/gpu_check.sh`` calls it); needs cupy and, for the baseline,
+PyTorch with CUDA. Each case builds the same model in both libraries from the same weights,
+checks that the first step gives the same loss, then times ``--steps`` steps per round for
+``--rounds`` rounds, the variants taking turns, and prints the median ms/step and the ratio
+to PyTorch eager. The GPU is synchronised at the end of each timed block (one ``.item()``
+per step is not taken: steps are queued back to back, as a training loop that logs rarely).
+
+Cases:
+- ``mlp-small``: MLP 784-1024-1024-10, batch 256, float32, SGD (lr 0.01);
+- ``mlp-large``: MLP 784-4096-4096-10, batch 1024, float32, SGD;
+- ``gpt``: the char-GPT of examples/char_gpt.py (its default sizes, batch 64), AdamW;
+- ``fp16``: ``mlp-large`` under autocast(float16) with a GradScaler against float32, for
+  dtrain and for PyTorch: the matmul-bound speed-up of half precision.
+
+    python bench/gpu_step.py                    # all cases
+    python bench/gpu_step.py --cases mlp-small --steps 50 --rounds 5 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dtrain as dt
+import dtrain.cuda
+import dtrain.nn.functional as F
+from dtrain import nn
+
+try:
+    import torch
+except ImportError:  # the baseline only
+    torch = None
+
+MLP_CASES = {"mlp-small": ((784, 1024, 1024, 10), 256), "mlp-large": ((784, 4096, 4096, 10), 1024)}
+
+
+def mlp(library_nn: Any, sizes: tuple) -> Any:
+    """Linear layers with ReLU between them, in dtrain.nn or torch.nn."""
+    layers: list = []
+    for a, b in itertools.pairwise(sizes):
+        layers += [library_nn.Linear(a, b), library_nn.ReLU()]
+    return library_nn.Sequential(*layers[:-1])
+
+
+def dtrain_mlp(sizes: tuple) -> nn.Module:
+    return mlp(nn, sizes).to("cuda")
+
+
+def torch_copy(model: nn.Module, torch_model: Any) -> Any:
+    state = {k: torch.from_numpy(v.cpu().numpy().copy()) for k, v in model.state_dict().items()}
+    torch_model.load_state_dict(state)
+    return torch_model.cuda()
+
+
+def torch_mlp(sizes: tuple) -> Any:
+    return mlp(torch.nn, sizes)
+
+
+def cuda_sync() -> None:
+    dt.cuda.synchronize()
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class Variant:
+    """A named step function and the ms/step of each timed round."""
+
+    def __init__(self, name: str, step: Callable[[], Any]) -> None:
+        self.name, self.step, self.times = name, step, []
+
+    def run(self, steps: int) -> None:
+        cuda_sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        cuda_sync()
+        self.times.append((time.perf_counter() - start) / steps * 1e3)
+
+
+def time_round_robin(variants: list[Variant], steps: int, rounds: int, warmup: int) -> None:
+    for variant in variants:
+        for _ in range(warmup):
+            variant.step()
+    for _ in range(rounds):
+        for variant in variants:
+            variant.run(steps)
+
+
+def graphed(step: Callable[[], Any], zero_grad: Callable[[], None]) -> Callable[[], None]:
+    """Capture one call of ``step`` (after two eager warm-up calls) and return its replay."""
+    for _ in range(2):
+        step()
+    zero_grad()
+    graph = dt.cuda.CUDAGraph()
+    with dt.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def mlp_case(name: str, args: argparse.Namespace) -> tuple[list[Variant], dict]:
+    sizes, batch = MLP_CASES[name]
+    rng = np.random.default_rng(0)
+    x_host = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y_host = rng.integers(0, sizes[-1], batch)
+    dt.manual_seed(0)
+    models = [dtrain_mlp(sizes) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    x, y = dt.tensor(x_host, device="cuda"), dt.tensor(y_host, device="cuda")
+
+    def make_step(model: nn.Module) -> tuple[Callable, Callable]:
+        optimizer = dt.optim.SGD(model.parameters(), lr=0.01)
+
+        def step() -> dt.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        return step, lambda: optimizer.zero_grad(set_to_none=True)
+
+    eager_step, _ = make_step(models[0])
+    capture_step, zero = make_step(models[1])
+    checks = {"dtrain_first_loss": float(F.cross_entropy(models[0](x), y).item())}
+    variants = [Variant("dtrain eager", eager_step)]
+    variants.append(Variant("dtrain graph", graphed(capture_step, zero)))
+    if torch is not None:
+        tmodel = torch_copy(models[0], torch_mlp(sizes))
+        toptim = torch.optim.SGD(tmodel.parameters(), lr=0.01)
+        tx, ty = torch.from_numpy(x_host).cuda(), torch.from_numpy(y_host).cuda()
+        checks["torch_first_loss"] = float(torch.nn.functional.cross_entropy(tmodel(tx), ty))
+
+        def torch_step() -> Any:
+            toptim.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(tmodel(tx), ty)
+            loss.backward()
+            toptim.step()
+            return loss
+
+        variants.append(Variant("torch eager", torch_step))
+    return variants, checks
+
+
+def gpt_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
+    import step_gpt
+    from harness import import_example, to_torch_state
+
+    char_gpt = import_example("char_gpt")
+    sizes = (96, 64, 96, 3, 4)
+    dt.manual_seed(0)
+    model = char_gpt.GPT(*sizes, dropout=0.0).to("cuda")
+    rng = np.random.default_rng(1)
+    windows = rng.integers(0, sizes[0], size=(64, sizes[1] + 1), dtype=np.int64)
+    x_host, y_host = windows[:, :-1].copy(), windows[:, 1:].copy()
+    x, y = dt.tensor(x_host, device="cuda"), dt.tensor(y_host, device="cuda")
+    step = step_gpt.Step(model, dt, F, dt.nn.utils.clip_grad_norm_)
+    checks = {"dtrain_first_loss": float(step.loss(x, y).item())}
+    variants = [Variant("dtrain eager", lambda: step(x, y))]
+    if torch is not None:
+        cpu_state = {k: v.cpu() for k, v in model.state_dict().items()}
+        tmodel = step_gpt.TorchGPT(*sizes)
+        tmodel.load_state_dict(to_torch_state(cpu_state))
+        tmodel = tmodel.cuda()
+        tstep = step_gpt.Step(tmodel, torch, torch.nn.functional, torch.nn.utils.clip_grad_norm_)
+        tx, ty = torch.from_numpy(x_host).cuda(), torch.from_numpy(y_host).cuda()
+        checks["torch_first_loss"] = float(tstep.loss(tx, ty).item())
+        variants.append(Variant("torch eager", lambda: tstep(tx, ty)))
+    return variants, checks
+
+
+def fp16_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
+    sizes, batch = MLP_CASES["mlp-large"]
+    rng = np.random.default_rng(2)
+    x_host = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    y_host = rng.integers(0, sizes[-1], batch)
+    dt.manual_seed(0)
+    variants = []
+    for half in (False, True):
+        model = dtrain_mlp(sizes)
+        optimizer = dt.optim.SGD(model.parameters(), lr=0.01)
+        scaler = dt.amp.GradScaler("cuda", enabled=half)
+        x, y = dt.tensor(x_host, device="cuda"), dt.tensor(y_host, device="cuda")
+
+        def step(model=model, optimizer=optimizer, scaler=scaler, x=x, y=y, half=half) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            with dt.autocast("cuda", dtype=dt.float16, enabled=half):
+                loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+        variants.append(Variant(f"dtrain {'fp16' if half else 'fp32'}", step))
+    if torch is not None:
+        for half in (False, True):
+            tmodel = torch_mlp(sizes).cuda()
+            toptim = torch.optim.SGD(tmodel.parameters(), lr=0.01)
+            tscaler = torch.amp.GradScaler("cuda", enabled=half)
+            tx, ty = torch.from_numpy(x_host).cuda(), torch.from_numpy(y_host).cuda()
+
+            def tstep(m=tmodel, o=toptim, s=tscaler, x=tx, y=ty, half=half) -> None:
+                o.zero_grad(set_to_none=True)
+                with torch.autocast("cuda", dtype=torch.float16, enabled=half):
+                    loss = torch.nn.functional.cross_entropy(m(x), y)
+                s.scale(loss).backward()
+                s.step(o)
+                s.update()
+
+            variants.append(Variant(f"torch {'fp16' if half else 'fp32'}", tstep))
+    return variants, {}
+
+
+def report(case: str, variants: list[Variant], checks: dict) -> dict:
+    medians = {v.name: statistics.median(v.times) for v in variants}
+    base = medians.get("torch eager") or medians.get("torch fp32")
+    print(f"\n## {case}  {json.dumps(checks)}")
+    print(f"{'variant':<16} {'ms/step':>9} {'min':>9} {'max':>9} {'vs torch':>9}")
+    for v in variants:
+        ratio = f"{medians[v.name] / base:.2f}x" if base else "-"
+        print(
+            f"{v.name:<16} {medians[v.name]:9.3f} {min(v.times):9.3f} {max(v.times):9.3f} "
+            f"{ratio:>9}"
+        )
+    if case == "fp16":
+        for lib in ("dtrain", "torch"):
+            if f"{lib} fp16" in medians:
+                speedup = medians[f"{lib} fp32"] / medians[f"{lib} fp16"]
+                print(f"{lib}: fp16 speed-up over fp32 {speedup:.2f}x")
+    return {"medians_ms": medians, "checks": checks, "rounds": {v.name: v.times for v in variants}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", default=["mlp-small", "mlp-large", "gpt", "fp16"])
+    parser.add_argument("--steps", type=int, default=30, help="steps per timed block")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--json", help="write all figures here")
+    args = parser.parse_args(argv)
+    if not dt.cuda.is_available():
+        print("no CUDA device: this benchmark runs on the GPU machine (bench/gpu_check.sh)")
+        return 2
+    import cupy
+
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    print(f"device: {device}; cupy {cupy.__version__}; torch {torch and torch.__version__}")
+    results: dict = {"device": device}
+    for case in args.cases:
+        try:
+            if case in MLP_CASES:
+                variants, checks = mlp_case(case, args)
+            elif case == "gpt":
+                variants, checks = gpt_case(args)
+            elif case == "fp16":
+                variants, checks = fp16_case(args)
+            else:
+                parser.error(f"unknown case {case!r}")
+            time_round_robin(variants, args.steps, args.rounds, args.warmup)
+            results[case] = report(case, variants, checks)
+        except Exception as exc:  # one broken case must not hide the others' figures
+            print(f"\n## {case}: FAILED: {type(exc).__name__}: {exc}")
+            results[case] = {"error": f"{type(exc).__name__}: {exc}"}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

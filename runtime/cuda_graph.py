@@ -1,0 +1,148 @@
+"""Capture GPU work as a CUDA graph and replay it: a whole training step in one launch.
+
+cupy dispatches each kernel in about 20 µs, so a small model's step is bound by launches,
+not by the GPU. A CUDA graph records every kernel of one step once; a replay then costs one
+launch. The API follows ``torch.cuda.CUDAGraph`` / ``torch.cuda.graph``::
+
+    step(static_x, static_y)                  # warm up: builds kernels, optimizer state
+    optimizer.zero_grad(set_to_none=True)     # grads allocated inside the graph, not added to
+    graph = dt.cuda.CUDAGraph()
+    with dt.cuda.graph(graph):
+        loss = step(static_x, static_y)       # recorded, not run
+    for x, y in batches:
+        static_x.copy_(x); static_y.copy_(y)  # new data into the captured inputs
+        graph.replay()                        # loss, grads and parameters update
+
+Rules, as in PyTorch: the captured code must not synchronise with the host (no ``.item()``,
+no printing of values, no host-side checks of values); shapes are fixed; Python runs once,
+during the capture, so Python-side state (a learning-rate schedule read as a float, a
+random mask drawn on the host) is frozen into the graph. Memory the capture allocates comes
+from a pool private to the graph and stays reserved while the graph lives, because every
+replay writes the same addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from dtrain.runtime import cublas
+from dtrain.runtime.backend import cupy_module, require_cupy
+
+_capturing = threading.local()
+
+
+def is_current_stream_capturing() -> bool:
+    """True while this thread is recording a CUDA graph (ops must not sync with the host)."""
+    return getattr(_capturing, "graph", None) is not None
+
+
+class CUDAGraph:
+    """A recorded sequence of GPU work that ``replay()`` runs again with one launch."""
+
+    def __init__(self) -> None:
+        self._graph: Any = None
+        self._pool: Any = None
+        self._stream: Any = None
+        self._contexts: list = []
+
+    def pool(self) -> Any:
+        """The memory pool of this graph; pass it to another capture to share its memory."""
+        return self._pool
+
+    def capture_begin(self, pool: Any = None) -> None:
+        """Start recording the work this thread queues on the GPU (see ``graph``)."""
+        cupy = require_cupy("CUDA graph capture")
+        if self._graph is not None or self._stream is not None:
+            raise RuntimeError(
+                "capture_begin: this CUDAGraph already holds a capture; call reset() first "
+                "or create a new CUDAGraph"
+            )
+        if is_current_stream_capturing():
+            raise RuntimeError("capture_begin: a capture is already running on this thread")
+        self._pool = pool if pool is not None else cupy.cuda.MemoryPool()
+        # Capture is refused on the legacy default stream: record on a stream of our own
+        # that first waits for everything already queued.
+        origin = cupy.cuda.get_current_stream()
+        self._stream = cupy.cuda.Stream(non_blocking=True)
+        self._stream.wait_event(origin.record())
+        stream_context = self._stream
+        allocator_context = cupy.cuda.using_allocator(self._pool.malloc)
+        stream_context.__enter__()
+        allocator_context.__enter__()
+        self._contexts = [allocator_context, stream_context]
+        try:
+            cublas.bind_stream(self._stream)  # before the capture: binding is not capturable
+            # Relaxed: the private pool may cudaMalloc during the capture.
+            relaxed = getattr(cupy.cuda.runtime, "streamCaptureModeRelaxed", 2)
+            self._stream.begin_capture(mode=relaxed)
+        except BaseException:
+            self._leave()
+            raise
+        _capturing.graph = self
+
+    def capture_end(self) -> None:
+        """Stop recording; the graph is then ready to ``replay()``."""
+        if getattr(_capturing, "graph", None) is not self:
+            raise RuntimeError("capture_end: this graph is not capturing; call capture_begin()")
+        try:
+            # Always end the capture: a stream left capturing breaks all later work on it.
+            self._graph = self._stream.end_capture()
+        finally:
+            _capturing.graph = None
+            self._leave()
+        if hasattr(self._graph, "upload"):  # load it onto the GPU now, not at first replay
+            self._graph.upload()
+
+    def _leave(self) -> None:
+        for context in self._contexts:
+            context.__exit__(None, None, None)
+        self._contexts = []
+
+    def replay(self) -> None:
+        """Run the recorded work again, on the current stream."""
+        if self._graph is None:
+            raise RuntimeError("replay: nothing was captured; capture a step first")
+        cupy = require_cupy("CUDA graph replay")
+        self._graph.launch(stream=cupy.cuda.get_current_stream())
+
+    def reset(self) -> None:
+        """Drop the recording and its memory pool."""
+        self._graph = self._pool = self._stream = None
+
+
+class graph:  # noqa: N801 - named as torch.cuda.graph, a context manager
+    """Context manager that captures the enclosed GPU work into ``cuda_graph``.
+
+    Args:
+        cuda_graph: the ``CUDAGraph`` to record into.
+        pool: memory pool to allocate from (another graph's ``pool()`` to share memory).
+    """
+
+    def __init__(self, cuda_graph: CUDAGraph, pool: Any = None) -> None:
+        self.cuda_graph = cuda_graph
+        self.pool = pool
+
+    def __enter__(self) -> CUDAGraph:
+        cupy = require_cupy("CUDA graph capture")
+        cupy.cuda.get_current_stream().synchronize()  # no stray work ahead of the capture
+        self.cuda_graph.capture_begin(pool=self.pool)
+        return self.cuda_graph
+
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        if exc_type is None:
+            self.cuda_graph.capture_end()
+            return
+        # The body failed: end the capture, drop it, and let the body's error show.
+        with contextlib.suppress(Exception):
+            self.cuda_graph.capture_end()
+        self.cuda_graph.reset()
+
+
+def synchronize() -> None:
+    """Wait for all work on the current GPU (no-op without CUDA)."""
+    cupy = cupy_module()
+    if cupy is not None:
+        cupy.cuda.get_current_stream().synchronize()
+        cupy.cuda.Device().synchronize()

@@ -1,0 +1,40 @@
+"""Workers for the one-rank nccl tests that train (run by launcher.py on the GPU machine)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import dtrain as dt
+import dtrain.nn.functional as F
+import dtrain.parallel as dist
+from dtrain import nn
+
+
+def _mlp(seed: int) -> nn.Module:
+    dt.manual_seed(seed)
+    return nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5)).to("cuda")
+
+
+def ddp_nccl_matches_plain(steps: int = 4) -> dict:
+    """DDP over nccl (reducer forced on at one rank, so NCCL really runs) against plain
+    training of the same model on the same batches: the parameters after ``steps`` steps."""
+    dist.init_process_group("nccl", timeout=60)
+    plain, wrapped = _mlp(0), _mlp(0)
+    ddp = dist.DistributedDataParallel(wrapped, _reduce_at_world_size_1=True, bucket_cap_mb=0.001)
+    optimizers = [dt.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, ddp)]
+    rng = np.random.default_rng(1)
+    for _ in range(steps):
+        x = dt.tensor(rng.standard_normal((16, 20)).astype(np.float32), device="cuda")
+        y = dt.tensor(rng.integers(0, 5, 16), device="cuda")
+        for model, optimizer in zip((plain, ddp), optimizers):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    worst = max(
+        float(np.abs(p.detach().cpu().numpy() - q.detach().cpu().numpy()).max())
+        for p, q in zip(plain.parameters(), wrapped.parameters())
+    )
+    grads_on_gpu = all(p.grad.is_cuda for p in wrapped.parameters())
+    buckets = len(ddp._buckets)
+    dist.destroy_process_group()
+    return {"worst": worst, "grads_on_gpu": grads_on_gpu, "buckets": buckets}
