@@ -1,0 +1,535 @@
+"""The fused CUDA kernels of ``dtrain.runtime.kernels``.
+
+On the CPU (CI): every registered kernel source compiles with nvcc for sm_90, each template
+instantiation forced (so an error in a template body is not missed), and every numpy
+reference equals dtrain's existing CPU op or optimizer, forward and gradient, so the
+references the GPU tests trust are themselves checked.
+
+On a GPU (``gpu`` marker): each kernel against its reference on fresh random inputs, odd
+shapes and rows longer than a block, with every output poisoned with NaN beforehand (so an
+element a kernel forgets to write fails); the wired ops and optimizers on cuda tensors
+against the same on the CPU; capturable Adam replayed from a captured CUDA graph.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import dtrain as dt
+import dtrain.nn.functional as F
+import dtrain.optim as optim
+from dtrain.runtime import kernels
+from dtrain.runtime.kernels import build, multi_tensor
+
+IGNORE = -100
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def _leaf(array: np.ndarray, device: str = "cpu") -> dt.Tensor:
+    return dt.tensor(array, device=device, requires_grad=True)
+
+
+def _np(value) -> np.ndarray:
+    if isinstance(value, dt.Tensor):
+        value = value.detach().cpu()
+        return np.asarray(value.numpy())
+    if type(value).__module__.startswith("cupy"):
+        return value.get()
+    return np.asarray(value)
+
+
+def _targets(rng: np.random.Generator, rows: int, classes: int) -> np.ndarray:
+    target = rng.integers(0, classes, size=rows)
+    target[rng.random(rows) < 0.25] = IGNORE  # some ignored rows
+    return target
+
+
+# ---- CPU: every source compiles with nvcc -------------------------------------------------
+def _nvcc_compile():
+    cupy = pytest.importorskip("cupy", reason="cupy is not installed: install the 'test' extra")
+    from cupy.cuda import compiler
+
+    if cupy.cuda.get_nvcc_path() is None:
+        pytest.skip("nvcc is not on this machine (set CUDA_PATH or put nvcc on PATH)")
+    return compiler.compile_using_nvcc
+
+
+def test_registry_lists_every_kernel_module():
+    names = {source.name for source in build.sources()}
+    assert names == {"adam", "bucket", "cross_entropy", "gelu", "layer_norm", "sgd"}
+    for source in build.sources():
+        assert source.name_expressions, source.name
+        assert "#include" not in source.code  # NVRTC on the GPU machine may lack headers
+
+
+@pytest.mark.parametrize("source", build.sources(), ids=lambda s: s.name)
+def test_source_compiles_with_nvcc_for_sm90(source):
+    compile_using_nvcc = _nvcc_compile()
+    # Taking each instantiation's address makes nvcc instantiate it, as NVRTC does for
+    # name_expressions; without it template bodies would never be compiled.
+    forced = ", ".join(f"(void*)&{expr}" for expr in source.name_expressions)
+    code = f"{source.code}\nstatic void* const dtrain_instances[] = {{{forced}}};\n"
+    cubin = compile_using_nvcc(code, options=build.OPTIONS, arch="90")
+    assert len(cubin) > 1000
+
+
+def test_launch_shapes():
+    for cols in (1, 31, 32, 33, 100, 512, 513, 100000):
+        block = build.row_block(cols)
+        assert block % 32 == 0 and 32 <= block <= 512
+        assert block >= min(cols, 512)
+    assert build.elementwise_grid(0) == (1,)
+    assert build.elementwise_grid(257) == (2,)
+    assert build.elementwise_grid(10**12) == (65536,)
+    assert build.type_name(np.float16) == "half_t" and build.type_name(np.int32) is None
+
+
+def test_numpy_arrays_never_take_the_kernels():
+    a = np.zeros(4, np.float32)
+    assert not multi_tensor.fusable(a, a)
+    assert not multi_tensor.fusable(None)
+
+
+# ---- CPU: the references equal dtrain's CPU ops ------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 1), (6, 5), (9, 40)])
+def test_cross_entropy_reference_matches_cpu_op(shape):
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal(shape) * 3
+    target = _targets(rng, shape[0], shape[1])
+    weights = rng.standard_normal(shape[0])
+    x = _leaf(logits)
+    loss = F.cross_entropy(x, dt.tensor(target), reduction="none", ignore_index=IGNORE)
+    (loss * dt.tensor(weights)).sum().backward()
+    ref_loss, lse = kernels.cross_entropy_forward_reference(logits, target, IGNORE)
+    np.testing.assert_allclose(_np(loss), ref_loss, rtol=1e-12, atol=1e-12)
+    ref_grad = kernels.cross_entropy_backward_reference(logits, target, lse, weights, IGNORE)
+    np.testing.assert_allclose(_np(x.grad), ref_grad, rtol=1e-10, atol=1e-12)
+
+    x = _leaf(logits)  # mean: one scale, 1 / (rows kept), for every row
+    F.cross_entropy(x, dt.tensor(target), ignore_index=IGNORE).backward()
+    kept = max(int((target != IGNORE).sum()), 1)
+    ref_grad = kernels.cross_entropy_backward_reference(logits, target, lse, 1 / kept, IGNORE)
+    np.testing.assert_allclose(_np(x.grad), ref_grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1), (4, 7), (3, 300)])
+def test_layer_norm_reference_matches_cpu_op(shape, affine):
+    rng = np.random.default_rng(2)
+    xa, upstream = rng.standard_normal(shape) * 2 + 1, rng.standard_normal(shape)
+    wa, ba = rng.standard_normal(shape[1]), rng.standard_normal(shape[1])
+    x = _leaf(xa)
+    w, b = (_leaf(wa), _leaf(ba)) if affine else (None, None)
+    out = F.layer_norm(x, (shape[1],), w, b, eps=1e-5)
+    (out * dt.tensor(upstream)).sum().backward()
+    ref_out, mean, rstd = kernels.layer_norm_forward_reference(
+        xa, wa if affine else None, ba if affine else None, 1e-5
+    )
+    np.testing.assert_allclose(_np(out), ref_out, rtol=1e-10, atol=1e-10)
+    gx, gw, gb = kernels.layer_norm_backward_reference(
+        upstream, xa, wa if affine else None, mean, rstd
+    )
+    np.testing.assert_allclose(_np(x.grad), gx, rtol=1e-9, atol=1e-10)
+    if affine:
+        np.testing.assert_allclose(_np(w.grad), gw, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(_np(b.grad), gb, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_reference_matches_cpu_op(approximate):
+    rng = np.random.default_rng(3)
+    xa, upstream = rng.standard_normal((7, 13)) * 3, rng.standard_normal((7, 13))
+    x = _leaf(xa)
+    out = F.gelu(x, approximate=approximate)
+    (out * dt.tensor(upstream)).sum().backward()
+    # The CPU op's erf is Abramowitz & Stegun's (error < 1.5e-7); the reference's is exact.
+    atol = 1e-6 if approximate == "none" else 1e-12
+    np.testing.assert_allclose(_np(out), kernels.gelu_forward_reference(xa, approximate), atol=atol)
+    ref_grad = kernels.gelu_backward_reference(upstream, xa, approximate)
+    np.testing.assert_allclose(_np(x.grad), ref_grad, atol=atol)
+
+
+def test_bias_gelu_reference_is_gelu_of_the_sum():
+    rng = np.random.default_rng(4)
+    xa, bias, upstream = rng.standard_normal((5, 6)), rng.standard_normal(6), np.ones((5, 6))
+    for approximate in ("none", "tanh"):
+        fused = kernels.gelu_forward_reference(xa, approximate, bias)
+        np.testing.assert_array_equal(fused, kernels.gelu_forward_reference(xa + bias, approximate))
+        fused = kernels.gelu_backward_reference(upstream, xa, approximate, bias)
+        plain = kernels.gelu_backward_reference(upstream, xa + bias, approximate)
+        np.testing.assert_array_equal(fused, plain)
+
+
+ADAM_CASES = [
+    ("Adam", {}),
+    ("Adam", {"weight_decay": 0.1}),
+    ("Adam", {"amsgrad": True, "maximize": True}),
+    ("AdamW", {"weight_decay": 0.1}),
+    ("AdamW", {"amsgrad": True, "betas": (0.5, 0.9)}),
+]
+
+
+def _adam_options(cls: str, options: dict) -> dict:
+    beta1, beta2 = options.get("betas", (0.9, 0.999))
+    return {
+        "lr": 0.05,
+        "beta1": beta1,
+        "beta2": beta2,
+        "eps": 1e-8,
+        "weight_decay": options.get("weight_decay", 1e-2 if cls == "AdamW" else 0.0),
+        "amsgrad": options.get("amsgrad", False),
+        "maximize": options.get("maximize", False),
+        "decoupled_weight_decay": cls == "AdamW",
+    }
+
+
+SGD_CASES = [
+    {},
+    {"momentum": 0.9},
+    {"momentum": 0.9, "dampening": 0.3, "weight_decay": 0.1},
+    {"momentum": 0.8, "nesterov": True, "maximize": True},
+]
+
+
+def _sgd_options(options: dict) -> dict:
+    full = {"lr": 0.05, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0}
+    return {**full, "nesterov": False, "maximize": False, **options}
+
+
+def _optimizer_run(make, shapes, steps, dtype, device="cpu", seed=5):
+    """Params from ``seed``, ``steps`` steps with gradients from ``seed + 1``; final values."""
+    rng = np.random.default_rng(seed)
+    params = [dt.nn.Parameter(dt.tensor(rng.standard_normal(s).astype(dtype), device=device))
+              for s in shapes]  # fmt: skip
+    opt = make(params)
+    grad_rng = np.random.default_rng(seed + 1)
+    for _ in range(steps):
+        for p in params:
+            p.grad = dt.tensor(grad_rng.standard_normal(p.shape).astype(dtype), device=device)
+        opt.step()
+    return [_np(p) for p in params]
+
+
+def _reference_run(update, shapes, steps, state_names, seed=5):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s) for s in shapes]
+    states = [{name: np.zeros(s) for name in state_names} for s in shapes]
+    grad_rng = np.random.default_rng(seed + 1)
+    for step in range(1, steps + 1):
+        for p, state in zip(params, states):
+            update(p, grad_rng.standard_normal(p.shape), state, step)
+    return params
+
+
+@pytest.mark.parametrize(("cls", "options"), ADAM_CASES, ids=str)
+def test_adam_reference_matches_cpu_optimizer(cls, options):
+    shapes, steps, opts = [(3, 4), (7,)], 4, _adam_options(cls, options)
+    ours = _optimizer_run(lambda ps: getattr(optim, cls)(ps, lr=0.05, **options), shapes, steps,
+                          np.float64)  # fmt: skip
+
+    def update(p, g, state, step):
+        kernels.adam_reference(p, g, state["m"], state["v"], state["vmax"], step=step, **opts)
+
+    ref = _reference_run(update, shapes, steps, ("m", "v", "vmax"))
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("options", SGD_CASES, ids=str)
+def test_sgd_reference_matches_cpu_optimizer(options):
+    shapes, steps, opts = [(3, 4), (7,)], 4, _sgd_options(options)
+    ours = _optimizer_run(lambda ps: optim.SGD(ps, lr=0.05, **options), shapes, steps, np.float64)
+
+    def update(p, g, state, step):
+        kernels.sgd_reference(p, g, state["b"], first=step == 1, **opts)
+
+    ref = _reference_run(update, shapes, steps, ("b",))
+    for a, b in zip(ours, ref):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_scale_reference():
+    flat = np.arange(6, dtype=np.float32)
+    np.testing.assert_array_equal(kernels.scale_reference(flat, 0.5), flat * np.float32(0.5))
+    assert kernels.scale_reference(flat, 0.25, np.float16).dtype == np.float16
+
+
+# ---- GPU ----------------------------------------------------------------------------------
+gpu = pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
+DTYPES = [np.float32, np.float64, np.float16]
+TOL = {np.float64: 1e-10, np.float32: 2e-5, np.float16: 2e-2}
+
+
+@pytest.fixture
+def cp(monkeypatch):
+    """cupy, with ``empty``/``empty_like`` returning NaN-filled floats (poisoned outputs)."""
+    import cupy
+
+    empty, empty_like = cupy.empty, cupy.empty_like
+
+    def poison(array):
+        if array.dtype.kind == "f":
+            array.fill(np.nan)
+        return array
+
+    monkeypatch.setattr(cupy, "empty", lambda *a, **k: poison(empty(*a, **k)))
+    monkeypatch.setattr(cupy, "empty_like", lambda *a, **k: poison(empty_like(*a, **k)))
+    return cupy
+
+
+def _close(actual, expected, dtype, scale=1.0):
+    tol = TOL[dtype] * scale
+    np.testing.assert_allclose(_np(actual).astype(np.float64), expected.astype(np.float64),
+                               rtol=tol, atol=tol)  # fmt: skip
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (7, 1000), (4, 3001)])
+def test_gpu_cross_entropy(cp, shape, dtype):
+    rng = np.random.default_rng(10)
+    logits = (rng.standard_normal(shape) * 3).astype(dtype)
+    target = _targets(rng, *shape)
+    loss, lse = kernels.cross_entropy_forward(cp.asarray(logits), cp.asarray(target), IGNORE)
+    ref_loss, ref_lse = kernels.cross_entropy_forward_reference(logits, target, IGNORE)
+    _close(loss, ref_loss, dtype, 10)
+    _close(lse, ref_lse, dtype, 10)
+    for scale in (rng.standard_normal(shape[0]), np.array(0.5)):
+        grad = kernels.cross_entropy_backward(
+            cp.asarray(logits), cp.asarray(target), lse, cp.asarray(scale), IGNORE
+        )
+        ref = kernels.cross_entropy_backward_reference(logits, target, ref_lse, scale, IGNORE)
+        _close(grad, ref, dtype)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (3, 1000), (130, 513)])
+def test_gpu_layer_norm(cp, shape, dtype, affine):
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    w = rng.standard_normal(shape[1]).astype(dtype) if affine else None
+    b = rng.standard_normal(shape[1]).astype(dtype) if affine else None
+    g = rng.standard_normal(shape).astype(dtype)
+    on = lambda a: None if a is None else cp.asarray(a)
+    out, mean, rstd = kernels.layer_norm_forward(on(x), on(w), on(b), 1e-5)
+    ref_out, ref_mean, ref_rstd = kernels.layer_norm_forward_reference(x, w, b, 1e-5)
+    _close(out, ref_out, dtype, 10)
+    _close(mean, ref_mean, dtype)
+    _close(rstd, ref_rstd, dtype, 10)
+    gx, gw, gb = kernels.layer_norm_backward(on(g), on(x), on(w), mean, rstd)
+    rgx, rgw, rgb = kernels.layer_norm_backward_reference(g, x, w, ref_mean, ref_rstd)
+    _close(gx, rgx, dtype, 10)
+    scale = 10 * math.sqrt(shape[0])  # sums over rows
+    _close(gw, rgw, dtype, scale)
+    _close(gb, rgb, dtype, scale)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(1,), (1001,), (37, 129)])
+def test_gpu_gelu(cp, shape, dtype, approximate, bias):
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape[-1]).astype(dtype) if bias else None
+    cb = None if b is None else cp.asarray(b)
+    out = kernels.gelu_forward(cp.asarray(x), approximate, cb)
+    _close(out, kernels.gelu_forward_reference(x, approximate, b), dtype, 5)
+    grad = kernels.gelu_backward(cp.asarray(g), cp.asarray(x), approximate, cb)
+    _close(grad, kernels.gelu_backward_reference(g, x, approximate, b), dtype, 5)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gpu_bucket_scaling(cp, dtype):
+    flat = np.random.default_rng(13).standard_normal(100003).astype(dtype)
+    scaled = kernels.scale_(cp.asarray(flat), 0.25)
+    _close(scaled, kernels.scale_reference(flat, 0.25), dtype)
+    if dtype != np.float16:
+        half = kernels.scale_cast(cp.asarray(flat), 0.5, np.float16)
+        assert half.dtype == np.float16
+        _close(half, kernels.scale_reference(flat, 0.5, np.float16), np.float16)
+        back = kernels.scale_cast(half, 2.0, dtype)
+        _close(back, kernels.scale_reference(_np(half), 2.0, dtype), np.float16)
+
+
+SIZES = [1, 7, 16385, 40000]  # one more than a chunk, and several chunks
+
+
+def _multi_tensor_inputs(rng, dtype, names):
+    host = {name: [rng.standard_normal(n).astype(dtype) for n in SIZES] for name in names}
+    return host
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize(("cls", "options"), ADAM_CASES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gpu_adam_multi_tensor(cp, cls, options, dtype):
+    rng = np.random.default_rng(14)
+    opts = _adam_options(cls, options)
+    host = _multi_tensor_inputs(rng, dtype, ("p",))
+    host["m"] = [np.zeros_like(p) for p in host["p"]]
+    host["v"] = [np.zeros_like(p) for p in host["p"]]
+    host["vmax"] = [np.zeros_like(p) for p in host["p"]]
+    dev = {k: [cp.asarray(a) for a in v] for k, v in host.items()}
+    ref = {k: [a.astype(np.float64) for a in v] for k, v in host.items()}
+    for step in range(1, 4):
+        grads = [rng.standard_normal(n).astype(dtype) for n in SIZES]
+        kernels.adam_multi_tensor(dev["p"], [cp.asarray(g) for g in grads], dev["m"], dev["v"],
+                                  dev["vmax"], step=step, **opts)  # fmt: skip
+        for i, g in enumerate(grads):
+            kernels.adam_reference(ref["p"][i], g, ref["m"][i], ref["v"][i], ref["vmax"][i],
+                                   step=step, **opts)  # fmt: skip
+    for name in ("p", "m", "v"):
+        for got, want in zip(dev[name], ref[name]):
+            _close(got, want, dtype, 10)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("options", SGD_CASES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gpu_sgd_multi_tensor(cp, options, dtype):
+    rng = np.random.default_rng(15)
+    opts = _sgd_options(options)
+    host = _multi_tensor_inputs(rng, dtype, ("p",))
+    dev_p = [cp.asarray(a) for a in host["p"]]
+    dev_b = [cp.empty(n, dtype) for n in SIZES]  # poisoned: the first step must write them
+    ref_p = [a.astype(np.float64) for a in host["p"]]
+    ref_b = [np.zeros(n) for n in SIZES]
+    for step in range(1, 4):
+        grads = [rng.standard_normal(n).astype(dtype) for n in SIZES]
+        kernels.sgd_multi_tensor(dev_p, [cp.asarray(g) for g in grads], dev_b, first=step == 1,
+                                 **opts)  # fmt: skip
+        for i, g in enumerate(grads):
+            kernels.sgd_reference(ref_p[i], g, ref_b[i], first=step == 1, **opts)
+    for got, want in zip(dev_p, ref_p):
+        _close(got, want, dtype, 10)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("graph", [False, True], ids=["repeated", "cuda-graph"])
+def test_gpu_capturable_adam_counts_steps_on_the_device(cp, graph):
+    rng = np.random.default_rng(16)
+    opts = _adam_options("AdamW", {"amsgrad": True})
+    host_p = [rng.standard_normal(n).astype(np.float32) for n in SIZES]
+    host_g = [rng.standard_normal(n).astype(np.float32) for n in SIZES]  # fixed: replayable
+    p = [cp.asarray(a) for a in host_p]
+    g = [cp.asarray(a) for a in host_g]
+    m, v, vmax = ([cp.zeros(n, np.float32) for n in SIZES] for _ in range(3))
+    steps = [cp.zeros((), np.float32) for _ in SIZES]
+
+    def step():
+        kernels.adam_multi_tensor(p, g, m, v, vmax, steps=steps, **opts)
+
+    step()  # eager: compiles, builds the tables
+    if graph:
+        stream = cp.cuda.Stream(non_blocking=True)
+        with stream:
+            stream.begin_capture()
+            step()
+            captured = stream.end_capture()
+        for _ in range(3):
+            captured.launch(stream)
+        stream.synchronize()
+    else:
+        for _ in range(3):
+            step()
+    assert [float(s) for s in steps] == [4.0] * len(SIZES)
+    ref_p = [a.astype(np.float64) for a in host_p]
+    ref_m, ref_v, ref_vmax = ([np.zeros(n) for n in SIZES] for _ in range(3))
+    for t in range(1, 5):
+        for i in range(len(SIZES)):
+            kernels.adam_reference(ref_p[i], host_g[i], ref_m[i], ref_v[i], ref_vmax[i],
+                                   step=t, **opts)  # fmt: skip
+    for got, want in zip(p, ref_p):
+        _close(got, want, np.float32, 10)
+
+
+# ---- GPU: the wired ops and optimizers against the CPU ------------------------------------
+def _both(fn, arrays, upstream_seed=20):
+    """fn on CPU and cuda leaves; (outputs, grads) on each, the backward from one upstream."""
+    results = []
+    for device in ("cpu", "cuda"):
+        leaves = [_leaf(a, device) for a in arrays]
+        out = fn(*leaves)
+        upstream = np.random.default_rng(upstream_seed).standard_normal(out.shape)
+        (out * dt.tensor(upstream.astype(arrays[0].dtype), device=device)).sum().backward()
+        results.append((_np(out), [_np(leaf.grad) for leaf in leaves]))
+    return results
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(6, 11), (3, 9, 4)])
+def test_gpu_cross_entropy_op_matches_cpu(shape, reduction):
+    rng = np.random.default_rng(21)
+    logits = rng.standard_normal(shape).astype(np.float32)
+    target_shape = (shape[0],) + shape[2:]
+    target = rng.integers(0, shape[1], size=target_shape)
+    target.reshape(-1)[0] = IGNORE
+
+    def fn(x):
+        t = dt.tensor(target, device=x.device)
+        return F.cross_entropy(x, t, ignore_index=IGNORE, reduction=reduction)
+
+    (cpu_out, cpu_grads), (gpu_out, gpu_grads) = _both(fn, [logits])
+    np.testing.assert_allclose(gpu_out, cpu_out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(gpu_grads[0], cpu_grads[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_layer_norm_op_matches_cpu():
+    rng = np.random.default_rng(22)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((4, 3, 5, 6), (5, 6), (5, 6))]
+    fn = lambda x, w, b: F.layer_norm(x, (5, 6), w, b)
+    (cpu_out, cpu_grads), (gpu_out, gpu_grads) = _both(fn, arrays)
+    np.testing.assert_allclose(gpu_out, cpu_out, rtol=1e-5, atol=1e-5)
+    for a, b in zip(gpu_grads, cpu_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gpu_gelu_op_matches_cpu(approximate):
+    x = np.random.default_rng(23).standard_normal((9, 33)).astype(np.float32) * 3
+    fn = lambda t: F.gelu(t, approximate=approximate)
+    (cpu_out, cpu_grads), (gpu_out, gpu_grads) = _both(fn, [x])
+    np.testing.assert_allclose(gpu_out, cpu_out, rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(gpu_grads[0], cpu_grads[0], rtol=1e-5, atol=2e-6)
+
+
+OPTIMIZERS = {
+    "Adam": lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.1),
+    "AdamW-amsgrad": lambda ps: optim.AdamW(ps, lr=0.01, amsgrad=True),
+    "AdamW-capturable": lambda ps: optim.AdamW(ps, lr=0.01, capturable=True),
+    "SGD-nesterov": lambda ps: optim.SGD(ps, lr=0.01, momentum=0.9, nesterov=True),
+    "SGD-dampening": lambda ps: optim.SGD(ps, lr=0.01, momentum=0.9, dampening=0.5),
+}
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_gpu_fused_optimizers_match_cpu(name):
+    shapes = [(3, 4), (7,), (130, 300), (1,)]
+    on_gpu = _optimizer_run(OPTIMIZERS[name], shapes, 5, np.float32, "cuda")
+    on_cpu = _optimizer_run(OPTIMIZERS[name], shapes, 5, np.float32)
+    for a, b in zip(on_gpu, on_cpu):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
