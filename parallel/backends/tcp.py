@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -27,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.parallel import wire
-from dtrain.parallel.backends import shm
+from dtrain.parallel.backends import mesh, shm
 from dtrain.parallel.backends.frames import ABORT, BYE, DATA, DTYPE_CODES, OP_CODES, OPS, Header
 from dtrain.parallel.backends.tcp_peer import MAX_CONTROL, UFUNCS, Peer, Posted
 from dtrain.parallel.errors import CollectiveError
@@ -39,8 +37,6 @@ from dtrain.parallel.store import StoreClient
 log = logging.getLogger(__name__)
 
 SMALL = 64 << 10  # at most this many bytes: one direct exchange instead of a ring or chain
-_PURPOSE = b"dtrain-tcp-mesh"
-_RANK = struct.Struct("!i")
 _GRACE_S = 1.0  # after a timeout, how long to wait for the rank that can name the culprit
 
 
@@ -60,6 +56,7 @@ class TcpGroup(ProcessGroup):
         prefix: str,
         secret: bytes,
         use_shm: bool | None = None,
+        unix: bool = True,
     ) -> None:
         super().__init__(rank, size, timeout, ranks)
         self.closing = False
@@ -68,58 +65,12 @@ class TcpGroup(ProcessGroup):
         self.peers: dict[int, Peer] = {}
         self.shm: shm.ShmLink | None = None
         if size > 1:
-            self._connect(store, prefix, secret)
+            sockets = mesh.connect(
+                rank, size, self.ranks, timeout, store, prefix, secret, unix=unix
+            )
+            self.peers = {peer: Peer(self, peer, conn) for peer, conn in sockets.items()}
             wanted = shm.enabled() if use_shm is None else use_shm
             self.shm = shm.ShmLink.open(self, store, prefix, wanted)
-
-    # ---- setup --------------------------------------------------------------------------
-    def _connect(self, store: StoreClient, prefix: str, secret: bytes) -> None:
-        host = store.local_address()
-        listener = socket.create_server((host, 0), backlog=self.size)
-        listener.settimeout(self.timeout)
-        store.set(f"{prefix}/addr/{self.rank}", f"{host}:{listener.getsockname()[1]}".encode())
-        sockets: dict[int, socket.socket] = {}
-        accepted_error: list = []
-
-        def accept_higher() -> None:  # ranks above ours connect to us
-            try:
-                while len([r for r in sockets if r > self.rank]) < self.size - 1 - self.rank:
-                    conn, _ = listener.accept()
-                    conn.settimeout(self.timeout)
-                    if not wire.challenge(conn, secret, _PURPOSE):
-                        log.warning("tcp: refused a mesh connection without the job secret")
-                        conn.close()
-                        continue
-                    (peer,) = _RANK.unpack(wire.recv_exact(conn, _RANK.size))
-                    if not self.rank < peer < self.size or peer in sockets:
-                        conn.close()
-                        continue
-                    sockets[peer] = conn
-            except OSError as exc:
-                accepted_error.append(exc)
-
-        acceptor = threading.Thread(target=accept_higher, daemon=True)
-        acceptor.start()
-        for peer in range(self.rank):  # we connect to the ranks below ours
-            host_port = store.get(f"{prefix}/addr/{peer}").decode()
-            peer_host, port = host_port.rsplit(":", 1)
-            conn = socket.create_connection((peer_host, int(port)), timeout=self.timeout)
-            wire.prove(conn, secret, _PURPOSE)
-            conn.sendall(_RANK.pack(self.rank))
-            sockets[peer] = conn
-        acceptor.join(self.timeout)
-        listener.close()
-        if acceptor.is_alive() or accepted_error or len(sockets) != self.size - 1:
-            missing = sorted(set(range(self.size)) - set(sockets) - {self.rank})
-            raise CollectiveError(
-                f"tcp: rank {self.ranks[self.rank]} could not connect to ranks "
-                f"{[self.ranks[m] for m in missing]} within {self.timeout:.0f} s "
-                f"({accepted_error[0] if accepted_error else 'no connection'})"
-            )
-        for peer, conn in sockets.items():
-            conn.settimeout(None)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.peers[peer] = Peer(self, peer, conn)
 
     # ---- failure handling ----------------------------------------------------------------
     def _name(self, peer: int) -> str:

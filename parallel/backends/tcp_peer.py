@@ -223,9 +223,12 @@ class Peer:
         head.frames += 1
         if head.forward is not None and (header.nbytes or head.raw.size == 0):
             head.forward(header.offset, header.offset + header.nbytes)
-        if head.complete and self.posted and self.posted[0] is head:
-            self.posted.popleft()
-        self.arrived.notify_all()
+        if head.complete:
+            if self.posted and self.posted[0] is head:
+                self.posted.popleft()
+            # Only a completed receive can end a wait (a frame that lands in the middle of
+            # one wakes nobody: on a busy machine each wake-up costs a thread switch).
+            self.arrived.notify_all()
 
     def _recv_loop(self) -> None:
         owner = self.owner
