@@ -207,6 +207,12 @@ def step_time(results: list[dict]) -> float:
     return statistics.fmean(statistics.median(r["times"]) for r in results)
 
 
+def load_note() -> str:
+    """The machine's load averages: the ranks are this run's own load, so subtract them."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
+
+
 def _main(spec_json: str) -> None:
     spec = json.loads(spec_json)
     result = run_rank(spec)
