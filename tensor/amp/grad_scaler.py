@@ -27,7 +27,8 @@ _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
 
 def _f32(value: float) -> float:
     """``value`` rounded to float32, the precision PyTorch keeps its scale in."""
-    return float(np.float32(value))
+    with np.errstate(over="ignore"):  # a scale grown past float32 becomes inf, then refused
+        return float(np.float32(value))
 
 
 def _overflow_probe(grad: Any) -> Any:
@@ -42,6 +43,11 @@ def _overflow_probe(grad: Any) -> Any:
         if grad.dtype == np.float64:  # a float64 sum could overflow: test elementwise
             return xp.where(xp.isfinite(grad).all(), 0.0, xp.inf)
         return grad.sum(dtype=xp.float64)
+
+
+def read_found_inf(probes: dict[str, Any]) -> bool:
+    """Read the per-device probes back to the host: the step's one synchronisation."""
+    return any(not math.isfinite(float(probe)) for probe in probes.values())
 
 
 def _device_key(array: Any) -> str:
@@ -330,7 +336,7 @@ class GradScaler:
         """Whether ``state``'s gradients held an inf/NaN: the one read back from the devices
         per step, remembered so ``update`` does not read it again."""
         if state["host"] is None:
-            state["host"] = any(not math.isfinite(float(v)) for v in state["found_inf"].values())
+            state["host"] = read_found_inf(state["found_inf"])
         return state["host"]
 
     def __repr__(self) -> str:
