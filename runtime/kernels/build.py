@@ -8,7 +8,9 @@ registered source so a CPU test can compile them all with nvcc.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +95,18 @@ def row_block(cols: int) -> int:
     """Threads per block for a one-block-per-row kernel: a multiple of 32 (the block
     reductions need whole warps), enough to cover short rows, at most 512."""
     return int(min(512, max(32, 1 << max(0, math.ceil(math.log2(max(cols, 1)))))))
+
+
+def on_array_device(fn: Callable) -> Callable:
+    """Run ``fn`` with the device of its first argument (a cupy array) current, so its
+    outputs, and the module it launches, live on that array's GPU."""
+
+    @functools.wraps(fn)
+    def wrapper(array: Any, *args: Any, **kwargs: Any) -> Any:
+        with array.device:
+            return fn(array, *args, **kwargs)
+
+    return wrapper
 
 
 def launch(fn: Any, grid: tuple[int, ...], block: int, args: tuple) -> None:

@@ -17,6 +17,7 @@ from dtrain.runtime.kernels.build import (
     i64,
     kernel,
     launch,
+    on_array_device,
     register,
     row_block,
     templated,
@@ -95,6 +96,7 @@ def supported(logits: Any) -> bool:
     return logits.ndim == 2 and type_name(logits.dtype) is not None and logits.shape[1] > 0
 
 
+@on_array_device
 def cross_entropy_forward(logits: Any, target: Any, ignore_index: int) -> tuple[Any, Any]:
     """Per-row loss and log-sum-exp of cupy ``logits`` (rows, classes) at ``target`` (rows,).
 
@@ -115,6 +117,7 @@ def cross_entropy_forward(logits: Any, target: Any, ignore_index: int) -> tuple[
     return loss, lse
 
 
+@on_array_device
 def cross_entropy_backward(
     logits: Any, target: Any, lse: Any, scale: Any, ignore_index: int
 ) -> Any:

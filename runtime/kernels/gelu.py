@@ -19,13 +19,14 @@ from dtrain.runtime.kernels.build import (
     i64,
     kernel,
     launch,
+    on_array_device,
     register,
     templated,
     type_name,
 )
 
 _BODY = r"""
-// d/dv of GELU at v, and GELU(v); `tanh_form` picks the approximation.
+// GELU(v) and its slope d/dv; `tanh_form` picks the tanh approximation over the erf form.
 template <typename A> __device__ __forceinline__ A gelu_value(A v, int tanh_form) {
     if (tanh_form) {
         const A inner = A(0.7978845608028654) * (v + A(0.044715) * v * v * v);
@@ -93,6 +94,7 @@ def _bias_args(cupy: Any, x: Any, bias: Any) -> tuple[Any, np.int64]:
     return cupy.ascontiguousarray(bias.reshape(-1)), i64(bias.size)
 
 
+@on_array_device
 def gelu_forward(x: Any, approximate: str = "none", bias: Any = None) -> Any:
     """``gelu(x + bias)`` of a cupy array (``bias`` optional, shaped like ``x``'s last dim)."""
     cupy = require_cupy("gelu_forward")
@@ -107,6 +109,7 @@ def gelu_forward(x: Any, approximate: str = "none", bias: Any = None) -> Any:
     return out
 
 
+@on_array_device
 def gelu_backward(grad: Any, x: Any, approximate: str = "none", bias: Any = None) -> Any:
     """Gradient of ``gelu(x + bias)`` w.r.t. ``x`` (and so w.r.t. ``x + bias``); the bias's
     gradient is this summed over the leading dims."""

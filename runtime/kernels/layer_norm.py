@@ -21,6 +21,7 @@ from dtrain.runtime.kernels.build import (
     i64,
     kernel,
     launch,
+    on_array_device,
     register,
     row_block,
     templated,
@@ -131,6 +132,7 @@ def supported(x: Any, weight: Any = None, bias: Any = None) -> bool:
     return all(p is None or (p.dtype == x.dtype and p.size == x.shape[1]) for p in (weight, bias))
 
 
+@on_array_device
 def layer_norm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any, Any, Any]:
     """LayerNorm of cupy ``x`` (rows, cols) over its last dim.
 
@@ -154,6 +156,7 @@ def layer_norm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any,
     return out, mean, rstd
 
 
+@on_array_device
 def layer_norm_backward(
     grad: Any, x: Any, weight: Any, mean: Any, rstd: Any, *, param_grads: bool = True
 ) -> tuple[Any, Any, Any]:
