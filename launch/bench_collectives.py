@@ -1,14 +1,17 @@
 """``dtrain bench collectives``: nccl-tests-style bandwidth tables for each backend.
 
-    dtrain bench collectives [-n N] [--backend tcp,shm,mpi|all] [--ops all_reduce,...]
-                             [--min-bytes 4] [--max-bytes 256M] [--iters K] [--dtype float32]
+    dtrain bench collectives [-n N] [--backend tcp,inet,shm,mpi|all] [--ops all_reduce,...]
+                             [--min-bytes 4] [--max-bytes 256M] [--iters K] [--repeat R]
 
-Backends: ``tcp`` (sockets only), ``shm`` (the tcp backend with its same-host shared-memory
-path) and ``mpi``. For tcp and shm the command starts N local ranks itself (one launch: the
-sockets-only world group and a shared-memory group take turns at every size). For mpi it runs
-itself under ``mpiexec -n N`` (the one next to this Python), where raw mpi4py calls
-(``comm.Allreduce`` and friends) take turns with the mpi backend at every size, as the
-baseline. Sizes double from ``--min-bytes`` to ``--max-bytes``.
+Backends: ``tcp`` (sockets only: Unix-domain sockets between these same-host ranks, as the
+backend picks them), ``inet`` (the tcp backend forced onto TCP sockets, as between hosts),
+``shm`` (the tcp backend with its same-host shared-memory path) and ``mpi``. For the tcp
+kinds the command starts N local ranks itself (one launch: their groups take turns at every
+size). For mpi it runs itself under ``mpiexec -n N`` (the one next to this Python), where raw
+mpi4py calls (``comm.Allreduce`` and friends) take turns with the mpi backend at every size,
+as the baseline. Sizes double from ``--min-bytes`` to ``--max-bytes``. ``--repeat R`` runs
+the launches R times, taking turns, and reports the median of each figure: on a shared
+machine the load changes between launches.
 
 Columns, as nccl-tests prints them: ``size`` (bytes: the buffer of all_reduce and broadcast,
 the gathered output of all_gather, the scattered input of reduce_scatter), ``count``
@@ -44,9 +47,10 @@ from typing import Any
 import numpy as np
 
 OPS = ("all_reduce", "broadcast", "all_gather", "reduce_scatter")
-BACKENDS = ("tcp", "shm", "mpi")
+BACKENDS = ("tcp", "inet", "shm", "mpi")
 LABELS = {
     "tcp": "tcp (sockets)",
+    "inet": "tcp (TCP only)",
     "shm": "tcp + shared memory",
     "mpi": "mpi backend",
     "raw": "raw mpi4py",
@@ -103,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         type=_names(BACKENDS, "all"),
         default=list(BACKENDS),
-        help="comma-separated: tcp (sockets), shm (tcp's same-host path), mpi; or all",
+        help="comma-separated: tcp (sockets: Unix-domain between same-host ranks), inet (tcp "
+        "forced onto TCP sockets), shm (tcp's shared-memory path), mpi; or all",
     )
     parser.add_argument(
         "--ops", type=_names(OPS, "all"), default=list(OPS), help=f"comma-separated: {OPS}"
@@ -112,6 +117,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-bytes", type=parse_bytes, default=256 << 20, help="default 256M")
     parser.add_argument("--iters", type=int, default=20, help="timed calls per size (most)")
     parser.add_argument("--dtype", default="float32", help="numpy dtype name (default float32)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="launch every backend this many times, taking turns; report the medians",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per launch")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
 
@@ -119,8 +130,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---- the launcher (the `dtrain bench collectives` process) ----------------------------------
 def run(args: argparse.Namespace) -> int:
     """Launch the ranks for each backend, then print the tables; returns the exit code."""
-    if args.nprocs < 1 or args.iters < 1 or not 0 < args.min_bytes <= args.max_bytes:
-        print("bench collectives: need -n >= 1, --iters >= 1, 0 < min-bytes <= max-bytes")
+    if (
+        args.nprocs < 1
+        or args.iters < 1
+        or args.repeat < 1
+        or not 0 < args.min_bytes <= args.max_bytes
+    ):
+        print(
+            "bench collectives: need -n >= 1, --iters >= 1, --repeat >= 1, "
+            "0 < min-bytes <= max-bytes"
+        )
         return 2
     try:
         kind = np.dtype(args.dtype).kind
@@ -134,15 +153,16 @@ def run(args: argparse.Namespace) -> int:
     rows, latency, failed = [], {}, []
     with tempfile.TemporaryDirectory(prefix="dtrain-bench-") as tmp:
         launches = []
-        if {"tcp", "shm"} & set(args.backend):
-            launches.append([b for b in ("tcp", "shm") if b in args.backend])
+        if {"tcp", "inet", "shm"} & set(args.backend):
+            launches.append([b for b in ("tcp", "inet", "shm") if b in args.backend])
         if "mpi" in args.backend:
             missing = _mpi_missing()
             if missing:
                 print(f"# note: no mpi run ({missing})")
             else:
                 launches.append(["mpi"])
-        for index, backends in enumerate(launches):
+        # Taking turns, so that a change in the machine's load hits every backend alike.
+        for index, backends in enumerate(launches * args.repeat):
             result_path = Path(tmp) / f"result{index}.json"
             worker = dict(config, backends=backends, result=str(result_path))
             ok, log = _launch(args.nprocs, worker, args.timeout, Path(tmp) / f"log{index}.txt")
@@ -152,9 +172,13 @@ def run(args: argparse.Namespace) -> int:
                 continue
             result = json.loads(result_path.read_text())
             rows += result["rows"]
-            latency.update(result["latency"])
-            for note in result["notes"]:
+            for backend, micros in result["latency"].items():
+                latency.setdefault(backend, []).append(micros)
+            for note in result["notes"] if index < len(launches) else ():
                 print(f"# note: {note}")
+    rows, latency = medians(rows), {b: float(np.median(v)) for b, v in latency.items()}
+    if args.repeat > 1:
+        print(f"# medians of {args.repeat} launches of each backend, taking turns")
     print(render(rows, latency, args.nprocs, args.dtype))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "latency": latency}, indent=1))
@@ -185,9 +209,7 @@ def _launch(n: int, worker: dict, timeout: float, log_path: Path) -> tuple[bool,
         port = _free_port()
         base = dict(env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(n))
         base.update(LOCAL_WORLD_SIZE=str(n), DTRAIN_SECRET=secrets.token_hex(16))
-        commands = [
-            (command, dict(base, RANK=str(r), LOCAL_RANK=str(r), DTRAIN_SHM="0")) for r in range(n)
-        ]
+        commands = [(command, dict(base, RANK=str(r), LOCAL_RANK=str(r))) for r in range(n)]
     processes = []
     with open(log_path, "wb") as log:
         try:
@@ -221,6 +243,22 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def medians(rows: list[dict]) -> list[dict]:
+    """One row per (backend, op, size): the median time of the launches, in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["backend"], row["op"], row["size"]), []).append(row)
+    merged = []
+    for same in groups.values():
+        row = dict(same[0])
+        row["time_us"] = float(np.median([r["time_us"] for r in same]))
+        scale = same[0]["time_us"] / row["time_us"]
+        row["algbw"], row["busbw"] = same[0]["algbw"] * scale, same[0]["busbw"] * scale
+        row["wrong"] = max(r["wrong"] for r in same)
+        merged.append(row)
+    return merged
 
 
 def render(rows: list[dict], latency: dict, n: int, dtype: str) -> str:
@@ -379,12 +417,13 @@ def worker(config: dict) -> None:
         else:
             ranks.append(_Rank("raw", None, MPI.COMM_WORLD))
     else:
-        dist.init_process_group("tcp")  # DTRAIN_SHM=0: sockets only
+        dist.init_process_group("tcp", pg_options={"shm": False})
         if "tcp" in backends:
             ranks.append(_Rank("tcp", None))
+        if "inet" in backends:
+            ranks.append(_Rank("inet", dist.new_group(pg_options={"shm": False, "unix": False})))
         if "shm" in backends:
-            os.environ["DTRAIN_SHM"] = "1"  # read when a tcp group is created
-            group = dist.new_group()
+            group = dist.new_group(pg_options={"shm": True})
             if getattr(group, "shm", None) is None:
                 notes.append("shm: no shared memory on this machine; the group uses sockets")
             ranks.append(_Rank("shm", group))

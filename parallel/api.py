@@ -71,13 +71,15 @@ def init_process_group(
     timeout: Any = None,
     world_size: int | None = None,
     rank: int | None = None,
+    pg_options: dict | None = None,
 ) -> None:
     """Join the job's default process group (every rank calls this once).
 
     ``backend`` None picks nccl when CUDA and NCCL are available, mpi under ``mpiexec``, and
     tcp otherwise. Rank and world size come from the arguments, the environment (RANK,
     WORLD_SIZE — as torchrun and ``dtrain launch`` set them) or MPI. ``init_method`` is
-    ``env://`` (MASTER_ADDR, MASTER_PORT) or ``tcp://host:port``.
+    ``env://`` (MASTER_ADDR, MASTER_PORT) or ``tcp://host:port``. ``pg_options`` (tcp only):
+    ``{"unix": False}`` keeps same-host peers on TCP, ``{"shm": False}`` off shared memory.
     """
     if _state.world is not None:
         raise RuntimeError(
@@ -108,6 +110,7 @@ def init_process_group(
             )
     if not 0 <= rank < world_size:
         raise ValueError(f"init_process_group: rank {rank} is not in [0, {world_size})")
+    _check_options(backend, pg_options)
     if backend == "mpi":
         from dtrain.parallel.backends.mpi import MpiGroup
 
@@ -116,7 +119,7 @@ def init_process_group(
     _state.secret = _job_secret(config.secret, world_size)
     store = _connect_store(init_method, rank, world_size, limit, config)
     _state.world = _make_group(
-        backend, rank, world_size, limit, list(range(world_size)), store, "world"
+        backend, rank, world_size, limit, list(range(world_size)), store, "world", pg_options
     )
 
 
@@ -165,13 +168,33 @@ def _connect_store(
     return _state.store
 
 
+def _check_options(backend: str, pg_options: dict | None) -> None:
+    from dtrain.parallel.backends.tcp import OPTIONS
+
+    known = OPTIONS if backend == "tcp" else ()
+    unknown = sorted(set(pg_options or ()) - set(known))
+    if unknown:
+        raise ValueError(
+            f"pg_options {unknown} are not options of the {backend} backend; "
+            f"it takes {list(known) or 'none'}"
+        )
+
+
 def _make_group(
-    backend: str, rank: int, size: int, timeout: float, ranks: list[int], store: Any, prefix: str
+    backend: str,
+    rank: int,
+    size: int,
+    timeout: float,
+    ranks: list[int],
+    store: Any,
+    prefix: str,
+    pg_options: dict | None = None,
 ) -> ProcessGroup:
     if backend == "tcp":
-        from dtrain.parallel.backends.tcp import TcpGroup
+        from dtrain.parallel.backends.tcp import OPTIONS, TcpGroup
 
-        return TcpGroup(rank, size, timeout, ranks, store, prefix, _state.secret)
+        options = {OPTIONS[k]: bool(v) for k, v in (pg_options or {}).items()}
+        return TcpGroup(rank, size, timeout, ranks, store, prefix, _state.secret, **options)
     from dtrain.parallel.backends.nccl import NcclGroup
 
     return NcclGroup(rank, size, timeout, ranks, store, prefix)
@@ -239,11 +262,16 @@ def destroy_process_group(group: Any = None) -> None:
 
 
 def new_group(
-    ranks: list[int] | None = None, timeout: Any = None, backend: str | None = None
+    ranks: list[int] | None = None,
+    timeout: Any = None,
+    backend: str | None = None,
+    pg_options: dict | None = None,
 ) -> Any:
     """Collective over the default group: a group of ``ranks`` (all when None). Every rank
-    calls it; ranks outside get ``GroupMember.NON_GROUP_MEMBER``."""
+    calls it; ranks outside get ``GroupMember.NON_GROUP_MEMBER``. ``pg_options`` as for
+    ``init_process_group``."""
     world = _group(None)
+    _check_options(backend or world.backend, pg_options)
     members = sorted(set(range(world.size) if ranks is None else ranks))
     if any(not 0 <= r < world.size for r in members) or not members:
         raise ValueError(
@@ -270,6 +298,7 @@ def new_group(
         members,
         _state.store,
         f"group{_state.groups}",
+        pg_options,
     )
 
 

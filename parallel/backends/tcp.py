@@ -37,6 +37,8 @@ from dtrain.parallel.store import StoreClient
 log = logging.getLogger(__name__)
 
 SMALL = 64 << 10  # at most this many bytes: one direct exchange instead of a ring or chain
+# pg_options of init_process_group/new_group -> TcpGroup's keyword (docs/parallel.md)
+OPTIONS = {"unix": "unix", "shm": "use_shm"}
 _GRACE_S = 1.0  # after a timeout, how long to wait for the rank that can name the culprit
 
 

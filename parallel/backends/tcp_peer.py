@@ -202,20 +202,26 @@ class Peer:
             while not target.complete:
                 head = self.posted[0] if self.posted else None
                 if self.inbox and head is not None and head.claimed == head.landed:
-                    header, buffer = self.inbox.popleft()
-                    check_frame(header, head)
-                    head.claimed += header.nbytes
-                    self.arrived.release()  # land it while the receiver goes on
-                    try:
-                        head.land(header.offset, buffer[: header.nbytes])
-                    finally:
-                        self.arrived.acquire()
-                    if len(self.spare) < _SPARE:
-                        self.spare.append(buffer)
-                    self._landed(head, header)
+                    check_frame(self.inbox[0][0], head)
+                    self._land_early(head)
                     continue
                 check_alive()
                 self.arrived.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
+
+    def _land_early(self, head: Posted) -> None:
+        """Land the first frame of the inbox into ``head``, which it was checked to belong
+        to (holding ``arrived``, released while copying)."""
+        header, buffer = self.inbox.popleft()
+        head.claimed += header.nbytes
+        self.arrived.release()  # land it while the receiver goes on
+        try:
+            head.land(header.offset, buffer[: header.nbytes])
+        finally:
+            self.arrived.acquire()
+        if len(self.spare) < _SPARE:
+            self.spare.append(buffer)
+        self._landed(head, header)
+        self.arrived.notify_all()  # the receiver may wait to land frames straight in place
 
     def _landed(self, head: Posted, header: Header) -> None:
         """Account for a landed frame and forward it (holding ``arrived``)."""
@@ -265,19 +271,10 @@ class Peer:
         with self.arrived:
             if header.op != _SEND:
                 self.heard = header.seq
-            head = self.posted[0] if self.posted else None
-            # Straight into place only when nothing is queued before this frame and nobody
-            # is landing one: then every posted receive fills in order, from the front.
-            direct = (
-                head is not None
-                and not self.inbox
-                and head.claimed == head.landed
-                and header.same_call(head.expected)
-                and head.fits(header)
-            )
-            if direct:
+            head = self._direct_target(header)
+            if head is not None:
                 head.claimed += n
-        if not direct:
+        if head is None:
             buffer = self.spare.pop() if self.spare else np.empty(CHUNK, dtype=np.uint8)
             wire.recv_into_exact(self.sock, memoryview(buffer)[:n])
             with self.arrived:
@@ -291,6 +288,24 @@ class Peer:
             head.land(header.offset, self.scratch[:n])
         with self.arrived:
             self._landed(head, header)
+
+    def _direct_target(self, header: Header) -> Posted | None:
+        """The posted receive ``header``'s payload can be read straight into, or None: then
+        it waits in the inbox (holding ``arrived``). Frames that arrived before their receive
+        was posted are landed first, in order, and from this thread: otherwise every later
+        frame of the call would also take the inbox's extra copy."""
+        while self.posted:
+            head = self.posted[0]
+            if head.claimed != head.landed:  # the collective's thread is landing one
+                self.arrived.wait(0.05)
+                continue
+            if not self.inbox:
+                return head if header.same_call(head.expected) and head.fits(header) else None
+            early = self.inbox[0][0]
+            if not (early.same_call(head.expected) and head.fits(early)):
+                return None  # the collective's thread reports the mismatch
+            self._land_early(head)
+        return None
 
 
 def write_frames(sock: socket.socket, header: Header, raw: Any, deadline: float | None) -> None:
