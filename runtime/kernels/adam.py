@@ -20,66 +20,78 @@ from typing import Any
 import numpy as np
 
 from dtrain.runtime.backend import require_cupy
-from dtrain.runtime.kernels.build import f64, i64, kernel, launch, register, templated
-from dtrain.runtime.kernels.multi_tensor import BLOCK, CHUNK, CHUNK_LOOP, check_lists, table
+from dtrain.runtime.kernels.build import f64, kernel, launch, register, templated
+from dtrain.runtime.kernels.multi_tensor import (
+    BLOCK,
+    MAX_TENSORS,
+    MULTI_TENSOR,
+    check_lists,
+    tensor_lists,
+)
 
 _BODY = (
-    CHUNK_LOOP
+    MULTI_TENSOR
     + r"""
-// Table rows: 0 param, 1 grad, 2 exp_avg, 3 exp_avg_sq, 4 max_exp_avg_sq (amsgrad),
-// 5 step (float, capturable). Non-capturable launches pass the bias corrections.
+// List rows: 0 param, 1 grad, 2 exp_avg, 3 exp_avg_sq, 4 max_exp_avg_sq (amsgrad),
+// 5 step (float, capturable). Non-capturable launches pass the bias corrections instead.
 template <typename T>
-__global__ void adam_multi_tensor(const long long* ptrs, const long long* sizes,
-                                  const long long* chunk_tensor, const long long* chunk_start,
-                                  long long n, long long chunk_size, double lr, double beta1,
+__global__ void adam_multi_tensor(const TensorList list, int n, double lr, double beta1,
                                   double beta2, double eps, double weight_decay, int amsgrad,
                                   int maximize, int decoupled, int capturable,
                                   double step_size_host, double bias_correction2_sqrt_host) {
     typedef typename Acc<T>::type A;
-    const Chunk c = block_chunk(sizes, chunk_tensor, chunk_start, chunk_size);
-    T* p = table_ptr<T>(ptrs, n, 0, c.t);
-    const T* g = table_ptr<T>(ptrs, n, 1, c.t);
-    T* m = table_ptr<T>(ptrs, n, 2, c.t);
-    T* v = table_ptr<T>(ptrs, n, 3, c.t);
-    T* v_max = table_ptr<T>(ptrs, n, 4, c.t);
-    double step_size = step_size_host, bias_correction2_sqrt = bias_correction2_sqrt_host;
-    if (capturable) {
-        const double step = (double)*table_ptr<float>(ptrs, n, 5, c.t);
-        step_size = lr / (1.0 - pow(beta1, step));
-        bias_correction2_sqrt = sqrt(1.0 - pow(beta2, step));
-    }
-    const A a_step_size = (A)step_size, a_bc2 = (A)bias_correction2_sqrt, a_eps = (A)eps;
-    const A a_wd = (A)weight_decay, a_decay = (A)(1.0 - lr * weight_decay);
+    const A a_eps = (A)eps, a_wd = (A)weight_decay, a_decay = (A)(1.0 - lr * weight_decay);
     const A a_beta2 = (A)beta2, a_one_minus_beta2 = (A)(1.0 - beta2);
     const A weight = (A)(1.0 - beta1);
-    for (long long i = c.first + threadIdx.x; i < c.last; i += blockDim.x) {
-        A pi = to_acc(p[i]);
-        A gi = to_acc(g[i]);
-        if (maximize) gi = -gi;
-        if (weight_decay != 0.0) {
-            if (decoupled) pi *= a_decay;
-            else gi += a_wd * pi;
+    long long base = 0;
+    for (int t = 0; t < n; ++t) {
+        const long long size = list.size[t];
+        T* p = list_ptr<T>(list, 0, t);
+        const T* g = list_ptr<T>(list, 1, t);
+        T* m = list_ptr<T>(list, 2, t);
+        T* v = list_ptr<T>(list, 3, t);
+        T* v_max = list_ptr<T>(list, 4, t);
+        double step_size = step_size_host, bias_correction2_sqrt = bias_correction2_sqrt_host;
+        if (capturable) {
+            const double step = (double)*list_ptr<float>(list, 5, t);
+            step_size = lr / (1.0 - pow(beta1, step));
+            bias_correction2_sqrt = sqrt(1.0 - pow(beta2, step));
         }
-        A mi = to_acc(m[i]);
-        // lerp in PyTorch's two-sided form (exact at both ends)
-        mi = weight < A(0.5) ? mi + weight * (gi - mi) : gi - (gi - mi) * (A(1) - weight);
-        A vi = to_acc(v[i]) * a_beta2 + a_one_minus_beta2 * gi * gi;
-        m[i] = from_acc<T>(mi);
-        v[i] = from_acc<T>(vi);
-        if (amsgrad) {
-            const A old = to_acc(v_max[i]);
-            vi = old > vi ? old : vi;
-            v_max[i] = from_acc<T>(vi);
+        const A a_step_size = (A)step_size, a_bc2 = (A)bias_correction2_sqrt;
+        for (long long c = first_owned(base); c < base + chunk_count(size); c += gridDim.x) {
+            const long long first = (c - base) * CHUNK;
+            const long long last = first + CHUNK < size ? first + CHUNK : size;
+            for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
+                A pi = to_acc(p[i]);
+                A gi = to_acc(g[i]);
+                if (maximize) gi = -gi;
+                if (weight_decay != 0.0) {
+                    if (decoupled) pi *= a_decay;
+                    else gi += a_wd * pi;
+                }
+                A mi = to_acc(m[i]);
+                // lerp in PyTorch's two-sided form (exact at both ends)
+                mi = weight < A(0.5) ? mi + weight * (gi - mi) : gi - (gi - mi) * (A(1) - weight);
+                A vi = to_acc(v[i]) * a_beta2 + a_one_minus_beta2 * gi * gi;
+                m[i] = from_acc<T>(mi);
+                v[i] = from_acc<T>(vi);
+                if (amsgrad) {
+                    const A old = to_acc(v_max[i]);
+                    vi = old > vi ? old : vi;
+                    v_max[i] = from_acc<T>(vi);
+                }
+                const A denom = dt_sqrt(vi) / a_bc2 + a_eps;
+                p[i] = from_acc<T>(pi - (mi * a_step_size) / denom);
+            }
         }
-        const A denom = dt_sqrt(vi) / a_bc2 + a_eps;
-        p[i] = from_acc<T>(pi - (mi * a_step_size) / denom);
+        base += chunk_count(size);
     }
 }
 
-// Capturable mode: step[t] += 1 for every tensor, before the update reads it.
-__global__ void adam_increment_steps(const long long* ptrs, long long n) {
-    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t < n) *table_ptr<float>(ptrs, n, 5, t) += 1.0f;
+// Capturable mode: step[t] += 1 for every tensor of the list, before the update reads it.
+__global__ void adam_increment_steps(const TensorList list, int n) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < n) *list_ptr<float>(list, 5, t) += 1.0f;
 }
 """
 )
@@ -109,7 +121,8 @@ def adam_multi_tensor(
     maximize: bool,
     decoupled_weight_decay: bool,
 ) -> None:
-    """One Adam(W) step over cupy arrays of one dtype and device, in place, in one launch.
+    """One Adam(W) step over cupy arrays of one dtype and device, in place: one launch per
+    ``MAX_TENSORS`` (48) parameters (two in capturable mode).
 
     Args:
         params, grads, exp_avgs, exp_avg_sqs: one C-contiguous array per parameter.
@@ -144,25 +157,25 @@ def adam_multi_tensor(
         raise ValueError(
             "adam_multi_tensor: steps must hold one float32 device scalar per parameter"
         )
-    rows = [params, grads, exp_avgs, exp_avg_sqs, v_max or [None] * n, steps or [None] * n]
+    if steps is None:
+        step_size = lr / (1 - beta1**step)
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    else:
+        step_size = bias_correction2_sqrt = 1.0  # read on the device instead
+    flags = (amsgrad, maximize, decoupled_weight_decay, steps is not None)
+    scalars = (
+        f64(lr), f64(beta1), f64(beta2), f64(eps), f64(weight_decay),
+        *(np.int32(f) for f in flags), f64(step_size), f64(bias_correction2_sqrt),
+    )  # fmt: skip
     with params[0].device:
-        tab = table(rows, CHUNK)
-        if steps is not None:
-            bump = kernel(SOURCE, "adam_increment_steps")
-            launch(bump, (math.ceil(n / BLOCK),), BLOCK, (tab.ptrs, i64(n)))
-            step_size = bias_correction2_sqrt = 1.0  # read on the device instead
-        else:
-            step_size = lr / (1 - beta1**step)
-            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        fn = kernel(SOURCE, f"adam_multi_tensor<{name}>")
-        flags = (amsgrad, maximize, decoupled_weight_decay, steps is not None)
-        args = (
-            tab.ptrs, tab.sizes, tab.chunk_tensor, tab.chunk_start, i64(n), i64(CHUNK),
-            f64(lr), f64(beta1), f64(beta2), f64(eps), f64(weight_decay),
-            *(np.int32(f) for f in flags), f64(step_size), f64(bias_correction2_sqrt),
-        )  # fmt: skip
-        if tab.chunks:
-            launch(fn, (tab.chunks,), BLOCK, args)
+        update = kernel(SOURCE, f"adam_multi_tensor<{name}>")
+        bump = kernel(SOURCE, "adam_increment_steps") if steps is not None else None
+        rows = [params, grads, exp_avgs, exp_avg_sqs, v_max, steps]
+        for struct, count, grid in tensor_lists(rows):
+            if bump is not None:
+                launch(bump, (1,), MAX_TENSORS, (struct, np.int32(count)))
+            if grid:
+                launch(update, (grid,), BLOCK, (struct, np.int32(count), *scalars))
 
 
 def adam_reference(

@@ -1,104 +1,67 @@
-"""Tables that let one kernel launch update a whole list of tensors (as apex's
-``multi_tensor_apply``).
+"""Passing a list of tensors to one kernel launch (as apex's ``multi_tensor_apply``).
 
-A launch gets, in device memory: ``ptrs`` (rows of device pointers, ``ptrs[row * n + t]``
-for tensor ``t`` of list ``row``, 0 for a list the kernel does not use), ``sizes`` (n,), and
-one entry per block: ``chunk_tensor``/``chunk_start``, the tensor and first element of the
-chunk of ``CHUNK`` elements that block updates. The tables are cached by the pointers and
-sizes they hold, so repeated steps over the same arrays copy nothing to the device, and a
-CUDA graph captured after one eager step replays with tables that stay put.
+A launch receives, **by value** as a kernel argument, a ``TensorList`` struct: up to
+``MAX_TENSORS`` device pointers in each of ``ROWS`` rows (``ptr[row][t]``: row 0 the
+parameters, then gradients, optimizer state...; 0 for a row the kernel does not use) and
+each tensor's size. By value, not through a table in device memory, so a launch copies
+nothing from the host and a CUDA graph captured with it replays with the pointers it was
+captured with. Longer lists take one launch per ``MAX_TENSORS`` tensors. Blocks share out
+the tensors' chunks of ``CHUNK`` elements round-robin.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import is_cuda_array, require_cupy
+from dtrain.runtime.backend import is_cuda_array
 from dtrain.runtime.kernels.build import type_name
 
-CHUNK = 16384  # elements per block
+CHUNK = 16384  # elements a block updates before it moves to its next chunk
 BLOCK = 256
-_CACHE_SIZE = 32
+ROWS = 6
+MAX_TENSORS = 48  # 7 * 48 * 8 = 2688 bytes: within the 4 KiB of kernel parameters
+_MAX_GRID = 4096
 
-#: CUDA C shared by the multi-tensor kernels: find this block's chunk.
-CHUNK_LOOP = r"""
-// The [first, last) element range of tensor `t` that this block updates.
-struct Chunk { long long t, first, last; };
+#: numpy's image of the CUDA struct below (same field order, sizes and alignment).
+LIST_DTYPE = np.dtype([("ptr", np.int64, (ROWS, MAX_TENSORS)), ("size", np.int64, (MAX_TENSORS,))])
 
-__device__ __forceinline__ Chunk block_chunk(const long long* sizes, const long long* chunk_tensor,
-                                             const long long* chunk_start, long long chunk_size) {
-    Chunk c;
-    c.t = chunk_tensor[blockIdx.x];
-    c.first = chunk_start[blockIdx.x];
-    const long long end = c.first + chunk_size;
-    c.last = end < sizes[c.t] ? end : sizes[c.t];
-    return c;
+#: CUDA C shared by the multi-tensor kernels: the struct and the chunk arithmetic. A kernel
+#: walks its tensors in order, counting chunks over all of them (``base``); chunk ``g`` is
+#: updated by block ``g % gridDim.x``.
+MULTI_TENSOR = (
+    f"""
+#define MAX_TENSORS {MAX_TENSORS}
+#define CHUNK {CHUNK}LL
+struct TensorList {{
+    long long ptr[{ROWS}][MAX_TENSORS];
+    long long size[MAX_TENSORS];
+}};
+static_assert(sizeof(TensorList) == {LIST_DTYPE.itemsize}, "TensorList must match LIST_DTYPE");
+"""
+    + r"""
+template <typename P>
+__device__ __forceinline__ P* list_ptr(const TensorList& list, int row, int t) {
+    return reinterpret_cast<P*>(list.ptr[row][t]);
 }
 
-template <typename P> __device__ __forceinline__ P* table_ptr(const long long* ptrs, long long n,
-                                                              int row, long long t) {
-    return reinterpret_cast<P*>(ptrs[row * n + t]);
+__device__ __forceinline__ long long chunk_count(long long size) {
+    return (size + CHUNK - 1) / CHUNK;
+}
+
+// The first chunk g >= base that this block owns (g % gridDim.x == blockIdx.x).
+__device__ __forceinline__ long long first_owned(long long base) {
+    const long long grid = gridDim.x;
+    return base + (((long long)blockIdx.x - base % grid) + grid) % grid;
 }
 """
-
-
-@dataclass(frozen=True)
-class Table:
-    """Device tables for one list of tensors (see the module docstring)."""
-
-    ptrs: Any
-    sizes: Any
-    chunk_tensor: Any
-    chunk_start: Any
-    n: int
-    chunks: int
-
-
-_TABLES: OrderedDict[tuple, Table] = OrderedDict()
-
-
-def _pointer(array: Any) -> int:
-    return 0 if array is None else int(array.data.ptr)
-
-
-def table(lists: list[list[Any]], chunk: int = CHUNK) -> Table:
-    """The (cached) table of ``lists``: equal-length lists of cupy arrays, or lists of None
-    for rows the kernel ignores; ``lists[0]`` gives the sizes."""
-    cupy = require_cupy("a multi-tensor kernel")
-    first = lists[0]
-    sizes = [int(a.size) for a in first]
-    rows = [[_pointer(a) for a in row] for row in lists]
-    key = (cupy.cuda.Device().id, chunk, tuple(sizes), tuple(tuple(r) for r in rows))
-    cached = _TABLES.get(key)
-    if cached is not None:
-        _TABLES.move_to_end(key)
-        return cached
-    chunk_tensor, chunk_start = [], []
-    for t, size in enumerate(sizes):
-        for start in range(0, size, chunk):
-            chunk_tensor.append(t)
-            chunk_start.append(start)
-    made = Table(
-        ptrs=cupy.asarray(np.array(rows, dtype=np.int64).reshape(-1)),
-        sizes=cupy.asarray(np.array(sizes, dtype=np.int64)),
-        chunk_tensor=cupy.asarray(np.array(chunk_tensor, dtype=np.int64)),
-        chunk_start=cupy.asarray(np.array(chunk_start, dtype=np.int64)),
-        n=len(sizes),
-        chunks=len(chunk_tensor),
-    )
-    _TABLES[key] = made
-    if len(_TABLES) > _CACHE_SIZE:
-        _TABLES.popitem(last=False)
-    return made
+)
 
 
 def fusable(*arrays: Any) -> bool:
     """Whether arrays can share one multi-tensor launch: C-contiguous cupy arrays of one
-    supported dtype on one device (None entries are skipped)."""
+    supported dtype, size and device (None entries are skipped)."""
     present = [a for a in arrays if a is not None]
     if not present or not all(is_cuda_array(a) for a in present):
         return False
@@ -114,15 +77,14 @@ def fusable(*arrays: Any) -> bool:
     )
 
 
-def check_lists(name: str, lists: list[list[Any]]) -> str:
-    """Raise unless ``lists`` (None rows allowed) line up for ``name``; return the type name."""
+def check_lists(name: str, lists: list[list[Any] | None]) -> str:
+    """Raise unless ``lists`` (None for an unused row) line up; return the C type name."""
     n = len(lists[0])
-    for row in lists:
-        if row is not None and len(row) != n:
-            raise ValueError(
-                f"{name}: got lists of lengths {[len(r) for r in lists]}; "
-                "pass one entry per parameter in every list"
-            )
+    if any(row is not None and len(row) != n for row in lists):
+        lengths = [None if row is None else len(row) for row in lists]
+        raise ValueError(
+            f"{name}: got lists of lengths {lengths}; pass one entry per parameter in every list"
+        )
     for t in range(n):
         if not fusable(*(row[t] for row in lists if row is not None)):
             raise ValueError(
@@ -132,10 +94,30 @@ def check_lists(name: str, lists: list[list[Any]]) -> str:
     dtypes = {lists[0][t].dtype for t in range(n)}
     if len(dtypes) > 1:
         raise ValueError(
-            f"{name}: got dtypes {sorted(map(str, dtypes))}; one launch takes one "
-            "dtype, so call it once per dtype"
+            f"{name}: got dtypes {sorted(map(str, dtypes))}; one launch takes one dtype, so "
+            "call it once per dtype"
         )
     return type_name(lists[0][0].dtype)
+
+
+def tensor_lists(rows: list[list[Any] | None]) -> list[tuple[np.ndarray, int, int]]:
+    """The ``TensorList`` kernel arguments for ``rows`` (row 0 the parameters), one per
+    ``MAX_TENSORS`` tensors: ``(struct, tensors, grid)`` each; grid 0 when all are empty."""
+    n = len(rows[0])
+    out = []
+    for start in range(0, n, MAX_TENSORS):
+        stop = min(n, start + MAX_TENSORS)
+        struct = np.zeros(1, dtype=LIST_DTYPE)
+        chunks = 0
+        for t in range(start, stop):
+            size = int(rows[0][t].size)
+            struct["size"][0, t - start] = size
+            chunks += -(-size // CHUNK)
+            for r, row in enumerate(rows):
+                if row is not None and row[t] is not None:
+                    struct["ptr"][0, r, t - start] = row[t].data.ptr
+        out.append((struct, stop - start, min(chunks, _MAX_GRID)))
+    return out
 
 
 def grouped(indices: list[int], arrays: list[Any]) -> dict[tuple, list[int]]:

@@ -17,40 +17,46 @@ from typing import Any
 import numpy as np
 
 from dtrain.runtime.backend import require_cupy
-from dtrain.runtime.kernels.build import f64, i64, kernel, launch, register, templated
-from dtrain.runtime.kernels.multi_tensor import BLOCK, CHUNK, CHUNK_LOOP, check_lists, table
+from dtrain.runtime.kernels.build import f64, kernel, launch, register, templated
+from dtrain.runtime.kernels.multi_tensor import BLOCK, MULTI_TENSOR, check_lists, tensor_lists
 
 _BODY = (
-    CHUNK_LOOP
+    MULTI_TENSOR
     + r"""
-// Table rows: 0 param, 1 grad, 2 momentum buffer (unused when momentum == 0).
+// List rows: 0 param, 1 grad, 2 momentum buffer (unused when momentum == 0).
 template <typename T>
-__global__ void sgd_multi_tensor(const long long* ptrs, const long long* sizes,
-                                 const long long* chunk_tensor, const long long* chunk_start,
-                                 long long n, long long chunk_size, double lr, double momentum,
+__global__ void sgd_multi_tensor(const TensorList list, int n, double lr, double momentum,
                                  double dampening, double weight_decay, int nesterov,
-                                 int maximize, int first) {
+                                 int maximize, int first_step) {
     typedef typename Acc<T>::type A;
-    const Chunk c = block_chunk(sizes, chunk_tensor, chunk_start, chunk_size);
-    T* p = table_ptr<T>(ptrs, n, 0, c.t);
-    const T* g = table_ptr<T>(ptrs, n, 1, c.t);
-    T* b = table_ptr<T>(ptrs, n, 2, c.t);
     const A a_lr = (A)lr, a_momentum = (A)momentum, a_wd = (A)weight_decay;
     const A a_keep = (A)(1.0 - dampening);
-    for (long long i = c.first + threadIdx.x; i < c.last; i += blockDim.x) {
-        const A pi = to_acc(p[i]);
-        A gi = to_acc(g[i]);
-        if (maximize) gi = -gi;
-        if (weight_decay != 0.0) gi += a_wd * pi;
-        if (momentum != 0.0) {
-            A bi;
-            if (first) bi = gi;
-            else if (dampening == 0.0) bi = to_acc(b[i]) * a_momentum + gi;
-            else bi = to_acc(b[i]) * a_momentum + gi * a_keep;
-            b[i] = from_acc<T>(bi);
-            gi = nesterov ? gi + bi * a_momentum : bi;
+    long long base = 0;
+    for (int t = 0; t < n; ++t) {
+        const long long size = list.size[t];
+        T* p = list_ptr<T>(list, 0, t);
+        const T* g = list_ptr<T>(list, 1, t);
+        T* b = list_ptr<T>(list, 2, t);
+        for (long long c = first_owned(base); c < base + chunk_count(size); c += gridDim.x) {
+            const long long first = (c - base) * CHUNK;
+            const long long last = first + CHUNK < size ? first + CHUNK : size;
+            for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
+                const A pi = to_acc(p[i]);
+                A gi = to_acc(g[i]);
+                if (maximize) gi = -gi;
+                if (weight_decay != 0.0) gi += a_wd * pi;
+                if (momentum != 0.0) {
+                    A bi;
+                    if (first_step) bi = gi;
+                    else if (dampening == 0.0) bi = to_acc(b[i]) * a_momentum + gi;
+                    else bi = to_acc(b[i]) * a_momentum + gi * a_keep;
+                    b[i] = from_acc<T>(bi);
+                    gi = nesterov ? gi + bi * a_momentum : bi;
+                }
+                p[i] = from_acc<T>(pi - gi * a_lr);
+            }
         }
-        p[i] = from_acc<T>(pi - gi * a_lr);
+        base += chunk_count(size);
     }
 }
 """
@@ -72,7 +78,8 @@ def sgd_multi_tensor(
     nesterov: bool,
     maximize: bool,
 ) -> None:
-    """One SGD step over cupy arrays of one dtype and device, in place, in one launch.
+    """One SGD step over cupy arrays of one dtype and device, in place: one launch per
+    ``MAX_TENSORS`` (48) parameters.
 
     Args:
         params, grads: one C-contiguous array per parameter.
@@ -89,16 +96,15 @@ def sgd_multi_tensor(
         raise ValueError("sgd_multi_tensor: momentum != 0 needs momentum_buffers")
     buffers = momentum_buffers if momentum != 0 else None
     name = check_lists("sgd_multi_tensor", [params, grads, buffers])
+    scalars = (
+        f64(lr), f64(momentum), f64(dampening), f64(weight_decay),
+        np.int32(nesterov), np.int32(maximize), np.int32(first),
+    )  # fmt: skip
     with params[0].device:
-        tab = table([params, grads, buffers or [None] * n], CHUNK)
         fn = kernel(SOURCE, f"sgd_multi_tensor<{name}>")
-        args = (
-            tab.ptrs, tab.sizes, tab.chunk_tensor, tab.chunk_start, i64(n), i64(CHUNK),
-            f64(lr), f64(momentum), f64(dampening), f64(weight_decay),
-            np.int32(nesterov), np.int32(maximize), np.int32(first),
-        )  # fmt: skip
-        if tab.chunks:
-            launch(fn, (tab.chunks,), BLOCK, args)
+        for struct, count, grid in tensor_lists([params, grads, buffers]):
+            if grid:
+                launch(fn, (grid,), BLOCK, (struct, np.int32(count), *scalars))
 
 
 def sgd_reference(

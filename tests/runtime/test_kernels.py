@@ -87,6 +87,51 @@ def test_launch_shapes():
     assert build.type_name(np.float16) == "half_t" and build.type_name(np.int32) is None
 
 
+class _FakeArray:
+    """Just what ``tensor_lists`` reads of a cupy array: ``size`` and ``data.ptr``."""
+
+    def __init__(self, size: int, ptr: int) -> None:
+        self.size = size
+        self.data = type("Data", (), {"ptr": ptr})()
+
+
+def test_tensor_lists_pack_pointers_and_sizes_by_value():
+    n = 2 * multi_tensor.MAX_TENSORS + 4  # three launches: 48, 48, 4
+    params = [_FakeArray(size=t * 1000, ptr=0x1000 + t) for t in range(n)]
+    grads = [_FakeArray(size=t * 1000, ptr=0x900000 + t) for t in range(n)]
+    packed = multi_tensor.tensor_lists([params, grads, None])
+    assert [count for _, count, _ in packed] == [48, 48, 4]
+    assert multi_tensor.LIST_DTYPE.itemsize == 7 * 48 * 8  # the CUDA side static_asserts it
+    for k, (struct, count, grid) in enumerate(packed):
+        ts = range(k * 48, k * 48 + count)
+        assert list(struct["size"][0, :count]) == [t * 1000 for t in ts]
+        assert list(struct["ptr"][0, 0, :count]) == [0x1000 + t for t in ts]
+        assert list(struct["ptr"][0, 1, :count]) == [0x900000 + t for t in ts]
+        assert not struct["ptr"][0, 2:].any() and not struct["size"][0, count:].any()
+        chunks = sum(-(-t * 1000 // multi_tensor.CHUNK) for t in ts)
+        assert grid == min(chunks, 4096)
+    assert multi_tensor.tensor_lists([[_FakeArray(0, 8)]])[0][2] == 0  # nothing to launch
+
+
+@pytest.mark.parametrize("grid", [1, 3, 7, 4096])
+def test_blocks_own_every_chunk_exactly_once(grid):
+    """The kernels' chunk walk (``first_owned``, ``chunk_count``), replayed in Python."""
+    chunk = multi_tensor.CHUNK
+    sizes = [1, chunk, chunk + 1, 5 * chunk - 3, 0, 7]
+    seen = [np.zeros(size, np.int64) for size in sizes]
+    for block in range(grid):
+        base = 0
+        for t, size in enumerate(sizes):
+            count = -(-size // chunk)
+            c = base + ((block - base % grid) + grid) % grid
+            while c < base + count:
+                first = (c - base) * chunk
+                seen[t][first : min(first + chunk, size)] += 1
+                c += grid
+            base += count
+    assert all((s == 1).all() for s in seen)
+
+
 def test_numpy_arrays_never_take_the_kernels():
     a = np.zeros(4, np.float32)
     assert not multi_tensor.fusable(a, a)
@@ -529,7 +574,7 @@ OPTIMIZERS = {
 @gpu
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_gpu_fused_optimizers_match_cpu(name):
-    shapes = [(3, 4), (7,), (130, 300), (1,)]
+    shapes = [(3, 4), (7,), (130, 300), (1,)] + [(i + 1,) for i in range(60)]  # two launches
     on_gpu = _optimizer_run(OPTIMIZERS[name], shapes, 5, np.float32, "cuda")
     on_cpu = _optimizer_run(OPTIMIZERS[name], shapes, 5, np.float32)
     for a, b in zip(on_gpu, on_cpu):
