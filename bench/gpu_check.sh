@@ -36,7 +36,7 @@ report="$out/report.md"
   echo
   echo '```'
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -2
-  "$python" - <<'EOF' 2>&1
+  (cd "$shim" && "$python" - <<'EOF' 2>&1
 import sys, numpy, cupy
 print("python", sys.version.split()[0], "| numpy", numpy.__version__, "| cupy", cupy.__version__,
       "| CUDA runtime", cupy.cuda.runtime.runtimeGetVersion())
@@ -48,6 +48,7 @@ except ImportError:
 import dtrain as dt
 print("dtrain", dt.__version__, "| cuda available:", dt.cuda_is_available())
 EOF
+  )
   echo '```'
 } >"$report"
 
@@ -59,7 +60,7 @@ phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summ
   local name=$1 seconds=$2
   shift 2
   local start=$SECONDS
-  timeout --kill-after=10 "$seconds" "$@" >"$out/$name.log" 2>&1
+  (cd "$shim" && timeout --kill-after=10 "$seconds" "$@") >"$out/$name.log" 2>&1
   local rc=$?
   [ $rc -eq 0 ] || status=1
   {
@@ -71,12 +72,14 @@ phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summ
   } >>"$report"
 }
 
+# pytest runs from the shim: from the repository root, its own dtrain/ (the re-exports
+# alone) would shadow the shim's.
+pytest=("$python" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root")
 # shellcheck disable=SC2086
-phase suite "${SUITE_S:-170}" "$python" -m pytest -q -p no:cacheprovider "${xdist[@]}" \
-  -o addopts="-ra" ${SUITE_ARGS:-} tests
-phase device-ops "${DEVICE_OPS_S:-60}" "$python" -m pytest -q -p no:cacheprovider \
-  "${xdist[@]}" --device=cuda tests/tensor
-phase bench "${BENCH_S:-120}" "$python" bench/gpu_step.py --json "$out/gpu_step.json"
+phase suite "${SUITE_S:-170}" "${pytest[@]}" "${xdist[@]}" ${SUITE_ARGS:-} "$root/tests"
+phase device-ops "${DEVICE_OPS_S:-60}" "${pytest[@]}" "${xdist[@]}" --device=cuda "$root/tests/tensor"
+phase bench "${BENCH_S:-120}" "$python" "$root/bench/gpu_step.py" --json "$out/gpu_step.json" \
+  --profile "$out/profile.txt"
 {
   echo
   echo '```'

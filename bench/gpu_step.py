@@ -222,6 +222,37 @@ def fp16_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
     return variants, {}
 
 
+def profile_host(case: str, variant: Variant, steps: int, path: str | None) -> None:
+    """Where the host's time goes in ``variant``: enqueue time per step against the time to
+    finish, and the top of a cProfile of ``steps`` steps (appended to ``path``)."""
+    import cProfile
+    import io
+    import pstats
+
+    cuda_sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        variant.step()
+    queued = time.perf_counter() - start
+    cuda_sync()
+    done = time.perf_counter() - start
+    print(
+        f"{case} / {variant.name}: host enqueue {queued / steps * 1e3:.3f} ms/step, "
+        f"finished {done / steps * 1e3:.3f} ms/step"
+    )
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        variant.step()
+    cuda_sync()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
+    if path:
+        with open(path, "a") as file:
+            file.write(f"\n===== {case} / {variant.name} =====\n{text.getvalue()}")
+
+
 def report(case: str, variants: list[Variant], checks: dict) -> dict:
     medians = {v.name: statistics.median(v.times) for v in variants}
     base = medians.get("torch eager") or medians.get("torch fp32")
@@ -248,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--json", help="write all figures here")
+    parser.add_argument("--profile", help="append a cProfile of each dtrain eager step here")
     args = parser.parse_args(argv)
     if not dt.cuda.is_available():
         print("no CUDA device: this benchmark runs on the GPU machine (bench/gpu_check.sh)")
@@ -270,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"unknown case {case!r}")
             time_round_robin(variants, args.steps, args.rounds, args.warmup)
             results[case] = report(case, variants, checks)
+            for variant in variants:
+                if variant.name.startswith("dtrain") and "graph" not in variant.name:
+                    profile_host(case, variant, args.steps, args.profile)
         except Exception as exc:  # one broken case must not hide the others' figures
             print(f"\n## {case}: FAILED: {type(exc).__name__}: {exc}")
             results[case] = {"error": f"{type(exc).__name__}: {exc}"}

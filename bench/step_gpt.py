@@ -108,7 +108,7 @@ if torch is not None:
             self.head.weight = self.tok_emb.weight
 
         def forward(self, idx: torch.Tensor) -> torch.Tensor:
-            x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1]))
+            x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1], device=idx.device))
             for block in self.blocks:
                 x = block(x)
             return self.head(self.ln_f(x))

@@ -53,3 +53,13 @@ def get_array_module(*arrays: Any) -> types.ModuleType:
         if is_cuda_array(array):
             return require_cupy("a cupy array")
     return np
+
+
+def scatter_add(target: Any, indices: Any, values: Any) -> None:
+    """``target[indices] += values`` with repeated indices summed (numpy's ``add.at``)."""
+    if is_cuda_array(target):
+        import cupyx
+
+        cupyx.scatter_add(target, indices, values)
+    else:
+        np.add.at(target, indices, values)

@@ -3,7 +3,8 @@
 RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK   where this process stands
 MASTER_ADDR, MASTER_PORT                                    the rendezvous store
 DTRAIN_SECRET        shared by the job; every connection proves it knows it (HMAC)
-DTRAIN_DEBUG=1       check collective signatures on every backend (tcp always does)
+DTRAIN_DEBUG=1       check collective signatures on every backend (tcp always does), and
+                     check values of CUDA inputs on the host (runtime/value_checks.py)
 DTRAIN_BACKEND       tcp | mpi | nccl when init_process_group gets backend=None
 DTRAIN_TIMEOUT       default collective timeout in seconds (300)
 DTRAIN_SHM=0         tcp backend: keep to sockets even when every rank is on this host

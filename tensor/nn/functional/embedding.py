@@ -6,7 +6,8 @@ from typing import Any
 
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import get_array_module, scatter_add
+from dtrain.runtime.value_checks import may_check_values
 
 
 class Embedding(Op):
@@ -17,7 +18,7 @@ class Embedding(Op):
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
         full = xp.zeros(self.shape, dtype=grad.dtype)
-        xp.add.at(full, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
+        scatter_add(full, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
         if self.padding_idx is not None:
             full[self.padding_idx] = 0
         return None, full
@@ -29,7 +30,8 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
     if indices.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
     rows = weight.shape[0]
-    if indices.size and (indices.min() < 0 or indices.max() >= rows):
+    # On CUDA (unless DTRAIN_DEBUG=1) indices are not checked: cupy wraps them around.
+    if indices.size and may_check_values(indices) and (indices.min() < 0 or indices.max() >= rows):
         raise IndexError(
             f"embedding: index {int(indices.max() if indices.max() >= rows else indices.min())} "
             f"is out of range for a table of {rows} rows"

@@ -11,6 +11,7 @@ from dtrain._tensor.ops.activation import softplus
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.kernels import cross_entropy as _ce_kernels
+from dtrain.runtime.value_checks import may_check_values
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -31,6 +32,8 @@ def _check_class_targets(name: str, target: Any, classes: int, ignore_index: int
     """Class-index targets must be integers in [0, classes) (or ``ignore_index``)."""
     if target.dtype.kind not in "iu":
         raise TypeError(f"{name}: class-index targets must be integers, got dtype {target.dtype}")
+    if not may_check_values(target):  # on CUDA an out-of-range target gives a NaN loss
+        return
     bad = target[(target != ignore_index) & ((target < 0) | (target >= classes))]
     if bad.size:
         raise IndexError(
