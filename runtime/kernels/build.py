@@ -38,7 +38,8 @@ class KernelSource:
 
 
 _REGISTRY: dict[str, KernelSource] = {}
-_MODULES: dict[tuple[str, int], Any] = {}
+_MODULES: dict[tuple[str, int], Any] = {}  # (source name, device) -> cupy.RawModule
+_FUNCTIONS: dict[tuple[str, str, int], Any] = {}  # (source, expression, device) -> kernel
 
 
 def templated(kernels: tuple[str, ...], types: tuple[str, ...] = ("float", "double", "half_t")):
@@ -71,14 +72,18 @@ def kernel(source: KernelSource, expression: str) -> Any:
     cupy = require_cupy(f"the CUDA kernel {expression}")
     if expression not in source.name_expressions:
         raise KeyError(f"{expression!r} is not an instantiation of kernel source {source.name!r}")
-    key = (source.name, cupy.cuda.Device().id)
-    module = _MODULES.get(key)
-    if module is None:
-        module = cupy.RawModule(
-            code=source.code, options=OPTIONS, name_expressions=list(source.name_expressions)
-        )
-        _MODULES[key] = module
-    return module.get_function(expression)
+    device = cupy.cuda.Device().id
+    function = _FUNCTIONS.get((source.name, expression, device))
+    if function is None:
+        module = _MODULES.get((source.name, device))
+        if module is None:
+            module = cupy.RawModule(
+                code=source.code, options=OPTIONS, name_expressions=list(source.name_expressions)
+            )
+            _MODULES[(source.name, device)] = module
+        function = module.get_function(expression)
+        _FUNCTIONS[(source.name, expression, device)] = function
+    return function
 
 
 # ---- launch helpers -----------------------------------------------------------------------
