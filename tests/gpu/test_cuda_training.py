@@ -160,3 +160,13 @@ def test_failed_capture_leaves_the_gpu_usable():
     assert (x * 3).sum().item() == 24.0
     with pytest.raises(RuntimeError, match="nothing was captured"):
         graph.replay()
+
+
+def test_out_of_range_target_on_cuda_is_nan_or_an_error_in_debug_mode(monkeypatch):
+    logits = dt.zeros((3, 4), device="cuda")
+    target = dt.tensor([0, 7, 1], device="cuda")
+    # No host check by default (it would stall the GPU): the bad row makes the loss NaN.
+    assert np.isnan(F.cross_entropy(logits, target).item())
+    monkeypatch.setenv("DTRAIN_DEBUG", "1")
+    with pytest.raises(IndexError, match="target 7 is out of range"):
+        F.cross_entropy(logits, target)
