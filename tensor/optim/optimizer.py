@@ -3,9 +3,10 @@
 Subclasses implement ``step``: they gather the parameters that have a gradient and hand
 their raw arrays (``p._array``, ``p.grad._array``, the state's arrays) to one module-level
 update function per optimizer (``sgd_update``, ``adam_update``), which loops over them with
-in-place numpy/cupy ufuncs; that function is the place a fused multi-tensor CUDA kernel
-plugs in. State lives in ``self.state[p]`` as tensors wrapping arrays, or Python numbers,
-so a checkpoint can save it as safetensors + JSON.
+in-place numpy/cupy ufuncs, except for cupy parameters, which it hands to a fused
+multi-tensor CUDA kernel (``dtrain.runtime.kernels``). State lives in ``self.state[p]``
+as tensors wrapping arrays, or Python numbers, so a checkpoint can save it as safetensors
++ JSON.
 """
 
 from __future__ import annotations
