@@ -364,7 +364,8 @@ def all_reduce(
     g = _group(group)
     if g is None:
         return _not_member("all_reduce")
-    return _finish(g.all_reduce(_array(tensor, "all_reduce"), op, timeout), async_op, tensor)
+    work = g.all_reduce(_array(tensor, "all_reduce"), op, timeout, async_op=async_op)
+    return _finish(work, async_op, tensor)
 
 
 def broadcast(
@@ -377,7 +378,8 @@ def broadcast(
     if g is None:
         return _not_member("broadcast")
     root = _group_rank(g, src, "src")
-    return _finish(g.broadcast(_array(tensor, "broadcast"), root, timeout), async_op, tensor)
+    work = g.broadcast(_array(tensor, "broadcast"), root, timeout, async_op=async_op)
+    return _finish(work, async_op, tensor)
 
 
 def reduce(
@@ -396,7 +398,7 @@ def reduce(
     root = _group_rank(g, dst, "dst")
     array = _array(tensor, "reduce")
     scratch = array.copy()
-    work = g.all_reduce(scratch, op, timeout, name="reduce")
+    work = g.all_reduce(scratch, op, timeout, name="reduce", async_op=async_op)
     if g.rank == root:
         work = _Chained(work, lambda: array.__setitem__(Ellipsis, scratch))
     return _finish(work, async_op, tensor)
@@ -429,7 +431,7 @@ def all_gather(
             )
     xp = np if type(array) is np.ndarray else cupy_module()
     gathered = xp.empty((g.size, *array.shape), dtype=array.dtype)
-    inner = g.all_gather(gathered, array, timeout)
+    inner = g.all_gather(gathered, array, timeout, async_op=async_op)
 
     def copy_out() -> None:
         for out, part in zip(outputs, gathered):
@@ -453,7 +455,8 @@ def all_gather_into_tensor(
     if g is None:
         return _not_member("all_gather_into_tensor")
     out = _array(output_tensor, "all_gather_into_tensor")
-    work = g.all_gather(out, _array(input_tensor, "all_gather_into_tensor"), timeout)
+    inner = _array(input_tensor, "all_gather_into_tensor")
+    work = g.all_gather(out, inner, timeout, async_op=async_op)
     return _finish(work, async_op, output_tensor)
 
 
@@ -485,7 +488,8 @@ def reduce_scatter(
                 f"every entry must match the output {out.shape} {out.dtype}"
             )
     xp = np if type(out) is np.ndarray else cupy_module()
-    return _finish(g.reduce_scatter(out, xp.stack(arrays), op, timeout), async_op, output)
+    work = g.reduce_scatter(out, xp.stack(arrays), op, timeout, async_op=async_op)
+    return _finish(work, async_op, output)
 
 
 def reduce_scatter_tensor(
@@ -503,7 +507,11 @@ def reduce_scatter_tensor(
     if g is None:
         return _not_member("reduce_scatter_tensor")
     work = g.reduce_scatter(
-        _array(output, "reduce_scatter_tensor"), _array(input, "reduce_scatter_tensor"), op, timeout
+        _array(output, "reduce_scatter_tensor"),
+        _array(input, "reduce_scatter_tensor"),
+        op,
+        timeout,
+        async_op=async_op,
     )
     return _finish(work, async_op, output)
 
@@ -515,7 +523,7 @@ def barrier(group: Any = None, async_op: bool = False, timeout: float | None = N
     g = _group(group)
     if g is None:
         return _not_member("barrier")
-    return _finish(g.barrier(timeout), async_op)
+    return _finish(g.barrier(timeout, async_op=async_op), async_op)
 
 
 def send(

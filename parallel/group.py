@@ -66,9 +66,11 @@ class ProcessGroup:
         timeout: float | None,
         collective: bool = True,
         label: str | None = None,
+        async_op: bool = True,
     ) -> Work:
-        """Run ``job(deadline, seq)`` on the executor. Collectives get the next sequence
-        number; point-to-point calls (``collective=False``) are labelled ``label``."""
+        """Run ``job(deadline, seq)`` on the executor (on this thread, when the call is
+        blocking and the executor idle). Collectives get the next sequence number;
+        point-to-point calls (``collective=False``) are labelled ``label``."""
         if self.broken is not None:
             raise CollectiveError(
                 f"{label or name}: this process group is broken ({self.broken}); destroy it "
@@ -103,7 +105,9 @@ class ProcessGroup:
                     self._abort(str(exc))
                 raise exc from None
 
-        return self.executor.submit(run, work)
+        if async_op:
+            return self.executor.submit(run, work)
+        return self.executor.run_inline(run, work)
 
     def all_reduce(
         self,
@@ -111,9 +115,11 @@ class ProcessGroup:
         op: Any = ReduceOp.SUM,
         timeout: float | None = None,
         name: str = "all_reduce",
+        async_op: bool = True,
     ) -> Work:
         """Collective: every rank in the group must call this. Reduce in place. ``name`` is
-        what errors call it (``reduce`` and ``barrier`` run as an all_reduce)."""
+        what errors call it (``reduce`` and ``barrier`` run as an all_reduce). The caller of
+        ``async_op=False`` waits on the Work at once: it may run on the caller's thread."""
         _check_array(name, array)
         op = check_op(op, array.dtype)
 
@@ -124,9 +130,11 @@ class ProcessGroup:
                 if op is ReduceOp.AVG:
                     flat /= self.size
 
-        return self._submit(name, job, timeout)
+        return self._submit(name, job, timeout, async_op=async_op)
 
-    def broadcast(self, array: Any, src: int, timeout: float | None = None) -> Work:
+    def broadcast(
+        self, array: Any, src: int, timeout: float | None = None, async_op: bool = True
+    ) -> Work:
         """Collective: every rank in the group must call this. ``src`` is a group rank."""
         _check_array("broadcast", array)
         self._check_rank("broadcast", src, "src")
@@ -136,9 +144,11 @@ class ProcessGroup:
                 if self.size > 1:
                     self._broadcast(flat, src, deadline, seq)
 
-        return self._submit("broadcast", job, timeout)
+        return self._submit("broadcast", job, timeout, async_op=async_op)
 
-    def all_gather(self, out: Any, array: Any, timeout: float | None = None) -> Work:
+    def all_gather(
+        self, out: Any, array: Any, timeout: float | None = None, async_op: bool = True
+    ) -> Work:
         """Collective: every rank in the group must call this. ``out`` holds size x input."""
         _check_array("all_gather", array)
         _check_array("all_gather", out)
@@ -155,10 +165,15 @@ class ProcessGroup:
                 else:
                     self._all_gather(gathered, flat, deadline, seq)
 
-        return self._submit("all_gather", job, timeout)
+        return self._submit("all_gather", job, timeout, async_op=async_op)
 
     def reduce_scatter(
-        self, out: Any, array: Any, op: Any = ReduceOp.SUM, timeout: float | None = None
+        self,
+        out: Any,
+        array: Any,
+        op: Any = ReduceOp.SUM,
+        timeout: float | None = None,
+        async_op: bool = True,
     ) -> Work:
         """Collective: every rank in the group must call this. ``array`` holds size x out."""
         _check_array("reduce_scatter", array)
@@ -179,13 +194,13 @@ class ProcessGroup:
                 if op is ReduceOp.AVG:
                     result /= self.size
 
-        return self._submit("reduce_scatter", job, timeout)
+        return self._submit("reduce_scatter", job, timeout, async_op=async_op)
 
-    def barrier(self, timeout: float | None = None) -> Work:
+    def barrier(self, timeout: float | None = None, async_op: bool = True) -> Work:
         """Collective: every rank in the group must call this. Returns when all arrived."""
         xp = get_array_module()
         token = xp.zeros(1, dtype=xp.int32)
-        return self.all_reduce(token, ReduceOp.SUM, timeout, name="barrier")
+        return self.all_reduce(token, ReduceOp.SUM, timeout, name="barrier", async_op=async_op)
 
     def send(self, array: Any, dst: int, tag: int = 0, timeout: float | None = None) -> Work:
         """Send ``array`` to group rank ``dst`` (which must call recv)."""

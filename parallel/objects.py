@@ -64,7 +64,7 @@ def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
     # A size of -1 marks a rank that cannot send: every rank raises, none waits for it.
     sizes = np.zeros(g.size, dtype=np.int64)
     mine = np.array([payload.size if error is None else -1], dtype=np.int64)
-    g.all_gather(sizes, mine, None).wait()
+    g.all_gather(sizes, mine, None, async_op=False).wait()
     if (sizes < 0).any():
         bad = [g.ranks[i] for i in np.flatnonzero(sizes < 0)]
         raise error or TypeError(
@@ -75,7 +75,7 @@ def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
     padded = np.zeros(longest, dtype=np.uint8)
     padded[: payload.size] = payload
     gathered = np.empty(g.size * longest, dtype=np.uint8)
-    g.all_gather(gathered, padded, None).wait()
+    g.all_gather(gathered, padded, None, async_op=False).wait()
     object_list[:] = [
         json.loads(gathered[i * longest : i * longest + int(sizes[i])].tobytes().decode())
         for i in range(g.size)

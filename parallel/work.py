@@ -54,15 +54,43 @@ class Work:
 
 class OrderedExecutor:
     """One daemon thread per group runs its collectives in the order they were issued, so
-    async collectives never reorder and every rank runs the same sequence."""
+    async collectives never reorder and every rank runs the same sequence.
+
+    A blocking call made while nothing is queued or running runs on the caller's thread
+    instead (``run_inline``): handing it to the thread and waiting for it to finish costs two
+    thread switches, about 40 µs, which is most of a small collective's time. Whoever runs a
+    job holds ``_turn``, so a job submitted meanwhile still starts only after it."""
 
     def __init__(self, name: str) -> None:
         self._jobs: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._pending = 0  # jobs submitted and not finished (queued, running or inline)
+        self._turn = threading.Lock()  # held while a job runs, on whichever thread
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, job: Callable[[], None], work: Work) -> Work:
+        """Queue ``job``; ``work`` completes when it ran (with its exception, if any)."""
+        with self._lock:
+            self._pending += 1
         self._jobs.put((job, work))
+        return work
+
+    def run_inline(self, job: Callable[[], None], work: Work) -> Work:
+        """Run ``job`` on this thread now when the executor is idle, else queue it."""
+        with self._lock:
+            idle = self._pending == 0
+            if idle:
+                self._pending += 1
+                self._turn.acquire()  # free: nothing is queued or running
+        if not idle:
+            return self.submit(job, work)
+        try:
+            _execute(job, work)
+        finally:
+            self._turn.release()
+            with self._lock:
+                self._pending -= 1
         return work
 
     def _run(self) -> None:
@@ -70,13 +98,19 @@ class OrderedExecutor:
             item = self._jobs.get()
             if item is None:
                 return
-            job, work = item
-            try:
-                job()
-            except BaseException as exc:  # handed to whoever waits on the Work
-                work._complete(exc)
-            else:
-                work._complete()
+            with self._turn:
+                _execute(*item)
+            with self._lock:
+                self._pending -= 1
 
     def shutdown(self) -> None:
         self._jobs.put(None)
+
+
+def _execute(job: Callable[[], None], work: Work) -> None:
+    try:
+        job()
+    except BaseException as exc:  # handed to whoever waits on the Work
+        work._complete(exc)
+    else:
+        work._complete()

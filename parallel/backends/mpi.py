@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dtrain.parallel.backends import waiting
 from dtrain.parallel.backends.frames import DATA, DTYPE_CODES, OP_CODES, Header
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.group import ProcessGroup
@@ -39,6 +40,7 @@ class MpiGroup(ProcessGroup):
         self.comm, self.debug = comm, debug
         size = comm.Get_size()
         super().__init__(comm.Get_rank(), size, timeout, ranks or list(range(size)))
+        self.spin = waiting.can_spin(size)
 
     def _op(self, op: ReduceOp, dtype: Any) -> Any:
         mpi = _mpi()
@@ -54,7 +56,7 @@ class MpiGroup(ProcessGroup):
 
     def _wait(self, request: Any, name: str, seq: int, deadline: float) -> Any:
         status = _mpi().Status()
-        if not _poll(request, status, deadline):
+        if not _poll(request, status, deadline, self.spin):
             raise CollectiveError(
                 f"{name} #{seq}: timed out on rank {self.ranks[self.rank]}; some rank has not "
                 "joined it (MPI does not say which: the tcp backend names it)",
@@ -142,15 +144,15 @@ class MpiGroup(ProcessGroup):
             self.comm.Free()
 
 
-def _poll(request: Any, status: Any, deadline: float) -> bool:
-    """Test ``request`` until it completes (True) or the deadline passes (False)."""
-    spins = 0
+def _poll(request: Any, status: Any, deadline: float, spin: bool) -> bool:
+    """Test ``request`` until it completes (True) or the deadline passes (False), spinning,
+    yielding, then sleeping in between (``waiting.py``)."""
+    start = time.monotonic()
     while not request.Test(status):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             return False
-        spins += 1
-        if spins > 1000:  # after a short busy spin, let other threads run
-            time.sleep(0.0002)
+        waiting.pause(now - start, spin)
     return True
 
 
@@ -188,7 +190,7 @@ class _PointToPoint(Work):
         with self.lock:
             if self._done.is_set():
                 return True
-            if _poll(self.request, self.status, min(deadline, self.deadline)):
+            if _poll(self.request, self.status, min(deadline, self.deadline), self.group.spin):
                 if self.receiving:
                     self.source["source"] = self.status.Get_source()
                 self._complete()

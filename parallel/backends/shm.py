@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from dtrain.parallel.backends import waiting
 from dtrain.parallel.backends.frames import DATA, DTYPE_CODES, OP_CODES, Header
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.reduce_op import ReduceOp
@@ -53,8 +54,6 @@ PIECE = 4 << 20  # bytes per rank and step of a large collective (less for many 
 SEGMENT_LARGE = 32 << 20  # at most this much /dev/shm for the large area
 
 SMALL = 64 << 10  # at most this many bytes: one barrier, every rank reduces all of it
-_SPIN_S = 50e-6  # busy-wait this long at a barrier before yielding the CPU
-_YIELD_S = 20e-3  # then yield the CPU for this long before sleeping
 _CHECK_S = 1e-3  # how often a waiting rank checks the deadline and the sockets
 _LINE = 64  # bytes: one rank's counter, or one signature, per cache line
 _UFUNCS = {
@@ -158,7 +157,7 @@ class ShmLink:
         self.large = data[large:end].reshape(n, 2, self.piece)
         self.barriers = 0  # barriers this rank has reached
         self.calls = 0  # collectives run through the segment
-        self.spin = len(os.sched_getaffinity(0)) >= n
+        self.spin = waiting.can_spin(n)
 
     # ---- setup ----------------------------------------------------------------------------
     @classmethod
@@ -225,13 +224,7 @@ class ShmLink:
                 checked = now
                 late = [r for r in range(self.size) if counters[r] < target]
                 self.group.check_alive(name, seq, deadline, late)
-            waited = now - start
-            if self.spin and waited < _SPIN_S:
-                continue
-            if waited < _YIELD_S:
-                os.sched_yield()  # lets a rank that shares this core run, else returns
-            else:  # a rank far behind: sleep, oversleeping at most 1/20 of the wait so far
-                time.sleep(min(waited / 20, 1e-3))
+            waiting.pause(now - start, self.spin)
 
     def _begin(
         self, name: str, flat: Any, extra: int, seq: int, deadline: float, data: Any = None
