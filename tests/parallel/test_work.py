@@ -1,0 +1,81 @@
+"""The ordered executor: blocking calls run on the caller's thread only when that keeps the
+order in which calls were issued, and errors reach whoever waits."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from dtrain.parallel import CollectiveError
+from dtrain.parallel.work import OrderedExecutor, Work
+
+
+@pytest.fixture
+def executor():
+    pool = OrderedExecutor("test-executor")
+    yield pool
+    pool.shutdown()
+
+
+def _recording(log: list, name: str, gate: threading.Event | None = None):
+    def job() -> None:
+        if gate is not None:
+            assert gate.wait(10)
+        log.append((name, threading.get_ident()))
+
+    return job
+
+
+def test_a_blocking_call_on_an_idle_executor_runs_on_the_callers_thread(executor):
+    log: list = []
+    work = executor.run_inline(_recording(log, "inline"), Work("inline"))
+    assert work.is_completed() and work.wait()
+    assert log == [("inline", threading.get_ident())]
+
+
+def test_a_blocking_call_behind_an_async_one_waits_its_turn_on_the_executor(executor):
+    log: list = []
+    gate = threading.Event()
+    first = executor.submit(_recording(log, "async", gate), Work("async"))
+    second = executor.run_inline(_recording(log, "blocking"), Work("blocking"))
+    assert not second.is_completed()  # queued behind the async call, not run here
+    gate.set()
+    second.wait(10)
+    assert first.is_completed()
+    assert [name for name, _ in log] == ["async", "blocking"]
+    assert log[1][1] != threading.get_ident()
+
+
+def test_a_call_submitted_while_an_inline_one_runs_starts_after_it(executor):
+    log: list = []
+    inside, release = threading.Event(), threading.Event()
+
+    def blocking() -> None:
+        inside.set()
+        assert release.wait(10)
+        log.append("inline")
+
+    runner = threading.Thread(target=executor.run_inline, args=(blocking, Work("inline")))
+    runner.start()
+    assert inside.wait(10)
+    later = executor.submit(lambda: log.append("async"), Work("async"))
+    assert not later._done.wait(0.2)  # the executor must not start it yet
+    release.set()
+    runner.join(10)
+    later.wait(10)
+    assert log == ["inline", "async"]
+
+
+def test_errors_of_inline_calls_reach_the_waiter_and_the_executor_goes_on(executor):
+    def fail() -> None:
+        raise CollectiveError("all_reduce #3: rank 1 closed its connection", op="all_reduce")
+
+    work = executor.run_inline(fail, Work("failing"))
+    with pytest.raises(CollectiveError, match="rank 1 closed"):
+        work.wait()
+    log: list = []
+    executor.submit(lambda: log.append("next"), Work("next")).wait(10)
+    assert log == ["next"]
+    assert executor.run_inline(lambda: log.append("inline"), Work("inline")).wait()
+    assert log == ["next", "inline"]
