@@ -53,7 +53,7 @@ def gradcheck(
         array = t._array  # perturbed in place, element by element (any memory layout)
         with no_grad():
             for index in np.ndindex(*t.shape):
-                original = array[index]
+                original = array[index].copy()  # cupy's array[index] is a view
                 array[index] = original + eps
                 plus = projected()
                 array[index] = original - eps

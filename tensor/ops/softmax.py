@@ -47,10 +47,12 @@ class LogSoftmax(Op):
 def softmax(input: Tensor, dim: int) -> Tensor:
     """``exp(x) / sum(exp(x))`` along ``dim``."""
     (input,) = autocast_inputs("float32", input)
-    return Softmax.apply(_float(input), axis=normalize_dim(dim, input.ndim))
+    axis = normalize_dim(dim, input.ndim) if input.ndim else None  # 0-d: the one element
+    return Softmax.apply(_float(input), axis=axis)
 
 
 def log_softmax(input: Tensor, dim: int) -> Tensor:
     """``x - logsumexp(x)`` along ``dim``."""
     (input,) = autocast_inputs("float32", input)
-    return LogSoftmax.apply(_float(input), axis=normalize_dim(dim, input.ndim))
+    axis = normalize_dim(dim, input.ndim) if input.ndim else None  # 0-d: the one element
+    return LogSoftmax.apply(_float(input), axis=axis)

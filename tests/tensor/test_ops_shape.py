@@ -198,7 +198,7 @@ def test_cat(check, dim):
 
 
 def test_cat_with_inputs_that_do_not_need_grad(check):
-    fixed = dt.tensor(check.rand(2, 2, seed=10))
+    fixed = dt.tensor(check.rand(2, 2, seed=10), device=check.device)
     check.grad(lambda t: dt.cat([fixed, t, fixed], dim=1), check.rand(2, 3, seed=11))
 
 
