@@ -26,13 +26,21 @@ from dtrain.runtime.backend import require_cupy
 
 _OP_N, _OP_T = 0, 1
 _GEMM_DEFAULT = -1
+
+
 # (cudaDataType of the operands, cublasComputeType, ctypes type of alpha/beta) per dtype.
 # float16 accumulates in float32, as PyTorch does; float32 stays full fp32 (no TF32), the
 # default of both PyTorch's and cupy's matmul.
+# Keyed by numpy dtype (hashing one is cheap; ``dtype.name`` is not). alpha = 1 and beta = 0
+# are made once: building ctypes values per call is a measurable share of a small step.
+def _one_zero(scalar: type) -> tuple:
+    return ctypes.byref(scalar(1.0)), ctypes.byref(scalar(0.0))
+
+
 _TYPES = {
-    "float16": (2, 68, ctypes.c_float),
-    "float32": (0, 68, ctypes.c_float),
-    "float64": (1, 70, ctypes.c_double),
+    np.dtype(np.float16): (2, 68, *_one_zero(ctypes.c_float)),
+    np.dtype(np.float32): (0, 68, *_one_zero(ctypes.c_float)),
+    np.dtype(np.float64): (1, 70, *_one_zero(ctypes.c_double)),
 }
 _WORKSPACE_BYTES = 32 * 1024 * 1024  # cuBLAS asks for up to 32 MiB on Hopper
 _INT32_MAX = 2**31 - 1
@@ -130,10 +138,12 @@ def handle() -> _Handle:
     """The current device's handle, bound to the current stream."""
     cupy = require_cupy("a matrix product on CUDA")
     device = cupy.cuda.runtime.getDevice()
-    with _lock:
-        found = _handles.get(device)
-        if found is None:
-            found = _handles[device] = _Handle(cupy, _load_library())
+    found = _handles.get(device)
+    if found is None:
+        with _lock:
+            found = _handles.get(device)
+            if found is None:
+                found = _handles[device] = _Handle(cupy, _load_library())
     found.bind(cupy.cuda.get_current_stream().ptr)
     return found
 
@@ -203,7 +213,20 @@ def plan(a: Any, b: Any, xp: Any) -> GemmPlan:
     """Layouts, leading dims and batch strides for ``a @ b`` (copies only odd layouts)."""
     m, k = a.shape[-2:]
     n = b.shape[-1]
-    batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    if a.ndim == 2 and b.ndim == 2:  # the common case, without the broadcasting machinery
+        layout_a = _layout(a.strides, m, k, a.itemsize)
+        layout_b = _layout(b.strides, k, n, b.itemsize)
+        if layout_a is None:
+            a = xp.ascontiguousarray(a)
+            layout_a = (_OP_N, max(k, 1))
+        if layout_b is None:
+            b = xp.ascontiguousarray(b)
+            layout_b = (_OP_N, max(n, 1))
+        return GemmPlan((), m, n, k, 1, a, *layout_a, 0, b, *layout_b, 0)
+    if a.shape[:-2] == b.shape[:-2]:
+        batch = a.shape[:-2]
+    else:
+        batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
     a, op_a, ld_a, stride_a = _as_batched(a, batch, xp)
     b, op_b, ld_b, stride_b = _as_batched(b, batch, xp)
     count = math.prod(batch)
@@ -229,7 +252,7 @@ def supports(a: Any, b: Any) -> bool:
     """True when ``matmul(a, b)`` runs here (floating dtypes cuBLAS takes, int32 sizes)."""
     return (
         a.dtype == b.dtype
-        and a.dtype.name in _TYPES
+        and a.dtype in _TYPES
         and a.ndim >= 2
         and b.ndim >= 2
         and max(a.shape[-2:] + b.shape[-1:]) <= _INT32_MAX
@@ -246,25 +269,24 @@ def matmul(a: Any, b: Any) -> Any:
     if p.k == 0:
         out.fill(0)
         return out
-    data_type, compute_type, scalar = _TYPES[a.dtype.name]
-    alpha, beta = scalar(1.0), scalar(0.0)
+    data_type, compute_type, alpha, beta = _TYPES[a.dtype]
     blas = handle()
     # Column-major C^T (n x m) = op(B^T) (n x k) @ op(A^T) (k x m).
     if p.count == 1:
         status = blas.library.cublasGemmEx(
-            blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, ctypes.byref(alpha),
-            _P(p.b.data.ptr), data_type, p.ld_b,
-            _P(p.a.data.ptr), data_type, p.ld_a,
-            ctypes.byref(beta), _P(out.data.ptr), data_type, p.n,
+            blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, alpha,
+            p.b.data.ptr, data_type, p.ld_b,
+            p.a.data.ptr, data_type, p.ld_a,
+            beta, out.data.ptr, data_type, p.n,
             compute_type, _GEMM_DEFAULT,
         )  # fmt: skip
         _check(status, "cublasGemmEx")
         return out
     status = blas.library.cublasGemmStridedBatchedEx(
-        blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, ctypes.byref(alpha),
-        _P(p.b.data.ptr), data_type, p.ld_b, p.stride_b,
-        _P(p.a.data.ptr), data_type, p.ld_a, p.stride_a,
-        ctypes.byref(beta), _P(out.data.ptr), data_type, p.n, p.m * p.n,
+        blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, alpha,
+        p.b.data.ptr, data_type, p.ld_b, p.stride_b,
+        p.a.data.ptr, data_type, p.ld_a, p.stride_a,
+        beta, out.data.ptr, data_type, p.n, p.m * p.n,
         p.count, compute_type, _GEMM_DEFAULT,
     )  # fmt: skip
     _check(status, "cublasGemmStridedBatchedEx")

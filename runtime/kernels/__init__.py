@@ -19,6 +19,7 @@ from dtrain.runtime.kernels.gelu import (
     gelu_forward,
     gelu_forward_reference,
 )
+from dtrain.runtime.kernels.grad_norm import clip_, clip_reference, sum_squares_
 from dtrain.runtime.kernels.layer_norm import (
     layer_norm_backward,
     layer_norm_backward_reference,
@@ -31,6 +32,8 @@ __all__ = [
     "KernelSource",
     "adam_multi_tensor",
     "adam_reference",
+    "clip_",
+    "clip_reference",
     "cross_entropy_backward",
     "cross_entropy_backward_reference",
     "cross_entropy_forward",
@@ -49,4 +52,5 @@ __all__ = [
     "sgd_multi_tensor",
     "sgd_reference",
     "sources",
+    "sum_squares_",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import get_array_module, is_cuda_array
 
 
 def _with_grads(parameters: Iterable[Tensor] | Tensor) -> list:
@@ -31,6 +31,8 @@ def clip_grad_norm_(
     if not params:
         return wrap(get_array_module().zeros((), dtype="float32"))
     grads = [p.grad._array for p in params]
+    if norm_type == 2.0 and _fused_on_gpu(grads):
+        return _clip_on_gpu(params, grads, max_norm, error_if_nonfinite)
     xp = get_array_module(grads[0])
     if norm_type == math.inf:
         total = max((float(xp.abs(g).max()) for g in grads if g.size), default=0.0)
@@ -49,6 +51,37 @@ def clip_grad_norm_(
             for p in params:
                 p.grad.mul_(coefficient)
     return wrap(xp.asarray(total, dtype=grads[0].dtype))
+
+
+def _fused_on_gpu(grads: list) -> bool:
+    """Whether the multi-tensor kernels can take every gradient (one launch per 48)."""
+    from dtrain.runtime.kernels.multi_tensor import fusable
+
+    first = grads[0]
+    return is_cuda_array(first) and all(
+        g.dtype == first.dtype and g.device.id == first.device.id and fusable(g) for g in grads
+    )
+
+
+def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite: bool) -> Tensor:
+    """The L2 clip as two multi-tensor kernels; nothing waits for the GPU unless
+    ``error_if_nonfinite`` asks to look at the norm (as in PyTorch)."""
+    from dtrain.runtime.kernels import grad_norm
+
+    xp = get_array_module(grads[0])
+    with grads[0].device:
+        total = xp.zeros((), dtype=xp.float64)
+        grad_norm.sum_squares_(grads, total)
+        norm = xp.sqrt(total)
+        if error_if_nonfinite and not bool(xp.isfinite(norm)):
+            raise RuntimeError(
+                f"the total norm of order 2.0 of the gradients is {float(norm)}; pass "
+                "error_if_nonfinite=False to clip anyway"
+            )
+        grad_norm.clip_(grads, total, max_norm)
+    for p in params:
+        p.grad._version[0] += 1
+    return wrap(norm.astype(grads[0].dtype))
 
 
 def clip_grad_value_(parameters: Iterable[Tensor] | Tensor, clip_value: float) -> None:

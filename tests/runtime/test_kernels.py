@@ -59,7 +59,7 @@ def _nvcc_compile():
 
 def test_registry_lists_every_kernel_module():
     names = {source.name for source in build.sources()}
-    assert names == {"adam", "bucket", "cross_entropy", "gelu", "layer_norm", "sgd"}
+    assert names == {"adam", "bucket", "cross_entropy", "gelu", "grad_norm", "layer_norm", "sgd"}
     for source in build.sources():
         assert source.name_expressions, source.name
         assert "#include" not in source.code  # NVRTC on the GPU machine may lack headers
@@ -579,3 +579,20 @@ def test_gpu_fused_optimizers_match_cpu(name):
     on_cpu = _optimizer_run(OPTIMIZERS[name], shapes, 5, np.float32)
     for a, b in zip(on_gpu, on_cpu):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_clip_reference_matches_clip_grad_norm_on_the_cpu():
+    from dtrain.runtime.kernels import clip_reference
+
+    rng = np.random.default_rng(7)
+    for max_norm in (0.5, 1e6):  # clipped, and left alone
+        arrays = [rng.standard_normal(shape).astype(np.float32) for shape in [(3, 4), (5,), ()]]
+        params = [dt.tensor(a.copy(), requires_grad=True) for a in arrays]
+        for p, a in zip(params, arrays):
+            p.grad = dt.tensor(a.copy())
+        norm = dt.nn.utils.clip_grad_norm_(params, max_norm)
+        expected = [a.copy() for a in arrays]
+        total = clip_reference(expected, max_norm)
+        assert abs(float(norm) - total) < 1e-5 * total
+        for p, e in zip(params, expected):
+            np.testing.assert_allclose(p.grad.numpy(), e, rtol=1e-6)
