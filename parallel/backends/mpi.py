@@ -9,6 +9,7 @@ them itself, and an ``isend`` queued there could wait forever for an ``irecv`` q
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -146,13 +147,13 @@ class MpiGroup(ProcessGroup):
 
 def _poll(request: Any, status: Any, deadline: float, spin: bool) -> bool:
     """Test ``request`` until it completes (True) or the deadline passes (False), spinning,
-    yielding, then sleeping in between (``waiting.py``)."""
+    then yielding in between: never sleeping, as MPI progresses only inside ``Test``."""
     start = time.monotonic()
     while not request.Test(status):
         now = time.monotonic()
         if now > deadline:
             return False
-        waiting.pause(now - start, spin)
+        waiting.pause(now - start, spin, yield_s=math.inf)
     return True
 
 

@@ -5,7 +5,10 @@ A short busy spin answers fastest, but only pays when every rank has a core of i
 a machine with fewer cores than ranks the spinning rank takes the core from the very peer it
 waits for. Yielding (``sched_yield``) lets a rank that shares this core run and otherwise
 returns at once. A rank far behind is waited for with sleeps that oversleep at most 1/20 of
-the wait so far, so a long wait costs little CPU and adds little latency.
+the wait so far, so a long wait costs little CPU and adds little latency. MPI is the
+exception: its requests progress only while someone calls into MPI, so a sleeping rank would
+stall the transfer itself; the mpi backend yields until its deadline instead, and a waiting
+rank keeps a core busy, as MPI's own blocking calls do.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ def can_spin(ranks: int) -> bool:
     return cores >= ranks
 
 
-def pause(waited: float, spin: bool) -> None:
-    """Wait a little, ``waited`` seconds into a wait (``spin``: from ``can_spin``)."""
+def pause(waited: float, spin: bool, yield_s: float = YIELD_S) -> None:
+    """Wait a little, ``waited`` seconds into a wait (``spin``: from ``can_spin``; yield the
+    CPU until ``yield_s`` into it, then sleep)."""
     if spin and waited < SPIN_S:
         return
-    if waited < YIELD_S:
+    if waited < yield_s:
         os.sched_yield()
     else:
         time.sleep(min(waited / 20, MAX_SLEEP_S))
