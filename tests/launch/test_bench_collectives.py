@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from dtrain.launch.bench_collectives import COLUMNS, OPS, parse_bytes, render
+from dtrain.launch.bench_collectives import COLUMNS, OPS, medians, parse_bytes, render
 from dtrain.launch.cli import main
 
 HAVE_MPI = importlib.util.find_spec("mpi4py") is not None
@@ -27,13 +27,13 @@ def _tables(out: str) -> dict[str, list[list[str]]]:
 
 @pytest.mark.slow
 def test_tiny_run_prints_a_table_per_backend(capsys):
-    backends = "tcp,shm,mpi" if HAVE_MPI else "tcp,shm"
+    backends = "tcp,inet,shm,mpi" if HAVE_MPI else "tcp,inet,shm"
     argv = ["bench", "collectives", "-n", "2", "--max-bytes", "64K", "--iters", "2"]
     assert main([*argv, "--backend", backends, "--timeout", "120"]) == 0
     out = capsys.readouterr().out
     assert f"#{'size':>11}" in out  # the header row, nccl-tests style
     tables = _tables(out)
-    expected = {"tcp (sockets)", "tcp + shared memory"}
+    expected = {"tcp (sockets)", "tcp (TCP only)", "tcp + shared memory"}
     if HAVE_MPI:
         expected |= {"mpi backend", "raw mpi4py"}
     assert expected <= set(tables)
@@ -79,3 +79,24 @@ def test_render_computes_ratios_against_raw_mpi():
     text = render(rows, {"shm": 20.0, "raw": 3.0}, 2, "float32")
     assert "2.50x" in text and "64 MiB" in text
     assert "tcp + shared memory" in text and "raw mpi4py" in text
+
+
+def test_repeated_launches_report_the_median_time_and_its_bandwidth():
+    row = {"size": 1 << 20, "count": 1 << 18, "type": "float32", "op": "all_reduce"}
+    rows = [
+        dict(row, backend="tcp", time_us=t, algbw=(1 << 20) / t / 1e3, busbw=(1 << 20) / t / 1e3)
+        for t in (300.0, 100.0, 200.0)
+    ]
+    rows[1]["wrong"], rows[0]["wrong"], rows[2]["wrong"] = 2, 0, 0
+    rows.append(dict(row, backend="raw", time_us=50.0, algbw=1.0, busbw=1.0, wrong=0))
+    merged = medians(rows)
+    assert [r["backend"] for r in merged] == ["tcp", "raw"]
+    assert merged[0]["time_us"] == 200.0
+    assert merged[0]["busbw"] == pytest.approx((1 << 20) / 200.0 / 1e3)
+    assert merged[0]["wrong"] == 2  # any launch that got a wrong element shows
+    assert merged[1] == rows[3]
+
+
+def test_repeat_must_be_positive(capsys):
+    assert main(["bench", "collectives", "--repeat", "0"]) == 2
+    assert "--repeat >= 1" in capsys.readouterr().out
