@@ -4,14 +4,15 @@
 #   bash bench/gpu_check.sh [OUT_DIR]        # OUT_DIR defaults to $OUT, else /tmp/gpu_check
 #
 # From the repository root, within about 5 minutes: the whole test suite with the GPU tests
-# enabled, the op tests again with every input on the GPU (pytest --device=cuda), then
-# bench/gpu_step.py (dtrain eager and CUDA-graph steps against PyTorch eager). Nothing is
+# enabled (the GPU tests first, the rest last), the op tests again with every input on the
+# GPU (pytest --device=cuda), and bench/gpu_step.py (dtrain eager and CUDA-graph steps
+# against PyTorch eager). Nothing is
 # installed: dtrain is put on the path through a folder of links that mirrors the package
 # mapping of pyproject.toml. Logs and a short report.md go to OUT_DIR; the report ends
 # with the benchmark table. The exit status is 0 only when every phase passed.
 #
-# Phase time limits (seconds) can be changed with SUITE_S, DEVICE_OPS_S and BENCH_S; extra
-# pytest arguments for the suite (e.g. -k ...) go in SUITE_ARGS.
+# Phase time limits (seconds) can be changed with GPU_S, DEVICE_OPS_S, BENCH_S and SUITE_S;
+# extra pytest arguments (e.g. -k ...) go in SUITE_ARGS.
 
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,7 +55,7 @@ EOF
 
 status=0
 xdist=()
-if "$python" -c "import xdist" 2>/dev/null; then xdist=(-n 8); fi
+if "$python" -c "import xdist" 2>/dev/null; then xdist=(-n "${WORKERS:-12}"); fi
 
 phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summarise
   local name=$1 seconds=$2
@@ -76,10 +77,13 @@ phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summ
 # alone) would shadow the shim's.
 pytest=("$python" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root")
 # shellcheck disable=SC2086
-phase suite "${SUITE_S:-170}" "${pytest[@]}" "${xdist[@]}" ${SUITE_ARGS:-} "$root/tests"
+phase gpu-tests "${GPU_S:-120}" "${pytest[@]}" "${xdist[@]}" -m gpu ${SUITE_ARGS:-} "$root/tests"
 phase device-ops "${DEVICE_OPS_S:-60}" "${pytest[@]}" "${xdist[@]}" --device=cuda "$root/tests/tensor"
-phase bench "${BENCH_S:-120}" "$python" "$root/bench/gpu_step.py" --json "$out/gpu_step.json" \
+phase bench "${BENCH_S:-150}" "$python" "$root/bench/gpu_step.py" --json "$out/gpu_step.json" \
   --profile "$out/profile.txt"
+# shellcheck disable=SC2086
+phase other-tests "${SUITE_S:-200}" "${pytest[@]}" "${xdist[@]}" -m "not gpu" ${SUITE_ARGS:-} \
+  "$root/tests"
 {
   echo
   echo '```'

@@ -169,6 +169,7 @@ def gpt_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
     step = step_gpt.Step(model, dt, F, dt.nn.utils.clip_grad_norm_)
     checks = {"dtrain_first_loss": float(step.loss(x, y).item())}
     variants = [Variant("dtrain eager", lambda: step(x, y))]
+    variants.append(Variant("dtrain graph", gpt_graph_step(char_gpt, sizes, model, x, y)))
     if torch is not None:
         cpu_state = {k: v.cpu() for k, v in model.state_dict().items()}
         tmodel = step_gpt.TorchGPT(*sizes)
@@ -179,6 +180,45 @@ def gpt_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
         checks["torch_first_loss"] = float(tstep.loss(tx, ty).item())
         variants.append(Variant("torch eager", lambda: tstep(tx, ty)))
     return variants, checks
+
+
+def gpt_graph_step(char_gpt: Any, sizes: tuple, like: nn.Module, x: Any, y: Any) -> Callable:
+    """The char-GPT step of step_gpt.Step (AdamW, clipping) captured as a CUDA graph, on a
+    copy of ``like``; each call replays it and reads the loss, as the eager step does."""
+    import step_gpt
+
+    model = char_gpt.GPT(*sizes, dropout=0.0).to("cuda")
+    model.load_state_dict(like.state_dict())
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = dt.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": step_gpt.WEIGHT_DECAY},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=step_gpt.LEARNING_RATE,
+        betas=step_gpt.BETAS,
+        capturable=True,
+    )
+    losses: list = []
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        dt.nn.utils.clip_grad_norm_(model.parameters(), step_gpt.MAX_GRAD_NORM)
+        optimizer.step()
+        losses[:] = [loss]
+
+    replay = graphed(step, lambda: optimizer.zero_grad(set_to_none=True))
+    static_loss = losses[0]
+
+    def replay_and_read() -> float:
+        replay()
+        return static_loss.item()
+
+    return replay_and_read
 
 
 def fp16_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from dtrain.runtime.backend import require_cupy
 from dtrain.runtime.kernels.build import (
+    contiguous,
     i64,
     kernel,
     launch,
@@ -106,8 +107,8 @@ def cross_entropy_forward(logits: Any, target: Any, ignore_index: int) -> tuple[
     """
     cupy = require_cupy("cross_entropy_forward")
     rows, cols = logits.shape
-    logits = cupy.ascontiguousarray(logits)
-    target = cupy.ascontiguousarray(target.reshape(rows), dtype=np.int64)
+    logits = contiguous(logits)
+    target = contiguous(target.reshape(rows), dtype=np.int64)
     loss = cupy.empty(rows, logits.dtype)
     lse = cupy.empty(rows, acc_dtype(logits.dtype))
     if rows:
@@ -133,9 +134,9 @@ def cross_entropy_backward(
     """
     cupy = require_cupy("cross_entropy_backward")
     rows, cols = logits.shape
-    logits = cupy.ascontiguousarray(logits)
-    target = cupy.ascontiguousarray(target.reshape(rows), dtype=np.int64)
-    scale = cupy.ascontiguousarray(scale.reshape(-1), dtype=lse.dtype)
+    logits = contiguous(logits)
+    target = contiguous(target.reshape(rows), dtype=np.int64)
+    scale = contiguous(scale.reshape(-1), dtype=lse.dtype)
     stride = 0 if scale.size == 1 else 1
     if stride and scale.size != rows:
         raise ValueError(

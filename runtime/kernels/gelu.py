@@ -15,6 +15,7 @@ import numpy as np
 from dtrain.runtime.backend import require_cupy
 from dtrain.runtime.kernels.build import (
     ELEMENTWISE_BLOCK,
+    contiguous,
     elementwise_grid,
     i64,
     kernel,
@@ -91,7 +92,7 @@ def _tanh_form(approximate: str) -> np.int32:
 def _bias_args(cupy: Any, x: Any, bias: Any) -> tuple[Any, np.int64]:
     if bias is None:
         return x, i64(0)  # never read: bias_size 0
-    return cupy.ascontiguousarray(bias.reshape(-1)), i64(bias.size)
+    return contiguous(bias.reshape(-1)), i64(bias.size)
 
 
 @on_array_device
@@ -99,7 +100,7 @@ def gelu_forward(x: Any, approximate: str = "none", bias: Any = None) -> Any:
     """``gelu(x + bias)`` of a cupy array (``bias`` optional, shaped like ``x``'s last dim)."""
     cupy = require_cupy("gelu_forward")
     tanh_form = _tanh_form(approximate)
-    x = cupy.ascontiguousarray(x)
+    x = contiguous(x)
     out = cupy.empty_like(x)
     if x.size:
         b, bias_size = _bias_args(cupy, x, bias)
@@ -115,8 +116,8 @@ def gelu_backward(grad: Any, x: Any, approximate: str = "none", bias: Any = None
     gradient is this summed over the leading dims."""
     cupy = require_cupy("gelu_backward")
     tanh_form = _tanh_form(approximate)
-    x = cupy.ascontiguousarray(x)
-    grad = cupy.ascontiguousarray(grad, dtype=x.dtype)
+    x = contiguous(x)
+    grad = contiguous(grad, dtype=x.dtype)
     grad_x = cupy.empty_like(x)
     if x.size:
         b, bias_size = _bias_args(cupy, x, bias)

@@ -17,6 +17,7 @@ import numpy as np
 from dtrain.runtime.backend import require_cupy
 from dtrain.runtime.kernels.build import (
     ELEMENTWISE_BLOCK,
+    contiguous,
     f64,
     i64,
     kernel,
@@ -142,13 +143,13 @@ def layer_norm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any,
     """
     cupy = require_cupy("layer_norm_forward")
     rows, cols = x.shape
-    x = cupy.ascontiguousarray(x)
+    x = contiguous(x)
     out = cupy.empty_like(x)
     mean = cupy.empty(rows, acc_dtype(x.dtype))
     rstd = cupy.empty(rows, acc_dtype(x.dtype))
     if rows and cols:
-        w = x if weight is None else cupy.ascontiguousarray(weight.reshape(cols))
-        b = x if bias is None else cupy.ascontiguousarray(bias.reshape(cols))
+        w = x if weight is None else contiguous(weight.reshape(cols))
+        b = x if bias is None else contiguous(bias.reshape(cols))
         fn = kernel(SOURCE, f"layer_norm_forward<{type_name(x.dtype)}>")
         flags = (np.int32(weight is not None), np.int32(bias is not None))
         args = (x, w, b, *flags, out, mean, rstd, i64(rows), i64(cols), f64(eps))
@@ -171,12 +172,12 @@ def layer_norm_backward(
     """
     cupy = require_cupy("layer_norm_backward")
     rows, cols = x.shape
-    x = cupy.ascontiguousarray(x)
-    grad = cupy.ascontiguousarray(grad, dtype=x.dtype)
+    x = contiguous(x)
+    grad = contiguous(grad, dtype=x.dtype)
     name = type_name(x.dtype)
     grad_x = cupy.empty_like(x)
     if rows and cols:
-        w = x if weight is None else cupy.ascontiguousarray(weight.reshape(cols))
+        w = x if weight is None else contiguous(weight.reshape(cols))
         fn = kernel(SOURCE, f"layer_norm_backward<{name}>")
         args = (grad, x, w, np.int32(weight is not None), mean, rstd, grad_x)
         launch(fn, (rows,), row_block(cols), (*args, i64(rows), i64(cols)))
