@@ -12,7 +12,9 @@ Cases:
 - ``mlp-large``: MLP 784-4096-4096-10, batch 1024, float32, SGD;
 - ``gpt``: the char-GPT of examples/char_gpt.py (its default sizes, batch 64), AdamW;
 - ``fp16``: ``mlp-large`` under autocast(float16) with a GradScaler against float32, for
-  dtrain and for PyTorch: the matmul-bound speed-up of half precision.
+  dtrain and for PyTorch: the speed-up of half precision in a training step;
+- ``gemm``: one 8192 x 8192 x 8192 matrix product in float32 and float16 (dtrain through its
+  cuBLAS path, torch through its own): the matmul-bound speed-up, in TFLOP/s.
 
     python bench/gpu_step.py                    # all cases
     python bench/gpu_step.py --cases mlp-small --steps 50 --rounds 5 --json out.json
@@ -293,9 +295,23 @@ def profile_host(case: str, variant: Variant, steps: int, path: str | None) -> N
             file.write(f"\n===== {case} / {variant.name} =====\n{text.getvalue()}")
 
 
+def gemm_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
+    size = 8192
+    rng = np.random.default_rng(3)
+    host = [rng.standard_normal((size, size)).astype(np.float32) for _ in range(2)]
+    variants = []
+    for dtype in ("float32", "float16"):
+        a, b = (dt.tensor(h.astype(dtype), device="cuda") for h in host)
+        variants.append(Variant(f"dtrain {dtype}", lambda a=a, b=b: a @ b))
+        if torch is not None:
+            ta, tb = (torch.from_numpy(h.astype(dtype)).cuda() for h in host)
+            variants.append(Variant(f"torch {dtype}", lambda a=ta, b=tb: a @ b))
+    return variants, {"flop_per_step": 2 * size**3}
+
+
 def report(case: str, variants: list[Variant], checks: dict) -> dict:
     medians = {v.name: statistics.median(v.times) for v in variants}
-    base = medians.get("torch eager") or medians.get("torch fp32")
+    base = medians.get("torch eager") or medians.get("torch fp32") or medians.get("torch float32")
     print(f"\n## {case}  {json.dumps(checks)}")
     print(f"{'variant':<16} {'ms/step':>9} {'min':>9} {'max':>9} {'vs torch':>9}")
     for v in variants:
@@ -309,12 +325,17 @@ def report(case: str, variants: list[Variant], checks: dict) -> dict:
             if f"{lib} fp16" in medians:
                 speedup = medians[f"{lib} fp32"] / medians[f"{lib} fp16"]
                 print(f"{lib}: fp16 speed-up over fp32 {speedup:.2f}x")
+    if case == "gemm":
+        for name, ms in medians.items():
+            print(f"{name}: {checks['flop_per_step'] / ms / 1e9:.0f} TFLOP/s")
     return {"medians_ms": medians, "checks": checks, "rounds": {v.name: v.times for v in variants}}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", nargs="+", default=["mlp-small", "mlp-large", "gpt", "fp16"])
+    parser.add_argument(
+        "--cases", nargs="+", default=["mlp-small", "mlp-large", "gpt", "fp16", "gemm"]
+    )
     parser.add_argument("--steps", type=int, default=30, help="steps per timed block")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
@@ -338,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                 variants, checks = gpt_case(args)
             elif case == "fp16":
                 variants, checks = fp16_case(args)
+            elif case == "gemm":
+                variants, checks = gemm_case(args)
             else:
                 parser.error(f"unknown case {case!r}")
             time_round_robin(variants, args.steps, args.rounds, args.warmup)
