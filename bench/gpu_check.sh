@@ -12,7 +12,8 @@
 # with the benchmark table. The exit status is 0 only when every phase passed.
 #
 # Phase time limits (seconds) can be changed with GPU_S, DEVICE_OPS_S, BENCH_S and SUITE_S;
-# extra pytest arguments (e.g. -k ...) go in SUITE_ARGS.
+# extra pytest arguments (e.g. -k ...) go in SUITE_ARGS, extra bench/gpu_step.py arguments
+# (e.g. --cases gpt) in BENCH_ARGS.
 
 set -u
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -79,8 +80,9 @@ pytest=("$python" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --r
 # shellcheck disable=SC2086
 phase gpu-tests "${GPU_S:-120}" "${pytest[@]}" "${xdist[@]}" -m gpu ${SUITE_ARGS:-} "$root/tests"
 phase device-ops "${DEVICE_OPS_S:-60}" "${pytest[@]}" "${xdist[@]}" --device=cuda "$root/tests/tensor"
+# shellcheck disable=SC2086
 phase bench "${BENCH_S:-150}" "$python" "$root/bench/gpu_step.py" --json "$out/gpu_step.json" \
-  --profile "$out/profile.txt"
+  --profile "$out/profile.txt" ${BENCH_ARGS:-}
 # shellcheck disable=SC2086
 phase other-tests "${SUITE_S:-200}" "${pytest[@]}" "${xdist[@]}" -m "not gpu" ${SUITE_ARGS:-} \
   "$root/tests"

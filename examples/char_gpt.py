@@ -90,7 +90,7 @@ class GPT(nn.Module):
                 nn.init.normal_(param, 0.0, 0.02)
 
     def forward(self, idx: dt.Tensor) -> dt.Tensor:
-        positions = dt.arange(idx.shape[1])
+        positions = dt.arange(idx.shape[1], device=idx.device)
         x = self.tok_emb(idx) + self.pos_emb(positions)
         for block in self.blocks:
             x = block(x)

@@ -25,6 +25,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.autograd.engine import queue_callback
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.nn.module import Module
@@ -35,7 +37,7 @@ from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.objects import all_gather_object
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.work import Work
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import get_array_module, is_cuda_array
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,30 @@ def allreduce_hook(group: Any, bucket: GradBucket) -> Any:
 
 
 def fp16_compress_hook(group: Any, bucket: GradBucket) -> Any:
-    """Send the bucket as float16 (half the bytes), average, and write back in its dtype."""
+    """Send the bucket as float16 (half the bytes) and write the average back in its dtype.
+
+    Each rank divides by the world size *before* the float16 sum, as PyTorch's hook does, so
+    the sum cannot overflow where the average would not. On CUDA the divide-and-cast and the
+    cast back are one fused kernel each (``dtrain.runtime.kernels.scale_cast``).
+    """
     buffer = bucket.buffer()
-    half = buffer.to("float16").detach()
-    work = api.all_reduce(half, ReduceOp.AVG, group=group, async_op=True)
-    return _Then(work, lambda: buffer._array.__setitem__(Ellipsis, half._array))
+    flat = buffer._array
+    half = wrap(_scale_cast(flat, 1.0 / api.get_world_size(group), np.float16))
+    work = api.all_reduce(half, ReduceOp.SUM, group=group, async_op=True)
+    return _Then(work, lambda: _scale_cast(half._array, 1.0, flat.dtype, out=flat))
+
+
+def _scale_cast(flat: Any, factor: float, dtype: Any, out: Any = None) -> Any:
+    """``(flat * factor).astype(dtype)`` (into ``out``), fused on CUDA."""
+    if is_cuda_array(flat) and flat.flags.c_contiguous:
+        from dtrain.runtime.kernels import scale_cast
+
+        return scale_cast(flat, factor, dtype, out=out)
+    result = (flat * factor if factor != 1.0 else flat).astype(dtype)
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
 class _Then:

@@ -27,6 +27,27 @@ def _nccl() -> Any:
     return nccl
 
 
+def _encode_unique_id(unique_id: Any) -> bytes:
+    """NCCL's unique id as store bytes: cupy 14 gives ``bytes``, older cupy a tuple of ints
+    (one tag byte says which, so every rank rebuilds the type its cupy expects)."""
+    if isinstance(unique_id, (bytes, bytearray)):
+        return b"B" + bytes(unique_id)
+    return b"T" + np.asarray(unique_id, dtype=np.int64).tobytes()
+
+
+def _decode_unique_id(data: bytes) -> Any:
+    """The inverse of ``_encode_unique_id``."""
+    tag, body = data[:1], data[1:]
+    if tag == b"B":
+        return body
+    if tag == b"T":
+        return tuple(int(v) for v in np.frombuffer(body, dtype=np.int64))
+    raise ValueError(
+        f"nccl: malformed unique id in the store (tag {tag!r}); every rank must "
+        "run the same dtrain version"
+    )
+
+
 class NcclGroup(ProcessGroup):
     """A process group over NCCL (CUDA arrays on this rank's current device)."""
 
@@ -42,9 +63,9 @@ class NcclGroup(ProcessGroup):
         key = f"{prefix}/nccl-id"
         if rank == 0:
             unique_id = nccl.get_unique_id()
-            store.set(key, np.asarray(unique_id, dtype=np.int64).tobytes())
+            store.set(key, _encode_unique_id(unique_id))
         else:
-            unique_id = tuple(int(v) for v in np.frombuffer(store.get(key), dtype=np.int64))
+            unique_id = _decode_unique_id(store.get(key))
         self.comm = nccl.NcclCommunicator(size, unique_id, rank)
 
     def _dtype(self, dtype: Any) -> int:

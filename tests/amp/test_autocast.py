@@ -309,7 +309,7 @@ def test_cuda_region_casts_cuda_tensors():
     loss.backward()
     assert w.grad.dtype == f32 and w.grad.is_cuda
     reference = x.cpu().numpy() @ w.detach().cpu().numpy().T
-    np.testing.assert_allclose(out.float().cpu().numpy(), reference, rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(out.detach().float().cpu().numpy(), reference, rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.gpu

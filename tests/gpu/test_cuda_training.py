@@ -199,3 +199,10 @@ def test_clip_grad_norm_on_cuda_matches_cpu_and_never_syncs(max_norm):
     graph.replay()
     for p, cpu in zip(params, results["cpu"][1]):
         np.testing.assert_allclose(p.grad.cpu().numpy(), cpu, rtol=1e-5, atol=1e-7)
+
+
+def test_embedding_refuses_indices_on_another_device():
+    weight = dt.randn(10, 4, device="cuda", requires_grad=True)
+    with pytest.raises(RuntimeError, match="indices on cpu but the weight on cuda:0"):
+        F.embedding(dt.tensor([1, 2]), weight)
+    assert F.embedding(dt.tensor([1, 2], device="cuda"), weight).shape == (2, 4)

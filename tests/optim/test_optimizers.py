@@ -474,7 +474,8 @@ def test_cpu_state_loads_onto_cuda_parameters(name):
     opt = MAKERS[name](params)
     _set_grads(params, _grads()[0])
     opt.step()
-    cuda_params = _params(_initial(), device="cuda")
+    # Resume where the CPU run stands: its parameters after one step, and its state.
+    cuda_params = _params([p.detach().numpy() for p in params], device="cuda")
     cuda_opt = MAKERS[name](cuda_params)
     cuda_opt.load_state_dict(opt.state_dict())
     for p in cuda_params:
@@ -486,4 +487,4 @@ def test_cpu_state_loads_onto_cuda_parameters(name):
     _set_grads(params, _grads()[1])
     opt.step()
     for a, b in zip(cuda_params, params):
-        np.testing.assert_allclose(np.array(a.detach()), np.array(b.detach()), rtol=1e-10)
+        np.testing.assert_allclose(a.detach().cpu().numpy(), b.detach().numpy(), rtol=1e-10)

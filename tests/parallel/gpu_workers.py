@@ -15,13 +15,15 @@ def _mlp(seed: int) -> nn.Module:
     return nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 5)).to("cuda")
 
 
-def ddp_nccl_matches_plain(steps: int = 4) -> dict:
+def ddp_nccl_matches_plain(steps: int = 4, hook: str | None = None) -> dict:
     """DDP over nccl (reducer forced on at one rank: GPU buckets, views and hooks; a one-rank
     group skips the NCCL transfer itself) against plain training of the same model on the
     same batches: the parameters after ``steps`` steps."""
     dist.init_process_group("nccl", timeout=60)
     plain, wrapped = _mlp(0), _mlp(0)
     ddp = dist.DistributedDataParallel(wrapped, _reduce_at_world_size_1=True, bucket_cap_mb=0.001)
+    if hook == "fp16":  # float16 on the wire, through the fused scale-and-cast kernels
+        ddp.register_comm_hook(None, dist.fp16_compress_hook)
     optimizers = [dt.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, ddp)]
     rng = np.random.default_rng(1)
     for _ in range(steps):

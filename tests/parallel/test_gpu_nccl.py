@@ -31,3 +31,11 @@ def test_ddp_over_nccl_one_rank_equals_plain_training():
     assert value["grads_on_gpu"]
     assert value["buckets"] > 1  # several buckets, so several NCCL all-reduces per step
     assert value["worst"] < 1e-6, value
+
+
+def test_ddp_over_nccl_with_fp16_compression_stays_close():
+    pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
+    launch = run_tcp(1, "gpu_workers:ddp_nccl_matches_plain", {"hook": "fp16"}, guard=180)
+    (value,) = launch.values()
+    assert value["grads_on_gpu"]
+    assert value["worst"] < 2e-3, value  # float16 rounding of the gradients, four steps

@@ -295,10 +295,11 @@ def test_gather(check, dim):
         part = tuple(slice(None) if d == dim % 2 else slice(n) for d, n in enumerate(index.shape))
         return np.take_along_axis(a[part], index, axis=dim)
 
-    check.op(lambda t: t.gather(dim, dt.tensor(index)), reference, x)
+    on_device = dt.tensor(index, device=check.device)
+    check.op(lambda t: t.gather(dim, on_device), reference, x)
     t = check.leaf(x)
-    dt.gather(t, 1, dt.tensor(index)).sum().backward()
-    assert t.grad.numpy()[0].tolist() == [1.0, 0.0, 2.0, 0.0]
+    dt.gather(t, 1, on_device).sum().backward()
+    assert t.grad.cpu().numpy()[0].tolist() == [1.0, 0.0, 2.0, 0.0]
 
 
 def test_gather_checks_its_index():
@@ -312,14 +313,11 @@ def test_gather_checks_its_index():
 def test_index_select(check, dim):
     x = check.rand(3, 4, seed=16)
     index = np.array([2, 0, 2])
-    check.op(
-        lambda t: t.index_select(dim, dt.tensor(index)),
-        lambda a: np.take(a, index, axis=dim),
-        x,
-    )
+    on_device = dt.tensor(index, device=check.device)
+    check.op(lambda t: t.index_select(dim, on_device), lambda a: np.take(a, index, axis=dim), x)
     t = check.leaf(x)
-    dt.index_select(t, 0, dt.tensor(index)).sum().backward()
-    assert t.grad.numpy()[:, 0].tolist() == [1.0, 0.0, 2.0]
+    dt.index_select(t, 0, on_device).sum().backward()
+    assert t.grad.cpu().numpy()[:, 0].tolist() == [1.0, 0.0, 2.0]
 
 
 def test_index_select_needs_a_1d_integer_index():

@@ -6,7 +6,8 @@ from typing import Any
 
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module, scatter_add
+from dtrain.runtime.backend import get_array_module, is_cuda_array, scatter_add
+from dtrain.runtime.device import device_of
 from dtrain.runtime.value_checks import may_check_values
 
 
@@ -29,6 +30,11 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
     indices = input._array if isinstance(input, Tensor) else input
     if indices.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
+    if is_cuda_array(indices) != is_cuda_array(weight._array):
+        raise RuntimeError(
+            f"embedding: indices on {device_of(indices)} but the weight on {weight.device}; move "
+            "the indices with .to(weight.device) (on CUDA, e.g. dt.arange(n, device=...))"
+        )
     rows = weight.shape[0]
     # On CUDA (unless DTRAIN_DEBUG=1) indices are not checked: cupy wraps them around.
     if indices.size and may_check_values(indices) and (indices.min() < 0 or indices.max() >= rows):
