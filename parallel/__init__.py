@@ -30,6 +30,7 @@ from dtrain.parallel.ddp import (
     allreduce_hook,
     fp16_compress_hook,
 )
+from dtrain.parallel.ddp_stats import DDPStats
 from dtrain.parallel.errors import CollectiveError, RendezvousError
 from dtrain.parallel.group import ProcessGroup
 from dtrain.parallel.objects import all_gather_object, broadcast_object_list
@@ -40,6 +41,7 @@ from dtrain.parallel.work import Work
 
 __all__ = [
     "SyncBatchNorm",
+    "DDPStats",
     "DistributedDataParallel",
     "DistributedSampler",
     "GradBucket",

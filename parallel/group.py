@@ -127,8 +127,8 @@ class ProcessGroup:
             with _flat(array) as flat:
                 if self.size > 1:
                     self._all_reduce(flat, op, deadline, seq)
-                if op is ReduceOp.AVG:
-                    flat /= self.size
+                    if op is ReduceOp.AVG:  # over one rank the average is the input
+                        flat /= self.size
 
         return self._submit(name, job, timeout, async_op=async_op)
 
