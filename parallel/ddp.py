@@ -31,7 +31,7 @@ from dtrain._tensor.autograd.engine import queue_callback
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.parallel import api
+from dtrain.parallel import api, collectives
 from dtrain.parallel.ddp_stats import BucketTiming, DDPStats, StepStats
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.objects import all_gather_object
@@ -65,7 +65,7 @@ class GradBucket:
 
 def allreduce_hook(group: Any, bucket: GradBucket) -> Any:
     """The default: average the bucket across the group (an async all-reduce)."""
-    return api.all_reduce(bucket.buffer(), ReduceOp.AVG, group=group, async_op=True)
+    return collectives.all_reduce(bucket.buffer(), ReduceOp.AVG, group=group, async_op=True)
 
 
 def fp16_compress_hook(group: Any, bucket: GradBucket) -> Any:
@@ -78,7 +78,7 @@ def fp16_compress_hook(group: Any, bucket: GradBucket) -> Any:
     buffer = bucket.buffer()
     flat = buffer._array
     half = wrap(_scale_cast(flat, 1.0 / api.get_world_size(group), np.float16))
-    work = api.all_reduce(half, ReduceOp.SUM, group=group, async_op=True)
+    work = collectives.all_reduce(half, ReduceOp.SUM, group=group, async_op=True)
     return _Then(work, lambda: _scale_cast(half._array, 1.0, flat.dtype, out=flat))
 
 
@@ -204,7 +204,7 @@ class DistributedDataParallel(Module):
         src = api._group(self.group).ranks[0]
         with no_grad():
             works = [
-                api.broadcast(t, src, group=self.group, async_op=True)
+                collectives.broadcast(t, src, group=self.group, async_op=True)
                 for t in (*self.module.parameters(), *self.module.buffers())
             ]
             for work in works:
@@ -232,7 +232,9 @@ class DistributedDataParallel(Module):
         if self.broadcast_buffers and self.world_size > 1:
             src = api._group(self.group).ranks[0]
             buffers = list(self.module.buffers())
-            works = [api.broadcast(b, src, group=self.group, async_op=True) for b in buffers]
+            works = [
+                collectives.broadcast(b, src, group=self.group, async_op=True) for b in buffers
+            ]
             for work in works:
                 work.wait()
         output = self.module(*args, **kwargs)

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.parallel.api import _group, _group_rank, _not_member, broadcast
+from dtrain.parallel.api import _group
+from dtrain.parallel.collectives import _group_rank, _not_member, broadcast
 
 
 def _encode(obj: Any) -> np.ndarray:

@@ -15,13 +15,13 @@ from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.nn.modules.normalization import _BatchNorm
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.parallel import api
+from dtrain.parallel import api, collectives
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.runtime.backend import get_array_module
 
 
 def _all_reduce_sum(array: Any, group: Any) -> Any:
-    api.all_reduce(wrap(array), ReduceOp.SUM, group=group)
+    collectives.all_reduce(wrap(array), ReduceOp.SUM, group=group)
     return array
 
 
