@@ -186,8 +186,9 @@ def launch(mode: str, world: int, kind: str, steps: int, warmup: int, **options:
                 subprocess.Popen(command, env=_env({**base, "RANK": rank})) for rank in range(world)
             ]
         try:
+            deadline = time.monotonic() + GUARD_S  # one guard for the whole launch
             for proc in procs:
-                proc.wait(GUARD_S)
+                proc.wait(max(0.0, deadline - time.monotonic()))
         finally:
             for proc in procs:
                 if proc.poll() is None:

@@ -12,7 +12,7 @@ This package only re-exports; the code lives in ``dtrain._tensor`` (tensor/),
 
 __version__ = "0.1.0"
 
-from dtrain import amp, autograd, nn, optim, utils
+from dtrain import amp, autograd, cuda, nn, optim, utils
 from dtrain._tensor.amp import autocast, get_autocast_dtype, is_autocast_enabled
 from dtrain._tensor.autograd import (
     enable_grad,
@@ -169,6 +169,7 @@ __all__ = [
     "as_tensor",
     "autocast",
     "autograd",
+    "cuda",
     "bool",
     "cat",
     "chunk",

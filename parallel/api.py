@@ -80,11 +80,7 @@ def init_process_group(
     config = read_config()
     if backend is None:
         backend = config.backend or _choose_backend()
-    backend = backend.lower()
-    if backend == "gloo":
-        backend = "tcp"  # PyTorch's CPU backend name: the same role
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS} (or None: automatic)")
+    backend = _backend_name(backend)
     limit = _seconds(timeout) or config.timeout
     if backend == "mpi" or (under_mpiexec() and rank is None and config.rank is None):
         comm = _mpi_world()
@@ -160,6 +156,15 @@ def _connect_store(
     return _state.store
 
 
+def _backend_name(backend: str) -> str:
+    """``backend`` lower-cased, ``gloo`` (PyTorch's CPU backend: the same role) as ``tcp``."""
+    name = str(backend).lower()
+    name = "tcp" if name == "gloo" else name
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {BACKENDS} (or None: automatic)")
+    return name
+
+
 def _check_options(backend: str, pg_options: dict | None) -> None:
     from dtrain.parallel.backends.tcp import OPTIONS
 
@@ -170,6 +175,9 @@ def _check_options(backend: str, pg_options: dict | None) -> None:
             f"pg_options {unknown} are not options of the {backend} backend; "
             f"it takes {list(known) or 'none'}"
         )
+    for key, value in (pg_options or {}).items():
+        if not isinstance(value, bool):
+            raise TypeError(f"pg_options[{key!r}] must be True or False, got {value!r}")
 
 
 def _make_group(
@@ -263,7 +271,13 @@ def new_group(
     calls it; ranks outside get ``GroupMember.NON_GROUP_MEMBER``. ``pg_options`` as for
     ``init_process_group``."""
     world = _group(None)
-    _check_options(backend or world.backend, pg_options)
+    backend = world.backend if backend is None else _backend_name(backend)
+    if (backend == "mpi") != (world.backend == "mpi"):
+        raise ValueError(
+            f"new_group: backend {backend!r} on a {world.backend!r} world; an mpi world makes "
+            "mpi groups only, and other worlds cannot make mpi groups (start under mpiexec)"
+        )
+    _check_options(backend, pg_options)
     members = sorted(set(range(world.size) if ranks is None else ranks))
     if any(not 0 <= r < world.size for r in members) or not members:
         raise ValueError(
@@ -283,7 +297,7 @@ def new_group(
     if world.rank not in members:
         return GroupMember.NON_GROUP_MEMBER
     return _make_group(
-        backend or world.backend,
+        backend,
         members.index(world.rank),
         len(members),
         limit,

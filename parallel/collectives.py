@@ -15,7 +15,7 @@ from dtrain._tensor.tensor import Tensor
 from dtrain.parallel.api import _group
 from dtrain.parallel.group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
-from dtrain.parallel.work import Work
+from dtrain.parallel.work import Chained, Work
 from dtrain.runtime.backend import cupy_module
 
 
@@ -110,7 +110,7 @@ def reduce(
     scratch = array.copy()
     work = g.all_reduce(scratch, op, timeout, name="reduce", async_op=async_op)
     if g.rank == root:
-        work = _Chained(work, lambda: array.__setitem__(Ellipsis, scratch))
+        work = Chained(work, lambda: array.__setitem__(Ellipsis, scratch))
     return _finish(work, async_op, tensor)
 
 
@@ -147,7 +147,7 @@ def all_gather(
         for out, part in zip(outputs, gathered):
             out[...] = part
 
-    work = _Chained(inner, copy_out)
+    work = Chained(inner, copy_out)
     return _finish(work, async_op, *tensor_list)
 
 
@@ -278,30 +278,6 @@ def irecv(
     work = g.recv(_array(tensor, "recv"), source, tag, timeout)
     _bump(tensor)
     return work
-
-
-class _Chained(Work):
-    """A Work that runs ``then`` once the inner collective finished."""
-
-    def __init__(self, inner: Work, then: Any) -> None:
-        super().__init__(inner.description)
-        self.inner, self.then = inner, then
-
-    def is_completed(self) -> bool:
-        return self.inner.is_completed()
-
-    def is_success(self) -> bool:
-        return self.inner.is_success()
-
-    def exception(self) -> BaseException | None:
-        return self.inner.exception()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        self.inner.wait(timeout)
-        if self.then is not None:
-            then, self.then = self.then, None
-            then()
-        return True
 
 
 __all__ = [

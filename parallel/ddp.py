@@ -36,7 +36,7 @@ from dtrain.parallel.ddp_stats import BucketTiming, DDPStats, StepStats
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.objects import all_gather_object
 from dtrain.parallel.reduce_op import ReduceOp
-from dtrain.parallel.work import Work
+from dtrain.parallel.work import Chained, Work
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,14 @@ def fp16_compress_hook(group: Any, bucket: GradBucket) -> Any:
     flat = buffer._array
     half = wrap(_scale_cast(flat, 1.0 / api.get_world_size(group), np.float16))
     work = collectives.all_reduce(half, ReduceOp.SUM, group=group, async_op=True)
-    return _Then(work, lambda: _scale_cast(half._array, 1.0, flat.dtype, out=flat))
+    return Chained(work, lambda: _scale_cast(half._array, 1.0, flat.dtype, out=flat))
 
 
 def _scale_cast(flat: Any, factor: float, dtype: Any, out: Any = None) -> Any:
-    """``(flat * factor).astype(dtype)`` (into ``out``), fused on CUDA."""
-    if is_cuda_array(flat) and flat.flags.c_contiguous:
+    """``(flat * factor).astype(dtype)`` (into ``out``), one fused kernel on CUDA when it
+    casts (the kernel converts between float16 and float32/64; a float16 bucket is scaled by
+    cupy)."""
+    if is_cuda_array(flat) and flat.flags.c_contiguous and flat.dtype != np.dtype(dtype):
         from dtrain.runtime.kernels import scale_cast
 
         return scale_cast(flat, factor, dtype, out=out)
@@ -93,16 +95,6 @@ def _scale_cast(flat: Any, factor: float, dtype: Any, out: Any = None) -> Any:
         return result
     out[...] = result
     return out
-
-
-class _Then:
-    def __init__(self, work: Any, then: Callable[[], None]) -> None:
-        self.work, self.then = work, then
-
-    def wait(self) -> bool:
-        self.work.wait()
-        self.then()
-        return True
 
 
 class _Bucket:

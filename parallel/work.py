@@ -114,3 +114,27 @@ def _execute(job: Callable[[], None], work: Work) -> None:
         work._complete(exc)
     else:
         work._complete()
+
+
+class Chained(Work):
+    """A Work that runs ``then`` once the inner collective finished."""
+
+    def __init__(self, inner: Work, then: Any) -> None:
+        super().__init__(inner.description)
+        self.inner, self.then = inner, then
+
+    def is_completed(self) -> bool:
+        return self.inner.is_completed()
+
+    def is_success(self) -> bool:
+        return self.inner.is_success()
+
+    def exception(self) -> BaseException | None:
+        return self.inner.exception()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.inner.wait(timeout)
+        if self.then is not None:
+            then, self.then = self.then, None
+            then()
+        return True

@@ -45,7 +45,8 @@ _TYPES = {
 _WORKSPACE_BYTES = 32 * 1024 * 1024  # cuBLAS asks for up to 32 MiB on Hopper
 _INT32_MAX = 2**31 - 1
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # creating handles
+_call_lock = threading.Lock()  # binding a handle to a stream and calling it
 _library: ctypes.CDLL | None = None
 _handles: dict[int, _Handle] = {}
 
@@ -150,7 +151,7 @@ def handle() -> _Handle:
 
 def bind_stream(stream: Any) -> None:
     """Bind the current device's handle to ``stream`` now (before a graph capture begins)."""
-    with stream:
+    with _call_lock, stream:
         handle()
 
 
@@ -260,8 +261,14 @@ def supports(a: Any, b: Any) -> bool:
 
 
 def matmul(a: Any, b: Any) -> Any:
-    """``a @ b`` for cupy arrays of 2 or more dims (batch dims broadcast), through cuBLAS."""
+    """``a @ b`` for cupy arrays of 2 or more dims (batch dims broadcast), through cuBLAS,
+    on ``a``'s device."""
     cupy = require_cupy("a matrix product on CUDA")
+    with a.device:
+        return _matmul_on_current_device(cupy, a, b)
+
+
+def _matmul_on_current_device(cupy: Any, a: Any, b: Any) -> Any:
     p = plan(a, b, cupy)
     out = cupy.empty(p.batch + (p.m, p.n), dtype=a.dtype)
     if out.size == 0:
@@ -270,24 +277,30 @@ def matmul(a: Any, b: Any) -> Any:
         out.fill(0)
         return out
     data_type, compute_type, alpha, beta = _TYPES[a.dtype]
-    blas = handle()
+    # Bind and call as one step: another thread may bind the shared handle to its stream.
+    with _call_lock:
+        blas = handle()
+        status = _gemm(blas, p, out, data_type, compute_type, alpha, beta)
+    _check(status, "cublasGemmEx" if p.count == 1 else "cublasGemmStridedBatchedEx")
+    return out
+
+
+def _gemm(blas: _Handle, p: GemmPlan, out: Any, *types: Any) -> int:
+    """The cuBLAS call for plan ``p`` into ``out``; returns cuBLAS's status."""
+    data_type, compute_type, alpha, beta = types
     # Column-major C^T (n x m) = op(B^T) (n x k) @ op(A^T) (k x m).
     if p.count == 1:
-        status = blas.library.cublasGemmEx(
+        return blas.library.cublasGemmEx(
             blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, alpha,
             p.b.data.ptr, data_type, p.ld_b,
             p.a.data.ptr, data_type, p.ld_a,
             beta, out.data.ptr, data_type, p.n,
             compute_type, _GEMM_DEFAULT,
         )  # fmt: skip
-        _check(status, "cublasGemmEx")
-        return out
-    status = blas.library.cublasGemmStridedBatchedEx(
+    return blas.library.cublasGemmStridedBatchedEx(
         blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, alpha,
         p.b.data.ptr, data_type, p.ld_b, p.stride_b,
         p.a.data.ptr, data_type, p.ld_a, p.stride_a,
         beta, out.data.ptr, data_type, p.n, p.m * p.n,
         p.count, compute_type, _GEMM_DEFAULT,
     )  # fmt: skip
-    _check(status, "cublasGemmStridedBatchedEx")
-    return out

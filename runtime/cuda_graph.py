@@ -79,6 +79,7 @@ class CUDAGraph:
             self._stream.begin_capture(mode=relaxed)
         except BaseException:
             self._leave()
+            self.reset()  # so this CUDAGraph can try again
             raise
         _capturing.graph = self
 

@@ -139,7 +139,8 @@ def from_dlpack(obj: Any) -> Tensor:
     else:
         raise TypeError(
             f"from_dlpack: the producer lives on DLPack device type {int(device_type)}; dtrain "
-            "imports CPU (1) and CUDA (2) memory only; move it to the CPU or a GPU first"
+            "imports CPU (1), CUDA (2), CUDA host (3) and CUDA managed (13) memory only; move "
+            "it to the CPU or a GPU first"
         )
     if array.dtype not in SUPPORTED:
         names = ", ".join(str(d) for d in SUPPORTED)

@@ -58,3 +58,13 @@ def test_five_components_exist():
     assert isinstance(x, dt.Tensor) and isinstance(w, dt.Tensor) and v.requires_grad
     assert issubclass(dt.autograd.Function, object)  # Function
     # Module arrives with dtrain.nn's layers (issue 3).
+
+
+def test_cuda_namespace_comes_with_the_package():
+    # dt.cuda as PyTorch users write it, in a fresh process (no earlier `import dtrain.cuda`).
+    code = (
+        "import dtrain as dt; "
+        "print(dt.cuda.is_available() == dt.cuda_is_available(), callable(dt.cuda.CUDAGraph))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]

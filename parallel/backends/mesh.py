@@ -79,11 +79,15 @@ def connect(
     error = ""
     try:
         for peer in range(rank):  # we connect to the ranks below ours
-            sockets[peer] = _dial(store.get(f"{prefix}/addr/{peer}").decode(), me, timeout)
+            left = max(0.0, deadline - time.monotonic())
+            address = store.get(f"{prefix}/addr/{peer}", timeout=left).decode()
+            sockets[peer] = _dial(address, me, max(left, 0.001))
             wire.prove(sockets[peer], secret, PURPOSE)
             sockets[peer].sendall(RANK.pack(rank))
         admitted.wait(deadline)
-    except OSError as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
+        # A refused or silent peer, the store's timeout (RendezvousError), a malformed
+        # address: every socket opened so far is closed below and the missing ranks named.
         error = str(exc) or type(exc).__name__
     finally:
         admitted.stop()

@@ -30,6 +30,16 @@ def _mpi() -> Any:
     return MPI
 
 
+def _ranks_on_this_host(comm: Any) -> int:
+    """How many ranks of ``comm`` share this machine (they compete for its cores)."""
+    mpi = _mpi()
+    local = comm.Split_type(mpi.COMM_TYPE_SHARED)
+    try:
+        return local.Get_size()
+    finally:
+        local.Free()
+
+
 class MpiGroup(ProcessGroup):
     """A process group over an MPI communicator (CPU arrays)."""
 
@@ -41,7 +51,7 @@ class MpiGroup(ProcessGroup):
         self.comm, self.debug = comm, debug
         size = comm.Get_size()
         super().__init__(comm.Get_rank(), size, timeout, ranks or list(range(size)))
-        self.spin = waiting.can_spin(size)
+        self.spin = waiting.can_spin(_ranks_on_this_host(comm))
 
     def _op(self, op: ReduceOp, dtype: Any) -> Any:
         mpi = _mpi()

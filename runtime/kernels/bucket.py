@@ -35,7 +35,8 @@ __global__ void scale_inplace(T* x, long long n, double factor) {
         x[i] = from_acc<T>(to_acc(x[i]) * f);
 }
 
-// out = (TOut)(x * factor), the product taken in float (double when either side is double).
+// out = (TOut)(x * factor), the product taken in TIn's math type (float for half and float
+// input, double for double input).
 template <typename TIn, typename TOut>
 __global__ void scale_cast(const TIn* x, TOut* out, long long n, double factor) {
     typedef typename Acc<TIn>::type A;

@@ -42,7 +42,9 @@ _MODULES: dict[tuple[str, int], Any] = {}  # (source name, device) -> cupy.RawMo
 _FUNCTIONS: dict[tuple[str, str, int], Any] = {}  # (source, expression, device) -> kernel
 
 
-def templated(kernels: tuple[str, ...], types: tuple[str, ...] = ("float", "double", "half_t")):
+def templated(
+    kernels: tuple[str, ...], types: tuple[str, ...] = ("float", "double", "half_t")
+) -> tuple[str, ...]:
     """Every ``kernel<type>`` name expression of ``kernels`` times ``types``."""
     return tuple(f"{k}<{t}>" for k in kernels for t in types)
 

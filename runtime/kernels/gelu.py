@@ -137,7 +137,9 @@ def _shifted(x: np.ndarray, bias: Any) -> np.ndarray:
     return v if bias is None else v + bias.astype(np.float64)
 
 
-def gelu_forward_reference(x: np.ndarray, approximate: str = "none", bias: Any = None):
+def gelu_forward_reference(
+    x: np.ndarray, approximate: str = "none", bias: Any = None
+) -> np.ndarray:
     """numpy ``gelu_forward`` in float64 (erf from ``math.erf``, exact)."""
     v = _shifted(x, bias)
     if approximate == "tanh":

@@ -44,6 +44,23 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def test_new_group_takes_backend_names_as_init_does(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "DTRAIN_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    dist.init_process_group("gloo")  # PyTorch's CPU backend name: tcp here
+    try:
+        group = dist.new_group(backend="GLOO", pg_options={"unix": False})
+        assert dist.get_backend(group) == "tcp"
+        with pytest.raises(ValueError, match="cannot make mpi groups"):
+            dist.new_group(backend="mpi")
+        with pytest.raises(ValueError, match="unknown backend"):
+            dist.new_group(backend="carrier-pigeon")
+        with pytest.raises(TypeError, match="True or False"):
+            dist.new_group(pg_options={"unix": "false"})
+    finally:
+        dist.destroy_process_group()
+
+
 @pytest.mark.parametrize("port", [None, "0", ""])
 def test_single_process_without_master_port_picks_a_free_port(monkeypatch, port):
     for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "DTRAIN_SECRET"):

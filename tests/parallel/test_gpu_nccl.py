@@ -29,7 +29,9 @@ def test_ddp_over_nccl_one_rank_equals_plain_training():
     launch = run_tcp(1, "gpu_workers:ddp_nccl_matches_plain", guard=180)
     (value,) = launch.values()
     assert value["grads_on_gpu"]
-    assert value["buckets"] > 1  # several buckets, so several NCCL all-reduces per step
+    # Several buckets, each through the nccl group's all-reduce job (a one-rank group skips
+    # the NCCL transfer itself; test_nccl_one_rank_matches_numpy calls it directly).
+    assert value["buckets"] > 1
     assert value["worst"] < 1e-6, value
 
 

@@ -9,6 +9,10 @@ fails here, without a GPU.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import types
+
 import numpy as np
 import pytest
 
@@ -82,16 +86,24 @@ def test_plan_keeps_views_of_simple_layouts():
     assert p.stride_a == 24
 
 
-def test_attention_shaped_views_are_not_copied():
-    # q @ k^T with q, k split out of one (B, T, 3, H, D) projection and permuted: the
-    # batch axes (B, H) do not walk memory with one stride, so those are copied, but a
-    # (B*H, T, D) contiguous q and its k^T view are read in place.
+def test_attention_shaped_views_copy_only_what_cublas_cannot_walk():
+    # q @ k^T with q, k split out of one (B, T, 3, H, D) projection and permuted to
+    # (B, H, T, D): the batch axes (B, H) do not walk memory with one stride, so they are
+    # copied; a contiguous (B*H, T, D) q and its k^T view are read in place.
     rng = np.random.default_rng(2)
-    q = rng.standard_normal((6, 5, 4))
-    k = rng.standard_normal((6, 5, 4))
-    p = cublas.plan(q, np.swapaxes(k, -1, -2), np)
-    assert np.shares_memory(p.a, q) and np.shares_memory(p.b, k)
-    np.testing.assert_allclose(_emulate(q, np.swapaxes(k, -1, -2)), q @ np.swapaxes(k, -1, -2))
+    qkv = rng.standard_normal((2, 5, 3, 3, 4))
+    q, k = (np.transpose(qkv[:, :, i], (0, 2, 1, 3)) for i in (0, 1))
+    k_t = np.swapaxes(k, -1, -2)
+    p = cublas.plan(q, k_t, np)
+    assert not np.shares_memory(p.a, qkv) and not np.shares_memory(p.b, qkv)
+    np.testing.assert_allclose(_emulate(q, k_t), q @ k_t, rtol=1e-12)
+    flat_q, flat_k = np.ascontiguousarray(q).reshape(6, 5, 4), np.ascontiguousarray(k)
+    flat_k = flat_k.reshape(6, 5, 4)
+    p = cublas.plan(flat_q, np.swapaxes(flat_k, -1, -2), np)
+    assert np.shares_memory(p.a, flat_q) and np.shares_memory(p.b, flat_k)
+    assert p.stride_a == p.stride_b == 20
+    expected = flat_q @ np.swapaxes(flat_k, -1, -2)
+    np.testing.assert_allclose(_emulate(flat_q, np.swapaxes(flat_k, -1, -2)), expected)
 
 
 def test_supports_only_float_dtypes_cublas_takes():
@@ -139,3 +151,90 @@ def test_cublas_matmul_empty_and_zero_inner_dim():
         0,
         2,
     )
+
+
+class _PtrArray(np.ndarray):
+    """A numpy array that answers ``.data.ptr`` and ``.device`` as a cupy array does."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+    @property
+    def device(self):
+        return contextlib.nullcontext()
+
+
+def _ptr(array: np.ndarray) -> _PtrArray:
+    return array.view(_PtrArray)
+
+
+class _FakeCublas:
+    """cuBLAS's GemmEx / GemmStridedBatchedEx emulated on host memory: operands are read
+    column-major from raw addresses with the given leading dimensions and strides, exactly
+    as cuBLAS reads them, so the argument order dtrain passes is what is checked."""
+
+    def __init__(self, dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        self.calls = []
+
+    def _matrices(self, address, op, rows, cols, ld, stride, count):
+        """The (count, rows, cols) matrices op(S) at ``address``: S is column-major with
+        leading dimension ``ld``, rows x cols for op N and cols x rows for op T."""
+        item = self.dtype.itemsize
+        stored_rows, stored_cols = (rows, cols) if op == 0 else (cols, rows)
+        span = (count - 1) * stride + (stored_rows - 1) + (stored_cols - 1) * ld + 1
+        pointer = ctypes.cast(address, ctypes.POINTER(np.ctypeslib.as_ctypes_type(self.dtype)))
+        base = np.ctypeslib.as_array(pointer, shape=(span,))
+        strides = (stride * item, item, ld * item) if op == 0 else (stride * item, ld * item, item)
+        return np.lib.stride_tricks.as_strided(base, (count, rows, cols), strides)
+
+    def _run(self, transa, transb, m, n, k, a, lda, stride_a, b, ldb, stride_b, c, ldc,
+             stride_c, count):  # fmt: skip
+        op_a = self._matrices(a, transa, m, k, lda, stride_a, count)
+        op_b = self._matrices(b, transb, k, n, ldb, stride_b, count)
+        out = self._matrices(c, 0, m, n, ldc, stride_c, count)
+        out[...] = op_a @ op_b
+        return 0
+
+    def cublasGemmStridedBatchedEx(  # noqa: N802 - cuBLAS's name
+        self, handle, transa, transb, m, n, k, alpha, a, atype, lda, stride_a,
+        b, btype, ldb, stride_b, beta, c, ctype, ldc, stride_c, count, compute, algo,
+    ):  # fmt: skip
+        self.calls.append("batched")
+        return self._run(
+            transa, transb, m, n, k, a, lda, stride_a, b, ldb, stride_b, c, ldc, stride_c, count
+        )
+
+    def cublasGemmEx(  # noqa: N802 - cuBLAS's name
+        self, handle, transa, transb, m, n, k, alpha, a, atype, lda,
+        b, btype, ldb, beta, c, ctype, ldc, compute, algo,
+    ):  # fmt: skip
+        self.calls.append("single")
+        return self._run(transa, transb, m, n, k, a, lda, 0, b, ldb, 0, c, ldc, 0, 1)
+
+
+@pytest.mark.parametrize("layout_a", LAYOUTS)
+@pytest.mark.parametrize("layout_b", LAYOUTS)
+@pytest.mark.parametrize(
+    ("shape_a", "shape_b"), [((5, 3), (3, 4)), ((2, 5, 3), (2, 3, 4)), ((2, 1, 5, 3), (1, 4, 3, 2))]
+)
+def test_matmul_passes_cublas_the_right_arguments(
+    monkeypatch, layout_a, layout_b, shape_a, shape_b
+):
+    # dtrain.runtime.cublas.matmul end to end, with cupy and libcublas replaced by numpy and
+    # the emulation above: a swapped operand, flag or leading dimension gives a wrong product.
+    fake_cupy = types.SimpleNamespace(
+        empty=lambda shape, dtype: _ptr(np.full(shape, np.nan, dtype)),
+        broadcast_to=lambda x, shape: _ptr(np.broadcast_to(x, shape)),
+        ascontiguousarray=lambda x: _ptr(np.ascontiguousarray(x)),
+    )
+    library = _FakeCublas(np.float64)
+    monkeypatch.setattr(cublas, "require_cupy", lambda what: fake_cupy)
+    monkeypatch.setattr(cublas, "handle", lambda: types.SimpleNamespace(library=library, pointer=0))
+    rng = np.random.default_rng(5)
+    a = _ptr(_operand(rng, shape_a, layout_a))
+    b = _ptr(_operand(rng, shape_b, layout_b))
+    out = cublas.matmul(a, b)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(a) @ np.asarray(b), rtol=1e-12)
+    assert library.calls == (["single"] if len(shape_a) == 2 else ["batched"])
