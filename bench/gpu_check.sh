@@ -58,11 +58,19 @@ EOF
 } >"$report"
 
 status=0
-runner=()  # extra pytest arguments, by what is installed
-if "$python" -c "import xdist" 2>/dev/null; then runner=(-n "${WORKERS:-12}"); fi
+runner=() cpu_runner=()  # extra pytest arguments, by what is installed
+if "$python" -c "import xdist" 2>/dev/null; then
+  runner=(-n "${WORKERS:-12}")
+  # The CPU tests start up to 5 ranks each, several with tight timeouts of their own: fewer
+  # workers, so the machine's cores are not oversubscribed many times over.
+  cpu_runner=(-n "${CPU_WORKERS:-4}")
+fi
 # Where pytest-timeout is installed, a test that hangs fails by name after 60 s instead of
 # holding its phase until the phase's own limit.
-if "$python" -c "import pytest_timeout" 2>/dev/null; then runner+=(--timeout "${TEST_S:-60}"); fi
+if "$python" -c "import pytest_timeout" 2>/dev/null; then
+  runner+=(--timeout "${TEST_S:-60}")
+  cpu_runner+=(--timeout "${TEST_S:-60}")
+fi
 
 phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summarise
   local name=$1 seconds=$2
@@ -90,7 +98,7 @@ phase device-ops "${DEVICE_OPS_S:-45}" "${pytest[@]}" "${runner[@]}" --device=cu
 phase bench "${BENCH_S:-90}" "$python" "$root/bench/gpu_step.py" --json "$out/gpu_step.json" \
   --profile "$out/profile.txt" ${BENCH_ARGS:-}
 # shellcheck disable=SC2086
-phase other-tests "${SUITE_S:-120}" "${pytest[@]}" "${runner[@]}" -m "not gpu" --durations=10 \
+phase other-tests "${SUITE_S:-120}" "${pytest[@]}" "${cpu_runner[@]}" -m "not gpu" --durations=10 \
   ${SUITE_ARGS:-} "$root/tests"
 {
   echo
