@@ -179,7 +179,8 @@ def _as_batched(x: Any, batch: tuple, xp: Any) -> tuple[Any, int, int, int]:
     ``xp`` is cupy here, numpy in the tests that check these layouts on the CPU.
     """
     rows, cols = x.shape[-2:]
-    x = xp.broadcast_to(x, batch + (rows, cols))
+    if x.shape[:-2] != batch:  # (a new array object per call otherwise: host time)
+        x = xp.broadcast_to(x, batch + (rows, cols))
     item = x.itemsize
     layout = _layout(x.strides[-2:], rows, cols, item)
     # Every batch axis must step by a common multiple so one stride walks them all.
