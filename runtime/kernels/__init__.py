@@ -27,6 +27,7 @@ from dtrain.runtime.kernels.layer_norm import (
     layer_norm_forward_reference,
 )
 from dtrain.runtime.kernels.sgd import sgd_multi_tensor, sgd_reference
+from dtrain.runtime.kernels.unscale import unscale_, unscale_reference
 
 __all__ = [
     "KernelSource",
@@ -53,4 +54,6 @@ __all__ = [
     "sgd_reference",
     "sources",
     "sum_squares_",
+    "unscale_",
+    "unscale_reference",
 ]

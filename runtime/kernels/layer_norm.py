@@ -4,7 +4,8 @@ Forward, one block per row: ``mean``, ``rstd = 1 / sqrt(var + eps)`` (two passes
 row, as numpy computes it) and ``out = (x - mean) * rstd * weight + bias``. Backward, one
 block per row: ``grad_x = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))`` with
 ``gh = grad * weight``; and a column kernel that sums ``grad * xhat`` and ``grad`` over
-chunks of rows into per-chunk partials, which cupy then adds (``.sum(axis=0)``).
+chunks of rows into per-chunk partials, which a last kernel adds per column. A backward is
+three launches; it was eight when cupy zeroed, added and cast the partials.
 """
 
 from __future__ import annotations
@@ -114,12 +115,37 @@ __global__ void layer_norm_param_grads(const T* grad, const T* x,
     partial_w[blockIdx.y * cols + c] = sum_w;
     partial_b[blockIdx.y * cols + c] = sum_b;
 }
+
+// One thread per column: add the chunks' partials (in chunk order) and store in T.
+template <typename T>
+__global__ void layer_norm_param_grads_finish(const typename Acc<T>::type* partial_w,
+                                              const typename Acc<T>::type* partial_b,
+                                              T* grad_w, T* grad_b, long long chunks,
+                                              long long cols) {
+    typedef typename Acc<T>::type A;
+    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    A sum_w = 0, sum_b = 0;
+    for (long long k = 0; k < chunks; ++k) {
+        sum_w += partial_w[k * cols + c];
+        sum_b += partial_b[k * cols + c];
+    }
+    grad_w[c] = from_acc<T>(sum_w);
+    grad_b[c] = from_acc<T>(sum_b);
+}
 """
 
 SOURCE = register(
     "layer_norm",
     _BODY,
-    templated(("layer_norm_forward", "layer_norm_backward", "layer_norm_param_grads")),
+    templated(
+        (
+            "layer_norm_forward",
+            "layer_norm_backward",
+            "layer_norm_param_grads",
+            "layer_norm_param_grads_finish",
+        )
+    ),
 )
 
 _CHUNKS = 64  # row chunks of the column reduction: enough blocks to fill the GPU
@@ -183,18 +209,24 @@ def layer_norm_backward(
         launch(fn, (rows,), row_block(cols), (*args, i64(rows), i64(cols)))
     if not param_grads:
         return grad_x, None, None
+    # Every (chunk, column) partial is written, and the finish kernel adds them per column
+    # into grad_w and grad_b: no zeroing, no cupy reduction, no cast (each a launch).
     per_chunk = max(1, math.ceil(rows / _CHUNKS))
     chunks = max(1, math.ceil(rows / per_chunk))
-    partial_w = cupy.zeros((chunks, cols), acc_dtype(x.dtype))
-    partial_b = cupy.zeros((chunks, cols), acc_dtype(x.dtype))
-    if rows and cols:
-        fn = kernel(SOURCE, f"layer_norm_param_grads<{name}>")
-        grid = (math.ceil(cols / ELEMENTWISE_BLOCK), chunks)
-        args = (grad, x, mean, rstd, partial_w, partial_b, i64(rows), i64(cols), i64(per_chunk))
-        launch(fn, grid, ELEMENTWISE_BLOCK, args)
-    grad_w = partial_w.sum(axis=0).astype(x.dtype)
-    grad_b = partial_b.sum(axis=0).astype(x.dtype)
-    return grad_x, grad_w, grad_b
+    partials = cupy.empty((2, chunks, cols), acc_dtype(x.dtype))
+    param_grads_out = cupy.empty((2, cols), x.dtype)
+    if cols:
+        grid = (math.ceil(cols / ELEMENTWISE_BLOCK),)
+        if rows:
+            fn = kernel(SOURCE, f"layer_norm_param_grads<{name}>")
+            args = (grad, x, mean, rstd, partials[0], partials[1], i64(rows), i64(cols))
+            launch(fn, (grid[0], chunks), ELEMENTWISE_BLOCK, (*args, i64(per_chunk)))
+        else:
+            partials.fill(0)
+        fn = kernel(SOURCE, f"layer_norm_param_grads_finish<{name}>")
+        args = (partials[0], partials[1], param_grads_out[0], param_grads_out[1])
+        launch(fn, grid, ELEMENTWISE_BLOCK, (*args, i64(chunks), i64(cols)))
+    return grad_x, param_grads_out[0], param_grads_out[1]
 
 
 # ---- numpy references -----------------------------------------------------------------------

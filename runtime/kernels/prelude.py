@@ -51,6 +51,14 @@ __device__ __forceinline__ double dt_erf(double v) { return erf(v); }
 __device__ __forceinline__ float dt_tanh(float v) { return tanhf(v); }
 __device__ __forceinline__ double dt_tanh(double v) { return tanh(v); }
 
+// Finite: neither inf nor NaN (all exponent bits set), read from the bits: no header.
+__device__ __forceinline__ bool dt_isfinite(float v) {
+    return (__float_as_int(v) & 0x7f800000) != 0x7f800000;
+}
+__device__ __forceinline__ bool dt_isfinite(double v) {
+    return (__double_as_longlong(v) & 0x7ff0000000000000LL) != 0x7ff0000000000000LL;
+}
+
 template <typename A> __device__ __forceinline__ A neg_inf();
 template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_float(0xff800000); }
 template <> __device__ __forceinline__ double neg_inf<double>() {

@@ -7,7 +7,8 @@ the step when a gradient overflowed to inf/NaN, halving the factor; after
 
 The scale lives on the host as a Python float (rounded to float32 as PyTorch keeps it), so
 ``scale()`` and ``update()`` never wait for the GPU. The inf/NaN check runs on each device
-and is read back once, in ``step()``: one host synchronisation per step.
+(on CUDA, fused with the unscale into one multi-tensor launch per dtype) and is read back
+once, in ``step()``: one host synchronisation per step.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import cupy_module, get_array_module, is_cuda_array
+from dtrain.runtime.kernels import unscale as _unscale_kernel
+from dtrain.runtime.kernels.multi_tensor import fusable
 
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
 
@@ -161,6 +164,7 @@ class GradScaler:
         # PyTorch takes the reciprocal in float64 and keeps it in float32.
         inv_scale = np.float32(1.0 / self._scale)
         probes: dict[str, list] = {}
+        fused: dict[tuple, list] = {}  # (device, dtype) -> gradients for one kernel launch
         for group in optimizer.param_groups:
             for param in group["params"]:
                 grad = param.grad
@@ -172,13 +176,24 @@ class GradScaler:
                         "GradScaler: attempting to unscale float16 gradients; keep the "
                         "parameters in float32 and let autocast cast them for each op"
                     )
-                # Check the scaled values (as PyTorch), then unscale in place so views
-                # into DDP's gradient buckets stay views.
-                probes.setdefault(_device_key(array), []).append(_overflow_probe(array))
-                array *= inv_scale.astype(array.dtype)
+                # In place either way, so views into DDP's gradient buckets stay views.
+                if fusable(array):
+                    fused.setdefault((array.device.id, array.dtype), []).append(array)
+                else:  # the CPU, or an odd layout: check the scaled values, then unscale
+                    probes.setdefault(_device_key(array), []).append(_overflow_probe(array))
+                    array *= inv_scale.astype(array.dtype)
                 grad._version[0] += 1
+        flags: dict[int, Any] = {}
+        for (device, _), arrays in fused.items():
+            if device not in flags:
+                with arrays[0].device:
+                    flags[device] = get_array_module(arrays[0]).zeros((), np.float32)
+            _unscale_kernel.unscale_(arrays, float(inv_scale), flags[device])
+        for device, flag in flags.items():
+            probes.setdefault(f"cuda:{device}", []).append(flag)
         state["found_inf"] = {
-            key: get_array_module(values[0]).stack(values).sum() for key, values in probes.items()
+            key: values[0] if len(values) == 1 else get_array_module(values[0]).stack(values).sum()
+            for key, values in probes.items()
         }
         state["stage"] = _UNSCALED
 

@@ -33,18 +33,19 @@ SCRIPT = [
 ]
 
 
-def run_dtrain(script, **options):
-    param = dt.tensor(np.ones(3, np.float32), requires_grad=True)
+def run_dtrain(script, device="cpu", **options):
+    param = dt.tensor(np.ones(3, np.float32), device=device, requires_grad=True)
     opt = dt.optim.SGD([param], lr=0.1, momentum=0.9)
-    scaler = dt.amp.GradScaler("cpu", **options)
+    scaler = dt.amp.GradScaler(device, **options)
     scales, params = [], []
     for row in script:
         opt.zero_grad()
-        scaler.scale((param * dt.tensor(np.array(row, np.float32))).sum()).backward()
+        row = dt.tensor(np.array(row, np.float32), device=device)
+        scaler.scale((param * row).sum()).backward()
         scaler.step(opt)
         scaler.update()
         scales.append(scaler.get_scale())
-        params.append(param.detach().numpy().copy())
+        params.append(param.detach().cpu().numpy().copy())
     return scales, params, scaler
 
 
@@ -79,6 +80,17 @@ def test_same_scales_and_skipped_steps_as_torch(options):
     assert ours == theirs  # exactly: both keep the scale in float32
     np.testing.assert_allclose(np.array(ours_params), np.array(theirs_params), rtol=1e-6)
     assert scaler.state_dict() == their_scaler.state_dict()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
+def test_cuda_scaler_matches_the_cpu_one():
+    # On CUDA the check and the unscale are one multi-tensor kernel; the CPU path is numpy.
+    options = {"init_scale": 2.0**10, "growth_interval": 3}
+    cpu_scales, cpu_params, _ = run_dtrain(SCRIPT, **options)
+    gpu_scales, gpu_params, _ = run_dtrain(SCRIPT, "cuda", **options)
+    assert gpu_scales == cpu_scales
+    np.testing.assert_allclose(np.array(gpu_params), np.array(cpu_params), rtol=1e-6)
 
 
 def test_overflowing_steps_are_skipped_and_back_off():

@@ -59,7 +59,16 @@ def _nvcc_compile():
 
 def test_registry_lists_every_kernel_module():
     names = {source.name for source in build.sources()}
-    assert names == {"adam", "bucket", "cross_entropy", "gelu", "grad_norm", "layer_norm", "sgd"}
+    assert names == {
+        "adam",
+        "bucket",
+        "cross_entropy",
+        "gelu",
+        "grad_norm",
+        "layer_norm",
+        "sgd",
+        "unscale",
+    }
     for source in build.sources():
         assert source.name_expressions, source.name
         assert "#include" not in source.code  # NVRTC on the GPU machine may lack headers
@@ -467,6 +476,29 @@ def test_gpu_sgd_multi_tensor(cp, options, dtype):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("bad", [None, "inf", "nan", "-inf"])
+def test_gpu_unscale_multi_tensor(cp, dtype, bad):
+    rng = np.random.default_rng(16)
+    # 50 tensors: two launches (48 per launch); the bad value sits in the second launch's
+    # last chunk, so a launch or chunk the kernel skips would miss it.
+    sizes = [*SIZES] * 12 + [3, 40000]
+    host = [(rng.standard_normal(n) * 100).astype(dtype) for n in sizes]
+    if bad is not None:
+        host[-1][-5] = float(bad)
+    dev = [cp.asarray(a) for a in host]
+    found = cp.zeros((), np.float32)
+    kernels.unscale_(dev, 1 / 3.0, found)  # rounded to float32 by both
+    expected_found = kernels.unscale_reference(host, 1 / 3.0)
+    assert math.isinf(float(found)) == expected_found == (bad is not None)
+    for got, want in zip(dev, host):
+        np.testing.assert_array_equal(_np(got), want)  # the same float math: bit-exact
+    kernels.unscale_(dev[:2], 0.5, found)  # a clean call never resets the flag
+    assert math.isinf(float(found)) == (bad is not None)
+
+
+@pytest.mark.gpu
+@gpu
 @pytest.mark.parametrize("graph", [False, True], ids=["repeated", "cuda-graph"])
 def test_gpu_capturable_adam_counts_steps_on_the_device(cp, graph):
     rng = np.random.default_rng(16)
@@ -579,6 +611,26 @@ def test_gpu_fused_optimizers_match_cpu(name):
     on_cpu = _optimizer_run(OPTIMIZERS[name], shapes, 5, np.float32)
     for a, b in zip(on_gpu, on_cpu):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_unscale_reference_matches_grad_scaler_on_the_cpu():
+    from dtrain.runtime.kernels import unscale_reference
+
+    for bad in (None, math.inf, math.nan):
+        arrays = [np.array([4.0, -8.0, 3e-3], np.float32), np.array([[1.5, 2.0]], np.float64)]
+        if bad is not None:
+            arrays[1][0, 1] = bad
+        params = [dt.tensor(np.zeros_like(a), requires_grad=True) for a in arrays]
+        for p, a in zip(params, arrays):
+            p.grad = dt.tensor(a.copy())
+        scaler = dt.amp.GradScaler("cpu", init_scale=3.0)
+        optimizer = optim.SGD(params, lr=1.0)
+        scaler.unscale_(optimizer)
+        expected = [a.copy() for a in arrays]
+        found = unscale_reference(expected, 1 / 3.0)
+        assert found == (bad is not None)
+        for p, e in zip(params, expected):
+            np.testing.assert_array_equal(p.grad.numpy(), e)
 
 
 def test_clip_reference_matches_clip_grad_norm_on_the_cpu():
