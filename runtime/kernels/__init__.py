@@ -27,6 +27,12 @@ from dtrain.runtime.kernels.layer_norm import (
     layer_norm_forward_reference,
 )
 from dtrain.runtime.kernels.sgd import sgd_multi_tensor, sgd_reference
+from dtrain.runtime.kernels.softmax import (
+    scaled_softmax_backward,
+    scaled_softmax_backward_reference,
+    scaled_softmax_forward,
+    scaled_softmax_forward_reference,
+)
 from dtrain.runtime.kernels.unscale import unscale_, unscale_reference
 
 __all__ = [
@@ -51,6 +57,10 @@ __all__ = [
     "scale_cast",
     "scale_reference",
     "sgd_multi_tensor",
+    "scaled_softmax_backward",
+    "scaled_softmax_backward_reference",
+    "scaled_softmax_forward",
+    "scaled_softmax_forward_reference",
     "sgd_reference",
     "sources",
     "sum_squares_",

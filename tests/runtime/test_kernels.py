@@ -67,6 +67,7 @@ def test_registry_lists_every_kernel_module():
         "grad_norm",
         "layer_norm",
         "sgd",
+        "softmax",
         "unscale",
     }
     for source in build.sources():
@@ -311,6 +312,26 @@ def test_scale_reference():
     assert kernels.scale_reference(flat, 0.25, np.float16).dtype == np.float16
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 5), (4, 5, 3)], ids=["L<S", "L>S"])
+def test_scaled_softmax_reference_matches_cpu_op(shape, causal):
+    from dtrain._tensor.nn.functional.attention import ScaledSoftmax
+
+    rng = np.random.default_rng(5)
+    xa, upstream = rng.standard_normal(shape) * 3, rng.standard_normal(shape)
+    x = _leaf(xa)
+    out = ScaledSoftmax.apply(x, scale=0.7, causal=causal)
+    (out * dt.tensor(upstream)).sum().backward()
+    rows, length = (-1, shape[-1]), shape[-2] if causal else 0
+    ref = kernels.scaled_softmax_forward_reference(xa.reshape(rows), 0.7, length)
+    np.testing.assert_allclose(_np(out).reshape(rows), ref, rtol=1e-12, atol=1e-15)
+    ref_grad = kernels.scaled_softmax_backward_reference(upstream.reshape(rows), ref, 0.7)
+    np.testing.assert_allclose(_np(x.grad).reshape(rows), ref_grad, rtol=1e-12, atol=1e-15)
+    if causal:  # query i sees keys j <= i only
+        assert not np.any(_np(out)[..., np.triu_indices(shape[-2], 1, shape[-1])[0],
+                                   np.triu_indices(shape[-2], 1, shape[-1])[1]])  # fmt: skip
+
+
 # ---- GPU ----------------------------------------------------------------------------------
 gpu = pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
 DTYPES = [np.float32, np.float64, np.float16]
@@ -476,6 +497,22 @@ def test_gpu_sgd_multi_tensor(cp, options, dtype):
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("causal", [0, 7, 64])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(1, 1), (21, 64), (7, 1000)])
+def test_gpu_scaled_softmax(cp, shape, dtype, causal):
+    rng = np.random.default_rng(17)
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    y = kernels.scaled_softmax_forward(cp.asarray(x), 0.3, causal)
+    ref = kernels.scaled_softmax_forward_reference(x, 0.3, causal)
+    _close(y, ref, dtype)
+    gx = kernels.scaled_softmax_backward(cp.asarray(g), y, 0.3)
+    _close(gx, kernels.scaled_softmax_backward_reference(g, _np(y), 0.3), dtype, 10)
+
+
+@pytest.mark.gpu
+@gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("bad", [None, "inf", "nan", "-inf"])
 def test_gpu_unscale_multi_tensor(cp, dtype, bad):
@@ -568,6 +605,21 @@ def test_gpu_cross_entropy_op_matches_cpu(shape, reduction):
     (cpu_out, cpu_grads), (gpu_out, gpu_grads) = _both(fn, [logits])
     np.testing.assert_allclose(gpu_out, cpu_out, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gpu_grads[0], cpu_grads[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", [(6, 6), (3, 8), (8, 3)], ids=str)
+def test_gpu_attention_op_matches_cpu(lengths, causal):
+    rng = np.random.default_rng(24)
+    (length, keys), heads = lengths, (2, 3)
+    arrays = [rng.standard_normal((*heads, n, 16)).astype(np.float32) for n in (length, keys, keys)]
+    fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    (cpu_out, cpu_grads), (gpu_out, gpu_grads) = _both(fn, arrays)
+    np.testing.assert_allclose(gpu_out, cpu_out, rtol=1e-5, atol=1e-5)
+    for a, b in zip(gpu_grads, cpu_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.gpu

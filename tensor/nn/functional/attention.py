@@ -1,14 +1,59 @@
-"""``scaled_dot_product_attention``: softmax(q kᵀ / √d + mask) v, built from primitives."""
+"""``scaled_dot_product_attention``: softmax(q kᵀ / √d + mask) v.
+
+Without an explicit mask (causal or not), the scale, the causal mask and the softmax are one
+op, ``ScaledSoftmax``, one kernel each way on CUDA; an explicit mask takes the composed path.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from dtrain._tensor.amp.cast import autocast_inputs
+from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.functions import matmul, softmax, where
 from dtrain._tensor.nn.functional.dropout import dropout
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.kernels import softmax as _softmax_kernels
+
+
+class ScaledSoftmax(Op):
+    """``softmax(scale * scores)`` over the last dim of (..., L, S) scores, with query ``i``
+    seeing keys ``j <= i`` only when ``causal``: the middle of attention as one op."""
+
+    reads_output = True
+    fused = False
+
+    def forward(self, scores: Any, *, scale: float, causal: bool) -> Any:
+        self.scale = scale
+        length, keys = scores.shape[-2:]
+        if is_cuda_array(scores) and scores.size:
+            rows = scores.reshape(-1, keys)
+            if _softmax_kernels.supported(rows):
+                self.fused = True
+                out = _softmax_kernels.scaled_softmax_forward(rows, scale, length if causal else 0)
+                self.out = out.reshape(scores.shape)
+                return self.out
+        xp = get_array_module(scores)
+        z = scores * scale
+        if causal:
+            z = xp.where(xp.tri(length, keys, dtype=bool), z, -math.inf)
+        z -= z.max(axis=-1, keepdims=True)
+        xp.exp(z, out=z)
+        z /= z.sum(axis=-1, keepdims=True)
+        self.out = z
+        return z
+
+    def backward(self, grad: Any) -> tuple:
+        out = self.out
+        if self.fused:
+            keys = out.shape[-1]
+            rows = _softmax_kernels.scaled_softmax_backward(
+                grad.reshape(-1, keys), out.reshape(-1, keys), self.scale
+            )
+            return (rows.reshape(out.shape),)
+        return (out * (grad - (grad * out).sum(axis=-1, keepdims=True)) * self.scale,)
 
 
 def causal_mask(length: int, source_length: int, like: Tensor) -> Tensor:
@@ -44,15 +89,16 @@ def scaled_dot_product_attention(
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: pass attn_mask or is_causal, not both")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    scores = matmul(query, key.mT) * scale
-    if is_causal:
-        attn_mask = causal_mask(query.shape[-2], key.shape[-2], query)
-    if attn_mask is not None:
+    if attn_mask is None:
+        (scores,) = autocast_inputs("float32", matmul(query, key.mT))  # as softmax's policy
+        weights = ScaledSoftmax.apply(scores, scale=float(scale), causal=is_causal)
+    else:
+        scores = matmul(query, key.mT) * scale
         if attn_mask.dtype.kind == "b":
             scores = where(attn_mask, scores, float("-inf"))
         else:
             scores = scores + attn_mask
-    weights = softmax(scores, -1)
+        weights = softmax(scores, -1)
     if dropout_p > 0.0:
         weights = dropout(weights, dropout_p, training=True)
     return matmul(weights, value)
