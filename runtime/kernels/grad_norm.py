@@ -45,10 +45,12 @@ __global__ void sum_squares_multi_tensor(const TensorList list, int n, double* t
 }
 
 // g *= max_norm / (sqrt(*total) + 1e-6) when that factor is below 1 (not for a NaN norm).
+// Block 0 also stores the norm, sqrt(*total), in *norm (T): the value clip_grad_norm_ returns.
 template <typename T>
 __global__ void clip_multi_tensor(const TensorList list, int n, const double* total,
-                                  double max_norm) {
+                                  double max_norm, T* norm) {
     typedef typename Acc<T>::type A;
+    if (blockIdx.x == 0 && threadIdx.x == 0) *norm = from_acc<T>(sqrt(*total));
     const double factor = max_norm / (sqrt(*total) + 1e-6);
     if (!(factor < 1.0)) return;
     const A a_factor = (A)factor;
@@ -86,18 +88,24 @@ def sum_squares_(grads: list[Any], total: Any) -> None:
                 launch(fn, (grid,), BLOCK, (struct, np.int32(count), total))
 
 
-def clip_(grads: list[Any], total: Any, max_norm: float) -> None:
+def clip_(grads: list[Any], total: Any, max_norm: float, norm: Any = None) -> Any:
     """Scale ``grads`` in place by ``max_norm / (sqrt(total) + 1e-6)`` where that is below 1;
-    ``total`` (float64 0-d cupy array) is read on the device."""
-    require_cupy("clip_")
+    ``total`` (float64 0-d cupy array) is read on the device. Returns the norm
+    ``sqrt(total)`` as a 0-d array of the gradients' dtype (written into ``norm`` if given),
+    or None for an empty list."""
+    cupy = require_cupy("clip_")
     if not grads:
-        return
+        return None
     name = check_lists("clip_", [grads])
     with grads[0].device:
+        if norm is None:
+            norm = cupy.empty((), grads[0].dtype)
         fn = kernel(SOURCE, f"clip_multi_tensor<{name}>")
         for struct, count, grid in tensor_lists([grads]):
-            if grid:
-                launch(fn, (grid,), BLOCK, (struct, np.int32(count), total, f64(max_norm)))
+            # An all-empty list still launches one block: it writes the norm.
+            args = (struct, np.int32(count), total, f64(max_norm), norm)
+            launch(fn, (max(grid, 1),), BLOCK, args)
+    return norm
 
 
 def clip_reference(grads: list[np.ndarray], max_norm: float) -> float:

@@ -72,16 +72,15 @@ def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite:
     with grads[0].device:
         total = xp.zeros((), dtype=xp.float64)
         grad_norm.sum_squares_(grads, total)
-        norm = xp.sqrt(total)
-        if error_if_nonfinite and not bool(xp.isfinite(norm)):
+        if error_if_nonfinite and not math.isfinite(float(total)):
             raise RuntimeError(
-                f"the total norm of order 2.0 of the gradients is {float(norm)}; pass "
-                "error_if_nonfinite=False to clip anyway"
+                f"the total norm of order 2.0 of the gradients is {math.sqrt(float(total))}; "
+                "pass error_if_nonfinite=False to clip anyway"
             )
-        grad_norm.clip_(grads, total, max_norm)
+        norm = grad_norm.clip_(grads, total, max_norm)  # also writes the norm: no extra launch
     for p in params:
         p.grad._version[0] += 1
-    return wrap(norm.astype(grads[0].dtype))
+    return wrap(norm)
 
 
 def clip_grad_value_(parameters: Iterable[Tensor] | Tensor, clip_value: float) -> None:
