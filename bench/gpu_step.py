@@ -16,6 +16,11 @@ Cases:
 - ``gemm``: one 8192 x 8192 x 8192 matrix product in float32 and float16 (dtrain through its
   cuBLAS path, torch through its own): the matmul-bound speed-up, in TFLOP/s.
 
+For ``mlp-small`` and ``gpt`` it also counts the launches of one step, dtrain's and
+PyTorch's: the nodes of the step captured as a CUDA graph, by kernel name
+(``dtrain.runtime.cuda_graph.node_counts``). In a host-bound step each launch costs host
+time, so the two totals say how much of the gap is launches and how much is per-launch cost.
+
     python bench/gpu_step.py                    # all cases
     python bench/gpu_step.py --cases mlp-small --steps 50 --rounds 5 --json out.json
 """
@@ -40,6 +45,7 @@ import dtrain as dt
 import dtrain.cuda
 import dtrain.nn.functional as F
 from dtrain import nn
+from dtrain.runtime.cuda_graph import node_counts
 
 try:
     import torch
@@ -101,15 +107,49 @@ def time_round_robin(variants: list[Variant], steps: int, rounds: int, warmup: i
             variant.run(steps)
 
 
-def graphed(step: Callable[[], Any], zero_grad: Callable[[], None]) -> Callable[[], None]:
-    """Capture one call of ``step`` (after two eager warm-up calls) and return its replay."""
+def graphed(step: Callable[[], Any], zero_grad: Callable[[], None]) -> dt.cuda.CUDAGraph:
+    """Capture one call of ``step`` (after two eager warm-up calls) and return the graph."""
     for _ in range(2):
         step()
     zero_grad()
     graph = dt.cuda.CUDAGraph()
     with dt.cuda.graph(graph):
         step()
-    return graph.replay
+    return graph
+
+
+def launches(graph: dt.cuda.CUDAGraph, top: int = 12) -> dict:
+    """The nodes of a captured step, by kernel: how many launches the eager step queues
+    (the capturable optimizer's step counting aside)."""
+    counts = node_counts(graph.debug_dot())
+    return {"total": sum(counts.values()), "top": dict(counts.most_common(top))}
+
+
+def torch_launches(step: Callable[[], None]) -> dict:
+    """The same count for a PyTorch step: captured with ``torch.cuda.graph`` after warm-up
+    steps on a side stream, as PyTorch's docs do, and dumped with ``debug_dump``. Best
+    effort: the error, when the capture or the dump fails."""
+    import tempfile
+
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        graph.enable_debug_mode()
+        with torch.cuda.graph(graph):
+            step()
+        with tempfile.TemporaryDirectory() as folder:
+            path = f"{folder}/graph.dot"
+            graph.debug_dump(path)
+            with open(path) as file:
+                counts = node_counts(file.read())
+        return {"total": sum(counts.values()), "top": dict(counts.most_common(12))}
+    except Exception as exc:  # a figure to report, not a reason to stop the benchmark
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def mlp_case(name: str, args: argparse.Namespace) -> tuple[list[Variant], dict]:
@@ -138,7 +178,9 @@ def mlp_case(name: str, args: argparse.Namespace) -> tuple[list[Variant], dict]:
     capture_step, zero = make_step(models[1])
     checks = {"dtrain_first_loss": float(F.cross_entropy(models[0](x), y).item())}
     variants = [Variant("dtrain eager", eager_step)]
-    variants.append(Variant("dtrain graph", graphed(capture_step, zero)))
+    graph = graphed(capture_step, zero)
+    checks["graph_launches"] = launches(graph)
+    variants.append(Variant("dtrain graph", graph.replay))
     if torch is not None:
         tmodel = torch_copy(models[0], torch_mlp(sizes))
         toptim = torch.optim.SGD(tmodel.parameters(), lr=0.01)
@@ -153,6 +195,15 @@ def mlp_case(name: str, args: argparse.Namespace) -> tuple[list[Variant], dict]:
             return loss
 
         variants.append(Variant("torch eager", torch_step))
+        graph_model = torch_copy(models[0], torch_mlp(sizes))
+        graph_optim = torch.optim.SGD(graph_model.parameters(), lr=0.01)
+
+        def torch_graph_step() -> None:
+            graph_optim.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(graph_model(tx), ty).backward()
+            graph_optim.step()
+
+        checks["torch_graph_launches"] = torch_launches(torch_graph_step)
     return variants, checks
 
 
@@ -171,7 +222,9 @@ def gpt_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
     step = step_gpt.Step(model, dt, F, dt.nn.utils.clip_grad_norm_)
     checks = {"dtrain_first_loss": float(step.loss(x, y).item())}
     variants = [Variant("dtrain eager", lambda: step(x, y))]
-    variants.append(Variant("dtrain graph", gpt_graph_step(char_gpt, sizes, model, x, y)))
+    replay, graph = gpt_graph_step(char_gpt, sizes, model, x, y)
+    checks["graph_launches"] = launches(graph)
+    variants.append(Variant("dtrain graph", replay))
     if torch is not None:
         cpu_state = {k: v.cpu() for k, v in model.state_dict().items()}
         tmodel = step_gpt.TorchGPT(*sizes)
@@ -181,12 +234,31 @@ def gpt_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
         tx, ty = torch.from_numpy(x_host).cuda(), torch.from_numpy(y_host).cuda()
         checks["torch_first_loss"] = float(tstep.loss(tx, ty).item())
         variants.append(Variant("torch eager", lambda: tstep(tx, ty)))
+        graph_model = step_gpt.TorchGPT(*sizes)
+        graph_model.load_state_dict(to_torch_state(cpu_state))
+        graph_model = graph_model.cuda()
+        graph_optim = torch.optim.AdamW(
+            graph_model.parameters(), lr=step_gpt.LEARNING_RATE, capturable=True
+        )
+
+        def torch_graph_step() -> None:
+            graph_optim.zero_grad(set_to_none=True)
+            logits = graph_model(tx)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, sizes[0]), ty.reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(graph_model.parameters(), step_gpt.MAX_GRAD_NORM)
+            graph_optim.step()
+
+        checks["torch_graph_launches"] = torch_launches(torch_graph_step)
     return variants, checks
 
 
-def gpt_graph_step(char_gpt: Any, sizes: tuple, like: nn.Module, x: Any, y: Any) -> Callable:
+def gpt_graph_step(
+    char_gpt: Any, sizes: tuple, like: nn.Module, x: Any, y: Any
+) -> tuple[Callable, dt.cuda.CUDAGraph]:
     """The char-GPT step of step_gpt.Step (AdamW, clipping) captured as a CUDA graph, on a
-    copy of ``like``; each call replays it and reads the loss, as the eager step does."""
+    copy of ``like``: a call that replays it and reads the loss, as the eager step does,
+    and the graph."""
     import step_gpt
 
     model = char_gpt.GPT(*sizes, dropout=0.0).to("cuda")
@@ -213,14 +285,14 @@ def gpt_graph_step(char_gpt: Any, sizes: tuple, like: nn.Module, x: Any, y: Any)
         optimizer.step()
         losses[:] = [loss]
 
-    replay = graphed(step, lambda: optimizer.zero_grad(set_to_none=True))
+    graph = graphed(step, lambda: optimizer.zero_grad(set_to_none=True))
     static_loss = losses[0]
 
     def replay_and_read() -> float:
-        replay()
+        graph.replay()
         return static_loss.item()
 
-    return replay_and_read
+    return replay_and_read, graph
 
 
 def fp16_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
@@ -312,7 +384,17 @@ def gemm_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
 def report(case: str, variants: list[Variant], checks: dict) -> dict:
     medians = {v.name: statistics.median(v.times) for v in variants}
     base = medians.get("torch eager") or medians.get("torch fp32") or medians.get("torch float32")
-    print(f"\n## {case}  {json.dumps(checks)}")
+    shown = {k: v for k, v in checks.items() if not k.endswith("graph_launches")}
+    print(f"\n## {case}  {json.dumps(shown)}")
+    for lib in ("dtrain", "torch"):
+        found = checks.get("graph_launches" if lib == "dtrain" else "torch_graph_launches")
+        if found is None:
+            continue
+        if "error" in found:
+            print(f"{lib} launches per step: not counted ({found['error']})")
+            continue
+        top = ", ".join(f"{name} {n}" for name, n in found["top"].items())
+        print(f"{lib} launches per step (nodes of the captured step): {found['total']}; {top}")
     print(f"{'variant':<16} {'ms/step':>9} {'min':>9} {'max':>9} {'vs torch':>9}")
     for v in variants:
         ratio = f"{medians[v.name] / base:.2f}x" if base else "-"

@@ -24,7 +24,9 @@ replay writes the same addresses.
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
+from collections import Counter
 from typing import Any
 
 from dtrain.runtime import cublas
@@ -111,6 +113,34 @@ class CUDAGraph:
     def reset(self) -> None:
         """Drop the recording and its memory pool."""
         self._graph = self._pool = self._stream = None
+
+    def debug_dot(self, verbose: bool = False) -> str:
+        """The captured graph in Graphviz DOT (``cudaGraphDebugDotPrint``): one node per
+        kernel launch, memset or copy of the step, which ``node_counts`` tallies."""
+        if self._graph is None:
+            raise RuntimeError("debug_dot: nothing was captured; capture a step first")
+        cupy = require_cupy("CUDA graph debug output")
+        flags = cupy.cuda.runtime.cudaGraphDebugDotFlagsVerbose if verbose else 0
+        return self._graph.debug_dot_str(flags)
+
+
+_NODE = re.compile(r'"(graph_\d+_node_\d+)"\s*\[(.*?)\]\s*;?\s*$', re.S | re.M)
+_LABEL = re.compile(r'label\s*=\s*"(.*?)(?<!\\)"', re.S)
+
+
+def node_counts(dot: str) -> Counter:
+    """How many nodes of each kind a DOT dump of a CUDA graph holds, by the first line of
+    each node's label that names something (a kernel's name, MEMSET, MEMCPY...), the
+    leading node number and template or argument lists dropped. The total is the number
+    of launches the step queues, for comparing steps and libraries."""
+    counts: Counter = Counter()
+    for _, attributes in _NODE.findall(dot):
+        label = _LABEL.search(attributes)
+        lines = label.group(1).replace("\\n", "\n").splitlines() if label else []
+        names = [line.strip() for line in lines if re.search(r"[A-Za-z_]", line)]
+        name = names[0].strip("{|} ") if names else "?"
+        counts[re.split(r"[<(]", name.removeprefix("void "), maxsplit=1)[0].strip() or name] += 1
+    return counts
 
 
 class graph:  # noqa: N801 - named as torch.cuda.graph, a context manager

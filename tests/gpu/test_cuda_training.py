@@ -151,6 +151,21 @@ def test_captured_adam_step_replays_like_the_eager_step():
     _graph_vs_eager("adam-capturable")
 
 
+def test_captured_graph_lists_its_kernels():
+    from dtrain.runtime.cuda_graph import node_counts
+
+    x = dt.randn(8, 16, device="cuda")
+    norm = nn.LayerNorm(16).to("cuda")
+    norm(x)  # compiled before the capture
+    graph = dt.cuda.CUDAGraph()
+    with dt.cuda.graph(graph):
+        (norm(x) * 2.0).sum()
+    counts = node_counts(graph.debug_dot())
+    assert counts["layer_norm_forward"] == 1, counts
+    assert 3 <= sum(counts.values()) <= 6, counts  # LayerNorm, multiply, sum (and memsets)
+    assert "layer_norm_forward" in graph.debug_dot(verbose=True)
+
+
 def test_failed_capture_leaves_the_gpu_usable():
     x = dt.ones(8, device="cuda")
     graph = dt.cuda.CUDAGraph()
