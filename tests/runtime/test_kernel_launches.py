@@ -1,0 +1,139 @@
+"""Every kernel wrapper's launches, checked on the CPU against the kernels' CUDA C signatures
+(``kernel_signatures.check_launch``): arguments in the declared order and of the declared C
+types, for every storage dtype; and how many launches each wrapper makes, since on a small
+model each launch is host time. Nothing runs on a GPU here: the kernels themselves are
+checked against their numpy references on one (tests marked ``gpu``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_signatures import FakeCupy, check_launch, fake
+
+from dtrain.runtime import backend
+from dtrain.runtime import kernels as K
+from dtrain.runtime.kernels import (
+    adam,
+    bucket,
+    build,
+    cross_entropy,
+    gelu,
+    grad_norm,
+    layer_norm,
+    sgd,
+    softmax,
+    unscale,
+)
+
+MODULES = (adam, bucket, cross_entropy, gelu, grad_norm, layer_norm, sgd, softmax, unscale)
+DTYPES = [np.float32, np.float64, np.float16]
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Record (expression, grid, block) of every launch, after checking its arguments."""
+    recorded = []
+    monkeypatch.setattr(backend, "_cupy", FakeCupy)
+    for module in MODULES:
+        monkeypatch.setattr(module, "kernel", lambda source, expression: (source, expression))
+
+        def launch(fn, grid, block, args):
+            source, expression = fn
+            check_launch(source.code, expression, args)
+            assert all(g >= 1 for g in grid) and 1 <= block <= 1024, (expression, grid, block)
+            recorded.append(expression)
+
+        monkeypatch.setattr(module, "launch", launch)
+    monkeypatch.setattr(build, "kernel", lambda *a: pytest.fail("build.kernel reached"))
+    return recorded
+
+
+def _rand(shape, dtype, seed=0):
+    return fake(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_row_kernels(launches, dtype):
+    x, w, b = _rand((5, 7), dtype), _rand(7, dtype, 1), _rand(7, dtype, 2)
+    _, mean, rstd = K.layer_norm_forward(x, w, b, 1e-5)
+    assert launches == [f"layer_norm_forward<{build.type_name(dtype)}>"]
+    grads = K.layer_norm_backward(_rand((5, 7), dtype, 3), x, w, mean, rstd)
+    assert [g.dtype for g in grads] == [dtype] * 3
+    assert len(launches) == 4  # backward: rows, column partials, their sum
+    K.layer_norm_forward(x, None, None, 1e-5)
+
+    target = fake(np.array([0, 3, 6, -100, 2]))
+    _, lse = K.cross_entropy_forward(x, target, -100)
+    K.cross_entropy_backward(x, target, lse, fake(np.ones((), lse.dtype)), -100)
+    K.cross_entropy_backward(x, target, lse, fake(np.ones(5, lse.dtype)), -100)
+
+    for approximate in ("none", "tanh"):
+        for bias in (None, b):
+            K.gelu_forward(x, approximate, bias)
+            K.gelu_backward(_rand((5, 7), dtype, 4), x, approximate, bias)
+
+    for causal in (0, 5):
+        y = K.scaled_softmax_forward(x, 0.5, causal)
+        K.scaled_softmax_backward(_rand((5, 7), dtype, 5), y, 0.5)
+    assert len(launches) == 4 + 1 + 3 + 8 + 4
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_multi_tensor_kernels(launches, dtype):
+    shapes = [(3, 4), (17,), (2, 2, 2)] * 20  # 60 tensors: two launches of up to 48
+    like = lambda seed: [_rand(s, dtype, seed + i) for i, s in enumerate(shapes)]
+    params, grads, m, v, v_max = like(0), like(100), like(200), like(300), like(400)
+    options = dict(lr=0.1, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.1, maximize=False)
+    K.adam_multi_tensor(params, grads, m, v, v_max, step=3, amsgrad=True,
+                        decoupled_weight_decay=True, **options)  # fmt: skip
+    steps = [fake(np.zeros((), np.float32)) for _ in shapes]
+    K.adam_multi_tensor(params, grads, m, v, None, steps=steps, amsgrad=False,
+                        decoupled_weight_decay=False, **options)  # fmt: skip
+    name = build.type_name(dtype)
+    assert (
+        launches
+        == [f"adam_multi_tensor<{name}>"] * 2
+        + ["adam_increment_steps", f"adam_multi_tensor<{name}>"] * 2
+    )
+
+    sgd_options = dict(lr=0.1, dampening=0.0, weight_decay=0.0, nesterov=True, maximize=False)
+    K.sgd_multi_tensor(params, grads, m, first=True, momentum=0.9, **sgd_options)
+    K.sgd_multi_tensor(params, grads, None, first=False, momentum=0.0, **sgd_options)
+
+    total = fake(np.zeros((), np.float64))
+    K.sum_squares_(grads, total)
+    norm = K.clip_(grads, total, 1.0)
+    assert norm.dtype == dtype and norm.shape == ()
+    K.unscale_(grads, 1 / 1024, fake(np.zeros((), np.float32)))
+    assert len(launches) == 6 + 2 * 2 + 2 * 3
+
+    K.scale_(params[0], 0.5)
+    if dtype != np.float16:
+        half = K.scale_cast(params[0], 0.5, np.float16)
+        K.scale_cast(half, 2.0, dtype)
+
+
+def test_a_wrong_argument_type_is_caught(launches):
+    # The checker itself: a float32 scale where the kernel takes a double is refused.
+    source = softmax.SOURCE
+    x = _rand((2, 3), np.float32)
+    y = fake(np.empty((2, 3), np.float32))
+    good = (x, y, np.int64(2), np.int64(3), np.int64(0), np.float64(0.5))
+    check_launch(source.code, "scaled_softmax_forward<float>", good)
+    with pytest.raises(AssertionError, match="argument 5"):
+        check_launch(source.code, "scaled_softmax_forward<float>", (*good[:5], np.float32(0.5)))
+    with pytest.raises(AssertionError, match=r"argument 1 .* float64"):
+        bad = (x, y.astype(np.float64).view(type(y)), *good[2:])
+        check_launch(source.code, "scaled_softmax_forward<float>", bad)
+    with pytest.raises(AssertionError, match="5 arguments for 6 parameters"):
+        check_launch(source.code, "scaled_softmax_forward<float>", good[:5])
+    with pytest.raises(AssertionError, match="row 1 holds an array of float64"):
+        lists = multi_tensor_struct([[x], [x.astype(np.float64).view(type(x))]])
+        check_launch(adam.SOURCE.code, "adam_multi_tensor<float>", (lists, np.int32(1)) + (
+            np.float64(0),) * 5 + (np.int32(0),) * 4 + (np.float64(1),) * 2)  # fmt: skip
+
+
+def multi_tensor_struct(rows):
+    from dtrain.runtime.kernels.multi_tensor import tensor_lists
+
+    return tensor_lists(rows)[0][0]
