@@ -55,6 +55,19 @@ def get_array_module(*arrays: Any) -> types.ModuleType:
     return np
 
 
+def may_share_memory(a: Any, b: Any) -> bool:
+    """Whether two arrays may overlap: numpy's bounds check on the CPU; on CUDA, whether they
+    lie in one allocation. cupy's own bounds check costs host time, and the autograd engine
+    asks about every view in a step (~140 times in a small GPT's); one allocation is the
+    conservative answer for views of one array, and exact for their usual cases: a view and
+    its base, or arrays that do not share at all."""
+    if is_cuda_array(a):
+        return is_cuda_array(b) and a.data.mem is b.data.mem
+    if is_cuda_array(b):
+        return False
+    return bool(np.may_share_memory(a, b))
+
+
 def scatter_add(target: Any, indices: Any, values: Any) -> None:
     """``target[indices] += values`` with repeated indices summed (numpy's ``add.at``)."""
     if is_cuda_array(target):

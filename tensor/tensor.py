@@ -14,7 +14,7 @@ import numpy as np
 
 from dtrain._tensor import methods as _methods
 from dtrain._tensor.methods import TensorMethods
-from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.backend import is_cuda_array, may_share_memory
 from dtrain.runtime.device import Device, as_numpy, device_of
 from dtrain.runtime.dtypes import to_dtype
 
@@ -447,7 +447,7 @@ def wrap(array: Any, grad_fn: Any = None) -> Tensor:
 def mark_view(result: Tensor, source: Tensor) -> Tensor:
     """Let ``result`` share ``source``'s version counter when it shares its memory."""
     mine, theirs = result._array, source._array
-    if mine is not theirs and get_array_module(mine).may_share_memory(mine, theirs):
+    if mine is not theirs and may_share_memory(mine, theirs):
         result._version = source._version
         result._base = source if source._base is None else source._base
     return result

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.autograd.slice_grads import SliceGrads, add_grads, densify
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import may_share_memory
 
 
 class _Callbacks(threading.local):
@@ -71,7 +72,7 @@ def _walk(
     for root, grad in zip(roots, root_grads):
         node = root if root.grad_fn is None else root.grad_fn
         if node in grads:
-            grads[node] = grads[node] + grad
+            grads[node] = add_grads(grads[node], grad)
             borrowed.discard(id(node))
         else:
             grads[node] = grad
@@ -91,7 +92,7 @@ def _walk(
 
     while ready:
         node = ready.pop()
-        grad = grads.pop(node, None)
+        grad = densify(grads.pop(node, None))
         if type(node) is not Tensor and not isinstance(node, Tensor):
             if grad is not None and node.tensor_hooks:
                 grad = _run_tensor_hooks(node.tensor_hooks, grad)
@@ -118,11 +119,13 @@ def _walk(
                     in_grad = in_grads[index]
                     if in_grad is not None:
                         if parent in grads:
-                            grads[parent] = grads[parent] + in_grad
+                            grads[parent] = add_grads(grads[parent], in_grad)
                             borrowed.discard(id(parent))
                         else:
                             grads[parent] = in_grad
-                            if in_grad is grad or _shares_memory(in_grad, grad):
+                            if in_grad is grad or (
+                                type(in_grad) is not SliceGrads and _shares_memory(in_grad, grad)
+                            ):
                                 borrowed.add(id(parent))
                 pending[parent] -= 1
                 if pending[parent] == 0:
@@ -142,7 +145,7 @@ def _shares_memory(out: Any, incoming: Any) -> bool:
     afresh are its own and are kept without a copy."""
     if out.base is None:
         return False
-    return get_array_module(out).may_share_memory(out, incoming)
+    return may_share_memory(out, incoming)
 
 
 def _count_dependencies(roots: Sequence[Tensor]) -> dict:

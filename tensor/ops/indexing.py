@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.autograd.slice_grads import SliceGrads
 from dtrain._tensor.ops._util import normalize_dim, unbroadcast
 from dtrain._tensor.ops.reduce import ValuesIndices
 from dtrain._tensor.tensor import Tensor, mark_view, wrap
@@ -49,6 +50,8 @@ def convert_key(key: Any) -> tuple[Any, bool]:
 class GetItem(Op):
     def forward(self, x: Any, key: Any, gathers: bool) -> Any:
         self.shape, self.dtype, self.key, self.gathers = x.shape, x.dtype, key, gathers
+        parts = key if isinstance(key, tuple) else (key,)
+        self.basic = all(isinstance(part, _BASIC) for part in parts)
         out = x[key]
         if isinstance(out, np.generic):
             # An int per dim gives numpy a scalar copy; with "..." appended it gives a 0-d
@@ -57,6 +60,8 @@ class GetItem(Op):
         return out
 
     def backward(self, grad: Any) -> tuple:
+        if self.basic:  # placed in the input's gradient once all of its pieces are in
+            return (SliceGrads(self.shape, self.key, grad),)
         xp = get_array_module(grad)
         full = xp.zeros(self.shape, dtype=grad.dtype)
         if self.gathers:

@@ -8,6 +8,7 @@ from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import check_broadcast, unbroadcast
 from dtrain._tensor.tensor import Tensor
+from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.linalg import matmul as array_matmul
 
 
@@ -37,6 +38,10 @@ class MatMul(Op):
             grad = grad[..., None]
         if a.ndim == 1:
             grad = grad[..., None, :]
+        if need_a and need_b and grad.ndim > 2 and not grad.flags.c_contiguous:
+            # A strided stack (a permuted view) is copied before a batched product: once
+            # here rather than once by each of the two products below.
+            grad = get_array_module(grad).ascontiguousarray(grad)
         grad_a = grad_b = None
         if need_a:
             grad_a = unbroadcast(stacked_matmul(grad, b2.swapaxes(-1, -2)), a2.shape)

@@ -49,7 +49,10 @@ class FakeCupyArray(np.ndarray):
     def data(self) -> _Pointer:
         ptr = self.__array_interface__["data"][0]
         FakeCupyArray.registry[ptr] = self
-        return _Pointer(ptr, 0)
+        owner = self
+        while isinstance(owner.base, np.ndarray):  # as cupy: views share one allocation
+            owner = owner.base
+        return _Pointer(ptr, 0, owner)
 
     def get(self) -> np.ndarray:
         return np.asarray(self)
@@ -62,6 +65,7 @@ FakeCupyArray.__module__ = "cupy._fake"
 class _Pointer:
     ptr: int
     device_id: int
+    mem: Any = None  # the allocation, shared by every view of it
 
 
 @dataclass

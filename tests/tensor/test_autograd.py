@@ -338,3 +338,31 @@ def test_pass_through_views_reaching_leaves_are_copied():
     for g in (b.grad, c.grad):
         np.testing.assert_array_equal(g.numpy(), np.ones(g.shape))
     assert a.grad.numpy().flags.writeable and b.grad.numpy().flags.writeable
+
+
+def test_slice_gradients_are_gathered_before_they_are_added(monkeypatch):
+    # Split pieces, overlapping slices, an int index and a whole-array use of one input:
+    # its gradient is the sum of all of them, and the pieces build one array, not one each.
+    from dtrain._tensor.autograd import slice_grads
+
+    made = []
+    dense = slice_grads.SliceGrads.dense
+    monkeypatch.setattr(slice_grads.SliceGrads, "dense", lambda s: made.append(1) or dense(s))
+    values = np.arange(24.0).reshape(4, 6)
+    x = dt.tensor(values, requires_grad=True)
+    a, b, c = x.split(2, dim=1)
+    y = (a * 1.0).sum() + (b * 2.0).sum() + (c * 3.0).sum()
+    y = y + (x[1:3] * 10.0).sum() + (x[2:4, ::2] * 100.0).sum() + x[0].sum() * 1000.0
+    y.backward()
+    expected = np.tile(np.repeat([1.0, 2.0, 3.0], 2), (4, 1))
+    expected[1:3] += 10.0
+    expected[2:4, ::2] += 100.0
+    expected[0] += 1000.0
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+    assert made == [1]
+    # With a dense use as well (the pieces meet an ordinary gradient) and retain_graph.
+    z = x.split(3, dim=0)[1].sum() * 2.0 + (x * 5.0).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    again = expected + 2 * (np.full((4, 6), 5.0) + np.pad(np.full((1, 6), 2.0), ((3, 0), (0, 0))))
+    np.testing.assert_array_equal(x.grad.numpy(), again)

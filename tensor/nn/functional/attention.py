@@ -89,6 +89,9 @@ def scaled_dot_product_attention(
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: pass attn_mask or is_causal, not both")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    # Heads split from one projection are strided views that cuBLAS cannot batch: copied
+    # once here, not again by each of the four matrix products of forward and backward.
+    query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
     if attn_mask is None:
         (scores,) = autocast_inputs("float32", matmul(query, key.mT))  # as softmax's policy
         weights = ScaledSoftmax.apply(scores, scale=float(scale), causal=is_causal)

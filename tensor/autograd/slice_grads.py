@@ -1,0 +1,60 @@
+"""Gradients that arrive in pieces: the backward of basic indexing (``x[a:b]``, ``split``).
+
+Each piece's backward used to build a zeroed array of the whole input and copy its slice in;
+the engine then added those full-size arrays together. A split into three pieces cost three
+zeroed arrays, three copies and two full-size additions (eight launches on a GPU). Kept as
+(key, value) pairs until the input's gradient is needed, the pieces cost one zeroed array
+and one in-place addition each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dtrain.runtime.backend import get_array_module
+
+
+class SliceGrads:
+    """The gradient of an array of ``shape``: the sum of ``value`` placed at ``key`` (basic
+    indexing, a view) for each part; zero elsewhere."""
+
+    __slots__ = ("parts", "shape")
+
+    def __init__(self, shape: tuple, key: Any, value: Any) -> None:
+        self.shape = shape
+        self.parts = [(key, value)]
+
+    def dense(self) -> Any:
+        """The gradient as one new array (overlapping parts add up)."""
+        first = self.parts[0][1]
+        full = get_array_module(first).zeros(self.shape, dtype=first.dtype)
+        for key, value in self.parts:
+            view = full[key]
+            if isinstance(view, np.generic):  # numpy: integers alone index a scalar copy
+                full[key] += value
+            else:  # into the view: `full[key] += value` would copy it back onto itself
+                view += value
+        return full
+
+
+def add_grads(a: Any, b: Any) -> Any:
+    """``a + b`` for gradients that are arrays or ``SliceGrads`` of one array; never
+    changes ``a`` or ``b`` in place (another holder may share them)."""
+    a_parts, b_parts = type(a) is SliceGrads, type(b) is SliceGrads
+    if a_parts and b_parts:
+        merged = SliceGrads.__new__(SliceGrads)
+        merged.shape, merged.parts = a.shape, a.parts + b.parts
+        return merged
+    if a_parts or b_parts:
+        parts, other = (a, b) if a_parts else (b, a)
+        full = parts.dense()
+        full += other
+        return full
+    return a + b
+
+
+def densify(grad: Any) -> Any:
+    """``grad`` as an array (``SliceGrads`` made dense; arrays and None unchanged)."""
+    return grad.dense() if type(grad) is SliceGrads else grad
