@@ -1,0 +1,411 @@
+"""dtrain's CUDA code paths run on the CPU: a numpy-backed stand-in for cupy.
+
+``install(monkeypatch)`` makes ``dt.cuda_is_available()`` true and ``device="cuda"`` arrays
+``EmuArray`` (numpy arrays whose type says "cupy"): every op then takes its CUDA branch,
+the fused kernels included, with each kernel launch checked against its CUDA C signature
+(``kernel_signatures.check_launch``) and then carried out by the kernel's numpy reference,
+and each matrix product planned by ``runtime/cublas.plan`` (its copies of odd layouts
+counted) and done by numpy. What this tests is the glue: which branch runs, what is passed
+to a kernel, what is kept for backward; the kernels themselves are tested on a GPU.
+
+It also counts what a real GPU would be asked to do (``Emulator.launches``): elementwise and
+reduction calls, copies, kernel launches and matrix products, by name, and the host reads
+that would wait for the GPU. A step's launch count is its host cost on a small model.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from kernel_signatures import FakeCupyArray, _Device, _Pointer, check_launch
+
+from dtrain.runtime import backend, cublas
+from dtrain.runtime import kernels as K
+from dtrain.runtime.kernels import (
+    adam,
+    bucket,
+    cross_entropy,
+    gelu,
+    grad_norm,
+    layer_norm,
+    sgd,
+    softmax,
+    unscale,
+)
+
+KERNEL_MODULES = (adam, bucket, cross_entropy, gelu, grad_norm, layer_norm, sgd, softmax, unscale)
+_counts: collections.Counter | None = None  # the running emulator's tally, when counting
+
+
+def _count(name: str) -> None:
+    if _counts is not None:
+        _counts[name] += 1
+
+
+def _wrap(out: Any) -> Any:
+    if type(out) is np.ndarray:
+        return out.view(EmuArray)
+    if isinstance(out, np.generic):  # cupy's reductions give 0-d arrays, not scalars
+        return np.asarray(out).view(EmuArray)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_wrap(o) for o in out)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.view(np.ndarray)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+class EmuArray(FakeCupyArray):
+    """A "cupy" array: numpy underneath, counted as a GPU would be asked to work."""
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        _count(f"{ufunc.__name__}.{method}")
+        if "out" in kwargs:
+            kwargs["out"] = _plain(kwargs["out"])
+        return _wrap(getattr(ufunc, method)(*_plain(inputs), **kwargs))
+
+    def __array_function__(self, func: Any, types_: Any, args: Any, kwargs: Any) -> Any:
+        _count(func.__name__)
+        return _wrap(func(*_plain(args), **_plain(kwargs)))
+
+    def __getitem__(self, key: Any) -> Any:
+        out = np.ndarray.__getitem__(self, key)
+        if isinstance(out, np.generic):  # cupy: an integer index gives a 0-d view
+            parts = key if isinstance(key, tuple) else (key,)
+            return np.ndarray.__getitem__(self, (*parts, Ellipsis))
+        return out
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _count("setitem")
+        np.ndarray.__setitem__(self.view(np.ndarray), _plain(key), _plain(value))
+
+    def reshape(self, *shape: Any, **kwargs: Any) -> Any:
+        out = np.ndarray.reshape(self, *shape, **kwargs)
+        if out.size and not np.may_share_memory(out.view(np.ndarray), self.view(np.ndarray)):
+            _count("reshape (copy)")
+        return out
+
+    def astype(self, dtype: Any, *args: Any, **kwargs: Any) -> Any:
+        _count("astype")
+        return _wrap(np.ndarray.astype(self.view(np.ndarray), dtype, *args, **kwargs))
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        _count("copy")
+        return _wrap(np.ndarray.copy(self.view(np.ndarray), *args, **kwargs))
+
+    def fill(self, value: Any) -> None:
+        _count("fill")
+        np.ndarray.fill(self, value)
+
+    def get(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        _count("host read: get")
+        return np.array(self.view(np.ndarray))
+
+    @property
+    def data(self) -> _Pointer:
+        return FakeCupyArray.data.fget(self)
+
+    def item(self) -> Any:
+        _count("host read: item")
+        return np.ndarray.item(self)
+
+    def __float__(self) -> float:
+        _count("host read: float")
+        return float(self.view(np.ndarray))
+
+    def __bool__(self) -> bool:
+        _count("host read: bool")
+        return bool(self.view(np.ndarray))
+
+
+EmuArray.__module__ = "cupy._emulated"
+
+
+class _Stream:
+    ptr = 0
+
+    def synchronize(self) -> None:
+        return None
+
+    def __enter__(self) -> _Stream:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class _EmuDevice(_Device):
+    def __init__(self, id: int = 0) -> None:
+        super().__init__(id)
+
+    def use(self) -> None:
+        return None
+
+    def synchronize(self) -> None:
+        return None
+
+
+def _module() -> types.ModuleType:
+    """A "cupy" module: numpy's functions returning EmuArrays, and the cuda namespace."""
+    cupy = types.ModuleType("cupy")
+    cupy.ndarray = EmuArray
+    rng = np.random.default_rng(0)
+    allocations = {"empty", "empty_like"}  # no launch: memory only
+
+    def function(name: str) -> Any:
+        target = getattr(np, name)
+        if not callable(target) or isinstance(target, type):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if name not in allocations:
+                _count(name)
+            return _wrap(target(*_plain(args), **_plain(kwargs)))
+
+        return call
+
+    cupy.__getattr__ = function
+
+    def asarray(array: Any, dtype: Any = None) -> EmuArray:
+        _count("asarray")
+        return _wrap(np.array(_plain(array), dtype=dtype))
+
+    cupy.asarray = asarray
+    cupy.asnumpy = lambda array: np.array(_plain(array))
+    cupy.cuda = types.SimpleNamespace(
+        Device=_EmuDevice,
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0),
+        get_current_stream=_Stream,
+        Stream=lambda **options: _Stream(),
+    )
+    cupy.random = types.SimpleNamespace(
+        seed=lambda seed: None,
+        uniform=lambda low, high, shape, dtype=None: _wrap(
+            rng.uniform(low, high, shape).astype(dtype)
+        ),
+        normal=lambda mean, std, shape, dtype=None: _wrap(
+            rng.normal(mean, std, shape).astype(dtype)
+        ),
+    )
+    cupy.get_default_memory_pool = lambda: types.SimpleNamespace(used_bytes=lambda: 0)
+    return cupy
+
+
+# ---- the kernels, by their numpy references ----------------------------------------------------
+def _np(array: Any) -> Any:
+    return None if array is None else array.view(np.ndarray)
+
+
+def _lists(struct: np.ndarray, n: Any) -> list[list[Any]]:
+    """The arrays behind a TensorList's pointers, row by row (None for a null pointer)."""
+    rows = struct["ptr"][0][:, : int(n)]
+    return [[FakeCupyArray.registry.get(int(p)) if p else None for p in row] for row in rows]
+
+
+def _layer_norm_forward(x, w, b, has_w, has_b, out, mean, rstd, rows, cols, eps):
+    weight, bias = (_np(w) if has_w else None), (_np(b) if has_b else None)
+    results = K.layer_norm_forward_reference(_np(x), weight, bias, float(eps))
+    for target, value in zip((out, mean, rstd), results):
+        _np(target)[...] = value
+
+
+def _layer_norm_backward(g, x, w, has_w, mean, rstd, grad_x, rows, cols):
+    weight = _np(w) if has_w else None
+    _np(grad_x)[...] = K.layer_norm_backward_reference(
+        _np(g), _np(x), weight, _np(mean), _np(rstd)
+    )[0]
+
+
+def _layer_norm_param_grads(g, x, mean, rstd, partial_w, partial_b, rows, cols, per_chunk):
+    _, grad_w, grad_b = K.layer_norm_backward_reference(_np(g), _np(x), None, _np(mean), _np(rstd))
+    for partial, total in ((partial_w, grad_w), (partial_b, grad_b)):
+        _np(partial)[...] = 0
+        _np(partial)[0] = total  # the whole sum in the first chunk's row
+
+
+def _layer_norm_finish(partial_w, partial_b, grad_w, grad_b, chunks, cols):
+    _np(grad_w)[...] = _np(partial_w).sum(axis=0)
+    _np(grad_b)[...] = _np(partial_b).sum(axis=0)
+
+
+def _cross_entropy_forward(logits, target, loss, lse, rows, cols, ignore):
+    out = K.cross_entropy_forward_reference(_np(logits), _np(target), int(ignore))
+    _np(loss)[...], _np(lse)[...] = out
+
+
+def _cross_entropy_backward(logits, target, lse, scale, stride, grad, rows, cols, ignore):
+    per_row = np.broadcast_to(_np(scale).reshape(-1), (int(rows),)) if not stride else _np(scale)
+    _np(grad)[...] = K.cross_entropy_backward_reference(
+        _np(logits), _np(target), _np(lse), per_row, int(ignore)
+    )
+
+
+def _gelu_args(x, bias, bias_size, tanh_form):
+    return _np(x), ("tanh" if tanh_form else "none"), (_np(bias) if bias_size else None)
+
+
+def _gelu_forward(x, bias, bias_size, out, n, tanh_form):
+    _np(out)[...] = K.gelu_forward_reference(*_gelu_args(x, bias, bias_size, tanh_form))
+
+
+def _gelu_backward(grad, x, bias, bias_size, grad_x, n, tanh_form):
+    args = _gelu_args(x, bias, bias_size, tanh_form)
+    _np(grad_x)[...] = K.gelu_backward_reference(_np(grad), *args)
+
+
+def _softmax_forward(x, y, rows, cols, causal, scale):
+    _np(y)[...] = K.scaled_softmax_forward_reference(_np(x), float(scale), int(causal))
+
+
+def _softmax_backward(grad, y, grad_x, rows, cols, scale):
+    _np(grad_x)[...] = K.scaled_softmax_backward_reference(_np(grad), _np(y), float(scale))
+
+
+def _sum_squares(struct, n, total):
+    grads = _lists(struct, n)[0]
+    _np(total)[...] += sum(float(np.sum(_np(g).astype(np.float64) ** 2)) for g in grads)
+
+
+def _clip(struct, n, total, max_norm, norm):
+    grads = [_np(g) for g in _lists(struct, n)[0]]
+    _np(norm)[...] = np.sqrt(float(_np(total)))
+    factor = float(max_norm) / (np.sqrt(float(_np(total))) + 1e-6)
+    if factor < 1:
+        for g in grads:
+            g *= g.dtype.type(factor)
+
+
+def _unscale(struct, n, inv_scale, found):
+    if K.unscale_reference([_np(g) for g in _lists(struct, n)[0]], float(inv_scale)):
+        _np(found)[...] = np.inf
+
+
+def _adam_increment(struct, n):
+    for step in _lists(struct, n)[5]:
+        _np(step)[...] += 1
+
+
+def _adam(struct, n, lr, b1, b2, eps, wd, amsgrad, maximize, decoupled, capturable, size, bc2):
+    p, g, m, v, v_max, steps = _lists(struct, n)
+    # The host-step launch passes the step only through its bias corrections: recover it.
+    host_step = round(np.log(1 - float(lr) / float(size)) / np.log(float(b1))) if size else 0
+    for i in range(int(n)):
+        step = float(_np(steps[i])) if capturable else host_step
+        K.adam_reference(
+            _np(p[i]), _np(g[i]), _np(m[i]), _np(v[i]), _np(v_max[i]) if amsgrad else None,
+            step=step, lr=float(lr), beta1=float(b1), beta2=float(b2), eps=float(eps),
+            weight_decay=float(wd), amsgrad=bool(amsgrad), maximize=bool(maximize),
+            decoupled_weight_decay=bool(decoupled),
+        )  # fmt: skip
+
+
+def _sgd(struct, n, lr, momentum, dampening, wd, nesterov, maximize, first):
+    p, g, buffers, *_ = _lists(struct, n)
+    for i in range(int(n)):
+        K.sgd_reference(
+            _np(p[i]), _np(g[i]), _np(buffers[i]), first=bool(first), lr=float(lr),
+            momentum=float(momentum), dampening=float(dampening), weight_decay=float(wd),
+            nesterov=bool(nesterov), maximize=bool(maximize),
+        )  # fmt: skip
+
+
+def _scale_inplace(x, n, factor):
+    _np(x)[...] = K.scale_reference(_np(x), float(factor))
+
+
+def _scale_cast(x, out, n, factor):
+    _np(out)[...] = K.scale_reference(_np(x), float(factor), out.dtype)
+
+
+KERNELS: dict[str, Callable] = {
+    "layer_norm_forward": _layer_norm_forward,
+    "layer_norm_backward": _layer_norm_backward,
+    "layer_norm_param_grads": _layer_norm_param_grads,
+    "layer_norm_param_grads_finish": _layer_norm_finish,
+    "cross_entropy_forward": _cross_entropy_forward,
+    "cross_entropy_backward": _cross_entropy_backward,
+    "gelu_forward": _gelu_forward,
+    "gelu_backward": _gelu_backward,
+    "scaled_softmax_forward": _softmax_forward,
+    "scaled_softmax_backward": _softmax_backward,
+    "sum_squares_multi_tensor": _sum_squares,
+    "clip_multi_tensor": _clip,
+    "unscale_multi_tensor": _unscale,
+    "adam_increment_steps": _adam_increment,
+    "adam_multi_tensor": _adam,
+    "sgd_multi_tensor": _sgd,
+    "scale_inplace": _scale_inplace,
+    "scale_cast": _scale_cast,
+}
+
+
+class Emulator:
+    """The installed stand-in; ``counting()`` tallies the launches of the work inside it."""
+
+    def __init__(self) -> None:
+        self.launches: collections.Counter = collections.Counter()
+
+    def counting(self) -> _Counting:
+        self.launches = collections.Counter()
+        return _Counting(self.launches)
+
+    @staticmethod
+    def total(counts: collections.Counter) -> int:
+        """Launches in ``counts``: everything but the host reads."""
+        return sum(n for name, n in counts.items() if not name.startswith("host read"))
+
+
+class _Counting:
+    def __init__(self, counts: collections.Counter) -> None:
+        self.counts = counts
+
+    def __enter__(self) -> collections.Counter:
+        global _counts
+        _counts = self.counts
+        return self.counts
+
+    def __exit__(self, *exc: Any) -> None:
+        global _counts
+        _counts = None
+
+
+def _launch(fn: Any, grid: tuple, block: int, args: tuple) -> None:
+    source, expression = fn
+    check_launch(source.code, expression, args)
+    name = expression.partition("<")[0]
+    _count(f"kernel {name}")
+    KERNELS[name](*args)
+
+
+def _matmul(a: Any, b: Any) -> Any:
+    _count("cuBLAS gemm")
+    plan = cublas.plan(a, b, sys.modules["cupy"])  # counts the copies of odd layouts
+    return _wrap(np.matmul(_np(plan.a), _np(plan.b)))
+
+
+def install(monkeypatch: Any) -> Emulator:
+    """Put the emulator in place for one test (``monkeypatch`` undoes it)."""
+    cupy = _module()
+    monkeypatch.setattr(backend, "_cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+
+    def scatter_add(target: Any, indices: Any, values: Any) -> None:
+        _count("scatter_add")
+        np.add.at(_np(target), _plain(indices), _plain(values))
+
+    monkeypatch.setitem(sys.modules, "cupyx", types.SimpleNamespace(scatter_add=scatter_add))
+    for module in KERNEL_MODULES:
+        monkeypatch.setattr(module, "kernel", lambda source, expression: (source, expression))
+        monkeypatch.setattr(module, "launch", _launch)
+    monkeypatch.setattr(cublas, "matmul", _matmul)
+    return Emulator()

@@ -1,0 +1,159 @@
+"""Whole training steps down dtrain's CUDA paths, on the CPU (``cuda_emulator``): the same
+numbers as the CPU paths, no host read inside a step, and the launches each step costs.
+
+The launch counts are upper bounds, measured with this emulator: a change that adds
+launches to these steps fails here, and one that removes some should lower the bound.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cuda_emulator import Emulator, install
+
+import dtrain as dt
+import dtrain.nn.functional as F
+from dtrain import nn
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def emulator(monkeypatch):
+    return install(monkeypatch)
+
+
+def _char_gpt():
+    spec = importlib.util.spec_from_file_location("char_gpt_example", EXAMPLES / "char_gpt.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(EXAMPLES))  # the example imports its sibling `common`
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return module
+
+
+def _gpt_step(model, capturable=False):
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}]
+    optimizer = dt.optim.AdamW(groups, lr=3e-3, betas=(0.9, 0.99), capturable=capturable)
+
+    def step(x, y):
+        logits = model(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        dt.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss
+
+    return step
+
+
+@pytest.mark.parametrize("capturable", [False, True], ids=["host-step", "capturable"])
+def test_char_gpt_steps_match_the_cpu_and_count_their_launches(emulator, capturable):
+    char_gpt = _char_gpt()
+    sizes = (16, 8, 16, 2, 2)  # vocab, context, embed, layers, heads
+    dt.manual_seed(0)
+    cpu_model = char_gpt.GPT(*sizes, dropout=0.0)
+    gpu_model = char_gpt.GPT(*sizes, dropout=0.0)
+    gpu_model.load_state_dict(cpu_model.state_dict())
+    gpu_model.to("cuda")
+    assert all(p.is_cuda for p in gpu_model.parameters())
+    windows = np.random.default_rng(1).integers(0, sizes[0], size=(4, sizes[1] + 1))
+    x, y = windows[:, :-1].copy(), windows[:, 1:].copy()
+    cpu_step, gpu_step = _gpt_step(cpu_model), _gpt_step(gpu_model, capturable)
+    xc, yc = dt.tensor(x, device="cuda"), dt.tensor(y, device="cuda")
+    for _ in range(2):
+        expected = cpu_step(dt.tensor(x), dt.tensor(y)).item()
+        got = gpu_step(xc, yc).item()
+        assert got == pytest.approx(expected, rel=1e-5)
+    with emulator.counting() as launches:
+        loss = gpu_step(xc, yc)
+    assert loss.item() == pytest.approx(cpu_step(dt.tensor(x), dt.tensor(y)).item(), rel=1e-5)
+    for p, q in zip(gpu_model.parameters(), cpu_model.parameters()):
+        np.testing.assert_allclose(p.detach().cpu().numpy(), q.detach().numpy(), atol=2e-5)
+    assert not [name for name in launches if name.startswith("host read")], launches
+    fused = {
+        "kernel layer_norm_forward": 5, "kernel layer_norm_backward": 5,
+        "kernel scaled_softmax_forward": 2, "kernel scaled_softmax_backward": 2,
+        "kernel gelu_forward": 2, "kernel gelu_backward": 2,
+        "kernel cross_entropy_forward": 1, "kernel cross_entropy_backward": 1,
+        "kernel sum_squares_multi_tensor": 1, "kernel clip_multi_tensor": 1,
+    }  # fmt: skip
+    assert {name: launches[name] for name in fused} == fused
+    # A block: 4 linears and 2 attention products, each 1 forward + 2 backward; the head.
+    assert launches["cuBLAS gemm"] == 2 * (4 + 2) * 3 + 3
+    total = Emulator.total(launches)
+    print(f"launches per step: {total}: {dict(launches.most_common())}")
+    assert total <= (138 if capturable else 136), dict(launches.most_common())
+
+
+def test_mixed_precision_mlp_steps_match_the_cpu(emulator):
+    # autocast(float16) + GradScaler + SGD with momentum: the unscale kernel and the fused
+    # SGD on the CUDA path; the same losses and parameters as the CPU path in float16.
+    dt.manual_seed(0)
+    models = {d: nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 3)) for d in ("cpu",)}
+    models["cuda"] = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.Linear(16, 3))
+    models["cuda"].load_state_dict(models["cpu"].state_dict())
+    models["cuda"].to("cuda")
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((8, 6)).astype(np.float32), rng.integers(0, 3, 8)
+    losses = {}
+    for device, model in models.items():
+        optimizer = dt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        scaler = dt.amp.GradScaler(device, init_scale=2.0**10)
+        xd, yd = dt.tensor(x, device=device), dt.tensor(y, device=device)
+        losses[device] = []
+        for _ in range(3):
+            optimizer.zero_grad()
+            with dt.autocast(device, dtype=dt.float16):
+                loss = F.cross_entropy(model(xd), yd)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses[device].append(loss.item())
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=2e-3)
+    for p, q in zip(models["cuda"].parameters(), models["cpu"].parameters()):
+        np.testing.assert_allclose(p.detach().cpu().numpy(), q.detach().numpy(), atol=2e-3)
+
+
+def test_an_overflowing_step_is_skipped_on_the_cuda_path(emulator):
+    param = dt.tensor(np.ones(3, np.float32), device="cuda", requires_grad=True)
+    optimizer = dt.optim.SGD([param], lr=1.0)
+    scaler = dt.amp.GradScaler("cuda", init_scale=4.0)
+    for row, moved in (([1.0, np.inf, 1.0], False), ([1.0, 2.0, 3.0], True)):
+        before = param.detach().cpu().numpy().copy()
+        optimizer.zero_grad()
+        scaler.scale((param * dt.tensor(np.array(row, np.float32), device="cuda")).sum()).backward()
+        with emulator.counting() as launches:
+            scaler.step(optimizer)
+        assert launches["kernel unscale_multi_tensor"] == 1
+        assert launches["host read: float"] == 1  # the one read of the inf flag per step
+        scaler.update()
+        assert moved == (not np.array_equal(param.detach().cpu().numpy(), before))
+    assert scaler.get_scale() == 2.0  # backed off once
+
+
+@pytest.mark.parametrize("lengths", [(3, 5), (5, 3), (4, 4)], ids=str)
+def test_attention_on_the_cuda_path_matches_the_cpu(emulator, lengths):
+    rng = np.random.default_rng(3)
+    (length, keys), batch = lengths, (2, 2)
+    arrays = [rng.standard_normal((*batch, n, 4)) for n in (length, keys, keys)]
+    upstream = rng.standard_normal((*batch, length, 4))
+    results = {}
+    for device in ("cpu", "cuda"):
+        q, k, v = (dt.tensor(a, device=device, requires_grad=True) for a in arrays)
+        with emulator.counting() as launches:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        (out * dt.tensor(upstream, device=device)).sum().backward()
+        results[device] = [t.detach().cpu().numpy() for t in (out, q.grad, k.grad, v.grad)]
+    assert launches["kernel scaled_softmax_forward"] == 1
+    for got, expected in zip(results["cuda"], results["cpu"]):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
