@@ -12,6 +12,8 @@ from dtrain.runtime.kernels.cross_entropy import (
     cross_entropy_backward_reference,
     cross_entropy_forward,
     cross_entropy_forward_reference,
+    cross_entropy_mean,
+    cross_entropy_mean_reference,
 )
 from dtrain.runtime.kernels.gelu import (
     gelu_backward,
@@ -45,6 +47,8 @@ __all__ = [
     "cross_entropy_backward_reference",
     "cross_entropy_forward",
     "cross_entropy_forward_reference",
+    "cross_entropy_mean",
+    "cross_entropy_mean_reference",
     "gelu_backward",
     "gelu_backward_reference",
     "gelu_forward",

@@ -1,7 +1,8 @@
 """Softmax + cross-entropy over the last dim of (rows, classes) logits, fused.
 
 Forward, one block per row: the row's max, its log-sum-exp ``lse``, and the loss
-``lse - logits[target]`` (0 where ``target == ignore_index``). Backward, one block per row:
+``lse - logits[target]`` (0 where ``target == ignore_index``); for the mean, one more block
+adds the rows up and counts the kept ones. Backward, one block per row:
 ``grad = scale[row] * (exp(logits - lse) - onehot(target))``, 0 on ignored rows, so only the
 row's ``lse`` (one number) is kept between the two instead of the softmax.
 """
@@ -61,14 +62,16 @@ template <typename T>
 __global__ void cross_entropy_backward(const T* logits, const long long* target,
                                        const typename Acc<T>::type* lse,
                                        const typename Acc<T>::type* scale,
-                                       long long scale_stride, T* grad, long long rows,
-                                       long long cols, long long ignore_index) {
+                                       long long scale_stride,
+                                       const typename Acc<T>::type* divisor, int has_divisor,
+                                       T* grad, long long rows, long long cols,
+                                       long long ignore_index) {
     typedef typename Acc<T>::type A;
     const long long row = blockIdx.x;
     if (row >= rows) return;
     const long long t = target[row];
     const bool keep = t != ignore_index;
-    const A s = scale[row * scale_stride];
+    const A s = has_divisor ? scale[row * scale_stride] / *divisor : scale[row * scale_stride];
     const A row_lse = lse[row];
     const T* x = logits + row * cols;
     T* g = grad + row * cols;
@@ -78,12 +81,33 @@ __global__ void cross_entropy_backward(const T* logits, const long long* target,
         g[c] = from_acc<T>(value);
     }
 }
+
+// One block: the mean of the per-row losses over the rows whose target is not ignored
+// (ignored rows hold 0), and that count, which backward divides by. No rows kept: NaN.
+template <typename T>
+__global__ void cross_entropy_mean(const T* loss, const long long* target, T* mean,
+                                   typename Acc<T>::type* count, long long rows,
+                                   long long ignore_index) {
+    typedef typename Acc<T>::type A;
+    __shared__ A scratch[32];
+    A sum = 0, kept = 0;
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x) {
+        sum += to_acc(loss[r]);
+        kept += target[r] != ignore_index ? A(1) : A(0);
+    }
+    sum = block_sum(sum, scratch);
+    kept = block_sum(kept, scratch);
+    if (threadIdx.x == 0) {
+        *count = kept;
+        *mean = from_acc<T>(sum / kept);
+    }
+}
 """
 
 SOURCE = register(
     "cross_entropy",
     _BODY,
-    templated(("cross_entropy_forward", "cross_entropy_backward")),
+    templated(("cross_entropy_forward", "cross_entropy_backward", "cross_entropy_mean")),
 )
 
 
@@ -118,9 +142,28 @@ def cross_entropy_forward(logits: Any, target: Any, ignore_index: int) -> tuple[
     return loss, lse
 
 
+_MEAN_BLOCK = 512  # threads of the one block that adds the rows up
+
+
+@on_array_device
+def cross_entropy_mean(loss: Any, target: Any, ignore_index: int) -> tuple[Any, Any]:
+    """The mean of ``cross_entropy_forward``'s per-row ``loss`` over the rows whose target is
+    not ``ignore_index``, in one launch: ``(mean, count)``, 0-d arrays in the loss's dtype
+    and in ``acc_dtype`` (``count`` is what ``cross_entropy_backward`` divides by)."""
+    cupy = require_cupy("cross_entropy_mean")
+    rows = loss.size
+    target = contiguous(target.reshape(rows), dtype=np.int64)
+    mean = cupy.empty((), loss.dtype)
+    count = cupy.empty((), acc_dtype(loss.dtype))
+    fn = kernel(SOURCE, f"cross_entropy_mean<{type_name(loss.dtype)}>")
+    args = (contiguous(loss), target, mean, count, i64(rows), i64(ignore_index))
+    launch(fn, (1,), _MEAN_BLOCK, args)
+    return mean, count
+
+
 @on_array_device
 def cross_entropy_backward(
-    logits: Any, target: Any, lse: Any, scale: Any, ignore_index: int
+    logits: Any, target: Any, lse: Any, scale: Any, ignore_index: int, divisor: Any = None
 ) -> Any:
     """Gradient of the per-row losses w.r.t. ``logits``, each row times ``scale``.
 
@@ -131,6 +174,8 @@ def cross_entropy_backward(
         scale: the incoming gradient per row: shape (rows,), or a single value (shape () or
             (1,)) for every row; a device array, so nothing waits on the host.
         ignore_index: rows with this target get a zero gradient.
+        divisor: optional 0-d ``acc_dtype`` device array that ``scale`` is divided by (the
+            count of ``cross_entropy_mean``, for the gradient of the mean).
     """
     cupy = require_cupy("cross_entropy_backward")
     rows, cols = logits.shape
@@ -146,7 +191,8 @@ def cross_entropy_backward(
     grad = cupy.empty_like(logits)
     if rows:
         fn = kernel(SOURCE, f"cross_entropy_backward<{type_name(logits.dtype)}>")
-        args = (logits, target, lse, scale, i64(stride), grad, i64(rows), i64(cols))
+        divided = (lse, np.int32(0)) if divisor is None else (divisor, np.int32(1))
+        args = (logits, target, lse, scale, i64(stride), *divided, grad, i64(rows), i64(cols))
         launch(fn, (rows,), row_block(cols), (*args, i64(ignore_index)))
     return grad
 
@@ -165,10 +211,27 @@ def cross_entropy_forward_reference(
     return loss.astype(logits.dtype), lse.astype(acc_dtype(logits.dtype))
 
 
+def cross_entropy_mean_reference(
+    loss: np.ndarray, target: np.ndarray, ignore_index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """numpy ``cross_entropy_mean``, computed in float64."""
+    count = np.count_nonzero(target.reshape(-1) != ignore_index)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = loss.astype(np.float64).sum() / np.float64(count)
+    return np.asarray(mean, loss.dtype), np.asarray(count, acc_dtype(loss.dtype))
+
+
 def cross_entropy_backward_reference(
-    logits: np.ndarray, target: np.ndarray, lse: np.ndarray, scale: Any, ignore_index: int
+    logits: np.ndarray,
+    target: np.ndarray,
+    lse: np.ndarray,
+    scale: Any,
+    ignore_index: int,
+    divisor: Any = None,
 ) -> np.ndarray:
     """numpy ``cross_entropy_backward``, computed in float64."""
+    if divisor is not None:
+        scale = np.asarray(scale, np.float64) / np.float64(divisor)
     x = logits.astype(np.float64)
     keep = target != ignore_index
     onehot = np.zeros_like(x)

@@ -243,10 +243,19 @@ def _cross_entropy_forward(logits, target, loss, lse, rows, cols, ignore):
     _np(loss)[...], _np(lse)[...] = out
 
 
-def _cross_entropy_backward(logits, target, lse, scale, stride, grad, rows, cols, ignore):
+def _cross_entropy_backward(
+    logits, target, lse, scale, stride, divisor, has_divisor, grad, rows, cols, ignore
+):
     per_row = np.broadcast_to(_np(scale).reshape(-1), (int(rows),)) if not stride else _np(scale)
     _np(grad)[...] = K.cross_entropy_backward_reference(
-        _np(logits), _np(target), _np(lse), per_row, int(ignore)
+        _np(logits), _np(target), _np(lse), per_row, int(ignore),
+        _np(divisor) if has_divisor else None,
+    )  # fmt: skip
+
+
+def _cross_entropy_mean(loss, target, mean, count, rows, ignore):
+    _np(mean)[...], _np(count)[...] = K.cross_entropy_mean_reference(
+        _np(loss), _np(target), int(ignore)
     )
 
 
@@ -334,6 +343,7 @@ KERNELS: dict[str, Callable] = {
     "layer_norm_param_grads_finish": _layer_norm_finish,
     "cross_entropy_forward": _cross_entropy_forward,
     "cross_entropy_backward": _cross_entropy_backward,
+    "cross_entropy_mean": _cross_entropy_mean,
     "gelu_forward": _gelu_forward,
     "gelu_backward": _gelu_backward,
     "scaled_softmax_forward": _softmax_forward,

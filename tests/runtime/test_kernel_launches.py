@@ -66,6 +66,9 @@ def test_row_kernels(launches, dtype):
     _, lse = K.cross_entropy_forward(x, target, -100)
     K.cross_entropy_backward(x, target, lse, fake(np.ones((), lse.dtype)), -100)
     K.cross_entropy_backward(x, target, lse, fake(np.ones(5, lse.dtype)), -100)
+    loss, count = K.cross_entropy_mean(K.cross_entropy_forward(x, target, -100)[0], target, -100)
+    assert loss.dtype == dtype and count.dtype == lse.dtype
+    K.cross_entropy_backward(x, target, lse, fake(np.ones((), dtype)), -100, count)
 
     for approximate in ("none", "tanh"):
         for bias in (None, b):
@@ -75,7 +78,7 @@ def test_row_kernels(launches, dtype):
     for causal in (0, 5):
         y = K.scaled_softmax_forward(x, 0.5, causal)
         K.scaled_softmax_backward(_rand((5, 7), dtype, 5), y, 0.5)
-    assert len(launches) == 4 + 1 + 3 + 8 + 4
+    assert len(launches) == 4 + 1 + 3 + 3 + 8 + 4
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

@@ -312,6 +312,24 @@ def test_scale_reference():
     assert kernels.scale_reference(flat, 0.25, np.float16).dtype == np.float16
 
 
+def test_cross_entropy_mean_reference_matches_cpu_op():
+    rng = np.random.default_rng(6)
+    logits, upstream = rng.standard_normal((9, 5)), 0.75
+    target = _targets(rng, 9, 5)
+    x = _leaf(logits)
+    mean = F.cross_entropy(x, dt.tensor(target), ignore_index=IGNORE)
+    (mean * upstream).backward()
+    loss, lse = kernels.cross_entropy_forward_reference(logits, target, IGNORE)
+    ref_mean, count = kernels.cross_entropy_mean_reference(loss, target, IGNORE)
+    assert count == np.count_nonzero(target != IGNORE)
+    np.testing.assert_allclose(_np(mean), ref_mean, rtol=1e-12)
+    ref_grad = kernels.cross_entropy_backward_reference(logits, target, lse, upstream, IGNORE,
+                                                        count)  # fmt: skip
+    np.testing.assert_allclose(_np(x.grad), ref_grad, rtol=1e-10, atol=1e-15)
+    all_ignored = np.full(9, IGNORE)
+    assert np.isnan(kernels.cross_entropy_mean_reference(0 * loss, all_ignored, IGNORE)[0])
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("shape", [(2, 3, 5), (4, 5, 3)], ids=["L<S", "L>S"])
 def test_scaled_softmax_reference_matches_cpu_op(shape, causal):
@@ -493,6 +511,24 @@ def test_gpu_sgd_multi_tensor(cp, options, dtype):
             kernels.sgd_reference(ref_p[i], g, ref_b[i], first=step == 1, **opts)
     for got, want in zip(dev_p, ref_p):
         _close(got, want, dtype, 10)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("rows", [1, 9, 5000])
+def test_gpu_cross_entropy_mean(cp, rows, dtype):
+    rng = np.random.default_rng(18)
+    loss = rng.uniform(0, 3, rows).astype(dtype)
+    target = _targets(rng, rows, 7)
+    loss[target == IGNORE] = 0  # as cross_entropy_forward leaves them
+    mean, count = kernels.cross_entropy_mean(cp.asarray(loss), cp.asarray(target), IGNORE)
+    ref_mean, ref_count = kernels.cross_entropy_mean_reference(loss, target, IGNORE)
+    assert float(count) == float(ref_count) and count.dtype == ref_count.dtype
+    if ref_count:
+        _close(mean, ref_mean, dtype)
+    else:
+        assert math.isnan(float(mean))
 
 
 @pytest.mark.gpu

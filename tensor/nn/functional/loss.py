@@ -127,16 +127,15 @@ class CrossEntropy(Op):
         if reduction == "sum":
             return loss.sum()
         # Counted on the device: nothing here waits for the GPU (CUDA-graph capturable).
-        self.denominator = (self.target != ignore_index).sum().astype(logits.dtype)
-        return loss.sum() / self.denominator
+        mean, self.denominator = _ce_kernels.cross_entropy_mean(loss, self.target, ignore_index)
+        return mean
 
     def backward(self, grad: Any) -> tuple:
         if self.fused:
-            if self.reduction == "mean":
-                grad = grad / self.denominator
+            divisor = self.denominator if self.reduction == "mean" else None
             scale = grad.reshape(-1)  # one per row ("none"), or one for every row
             local = _ce_kernels.cross_entropy_backward(
-                self.logits, self.target, self.lse, scale, self.ignore_index
+                self.logits, self.target, self.lse, scale, self.ignore_index, divisor
             )
             return local.reshape(self.shape), None, None
         # d/dz of -sum_c q_c log softmax(z)_c  =  (sum_c q_c) softmax(z) - q
