@@ -102,21 +102,25 @@ def check_lists(name: str, lists: list[list[Any] | None]) -> str:
 
 def tensor_lists(rows: list[list[Any] | None]) -> list[tuple[np.ndarray, int, int]]:
     """The ``TensorList`` kernel arguments for ``rows`` (row 0 the parameters), one per
-    ``MAX_TENSORS`` tensors: ``(struct, tensors, grid)`` each; grid 0 when all are empty."""
+    ``MAX_TENSORS`` tensors: ``(struct, tensors, grid)`` each; grid 0 when all are empty.
+
+    Filled a row at a time from Python lists: element by element, numpy's structured
+    indexing cost ~0.1 ms per 40-parameter Adam step on the host.
+    """
     n = len(rows[0])
     out = []
     for start in range(0, n, MAX_TENSORS):
         stop = min(n, start + MAX_TENSORS)
+        count = stop - start
         struct = np.zeros(1, dtype=LIST_DTYPE)
-        chunks = 0
-        for t in range(start, stop):
-            size = int(rows[0][t].size)
-            struct["size"][0, t - start] = size
-            chunks += -(-size // CHUNK)
-            for r, row in enumerate(rows):
-                if row is not None and row[t] is not None:
-                    struct["ptr"][0, r, t - start] = row[t].data.ptr
-        out.append((struct, stop - start, min(chunks, _MAX_GRID)))
+        sizes = [int(a.size) for a in rows[0][start:stop]]
+        struct["size"][0, :count] = sizes
+        pointers = struct["ptr"][0]
+        for r, row in enumerate(rows):
+            if row is not None:
+                pointers[r, :count] = [0 if a is None else a.data.ptr for a in row[start:stop]]
+        chunks = sum(-(-size // CHUNK) for size in sizes)
+        out.append((struct, count, min(chunks, _MAX_GRID)))
     return out
 
 
