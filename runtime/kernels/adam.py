@@ -120,6 +120,7 @@ def adam_multi_tensor(
     amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
+    checked: bool = False,
 ) -> None:
     """One Adam(W) step over cupy arrays of one dtype and device, in place: one launch per
     ``MAX_TENSORS`` (48) parameters (two in capturable mode).
@@ -133,6 +134,8 @@ def adam_multi_tensor(
             incremented here on the device before the update uses it.
         lr, beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay:
             as ``torch.optim.Adam``.
+        checked: the arrays were picked with ``multi_tensor.fusable`` and share a dtype and
+            device (``multi_tensor.check_lists``): skip asking each again.
 
     Raises:
         ValueError: the lists do not line up, or neither / both of ``step`` and ``steps``.
@@ -148,7 +151,8 @@ def adam_multi_tensor(
     if n == 0:
         return
     v_max = max_exp_avg_sqs if amsgrad else None
-    name = check_lists("adam_multi_tensor", [params, grads, exp_avgs, exp_avg_sqs, v_max])
+    lists = [params, grads, exp_avgs, exp_avg_sqs, v_max]
+    name = check_lists("adam_multi_tensor", lists, checked)
     bad_steps = steps is not None and (
         len(steps) != n
         or any(s.dtype != np.float32 or s.size != 1 or not s.flags.c_contiguous for s in steps)
@@ -194,6 +198,7 @@ def adam_reference(
     amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
+    checked: bool = False,
 ) -> None:
     """numpy Adam step on one parameter, in place, computed in float64 (``step`` counted)."""
     p, g = param.astype(np.float64), grad.astype(np.float64)

@@ -74,13 +74,14 @@ __global__ void clip_multi_tensor(const TensorList list, int n, const double* to
 SOURCE = register("grad_norm", _BODY, templated(("sum_squares_multi_tensor", "clip_multi_tensor")))
 
 
-def sum_squares_(grads: list[Any], total: Any) -> None:
+def sum_squares_(grads: list[Any], total: Any, checked: bool = False) -> None:
     """Add the sum of squares of every element of ``grads`` (C-contiguous cupy arrays of one
-    dtype and device) to ``total``, a float64 0-d cupy array on that device."""
+    dtype and device) to ``total``, a float64 0-d cupy array on that device. ``checked``:
+    the caller already checked the list (``multi_tensor.check_lists``)."""
     require_cupy("sum_squares_")
     if not grads:
         return
-    name = check_lists("sum_squares_", [grads])
+    name = check_lists("sum_squares_", [grads], checked)
     with grads[0].device:
         fn = kernel(SOURCE, f"sum_squares_multi_tensor<{name}>")
         for struct, count, grid in tensor_lists([grads]):
@@ -88,15 +89,17 @@ def sum_squares_(grads: list[Any], total: Any) -> None:
                 launch(fn, (grid,), BLOCK, (struct, np.int32(count), total))
 
 
-def clip_(grads: list[Any], total: Any, max_norm: float, norm: Any = None) -> Any:
+def clip_(
+    grads: list[Any], total: Any, max_norm: float, norm: Any = None, checked: bool = False
+) -> Any:
     """Scale ``grads`` in place by ``max_norm / (sqrt(total) + 1e-6)`` where that is below 1;
     ``total`` (float64 0-d cupy array) is read on the device. Returns the norm
     ``sqrt(total)`` as a 0-d array of the gradients' dtype (written into ``norm`` if given),
-    or None for an empty list."""
+    or None for an empty list. ``checked``: as for ``sum_squares_``."""
     cupy = require_cupy("clip_")
     if not grads:
         return None
-    name = check_lists("clip_", [grads])
+    name = check_lists("clip_", [grads], checked)
     with grads[0].device:
         if norm is None:
             norm = cupy.empty((), grads[0].dtype)

@@ -77,14 +77,21 @@ def fusable(*arrays: Any) -> bool:
     )
 
 
-def check_lists(name: str, lists: list[list[Any] | None]) -> str:
-    """Raise unless ``lists`` (None for an unused row) line up; return the C type name."""
+def check_lists(name: str, lists: list[list[Any] | None], checked: bool = False) -> str:
+    """Raise unless ``lists`` (None for an unused row) line up; return the C type name.
+
+    ``checked``: the caller already picked the arrays with ``fusable`` and grouped them by
+    dtype and device (the optimizers, clipping and the scaler do), so only the lengths are
+    checked here: asking each array again cost host time on every step.
+    """
     n = len(lists[0])
     if any(row is not None and len(row) != n for row in lists):
         lengths = [None if row is None else len(row) for row in lists]
         raise ValueError(
             f"{name}: got lists of lengths {lengths}; pass one entry per parameter in every list"
         )
+    if checked:
+        return type_name(lists[0][0].dtype)
     for t in range(n):
         if not fusable(*(row[t] for row in lists if row is not None)):
             raise ValueError(

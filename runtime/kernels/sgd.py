@@ -77,6 +77,7 @@ def sgd_multi_tensor(
     weight_decay: float,
     nesterov: bool,
     maximize: bool,
+    checked: bool = False,
 ) -> None:
     """One SGD step over cupy arrays of one dtype and device, in place: one launch per
     ``MAX_TENSORS`` (48) parameters.
@@ -87,6 +88,7 @@ def sgd_multi_tensor(
             ``first`` they are (uninitialised) new buffers this step fills with ``g``.
         first: whether this is every listed parameter's first momentum step.
         lr, momentum, dampening, weight_decay, nesterov, maximize: as ``torch.optim.SGD``.
+        checked: as for ``adam_multi_tensor``.
     """
     require_cupy("sgd_multi_tensor")
     n = len(params)
@@ -95,7 +97,7 @@ def sgd_multi_tensor(
     if momentum != 0 and momentum_buffers is None:
         raise ValueError("sgd_multi_tensor: momentum != 0 needs momentum_buffers")
     buffers = momentum_buffers if momentum != 0 else None
-    name = check_lists("sgd_multi_tensor", [params, grads, buffers])
+    name = check_lists("sgd_multi_tensor", [params, grads, buffers], checked)
     scalars = (
         f64(lr), f64(momentum), f64(dampening), f64(weight_decay),
         np.int32(nesterov), np.int32(maximize), np.int32(first),
@@ -119,6 +121,7 @@ def sgd_reference(
     weight_decay: float,
     nesterov: bool,
     maximize: bool,
+    checked: bool = False,
 ) -> None:
     """numpy SGD step on one parameter, in place, computed in float64."""
     p, g = param.astype(np.float64), grad.astype(np.float64)

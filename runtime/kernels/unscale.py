@@ -52,14 +52,15 @@ __global__ void unscale_multi_tensor(const TensorList list, int n, float inv_sca
 SOURCE = register("unscale", _BODY, templated(("unscale_multi_tensor",)))
 
 
-def unscale_(grads: list[Any], inv_scale: float, found: Any) -> None:
+def unscale_(grads: list[Any], inv_scale: float, found: Any, checked: bool = False) -> None:
     """Multiply ``grads`` (C-contiguous cupy arrays of one dtype and device) by ``inv_scale``
     (rounded to float32) in place; set ``found`` (a float32 cupy array of one element on
-    that device) to +inf if any element was inf or NaN, else leave it as it was."""
+    that device) to +inf if any element was inf or NaN, else leave it as it was.
+    ``checked``: the caller already checked the list (``multi_tensor.check_lists``)."""
     require_cupy("unscale_")
     if not grads:
         return
-    name = check_lists("unscale_", [grads])
+    name = check_lists("unscale_", [grads], checked)
     with grads[0].device:
         fn = kernel(SOURCE, f"unscale_multi_tensor<{name}>")
         for struct, count, grid in tensor_lists([grads]):

@@ -188,7 +188,7 @@ class GradScaler:
             if device not in flags:
                 with arrays[0].device:
                     flags[device] = get_array_module(arrays[0]).zeros((), np.float32)
-            _unscale_kernel.unscale_(arrays, float(inv_scale), flags[device])
+            _unscale_kernel.unscale_(arrays, float(inv_scale), flags[device], checked=True)
         for device, flag in flags.items():
             probes.setdefault(f"cuda:{device}", []).append(flag)
         state["found_inf"] = {

@@ -71,13 +71,14 @@ def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite:
     xp = get_array_module(grads[0])
     with grads[0].device:
         total = xp.zeros((), dtype=xp.float64)
-        grad_norm.sum_squares_(grads, total)
+        grad_norm.sum_squares_(grads, total, checked=True)
         if error_if_nonfinite and not math.isfinite(float(total)):
             raise RuntimeError(
                 f"the total norm of order 2.0 of the gradients is {math.sqrt(float(total))}; "
                 "pass error_if_nonfinite=False to clip anyway"
             )
-        norm = grad_norm.clip_(grads, total, max_norm)  # also writes the norm: no extra launch
+        # (The clip kernel also writes the norm: no launch of its own.)
+        norm = grad_norm.clip_(grads, total, max_norm, checked=True)
     for p in params:
         p.grad._version[0] += 1
     return wrap(norm)

@@ -233,6 +233,7 @@ def _adam_fused(
                 step=step,
                 steps=[steps[i] for i in idx] if step is None else None,
                 amsgrad=amsgrad,
+                checked=True,  # picked with fusable and grouped by dtype and device above
                 **options,
             )
     return set(fusable)

@@ -149,6 +149,7 @@ def _sgd_fused(
                     [grads[i] for i in idx],
                     [momentum_buffers[i] for i in idx] if use_buffers else None,
                     first=is_first,
+                    checked=True,  # picked with fusable and grouped by dtype and device above
                     **options,
                 )
     return set(fusable)
