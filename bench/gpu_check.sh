@@ -13,7 +13,9 @@
 #
 # Phase time limits (seconds; 90 + 45 + 90 + 120 by default, so the whole check ends within
 # about 6 minutes even when a phase hangs; on an H200 the first three took 31, 14 and 50 s)
-# can be changed with GPU_S, DEVICE_OPS_S, BENCH_S and SUITE_S;
+# can be changed with GPU_S, DEVICE_OPS_S, BENCH_S and SUITE_S; a phase that reaches its limit
+# gets SIGINT, so pytest still prints its summary and durations, and the report lists the
+# tests that were still running;
 # extra pytest arguments (e.g. -k ...) go in SUITE_ARGS, extra bench/gpu_step.py arguments
 # (e.g. --cases gpt) in BENCH_ARGS.
 
@@ -72,25 +74,40 @@ if "$python" -c "import pytest_timeout" 2>/dev/null; then
   cpu_runner+=(--timeout "${TEST_S:-60}")
 fi
 
+unfinished() {  # the tests a -v log shows started but not finished (xdist or not)
+  awk '$1 ~ /::/ { started[$1] = 1; if ($2 ~ /^(PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)$/) done[$1] = 1 }
+       $1 ~ /^\[gw[0-9]+\]$/ && $0 ~ /%\] (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS) / { done[$NF] = 1 }
+       END { for (t in started) if (!(t in done)) print t }' "$1" | sort
+}
+
 phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summarise
   local name=$1 seconds=$2
   shift 2
   local start=$SECONDS
-  (cd "$shim" && timeout --kill-after=10 "$seconds" "$@") >"$out/$name.log" 2>&1
+  # SIGINT, not SIGTERM: pytest then prints its summary and durations, and the tests'
+  # launchers kill the ranks they started (they run in sessions of their own).
+  (cd "$shim" && timeout --signal=INT --kill-after=15 "$seconds" "$@") >"$out/$name.log" 2>&1
   local rc=$?
   [ $rc -eq 0 ] || status=1
   {
     echo
     echo "## $name: exit $rc in $((SECONDS - start)) s"
     echo '```'
-    grep -E "passed|failed|error|FAILED|ERROR" "$out/$name.log" | tail -25
+    # Not pytest -v's per-test lines: test names say "error" too.
+    grep -E "passed|failed|error|FAILED|ERROR" "$out/$name.log" |
+      grep -vE '^\[gw[0-9]+\] |^[^ ]+::[^ ]+( |$)' | tail -25
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+      echo "still running at the limit:"
+      unfinished "$out/$name.log" | head -20
+    fi
     echo '```'
   } >>"$report"
 }
 
 # pytest runs from the shim: from the repository root, its own dtrain/ (the re-exports
 # alone) would shadow the shim's.
-pytest=("$python" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root")
+# -v: the log names each test as it starts and ends, so a phase cut short names its stragglers.
+pytest=("$python" -m pytest -v -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root")
 # shellcheck disable=SC2086
 phase gpu-tests "${GPU_S:-90}" "${pytest[@]}" "${runner[@]}" -m gpu ${SUITE_ARGS:-} "$root/tests"
 phase device-ops "${DEVICE_OPS_S:-45}" "${pytest[@]}" "${runner[@]}" --device=cuda "$root/tests/tensor"

@@ -129,13 +129,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--stop-after", type=int, help="stop after this step, as if interrupted (then --resume)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    common.add_device_argument(parser)
     return parser.parse_args(argv)
 
 
-def batch_of(data: np.ndarray, args: argparse.Namespace, rng: dt.Generator) -> tuple:
+def batch_of(
+    data: np.ndarray, args: argparse.Namespace, rng: dt.Generator, device: dt.device
+) -> tuple:
     starts = rng.numpy.integers(0, len(data) - args.block - 1, size=args.batch_size)
     windows = np.stack([data[s : s + args.block + 1] for s in starts])
-    return dt.from_numpy(windows[:, :-1]), dt.from_numpy(windows[:, 1:])
+    return dt.tensor(windows[:, :-1], device=device), dt.tensor(windows[:, 1:], device=device)
 
 
 def unigram_loss(train: np.ndarray, val: np.ndarray, vocab: int) -> float:
@@ -145,6 +148,7 @@ def unigram_loss(train: np.ndarray, val: np.ndarray, vocab: int) -> float:
 
 
 def train(args: argparse.Namespace) -> dict:
+    device = common.pick_device(args.device)
     rank, _world = common.setup_distributed()
     dt.manual_seed(args.seed)
     text = load_corpus(args.corpus_chars)
@@ -154,6 +158,7 @@ def train(args: argparse.Namespace) -> dict:
     split = int(0.9 * len(data))
     train_data, val_data = data[:split], data[split:]
     net = GPT(len(chars), args.block, args.embed, args.layers, args.heads, args.dropout)
+    net = net.to(device)
     model = common.wrap_model(net)  # DistributedDataParallel when several ranks run
     decay = [p for p in net.parameters() if p.ndim >= 2]
     no_decay = [p for p in net.parameters() if p.ndim < 2]
@@ -193,7 +198,9 @@ def train(args: argparse.Namespace) -> dict:
         with dt.no_grad():
             losses = [
                 F.cross_entropy(net(x).reshape(-1, len(chars)), y.reshape(-1)).item()
-                for x, y in (batch_of(val_data, args, eval_rng) for _ in range(args.eval_batches))
+                for x, y in (
+                    batch_of(val_data, args, eval_rng, device) for _ in range(args.eval_batches)
+                )
             ]
         net.train()
         return float(np.mean(losses))
@@ -202,7 +209,7 @@ def train(args: argparse.Namespace) -> dict:
     end = args.steps if args.stop_after is None else min(args.stop_after, args.steps)
     bar = common.progress(range(step, end), disable=args.quiet, desc="steps")
     for step in bar:
-        x, y = batch_of(train_data, args, data_rng)
+        x, y = batch_of(train_data, args, data_rng, device)
         loss = F.cross_entropy(model(x).reshape(-1, len(chars)), y.reshape(-1))
         optimizer.zero_grad()
         loss.backward()
@@ -226,7 +233,7 @@ def train(args: argparse.Namespace) -> dict:
                     data_rng=data_rng.get_state(),
                 )
     val = evaluate()
-    prompt = dt.tensor([[encode[c] for c in "def "]])
+    prompt = dt.tensor([[encode[c] for c in "def "]], device=device)
     sample = net.generate(prompt, args.sample_chars, 0.8, dt.Generator().manual_seed(args.seed))
     common.log("sample:\n" + "".join(chars[i] for i in sample[0].tolist()))
     return {

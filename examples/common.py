@@ -31,6 +31,24 @@ def setup_distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def pick_device(requested: str) -> dt.device:
+    """``--device``: ``auto`` is this rank's own device (``dtrain.parallel.local_device()``:
+    its GPU under ``dtrain launch --gpus-per-node``, torchrun or mpiexec on a GPU node, else
+    the CPU); any other value is a device name (``cpu``, ``cuda``, ``cuda:1``)."""
+    if requested == "auto":
+        import dtrain.parallel as dist
+
+        return dist.local_device()
+    return dt.device(requested)
+
+
+def add_device_argument(parser: Any) -> None:
+    """The ``--device`` option every training example takes."""
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N, or auto (this rank's GPU if any)"
+    )
+
+
 def is_main() -> bool:
     """True on the rank that logs and writes checkpoints (rank 0, or the only process)."""
     import dtrain.parallel as dist
@@ -128,12 +146,15 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, ...]:
 
 
 def accuracy(model: dt.nn.Module, inputs: dt.Tensor, labels: dt.Tensor, batch: int = 512) -> float:
-    """Fraction of correct predictions, in eval mode and without the graph."""
+    """Fraction of correct predictions, in eval mode and without the graph, on the device
+    of the model's parameters."""
+    device = next(model.parameters()).device
     model.eval()
     correct = 0
     with dt.no_grad():
         for start in range(0, len(labels), batch):
-            logits = model(inputs[start : start + batch])
-            correct += int((logits.argmax(1) == labels[start : start + batch]).sum().item())
+            logits = model(inputs[start : start + batch].to(device))
+            hits = logits.argmax(1) == labels[start : start + batch].to(device)
+            correct += int(hits.sum().item())
     model.train()
     return correct / len(labels)

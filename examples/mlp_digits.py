@@ -45,11 +45,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--stop-after", type=int, help="stop after this epoch, as if interrupted (then --resume)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    common.add_device_argument(parser)
     return parser.parse_args(argv)
 
 
 def train(args: argparse.Namespace) -> dict:
     """Train; returns the final epoch's mean loss and the test accuracy."""
+    device = common.pick_device(args.device)
     _rank, world = common.setup_distributed()
     dt.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = common.digits(seed=args.seed)
@@ -64,7 +66,7 @@ def train(args: argparse.Namespace) -> dict:
         sampler=sampler,
         generator=data_rng,
     )
-    net = build_model(args.hidden, args.dropout)
+    net = build_model(args.hidden, args.dropout).to(device)
     model = common.wrap_model(net)
     optimizer = dt.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
@@ -80,6 +82,7 @@ def train(args: argparse.Namespace) -> dict:
             sampler.set_epoch(epoch)
         total, batches, seen, started = 0.0, 0, 0, time.perf_counter()
         for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
             loss = loss_fn(model(images), labels)
             optimizer.zero_grad()
             loss.backward()

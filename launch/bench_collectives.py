@@ -7,9 +7,10 @@ Backends: ``tcp`` (sockets only: Unix-domain sockets between these same-host ran
 backend picks them), ``inet`` (the tcp backend forced onto TCP sockets, as between hosts),
 ``shm`` (the tcp backend with its same-host shared-memory path) and ``mpi``. For the tcp
 kinds the command starts N local ranks itself (one launch: their groups take turns at every
-size). For mpi it runs itself under ``mpiexec -n N`` (the one next to this Python), where raw
-mpi4py calls (``comm.Allreduce`` and friends) take turns with the mpi backend at every size,
-as the baseline. Sizes double from ``--min-bytes`` to ``--max-bytes``. ``--repeat R`` runs
+size). For mpi it runs itself under ``mpiexec -n N`` (the one next to this Python, with the
+options ``dtrain.launch.mpiexec`` adds for Open MPI's), where raw mpi4py calls
+(``comm.Allreduce`` and friends) take turns with the mpi backend at every size, as the
+baseline. Sizes double from ``--min-bytes`` to ``--max-bytes``. ``--repeat R`` runs
 the launches R times, taking turns, and reports the median of each figure: on a shared
 machine the load changes between launches.
 
@@ -46,6 +47,9 @@ from typing import Any
 
 import numpy as np
 
+from dtrain.launch.mpiexec import local_command
+from dtrain.runtime.config import MPI_VARIABLES
+
 OPS = ("all_reduce", "broadcast", "all_gather", "reduce_scatter")
 BACKENDS = ("tcp", "inet", "shm", "mpi")
 LABELS = {
@@ -73,11 +77,7 @@ _LAUNCH_ENV = (  # what an outer launcher may have set; the ranks get fresh valu
     "NODE_RANK",
     "MASTER_ADDR",
     "MASTER_PORT",
-    "PMI_RANK",
-    "PMI_SIZE",
-    "OMPI_COMM_WORLD_RANK",
-    "PMIX_RANK",
-    "MPI_LOCALRANKID",
+    *MPI_VARIABLES,
 )
 
 
@@ -194,7 +194,10 @@ def _mpi_missing() -> str:
     if importlib.util.find_spec("mpi4py") is None:
         return "mpi4py is not installed: pip install 'dtrain[mpi]'"
     if not _mpiexec().exists():
-        return f"no mpiexec next to {sys.executable}: pip install mpich"
+        return (
+            f"no mpiexec next to {sys.executable}: pip install mpich, or link there the "
+            "mpiexec of the MPI that mpi4py is built against"
+        )
     return ""
 
 
@@ -204,7 +207,8 @@ def _launch(n: int, worker: dict, timeout: float, log_path: Path) -> tuple[bool,
     env["DTRAIN_TIMEOUT"] = str(max(30.0, min(timeout, 300.0)))
     command = [sys.executable, "-m", "dtrain.launch.bench_collectives", json.dumps(worker)]
     if worker["backends"] == ["mpi"]:
-        commands = [([str(_mpiexec()), "-n", str(n), *command], env)]
+        prefix, launcher_env = local_command(_mpiexec(), n)
+        commands = [([*prefix, *command], {**env, **launcher_env})]
     else:
         port = _free_port()
         base = dict(env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(n))

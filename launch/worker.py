@@ -29,6 +29,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from dtrain.runtime.config import MPI_VARIABLES
+
 #: Variables the launcher sets for every rank (``--env`` may not override them).
 RANK_VARIABLES = (
     "RANK",
@@ -46,11 +48,7 @@ RANK_VARIABLES = (
 _NOT_INHERITED = (
     "RAY_AUTH_TOKEN",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
-    "PMI_RANK",
-    "PMI_SIZE",
-    "OMPI_COMM_WORLD_RANK",
-    "PMIX_RANK",
-    "MPI_LOCALRANKID",
+    *MPI_VARIABLES,
 )
 _MAX_EVENTS = 2000  # per poll: keeps one reply small when a rank floods its output
 _PR_SET_PDEATHSIG = 1
@@ -85,6 +83,7 @@ def rank_environment(
         share = len(gpu_ids) // spec["local_world_size"]
         mine = gpu_ids[spec["local_rank"] * share : (spec["local_rank"] + 1) * share]
         env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
+        env["DTRAIN_DEVICE"] = "cuda:0"  # its own GPU, the first it sees (local_device())
     env.update(spec.get("env", {}))
     return env
 

@@ -35,6 +35,7 @@ from dtrain.parallel.ddp import (
 from dtrain.parallel.ddp_stats import DDPStats
 from dtrain.parallel.errors import CollectiveError, RendezvousError
 from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.local_device import local_device
 from dtrain.parallel.objects import all_gather_object, broadcast_object_list
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.sampler import DistributedSampler
@@ -70,6 +71,7 @@ __all__ = [
     "irecv",
     "is_initialized",
     "isend",
+    "local_device",
     "new_group",
     "new_secret",
     "recv",

@@ -11,7 +11,7 @@ from typing import Any
 
 from dtrain.parallel.errors import RendezvousError
 from dtrain.parallel.group import ProcessGroup
-from dtrain.runtime.backend import cupy_module
+from dtrain.parallel.local_device import local_device
 from dtrain.runtime.config import read_config, under_mpiexec
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _seconds(timeout: Any) -> float | None:
 
 
 def _choose_backend() -> str:
-    if cupy_module() is not None:
+    if local_device().type == "cuda":  # the device this rank trains on, not merely a GPU
         try:
             from cupy.cuda import nccl  # noqa: F401
 
@@ -67,9 +67,10 @@ def init_process_group(
 ) -> None:
     """Join the job's default process group (every rank calls this once).
 
-    ``backend`` None picks nccl when CUDA and NCCL are available, mpi under ``mpiexec``, and
-    tcp otherwise. Rank and world size come from the arguments, the environment (RANK,
-    WORLD_SIZE — as torchrun and ``dtrain launch`` set them) or MPI. ``init_method`` is
+    ``backend`` None picks nccl when this rank trains on a GPU (``local_device()``) and NCCL
+    is available, mpi under ``mpiexec``, and tcp otherwise. Rank and world size come from
+    the arguments, the environment (RANK, WORLD_SIZE — as torchrun and ``dtrain launch`` set
+    them) or MPI. ``init_method`` is
     ``env://`` (MASTER_ADDR, MASTER_PORT) or ``tcp://host:port``. ``pg_options`` (tcp only):
     ``{"unix": False}`` keeps same-host peers on TCP, ``{"shm": False}`` off shared memory.
     """

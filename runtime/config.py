@@ -8,6 +8,12 @@ DTRAIN_DEBUG=1       check collective signatures on every backend (tcp always do
 DTRAIN_BACKEND       tcp | mpi | nccl when init_process_group gets backend=None
 DTRAIN_TIMEOUT       default collective timeout in seconds (300)
 DTRAIN_SHM=0         tcp backend: keep to sockets even when every rank is on this host
+DTRAIN_DEVICE        the device this rank trains on (parallel.local_device(); dtrain launch
+                     sets cuda:0 for a rank it gave a GPU)
+
+Under ``mpiexec`` the first four fall back to what the MPI launcher set: MPICH's Hydra
+(PMI_RANK, PMI_SIZE, MPI_LOCALRANKID, MPI_LOCALNRANKS) or Open MPI's
+(OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE). torchrun's names win when both are set.
 """
 
 from __future__ import annotations
@@ -33,6 +39,22 @@ class Config:
     timeout: float
     backend: str | None = None
     shm: bool = True
+    device: str | None = None
+
+
+# torchrun's name, then the MPI launchers' names for the same thing (Hydra, Open MPI).
+_RANK = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK")
+_WORLD_SIZE = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+_LOCAL_RANK = ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK")
+_LOCAL_WORLD_SIZE = ("LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
+#: Every variable an MPI launcher sets that dtrain reads: launchers clear them for child ranks.
+MPI_VARIABLES = (
+    *_RANK[1:],
+    *_WORLD_SIZE[1:],
+    *_LOCAL_RANK[1:],
+    *_LOCAL_WORLD_SIZE[1:],
+    "PMIX_RANK",
+)
 
 
 def _int(env: Mapping[str, str], name: str) -> int | None:
@@ -45,6 +67,20 @@ def _int(env: Mapping[str, str], name: str) -> int | None:
         raise ValueError(f"environment variable {name}={value!r} must be an integer") from None
 
 
+def _first_int(env: Mapping[str, str], names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = _int(env, name)
+        if value is not None:
+            return value
+    return None
+
+
+def mpi_world_size(env: Mapping[str, str] | None = None) -> int | None:
+    """How many ranks the MPI launcher says it started (PMI_SIZE or OMPI_COMM_WORLD_SIZE),
+    or None when no MPI launcher started this process."""
+    return _first_int(os.environ if env is None else env, _WORLD_SIZE[1:])
+
+
 def read_config(env: Mapping[str, str] | None = None) -> Config:
     """Read the environment (``os.environ`` unless given) into a ``Config``."""
     env = os.environ if env is None else env
@@ -54,10 +90,10 @@ def read_config(env: Mapping[str, str] | None = None) -> Config:
     except ValueError:
         raise ValueError(f"DTRAIN_TIMEOUT={timeout!r} must be a number of seconds") from None
     return Config(
-        rank=_int(env, "RANK"),
-        world_size=_int(env, "WORLD_SIZE"),
-        local_rank=_int(env, "LOCAL_RANK"),
-        local_world_size=_int(env, "LOCAL_WORLD_SIZE"),
+        rank=_first_int(env, _RANK),
+        world_size=_first_int(env, _WORLD_SIZE),
+        local_rank=_first_int(env, _LOCAL_RANK),
+        local_world_size=_first_int(env, _LOCAL_WORLD_SIZE),
         node_rank=_int(env, "NODE_RANK"),
         master_addr=env.get("MASTER_ADDR") or None,
         master_port=_int(env, "MASTER_PORT"),
@@ -66,11 +102,11 @@ def read_config(env: Mapping[str, str] | None = None) -> Config:
         backend=(env.get("DTRAIN_BACKEND") or "").lower() or None,
         timeout=timeout_s,
         shm=env.get("DTRAIN_SHM", "1") not in ("0", "false", "False"),
+        device=env.get("DTRAIN_DEVICE") or None,
     )
 
 
 def under_mpiexec(env: Mapping[str, str] | None = None) -> bool:
     """True when an MPI launcher started this process (MPICH/Hydra, Open MPI, PMIx, Slurm)."""
     env = os.environ if env is None else env
-    markers = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MPI_LOCALRANKID")
-    return any(name in env for name in markers)
+    return any(name in env for name in MPI_VARIABLES)

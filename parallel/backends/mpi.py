@@ -22,6 +22,7 @@ from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.work import Work
+from dtrain.runtime.config import mpi_world_size
 
 
 def _mpi() -> Any:
@@ -40,6 +41,21 @@ def _ranks_on_this_host(comm: Any) -> int:
         local.Free()
 
 
+def _check_launcher(comm: Any) -> None:
+    """Refuse a world smaller than the one ``mpiexec`` started. mpi4py built against Open MPI
+    and started by MPICH's ``mpiexec`` (the mpich wheel's) makes every rank a world of one,
+    computing alone instead of failing; the other way round, MPICH aborts in MPI_Init."""
+    started, size = mpi_world_size(), comm.Get_size()
+    if started is not None and started != size:
+        library = _mpi().Get_library_version().replace("\x00", "").strip().splitlines()[0]
+        raise RuntimeError(
+            f"mpiexec started {started} ranks but MPI sees a world of {size}: mpi4py is built "
+            f"against {library!r}, not the MPI of this mpiexec; run that MPI's mpiexec, or "
+            "rebuild mpi4py against this one: env MPICC=$(which mpicc) pip install "
+            "--no-binary mpi4py --no-cache-dir mpi4py"
+        )
+
+
 class MpiGroup(ProcessGroup):
     """A process group over an MPI communicator (CPU arrays)."""
 
@@ -48,6 +64,8 @@ class MpiGroup(ProcessGroup):
     def __init__(
         self, comm: Any, timeout: float, debug: bool = False, ranks: list[int] | None = None
     ) -> None:
+        if comm is _mpi().COMM_WORLD:
+            _check_launcher(comm)
         self.comm, self.debug = comm, debug
         size = comm.Get_size()
         super().__init__(comm.Get_rank(), size, timeout, ranks or list(range(size)))
@@ -102,6 +120,12 @@ class MpiGroup(ProcessGroup):
         """MPI has no float16: reduce such buffers as float32."""
         return flat.astype(np.float32) if flat.dtype == np.float16 else flat
 
+    @staticmethod
+    def _bits(flat: Any) -> Any:
+        """float16 as its bits (a view) for the ops that only move data: Open MPI has no
+        float16 datatype (mpi4py raises KeyError "cannot map 'e'"), MPICH only as an extension."""
+        return flat.view(np.uint16) if flat.dtype == np.float16 else flat
+
     def _all_reduce(self, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
         self._check_signature("all_reduce", seq, flat, int(op), deadline)
         buffer = self._wide(flat)
@@ -112,11 +136,12 @@ class MpiGroup(ProcessGroup):
 
     def _broadcast(self, flat: Any, root: int, deadline: float, seq: int) -> None:
         self._check_signature("broadcast", seq, flat, root, deadline)
-        self._wait(self.comm.Ibcast(flat, root=root), "broadcast", seq, deadline)
+        self._wait(self.comm.Ibcast(self._bits(flat), root=root), "broadcast", seq, deadline)
 
     def _all_gather(self, out: Any, flat: Any, deadline: float, seq: int) -> None:
         self._check_signature("all_gather", seq, flat, 0, deadline)
-        self._wait(self.comm.Iallgather(flat, out), "all_gather", seq, deadline)
+        request = self.comm.Iallgather(self._bits(flat), self._bits(out))
+        self._wait(request, "all_gather", seq, deadline)
 
     def _reduce_scatter(self, out: Any, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
         self._check_signature("reduce_scatter", seq, flat, int(op), deadline)
@@ -129,7 +154,7 @@ class MpiGroup(ProcessGroup):
     def _post_send(self, array: Any, dst: int, tag: int, timeout: float | None) -> Work:
         self._raise_if_broken("send")
         flat = np.ascontiguousarray(array).reshape(-1)  # kept alive by the Work until sent
-        request = self.comm.Isend(flat, dest=dst, tag=tag)
+        request = self.comm.Isend(self._bits(flat), dest=dst, tag=tag)
         return _PointToPoint(self, f"send to rank {self.ranks[dst]}", request, timeout, flat)
 
     def _post_recv(self, array: Any, src: int | None, tag: int, timeout: float | None) -> Work:
@@ -137,7 +162,7 @@ class MpiGroup(ProcessGroup):
         direct = array.flags.c_contiguous
         flat = array.reshape(-1) if direct else np.empty(array.size, array.dtype)
         source = _mpi().ANY_SOURCE if src is None else src
-        request = self.comm.Irecv(flat, source=source, tag=tag)
+        request = self.comm.Irecv(self._bits(flat), source=source, tag=tag)
         label = f"recv from rank {'any' if src is None else self.ranks[src]}"
         copy_back = None if direct else lambda: array.__setitem__(..., flat.reshape(array.shape))
         return _PointToPoint(self, label, request, timeout, flat, copy_back, receiving=True)

@@ -214,3 +214,22 @@ def init_only(timeout: float = 5, backend: str | None = "tcp") -> dict:
     }
     dist.destroy_process_group()
     return result
+
+
+def placement() -> dict:
+    """Where the environment says this rank stands (``read_config``), and what MPI says."""
+    from mpi4py import MPI
+
+    from dtrain.runtime.config import read_config, under_mpiexec
+
+    config, world = read_config(), MPI.COMM_WORLD
+    local = world.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        mpi = [world.Get_rank(), world.Get_size(), local.Get_rank(), local.Get_size()]
+    finally:
+        local.Free()
+    return {
+        "config": [config.rank, config.world_size, config.local_rank, config.local_world_size],
+        "mpi": mpi,
+        "under_mpiexec": under_mpiexec(),
+    }

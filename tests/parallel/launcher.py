@@ -2,10 +2,12 @@
 
 ``run_tcp(n, "workers:fn", args)`` starts ``n`` Python processes with torchrun's environment
 (RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT=<a free port>, DTRAIN_SECRET);
-``run_mpi(n, ...)`` starts them with ``mpiexec -n n``. Each process runs this file as a script,
-calls ``fn(**args)`` from ``tests/parallel/<module>.py`` and writes its return value, or the
-exception it raised, as JSON to ``<out>/rank<r>.json``. A per-launch wall-clock guard kills
-every process still alive, so a bug can fail a test but never hang CI.
+``run_mpi(n, ...)`` starts them with the ``mpiexec`` next to this Python (the mpich wheel's,
+or a link to Open MPI's, with the options ``dtrain.launch.mpiexec`` adds for that one). Each
+process runs this file as a script, calls ``fn(**args)`` from ``tests/parallel/<module>.py``
+and writes its return value, or the exception it raised, as JSON to ``<out>/rank<r>.json``.
+A per-launch wall-clock guard kills every process still alive, so a bug can fail a test but
+never hang CI.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 GUARD_S = 90.0  # the default wall-clock guard of one launch
+# The skip reason where have_mpiexec() is False.
+NO_MPIEXEC = "needs mpi4py and an mpiexec next to Python (pip install mpich, or link Open MPI's)"
 # Variables a worker must not inherit from the pytest process (or an outer launcher).
 _CLEARED = (
     "RANK",
@@ -44,10 +48,16 @@ _CLEARED = (
     "DTRAIN_TIMEOUT",
     "PMI_RANK",
     "PMI_SIZE",
-    "OMPI_COMM_WORLD_RANK",
-    "PMIX_RANK",
     "MPI_LOCALRANKID",
+    "MPI_LOCALNRANKS",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+    "OMPI_COMM_WORLD_LOCAL_SIZE",
+    "PMIX_RANK",
 )
+# Where each launcher puts a rank's number: ours and torchrun's, MPICH's Hydra, Open MPI's.
+_RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK")
 
 
 @dataclass
@@ -210,7 +220,7 @@ def run_tcp(
 
 
 def have_mpiexec() -> bool:
-    """True when the mpich wheel's mpiexec sits next to this Python, and mpi4py imports."""
+    """True when an mpiexec sits next to this Python, and mpi4py imports."""
     return MPIEXEC.exists() and importlib.util.find_spec("mpi4py") is not None
 
 
@@ -222,14 +232,17 @@ def run_mpi(
     guard: float = GUARD_S,
 ) -> Launch:
     """Start ``world_size`` ranks with ``mpiexec -n world_size`` running ``target``."""
+    from dtrain.launch.mpiexec import local_command
+
     start = time.monotonic()
+    prefix, launcher_env = local_command(MPIEXEC, world_size)
     with tempfile.TemporaryDirectory(prefix="dtrain-test-") as tmp:
         out = Path(tmp)
-        command = [str(MPIEXEC), "-n", str(world_size), *_command(target, args, out, guard)]
         with open(out / "mpiexec.log", "w+b") as log:
             proc = subprocess.Popen(
-                command,
-                env=_base_env(env),
+                [*prefix, *_command(target, args, out, guard)],
+                env=_base_env({**launcher_env, **(env or {})}),
+                stdin=subprocess.DEVNULL,  # mpiexec forwards its stdin to rank 0
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -260,7 +273,7 @@ def _describe_exception(exc: BaseException) -> dict:
 
 def _worker_main(spec_json: str) -> None:
     spec = json.loads(spec_json)
-    rank = int(os.environ.get("RANK") or os.environ.get("PMI_RANK") or 0)
+    rank = int(next((os.environ[v] for v in _RANK_VARIABLES if os.environ.get(v)), 0))
     # A hung worker prints every thread's stack and exits shortly before the launcher's guard.
     faulthandler.dump_traceback_later(max(1.0, spec["guard"] - 3), exit=True)
     module_name, _, function = spec["target"].partition(":")

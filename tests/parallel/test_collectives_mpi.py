@@ -1,16 +1,14 @@
 """Every collective on the mpi backend: the same sweep as the tcp tests, under ``mpiexec``
-(the mpich wheel's, next to this Python)."""
+(the one next to this Python: the mpich wheel's, or Open MPI's)."""
 
 from __future__ import annotations
 
 import pytest
-from launcher import have_mpiexec, run_mpi
+from launcher import NO_MPIEXEC, have_mpiexec, run_mpi
 
 import dtrain as dt
 
-pytestmark = pytest.mark.skipif(
-    not have_mpiexec(), reason="needs mpi4py and the mpich wheel's mpiexec (pip install mpich)"
-)
+pytestmark = pytest.mark.skipif(not have_mpiexec(), reason=NO_MPIEXEC)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])

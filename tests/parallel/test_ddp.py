@@ -1,7 +1,7 @@
 """DistributedDataParallel equals one process on the global batch (real processes)."""
 
 import pytest
-from launcher import have_mpiexec, run_mpi, run_tcp
+from launcher import NO_MPIEXEC, have_mpiexec, run_mpi, run_tcp
 
 FLOAT32_SLACK = 2e-5  # float32 round-off: averaging per-rank means vs one global mean
 
@@ -41,7 +41,7 @@ def test_char_gpt_matches():
         assert value["worst"] < FLOAT32_SLACK
 
 
-@pytest.mark.skipif(not have_mpiexec(), reason="needs mpi4py and the mpich wheel")
+@pytest.mark.skipif(not have_mpiexec(), reason=NO_MPIEXEC)
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_mlp_and_cnn_match_under_mpiexec(world):
     for kind in ("mlp", "cnn"):

@@ -10,11 +10,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from launcher import have_mpiexec, run_mpi, run_tcp
+from launcher import NO_MPIEXEC, have_mpiexec, run_mpi, run_tcp
 
-requires_mpi = pytest.mark.skipif(
-    not have_mpiexec(), reason="needs mpi4py and the mpich wheel's mpiexec (pip install mpich)"
-)
+requires_mpi = pytest.mark.skipif(not have_mpiexec(), reason=NO_MPIEXEC)
 SOCKETS = {"DTRAIN_SHM": "0"}  # same-host groups otherwise use shared memory
 TRANSPORTS = pytest.mark.parametrize("env", [{}, SOCKETS], ids=["default", "sockets"])
 

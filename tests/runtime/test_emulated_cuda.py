@@ -157,3 +157,42 @@ def test_attention_on_the_cuda_path_matches_the_cpu(emulator, lengths):
     assert launches["kernel scaled_softmax_forward"] == 1
     for got, expected in zip(results["cuda"], results["cpu"]):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def _example(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return module
+
+
+def test_examples_train_on_the_cuda_device(emulator, tmp_path, monkeypatch):
+    # --device auto picks the (emulated) GPU; model, batches, evaluation, checkpoints and
+    # sampling all run there.
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    mlp = _example("mlp_digits")
+    options = ["--epochs", "2", "--quiet", "--hidden", "32", "--lr", "1e-2", "--dropout", "0"]
+    on_gpu = mlp.train(mlp.parse(options))
+    on_cpu = mlp.train(mlp.parse([*options, "--device", "cpu"]))
+    assert next(on_gpu["model"].parameters()).is_cuda
+    assert not next(on_cpu["model"].parameters()).is_cuda
+    assert on_gpu["loss"] == pytest.approx(on_cpu["loss"], rel=1e-3)
+    assert (
+        on_gpu["accuracy"] == pytest.approx(on_cpu["accuracy"], abs=0.01)
+        and on_gpu["accuracy"] > 0.9
+    )
+    gpt = _example("char_gpt")
+    checkpoint = str(tmp_path / "gpt.safetensors")
+    options = ["--steps", "4", "--corpus-chars", "4000", "--block", "8", "--embed", "16",
+               "--layers", "1", "--heads", "2", "--eval-every", "2", "--eval-batches", "1",
+               "--sample-chars", "5", "--quiet", "--checkpoint", checkpoint]  # fmt: skip
+    on_gpu = gpt.train(gpt.parse([*options, "--device", "cuda"]))
+    vocab, embed = dt.load(checkpoint)["model"]["head.weight"].shape  # saved from the GPU
+    assert embed == 16
+    on_cpu = gpt.train(gpt.parse([*options, "--device", "cpu"]))
+    assert on_gpu["val_loss"] == pytest.approx(on_cpu["val_loss"], rel=1e-4)
+    assert on_gpu["val_loss"] < np.log(vocab)  # below chance after 4 steps
