@@ -29,6 +29,7 @@ from harness import import_example, set_numpy_threads
 import dtrain as dt
 import dtrain.nn as nn
 import dtrain.nn.functional as F
+from dtrain.runtime.config import read_config
 
 HERE = Path(__file__).resolve().parent
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -104,7 +105,7 @@ def run_rank(spec: dict) -> dict:
     set_numpy_threads(1)  # ranks share 2 cores; OpenBLAS's 2 threads collapse under load
     mode, kind = spec["mode"], spec["model"]
     distributed = mode in ("tcp", "mpi")
-    rank = int(os.environ.get("RANK") or os.environ.get("PMI_RANK") or 0)
+    rank = read_config().rank or 0  # torchrun's RANK, or MPICH's / Open MPI's variables
     model = make_model(kind)
     if distributed:
         dist.init_process_group(mode)

@@ -36,7 +36,8 @@ from pathlib import Path
 
 TRIVIAL = r"""
 import os, sys, time
-rank = int(os.environ.get("RANK") or os.environ.get("PMI_RANK") or 0)
+rank = int(os.environ.get("RANK") or os.environ.get("PMI_RANK")
+           or os.environ.get("OMPI_COMM_WORLD_RANK") or 0)
 print(f"ready {rank}", flush=True)
 steps = int(sys.argv[1])
 if steps:
