@@ -149,7 +149,7 @@ def unigram_loss(train: np.ndarray, val: np.ndarray, vocab: int) -> float:
 
 def train(args: argparse.Namespace) -> dict:
     device = common.pick_device(args.device)
-    rank, _world = common.setup_distributed()
+    rank, _world = common.setup_distributed(device)
     dt.manual_seed(args.seed)
     text = load_corpus(args.corpus_chars)
     chars = sorted(set(text))

@@ -15,10 +15,11 @@ import dtrain as dt
 from dtrain.runtime import default_generator
 
 
-def setup_distributed() -> tuple[int, int]:
+def setup_distributed(device: dt.device) -> tuple[int, int]:
     """Join the job's process group when the environment says this is one rank of several
     (``dtrain launch``, torchrun's variables, or ``mpiexec``); returns (rank, world size).
-    A plain ``python script.py`` stays a single process."""
+    A plain ``python script.py`` stays a single process. The backend suits ``device``: nccl
+    for a GPU, else mpi under mpiexec or tcp (unless DTRAIN_BACKEND / --backend says)."""
     from dtrain.runtime.config import read_config, under_mpiexec
 
     config = read_config()
@@ -26,7 +27,11 @@ def setup_distributed() -> tuple[int, int]:
         import dtrain.parallel as dist
 
         if not dist.is_initialized():
-            dist.init_process_group()
+            backend = config.backend
+            if backend is None:
+                cpu_backend = "mpi" if under_mpiexec() else "tcp"
+                backend = "nccl" if device.type == "cuda" else cpu_backend
+            dist.init_process_group(backend)
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 

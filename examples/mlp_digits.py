@@ -52,7 +52,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def train(args: argparse.Namespace) -> dict:
     """Train; returns the final epoch's mean loss and the test accuracy."""
     device = common.pick_device(args.device)
-    _rank, world = common.setup_distributed()
+    _rank, world = common.setup_distributed(device)
     dt.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = common.digits(seed=args.seed)
     data_rng = dt.Generator().manual_seed(args.seed)
