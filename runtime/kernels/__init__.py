@@ -28,6 +28,7 @@ from dtrain.runtime.kernels.layer_norm import (
     layer_norm_forward,
     layer_norm_forward_reference,
 )
+from dtrain.runtime.kernels.relu import relu_backward, relu_backward_reference
 from dtrain.runtime.kernels.sgd import sgd_multi_tensor, sgd_reference
 from dtrain.runtime.kernels.softmax import (
     scaled_softmax_backward,
@@ -57,6 +58,8 @@ __all__ = [
     "layer_norm_backward_reference",
     "layer_norm_forward",
     "layer_norm_forward_reference",
+    "relu_backward",
+    "relu_backward_reference",
     "scale_",
     "scale_cast",
     "scale_reference",

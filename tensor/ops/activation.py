@@ -10,6 +10,7 @@ from dtrain._tensor.ops.unary import _float
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.kernels import gelu as _gelu_kernels
+from dtrain.runtime.kernels import relu as _relu_kernels
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -46,6 +47,8 @@ class Sigmoid(Op):
 
 
 class Relu(Op):
+    """ReLU; on CUDA, backward is one kernel (``dtrain.runtime.kernels.relu``)."""
+
     reads_output = True
 
     def forward(self, x: Any) -> Any:
@@ -53,7 +56,10 @@ class Relu(Op):
         return self.out
 
     def backward(self, grad: Any) -> tuple:
-        return (grad * (self.out > 0),)
+        out = self.out
+        if is_cuda_array(out) and _relu_kernels.supported(out):
+            return (_relu_kernels.relu_backward(grad, out),)
+        return (grad * (out > 0),)
 
 
 def erf(x: Any) -> Any:

@@ -33,12 +33,15 @@ from dtrain.runtime.kernels import (
     gelu,
     grad_norm,
     layer_norm,
+    relu,
     sgd,
     softmax,
     unscale,
 )
 
-KERNEL_MODULES = (adam, bucket, cross_entropy, gelu, grad_norm, layer_norm, sgd, softmax, unscale)
+KERNEL_MODULES = (
+    adam, bucket, cross_entropy, gelu, grad_norm, layer_norm, relu, sgd, softmax, unscale
+)  # fmt: skip
 _counts: collections.Counter | None = None  # the running emulator's tally, when counting
 
 
@@ -272,6 +275,10 @@ def _gelu_backward(grad, x, bias, bias_size, grad_x, n, tanh_form):
     _np(grad_x)[...] = K.gelu_backward_reference(_np(grad), *args)
 
 
+def _relu_backward(grad, out, grad_x, n):
+    _np(grad_x)[...] = K.relu_backward_reference(_np(grad), _np(out))
+
+
 def _softmax_forward(x, y, rows, cols, causal, scale):
     _np(y)[...] = K.scaled_softmax_forward_reference(_np(x), float(scale), int(causal))
 
@@ -346,6 +353,7 @@ KERNELS: dict[str, Callable] = {
     "cross_entropy_mean": _cross_entropy_mean,
     "gelu_forward": _gelu_forward,
     "gelu_backward": _gelu_backward,
+    "relu_backward": _relu_backward,
     "scaled_softmax_forward": _softmax_forward,
     "scaled_softmax_backward": _softmax_backward,
     "sum_squares_multi_tensor": _sum_squares,

@@ -196,3 +196,34 @@ def test_examples_train_on_the_cuda_device(emulator, tmp_path, monkeypatch):
     on_cpu = gpt.train(gpt.parse([*options, "--device", "cpu"]))
     assert on_gpu["val_loss"] == pytest.approx(on_cpu["val_loss"], rel=1e-4)
     assert on_gpu["val_loss"] < np.log(vocab)  # below chance after 4 steps
+
+
+def test_relu_mlp_step_matches_the_cpu_and_counts_its_launches(emulator):
+    # The bench's small-MLP step (Linear/ReLU x 3, cross-entropy, SGD) at test sizes.
+    dt.manual_seed(0)
+    cpu = nn.Sequential(
+        nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)
+    )
+    gpu = nn.Sequential(
+        nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)
+    )
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda")
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((8, 12)).astype(np.float32), rng.integers(0, 4, 8)
+    losses = {}
+    for device, model in (("cpu", cpu), ("cuda", gpu)):
+        optimizer = dt.optim.SGD(model.parameters(), lr=0.1)
+        xd, yd = dt.tensor(x, device=device), dt.tensor(y, device=device)
+        for _ in range(3):
+            with emulator.counting() as launches:
+                optimizer.zero_grad(set_to_none=True)
+                loss = F.cross_entropy(model(xd), yd)
+                loss.backward()
+                optimizer.step()
+            losses.setdefault(device, []).append(loss.item())
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-6)
+    # 3 products forward and 5 backward, 3 bias adds and 3 bias sums, 2 ReLUs each way,
+    # cross-entropy 3 (loss, mean, gradient), the backward's seed, one SGD launch.
+    assert launches["kernel relu_backward"] == 2
+    assert Emulator.total(launches) <= 23, dict(launches.most_common())

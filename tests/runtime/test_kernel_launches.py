@@ -20,12 +20,13 @@ from dtrain.runtime.kernels import (
     gelu,
     grad_norm,
     layer_norm,
+    relu,
     sgd,
     softmax,
     unscale,
 )
 
-MODULES = (adam, bucket, cross_entropy, gelu, grad_norm, layer_norm, sgd, softmax, unscale)
+MODULES = (adam, bucket, cross_entropy, gelu, grad_norm, layer_norm, relu, sgd, softmax, unscale)
 DTYPES = [np.float32, np.float64, np.float16]
 
 
@@ -78,7 +79,8 @@ def test_row_kernels(launches, dtype):
     for causal in (0, 5):
         y = K.scaled_softmax_forward(x, 0.5, causal)
         K.scaled_softmax_backward(_rand((5, 7), dtype, 5), y, 0.5)
-    assert len(launches) == 4 + 1 + 3 + 3 + 8 + 4
+    K.relu_backward(_rand((5, 7), dtype, 6), x)
+    assert len(launches) == 4 + 1 + 3 + 3 + 8 + 4 + 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)

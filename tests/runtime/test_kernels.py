@@ -66,6 +66,7 @@ def test_registry_lists_every_kernel_module():
         "gelu",
         "grad_norm",
         "layer_norm",
+        "relu",
         "sgd",
         "softmax",
         "unscale",
@@ -312,6 +313,16 @@ def test_scale_reference():
     assert kernels.scale_reference(flat, 0.25, np.float16).dtype == np.float16
 
 
+def test_relu_reference_matches_cpu_op():
+    rng = np.random.default_rng(7)
+    xa, upstream = rng.standard_normal((6, 9)), rng.standard_normal((6, 9))
+    xa[0, :3] = 0.0  # the kink: no gradient, as PyTorch
+    x = _leaf(xa)
+    out = F.relu(x)
+    (out * dt.tensor(upstream)).sum().backward()
+    np.testing.assert_array_equal(_np(x.grad), kernels.relu_backward_reference(upstream, _np(out)))
+
+
 def test_cross_entropy_mean_reference_matches_cpu_op():
     rng = np.random.default_rng(6)
     logits, upstream = rng.standard_normal((9, 5)), 0.75
@@ -511,6 +522,17 @@ def test_gpu_sgd_multi_tensor(cp, options, dtype):
             kernels.sgd_reference(ref_p[i], g, ref_b[i], first=step == 1, **opts)
     for got, want in zip(dev_p, ref_p):
         _close(got, want, dtype, 10)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gpu_relu_backward(cp, dtype):
+    rng = np.random.default_rng(19)
+    out = np.maximum(rng.standard_normal(100003), 0).astype(dtype)
+    grad = rng.standard_normal(100003).astype(dtype)
+    got = kernels.relu_backward(cp.asarray(grad), cp.asarray(out))
+    np.testing.assert_array_equal(_np(got), kernels.relu_backward_reference(grad, out))
 
 
 @pytest.mark.gpu
