@@ -83,9 +83,17 @@ if "$python" -c "import pytest_timeout" 2>/dev/null; then
 fi
 
 unfinished() {  # the tests a -v log shows started but not finished (xdist or not)
-  awk '$1 ~ /::/ { started[$1] = 1; if ($2 ~ /^(PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)$/) done[$1] = 1 }
-       $1 ~ /^\[gw[0-9]+\]$/ && $0 ~ /%\] (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS) / { done[$NF] = 1 }
-       END { for (t in started) if (!(t in done)) print t }' "$1" | sort
+  # A test id may hold spaces (parametrize ids), so it is cut around the status word:
+  # "id PASSED [ 5%]" (plain), "[gw0] [ 5%] PASSED id" (xdist), a bare "id" (started).
+  awk -v status='(PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)' '
+    /^=+ (warnings summary|slowest|short test summary)/ { exit }  # then ids are not runs
+    $0 !~ /::/ || $0 ~ ("^" status " ") { next }
+    match($0, "^[[]gw[0-9]+[]] [[] *[0-9]+%[]] " status " ") {
+      done[substr($0, RLENGTH + 1)] = 1; next
+    }
+    match($0, " " status "( |$)") { id = substr($0, 1, RSTART - 1); started[id] = done[id] = 1; next }
+    { id = $0; sub(/ +$/, "", id); started[id] = 1 }
+    END { for (t in started) if (!(t in done)) print t }' "$1" | sort
 }
 
 phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summarise
@@ -102,7 +110,7 @@ phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summ
     echo "## $name: exit $rc in $((SECONDS - start)) s"
     echo '```'
     # Not pytest -v's per-test lines: test names say "error" too.
-    grep -E "passed|failed|error|FAILED|ERROR" "$out/$name.log" |
+    grep -E "passed|failed|skipped|error|FAILED|ERROR" "$out/$name.log" |
       grep -vE '^\[gw[0-9]+\] |^[^ ]+::[^ ]+( |$)' | tail -25
     if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
       echo "still running at the limit:"
