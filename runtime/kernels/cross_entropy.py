@@ -231,11 +231,14 @@ def cross_entropy_backward_reference(
 ) -> np.ndarray:
     """numpy ``cross_entropy_backward``, computed in float64."""
     if divisor is not None:
-        scale = np.asarray(scale, np.float64) / np.float64(divisor)
+        with np.errstate(divide="ignore"):  # a count of 0: every row is ignored anyway
+            scale = np.asarray(scale, np.float64) / np.float64(divisor)
     x = logits.astype(np.float64)
     keep = target != ignore_index
     onehot = np.zeros_like(x)
     np.put_along_axis(onehot, np.where(keep, target, 0)[:, None], 1.0, axis=-1)
     scale = np.broadcast_to(np.asarray(scale, np.float64).reshape(-1), target.shape)
-    grad = (np.exp(x - lse[:, None].astype(np.float64)) - onehot) * (scale * keep)[:, None]
+    # Ignored rows get exactly 0, as the kernel skips them (not inf * 0 for a count of 0).
+    row_scale = np.where(keep, scale, 0.0)[:, None]
+    grad = (np.exp(x - lse[:, None].astype(np.float64)) - onehot) * row_scale
     return grad.astype(logits.dtype)

@@ -140,6 +140,15 @@ def test_cross_entropy_ignore_index_and_one_sample(data):
     assert got.item() == pytest.approx(-(data["p"][0] * log_softmax(one)).sum())
 
 
+def test_cross_entropy_with_every_target_ignored_is_nan_with_zero_gradient(data):
+    # As PyTorch: the mean over no samples is NaN, and no sample sends back a gradient.
+    x = leaf(data["x"])
+    loss = F.cross_entropy(x, dt.tensor(np.full(len(data["x"]), -100)))
+    loss.backward()
+    assert np.isnan(loss.item())
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros_like(data["x"]))
+
+
 def test_cross_entropy_equals_nll_of_log_softmax(data):
     x, t, w = data["x"], data["t"], data["w"]
     a = F.cross_entropy(leaf(x), dt.tensor(t), dt.tensor(w))

@@ -227,3 +227,11 @@ def test_relu_mlp_step_matches_the_cpu_and_counts_its_launches(emulator):
     # cross-entropy 3 (loss, mean, gradient), the backward's seed, one SGD launch.
     assert launches["kernel relu_backward"] == 2
     assert Emulator.total(launches) <= 23, dict(launches.most_common())
+
+
+def test_cross_entropy_with_every_target_ignored_on_the_cuda_path(emulator):
+    x = dt.tensor(np.ones((4, 3), np.float32), device="cuda", requires_grad=True)
+    loss = F.cross_entropy(x, dt.tensor([-100] * 4, device="cuda"))
+    loss.backward()
+    assert np.isnan(loss.item())
+    np.testing.assert_array_equal(x.grad.cpu().numpy(), np.zeros((4, 3)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops.activation import softplus
@@ -114,7 +116,8 @@ class CrossEntropy(Op):
         if reduction == "sum":
             return loss.sum()
         self.denominator = denominator
-        return loss.sum() / denominator
+        with np.errstate(divide="ignore", invalid="ignore"):  # every target ignored: NaN
+            return loss.sum() / denominator
 
     def _fused_forward(self, logits: Any, target: Any, ignore_index: int, reduction: str) -> Any:
         self.fused, self.reduction, self.ignore_index = True, reduction, ignore_index
@@ -146,7 +149,12 @@ class CrossEntropy(Op):
         elif self.reduction == "sum":
             scaled = local * grad
         else:
-            scaled = local * (grad / self.denominator)
+            # Nothing counted (every target ignored): the loss is NaN but, as in PyTorch,
+            # the gradient is 0, not 0 * inf. Decided on the device: no host read.
+            xp = get_array_module(local)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                factor = xp.where(self.denominator == 0, 0, grad / self.denominator)
+            scaled = local * factor.astype(local.dtype, copy=False)
         return scaled, None, None
 
 
