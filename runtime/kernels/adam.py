@@ -43,49 +43,42 @@ __global__ void adam_multi_tensor(const TensorList list, int n, double lr, doubl
     const A a_eps = (A)eps, a_wd = (A)weight_decay, a_decay = (A)(1.0 - lr * weight_decay);
     const A a_beta2 = (A)beta2, a_one_minus_beta2 = (A)(1.0 - beta2);
     const A weight = (A)(1.0 - beta1);
-    long long base = 0;
-    for (int t = 0; t < n; ++t) {
-        const long long size = list.size[t];
+    for_each_owned_chunk(list, n, [&](int t, long long first, long long last) {
         T* p = list_ptr<T>(list, 0, t);
         const T* g = list_ptr<T>(list, 1, t);
         T* m = list_ptr<T>(list, 2, t);
         T* v = list_ptr<T>(list, 3, t);
         T* v_max = list_ptr<T>(list, 4, t);
         double step_size = step_size_host, bias_correction2_sqrt = bias_correction2_sqrt_host;
-        if (capturable) {
+        if (capturable) {  // per chunk, not per tensor: a few flops per 16384 elements
             const double step = (double)*list_ptr<float>(list, 5, t);
             step_size = lr / (1.0 - pow(beta1, step));
             bias_correction2_sqrt = sqrt(1.0 - pow(beta2, step));
         }
         const A a_step_size = (A)step_size, a_bc2 = (A)bias_correction2_sqrt;
-        for (long long c = first_owned(base); c < base + chunk_count(size); c += gridDim.x) {
-            const long long first = (c - base) * CHUNK;
-            const long long last = first + CHUNK < size ? first + CHUNK : size;
-            for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
-                A pi = to_acc(p[i]);
-                A gi = to_acc(g[i]);
-                if (maximize) gi = -gi;
-                if (weight_decay != 0.0) {
-                    if (decoupled) pi *= a_decay;
-                    else gi += a_wd * pi;
-                }
-                A mi = to_acc(m[i]);
-                // lerp in PyTorch's two-sided form (exact at both ends)
-                mi = weight < A(0.5) ? mi + weight * (gi - mi) : gi - (gi - mi) * (A(1) - weight);
-                A vi = to_acc(v[i]) * a_beta2 + a_one_minus_beta2 * gi * gi;
-                m[i] = from_acc<T>(mi);
-                v[i] = from_acc<T>(vi);
-                if (amsgrad) {
-                    const A old = to_acc(v_max[i]);
-                    vi = old > vi ? old : vi;
-                    v_max[i] = from_acc<T>(vi);
-                }
-                const A denom = dt_sqrt(vi) / a_bc2 + a_eps;
-                p[i] = from_acc<T>(pi - (mi * a_step_size) / denom);
+        for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
+            A pi = to_acc(p[i]);
+            A gi = to_acc(g[i]);
+            if (maximize) gi = -gi;
+            if (weight_decay != 0.0) {
+                if (decoupled) pi *= a_decay;
+                else gi += a_wd * pi;
             }
+            A mi = to_acc(m[i]);
+            // lerp in PyTorch's two-sided form (exact at both ends)
+            mi = weight < A(0.5) ? mi + weight * (gi - mi) : gi - (gi - mi) * (A(1) - weight);
+            A vi = to_acc(v[i]) * a_beta2 + a_one_minus_beta2 * gi * gi;
+            m[i] = from_acc<T>(mi);
+            v[i] = from_acc<T>(vi);
+            if (amsgrad) {
+                const A old = to_acc(v_max[i]);
+                vi = old > vi ? old : vi;
+                v_max[i] = from_acc<T>(vi);
+            }
+            const A denom = dt_sqrt(vi) / a_bc2 + a_eps;
+            p[i] = from_acc<T>(pi - (mi * a_step_size) / denom);
         }
-        base += chunk_count(size);
-    }
+    });
 }
 
 // Capturable mode: step[t] += 1 for every tensor of the list, before the update reads it.

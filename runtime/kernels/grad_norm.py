@@ -26,20 +26,13 @@ template <typename T>
 __global__ void sum_squares_multi_tensor(const TensorList list, int n, double* total) {
     __shared__ double scratch[32];
     double acc = 0;
-    long long base = 0;
-    for (int t = 0; t < n; ++t) {
-        const long long size = list.size[t];
+    for_each_owned_chunk(list, n, [&](int t, long long first, long long last) {
         const T* g = list_ptr<T>(list, 0, t);
-        for (long long c = first_owned(base); c < base + chunk_count(size); c += gridDim.x) {
-            const long long first = (c - base) * CHUNK;
-            const long long last = first + CHUNK < size ? first + CHUNK : size;
-            for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
-                const double v = (double)to_acc(g[i]);
-                acc += v * v;
-            }
+        for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
+            const double v = (double)to_acc(g[i]);
+            acc += v * v;
         }
-        base += chunk_count(size);
-    }
+    });
     acc = block_sum(acc, scratch);
     if (threadIdx.x == 0) atomicAdd(total, acc);
 }
@@ -54,19 +47,12 @@ __global__ void clip_multi_tensor(const TensorList list, int n, const double* to
     const double factor = max_norm / (sqrt(*total) + 1e-6);
     if (!(factor < 1.0)) return;
     const A a_factor = (A)factor;
-    long long base = 0;
-    for (int t = 0; t < n; ++t) {
-        const long long size = list.size[t];
+    for_each_owned_chunk(list, n, [&](int t, long long first, long long last) {
         T* g = list_ptr<T>(list, 0, t);
-        for (long long c = first_owned(base); c < base + chunk_count(size); c += gridDim.x) {
-            const long long first = (c - base) * CHUNK;
-            const long long last = first + CHUNK < size ? first + CHUNK : size;
-            for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
-                g[i] = from_acc<T>(to_acc(g[i]) * a_factor);
-            }
+        for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
+            g[i] = from_acc<T>(to_acc(g[i]) * a_factor);
         }
-        base += chunk_count(size);
-    }
+    });
 }
 """
 )

@@ -55,6 +55,22 @@ __device__ __forceinline__ long long first_owned(long long base) {
     const long long grid = gridDim.x;
     return base + (((long long)blockIdx.x - base % grid) + grid) % grid;
 }
+
+// Calls chunk(t, first, last) for every chunk [first, last) of tensor t that this block
+// owns, tensors in order: the loop every multi-tensor kernel shares.
+template <typename Chunk>
+__device__ __forceinline__ void for_each_owned_chunk(const TensorList& list, int n,
+                                                     Chunk chunk) {
+    long long base = 0;
+    for (int t = 0; t < n; ++t) {
+        const long long size = list.size[t];
+        for (long long c = first_owned(base); c < base + chunk_count(size); c += gridDim.x) {
+            const long long first = (c - base) * CHUNK;
+            chunk(t, first, first + CHUNK < size ? first + CHUNK : size);
+        }
+        base += chunk_count(size);
+    }
+}
 """
 )
 

@@ -31,33 +31,26 @@ __global__ void sgd_multi_tensor(const TensorList list, int n, double lr, double
     typedef typename Acc<T>::type A;
     const A a_lr = (A)lr, a_momentum = (A)momentum, a_wd = (A)weight_decay;
     const A a_keep = (A)(1.0 - dampening);
-    long long base = 0;
-    for (int t = 0; t < n; ++t) {
-        const long long size = list.size[t];
+    for_each_owned_chunk(list, n, [&](int t, long long first, long long last) {
         T* p = list_ptr<T>(list, 0, t);
         const T* g = list_ptr<T>(list, 1, t);
         T* b = list_ptr<T>(list, 2, t);
-        for (long long c = first_owned(base); c < base + chunk_count(size); c += gridDim.x) {
-            const long long first = (c - base) * CHUNK;
-            const long long last = first + CHUNK < size ? first + CHUNK : size;
-            for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
-                const A pi = to_acc(p[i]);
-                A gi = to_acc(g[i]);
-                if (maximize) gi = -gi;
-                if (weight_decay != 0.0) gi += a_wd * pi;
-                if (momentum != 0.0) {
-                    A bi;
-                    if (first_step) bi = gi;
-                    else if (dampening == 0.0) bi = to_acc(b[i]) * a_momentum + gi;
-                    else bi = to_acc(b[i]) * a_momentum + gi * a_keep;
-                    b[i] = from_acc<T>(bi);
-                    gi = nesterov ? gi + bi * a_momentum : bi;
-                }
-                p[i] = from_acc<T>(pi - gi * a_lr);
+        for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
+            const A pi = to_acc(p[i]);
+            A gi = to_acc(g[i]);
+            if (maximize) gi = -gi;
+            if (weight_decay != 0.0) gi += a_wd * pi;
+            if (momentum != 0.0) {
+                A bi;
+                if (first_step) bi = gi;
+                else if (dampening == 0.0) bi = to_acc(b[i]) * a_momentum + gi;
+                else bi = to_acc(b[i]) * a_momentum + gi * a_keep;
+                b[i] = from_acc<T>(bi);
+                gi = nesterov ? gi + bi * a_momentum : bi;
             }
+            p[i] = from_acc<T>(pi - gi * a_lr);
         }
-        base += chunk_count(size);
-    }
+    });
 }
 """
 )

@@ -29,21 +29,14 @@ __global__ void unscale_multi_tensor(const TensorList list, int n, float inv_sca
     typedef typename Acc<T>::type A;
     const A factor = (A)inv_scale;
     bool bad = false;
-    long long base = 0;
-    for (int t = 0; t < n; ++t) {
-        const long long size = list.size[t];
+    for_each_owned_chunk(list, n, [&](int t, long long first, long long last) {
         T* g = list_ptr<T>(list, 0, t);
-        for (long long c = first_owned(base); c < base + chunk_count(size); c += gridDim.x) {
-            const long long first = (c - base) * CHUNK;
-            const long long last = first + CHUNK < size ? first + CHUNK : size;
-            for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
-                const A v = to_acc(g[i]);
-                bad |= !dt_isfinite(v);
-                g[i] = from_acc<T>(v * factor);
-            }
+        for (long long i = first + threadIdx.x; i < last; i += blockDim.x) {
+            const A v = to_acc(g[i]);
+            bad |= !dt_isfinite(v);
+            g[i] = from_acc<T>(v * factor);
         }
-        base += chunk_count(size);
-    }
+    });
     if (bad) *found = __int_as_float(0x7f800000);
 }
 """

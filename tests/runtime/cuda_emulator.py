@@ -22,26 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from kernel_signatures import FakeCupyArray, _Device, _Pointer, check_launch
+from kernel_signatures import KERNEL_MODULES, FakeCupyArray, _Device, _Pointer, check_launch
 
 from dtrain.runtime import backend, cublas
 from dtrain.runtime import kernels as K
-from dtrain.runtime.kernels import (
-    adam,
-    bucket,
-    cross_entropy,
-    gelu,
-    grad_norm,
-    layer_norm,
-    relu,
-    sgd,
-    softmax,
-    unscale,
-)
 
-KERNEL_MODULES = (
-    adam, bucket, cross_entropy, gelu, grad_norm, layer_norm, relu, sgd, softmax, unscale
-)  # fmt: skip
 _counts: collections.Counter | None = None  # the running emulator's tally, when counting
 
 

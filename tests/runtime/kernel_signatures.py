@@ -12,13 +12,21 @@ every pointer inside a multi-tensor ``TensorList`` an array of the kernel's elem
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from dtrain.runtime import kernels
 from dtrain.runtime.kernels.multi_tensor import LIST_DTYPE
+
+#: Every kernel module (each registers one source under its own name), so that a new one is
+#: checked without being listed here.
+KERNEL_MODULES = tuple(
+    importlib.import_module(f"{kernels.__name__}.{source.name}") for source in kernels.sources()
+)
 
 _SCALARS = {
     "int": np.int32,

@@ -235,3 +235,11 @@ def test_cross_entropy_with_every_target_ignored_on_the_cuda_path(emulator):
     loss.backward()
     assert np.isnan(loss.item())
     np.testing.assert_array_equal(x.grad.cpu().numpy(), np.zeros((4, 3)))
+
+
+def test_every_kernel_has_an_emulation():
+    from cuda_emulator import KERNELS
+    from kernel_signatures import KERNEL_MODULES, signatures
+
+    declared = {name for module in KERNEL_MODULES for name in signatures(module.SOURCE.code)}
+    assert declared == set(KERNELS)
