@@ -6,6 +6,8 @@ import mlp_digits
 import numpy as np
 import pytest
 
+import dtrain as dt
+
 pytest.importorskip("sklearn", reason="the digits examples need scikit-learn (examples extra)")
 
 
@@ -20,6 +22,18 @@ def test_mlp_reaches_95_percent():
 
 def test_cnn_reaches_95_percent():
     result = cnn_digits.train(cnn_digits.parse(["--quiet"]))
+    assert result["accuracy"] >= 0.95
+
+
+needs_gpu = pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("example", [mlp_digits, cnn_digits])
+def test_digits_examples_train_on_the_gpu(example):
+    result = example.train(example.parse(["--quiet", "--device", "cuda"]))
+    assert next(result["model"].parameters()).is_cuda
     assert result["accuracy"] >= 0.95
 
 
@@ -89,3 +103,10 @@ def test_char_gpt_resumes_exactly(tmp_path):
         char_gpt.parse([*TINY_GPT, "--steps", "40", "--checkpoint", checkpoint, "--resume"])
     )
     assert resumed["val_loss"] == whole["val_loss"]
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_char_gpt_trains_on_the_gpu():
+    result = char_gpt.train(char_gpt.parse([*TINY_GPT, "--steps", "120", "--device", "cuda"]))
+    assert result["val_loss"] < result["baseline"]

@@ -1,7 +1,8 @@
 """Start real worker processes for the parallel tests, and collect what each rank returned.
 
 ``run_tcp(n, "workers:fn", args)`` starts ``n`` Python processes with torchrun's environment
-(RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT=<a free port>, DTRAIN_SECRET);
+(RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE=n, MASTER_ADDR=127.0.0.1,
+MASTER_PORT=<a free port>, DTRAIN_SECRET);
 ``run_mpi(n, ...)`` starts them with the ``mpiexec`` next to this Python (the mpich wheel's,
 or a link to Open MPI's, with the options ``dtrain.launch.mpiexec`` adds for that one). Each
 process runs this file as a script, calls ``fn(**args)`` from ``tests/parallel/<module>.py``
@@ -126,6 +127,10 @@ def _base_env(extra: dict | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
     # One BLAS thread per rank: up to five ranks share two cores.
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    # These ranks hold CPU tensors: with a GPU on the machine, local_device() (and so
+    # init_process_group() with no backend) would otherwise pick it and nccl. The GPU
+    # workers name nccl and their devices themselves.
+    env["DTRAIN_DEVICE"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     for name, value in (extra or {}).items():
         if value is None:  # None: leave the variable unset
@@ -178,6 +183,9 @@ def run_tcp(
     different secret); ``rank_args[r]`` updates rank r's keyword arguments."""
     base = {
         "WORLD_SIZE": world_size,
+        # All ranks on this host, as torchrun says: on a machine with fewer GPUs than ranks
+        # (the one-GPU device machine), local_device() then keeps them on the CPU and tcp.
+        "LOCAL_WORLD_SIZE": world_size,
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": free_port(),
         "DTRAIN_SECRET": "test-secret",
@@ -191,7 +199,7 @@ def run_tcp(
         try:
             for rank in range(world_size):
                 rank_environment = _base_env(
-                    {**base, "RANK": rank, **(rank_env or {}).get(rank, {})}
+                    {"LOCAL_RANK": rank, **base, "RANK": rank, **(rank_env or {}).get(rank, {})}
                 )
                 log = open(out / f"rank{rank}.log", "w+b")  # noqa: SIM115 - closed below
                 logs.append(log)
