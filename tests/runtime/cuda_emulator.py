@@ -296,10 +296,19 @@ def _adam_increment(struct, n):
         _np(step)[...] += 1
 
 
+def _host_step(lr: float, beta1: float, beta2: float, step_size: float, bc2: float) -> int:
+    """The step a host-step Adam launch is for: it passes only the bias corrections,
+    ``lr / (1 - beta1**step)`` and ``sqrt(1 - beta2**step)``; either one gives it back."""
+    if 0 < beta2 < 1 and bc2 < 1:
+        return round(np.log(1 - bc2 * bc2) / np.log(beta2))
+    if 0 < beta1 < 1 and lr:
+        return round(np.log(1 - lr / step_size) / np.log(beta1))
+    return 1  # both corrections are 1 at every step: any step gives the same update
+
+
 def _adam(struct, n, lr, b1, b2, eps, wd, amsgrad, maximize, decoupled, capturable, size, bc2):
     p, g, m, v, v_max, steps = _lists(struct, n)
-    # The host-step launch passes the step only through its bias corrections: recover it.
-    host_step = round(np.log(1 - float(lr) / float(size)) / np.log(float(b1))) if size else 0
+    host_step = 0 if capturable else _host_step(float(lr), float(b1), float(b2), size, bc2)
     for i in range(int(n)):
         step = float(_np(steps[i])) if capturable else host_step
         K.adam_reference(
