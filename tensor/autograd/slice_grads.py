@@ -29,7 +29,13 @@ class SliceGrads:
     def dense(self) -> Any:
         """The gradient as one new array (overlapping parts add up)."""
         first = self.parts[0][1]
-        full = get_array_module(first).zeros(self.shape, dtype=first.dtype)
+        xp = get_array_module(first)
+        if self._tiles():  # split()'s pieces: each element is written once, nothing zeroed
+            full = xp.empty(self.shape, dtype=first.dtype)
+            for key, value in self.parts:
+                full[key] = value
+            return full
+        full = xp.zeros(self.shape, dtype=first.dtype)
         for key, value in self.parts:
             view = full[key]
             if isinstance(view, np.generic):  # numpy: integers alone index a scalar copy
@@ -37,6 +43,30 @@ class SliceGrads:
             else:  # into the view: `full[key] += value` would copy it back onto itself
                 view += value
         return full
+
+    def _tiles(self) -> bool:
+        """Whether the parts are slices of one axis that cover it exactly once, as the keys
+        ``split`` and ``chunk`` make: ``(slice(None),) * axis + (slice(start, stop),)``."""
+        axis, spans = None, []
+        for key, _ in self.parts:
+            if not isinstance(key, tuple) or not key or not isinstance(key[-1], slice):
+                return False
+            if any(part != slice(None) for part in key[:-1]) or key[-1].step not in (None, 1):
+                return False
+            if axis is None:
+                axis = len(key) - 1
+            elif len(key) - 1 != axis:
+                return False
+            spans.append((key[-1].start or 0, key[-1].stop))
+        if axis >= len(self.shape):
+            return False
+        covered = 0
+        for start, stop in sorted(spans, key=lambda span: span[0]):
+            stop = self.shape[axis] if stop is None else stop
+            if start != covered or stop <= start:
+                return False
+            covered = stop
+        return covered == self.shape[axis]
 
 
 def add_grads(a: Any, b: Any) -> Any:

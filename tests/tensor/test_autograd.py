@@ -366,3 +366,24 @@ def test_slice_gradients_are_gathered_before_they_are_added(monkeypatch):
     z.backward()
     again = expected + 2 * (np.full((4, 6), 5.0) + np.pad(np.full((1, 6), 2.0), ((3, 0), (0, 0))))
     np.testing.assert_array_equal(x.grad.numpy(), again)
+
+
+def test_split_pieces_fill_the_gradient_and_gaps_stay_zero():
+    from dtrain._tensor.autograd.slice_grads import SliceGrads
+
+    values = np.arange(30.0).reshape(5, 6)
+    for sections, dim in (([1, 3, 2], 1), ([2, 3], 0), (4, 1)):
+        x = dt.tensor(values, requires_grad=True)
+        pieces = x.split(sections, dim=dim)
+        sum(((p * (i + 1)).sum() for i, p in enumerate(pieces)), dt.tensor(0.0)).backward()
+        expected = np.concatenate(
+            [np.full(p.shape, i + 1.0) for i, p in enumerate(pieces)], axis=dim
+        )
+        np.testing.assert_array_equal(x.grad.numpy(), expected)
+    x = dt.tensor(values, requires_grad=True)
+    (x[0:2].sum() + x[3:5].sum() * 2).backward()  # row 2 is in no piece: its gradient is 0
+    np.testing.assert_array_equal(x.grad.numpy()[:, 0], [1, 1, 0, 2, 2])
+    assert SliceGrads((5, 6), (slice(0, 2),), None)._tiles() is False
+    covering = SliceGrads((5, 6), (slice(None), slice(0, 4)), None)
+    covering.parts.append(((slice(None), slice(4, None)), None))
+    assert covering._tiles() is True
