@@ -27,10 +27,11 @@ def emulator(monkeypatch):
     return install(monkeypatch)
 
 
-def _char_gpt():
-    spec = importlib.util.spec_from_file_location("char_gpt_example", EXAMPLES / "char_gpt.py")
+def _example(name):
+    """``examples/<name>.py`` as a module (it imports its sibling ``common``)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(EXAMPLES))  # the example imports its sibling `common`
+    sys.path.insert(0, str(EXAMPLES))
     try:
         spec.loader.exec_module(module)
     finally:
@@ -58,7 +59,7 @@ def _gpt_step(model, capturable=False):
 
 @pytest.mark.parametrize("capturable", [False, True], ids=["host-step", "capturable"])
 def test_char_gpt_steps_match_the_cpu_and_count_their_launches(emulator, capturable):
-    char_gpt = _char_gpt()
+    char_gpt = _example("char_gpt")
     sizes = (16, 8, 16, 2, 2)  # vocab, context, embed, layers, heads
     dt.manual_seed(0)
     cpu_model = char_gpt.GPT(*sizes, dropout=0.0)
@@ -157,17 +158,6 @@ def test_attention_on_the_cuda_path_matches_the_cpu(emulator, lengths):
     assert launches["kernel scaled_softmax_forward"] == 1
     for got, expected in zip(results["cuda"], results["cpu"]):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
-
-
-def _example(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    return module
 
 
 def test_examples_train_on_the_cuda_device(emulator, tmp_path, monkeypatch):
