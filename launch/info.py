@@ -80,7 +80,24 @@ def collect() -> list[tuple[str, str]]:
     rows.append(("cpus", str(os.cpu_count())))
     cuda = _cuda_devices()
     rows.append(("cuda devices", "; ".join(cuda) if cuda else "none"))
+    rows.append(("this process's device", _local_device()))
     return rows
+
+
+def _local_device() -> str:
+    """What ``dtrain.parallel.local_device()`` picks here (and so the examples' --device auto),
+    or why it cannot."""
+    import warnings
+
+    from dtrain.parallel import local_device
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            device = str(local_device())
+        except ValueError as exc:
+            return f"error: {exc}"
+    return device + "".join(f" ({warning.message})" for warning in caught)
 
 
 def render() -> str:

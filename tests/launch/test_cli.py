@@ -1,5 +1,6 @@
 """The ``dtrain`` command: --version and info."""
 
+import re
 import subprocess
 import sys
 
@@ -23,6 +24,15 @@ def test_info_lists_versions_backends_and_devices(capsys):
     import numpy
 
     assert numpy.__version__ in out
+
+
+def test_info_says_which_device_this_process_would_use(capsys, monkeypatch):
+    monkeypatch.setenv("DTRAIN_DEVICE", "cpu")
+    assert main(["info"]) == 0
+    assert re.search(r"this process's device +cpu$", capsys.readouterr().out, re.M)
+    monkeypatch.setenv("DTRAIN_DEVICE", "gpu")
+    assert main(["info"]) == 0
+    assert "error: DTRAIN_DEVICE='gpu'" in capsys.readouterr().out
 
 
 def test_missing_backend_names_the_extra(capsys, monkeypatch):
