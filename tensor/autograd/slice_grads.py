@@ -4,7 +4,8 @@ Each piece's backward used to build a zeroed array of the whole input and copy i
 the engine then added those full-size arrays together. A split into three pieces cost three
 zeroed arrays, three copies and two full-size additions (eight launches on a GPU). Kept as
 (key, value) pairs until the input's gradient is needed, the pieces cost one zeroed array
-and one in-place addition each.
+and one in-place addition each; ``split``'s pieces, which cover the array exactly once, one
+array that is never zeroed and a copy each.
 """
 
 from __future__ import annotations
