@@ -191,7 +191,6 @@ def adam_reference(
     amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
-    checked: bool = False,
 ) -> None:
     """numpy Adam step on one parameter, in place, computed in float64 (``step`` counted)."""
     p, g = param.astype(np.float64), grad.astype(np.float64)

@@ -114,7 +114,6 @@ def sgd_reference(
     weight_decay: float,
     nesterov: bool,
     maximize: bool,
-    checked: bool = False,
 ) -> None:
     """numpy SGD step on one parameter, in place, computed in float64."""
     p, g = param.astype(np.float64), grad.astype(np.float64)
