@@ -16,6 +16,10 @@ Cases:
 - ``gemm``: one 8192 x 8192 x 8192 matrix product in float32 and float16 (dtrain through its
   cuBLAS path, torch through its own): the matmul-bound speed-up, in TFLOP/s.
 
+The variant "dtrain, bias add" is the eager step with each Linear layer's bias as its own
+launch instead of in the matrix product's cuBLASLt epilogue (``runtime/cublaslt.py``); the
+case's header line says whether the epilogue path was on.
+
 For ``mlp-small`` and ``gpt`` it also counts the launches of one step, dtrain's and
 PyTorch's: the nodes of the step captured as a CUDA graph, by kernel name
 (``dtrain.runtime.cuda_graph.node_counts``). In a host-bound step each launch costs host
@@ -45,6 +49,7 @@ import dtrain as dt
 import dtrain.cuda
 import dtrain.nn.functional as F
 from dtrain import nn
+from dtrain.runtime import cublaslt
 from dtrain.runtime.cuda_graph import node_counts
 
 try:
@@ -96,6 +101,16 @@ class Variant:
             self.step()
         cuda_sync()
         self.times.append((time.perf_counter() - start) / steps * 1e3)
+
+
+def bias_as_own_launch(step: Callable[[], Any]) -> Variant:
+    """The eager step with each Linear bias as its own launch, not in cuBLASLt's epilogue."""
+
+    def unfused() -> Any:
+        with cublaslt.bias_as_own_launch():
+            return step()
+
+    return Variant("dtrain, bias add", unfused)
 
 
 def time_round_robin(variants: list[Variant], steps: int, rounds: int, warmup: int) -> None:
@@ -177,7 +192,7 @@ def mlp_case(name: str, args: argparse.Namespace) -> tuple[list[Variant], dict]:
     eager_step, _ = make_step(models[0])
     capture_step, zero = make_step(models[1])
     checks = {"dtrain_first_loss": float(F.cross_entropy(models[0](x), y).item())}
-    variants = [Variant("dtrain eager", eager_step)]
+    variants = [Variant("dtrain eager", eager_step), bias_as_own_launch(eager_step)]
     graph = graphed(capture_step, zero)
     checks["graph_launches"] = launches(graph)
     variants.append(Variant("dtrain graph", graph.replay))
@@ -222,6 +237,7 @@ def gpt_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
     step = step_gpt.Step(model, dt, F, dt.nn.utils.clip_grad_norm_)
     checks = {"dtrain_first_loss": float(step.loss(x, y).item())}
     variants = [Variant("dtrain eager", lambda: step(x, y))]
+    variants.append(bias_as_own_launch(variants[0].step))
     replay, graph = gpt_graph_step(char_gpt, sizes, model, x, y)
     checks["graph_launches"] = launches(graph)
     variants.append(Variant("dtrain graph", replay))
@@ -385,6 +401,8 @@ def report(case: str, variants: list[Variant], checks: dict) -> dict:
     medians = {v.name: statistics.median(v.times) for v in variants}
     base = medians.get("torch eager") or medians.get("torch fp32") or medians.get("torch float32")
     shown = {k: v for k, v in checks.items() if not k.endswith("graph_launches")}
+    if case in ("mlp-small", "mlp-large", "gpt"):
+        shown["cublaslt"] = cublaslt.status()
     print(f"\n## {case}  {json.dumps(shown)}")
     for lib in ("dtrain", "torch"):
         found = checks.get("graph_launches" if lib == "dtrain" else "torch_graph_launches")

@@ -10,6 +10,8 @@ DTRAIN_TIMEOUT       default collective timeout in seconds (300)
 DTRAIN_SHM=0         tcp backend: keep to sockets even when every rank is on this host
 DTRAIN_DEVICE        the device this rank trains on (parallel.local_device(); dtrain launch
                      sets cuda:0 for a rank it gave a GPU)
+DTRAIN_CUBLASLT=0    CUDA: run a Linear layer's bias as its own launch instead of in the
+                     matrix product's cuBLASLt epilogue (runtime/cublaslt.py)
 
 Under ``mpiexec`` the first four fall back to what the MPI launcher set: MPICH's Hydra
 (PMI_RANK, PMI_SIZE, MPI_LOCALRANKID, MPI_LOCALNRANKS) or Open MPI's
@@ -40,6 +42,7 @@ class Config:
     backend: str | None = None
     shm: bool = True
     device: str | None = None
+    cublaslt: bool = True
 
 
 # torchrun's name, then the MPI launchers' names for the same thing (Hydra, Open MPI).
@@ -103,6 +106,7 @@ def read_config(env: Mapping[str, str] | None = None) -> Config:
         timeout=timeout_s,
         shm=env.get("DTRAIN_SHM", "1") not in ("0", "false", "False"),
         device=env.get("DTRAIN_DEVICE") or None,
+        cublaslt=env.get("DTRAIN_CUBLASLT", "1") not in ("0", "false", "False"),
     )
 
 

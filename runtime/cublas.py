@@ -55,6 +55,25 @@ class CublasError(RuntimeError):
     """A cuBLAS call returned a status other than CUBLAS_STATUS_SUCCESS."""
 
 
+def open_cuda_library(stem: str) -> tuple[ctypes.CDLL | None, list[str]]:
+    """``lib<stem>`` of CUDA 13 or 12, the copy already loaded when there is one (dlopen
+    reuses it by soname), else the nvidia wheel's, which lives outside the loader's path
+    (cupy finds it through cuda.pathfinder, and so does this). (None, the errors) if none."""
+    errors = []
+    for name in (f"lib{stem}.so.13", f"lib{stem}.so.12", f"lib{stem}.so"):
+        try:
+            return ctypes.CDLL(name), errors
+        except OSError as exc:
+            errors.append(str(exc))
+    try:
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+
+        return ctypes.CDLL(load_nvidia_dynamic_lib(stem).abs_path), errors
+    except Exception as exc:  # not installed, not found, or not loadable: all mean none here
+        errors.append(str(exc))
+    return None, errors
+
+
 def _load_library() -> ctypes.CDLL:
     """libcublas, the copy cupy loaded when there is one (same soname: dlopen reuses it)."""
     global _library
@@ -62,24 +81,12 @@ def _load_library() -> ctypes.CDLL:
         return _library
     cupy = require_cupy("a matrix product on CUDA")
     cupy.cuda.device.get_cublas_handle()  # makes cupy load its libcublas first
-    errors = []
-    for name in ("libcublas.so.13", "libcublas.so.12", "libcublas.so"):
-        try:
-            _library = ctypes.CDLL(name)
-            break
-        except OSError as exc:
-            errors.append(str(exc))
-    else:
-        try:  # wheels (nvidia-cublas) live outside the loader's path; cupy finds them so
-            from cuda.pathfinder import load_nvidia_dynamic_lib
-
-            _library = ctypes.CDLL(load_nvidia_dynamic_lib("cublas").abs_path)
-        except Exception as exc:
-            errors.append(str(exc))
-            raise RuntimeError(
-                "cannot load libcublas (" + "; ".join(errors) + "); install the 'cuda' extra "
-                "(cupy-cuda13x) with its CUDA libraries, e.g. pip install 'cupy-cuda13x[ctk]'"
-            ) from exc
+    _library, errors = open_cuda_library("cublas")
+    if _library is None:
+        raise RuntimeError(
+            "cannot load libcublas (" + "; ".join(errors) + "); install the 'cuda' extra "
+            "(cupy-cuda13x) with its CUDA libraries, e.g. pip install 'cupy-cuda13x[ctk]'"
+        )
     for name, argtypes in _SIGNATURES.items():
         function = getattr(_library, name)
         function.argtypes = argtypes

@@ -1,4 +1,4 @@
-"""The one matrix product every op calls: numpy's ``@`` on the CPU, cuBLAS on CUDA."""
+"""The matrix products every op calls: numpy's ``@`` on the CPU, cuBLAS on CUDA."""
 
 from __future__ import annotations
 
@@ -19,3 +19,30 @@ def matmul(a: Any, b: Any) -> Any:
         if a.ndim >= 2 and b.ndim >= 2 and cublas.supports(a, b):
             return cublas.matmul(a, b)
     return a @ b
+
+
+def matmul_add_bias(a: Any, b: Any, bias: Any) -> Any:
+    """``a @ b + bias`` for 2-D ``a``, ``b`` and ``bias`` of ``b.shape[1]``: on CUDA one
+    cuBLASLt launch where it takes the case (``runtime/cublaslt.py``)."""
+    if is_cuda_array(a):
+        from dtrain.runtime import cublaslt
+
+        out = cublaslt.matmul_bias(a, b, bias)
+        if out is not None:
+            return out
+    out = matmul(a, b)
+    out += bias  # in place: the product is ours, so no second array
+    return out
+
+
+def matmul_and_row_sums(a: Any, b: Any) -> tuple[Any, Any]:
+    """``(a @ b, a.sum(axis=1))`` for 2-D ``a`` and ``b``: a Linear layer's weight and bias
+    gradients when ``a`` is the transposed output gradient; on CUDA one cuBLASLt launch where
+    it takes the case."""
+    if is_cuda_array(a):
+        from dtrain.runtime import cublaslt
+
+        both = cublaslt.matmul_row_sums(a, b)
+        if both is not None:
+            return both
+    return matmul(a, b), a.sum(axis=1)

@@ -17,28 +17,41 @@ template <> struct Acc<half_t> { typedef float type; };
 
 __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ double to_acc(double v) { return v; }
+#ifdef DTRAIN_HOST_CUDA  // tests/runtime/host_cuda.py runs these sources on the CPU
+__device__ __forceinline__ float to_acc(half_t v) { return (float)dt_host_half(v.bits); }
+#else
 __device__ __forceinline__ float to_acc(half_t v) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
     return f;
 }
+#endif
 
 template <typename T> __device__ __forceinline__ T from_acc(float v);
 template <typename T> __device__ __forceinline__ T from_acc(double v);
 template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
 template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
+template <> __device__ __forceinline__ double from_acc<double>(float v) { return v; }
+template <> __device__ __forceinline__ float from_acc<float>(double v) { return (float)v; }
+#ifdef DTRAIN_HOST_CUDA
+template <> __device__ __forceinline__ half_t from_acc<half_t>(float v) {
+    return half_t{dt_host_half_bits((_Float16)v)};
+}
+template <> __device__ __forceinline__ half_t from_acc<half_t>(double v) {
+    return half_t{dt_host_half_bits((_Float16)v)};
+}
+#else
 template <> __device__ __forceinline__ half_t from_acc<half_t>(float v) {
     half_t h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(v));
     return h;
 }
-template <> __device__ __forceinline__ double from_acc<double>(float v) { return v; }
-template <> __device__ __forceinline__ float from_acc<float>(double v) { return (float)v; }
 template <> __device__ __forceinline__ half_t from_acc<half_t>(double v) {
     half_t h;
     asm("cvt.rn.f16.f64 %0, %1;" : "=h"(h.bits) : "d"(v));
     return h;
 }
+#endif
 
 __device__ __forceinline__ float dt_exp(float v) { return expf(v); }
 __device__ __forceinline__ double dt_exp(double v) { return exp(v); }

@@ -5,8 +5,9 @@
 the fused kernels included, with each kernel launch checked against its CUDA C signature
 (``kernel_signatures.check_launch``) and then carried out by the kernel's numpy reference,
 and each matrix product planned by ``runtime/cublas.plan`` (its copies of odd layouts
-counted) and done by numpy. What this tests is the glue: which branch runs, what is passed
-to a kernel, what is kept for backward; the kernels themselves are tested on a GPU.
+counted) and done by numpy, those with a cuBLASLt bias epilogue included. What this tests
+is the glue: which branch runs, what is passed to a kernel, what is kept for backward; the
+kernels themselves are tested on a GPU.
 
 It also counts what a real GPU would be asked to do (``Emulator.launches``): elementwise and
 reduction calls, copies, kernel launches and matrix products, by name, and the host reads
@@ -21,10 +22,11 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import host_cuda
 import numpy as np
 from kernel_signatures import KERNEL_MODULES, FakeCupyArray, _Device, _Pointer, check_launch
 
-from dtrain.runtime import backend, cublas
+from dtrain.runtime import backend, cublas, cublaslt
 from dtrain.runtime import kernels as K
 
 _counts: collections.Counter | None = None  # the running emulator's tally, when counting
@@ -399,14 +401,42 @@ def _launch(fn: Any, grid: tuple, block: int, args: tuple) -> None:
     KERNELS[name](*args)
 
 
+def _launch_source(fn: Any, grid: tuple, block: int, args: tuple) -> None:
+    """The launch carried out by the kernel's own CUDA C, compiled for the CPU."""
+    source, expression = fn
+    check_launch(source.code, expression, args)
+    _count(f"kernel {expression.partition('<')[0]}")
+    host_cuda.launch(source, expression, grid, block, args)
+
+
 def _matmul(a: Any, b: Any) -> Any:
     _count("cuBLAS gemm")
     plan = cublas.plan(a, b, sys.modules["cupy"])  # counts the copies of odd layouts
     return _wrap(np.matmul(_np(plan.a), _np(plan.b)))
 
 
-def install(monkeypatch: Any) -> Emulator:
-    """Put the emulator in place for one test (``monkeypatch`` undoes it)."""
+def _matmul_epilogue(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
+    """``runtime/cublaslt._run``: the product with its bias added or its row sums written,
+    as if cuBLASLt took every case (on a GPU one it has no algorithm for falls back)."""
+    _count("cuBLASLt gemm + epilogue")
+    plan = cublas.plan(a, b, sys.modules["cupy"])
+    product = np.matmul(_np(plan.a), _np(plan.b))
+    if epilogue == cublaslt.EPILOGUE_BIAS:
+        product += _np(vector)
+    else:
+        _np(vector)[...] = _np(plan.a).sum(axis=1)
+    _np(out)[...] = product
+    return True
+
+
+def install(monkeypatch: Any, kernels: str = "references") -> Emulator:
+    """Put the emulator in place for one test (``monkeypatch`` undoes it).
+
+    ``kernels``: "references" carries each launch out with the kernel's numpy reference;
+    "source" runs the kernel's CUDA C itself, compiled for the CPU (``host_cuda``).
+    """
+    if kernels not in ("references", "source"):
+        raise ValueError(f"kernels={kernels!r}: pass 'references' or 'source'")
     cupy = _module()
     monkeypatch.setattr(backend, "_cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
@@ -418,6 +448,9 @@ def install(monkeypatch: Any) -> Emulator:
     monkeypatch.setitem(sys.modules, "cupyx", types.SimpleNamespace(scatter_add=scatter_add))
     for module in KERNEL_MODULES:
         monkeypatch.setattr(module, "kernel", lambda source, expression: (source, expression))
-        monkeypatch.setattr(module, "launch", _launch)
+        monkeypatch.setattr(
+            module, "launch", _launch if kernels == "references" else _launch_source
+        )
     monkeypatch.setattr(cublas, "matmul", _matmul)
+    monkeypatch.setattr(cublaslt, "_run", _matmul_epilogue)
     return Emulator()

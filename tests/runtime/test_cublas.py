@@ -238,3 +238,10 @@ def test_matmul_passes_cublas_the_right_arguments(
     out = cublas.matmul(a, b)
     np.testing.assert_allclose(np.asarray(out), np.asarray(a) @ np.asarray(b), rtol=1e-12)
     assert library.calls == (["single"] if len(shape_a) == 2 else ["batched"])
+
+
+def test_open_cuda_library_says_why_none_loads():
+    library, errors = cublas.open_cuda_library("dtrain_no_such_library")
+    assert library is None
+    assert len(errors) == 4  # three sonames, then the wheels through cuda.pathfinder
+    assert "libdtrain_no_such_library.so.13" in errors[0]

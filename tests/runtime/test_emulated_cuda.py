@@ -1,5 +1,7 @@
 """Whole training steps down dtrain's CUDA paths, on the CPU (``cuda_emulator``): the same
 numbers as the CPU paths, no host read inside a step, and the launches each step costs.
+Each test runs twice: with every kernel launch carried out by its numpy reference, then by
+the kernel's own CUDA C compiled for the CPU (``host_cuda``).
 
 The launch counts are upper bounds, measured with this emulator: a change that adds
 launches to these steps fails here, and one that removes some should lower the bound.
@@ -11,6 +13,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import host_cuda
 import numpy as np
 import pytest
 from cuda_emulator import Emulator, install
@@ -22,9 +25,13 @@ from dtrain import nn
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture
-def emulator(monkeypatch):
-    return install(monkeypatch)
+@pytest.fixture(params=["references", "source"])
+def emulator(monkeypatch, request):
+    """The emulator with each kernel launch carried out by its numpy reference, then again
+    by the kernel's own CUDA C compiled for the CPU (``host_cuda``; needs g++)."""
+    if request.param == "source" and host_cuda.compiler() is None:
+        pytest.skip("no g++ to run the kernels' CUDA C on the CPU")
+    return install(monkeypatch, kernels=request.param)
 
 
 def _example(name):
@@ -89,11 +96,17 @@ def test_char_gpt_steps_match_the_cpu_and_count_their_launches(emulator, captura
         "kernel sum_squares_multi_tensor": 1, "kernel clip_multi_tensor": 1,
     }  # fmt: skip
     assert {name: launches[name] for name in fused} == fused
-    # A block: 4 linears and 2 attention products, each 1 forward + 2 backward; the head.
-    assert launches["cuBLAS gemm"] == 2 * (4 + 2) * 3 + 3
+    # A block: 4 linears with a bias, each a product with the bias in its epilogue forward
+    # and backward (weight and bias gradients) and a plain one for the input's gradient;
+    # 2 attention products, 1 forward + 2 backward. The head: no bias, 3 plain products.
+    assert launches["cuBLASLt gemm + epilogue"] == 2 * 4 * 2
+    assert launches["cuBLAS gemm"] == 2 * (4 + 2 * 3) + 3
+    # The one sum left is the position embedding's, broadcast over the batch: no bias
+    # gradient is a separate reduction.
+    assert launches["add.reduce"] == 1
     total = Emulator.total(launches)
     print(f"launches per step: {total}: {dict(launches.most_common())}")
-    assert total <= (131 if capturable else 129), dict(launches.most_common())
+    assert total <= (115 if capturable else 113), dict(launches.most_common())
 
 
 def test_mixed_precision_mlp_steps_match_the_cpu(emulator):
@@ -213,10 +226,11 @@ def test_relu_mlp_step_matches_the_cpu_and_counts_its_launches(emulator):
                 optimizer.step()
             losses.setdefault(device, []).append(loss.item())
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-6)
-    # 3 products forward and 5 backward, 3 bias adds and 3 bias sums, 2 ReLUs each way,
-    # cross-entropy 3 (loss, mean, gradient), the backward's seed, one SGD launch.
+    # 3 products forward with their biases, 5 backward (3 with the bias gradients), 2 ReLUs
+    # each way, cross-entropy 3 (loss, mean, gradient), the backward's seed, one SGD launch.
     assert launches["kernel relu_backward"] == 2
-    assert Emulator.total(launches) <= 23, dict(launches.most_common())
+    assert launches["cuBLASLt gemm + epilogue"] == 6
+    assert Emulator.total(launches) <= 17, dict(launches.most_common())
 
 
 def test_cross_entropy_with_every_target_ignored_on_the_cuda_path(emulator):

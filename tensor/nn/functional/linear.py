@@ -7,7 +7,7 @@ from typing import Any
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
-from dtrain.runtime.linalg import matmul
+from dtrain.runtime.linalg import matmul, matmul_add_bias, matmul_and_row_sums
 
 
 class Linear(Op):
@@ -16,9 +16,9 @@ class Linear(Op):
     def forward(self, x: Any, weight: Any, bias: Any = None) -> Any:
         self.x, self.weight = x, weight
         # Leading dims flattened: one 2-D product (numpy's stacked matmul is far slower).
-        out = matmul(x.reshape(-1, x.shape[-1]), weight.T)
-        if bias is not None:
-            out += bias  # in place: the matmul result is ours, so no second array
+        flat_x = x.reshape(-1, x.shape[-1])
+        # With a bias, one launch on CUDA: the bias rides in cuBLASLt's epilogue.
+        out = matmul(flat_x, weight.T) if bias is None else matmul_add_bias(flat_x, weight.T, bias)
         return out.reshape(*x.shape[:-1], weight.shape[0])
 
     def backward(self, grad: Any) -> tuple:
@@ -28,11 +28,12 @@ class Linear(Op):
         flat_grad = grad.reshape(-1, grad.shape[-1])
         grad_x = matmul(flat_grad, weight).reshape(x.shape) if need_x else None
         grad_w = grad_b = None
-        if need_w or need_b:
-            if need_w:
-                grad_w = matmul(flat_grad.T, x.reshape(-1, x.shape[-1]))
-            if need_b:
-                grad_b = flat_grad.sum(axis=0)
+        if need_w and need_b:  # one launch on CUDA: the bias gradient from the epilogue
+            grad_w, grad_b = matmul_and_row_sums(flat_grad.T, x.reshape(-1, x.shape[-1]))
+        elif need_w:
+            grad_w = matmul(flat_grad.T, x.reshape(-1, x.shape[-1]))
+        elif need_b:
+            grad_b = flat_grad.sum(axis=0)
         return grad_x, grad_w, grad_b
 
 

@@ -1,0 +1,335 @@
+"""Matrix products with a bias epilogue, through cuBLASLt (ctypes): one launch for a Linear
+layer's ``x @ W^T + b``, and one for its weight gradient together with its bias gradient.
+
+On a small model a step is bound by host time per launch, and a Linear layer otherwise costs
+two launches each way: the product, then the bias add (forward) or the column sum of the
+gradient (backward, a cupy reduction, the dearer kind). cuBLASLt folds both into the matrix
+product's epilogue, as PyTorch's ``addmm`` does.
+
+Layout, as in ``runtime/cublas.py``: row-major ``out = a @ b`` (m x n) is column-major
+``D = op(A) op(B)`` (n x m) with A = ``b``'s memory and B = ``a``'s memory.
+
+- ``CUBLASLT_EPILOGUE_BIAS`` adds a vector along D's rows (n of them): a bias over ``out``'s
+  columns.
+- ``CUBLASLT_EPILOGUE_BGRADB`` sums op(B) (k x m) over k, giving m values: ``a``'s row sums.
+  For a Linear layer, ``a = grad^T``, so this is the bias gradient.
+
+Only 2-D products of one dtype take this path. Whatever cuBLASLt has no algorithm for gets
+None back, and the caller (``runtime/linalg.py``) runs the plain product and a separate add or
+sum. A failed cuBLASLt call turns the path off for the process, with a warning, so a library
+that misbehaves costs speed, not results. ``DTRAIN_CUBLASLT=0`` turns it off from the start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import warnings
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from dtrain.runtime import cublas
+from dtrain.runtime.config import read_config
+
+# cublasLt.h (CUDA 13; unchanged since CUDA 11)
+_DESC_TRANSA, _DESC_TRANSB, _DESC_EPILOGUE, _DESC_BIAS_POINTER = 3, 4, 7, 8
+_DESC_BIAS_DATA_TYPE = 26
+_PREF_MAX_WORKSPACE_BYTES = 1
+EPILOGUE_BIAS, EPILOGUE_BGRADB = 4, 512
+_STATUS_NOT_SUPPORTED = 15
+_CUDA_R_32F, _CUDA_R_64F = 0, 1
+_CACHE_LIMIT = 512  # plans kept; a new shape past this evicts the oldest
+
+
+class _Algo(ctypes.Structure):
+    """cublasLtMatmulAlgo_t: opaque, 8 x uint64."""
+
+    _fields_ = [("data", ctypes.c_uint64 * 8)]
+
+
+class _HeuristicResult(ctypes.Structure):
+    """cublasLtMatmulHeuristicResult_t."""
+
+    _fields_ = [
+        ("algo", _Algo),
+        ("workspace_size", ctypes.c_size_t),
+        ("state", ctypes.c_int),
+        ("waves_count", ctypes.c_float),
+        ("reserved", ctypes.c_int * 4),
+    ]
+
+
+_P = ctypes.c_void_p
+_I = ctypes.c_int
+_SIGNATURES = {
+    "cublasLtCreate": [ctypes.POINTER(_P)],
+    "cublasLtMatmulDescCreate": [ctypes.POINTER(_P), _I, _I],
+    "cublasLtMatmulDescDestroy": [_P],
+    "cublasLtMatmulDescSetAttribute": [_P, _I, _P, ctypes.c_size_t],
+    "cublasLtMatrixLayoutCreate": [
+        ctypes.POINTER(_P), _I, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64
+    ],
+    "cublasLtMatrixLayoutDestroy": [_P],
+    "cublasLtMatmulPreferenceCreate": [ctypes.POINTER(_P)],
+    "cublasLtMatmulPreferenceSetAttribute": [_P, _I, _P, ctypes.c_size_t],
+    "cublasLtMatmulAlgoGetHeuristic": [
+        _P, _P, _P, _P, _P, _P, _P, _I, ctypes.POINTER(_HeuristicResult), ctypes.POINTER(_I)
+    ],
+    "cublasLtMatmul": [
+        _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, _P, ctypes.POINTER(_Algo), _P,
+        ctypes.c_size_t, _P,
+    ],
+}  # fmt: skip
+
+
+class _Plan(NamedTuple):
+    """Cached descriptors of one product shape, and the algorithm cuBLASLt chose for it."""
+
+    desc: int
+    layout_a: int
+    layout_b: int
+    layout_d: int
+    algo: _Algo
+
+
+class _State:
+    def __init__(self) -> None:
+        self.library: Any = None  # the loaded libcublasLt, or False once the path is off
+        self.off_reason: str | None = None
+        self.handles: dict[int, int] = {}  # device -> cublasLtHandle_t
+        self.preference: int | None = None
+        self.plans: dict[tuple, _Plan | None] = {}  # None: cuBLASLt has no algorithm
+
+
+_state = _State()
+
+
+def off_reason() -> str | None:
+    """Why the cuBLASLt path is off (None while it is on or not yet tried)."""
+    return _state.off_reason
+
+
+def status() -> str:
+    """Whether the path is on, and for how many product shapes cuBLASLt had an algorithm."""
+    if _state.off_reason is not None:
+        return f"off: {_state.off_reason}"
+    taken = sum(plan is not None for plan in _state.plans.values())
+    return f"on: {taken} product shapes in an epilogue, {len(_state.plans) - taken} without"
+
+
+@contextlib.contextmanager
+def bias_as_own_launch() -> Iterator[None]:
+    """Inside this block, products with a bias run as a plain product and a separate add or
+    sum: what ``bench/gpu_step.py`` compares with the epilogue. Not thread-safe."""
+    saved = _state.library
+    _state.library = False
+    try:
+        yield
+    finally:
+        _state.library = saved
+
+
+def _turn_off(reason: str) -> None:
+    _state.library = False
+    _state.off_reason = reason
+
+
+def _load_library() -> Any:
+    """libcublasLt, the copy libcublas already pulled in (same soname), or False."""
+    if _state.library is not None:
+        return _state.library
+    if not read_config().cublaslt:
+        _turn_off("DTRAIN_CUBLASLT=0")
+        return False
+    cublas._load_library()  # loads libcublas, which loads its libcublasLt
+    library, errors = cublas.open_cuda_library("cublasLt")
+    if library is None:
+        _turn_off("cannot load libcublasLt (" + "; ".join(errors) + ")")
+        return False
+    _declare(library)
+    _state.library = library
+    return library
+
+
+def _declare(library: Any) -> None:
+    for name, argtypes in _SIGNATURES.items():
+        function = getattr(library, name)
+        function.argtypes = argtypes
+        function.restype = ctypes.c_int
+
+
+def _check(status: int, call: str) -> None:
+    if status != 0:
+        raise cublas.CublasError(f"{call} failed with cuBLAS status {status}")
+
+
+def _set(library: Any, desc: Any, attribute: int, value: Any) -> None:
+    status = library.cublasLtMatmulDescSetAttribute(
+        desc, attribute, ctypes.byref(value), ctypes.sizeof(value)
+    )
+    _check(status, f"cublasLtMatmulDescSetAttribute({attribute})")
+
+
+def _handle(library: Any, device: int) -> int:
+    found = _state.handles.get(device)
+    if found is None:
+        pointer = _P()
+        _check(library.cublasLtCreate(ctypes.byref(pointer)), "cublasLtCreate")
+        found = _state.handles[device] = pointer.value
+    return found
+
+
+def _preference(library: Any) -> int:
+    if _state.preference is None:
+        pointer = _P()
+        _check(library.cublasLtMatmulPreferenceCreate(ctypes.byref(pointer)), "PreferenceCreate")
+        workspace = ctypes.c_uint64(cublas._WORKSPACE_BYTES)
+        status = library.cublasLtMatmulPreferenceSetAttribute(
+            pointer, _PREF_MAX_WORKSPACE_BYTES, ctypes.byref(workspace), ctypes.sizeof(workspace)
+        )
+        _check(status, "cublasLtMatmulPreferenceSetAttribute")
+        _state.preference = pointer.value
+    return _state.preference
+
+
+def _layout(library: Any, data_type: int, rows: int, cols: int, ld: int) -> int:
+    pointer = _P()
+    status = library.cublasLtMatrixLayoutCreate(ctypes.byref(pointer), data_type, rows, cols, ld)
+    _check(status, "cublasLtMatrixLayoutCreate")
+    return pointer.value
+
+
+def _alignment(pointer: int) -> int:
+    """The largest power of two up to 16 that divides ``pointer``: cuBLASLt picks algorithms
+    by operand alignment, so a plan is only reused for operands aligned as well."""
+    return min(16, pointer & -pointer) if pointer else 16
+
+
+def _describe(
+    library: Any, lt: int, p: cublas.GemmPlan, dtype: Any, epilogue: int, vector_alignment: int
+) -> _Plan | None:
+    """Descriptors and an algorithm for plan ``p`` with ``epilogue``; None if cuBLASLt has no
+    algorithm for it."""
+    data_type, compute_type = cublas._TYPES[dtype][:2]
+    scale_type = _CUDA_R_64F if dtype == np.float64 else _CUDA_R_32F
+    desc = _P()
+    _check(
+        library.cublasLtMatmulDescCreate(ctypes.byref(desc), compute_type, scale_type),
+        "cublasLtMatmulDescCreate",
+    )
+    _set(library, desc, _DESC_TRANSA, ctypes.c_int32(p.op_b))
+    _set(library, desc, _DESC_TRANSB, ctypes.c_int32(p.op_a))
+    _set(library, desc, _DESC_EPILOGUE, ctypes.c_uint32(epilogue))
+    _set(library, desc, _DESC_BIAS_DATA_TYPE, ctypes.c_int32(data_type))
+    # The heuristic reads the bias pointer's alignment only: an address aligned as the
+    # vector is stands in for it (each call sets the real one).
+    _set(library, desc, _DESC_BIAS_POINTER, _P(vector_alignment))
+    # A (b's memory) is n x k as stored for op N, k x n for op T; B (a's memory) likewise.
+    rows_a, cols_a = (p.n, p.k) if p.op_b == cublas._OP_N else (p.k, p.n)
+    rows_b, cols_b = (p.k, p.m) if p.op_a == cublas._OP_N else (p.m, p.k)
+    layout_a = _layout(library, data_type, rows_a, cols_a, p.ld_b)
+    layout_b = _layout(library, data_type, rows_b, cols_b, p.ld_a)
+    layout_d = _layout(library, data_type, p.n, p.m, p.n)
+    result = _HeuristicResult()
+    found = _I(0)
+    status = library.cublasLtMatmulAlgoGetHeuristic(
+        lt, desc, layout_a, layout_b, layout_d, layout_d, _preference(library), 1,
+        ctypes.byref(result), ctypes.byref(found),
+    )  # fmt: skip
+    if status not in (0, _STATUS_NOT_SUPPORTED):
+        _check(status, "cublasLtMatmulAlgoGetHeuristic")
+    if status != 0 or found.value < 1 or result.state != 0:
+        library.cublasLtMatmulDescDestroy(desc)
+        for layout in (layout_a, layout_b, layout_d):
+            library.cublasLtMatrixLayoutDestroy(layout)
+        return None
+    return _Plan(desc.value, layout_a, layout_b, layout_d, result.algo)
+
+
+def _evict_oldest(library: Any) -> None:
+    key = next(iter(_state.plans))
+    plan = _state.plans.pop(key)
+    if plan is not None:
+        library.cublasLtMatmulDescDestroy(plan.desc)
+        for layout in (plan.layout_a, plan.layout_b, plan.layout_d):
+            library.cublasLtMatrixLayoutDestroy(layout)
+
+
+def _run(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
+    """``out = a @ b`` with ``epilogue`` reading or writing ``vector``; False where cuBLASLt
+    does not take it (nothing was launched then)."""
+    library = _load_library()
+    if not library:
+        return False
+    import cupy
+
+    p = cublas.plan(a, b, cupy)
+    dtype = a.dtype
+    alpha, beta = cublas._TYPES[dtype][2:]
+    pointers = (p.a.data.ptr, p.b.data.ptr, out.data.ptr, vector.data.ptr)
+    device = cupy.cuda.runtime.getDevice()
+    key = (device, dtype, epilogue, p.op_a, p.op_b, p.m, p.n, p.k, p.ld_a, p.ld_b) + tuple(
+        _alignment(pointer) for pointer in pointers
+    )
+    with cublas._call_lock:  # the plan's descriptor is shared: set its bias and call at once
+        blas = cublas.handle()  # binds the workspace both libraries use to this stream
+        lt = _handle(library, device)
+        if key not in _state.plans:
+            if len(_state.plans) >= _CACHE_LIMIT:
+                _evict_oldest(library)
+            _state.plans[key] = _describe(library, lt, p, dtype, epilogue, key[-1])
+        plan = _state.plans[key]
+        if plan is None:
+            return False
+        _set(library, plan.desc, _DESC_BIAS_POINTER, _P(pointers[3]))
+        status = library.cublasLtMatmul(
+            lt, plan.desc, alpha,
+            pointers[1], plan.layout_a, pointers[0], plan.layout_b,
+            beta, pointers[2], plan.layout_d, pointers[2], plan.layout_d,
+            ctypes.byref(plan.algo), blas.workspace.data.ptr, cublas._WORKSPACE_BYTES,
+            blas.stream,
+        )  # fmt: skip
+    if status != 0:
+        reason = f"cublasLtMatmul failed with cuBLAS status {status}"
+        _turn_off(reason)
+        warnings.warn(
+            f"dtrain: {reason}; matrix products with a bias now run as a product and a "
+            "separate add for the rest of this process (set DTRAIN_CUBLASLT=0 to skip the try)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def _eligible(a: Any, b: Any) -> bool:
+    return a.ndim == 2 and b.ndim == 2 and cublas.supports(a, b) and _state.library is not False
+
+
+def matmul_bias(a: Any, b: Any, bias: Any) -> Any | None:
+    """``a @ b + bias`` (cupy, 2-D; ``bias`` of ``b.shape[1]``) in one launch, or None where
+    cuBLASLt does not take it."""
+    if not _eligible(a, b) or bias.dtype != a.dtype or bias.shape != (b.shape[1],):
+        return None
+    if bias.strides != (bias.itemsize,) or a.shape[0] == 0 or b.shape[1] == 0 or a.shape[1] == 0:
+        return None
+    import cupy
+
+    with a.device:
+        out = cupy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        return out if _run(a, b, bias, out, EPILOGUE_BIAS) else None
+
+
+def matmul_row_sums(a: Any, b: Any) -> tuple[Any, Any] | None:
+    """``(a @ b, a.sum(axis=1))`` (cupy, 2-D) in one launch, or None where cuBLASLt does not
+    take it. With ``a = grad^T`` these are a Linear layer's weight and bias gradients."""
+    if not _eligible(a, b) or 0 in a.shape or b.shape[1] == 0:
+        return None
+    import cupy
+
+    with a.device:
+        out = cupy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        sums = cupy.empty(a.shape[0], dtype=a.dtype)
+        return (out, sums) if _run(a, b, sums, out, EPILOGUE_BGRADB) else None

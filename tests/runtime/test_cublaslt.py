@@ -1,0 +1,329 @@
+"""dtrain's cuBLASLt bias epilogues: the calls checked on the CPU against an emulation of the
+C API, the attributes against the real library where it loads, the products on a GPU.
+
+``_FakeLt`` carries out ``cublasLtMatmul`` on host memory the way cuBLASLt defines it:
+column-major operands read from raw addresses with the layouts' leading dimensions, the
+descriptor's transpose flags, ``EPILOGUE_BIAS`` adding a vector along D's rows and
+``EPILOGUE_BGRADB`` writing op(B)'s sums over k. A swapped operand, flag, layout or vector
+gives a wrong product or a wrong sum here, without a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import types
+import warnings
+
+import numpy as np
+import pytest
+from test_cublas import LAYOUTS, _operand, _ptr
+
+import dtrain as dt
+from dtrain.runtime import cublas, cublaslt
+
+_DTYPES = {0: np.float32, 1: np.float64, 2: np.float16}
+
+
+def _value(x):
+    """The integer behind a pointer argument, however it was passed."""
+    x = getattr(x, "_obj", x)  # ctypes.byref(...)
+    return getattr(x, "value", x)
+
+
+class _FakeLt:
+    """The cuBLASLt calls dtrain makes, on host memory."""
+
+    def __init__(self, heuristic_status: int = 0, matmul_status: int = 0) -> None:
+        self.objects: dict[int, dict] = {}
+        self.heuristic_status = heuristic_status
+        self.matmul_status = matmul_status
+        self.matmuls = 0
+        self.destroyed = 0
+
+    def _new(self, out, **fields) -> int:
+        key = len(self.objects) + 1000
+        self.objects[key] = fields
+        out._obj.value = key
+        return 0
+
+    def cublasLtCreate(self, out):  # noqa: N802 - cuBLASLt's names
+        return self._new(out, kind="handle")
+
+    def cublasLtMatmulDescCreate(self, out, compute, scale):  # noqa: N802
+        return self._new(out, kind="desc", compute=compute, scale=scale, attrs={})
+
+    def cublasLtMatmulDescSetAttribute(self, desc, attribute, buffer, size):  # noqa: N802
+        value = buffer._obj
+        if size != ctypes.sizeof(value):
+            return 7  # CUBLAS_STATUS_INVALID_VALUE
+        self.objects[_value(desc)]["attrs"][attribute] = value.value
+        return 0
+
+    def cublasLtMatrixLayoutCreate(self, out, data_type, rows, cols, ld):  # noqa: N802
+        if ld < rows:
+            return 7
+        return self._new(out, kind="layout", dtype=_DTYPES[data_type], rows=rows, cols=cols, ld=ld)
+
+    def cublasLtMatmulPreferenceCreate(self, out):  # noqa: N802
+        return self._new(out, kind="preference")
+
+    def cublasLtMatmulPreferenceSetAttribute(self, preference, attribute, buffer, size):  # noqa: N802
+        return 0
+
+    def cublasLtMatmulAlgoGetHeuristic(  # noqa: N802
+        self, handle, desc, a, b, c, d, preference, requested, results, found
+    ):
+        if self.heuristic_status != 0:
+            return self.heuristic_status
+        results._obj.state = 0
+        found._obj.value = 1
+        return 0
+
+    def cublasLtMatmulDescDestroy(self, desc):  # noqa: N802
+        self.destroyed += 1
+        return 0
+
+    def cublasLtMatrixLayoutDestroy(self, layout):  # noqa: N802
+        self.destroyed += 1
+        return 0
+
+    def _matrix(self, address: int, layout: dict) -> np.ndarray:
+        dtype, rows, cols, ld = (layout[k] for k in ("dtype", "rows", "cols", "ld"))
+        item = np.dtype(dtype).itemsize
+        span = (rows - 1) + (cols - 1) * ld + 1
+        pointer = ctypes.cast(address, ctypes.POINTER(np.ctypeslib.as_ctypes_type(dtype)))
+        base = np.ctypeslib.as_array(pointer, shape=(span,))
+        return np.lib.stride_tricks.as_strided(base, (rows, cols), (item, ld * item))
+
+    def cublasLtMatmul(  # noqa: N802
+        self, handle, desc, alpha, a, layout_a, b, layout_b, beta, c, layout_c, d, layout_d,
+        algo, workspace, workspace_size, stream,
+    ):  # fmt: skip
+        self.matmuls += 1
+        if self.matmul_status:
+            return self.matmul_status
+        attrs = self.objects[_value(desc)]["attrs"]
+        layouts = [self.objects[_value(x)] for x in (layout_a, layout_b, layout_d)]
+        op_a = self._matrix(a, layouts[0])
+        op_b = self._matrix(b, layouts[1])
+        op_a = op_a.T if attrs.get(cublaslt._DESC_TRANSA, 0) else op_a
+        op_b = op_b.T if attrs.get(cublaslt._DESC_TRANSB, 0) else op_b
+        out = self._matrix(d, layouts[2])
+        if op_a.shape[1] != op_b.shape[0] or out.shape != (op_a.shape[0], op_b.shape[1]):
+            return 7
+        product = op_a.astype(np.float64) @ op_b.astype(np.float64)
+        epilogue = attrs.get(cublaslt._DESC_EPILOGUE, 1)
+        vector = types.SimpleNamespace(dtype=layouts[2]["dtype"], ld=1)
+        if epilogue == cublaslt.EPILOGUE_BIAS:
+            bias = self._matrix(attrs[cublaslt._DESC_BIAS_POINTER], vars(vector) | {
+                "rows": out.shape[0], "cols": 1})  # fmt: skip
+            product += bias.astype(np.float64)
+        elif epilogue == cublaslt.EPILOGUE_BGRADB:
+            sums = self._matrix(attrs[cublaslt._DESC_BIAS_POINTER], vars(vector) | {
+                "rows": op_b.shape[1], "cols": 1})  # fmt: skip
+            sums[:, 0] = op_b.astype(np.float64).sum(axis=0)
+        out[...] = product
+        return 0
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """cupy, the cuBLAS handle and libcublasLt replaced by host-memory stand-ins."""
+
+    def install(library: _FakeLt) -> _FakeLt:
+        fake_cupy = types.SimpleNamespace(
+            empty=lambda shape, dtype: _ptr(np.full(shape, np.nan, dtype)),
+            broadcast_to=lambda x, shape: _ptr(np.broadcast_to(x, shape)),
+            ascontiguousarray=lambda x: _ptr(np.ascontiguousarray(x)),
+            cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0)),
+        )
+        monkeypatch.setitem(__import__("sys").modules, "cupy", fake_cupy)
+        workspace = _ptr(np.zeros(8, np.uint8))
+        blas = types.SimpleNamespace(workspace=workspace, stream=0)
+        monkeypatch.setattr(cublas, "handle", lambda: blas)
+        state = cublaslt._State()
+        state.library = library
+        monkeypatch.setattr(cublaslt, "_state", state)
+        return library
+
+    return install
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout_a", LAYOUTS)
+@pytest.mark.parametrize("layout_b", LAYOUTS)
+def test_matmul_bias_passes_cublaslt_the_right_arguments(fake_cuda, dtype, layout_a, layout_b):
+    library = fake_cuda(_FakeLt())
+    rng = np.random.default_rng(0)
+    a = _ptr(_operand(rng, (5, 3), layout_a).astype(dtype))
+    b = _ptr(_operand(rng, (3, 4), layout_b).astype(dtype))
+    bias = _ptr(rng.standard_normal(4).astype(dtype))
+    out = cublaslt.matmul_bias(a, b, bias)
+    expected = np.asarray(a) @ np.asarray(b) + np.asarray(bias)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
+    assert library.matmuls == 1
+
+
+@pytest.mark.parametrize("layout_a", LAYOUTS)
+@pytest.mark.parametrize("layout_b", LAYOUTS)
+def test_matmul_row_sums_passes_cublaslt_the_right_arguments(fake_cuda, layout_a, layout_b):
+    library = fake_cuda(_FakeLt())
+    rng = np.random.default_rng(1)
+    a = _ptr(_operand(rng, (6, 7), layout_a))
+    b = _ptr(_operand(rng, (7, 2), layout_b))
+    product, sums = cublaslt.matmul_row_sums(a, b)
+    np.testing.assert_allclose(np.asarray(product), np.asarray(a) @ np.asarray(b), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(sums), np.asarray(a).sum(axis=1), rtol=1e-12)
+    assert library.matmuls == 1
+
+
+def test_linear_layer_runs_each_way_in_one_cublaslt_call(fake_cuda):
+    # A Linear layer's own layouts: x @ W^T (W^T a transposed view) forward, grad^T @ x with
+    # the bias gradient backward.
+    library = fake_cuda(_FakeLt())
+    rng = np.random.default_rng(2)
+    x, weight, bias = rng.standard_normal((8, 5)), rng.standard_normal((3, 5)), np.ones(3)
+    grad = rng.standard_normal((8, 3))
+    out = cublaslt.matmul_bias(_ptr(x), _ptr(weight).T, _ptr(bias))
+    np.testing.assert_allclose(np.asarray(out), x @ weight.T + bias, rtol=1e-12)
+    grad_w, grad_b = cublaslt.matmul_row_sums(_ptr(grad).T, _ptr(x))
+    np.testing.assert_allclose(np.asarray(grad_w), grad.T @ x, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(grad_b), grad.sum(axis=0), rtol=1e-12)
+    assert library.matmuls == 2
+    assert len(cublaslt._state.plans) == 2  # one plan per shape and epilogue, reused:
+    cublaslt.matmul_bias(_ptr(x), _ptr(weight).T, _ptr(bias))
+    assert len(cublaslt._state.plans) == 2 and library.matmuls == 3
+
+
+def test_no_algorithm_falls_back_and_is_remembered(fake_cuda):
+    library = fake_cuda(_FakeLt(heuristic_status=cublaslt._STATUS_NOT_SUPPORTED))
+    a, b, bias = _ptr(np.ones((2, 3))), _ptr(np.ones((3, 4))), _ptr(np.ones(4))
+    assert cublaslt.matmul_bias(a, b, bias) is None
+    assert cublaslt.matmul_bias(a, b, bias) is None
+    assert library.matmuls == 0 and library.destroyed == 4  # the plan's descriptors freed
+    assert list(cublaslt._state.plans.values()) == [None]
+    assert cublaslt.off_reason() is None  # other shapes may still have an algorithm
+
+
+def test_failed_call_turns_the_path_off_with_a_warning(fake_cuda):
+    library = fake_cuda(_FakeLt(matmul_status=13))  # CUBLAS_STATUS_EXECUTION_FAILED
+    a, b, bias = _ptr(np.ones((2, 3))), _ptr(np.ones((3, 4))), _ptr(np.ones(4))
+    with pytest.warns(RuntimeWarning, match="status 13.*DTRAIN_CUBLASLT=0"):
+        assert cublaslt.matmul_bias(a, b, bias) is None
+    assert "status 13" in cublaslt.off_reason()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cublaslt.matmul_row_sums(a, b) is None  # off: no second try, no warning
+    assert library.matmuls == 1
+
+
+def test_cases_cublaslt_is_not_asked():
+    f32 = np.ones((2, 3), np.float32)
+    assert cublaslt.matmul_bias(f32, f32.T, np.ones(2, np.float64)) is None  # bias dtype
+    assert cublaslt.matmul_bias(f32, f32.T, np.ones(4, np.float32)[::2]) is None  # strided
+    assert cublaslt.matmul_bias(f32, f32.T, np.ones(3, np.float32)) is None  # wrong length
+    assert cublaslt.matmul_bias(f32[None], f32.T, np.ones(2, np.float32)) is None  # 3-D
+    assert cublaslt.matmul_row_sums(f32[:0], f32.T) is None  # empty
+
+
+def test_dtrain_cublaslt_0_turns_the_path_off(monkeypatch):
+    monkeypatch.setenv("DTRAIN_CUBLASLT", "0")
+    monkeypatch.setattr(cublaslt, "_state", cublaslt._State())
+    assert cublaslt._load_library() is False
+    assert cublaslt.off_reason() == "DTRAIN_CUBLASLT=0"
+
+
+def _real_library():
+    """libcublasLt where it loads (the GPU machine; ``DTRAIN_TEST_LIBCUBLASLT`` names a copy,
+    e.g. from the nvidia-cublas wheel: its descriptor calls need no GPU)."""
+    for name in (os.environ.get("DTRAIN_TEST_LIBCUBLASLT"), "libcublasLt.so.13"):
+        if name:
+            try:
+                library = ctypes.CDLL(name)
+            except OSError:
+                continue
+            cublaslt._declare(library)
+            return library
+    pytest.skip("libcublasLt does not load here (set DTRAIN_TEST_LIBCUBLASLT to a copy)")
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        (cublaslt._DESC_TRANSA, ctypes.c_int32(1)),
+        (cublaslt._DESC_TRANSB, ctypes.c_int32(0)),
+        (cublaslt._DESC_EPILOGUE, ctypes.c_uint32(cublaslt.EPILOGUE_BIAS)),
+        (cublaslt._DESC_EPILOGUE, ctypes.c_uint32(cublaslt.EPILOGUE_BGRADB)),
+        (cublaslt._DESC_BIAS_DATA_TYPE, ctypes.c_int32(0)),
+        (cublaslt._DESC_BIAS_POINTER, ctypes.c_void_p(256)),
+    ],
+)
+def test_real_library_takes_each_attribute_as_dtrain_sets_it(attribute, value):
+    # A wrong attribute number usually names an attribute of another size, which cuBLASLt
+    # refuses (CUBLAS_STATUS_INVALID_VALUE); reading it back checks the value landed.
+    library = _real_library()
+    desc = ctypes.c_void_p()
+    assert library.cublasLtMatmulDescCreate(ctypes.byref(desc), 68, cublaslt._CUDA_R_32F) == 0
+    cublaslt._set(library, desc, attribute, value)
+    read = type(value)()
+    written = ctypes.c_size_t()
+    get = library.cublasLtMatmulDescGetAttribute
+    get.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t,
+                    ctypes.POINTER(ctypes.c_size_t)]  # fmt: skip
+    status = get(desc, attribute, ctypes.byref(read), ctypes.sizeof(read), ctypes.byref(written))
+    assert status == 0 and written.value == ctypes.sizeof(value) and read.value == value.value
+    assert library.cublasLtMatmulDescDestroy(desc) == 0
+
+
+def test_real_library_takes_the_layouts_and_preference():
+    library = _real_library()
+    layout = cublaslt._layout(library, 0, 5, 3, 8)
+    assert library.cublasLtMatrixLayoutDestroy(layout) == 0
+    assert cublaslt._preference(library)
+
+
+def test_heuristic_result_has_the_c_struct_size():
+    # cublasLtMatmulAlgo_t is 8 x uint64; the result adds size_t, int, float and int[4].
+    assert ctypes.sizeof(cublaslt._Algo) == 64
+    assert ctypes.sizeof(cublaslt._HeuristicResult) == 96
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize(("m", "k", "n"), [(64, 96, 288), (7, 33, 5), (256, 784, 1024)])
+def test_epilogues_on_gpu(dtype, m, k, n):
+    import cupy
+
+    rng = np.random.default_rng(3)
+    x = cupy.asarray(rng.standard_normal((m, k)).astype(dtype))
+    weight = cupy.asarray(rng.standard_normal((n, k)).astype(dtype))
+    bias = cupy.asarray(rng.standard_normal(n).astype(dtype))
+    grad = cupy.asarray(rng.standard_normal((m, n)).astype(dtype))
+    out = cublaslt.matmul_bias(x, weight.T, bias)
+    both = cublaslt.matmul_row_sums(grad.T, x)
+    assert cublaslt.off_reason() is None
+    if dtype != "float64":  # the cases a Linear layer meets in training must take the path
+        assert out is not None and both is not None, "cuBLASLt found no algorithm"
+    tolerance = 2e-2 if dtype == "float16" else 1e-5
+    x64, w64, g64 = (cupy.asnumpy(t).astype(np.float64) for t in (x, weight, grad))
+    checks = []
+    if out is not None:
+        checks.append((out, x64 @ w64.T + cupy.asnumpy(bias).astype(np.float64)))
+    if both is not None:
+        checks += [(both[0], g64.T @ x64), (both[1], g64.sum(axis=0))]
+    for got, expected in checks:
+        got = cupy.asnumpy(got).astype(np.float64)
+        error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+        assert error < tolerance, (dtype, m, k, n, error)
+
+
+def test_status_and_the_switch_for_measuring(fake_cuda):
+    library = fake_cuda(_FakeLt())
+    a, b, bias = _ptr(np.ones((2, 3))), _ptr(np.ones((3, 4))), _ptr(np.ones(4))
+    assert cublaslt.matmul_bias(a, b, bias) is not None
+    with cublaslt.bias_as_own_launch():
+        assert cublaslt.matmul_bias(a, b, bias) is None
+    assert cublaslt.matmul_bias(a, b, bias) is not None and library.matmuls == 2
+    assert cublaslt.status() == "on: 1 product shapes in an epilogue, 0 without"
