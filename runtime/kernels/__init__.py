@@ -5,6 +5,12 @@ compiled, and cupy is not imported, until a kernel is first launched. See docs/k
 """
 
 from dtrain.runtime.kernels.adam import adam_multi_tensor, adam_reference
+from dtrain.runtime.kernels.attention import (
+    attention_backward,
+    attention_backward_reference,
+    attention_forward,
+    attention_forward_reference,
+)
 from dtrain.runtime.kernels.bucket import scale_, scale_cast, scale_reference
 from dtrain.runtime.kernels.build import KernelSource, sources
 from dtrain.runtime.kernels.cross_entropy import (
@@ -42,6 +48,10 @@ __all__ = [
     "KernelSource",
     "adam_multi_tensor",
     "adam_reference",
+    "attention_backward",
+    "attention_backward_reference",
+    "attention_forward",
+    "attention_forward_reference",
     "clip_",
     "clip_reference",
     "cross_entropy_backward",

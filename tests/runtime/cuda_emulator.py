@@ -339,7 +339,52 @@ def _scale_cast(x, out, n, factor):
     _np(out)[...] = K.scale_reference(_np(x), float(factor), out.dtype)
 
 
+def _operand(array, sb, sh, sl, sd, shape):
+    """The (b, h, l, d) operand the attention kernels read from ``array``'s first element
+    through these element strides: a wrong stride reads wrong numbers here as on a GPU."""
+    item = array.itemsize
+    strides = tuple(int(s) * item for s in (sb, sh, sl, sd))
+    return np.lib.stride_tricks.as_strided(_np(array), shape, strides, writeable=False)
+
+
+def _attention_operands(args, sizes):
+    batch, heads, length, keys, dim, dim_v = (int(s) for s in sizes)
+    shapes = [(batch, heads, length, dim), (batch, heads, keys, dim), (batch, heads, keys, dim_v)]
+    shapes.append((batch, heads, length, dim_v))  # the output's gradient
+    count = len(args) // 5
+    return [_operand(*args[5 * i : 5 * i + 5], shapes[i]) for i in range(count)]
+
+
+def _attention_forward(*args):
+    q, k, v = _attention_operands(args[:15], args[17:23])
+    y, lse = args[15], args[16]
+    causal, scale = bool(args[23]), float(args[24])
+    out = K.attention_forward_reference(q, k, v, scale, causal)
+    _np(y)[...] = np.swapaxes(out, 1, 2)
+    scores = q.astype(np.float64) @ np.swapaxes(k.astype(np.float64), -1, -2) * scale
+    if causal:
+        scores = np.where(np.tri(*scores.shape[-2:], dtype=bool), scores, -np.inf)
+    top = scores.max(axis=-1, keepdims=True)
+    _np(lse)[...] = (top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+def _attention_backward(*args, columns: bool):
+    q, k, v, grad = _attention_operands(args[:20], args[-8:-2])
+    causal, scale = bool(args[-2]), float(args[-1])
+    dq, dk, dv = K.attention_backward_reference(grad, q, k, v, scale, causal)
+    if columns:  # (lse, D, dk, dv)
+        _np(args[22])[...] = np.swapaxes(dk, 1, 2)
+        _np(args[23])[...] = np.swapaxes(dv, 1, 2)
+    else:  # (y, lse, dq, D)
+        _np(args[22])[...] = np.swapaxes(dq, 1, 2)
+        y = K.attention_forward_reference(q, k, v, scale, causal).astype(np.float64)
+        _np(args[23])[...] = (grad.astype(np.float64) * y).sum(axis=-1)
+
+
 KERNELS: dict[str, Callable] = {
+    "attention_forward": _attention_forward,
+    "attention_backward_rows": lambda *args: _attention_backward(*args, columns=False),
+    "attention_backward_columns": lambda *args: _attention_backward(*args, columns=True),
     "layer_norm_forward": _layer_norm_forward,
     "layer_norm_backward": _layer_norm_backward,
     "layer_norm_param_grads": _layer_norm_param_grads,

@@ -21,6 +21,7 @@ from cuda_emulator import Emulator, install
 import dtrain as dt
 import dtrain.nn.functional as F
 from dtrain import nn
+from dtrain.runtime.kernels import attention as attention_kernels
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -90,7 +91,8 @@ def test_char_gpt_steps_match_the_cpu_and_count_their_launches(emulator, captura
     assert not [name for name in launches if name.startswith("host read")], launches
     fused = {
         "kernel layer_norm_forward": 5, "kernel layer_norm_backward": 5,
-        "kernel scaled_softmax_forward": 2, "kernel scaled_softmax_backward": 2,
+        "kernel attention_forward": 2, "kernel attention_backward_rows": 2,
+        "kernel attention_backward_columns": 2,
         "kernel gelu_forward": 2, "kernel gelu_backward": 2,
         "kernel cross_entropy_forward": 1, "kernel cross_entropy_backward": 1,
         "kernel sum_squares_multi_tensor": 1, "kernel clip_multi_tensor": 1,
@@ -98,9 +100,9 @@ def test_char_gpt_steps_match_the_cpu_and_count_their_launches(emulator, captura
     assert {name: launches[name] for name in fused} == fused
     # A block: 4 linears with a bias, each a product with the bias in its epilogue forward
     # and backward (weight and bias gradients) and a plain one for the input's gradient;
-    # 2 attention products, 1 forward + 2 backward. The head: no bias, 3 plain products.
+    # attention is its own kernels. The head: no bias, 3 plain products.
     assert launches["cuBLASLt gemm + epilogue"] == 2 * 4 * 2
-    assert launches["cuBLAS gemm"] == 2 * (4 + 2 * 3) + 3
+    assert launches["cuBLAS gemm"] == 2 * 4 + 3
     # The one sum left is the position embedding's, broadcast over the batch: no bias
     # gradient is a separate reduction.
     assert launches["add.reduce"] == 1
@@ -155,20 +157,34 @@ def test_an_overflowing_step_is_skipped_on_the_cuda_path(emulator):
     assert scaler.get_scale() == 2.0  # backed off once
 
 
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "composed"])
 @pytest.mark.parametrize("lengths", [(3, 5), (5, 3), (4, 4)], ids=str)
-def test_attention_on_the_cuda_path_matches_the_cpu(emulator, lengths):
+def test_attention_on_the_cuda_path_matches_the_cpu(emulator, monkeypatch, lengths, fused, causal):
+    # q, k, v as (batch, heads, length, dim) views of (batch, length, heads, dim) arrays, as
+    # heads split out of a projection are; the fused kernels read them where they lie.
+    if not fused:  # sequences too long for the fused kernels take the composed path
+        monkeypatch.setattr(attention_kernels, "MAX_LENGTH", 2)
     rng = np.random.default_rng(3)
-    (length, keys), batch = lengths, (2, 2)
-    arrays = [rng.standard_normal((*batch, n, 4)) for n in (length, keys, keys)]
-    upstream = rng.standard_normal((*batch, length, 4))
+    length, keys = lengths
+    arrays = [rng.standard_normal((2, n, 3, 4)) for n in (length, keys, keys)]
+    upstream = rng.standard_normal((2, 3, length, 4))
     results = {}
     for device in ("cpu", "cuda"):
-        q, k, v = (dt.tensor(a, device=device, requires_grad=True) for a in arrays)
-        with emulator.counting() as launches:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        (out * dt.tensor(upstream, device=device)).sum().backward()
-        results[device] = [t.detach().cpu().numpy() for t in (out, q.grad, k.grad, v.grad)]
-    assert launches["kernel scaled_softmax_forward"] == 1
+        leaves = [dt.tensor(a, device=device, requires_grad=True) for a in arrays]
+        q, k, v = (t.transpose(1, 2) for t in leaves)
+        with emulator.counting() as forward:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        with emulator.counting() as backward:
+            (out * dt.tensor(upstream, device=device)).sum().backward()
+        results[device] = [t.detach().cpu().numpy() for t in (out, *(t.grad for t in leaves))]
+    if fused:  # one launch, no copies of the views; two launches back, no matrix products
+        assert dict(forward) == {"kernel attention_forward": 1}
+        assert backward["kernel attention_backward_rows"] == 1
+        assert backward["kernel attention_backward_columns"] == 1
+        assert "cuBLAS gemm" not in backward
+    else:
+        assert forward["kernel scaled_softmax_forward"] == 1
     for got, expected in zip(results["cuda"], results["cpu"]):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
 

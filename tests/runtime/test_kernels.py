@@ -69,6 +69,7 @@ def test_registry_lists_every_kernel_module():
     names = {source.name for source in build.sources()}
     assert names == {
         "adam",
+        "attention",
         "bucket",
         "cross_entropy",
         "gelu",
@@ -370,6 +371,23 @@ def test_scaled_softmax_reference_matches_cpu_op(shape, causal):
 
 
 # ---- GPU ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lengths", [(3, 5), (5, 3), (4, 4)], ids=str)
+def test_attention_reference_matches_cpu_op(lengths, causal):
+    rng = np.random.default_rng(6)
+    length, keys = lengths
+    arrays = [rng.standard_normal((2, 3, n, d)) for n, d in ((length, 4), (keys, 4), (keys, 6))]
+    upstream = rng.standard_normal((2, 3, length, 6))
+    q, k, v = (_leaf(a) for a in arrays)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=0.6)
+    (out * dt.tensor(upstream)).sum().backward()
+    ref = kernels.attention_forward_reference(*arrays, 0.6, causal)
+    np.testing.assert_allclose(_np(out), ref, rtol=1e-12, atol=1e-15)
+    ref_grads = kernels.attention_backward_reference(upstream, *arrays, 0.6, causal)
+    for leaf, ref_grad in zip((q, k, v), ref_grads):
+        np.testing.assert_allclose(_np(leaf.grad), ref_grad, rtol=1e-10, atol=1e-13)
+
+
 gpu = pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
 DTYPES = [np.float32, np.float64, np.float16]
 TOL = {np.float64: 1e-10, np.float32: 2e-5, np.float16: 2e-2}
@@ -767,3 +785,29 @@ def test_clip_reference_matches_clip_grad_norm_on_the_cpu():
         assert abs(float(norm) - total) < 1e-5 * total
         for p, e in zip(params, expected):
             np.testing.assert_allclose(p.grad.numpy(), e, rtol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    ("length", "keys", "dim", "dim_v"),
+    [(1, 1, 1, 1), (5, 9, 7, 3), (64, 64, 24, 24), (40, 200, 33, 40)],
+)
+def test_gpu_attention(cp, dtype, causal, length, keys, dim, dim_v):
+    # q, k, v and the output's gradient as (batch, heads, length, dim) views of
+    # (batch, length, heads, dim) arrays, the layout of heads split out of a projection.
+    rng = np.random.default_rng(21)
+    batch, heads = 2, 3
+    host = [rng.standard_normal((batch, n, heads, d)).astype(dtype)
+            for n, d in ((length, dim), (keys, dim), (keys, dim_v), (length, dim_v))]  # fmt: skip
+    q, k, v, g = (cp.asarray(a).transpose(0, 2, 1, 3) for a in host)
+    q_h, k_h, v_h, g_h = (a.transpose(0, 2, 1, 3) for a in host)
+    scale = 1 / math.sqrt(dim)
+    assert kernels.attention.supported(q, k, v)
+    out, saved = kernels.attention_forward(q, k, v, scale, causal)
+    _close(out, kernels.attention_forward_reference(q_h, k_h, v_h, scale, causal), dtype, 10)
+    grads = kernels.attention_backward(g, q, k, v, saved, scale, causal)
+    refs = kernels.attention_backward_reference(g_h, q_h, k_h, v_h, scale, causal)
+    for got, want in zip(grads, refs):
+        _close(got, want, dtype, 10 * math.sqrt(max(length, keys)))

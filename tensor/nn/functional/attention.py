@@ -1,7 +1,10 @@
 """``scaled_dot_product_attention``: softmax(q kᵀ / √d + mask) v.
 
-Without an explicit mask (causal or not), the scale, the causal mask and the softmax are one
-op, ``ScaledSoftmax``, one kernel each way on CUDA; an explicit mask takes the composed path.
+On CUDA, short sequences without an explicit mask or dropout run as one op, ``Attention``:
+one kernel forward and two backward, reading the heads where they lie
+(``runtime/kernels/attention.py``). Otherwise, without an explicit mask (causal or not), the
+scale, the causal mask and the softmax are one op, ``ScaledSoftmax``, one kernel each way on
+CUDA, between the matrix products; an explicit mask takes the composed path.
 """
 
 from __future__ import annotations
@@ -15,7 +18,24 @@ from dtrain._tensor.functions import matmul, softmax, where
 from dtrain._tensor.nn.functional.dropout import dropout
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.kernels import attention as _attention_kernels
 from dtrain.runtime.kernels import softmax as _softmax_kernels
+
+
+class Attention(Op):
+    """``softmax(scale * q kᵀ) v`` over (b, h, l, d) CUDA operands, causal or not, fused."""
+
+    reads_inputs = True
+
+    def forward(self, q: Any, k: Any, v: Any, *, scale: float, causal: bool) -> Any:
+        self.q, self.k, self.v, self.scale, self.causal = q, k, v, scale, causal
+        out, self.saved = _attention_kernels.attention_forward(q, k, v, scale, causal)
+        return out
+
+    def backward(self, grad: Any) -> tuple:
+        return _attention_kernels.attention_backward(
+            grad, self.q, self.k, self.v, self.saved, self.scale, self.causal
+        )
 
 
 class ScaledSoftmax(Op):
@@ -89,6 +109,13 @@ def scaled_dot_product_attention(
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: pass attn_mask or is_causal, not both")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if (
+        attn_mask is None
+        and dropout_p == 0.0
+        and is_cuda_array(query._array)
+        and _attention_kernels.supported(query._array, key._array, value._array)
+    ):
+        return Attention.apply(query, key, value, scale=float(scale), causal=bool(is_causal))
     # Heads split from one projection are strided views that cuBLAS cannot batch: copied
     # once here, not again by each of the four matrix products of forward and backward.
     query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
