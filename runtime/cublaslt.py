@@ -37,6 +37,9 @@ from dtrain.runtime.config import read_config
 _DESC_TRANSA, _DESC_TRANSB, _DESC_EPILOGUE, _DESC_BIAS_POINTER = 3, 4, 7, 8
 _DESC_BIAS_DATA_TYPE = 26
 _PREF_MAX_WORKSPACE_BYTES = 1
+# Minimum alignments of A, B, C, D the algorithm may assume (default 256 bytes each).
+_PREF_MIN_ALIGNMENT = (5, 6, 7, 8)
+_MAX_ALIGNMENT = 256
 EPILOGUE_BIAS, EPILOGUE_BGRADB = 4, 512
 _STATUS_NOT_SUPPORTED = 15
 _CUDA_R_32F, _CUDA_R_64F = 0, 1
@@ -74,6 +77,7 @@ _SIGNATURES = {
     "cublasLtMatrixLayoutDestroy": [_P],
     "cublasLtMatmulPreferenceCreate": [ctypes.POINTER(_P)],
     "cublasLtMatmulPreferenceSetAttribute": [_P, _I, _P, ctypes.c_size_t],
+    "cublasLtMatmulPreferenceDestroy": [_P],
     "cublasLtMatmulAlgoGetHeuristic": [
         _P, _P, _P, _P, _P, _P, _P, _I, ctypes.POINTER(_HeuristicResult), ctypes.POINTER(_I)
     ],
@@ -99,8 +103,8 @@ class _State:
         self.library: Any = None  # the loaded libcublasLt, or False once the path is off
         self.off_reason: str | None = None
         self.handles: dict[int, int] = {}  # device -> cublasLtHandle_t
-        self.preference: int | None = None
         self.plans: dict[tuple, _Plan | None] = {}  # None: cuBLASLt has no algorithm
+        self.vectors: dict[int, int] = {}  # descriptor -> the vector pointer it holds
 
 
 _state = _State()
@@ -181,17 +185,21 @@ def _handle(library: Any, device: int) -> int:
     return found
 
 
-def _preference(library: Any) -> int:
-    if _state.preference is None:
-        pointer = _P()
-        _check(library.cublasLtMatmulPreferenceCreate(ctypes.byref(pointer)), "PreferenceCreate")
-        workspace = ctypes.c_uint64(cublas._WORKSPACE_BYTES)
+def _preference(library: Any, alignments: tuple[int, int, int, int]) -> int:
+    """A heuristic preference: our workspace, and the alignments of A, B, C and D in bytes
+    (cuBLASLt assumes 256 unless told, and an algorithm that needs more fails at the call)."""
+    pointer = _P()
+    _check(library.cublasLtMatmulPreferenceCreate(ctypes.byref(pointer)), "PreferenceCreate")
+    values = [(_PREF_MAX_WORKSPACE_BYTES, ctypes.c_uint64(cublas._WORKSPACE_BYTES))]
+    values += [
+        (attribute, ctypes.c_uint32(a)) for attribute, a in zip(_PREF_MIN_ALIGNMENT, alignments)
+    ]
+    for attribute, value in values:
         status = library.cublasLtMatmulPreferenceSetAttribute(
-            pointer, _PREF_MAX_WORKSPACE_BYTES, ctypes.byref(workspace), ctypes.sizeof(workspace)
+            pointer, attribute, ctypes.byref(value), ctypes.sizeof(value)
         )
-        _check(status, "cublasLtMatmulPreferenceSetAttribute")
-        _state.preference = pointer.value
-    return _state.preference
+        _check(status, f"cublasLtMatmulPreferenceSetAttribute({attribute})")
+    return pointer.value
 
 
 def _layout(library: Any, data_type: int, rows: int, cols: int, ld: int) -> int:
@@ -202,16 +210,16 @@ def _layout(library: Any, data_type: int, rows: int, cols: int, ld: int) -> int:
 
 
 def _alignment(pointer: int) -> int:
-    """The largest power of two up to 16 that divides ``pointer``: cuBLASLt picks algorithms
+    """The largest power of two up to 256 that divides ``pointer``: cuBLASLt picks algorithms
     by operand alignment, so a plan is only reused for operands aligned as well."""
-    return min(16, pointer & -pointer) if pointer else 16
+    return min(_MAX_ALIGNMENT, pointer & -pointer) if pointer else _MAX_ALIGNMENT
 
 
 def _describe(
-    library: Any, lt: int, p: cublas.GemmPlan, dtype: Any, epilogue: int, vector_alignment: int
+    library: Any, lt: int, p: cublas.GemmPlan, dtype: Any, epilogue: int, alignments: tuple
 ) -> _Plan | None:
-    """Descriptors and an algorithm for plan ``p`` with ``epilogue``; None if cuBLASLt has no
-    algorithm for it."""
+    """Descriptors and an algorithm for plan ``p`` with ``epilogue`` and operands aligned to
+    ``alignments`` (a's, b's, out's, the vector's); None if cuBLASLt has no algorithm."""
     data_type, compute_type = cublas._TYPES[dtype][:2]
     scale_type = _CUDA_R_64F if dtype == np.float64 else _CUDA_R_32F
     desc = _P()
@@ -225,7 +233,7 @@ def _describe(
     _set(library, desc, _DESC_BIAS_DATA_TYPE, ctypes.c_int32(data_type))
     # The heuristic reads the bias pointer's alignment only: an address aligned as the
     # vector is stands in for it (each call sets the real one).
-    _set(library, desc, _DESC_BIAS_POINTER, _P(vector_alignment))
+    _set(library, desc, _DESC_BIAS_POINTER, _P(alignments[3]))
     # A (b's memory) is n x k as stored for op N, k x n for op T; B (a's memory) likewise.
     rows_a, cols_a = (p.n, p.k) if p.op_b == cublas._OP_N else (p.k, p.n)
     rows_b, cols_b = (p.k, p.m) if p.op_a == cublas._OP_N else (p.m, p.k)
@@ -234,10 +242,13 @@ def _describe(
     layout_d = _layout(library, data_type, p.n, p.m, p.n)
     result = _HeuristicResult()
     found = _I(0)
+    # Lt's A is b's memory and its B is a's; C and D are out.
+    preference = _preference(library, (alignments[1], alignments[0], alignments[2], alignments[2]))
     status = library.cublasLtMatmulAlgoGetHeuristic(
-        lt, desc, layout_a, layout_b, layout_d, layout_d, _preference(library), 1,
+        lt, desc, layout_a, layout_b, layout_d, layout_d, preference, 1,
         ctypes.byref(result), ctypes.byref(found),
     )  # fmt: skip
+    library.cublasLtMatmulPreferenceDestroy(preference)
     if status not in (0, _STATUS_NOT_SUPPORTED):
         _check(status, "cublasLtMatmulAlgoGetHeuristic")
     if status != 0 or found.value < 1 or result.state != 0:
@@ -252,6 +263,7 @@ def _evict_oldest(library: Any) -> None:
     key = next(iter(_state.plans))
     plan = _state.plans.pop(key)
     if plan is not None:
+        _state.vectors.pop(plan.desc, None)
         library.cublasLtMatmulDescDestroy(plan.desc)
         for layout in (plan.layout_a, plan.layout_b, plan.layout_d):
             library.cublasLtMatrixLayoutDestroy(layout)
@@ -270,20 +282,24 @@ def _run(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
     alpha, beta = cublas._TYPES[dtype][2:]
     pointers = (p.a.data.ptr, p.b.data.ptr, out.data.ptr, vector.data.ptr)
     device = cupy.cuda.runtime.getDevice()
-    key = (device, dtype, epilogue, p.op_a, p.op_b, p.m, p.n, p.k, p.ld_a, p.ld_b) + tuple(
-        _alignment(pointer) for pointer in pointers
-    )
+    alignments = (
+        _alignment(pointers[0]), _alignment(pointers[1]), _alignment(pointers[2]),
+        _alignment(pointers[3]),
+    )  # fmt: skip
+    key = (device, dtype, epilogue, p.op_a, p.op_b, p.m, p.n, p.k, p.ld_a, p.ld_b, alignments)
     with cublas._call_lock:  # the plan's descriptor is shared: set its bias and call at once
         blas = cublas.handle()  # binds the workspace both libraries use to this stream
         lt = _handle(library, device)
         if key not in _state.plans:
             if len(_state.plans) >= _CACHE_LIMIT:
                 _evict_oldest(library)
-            _state.plans[key] = _describe(library, lt, p, dtype, epilogue, key[-1])
+            _state.plans[key] = _describe(library, lt, p, dtype, epilogue, alignments)
         plan = _state.plans[key]
         if plan is None:
             return False
-        _set(library, plan.desc, _DESC_BIAS_POINTER, _P(pointers[3]))
+        if _state.vectors.get(plan.desc) != pointers[3]:  # a layer's bias: set once
+            _set(library, plan.desc, _DESC_BIAS_POINTER, _P(pointers[3]))
+            _state.vectors[plan.desc] = pointers[3]
         status = library.cublasLtMatmul(
             lt, plan.desc, alpha,
             pointers[1], plan.layout_a, pointers[0], plan.layout_b,

@@ -40,6 +40,7 @@ class _FakeLt:
         self.matmul_status = matmul_status
         self.matmuls = 0
         self.destroyed = 0
+        self.preferences: dict[int, int] = {}
 
     def _new(self, out, **fields) -> int:
         key = len(self.objects) + 1000
@@ -69,6 +70,12 @@ class _FakeLt:
         return self._new(out, kind="preference")
 
     def cublasLtMatmulPreferenceSetAttribute(self, preference, attribute, buffer, size):  # noqa: N802
+        if size != ctypes.sizeof(buffer._obj):
+            return 7
+        self.preferences[attribute] = buffer._obj.value
+        return 0
+
+    def cublasLtMatmulPreferenceDestroy(self, preference):  # noqa: N802
         return 0
 
     def cublasLtMatmulAlgoGetHeuristic(  # noqa: N802
@@ -280,7 +287,21 @@ def test_real_library_takes_the_layouts_and_preference():
     library = _real_library()
     layout = cublaslt._layout(library, 0, 5, 3, 8)
     assert library.cublasLtMatrixLayoutDestroy(layout) == 0
-    assert cublaslt._preference(library)
+    preference = cublaslt._preference(library, (256, 16, 8, 4))
+    assert library.cublasLtMatmulPreferenceDestroy(preference) == 0
+
+
+def test_heuristic_is_told_each_operands_alignment(fake_cuda):
+    # cuBLASLt assumes 256-byte operands unless told: a view 4 bytes into an allocation
+    # must be named so, or the algorithm it picks may refuse that view at the call.
+    library = fake_cuda(_FakeLt())
+    base = np.zeros(64 + 16, np.float32)
+    x = _ptr(base[1:65].reshape(8, 8))  # 4 bytes past a 64-byte aligned start at best
+    w, bias = _ptr(np.ones((8, 8), np.float32)), _ptr(np.ones(8, np.float32))
+    cublaslt.matmul_bias(x, w.T, bias)
+    a_alignment = library.preferences[cublaslt._PREF_MIN_ALIGNMENT[1]]  # x is Lt's B
+    assert a_alignment == x.ctypes.data & -x.ctypes.data and a_alignment <= 4
+    assert library.preferences[cublaslt._PREF_MAX_WORKSPACE_BYTES] == cublas._WORKSPACE_BYTES
 
 
 def test_heuristic_result_has_the_c_struct_size():
@@ -327,3 +348,28 @@ def test_status_and_the_switch_for_measuring(fake_cuda):
         assert cublaslt.matmul_bias(a, b, bias) is None
     assert cublaslt.matmul_bias(a, b, bias) is not None and library.matmuls == 2
     assert cublaslt.status() == "on: 1 product shapes in an epilogue, 0 without"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_epilogues_on_gpu_with_unaligned_views(dtype):
+    # Operands that start 2 or 4 bytes into an allocation, with odd leading dimensions: the
+    # heuristic is told their alignment, so the call works (or the plain path is taken).
+    import cupy
+
+    rng = np.random.default_rng(4)
+    x = cupy.asarray(rng.standard_normal((33, 18)).astype(dtype))[:, 1:]
+    weight = cupy.asarray(rng.standard_normal((9, 18)).astype(dtype))[:, 1:]
+    bias = cupy.asarray(rng.standard_normal(10).astype(dtype))[1:]
+    out = cublaslt.matmul_bias(x, weight.T, bias)
+    both = cublaslt.matmul_row_sums(x.T, x)
+    assert cublaslt.off_reason() is None, cublaslt.off_reason()
+    x64, w64 = cupy.asnumpy(x).astype(np.float64), cupy.asnumpy(weight).astype(np.float64)
+    tolerance = 2e-2 if dtype == "float16" else 1e-5
+    expected = [x64 @ w64.T + cupy.asnumpy(bias).astype(np.float64), x64.T @ x64, x64.sum(0)]
+    got = ([out] if out is not None else [None]) + (list(both) if both is not None else [None] * 2)
+    for value, want in zip(got, expected):
+        if value is not None:
+            value = cupy.asnumpy(value).astype(np.float64)
+            assert np.linalg.norm(value - want) / np.linalg.norm(want) < tolerance
