@@ -2,10 +2,12 @@
 
 Forward, one block per row: ``mean``, ``rstd = 1 / sqrt(var + eps)`` (two passes over the
 row, as numpy computes it) and ``out = (x - mean) * rstd * weight + bias``. Backward, one
-block per row: ``grad_x = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))`` with
-``gh = grad * weight``; and a column kernel that sums ``grad * xhat`` and ``grad`` over
-chunks of rows into per-chunk partials, which a last kernel adds per column. A backward is
-three launches; it was eight when cupy zeroed, added and cast the partials.
+launch of two kinds of blocks, which depend on nothing the other writes: the first ``rows``
+blocks take a row each, ``grad_x = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))`` with
+``gh = grad * weight``; the rest sum ``grad * xhat`` and ``grad`` over a chunk of rows for a
+block of columns, into per-chunk partials. A last kernel adds the partials per column. A
+backward is two launches; it was eight when cupy zeroed, added and cast the partials, and
+three when the rows and the partials were launches of their own.
 """
 
 from __future__ import annotations
@@ -66,14 +68,12 @@ __global__ void layer_norm_forward(const T* x, const T* weight, const T* bias, i
 }
 
 template <typename T>
-__global__ void layer_norm_backward(const T* grad, const T* x, const T* weight, int has_weight,
-                                    const typename Acc<T>::type* mean,
-                                    const typename Acc<T>::type* rstd, T* grad_x,
-                                    long long rows, long long cols) {
+__device__ __forceinline__ void layer_norm_grad_row(
+        const T* grad, const T* x, const T* weight, int has_weight,
+        const typename Acc<T>::type* mean, const typename Acc<T>::type* rstd, T* grad_x,
+        long long row, long long cols) {
     typedef typename Acc<T>::type A;
     __shared__ A scratch[32];
-    const long long row = blockIdx.x;
-    if (row >= rows) return;
     const T* g = grad + row * cols;
     const T* xr = x + row * cols;
     const A mu = mean[row], rs = rstd[row];
@@ -93,18 +93,20 @@ __global__ void layer_norm_backward(const T* grad, const T* x, const T* weight, 
     }
 }
 
-// grid (ceil(cols / blockDim.x), chunks): thread = one column of one chunk of rows.
+// Partial block p: columns [(p % column_blocks) * blockDim.x, ...) of chunk p / column_blocks;
+// a thread sums one column over the chunk's rows.
 template <typename T>
-__global__ void layer_norm_param_grads(const T* grad, const T* x,
-                                       const typename Acc<T>::type* mean,
-                                       const typename Acc<T>::type* rstd,
-                                       typename Acc<T>::type* partial_w,
-                                       typename Acc<T>::type* partial_b, long long rows,
-                                       long long cols, long long rows_per_chunk) {
+__device__ __forceinline__ void layer_norm_grad_partials(
+        const T* grad, const T* x, const typename Acc<T>::type* mean,
+        const typename Acc<T>::type* rstd, typename Acc<T>::type* partial_w,
+        typename Acc<T>::type* partial_b, long long p, long long rows, long long cols,
+        long long rows_per_chunk) {
     typedef typename Acc<T>::type A;
-    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long column_blocks = (cols + blockDim.x - 1) / blockDim.x;
+    const long long chunk = p / column_blocks;
+    const long long c = (p % column_blocks) * blockDim.x + threadIdx.x;
     if (c >= cols) return;
-    const long long first = (long long)blockIdx.y * rows_per_chunk;
+    const long long first = chunk * rows_per_chunk;
     const long long last = first + rows_per_chunk < rows ? first + rows_per_chunk : rows;
     A sum_w = 0, sum_b = 0;
     for (long long r = first; r < last; ++r) {
@@ -112,8 +114,25 @@ __global__ void layer_norm_param_grads(const T* grad, const T* x,
         sum_w += g * (to_acc(x[r * cols + c]) - mean[r]) * rstd[r];
         sum_b += g;
     }
-    partial_w[blockIdx.y * cols + c] = sum_w;
-    partial_b[blockIdx.y * cols + c] = sum_b;
+    partial_w[chunk * cols + c] = sum_w;
+    partial_b[chunk * cols + c] = sum_b;
+}
+
+// Blocks [0, rows): grad_x, a row each. Blocks [rows, gridDim.x): the parameters' partials
+// (none when partial_blocks is 0). Neither reads what the other writes.
+template <typename T>
+__global__ void layer_norm_backward(const T* grad, const T* x, const T* weight, int has_weight,
+                                    const typename Acc<T>::type* mean,
+                                    const typename Acc<T>::type* rstd, T* grad_x,
+                                    typename Acc<T>::type* partial_w,
+                                    typename Acc<T>::type* partial_b, long long rows,
+                                    long long cols, long long rows_per_chunk) {
+    const long long block = blockIdx.x;
+    if (block < rows)
+        layer_norm_grad_row(grad, x, weight, has_weight, mean, rstd, grad_x, block, cols);
+    else
+        layer_norm_grad_partials(grad, x, mean, rstd, partial_w, partial_b, block - rows, rows,
+                                 cols, rows_per_chunk);
 }
 
 // One thread per column: add the chunks' partials (in chunk order) and store in T.
@@ -142,7 +161,6 @@ SOURCE = register(
         (
             "layer_norm_forward",
             "layer_norm_backward",
-            "layer_norm_param_grads",
             "layer_norm_param_grads_finish",
         )
     ),
@@ -202,29 +220,27 @@ def layer_norm_backward(
     grad = contiguous(grad, dtype=x.dtype)
     name = type_name(x.dtype)
     grad_x = cupy.empty_like(x)
-    if rows and cols:
-        w = x if weight is None else contiguous(weight.reshape(cols))
-        fn = kernel(SOURCE, f"layer_norm_backward<{name}>")
-        args = (grad, x, w, np.int32(weight is not None), mean, rstd, grad_x)
-        launch(fn, (rows,), row_block(cols), (*args, i64(rows), i64(cols)))
-    if not param_grads:
-        return grad_x, None, None
     # Every (chunk, column) partial is written, and the finish kernel adds them per column
     # into grad_w and grad_b: no zeroing, no cupy reduction, no cast (each a launch).
     per_chunk = max(1, math.ceil(rows / _CHUNKS))
     chunks = max(1, math.ceil(rows / per_chunk))
-    partials = cupy.empty((2, chunks, cols), acc_dtype(x.dtype))
+    partials = cupy.empty((2, chunks if param_grads else 0, cols), acc_dtype(x.dtype))
+    if rows and cols:
+        w = x if weight is None else contiguous(weight.reshape(cols))
+        block = row_block(cols)
+        partial_blocks = chunks * math.ceil(cols / block) if param_grads else 0
+        fn = kernel(SOURCE, f"layer_norm_backward<{name}>")
+        args = (grad, x, w, np.int32(weight is not None), mean, rstd, grad_x, *partials)
+        launch(fn, (rows + partial_blocks,), block, (*args, i64(rows), i64(cols), i64(per_chunk)))
+    if not param_grads:
+        return grad_x, None, None
     param_grads_out = cupy.empty((2, cols), x.dtype)
     if cols:
-        grid = (math.ceil(cols / ELEMENTWISE_BLOCK),)
-        if rows:
-            fn = kernel(SOURCE, f"layer_norm_param_grads<{name}>")
-            args = (grad, x, mean, rstd, partials[0], partials[1], i64(rows), i64(cols))
-            launch(fn, (grid[0], chunks), ELEMENTWISE_BLOCK, (*args, i64(per_chunk)))
-        else:
+        if not rows:
             partials.fill(0)
         fn = kernel(SOURCE, f"layer_norm_param_grads_finish<{name}>")
         args = (partials[0], partials[1], param_grads_out[0], param_grads_out[1])
+        grid = (math.ceil(cols / ELEMENTWISE_BLOCK),)
         launch(fn, grid, ELEMENTWISE_BLOCK, (*args, i64(chunks), i64(cols)))
     return grad_x, param_grads_out[0], param_grads_out[1]
 

@@ -211,18 +211,18 @@ def _layer_norm_forward(x, w, b, has_w, has_b, out, mean, rstd, rows, cols, eps)
         _np(target)[...] = value
 
 
-def _layer_norm_backward(g, x, w, has_w, mean, rstd, grad_x, rows, cols):
+def _layer_norm_backward(g, x, w, has_w, mean, rstd, grad_x, partial_w, partial_b, *sizes):
     weight = _np(w) if has_w else None
     _np(grad_x)[...] = K.layer_norm_backward_reference(
         _np(g), _np(x), weight, _np(mean), _np(rstd)
     )[0]
-
-
-def _layer_norm_param_grads(g, x, mean, rstd, partial_w, partial_b, rows, cols, per_chunk):
-    _, grad_w, grad_b = K.layer_norm_backward_reference(_np(g), _np(x), None, _np(mean), _np(rstd))
-    for partial, total in ((partial_w, grad_w), (partial_b, grad_b)):
-        _np(partial)[...] = 0
-        _np(partial)[0] = total  # the whole sum in the first chunk's row
+    if _np(partial_w).size:  # the parameters' partials: the whole sum in the first chunk
+        _, grad_w, grad_b = K.layer_norm_backward_reference(
+            _np(g), _np(x), None, _np(mean), _np(rstd)
+        )
+        for partial, total in ((partial_w, grad_w), (partial_b, grad_b)):
+            _np(partial)[...] = 0
+            _np(partial)[0] = total
 
 
 def _layer_norm_finish(partial_w, partial_b, grad_w, grad_b, chunks, cols):
@@ -389,7 +389,6 @@ KERNELS: dict[str, Callable] = {
     "attention_backward_columns": lambda *args: _attention_backward(*args, columns=True),
     "layer_norm_forward": _layer_norm_forward,
     "layer_norm_backward": _layer_norm_backward,
-    "layer_norm_param_grads": _layer_norm_param_grads,
     "layer_norm_param_grads_finish": _layer_norm_finish,
     "cross_entropy_forward": _cross_entropy_forward,
     "cross_entropy_backward": _cross_entropy_backward,
