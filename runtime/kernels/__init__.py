@@ -42,6 +42,7 @@ from dtrain.runtime.kernels.softmax import (
     scaled_softmax_forward,
     scaled_softmax_forward_reference,
 )
+from dtrain.runtime.kernels.tile import tile_, tile_reference
 from dtrain.runtime.kernels.unscale import unscale_, unscale_reference
 
 __all__ = [
@@ -81,6 +82,8 @@ __all__ = [
     "sgd_reference",
     "sources",
     "sum_squares_",
+    "tile_",
+    "tile_reference",
     "unscale_",
     "unscale_reference",
 ]

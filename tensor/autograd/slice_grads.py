@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.kernels import tile as _tile_kernel
 
 
 class SliceGrads:
@@ -33,6 +34,12 @@ class SliceGrads:
         xp = get_array_module(first)
         if self._tiles():  # split()'s pieces: each element is written once, nothing zeroed
             full = xp.empty(self.shape, dtype=first.dtype)
+            values = [value for _, value in self.parts]
+            if _tile_kernel.supported(full, values):  # on CUDA: one launch for every piece
+                axis = len(self.parts[0][0]) - 1
+                starts = [key[-1].start or 0 for key, _ in self.parts]
+                _tile_kernel.tile_(full, values, starts, axis)
+                return full
             for key, value in self.parts:
                 full[key] = value
             return full

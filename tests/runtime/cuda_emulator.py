@@ -383,7 +383,16 @@ def _attention_backward(*args, columns: bool):
         _np(args[23])[...] = (grad.astype(np.float64) * y).sum(axis=-1)
 
 
+def _tile(struct, n, out, row):
+    n = int(n)
+    flat = _np(out).reshape(-1, int(row))
+    offsets, spans = struct["ptr"][0][1, :n], struct["ptr"][0][2, :n]
+    for piece, offset, span in zip(_lists(struct, n)[0], offsets, spans):
+        flat[:, offset : offset + span] = _np(piece).reshape(-1, span)
+
+
 KERNELS: dict[str, Callable] = {
+    "tile_multi_tensor": _tile,
     "attention_forward": _attention_forward,
     "attention_backward_rows": lambda *args: _attention_backward(*args, columns=False),
     "attention_backward_columns": lambda *args: _attention_backward(*args, columns=True),

@@ -109,6 +109,10 @@ def test_multi_tensor_kernels(launches, dtype):
     K.unscale_(grads, 1 / 1024, fake(np.zeros((), np.float32)))
     assert len(launches) == 6 + 2 * 2 + 2 * 3
 
+    pieces = [_rand((3, n), dtype, 500 + n) for n in range(1, 61)]  # 60: two launches
+    K.tile_(fake(np.empty((3, 1830), dtype)), pieces, list(np.cumsum([0, *range(1, 60)])), 1)
+    assert launches[-2:] == [f"tile_multi_tensor<{name}>"] * 2
+
     K.scale_(params[0], 0.5)
     if dtype != np.float16:
         half = K.scale_cast(params[0], 0.5, np.float16)

@@ -78,6 +78,7 @@ def test_registry_lists_every_kernel_module():
         "relu",
         "sgd",
         "softmax",
+        "tile",
         "unscale",
     }
     for source in build.sources():
@@ -811,3 +812,30 @@ def test_gpu_attention(cp, dtype, causal, length, keys, dim, dim_v):
     refs = kernels.attention_backward_reference(g_h, q_h, k_h, v_h, scale, causal)
     for got, want in zip(grads, refs):
         _close(got, want, dtype, 10 * math.sqrt(max(length, keys)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    ("shape", "axis", "lengths"),
+    [
+        ((4, 9, 3), 1, [2, 3, 4]),
+        ((4, 9, 3), 0, [1, 3]),
+        ((5, 300), 1, [7] * 40 + [20]),  # 41 pieces
+        ((2, 60), 1, [1] * 60),  # 60 pieces: two launches of up to 48
+        ((3, 5), 1, [0, 5, 0]),  # empty pieces
+    ],
+)
+def test_gpu_tile(cp, dtype, shape, axis, lengths):
+    rng = np.random.default_rng(22)
+    if sum(lengths) != shape[axis]:
+        lengths = lengths[:-1] + [shape[axis] - sum(lengths[:-1])]
+    pieces = [
+        rng.standard_normal(shape[:axis] + (n,) + shape[axis + 1 :]).astype(dtype) for n in lengths
+    ]
+    out = cp.empty(shape, dtype)
+    device_pieces = [cp.asarray(p) for p in pieces]
+    assert kernels.tile.supported(out, device_pieces)
+    starts = list(np.cumsum([0, *lengths[:-1]]))
+    kernels.tile_(out, device_pieces, [int(s) for s in starts], axis)
+    np.testing.assert_array_equal(_np(out), kernels.tile_reference(pieces, axis))
