@@ -5,7 +5,8 @@ the engine then added those full-size arrays together. A split into three pieces
 zeroed arrays, three copies and two full-size additions (eight launches on a GPU). Kept as
 (key, value) pairs until the input's gradient is needed, the pieces cost one zeroed array
 and one in-place addition each; ``split``'s pieces, which cover the array exactly once, one
-array that is never zeroed and a copy each.
+array that is never zeroed and a copy each, or on CUDA one launch for all of them
+(``runtime/kernels/tile.py``).
 """
 
 from __future__ import annotations
