@@ -134,13 +134,25 @@ class _FakeLt:
         return 0
 
 
+def _aligned_empty(shape, dtype) -> np.ndarray:
+    """NaN-filled memory starting on a 256-byte boundary, as cupy's pool hands out (numpy's
+    own alignment varies, and the plan cache is keyed by alignment)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + 256, np.uint8)
+    start = -raw.ctypes.data % 256
+    out = raw[start : start + size].view(dtype).reshape(shape)
+    out[...] = np.nan
+    return _ptr(out)
+
+
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """cupy, the cuBLAS handle and libcublasLt replaced by host-memory stand-ins."""
 
     def install(library: _FakeLt) -> _FakeLt:
         fake_cupy = types.SimpleNamespace(
-            empty=lambda shape, dtype: _ptr(np.full(shape, np.nan, dtype)),
+            empty=_aligned_empty,
             broadcast_to=lambda x, shape: _ptr(np.broadcast_to(x, shape)),
             ascontiguousarray=lambda x: _ptr(np.ascontiguousarray(x)),
             cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0)),
