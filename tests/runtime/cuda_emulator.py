@@ -164,6 +164,14 @@ def _module() -> types.ModuleType:
                 _count(name)
             return _wrap(target(*_plain(args), **_plain(kwargs)))
 
+        if isinstance(target, np.ufunc):  # cupy.add.at(...) and the like
+
+            def at(array: Any, indices: Any, values: Any = None) -> None:
+                _count(f"{name}.at")
+                extra = () if values is None else (_plain(values),)
+                target.at(_plain(array), _plain(indices), *extra)
+
+            call.at = at
         return call
 
     cupy.__getattr__ = function
