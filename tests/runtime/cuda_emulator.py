@@ -198,6 +198,12 @@ def _module() -> types.ModuleType:
         ),
     )
     cupy.get_default_memory_pool = lambda: types.SimpleNamespace(used_bytes=lambda: 0)
+
+    def as_strided(array: Any, shape: Any = None, strides: Any = None) -> EmuArray:
+        # numpy's would hand back a plain ndarray: a view that no longer says "cupy"
+        return _wrap(np.lib.stride_tricks.as_strided(_plain(array), shape, strides))
+
+    cupy.lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(as_strided=as_strided))
     return cupy
 
 
