@@ -227,36 +227,43 @@ def _describe(
         library.cublasLtMatmulDescCreate(ctypes.byref(desc), compute_type, scale_type),
         "cublasLtMatmulDescCreate",
     )
-    _set(library, desc, _DESC_TRANSA, ctypes.c_int32(p.op_b))
-    _set(library, desc, _DESC_TRANSB, ctypes.c_int32(p.op_a))
-    _set(library, desc, _DESC_EPILOGUE, ctypes.c_uint32(epilogue))
-    _set(library, desc, _DESC_BIAS_DATA_TYPE, ctypes.c_int32(data_type))
-    # The heuristic reads the bias pointer's alignment only: an address aligned as the
-    # vector is stands in for it (each call sets the real one).
-    _set(library, desc, _DESC_BIAS_POINTER, _P(alignments[3]))
-    # A (b's memory) is n x k as stored for op N, k x n for op T; B (a's memory) likewise.
-    rows_a, cols_a = (p.n, p.k) if p.op_b == cublas._OP_N else (p.k, p.n)
-    rows_b, cols_b = (p.k, p.m) if p.op_a == cublas._OP_N else (p.m, p.k)
-    layout_a = _layout(library, data_type, rows_a, cols_a, p.ld_b)
-    layout_b = _layout(library, data_type, rows_b, cols_b, p.ld_a)
-    layout_d = _layout(library, data_type, p.n, p.m, p.n)
-    result = _HeuristicResult()
-    found = _I(0)
-    # Lt's A is b's memory and its B is a's; C and D are out.
-    preference = _preference(library, (alignments[1], alignments[0], alignments[2], alignments[2]))
-    status = library.cublasLtMatmulAlgoGetHeuristic(
-        lt, desc, layout_a, layout_b, layout_d, layout_d, preference, 1,
-        ctypes.byref(result), ctypes.byref(found),
-    )  # fmt: skip
-    library.cublasLtMatmulPreferenceDestroy(preference)
-    if status not in (0, _STATUS_NOT_SUPPORTED):
-        _check(status, "cublasLtMatmulAlgoGetHeuristic")
-    if status != 0 or found.value < 1 or result.state != 0:
-        library.cublasLtMatmulDescDestroy(desc)
-        for layout in (layout_a, layout_b, layout_d):
-            library.cublasLtMatrixLayoutDestroy(layout)
-        return None
-    return _Plan(desc.value, layout_a, layout_b, layout_d, result.algo)
+    layouts: list[int] = []
+    preference = None
+    plan = None
+    try:
+        _set(library, desc, _DESC_TRANSA, ctypes.c_int32(p.op_b))
+        _set(library, desc, _DESC_TRANSB, ctypes.c_int32(p.op_a))
+        _set(library, desc, _DESC_EPILOGUE, ctypes.c_uint32(epilogue))
+        _set(library, desc, _DESC_BIAS_DATA_TYPE, ctypes.c_int32(data_type))
+        # The heuristic reads the bias pointer's alignment only: an address aligned as the
+        # vector is stands in for it (each call sets the real one).
+        _set(library, desc, _DESC_BIAS_POINTER, _P(alignments[3]))
+        # A (b's memory) is n x k as stored for op N, k x n for op T; B (a's memory) likewise.
+        rows_a, cols_a = (p.n, p.k) if p.op_b == cublas._OP_N else (p.k, p.n)
+        rows_b, cols_b = (p.k, p.m) if p.op_a == cublas._OP_N else (p.m, p.k)
+        for rows, cols, ld in ((rows_a, cols_a, p.ld_b), (rows_b, cols_b, p.ld_a), (p.n, p.m, p.n)):
+            layouts.append(_layout(library, data_type, rows, cols, ld))
+        result = _HeuristicResult()
+        found = _I(0)
+        # Lt's A is b's memory and its B is a's; C and D are out.
+        lt_alignments = (alignments[1], alignments[0], alignments[2], alignments[2])
+        preference = _preference(library, lt_alignments)
+        status = library.cublasLtMatmulAlgoGetHeuristic(
+            lt, desc, layouts[0], layouts[1], layouts[2], layouts[2], preference, 1,
+            ctypes.byref(result), ctypes.byref(found),
+        )  # fmt: skip
+        # Any refusal means no algorithm: NOT_SUPPORTED, or INVALID_VALUE, which PyTorch
+        # meets for operands of one row or column.
+        if status == 0 and found.value >= 1 and result.state == 0:
+            plan = _Plan(desc.value, *layouts, result.algo)
+        return plan
+    finally:
+        if preference is not None:
+            library.cublasLtMatmulPreferenceDestroy(preference)
+        if plan is None:
+            library.cublasLtMatmulDescDestroy(desc)
+            for layout in layouts:
+                library.cublasLtMatrixLayoutDestroy(layout)
 
 
 def _evict_oldest(library: Any) -> None:
@@ -289,17 +296,20 @@ def _run(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
     key = (device, dtype, epilogue, p.op_a, p.op_b, p.m, p.n, p.k, p.ld_a, p.ld_b, alignments)
     with cublas._call_lock:  # the plan's descriptor is shared: set its bias and call at once
         blas = cublas.handle()  # binds the workspace both libraries use to this stream
-        lt = _handle(library, device)
-        if key not in _state.plans:
-            if len(_state.plans) >= _CACHE_LIMIT:
-                _evict_oldest(library)
-            _state.plans[key] = _describe(library, lt, p, dtype, epilogue, alignments)
-        plan = _state.plans[key]
-        if plan is None:
-            return False
-        if _state.vectors.get(plan.desc) != pointers[3]:  # a layer's bias: set once
-            _set(library, plan.desc, _DESC_BIAS_POINTER, _P(pointers[3]))
-            _state.vectors[plan.desc] = pointers[3]
+        try:
+            lt = _handle(library, device)
+            if key not in _state.plans:
+                if len(_state.plans) >= _CACHE_LIMIT:
+                    _evict_oldest(library)
+                _state.plans[key] = _describe(library, lt, p, dtype, epilogue, alignments)
+            plan = _state.plans[key]
+            if plan is None:
+                return False
+            if _state.vectors.get(plan.desc) != pointers[3]:  # a layer's bias: set once
+                _set(library, plan.desc, _DESC_BIAS_POINTER, _P(pointers[3]))
+                _state.vectors[plan.desc] = pointers[3]
+        except cublas.CublasError as exc:
+            return _give_up(str(exc))
         status = library.cublasLtMatmul(
             lt, plan.desc, alpha,
             pointers[1], plan.layout_a, pointers[0], plan.layout_b,
@@ -308,20 +318,32 @@ def _run(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
             blas.stream,
         )  # fmt: skip
     if status != 0:
-        reason = f"cublasLtMatmul failed with cuBLAS status {status}"
-        _turn_off(reason)
-        warnings.warn(
-            f"dtrain: {reason}; matrix products with a bias now run as a product and a "
-            "separate add for the rest of this process (set DTRAIN_CUBLASLT=0 to skip the try)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return False
+        return _give_up(f"cublasLtMatmul failed with cuBLAS status {status}")
     return True
 
 
+def _give_up(reason: str) -> bool:
+    """Turn the path off for the process, say so once, and return False (nothing ran)."""
+    _turn_off(reason)
+    warnings.warn(
+        f"dtrain: {reason}; matrix products with a bias now run as a product and a "
+        "separate add for the rest of this process (set DTRAIN_CUBLASLT=0 to skip the try)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return False
+
+
 def _eligible(a: Any, b: Any) -> bool:
-    return a.ndim == 2 and b.ndim == 2 and cublas.supports(a, b) and _state.library is not False
+    """2-D operands cuBLAS takes, every dimension above 1: cuBLASLt's heuristic refuses some
+    products of one row or column (PyTorch keeps those off its Lt path too)."""
+    return (
+        a.ndim == 2
+        and b.ndim == 2
+        and min(a.shape[0], a.shape[1], b.shape[1]) > 1
+        and cublas.supports(a, b)
+        and _state.library is not False
+    )
 
 
 def matmul_bias(a: Any, b: Any, bias: Any) -> Any | None:
@@ -329,7 +351,7 @@ def matmul_bias(a: Any, b: Any, bias: Any) -> Any | None:
     cuBLASLt does not take it."""
     if not _eligible(a, b) or bias.dtype != a.dtype or bias.shape != (b.shape[1],):
         return None
-    if bias.strides != (bias.itemsize,) or a.shape[0] == 0 or b.shape[1] == 0 or a.shape[1] == 0:
+    if bias.strides != (bias.itemsize,):
         return None
     import cupy
 
@@ -341,7 +363,7 @@ def matmul_bias(a: Any, b: Any, bias: Any) -> Any | None:
 def matmul_row_sums(a: Any, b: Any) -> tuple[Any, Any] | None:
     """``(a @ b, a.sum(axis=1))`` (cupy, 2-D) in one launch, or None where cuBLASLt does not
     take it. With ``a = grad^T`` these are a Linear layer's weight and bias gradients."""
-    if not _eligible(a, b) or 0 in a.shape or b.shape[1] == 0:
+    if not _eligible(a, b):
         return None
     import cupy
 

@@ -41,6 +41,8 @@ class _FakeLt:
         self.matmuls = 0
         self.destroyed = 0
         self.preferences: dict[int, int] = {}
+        self.live_preferences = 0
+        self.create_status = 0
 
     def _new(self, out, **fields) -> int:
         key = len(self.objects) + 1000
@@ -49,7 +51,7 @@ class _FakeLt:
         return 0
 
     def cublasLtCreate(self, out):  # noqa: N802 - cuBLASLt's names
-        return self._new(out, kind="handle")
+        return self.create_status or self._new(out, kind="handle")
 
     def cublasLtMatmulDescCreate(self, out, compute, scale):  # noqa: N802
         return self._new(out, kind="desc", compute=compute, scale=scale, attrs={})
@@ -67,6 +69,7 @@ class _FakeLt:
         return self._new(out, kind="layout", dtype=_DTYPES[data_type], rows=rows, cols=cols, ld=ld)
 
     def cublasLtMatmulPreferenceCreate(self, out):  # noqa: N802
+        self.live_preferences += 1
         return self._new(out, kind="preference")
 
     def cublasLtMatmulPreferenceSetAttribute(self, preference, attribute, buffer, size):  # noqa: N802
@@ -76,6 +79,7 @@ class _FakeLt:
         return 0
 
     def cublasLtMatmulPreferenceDestroy(self, preference):  # noqa: N802
+        self.live_preferences -= 1
         return 0
 
     def cublasLtMatmulAlgoGetHeuristic(  # noqa: N802
@@ -215,12 +219,16 @@ def test_linear_layer_runs_each_way_in_one_cublaslt_call(fake_cuda):
     assert len(cublaslt._state.plans) == 2 and library.matmuls == 3
 
 
-def test_no_algorithm_falls_back_and_is_remembered(fake_cuda):
-    library = fake_cuda(_FakeLt(heuristic_status=cublaslt._STATUS_NOT_SUPPORTED))
+@pytest.mark.parametrize(
+    "status", [cublaslt._STATUS_NOT_SUPPORTED, 7], ids=["unsupported", "invalid"]
+)
+def test_no_algorithm_falls_back_and_is_remembered(fake_cuda, status):
+    library = fake_cuda(_FakeLt(heuristic_status=status))
     a, b, bias = _ptr(np.ones((2, 3))), _ptr(np.ones((3, 4))), _ptr(np.ones(4))
     assert cublaslt.matmul_bias(a, b, bias) is None
     assert cublaslt.matmul_bias(a, b, bias) is None
     assert library.matmuls == 0 and library.destroyed == 4  # the plan's descriptors freed
+    assert library.live_preferences == 0
     assert list(cublaslt._state.plans.values()) == [None]
     assert cublaslt.off_reason() is None  # other shapes may still have an algorithm
 
@@ -237,6 +245,15 @@ def test_failed_call_turns_the_path_off_with_a_warning(fake_cuda):
     assert library.matmuls == 1
 
 
+def test_a_failed_setup_turns_the_path_off_with_a_warning(fake_cuda):
+    library = fake_cuda(_FakeLt())
+    library.create_status = 1  # CUBLAS_STATUS_NOT_INITIALIZED
+    a, b, bias = _ptr(np.ones((2, 3))), _ptr(np.ones((3, 4))), _ptr(np.ones(4))
+    with pytest.warns(RuntimeWarning, match="cublasLtCreate failed"):
+        assert cublaslt.matmul_bias(a, b, bias) is None
+    assert cublaslt.status().startswith("off: cublasLtCreate failed")
+
+
 def test_cases_cublaslt_is_not_asked():
     f32 = np.ones((2, 3), np.float32)
     assert cublaslt.matmul_bias(f32, f32.T, np.ones(2, np.float64)) is None  # bias dtype
@@ -244,6 +261,10 @@ def test_cases_cublaslt_is_not_asked():
     assert cublaslt.matmul_bias(f32, f32.T, np.ones(3, np.float32)) is None  # wrong length
     assert cublaslt.matmul_bias(f32[None], f32.T, np.ones(2, np.float32)) is None  # 3-D
     assert cublaslt.matmul_row_sums(f32[:0], f32.T) is None  # empty
+    # one row, one output column, one inner element: cuBLASLt's heuristic may refuse them
+    assert cublaslt.matmul_bias(f32[:1], f32.T, np.ones(2, np.float32)) is None
+    assert cublaslt.matmul_bias(f32, f32[:1].T, np.ones(1, np.float32)) is None
+    assert cublaslt.matmul_row_sums(f32[:, :1], f32[:1]) is None
 
 
 def test_dtrain_cublaslt_0_turns_the_path_off(monkeypatch):
@@ -360,6 +381,25 @@ def test_status_and_the_switch_for_measuring(fake_cuda):
         assert cublaslt.matmul_bias(a, b, bias) is None
     assert cublaslt.matmul_bias(a, b, bias) is not None and library.matmuls == 2
     assert cublaslt.status() == "on: 1 product shapes in an epilogue, 0 without"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 8, 5), (6, 1, 5), (6, 8, 1), (1, 1, 1)])
+def test_products_with_a_dimension_of_one_take_the_plain_path_on_gpu(m, k, n):
+    import cupy
+
+    from dtrain.runtime import linalg
+
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+    bias = rng.standard_normal(n)
+    got = linalg.matmul_add_bias(cupy.asarray(a), cupy.asarray(b), cupy.asarray(bias))
+    np.testing.assert_allclose(cupy.asnumpy(got), a @ b + bias, rtol=1e-10)
+    product, sums = linalg.matmul_and_row_sums(cupy.asarray(a), cupy.asarray(b))
+    np.testing.assert_allclose(cupy.asnumpy(product), a @ b, rtol=1e-10)
+    np.testing.assert_allclose(cupy.asnumpy(sums), a.sum(axis=1), rtol=1e-10)
+    assert cublaslt.off_reason() is None
 
 
 @pytest.mark.gpu

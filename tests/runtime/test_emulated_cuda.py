@@ -263,3 +263,15 @@ def test_every_kernel_has_an_emulation():
 
     declared = {name for module in KERNEL_MODULES for name in signatures(module.SOURCE.code)}
     assert declared == set(KERNELS)
+
+
+def test_changing_the_fused_attention_output_in_place_is_refused(emulator):
+    # Its backward reads the output (D = dy . y), as PyTorch's fused attention does.
+    q, k, v = (dt.tensor(np.ones((1, 2, 3, 4)), device="cuda", requires_grad=True) for _ in "qkv")
+    with emulator.counting() as launches:
+        out = F.scaled_dot_product_attention(q, k, v)
+    assert launches["kernel attention_forward"] == 1
+    with dt.no_grad():
+        out.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an in-place operation"):
+        out.sum().backward()

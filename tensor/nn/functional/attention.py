@@ -23,9 +23,11 @@ from dtrain.runtime.kernels import softmax as _softmax_kernels
 
 
 class Attention(Op):
-    """``softmax(scale * q kᵀ) v`` over (b, h, l, d) CUDA operands, causal or not, fused."""
+    """``softmax(scale * q kᵀ) v`` over (b, h, l, d) CUDA operands, causal or not, fused.
+    Backward reads the output (``D = dy · y``), so an in-place change to it is refused."""
 
     reads_inputs = True
+    reads_output = True
 
     def forward(self, q: Any, k: Any, v: Any, *, scale: float, causal: bool) -> Any:
         self.q, self.k, self.v, self.scale, self.causal = q, k, v, scale, causal
