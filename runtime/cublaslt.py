@@ -14,10 +14,11 @@ Layout, as in ``runtime/cublas.py``: row-major ``out = a @ b`` (m x n) is column
 - ``CUBLASLT_EPILOGUE_BGRADB`` sums op(B) (k x m) over k, giving m values: ``a``'s row sums.
   For a Linear layer, ``a = grad^T``, so this is the bias gradient.
 
-Only 2-D products of one dtype take this path. Whatever cuBLASLt has no algorithm for gets
-None back, and the caller (``runtime/linalg.py``) runs the plain product and a separate add or
-sum. A failed cuBLASLt call turns the path off for the process, with a warning, so a library
-that misbehaves costs speed, not results. ``DTRAIN_CUBLASLT=0`` turns it off from the start.
+Only 2-D products of one dtype, every dimension above 1, take this path. Whatever cuBLASLt
+has no algorithm for gets None back, and the caller (``runtime/linalg.py``) runs the plain
+product and a separate add or sum. A failed cuBLASLt setup or call turns the path off for the
+process, with a warning, so a library that misbehaves costs speed, not results.
+``DTRAIN_CUBLASLT=0`` turns it off from the start.
 """
 
 from __future__ import annotations
