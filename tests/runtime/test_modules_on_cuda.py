@@ -105,6 +105,11 @@ CASES: dict[str, tuple[Callable, Callable, int | None]] = {
         0,
     ),
     "MultiheadAttention-weights": (lambda: SelfAttention(), lambda: [_floats(2, 5, 8)], 0),
+    "MultiheadAttention-causal": (
+        lambda: SelfAttention(need_weights=False, is_causal=True),
+        lambda: [_floats(2, 5, 8)],
+        0,
+    ),
     "MultiheadAttention-masked": (
         lambda: SelfAttention(need_weights=False, causal=True),
         lambda: [_floats(2, 5, 8)],

@@ -134,6 +134,10 @@ class MultiheadAttention(Module):
             # As PyTorch, the weights returned are the ones used: after dropout.
             weights = dropout(scores.softmax(-1), dropout_p, training=True)
             attended = weights @ v
+        elif is_causal and attn_mask is None and key_padding_mask is None:
+            # The mask is the causal one alone: said so, the fused CUDA attention takes it.
+            attended = scaled_dot_product_attention(q, k, v, None, dropout_p, is_causal=True)
+            weights = None
         else:
             attended = scaled_dot_product_attention(q, k, v, mask, dropout_p)
             weights = None
