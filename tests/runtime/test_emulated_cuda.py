@@ -279,7 +279,9 @@ def test_changing_the_fused_attention_output_in_place_is_refused(emulator):
 
 def test_causal_multihead_attention_takes_the_fused_kernels(emulator):
     mha = nn.MultiheadAttention(8, 2, batch_first=True).to("cuda")
-    x = dt.tensor(np.random.default_rng(0).standard_normal((2, 5, 8)), device="cuda")
+    x = dt.tensor(
+        np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32), device="cuda"
+    )
     with emulator.counting() as launches:
         mha(x, x, x, need_weights=False, is_causal=True)
     assert launches["kernel attention_forward"] == 1
