@@ -285,3 +285,27 @@ def test_causal_multihead_attention_takes_the_fused_kernels(emulator):
     with emulator.counting() as launches:
         mha(x, x, x, need_weights=False, is_causal=True)
     assert launches["kernel attention_forward"] == 1
+
+
+def test_char_gpt_under_float16_autocast_matches_the_cpu(emulator):
+    # The fused attention, LayerNorm, split and bias paths in float16, with a GradScaler.
+    char_gpt = _example("char_gpt")
+    windows = np.random.default_rng(1).integers(0, 16, size=(4, 9))
+    losses = {}
+    for device in ("cpu", "cuda"):
+        dt.manual_seed(0)
+        model = char_gpt.GPT(16, 8, 16, 2, 2, dropout=0.0).to(device)
+        optimizer = dt.optim.AdamW(model.parameters(), lr=1e-2)
+        scaler = dt.amp.GradScaler(device)
+        x = dt.tensor(windows[:, :-1].copy(), device=device)
+        y = dt.tensor(windows[:, 1:].copy(), device=device)
+        for _ in range(3):
+            optimizer.zero_grad()
+            with dt.autocast(device, dtype=dt.float16):
+                loss = F.cross_entropy(model(x).reshape(-1, 16), y.reshape(-1))
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.setdefault(device, []).append(loss.item())
+    np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
+    assert losses["cuda"][-1] < losses["cuda"][0]
