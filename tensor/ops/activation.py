@@ -11,6 +11,7 @@ from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.kernels import gelu as _gelu_kernels
 from dtrain.runtime.kernels import relu as _relu_kernels
+from dtrain.runtime.special import erf
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
@@ -62,33 +63,10 @@ class Relu(Op):
         return (grad * (out > 0),)
 
 
-def erf(x: Any) -> Any:
-    """Error function; Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7.
-
-    numpy has no erf, and the core depends on numpy alone; 1.5e-7 is below float32's
-    resolution, which is what GELU computes in. Evaluated in place in two work arrays:
-    GELU runs it on every hidden activation of a transformer.
-    """
-    xp = get_array_module(x)
-    a = xp.abs(x)
-    t = a * x.dtype.type(0.3275911)
-    t += 1
-    xp.reciprocal(t, out=t)
-    poly = t * x.dtype.type(1.061405429)
-    for coefficient in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
-        poly += x.dtype.type(coefficient)
-        poly *= t
-    xp.square(a, out=a)
-    xp.negative(a, out=a)
-    xp.exp(a, out=a)
-    poly *= a
-    xp.subtract(1, poly, out=poly)
-    return xp.copysign(poly, x, out=poly)
-
-
 class Gelu(Op):
     """GELU; cupy input of a float dtype takes the CUDA kernels (``dtrain.runtime.kernels
-    .gelu``, exact erf rather than the CPU's 1.5e-7 approximation of it)."""
+    .gelu``); otherwise erf comes from ``runtime/special.py`` (float64 to ~2e-15, other
+    dtypes to 1.5e-7, below float32's resolution)."""
 
     reads_inputs = True
     fused = False

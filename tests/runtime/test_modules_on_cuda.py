@@ -132,9 +132,6 @@ CASES: dict[str, tuple[Callable, Callable, int | None]] = {
 }
 
 
-INEXACT_ON_CPU = {"GELU", "Sequential"}
-
-
 def _run(device: str, make_module: Callable, arrays: list, grad_input: int | None):
     dt.manual_seed(0)  # the same initial weights on both devices
     module = make_module().double().to(device)
@@ -163,8 +160,5 @@ def test_module_on_cuda_matches_cpu(cuda, name):
     got, gpu_module = _run("cuda", make_module, arrays, grad_input)
     assert all(p.is_cuda for p in gpu_module.parameters())
     assert sorted(got) == sorted(expected)
-    # The CPU's exact GELU takes erf from a polynomial good to 1.5e-7 (numpy has no erf);
-    # the GPU kernel calls erf itself.
-    tolerance = 1e-6 if name in INEXACT_ON_CPU else 1e-10
     for key, value in expected.items():
-        np.testing.assert_allclose(got[key], value, rtol=tolerance, atol=tolerance, err_msg=key)
+        np.testing.assert_allclose(got[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
