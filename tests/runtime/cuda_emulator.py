@@ -6,8 +6,9 @@ the fused kernels included, with each kernel launch checked against its CUDA C s
 (``kernel_signatures.check_launch``) and then carried out by the kernel's numpy reference,
 and each matrix product planned by ``runtime/cublas.plan`` (its copies of odd layouts
 counted) and done by numpy, those with a cuBLASLt bias epilogue included. What this tests
-is the glue: which branch runs, what is passed to a kernel, what is kept for backward; the
-kernels themselves are tested on a GPU.
+is the glue: which branch runs, what is passed to a kernel, what is kept for backward. With
+``install(..., kernels="source")`` each launch runs the kernel's own CUDA C instead of its
+reference (``host_cuda``), so the kernels' code is tested too, short of speed.
 
 It also counts what a real GPU would be asked to do (``Emulator.launches``): elementwise and
 reduction calls, copies, kernel launches and matrix products, by name, and the host reads
