@@ -1,7 +1,8 @@
 """Launches per training step on the CUDA paths, counted on the CPU (no GPU needed).
 
-Runs the steps of ``bench/gpu_step.py`` (the small MLP with SGD, the char-GPT with AdamW and
-clipping) at their sizes but a small batch, through ``tests/runtime/cuda_emulator.py``: a
+Runs the steps of ``bench/gpu_step.py`` (the small MLP with SGD, the same under float16
+autocast with a GradScaler, the char-GPT with AdamW and clipping) at their sizes but a small
+batch, through ``tests/runtime/cuda_emulator.py``: a
 numpy-backed stand-in for cupy under which every op takes its CUDA branch, each kernel is
 checked against its signature and carried out by its numpy reference, and every call a GPU
 would run is counted. A launch costs host time (about 20 µs in cupy), so on a small model
@@ -51,6 +52,30 @@ def mlp_step() -> tuple:
     return step, None
 
 
+def fp16_step() -> tuple:
+    """bench/gpu_step.py's fp16 case, at small sizes: an MLP 784-1024-1024-10 (batch 8
+    here) under ``autocast(float16)`` with a ``GradScaler``, SGD."""
+    layers: list = []
+    for a, b in itertools.pairwise((784, 1024, 1024, 10)):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    model = nn.Sequential(*layers[:-1]).to("cuda")
+    optimizer = dt.optim.SGD(model.parameters(), lr=0.01)
+    scaler = dt.amp.GradScaler("cuda")
+    rng = np.random.default_rng(0)
+    x = dt.tensor(rng.standard_normal((8, 784)).astype(np.float32), device="cuda")
+    y = dt.tensor(rng.integers(0, 10, 8), device="cuda")
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with dt.autocast("cuda", dtype=dt.float16):
+            loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step, "the scaler's one read of its inf flag"
+
+
 def gpt_step() -> tuple:
     """bench/gpu_step.py's gpt: the char-GPT (96, 64, 96, 3 blocks, 4 heads; batch 2 here),
     AdamW and clipping, reading the loss as the example does."""
@@ -75,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     emulator = install(patcher)
     results = {}
     try:
-        for name, make in (("mlp-small", mlp_step), ("gpt", gpt_step)):
+        for name, make in (("mlp-small", mlp_step), ("mlp-fp16", fp16_step), ("gpt", gpt_step)):
             step, reads = make()
             for _ in range(2):  # optimizer state, caches
                 step()
