@@ -1,12 +1,12 @@
 """Launches per training step on the CUDA paths, counted on the CPU (no GPU needed).
 
-Runs the steps of ``bench/gpu_step.py`` (the small MLP with SGD, the same under float16
-autocast with a GradScaler, the char-GPT with AdamW and clipping) at their sizes but a small
-batch, through ``tests/runtime/cuda_emulator.py``: a
-numpy-backed stand-in for cupy under which every op takes its CUDA branch, each kernel is
-checked against its signature and carried out by its numpy reference, and every call a GPU
-would run is counted. A launch costs host time (about 20 µs in cupy), so on a small model
-the count is the step's host cost; ``bench/gpu_step.py`` times the same steps on a GPU.
+Runs the steps of ``bench/gpu_step.py`` (the small MLP with SGD, an MLP step under float16
+autocast with a GradScaler, the char-GPT with AdamW and clipping) at a small batch, through
+``tests/runtime/cuda_emulator.py``: a numpy-backed stand-in for cupy under which every op
+takes its CUDA branch, each kernel is checked against its signature and carried out by its
+numpy reference, and every call a GPU would run is counted. A launch costs host time (about
+20 µs in cupy), so on a small model the count is the step's host cost; ``bench/gpu_step.py``
+times the same steps on a GPU.
 
     python bench/emulated_launches.py
     python bench/emulated_launches.py --json launches.json
@@ -53,8 +53,9 @@ def mlp_step() -> tuple:
 
 
 def fp16_step() -> tuple:
-    """bench/gpu_step.py's fp16 case, at small sizes: an MLP 784-1024-1024-10 (batch 8
-    here) under ``autocast(float16)`` with a ``GradScaler``, SGD."""
+    """bench/gpu_step.py's fp16 step (there on the large MLP; the count of launches does
+    not depend on the sizes): an MLP 784-1024-1024-10 (batch 8 here) under
+    ``autocast(float16)`` with a ``GradScaler``, SGD."""
     layers: list = []
     for a, b in itertools.pairwise((784, 1024, 1024, 10)):
         layers += [nn.Linear(a, b), nn.ReLU()]
