@@ -53,8 +53,11 @@ if mode == "allreduce":
     dist.all_reduce(t)
     seen["sum"] = float(t.numpy()[0])
     dist.destroy_process_group()
-with open(os.path.join(out, f"rank{rank}.try{restart}.json"), "w") as f:
+# Written whole, then renamed: the test polls for these files and must not read half of one.
+record = os.path.join(out, f"rank{rank}.try{restart}.json")
+with open(record + ".partial", "w") as f:
     json.dump(seen, f)
+os.replace(record + ".partial", record)
 if mode == "raise" and rank == 2:
     time.sleep(0.5)
     raise RuntimeError("boom on rank 2")
