@@ -44,6 +44,7 @@ from dtrain.runtime.kernels.build import (
     templated,
     type_name,
 )
+from dtrain.runtime.kernels.cross_entropy import acc_dtype  # lse and D, as cross-entropy's lse
 
 MAX_LENGTH = 256  # keys per row (forward), queries per column (backward)
 MAX_DIM = 256
@@ -226,11 +227,6 @@ SOURCE = register(
     _BODY,
     templated(("attention_forward", "attention_backward_rows", "attention_backward_columns")),
 )
-
-
-def acc_dtype(dtype: Any) -> np.dtype:
-    """The dtype of ``lse`` and ``D``: the kernels' math type (float32, float64 for float64)."""
-    return np.dtype(np.float64 if np.dtype(dtype) == np.float64 else np.float32)
 
 
 def supported(q: Any, k: Any, v: Any) -> bool:
