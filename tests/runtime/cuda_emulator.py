@@ -471,6 +471,12 @@ def _launch(fn: Any, grid: tuple, block: int, args: tuple) -> None:
     KERNELS[name](*args)
 
 
+def _launch_uncarried(fn: Any, grid: tuple, block: int, args: tuple) -> None:
+    """The launch counted, not carried out: its outputs keep whatever they held. For
+    timing dtrain's own host work per launch (``bench/host_cost.py``), not for results."""
+    _count(f"kernel {fn[1].partition('<')[0]}")
+
+
 def _launch_source(fn: Any, grid: tuple, block: int, args: tuple) -> None:
     """The launch carried out by the kernel's own CUDA C, compiled for the CPU."""
     source, expression = fn
@@ -503,10 +509,12 @@ def install(monkeypatch: Any, kernels: str = "references") -> Emulator:
     """Put the emulator in place for one test (``monkeypatch`` undoes it).
 
     ``kernels``: "references" carries each launch out with the kernel's numpy reference;
-    "source" runs the kernel's CUDA C itself, compiled for the CPU (``host_cuda``).
+    "source" runs the kernel's CUDA C itself, compiled for the CPU (``host_cuda``);
+    "uncarried" only counts each launch, leaving its outputs as they were (timing only).
     """
-    if kernels not in ("references", "source"):
-        raise ValueError(f"kernels={kernels!r}: pass 'references' or 'source'")
+    launchers = {"references": _launch, "source": _launch_source, "uncarried": _launch_uncarried}
+    if kernels not in launchers:
+        raise ValueError(f"kernels={kernels!r}: pass one of {sorted(launchers)}")
     cupy = _module()
     monkeypatch.setattr(backend, "_cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
@@ -518,9 +526,7 @@ def install(monkeypatch: Any, kernels: str = "references") -> Emulator:
     monkeypatch.setitem(sys.modules, "cupyx", types.SimpleNamespace(scatter_add=scatter_add))
     for module in KERNEL_MODULES:
         monkeypatch.setattr(module, "kernel", lambda source, expression: (source, expression))
-        monkeypatch.setattr(
-            module, "launch", _launch if kernels == "references" else _launch_source
-        )
+        monkeypatch.setattr(module, "launch", launchers[kernels])
     monkeypatch.setattr(cublas, "matmul", _matmul)
     monkeypatch.setattr(cublaslt, "_run", _matmul_epilogue)
     return Emulator()

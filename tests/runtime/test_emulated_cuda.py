@@ -309,3 +309,20 @@ def test_char_gpt_under_float16_autocast_matches_the_cpu(emulator):
             losses.setdefault(device, []).append(loss.item())
     np.testing.assert_allclose(losses["cuda"], losses["cpu"], rtol=1e-4)
     assert losses["cuda"][-1] < losses["cuda"][0]
+
+
+def test_uncarried_launches_are_counted_and_leave_their_outputs(monkeypatch):
+    # bench/host_cost.py times dtrain's host work with launches counted but not run.
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    counts, outputs = {}, {}
+    for mode in ("references", "uncarried"):
+        emulator = install(monkeypatch, kernels=mode)
+        layer_norm = nn.LayerNorm(8).to("cuda")
+        with emulator.counting() as launches:
+            out = layer_norm(dt.tensor(x, device="cuda"))
+        counts[mode], outputs[mode] = dict(launches), out.detach().cpu().numpy()
+    assert counts["uncarried"] == counts["references"]
+    assert counts["uncarried"]["kernel layer_norm_forward"] == 1
+    np.testing.assert_allclose(outputs["references"].std(axis=1), 1, rtol=1e-3)
+    # the output was allocated by cupy.empty and never written: not the normalized rows
+    assert not np.allclose(outputs["uncarried"], outputs["references"])
