@@ -5,9 +5,12 @@ row, as numpy computes it) and ``out = (x - mean) * rstd * weight + bias``. Back
 launch of two kinds of blocks, which depend on nothing the other writes: the first ``rows``
 blocks take a row each, ``grad_x = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))`` with
 ``gh = grad * weight``; the rest sum ``grad * xhat`` and ``grad`` over a chunk of rows for a
-block of columns, into per-chunk partials. A last kernel adds the partials per column. A
-backward is two launches; it was eight when cupy zeroed, added and cast the partials, and
-three when the rows and the partials were launches of their own.
+block of columns, into per-chunk partials. The last partial block to finish (counted on a
+per-device counter it then sets back to 0) adds the partials per column into the parameters'
+gradients. A backward is one launch; it was eight when cupy zeroed, added and cast the
+partials, three when the rows and the partials were launches of their own, and two while a
+kernel of its own added the partials (that kernel remains for a capture that starts before
+the counter exists).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.cuda_graph import is_current_stream_capturing
 from dtrain.runtime.kernels.build import (
     ELEMENTWISE_BLOCK,
     contiguous,
@@ -105,7 +109,7 @@ __device__ __forceinline__ void layer_norm_grad_partials(
     const long long column_blocks = (cols + blockDim.x - 1) / blockDim.x;
     const long long chunk = p / column_blocks;
     const long long c = (p % column_blocks) * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
+    if (c >= cols) return;  // to the caller, whose barriers every thread still reaches
     const long long first = chunk * rows_per_chunk;
     const long long last = first + rows_per_chunk < rows ? first + rows_per_chunk : rows;
     A sum_w = 0, sum_b = 0;
@@ -118,32 +122,14 @@ __device__ __forceinline__ void layer_norm_grad_partials(
     partial_b[chunk * cols + c] = sum_b;
 }
 
-// Blocks [0, rows): grad_x, a row each. Blocks [rows, gridDim.x): the parameters' partials
-// (none when partial_blocks is 0). Neither reads what the other writes.
+// Column c's partials added in chunk order, stored in T. volatile: the partials were
+// written by other blocks, and a cached line from before their fence must not be read.
 template <typename T>
-__global__ void layer_norm_backward(const T* grad, const T* x, const T* weight, int has_weight,
-                                    const typename Acc<T>::type* mean,
-                                    const typename Acc<T>::type* rstd, T* grad_x,
-                                    typename Acc<T>::type* partial_w,
-                                    typename Acc<T>::type* partial_b, long long rows,
-                                    long long cols, long long rows_per_chunk) {
-    const long long block = blockIdx.x;
-    if (block < rows)
-        layer_norm_grad_row(grad, x, weight, has_weight, mean, rstd, grad_x, block, cols);
-    else
-        layer_norm_grad_partials(grad, x, mean, rstd, partial_w, partial_b, block - rows, rows,
-                                 cols, rows_per_chunk);
-}
-
-// One thread per column: add the chunks' partials (in chunk order) and store in T.
-template <typename T>
-__global__ void layer_norm_param_grads_finish(const typename Acc<T>::type* partial_w,
-                                              const typename Acc<T>::type* partial_b,
-                                              T* grad_w, T* grad_b, long long chunks,
-                                              long long cols) {
+__device__ __forceinline__ void layer_norm_grad_sum_column(
+        const volatile typename Acc<T>::type* partial_w,
+        const volatile typename Acc<T>::type* partial_b, T* grad_w, T* grad_b, long long c,
+        long long chunks, long long cols) {
     typedef typename Acc<T>::type A;
-    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
     A sum_w = 0, sum_b = 0;
     for (long long k = 0; k < chunks; ++k) {
         sum_w += partial_w[k * cols + c];
@@ -151,6 +137,60 @@ __global__ void layer_norm_param_grads_finish(const typename Acc<T>::type* parti
     }
     grad_w[c] = from_acc<T>(sum_w);
     grad_b[c] = from_acc<T>(sum_b);
+}
+
+// Each partial block counts itself done on *counter once its partials are visible to the
+// whole GPU (the fence); the one that counts last adds every column's partials and sets the
+// counter back to 0 for the next launch (launches on one stream do not overlap).
+template <typename T>
+__device__ __forceinline__ void layer_norm_grad_finish_if_last(
+        const typename Acc<T>::type* partial_w, const typename Acc<T>::type* partial_b,
+        T* grad_w, T* grad_b, int* counter, long long partial_blocks, long long chunks,
+        long long cols) {
+    __shared__ int last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == partial_blocks - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (long long c = threadIdx.x; c < cols; c += blockDim.x)
+        layer_norm_grad_sum_column(partial_w, partial_b, grad_w, grad_b, c, chunks, cols);
+    if (threadIdx.x == 0) *counter = 0;
+}
+
+// Blocks [0, rows): grad_x, a row each. Blocks [rows, gridDim.x): the parameters' partials
+// (none when the parameters need no gradient), and, where finish is set, their sum into
+// grad_w and grad_b by the last of them. Rows and partials read nothing the other writes.
+template <typename T>
+__global__ void layer_norm_backward(const T* grad, const T* x, const T* weight, int has_weight,
+                                    const typename Acc<T>::type* mean,
+                                    const typename Acc<T>::type* rstd, T* grad_x,
+                                    typename Acc<T>::type* partial_w,
+                                    typename Acc<T>::type* partial_b, T* grad_w, T* grad_b,
+                                    int* counter, int finish, long long rows, long long cols,
+                                    long long rows_per_chunk, long long chunks) {
+    const long long block = blockIdx.x;
+    if (block < rows) {
+        layer_norm_grad_row(grad, x, weight, has_weight, mean, rstd, grad_x, block, cols);
+        return;
+    }
+    layer_norm_grad_partials(grad, x, mean, rstd, partial_w, partial_b, block - rows, rows,
+                             cols, rows_per_chunk);
+    if (finish)
+        layer_norm_grad_finish_if_last(partial_w, partial_b, grad_w, grad_b, counter,
+                                       gridDim.x - rows, chunks, cols);
+}
+
+// The partials' sum as a launch of its own, one thread per column: for a backward launched
+// without the counter (a capture that began before the device had one).
+template <typename T>
+__global__ void layer_norm_param_grads_finish(const typename Acc<T>::type* partial_w,
+                                              const typename Acc<T>::type* partial_b,
+                                              T* grad_w, T* grad_b, long long chunks,
+                                              long long cols) {
+    const long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c < cols) layer_norm_grad_sum_column(partial_w, partial_b, grad_w, grad_b, c, chunks, cols);
 }
 """
 
@@ -220,22 +260,25 @@ def layer_norm_backward(
     grad = contiguous(grad, dtype=x.dtype)
     name = type_name(x.dtype)
     grad_x = cupy.empty_like(x)
-    # Every (chunk, column) partial is written, and the finish kernel adds them per column
-    # into grad_w and grad_b: no zeroing, no cupy reduction, no cast (each a launch).
+    # Every (chunk, column) partial is written, and their sums per column go into grad_w and
+    # grad_b: no zeroing, no cupy reduction, no cast (each a launch).
     per_chunk = max(1, math.ceil(rows / _CHUNKS))
     chunks = max(1, math.ceil(rows / per_chunk))
     partials = cupy.empty((2, chunks if param_grads else 0, cols), acc_dtype(x.dtype))
+    param_grads_out = cupy.empty((2, cols if param_grads else 0), x.dtype)
+    counter = _done_counter(cupy, x) if param_grads else None
     if rows and cols:
         w = x if weight is None else contiguous(weight.reshape(cols))
         block = row_block(cols)
         partial_blocks = chunks * math.ceil(cols / block) if param_grads else 0
         fn = kernel(SOURCE, f"layer_norm_backward<{name}>")
         args = (grad, x, w, np.int32(weight is not None), mean, rstd, grad_x, *partials)
-        launch(fn, (rows + partial_blocks,), block, (*args, i64(rows), i64(cols), i64(per_chunk)))
+        args += (*param_grads_out, cupy.empty(0, np.int32) if counter is None else counter)
+        sizes = (i64(rows), i64(cols), i64(per_chunk), i64(chunks))
+        launch(fn, (rows + partial_blocks,), block, (*args, np.int32(counter is not None), *sizes))
     if not param_grads:
         return grad_x, None, None
-    param_grads_out = cupy.empty((2, cols), x.dtype)
-    if cols:
+    if cols and (counter is None or not rows):
         if not rows:
             partials.fill(0)
         fn = kernel(SOURCE, f"layer_norm_param_grads_finish<{name}>")
@@ -243,6 +286,20 @@ def layer_norm_backward(
         grid = (math.ceil(cols / ELEMENTWISE_BLOCK),)
         launch(fn, grid, ELEMENTWISE_BLOCK, (*args, i64(chunks), i64(cols)))
     return grad_x, param_grads_out[0], param_grads_out[1]
+
+
+_counters: dict[int, Any] = {}  # device id -> the int32 the partial blocks count on
+
+
+def _done_counter(cupy: Any, x: Any) -> Any:
+    """The device's counter for the last partial block to finish, or None where it does not
+    exist yet and a CUDA graph is being captured: made during a capture, its memory would
+    come from the graph's pool and go with the graph."""
+    device = x.device.id
+    counter = _counters.get(device)
+    if counter is None and not is_current_stream_capturing():
+        counter = _counters.setdefault(device, cupy.zeros(1, np.int32))
+    return counter
 
 
 # ---- numpy references -----------------------------------------------------------------------

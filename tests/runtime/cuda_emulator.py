@@ -226,18 +226,22 @@ def _layer_norm_forward(x, w, b, has_w, has_b, out, mean, rstd, rows, cols, eps)
         _np(target)[...] = value
 
 
-def _layer_norm_backward(g, x, w, has_w, mean, rstd, grad_x, partial_w, partial_b, *sizes):
+def _layer_norm_backward(g, x, w, has_w, mean, rstd, grad_x, partial_w, partial_b, *rest):
+    grad_w, grad_b, counter, finish = rest[:4]
     weight = _np(w) if has_w else None
     _np(grad_x)[...] = K.layer_norm_backward_reference(
         _np(g), _np(x), weight, _np(mean), _np(rstd)
     )[0]
     if _np(partial_w).size:  # the parameters' partials: the whole sum in the first chunk
-        _, grad_w, grad_b = K.layer_norm_backward_reference(
+        _, sum_w, sum_b = K.layer_norm_backward_reference(
             _np(g), _np(x), None, _np(mean), _np(rstd)
         )
-        for partial, total in ((partial_w, grad_w), (partial_b, grad_b)):
+        for partial, total in ((partial_w, sum_w), (partial_b, sum_b)):
             _np(partial)[...] = 0
             _np(partial)[0] = total
+        if finish:  # the last partial block's sums; it leaves the counter at 0
+            assert int(_np(counter)[0]) == 0, "a launch found the counter not reset"
+            _np(grad_w)[...], _np(grad_b)[...] = sum_w, sum_b
 
 
 def _layer_norm_finish(partial_w, partial_b, grad_w, grad_b, chunks, cols):
@@ -527,6 +531,8 @@ def install(monkeypatch: Any, kernels: str = "references") -> Emulator:
     for module in KERNEL_MODULES:
         monkeypatch.setattr(module, "kernel", lambda source, expression: (source, expression))
         monkeypatch.setattr(module, "launch", launchers[kernels])
+    # device state cached by the kernels is this emulator's own, and goes with it
+    monkeypatch.setattr(K.layer_norm, "_counters", {})
     monkeypatch.setattr(cublas, "matmul", _matmul)
     monkeypatch.setattr(cublaslt, "_run", _matmul_epilogue)
     return Emulator()

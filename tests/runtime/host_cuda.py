@@ -181,6 +181,8 @@ int launch_kernel(void (*kernel)(P...), const unsigned* dims, void** args) {
 }  // namespace dt_host
 
 inline void __syncthreads() { dt_host::barrier(); }
+// Blocks run one after another on one OS thread: every write is already seen by all.
+inline void __threadfence() {}
 
 // Every thread of the block must call it (see the module docstring).
 template <typename T> inline T __shfl_down_sync(unsigned mask, T value, int offset) {
