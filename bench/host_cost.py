@@ -13,7 +13,7 @@ The baseline is PyTorch eager on the CPU at the same sizes, in the same run: its
 also nearly all host work there (its dispatcher and autograd; a CUDA launch adds a few µs
 per kernel that it does not pay here).
 
-    python bench/host_cost.py                  # both steps, 200 timed steps each
+    python bench/host_cost.py                  # both steps, 400 timed steps each
     python bench/host_cost.py --case gpt --top 30
 """
 
@@ -118,8 +118,9 @@ def gpt_steps() -> tuple[Callable[[], Any], Callable[[], Any] | None]:
 CASES = {"mlp-small": mlp_steps, "gpt": gpt_steps}
 
 
-def median_ms(step: Callable[[], Any], steps: int, rounds: int) -> float:
-    """The median over ``rounds`` of the mean ms of ``steps // rounds`` calls."""
+def round_ms(step: Callable[[], Any], steps: int, rounds: int) -> tuple[float, float]:
+    """The mean ms per call of each of ``rounds`` rounds of ``steps // rounds`` calls: their
+    median, and the fastest round (the least disturbed by the rest of a shared machine)."""
     per_round = max(1, steps // rounds)
     means = []
     for _ in range(rounds):
@@ -127,7 +128,7 @@ def median_ms(step: Callable[[], Any], steps: int, rounds: int) -> float:
         for _ in range(per_round):
             step()
         means.append((time.perf_counter() - start) / per_round * 1e3)
-    return statistics.median(means)
+    return statistics.median(means), min(means)
 
 
 def area(filename: str) -> str:
@@ -147,17 +148,21 @@ def area(filename: str) -> str:
     return "dtrain" if top in ("runtime", "tensor", "parallel", "launch") else "python"
 
 
-def split_by_area(stats: pstats.Stats) -> tuple[collections.Counter, collections.Counter]:
+def split_by_area(stats: pstats.Stats) -> tuple[collections.Counter, collections.Counter, int]:
     """Seconds of own time by area, and by dtrain function; a built-in's time goes to the
-    area of its callers, in proportion to the time each caller spent in it."""
+    area of its callers, in proportion to the time each caller spent in it. Also the calls
+    dtrain's code made (to its own functions and to built-ins): a count that, unlike the
+    times, does not change from run to run."""
     areas: collections.Counter = collections.Counter()
     functions: collections.Counter = collections.Counter()
-    for (filename, line, name), (_, _, own, _, callers) in stats.stats.items():
+    calls = 0
+    for (filename, line, name), (_, count, own, _, callers) in stats.stats.items():
         if filename != "~":
             where = area(filename)
             areas[where] += own
             if where == "dtrain":
-                functions[f"{Path(filename).relative_to(ROOT)}:{line} {name}"] += own
+                functions[f"{Path(filename).resolve().relative_to(ROOT)}:{line} {name}"] += own
+                calls += count
             continue
         paid = sum(entry[2] for entry in callers.values()) or 1.0
         for (caller_file, caller_line, caller_name), entry in callers.items():
@@ -165,9 +170,11 @@ def split_by_area(stats: pstats.Stats) -> tuple[collections.Counter, collections
             where = area(caller_file)
             areas[where] += share
             if where == "dtrain":
-                caller = f"{Path(caller_file).relative_to(ROOT)}:{caller_line} {caller_name}"
+                where_from = Path(caller_file).resolve().relative_to(ROOT)
+                caller = f"{where_from}:{caller_line} {caller_name}"
                 functions[caller] += share
-    return areas, functions
+                calls += entry[1]
+    return areas, functions, calls
 
 
 def run_case(name: str, emulator: Emulator, args: argparse.Namespace) -> dict:
@@ -177,44 +184,54 @@ def run_case(name: str, emulator: Emulator, args: argparse.Namespace) -> dict:
     with emulator.counting() as counts:
         dtrain_step()
     launches = Emulator.total(counts)
-    dtrain_ms = median_ms(dtrain_step, args.steps, args.rounds)
-    torch_ms = None
+    dtrain_ms, dtrain_best = round_ms(dtrain_step, args.steps, args.rounds)
+    torch_ms = torch_best = None
     if torch_step is not None:
         for _ in range(args.warmup):
             torch_step()
-        torch_ms = median_ms(torch_step, args.steps, args.rounds)
+        torch_ms, torch_best = round_ms(torch_step, args.steps, args.rounds)
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(args.profile_steps):
         dtrain_step()
     profiler.disable()
-    areas, functions = split_by_area(pstats.Stats(profiler))
+    areas, functions, calls = split_by_area(pstats.Stats(profiler))
     profiled = sum(areas.values())
     dtrain_share = areas["dtrain"] / profiled
     print(f"\n## {name}: {launches} launches per step")
-    print(f"dtrain step, CUDA path, launches not carried out: {dtrain_ms:.3f} ms")
+    print(
+        f"dtrain step, CUDA path, launches not carried out: {dtrain_ms:.3f} ms "
+        f"(fastest round {dtrain_best:.3f})"
+    )
     if torch_ms is not None:
-        print(f"torch {torch.__version__} eager step on the CPU, same sizes: {torch_ms:.3f} ms")
-        print(f"ratio dtrain / torch: {dtrain_ms / torch_ms:.2f}x")
+        print(
+            f"torch {torch.__version__} eager step on the CPU, same sizes: {torch_ms:.3f} ms "
+            f"(fastest round {torch_best:.3f})"
+        )
+        print(
+            f"ratio dtrain / torch: {dtrain_ms / torch_ms:.2f}x "
+            f"(fastest rounds: {dtrain_best / torch_best:.2f}x)"
+        )
     print("own time under cProfile, by area (built-ins charged to their callers):")
     for where, seconds in areas.most_common():
         print(f"  {where:9s} {seconds / profiled:6.1%}")
-    estimate = dtrain_ms * dtrain_share
+    estimate = dtrain_best * dtrain_share
     print(
-        f"dtrain's own code: ~{estimate:.3f} ms per step (its share of the unprofiled step), "
+        f"dtrain's own code: ~{estimate:.3f} ms per step (its share of the fastest round), "
         f"~{estimate / launches * 1e3:.1f} us per launch"
     )
+    print(f"calls made by dtrain's code: {calls / args.profile_steps:.0f} per step")
     print(f"top {args.top} dtrain functions by own time (share of the profiled step):")
     for function, seconds in functions.most_common(args.top):
         print(f"  {seconds / profiled:6.2%}  {function}")
-    return {"launches": launches, "dtrain_ms": dtrain_ms, "torch_ms": torch_ms}
+    return {"launches": launches, "dtrain_ms": dtrain_ms, "torch_ms": torch_ms, "calls": calls}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--case", choices=[*CASES, "all"], default="all")
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per library")
-    parser.add_argument("--rounds", type=int, default=5, help="blocks the timed steps are cut in")
+    parser.add_argument("--steps", type=int, default=400, help="timed steps per library")
+    parser.add_argument("--rounds", type=int, default=10, help="blocks the timed steps are cut in")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--profile-steps", type=int, default=50)
     parser.add_argument("--top", type=int, default=15)

@@ -42,9 +42,16 @@ def require_cupy(what: str) -> types.ModuleType:
     return cupy
 
 
+_is_cuda_type: dict[type, bool] = {np.ndarray: False}  # asked ~600 times a GPT step
+
+
 def is_cuda_array(array: Any) -> bool:
     """True for a cupy array; never imports cupy to find out."""
-    return type(array).__module__.startswith("cupy")
+    kind = type(array)
+    found = _is_cuda_type.get(kind)
+    if found is None:
+        found = _is_cuda_type[kind] = kind.__module__.startswith("cupy")
+    return found
 
 
 def get_array_module(*arrays: Any) -> types.ModuleType:

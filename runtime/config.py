@@ -84,6 +84,13 @@ def mpi_world_size(env: Mapping[str, str] | None = None) -> int | None:
     return _first_int(os.environ if env is None else env, _WORLD_SIZE[1:])
 
 
+def debug_checks(env: Mapping[str, str] | None = None) -> bool:
+    """``DTRAIN_DEBUG``: check the values of CUDA inputs on the host. Read alone, without the
+    rest of the config, because ops ask it on every call."""
+    value = (os.environ if env is None else env).get("DTRAIN_DEBUG", "0")
+    return value not in ("", "0", "false", "False")
+
+
 def read_config(env: Mapping[str, str] | None = None) -> Config:
     """Read the environment (``os.environ`` unless given) into a ``Config``."""
     env = os.environ if env is None else env
@@ -101,7 +108,7 @@ def read_config(env: Mapping[str, str] | None = None) -> Config:
         master_addr=env.get("MASTER_ADDR") or None,
         master_port=_int(env, "MASTER_PORT"),
         secret=env.get("DTRAIN_SECRET") or None,
-        debug=env.get("DTRAIN_DEBUG", "0") not in ("", "0", "false", "False"),
+        debug=debug_checks(env),
         backend=(env.get("DTRAIN_BACKEND") or "").lower() or None,
         timeout=timeout_s,
         shm=env.get("DTRAIN_SHM", "1") not in ("0", "false", "False"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from dtrain.runtime.backend import is_cuda_array
-from dtrain.runtime.config import read_config
+from dtrain.runtime.config import debug_checks
 
 
 def may_check_values(array: Any) -> bool:
@@ -23,4 +23,4 @@ def may_check_values(array: Any) -> bool:
         return True
     from dtrain.runtime.cuda_graph import is_current_stream_capturing
 
-    return read_config().debug and not is_current_stream_capturing()
+    return debug_checks() and not is_current_stream_capturing()

@@ -78,19 +78,19 @@ __device__ __forceinline__ void for_each_owned_chunk(const TensorList& list, int
 def fusable(*arrays: Any) -> bool:
     """Whether arrays can share one multi-tensor launch: C-contiguous cupy arrays of one
     supported dtype, size and device (None entries are skipped)."""
-    present = [a for a in arrays if a is not None]
-    if not present or not all(is_cuda_array(a) for a in present):
-        return False
-    first = present[0]
-    if type_name(first.dtype) is None:
-        return False
-    return all(
-        a.dtype == first.dtype
-        and a.flags.c_contiguous
-        and a.device.id == first.device.id
-        and a.size == first.size
-        for a in present
-    )
+    first = None
+    for a in arrays:  # one plain loop: the optimizers ask this per parameter, every step
+        if a is None:
+            continue
+        if not is_cuda_array(a) or not a.flags.c_contiguous:
+            return False
+        if first is None:
+            if type_name(a.dtype) is None:
+                return False
+            first, dtype, size, device = a, a.dtype, a.size, a.device.id
+        elif a.dtype != dtype or a.size != size or a.device.id != device:
+            return False
+    return first is not None
 
 
 def check_lists(name: str, lists: list[list[Any] | None], checked: bool = False) -> str:

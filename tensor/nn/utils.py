@@ -58,9 +58,10 @@ def _fused_on_gpu(grads: list) -> bool:
     from dtrain.runtime.kernels.multi_tensor import fusable
 
     first = grads[0]
-    return is_cuda_array(first) and all(
-        g.dtype == first.dtype and g.device.id == first.device.id and fusable(g) for g in grads
-    )
+    if not is_cuda_array(first):
+        return False
+    dtype, device = first.dtype, first.device.id
+    return all(fusable(g) and g.dtype == dtype and g.device.id == device for g in grads)
 
 
 def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite: bool) -> Tensor:
