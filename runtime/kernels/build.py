@@ -98,6 +98,7 @@ def elementwise_grid(n: int, block: int = ELEMENTWISE_BLOCK) -> tuple[int]:
     return (max(1, min(_MAX_GRID, math.ceil(n / block))),)
 
 
+@functools.lru_cache(maxsize=1024)  # asked on every launch, for a model's few row lengths
 def row_block(cols: int) -> int:
     """Threads per block for a one-block-per-row kernel: a multiple of 32 (the block
     reductions need whole warps), enough to cover short rows, at most 512."""

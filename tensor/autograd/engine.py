@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import no_grad
-from dtrain._tensor.autograd.slice_grads import SliceGrads, add_grads, densify
+from dtrain._tensor.autograd.slice_grads import SliceGrads, add_grads
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import may_share_memory
 
@@ -92,7 +92,9 @@ def _walk(
 
     while ready:
         node = ready.pop()
-        grad = densify(grads.pop(node, None))
+        grad = grads.pop(node, None)
+        if type(grad) is SliceGrads:  # densify(), inlined: this loop runs once per node
+            grad = grad.dense()
         if type(node) is not Tensor and not isinstance(node, Tensor):
             if grad is not None and node.tensor_hooks:
                 grad = _run_tensor_hooks(node.tensor_hooks, grad)
@@ -107,7 +109,8 @@ def _walk(
                 )
             in_grads = None
             if grad is not None:
-                _check_versions(node)
+                if node.saved_versions:
+                    _check_versions(node)
                 in_grads = node.backward(grad)
             parents = node.parents
             if not retain_graph:

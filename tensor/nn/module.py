@@ -189,8 +189,20 @@ class Module:
 
     def modules(self) -> Iterator[Module]:
         """Every module in the tree, this one first."""
-        for _, module in self.named_modules():
+        return self._tree()
+
+    def _tree(self) -> Iterator[Module]:
+        """``named_modules()``'s modules in its order, without building their names:
+        ``parameters()`` walks the tree on every training step (gradient clipping)."""
+        seen = set()
+        stack = [self]
+        while stack:
+            module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
             yield module
+            stack.extend(reversed([sub for sub in module._modules.values() if sub is not None]))
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
         """The direct sub-modules with their names."""
@@ -228,9 +240,14 @@ class Module:
         return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
-        """Every parameter, in registration order (what an optimizer takes)."""
-        for _, param in self.named_parameters(recurse=recurse):
-            yield param
+        """Every parameter, in registration order (what an optimizer takes); shared ones
+        once, as ``named_parameters()``."""
+        seen = set()
+        for module in self._tree() if recurse else (self,):
+            for param in module._parameters.values():
+                if param is not None and id(param) not in seen:
+                    seen.add(id(param))
+                    yield param
 
     def named_buffers(
         self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True

@@ -165,6 +165,9 @@ def test_nested_named_parameters_order_and_names():
     net = Net()
     assert [(n, p.shape) for n, p in net.named_parameters()] == NET_PARAMETERS
     assert [p.shape for p in net.parameters()] == [s for _, s in NET_PARAMETERS]
+    assert _same(net.parameters(), (p for _, p in net.named_parameters()))
+    assert _same(net.modules(), (m for _, m in net.named_modules()))
+    assert _same(net.blocks[0].parameters(recurse=False), [net.blocks[0].scale])
     assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in net.parameters())
     assert next(n for n, _ in net.named_parameters(prefix="net")) == "net.embed.weight"
     assert [n for n, _ in net.named_parameters(recurse=False)] == []
@@ -205,11 +208,18 @@ def test_named_modules_children_and_buffers():
         net.get_submodule("blocks.missing")
 
 
+def _same(these, those):
+    """The same objects (not merely equal ones), in the same order."""
+    these, those = list(these), list(those)
+    return len(these) == len(those) and all(a is b for a, b in zip(these, those))
+
+
 def test_tied_parameter_is_counted_once():
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3))
     model[2].weight = model[0].weight
     assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias", "2.bias"]
     assert len(list(model.parameters())) == 3
+    assert _same(model.parameters(), (p for _, p in model.named_parameters()))
     assert len(list(model.named_parameters(remove_duplicate=False))) == 4
     # state_dict names every path, as PyTorch does, so tied checkpoints load either way.
     assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
@@ -221,6 +231,9 @@ def test_shared_module_is_visited_once_but_saved_under_both_names():
     assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias"]
     assert [n for n, _ in model.named_modules()] == ["", "0", "1"]
     assert [n for n, _ in model.named_modules(remove_duplicate=False)] == ["", "0", "1", "2"]
+    # parameters() and modules() walk the tree without names, in the named walks' order
+    assert _same(model.modules(), (m for _, m in model.named_modules()))
+    assert _same(model.parameters(), (p for _, p in model.named_parameters()))
     assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     model.load_state_dict(model.state_dict())  # both names load into the one module
     out = model(dt.ones(1, 2))
