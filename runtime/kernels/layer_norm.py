@@ -74,8 +74,8 @@ __global__ void layer_norm_forward(const T* x, const T* weight, const T* bias, i
 template <typename T>
 __device__ __forceinline__ void layer_norm_grad_row(
         const T* grad, const T* x, const T* weight, int has_weight,
-        const typename Acc<T>::type* mean, const typename Acc<T>::type* rstd, T* grad_x,
-        long long row, long long cols) {
+        const typename Acc<T>::type* mean, const typename Acc<T>::type* rstd, const T* addend,
+        int has_addend, T* grad_x, long long row, long long cols) {
     typedef typename Acc<T>::type A;
     __shared__ A scratch[32];
     const T* g = grad + row * cols;
@@ -90,10 +90,13 @@ __device__ __forceinline__ void layer_norm_grad_row(
     const A mean_g = block_sum(sum_g, scratch) / A(cols);
     const A mean_gx = block_sum(sum_gx, scratch) / A(cols);
     T* out = grad_x + row * cols;
+    const T* add = addend + row * cols;
     for (long long c = threadIdx.x; c < cols; c += blockDim.x) {
         const A gh = has_weight ? to_acc(g[c]) * to_acc(weight[c]) : to_acc(g[c]);
         const A xhat = (to_acc(xr[c]) - mu) * rs;
-        out[c] = from_acc<T>(rs * (gh - mean_g - xhat * mean_gx));
+        A value = rs * (gh - mean_g - xhat * mean_gx);
+        if (has_addend) value += to_acc(add[c]);
+        out[c] = from_acc<T>(value);
     }
 }
 
@@ -159,20 +162,24 @@ __device__ __forceinline__ void layer_norm_grad_finish_if_last(
     if (threadIdx.x == 0) *counter = 0;
 }
 
-// Blocks [0, rows): grad_x, a row each. Blocks [rows, gridDim.x): the parameters' partials
-// (none when the parameters need no gradient), and, where finish is set, their sum into
-// grad_w and grad_b by the last of them. Rows and partials read nothing the other writes.
+// Blocks [0, rows): grad_x, a row each, plus the addend where has_addend is set (the
+// gradient other consumers sent x: the engine's sum, saved a launch). Blocks
+// [rows, gridDim.x): the parameters' partials (none when the parameters need no gradient),
+// and, where finish is set, their sum into grad_w and grad_b by the last of them. Rows and
+// partials read nothing the other writes.
 template <typename T>
 __global__ void layer_norm_backward(const T* grad, const T* x, const T* weight, int has_weight,
                                     const typename Acc<T>::type* mean,
-                                    const typename Acc<T>::type* rstd, T* grad_x,
+                                    const typename Acc<T>::type* rstd, const T* addend,
+                                    int has_addend, T* grad_x,
                                     typename Acc<T>::type* partial_w,
                                     typename Acc<T>::type* partial_b, T* grad_w, T* grad_b,
                                     int* counter, int finish, long long rows, long long cols,
                                     long long rows_per_chunk, long long chunks) {
     const long long block = blockIdx.x;
     if (block < rows) {
-        layer_norm_grad_row(grad, x, weight, has_weight, mean, rstd, grad_x, block, cols);
+        layer_norm_grad_row(grad, x, weight, has_weight, mean, rstd, addend, has_addend, grad_x,
+                            block, cols);
         return;
     }
     layer_norm_grad_partials(grad, x, mean, rstd, partial_w, partial_b, block - rows, rows,
@@ -243,7 +250,14 @@ def layer_norm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple[Any,
 
 @on_array_device
 def layer_norm_backward(
-    grad: Any, x: Any, weight: Any, mean: Any, rstd: Any, *, param_grads: bool = True
+    grad: Any,
+    x: Any,
+    weight: Any,
+    mean: Any,
+    rstd: Any,
+    *,
+    param_grads: bool = True,
+    addend: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Gradients of LayerNorm: ``(grad_x, grad_weight, grad_bias)``.
 
@@ -253,6 +267,8 @@ def layer_norm_backward(
         mean, rstd: ``layer_norm_forward``'s statistics.
         param_grads: also compute ``grad_weight`` and ``grad_bias`` (in ``x``'s dtype);
             when False they are None.
+        addend: (rows, cols), added to ``grad_x`` (a gradient ``x`` already has from
+            elsewhere); read only.
     """
     cupy = require_cupy("layer_norm_backward")
     rows, cols = x.shape
@@ -272,7 +288,9 @@ def layer_norm_backward(
         block = row_block(cols)
         partial_blocks = chunks * math.ceil(cols / block) if param_grads else 0
         fn = kernel(SOURCE, f"layer_norm_backward<{name}>")
-        args = (grad, x, w, np.int32(weight is not None), mean, rstd, grad_x, *partials)
+        add = x if addend is None else contiguous(addend, dtype=x.dtype)
+        args = (grad, x, w, np.int32(weight is not None), mean, rstd, add)
+        args += (np.int32(addend is not None), grad_x, *partials)
         args += (*param_grads_out, cupy.empty(0, np.int32) if counter is None else counter)
         sizes = (i64(rows), i64(cols), i64(per_chunk), i64(chunks))
         launch(fn, (rows + partial_blocks,), block, (*args, np.int32(counter is not None), *sizes))
@@ -321,7 +339,12 @@ def layer_norm_forward_reference(
 
 
 def layer_norm_backward_reference(
-    grad: np.ndarray, x: np.ndarray, weight: Any, mean: np.ndarray, rstd: np.ndarray
+    grad: np.ndarray,
+    x: np.ndarray,
+    weight: Any,
+    mean: np.ndarray,
+    rstd: np.ndarray,
+    addend: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """numpy ``layer_norm_backward``, computed in float64."""
     g = grad.astype(np.float64)
@@ -331,5 +354,7 @@ def layer_norm_backward_reference(
     mean_g = gh.mean(axis=-1, keepdims=True)
     mean_gx = (gh * xhat).mean(axis=-1, keepdims=True)
     grad_x = rs * (gh - mean_g - xhat * mean_gx)
+    if addend is not None:
+        grad_x = grad_x + addend.astype(np.float64)
     dtype = x.dtype
     return grad_x.astype(dtype), (g * xhat).sum(axis=0).astype(dtype), g.sum(axis=0).astype(dtype)

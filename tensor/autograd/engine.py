@@ -108,11 +108,16 @@ def _walk(
                     "backward() (or autograd.grad) if you need to backpropagate twice"
                 )
             in_grads = None
+            added = ()
+            parents = node.parents
             if grad is not None:
                 if node.saved_versions:
                     _check_versions(node)
-                in_grads = node.backward(grad)
-            parents = node.parents
+                if node.adds_pending and grads:
+                    offered = _already_sent(parents, grads, borrowed)
+                    in_grads, added = node.backward_adding(grad, offered)
+                else:
+                    in_grads = node.backward(grad)
             if not retain_graph:
                 node.release()
             for index, parent in enumerate(parents):
@@ -121,7 +126,11 @@ def _walk(
                 if in_grads is not None:
                     in_grad = in_grads[index]
                     if in_grad is not None:
-                        if parent in grads:
+                        if added and added[index]:  # the op added what was pending
+                            if in_grad is not grads[parent]:  # a new array: ours alone
+                                borrowed.discard(id(parent))
+                            grads[parent] = in_grad
+                        elif parent in grads:
                             grads[parent] = add_grads(grads[parent], in_grad)
                             borrowed.discard(id(parent))
                         else:
@@ -140,6 +149,21 @@ def _walk(
             else:
                 _accumulate(node, grad, id(node) in borrowed)
     return captured
+
+
+def _already_sent(parents: tuple, grads: dict, borrowed: set) -> tuple:
+    """Per input of a node: ``(gradient, owned)`` already sent to it by other consumers, or
+    None (none yet, a sparse one, or an input the node lists twice after its first time)."""
+    pending = []
+    seen = set()
+    for parent in parents:
+        found = None if parent is None or id(parent) in seen else grads.get(parent)
+        if found is not None and type(found) is not SliceGrads:
+            pending.append((found, id(parent) not in borrowed))
+        else:
+            pending.append(None)
+        seen.add(id(parent))
+    return tuple(pending)
 
 
 def _shares_memory(out: Any, incoming: Any) -> bool:

@@ -31,6 +31,9 @@ class Op:
 
     reads_inputs = False
     reads_output = False
+    # backward_adding(): the op can add an input's gradient from other consumers into its
+    # own in the same pass (on CUDA, in the same kernel) instead of the engine adding them.
+    adds_pending = False
     # Node state, set by apply() when the graph is recorded.
     parents: tuple = ()
     needs_input_grad: tuple = ()
@@ -43,6 +46,14 @@ class Op:
 
     def backward(self, grad: Any) -> tuple:
         raise NotImplementedError
+
+    def backward_adding(self, grad: Any, pending: tuple) -> tuple[tuple, tuple]:
+        """``backward`` for ops with ``adds_pending``, given ``pending``: per input, None or
+        ``(array, owned)``, the gradient other consumers have already sent that input, and
+        whether it is the engine's alone (then it may be added to in place; otherwise it
+        must not be written). Returns the gradients and, per input, whether its gradient
+        already includes the pending one (then the engine takes it in its place)."""
+        return self.backward(grad), (False,) * len(pending)
 
     @classmethod
     def apply(cls, *inputs: Any, **options: Any) -> Tensor:

@@ -226,11 +226,11 @@ def _layer_norm_forward(x, w, b, has_w, has_b, out, mean, rstd, rows, cols, eps)
         _np(target)[...] = value
 
 
-def _layer_norm_backward(g, x, w, has_w, mean, rstd, grad_x, partial_w, partial_b, *rest):
-    grad_w, grad_b, counter, finish = rest[:4]
+def _layer_norm_backward(g, x, w, has_w, mean, rstd, add, has_add, grad_x, *rest):
+    partial_w, partial_b, grad_w, grad_b, counter, finish = rest[:6]
     weight = _np(w) if has_w else None
     _np(grad_x)[...] = K.layer_norm_backward_reference(
-        _np(g), _np(x), weight, _np(mean), _np(rstd)
+        _np(g), _np(x), weight, _np(mean), _np(rstd), _np(add) if has_add else None
     )[0]
     if _np(partial_w).size:  # the parameters' partials: the whole sum in the first chunk
         _, sum_w, sum_b = K.layer_norm_backward_reference(

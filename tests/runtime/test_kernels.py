@@ -464,10 +464,12 @@ def test_gpu_layer_norm(cp, shape, dtype, affine):
     _close(out, ref_out, dtype, 10)
     _close(mean, ref_mean, dtype)
     _close(rstd, ref_rstd, dtype, 10)
-    rgx, rgw, rgb = kernels.layer_norm_backward_reference(g, x, w, ref_mean, ref_rstd)
     scale = 10 * math.sqrt(shape[0])  # sums over rows
-    for _ in range(2):  # the second launch finds the counter the first one set back to 0
-        gx, gw, gb = kernels.layer_norm_backward(on(g), on(x), on(w), mean, rstd)
+    addend = rng.standard_normal(shape).astype(dtype)  # a gradient x has from elsewhere
+    # the second launch finds the counter the first one set back to 0
+    for add in (None, addend):
+        gx, gw, gb = kernels.layer_norm_backward(on(g), on(x), on(w), mean, rstd, addend=on(add))
+        rgx, rgw, rgb = kernels.layer_norm_backward_reference(g, x, w, ref_mean, ref_rstd, add)
         _close(gx, rgx, dtype, 10)
         _close(gw, rgw, dtype, scale)
         _close(gb, rgb, dtype, scale)

@@ -387,3 +387,98 @@ def test_split_pieces_fill_the_gradient_and_gaps_stay_zero():
     covering = SliceGrads((5, 6), (slice(None), slice(0, 4)), None)
     covering.parts.append(((slice(None), slice(4, None)), None))
     assert covering._tiles() is True
+
+
+def _adding_op():
+    """An op ``y = 2 x`` that adds the gradient already sent to ``x`` itself, and records
+    what the engine offered it."""
+    from dtrain._tensor.autograd.op import Op
+
+    offers = []
+
+    class Twice(Op):
+        adds_pending = True
+
+        def forward(self, x):
+            return 2 * x
+
+        def backward(self, grad):
+            return (2 * grad,)
+
+        def backward_adding(self, grad, pending):
+            offers.append(pending[0])
+            if pending[0] is None:
+                return self.backward(grad), (False,)
+            sent, owned = pending[0]
+            if owned:
+                sent += 2 * grad  # ours to write: in place
+                return (sent,), (True,)
+            return (sent + 2 * grad,), (True,)
+
+    Twice.offers = offers
+    return Twice
+
+
+def test_an_op_adds_the_gradient_already_sent_to_its_input():
+    twice = _adding_op()
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 3  # h's gradient: 1 from the residual, then 2 from twice (the last to run)
+    (h + twice.apply(h)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [9.0, 9.0])
+    (offer,) = twice.offers
+    # the residual passed its incoming gradient on: not the engine's to write into
+    assert offer is not None and offer[1] is False
+    np.testing.assert_array_equal(offer[0], [1.0, 1.0])
+
+
+def test_an_owned_pending_gradient_is_added_in_place_and_nothing_else_changes():
+    twice = _adding_op()
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    h = x * 3
+    # Mul runs first (the walk takes the last input first) and makes a new array: owned
+    (twice.apply(h) + h * h).sum().backward()
+    (offer,) = twice.offers
+    assert offer[1] is True
+    np.testing.assert_array_equal(x.grad.numpy(), 3 * (2 * 3 * np.array([1.0, 2.0]) + 2))
+
+
+def test_nothing_is_offered_without_a_pending_gradient():
+    twice = _adding_op()
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    twice.apply(x * 3).sum().backward()
+    assert all(offer is None for offer in twice.offers)
+    np.testing.assert_array_equal(x.grad.numpy(), [6.0, 6.0])
+
+
+def test_layer_norm_on_a_residual_stream_adds_the_stream_gradient():
+    from dtrain.nn import functional as F
+
+    rng = np.random.default_rng(0)
+    x = dt.tensor(rng.standard_normal((3, 5)), requires_grad=True)
+    w = dt.tensor(rng.standard_normal(5), requires_grad=True)
+
+    def block(x, w):
+        h = x * 1.5
+        return h + F.layer_norm(h, (5,), w) * 2
+
+    assert dt.autograd.gradcheck(block, [x, w])
+
+
+def test_a_tied_embedding_table_gets_both_gradients():
+    from dtrain.nn import functional as F
+
+    rng = np.random.default_rng(1)
+    table = rng.standard_normal((6, 4))
+    idx = dt.tensor([[0, 3, 3], [5, 1, 0]])
+    grads = {}
+    for tied in (True, False):
+        for padding_idx in (None, 3):
+            emb = dt.tensor(table, requires_grad=True)
+            head = emb if tied else dt.tensor(table, requires_grad=True)
+            logits = F.linear(F.embedding(idx, emb, padding_idx=padding_idx), head)
+            (logits * logits).sum().backward()
+            total = emb.grad.numpy() + (0 if tied else head.grad.numpy())
+            grads[tied, padding_idx] = total
+    for padding_idx in (None, 3):
+        np.testing.assert_allclose(grads[True, padding_idx], grads[False, padding_idx])
+    assert not np.allclose(grads[True, None], grads[True, 3])

@@ -12,6 +12,11 @@ from dtrain.runtime.value_checks import may_check_values
 
 
 class Embedding(Op):
+    # A tied table (an output layer's weight too) already has that layer's gradient when
+    # the lookup's backward runs: the rows are added into it, with no zeroed table of their
+    # own and no sum after.
+    adds_pending = True
+
     def forward(self, indices: Any, weight: Any, *, padding_idx: int | None) -> Any:
         self.indices, self.shape, self.padding_idx = indices, weight.shape, padding_idx
         return weight[indices]
@@ -23,6 +28,16 @@ class Embedding(Op):
         if self.padding_idx is not None:
             full[self.padding_idx] = 0
         return None, full
+
+    def backward_adding(self, grad: Any, pending: tuple) -> tuple[tuple, tuple]:
+        found = pending[1]
+        if found is None or not found[1] or self.padding_idx is not None:
+            return self.backward(grad), (False, False)  # not ours to write, or a row to keep
+        table = found[0]
+        if table.dtype != grad.dtype or table.shape != self.shape or not table.flags.c_contiguous:
+            return self.backward(grad), (False, False)
+        scatter_add(table, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
+        return (None, table), (False, True)
 
 
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:

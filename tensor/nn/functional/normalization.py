@@ -25,6 +25,7 @@ class LayerNorm(Op):
     which keep the input and per-row mean and rstd for backward (hence ``reads_inputs``)."""
 
     reads_inputs = True
+    adds_pending = True  # a residual stream's gradient, added in the same kernel
     fused = False
 
     def forward(
@@ -52,6 +53,21 @@ class LayerNorm(Op):
         return out if bias is None else out + bias
 
     def backward(self, grad: Any) -> tuple:
+        return self._backward(grad, None)
+
+    def backward_adding(self, grad: Any, pending: tuple) -> tuple[tuple, tuple]:
+        """The input's gradient with its pending one added: by the fused kernel on CUDA (no
+        launch of its own), into the new gradient in place on the CPU."""
+        found = pending[0]
+        if found is None or not self.needs_input_grad[0]:
+            return self._backward(grad, None), (False,) * len(pending)
+        addend = found[0]
+        x = self.x2 if self.fused else self.xhat
+        if addend.dtype != x.dtype or addend.shape != grad.shape:
+            return self._backward(grad, None), (False,) * len(pending)
+        return self._backward(grad, addend), (True,) + (False,) * (len(pending) - 1)
+
+    def _backward(self, grad: Any, addend: Any) -> tuple:
         needs = self.needs_input_grad
         if self.fused:
             wants = [len(needs) > i and needs[i] for i in range(3)]
@@ -62,6 +78,7 @@ class LayerNorm(Op):
                 self.mean,
                 self.rstd,
                 param_grads=wants[1] or wants[2],
+                addend=None if addend is None else addend.reshape(self.x2.shape),
             )
             return (
                 grad_x.reshape(self.shape) if wants[0] else None,
@@ -74,6 +91,8 @@ class LayerNorm(Op):
         if needs[0]:
             grad_xhat = grad if weight is None else grad * weight
             grad_x = _normalize_backward(grad_xhat, self.xhat, self.rstd, self.axes)
+            if addend is not None:
+                grad_x += addend  # a new array: no second one for the sum
         if len(needs) > 1 and needs[1]:
             grad_w = (grad * self.xhat).sum(axis=lead)
         if len(needs) > 2 and needs[2]:
