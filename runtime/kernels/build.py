@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.cuda_graph import is_current_stream_capturing
 from dtrain.runtime.kernels.prelude import PRELUDE
 
 #: Options for both compilers (NVRTC through cupy on the GPU, nvcc in CI).
@@ -121,6 +122,24 @@ def launch(fn: Any, grid: tuple[int, ...], block: int, args: tuple) -> None:
     """Launch ``fn`` on the current stream; ``args`` are cupy arrays and numpy scalars of
     the exact C types the kernel declares (``np.int64`` for ``long long``...)."""
     fn(grid, (block,), args)
+
+
+_done_counters: dict[int, Any] = {}  # device id -> the int32 counter of done_counter()
+
+
+def done_counter(cupy: Any, device: int) -> Any:
+    """The device's int32 counter on which the blocks of a launch count themselves done, so
+    that the last one can finish the launch's reduction (``layer_norm``, ``grad_norm``): it
+    is 0 between launches, and the last block sets it back. Launches on one stream never
+    overlap, so one counter serves every kernel; launches on two streams at once would need
+    one each. None where the device has none yet and a CUDA graph is being captured: made
+    in a capture, its memory would come from the graph's pool and go with the graph (the
+    kernels then take a path without it)."""
+    counter = _done_counters.get(device)
+    if counter is None and not is_current_stream_capturing():
+        with cupy.cuda.Device(device):
+            counter = _done_counters.setdefault(device, cupy.zeros(1, np.int32))
+    return counter
 
 
 def i64(value: int) -> np.int64:

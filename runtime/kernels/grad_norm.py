@@ -2,10 +2,15 @@
 
 ``clip_grad_norm_`` computed per gradient, each ``float(...)`` waits for the GPU: a
 char-GPT step spent more time in those waits than in its kernels. Here one multi-tensor
-launch (per ``MAX_TENSORS`` gradients) accumulates the sum of squares into one float64
-device scalar, and a second scales every gradient by ``max_norm / (norm + 1e-6)`` when that
-is below 1, reading the norm on the device — as ``torch.nn.utils.clip_grad_norm_`` does with
-its foreach kernels. Both are CUDA-graph capturable.
+launch (per ``MAX_TENSORS`` gradients) sums the squares into one float64 device scalar, and
+a second scales every gradient by ``max_norm / (norm + 1e-6)`` when that is below 1,
+reading the norm on the device — as ``torch.nn.utils.clip_grad_norm_`` does with its
+foreach kernels. Both are CUDA-graph capturable.
+
+Each block of the sum writes its partial sum; the last block to finish (counted on the
+device's ``done_counter``) adds the partials in block order and writes the scalar, or adds
+to it. So the scalar needs no zeroing launch first, and the sum is the same from run to run
+(atomic adds of the blocks' sums would come in any order).
 """
 
 from __future__ import annotations
@@ -15,16 +20,21 @@ from typing import Any
 import numpy as np
 
 from dtrain.runtime.backend import require_cupy
-from dtrain.runtime.kernels.build import f64, kernel, launch, register, templated
+from dtrain.runtime.kernels.build import done_counter, f64, kernel, launch, register, templated
 from dtrain.runtime.kernels.multi_tensor import BLOCK, MULTI_TENSOR, check_lists, tensor_lists
 
 _BODY = (
     MULTI_TENSOR
     + r"""
-// List row 0: the gradients. Each block adds its chunks' sum of squares to *total.
+// List row 0: the gradients. Each block sums its chunks' squares into partials[blockIdx.x];
+// the last block to count itself done on *counter writes the partials' sum (in block
+// order) to *total, or adds it where add is set, and sets the counter back to 0. Without a
+// counter (finish 0), each block adds its sum to *total atomically instead.
 template <typename T>
-__global__ void sum_squares_multi_tensor(const TensorList list, int n, double* total) {
+__global__ void sum_squares_multi_tensor(const TensorList list, int n, double* partials,
+                                         int* counter, int finish, int add, double* total) {
     __shared__ double scratch[32];
+    __shared__ int last;
     double acc = 0;
     for_each_owned_chunk(list, n, [&](int t, long long first, long long last) {
         const T* g = list_ptr<T>(list, 0, t);
@@ -34,7 +44,25 @@ __global__ void sum_squares_multi_tensor(const TensorList list, int n, double* t
         }
     });
     acc = block_sum(acc, scratch);
-    if (threadIdx.x == 0) atomicAdd(total, acc);
+    if (!finish) {
+        if (threadIdx.x == 0) atomicAdd(total, acc);
+        return;
+    }
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const volatile double* done = partials;
+    double sum = 0;
+    for (int b = threadIdx.x; b < (int)gridDim.x; b += blockDim.x) sum += done[b];
+    sum = block_sum(sum, scratch);
+    if (threadIdx.x == 0) {
+        *total = add ? *total + sum : sum;
+        *counter = 0;
+    }
 }
 
 // g *= max_norm / (sqrt(*total) + 1e-6) when that factor is below 1 (not for a NaN norm).
@@ -60,19 +88,34 @@ __global__ void clip_multi_tensor(const TensorList list, int n, const double* to
 SOURCE = register("grad_norm", _BODY, templated(("sum_squares_multi_tensor", "clip_multi_tensor")))
 
 
-def sum_squares_(grads: list[Any], total: Any, checked: bool = False) -> None:
+def sum_squares_(
+    grads: list[Any], total: Any, checked: bool = False, *, overwrite: bool = False
+) -> None:
     """Add the sum of squares of every element of ``grads`` (C-contiguous cupy arrays of one
-    dtype and device) to ``total``, a float64 0-d cupy array on that device. ``checked``:
-    the caller already checked the list (``multi_tensor.check_lists``)."""
-    require_cupy("sum_squares_")
-    if not grads:
+    dtype and device) to ``total``, a float64 0-d cupy array on that device; with
+    ``overwrite``, store it there instead (``total`` may then hold anything: no zeroing
+    launch needed). ``checked``: the caller already checked the list
+    (``multi_tensor.check_lists``)."""
+    cupy = require_cupy("sum_squares_")
+    name = check_lists("sum_squares_", [grads], checked) if grads else None
+    launches = [entry for entry in tensor_lists([grads]) if entry[2]] if grads else []
+    device = total.device.id
+    counter = done_counter(cupy, device) if launches else None
+    if overwrite and (counter is None or not launches):
+        total.fill(0)  # nothing to sum, or the atomic path: it adds to what is there
+        overwrite = False
+    if not launches:
         return
-    name = check_lists("sum_squares_", [grads], checked)
-    with grads[0].device:
+    with cupy.cuda.Device(device):
         fn = kernel(SOURCE, f"sum_squares_multi_tensor<{name}>")
-        for struct, count, grid in tensor_lists([grads]):
-            if grid:
-                launch(fn, (grid,), BLOCK, (struct, np.int32(count), total))
+        partials = cupy.empty(max(grid for _, _, grid in launches), np.float64)
+        finish = np.int32(counter is not None)
+        if counter is None:
+            counter = cupy.empty(0, np.int32)  # not read without finish
+        for index, (struct, count, grid) in enumerate(launches):
+            add = np.int32(index > 0 or not overwrite)
+            args = (struct, np.int32(count), partials, counter, finish, add, total)
+            launch(fn, (grid,), BLOCK, args)
 
 
 def clip_(

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from dtrain.runtime.backend import require_cupy
-from dtrain.runtime.cuda_graph import is_current_stream_capturing
 from dtrain.runtime.kernels.build import (
     ELEMENTWISE_BLOCK,
     contiguous,
+    done_counter,
     f64,
     i64,
     kernel,
@@ -282,7 +282,7 @@ def layer_norm_backward(
     chunks = max(1, math.ceil(rows / per_chunk))
     partials = cupy.empty((2, chunks if param_grads else 0, cols), acc_dtype(x.dtype))
     param_grads_out = cupy.empty((2, cols if param_grads else 0), x.dtype)
-    counter = _done_counter(cupy, x) if param_grads else None
+    counter = done_counter(cupy, x.device.id) if param_grads else None
     if rows and cols:
         w = x if weight is None else contiguous(weight.reshape(cols))
         block = row_block(cols)
@@ -304,20 +304,6 @@ def layer_norm_backward(
         grid = (math.ceil(cols / ELEMENTWISE_BLOCK),)
         launch(fn, grid, ELEMENTWISE_BLOCK, (*args, i64(chunks), i64(cols)))
     return grad_x, param_grads_out[0], param_grads_out[1]
-
-
-_counters: dict[int, Any] = {}  # device id -> the int32 the partial blocks count on
-
-
-def _done_counter(cupy: Any, x: Any) -> Any:
-    """The device's counter for the last partial block to finish, or None where it does not
-    exist yet and a CUDA graph is being captured: made during a capture, its memory would
-    come from the graph's pool and go with the graph."""
-    device = x.device.id
-    counter = _counters.get(device)
-    if counter is None and not is_current_stream_capturing():
-        counter = _counters.setdefault(device, cupy.zeros(1, np.int32))
-    return counter
 
 
 # ---- numpy references -----------------------------------------------------------------------

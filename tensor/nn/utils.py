@@ -71,8 +71,8 @@ def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite:
 
     xp = get_array_module(grads[0])
     with grads[0].device:
-        total = xp.zeros((), dtype=xp.float64)
-        grad_norm.sum_squares_(grads, total, checked=True)
+        total = xp.empty((), dtype=xp.float64)  # written, not added to: no zeroing launch
+        grad_norm.sum_squares_(grads, total, checked=True, overwrite=True)
         if error_if_nonfinite and not math.isfinite(float(total)):
             raise RuntimeError(
                 f"the total norm of order 2.0 of the gradients is {math.sqrt(float(total))}; "

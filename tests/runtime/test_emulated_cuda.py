@@ -112,7 +112,7 @@ def test_char_gpt_steps_match_the_cpu_and_count_their_launches(emulator, captura
     # The adds left are the forward's (the embeddings, the residuals): the backward's
     # residual sums ride in LayerNorm's kernel, and the tied table's in its scatter.
     assert launches["add.__call__"] == 5
-    assert total <= (70 if capturable else 68), dict(launches.most_common())
+    assert total <= (69 if capturable else 67), dict(launches.most_common())
 
 
 def test_mixed_precision_mlp_steps_match_the_cpu(emulator):

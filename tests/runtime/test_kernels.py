@@ -31,7 +31,6 @@ import dtrain.nn.functional as F
 import dtrain.optim as optim
 from dtrain.runtime import kernels
 from dtrain.runtime.kernels import build, multi_tensor
-from dtrain.runtime.kernels import layer_norm as layer_norm_kernels
 
 IGNORE = -100
 
@@ -474,15 +473,15 @@ def test_gpu_layer_norm(cp, shape, dtype, affine):
         _close(gw, rgw, dtype, scale)
         _close(gb, rgb, dtype, scale)
     device = cp.asarray(x).device.id
-    assert int(layer_norm_kernels._counters[device][0]) == 0
+    assert int(build._done_counters[device][0]) == 0
 
 
 @pytest.mark.gpu
 def test_gpu_layer_norm_backward_without_the_counter(cp, monkeypatch):
     # A capture that begins before the device has its counter: the partials' sum is then a
     # launch of its own, with the same gradients.
-    monkeypatch.setattr(layer_norm_kernels, "_counters", {})
-    monkeypatch.setattr(layer_norm_kernels, "is_current_stream_capturing", lambda: True)
+    monkeypatch.setattr(build, "_done_counters", {})
+    monkeypatch.setattr(build, "is_current_stream_capturing", lambda: True)
     rng = np.random.default_rng(13)
     x, g = rng.standard_normal((2, 130, 33))
     w = rng.standard_normal(33)
@@ -493,7 +492,7 @@ def test_gpu_layer_norm_backward_without_the_counter(cp, monkeypatch):
     rgx, rgw, rgb = kernels.layer_norm_backward_reference(g, x, w, mean.get(), rstd.get())
     for value, reference in ((gx, rgx), (gw, rgw), (gb, rgb)):
         np.testing.assert_allclose(value.get(), reference, rtol=1e-10, atol=1e-12)
-    assert layer_norm_kernels._counters == {}
+    assert build._done_counters == {}
 
 
 @pytest.mark.gpu
@@ -643,6 +642,37 @@ def test_gpu_unscale_multi_tensor(cp, dtype, bad):
         np.testing.assert_array_equal(_np(got), want)  # the same float math: bit-exact
     kernels.unscale_(dev[:2], 0.5, found)  # a clean call never resets the flag
     assert math.isinf(float(found)) == (bad is not None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("counter", [True, False], ids=["last-block-sums", "atomic-adds"])
+def test_gpu_sum_squares_and_clip(cp, monkeypatch, dtype, counter):
+    if not counter:  # a capture begun before the device had its counter
+        monkeypatch.setattr(build, "_done_counters", {})
+        monkeypatch.setattr(build, "is_current_stream_capturing", lambda: True)
+    rng = np.random.default_rng(17)
+    # 50 tensors: two launches; the last one of 40000 elements spans three chunks (blocks)
+    host = [rng.standard_normal(n).astype(dtype) for n in [*SIZES] * 12 + [3, 40000]]
+    dev = [cp.asarray(a) for a in host]
+    want = sum(float(np.sum(a.astype(np.float64) ** 2)) for a in host)
+    total = cp.asarray(np.float64(np.nan))  # overwrite: what it held does not matter
+    for _ in range(2):  # the second call finds the counter set back to 0
+        kernels.sum_squares_(dev, total, overwrite=True)
+        assert float(total) == pytest.approx(want, rel=1e-12)
+    kernels.sum_squares_(dev[:2], total)  # adds
+    part = sum(float(np.sum(a.astype(np.float64) ** 2)) for a in host[:2])
+    assert float(total) == pytest.approx(want + part, rel=1e-12)
+    kernels.sum_squares_([], total, overwrite=True)
+    assert float(total) == 0
+    kernels.sum_squares_(dev, total, overwrite=True)
+    norm = kernels.clip_(dev, total, 1.0)
+    expected_norm = kernels.clip_reference(host, 1.0)
+    assert float(norm) == pytest.approx(expected_norm, rel=TOL[dtype])
+    for got, expected in zip(dev, host):
+        _close(got, expected, dtype)
+    if counter:
+        assert int(build._done_counters[total.device.id][0]) == 0
 
 
 @pytest.mark.gpu
