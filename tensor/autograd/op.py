@@ -60,6 +60,7 @@ class Op:
         """Run the op on tensors (and plain scalars), recording the graph when needed."""
         op = cls()
         arrays = []
+        parents = []  # the graph's links, gathered in the same pass: apply runs per op
         record = False
         array_type = None
         for x in inputs:
@@ -72,24 +73,18 @@ class Op:
                 arrays.append(array)
                 if x._requires_grad:
                     record = True
+                    parents.append(x if x.grad_fn is None else x.grad_fn)
+                    continue
             else:
                 arrays.append(x)
+            parents.append(None)
         out = op.forward(*arrays, **options)
         if out.__class__ is not _ndarray and isinstance(out, _generic):
             out = np.asarray(out)  # numpy reductions return scalars; a tensor holds an array
         if not (record and _grad_state.enabled):
             return wrap(out)
-        parents = []
-        needs = []
-        for x in inputs:
-            if isinstance(x, Tensor) and x._requires_grad:
-                parents.append(x if x.grad_fn is None else x.grad_fn)
-                needs.append(True)
-            else:
-                parents.append(None)
-                needs.append(False)
         op.parents = tuple(parents)
-        op.needs_input_grad = tuple(needs)
+        op.needs_input_grad = tuple([parent is not None for parent in parents])
         result = wrap(out, op)
         if cls.reads_inputs:
             versions = [(x._version, x._version[0]) for x in inputs if isinstance(x, Tensor)]
