@@ -93,6 +93,42 @@ def fusable(*arrays: Any) -> bool:
     return first is not None
 
 
+class PersistentChecks:
+    """``fusable`` for one optimizer's parameters, remembering what persists: a parameter's
+    array and its optimizer state stay the same arrays from step to step, so they are
+    checked once (and again only when one is replaced); a step then checks its fresh
+    gradients alone. Kept per parameter (the key, e.g. the parameter tensor), holding the
+    arrays last checked until one is replaced."""
+
+    def __init__(self) -> None:
+        self._known: dict[Any, tuple] = {}
+
+    def fusable(self, key: Any, persistent: tuple, grad: Any) -> bool:
+        """``fusable(*persistent, grad)``, ``persistent`` remembered under ``key``."""
+        entry = self._known.get(key)
+        if entry is not None and len(entry[0]) == len(persistent):
+            for known, given in zip(entry[0], persistent):
+                if known is not given:
+                    entry = None
+                    break
+        else:
+            entry = None
+        if entry is None:
+            self._known.pop(key, None)
+            if not fusable(*persistent):
+                return False
+            first = persistent[0]
+            entry = self._known[key] = (persistent, first.dtype, first.size, first.device.id)
+        _, dtype, size, device = entry
+        return (
+            is_cuda_array(grad)
+            and grad.dtype == dtype
+            and grad.size == size
+            and grad.flags.c_contiguous
+            and grad.device.id == device
+        )
+
+
 def check_lists(name: str, lists: list[list[Any] | None], checked: bool = False) -> str:
     """Raise unless ``lists`` (None for an unused row) line up; return the C type name.
 

@@ -141,6 +141,7 @@ class Adam(Optimizer):
                 maximize=group["maximize"],
                 decoupled_weight_decay=group["decoupled_weight_decay"],
                 scratch=self._scratch,
+                keys=params,
             )
             bump_versions(params)
         return loss
@@ -208,15 +209,20 @@ def _adam_fused(
     steps: list[Any],
     *,
     amsgrad: bool,
+    checks: multi_tensor.PersistentChecks,
+    keys: list[Any],
     **options: Any,
 ) -> set[int]:
     """Update the parameters the multi-tensor kernel takes (cupy, contiguous, one dtype per
-    launch), one launch per (dtype, device, step); return their indices."""
+    launch), one launch per (dtype, device, step); return their indices. ``keys``: one per
+    parameter, under which ``checks`` remembers its persistent arrays."""
     fusable = [
         i
         for i, p in enumerate(params)
-        if multi_tensor.fusable(
-            p, grads[i], exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i] if amsgrad else None
+        if checks.fusable(
+            keys[i],
+            (p, exp_avgs[i], exp_avg_sqs[i], max_exp_avg_sqs[i] if amsgrad else None),
+            grads[i],
         )
     ]
     for same_array in multi_tensor.grouped(fusable, params).values():
@@ -256,8 +262,11 @@ def adam_update(
     maximize: bool,
     decoupled_weight_decay: bool,
     scratch: Scratch,
+    keys: list[Any] | None = None,
 ) -> None:
-    """One Adam(W) step on raw arrays, in place.
+    """One Adam(W) step on raw arrays, in place. ``keys``: one per parameter (the
+    optimizer's parameter tensors), under which ``scratch`` remembers the arrays it has
+    checked; without them nothing is remembered.
 
     ``steps`` holds each parameter's step number, already counting this step, or (capturable
     CUDA parameters) a float32 device scalar that this step increments. cupy parameters go
@@ -271,6 +280,8 @@ def adam_update(
         max_exp_avg_sqs,
         steps,
         amsgrad=amsgrad,
+        checks=scratch.checks if keys is not None else multi_tensor.PersistentChecks(),
+        keys=range(len(params)) if keys is None else keys,
         lr=lr,
         beta1=beta1,
         beta2=beta2,

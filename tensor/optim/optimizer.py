@@ -22,6 +22,7 @@ from dtrain._tensor.autograd.grad_mode import enable_grad
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.device import to_device
+from dtrain.runtime.kernels.multi_tensor import PersistentChecks
 
 
 class _RequiredParameter:
@@ -42,16 +43,19 @@ _SMALL = 16384  # elements; smaller numpy work arrays are allocated fresh
 
 
 class Scratch:
-    """Work arrays the update loops reuse, so a step allocates nothing per parameter.
+    """What the update loops of one optimizer keep between steps, so a step allocates
+    nothing per parameter and checks only what changed.
 
     ``get(like, slot)`` returns an uninitialised array shaped like ``like`` (same dtype and
     device), a view into one flat buffer per (slot, dtype, device) sized to the largest
     request so far (small numpy arrays are simply allocated). Two live results must use
-    different slots.
+    different slots. ``checks`` picks the parameters the multi-tensor kernels take, each
+    parameter's persistent arrays checked once (``multi_tensor.PersistentChecks``).
     """
 
     def __init__(self) -> None:
         self._buffers: dict[tuple, Any] = {}
+        self.checks = PersistentChecks()
 
     def get(self, like: Any, slot: int = 0) -> Any:
         size = like.size

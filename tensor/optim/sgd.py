@@ -111,6 +111,7 @@ class SGD(Optimizer):
                 nesterov=group["nesterov"],
                 maximize=group["maximize"],
                 scratch=self._scratch,
+                keys=params,
             )
             if momentum != 0:
                 for state, buffer in zip(states, buffers):
@@ -125,16 +126,22 @@ def _no_init(state: dict[str, Any], param: Any) -> None:
 
 
 def _sgd_fused(
-    params: list[Any], grads: list[Any], momentum_buffers: list[Any], **options: Any
+    params: list[Any],
+    grads: list[Any],
+    momentum_buffers: list[Any],
+    checks: multi_tensor.PersistentChecks,
+    keys: list[Any],
+    **options: Any,
 ) -> set[int]:
     """Update the parameters the multi-tensor kernel takes (cupy, contiguous, one dtype per
     launch), one launch per (dtype, device, first momentum step or not); return their
-    indices. New momentum buffers are allocated here and stored in ``momentum_buffers``."""
+    indices. New momentum buffers are allocated here and stored in ``momentum_buffers``.
+    ``keys``: one per parameter, under which ``checks`` remembers its persistent arrays."""
     use_buffers = options["momentum"] != 0
     fusable = [
         i
         for i, p in enumerate(params)
-        if multi_tensor.fusable(p, grads[i], momentum_buffers[i] if use_buffers else None)
+        if checks.fusable(keys[i], (p, momentum_buffers[i] if use_buffers else None), grads[i])
     ]
     for same_array in multi_tensor.grouped(fusable, params).values():
         first = [i for i in same_array if use_buffers and momentum_buffers[i] is None]
@@ -167,17 +174,23 @@ def sgd_update(
     nesterov: bool,
     maximize: bool,
     scratch: Scratch,
+    keys: list[Any] | None = None,
 ) -> None:
     """One SGD step on raw arrays, in place.
 
     ``momentum_buffers[i]`` is None before a parameter's first momentum step; it is then set
     to a new array (a copy of the gradient), as PyTorch does. cupy parameters go to the
     multi-tensor kernel (``dtrain.runtime.kernels.sgd``), the rest through xp below.
+    ``keys``: one per parameter (the optimizer's parameter tensors), under which ``scratch``
+    remembers the arrays it has checked; without them nothing is remembered.
     """
+    checks = scratch.checks if keys is not None else multi_tensor.PersistentChecks()
     fused = _sgd_fused(
         params,
         grads,
         momentum_buffers,
+        checks,
+        range(len(params)) if keys is None else keys,
         lr=lr,
         momentum=momentum,
         dampening=dampening,

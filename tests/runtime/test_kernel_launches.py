@@ -144,3 +144,26 @@ def multi_tensor_struct(rows):
     from dtrain.runtime.kernels.multi_tensor import tensor_lists
 
     return tensor_lists(rows)[0][0]
+
+
+def test_persistent_arrays_are_checked_once_and_gradients_every_time(monkeypatch):
+    from dtrain.runtime.kernels import multi_tensor
+
+    asked = []
+    real = multi_tensor.fusable
+    monkeypatch.setattr(multi_tensor, "fusable", lambda *a: asked.append(len(a)) or real(*a))
+    checks = multi_tensor.PersistentChecks()
+    param, state = _rand(6, np.float32), _rand(6, np.float32, 1)
+    for seed in range(3):  # a fresh gradient every step
+        assert checks.fusable("p", (param, state, None), _rand(6, np.float32, 2 + seed))
+    assert asked == [3]  # the parameter and its state once; the gradients in place
+    # a gradient the kernels cannot take, whatever was remembered
+    assert not checks.fusable("p", (param, state, None), _rand(6, np.float64))
+    assert not checks.fusable("p", (param, state, None), _rand(7, np.float32))
+    assert not checks.fusable("p", (param, state, None), _rand((3, 2), np.float32).T)
+    assert not checks.fusable("p", (param, state, None), np.ones(6, np.float32))
+    # a replaced state array is checked again, and refused when the kernels cannot take it
+    strided = _rand(12, np.float32, 9)[::2]
+    assert not checks.fusable("p", (param, strided, None), _rand(6, np.float32))
+    assert checks.fusable("p", (param, _rand(6, np.float32, 10), None), _rand(6, np.float32))
+    assert len(asked) == 3
