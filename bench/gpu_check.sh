@@ -5,16 +5,16 @@
 #
 # From the repository root, in about 4 minutes (6 at most): the whole test suite with the GPU tests
 # enabled (the GPU tests first, the rest last), the op tests again with every input on the
-# GPU (pytest --device=cuda), and bench/gpu_step.py (dtrain eager and CUDA-graph steps
-# against PyTorch eager). Nothing is
+# GPU (pytest --device=cuda), bench/gpu_step.py (dtrain eager and CUDA-graph steps
+# against PyTorch eager) and bench/gpu_dispatch.py (host µs per call). Nothing is
 # installed: dtrain is put on the path through a folder of links that mirrors the package
 # mapping of pyproject.toml. Logs and a short report.md go to OUT_DIR; the report ends
 # with the benchmark table. The exit status is 0 only when every phase passed.
 #
-# Phase time limits (seconds; 90 + 45 + 90 + 150 by default, so the whole check ends within
-# about 6 minutes even when a phase hangs; on an H200 the first three took 31, 14 and 50 s;
-# the CPU suite takes about 330 s on 2 cores, so about 80 s on 16 with 8 workers)
-# can be changed with GPU_S, DEVICE_OPS_S, BENCH_S and SUITE_S; a phase that reaches its limit
+# Phase time limits (seconds; 90 + 45 + 90 + 30 + 150 by default, so the whole check ends
+# within about 6.5 minutes even when a phase hangs; on an H200 the first three took 31, 14
+# and 50 s; the CPU suite takes about 330 s on 2 cores, so about 80 s on 16 with 8 workers)
+# can be changed with GPU_S, DEVICE_OPS_S, BENCH_S, DISPATCH_S and SUITE_S; a phase that reaches its limit
 # gets SIGINT, so pytest still prints its summary and durations, and the report lists the
 # tests that were still running;
 # extra pytest arguments (e.g. -k ...) go in SUITE_ARGS, extra bench/gpu_step.py arguments
@@ -130,6 +130,7 @@ phase device-ops "${DEVICE_OPS_S:-45}" "${pytest[@]}" "${runner[@]}" --device=cu
 # shellcheck disable=SC2086
 phase bench "${BENCH_S:-90}" "$python" "$root/bench/gpu_step.py" --json "$out/gpu_step.json" \
   --profile "$out/profile.txt" ${BENCH_ARGS:-}
+phase dispatch "${DISPATCH_S:-30}" "$python" "$root/bench/gpu_dispatch.py" --json "$out/dispatch.json"
 # shellcheck disable=SC2086
 phase other-tests "${SUITE_S:-150}" "${pytest[@]}" "${cpu_runner[@]}" -m "not gpu" --durations=10 \
   ${SUITE_ARGS:-} "$root/tests"
@@ -137,6 +138,7 @@ phase other-tests "${SUITE_S:-150}" "${pytest[@]}" "${cpu_runner[@]}" -m "not gp
   echo
   echo '```'
   sed -n '/^device:/,$p' "$out/bench.log"
+  sed -n '/^## dispatch/,$p' "$out/dispatch.log"
   echo '```'
 } >>"$report"
 cat "$report"
