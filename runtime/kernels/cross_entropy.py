@@ -1,8 +1,11 @@
 """Softmax + cross-entropy over the last dim of (rows, classes) logits, fused.
 
 Forward, one block per row: the row's max, its log-sum-exp ``lse``, and the loss
-``lse - logits[target]`` (0 where ``target == ignore_index``); for the mean, one more block
-adds the rows up and counts the kept ones. Backward, one block per row:
+``lse - logits[target]`` (0 where ``target == ignore_index``). For the mean, the last row
+block to finish (counted on the device's ``done_counter``) adds the rows up and counts the
+kept ones, so the loss and its mean are one launch; ``cross_entropy_mean`` does it in a
+launch of its own (per-row losses from elsewhere, or a capture begun before the device had
+its counter). Backward, one block per row:
 ``grad = scale[row] * (exp(logits - lse) - onehot(target))``, 0 on ignored rows, so only the
 row's ``lse`` (one number) is kept between the two instead of the softmax.
 """
@@ -16,6 +19,7 @@ import numpy as np
 from dtrain.runtime.backend import require_cupy
 from dtrain.runtime.kernels.build import (
     contiguous,
+    done_counter,
     i64,
     kernel,
     launch,
@@ -27,12 +31,34 @@ from dtrain.runtime.kernels.build import (
 )
 
 _BODY = r"""
+// From each thread's share of the per-row losses' sum and of the kept rows' count: the
+// mean over the rows whose target is not ignored (ignored rows hold 0), and that count,
+// which backward divides by; no rows kept: NaN. All the block's threads call it.
+template <typename T>
+__device__ __forceinline__ void cross_entropy_write_mean(typename Acc<T>::type sum,
+                                                         typename Acc<T>::type kept, T* mean,
+                                                         typename Acc<T>::type* count,
+                                                         typename Acc<T>::type* scratch) {
+    sum = block_sum(sum, scratch);
+    kept = block_sum(kept, scratch);
+    if (threadIdx.x == 0) {
+        *count = kept;
+        *mean = from_acc<T>(sum / kept);
+    }
+}
+
+// With finish set, each row block also stores its loss (as stored in T) in row_loss, and
+// the last to count itself done on *counter writes the mean and the count, then sets the
+// counter back to 0.
 template <typename T>
 __global__ void cross_entropy_forward(const T* logits, const long long* target, T* loss,
-                                      typename Acc<T>::type* lse_out, long long rows,
-                                      long long cols, long long ignore_index) {
+                                      typename Acc<T>::type* lse_out,
+                                      typename Acc<T>::type* row_loss, T* mean,
+                                      typename Acc<T>::type* count, int* counter, int finish,
+                                      long long rows, long long cols, long long ignore_index) {
     typedef typename Acc<T>::type A;
     __shared__ A scratch[32];
+    __shared__ int last;
     const long long row = blockIdx.x;
     if (row >= rows) return;  // the whole block leaves together
     const T* x = logits + row * cols;
@@ -55,7 +81,23 @@ __global__ void cross_entropy_forward(const T* logits, const long long* target, 
         }
         lse_out[row] = lse;
         loss[row] = from_acc<T>(value);
+        if (finish) row_loss[row] = to_acc(from_acc<T>(value));
     }
+    if (!finish) return;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == (int)gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const volatile A* done = row_loss;  // written by other blocks: not from a cached line
+    A total = 0, kept = 0;
+    for (long long r = threadIdx.x; r < rows; r += blockDim.x) {
+        total += done[r];
+        kept += target[r] != ignore_index ? A(1) : A(0);
+    }
+    cross_entropy_write_mean<T>(total, kept, mean, count, scratch);
+    if (threadIdx.x == 0) *counter = 0;
 }
 
 template <typename T>
@@ -82,8 +124,7 @@ __global__ void cross_entropy_backward(const T* logits, const long long* target,
     }
 }
 
-// One block: the mean of the per-row losses over the rows whose target is not ignored
-// (ignored rows hold 0), and that count, which backward divides by. No rows kept: NaN.
+// One block: the mean of per-row losses and the kept rows' count, as a launch of its own.
 template <typename T>
 __global__ void cross_entropy_mean(const T* loss, const long long* target, T* mean,
                                    typename Acc<T>::type* count, long long rows,
@@ -95,12 +136,7 @@ __global__ void cross_entropy_mean(const T* loss, const long long* target, T* me
         sum += to_acc(loss[r]);
         kept += target[r] != ignore_index ? A(1) : A(0);
     }
-    sum = block_sum(sum, scratch);
-    kept = block_sum(kept, scratch);
-    if (threadIdx.x == 0) {
-        *count = kept;
-        *mean = from_acc<T>(sum / kept);
-    }
+    cross_entropy_write_mean<T>(sum, kept, mean, count, scratch);
 }
 """
 
@@ -122,24 +158,45 @@ def supported(logits: Any) -> bool:
 
 
 @on_array_device
-def cross_entropy_forward(logits: Any, target: Any, ignore_index: int) -> tuple[Any, Any]:
+def cross_entropy_forward(
+    logits: Any, target: Any, ignore_index: int, *, mean: bool = False
+) -> tuple[Any, ...]:
     """Per-row loss and log-sum-exp of cupy ``logits`` (rows, classes) at ``target`` (rows,).
 
     Returns:
         ``(loss, lse)``: ``loss`` in the logits' dtype (0 on ignored rows), ``lse`` in
-        ``acc_dtype``. Out-of-range targets give NaN; the caller validates them.
+        ``acc_dtype``. Out-of-range targets give NaN; the caller validates them. With
+        ``mean``, ``(loss, lse, mean, count)``, the last two as ``cross_entropy_mean``
+        gives them, from the same launch where the device has its ``done_counter``.
     """
     cupy = require_cupy("cross_entropy_forward")
     rows, cols = logits.shape
     logits = contiguous(logits)
     target = contiguous(target.reshape(rows), dtype=np.int64)
+    acc = acc_dtype(logits.dtype)
     loss = cupy.empty(rows, logits.dtype)
-    lse = cupy.empty(rows, acc_dtype(logits.dtype))
+    lse = cupy.empty(rows, acc)
+    counter = done_counter(cupy, logits.device.id) if mean and rows else None
+    if counter is None:
+        row_loss = total = count = None
+        counter = cupy.empty(0, np.int32)  # not read without finish
+    else:
+        row_loss, total, count = (
+            cupy.empty(rows, acc),
+            cupy.empty((), logits.dtype),
+            cupy.empty((), acc),
+        )
     if rows:
         fn = kernel(SOURCE, f"cross_entropy_forward<{type_name(logits.dtype)}>")
-        args = (logits, target, loss, lse, i64(rows), i64(cols), i64(ignore_index))
-        launch(fn, (rows,), row_block(cols), args)
-    return loss, lse
+        finish = row_loss is not None
+        out = (loss, lse, *((row_loss, total, count) if finish else (lse, loss, lse)))
+        args = (logits, target, *out, counter, np.int32(finish))
+        launch(fn, (rows,), row_block(cols), (*args, i64(rows), i64(cols), i64(ignore_index)))
+    if not mean:
+        return loss, lse
+    if total is None:  # no counter (or no rows): the mean as a launch of its own
+        total, count = cross_entropy_mean(loss, target, ignore_index)
+    return loss, lse, total, count
 
 
 _MEAN_BLOCK = 512  # threads of the one block that adds the rows up

@@ -124,14 +124,17 @@ class CrossEntropy(Op):
         self.shape = logits.shape
         self.logits = logits.reshape(-1, logits.shape[-1])
         self.target = target.reshape(-1)
+        if reduction == "mean":
+            # Counted on the device: nothing here waits for the GPU (CUDA-graph capturable);
+            # the mean comes from the loss's own launch.
+            _, self.lse, mean, self.denominator = _ce_kernels.cross_entropy_forward(
+                self.logits, self.target, ignore_index, mean=True
+            )
+            return mean
         loss, self.lse = _ce_kernels.cross_entropy_forward(self.logits, self.target, ignore_index)
         if reduction == "none":
             return loss.reshape(logits.shape[:-1])
-        if reduction == "sum":
-            return loss.sum()
-        # Counted on the device: nothing here waits for the GPU (CUDA-graph capturable).
-        mean, self.denominator = _ce_kernels.cross_entropy_mean(loss, self.target, ignore_index)
-        return mean
+        return loss.sum()
 
     def backward(self, grad: Any) -> tuple:
         if self.fused:
