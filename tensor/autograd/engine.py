@@ -127,7 +127,7 @@ def _walk(
                     in_grad = in_grads[index]
                     if in_grad is not None:
                         if added and added[index]:  # the op added what was pending
-                            if in_grad is not grads[parent]:  # a new array: ours alone
+                            if in_grad is not grads[parent]:  # a new array: the op's own
                                 borrowed.discard(id(parent))
                             grads[parent] = in_grad
                         elif parent in grads:
@@ -135,8 +135,13 @@ def _walk(
                             borrowed.discard(id(parent))
                         else:
                             grads[parent] = in_grad
-                            if in_grad is grad or (
-                                type(in_grad) is not SliceGrads and _shares_memory(in_grad, grad)
+                            if (
+                                in_grad is grad
+                                or not node.returns_own_grads
+                                or (
+                                    type(in_grad) is not SliceGrads
+                                    and _shares_memory(in_grad, grad)
+                                )
                             ):
                                 borrowed.add(id(parent))
                 pending[parent] -= 1

@@ -75,6 +75,8 @@ class FunctionCtx:
 class _FunctionNode(Op):
     """The graph node of one ``Function.apply`` call."""
 
+    returns_own_grads = False  # the user's backward may return arrays it keeps, or one twice
+
     def __init__(self, function: type, ctx: FunctionCtx, shapes: list) -> None:
         self.function, self.ctx, self.shapes = function, ctx, shapes
 

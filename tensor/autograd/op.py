@@ -34,6 +34,11 @@ class Op:
     # backward_adding(): the op can add an input's gradient from other consumers into its
     # own in the same pass (on CUDA, in the same kernel) instead of the engine adding them.
     adds_pending = False
+    # The arrays backward returns are its own: new (or views of its incoming gradient,
+    # which the engine tells apart), one per input, kept by nothing else; the engine may
+    # then keep them as a leaf's .grad and add into them in place. Not so for a user's
+    # autograd.Function, whose backward may hand back an array it keeps.
+    returns_own_grads = True
     # Node state, set by apply() when the graph is recorded.
     parents: tuple = ()
     needs_input_grad: tuple = ()

@@ -250,7 +250,7 @@ def _layer_norm_finish(partial_w, partial_b, grad_w, grad_b, chunks, cols):
 
 
 def _cross_entropy_forward(logits, target, loss, lse, row_loss, mean, count, counter, *rest):
-    finish, rows, cols, ignore = rest
+    finish, _rows, _cols, ignore = rest
     out = K.cross_entropy_forward_reference(_np(logits), _np(target), int(ignore))
     _np(loss)[...], _np(lse)[...] = out
     if finish:  # the last block's mean; it leaves the counter at 0

@@ -482,3 +482,45 @@ def test_a_tied_embedding_table_gets_both_gradients():
     for padding_idx in (None, 3):
         np.testing.assert_allclose(grads[True, padding_idx], grads[False, padding_idx])
     assert not np.allclose(grads[True, None], grads[True, 3])
+
+
+def test_gradients_a_function_hands_back_are_never_written_into():
+    # A user's backward may return an array it keeps, or one array for two inputs: the
+    # engine must neither add into it in place (the lookup's scatter, a later backward's
+    # accumulation) nor leave two leaves' .grad sharing it.
+    from dtrain.nn import functional as F
+
+    kept = dt.ones(4, 3)
+
+    class Inject(dt.autograd.Function):
+        @staticmethod
+        def forward(ctx, w):
+            return w * 1.0
+
+        @staticmethod
+        def backward(ctx, grad):
+            return kept
+
+    class Both(dt.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            return a + b
+
+        @staticmethod
+        def backward(ctx, grad):
+            same = grad * 1.0
+            return same, same
+
+    w = dt.zeros(4, 3, requires_grad=True)
+    idx = dt.tensor([0, 1, 1])
+    for _ in range(2):  # the second backward accumulates into w.grad
+        (Inject.apply(w).sum() + F.embedding(idx, w).sum()).backward()
+    np.testing.assert_array_equal(kept.numpy(), np.ones((4, 3)))
+    assert w.grad._array is not kept._array
+    np.testing.assert_array_equal(w.grad.numpy()[:, 0], [4, 6, 2, 2])
+
+    a = dt.zeros(4, 3, requires_grad=True)
+    b = dt.zeros(4, 3, requires_grad=True)
+    (F.embedding(idx, a).sum() + Both.apply(a, b).sum()).backward()
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones((4, 3)))
+    assert a.grad._array is not b.grad._array
