@@ -97,14 +97,27 @@ class PersistentChecks:
     """``fusable`` for one optimizer's parameters, remembering what persists: a parameter's
     array and its optimizer state stay the same arrays from step to step, so they are
     checked once (and again only when one is replaced); a step then checks its fresh
-    gradients alone. Kept per parameter (the key, e.g. the parameter tensor), holding the
-    arrays last checked until one is replaced."""
+    gradients alone. Kept per parameter (the key, e.g. the parameter tensor). It holds the
+    arrays it last checked, so ``sweep()`` after each step lets go of those of parameters
+    that step did not see, and ``clear()`` of all (the optimizer's state replaced)."""
 
     def __init__(self) -> None:
         self._known: dict[Any, tuple] = {}
+        self._seen: set = set()
+
+    def sweep(self) -> None:
+        """Forget the parameters not asked about since the last sweep."""
+        for key in [key for key in self._known if key not in self._seen]:
+            del self._known[key]
+        self._seen = set()
+
+    def clear(self) -> None:
+        self._known.clear()
+        self._seen = set()
 
     def fusable(self, key: Any, persistent: tuple, grad: Any) -> bool:
         """``fusable(*persistent, grad)``, ``persistent`` remembered under ``key``."""
+        self._seen.add(key)
         entry = self._known.get(key)
         if entry is not None and len(entry[0]) == len(persistent):
             for known, given in zip(entry[0], persistent):

@@ -144,6 +144,7 @@ class Adam(Optimizer):
                 keys=params,
             )
             bump_versions(params)
+        self._scratch.checks.sweep()  # let go of the arrays of parameters not stepped
         return loss
 
 

@@ -270,6 +270,7 @@ class Optimizer:
             ValueError: the number of groups, the size of a group, or the shape of a state
                 tensor differs from this optimizer's parameters.
         """
+        self._scratch.checks.clear()  # the state arrays it checked are replaced below
         groups = self.param_groups
         saved_groups = state_dict["param_groups"]
         if len(groups) != len(saved_groups):

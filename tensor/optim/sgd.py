@@ -118,6 +118,7 @@ class SGD(Optimizer):
                     if "momentum_buffer" not in state:
                         state["momentum_buffer"] = wrap(buffer)
             bump_versions(params)
+        self._scratch.checks.sweep()  # let go of the arrays of parameters not stepped
         return loss
 
 

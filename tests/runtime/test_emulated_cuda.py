@@ -332,3 +332,22 @@ def test_uncarried_launches_are_counted_and_leave_their_outputs(monkeypatch):
     np.testing.assert_allclose(outputs["references"].std(axis=1), 1, rtol=1e-3)
     # the output was allocated by cupy.empty and never written: not the normalized rows
     assert not np.allclose(outputs["uncarried"], outputs["references"])
+
+
+def test_optimizers_hold_no_arrays_of_parameters_they_no_longer_step(monkeypatch):
+    install(monkeypatch)
+    layers = [nn.Linear(3, 3).to("cuda") for _ in range(2)]
+    params = [p for layer in layers for p in layer.parameters()]
+    for optimizer in (dt.optim.Adam(params), dt.optim.SGD(params, lr=0.1, momentum=0.9)):
+        for frozen in (False, True):
+            optimizer.zero_grad(set_to_none=True)
+            used = layers[0] if frozen else layers[1]
+            used(layers[0](dt.ones(2, 3, device="cuda"))).sum().backward()
+            if frozen:
+                for p in layers[1].parameters():
+                    p.grad = None
+            optimizer.step()
+        known = optimizer._scratch.checks._known
+        assert set(known) == set(layers[0].parameters())  # layer 1 was not stepped last
+        optimizer.load_state_dict(optimizer.state_dict())
+        assert not optimizer._scratch.checks._known

@@ -167,3 +167,19 @@ def test_persistent_arrays_are_checked_once_and_gradients_every_time(monkeypatch
     assert not checks.fusable("p", (param, strided, None), _rand(6, np.float32))
     assert checks.fusable("p", (param, _rand(6, np.float32, 10), None), _rand(6, np.float32))
     assert len(asked) == 3
+
+
+def test_persistent_checks_let_go_of_parameters_a_step_did_not_see():
+    from dtrain.runtime.kernels import multi_tensor
+
+    checks = multi_tensor.PersistentChecks()
+    arrays = {name: (_rand(6, np.float32, i),) for i, name in enumerate("ab")}
+    for name, persistent in arrays.items():
+        assert checks.fusable(name, persistent, _rand(6, np.float32, 9))
+    checks.sweep()
+    assert set(checks._known) == {"a", "b"}
+    checks.fusable("a", arrays["a"], _rand(6, np.float32, 9))  # "b" has no gradient now
+    checks.sweep()
+    assert set(checks._known) == {"a"}  # b's arrays are no longer held
+    checks.clear()
+    assert not checks._known
