@@ -69,6 +69,10 @@ class CUDAGraph:
         origin = cupy.cuda.get_current_stream()
         self._stream = cupy.cuda.Stream(non_blocking=True)
         self._stream.wait_event(origin.record())
+        with self._stream:  # the kernels' done-counter for this stream, outside the graph
+            from dtrain.runtime.kernels import build
+
+            build.done_counter(cupy, cupy.cuda.Device().id)
         stream_context = self._stream
         allocator_context = cupy.cuda.using_allocator(self._pool.malloc)
         stream_context.__enter__()

@@ -124,21 +124,23 @@ def launch(fn: Any, grid: tuple[int, ...], block: int, args: tuple) -> None:
     fn(grid, (block,), args)
 
 
-_done_counters: dict[int, Any] = {}  # device id -> the int32 counter of done_counter()
+_done_counters: dict[tuple[int, int], Any] = {}  # (device, stream) -> the int32 counter
 
 
 def done_counter(cupy: Any, device: int) -> Any:
-    """The device's int32 counter on which the blocks of a launch count themselves done, so
-    that the last one can finish the launch's reduction (``layer_norm``, ``grad_norm``): it
-    is 0 between launches, and the last block sets it back. Launches on one stream never
-    overlap, so one counter serves every kernel; launches on two streams at once would need
-    one each. None where the device has none yet and a CUDA graph is being captured: made
-    in a capture, its memory would come from the graph's pool and go with the graph (the
-    kernels then take a path without it)."""
-    counter = _done_counters.get(device)
+    """The int32 counter, in device memory, on which the blocks of a launch on the current
+    stream count themselves done, so that the last one can finish the launch's reduction
+    (``layer_norm``, ``grad_norm``, ``cross_entropy``): it is 0 between launches, and the
+    last block sets it back. Launches on one stream never overlap, so one counter per
+    (device, stream) serves every kernel; two streams get two. None where this stream has
+    none yet and a CUDA graph is being captured: made in a capture, its memory would come
+    from the graph's pool and go with the graph (``CUDAGraph.capture_begin`` makes the
+    capture stream's before it begins; without one the kernels take a longer path)."""
+    key = (device, cupy.cuda.get_current_stream().ptr)
+    counter = _done_counters.get(key)
     if counter is None and not is_current_stream_capturing():
         with cupy.cuda.Device(device):
-            counter = _done_counters.setdefault(device, cupy.zeros(1, np.int32))
+            counter = _done_counters.setdefault(key, cupy.zeros(1, np.int32))
     return counter
 
 

@@ -92,6 +92,10 @@ def fake(array: Any) -> FakeCupyArray:
     return np.array(array).view(FakeCupyArray)
 
 
+class _Stream:
+    ptr = 0  # the legacy default stream
+
+
 class FakeCupy:
     """The cupy calls the kernel wrappers make, on numpy."""
 
@@ -99,6 +103,7 @@ class FakeCupy:
 
     class cuda:  # noqa: N801 - cupy's name
         Device = staticmethod(lambda device=0: _Device(device))
+        get_current_stream = staticmethod(lambda: _Stream())
 
     @staticmethod
     def empty(shape: Any, dtype: Any = np.float32) -> FakeCupyArray:

@@ -183,3 +183,16 @@ def test_persistent_checks_let_go_of_parameters_a_step_did_not_see():
     assert set(checks._known) == {"a"}  # b's arrays are no longer held
     checks.clear()
     assert not checks._known
+
+
+def test_each_stream_has_its_own_done_counter(launches, monkeypatch):
+    # Launches on two streams may overlap: a shared counter would let one launch's blocks
+    # count into the other's, and leave it stuck away from 0.
+    import types
+
+    streams = iter([7, 7, 8])
+    current = staticmethod(lambda: types.SimpleNamespace(ptr=next(streams)))
+    monkeypatch.setattr(FakeCupy.cuda, "get_current_stream", current)
+    first, again, other = (build.done_counter(FakeCupy, 0) for _ in range(3))
+    assert first is again and other is not first
+    assert int(first[0]) == int(other[0]) == 0
