@@ -126,9 +126,9 @@ def _walk(
                 if in_grads is not None:
                     in_grad = in_grads[index]
                     if in_grad is not None:
-                        if added and added[index]:  # the op added what was pending
-                            if in_grad is not grads[parent]:  # a new array: the op's own
-                                borrowed.discard(id(parent))
+                        if added and added[index] and parent in grads:  # the op added it
+                            if in_grad is not grads[parent] and not _shares_memory(in_grad, grad):
+                                borrowed.discard(id(parent))  # a new array: the op's own
                             grads[parent] = in_grad
                         elif parent in grads:
                             grads[parent] = add_grads(grads[parent], in_grad)

@@ -189,6 +189,8 @@ class Module:
 
     def modules(self) -> Iterator[Module]:
         """Every module in the tree, this one first."""
+        if type(self).named_modules is not Module.named_modules:  # as PyTorch: through it
+            return (module for _, module in self.named_modules())
         return self._tree()
 
     def _tree(self) -> Iterator[Module]:
@@ -242,6 +244,14 @@ class Module:
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         """Every parameter, in registration order (what an optimizer takes); shared ones
         once, as ``named_parameters()``."""
+        kind = type(self)
+        if (
+            kind.named_parameters is not Module.named_parameters
+            or kind.named_modules is not Module.named_modules
+        ):  # a subclass's own walk: as PyTorch, parameters() goes through it
+            for _, param in self.named_parameters(recurse=recurse):
+                yield param
+            return
         seen = set()
         for module in self._tree() if recurse else (self,):
             for param in module._parameters.values():

@@ -629,3 +629,21 @@ def test_module_list_and_dict():
 def test_module_without_forward_says_so():
     with pytest.raises(NotImplementedError, match="Module must define forward"):
         nn.Module()(1)
+
+
+def test_parameters_and_modules_go_through_a_subclass_s_own_walk():
+    class OnlyFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+            yield from self.a.named_parameters(prefix="a")
+
+        def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+            yield "", self
+            yield "a", self.a
+
+    model = OnlyFirst()
+    assert _same(model.parameters(), model.a.parameters())
+    assert _same(model.modules(), [model, model.a])
