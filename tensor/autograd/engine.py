@@ -127,8 +127,11 @@ def _walk(
                     in_grad = in_grads[index]
                     if in_grad is not None:
                         if added and added[index] and parent in grads:  # the op added it
-                            if in_grad is not grads[parent] and not _shares_memory(in_grad, grad):
-                                borrowed.discard(id(parent))  # a new array: the op's own
+                            if in_grad is not grads[parent]:  # not in place: whose is it?
+                                if _shares_memory(in_grad, grad):
+                                    borrowed.add(id(parent))
+                                else:
+                                    borrowed.discard(id(parent))
                             grads[parent] = in_grad
                         elif parent in grads:
                             grads[parent] = add_grads(grads[parent], in_grad)
