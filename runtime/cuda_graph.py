@@ -47,6 +47,7 @@ class CUDAGraph:
         self._graph: Any = None
         self._pool: Any = None
         self._stream: Any = None
+        self._counter: Any = None
         self._contexts: list = []
 
     def pool(self) -> Any:
@@ -69,16 +70,14 @@ class CUDAGraph:
         origin = cupy.cuda.get_current_stream()
         self._stream = cupy.cuda.Stream(non_blocking=True)
         self._stream.wait_event(origin.record())
-        with self._stream:  # the kernels' done-counter for this stream, outside the graph
-            from dtrain.runtime.kernels import build
-
-            build.done_counter(cupy, cupy.cuda.Device().id)
         stream_context = self._stream
         allocator_context = cupy.cuda.using_allocator(self._pool.malloc)
         stream_context.__enter__()
-        allocator_context.__enter__()
-        self._contexts = [allocator_context, stream_context]
+        self._contexts = [stream_context]
         try:
+            self._make_done_counter(cupy)
+            allocator_context.__enter__()
+            self._contexts.insert(0, allocator_context)
             cublas.bind_stream(self._stream)  # before the capture: binding is not capturable
             # Relaxed: the private pool may cudaMalloc during the capture.
             relaxed = getattr(cupy.cuda.runtime, "streamCaptureModeRelaxed", 2)
@@ -88,6 +87,23 @@ class CUDAGraph:
             self.reset()  # so this CUDAGraph can try again
             raise
         _capturing.graph = self
+
+    def _make_done_counter(self, cupy: Any) -> None:
+        """Make the capture stream's counter for the kernels that finish a reduction in
+        their last block (``kernels.build.done_counter``) before the capture: from the
+        default pool, not the graph's, and zeroed before any replay can run."""
+        from dtrain.runtime.kernels import build
+
+        build.done_counter(cupy, cupy.cuda.Device().id)
+        self._stream.synchronize()  # zeroed before a replay, on whichever stream
+
+    def _keep_done_counter(self) -> None:
+        """Take the capture stream's counter out of the table: the graph keeps it alive for
+        its replays, and no later stream that reuses this stream's handle shares it."""
+        from dtrain.runtime.kernels import build
+
+        cupy = require_cupy("CUDA graph capture")
+        self._counter = build.release_done_counter(cupy.cuda.Device().id, self._stream.ptr)
 
     def capture_end(self) -> None:
         """Stop recording; the graph is then ready to ``replay()``."""
@@ -106,6 +122,8 @@ class CUDAGraph:
         for context in self._contexts:
             context.__exit__(None, None, None)
         self._contexts = []
+        if self._stream is not None:
+            self._keep_done_counter()
 
     def replay(self) -> None:
         """Run the recorded work again, on the current stream."""
@@ -116,7 +134,7 @@ class CUDAGraph:
 
     def reset(self) -> None:
         """Drop the recording and its memory pool."""
-        self._graph = self._pool = self._stream = None
+        self._graph = self._pool = self._stream = self._counter = None
 
     def debug_dot(self, verbose: bool = False) -> str:
         """The captured graph in Graphviz DOT (``cudaGraphDebugDotPrint``): one node per

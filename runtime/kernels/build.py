@@ -144,6 +144,12 @@ def done_counter(cupy: Any, device: int) -> Any:
     return counter
 
 
+def release_done_counter(device: int, stream: int) -> Any:
+    """Take the counter of ``stream`` (a pointer) out of the table and return it (or None):
+    a CUDA graph keeps its capture stream's, which its replays use."""
+    return _done_counters.pop((device, stream), None)
+
+
 def i64(value: int) -> np.int64:
     """A ``long long`` kernel argument."""
     return np.int64(value)

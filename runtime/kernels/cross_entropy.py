@@ -157,6 +157,10 @@ def supported(logits: Any) -> bool:
     return logits.ndim == 2 and type_name(logits.dtype) is not None and logits.shape[1] > 0
 
 
+_MEAN_BLOCK = 512  # threads of the one block that adds the rows up
+_FINISH_ROWS = 1 << 16  # the most rows whose mean the loss's last block adds
+
+
 @on_array_device
 def cross_entropy_forward(
     logits: Any, target: Any, ignore_index: int, *, mean: bool = False
@@ -176,7 +180,10 @@ def cross_entropy_forward(
     acc = acc_dtype(logits.dtype)
     loss = cupy.empty(rows, logits.dtype)
     lse = cupy.empty(rows, acc)
-    counter = done_counter(cupy, logits.device.id) if mean and rows else None
+    # Past _FINISH_ROWS rows the last block's sum would be a long tail for its threads;
+    # a mean launch of its own costs little beside that much work.
+    finish = mean and 0 < rows <= _FINISH_ROWS
+    counter = done_counter(cupy, logits.device.id) if finish else None
     if counter is None:
         row_loss = total = count = None
         counter = cupy.empty(0, np.int32)  # not read without finish
@@ -191,15 +198,14 @@ def cross_entropy_forward(
         finish = row_loss is not None
         out = (loss, lse, *((row_loss, total, count) if finish else (lse, loss, lse)))
         args = (logits, target, *out, counter, np.int32(finish))
-        launch(fn, (rows,), row_block(cols), (*args, i64(rows), i64(cols), i64(ignore_index)))
+        # finishing, enough threads for the last block's pass over every row
+        block = max(row_block(cols), _MEAN_BLOCK // 2) if finish else row_block(cols)
+        launch(fn, (rows,), block, (*args, i64(rows), i64(cols), i64(ignore_index)))
     if not mean:
         return loss, lse
     if total is None:  # no counter (or no rows): the mean as a launch of its own
         total, count = cross_entropy_mean(loss, target, ignore_index)
     return loss, lse, total, count
-
-
-_MEAN_BLOCK = 512  # threads of the one block that adds the rows up
 
 
 @on_array_device

@@ -99,14 +99,13 @@ def sum_squares_(
     cupy = require_cupy("sum_squares_")
     name = check_lists("sum_squares_", [grads], checked) if grads else None
     launches = [entry for entry in tensor_lists([grads]) if entry[2]] if grads else []
-    device = total.device.id
-    counter = done_counter(cupy, device) if launches else None
-    if overwrite and (counter is None or not launches):
-        total.fill(0)  # nothing to sum, or the atomic path: it adds to what is there
-        overwrite = False
-    if not launches:
-        return
-    with cupy.cuda.Device(device):
+    with total.device:
+        counter = done_counter(cupy, total.device.id) if launches else None
+        if overwrite and (counter is None or not launches):
+            total.fill(0)  # nothing to sum, or the atomic path: it adds to what is there
+            overwrite = False
+        if not launches:
+            return
         fn = kernel(SOURCE, f"sum_squares_multi_tensor<{name}>")
         partials = cupy.empty(max(grid for _, _, grid in launches), np.float64)
         finish = np.int32(counter is not None)

@@ -108,7 +108,7 @@ def _walk(
                     "backward() (or autograd.grad) if you need to backpropagate twice"
                 )
             in_grads = None
-            added = ()
+            added = offered = ()
             parents = node.parents
             if grad is not None:
                 if node.saved_versions:
@@ -126,7 +126,7 @@ def _walk(
                 if in_grads is not None:
                     in_grad = in_grads[index]
                     if in_grad is not None:
-                        if added and added[index] and parent in grads:  # the op added it
+                        if added and added[index] and offered[index] is not None:  # added
                             if in_grad is not grads[parent]:  # not in place: whose is it?
                                 if _shares_memory(in_grad, grad):
                                     borrowed.add(id(parent))

@@ -58,6 +58,11 @@ def test_row_kernels(launches, dtype):
     loss, count = K.cross_entropy_mean(K.cross_entropy_forward(x, target, -100)[0], target, -100)
     assert loss.dtype == dtype and count.dtype == lse.dtype
     K.cross_entropy_backward(x, target, lse, fake(np.ones((), dtype)), -100, count)
+    before = len(launches)
+    *_, mean, count = K.cross_entropy_forward(x, target, -100, mean=True)  # one launch
+    assert launches[before:] == [f"cross_entropy_forward<{build.type_name(dtype)}>"]
+    assert mean.dtype == dtype and count.dtype == lse.dtype
+    launches[before:] = []
 
     for approximate in ("none", "tanh"):
         for bias in (None, b):
@@ -144,6 +149,15 @@ def multi_tensor_struct(rows):
     from dtrain.runtime.kernels.multi_tensor import tensor_lists
 
     return tensor_lists(rows)[0][0]
+
+
+def test_many_rows_take_the_mean_as_a_launch_of_its_own(launches, monkeypatch):
+    from dtrain.runtime.kernels import cross_entropy
+
+    monkeypatch.setattr(cross_entropy, "_FINISH_ROWS", 4)  # 5 rows: past the last block's
+    x, target = _rand((5, 7), np.float32), fake(np.array([0, 3, 6, -100, 2]))
+    K.cross_entropy_forward(x, target, -100, mean=True)
+    assert launches == ["cross_entropy_forward<float>", "cross_entropy_mean<float>"]
 
 
 def test_persistent_arrays_are_checked_once_and_gradients_every_time(monkeypatch):
