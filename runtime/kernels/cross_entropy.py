@@ -2,10 +2,10 @@
 
 Forward, one block per row: the row's max, its log-sum-exp ``lse``, and the loss
 ``lse - logits[target]`` (0 where ``target == ignore_index``). For the mean, the last row
-block to finish (counted on the device's ``done_counter``) adds the rows up and counts the
+block to finish (counted on the stream's ``done_counter``) adds the rows up and counts the
 kept ones, so the loss and its mean are one launch; ``cross_entropy_mean`` does it in a
-launch of its own (per-row losses from elsewhere, or a capture begun before the device had
-its counter). Backward, one block per row:
+launch of its own (per-row losses from elsewhere, many rows, or no counter for the stream
+while capturing). Backward, one block per row:
 ``grad = scale[row] * (exp(logits - lse) - onehot(target))``, 0 on ignored rows, so only the
 row's ``lse`` (one number) is kept between the two instead of the softmax.
 """
@@ -171,7 +171,7 @@ def cross_entropy_forward(
         ``(loss, lse)``: ``loss`` in the logits' dtype (0 on ignored rows), ``lse`` in
         ``acc_dtype``. Out-of-range targets give NaN; the caller validates them. With
         ``mean``, ``(loss, lse, mean, count)``, the last two as ``cross_entropy_mean``
-        gives them, from the same launch where the device has its ``done_counter``.
+        gives them, from the same launch where the stream has its ``done_counter``.
     """
     cupy = require_cupy("cross_entropy_forward")
     rows, cols = logits.shape

@@ -8,7 +8,7 @@ reading the norm on the device — as ``torch.nn.utils.clip_grad_norm_`` does wi
 foreach kernels. Both are CUDA-graph capturable.
 
 Each block of the sum writes its partial sum; the last block to finish (counted on the
-device's ``done_counter``) adds the partials in block order and writes the scalar, or adds
+stream's ``done_counter``) adds the partials in block order and writes the scalar, or adds
 to it. So the scalar needs no zeroing launch first, and the sum is the same from run to run
 (atomic adds of the blocks' sums would come in any order).
 """

@@ -5,12 +5,12 @@ row, as numpy computes it) and ``out = (x - mean) * rstd * weight + bias``. Back
 launch of two kinds of blocks, which depend on nothing the other writes: the first ``rows``
 blocks take a row each, ``grad_x = rstd * (gh - mean(gh) - xhat * mean(gh * xhat))`` with
 ``gh = grad * weight``; the rest sum ``grad * xhat`` and ``grad`` over a chunk of rows for a
-block of columns, into per-chunk partials. The last partial block to finish (counted on a
-per-device counter it then sets back to 0) adds the partials per column into the parameters'
-gradients. A backward is one launch; it was eight when cupy zeroed, added and cast the
-partials, three when the rows and the partials were launches of their own, and two while a
-kernel of its own added the partials (that kernel remains for a capture that starts before
-the counter exists).
+block of columns, into per-chunk partials. The last partial block to finish (counted on the
+stream's ``build.done_counter``, which it sets back to 0) adds the partials per column into
+the parameters' gradients. A backward is one launch; it was eight when cupy zeroed, added
+and cast the partials, three when the rows and the partials were launches of their own, and
+two while a kernel of its own added the partials (that kernel remains for a capture that
+finds no counter for its stream).
 """
 
 from __future__ import annotations
