@@ -21,6 +21,7 @@ from dtrain.runtime.kernels.cross_entropy import (
     cross_entropy_mean,
     cross_entropy_mean_reference,
 )
+from dtrain.runtime.kernels.embedding import embedding_backward, embedding_backward_reference
 from dtrain.runtime.kernels.gelu import (
     gelu_backward,
     gelu_backward_reference,
@@ -58,6 +59,8 @@ __all__ = [
     "cross_entropy_backward",
     "cross_entropy_backward_reference",
     "cross_entropy_forward",
+    "embedding_backward",
+    "embedding_backward_reference",
     "cross_entropy_forward_reference",
     "cross_entropy_mean",
     "cross_entropy_mean_reference",

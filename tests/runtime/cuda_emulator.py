@@ -422,7 +422,15 @@ def _tile(struct, n, out, row):
         flat[:, offset : offset + span] = _np(piece).reshape(-1, span)
 
 
+def _embedding_backward(indices, grad, add, has_add, out, n, rows, cols, pad):
+    padding = None if int(pad) < 0 else int(pad)
+    _np(out)[...] = K.embedding_backward_reference(
+        _np(grad), _np(indices), int(rows), padding, _np(add) if has_add else None
+    )
+
+
 KERNELS: dict[str, Callable] = {
+    "embedding_backward": _embedding_backward,
     "tile_multi_tensor": _tile,
     "attention_forward": _attention_forward,
     "attention_backward_rows": lambda *args: _attention_backward(*args, columns=False),

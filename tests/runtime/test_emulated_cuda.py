@@ -112,7 +112,9 @@ def test_char_gpt_steps_match_the_cpu_and_count_their_launches(emulator, captura
     # The adds left are the forward's (the embeddings, the residuals): the backward's
     # residual sums ride in LayerNorm's kernel, and the tied table's in its scatter.
     assert launches["add.__call__"] == 5
-    assert total <= (68 if capturable else 66), dict(launches.most_common())
+    # The embeddings' gradients: one launch per table (the token table's adds the head's).
+    assert launches["kernel embedding_backward"] == 2 and not launches["scatter_add"]
+    assert total <= (67 if capturable else 65), dict(launches.most_common())
 
 
 def test_mixed_precision_mlp_steps_match_the_cpu(emulator):
@@ -351,3 +353,31 @@ def test_optimizers_hold_no_arrays_of_parameters_they_no_longer_step(monkeypatch
         assert set(known) == set(layers[0].parameters())  # layer 1 was not stepped last
         optimizer.load_state_dict(optimizer.state_dict())
         assert not optimizer._scratch.checks._known
+
+
+@pytest.mark.parametrize("one_kernel", [True, False], ids=["one-kernel", "scatter"])
+def test_embedding_gradients_on_the_cuda_path_match_the_cpu(emulator, monkeypatch, one_kernel):
+    from dtrain.runtime.kernels import embedding as embedding_kernels
+
+    if not one_kernel:  # a table too large for every row to scan every index
+        monkeypatch.setattr(embedding_kernels, "_MAX_WORK", 0)
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((6, 4)).astype(np.float32)
+    idx = rng.integers(0, 6, size=(3, 5))
+    grads = {}
+    for device in ("cpu", "cuda"):
+        for tied in (False, True):
+            for padding_idx in (None, 2):
+                weight = dt.tensor(table, device=device, requires_grad=True)
+                i = dt.tensor(idx, device=device)
+                out = F.embedding(i, weight, padding_idx=padding_idx)
+                if tied:  # the table is also an output layer's weight
+                    out = F.linear(out, weight)
+                with emulator.counting() as launches:
+                    (out * out).sum().backward()
+                grads[device, tied, padding_idx] = weight.grad.cpu().numpy()
+                if device == "cuda":
+                    used = launches["kernel embedding_backward"]
+                    assert used == (1 if one_kernel else 0), dict(launches)
+    for key in [k for k in grads if k[0] == "cpu"]:
+        np.testing.assert_allclose(grads[("cuda", *key[1:])], grads[key], rtol=1e-5, atol=1e-6)

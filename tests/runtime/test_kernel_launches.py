@@ -73,6 +73,10 @@ def test_row_kernels(launches, dtype):
         y = K.scaled_softmax_forward(x, 0.5, causal)
         K.scaled_softmax_backward(_rand((5, 7), dtype, 5), y, 0.5)
     K.relu_backward(_rand((5, 7), dtype, 6), x)
+    table = K.embedding_backward(_rand((2, 3, 7), dtype, 7), fake(np.arange(6) % 4), 4)
+    K.embedding_backward(_rand((6, 7), dtype, 8), fake(np.arange(6) % 4), 4, 1, addend=table)
+    assert launches[-2:] == [f"embedding_backward<{build.type_name(dtype)}>"] * 2
+    launches[-2:] = []
     assert len(launches) == 2 + 1 + 3 + 3 + 8 + 4 + 1
 
     # attention on (batch, heads, length, dim) views of (batch, length, heads, dim) arrays

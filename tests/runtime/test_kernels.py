@@ -72,6 +72,7 @@ def test_registry_lists_every_kernel_module():
         "attention",
         "bucket",
         "cross_entropy",
+        "embedding",
         "gelu",
         "grad_norm",
         "layer_norm",
@@ -638,6 +639,25 @@ def test_gpu_cross_entropy_forward_with_its_mean(cp, monkeypatch, rows, dtype, c
             assert math.isnan(float(mean))
     if counter:
         assert _counters_at_rest()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize(
+    "rows, cols, lookups", [(1, 1, 1), (7, 5, (3, 4)), (5000, 3, 9), (6, 1000, 40)]
+)  # one row; batch-shaped indices; more rows than blocks; columns beyond a block
+def test_gpu_embedding_backward(cp, rows, cols, lookups, dtype):
+    rng = np.random.default_rng(21)
+    indices = rng.integers(0, min(rows, 4), size=lookups)  # repeated rows
+    grad = rng.standard_normal((*np.shape(indices), cols)).astype(dtype)
+    addend = rng.standard_normal((rows, cols)).astype(dtype)
+    for padding_idx, add in ((None, None), (0, None), (None, addend), (rows - 1, addend)):
+        out = kernels.embedding_backward(
+            cp.asarray(grad), cp.asarray(indices), rows, padding_idx,
+            None if add is None else cp.asarray(add),
+        )  # fmt: skip
+        ref = kernels.embedding_backward_reference(grad, indices, rows, padding_idx, add)
+        _close(out, ref, dtype, 10)
 
 
 @pytest.mark.gpu

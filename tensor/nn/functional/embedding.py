@@ -8,12 +8,13 @@ from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array, scatter_add
 from dtrain.runtime.device import device_of
+from dtrain.runtime.kernels import embedding as _kernels
 from dtrain.runtime.value_checks import may_check_values
 
 
 class Embedding(Op):
     # A tied table (an output layer's weight too) already has that layer's gradient when
-    # the lookup's backward runs: the rows are added into it, with no zeroed table of their
+    # the lookup's backward runs: the rows are added to it, with no zeroed table of their
     # own and no sum after.
     adds_pending = True
 
@@ -22,6 +23,10 @@ class Embedding(Op):
         return weight[indices]
 
     def backward(self, grad: Any) -> tuple:
+        if self._one_kernel(grad):
+            return None, _kernels.embedding_backward(
+                grad, self.indices, self.shape[0], self.padding_idx
+            )
         xp = get_array_module(grad)
         full = xp.zeros(self.shape, dtype=grad.dtype)
         scatter_add(full, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
@@ -31,13 +36,24 @@ class Embedding(Op):
 
     def backward_adding(self, grad: Any, pending: tuple) -> tuple[tuple, tuple]:
         found = pending[1]
-        if found is None or not found[1] or self.padding_idx is not None:
-            return self.backward(grad), (False, False)  # not ours to write, or a row to keep
-        table = found[0]
-        if table.dtype != grad.dtype or table.shape != self.shape or not table.flags.c_contiguous:
+        if found is None:
             return self.backward(grad), (False, False)
+        table, owned = found
+        if table.dtype != grad.dtype or table.shape != self.shape:
+            return self.backward(grad), (False, False)
+        if self._one_kernel(grad):  # reads the pending table, writes a new one
+            summed = _kernels.embedding_backward(
+                grad, self.indices, self.shape[0], self.padding_idx, addend=table
+            )
+            return (None, summed), (False, True)
+        if not owned or self.padding_idx is not None or not table.flags.c_contiguous:
+            return self.backward(grad), (False, False)  # not ours to write, or a row to keep
         scatter_add(table, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
         return (None, table), (False, True)
+
+    def _one_kernel(self, grad: Any) -> bool:
+        """On CUDA, small tables take one deterministic launch (runtime/kernels/embedding)."""
+        return is_cuda_array(grad) and _kernels.supported(self.indices, grad, self.shape[0])
 
 
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:
