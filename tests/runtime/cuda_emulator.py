@@ -8,7 +8,9 @@ and each matrix product planned by ``runtime/cublas.plan`` (its copies of odd la
 counted) and done by numpy, those with a cuBLASLt bias epilogue included. What this tests
 is the glue: which branch runs, what is passed to a kernel, what is kept for backward. With
 ``install(..., kernels="source")`` each launch runs the kernel's own CUDA C instead of its
-reference (``host_cuda``), so the kernels' code is tested too, short of speed.
+reference (``host_cuda``), so the kernels' code is tested too, short of speed. With
+``kernels="uncarried"`` launches are only counted (``bench/host_cost.py`` times what is
+left: dtrain's own host work).
 
 It also counts what a real GPU would be asked to do (``Emulator.launches``): elementwise and
 reduction calls, copies, kernel launches and matrix products, by name, and the host reads
