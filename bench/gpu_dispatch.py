@@ -2,9 +2,10 @@
 
 A small model's eager step is bound by the host, so the figure that decides it is the host
 time per launch. This times calls whose GPU work is negligible (1024 elements, 64 x 64
-products), back to back, and prints µs per call: cupy's own dispatch (a ufunc, a fill),
-dtrain's layers below the ops (a fused kernel's launch, a cuBLAS and a cuBLASLt product),
-dtrain's ops on tensors with and without autograd recording, and the same ops in PyTorch.
+products), back to back, and prints µs per call: cupy's own dispatch (a ufunc, a fill, a
+reduction), dtrain's layers below the ops (a fused kernel's launch, a cuBLAS and a cuBLASLt
+product), dtrain's ops on tensors with and without autograd recording, and the same ops in
+PyTorch.
 ``bench/gpu_check.sh`` runs it after ``bench/gpu_step.py``.
 
     python bench/gpu_dispatch.py
@@ -80,6 +81,7 @@ def dtrain_calls() -> dict[str, Callable[[], Any]]:
     return {
         "cupy a + b (ufunc)": lambda: vector[0] + vector[1],
         "cupy fill": lambda: vector[0].fill(0),
+        "cupy sum over axis 0 (reduction)": lambda: square[0].sum(axis=0),
         "dtrain kernel launch (relu_backward)": lambda: K.relu_backward(vector[0], vector[1]),
         "dtrain cuBLAS product": lambda: cublas.matmul(square[0], square[1]),
         "dtrain cuBLASLt product + bias": lambda: cublaslt.matmul_bias(square[0], square[1], bias),
@@ -88,6 +90,7 @@ def dtrain_calls() -> dict[str, Callable[[], Any]]:
         "dtrain F.linear": lambda: F.linear(x, w, wb),
         "dtrain F.linear, recorded": lambda: F.linear(gx, gw, gwb),
         "dtrain F.relu, recorded": lambda: F.relu(ga),
+        "dtrain tensor sum(0)": lambda: x.sum(0),
     }
 
 
@@ -110,6 +113,7 @@ def torch_calls() -> dict[str, Callable[[], Any]]:
         "dtrain F.linear": lambda: linear(x, w, wb),
         "dtrain F.linear, recorded": lambda: linear(gx, gw, gwb),
         "dtrain F.relu, recorded": lambda: torch.relu(ga),
+        "dtrain tensor sum(0)": lambda: x.sum(0),
     }
 
 
