@@ -58,7 +58,6 @@ __global__ void cross_entropy_forward(const T* logits, const long long* target, 
                                       long long rows, long long cols, long long ignore_index) {
     typedef typename Acc<T>::type A;
     __shared__ A scratch[32];
-    __shared__ int last;
     const long long row = blockIdx.x;
     if (row >= rows) return;  // the whole block leaves together
     const T* x = logits + row * cols;
@@ -83,13 +82,7 @@ __global__ void cross_entropy_forward(const T* logits, const long long* target, 
         loss[row] = from_acc<T>(value);
         if (finish) row_loss[row] = to_acc(from_acc<T>(value));
     }
-    if (!finish) return;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == (int)gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!finish || !last_block_done(counter, gridDim.x)) return;
     const volatile A* done = row_loss;  // written by other blocks: not from a cached line
     A total = 0, kept = 0;
     for (long long r = threadIdx.x; r < rows; r += blockDim.x) {

@@ -34,7 +34,6 @@ template <typename T>
 __global__ void sum_squares_multi_tensor(const TensorList list, int n, double* partials,
                                          int* counter, int finish, int add, double* total) {
     __shared__ double scratch[32];
-    __shared__ int last;
     double acc = 0;
     for_each_owned_chunk(list, n, [&](int t, long long first, long long last) {
         const T* g = list_ptr<T>(list, 0, t);
@@ -49,12 +48,7 @@ __global__ void sum_squares_multi_tensor(const TensorList list, int n, double* p
         return;
     }
     if (threadIdx.x == 0) partials[blockIdx.x] = acc;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == (int)gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!last_block_done(counter, gridDim.x)) return;
     const volatile double* done = partials;
     double sum = 0;
     for (int b = threadIdx.x; b < (int)gridDim.x; b += blockDim.x) sum += done[b];

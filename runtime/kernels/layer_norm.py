@@ -142,21 +142,14 @@ __device__ __forceinline__ void layer_norm_grad_sum_column(
     grad_b[c] = from_acc<T>(sum_b);
 }
 
-// Each partial block counts itself done on *counter once its partials are visible to the
-// whole GPU (the fence); the one that counts last adds every column's partials and sets the
-// counter back to 0 for the next launch (launches on one stream do not overlap).
+// The partial block that counts itself done last adds every column's partials and sets
+// the counter back to 0 for the next launch.
 template <typename T>
 __device__ __forceinline__ void layer_norm_grad_finish_if_last(
         const typename Acc<T>::type* partial_w, const typename Acc<T>::type* partial_b,
         T* grad_w, T* grad_b, int* counter, long long partial_blocks, long long chunks,
         long long cols) {
-    __shared__ int last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == partial_blocks - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!last_block_done(counter, partial_blocks)) return;
     for (long long c = threadIdx.x; c < cols; c += blockDim.x)
         layer_norm_grad_sum_column(partial_w, partial_b, grad_w, grad_b, c, chunks, cols);
     if (threadIdx.x == 0) *counter = 0;

@@ -91,6 +91,22 @@ template <typename A> __device__ __forceinline__ A block_sum(A v, A* scratch) {
     return total;
 }
 
+// A launch that finishes its own reduction (CUDA's threadFenceReduction pattern): each
+// block calls this once, every thread of it, after writing its partial results; it is true
+// in the one block that counts itself done last on *counter (blocks in all), whose reads
+// then see every other block's partials (read them through volatile pointers). That block
+// sets *counter back to 0 when it is done (build.done_counter: one counter per stream).
+__device__ __forceinline__ bool last_block_done(int* counter, long long blocks) {
+    __shared__ int last;
+    __threadfence();  // this block's partials, visible to the whole GPU before it counts
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1) == blocks - 1;
+    __syncthreads();
+    if (!last) return false;
+    __threadfence();
+    return true;
+}
+
 template <typename A> __device__ __forceinline__ A block_max(A v, A* scratch) {
     for (int offset = 16; offset > 0; offset >>= 1) {
         const A other = __shfl_down_sync(0xffffffffu, v, offset);
