@@ -99,7 +99,9 @@ def test_char_gpt_loss_and_gradients_on_cuda_match_cpu():
         np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-5)
 
 
-def _graph_vs_eager(optimizer_name: str, steps: int = 6) -> None:
+def _graph_vs_eager(optimizer_name: str, steps: int = 6, clip: bool = False) -> None:
+    # The model's LayerNorm, the loss's mean and (with clip) the gradient norm are
+    # reductions finished by their last block, on the capture stream's own counter.
     batches = _batches(steps + 2, seed=3)
     # Eager reference.
     eager = _mlp().to("cuda")
@@ -107,6 +109,8 @@ def _graph_vs_eager(optimizer_name: str, steps: int = 6) -> None:
     for x, y in batches:
         eager_opt.zero_grad(set_to_none=True)
         F.cross_entropy(eager(dt.tensor(x, device="cuda")), dt.tensor(y, device="cuda")).backward()
+        if clip:
+            dt.nn.utils.clip_grad_norm_(eager.parameters(), 0.5)
         eager_opt.step()
     # The same steps: two eager warm-up steps, then the rest replayed from one capture.
     model = _mlp().to("cuda")
@@ -118,6 +122,8 @@ def _graph_vs_eager(optimizer_name: str, steps: int = 6) -> None:
         optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(static_x), static_y)
         loss.backward()
+        if clip:
+            dt.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
         optimizer.step()
         return loss
 
@@ -149,6 +155,10 @@ def test_captured_step_replays_like_the_eager_step(optimizer_name):
 
 def test_captured_adam_step_replays_like_the_eager_step():
     _graph_vs_eager("adam-capturable")
+
+
+def test_captured_clipped_step_replays_like_the_eager_step():
+    _graph_vs_eager("sgd-momentum", clip=True)
 
 
 def test_captured_graph_lists_its_kernels():
