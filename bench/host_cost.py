@@ -115,7 +115,44 @@ def gpt_steps() -> tuple[Callable[[], Any], Callable[[], Any] | None]:
     return (lambda: dtrain_gpt(dx, dy)), torch_step
 
 
-CASES = {"mlp-small": mlp_steps, "gpt": gpt_steps}
+def fp16_steps() -> tuple[Callable[[], Any], Callable[[], Any] | None]:
+    """gpu_step's fp16 case: the MLP under float16 autocast with a GradScaler and SGD. torch
+    runs it in bfloat16 on the CPU (its CPU autocast's type), so its figure is a rough scale."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((MLP_BATCH, MLP_SIZES[0])).astype(np.float32)
+    y = rng.integers(0, MLP_SIZES[-1], MLP_BATCH)
+    model = mlp(nn).to("cuda")
+    optimizer = dt.optim.SGD(model.parameters(), lr=0.01)
+    scaler = dt.amp.GradScaler("cuda")
+    dx, dy = dt.tensor(x, device="cuda"), dt.tensor(y, device="cuda")
+
+    def dtrain_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with dt.autocast("cuda", dtype=dt.float16):
+            loss = F.cross_entropy(model(dx), dy)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    if torch is None:
+        return dtrain_step, None
+    torch_model = mlp(torch.nn)
+    torch_optimizer = torch.optim.SGD(torch_model.parameters(), lr=0.01)
+    torch_scaler = torch.amp.GradScaler("cpu")
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def torch_step() -> None:
+        torch_optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(torch_model(tx), ty)
+        torch_scaler.scale(loss).backward()
+        torch_scaler.step(torch_optimizer)
+        torch_scaler.update()
+
+    return dtrain_step, torch_step
+
+
+CASES = {"mlp-small": mlp_steps, "gpt": gpt_steps, "fp16": fp16_steps}
 
 
 def round_ms(step: Callable[[], Any], steps: int, rounds: int) -> tuple[float, float]:

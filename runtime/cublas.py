@@ -42,6 +42,10 @@ _TYPES = {
     np.dtype(np.float32): (0, 68, *_one_zero(ctypes.c_float)),
     np.dtype(np.float64): (1, 70, *_one_zero(ctypes.c_double)),
 }
+# Products cuBLAS writes in a wider dtype than its operands: float16 operands, float32
+# accumulation and a float32 result (a weight gradient that goes to a float32 parameter
+# under autocast, with no rounding to float16 and no cast launch after it).
+_WIDER_OUT = {(np.dtype(np.float16), np.dtype(np.float32))}
 _WORKSPACE_BYTES = 32 * 1024 * 1024  # cuBLAS asks for up to 32 MiB on Hopper
 _INT32_MAX = 2**31 - 1
 
@@ -268,47 +272,59 @@ def supports(a: Any, b: Any) -> bool:
     )
 
 
-def matmul(a: Any, b: Any) -> Any:
+def supports_out(dtype: Any, out_dtype: Any) -> bool:
+    """True when cuBLAS writes the product of ``dtype`` operands in ``out_dtype``."""
+    return out_dtype == dtype or (dtype, out_dtype) in _WIDER_OUT
+
+
+def matmul(a: Any, b: Any, out_dtype: Any = None) -> Any:
     """``a @ b`` for cupy arrays of 2 or more dims (batch dims broadcast), through cuBLAS,
-    on ``a``'s device."""
+    on ``a``'s device; in ``out_dtype`` (default ``a.dtype``) where ``supports_out``."""
     cupy = require_cupy("a matrix product on CUDA")
+    out_dtype = a.dtype if out_dtype is None else np.dtype(out_dtype)
+    if not supports_out(a.dtype, out_dtype):
+        raise ValueError(
+            f"cublas.matmul: cuBLAS does not write a product of {a.dtype} operands in "
+            f"{out_dtype}; pass out_dtype={a.dtype} (or float32 for float16 operands)"
+        )
     with a.device:
-        return _matmul_on_current_device(cupy, a, b)
+        return _matmul_on_current_device(cupy, a, b, out_dtype)
 
 
-def _matmul_on_current_device(cupy: Any, a: Any, b: Any) -> Any:
+def _matmul_on_current_device(cupy: Any, a: Any, b: Any, out_dtype: Any) -> Any:
     p = plan(a, b, cupy)
-    out = cupy.empty(p.batch + (p.m, p.n), dtype=a.dtype)
+    out = cupy.empty(p.batch + (p.m, p.n), dtype=out_dtype)
     if out.size == 0:
         return out
     if p.k == 0:
         out.fill(0)
         return out
     data_type, compute_type, alpha, beta = _TYPES[a.dtype]
+    out_type = _TYPES[out_dtype][0]
     # Bind and call as one step: another thread may bind the shared handle to its stream.
     with _call_lock:
         blas = handle()
-        status = _gemm(blas, p, out, data_type, compute_type, alpha, beta)
+        status = _gemm(blas, p, out, data_type, out_type, compute_type, alpha, beta)
     _check(status, "cublasGemmEx" if p.count == 1 else "cublasGemmStridedBatchedEx")
     return out
 
 
 def _gemm(blas: _Handle, p: GemmPlan, out: Any, *types: Any) -> int:
     """The cuBLAS call for plan ``p`` into ``out``; returns cuBLAS's status."""
-    data_type, compute_type, alpha, beta = types
+    data_type, out_type, compute_type, alpha, beta = types
     # Column-major C^T (n x m) = op(B^T) (n x k) @ op(A^T) (k x m).
     if p.count == 1:
         return blas.library.cublasGemmEx(
             blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, alpha,
             p.b.data.ptr, data_type, p.ld_b,
             p.a.data.ptr, data_type, p.ld_a,
-            beta, out.data.ptr, data_type, p.n,
+            beta, out.data.ptr, out_type, p.n,
             compute_type, _GEMM_DEFAULT,
         )  # fmt: skip
     return blas.library.cublasGemmStridedBatchedEx(
         blas.pointer, p.op_b, p.op_a, p.n, p.m, p.k, alpha,
         p.b.data.ptr, data_type, p.ld_b, p.stride_b,
         p.a.data.ptr, data_type, p.ld_a, p.stride_a,
-        beta, out.data.ptr, data_type, p.n, p.m * p.n,
+        beta, out.data.ptr, out_type, p.n, p.m * p.n,
         p.count, compute_type, _GEMM_DEFAULT,
     )  # fmt: skip

@@ -14,10 +14,12 @@ Layout, as in ``runtime/cublas.py``: row-major ``out = a @ b`` (m x n) is column
 - ``CUBLASLT_EPILOGUE_BGRADB`` sums op(B) (k x m) over k, giving m values: ``a``'s row sums.
   For a Linear layer, ``a = grad^T``, so this is the bias gradient.
 
-Only 2-D products of one dtype, every dimension above 1, take this path. Whatever cuBLASLt
-has no algorithm for gets None back, and the caller (``runtime/linalg.py``) runs the plain
-product and a separate add or sum. A failed cuBLASLt setup or call turns the path off for the
-process, with a warning, so a library that misbehaves costs speed, not results.
+Only 2-D products of one operand dtype, every dimension above 1, take this path; the
+result (and the vector) may be float32 for float16 operands (``cublas.supports_out``).
+Whatever cuBLASLt has no algorithm for gets None back, and the caller
+(``runtime/linalg.py``) runs the plain product and a separate add or sum. A failed cuBLASLt
+setup or call turns the path off for the process, with a warning, so a library that
+misbehaves costs speed, not results.
 ``DTRAIN_CUBLASLT=0`` turns it off from the start.
 """
 
@@ -217,11 +219,19 @@ def _alignment(pointer: int) -> int:
 
 
 def _describe(
-    library: Any, lt: int, p: cublas.GemmPlan, dtype: Any, epilogue: int, alignments: tuple
+    library: Any,
+    lt: int,
+    p: cublas.GemmPlan,
+    dtypes: tuple[Any, Any],
+    epilogue: int,
+    alignments: tuple,
 ) -> _Plan | None:
-    """Descriptors and an algorithm for plan ``p`` with ``epilogue`` and operands aligned to
-    ``alignments`` (a's, b's, out's, the vector's); None if cuBLASLt has no algorithm."""
+    """Descriptors and an algorithm for plan ``p`` with ``epilogue``, ``dtypes`` (the
+    operands', the result's and the vector's) and operands aligned to ``alignments`` (a's,
+    b's, out's, the vector's); None if cuBLASLt has no algorithm."""
+    dtype, out_dtype = dtypes
     data_type, compute_type = cublas._TYPES[dtype][:2]
+    out_type = cublas._TYPES[out_dtype][0]
     scale_type = _CUDA_R_64F if dtype == np.float64 else _CUDA_R_32F
     desc = _P()
     _check(
@@ -235,15 +245,20 @@ def _describe(
         _set(library, desc, _DESC_TRANSA, ctypes.c_int32(p.op_b))
         _set(library, desc, _DESC_TRANSB, ctypes.c_int32(p.op_a))
         _set(library, desc, _DESC_EPILOGUE, ctypes.c_uint32(epilogue))
-        _set(library, desc, _DESC_BIAS_DATA_TYPE, ctypes.c_int32(data_type))
+        _set(library, desc, _DESC_BIAS_DATA_TYPE, ctypes.c_int32(out_type))
         # The heuristic reads the bias pointer's alignment only: an address aligned as the
         # vector is stands in for it (each call sets the real one).
         _set(library, desc, _DESC_BIAS_POINTER, _P(alignments[3]))
         # A (b's memory) is n x k as stored for op N, k x n for op T; B (a's memory) likewise.
         rows_a, cols_a = (p.n, p.k) if p.op_b == cublas._OP_N else (p.k, p.n)
         rows_b, cols_b = (p.k, p.m) if p.op_a == cublas._OP_N else (p.m, p.k)
-        for rows, cols, ld in ((rows_a, cols_a, p.ld_b), (rows_b, cols_b, p.ld_a), (p.n, p.m, p.n)):
-            layouts.append(_layout(library, data_type, rows, cols, ld))
+        shapes = (
+            (data_type, rows_a, cols_a, p.ld_b),
+            (data_type, rows_b, cols_b, p.ld_a),
+            (out_type, p.n, p.m, p.n),
+        )
+        for layout_type, rows, cols, ld in shapes:
+            layouts.append(_layout(library, layout_type, rows, cols, ld))
         result = _HeuristicResult()
         found = _I(0)
         # Lt's A is b's memory and its B is a's; C and D are out.
@@ -294,7 +309,8 @@ def _run(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
         _alignment(pointers[0]), _alignment(pointers[1]), _alignment(pointers[2]),
         _alignment(pointers[3]),
     )  # fmt: skip
-    key = (device, dtype, epilogue, p.op_a, p.op_b, p.m, p.n, p.k, p.ld_a, p.ld_b, alignments)
+    dtypes = (dtype, out.dtype)
+    key = (device, dtypes, epilogue, p.op_a, p.op_b, p.m, p.n, p.k, p.ld_a, p.ld_b, alignments)
     with cublas._call_lock:  # the plan's descriptor is shared: set its bias and call at once
         blas = cublas.handle()  # binds the workspace both libraries use to this stream
         try:
@@ -302,7 +318,7 @@ def _run(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
             if key not in _state.plans:
                 if len(_state.plans) >= _CACHE_LIMIT:
                     _evict_oldest(library)
-                _state.plans[key] = _describe(library, lt, p, dtype, epilogue, alignments)
+                _state.plans[key] = _describe(library, lt, p, dtypes, epilogue, alignments)
             plan = _state.plans[key]
             if plan is None:
                 return False
@@ -361,14 +377,16 @@ def matmul_bias(a: Any, b: Any, bias: Any) -> Any | None:
         return out if _run(a, b, bias, out, EPILOGUE_BIAS) else None
 
 
-def matmul_row_sums(a: Any, b: Any) -> tuple[Any, Any] | None:
-    """``(a @ b, a.sum(axis=1))`` (cupy, 2-D) in one launch, or None where cuBLASLt does not
-    take it. With ``a = grad^T`` these are a Linear layer's weight and bias gradients."""
-    if not _eligible(a, b):
+def matmul_row_sums(a: Any, b: Any, out_dtype: Any = None) -> tuple[Any, Any] | None:
+    """``(a @ b, a.sum(axis=1))`` (cupy, 2-D) in one launch, both in ``out_dtype`` (default
+    ``a.dtype``), or None where cuBLASLt does not take it. With ``a = grad^T`` these are a
+    Linear layer's weight and bias gradients."""
+    out_dtype = a.dtype if out_dtype is None else np.dtype(out_dtype)
+    if not _eligible(a, b) or not cublas.supports_out(a.dtype, out_dtype):
         return None
     import cupy
 
     with a.device:
-        out = cupy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        sums = cupy.empty(a.shape[0], dtype=a.dtype)
+        out = cupy.empty((a.shape[0], b.shape[1]), dtype=out_dtype)
+        sums = cupy.empty(a.shape[0], dtype=out_dtype)
         return (out, sums) if _run(a, b, sums, out, EPILOGUE_BGRADB) else None

@@ -96,7 +96,8 @@ def _walk(
         if type(grad) is SliceGrads:  # densify(), inlined: this loop runs once per node
             grad = grad.dense()
         if type(node) is not Tensor and not isinstance(node, Tensor):
-            if grad is not None and node.tensor_hooks:
+            hooked = grad is not None and bool(node.tensor_hooks)
+            if hooked:
                 grad = _run_tensor_hooks(node.tensor_hooks, grad)
             if captured is not None and node in capture_keys:
                 for index in capture_keys[node]:
@@ -138,13 +139,13 @@ def _walk(
                             borrowed.discard(id(parent))
                         else:
                             grads[parent] = in_grad
-                            if (
-                                in_grad is grad
-                                or not node.returns_own_grads
-                                or (
-                                    type(in_grad) is not SliceGrads
-                                    and _shares_memory(in_grad, grad)
-                                )
+                            if in_grad is grad:
+                                # a user's hook or autograd.grad's results may hold it
+                                held = hooked or captured is not None or id(node) in borrowed
+                                if held or not _passed_to_one(grad, in_grads):
+                                    borrowed.add(id(parent))
+                            elif not node.returns_own_grads or (
+                                type(in_grad) is not SliceGrads and _shares_memory(in_grad, grad)
                             ):
                                 borrowed.add(id(parent))
                 pending[parent] -= 1
@@ -172,6 +173,14 @@ def _already_sent(parents: tuple, grads: dict, borrowed: set) -> tuple:
             pending.append(None)
         seen.add(id(parent))
     return tuple(pending)
+
+
+def _passed_to_one(grad: Any, in_grads: tuple) -> bool:
+    """Whether a backward that passed its incoming gradient on unchanged (a pass-through,
+    such as a cast to the dtype the gradient already has) passed it to one input only.
+    When the engine alone held it, that input then owns it too, and a leaf keeps it as its
+    .grad without a copy; passed to two inputs, neither may write into it."""
+    return sum(1 for in_grad in in_grads if in_grad is grad) == 1
 
 
 def _shares_memory(out: Any, incoming: Any) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.device import Device, device_of, to_device
@@ -18,12 +20,27 @@ class Clone(Op):
 
 
 class Cast(Op):
+    """A dtype conversion. Its backward converts whatever gradient it gets to the input's
+    dtype, so an op fed by a float16 cast of a float32 tensor may send a float32 gradient
+    straight away (``float32_grad_wanted``), and this conversion then costs nothing."""
+
     def forward(self, x: Any, dtype: Any) -> Any:
         self.dtype = x.dtype
         return x.astype(dtype)
 
     def backward(self, grad: Any) -> tuple:
-        return (grad.astype(self.dtype),)
+        return (grad.astype(self.dtype, copy=False),)
+
+
+_FLOAT16, _FLOAT32 = np.dtype(np.float16), np.dtype(np.float32)
+
+
+def float32_grad_wanted(parent: Any, dtype: Any) -> bool:
+    """Whether the gradient of a ``dtype`` input whose graph node is ``parent`` had best be
+    sent as float32: the input is a float16 cast of a float32 tensor (a parameter under
+    autocast), whose gradient the cast would turn into float32 anyway. A product can then
+    accumulate and write it in float32 (one launch, and no rounding to float16 on the way)."""
+    return dtype == _FLOAT16 and type(parent) is Cast and parent.__dict__.get("dtype") == _FLOAT32
 
 
 class ToDevice(Op):

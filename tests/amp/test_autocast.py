@@ -267,6 +267,35 @@ def test_dtype_errors():
     assert dt.get_autocast_dtype("cpu") == f16
 
 
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, needs_gpu])]
+)
+def test_linear_gradients_are_float32_sums_of_float16_products(device):
+    # A Linear layer's float32 weight and bias, cast to float16 by autocast, get float32
+    # gradients summed from the float16 operands, never rounded to float16 on the way: here
+    # the weight's gradient is past float16's range, where a float16 product holds inf. On
+    # CUDA both come out of one cuBLASLt call.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 8)).astype(np.float32) * 100
+    grad = rng.standard_normal((64, 4)).astype(np.float16) * 100
+    layer = nn.Linear(8, 4).to(device)
+    with dt.autocast(device):
+        out = layer(dt.tensor(x, device=device))
+    assert out.dtype == f16
+    out.backward(dt.tensor(grad, device=device))
+    expected_w = np.matmul(grad.T, x.astype(np.float16), dtype=np.float64)
+    assert np.abs(expected_w).max() > 65504
+    assert layer.weight.grad.dtype == layer.bias.grad.dtype == f32
+    got_w, got_b = layer.weight.grad.cpu().numpy(), layer.bias.grad.cpu().numpy()
+    np.testing.assert_allclose(got_w, expected_w, rtol=1e-5, atol=0.05)
+    np.testing.assert_allclose(got_b, grad.sum(0, dtype=np.float64), rtol=1e-3)
+    # a float16 input that wants its gradient gets it in float16, as before
+    x16 = dt.tensor(x.astype(np.float16) / 100, requires_grad=True, device=device)
+    with dt.autocast(device):
+        layer(x16).sum().backward()
+    assert x16.grad.dtype == f16
+
+
 def test_mlp_trains_under_autocast_with_grad_scaler():
     dt.manual_seed(0)
     rng = np.random.default_rng(0)
@@ -274,7 +303,8 @@ def test_mlp_trains_under_autocast_with_grad_scaler():
     y = dt.tensor((x.numpy()[:, :4].sum(1) > 0).astype(np.int64) + 2 * (x.numpy()[:, 4] > 0))
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 4))
     opt = dt.optim.Adam(model.parameters(), lr=1e-2)
-    scaler = dt.amp.GradScaler("cpu", init_scale=2.0**20, growth_interval=10)
+    # 2**24 overflows the float16 gradient of the logits (up to 2**24 / 128 > 65504)
+    scaler = dt.amp.GradScaler("cpu", init_scale=2.0**24, growth_interval=10)
     losses, scales = [], []
     for _ in range(150):
         opt.zero_grad()
@@ -288,7 +318,7 @@ def test_mlp_trains_under_autocast_with_grad_scaler():
         losses.append(loss.item())
         scales.append(scaler.get_scale())
     assert all(p.dtype == f32 and p.grad.dtype == f32 for p in model.parameters())
-    assert min(scales) < 2.0**20  # 2**20 overflows float16 gradients: the scaler backed off
+    assert min(scales) < 2.0**24  # the scaler backed off
     assert losses[-1] < 0.3 * losses[0], losses[::15]
     accuracy = (model(x).argmax(-1) == y).float().mean().item()
     assert accuracy > 0.9

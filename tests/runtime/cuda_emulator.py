@@ -511,10 +511,14 @@ def _launch_source(fn: Any, grid: tuple, block: int, args: tuple) -> None:
     host_cuda.launch(source, expression, grid, block, args)
 
 
-def _matmul(a: Any, b: Any) -> Any:
+def _matmul(a: Any, b: Any, out_dtype: Any = None) -> Any:
+    """``runtime/cublas.matmul``: in ``out_dtype`` (float32 for float16 operands) the
+    operands are taken up to it first, as cuBLAS accumulates in float32."""
     _count("cuBLAS gemm")
+    if out_dtype is not None and not cublas.supports_out(a.dtype, np.dtype(out_dtype)):
+        raise ValueError(f"cuBLAS writes no {out_dtype} product of {a.dtype} operands")
     plan = cublas.plan(a, b, sys.modules["cupy"])  # counts the copies of odd layouts
-    return _wrap(np.matmul(_np(plan.a), _np(plan.b)))
+    return _wrap(np.matmul(_np(plan.a), _np(plan.b), dtype=out_dtype or a.dtype))
 
 
 def _matmul_epilogue(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
@@ -522,11 +526,11 @@ def _matmul_epilogue(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bo
     as if cuBLASLt took every case (on a GPU one it has no algorithm for falls back)."""
     _count("cuBLASLt gemm + epilogue")
     plan = cublas.plan(a, b, sys.modules["cupy"])
-    product = np.matmul(_np(plan.a), _np(plan.b))
+    product = np.matmul(_np(plan.a), _np(plan.b), dtype=out.dtype)
     if epilogue == cublaslt.EPILOGUE_BIAS:
         product += _np(vector)
     else:
-        _np(vector)[...] = _np(plan.a).sum(axis=1)
+        _np(vector)[...] = _np(plan.a).sum(axis=1, dtype=vector.dtype)
     _np(out)[...] = product
     return True
 

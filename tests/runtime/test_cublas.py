@@ -139,6 +139,23 @@ def test_cublas_matmul_on_gpu(dtype, layout_a, layout_b):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
+@pytest.mark.parametrize("layout_a", LAYOUTS)
+def test_cublas_float32_product_of_float16_operands_on_gpu(layout_a):
+    import cupy
+
+    rng = np.random.default_rng(7)
+    for shape_a, shape_b in [((96, 256), (256, 384)), ((2, 9, 8), (2, 8, 7))]:
+        a = (_operand(rng, shape_a, layout_a) * 300).astype(np.float16)
+        b = (rng.standard_normal(shape_b) * 300).astype(np.float16)
+        got = cublas.matmul(cupy.asarray(a), cupy.asarray(b), np.float32)
+        assert got.dtype == np.float32
+        expected = np.matmul(a, b, dtype=np.float64)
+        assert np.abs(expected).max() > 65504  # past float16: a float16 result holds inf
+        np.testing.assert_allclose(cupy.asnumpy(got), expected, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
 def test_cublas_matmul_empty_and_zero_inner_dim():
     import cupy
 
@@ -169,32 +186,42 @@ def _ptr(array: np.ndarray) -> _PtrArray:
     return array.view(_PtrArray)
 
 
+_CUDA_TYPES = {0: np.float32, 1: np.float64, 2: np.float16}  # cudaDataType codes
+
+
 class _FakeCublas:
     """cuBLAS's GemmEx / GemmStridedBatchedEx emulated on host memory: operands are read
-    column-major from raw addresses with the given leading dimensions and strides, exactly
-    as cuBLAS reads them, so the argument order dtrain passes is what is checked."""
+    column-major from raw addresses with the given leading dimensions, strides and data
+    types, exactly as cuBLAS reads them, so the argument order dtrain passes is what is
+    checked."""
 
-    def __init__(self, dtype) -> None:
-        self.dtype = np.dtype(dtype)
+    def __init__(self) -> None:
         self.calls = []
+        self.types = []  # (A/B type, C type) of each call
 
-    def _matrices(self, address, op, rows, cols, ld, stride, count):
+    def _matrices(self, address, code, op, rows, cols, ld, stride, count):
         """The (count, rows, cols) matrices op(S) at ``address``: S is column-major with
         leading dimension ``ld``, rows x cols for op N and cols x rows for op T."""
-        item = self.dtype.itemsize
+        dtype = np.dtype(_CUDA_TYPES[code])
+        item = dtype.itemsize
         stored_rows, stored_cols = (rows, cols) if op == 0 else (cols, rows)
         span = (count - 1) * stride + (stored_rows - 1) + (stored_cols - 1) * ld + 1
-        pointer = ctypes.cast(address, ctypes.POINTER(np.ctypeslib.as_ctypes_type(self.dtype)))
-        base = np.ctypeslib.as_array(pointer, shape=(span,))
+        raw = np.dtype(f"u{item}")  # ctypes has no float16: read the bits, then view them
+        pointer = ctypes.cast(address, ctypes.POINTER(np.ctypeslib.as_ctypes_type(raw)))
+        base = np.ctypeslib.as_array(pointer, shape=(span,)).view(dtype)
         strides = (stride * item, item, ld * item) if op == 0 else (stride * item, ld * item, item)
         return np.lib.stride_tricks.as_strided(base, (count, rows, cols), strides)
 
     def _run(self, transa, transb, m, n, k, a, lda, stride_a, b, ldb, stride_b, c, ldc,
-             stride_c, count):  # fmt: skip
-        op_a = self._matrices(a, transa, m, k, lda, stride_a, count)
-        op_b = self._matrices(b, transb, k, n, ldb, stride_b, count)
-        out = self._matrices(c, 0, m, n, ldc, stride_c, count)
-        out[...] = op_a @ op_b
+             stride_c, count, types):  # fmt: skip
+        atype, btype, ctype = types
+        if atype != btype:
+            return 7  # CUBLAS_STATUS_INVALID_VALUE
+        self.types.append((atype, ctype))
+        op_a = self._matrices(a, atype, transa, m, k, lda, stride_a, count)
+        op_b = self._matrices(b, btype, transb, k, n, ldb, stride_b, count)
+        out = self._matrices(c, ctype, 0, m, n, ldc, stride_c, count)
+        out[...] = np.matmul(op_a, op_b, dtype=np.float64)
         return 0
 
     def cublasGemmStridedBatchedEx(  # noqa: N802 - cuBLAS's name
@@ -203,15 +230,17 @@ class _FakeCublas:
     ):  # fmt: skip
         self.calls.append("batched")
         return self._run(
-            transa, transb, m, n, k, a, lda, stride_a, b, ldb, stride_b, c, ldc, stride_c, count
-        )
+            transa, transb, m, n, k, a, lda, stride_a, b, ldb, stride_b, c, ldc, stride_c, count,
+            (atype, btype, ctype),
+        )  # fmt: skip
 
     def cublasGemmEx(  # noqa: N802 - cuBLAS's name
         self, handle, transa, transb, m, n, k, alpha, a, atype, lda,
         b, btype, ldb, beta, c, ctype, ldc, compute, algo,
     ):  # fmt: skip
         self.calls.append("single")
-        return self._run(transa, transb, m, n, k, a, lda, 0, b, ldb, 0, c, ldc, 0, 1)
+        types = (atype, btype, ctype)
+        return self._run(transa, transb, m, n, k, a, lda, 0, b, ldb, 0, c, ldc, 0, 1, types)
 
 
 @pytest.mark.parametrize("layout_a", LAYOUTS)
@@ -224,20 +253,50 @@ def test_matmul_passes_cublas_the_right_arguments(
 ):
     # dtrain.runtime.cublas.matmul end to end, with cupy and libcublas replaced by numpy and
     # the emulation above: a swapped operand, flag or leading dimension gives a wrong product.
-    fake_cupy = types.SimpleNamespace(
-        empty=lambda shape, dtype: _ptr(np.full(shape, np.nan, dtype)),
-        broadcast_to=lambda x, shape: _ptr(np.broadcast_to(x, shape)),
-        ascontiguousarray=lambda x: _ptr(np.ascontiguousarray(x)),
-    )
-    library = _FakeCublas(np.float64)
-    monkeypatch.setattr(cublas, "require_cupy", lambda what: fake_cupy)
-    monkeypatch.setattr(cublas, "handle", lambda: types.SimpleNamespace(library=library, pointer=0))
+    library = _install_fake_cublas(monkeypatch)
     rng = np.random.default_rng(5)
     a = _ptr(_operand(rng, shape_a, layout_a))
     b = _ptr(_operand(rng, shape_b, layout_b))
     out = cublas.matmul(a, b)
     np.testing.assert_allclose(np.asarray(out), np.asarray(a) @ np.asarray(b), rtol=1e-12)
     assert library.calls == (["single"] if len(shape_a) == 2 else ["batched"])
+    assert library.types == [(1, 1)]
+
+
+def _install_fake_cublas(monkeypatch) -> _FakeCublas:
+    fake_cupy = types.SimpleNamespace(
+        empty=lambda shape, dtype: _ptr(np.full(shape, np.nan, dtype)),
+        broadcast_to=lambda x, shape: _ptr(np.broadcast_to(x, shape)),
+        ascontiguousarray=lambda x: _ptr(np.ascontiguousarray(x)),
+    )
+    library = _FakeCublas()
+    monkeypatch.setattr(cublas, "require_cupy", lambda what: fake_cupy)
+    monkeypatch.setattr(cublas, "handle", lambda: types.SimpleNamespace(library=library, pointer=0))
+    return library
+
+
+@pytest.mark.parametrize(("shape_a", "shape_b"), [((5, 3), (3, 4)), ((2, 5, 3), (2, 3, 4))])
+def test_float16_operands_can_give_a_float32_product(monkeypatch, shape_a, shape_b):
+    # A weight gradient under autocast: float16 operands, written in float32 (CUDA_R_32F
+    # for C, CUDA_R_16F for A and B), accumulated without rounding to float16. The values
+    # are past float16's range (65504) once multiplied out, so a float16 C would hold inf.
+    library = _install_fake_cublas(monkeypatch)
+    rng = np.random.default_rng(6)
+    a = _ptr((rng.standard_normal(shape_a) * 300).astype(np.float16))
+    b = _ptr((rng.standard_normal(shape_b) * 300).astype(np.float16))
+    out = cublas.matmul(a, b, np.float32)
+    assert out.dtype == np.float32 and library.types == [(2, 0)]
+    expected = np.matmul(np.asarray(a), np.asarray(b), dtype=np.float64)
+    assert np.abs(expected).max() > 65504
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="float32 for float16 operands"):
+        cublas.matmul(_ptr(np.ones((2, 2), np.float32)), _ptr(np.ones((2, 2), np.float32)), "f2")
+
+
+def test_supports_out_takes_only_the_same_dtype_or_float16_to_float32():
+    f16, f32, f64 = (np.dtype(t) for t in (np.float16, np.float32, np.float64))
+    assert cublas.supports_out(f32, f32) and cublas.supports_out(f16, f32)
+    assert not cublas.supports_out(f32, f64) and not cublas.supports_out(f32, f16)
 
 
 def test_open_cuda_library_says_why_none_loads():

@@ -22,7 +22,7 @@ from test_cublas import LAYOUTS, _operand, _ptr
 import dtrain as dt
 from dtrain.runtime import cublas, cublaslt
 
-_DTYPES = {0: np.float32, 1: np.float64, 2: np.float16}
+_DTYPES = {0: np.float32, 1: np.float64, 2: np.float16, -1: None}
 
 
 def _value(x):
@@ -103,8 +103,9 @@ class _FakeLt:
         dtype, rows, cols, ld = (layout[k] for k in ("dtype", "rows", "cols", "ld"))
         item = np.dtype(dtype).itemsize
         span = (rows - 1) + (cols - 1) * ld + 1
-        pointer = ctypes.cast(address, ctypes.POINTER(np.ctypeslib.as_ctypes_type(dtype)))
-        base = np.ctypeslib.as_array(pointer, shape=(span,))
+        raw = np.dtype(f"u{item}")  # ctypes has no float16: read the bits, then view them
+        pointer = ctypes.cast(address, ctypes.POINTER(np.ctypeslib.as_ctypes_type(raw)))
+        base = np.ctypeslib.as_array(pointer, shape=(span,)).view(dtype)
         return np.lib.stride_tricks.as_strided(base, (rows, cols), (item, ld * item))
 
     def cublasLtMatmul(  # noqa: N802
@@ -125,7 +126,10 @@ class _FakeLt:
             return 7
         product = op_a.astype(np.float64) @ op_b.astype(np.float64)
         epilogue = attrs.get(cublaslt._DESC_EPILOGUE, 1)
-        vector = types.SimpleNamespace(dtype=layouts[2]["dtype"], ld=1)
+        vector_type = _DTYPES[attrs.get(cublaslt._DESC_BIAS_DATA_TYPE, -1)]
+        if vector_type != layouts[2]["dtype"]:
+            return 7  # dtrain's vectors are always of D's type
+        vector = types.SimpleNamespace(dtype=vector_type, ld=1)
         if epilogue == cublaslt.EPILOGUE_BIAS:
             bias = self._matrix(attrs[cublaslt._DESC_BIAS_POINTER], vars(vector) | {
                 "rows": out.shape[0], "cols": 1})  # fmt: skip
@@ -199,6 +203,28 @@ def test_matmul_row_sums_passes_cublaslt_the_right_arguments(fake_cuda, layout_a
     np.testing.assert_allclose(np.asarray(product), np.asarray(a) @ np.asarray(b), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(sums), np.asarray(a).sum(axis=1), rtol=1e-12)
     assert library.matmuls == 1
+
+
+def test_float16_operands_give_float32_products_and_row_sums(fake_cuda):
+    # A Linear layer's weight and bias gradients under autocast: float16 grad and input,
+    # both results written in float32 by one call (D and the bias vector CUDA_R_32F).
+    library = fake_cuda(_FakeLt())
+    rng = np.random.default_rng(8)
+    grad = (rng.standard_normal((40, 3)) * 300).astype(np.float16)
+    x = (rng.standard_normal((40, 5)) * 300).astype(np.float16)
+    grad_w, grad_b = cublaslt.matmul_row_sums(_ptr(grad).T, _ptr(x), np.float32)
+    assert grad_w.dtype == grad_b.dtype == np.float32 and library.matmuls == 1
+    expected = np.matmul(grad.T, x, dtype=np.float64)
+    assert np.abs(expected).max() > 65504  # a float16 result would hold inf
+    np.testing.assert_allclose(np.asarray(grad_w), expected, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(grad_b), grad.sum(axis=0, dtype=np.float64), rtol=1e-6)
+    layouts = [o for o in library.objects.values() if o["kind"] == "layout"]
+    assert [o["dtype"] for o in layouts] == [np.float16, np.float16, np.float32]
+    # the same shape in float16 is a plan of its own (its results overflow to inf)
+    with np.errstate(over="ignore"):
+        assert cublaslt.matmul_row_sums(_ptr(grad).T, _ptr(x))[0].dtype == np.float16
+    assert len(cublaslt._state.plans) == 2
+    assert cublaslt.matmul_row_sums(_ptr(grad.astype(np.float32)).T, _ptr(x), np.float16) is None
 
 
 def test_linear_layer_runs_each_way_in_one_cublaslt_call(fake_cuda):
@@ -371,6 +397,28 @@ def test_epilogues_on_gpu(dtype, m, k, n):
         got = cupy.asnumpy(got).astype(np.float64)
         error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
         assert error < tolerance, (dtype, m, k, n, error)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
+@pytest.mark.parametrize(("m", "k", "n"), [(64, 96, 288), (256, 784, 1024)])
+def test_float32_row_sums_epilogue_of_float16_operands_on_gpu(m, k, n):
+    # What a Linear layer's backward asks under autocast: float32 weight and bias gradients
+    # from float16 operands, in one call.
+    import cupy
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((m, k)).astype(np.float16)
+    grad = (rng.standard_normal((m, n)) * 100).astype(np.float16)
+    both = cublaslt.matmul_row_sums(cupy.asarray(grad).T, cupy.asarray(x), np.float32)
+    assert cublaslt.off_reason() is None
+    assert both is not None, "cuBLASLt found no algorithm for float16 -> float32"
+    assert both[0].dtype == both[1].dtype == np.float32
+    expected_w = np.matmul(grad.T, x, dtype=np.float64)
+    expected_b = grad.sum(axis=0, dtype=np.float64)
+    for got, expected in ((both[0], expected_w), (both[1], expected_b)):
+        got = cupy.asnumpy(got).astype(np.float64)
+        assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-4
 
 
 def test_status_and_the_switch_for_measuring(fake_cuda):

@@ -36,6 +36,79 @@ def test_user_gradient_is_not_aliased_by_leaf_grad():
     np.testing.assert_array_equal(seed.numpy(), [5.0, 6.0])
 
 
+def _recording_clone(monkeypatch) -> list:
+    """Clone's backward (a pass-through: it returns its incoming gradient) made to record
+    the arrays it hands on."""
+    from dtrain._tensor.ops.copy import Clone
+
+    handed = []
+
+    def backward(self, grad):
+        handed.append(grad)
+        return (grad,)
+
+    monkeypatch.setattr(Clone, "backward", backward)
+    return handed
+
+
+def test_a_passed_on_gradient_the_engine_owns_is_kept_without_a_copy(monkeypatch):
+    # A cast to the dtype a gradient already has passes it on as it is; the engine made it
+    # (Mul's backward), so the leaf keeps that array as its .grad.
+    handed = _recording_clone(monkeypatch)
+    w = dt.tensor([1.0, 2.0], requires_grad=True)
+    (w.clone() * 3).sum().backward()
+    assert w.grad._array is handed[0]
+    (w.clone() * 3).sum().backward()  # accumulates in place into the array it owns
+    np.testing.assert_array_equal(w.grad.numpy(), [6.0, 6.0])
+
+
+def test_a_passed_on_gradient_someone_else_holds_is_copied(monkeypatch):
+    handed = _recording_clone(monkeypatch)
+    # the user's seed passed straight through
+    w = dt.tensor([1.0, 2.0], requires_grad=True)
+    seed = dt.tensor([5.0, 6.0])
+    w.clone().backward(seed)
+    assert w.grad._array is not handed[-1]
+    w.grad.zero_()
+    np.testing.assert_array_equal(seed.numpy(), [5.0, 6.0])
+    # a hook saw (and kept) the gradient on its way; the second backward accumulates
+    w = dt.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    for _ in range(2):
+        h = w.clone()
+        h.register_hook(lambda grad: seen.append(grad))
+        (h * 2).sum().backward()
+    np.testing.assert_array_equal(seen[0].numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(w.grad.numpy(), [4.0, 4.0])
+    # autograd.grad returns it to the caller, while the lookup into m, which adds m's other
+    # gradients into its own in place when the engine owns them, runs after the clone
+    from dtrain.nn import functional as F
+
+    w = dt.ones(3, 2, requires_grad=True)
+    m = w * 3
+    h = m.clone()
+    (grad_h,) = dt.autograd.grad(F.embedding(dt.tensor([0, 2, 2]), m).sum() + (h * 2).sum(), [h])
+    np.testing.assert_array_equal(grad_h.numpy(), np.full((3, 2), 2.0))
+
+
+def test_one_gradient_passed_on_to_two_inputs_is_not_shared_by_their_grads(monkeypatch):
+    from dtrain._tensor.ops.copy import Clone
+
+    # a pass-through that hands its one incoming array to both its inputs
+    class Pair(Clone):
+        def forward(self, a, b):
+            return a + b
+
+        def backward(self, grad):
+            return grad, grad
+
+    a = dt.tensor([1.0, 2.0], requires_grad=True)
+    b = dt.tensor([3.0, 4.0], requires_grad=True)
+    (Pair.apply(a, b) * 3).sum().backward()
+    a.grad.zero_()
+    np.testing.assert_array_equal(b.grad.numpy(), [3.0, 3.0])
+
+
 def test_non_scalar_backward_needs_gradient():
     x = dt.ones(3, requires_grad=True)
     with pytest.raises(RuntimeError, match="needs a gradient"):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops.copy import float32_grad_wanted
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.linalg import matmul, matmul_add_bias, matmul_and_row_sums
 
@@ -28,12 +31,19 @@ class Linear(Op):
         flat_grad = grad.reshape(-1, grad.shape[-1])
         grad_x = matmul(flat_grad, weight).reshape(x.shape) if need_x else None
         grad_w = grad_b = None
-        if need_w and need_b:  # one launch on CUDA: the bias gradient from the epilogue
-            grad_w, grad_b = matmul_and_row_sums(flat_grad.T, x.reshape(-1, x.shape[-1]))
-        elif need_w:
-            grad_w = matmul(flat_grad.T, x.reshape(-1, x.shape[-1]))
-        elif need_b:
-            grad_b = flat_grad.sum(axis=0)
+        # Under autocast the weight and bias are float16 casts of float32 parameters: their
+        # gradients are then accumulated and written in float32 (no cast launch after).
+        wide_w = need_w and float32_grad_wanted(self.parents[1], weight.dtype)
+        out_dtype = np.float32 if wide_w else None
+        if need_w and need_b and wide_w == float32_grad_wanted(self.parents[2], weight.dtype):
+            # One launch on CUDA: the bias gradient from the product's epilogue.
+            flat_x = x.reshape(-1, x.shape[-1])
+            grad_w, grad_b = matmul_and_row_sums(flat_grad.T, flat_x, out_dtype)
+        else:
+            if need_w:
+                grad_w = matmul(flat_grad.T, x.reshape(-1, x.shape[-1]), out_dtype)
+            if need_b:
+                grad_b = flat_grad.sum(axis=0)
         return grad_x, grad_w, grad_b
 
 
