@@ -62,6 +62,13 @@ def get_array_module(*arrays: Any) -> types.ModuleType:
     return np
 
 
+def data_pointer(array: Any) -> int:
+    """The address of ``array``'s first element (a numpy or cupy array, views included)."""
+    if is_cuda_array(array):
+        return array.data.ptr
+    return array.__array_interface__["data"][0]
+
+
 def may_share_memory(a: Any, b: Any) -> bool:
     """Whether two arrays may overlap: numpy's bounds check on the CPU; on CUDA, whether they
     lie in one allocation. cupy's own bounds check costs host time, and the autograd engine

@@ -134,16 +134,18 @@ __global__ void attention_forward(
     }
 }
 
-// dq (batch, length, heads, dim); D (batch, heads, length) for the columns kernel.
+// dq (batch, length, heads, dim), `dq_row` elements from one (b, i) row to the next (heads
+// * dim, or more when dq shares its rows with dk and dv); D (batch, heads, length) for the
+// columns kernel.
 template <typename T>
 __global__ void attention_backward_rows(
         const T* q, long long qsb, long long qsh, long long qsl, long long qsd,
         const T* k, long long ksb, long long ksh, long long ksl, long long ksd,
         const T* v, long long vsb, long long vsh, long long vsl, long long vsd,
         const T* dy, long long gsb, long long gsh, long long gsl, long long gsd,
-        const T* y, const typename Acc<T>::type* lse, T* dq, typename Acc<T>::type* D,
-        long long batch, long long heads, long long length, long long keys, long long dim,
-        long long dim_v, int causal, double scale) {
+        const T* y, const typename Acc<T>::type* lse, T* dq, long long dq_row,
+        typename Acc<T>::type* D, long long batch, long long heads, long long length,
+        long long keys, long long dim, long long dim_v, int causal, double scale) {
     typedef typename Acc<T>::type A;
     __shared__ A q_row[MAX_DIM];
     __shared__ A dy_row[MAX_DIM];
@@ -171,23 +173,25 @@ __global__ void attention_backward_rows(
             ds[j] = prob * (dp - d_i) * (A)scale;
         }
         __syncthreads();
-        T* out = dq + ((b * length + i) * heads + h) * dim;
+        T* out = dq + (b * length + i) * dq_row + h * dim;
         for (long long d = threadIdx.x; d < dim; d += blockDim.x)
             out[d] = from_acc<T>(weighted_sum(ds, K, b, h, 0, seen, d));
         if (threadIdx.x == 0) D[r] = d_i;
     }
 }
 
-// dk (batch, keys, heads, dim), dv (batch, keys, heads, dim_v)
+// dk (batch, keys, heads, dim), dv (batch, keys, heads, dim_v), with `dk_row` and `dv_row`
+// elements from one (b, j) row to the next.
 template <typename T>
 __global__ void attention_backward_columns(
         const T* q, long long qsb, long long qsh, long long qsl, long long qsd,
         const T* k, long long ksb, long long ksh, long long ksl, long long ksd,
         const T* v, long long vsb, long long vsh, long long vsl, long long vsd,
         const T* dy, long long gsb, long long gsh, long long gsl, long long gsd,
-        const typename Acc<T>::type* lse, const typename Acc<T>::type* D, T* dk, T* dv,
-        long long batch, long long heads, long long length, long long keys, long long dim,
-        long long dim_v, int causal, double scale) {
+        const typename Acc<T>::type* lse, const typename Acc<T>::type* D, T* dk,
+        long long dk_row, T* dv, long long dv_row, long long batch, long long heads,
+        long long length, long long keys, long long dim, long long dim_v, int causal,
+        double scale) {
     typedef typename Acc<T>::type A;
     __shared__ A k_row[MAX_DIM];
     __shared__ A v_row[MAX_DIM];
@@ -211,10 +215,10 @@ __global__ void attention_backward_columns(
             ds[i] = prob * (dp - D[r]) * (A)scale;
         }
         __syncthreads();
-        T* out_v = dv + ((b * keys + j) * heads + h) * dim_v;
+        T* out_v = dv + (b * keys + j) * dv_row + h * dim_v;
         for (long long d = threadIdx.x; d < dim_v; d += blockDim.x)
             out_v[d] = from_acc<T>(weighted_sum(p, G, b, h, first, length, d));
-        T* out_k = dk + ((b * keys + j) * heads + h) * dim;
+        T* out_k = dk + (b * keys + j) * dk_row + h * dim;
         for (long long d = threadIdx.x; d < dim; d += blockDim.x)
             out_k[d] = from_acc<T>(weighted_sum(ds, Q, b, h, first, length, d));
     }
@@ -281,31 +285,55 @@ def attention_forward(q: Any, k: Any, v: Any, scale: float, causal: bool) -> tup
     return y.transpose(0, 2, 1, 3), Saved(y, lse)
 
 
+def _thirds_of_one_array(q: Any, k: Any, v: Any) -> bool:
+    """Whether (b, h, l, d) q, k and v are the heads of the first, second and third part of
+    the rows of one contiguous (b, l, 3 * h * d) array: a qkv projection split in three, as
+    in a GPT block. Their gradients then go to the same places of one such array, which is
+    the gradient of the projection's output as it is (no launch to gather the three)."""
+    if not q.shape == k.shape == v.shape:
+        return False
+    _, heads, length, dim = q.shape
+    item, row = q.itemsize, 3 * heads * dim
+    strides = (length * row * item, dim * item, row * item, item)
+    if not q.strides == k.strides == v.strides == strides:
+        return False
+    step = heads * dim * item
+    return k.data.ptr - q.data.ptr == step and v.data.ptr - k.data.ptr == step
+
+
 @on_array_device
 def attention_backward(
     grad: Any, q: Any, k: Any, v: Any, saved: Saved, scale: float, causal: bool
 ) -> tuple[Any, Any, Any]:
     """The gradients of ``attention_forward``'s output ``grad`` (b, h, l, dv, any strides)
-    with respect to q, k and v: (b, h, ., .) views of (b, ., h, .) arrays."""
+    with respect to q, k and v: (b, h, ., .) views of (b, ., h, .) arrays, or, when q, k
+    and v are the thirds of one array's rows, of one (b, l, 3 * h * d) array laid out as it."""
     cupy = require_cupy("attention_backward")
     batch, heads, length, dim = q.shape
     keys, dim_v = k.shape[2], v.shape[3]
     if grad.dtype != q.dtype:
         grad = grad.astype(q.dtype)
     acc = acc_dtype(q.dtype)
-    dq = cupy.empty((batch, length, heads, dim), q.dtype)
-    dk = cupy.empty((batch, keys, heads, dim), q.dtype)
-    dv = cupy.empty((batch, keys, heads, dim_v), q.dtype)
+    if _thirds_of_one_array(q, k, v):
+        packed = cupy.empty((batch, length, 3 * heads * dim), q.dtype)
+        thirds = packed.reshape(batch, length, 3, heads, dim)
+        dq, dk, dv = thirds[:, :, 0], thirds[:, :, 1], thirds[:, :, 2]
+        rows = (i64(3 * heads * dim),) * 3
+    else:
+        dq = cupy.empty((batch, length, heads, dim), q.dtype)
+        dk = cupy.empty((batch, keys, heads, dim), q.dtype)
+        dv = cupy.empty((batch, keys, heads, dim_v), q.dtype)
+        rows = (i64(heads * dim), i64(heads * dim), i64(heads * dim_v))
     d_rows = cupy.empty((batch, heads, length), acc)
     operands = (*_strided(q), *_strided(k), *_strided(v), *_strided(grad))
     sizes = (i64(batch), i64(heads), i64(length), i64(keys), i64(dim), i64(dim_v),
              np.int32(causal), f64(scale))  # fmt: skip
     name = type_name(q.dtype)
     fn = kernel(SOURCE, f"attention_backward_rows<{name}>")
-    args = (*operands, saved.y, saved.lse, dq, d_rows, *sizes)
+    args = (*operands, saved.y, saved.lse, dq, rows[0], d_rows, *sizes)
     launch(fn, _grid(batch * heads * length), row_block(max(keys, dim, dim_v)), args)
     fn = kernel(SOURCE, f"attention_backward_columns<{name}>")
-    args = (*operands, saved.lse, d_rows, dk, dv, *sizes)
+    args = (*operands, saved.lse, d_rows, dk, rows[1], dv, rows[2], *sizes)
     launch(fn, _grid(batch * heads * keys), row_block(max(length, dim, dim_v)), args)
     return dq.transpose(0, 2, 1, 3), dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)
 

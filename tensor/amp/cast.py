@@ -62,8 +62,18 @@ def _cast(policy: str, arg: Any) -> Any:
         and arg._base is None
     )
     if not cacheable:
-        return arg.to(target)
+        return _autocast_copy(arg, target)
     return _cached_cast(arg, target)
+
+
+def _autocast_copy(arg: Tensor, target: Any) -> Tensor:
+    """``arg`` cast to ``target``, its Cast node marked as autocast's: the copy is no
+    user's, so an op may send its gradient in the original dtype (``float32_grad_wanted``)."""
+    copy = arg.to(target)
+    node = copy.grad_fn
+    if node is not None:
+        node.for_autocast = True
+    return copy
 
 
 def _cached_cast(leaf: Tensor, target: Any) -> Tensor:
@@ -82,7 +92,7 @@ def _cached_cast(leaf: Tensor, target: Any) -> Tensor:
         )
         if fresh:
             return copy
-    copy = leaf.to(target)
+    copy = _autocast_copy(leaf, target)
     state.cache[key] = (leaf, leaf._version[0], recording, target, copy)
     return copy
 

@@ -119,6 +119,8 @@ def _walk(
                     in_grads, added = node.backward_adding(grad, offered)
                 else:
                     in_grads = node.backward(grad)
+            # a user's hook or autograd.grad's results may hold the incoming gradient
+            held = hooked or captured is not None or id(node) in borrowed
             if not retain_graph:
                 node.release()
             for index, parent in enumerate(parents):
@@ -127,6 +129,8 @@ def _walk(
                 if in_grads is not None:
                     in_grad = in_grads[index]
                     if in_grad is not None:
+                        if type(in_grad) is SliceGrads:  # a view of the incoming gradient
+                            in_grad.owned = not held and _sole_holder(grad, in_grads)
                         if added and added[index] and offered[index] is not None:  # added
                             if in_grad is not grads[parent]:  # not in place: whose is it?
                                 if _shares_memory(in_grad, grad):
@@ -139,13 +143,11 @@ def _walk(
                             borrowed.discard(id(parent))
                         else:
                             grads[parent] = in_grad
-                            if in_grad is grad:
-                                # a user's hook or autograd.grad's results may hold it
-                                held = hooked or captured is not None or id(node) in borrowed
-                                if held or not _passed_to_one(grad, in_grads):
-                                    borrowed.add(id(parent))
-                            elif not node.returns_own_grads or (
-                                type(in_grad) is not SliceGrads and _shares_memory(in_grad, grad)
+                            if type(in_grad) is not SliceGrads and not (
+                                node.returns_own_grads  # a user's Function may keep them
+                                and _input_owns(
+                                    in_grad, grad, in_grads, held, isinstance(parent, Tensor)
+                                )
                             ):
                                 borrowed.add(id(parent))
                 pending[parent] -= 1
@@ -175,12 +177,35 @@ def _already_sent(parents: tuple, grads: dict, borrowed: set) -> tuple:
     return tuple(pending)
 
 
-def _passed_to_one(grad: Any, in_grads: tuple) -> bool:
-    """Whether a backward that passed its incoming gradient on unchanged (a pass-through,
-    such as a cast to the dtype the gradient already has) passed it to one input only.
-    When the engine alone held it, that input then owns it too, and a leaf keeps it as its
-    .grad without a copy; passed to two inputs, neither may write into it."""
-    return sum(1 for in_grad in in_grads if in_grad is grad) == 1
+def _input_owns(in_grad: Any, grad: Any, in_grads: tuple, held: bool, leaf: bool) -> bool:
+    """Whether the input a backward sent ``in_grad`` to may keep it and write into it, the
+    backward having received ``grad`` (``held``: someone besides the engine may hold that).
+    A new array is the input's; a broadcast view (sum's backward) is no one's, as its
+    elements overlap; the incoming gradient, or a view of it, is the input's when it alone
+    got it and no one else holds it, and a leaf copies a view anyway, for a plain .grad."""
+    if 0 in in_grad.strides:
+        return False
+    if in_grad is grad:  # passed on as it came
+        return not held and _sole_holder(grad, in_grads)
+    if not _shares_memory(in_grad, grad):
+        return True
+    return not held and not leaf and _sole_holder(grad, in_grads)
+
+
+def _sole_holder(grad: Any, in_grads: tuple) -> bool:
+    """Whether a backward passed its incoming gradient, or views of it, to one input only:
+    as it came (a pass-through, such as a cast to the dtype it already has), as a view
+    (``reshape``, ``transpose``) or as a piece (basic indexing). When the engine alone held
+    it, that input then owns it too: a leaf keeps it as its .grad without a copy, and split
+    pieces that are views of one array are that array's gradient as they lie
+    (``SliceGrads.dense``). Passed to two inputs, neither may write into it."""
+    holders = 0
+    for in_grad in in_grads:
+        if in_grad is not None and (
+            in_grad is grad or type(in_grad) is SliceGrads or _shares_memory(in_grad, grad)
+        ):
+            holders += 1
+    return holders == 1
 
 
 def _shares_memory(out: Any, incoming: Any) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import data_pointer, get_array_module
 from dtrain.runtime.kernels import tile as _tile_kernel
 
 
@@ -23,17 +23,23 @@ class SliceGrads:
     """The gradient of an array of ``shape``: the sum of ``value`` placed at ``key`` (basic
     indexing, a view) for each part; zero elsewhere."""
 
-    __slots__ = ("parts", "shape")
+    __slots__ = ("owned", "parts", "shape")
 
     def __init__(self, shape: tuple, key: Any, value: Any) -> None:
         self.shape = shape
         self.parts = [(key, value)]
+        # Set by the engine: every part is a view of an array no one else holds.
+        self.owned = False
 
     def dense(self) -> Any:
-        """The gradient as one new array (overlapping parts add up)."""
+        """The gradient as one array (overlapping parts add up): a new one, or the array
+        the parts already lie in, in their places."""
         first = self.parts[0][1]
         xp = get_array_module(first)
         if self._tiles():  # split()'s pieces: each element is written once, nothing zeroed
+            whole = self._whole() if self.owned else None
+            if whole is not None:
+                return whole
             full = xp.empty(self.shape, dtype=first.dtype)
             values = [value for _, value in self.parts]
             if _tile_kernel.supported(full, values):  # on CUDA: one launch for every piece
@@ -52,6 +58,29 @@ class SliceGrads:
             else:  # into the view: `full[key] += value` would copy it back onto itself
                 view += value
         return full
+
+    def _whole(self) -> Any:
+        """The array the parts are views of, when it has the gradient's shape and each part
+        lies at its own key in it (a backward that wrote the pieces' gradients into one
+        array, as attention does for a split qkv projection); else None. With the tiles
+        covering it exactly once, every element is some part's."""
+        first = self.parts[0][1]
+        base = first
+        # cupy and numpy point a view of a view at the array that owns the memory; the
+        # walk is for array types that do not (and stops at a base of another type)
+        while type(base.base) is type(first):
+            base = base.base
+        if base is first or base.shape != self.shape or base.dtype != first.dtype:
+            return None
+        for key, value in self.parts:
+            place = base[key]
+            if (
+                value.shape != place.shape
+                or value.strides != place.strides
+                or data_pointer(value) != data_pointer(place)
+            ):
+                return None
+        return base
 
     def _tiles(self) -> bool:
         """Whether the parts are slices of one axis that cover it exactly once, as the keys
@@ -85,6 +114,7 @@ def add_grads(a: Any, b: Any) -> Any:
     if a_parts and b_parts:
         merged = SliceGrads.__new__(SliceGrads)
         merged.shape, merged.parts = a.shape, a.parts + b.parts
+        merged.owned = a.owned and b.owned
         return merged
     if a_parts or b_parts:
         parts, other = (a, b) if a_parts else (b, a)

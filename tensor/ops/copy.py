@@ -21,8 +21,13 @@ class Clone(Op):
 
 class Cast(Op):
     """A dtype conversion. Its backward converts whatever gradient it gets to the input's
-    dtype, so an op fed by a float16 cast of a float32 tensor may send a float32 gradient
-    straight away (``float32_grad_wanted``), and this conversion then costs nothing."""
+    dtype, so an op fed by autocast's float16 cast of a float32 tensor may send a float32
+    gradient straight away (``float32_grad_wanted``), and this conversion then costs
+    nothing."""
+
+    # Made by autocast (``amp/cast.py``): the copy is no user's, so no hook, retain_grad or
+    # autograd.grad can see the float32 gradient arrive at a float16 tensor.
+    for_autocast = False
 
     def forward(self, x: Any, dtype: Any) -> Any:
         self.dtype = x.dtype
@@ -37,10 +42,15 @@ _FLOAT16, _FLOAT32 = np.dtype(np.float16), np.dtype(np.float32)
 
 def float32_grad_wanted(parent: Any, dtype: Any) -> bool:
     """Whether the gradient of a ``dtype`` input whose graph node is ``parent`` had best be
-    sent as float32: the input is a float16 cast of a float32 tensor (a parameter under
-    autocast), whose gradient the cast would turn into float32 anyway. A product can then
-    accumulate and write it in float32 (one launch, and no rounding to float16 on the way)."""
-    return dtype == _FLOAT16 and type(parent) is Cast and parent.__dict__.get("dtype") == _FLOAT32
+    sent as float32: the input is autocast's float16 cast of a float32 tensor (a parameter),
+    whose gradient the cast would turn into float32 anyway. A product can then accumulate
+    and write it in float32 (one launch, and no rounding to float16 on the way)."""
+    return (
+        dtype == _FLOAT16
+        and type(parent) is Cast
+        and parent.for_autocast
+        and parent.__dict__.get("dtype") == _FLOAT32
+    )
 
 
 class ToDevice(Op):

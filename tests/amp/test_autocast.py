@@ -296,6 +296,31 @@ def test_linear_gradients_are_float32_sums_of_float16_products(device):
     assert x16.grad.dtype == f16
 
 
+def test_a_bias_alone_gets_its_float32_gradient_too():
+    grad = np.full((64, 4), 2000.0, np.float16)  # column sums of 128000: past float16
+    layer = nn.Linear(8, 4)
+    layer.weight.requires_grad_(False)
+    with dt.autocast("cpu"):
+        layer(dt.ones(64, 8)).backward(dt.tensor(grad))
+    assert layer.bias.grad.dtype == f32
+    np.testing.assert_array_equal(layer.bias.grad.numpy(), np.full(4, 128000.0))
+
+
+def test_a_float16_tensor_of_the_users_gets_float16_gradients():
+    # Only autocast's own casts take float32 gradients: a tensor the user cast (and can
+    # hook, retain or ask autograd.grad about) gets gradients of its own dtype.
+    w = dt.randn(4, 3, requires_grad=True)
+    x = dt.randn(5, 3).half()
+    half = w.half()
+    half.retain_grad()
+    seen = []
+    half.register_hook(lambda grad: seen.append(grad.dtype))
+    F.linear(x, half).sum().backward()
+    assert half.grad.dtype == f16 and seen == [f16] and w.grad.dtype == f32
+    half = w.half()
+    assert dt.autograd.grad(F.linear(x, half).sum(), [half])[0].dtype == f16
+
+
 def test_mlp_trains_under_autocast_with_grad_scaler():
     dt.manual_seed(0)
     rng = np.random.default_rng(0)

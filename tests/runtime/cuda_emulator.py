@@ -403,17 +403,26 @@ def _attention_forward(*args):
     _np(lse)[...] = (top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True)))[..., 0]
 
 
+def _rows_out(array, row, like):
+    """The (b, l, h, d) output at ``array``'s first element with ``row`` elements from one
+    (b, l) row to the next, as the backward kernels write it (``like`` is (b, h, l, d))."""
+    batch, heads, length, dim = like.shape
+    item = array.itemsize
+    strides = (length * int(row) * item, int(row) * item, dim * item, item)
+    return np.lib.stride_tricks.as_strided(_np(array), (batch, length, heads, dim), strides)
+
+
 def _attention_backward(*args, columns: bool):
     q, k, v, grad = _attention_operands(args[:20], args[-8:-2])
     causal, scale = bool(args[-2]), float(args[-1])
     dq, dk, dv = K.attention_backward_reference(grad, q, k, v, scale, causal)
-    if columns:  # (lse, D, dk, dv)
-        _np(args[22])[...] = np.swapaxes(dk, 1, 2)
-        _np(args[23])[...] = np.swapaxes(dv, 1, 2)
-    else:  # (y, lse, dq, D)
-        _np(args[22])[...] = np.swapaxes(dq, 1, 2)
+    if columns:  # (lse, D, dk, dk_row, dv, dv_row)
+        _rows_out(args[22], args[23], dk)[...] = np.swapaxes(dk, 1, 2)
+        _rows_out(args[24], args[25], dv)[...] = np.swapaxes(dv, 1, 2)
+    else:  # (y, lse, dq, dq_row, D)
+        _rows_out(args[22], args[23], dq)[...] = np.swapaxes(dq, 1, 2)
         y = K.attention_forward_reference(q, k, v, scale, causal).astype(np.float64)
-        _np(args[23])[...] = (grad.astype(np.float64) * y).sum(axis=-1)
+        _np(args[24])[...] = (grad.astype(np.float64) * y).sum(axis=-1)
 
 
 def _tile(struct, n, out, row):

@@ -224,7 +224,8 @@ def test_float16_operands_give_float32_products_and_row_sums(fake_cuda):
     with np.errstate(over="ignore"):
         assert cublaslt.matmul_row_sums(_ptr(grad).T, _ptr(x))[0].dtype == np.float16
     assert len(cublaslt._state.plans) == 2
-    assert cublaslt.matmul_row_sums(_ptr(grad.astype(np.float32)).T, _ptr(x), np.float16) is None
+    single = _ptr(grad.astype(np.float32)).T, _ptr(x.astype(np.float32))
+    assert cublaslt.matmul_row_sums(*single, np.float16) is None  # no narrower result
 
 
 def test_linear_layer_runs_each_way_in_one_cublaslt_call(fake_cuda):

@@ -114,7 +114,10 @@ def test_char_gpt_steps_match_the_cpu_and_count_their_launches(emulator, captura
     assert launches["add.__call__"] == 5
     # The embeddings' gradients: one launch per table (the token table's adds the head's).
     assert launches["kernel embedding_backward"] == 2 and not launches["scatter_add"]
-    assert total <= (67 if capturable else 65), dict(launches.most_common())
+    # Attention writes the gradients of the split qkv projection's thirds into one array,
+    # which is the projection's gradient as it lies: nothing gathers the three pieces.
+    assert not launches["kernel tile_multi_tensor"] and not launches["setitem"]
+    assert total <= (65 if capturable else 63), dict(launches.most_common())
 
 
 def test_mixed_precision_mlp_steps_match_the_cpu(emulator):

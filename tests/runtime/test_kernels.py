@@ -923,6 +923,39 @@ def test_gpu_attention(cp, dtype, causal, length, keys, dim, dim_v):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gpu_attention_of_a_split_qkv_projection(cp, dtype, causal):
+    # q, k, v as the heads of the thirds of one (batch, length, 3 * heads * dim) array, as
+    # a GPT block splits its qkv projection: their gradients come back as the same views of
+    # one new array of that shape, whose every element the two backward kernels write.
+    rng = np.random.default_rng(25)
+    batch, length, heads, dim = 2, 9, 3, 5
+    host = rng.standard_normal((batch, length, 3 * heads * dim)).astype(dtype)
+    g_host = rng.standard_normal((batch, length, heads, dim)).astype(dtype)
+    qkv = cp.asarray(host).reshape(batch, length, 3, heads, dim)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+    g = cp.asarray(g_host).transpose(0, 2, 1, 3)
+    assert kernels.attention._thirds_of_one_array(q, k, v)
+    assert not kernels.attention._thirds_of_one_array(q, v, k)  # not in order
+    scale = 1 / math.sqrt(dim)
+    _, saved = kernels.attention_forward(q, k, v, scale, causal)
+    grads = kernels.attention_backward(g, q, k, v, saved, scale, causal)
+    packed = grads[0].base
+    assert packed.shape == host.shape and all(grad.base is packed for grad in grads)
+    for i, grad in enumerate(grads):  # each in its third, as q, k and v lie in theirs
+        assert grad.strides == (q, k, v)[i].strides
+        assert grad.data.ptr - packed.data.ptr == (q, k, v)[i].data.ptr - qkv.data.ptr
+    q_h, k_h, v_h = (host.reshape(batch, length, 3, heads, dim)[:, :, i].transpose(0, 2, 1, 3)
+                     for i in range(3))  # fmt: skip
+    refs = kernels.attention_backward_reference(
+        g_host.transpose(0, 2, 1, 3), q_h, k_h, v_h, scale, causal
+    )
+    for got, want in zip(grads, refs):
+        _close(got, want, dtype, 10 * math.sqrt(length))
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize(
     ("shape", "axis", "lengths"),

@@ -91,6 +91,25 @@ def test_a_passed_on_gradient_someone_else_holds_is_copied(monkeypatch):
     np.testing.assert_array_equal(grad_h.numpy(), np.full((3, 2), 2.0))
 
 
+def test_a_gradient_a_function_keeps_and_passes_on_is_never_written_into():
+    class Record(dt.autograd.Function):
+        seen = []  # noqa: RUF012 - the test's record
+
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            Record.seen.append(grad)
+            return grad
+
+    w = dt.tensor([1.0, 2.0], requires_grad=True)
+    for _ in range(2):  # the second backward adds into w.grad in place
+        (Record.apply(w) * 3).sum().backward()
+    np.testing.assert_array_equal(Record.seen[0].numpy(), [3.0, 3.0])
+
+
 def test_one_gradient_passed_on_to_two_inputs_is_not_shared_by_their_grads(monkeypatch):
     from dtrain._tensor.ops.copy import Clone
 
@@ -107,6 +126,80 @@ def test_one_gradient_passed_on_to_two_inputs_is_not_shared_by_their_grads(monke
     (Pair.apply(a, b) * 3).sum().backward()
     a.grad.zero_()
     np.testing.assert_array_equal(b.grad.numpy(), [3.0, 3.0])
+
+
+def _packing_op():
+    """An op over three (2, 3) pieces whose backward writes their gradients into one new
+    (2, 9) array and returns views of it, as attention does for a split qkv projection."""
+    from dtrain._tensor.autograd.op import Op
+
+    class Pack(Op):
+        packed = []  # noqa: RUF012 - the test's record
+
+        def forward(self, a, b, c):
+            return a + b + c
+
+        def backward(self, grad):
+            packed = np.empty((2, 9), grad.dtype)
+            for i in range(3):
+                packed[:, 3 * i : 3 * i + 3] = grad * (i + 1)
+            Pack.packed.append(packed)
+            return tuple(packed[:, 3 * i : 3 * i + 3] for i in range(3))
+
+    return Pack
+
+
+def test_split_pieces_whose_gradients_lie_in_one_array_are_given_that_array():
+    # x.split's pieces go through views (reshape, transpose) into an op that writes their
+    # gradients into one array in the split's layout: that array is x's gradient as it is.
+    pack = _packing_op()
+    x = dt.tensor(np.arange(18.0).reshape(2, 9), requires_grad=True)
+    pieces = [p.reshape(2, 1, 3).transpose(0, 2).transpose(0, 2).reshape(2, 3)
+              for p in x.split(3, dim=1)]  # fmt: skip
+    (pack.apply(*pieces) * 1.0).sum().backward()
+    assert x.grad._array is pack.packed[-1]
+    np.testing.assert_array_equal(x.grad.numpy(), np.repeat([[1.0, 2.0, 3.0]], 2, 0).repeat(3, 1))
+    # the pieces out of order: one new array, as before
+    x.grad = None
+    a, b, c = x.split(3, dim=1)
+    (pack.apply(b, a, c) * 1.0).sum().backward()
+    assert x.grad._array is not pack.packed[-1]
+    np.testing.assert_array_equal(x.grad.numpy()[0], [2, 2, 2, 1, 1, 1, 3, 3, 3])
+
+
+def test_views_of_a_gradient_someone_else_holds_are_never_an_inputs_own():
+    # cat's backward hands each input a slice of the incoming gradient: here the user's
+    # seed, so x's gradient must be an array of its own
+    x = dt.tensor(np.arange(6.0), requires_grad=True)
+    seed = dt.tensor(np.arange(6.0) * 10)
+    a, b = x.split(3)
+    dt.cat([a.reshape(3, 1), b.reshape(3, 1)]).reshape(6).backward(seed)
+    x.grad.zero_()
+    np.testing.assert_array_equal(seed.numpy(), np.arange(6.0) * 10)
+
+
+def test_a_broadcast_view_of_a_gradient_is_never_written_into():
+    # sum's backward broadcasts its (owned) gradient: its elements overlap, so the op that
+    # runs after it is not offered it to add into in place
+    twice = _adding_op()
+    w = dt.ones(3, 2, requires_grad=True)
+    m = w * 3
+    (twice.apply(m).sum() + m.sum() * 2).backward()
+    (offer,) = twice.offers
+    assert offer is not None and offer[1] is False
+    np.testing.assert_array_equal(w.grad.numpy(), np.full((3, 2), 3 * (2 + 2.0)))
+    # nor kept as a leaf's .grad, which the next backward adds into in place
+    x = dt.ones(3, requires_grad=True)
+    for _ in range(2):
+        (x.sum() * 2).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [4.0, 4.0, 4.0])
+
+
+def test_a_leaf_keeps_a_plain_copy_of_a_view_of_an_owned_gradient():
+    x = dt.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    (x.T * 2).sum().backward()  # transpose's backward: a transposed view of a new array
+    assert x.grad._array.flags.c_contiguous
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((2, 3), 2.0))
 
 
 def test_non_scalar_backward_needs_gradient():

@@ -34,16 +34,19 @@ class Linear(Op):
         # Under autocast the weight and bias are float16 casts of float32 parameters: their
         # gradients are then accumulated and written in float32 (no cast launch after).
         wide_w = need_w and float32_grad_wanted(self.parents[1], weight.dtype)
-        out_dtype = np.float32 if wide_w else None
-        if need_w and need_b and wide_w == float32_grad_wanted(self.parents[2], weight.dtype):
+        wide_b = need_b and float32_grad_wanted(self.parents[2], weight.dtype)
+        if need_w and need_b and wide_w == wide_b:
             # One launch on CUDA: the bias gradient from the product's epilogue.
             flat_x = x.reshape(-1, x.shape[-1])
-            grad_w, grad_b = matmul_and_row_sums(flat_grad.T, flat_x, out_dtype)
+            grad_w, grad_b = matmul_and_row_sums(
+                flat_grad.T, flat_x, np.float32 if wide_w else None
+            )
         else:
             if need_w:
-                grad_w = matmul(flat_grad.T, x.reshape(-1, x.shape[-1]), out_dtype)
+                flat_x = x.reshape(-1, x.shape[-1])
+                grad_w = matmul(flat_grad.T, flat_x, np.float32 if wide_w else None)
             if need_b:
-                grad_b = flat_grad.sum(axis=0)
+                grad_b = flat_grad.sum(axis=0, dtype=np.float32 if wide_b else None)
         return grad_x, grad_w, grad_b
 
 
