@@ -20,8 +20,14 @@ from typing import Any
 import numpy as np
 
 from dtrain.runtime.backend import require_cupy
-from dtrain.runtime.kernels.build import done_counter, f64, kernel, launch, register, templated
-from dtrain.runtime.kernels.multi_tensor import BLOCK, MULTI_TENSOR, check_lists, tensor_lists
+from dtrain.runtime.kernels.build import f64, kernel, launch, register, templated
+from dtrain.runtime.kernels.multi_tensor import (
+    BLOCK,
+    MULTI_TENSOR,
+    check_lists,
+    last_block_launches,
+    tensor_lists,
+)
 
 _BODY = (
     MULTI_TENSOR
@@ -92,22 +98,15 @@ def sum_squares_(
     (``multi_tensor.check_lists``)."""
     cupy = require_cupy("sum_squares_")
     name = check_lists("sum_squares_", [grads], checked) if grads else None
-    launches = [entry for entry in tensor_lists([grads]) if entry[2]] if grads else []
     with total.device:
-        counter = done_counter(cupy, total.device.id) if launches else None
-        if overwrite and (counter is None or not launches):
-            total.fill(0)  # nothing to sum, or the atomic path: it adds to what is there
-            overwrite = False
-        if not launches:
+        # Nothing to sum, or the atomic path (it adds to what is there): 0 first.
+        plan = last_block_launches(cupy, grads, total, overwrite, np.float64, clear=0)
+        if not plan.launches:
             return
         fn = kernel(SOURCE, f"sum_squares_multi_tensor<{name}>")
-        partials = cupy.empty(max(grid for _, _, grid in launches), np.float64)
-        finish = np.int32(counter is not None)
-        if counter is None:
-            counter = cupy.empty(0, np.int32)  # not read without finish
-        for index, (struct, count, grid) in enumerate(launches):
-            add = np.int32(index > 0 or not overwrite)
-            args = (struct, np.int32(count), partials, counter, finish, add, total)
+        for index, (struct, count, grid) in enumerate(plan.launches):
+            add = np.int32(index > 0 or not plan.overwrite)
+            args = (struct, np.int32(count), plan.scratch, plan.counter, plan.finish, add, total)
             launch(fn, (grid,), BLOCK, args)
 
 

@@ -11,12 +11,12 @@ the tensors' chunks of ``CHUNK`` elements round-robin.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from dtrain.runtime.backend import is_cuda_array
-from dtrain.runtime.kernels.build import type_name
+from dtrain.runtime.kernels.build import done_counter, type_name
 
 CHUNK = 16384  # elements a block updates before it moves to its next chunk
 BLOCK = 256
@@ -194,6 +194,36 @@ def tensor_lists(rows: list[list[Any] | None]) -> list[tuple[np.ndarray, int, in
         chunks = sum(-(-size // CHUNK) for size in sizes)
         out.append((struct, count, min(chunks, _MAX_GRID)))
     return out
+
+
+class LastBlockLaunches(NamedTuple):
+    """The launches of a multi-tensor reduction into one device value that each launch's
+    last block finishes (``grad_norm.sum_squares_``, ``unscale.unscale_``)."""
+
+    launches: list  # (struct, count, grid) with grid > 0
+    scratch: Any  # a value per block of the largest launch
+    counter: Any  # the stream's done counter (an empty array when finish is 0)
+    finish: np.int32  # 0: no counter (a capture begun without one); blocks write directly
+    overwrite: bool  # the first launch overwrites the value instead of combining with it
+
+
+def last_block_launches(
+    cupy: Any, grads: list[Any], value: Any, overwrite: bool, scratch_dtype: Any, clear: Any
+) -> LastBlockLaunches:
+    """Plan the launches over ``grads`` that reduce into ``value`` (on the current device).
+    With ``overwrite`` the value may hold anything before; where the kernels cannot
+    overwrite it (no counter, or nothing to launch) it is set to ``clear`` here first."""
+    launches = [entry for entry in tensor_lists([grads]) if entry[2]] if grads else []
+    counter = done_counter(cupy, value.device.id) if launches else None
+    if overwrite and (counter is None or not launches):
+        value.fill(clear)
+        overwrite = False
+    grid = max((entry[2] for entry in launches), default=0)
+    scratch = cupy.empty(grid, scratch_dtype)
+    finish = np.int32(counter is not None)
+    if counter is None:
+        counter = cupy.empty(0, np.int32)  # not read without finish
+    return LastBlockLaunches(launches, scratch, counter, finish, overwrite)
 
 
 def grouped(indices: list[int], arrays: list[Any]) -> dict[tuple, list[int]]:

@@ -185,10 +185,13 @@ class GradScaler:
                 grad._version[0] += 1
         flags: dict[int, Any] = {}
         for (device, _), arrays in fused.items():
-            if device not in flags:
+            first = device not in flags  # the kernel sets it (no zeroing launch first)
+            if first:
                 with arrays[0].device:
-                    flags[device] = get_array_module(arrays[0]).zeros((), np.float32)
-            _unscale_kernel.unscale_(arrays, float(inv_scale), flags[device], checked=True)
+                    flags[device] = get_array_module(arrays[0]).empty((), np.float32)
+            _unscale_kernel.unscale_(
+                arrays, float(inv_scale), flags[device], checked=True, overwrite=first
+            )
         for device, flag in flags.items():
             probes.setdefault(f"cuda:{device}", []).append(flag)
         state["found_inf"] = {

@@ -323,8 +323,13 @@ def _clip(struct, n, total, max_norm, norm):
             g *= g.dtype.type(factor)
 
 
-def _unscale(struct, n, inv_scale, found):
-    if K.unscale_reference([_np(g) for g in _lists(struct, n)[0]], float(inv_scale)):
+def _unscale(struct, n, inv_scale, seen, counter, finish, keep, found):
+    bad = K.unscale_reference([_np(g) for g in _lists(struct, n)[0]], float(inv_scale))
+    if finish:  # the last block's verdict; it leaves the counter at 0
+        assert int(_np(counter)[0]) == 0, "a launch found the counter not reset"
+        kept = bool(keep) and float(_np(found)) != 0
+        _np(found)[...] = np.inf if bad or kept else 0.0
+    elif bad:
         _np(found)[...] = np.inf
 
 

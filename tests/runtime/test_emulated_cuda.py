@@ -165,9 +165,33 @@ def test_an_overflowing_step_is_skipped_on_the_cuda_path(emulator):
             scaler.step(optimizer)
         assert launches["kernel unscale_multi_tensor"] == 1
         assert launches["host read: float"] == 1  # the one read of the inf flag per step
+        if moved:  # (the first step made the stream's done counter, once)
+            assert not launches["zeros"] and not launches["fill"]  # the kernel sets the flag
         scaler.update()
         assert moved == (not np.array_equal(param.detach().cpu().numpy(), before))
     assert scaler.get_scale() == 2.0  # backed off once
+
+
+def test_one_flag_serves_the_gradients_of_two_dtypes(emulator):
+    # One unscale launch per dtype, one flag per device: an inf in either group skips the
+    # step, whichever launch saw it.
+    for bad in (0, 1, None):
+        params = [
+            dt.tensor(np.ones(3, dtype), device="cuda", requires_grad=True)
+            for dtype in (np.float32, np.float64)
+        ]
+        optimizer = dt.optim.SGD(params, lr=1.0)
+        scaler = dt.amp.GradScaler("cuda", init_scale=4.0)
+        loss = 0
+        for index, param in enumerate(params):
+            row = [1.0, np.inf if index == bad else 2.0, 3.0]
+            loss = loss + (param * dt.tensor(np.array(row, param.dtype), device="cuda")).sum()
+        scaler.scale(loss).backward()
+        with emulator.counting() as launches:
+            scaler.step(optimizer)
+        assert launches["kernel unscale_multi_tensor"] == 2
+        moved = [not np.array_equal(p.detach().cpu().numpy(), np.ones(3)) for p in params]
+        assert moved == [bad is None] * 2
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])

@@ -678,7 +678,11 @@ def test_gpu_scaled_softmax(cp, shape, dtype, causal):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("bad", [None, "inf", "nan", "-inf"])
-def test_gpu_unscale_multi_tensor(cp, dtype, bad):
+@pytest.mark.parametrize("counter", [True, False], ids=["last-block", "raise-only"])
+def test_gpu_unscale_multi_tensor(cp, monkeypatch, dtype, bad, counter):
+    if not counter:  # a capture begun before the device had its counter
+        monkeypatch.setattr(build, "_done_counters", {})
+        monkeypatch.setattr(build, "is_current_stream_capturing", lambda: True)
     rng = np.random.default_rng(16)
     # 50 tensors: two launches (48 per launch); the bad value sits in the second launch's
     # last chunk, so a launch or chunk the kernel skips would miss it.
@@ -695,6 +699,13 @@ def test_gpu_unscale_multi_tensor(cp, dtype, bad):
         np.testing.assert_array_equal(_np(got), want)  # the same float math: bit-exact
     kernels.unscale_(dev[:2], 0.5, found)  # a clean call never resets the flag
     assert math.isinf(float(found)) == (bad is not None)
+    # overwrite: the flag may hold anything before (no zeroing launch); a clean call sets 0
+    for garbage in (np.inf, 7.0):
+        found = cp.full((), garbage, np.float32)
+        kernels.unscale_([d.copy() for d in dev], 1.0, found, overwrite=True)
+        assert float(found) == (np.inf if bad is not None else 0.0)
+        kernels.unscale_([], 1.0, found, overwrite=True)  # nothing to check: clean
+        assert float(found) == 0.0
 
 
 @pytest.mark.gpu
