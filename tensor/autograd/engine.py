@@ -183,11 +183,13 @@ def _input_owns(in_grad: Any, grad: Any, in_grads: tuple, held: bool, leaf: bool
     A new array is the input's; a broadcast view (sum's backward) is no one's, as its
     elements overlap; the incoming gradient, or a view of it, is the input's when it alone
     got it and no one else holds it, and a leaf copies a view anyway, for a plain .grad."""
+    if in_grad is grad:  # passed on as it came
+        return not held and 0 not in grad.strides and _sole_holder(grad, in_grads)
+    if in_grad.base is None:  # a new array (the common case: asked first)
+        return True
     if 0 in in_grad.strides:
         return False
-    if in_grad is grad:  # passed on as it came
-        return not held and _sole_holder(grad, in_grads)
-    if not _shares_memory(in_grad, grad):
+    if not may_share_memory(in_grad, grad):
         return True
     return not held and not leaf and _sole_holder(grad, in_grads)
 
