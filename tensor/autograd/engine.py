@@ -145,9 +145,7 @@ def _walk(
                             grads[parent] = in_grad
                             if type(in_grad) is not SliceGrads and not (
                                 node.returns_own_grads  # a user's Function may keep them
-                                and _input_owns(
-                                    in_grad, grad, in_grads, held, isinstance(parent, Tensor)
-                                )
+                                and _input_owns(in_grad, grad, in_grads, held, parent)
                             ):
                                 borrowed.add(id(parent))
                 pending[parent] -= 1
@@ -177,21 +175,21 @@ def _already_sent(parents: tuple, grads: dict, borrowed: set) -> tuple:
     return tuple(pending)
 
 
-def _input_owns(in_grad: Any, grad: Any, in_grads: tuple, held: bool, leaf: bool) -> bool:
-    """Whether the input a backward sent ``in_grad`` to may keep it and write into it, the
-    backward having received ``grad`` (``held``: someone besides the engine may hold that).
-    A new array is the input's; a broadcast view (sum's backward) is no one's, as its
-    elements overlap; the incoming gradient, or a view of it, is the input's when it alone
-    got it and no one else holds it, and a leaf copies a view anyway, for a plain .grad."""
+def _input_owns(in_grad: Any, grad: Any, in_grads: tuple, held: bool, parent: Any) -> bool:
+    """Whether the input (``parent``) a backward sent ``in_grad`` to may keep it and write
+    into it, the backward having received ``grad`` (``held``: someone besides the engine may
+    hold that). A new array is the input's; a broadcast view (sum's backward) is no one's,
+    as its elements overlap; the incoming gradient, or a view of it, is the input's when it
+    alone got it and no one else holds it, and a leaf copies a view anyway (a plain .grad)."""
     if in_grad is grad:  # passed on as it came
         return not held and 0 not in grad.strides and _sole_holder(grad, in_grads)
-    if in_grad.base is None:  # a new array (the common case: asked first)
+    if in_grad.base is None:  # a new array
         return True
     if 0 in in_grad.strides:
         return False
     if not may_share_memory(in_grad, grad):
         return True
-    return not held and not leaf and _sole_holder(grad, in_grads)
+    return not held and not isinstance(parent, Tensor) and _sole_holder(grad, in_grads)
 
 
 def _sole_holder(grad: Any, in_grads: tuple) -> bool:
