@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.slice_grads import SliceGrads, add_grads
 from dtrain._tensor.tensor import Tensor, wrap
@@ -178,18 +180,18 @@ def _already_sent(parents: tuple, grads: dict, borrowed: set) -> tuple:
 def _input_owns(in_grad: Any, grad: Any, in_grads: tuple, held: bool, parent: Any) -> bool:
     """Whether the input (``parent``) a backward sent ``in_grad`` to may keep it and write
     into it, the backward having received ``grad`` (``held``: someone besides the engine may
-    hold that). A new array is the input's; a broadcast view (sum's backward) is no one's,
-    as its elements overlap; the incoming gradient, or a view of it, is the input's when it
-    alone got it and no one else holds it, and a leaf copies a view anyway (a plain .grad)."""
-    if in_grad is grad:  # passed on as it came
-        return not held and 0 not in grad.strides and _sole_holder(grad, in_grads)
-    if in_grad.base is None:  # a new array
-        return True
-    if 0 in in_grad.strides:
+    hold that). Never a broadcast view (sum's backward; its elements overlap, and numpy's
+    are read-only), and for a leaf only a C-contiguous array (its .grad, which the fused
+    optimizer kernels take). Otherwise a new array, or a view of one, is the input's; the
+    incoming gradient, or a view of it, is the input's when it alone got it and no one else
+    holds it."""
+    if 0 in in_grad.strides or (isinstance(in_grad, np.ndarray) and not in_grad.flags.writeable):
         return False
-    if not may_share_memory(in_grad, grad):
-        return True
-    return not held and not isinstance(parent, Tensor) and _sole_holder(grad, in_grads)
+    if isinstance(parent, Tensor) and not in_grad.flags.c_contiguous:
+        return False
+    if in_grad is not grad and (in_grad.base is None or not may_share_memory(in_grad, grad)):
+        return True  # new
+    return not held and _sole_holder(grad, in_grads)
 
 
 def _sole_holder(grad: Any, in_grads: tuple) -> bool:
@@ -205,6 +207,8 @@ def _sole_holder(grad: Any, in_grads: tuple) -> bool:
             in_grad is grad or type(in_grad) is SliceGrads or _shares_memory(in_grad, grad)
         ):
             holders += 1
+            if holders > 1:  # (cat's backward hands out hundreds of views: stop early)
+                return False
     return holders == 1
 
 

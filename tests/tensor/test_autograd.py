@@ -195,6 +195,45 @@ def test_a_broadcast_view_of_a_gradient_is_never_written_into():
     np.testing.assert_array_equal(x.grad.numpy(), [4.0, 4.0, 4.0])
 
 
+def test_read_only_broadcasts_reaching_a_leaf_are_copied():
+    # numpy's broadcast views are read-only, 0-d ones too (no zero stride to tell them by):
+    # a leaf keeping one as its .grad could not add the next backward's gradient into it.
+    w = dt.tensor([1.5], requires_grad=True)
+    for _ in range(2):
+        (w.clone().squeeze().mean() * 0.5).backward()
+        ((w - 1.0).reshape(()).sum() * 0.5).backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [2.0])
+    scalar = dt.tensor(1.5, requires_grad=True)
+    for _ in range(2):
+        ((scalar - 1.0).mean() * 0.5).backward()
+    assert scalar.grad.item() == 1.0
+    dt.optim.SGD([w, scalar], lr=0.1).zero_grad(set_to_none=False)
+    assert w.grad.item() == scalar.grad.item() == 0.0
+
+
+def test_a_leaf_keeps_only_a_contiguous_gradient():
+    # a transposed view passed on by a pass-through (x + 1) is copied for the leaf
+    w = dt.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    ((w + 1).T * dt.ones(3, 2)).sum().backward()
+    assert w.grad._array.flags.c_contiguous
+    np.testing.assert_array_equal(w.grad.numpy(), np.ones((2, 3)))
+
+
+def test_handing_views_to_many_inputs_is_checked_in_linear_time(monkeypatch):
+    # cat's backward gives each of its n inputs a view of one gradient: whether each input
+    # alone holds its view stops at the second holder, not after all n
+    from dtrain._tensor.autograd import engine
+
+    calls = []
+    checked = engine._shares_memory
+    monkeypatch.setattr(engine, "_shares_memory", lambda a, b: calls.append(1) or checked(a, b))
+    n = 300
+    x = dt.ones(n, 4, requires_grad=True)
+    (dt.cat([x[i : i + 1] * 1.0 for i in range(n)]) * 2).sum().backward()
+    assert len(calls) < 10 * n
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((n, 4), 2.0))
+
+
 def test_a_leaf_keeps_a_plain_copy_of_a_view_of_an_owned_gradient():
     x = dt.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
     (x.T * 2).sum().backward()  # transpose's backward: a transposed view of a new array
