@@ -3,7 +3,7 @@
 #
 #   bash bench/gpu_check.sh [OUT_DIR]        # OUT_DIR defaults to $OUT, else /tmp/gpu_check
 #
-# From the repository root, in about 4 minutes (6 at most): the whole test suite with the GPU tests
+# From the repository root, in about 4 minutes (5 at most): the whole test suite with the GPU tests
 # enabled (the GPU tests first, the rest last), the op tests again with every input on the
 # GPU (pytest --device=cuda), bench/gpu_step.py (dtrain eager and CUDA-graph steps
 # against PyTorch eager) and bench/gpu_dispatch.py (host µs per call). Nothing is
@@ -11,9 +11,10 @@
 # mapping of pyproject.toml. Logs and a short report.md go to OUT_DIR; the report ends
 # with the benchmark table. The exit status is 0 only when every phase passed.
 #
-# Phase time limits (seconds; 90 + 45 + 90 + 30 + 150 by default, so the whole check ends
-# within about 6.5 minutes even when a phase hangs; on an H200 the first three took 31, 14
-# and 50 s; the CPU suite takes about 330 s on 2 cores, so about 80 s on 16 with 8 workers)
+# Phase time limits (seconds; 70 + 30 + 85 + 20 + 90 = 295 by default, so the whole check
+# ends within 5 minutes even when a phase hangs; on an H200 the first three took 31, 14 and
+# 22-50 s; the CPU suite takes about 250 s in one process on 2 cores, so about 40 s on 16
+# with 8 workers)
 # can be changed with GPU_S, DEVICE_OPS_S, BENCH_S, DISPATCH_S and SUITE_S; a phase that reaches its limit
 # gets SIGINT, so pytest still prints its summary and durations, and the report lists the
 # tests that were still running;
@@ -125,14 +126,14 @@ phase() {  # phase NAME SECONDS COMMAND...: run with a time limit, log, and summ
 # -v: the log names each test as it starts and ends, so a phase cut short names its stragglers.
 pytest=("$python" -m pytest -v -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root")
 # shellcheck disable=SC2086
-phase gpu-tests "${GPU_S:-90}" "${pytest[@]}" "${runner[@]}" -m gpu ${SUITE_ARGS:-} "$root/tests"
-phase device-ops "${DEVICE_OPS_S:-45}" "${pytest[@]}" "${runner[@]}" --device=cuda "$root/tests/tensor"
+phase gpu-tests "${GPU_S:-70}" "${pytest[@]}" "${runner[@]}" -m gpu ${SUITE_ARGS:-} "$root/tests"
+phase device-ops "${DEVICE_OPS_S:-30}" "${pytest[@]}" "${runner[@]}" --device=cuda "$root/tests/tensor"
 # shellcheck disable=SC2086
-phase bench "${BENCH_S:-90}" "$python" "$root/bench/gpu_step.py" --json "$out/gpu_step.json" \
+phase bench "${BENCH_S:-85}" "$python" "$root/bench/gpu_step.py" --json "$out/gpu_step.json" \
   --profile "$out/profile.txt" ${BENCH_ARGS:-}
-phase dispatch "${DISPATCH_S:-30}" "$python" "$root/bench/gpu_dispatch.py" --json "$out/dispatch.json"
+phase dispatch "${DISPATCH_S:-20}" "$python" "$root/bench/gpu_dispatch.py" --json "$out/dispatch.json"
 # shellcheck disable=SC2086
-phase other-tests "${SUITE_S:-150}" "${pytest[@]}" "${cpu_runner[@]}" -m "not gpu" --durations=10 \
+phase other-tests "${SUITE_S:-90}" "${pytest[@]}" "${cpu_runner[@]}" -m "not gpu" --durations=10 \
   ${SUITE_ARGS:-} "$root/tests"
 {
   echo
