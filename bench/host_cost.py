@@ -2,7 +2,8 @@
 
 A small model on a GPU is bound by the host: each launch costs cupy about 20 µs, and what
 dtrain does around it (autograd, argument checks, kernel arguments) comes on top. This
-script runs ``bench/gpu_step.py``'s steps at tiny sizes through
+script runs ``bench/gpu_step.py``'s steps (small MLP, char-GPT, the MLP under float16
+autocast) at tiny sizes through
 ``tests/runtime/cuda_emulator.py`` with every kernel launch counted but not carried out
 (``kernels="uncarried"``), so what is left to time is the Python around the launches plus
 numpy on tiny arrays standing in for cupy. A cProfile of the same steps splits that time by
@@ -13,7 +14,7 @@ The baseline is PyTorch eager on the CPU at the same sizes, in the same run: its
 also nearly all host work there (its dispatcher and autograd; a CUDA launch adds a few µs
 per kernel that it does not pay here).
 
-    python bench/host_cost.py                  # both steps, 400 timed steps each
+    python bench/host_cost.py                  # every step, 400 timed steps each
     python bench/host_cost.py --case gpt --top 30
 """
 
