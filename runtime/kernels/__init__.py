@@ -13,6 +13,7 @@ from dtrain.runtime.kernels.attention import (
 )
 from dtrain.runtime.kernels.bucket import scale_, scale_cast, scale_reference
 from dtrain.runtime.kernels.build import KernelSource, sources
+from dtrain.runtime.kernels.cast import cast_multi_tensor, cast_reference
 from dtrain.runtime.kernels.cross_entropy import (
     cross_entropy_backward,
     cross_entropy_backward_reference,
@@ -54,6 +55,8 @@ __all__ = [
     "attention_backward_reference",
     "attention_forward",
     "attention_forward_reference",
+    "cast_multi_tensor",
+    "cast_reference",
     "clip_",
     "clip_reference",
     "cross_entropy_backward",

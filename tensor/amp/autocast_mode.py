@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,11 @@ class _AutocastState(threading.local):
         self.cache_enabled = True
         self.nesting = 0  # open autocast regions; the cast cache dies with the outermost
         self.cache: dict[int, tuple] = {}
+        # The CUDA parameters the last outermost region cast to float16, by id (weak
+        # references): the next region that casts one of them first casts all at once
+        # (amp/cast.py).
+        self.recent: dict[int, weakref.ref] = {}
+        self.batched = False  # this region has cast ``recent`` already
 
 
 state = _AutocastState()
@@ -144,7 +150,13 @@ class autocast:  # noqa: N801 - PyTorch's name for a context manager
         state.active = any(state.enabled.values())
         state.nesting -= 1
         if state.nesting == 0:
+            state.recent = {
+                id(leaf): weakref.ref(leaf)
+                for leaf, _, _, dtype, _ in state.cache.values()
+                if dtype == float16 and backend.is_cuda_array(leaf._array)
+            }
             state.cache.clear()  # casts of parameters go stale once the step updates them
+            state.batched = False
 
     def __call__(self, function: Callable) -> Callable:
         @functools.wraps(function)

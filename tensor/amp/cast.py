@@ -17,9 +17,12 @@ from typing import Any
 
 from dtrain._tensor.amp.autocast_mode import state
 from dtrain._tensor.autograd.grad_mode import state as _grad_state
+from dtrain._tensor.ops.copy import Cast
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import is_cuda_array
-from dtrain.runtime.dtypes import float32, float64
+from dtrain.runtime.dtypes import float16, float32, float64
+from dtrain.runtime.kernels import cast as _cast_kernel
+from dtrain.runtime.kernels import multi_tensor
 
 POLICIES = ("lower", "float32")
 
@@ -92,9 +95,46 @@ def _cached_cast(leaf: Tensor, target: Any) -> Tensor:
         )
         if fresh:
             return copy
+    if not state.batched and key in state.recent and target == float16:
+        # Once per region, when it casts a parameter the last one cast: all of those at
+        # once (a region that uses another model's parameters casts only its own).
+        state.batched = True
+        _cast_recent(recording)
+        entry = state.cache.get(key)
+        if entry is not None and entry[1] == leaf._version[0] and entry[2] == recording:
+            return entry[4]
     copy = _autocast_copy(leaf, target)
     state.cache[key] = (leaf, leaf._version[0], recording, target, copy)
     return copy
+
+
+def _cast_recent(recording: bool) -> None:
+    """Cast to float16 the CUDA parameters the last region cast, in one multi-tensor launch
+    per device (per 48 of them) instead of one launch each, and cache the copies; those that
+    changed kind since (no longer float32, contiguous or a leaf that requires grad) are left
+    to be cast one by one if used."""
+    groups: dict[int, list[Tensor]] = {}
+    for ref in state.recent.values():
+        leaf = ref()
+        if (
+            leaf is not None
+            and id(leaf) not in state.cache
+            and leaf._requires_grad
+            and leaf.grad_fn is None
+            and leaf._base is None
+            and leaf._array.dtype == float32
+            and multi_tensor.fusable(leaf._array)
+        ):
+            groups.setdefault(leaf._array.device.id, []).append(leaf)
+    for leaves in groups.values():
+        arrays = _cast_kernel.cast_multi_tensor(
+            [leaf._array for leaf in leaves], float16, checked=True
+        )
+        for leaf, array in zip(leaves, arrays):
+            copy = Cast.apply(leaf, dtype=float16, precomputed=array)
+            if copy.grad_fn is not None:
+                copy.grad_fn.for_autocast = True
+            state.cache[id(leaf)] = (leaf, leaf._version[0], recording, float16, copy)
 
 
 __all__ = ["POLICIES", "autocast_inputs"]

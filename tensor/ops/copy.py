@@ -29,9 +29,11 @@ class Cast(Op):
     # autograd.grad can see the float32 gradient arrive at a float16 tensor.
     for_autocast = False
 
-    def forward(self, x: Any, dtype: Any) -> Any:
+    def forward(self, x: Any, dtype: Any, precomputed: Any = None) -> Any:
+        """``x`` as ``dtype``; ``precomputed``: that conversion, made already (autocast
+        casts many parameters in one launch)."""
         self.dtype = x.dtype
-        return x.astype(dtype)
+        return x.astype(dtype) if precomputed is None else precomputed
 
     def backward(self, grad: Any) -> tuple:
         return (grad.astype(self.dtype, copy=False),)

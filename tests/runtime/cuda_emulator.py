@@ -430,6 +430,12 @@ def _attention_backward(*args, columns: bool):
         _np(args[24])[...] = (grad.astype(np.float64) * y).sum(axis=-1)
 
 
+def _cast(struct, n):
+    sources, outs = _lists(struct, n)[:2]
+    for out, cast in zip(outs, K.cast_reference([_np(x) for x in sources], outs[0].dtype)):
+        _np(out)[...] = cast
+
+
 def _tile(struct, n, out, row):
     n = int(n)
     flat = _np(out).reshape(-1, int(row))
@@ -448,6 +454,7 @@ def _embedding_backward(indices, grad, add, has_add, out, n, rows, cols, pad):
 KERNELS: dict[str, Callable] = {
     "embedding_backward": _embedding_backward,
     "tile_multi_tensor": _tile,
+    "cast_multi_tensor": _cast,
     "attention_forward": _attention_forward,
     "attention_backward_rows": lambda *args: _attention_backward(*args, columns=False),
     "attention_backward_columns": lambda *args: _attention_backward(*args, columns=True),

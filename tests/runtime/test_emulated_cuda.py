@@ -172,6 +172,48 @@ def test_an_overflowing_step_is_skipped_on_the_cuda_path(emulator):
     assert scaler.get_scale() == 2.0  # backed off once
 
 
+def test_autocast_casts_the_parameters_its_last_region_cast_in_one_launch(emulator):
+    dt.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).to("cuda")
+    optimizer = dt.optim.SGD(model.parameters(), lr=0.1)
+    x = dt.tensor(np.random.default_rng(3).standard_normal((8, 6)).astype(np.float32))
+    x = x.to("cuda")
+    for step in range(3):
+        optimizer.zero_grad()
+        with emulator.counting() as launches, dt.autocast("cuda"):
+            out = model(x)
+            copies = {id(p): entry[4] for p in model.parameters()
+                      for entry in [dt._tensor.amp.autocast_mode.state.cache[id(p)]]}  # fmt: skip
+        if step == 0:  # one cast per parameter, and the input's
+            assert launches["astype"] == 5 and not launches["kernel cast_multi_tensor"]
+        else:  # the four parameters at once, at the first one's cast
+            assert launches["astype"] == 1 and launches["kernel cast_multi_tensor"] == 1
+        for p in model.parameters():  # the copies hold the parameters as they are now
+            got = copies[id(p)].detach().cpu().numpy()
+            np.testing.assert_array_equal(got, p.detach().cpu().numpy().astype(np.float16))
+        out.float().sum().backward()
+        assert all(p.grad.dtype == np.float32 for p in model.parameters())
+        optimizer.step()
+    # a parameter frozen since is cast on its own when used; the others still at once
+    model[2].weight.requires_grad_(False)
+    with emulator.counting() as launches, dt.autocast("cuda"):
+        model(x)
+    assert launches["kernel cast_multi_tensor"] == 1 and launches["astype"] == 2
+    # a region that uses another model's parameters casts only those, one by one
+    other = nn.Linear(6, 2).to("cuda")
+    with emulator.counting() as launches, dt.autocast("cuda"):
+        other(x)
+    assert not launches["kernel cast_multi_tensor"] and launches["astype"] == 3
+    # the last region's parameters are held weakly: a deleted model is not kept
+    del model, optimizer, out, copies, p, other
+    import gc
+
+    gc.collect()
+    assert all(ref() is None for ref in dt._tensor.amp.autocast_mode.state.recent.values())
+    with dt.autocast("cuda"):
+        assert nn.Linear(6, 2).to("cuda")(x).dtype == np.float16
+
+
 def test_one_flag_serves_the_gradients_of_two_dtypes(emulator):
     # One unscale launch per dtype, one flag per device: an inf in either group skips the
     # step, whichever launch saw it.

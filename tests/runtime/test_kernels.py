@@ -71,6 +71,7 @@ def test_registry_lists_every_kernel_module():
         "adam",
         "attention",
         "bucket",
+        "cast",
         "cross_entropy",
         "embedding",
         "gelu",
@@ -991,3 +992,21 @@ def test_gpu_tile(cp, dtype, shape, axis, lengths):
     starts = list(np.cumsum([0, *lengths[:-1]]))
     kernels.tile_(out, device_pieces, [int(s) for s in starts], axis)
     np.testing.assert_array_equal(_np(out), kernels.tile_reference(pieces, axis))
+
+
+@pytest.mark.gpu
+def test_gpu_cast_multi_tensor(cp):
+    # 50 arrays (two launches of up to 48), one of three chunks and one empty; values that
+    # round both ways, overflow to inf and underflow to subnormals, as astype rounds them
+    rng = np.random.default_rng(26)
+    host = [(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 6)).astype(np.float32)
+            for n in [*SIZES] * 12 + [0, 40000]]  # fmt: skip
+    host[2][:3] = [70000.0, -1e-7, 1.0 + 2.0**-11]
+    outs = kernels.cast_multi_tensor([cp.asarray(x) for x in host], np.float16)
+    with np.errstate(over="ignore"):
+        want = kernels.cast_reference(host, np.float16)
+    assert all(out.dtype == np.float16 and out.shape == x.shape for out, x in zip(outs, host))
+    for got, expected in zip(outs, want):
+        np.testing.assert_array_equal(_np(got).view(np.uint16), expected.view(np.uint16))
+    with pytest.raises(ValueError, match="casts float32 to float16"):
+        kernels.cast_multi_tensor([cp.asarray(host[0]).astype(np.float64)], np.float16)
