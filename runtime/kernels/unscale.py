@@ -85,8 +85,9 @@ def unscale_(
 ) -> None:
     """Multiply ``grads`` (C-contiguous cupy arrays of one dtype and device) by ``inv_scale``
     (rounded to float32) in place; set ``found`` (a float32 cupy array of one element on
-    that device) to +inf if any element was inf or NaN, else leave it as it was, or, with
-    ``overwrite``, set it to 0 (``found`` may then hold anything: no zeroing launch needed).
+    that device) to +inf if any element was inf or NaN, else leave it zero or nonzero as it
+    was (a nonzero value may come back as +inf), or, with ``overwrite``, set it to 0
+    (``found`` may then hold anything: no zeroing launch needed).
     ``checked``: the caller already checked the list (``multi_tensor.check_lists``)."""
     cupy = require_cupy("unscale_")
     name = check_lists("unscale_", [grads], checked) if grads else None

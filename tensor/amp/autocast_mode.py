@@ -37,6 +37,7 @@ class _AutocastState(threading.local):
         # (amp/cast.py).
         self.recent: dict[int, weakref.ref] = {}
         self.batched = False  # this region has cast ``recent`` already
+        self.used: set[int] = set()  # ids of the parameters whose casts this region used
 
 
 state = _AutocastState()
@@ -150,12 +151,15 @@ class autocast:  # noqa: N801 - PyTorch's name for a context manager
         state.active = any(state.enabled.values())
         state.nesting -= 1
         if state.nesting == 0:
-            state.recent = {
-                id(leaf): weakref.ref(leaf)
-                for leaf, _, _, dtype, _ in state.cache.values()
-                if dtype == float16 and backend.is_cuda_array(leaf._array)
+            state.recent = {  # what the region used, not what it cast in advance
+                key: weakref.ref(entry[0])
+                for key, entry in state.cache.items()
+                if key in state.used
+                and entry[4] == float16
+                and backend.is_cuda_array(entry[0]._array)
             }
             state.cache.clear()  # casts of parameters go stale once the step updates them
+            state.used.clear()
             state.batched = False
 
     def __call__(self, function: Callable) -> Callable:

@@ -83,29 +83,37 @@ def _cached_cast(leaf: Tensor, target: Any) -> Tensor:
     # The key holds the tensor itself in its entry, so its id cannot be reused meanwhile.
     key = id(leaf)
     recording = _grad_state.enabled
-    entry = state.cache.get(key)
-    if entry is not None:
-        _, version, was_recording, dtype, copy = entry
-        node = copy.grad_fn
-        fresh = (
-            version == leaf._version[0]  # not updated in place since (an optimizer step)
-            and was_recording == recording  # a copy made under no_grad carries no graph
-            and dtype == target
-            and (node is None or not node.freed)  # its graph not freed by a backward
-        )
-        if fresh:
-            return copy
+    state.used.add(key)  # what the next region casts at once (amp/autocast_mode.py)
+    copy = _fresh_copy(state.cache.get(key), leaf, recording, target)
+    if copy is not None:
+        return copy
     if not state.batched and key in state.recent and target == float16:
         # Once per region, when it casts a parameter the last one cast: all of those at
         # once (a region that uses another model's parameters casts only its own).
         state.batched = True
         _cast_recent(recording)
-        entry = state.cache.get(key)
-        if entry is not None and entry[1] == leaf._version[0] and entry[2] == recording:
-            return entry[4]
+        copy = _fresh_copy(state.cache.get(key), leaf, recording, target)
+        if copy is not None:
+            return copy
     copy = _autocast_copy(leaf, target)
-    state.cache[key] = (leaf, leaf._version[0], recording, target, copy)
+    state.cache[key] = (leaf, leaf._array, leaf._version[0], recording, target, copy)
     return copy
+
+
+def _fresh_copy(entry: tuple | None, leaf: Tensor, recording: bool, target: Any) -> Any:
+    """The cached cast of ``leaf`` when it still stands for it, else None."""
+    if entry is None:
+        return None
+    _, array, version, was_recording, dtype, copy = entry
+    node = copy.grad_fn
+    fresh = (
+        array is leaf._array  # not replaced (p.data = ..., Module.to)
+        and version == leaf._version[0]  # not updated in place since (an optimizer step)
+        and was_recording == recording  # a copy made under no_grad carries no graph
+        and dtype == target
+        and (node is None or not node.freed)  # its graph not freed by a backward
+    )
+    return copy if fresh else None
 
 
 def _cast_recent(recording: bool) -> None:
@@ -134,7 +142,8 @@ def _cast_recent(recording: bool) -> None:
             copy = Cast.apply(leaf, dtype=float16, precomputed=array)
             if copy.grad_fn is not None:
                 copy.grad_fn.for_autocast = True
-            state.cache[id(leaf)] = (leaf, leaf._version[0], recording, float16, copy)
+            entry = (leaf, leaf._array, leaf._version[0], recording, float16, copy)
+            state.cache[id(leaf)] = entry
 
 
 __all__ = ["POLICIES", "autocast_inputs"]

@@ -182,7 +182,7 @@ def test_autocast_casts_the_parameters_its_last_region_cast_in_one_launch(emulat
         optimizer.zero_grad()
         with emulator.counting() as launches, dt.autocast("cuda"):
             out = model(x)
-            copies = {id(p): entry[4] for p in model.parameters()
+            copies = {id(p): entry[-1] for p in model.parameters()
                       for entry in [dt._tensor.amp.autocast_mode.state.cache[id(p)]]}  # fmt: skip
         if step == 0:  # one cast per parameter, and the input's
             assert launches["astype"] == 5 and not launches["kernel cast_multi_tensor"]
@@ -212,6 +212,41 @@ def test_autocast_casts_the_parameters_its_last_region_cast_in_one_launch(emulat
     assert all(ref() is None for ref in dt._tensor.amp.autocast_mode.state.recent.values())
     with dt.autocast("cuda"):
         assert nn.Linear(6, 2).to("cuda")(x).dtype == np.float16
+
+
+def test_the_parameters_cast_at_once_are_those_the_last_region_used(emulator):
+    # A backbone and two heads, one head per region: a region casts in advance what the
+    # one before it used (at most one head too many), and the set never grows.
+    state = dt._tensor.amp.autocast_mode.state
+    backbone, heads = nn.Linear(6, 8).to("cuda"), [nn.Linear(8, 2).to("cuda") for _ in range(2)]
+    x = dt.ones(4, 6, device="cuda")
+
+    def region(head: int) -> set:
+        with dt.autocast("cuda"):
+            heads[head](backbone(x))
+            return set(state.cache)
+
+    def ids(*modules) -> set:
+        return {id(p) for m in modules for p in m.parameters()}
+
+    region(0), region(1)
+    assert region(0) == ids(backbone, *heads)  # head 1 cast in advance, unused
+    assert region(0) == ids(backbone, heads[0])  # only what the last region used
+
+
+def test_a_parameter_replaced_after_the_casts_at_once_is_cast_anew(emulator):
+    # p.data = ... (or Module.to) swaps the array without an in-place change: the copy made
+    # in advance no longer stands for the parameter.
+    first, second = nn.Linear(4, 4).to("cuda"), nn.Linear(4, 4).to("cuda")
+    x = dt.ones(2, 4, device="cuda")
+    with dt.autocast("cuda"):
+        second(first(x))
+    with dt.autocast("cuda"):
+        hidden = first(x)  # casts both layers' parameters at once
+        second.weight.data = dt.zeros(4, 4, device="cuda")
+        out = second(hidden)
+    expected = np.broadcast_to(second.bias.detach().cpu().numpy(), (2, 4)).astype(np.float16)
+    np.testing.assert_array_equal(out.detach().cpu().numpy(), expected)
 
 
 def test_one_flag_serves_the_gradients_of_two_dtypes(emulator):
