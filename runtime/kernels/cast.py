@@ -2,8 +2,8 @@
 
 Under ``autocast`` every float32 parameter an op uses is cast to float16 once per region:
 a launch per parameter, each costing cupy's host time (a char-GPT step has ~40 of them).
-Autocast remembers which parameters its last region cast, and at the first such cast of the
-next region casts them all here, one multi-tensor launch per ``MAX_TENSORS`` of them
+Autocast remembers which parameters' casts its last region used, and at the first such cast
+of the next region casts them all here, one multi-tensor launch per ``MAX_TENSORS`` of them
 (``dtrain._tensor.amp.cast``). The rounding is the same as ``astype``'s (to nearest even).
 """
 

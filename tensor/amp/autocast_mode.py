@@ -32,9 +32,9 @@ class _AutocastState(threading.local):
         self.cache_enabled = True
         self.nesting = 0  # open autocast regions; the cast cache dies with the outermost
         self.cache: dict[int, tuple] = {}
-        # The CUDA parameters the last outermost region cast to float16, by id (weak
-        # references): the next region that casts one of them first casts all at once
-        # (amp/cast.py).
+        # The CUDA parameters whose float16 casts the last outermost region used, by id
+        # (weak references): the next region that casts one of them first casts all at
+        # once (amp/cast.py).
         self.recent: dict[int, weakref.ref] = {}
         self.batched = False  # this region has cast ``recent`` already
         self.used: set[int] = set()  # ids of the parameters whose casts this region used

@@ -117,7 +117,7 @@ def _fresh_copy(entry: tuple | None, leaf: Tensor, recording: bool, target: Any)
 
 
 def _cast_recent(recording: bool) -> None:
-    """Cast to float16 the CUDA parameters the last region cast, in one multi-tensor launch
+    """Cast to float16 the CUDA parameters the last region used, in one multi-tensor launch
     per device (per 48 of them) instead of one launch each, and cache the copies; those that
     changed kind since (no longer float32, contiguous or a leaf that requires grad) are left
     to be cast one by one if used."""
