@@ -6,7 +6,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dtrain._tensor.autograd.engine import run_backward
+from dtrain._tensor.autograd.engine import implicit_one, run_backward
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
 
@@ -25,7 +25,7 @@ class RemovableHandle:
     __call__ = remove
 
 
-def _root_gradient(output: Tensor, gradient: Any, position: int) -> Any:
+def _root_gradient(output: Tensor, gradient: Any, position: int, shared_one: bool) -> Any:
     if not output._requires_grad:
         raise RuntimeError(
             f"output {position} does not require grad and has no grad_fn: no leaf it depends "
@@ -40,6 +40,8 @@ def _root_gradient(output: Tensor, gradient: Any, position: int) -> Any:
                 "implicitly 1 only for a one-element output. Reduce the output (e.g. .sum()) "
                 "or pass gradient= with the output's shape"
             )
+        if shared_one:
+            return implicit_one(array)
         return get_array_module(array).ones_like(array)
     grad = gradient._array if isinstance(gradient, Tensor) else gradient
     grad = get_array_module(array).asarray(grad, dtype=array.dtype)
@@ -73,7 +75,10 @@ def backward(
     outputs = [tensors] if isinstance(tensors, Tensor) else list(tensors)
     if grad_tensors is None or isinstance(grad_tensors, Tensor):
         grad_tensors = [grad_tensors] * len(outputs) if grad_tensors is None else [grad_tensors]
-    roots = [_root_gradient(t, g, i) for i, (t, g) in enumerate(zip(outputs, grad_tensors))]
+    roots = [
+        _root_gradient(t, g, i, shared_one=True)
+        for i, (t, g) in enumerate(zip(outputs, grad_tensors))
+    ]
     if inputs is None:
         run_backward(outputs, roots, retain_graph=bool(retain_graph))
         return
@@ -106,7 +111,11 @@ def grad(
             raise RuntimeError(f"input {i} of grad() does not require grad; nothing to compute")
     if grad_outputs is None or isinstance(grad_outputs, Tensor):
         grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
-    roots = [_root_gradient(t, g, i) for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
+    # autograd.grad may hand a root's gradient itself back: no shared one
+    roots = [
+        _root_gradient(t, g, i, shared_one=False)
+        for i, (t, g) in enumerate(zip(outputs, grad_outputs))
+    ]
     grads = run_backward(outputs, roots, retain_graph=bool(retain_graph), capture=inputs)
     result = []
     for i, (t, g) in enumerate(zip(inputs, grads)):

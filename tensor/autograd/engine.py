@@ -17,7 +17,8 @@ import numpy as np
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.slice_grads import SliceGrads, add_grads
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import may_share_memory
+from dtrain.runtime.backend import get_array_module, is_cuda_array, may_share_memory
+from dtrain.runtime.cuda_graph import is_current_stream_capturing
 
 
 class _Callbacks(threading.local):
@@ -34,6 +35,37 @@ def queue_callback(callback: Callable[[], None]) -> None:
     if _callbacks.depth == 0:
         raise RuntimeError("queue_callback is only valid while a backward pass is running")
     _callbacks.pending.append(callback)
+
+
+_shared_ones: dict = {}  # (device, dtype, shape) -> backward's implicit 1 on that GPU
+
+
+def implicit_one(array: Any) -> Any:
+    """The gradient 1 that ``backward()`` starts from for a one-element output ``array``.
+    On CUDA a fresh one is a fill launch per step, so each device, dtype and shape keeps
+    one: the engine never writes into a root's gradient (it counts as borrowed), and hooks
+    and a user's ``Function`` get a copy of it (``_private``). None is kept while a CUDA
+    graph is being captured: memory allocated then belongs to the graph's pool."""
+    if not is_cuda_array(array):
+        return np.ones_like(array)
+    key = (array.device.id, array.dtype, array.shape)
+    one = _shared_ones.get(key)
+    if one is None:
+        one = get_array_module(array).ones_like(array)
+        if not is_current_stream_capturing():
+            _shared_ones[key] = one
+    return one
+
+
+def private_grad(grad: Any) -> Any:
+    """``grad``, or a copy of it where it is (a view of) a shared implicit one: for code
+    that might write into what it is given (hooks, a user's ``Function.backward``)."""
+    if _shared_ones and is_cuda_array(grad):
+        memory = grad.data.mem
+        for one in _shared_ones.values():
+            if one.data.mem is memory:
+                return grad.copy()
+    return grad
 
 
 def run_backward(
@@ -258,6 +290,7 @@ def _check_versions(node: Any) -> None:
 
 
 def _run_tensor_hooks(hooks: list, grad: Any) -> Any:
+    grad = private_grad(grad)
     with no_grad():
         for hook in hooks:
             result = hook(wrap(grad))

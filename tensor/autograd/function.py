@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dtrain._tensor.autograd.engine import private_grad
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.grad_mode import state as _grad_state
 from dtrain._tensor.autograd.op import Op
@@ -82,7 +83,7 @@ class _FunctionNode(Op):
 
     def backward(self, grad: Any) -> tuple:
         with no_grad():
-            grads = self.function.backward(self.ctx, wrap(grad))
+            grads = self.function.backward(self.ctx, wrap(private_grad(grad)))
         if not isinstance(grads, tuple):
             grads = (grads,)
         if len(grads) != len(self.shapes):
