@@ -200,6 +200,7 @@ def arange(
     requires_grad: bool = False,
 ) -> Tensor:
     """``[start, end)`` in steps; int64 when every argument is an int, else float32."""
+    start, end, step = (v.item() if isinstance(v, Tensor) else v for v in (start, end, step))
     if end is None:
         start, end = 0, start
     if step == 0:

@@ -28,6 +28,7 @@ class Tensor(TensorMethods):
         "__weakref__",
         "_array",
         "_base",
+        "_base_fn",
         "_hooks",
         "_requires_grad",
         "_version",
@@ -303,6 +304,11 @@ class Tensor(TensorMethods):
         """Keep the gradient of this non-leaf tensor in ``.grad`` after backward."""
         _autograd.retain_grad(self)
 
+    @property
+    def retains_grad(self) -> bool:
+        """Whether ``retain_grad()`` was called on this non-leaf tensor."""
+        return _autograd.retains_grad(self)
+
     # ---- Python protocol ---------------------------------------------------------------
     def __repr__(self) -> str:
         return _fn.format_tensor(self)
@@ -449,7 +455,8 @@ def mark_view(result: Tensor, source: Tensor) -> Tensor:
     mine, theirs = result._array, source._array
     if mine is not theirs and may_share_memory(mine, theirs):
         result._version = source._version
-        result._base = source if source._base is None else source._base
+        base = result._base = source if source._base is None else source._base
+        result._base_fn = base.grad_fn  # an in-place op on the base replaces it: stale_view
     return result
 
 

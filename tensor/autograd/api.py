@@ -6,6 +6,9 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
+from dtrain._tensor.autograd import stale_view
 from dtrain._tensor.autograd.engine import implicit_one, run_backward
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
@@ -26,6 +29,8 @@ class RemovableHandle:
 
 
 def _root_gradient(output: Tensor, gradient: Any, position: int, shared_one: bool) -> Any:
+    if stale_view.is_stale(output):
+        stale_view.refresh(output)
     if not output._requires_grad:
         raise RuntimeError(
             f"output {position} does not require grad and has no grad_fn: no leaf it depends "
@@ -53,6 +58,19 @@ def _root_gradient(output: Tensor, gradient: Any, position: int, shared_one: boo
     return grad
 
 
+def _one_per_output(gradients: Any, outputs: list, name: str) -> list:
+    """``gradients`` as a list of one per output (None: implicit ones)."""
+    if gradients is None:
+        return [None] * len(outputs)
+    listed = [gradients] if isinstance(gradients, Tensor) else list(gradients)
+    if len(listed) != len(outputs):
+        raise ValueError(
+            f"{name} has {len(listed)} gradient(s) for {len(outputs)} output(s); pass one "
+            "per output, in the same order (None for a one-element output's implicit 1)"
+        )
+    return listed
+
+
 def _no_higher_order(create_graph: bool) -> None:
     if create_graph:
         raise NotImplementedError(
@@ -73,8 +91,7 @@ def backward(
     ``grad_tensors``); with ``inputs``, only into those leaves."""
     _no_higher_order(create_graph)
     outputs = [tensors] if isinstance(tensors, Tensor) else list(tensors)
-    if grad_tensors is None or isinstance(grad_tensors, Tensor):
-        grad_tensors = [grad_tensors] * len(outputs) if grad_tensors is None else [grad_tensors]
+    grad_tensors = _one_per_output(grad_tensors, outputs, "grad_tensors")
     roots = [
         _root_gradient(t, g, i, shared_one=True)
         for i, (t, g) in enumerate(zip(outputs, grad_tensors))
@@ -109,8 +126,7 @@ def grad(
     for i, t in enumerate(inputs):
         if not t._requires_grad:
             raise RuntimeError(f"input {i} of grad() does not require grad; nothing to compute")
-    if grad_outputs is None or isinstance(grad_outputs, Tensor):
-        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    grad_outputs = _one_per_output(grad_outputs, outputs, "grad_outputs")
     # autograd.grad may hand a root's gradient itself back: no shared one
     roots = [
         _root_gradient(t, g, i, shared_one=False)
@@ -127,7 +143,11 @@ def grad(
                     f"input {i} of grad() was not used to compute the outputs; pass "
                     "allow_unused=True to get None for it"
                 )
-        result.append(None if g is None else wrap(g.copy() if g.base is not None else g))
+        if isinstance(g, np.generic):  # numpy's ops on 0-d arrays give scalars
+            g = np.asarray(g)
+        elif g is not None and g.base is not None:
+            g = g.copy()
+        result.append(None if g is None else wrap(g))
     return tuple(result)
 
 
@@ -164,9 +184,17 @@ def _leaf_hooks(tensor: Tensor, kind: str) -> list:
 
 
 def retain_grad(tensor: Tensor) -> None:
-    """See ``Tensor.retain_grad``."""
-    if tensor.grad_fn is None:
+    """See ``Tensor.retain_grad``. The hook sits on the tensor's current node: a second call
+    adds nothing, and an in-place op, which gives the tensor a new node, calls this again to
+    move it there (the gradient kept is then that of the new value, as in PyTorch)."""
+    node = tensor.grad_fn
+    if node is None:
         return  # leaves keep their gradient anyway
+    kept = tensor._hooks.get("retain") if tensor._hooks is not None else None
+    if kept is not None:
+        if kept[0] is node:
+            return
+        kept[1].remove()
     ref = weakref.ref(tensor)
 
     def keep(grad: Tensor) -> None:
@@ -177,4 +205,12 @@ def retain_grad(tensor: Tensor) -> None:
             else:
                 target.grad._array += grad._array
 
-    register_hook(tensor, keep)
+    handle = register_hook(tensor, keep)
+    if tensor._hooks is None:
+        tensor._hooks = {}
+    tensor._hooks["retain"] = (node, handle)
+
+
+def retains_grad(tensor: Tensor) -> bool:
+    """See ``Tensor.retains_grad``."""
+    return tensor._hooks is not None and "retain" in tensor._hooks

@@ -290,7 +290,7 @@ def _check_versions(node: Any) -> None:
 
 
 def _run_tensor_hooks(hooks: list, grad: Any) -> Any:
-    grad = private_grad(grad)
+    grad = np.asarray(grad) if isinstance(grad, np.generic) else private_grad(grad)
     with no_grad():
         for hook in hooks:
             result = hook(wrap(grad))
@@ -300,6 +300,8 @@ def _run_tensor_hooks(hooks: list, grad: Any) -> Any:
 
 
 def _accumulate(leaf: Tensor, grad: Any, borrowed: bool) -> None:
+    if isinstance(grad, np.generic):  # numpy's ops on 0-d arrays give scalars: no in-place
+        grad, borrowed = np.asarray(grad), False
     hooks = leaf._hooks
     if hooks is not None and hooks.get("grad"):
         grad = _run_tensor_hooks(hooks["grad"], grad)

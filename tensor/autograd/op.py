@@ -70,6 +70,8 @@ class Op:
         array_type = None
         for x in inputs:
             if isinstance(x, Tensor):
+                if x._base is not None and x._base.grad_fn is not x._base_fn:
+                    _refresh_stale_view(x)
                 array = x._array
                 if array_type is None:
                     array_type = type(array)
@@ -119,3 +121,12 @@ def _raise_device_mismatch(cls: type, inputs: tuple) -> None:
         f"{cls.__name__}: expected all tensors on the same device, but found "
         f"{' and '.join(devices)}; move them to one device with .to(device) first"
     )
+
+
+def _refresh_stale_view(view: Tensor) -> None:
+    """A view whose base was changed in place since it was taken takes the base's new
+    history (``stale_view``; imported here, rarely: it builds on this module)."""
+    if _grad_state.enabled:
+        from dtrain._tensor.autograd import stale_view
+
+        stale_view.refresh(view)

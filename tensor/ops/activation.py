@@ -154,6 +154,8 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     """Gaussian error linear unit; ``approximate="tanh"`` for the tanh approximation."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate={approximate!r}; use 'none' or 'tanh'")
+    if input.ndim == 0:  # numpy's ops on 0-d arrays give scalars, which out= refuses
+        return gelu(input.reshape(1), approximate).reshape(())
     return Gelu.apply(_float(input), approximate=approximate)
 
 

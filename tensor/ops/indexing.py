@@ -26,7 +26,9 @@ def convert_key(key: Any) -> tuple[Any, bool]:
     for part in parts:
         if isinstance(part, Tensor):
             part = part._array
-        if isinstance(part, _BASIC):  # bool is an int: a Python bool indexes like numpy
+        if type(part) is bool:  # a mask of one dim (numpy's advanced indexing), not an int
+            part = np.bool_(part)
+        elif isinstance(part, _BASIC):
             converted.append(part)
             continue
         if isinstance(part, (list, tuple)):

@@ -57,9 +57,17 @@ def _record(tensor: Tensor, compute: Callable[[Tensor], Tensor], name: str) -> T
     _check_target(tensor, name)
     result = compute(clone(tensor))
     _write(tensor, result._array, name)
-    tensor.grad_fn = result.grad_fn
+    _rebase(tensor, result.grad_fn)
     tensor._requires_grad = result._requires_grad
     return tensor
+
+
+def _rebase(tensor: Tensor, node: Any) -> None:
+    """Make ``node`` the tensor's history after a recorded in-place change; a retained
+    gradient moves with it (PyTorch keeps the gradient of the newest value)."""
+    tensor.grad_fn = node
+    if tensor._hooks is not None and "retain" in tensor._hooks:
+        tensor.retain_grad()
 
 
 def _apply_ufunc(tensor: Tensor, ufunc: str, operand: Any, name: str) -> Tensor:
@@ -192,13 +200,14 @@ def fill_random_(tensor: Tensor, values: Any, name: str) -> Tensor:
 def setitem(tensor: Tensor, key: Any, value: Any) -> None:
     """``tensor[key] = value``, recorded by autograd when either side is in the graph."""
     key, _ = convert_key(key)
-    if _records(tensor, value):
+    # An integer or bool tensor holds no gradient: values written into it leave the graph.
+    if _records(tensor, value) and tensor._array.dtype.kind in "fc":
         _check_target(tensor, "index assignment")
         if isinstance(value, Tensor) and value._array.dtype != tensor._array.dtype:
             value = value.to(tensor._array.dtype)
         result = IndexPut.apply(tensor, value, key=key)
         _write(tensor, result._array, "index assignment")
-        tensor.grad_fn = result.grad_fn
+        _rebase(tensor, result.grad_fn)
         tensor._requires_grad = True
         return
     try:

@@ -6,6 +6,8 @@ import builtins
 from collections import namedtuple
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import expand_reduced, normalize_dim, normalize_dims
 from dtrain._tensor.ops.unary import _float
@@ -26,6 +28,28 @@ class Sum(Op):
         return (expand_reduced(grad, self.axes, self.keepdim, self.shape, xp),)
 
 
+class Mean(Op):
+    """One reduction (not a sum, then a division: two launches on CUDA). float16 is summed in
+    float32 and divided before it is rounded back, as PyTorch does: a float16 sum of many
+    elements overflows long before their mean does."""
+
+    def forward(self, x: Any, axes: tuple | None, keepdim: bool, count: int) -> Any:
+        self.shape, self.axes, self.keepdim, self.count = x.shape, axes, keepdim, count
+        if x.dtype == np.float16:
+            return x.mean(axis=axes, keepdims=keepdim, dtype=np.float32).astype(np.float16)
+        return x.mean(axis=axes, keepdims=keepdim)
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        if not self.count:
+            share = grad
+        elif grad.dtype == np.float16:  # a count past 65504 is inf in float16
+            share = (grad.astype(np.float32) / np.float32(self.count)).astype(np.float16)
+        else:
+            share = grad / grad.dtype.type(self.count)
+        return (expand_reduced(share, self.axes, self.keepdim, self.shape, xp),)
+
+
 class Prod(Op):
     reads_inputs = True
 
@@ -36,6 +60,8 @@ class Prod(Op):
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
         x = self.x
+        if x.size == 0:
+            return (xp.zeros_like(x),)
         flat = x.reshape(-1) if self.axis is None else x
         axis = 0 if self.axis is None else self.axis
         # Product of all the other elements, exact even where x has zeros: the exclusive
@@ -71,6 +97,10 @@ class Extreme(Op):
         return (spread * hit / count,)
 
 
+def _kept_shape(shape: tuple, axes: tuple | None) -> tuple:
+    return tuple(1 if axes is None or i in axes else size for i, size in enumerate(shape))
+
+
 def _reduced_shape(shape: tuple, axes: tuple | None) -> tuple:
     if axes is None:
         return ()
@@ -94,6 +124,9 @@ class LogSumExp(Op):
     def forward(self, x: Any, axes: tuple | None, keepdim: bool) -> Any:
         xp = get_array_module(x)
         self.x, self.axes, self.keepdim = x, axes, keepdim
+        if x.size == 0:  # the log of an empty sum: -inf, as PyTorch gives
+            self.out = xp.full(_kept_shape(x.shape, axes), -xp.inf, dtype=x.dtype)
+            return self.out if keepdim else self.out.reshape(_reduced_shape(x.shape, axes))
         peak = x.max(axis=axes, keepdims=True)
         peak = xp.where(xp.isfinite(peak), peak, 0)
         self.out = xp.log(xp.exp(x - peak).sum(axis=axes, keepdims=True)) + peak
@@ -118,7 +151,7 @@ def mean(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
         raise TypeError(f"mean: input dtype {input.dtype} is not a float; call .float() first")
     axes = normalize_dims(dim, input.ndim)
     count = input.numel() if axes is None else _count(input.shape, axes)
-    return Sum.apply(input, axes=axes, keepdim=keepdim) / count
+    return Mean.apply(input, axes=axes, keepdim=keepdim, count=count)
 
 
 def _count(shape: tuple, axes: tuple) -> int:
@@ -139,6 +172,8 @@ def var(
     """Variance over ``dim`` with Bessel's ``correction`` (default 1; ``unbiased=False`` → 0)."""
     if correction is None:
         correction = 0 if unbiased is False else 1
+    if input._array.dtype == np.float16:  # squares of float16 overflow past 256
+        return var(input.float(), dim, keepdim=keepdim, correction=correction).half()
     axes = normalize_dims(dim, input.ndim)
     count = input.numel() if axes is None else _count(input.shape, axes)
     centred = input - mean(input, dim=axes, keepdim=True)
@@ -168,11 +203,14 @@ def prod(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor
 
 
 def _extreme(input: Tensor, dim: Any, keepdim: bool, largest: bool) -> Any:
-    if input.numel() == 0:
-        raise RuntimeError(f"{'max' if largest else 'min'} of an empty tensor has no value")
+    axis = None if dim is None else normalize_dim(dim, input.ndim)
+    if input.numel() == 0 and (axis is None or input.ndim == 0 or input.shape[axis] == 0):
+        raise RuntimeError(
+            f"{'max' if largest else 'min'} of an empty tensor (shape {tuple(input.shape)}) "
+            f"over {'every dim' if dim is None else f'dim {dim}'} has no value"
+        )
     if dim is None:
         return Extreme.apply(input, axes=None, keepdim=False, largest=largest)
-    axis = normalize_dim(dim, input.ndim)
     if input.ndim == 0:  # (value, index 0), 0-d as PyTorch gives them
         return _extreme(input.reshape(1), 0, False, largest)
     array = input._array

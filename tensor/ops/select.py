@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from dtrain._tensor.autograd.grad_mode import state as _grad_state
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import check_broadcast, unbroadcast
 from dtrain._tensor.ops.arithmetic import binary
@@ -87,6 +88,15 @@ def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
     """Limit values to ``[min, max]``; gradient flows where the input was inside the range."""
     if min is None and max is None:
         raise ValueError("clamp: give at least one of min and max")
+    if _grad_state.enabled and any(
+        isinstance(bound, Tensor) and bound._requires_grad for bound in (min, max)
+    ):  # bounds in the graph: a bound's gradient is the input's where it is the value
+        out = input
+        if min is not None:
+            out = where(out < min, min, out)
+        if max is not None:
+            out = where(out > max, max, out)
+        return out
     if isinstance(min, Tensor):
         min = min._array
     if isinstance(max, Tensor):

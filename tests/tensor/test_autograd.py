@@ -729,3 +729,82 @@ def test_gradients_a_function_hands_back_are_never_written_into():
     (F.embedding(idx, a).sum() + Both.apply(a, b).sum()).backward()
     np.testing.assert_array_equal(b.grad.numpy(), np.ones((4, 3)))
     assert a.grad._array is not b.grad._array
+
+
+def test_a_view_taken_before_its_base_changed_in_place_gets_the_new_history():
+    # v's values are 3x after y.mul_(3); so is its gradient (PyTorch rebases the view too)
+    x = dt.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    y = x * 2
+    v = y[0:2]
+    y.mul_(3)
+    v.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [6.0, 6.0, 0.0, 0.0])
+    # a reshape view, then a write over one of its elements: that one no longer depends on x
+    x = dt.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    y = x * 2
+    v = y.reshape(2, 2)
+    y[0] = 7.0
+    (v * v).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 16.0, 24.0, 32.0])
+    # a transposed view, backward() on the stale view itself
+    x = dt.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    y = x * 2
+    v = y.t()
+    y.clamp_(min=5.0)
+    v.backward(dt.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    np.testing.assert_array_equal(x.grad.numpy(), [[0.0, 0.0], [4.0, 8.0]])
+
+
+def test_a_view_of_a_plain_buffer_filled_from_the_graph_takes_its_gradient():
+    w = dt.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    buffer = dt.zeros(2, 4)
+    row = buffer[0]
+    detached = buffer.detach()
+    buffer[0] = w * 2
+    (row * row).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [8.0, 16.0, 24.0, 32.0])
+    assert not detached.requires_grad and not (detached * 2).requires_grad
+
+
+def test_a_stale_expanded_view_is_refused_by_name():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    wide = y.expand(3, 2)
+    y.mul_(3)
+    with pytest.raises(RuntimeError, match="changed in place"):
+        wide.sum()
+
+
+def test_retain_grad_keeps_the_newest_value_and_counts_once():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 2
+    y.retain_grad()
+    y.retain_grad()
+    assert y.retains_grad and not x.retains_grad
+    y.mul_(3)
+    (y * 5).sum().backward()
+    np.testing.assert_array_equal(y.grad.numpy(), [5.0, 5.0])
+    np.testing.assert_array_equal(x.grad.numpy(), [30.0, 30.0])
+
+
+def test_a_zero_dim_leaf_grad_is_an_array_in_place_ops_change():
+    x = dt.tensor(2.0, requires_grad=True)
+    optimizer = dt.optim.SGD([x], lr=0.0)
+    for _ in range(3):
+        optimizer.zero_grad(set_to_none=False)
+        (x * x).backward()
+        assert x.grad.item() == 4.0  # zeroed each time, not accumulated
+    x.grad.mul_(2)
+    assert x.grad.item() == 8.0
+    (g,) = dt.autograd.grad(x.exp(), [x])
+    g.add_(1)
+    assert g.item() == pytest.approx(np.exp(2.0) + 1)
+
+
+def test_one_gradient_per_output_or_a_clear_error():
+    x = dt.tensor([1.0, 2.0], requires_grad=True)
+    outputs = [x * 2, x * 3]
+    with pytest.raises(ValueError, match=r"1 gradient\(s\) for 2 output"):
+        dt.autograd.backward(outputs, dt.ones(2))
+    dt.autograd.backward(outputs, [dt.ones(2), dt.ones(2)])
+    np.testing.assert_array_equal(x.grad.numpy(), [5.0, 5.0])

@@ -250,6 +250,26 @@ def test_clamp_with_tensor_bounds(check):
     check.op(lambda t: dt.clamp(t, min=low), lambda a: np.maximum(a, low.cpu().numpy()), x)
 
 
+def test_clamp_bounds_that_require_grad_get_theirs():
+    # each bound's gradient is the output's where it is the value; the input's elsewhere
+    x = dt.tensor([[0.0, 5.0, 2.0]], requires_grad=True)
+    low = dt.tensor([1.0], requires_grad=True)
+    high = dt.tensor([4.0, 4.0, 4.0], requires_grad=True)
+    out = x.clamp(min=low, max=high)
+    (out * dt.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert out.tolist() == [[1.0, 4.0, 2.0]]
+    assert x.grad.tolist() == [[0.0, 0.0, 3.0]]
+    assert low.grad.tolist() == [1.0] and high.grad.tolist() == [0.0, 2.0, 0.0]
+
+
+def test_gelu_of_a_zero_dim_tensor():
+    x = dt.tensor(0.5, requires_grad=True)
+    out = dt.nn.functional.gelu(x)
+    out.backward()
+    assert out.shape == () and out.item() == pytest.approx(0.345731, rel=1e-5)
+    assert x.grad.item() == pytest.approx(0.867495, rel=1e-5)
+
+
 def test_clamp_integer_tensor_with_float_bound_gives_float32():
     out = dt.tensor([1, 2, 3]).clamp(min=1.5)
     assert out.dtype == dt.float32

@@ -304,3 +304,32 @@ def test_repeated_dim_is_an_error():
 def test_non_integer_dim_is_a_type_error():
     with pytest.raises(TypeError, match="dim"):
         dt.ones(2, 3).sum(1.0)
+
+
+def test_float16_mean_and_var_do_not_overflow_where_the_result_fits():
+    x = dt.tensor(np.full((100, 100), 3, np.float16), requires_grad=True)
+    m = (x * x).mean()  # the sum, 90000, is past float16's 65504
+    assert m.dtype == dt.float16 and m.item() == 9.0
+    m.backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.full((100, 100), 6e-4), rtol=1e-3)
+    many = dt.tensor(np.full(100_000, 3, np.float16), requires_grad=True)
+    many.mean().backward()  # 1/100000 as a float16 gradient, not 1/inf
+    assert many.grad.numpy()[0] == pytest.approx(1e-5, rel=1e-3)
+    spread = dt.tensor(np.array([300.0, 0.0, -300.0, 10.0], np.float16))
+    assert spread.var().dtype == dt.float16
+    assert spread.var().item() == pytest.approx(np.var([300.0, 0, -300, 10], ddof=1), rel=1e-3)
+
+
+def test_reductions_of_empty_tensors():
+    values, indices = dt.zeros(0, 3).max(1)  # over a dim of size 3: empty, as PyTorch
+    assert values.shape == (0,) and indices.shape == (0,)
+    with pytest.raises(RuntimeError, match=r"shape \(0, 3\).*dim 0"):
+        dt.zeros(0, 3).max(0)
+    x = dt.zeros(2, 0, requires_grad=True)
+    out = x.logsumexp(1)
+    np.testing.assert_array_equal(out.detach().numpy(), [-np.inf, -np.inf])
+    out.sum().backward()
+    assert x.grad.shape == (2, 0)
+    x = dt.zeros(2, 0, requires_grad=True)
+    x.prod(1).sum().backward()
+    assert x.grad.shape == (2, 0)

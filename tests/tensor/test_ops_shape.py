@@ -610,3 +610,22 @@ def test_copy_from_an_array_while_recording():
     z.copy_(dt.tensor([2.0, 2.0, 2.0], requires_grad=True) * x)
     z.sum().backward()
     assert x.grad.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_a_python_bool_index_is_a_one_dim_mask_with_a_gradient():
+    x = dt.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    picked = x[True]
+    assert picked.shape == (1, 3) and x[False].shape == (0, 3)
+    (picked * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0, 2.0])
+    x = dt.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
+    part = x[None, True, 0, 1:]
+    assert part.shape == (1, 1, 2)
+    (part * 2).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[0.0, 2.0, 2.0]])
+
+
+def test_setitem_into_an_integer_tensor_leaves_the_graph():
+    t = dt.zeros(3, dtype=dt.int64)
+    t[0:1] = dt.tensor([2.7], requires_grad=True)
+    assert t.tolist() == [2, 0, 0] and not t.requires_grad and t.is_leaf

@@ -52,6 +52,8 @@ def test_creation_functions():
     np.testing.assert_array_equal(dt.arange(5).numpy(), np.arange(5))
     assert dt.arange(5).dtype == dt.int64 and dt.arange(0, 1, 0.25).dtype == dt.float32
     np.testing.assert_allclose(dt.arange(1.0, 2.0, 0.5).numpy(), [1.0, 1.5])
+    assert dt.arange(dt.tensor(3)).dtype == dt.int64  # a tensor's number, as PyTorch
+    assert dt.arange(dt.tensor(3.0)).dtype == dt.float32
     np.testing.assert_allclose(dt.linspace(-1, 1, 5).numpy(), np.linspace(-1, 1, 5))
     base = dt.ones(2, 3, dtype=dt.float64)
     for like in (dt.zeros_like, dt.ones_like, dt.rand_like, dt.randn_like):
