@@ -44,7 +44,7 @@ def implicit_one(array: Any) -> Any:
     """The gradient 1 that ``backward()`` starts from for a one-element output ``array``.
     On CUDA a fresh one is a fill launch per step, so each device, dtype and shape keeps
     one: the engine never writes into a root's gradient (it counts as borrowed), and hooks
-    and a user's ``Function`` get a copy of it (``_private``). None is kept while a CUDA
+    and a user's ``Function`` get a copy of it (``private_grad``). None is kept while a CUDA
     graph is being captured: memory allocated then belongs to the graph's pool."""
     if not is_cuda_array(array):
         return np.ones_like(array)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dtrain._tensor.autograd.grad_mode import enable_grad
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import data_pointer, get_array_module
@@ -58,5 +59,6 @@ def refresh(view: Tensor) -> None:
             "Take the view again after the in-place change, or change a .clone() instead"
         )
     offset = (data_pointer(array) - data_pointer(whole)) // whole.itemsize
-    node = ViewOfBase.apply(base, array, offset=offset).grad_fn
+    with enable_grad():  # backward() may be called under no_grad; the node is needed
+        node = ViewOfBase.apply(base, array, offset=offset).grad_fn
     view.grad_fn, view._requires_grad, view._base_fn = node, True, base.grad_fn
