@@ -43,7 +43,8 @@ def to_dtype(spec: Any) -> np.dtype:
         dtype = np.dtype(spec)
     except TypeError:
         dtype = None
-    if dtype not in SUPPORTED:
+    # (not `None in SUPPORTED`: numpy compares a dtype equal to None as float64)
+    if dtype is None or dtype not in SUPPORTED:
         names = ", ".join(str(d) for d in SUPPORTED)
         raise TypeError(f"unsupported dtype {spec!r}; use one of {names}")
     return dtype

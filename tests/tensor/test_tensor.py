@@ -41,6 +41,11 @@ def test_explicit_dtype_names_and_aliases():
         assert dt.zeros(2, dtype=spec).dtype == expected
     with pytest.raises(TypeError, match="unsupported dtype"):
         dt.zeros(2, dtype="complex64")
+    for unknown in ("bfloat16", "flaot32"):  # names numpy does not know: never a default
+        with pytest.raises(TypeError, match=f"unsupported dtype '{unknown}'"):
+            dt.zeros(2, dtype=unknown)
+        with pytest.raises(TypeError, match="unsupported dtype"):
+            dt.ones(2).to(unknown)
 
 
 def test_creation_functions():
