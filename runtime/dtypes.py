@@ -50,6 +50,13 @@ def to_dtype(spec: Any) -> np.dtype:
     return dtype
 
 
+def accumulation_dtype(dtype: Any) -> np.dtype:
+    """The dtype to sum ``dtype`` values in: float32 for float16 (whose sums and squares
+    overflow past 65504), as PyTorch's CPU kernels accumulate; ``dtype`` itself otherwise."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
 def is_floating(dtype: np.dtype) -> bool:
     """True for float16/32/64."""
     return dtype.kind == "f"

@@ -291,12 +291,22 @@ class Module:
                     destination[head + name] = buffer if keep_vars else buffer.detach()
         return destination
 
+    def _optional_state(self) -> tuple[str, ...]:
+        """Names of this module's own state entries a loaded state may lack; they keep
+        their values then (BatchNorm's ``num_batches_tracked``)."""
+        return ()
+
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> IncompatibleKeys:
         """Copy values into this module's parameters and buffers, in place (an optimizer
         holding the parameters keeps working). With ``strict``, missing or unexpected keys
         are an error; a shape mismatch always is."""
         own = self.state_dict(keep_vars=True)
-        missing = [key for key in own if key not in state_dict]
+        optional = {
+            f"{name}.{entry}" if name else entry
+            for name, module in self.named_modules()
+            for entry in module._optional_state()
+        }
+        missing = [key for key in own if key not in state_dict and key not in optional]
         unexpected = [key for key in state_dict if key not in own]
         if strict and (missing or unexpected):
             raise RuntimeError(

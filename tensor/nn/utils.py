@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
 
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.dtypes import accumulation_dtype
 
 
 def _with_grads(parameters: Iterable[Tensor] | Tensor) -> list:
@@ -24,8 +28,12 @@ def clip_grad_norm_(
     foreach: bool | None = None,
 ) -> Tensor:
     """Scale all gradients together so that their joint norm is at most ``max_norm``;
-    returns the norm before clipping. ``norm_type`` may be ``inf`` (the largest magnitude);
-    ``foreach`` is accepted for PyTorch compatibility and ignored."""
+    returns the norm before clipping, in the gradients' dtype.
+
+    ``norm_type`` may be ``inf`` (the largest magnitude), ``-inf``, or 0 (as PyTorch, the
+    number of gradients with a non-zero element). float16 gradients are summed in float32,
+    so their squares do not overflow. ``foreach`` is accepted for PyTorch compatibility
+    and ignored."""
     params = _with_grads(parameters)
     norm_type = float(norm_type)
     if not params:
@@ -34,12 +42,10 @@ def clip_grad_norm_(
     if norm_type == 2.0 and _fused_on_gpu(grads):
         return _clip_on_gpu(params, grads, max_norm, error_if_nonfinite)
     xp = get_array_module(grads[0])
-    if norm_type == math.inf:
-        total = max((float(xp.abs(g).max()) for g in grads if g.size), default=0.0)
-    else:
-        total = float(
-            sum(float((xp.abs(g) ** norm_type).sum()) for g in grads) ** (1.0 / norm_type)
-        )
+    # As PyTorch: the norm of the per-gradient norms (the same as one norm over every
+    # element, except for orders 0 and below). Empty gradients add nothing.
+    per_grad = [_vector_norm(xp, g, norm_type) for g in grads if g.size]
+    total = float(_vector_norm(xp, xp.stack(per_grad), norm_type)) if per_grad else 0.0
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(
             f"the total norm of order {norm_type} of the gradients is {total}; pass "
@@ -51,6 +57,24 @@ def clip_grad_norm_(
             for p in params:
                 p.grad.mul_(coefficient)
     return wrap(xp.asarray(total, dtype=grads[0].dtype))
+
+
+def _vector_norm(xp: Any, values: Any, order: float) -> Any:
+    """The ``order`` norm of all of ``values`` as a 0-d array (no host read), float16 in
+    float32."""
+    values = values.astype(accumulation_dtype(values.dtype), copy=False)
+    if order == 2.0:  # a dot product: no temporaries (this runs every step)
+        flat = values.reshape(-1)
+        return xp.sqrt(xp.dot(flat, flat))
+    magnitude = xp.abs(values)
+    if order == math.inf:
+        return magnitude.max()
+    if order == -math.inf:
+        return magnitude.min()
+    if order == 0:
+        return xp.asarray(xp.count_nonzero(magnitude), dtype=xp.float64)
+    with np.errstate(divide="ignore", over="ignore"):  # 0 ** -p is inf; inf ** -1/p is 0
+        return (magnitude**order).sum() ** (1.0 / order)
 
 
 def _fused_on_gpu(grads: list) -> bool:

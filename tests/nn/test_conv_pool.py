@@ -285,6 +285,31 @@ def test_max_pool2d_propagates_nan_and_keeps_dtype(rng):
     np.testing.assert_array_equal(ints.numpy(), [[[0, 2, 3], [8, 10, 11], [12, 14, 15]]])
 
 
+def test_max_pool2d_ties_go_to_the_first_position():
+    x = np.array([[[[3.0, 3.0, 1.0, 5.0], [0.0, 3.0, 5.0, 5.0]]]], dtype=np.float32)
+    out, indices = max_pool2d(dt.tensor(x), 2, return_indices=True)
+    np.testing.assert_array_equal(npy(out), [[[[3.0, 5.0]]]])
+    np.testing.assert_array_equal(indices.numpy(), [[[[0, 3]]]])  # row-major first maximum
+    zeros = dt.zeros((1, 1, 2, 4), requires_grad=True)
+    max_pool2d(zeros, 2).sum().backward()
+    np.testing.assert_array_equal(zeros.grad.numpy(), [[[[1, 0, 1, 0], [0, 0, 0, 0]]]])
+
+
+def test_max_pool2d_ties_match_torch(torch, rng):
+    for k, s, p in ((2, None, 0), (3, 1, 1), ((2, 3), 2, 1)):
+        x = rng.integers(0, 3, size=(2, 3, 6, 7)).astype(np.float64)  # many ties
+        ours, theirs = leaf(x), torch.tensor(x, requires_grad=True)
+        expected, expected_indices = torch.nn.functional.max_pool2d(
+            theirs, k, s, p, return_indices=True
+        )
+        out, indices = max_pool2d(ours, k, s, p, return_indices=True)
+        np.testing.assert_array_equal(indices.numpy(), expected_indices.numpy())
+        direction = rng.standard_normal(out.shape)
+        out.backward(dt.tensor(direction))
+        expected.backward(torch.tensor(direction))
+        np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), atol=1e-12)
+
+
 def test_max_pool2d_matches_torch(torch, rng):
     functional = torch.nn.functional
     checked = 0
@@ -365,6 +390,39 @@ def test_avg_pool2d_matches_torch(torch, rng):
         np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), atol=1e-12)
         checked += 1
     assert checked > 300
+
+
+def test_avg_pools_of_float16_sum_in_float32(rng):
+    x = dt.full((2, 3, 64, 64), 20.0, dtype=dt.float16, requires_grad=True)  # sum 81920
+    for out in (avg_pool2d(x, 64), adaptive_avg_pool2d(x, 1), adaptive_avg_pool2d(x, (3, 5))):
+        assert out.dtype == np.float16
+        np.testing.assert_array_equal(npy(out), 20.0)
+        out.sum().backward()
+        assert x.grad.dtype == np.float16 and np.isfinite(x.grad.numpy()).all()
+        x.grad = None
+    # Unequal windows divide by a table of counts (count_include_pad=False), and uneven
+    # adaptive bins are weighted: both within float16 rounding of a float64 reference.
+    wide = rng.standard_normal((1, 2, 67, 61)) * 100 + 300
+    half = dt.tensor(wide.astype(np.float16))
+    reference = avg_pool_ref(wide.astype(np.float16).astype(np.float64), 3, 2, 1, True, False)
+    np.testing.assert_allclose(npy(avg_pool2d(half, 3, 2, 1, True, False)), reference, rtol=1e-3)
+    reference = adaptive_ref(wide.astype(np.float16).astype(np.float64), (5, 7))
+    np.testing.assert_allclose(npy(adaptive_avg_pool2d(half, (5, 7))), reference, rtol=1e-3)
+
+
+def test_float16_avg_pools_match_torch(torch, rng):
+    x = (rng.standard_normal((2, 3, 40, 36)) * 50 + 200).astype(np.float16)
+    functional = torch.nn.functional
+    for ours, theirs in (
+        (avg_pool2d(dt.tensor(x), 20), functional.avg_pool2d(torch.tensor(x), 20)),
+        (adaptive_avg_pool2d(dt.tensor(x), 1), functional.adaptive_avg_pool2d(torch.tensor(x), 1)),
+        (
+            adaptive_avg_pool2d(dt.tensor(x), (3, 7)),
+            functional.adaptive_avg_pool2d(torch.tensor(x), (3, 7)),
+        ),
+    ):
+        assert ours.dtype == np.float16
+        np.testing.assert_allclose(npy(ours), theirs.numpy(), rtol=2e-3)
 
 
 def test_pool_errors_name_the_values():

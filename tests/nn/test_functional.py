@@ -138,6 +138,47 @@ def test_normalization_matches_torch(torch, rng, same):
     )
 
 
+def test_batch_norm_float16_statistics_accumulate_in_float32():
+    # One sample of 64 is 51, the rest 50: mean 50 + 1/64, variance (1/64)(63/64) = 0.01538.
+    # float16 sums of 16384 values of 50 overflow; as PyTorch, the statistics are taken in
+    # float32 and rounded to float16 (the mean to 50.0) before normalising.
+    x = np.full((64, 3, 16, 16), 50.0, dtype=np.float16)
+    x[0] += 1
+    out = F.batch_norm(dt.tensor(x), None, None, training=True)
+    assert out.dtype == dt.float16
+    rstd = np.float16(1 / math.sqrt(np.float16((1 / 64) * (63 / 64)) + 1e-5))
+    np.testing.assert_array_equal(npy(out)[0], np.full((3, 16, 16), rstd, dtype=np.float16))
+    np.testing.assert_array_equal(npy(out)[1:], 0.0)
+    running_mean, running_var = dt.zeros(3, dtype=dt.float16), dt.ones(3, dtype=dt.float16)
+    F.batch_norm(dt.tensor(x), running_mean, running_var, training=True, momentum=1.0)
+    np.testing.assert_allclose(npy(running_mean), 50 + 1 / 64, rtol=1e-3)
+    unbiased = (1 / 64) * (63 / 64) * 16384 / 16383
+    np.testing.assert_allclose(npy(running_var), unbiased, rtol=1e-3)
+
+
+def test_layer_norm_float16_squares_do_not_overflow(rng):
+    x = (rng.standard_normal((4, 64)) * 400).astype(np.float16)  # squares beyond 65504
+    w, b = rng.standard_normal(64).astype(np.float16), rng.standard_normal(64).astype(np.float16)
+    xs = [dt.tensor(a, requires_grad=True) for a in (x, w, b)]
+    out = F.layer_norm(xs[0], (64,), xs[1], xs[2])
+    wide = x.astype(np.float64)
+    xhat = (wide - wide.mean(-1, keepdims=True)) / np.sqrt(wide.var(-1, keepdims=True) + 1e-5)
+    assert out.dtype == dt.float16
+    np.testing.assert_allclose(npy(out), xhat * w + b, atol=1e-2, rtol=1e-2)
+    out.sum().backward()
+    assert all(t.grad.dtype == dt.float16 for t in xs)
+    np.testing.assert_allclose(npy(xs[1].grad), xhat.sum(0), atol=2e-2, rtol=1e-2)
+    assert np.isfinite(npy(xs[0].grad)).all()
+
+
+def test_float16_normalization_matches_torch(torch, rng, same):
+    x = (rng.standard_normal((8, 3, 5, 5)) * 300 + 40).astype(np.float16)
+    theirs = torch.nn.functional.batch_norm(torch.tensor(x), None, None, training=True)
+    same(F.batch_norm(dt.tensor(x), None, None, training=True), theirs, atol=1e-3, rtol=1e-3)
+    theirs = torch.nn.functional.layer_norm(torch.tensor(x), (5, 5))
+    same(F.layer_norm(dt.tensor(x), (5, 5)), theirs, atol=1e-3, rtol=1e-3)
+
+
 # ---- embedding and one_hot -----------------------------------------------------------------
 def test_embedding_values_and_gradcheck(rng):
     weight = rng.standard_normal((5, 3))
@@ -289,6 +330,51 @@ def test_sdpa_rejects_mismatched_shapes():
         )
 
 
+def test_sdpa_rejects_a_mask_of_the_wrong_shape():
+    q, k = dt.ones(1, 1, 2, 4), dt.ones(1, 1, 3, 4)
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(3, 2\) must broadcast to the "):
+        F.scaled_dot_product_attention(q, k, k, attn_mask=dt.ones(3, 2, dtype=dt.bool))
+    with pytest.raises(ValueError, match=r"\(\.\.\., L, S\) = \(1, 1, 2, 3\)"):
+        F.scaled_dot_product_attention(q, k, k, attn_mask=dt.ones(2, 2, 3))  # would widen
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_sdpa_row_with_no_key_is_zero_with_zero_gradient(kind, rng):
+    q, k, v = qkv(rng)
+    keep = np.ones((3, 5), dtype=bool)
+    keep[1] = False  # query 1 may see no key
+    keep[0, 2] = False
+    mask = keep if kind == "bool" else np.where(keep, 0.0, -np.inf)
+    ins = [leaf(a) for a in (q, k, v)]
+    out = F.scaled_dot_product_attention(*ins, attn_mask=dt.tensor(mask))
+    np.testing.assert_array_equal(npy(out)[:, 1], 0.0)  # as PyTorch 2.5+, not NaN
+    expected = sdpa_reference(q[:, [0, 2]], k, v, np.where(keep, 0.0, -np.inf)[[0, 2]])
+    np.testing.assert_allclose(npy(out)[:, [0, 2]], expected, rtol=1e-10)
+    out.backward(dt.tensor(rng.standard_normal(out.shape)))
+    grads = [npy(t.grad) for t in ins]
+    assert all(np.isfinite(g).all() for g in grads)
+    np.testing.assert_array_equal(grads[0][:, 1], 0.0)
+    fn = lambda a, b, c: F.scaled_dot_product_attention(a, b, c, attn_mask=dt.tensor(mask))
+    assert gradcheck(fn, [leaf(q), leaf(k), leaf(v)])
+
+
+def test_sdpa_row_with_no_key_matches_torch(torch, rng, same):
+    q, k, v = qkv(rng)
+    keep = rng.uniform(size=(2, 3, 5)) > 0.5
+    keep[0, 1] = keep[1, 2] = False
+    for mask in (keep, np.where(keep, 0.0, -np.inf)):
+        tin = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+        din = [leaf(a) for a in (q, k, v)]
+        to = torch.nn.functional.scaled_dot_product_attention(*tin, attn_mask=torch.tensor(mask))
+        do = F.scaled_dot_product_attention(*din, attn_mask=dt.tensor(mask))
+        same(do, to)
+        g = rng.standard_normal(to.shape)
+        to.backward(torch.tensor(g))
+        do.backward(dt.tensor(g))
+        for a, b in zip(din, tin):
+            same(a.grad, b.grad)
+
+
 def test_sdpa_matches_torch(torch, rng, same):
     q, k, v = qkv(rng)
     keep = rng.uniform(size=(2, 3, 5)) > 0.3
@@ -403,6 +489,57 @@ def test_clip_grad_norm_matches_torch(torch):
         dn = nn.utils.clip_grad_norm_(ours, 1.5, norm_type=norm_type)
         assert dn.item() == pytest.approx(tn.item())
         np.testing.assert_allclose(npy(ours[0].grad), theirs[0].grad.numpy())
+
+
+def test_clip_grad_norm_float16_sums_do_not_overflow():
+    p = nn.Parameter(dt.zeros(1000, dtype=dt.float16))
+    p.grad = dt.full((1000,), 10.0, dtype=dt.float16)  # the sum of squares, 1e5, overflows
+    norm = nn.utils.clip_grad_norm_([p], 1.0)
+    assert norm.dtype == dt.float16 and norm.item() == pytest.approx(math.sqrt(1e5), rel=1e-3)
+    assert p.grad.dtype == dt.float16
+    np.testing.assert_allclose(npy(p.grad), 10 / math.sqrt(1e5), rtol=1e-3)
+    p.grad = dt.full((1000,), 300.0, dtype=dt.float16)  # each square overflows
+    for norm_type in (2.0, 3.0):
+        expected = 300 * 1000 ** (1 / norm_type)
+        got = nn.utils.clip_grad_norm_([p], 1e9, norm_type=norm_type)
+        assert float(got) == pytest.approx(expected, rel=1e-3)
+
+
+def test_clip_grad_norm_orders_zero_and_below_take_the_norm_of_the_norms():
+    # As PyTorch: each gradient's norm, then the same norm of those.
+    params = params_with_grads([0.0, 3.0, -4.0, 0.0, 2.0], [1.0, 0.0], [0.0, 0.0])
+    norm = nn.utils.clip_grad_norm_(params, max_norm=1.0, norm_type=0)
+    assert norm.item() == 2.0  # two gradients have a non-zero element
+    np.testing.assert_allclose(npy(params[1].grad), [1 / (2 + 1e-6), 0.0])
+    for norm_type in (-math.inf, -1.0):  # a zero norm (params[2]) makes these 0: no clip
+        params = params_with_grads([3.0, -4.0], [0.0, 0.0])
+        assert nn.utils.clip_grad_norm_(params, 1.0, norm_type=norm_type).item() == 0.0
+        np.testing.assert_array_equal(npy(params[0].grad), [3.0, -4.0])
+    params = params_with_grads([3.0, -4.0], [-2.0, 5.0])
+    assert nn.utils.clip_grad_norm_(params, 10.0, norm_type=-math.inf).item() == 2.0
+
+
+def test_clip_grad_norm_unusual_orders_match_torch(torch):
+    grads = [np.array([0.0, 3.0, -4.0, 0.0, 2.0]), np.array([1.0, 0.0]), np.array([-0.5, 6.0])]
+    for norm_type in (0.0, 0.5, -1.0, -math.inf):
+        theirs = []
+        for g in grads:
+            tp = torch.nn.Parameter(torch.zeros(g.shape, dtype=torch.float64))
+            tp.grad = torch.tensor(g)
+            theirs.append(tp)
+        ours = params_with_grads(*grads)
+        tn = torch.nn.utils.clip_grad_norm_(theirs, 1.5, norm_type=norm_type)
+        dn = nn.utils.clip_grad_norm_(ours, 1.5, norm_type=norm_type)
+        assert dn.item() == pytest.approx(tn.item()), norm_type
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(npy(a.grad), b.grad.numpy(), rtol=1e-12)
+    tp = torch.nn.Parameter(torch.zeros(1000, dtype=torch.float16))
+    tp.grad = torch.full((1000,), 10.0, dtype=torch.float16)
+    p = nn.Parameter(dt.zeros(1000, dtype=dt.float16))
+    p.grad = dt.full((1000,), 10.0, dtype=dt.float16)
+    tn, dn = torch.nn.utils.clip_grad_norm_([tp], 1.0), nn.utils.clip_grad_norm_([p], 1.0)
+    assert dn.item() == tn.item()
+    np.testing.assert_array_equal(npy(p.grad), tp.grad.numpy())
 
 
 def test_clip_grad_value():

@@ -220,6 +220,23 @@ def test_batch_norm_state_dict_names():
     assert bn.num_batches_tracked.dtype == dt.int64
 
 
+def test_batch_norm_loads_a_state_without_num_batches_tracked():
+    bn = nn.BatchNorm1d(3)
+    bn(dt.randn(4, 3))
+    state = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}
+    state["running_mean"] = dt.ones(3)
+    fresh = nn.BatchNorm1d(3)
+    assert fresh.load_state_dict(state) == ([], [])  # strict, as PyTorch for old checkpoints
+    np.testing.assert_array_equal(npy(fresh.running_mean), 1.0)
+    assert fresh.num_batches_tracked.item() == 0  # left as it was
+    with pytest.raises(RuntimeError, match=r"missing keys.*running_var"):
+        fresh.load_state_dict({k: v for k, v in state.items() if k != "running_var"})
+    # inside a model too (the key then carries the module's name)
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    old = {k: v for k, v in model.state_dict().items() if k != "1.num_batches_tracked"}
+    assert nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)).load_state_dict(old) == ([], [])
+
+
 def test_batch_norm_rejects_wrong_channels_and_ranks():
     with pytest.raises(ValueError, match=r"BatchNorm1d\(3\).*3 channels.*\(4, 5\)"):
         nn.BatchNorm1d(3)(dt.ones(4, 5))
@@ -507,6 +524,63 @@ def test_multihead_attention_rejects_bad_configurations():
         mha(dt.ones(3, 1, 6), dt.ones(3, 1, 6), dt.ones(3, 1, 6))
     with pytest.raises(ValueError, match=r"3-D.*2-D"):
         mha(dt.ones(8), dt.ones(8), dt.ones(8))
+
+
+def test_multihead_attention_names_a_mask_of_the_wrong_shape():
+    mha = nn.MultiheadAttention(8, 2, batch_first=True)
+    x = dt.ones(2, 3, 8)
+    with pytest.raises(
+        ValueError, match=r"key_padding_mask has shape \(3, 2\), expected \(batch, source_len\) "
+    ):
+        mha(x, x, x, key_padding_mask=dt.ones(3, 2, dtype=dt.bool))
+    with pytest.raises(ValueError, match=r"key_padding_mask has shape \(2,\), expected \(source"):
+        mha(x[0], x[0], x[0], key_padding_mask=dt.ones(2, dtype=dt.bool))
+    with pytest.raises(ValueError, match=r"attn_mask has shape \(2, 4\), expected"):
+        mha(x, x, x, attn_mask=dt.ones(2, 4, dtype=dt.bool))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # the NaN weights
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_fully_padded_sample(batch_first, rng):
+    # A sample whose every key is padding attends to nothing: zeros before out_proj (as
+    # PyTorch's SDPA) when the weights are not asked for; NaN with them (as PyTorch too).
+    mha = nn.MultiheadAttention(8, 2, batch_first=batch_first, dtype=dt.float64)
+    q, k, v = (leaf(a if batch_first else a.swapaxes(0, 1)) for a in mha_inputs(rng))
+    pad = np.zeros((2, 4), dtype=bool)
+    pad[1] = True
+    padded, other = (1, 0) if batch_first else ((slice(None), 1), (slice(None), 0))
+    out, _ = mha(q, k, v, key_padding_mask=dt.tensor(pad), need_weights=False)
+    np.testing.assert_allclose(npy(out)[padded], np.broadcast_to(npy(mha.out_proj.bias), (3, 8)))
+    out.sum().backward()
+    assert all(np.isfinite(npy(t.grad)).all() for t in (q, k, v, mha.in_proj_weight))
+    np.testing.assert_array_equal(npy(q.grad)[padded], 0.0)
+    out, _ = mha(q, k, v, key_padding_mask=dt.tensor(pad), need_weights=True)
+    assert np.isnan(npy(out)[padded]).all() and not np.isnan(npy(out)[other]).any()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_multihead_attention_fully_padded_sample_matches_torch(torch, rng, copy_from_torch, same):
+    theirs = torch.nn.MultiheadAttention(8, 2, batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        theirs.in_proj_bias.normal_()
+        theirs.out_proj.bias.normal_()
+    ours = nn.MultiheadAttention(8, 2, batch_first=True, dtype=dt.float64)
+    copy_from_torch(ours, theirs)
+    arrays = mha_inputs(rng)
+    pad = np.zeros((2, 4), dtype=bool)
+    pad[1] = True
+    pad[0, 0] = True
+    for need_weights in (False, True):
+        tin = [torch.tensor(a, requires_grad=True) for a in arrays]
+        din = [leaf(a) for a in arrays]
+        to, _ = theirs(*tin, key_padding_mask=torch.tensor(pad), need_weights=need_weights)
+        do, _ = ours(*din, key_padding_mask=dt.tensor(pad), need_weights=need_weights)
+        same(do, to, atol=1e-9)
+        if not need_weights:
+            to.sum().backward()
+            do.sum().backward()
+            for a, b in zip(din, tin):
+                same(a.grad, b.grad, atol=1e-9)
 
 
 @pytest.mark.parametrize("batch_first", [True, False])

@@ -279,6 +279,19 @@ def test_mse_and_l1_values_and_gradcheck(reduction, rng):
         assert gradcheck(lambda a, b, f=fn: f(a, b, reduction=reduction), [leaf(x), leaf(y)])
 
 
+def test_mse_and_l1_of_float16_do_not_overflow():
+    # 4096 errors of 20: the sums (1.6e6 and 81920) overflow float16, the means do not.
+    x = dt.full((64, 64), 20.0, dtype=dt.float16, requires_grad=True)
+    y = dt.zeros((64, 64), dtype=dt.float16)
+    for fn, expected, slope in ((F.mse_loss, 400.0, 2 * 20 / 4096), (F.l1_loss, 20.0, 1 / 4096)):
+        loss = fn(x, y)
+        assert loss.dtype == dt.float16 and loss.item() == expected
+        loss.backward()
+        assert x.grad.dtype == dt.float16
+        np.testing.assert_allclose(x.grad.numpy(), slope, rtol=1e-3)
+        x.grad = None
+
+
 def test_regression_losses_reject_bad_arguments():
     with pytest.raises(ValueError, match=r"input shape \(2, 3\) and target shape \(3,\) differ"):
         F.mse_loss(dt.ones(2, 3), dt.ones(3))

@@ -626,6 +626,89 @@ def test_module_list_and_dict():
     assert [k for k, _ in heads.items()] == ["b"]
 
 
+def test_sequential_delete_insert_extend_pop_renumber():
+    a, b, c, d = (nn.Linear(i, i) for i in (1, 2, 3, 4))
+    seq = nn.Sequential(a, b, c)
+    del seq[1]
+    assert list(seq) == [a, c] and list(seq._modules) == ["0", "1"]
+    assert seq.insert(1, d) is seq and list(seq) == [a, d, c]
+    seq.insert(-1, b)  # before the last, as list.insert
+    assert list(seq) == [a, d, b, c]
+    assert list(seq.state_dict())[-2:] == ["3.weight", "3.bias"]
+    assert seq.pop(0) is a and list(seq) == [d, b, c] and list(seq._modules) == ["0", "1", "2"]
+    popped = seq.pop(slice(1, None))
+    assert isinstance(popped, nn.Sequential) and list(popped) == [b, c] and list(seq) == [d]
+    assert seq.extend([a, b]) is seq and list(seq) == [d, a, b]
+    seq[-1] = c
+    assert list(seq) == [d, a, c]
+    del seq[0:2]
+    assert list(seq) == [c] and list(seq._modules) == ["0"]
+    with pytest.raises(IndexError, match="index 5"):
+        seq.insert(5, a)
+    with pytest.raises(IndexError, match="index 1"):
+        del seq[1]
+    with pytest.raises(TypeError, match="not a Module"):
+        seq.insert(0, "relu")
+    assert list(seq) == [c]  # unchanged by the refused calls
+    named = nn.Sequential(OrderedDict(fc=a, act=nn.ReLU()))
+    del named[1]  # as PyTorch: the names give way to positions
+    assert list(named._modules) == ["0"]
+
+
+def test_module_list_delete_insert_pop_renumber():
+    a, b, c, d = (nn.Linear(i, i) for i in (1, 2, 3, 4))
+    layers = nn.ModuleList([a, b, c])
+    del layers[0]
+    assert list(layers) == [b, c] and [n for n, _ in layers.named_children()] == ["0", "1"]
+    layers.insert(0, d)
+    layers.insert(len(layers), a)
+    assert list(layers) == [d, b, c, a]
+    assert layers.pop(-2) is c and list(layers) == [d, b, a]
+    assert list(layers.pop(slice(0, 2))) == [d, b] and list(layers) == [a]
+    assert list(layers.state_dict()) == ["0.weight", "0.bias"]
+    del layers[:]
+    assert len(layers) == 0
+
+
+def test_module_dict_update_pop_clear():
+    a, b, c = nn.Linear(1, 1), nn.ReLU(), nn.Linear(2, 2)
+    heads = nn.ModuleDict([("a", a)])  # pairs, as PyTorch
+    heads.update({"b": b})
+    heads.update([("c", c), ("a", b)])  # a replaced in place, order kept
+    assert list(heads.items()) == [("a", b), ("b", b), ("c", c)]
+    heads.update(nn.ModuleDict({"d": a}))
+    assert heads.pop("c") is c and list(heads.keys()) == ["a", "b", "d"]
+    with pytest.raises(KeyError):
+        heads.pop("c")
+    with pytest.raises(ValueError, match="element 0 has length 3"):
+        heads.update([("x", a, b)])
+    heads.clear()
+    assert len(heads) == 0 and list(heads.parameters()) == []
+
+
+def test_containers_edit_like_torch(torch):
+    def edit(lib):
+        seq = lib.Sequential(*(lib.Linear(i, i) for i in range(1, 5)))
+        del seq[1]
+        seq.insert(0, lib.Linear(7, 7))
+        seq.insert(-2, lib.Linear(8, 8))
+        seq.extend([lib.Linear(9, 9)])
+        seq.pop(2)
+        layers = lib.ModuleList(lib.Linear(i, i) for i in range(1, 5))
+        del layers[1:3]
+        layers.insert(1, lib.Linear(6, 6))
+        layers.pop(0)
+        heads = lib.ModuleDict([("a", lib.Linear(1, 1)), ("b", lib.Linear(2, 2))])
+        heads.update([("c", lib.Linear(3, 3))])
+        heads.pop("a")
+        return [
+            [(name, m.in_features) for name, m in container.named_children()]
+            for container in (seq, layers, heads)
+        ]
+
+    assert edit(nn) == edit(torch.nn)
+
+
 def test_module_without_forward_says_so():
     with pytest.raises(NotImplementedError, match="Module must define forward"):
         nn.Module()(1)

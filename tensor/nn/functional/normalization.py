@@ -9,6 +9,7 @@ from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.dtypes import accumulation_dtype
 from dtrain.runtime.kernels import layer_norm as _ln_kernels
 
 
@@ -33,6 +34,7 @@ class LayerNorm(Op):
     ) -> Any:
         xp = get_array_module(x)
         self.axes = tuple(range(x.ndim - dims, x.ndim))
+        self.dtype = x.dtype
         if is_cuda_array(x) and x.size:
             cols = _prod(x.shape[x.ndim - dims :])
             x2 = x.reshape(-1, cols)
@@ -43,14 +45,17 @@ class LayerNorm(Op):
                 self.param_shape = x.shape[x.ndim - dims :]
                 out, self.mean, self.rstd = _ln_kernels.layer_norm_forward(x2, w2, b2, eps)
                 return out.reshape(x.shape)
-        mean = x.mean(axis=self.axes, keepdims=True)
-        centred = x - mean
+        # float16 is normalised in float32 and the output rounded once, as PyTorch's CPU
+        # kernel does (squares of values over 256 overflow float16).
+        centred = x.astype(accumulation_dtype(x.dtype))
+        centred -= centred.mean(axis=self.axes, keepdims=True)
         var = (centred * centred).mean(axis=self.axes, keepdims=True)
         self.rstd = 1 / xp.sqrt(var + eps)
         self.xhat = centred * self.rstd
         self.weight = weight
         out = self.xhat if weight is None else self.xhat * weight
-        return out if bias is None else out + bias
+        out = out if bias is None else out + bias
+        return out.astype(x.dtype, copy=False)
 
     def backward(self, grad: Any) -> tuple:
         return self._backward(grad, None)
@@ -62,8 +67,7 @@ class LayerNorm(Op):
         if found is None or not self.needs_input_grad[0]:
             return self._backward(grad, None), (False,) * len(pending)
         addend = found[0]
-        x = self.x2 if self.fused else self.xhat
-        if addend.dtype != x.dtype or addend.shape != grad.shape:
+        if addend.dtype != self.dtype or addend.shape != grad.shape:
             return self._backward(grad, None), (False,) * len(pending)
         return self._backward(grad, addend), (True,) + (False,) * (len(pending) - 1)
 
@@ -88,15 +92,17 @@ class LayerNorm(Op):
         weight = self.weight
         lead = tuple(range(grad.ndim - len(self.axes)))
         grad_x = grad_w = grad_b = None
+        wide = grad.astype(self.xhat.dtype, copy=False)  # float32 for float16, as forward
         if needs[0]:
-            grad_xhat = grad if weight is None else grad * weight
+            grad_xhat = wide if weight is None else wide * weight
             grad_x = _normalize_backward(grad_xhat, self.xhat, self.rstd, self.axes)
+            grad_x = grad_x.astype(self.dtype, copy=False)
             if addend is not None:
                 grad_x += addend  # a new array: no second one for the sum
         if len(needs) > 1 and needs[1]:
-            grad_w = (grad * self.xhat).sum(axis=lead)
+            grad_w = (wide * self.xhat).sum(axis=lead).astype(weight.dtype, copy=False)
         if len(needs) > 2 and needs[2]:
-            grad_b = grad.sum(axis=lead)
+            grad_b = wide.sum(axis=lead).astype(grad.dtype, copy=False)
         return grad_x, grad_w, grad_b
 
 
@@ -147,8 +153,11 @@ class BatchNorm(Op):
         xp = get_array_module(x)
         self.axes = (0, *range(2, x.ndim))
         self.batch_stats = batch_stats
-        self.rstd = 1 / xp.sqrt(var + eps)
-        self.xhat = (x - mean) * self.rstd
+        # As PyTorch: 1 / std from the (float32, for float16) variance, which float16 may
+        # not hold, then the mean and it rounded to the input's dtype.
+        wide = accumulation_dtype(x.dtype)
+        self.rstd = (1 / xp.sqrt(var.astype(wide, copy=False) + eps)).astype(x.dtype, copy=False)
+        self.xhat = (x - mean.astype(x.dtype, copy=False)) * self.rstd
         self.weight = weight
         out = self.xhat if weight is None else self.xhat * weight
         return out if bias is None else out + bias
@@ -212,13 +221,18 @@ def batch_norm(
                 f"batch_norm: expected more than 1 value per channel when training, got input "
                 f"of shape {input.shape}; use a bigger batch or eval()"
             )
-        mean = array.mean(axis=axes, keepdims=True)
-        var = array.var(axis=axes, keepdims=True)
+        # float16 statistics accumulate in float32, as PyTorch's CPU kernel does; they are
+        # rounded to float16 once, in BatchNorm and in the running statistics.
+        wide = accumulation_dtype(array.dtype)
+        mean = array.mean(axis=axes, keepdims=True, dtype=wide)
+        var = array.var(axis=axes, keepdims=True, dtype=wide)
         if training and running_mean is not None:
             with no_grad():
-                running_mean.mul_(1 - momentum).add_(Tensor(mean.reshape(channels) * momentum))
+                step = (mean.reshape(channels) * momentum).astype(running_mean.dtype)
+                running_mean.mul_(1 - momentum).add_(Tensor(step))
                 unbiased = var.reshape(channels) * (count / max(count - 1, 1))
-                running_var.mul_(1 - momentum).add_(Tensor(unbiased * momentum))
+                step = (unbiased * momentum).astype(running_var.dtype)
+                running_var.mul_(1 - momentum).add_(Tensor(step))
         batch_stats = True
     else:
         mean = running_mean._array.reshape(stat_shape)
@@ -226,12 +240,4 @@ def batch_norm(
         batch_stats = False
     w = None if weight is None else weight.reshape(stat_shape)
     b = None if bias is None else bias.reshape(stat_shape)
-    return BatchNorm.apply(
-        input,
-        w,
-        b,
-        mean.astype(array.dtype, copy=False),
-        var.astype(array.dtype, copy=False),
-        eps=eps,
-        batch_stats=batch_stats,
-    )
+    return BatchNorm.apply(input, w, b, mean, var, eps=eps, batch_stats=batch_stats)

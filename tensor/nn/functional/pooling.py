@@ -16,6 +16,7 @@ from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.nn.functional.conv import _as_strided, _pair
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.dtypes import accumulation_dtype
 from dtrain.runtime.linalg import matmul
 
 
@@ -183,7 +184,7 @@ def max_pool2d(
     for window in windows[1:]:
         xp.maximum(values, window, out=values)
     argmax = xp.zeros(values.shape, dtype=np.uint8 if len(windows) < 256 else np.int64)
-    for position in range(len(windows) - 1, 0, -1):
+    for position in range(len(windows) - 1, -1, -1):  # down to 0: the first maximum wins
         hit = windows[position] == values
         if kind == "f":
             hit |= xp.isnan(windows[position])
@@ -218,13 +219,14 @@ class AvgPool2d(Op):
         kernel, stride, pads, dilation, out, extra = geometry
         self.shape, self.geometry, self.divisor = x.shape, geometry, divisor
         windows = _windows(_pad(x, pads, extra, 0), out, kernel, stride, dilation)
-        return windows.sum(axis=(4, 5)) / divisor
+        sums = windows.sum(axis=(4, 5), dtype=accumulation_dtype(x.dtype))
+        return (sums / divisor).astype(x.dtype, copy=False)
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
         kernel, stride, pads, dilation, out, extra = self.geometry
         n, c, h, w = self.shape
-        share = grad / self.divisor
+        share = (grad / self.divisor).astype(grad.dtype, copy=False)
         padded = xp.zeros(
             (n, c, h + 2 * pads[0] + extra[0], w + 2 * pads[1] + extra[1]), dtype=grad.dtype
         )
@@ -279,7 +281,7 @@ def avg_pool2d(
             divisor = int(table.flat[0])  # a Python int keeps float32 float32
         else:
             xp = get_array_module(input._array)
-            divisor = xp.asarray(table.astype(input.dtype))
+            divisor = xp.asarray(table.astype(accumulation_dtype(input.dtype)))
     unbatched = input.ndim == 3
     if unbatched:
         input = input.unsqueeze(0)
@@ -288,14 +290,17 @@ def avg_pool2d(
 
 
 class AdaptiveAvgPool2d(Op):
-    """``rows @ x @ columns.T``: each output averages a bin of input rows and columns."""
+    """``rows @ x @ columns.T``: each output averages a bin of input rows and columns.
+    ``rows`` and ``columns`` are in the accumulation dtype (float32 for float16 input)."""
 
     def forward(self, x: Any, rows: Any, columns: Any) -> Any:
         self.rows, self.columns = rows, columns
-        return matmul(matmul(rows, x), columns.T)
+        wide = x.astype(rows.dtype, copy=False)
+        return matmul(matmul(rows, wide), columns.T).astype(x.dtype, copy=False)
 
     def backward(self, grad: Any) -> tuple:
-        return (matmul(matmul(self.rows.T, grad), self.columns),)
+        wide = grad.astype(self.rows.dtype, copy=False)
+        return (matmul(matmul(self.rows.T, wide), self.columns).astype(grad.dtype, copy=False),)
 
 
 def _bins(size: int, out: int, dtype: Any) -> np.ndarray:
@@ -338,6 +343,7 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> Tensor:
         kernel = (size[0] // out[0], size[1] // out[1])
         return avg_pool2d(input, kernel, kernel)
     xp = get_array_module(input._array)
-    rows = xp.asarray(_bins(size[0], out[0], input.dtype))
-    columns = xp.asarray(_bins(size[1], out[1], input.dtype))
+    wide = accumulation_dtype(input.dtype)
+    rows = xp.asarray(_bins(size[0], out[0], wide))
+    columns = xp.asarray(_bins(size[1], out[1], wide))
     return AdaptiveAvgPool2d.apply(input, rows=rows, columns=columns)

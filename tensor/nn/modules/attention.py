@@ -114,6 +114,7 @@ class MultiheadAttention(Module):
                 f"MultiheadAttention: key {key.shape} and value {value.shape} must share batch "
                 f"and sequence sizes, and the batch size of query {query.shape}"
             )
+        self._check_masks(key_padding_mask, attn_mask, batch, length, key.shape[1], unbatched)
         w_q, w_k, w_v = self.in_proj_weight.chunk(3)
         b_q = b_k = b_v = None
         if self.in_proj_bias is not None:
@@ -149,6 +150,32 @@ class MultiheadAttention(Module):
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, weights
+
+    def _check_masks(
+        self,
+        key_padding_mask: Tensor | None,
+        attn_mask: Tensor | None,
+        batch: int,
+        length: int,
+        source: int,
+        unbatched: bool,
+    ) -> None:
+        """ValueErrors that name a mask of the wrong shape and the shape it must have."""
+        if key_padding_mask is not None and key_padding_mask.shape != (batch, source):
+            got = key_padding_mask.shape[1:] if unbatched else key_padding_mask.shape
+            expected = "(source_len,)" if unbatched else "(batch, source_len)"
+            sizes = (source,) if unbatched else (batch, source)
+            raise ValueError(
+                f"MultiheadAttention: key_padding_mask has shape {tuple(got)}, expected "
+                f"{expected} = {sizes}"
+            )
+        shapes = ((length, source), (batch * self.num_heads, length, source))
+        if attn_mask is not None and attn_mask.shape not in shapes:
+            raise ValueError(
+                f"MultiheadAttention: attn_mask has shape {tuple(attn_mask.shape)}, expected "
+                f"(target_len, source_len) = {shapes[0]} or (batch * num_heads, target_len, "
+                f"source_len) = {shapes[1]}"
+            )
 
     def _heads(self, x: Tensor) -> Tensor:
         batch, length, _ = x.shape

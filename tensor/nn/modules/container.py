@@ -1,4 +1,9 @@
-"""Containers: Sequential, ModuleList, ModuleDict."""
+"""Containers: Sequential, ModuleList, ModuleDict.
+
+As in PyTorch, deleting from or inserting into a Sequential or ModuleList numbers its
+modules 0, 1, ... again (so state-dict keys follow the new positions); a Sequential built
+from an ``OrderedDict`` loses its names then.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,13 @@ class Sequential(Module):
             return Sequential(OrderedDict(modules[index]))
         return modules[_check_index(index, len(modules))][1]
 
+    def __setitem__(self, index: int, module: Module) -> None:
+        names = list(self._modules)
+        self.add_module(names[_check_index(index, len(names))], module)
+
+    def __delitem__(self, index: int | slice) -> None:
+        _renumber(self, _without(list(self._modules.values()), index))
+
     def __len__(self) -> int:
         return len(self._modules)
 
@@ -43,6 +55,28 @@ class Sequential(Module):
         """Add a module at the end."""
         self.add_module(str(len(self)), module)
         return self
+
+    def insert(self, index: int, module: Module) -> Sequential:
+        """Put ``module`` before position ``index`` (``len(self)``: at the end).
+
+        Raises:
+            IndexError: ``index`` outside ``[-len(self), len(self)]``.
+        """
+        _renumber(self, _with(list(self._modules.values()), index, module))
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> Sequential:
+        """Add several modules at the end."""
+        for module in modules:
+            self.append(module)
+        return self
+
+    def pop(self, index: int | slice) -> Module:
+        """Remove the module (or, for a slice, the Sequential of modules) at ``index`` and
+        return it."""
+        popped = self[index]
+        del self[index]
+        return popped
 
 
 class ModuleList(Module):
@@ -63,6 +97,9 @@ class ModuleList(Module):
         index = _check_index(index, len(self))
         self.add_module(str(index), module)
 
+    def __delitem__(self, index: int | slice) -> None:
+        _renumber(self, _without(list(self._modules.values()), index))
+
     def __len__(self) -> int:
         return len(self._modules)
 
@@ -79,6 +116,21 @@ class ModuleList(Module):
         for module in modules:
             self.append(module)
         return self
+
+    def insert(self, index: int, module: Module) -> None:
+        """Put ``module`` before position ``index`` (``len(self)``: at the end).
+
+        Raises:
+            IndexError: ``index`` outside ``[-len(self), len(self)]``.
+        """
+        _renumber(self, _with(list(self._modules.values()), index, module))
+
+    def pop(self, index: int | slice) -> Any:
+        """Remove the module (or, for a slice, the ModuleList of modules) at ``index`` and
+        return it."""
+        popped = self[index]
+        del self[index]
+        return popped
 
     def __repr__(self) -> str:
         # PyTorch compresses runs of identical entries: "(0-2): 3 x Linear(...)".
@@ -102,10 +154,12 @@ class ModuleList(Module):
 class ModuleDict(Module):
     """A dict of modules whose parameters the parent registers."""
 
-    def __init__(self, modules: Mapping[str, Module] | None = None) -> None:
+    def __init__(
+        self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]] | None = None
+    ) -> None:
         super().__init__()
-        for name, module in (modules or {}).items():
-            self.add_module(name, module)
+        if modules is not None:
+            self.update(modules)
 
     def __getitem__(self, key: str) -> Module:
         return self._modules[key]
@@ -134,8 +188,61 @@ class ModuleDict(Module):
     def items(self) -> Iterable[tuple[str, Module]]:
         return self._modules.items()
 
+    def update(self, modules: Mapping[str, Module] | Iterable[tuple[str, Module]]) -> None:
+        """Add (or replace) modules from a mapping or from ``(name, module)`` pairs, in order.
+
+        Raises:
+            ValueError: a pair that is not of length 2.
+        """
+        pairs = modules.items() if isinstance(modules, (Mapping, ModuleDict)) else modules
+        for index, pair in enumerate(pairs):
+            if len(pair) != 2:
+                raise ValueError(
+                    f"ModuleDict.update: element {index} has length {len(pair)}; each must be "
+                    "a (name, module) pair"
+                )
+            self.add_module(*pair)
+
+    def pop(self, key: str) -> Module:
+        """Remove the module under ``key`` and return it."""
+        module = self[key]
+        del self[key]
+        return module
+
+    def clear(self) -> None:
+        """Remove every module."""
+        self._modules.clear()
+
 
 def _check_index(index: int, length: int) -> int:
     if not -length <= index < length:
         raise IndexError(f"index {index} is out of range for a container of {length} modules")
     return index % length
+
+
+def _without(modules: list, index: int | slice) -> list:
+    """``modules`` less the one at ``index`` (or the ones in a slice)."""
+    if not isinstance(index, slice):
+        index = _check_index(index, len(modules))
+    del modules[index]
+    return modules
+
+
+def _with(modules: list, index: int, module: Module) -> list:
+    """``modules`` with ``module`` put before position ``index``."""
+    if not isinstance(module, Module):
+        raise TypeError(f"insert: {type(module).__name__} is not a Module")
+    if not -len(modules) <= index <= len(modules):
+        raise IndexError(
+            f"insert: index {index} is out of range for a container of {len(modules)} modules; "
+            f"use one in [{-len(modules)}, {len(modules)}]"
+        )
+    modules.insert(index, module)
+    return modules
+
+
+def _renumber(container: Module, modules: list) -> None:
+    """Register ``modules`` in ``container`` under the names "0", "1", ... only."""
+    container._modules.clear()
+    for index, module in enumerate(modules):
+        container.add_module(str(index), module)

@@ -92,6 +92,10 @@ class _BatchNorm(Module):
             self.running_var.fill_(1.0)
             self.num_batches_tracked.zero_()
 
+    def _optional_state(self) -> tuple[str, ...]:
+        # As PyTorch: older checkpoints have no count; loading one keeps the count as it is.
+        return ("num_batches_tracked",)
+
     def _check_input(self, input: Tensor) -> None:
         if input.ndim not in self.expected_dims or input.shape[1] != self.num_features:
             raise ValueError(
