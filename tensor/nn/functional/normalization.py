@@ -47,8 +47,8 @@ class LayerNorm(Op):
                 return out.reshape(x.shape)
         # float16 is normalised in float32 and the output rounded once, as PyTorch's CPU
         # kernel does (squares of values over 256 overflow float16).
-        centred = x.astype(accumulation_dtype(x.dtype))
-        centred -= centred.mean(axis=self.axes, keepdims=True)
+        wide = x.astype(accumulation_dtype(x.dtype), copy=False)
+        centred = wide - wide.mean(axis=self.axes, keepdims=True)
         var = (centred * centred).mean(axis=self.axes, keepdims=True)
         self.rstd = 1 / xp.sqrt(var + eps)
         self.xhat = centred * self.rstd
