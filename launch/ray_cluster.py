@@ -27,6 +27,11 @@ It is private to the job:
   2.60 writes ``~/.ray/auth_token``).
 - fate-shared with the launcher: Ray starts each of its processes with the kernel's
   parent-death signal, so they die with the launcher even when it is killed with SIGKILL.
+- in a session of its own (``start_new_session``, as Ray itself puts them in a process group
+  of their own on Windows): a SIGTERM to the launcher's process group (``timeout``, Slurm's
+  ``scancel``, ``kill -TERM -PGID``) reaches the launcher only, which then stops the ranks
+  and the cluster in order. Otherwise the GCS died with the signal and the launcher's
+  cleanup waited on it until Ray gave up (60 s) and ended the launcher with exit code 1.
 
 Joining a cluster whose address is on loopback sets ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
 for the same reason.
@@ -197,6 +202,34 @@ def _refresh_auth() -> None:
         pass
 
 
+@contextlib.contextmanager
+def _own_session() -> Iterator[None]:
+    """Start the Ray processes launched meanwhile (GCS, raylets; their workers inherit it) in
+    a session of their own. Only where the kernel's parent-death signal ties them to this
+    process: without it Ray's reaper finds them by our process group."""
+    try:
+        from ray._private import services, utils
+
+        popen = services.ConsolePopen
+        tied = utils.detect_fate_sharing_support()
+    except (ImportError, AttributeError):  # a Ray that moved its private helpers
+        tied = False
+    if not tied:
+        yield
+        return
+
+    class SessionPopen(popen):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = SessionPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = popen
+
+
 def _is_loopback(address: str) -> bool:
     host = address.rpartition(":")[0].strip("[]") if ":" in address else address
     return host in _LOCAL_HOSTS or host.startswith("127.")
@@ -306,9 +339,10 @@ class EmbeddedCluster:
                 no_monitor=True,
                 include_log_monitor=False,
             )
-            self._cluster = Cluster(initialize_head=True, head_node_args=head)
-            for index in range(1, self.nodes):
-                self._cluster.add_node(wait=False, **self._node_args(index, gpu_ids))
+            with _own_session():
+                self._cluster = Cluster(initialize_head=True, head_node_args=head)
+                for index in range(1, self.nodes):
+                    self._cluster.add_node(wait=False, **self._node_args(index, gpu_ids))
             self._cluster.wait_for_nodes(timeout=120)
         except BaseException:
             self.stop()

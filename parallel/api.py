@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import secrets as _secrets
 import warnings
 from typing import Any
@@ -36,12 +37,22 @@ class GroupMember:
     NON_GROUP_MEMBER = object()
 
 
-def _seconds(timeout: Any) -> float | None:
+def _seconds(timeout: Any, caller: str) -> float | None:
+    """``timeout`` (seconds or a timedelta) in seconds; None: the default."""
     if timeout is None:
         return None
-    if isinstance(timeout, datetime.timedelta):
-        return timeout.total_seconds()
-    return float(timeout)
+    try:
+        seconds = (
+            timeout.total_seconds() if isinstance(timeout, datetime.timedelta) else float(timeout)
+        )
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(
+            f"{caller}: timeout={timeout!r} must be a finite number of seconds above 0 (or a "
+            "timedelta); pass None for the default (DTRAIN_TIMEOUT, 300 s)"
+        )
+    return seconds
 
 
 def _choose_backend() -> str:
@@ -82,7 +93,7 @@ def init_process_group(
     if backend is None:
         backend = config.backend or _choose_backend()
     backend = _backend_name(backend)
-    limit = _seconds(timeout) or config.timeout
+    limit = _seconds(timeout, "init_process_group") or config.timeout
     if backend == "mpi" or (under_mpiexec() and rank is None and config.rank is None):
         comm = _mpi_world()
         rank = comm.Get_rank() if rank is None else rank
@@ -154,7 +165,25 @@ def _connect_store(
             ) from None
         port = _state.server.port
     _state.store = StoreClient(host, port, _state.secret, timeout)
+    _check_world_size(_state.store, rank, world_size)
     return _state.store
+
+
+def _check_world_size(store: Any, rank: int, world_size: int) -> None:
+    """Rank 0 publishes its world size; a rank told another one raises, naming both (else
+    it would wait for ranks that never come, and time out naming a store key)."""
+    if rank == 0:
+        store.set("world/size", str(world_size).encode())
+        return
+    theirs = int(store.get("world/size").decode())
+    if theirs != world_size:
+        store.close()
+        _state.store = None
+        raise RendezvousError(
+            f"rank {rank} was told WORLD_SIZE={world_size} but rank 0 was told "
+            f"WORLD_SIZE={theirs}; every rank must get the same WORLD_SIZE (and MASTER_PORT: "
+            "another job's rank 0 may serve this port)"
+        )
 
 
 def _backend_name(backend: str) -> str:
@@ -285,7 +314,7 @@ def new_group(
             f"new_group: ranks {ranks} must be a non-empty subset of 0..{world.size - 1}"
         )
     _state.groups += 1
-    limit = _seconds(timeout) or world.timeout
+    limit = _seconds(timeout, "new_group") or world.timeout
     if world.backend == "mpi":
         from dtrain.parallel.backends.mpi import MpiGroup
 

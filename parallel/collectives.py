@@ -13,7 +13,7 @@ import numpy as np
 
 from dtrain._tensor.tensor import Tensor
 from dtrain.parallel.api import _group
-from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.group import ProcessGroup, check_writeable
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.work import Chained, Work
 from dtrain.runtime.backend import cupy_module
@@ -107,6 +107,7 @@ def reduce(
         return _not_member("reduce")
     root = _group_rank(g, dst, "dst")
     array = _array(tensor, "reduce")
+    check_writeable("reduce", array, "tensor" if g.rank == root else None)
     scratch = array.copy()
     work = g.all_reduce(scratch, op, timeout, name="reduce", async_op=async_op)
     if g.rank == root:
@@ -139,6 +140,7 @@ def all_gather(
                 f"all_gather: tensor_list[{i}] has shape {out.shape} and dtype "
                 f"{out.dtype}; every entry must match the input {array.shape} {array.dtype}"
             )
+        check_writeable("all_gather", out, f"tensor_list[{i}]")
     xp = np if type(array) is np.ndarray else cupy_module()
     gathered = xp.empty((g.size, *array.shape), dtype=array.dtype)
     inner = g.all_gather(gathered, array, timeout, async_op=async_op)

@@ -55,7 +55,8 @@ class GradBucket:
         return self._index
 
     def buffer(self) -> Tensor:
-        """The flat gradients; a hook leaves the averaged values here."""
+        """The flat gradients, then one 0/1 "used" flag per parameter; a hook leaves the
+        averaged values of all of it here."""
         return self._buffer
 
     def parameters(self) -> list:
@@ -98,6 +99,11 @@ def _scale_cast(flat: Any, factor: float, dtype: Any, out: Any = None) -> Any:
 
 
 class _Bucket:
+    """The flat gradients of ``params``, then one "used" flag per parameter: 1 unless this
+    rank has no gradient for it. The flags ride on the bucket's all-reduce, so after it a
+    flag of 0 says that no rank had one (its ``.grad`` is then None, as in PyTorch) at no
+    extra collective."""
+
     def __init__(self, index: int, params: list, xp: Any, dtype: Any) -> None:
         self.index, self.params = index, params
         self.offsets = {}
@@ -105,7 +111,9 @@ class _Bucket:
         for p in params:
             self.offsets[id(p)] = (total, total + p.numel())
             total += p.numel()
-        self.flat = xp.zeros(total, dtype=dtype)
+        self.flat = xp.zeros(total + len(params), dtype=dtype)
+        self.used = self.flat[total:]
+        self.slot = {id(p): i for i, p in enumerate(params)}
         self.views = {
             id(p): self.flat[a:b].reshape(p.shape)
             for p, (a, b) in ((p, self.offsets[id(p)]) for p in params)
@@ -248,6 +256,7 @@ class DistributedDataParallel(Module):
             self._next_bucket = 0
             for bucket in self._buckets:
                 bucket.pending, bucket.work = len(bucket.params), None
+                bucket.used[...] = 1  # one fill a bucket; _finish clears the unused
             if self.stats is not None:
                 self._step = self.stats._begin(self._backward_start)
                 self._backward_start = None
@@ -305,17 +314,19 @@ class DistributedDataParallel(Module):
             if not self._warned_unused:
                 warnings.warn(
                     f"DistributedDataParallel: parameters {unused} received no gradient this "
-                    "step; their gradients are reduced as zeros (or as whatever they held), so "
-                    "every rank stays in step",
+                    "step; they are reduced as zeros (or as whatever they held), so every rank "
+                    "stays in step, and keep grad None where no rank had a gradient",
                     stacklevel=2,
                 )
                 self._warned_unused = True
             for _, param in self._params:
                 if id(param) in self._ready:
                     continue
-                if param.grad is None:  # nothing accumulated: contribute zeros
-                    self._bucket_of[id(param)].views[id(param)][...] = 0
-                    param.grad = wrap(self._bucket_of[id(param)].views[id(param)])
+                bucket = self._bucket_of[id(param)]
+                if param.grad is None:  # nothing accumulated: contribute zeros, flag unused
+                    bucket.views[id(param)][...] = 0
+                    bucket.used[bucket.slot[id(param)]] = 0
+                    param.grad = wrap(bucket.views[id(param)])
                 else:  # gradients accumulated under no_sync: reduce them as they are
                     self._adopt(param)
             for bucket in self._buckets[self._next_bucket :]:
@@ -335,9 +346,21 @@ class DistributedDataParallel(Module):
                     stamp.wait()
                 self._stamps.clear()
                 self._step = None
+        if unused:
+            self._drop_gradients_no_rank_had()
         for _, param in self._params:
             if param.grad is not None:
                 param.grad._version[0] += 1
+
+    def _drop_gradients_no_rank_had(self) -> None:
+        """``.grad = None`` where every rank flagged the parameter unused (PyTorch leaves
+        those None, so optimizers skip them: no momentum or weight decay step). Only a rank
+        with unused parameters can see such a flag: one host copy per bucket."""
+        for bucket in self._buckets:
+            flags = bucket.used.tolist()
+            for param in bucket.params:
+                if flags[bucket.slot[id(param)]] == 0:
+                    param.grad = None
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:

@@ -100,14 +100,25 @@ class ProcessGroup:
                 exc.op = name  # fill in what the transport left out
                 if exc.seq is None and collective:
                     exc.seq = seq
-                if self.broken is None:
-                    self.broken = str(exc)
-                    self._abort(str(exc))
+                self._break(str(exc))
                 raise exc from None
+            except BaseException as exc:
+                # A local failure once the call may have reached the transport (a buffer it
+                # cannot write, out of memory, Ctrl-C): the peers are mid-call with this rank,
+                # so the group is out of step. Break it and tell them, naming this rank.
+                me = self.ranks[self.rank]
+                self._break(f"{label}: rank {me} failed locally ({type(exc).__name__}: {exc})")
+                raise
 
         if async_op:
             return self.executor.submit(run, work)
         return self.executor.run_inline(run, work)
+
+    def _break(self, reason: str) -> None:
+        """Mark the group broken (the first reason sticks) and tell the peers."""
+        if self.broken is None:
+            self.broken = reason
+            self._abort(reason)
 
     def all_reduce(
         self,
@@ -120,7 +131,7 @@ class ProcessGroup:
         """Collective: every rank in the group must call this. Reduce in place. ``name`` is
         what errors call it (``reduce`` and ``barrier`` run as an all_reduce). The caller of
         ``async_op=False`` waits on the Work at once: it may run on the caller's thread."""
-        _check_array(name, array)
+        _check_array(name, array, output="tensor")
         op = check_op(op, array.dtype)
 
         def job(deadline: float, seq: int) -> None:
@@ -136,8 +147,8 @@ class ProcessGroup:
         self, array: Any, src: int, timeout: float | None = None, async_op: bool = True
     ) -> Work:
         """Collective: every rank in the group must call this. ``src`` is a group rank."""
-        _check_array("broadcast", array)
         self._check_rank("broadcast", src, "src")
+        _check_array("broadcast", array, output="tensor" if self.rank != src else None)
 
         def job(deadline: float, seq: int) -> None:
             with _flat(array, keep=self.rank == src) as flat:
@@ -151,7 +162,7 @@ class ProcessGroup:
     ) -> Work:
         """Collective: every rank in the group must call this. ``out`` holds size x input."""
         _check_array("all_gather", array)
-        _check_array("all_gather", out)
+        _check_array("all_gather", out, output="output")
         if out.size != array.size * self.size or out.dtype != array.dtype:
             raise ValueError(
                 f"all_gather: the output must hold {self.size} x {array.size} elements of "
@@ -177,7 +188,7 @@ class ProcessGroup:
     ) -> Work:
         """Collective: every rank in the group must call this. ``array`` holds size x out."""
         _check_array("reduce_scatter", array)
-        _check_array("reduce_scatter", out)
+        _check_array("reduce_scatter", out, output="output")
         op = check_op(op, array.dtype)
         if array.size != out.size * self.size or out.dtype != array.dtype:
             raise ValueError(
@@ -225,7 +236,7 @@ class ProcessGroup:
     ) -> Work:
         """Receive into ``array`` from group rank ``src`` (any rank when None); the Work's
         ``source`` attribute says who sent it."""
-        _check_array("recv", array)
+        _check_array("recv", array, output="tensor")
         if src is not None:
             self._check_rank("recv", src, "src")
         return self._post_recv(array, src, tag, timeout)
@@ -257,13 +268,27 @@ class ProcessGroup:
         self._close()
 
 
-def _check_array(name: str, array: Any) -> None:
+def _check_array(name: str, array: Any, output: str | None = None) -> None:
+    """Raise for what the transport cannot move; ``output`` names the argument when the call
+    writes into ``array``: it must be writeable, checked here because a failure halfway
+    through the transfer would leave the peers out of step."""
     dtype = getattr(array, "dtype", None)
     if dtype is None or not hasattr(array, "shape"):
         raise TypeError(f"{name}: expected a tensor or array, got {type(array).__name__}")
     if dtype.kind not in SUPPORTED_KINDS or dtype not in DTYPE_CODES:
         raise TypeError(
             f"{name}: unsupported dtype {dtype}; use float16/32/64, (u)int8/16/32/64 or bool"
+        )
+    check_writeable(name, array, output)
+
+
+def check_writeable(name: str, array: Any, what: str | None) -> None:
+    """Raise ValueError when ``array`` (the argument ``what``; None: not written) is
+    read-only."""
+    if what is not None and not getattr(getattr(array, "flags", None), "writeable", True):
+        raise ValueError(
+            f"{name}: {what} is read-only (flags.writeable is False) but the call writes its "
+            "result into it; pass a writeable copy (array.copy())"
         )
 
 

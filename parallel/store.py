@@ -64,6 +64,10 @@ class StoreServer:
     def close(self) -> None:
         """Stop accepting and hang up on every client: their next request fails."""
         self.closed = True
+        # close() alone leaves the port bound while the accept thread sits in accept() (on
+        # Linux): a second init_process_group on this port would fail. shutdown wakes it.
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.listener.close()
         with self.connections_lock:

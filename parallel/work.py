@@ -4,6 +4,7 @@ that runs a group's collectives one after another on a background thread."""
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,11 +20,38 @@ class Work:
         self.description = description
         self._done = threading.Event()
         self._error: BaseException | None = None
-        self._finish = finish  # runs in wait(), on the caller's thread (copy-back, scaling)
+        self._lock = threading.Lock()
+        # Steps that write the outputs (copy-back, scaling): they run where the collective
+        # completes, before it reports done, so a completed Work has its outputs written.
+        self._steps: list[Callable[[], Any]] = [] if finish is None else [finish]
+
+    def then(self, step: Callable[[], Any]) -> None:
+        """Run ``step`` once the collective succeeded, before the Work reports done (at once,
+        on this thread, when it already has). An error in ``step`` becomes the Work's."""
+        with self._lock:
+            if not self._done.is_set():
+                self._steps.append(step)
+                return
+        if self._error is None:
+            try:
+                step()
+            except BaseException as exc:  # handed to whoever waits, as the job's would be
+                self._error = exc
 
     def _complete(self, error: BaseException | None = None) -> None:
-        self._error = error
-        self._done.set()
+        while True:
+            with self._lock:
+                steps, self._steps = self._steps, []
+                if not steps:
+                    self._error = error
+                    self._done.set()
+                    return
+            for step in steps:
+                if error is None:
+                    try:
+                        step()
+                    except BaseException as exc:
+                        error = exc
 
     def is_completed(self) -> bool:
         """True once the collective finished, successfully or not."""
@@ -46,9 +74,6 @@ class Work:
             )
         if self._error is not None:
             raise self._error
-        if self._finish is not None:
-            finish, self._finish = self._finish, None
-            finish()
         return True
 
 
@@ -117,11 +142,13 @@ def _execute(job: Callable[[], None], work: Work) -> None:
 
 
 class Chained(Work):
-    """A Work that runs ``then`` once the inner collective finished."""
+    """A Work that runs ``then`` once the inner collective succeeded, as part of it: the
+    inner Work reports done only after ``then`` wrote the outputs."""
 
-    def __init__(self, inner: Work, then: Any) -> None:
+    def __init__(self, inner: Work, then: Callable[[], Any]) -> None:
         super().__init__(inner.description)
-        self.inner, self.then = inner, then
+        self.inner = inner
+        inner.then(_on_current_device(then))
 
     def is_completed(self) -> bool:
         return self.inner.is_completed()
@@ -133,8 +160,22 @@ class Chained(Work):
         return self.inner.exception()
 
     def wait(self, timeout: float | None = None) -> bool:
-        self.inner.wait(timeout)
-        if self.then is not None:
-            then, self.then = self.then, None
-            then()
-        return True
+        return self.inner.wait(timeout)
+
+
+def _on_current_device(step: Callable[[], Any]) -> Callable[[], Any]:
+    """``step`` bound to this thread's current CUDA device: it runs on the executor thread,
+    whose current device is its own (device 0), not the rank's."""
+    cupy = sys.modules.get("cupy")  # not imported: no CUDA arrays to write
+    if cupy is None:
+        return step
+    try:
+        device = cupy.cuda.Device()  # asks the runtime for the current device
+    except Exception:  # cupy without a GPU or driver: nothing to switch
+        return step
+
+    def on_device() -> Any:
+        with device:
+            return step()
+
+    return on_device

@@ -6,7 +6,7 @@ DTRAIN_SECRET        shared by the job; every connection proves it knows it (HMA
 DTRAIN_DEBUG=1       check collective signatures on every backend (tcp always does), and
                      check values of CUDA inputs on the host (runtime/value_checks.py)
 DTRAIN_BACKEND       tcp | mpi | nccl when init_process_group gets backend=None
-DTRAIN_TIMEOUT       default collective timeout in seconds (300)
+DTRAIN_TIMEOUT       default collective timeout in seconds (300; finite, above 0)
 DTRAIN_SHM=0         tcp backend: keep to sockets even when every rank is on this host
 DTRAIN_DEVICE        the device this rank trains on (parallel.local_device(); dtrain launch
                      sets cuda:0 for a rank it gave a GPU)
@@ -20,6 +20,7 @@ Under ``mpiexec`` the first four fall back to what the MPI launcher set: MPICH's
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,14 +92,26 @@ def debug_checks(env: Mapping[str, str] | None = None) -> bool:
     return value not in ("", "0", "false", "False")
 
 
+def _timeout(text: str) -> float:
+    """``DTRAIN_TIMEOUT`` in seconds: finite and above 0 (0 would fail every collective at
+    once, nan or a negative value would never let one wait)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(
+            f"environment variable DTRAIN_TIMEOUT={text!r} must be a finite number of seconds "
+            "above 0 (how long a collective waits for its peers); set it to e.g. 300, or unset "
+            "it for the default"
+        )
+    return seconds
+
+
 def read_config(env: Mapping[str, str] | None = None) -> Config:
     """Read the environment (``os.environ`` unless given) into a ``Config``."""
     env = os.environ if env is None else env
-    timeout = env.get("DTRAIN_TIMEOUT", "300")
-    try:
-        timeout_s = float(timeout)
-    except ValueError:
-        raise ValueError(f"DTRAIN_TIMEOUT={timeout!r} must be a number of seconds") from None
+    timeout_s = _timeout(env.get("DTRAIN_TIMEOUT") or "300")
     return Config(
         rank=_first_int(env, _RANK),
         world_size=_first_int(env, _WORLD_SIZE),

@@ -10,6 +10,7 @@ them itself, and an ``isend`` queued there could wait forever for an ``irecv`` q
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from typing import Any
@@ -56,6 +57,30 @@ def _check_launcher(comm: Any) -> None:
         )
 
 
+def abort_on_uncaught_exception() -> None:
+    """Make an uncaught exception end the whole job: print it (the previous hook does), then
+    ``MPI_Abort``. MPICH's Hydra does not stop the other ranks when one exits with an
+    error, so they would wait out their whole timeout (``DTRAIN_TIMEOUT``) in the next
+    collective. Installed once, by the first world group; ``python -m mpi4py`` does the same."""
+    previous = sys.excepthook
+    if getattr(previous, "dtrain_mpi_abort", False):
+        return
+
+    def abort(kind: type, value: BaseException, trace: Any) -> None:
+        try:
+            previous(kind, value, trace)
+            rank = _mpi().COMM_WORLD.Get_rank()
+            print(
+                f"dtrain: rank {rank} raised {kind.__name__}: aborting the MPI job", file=sys.stderr
+            )
+            sys.stderr.flush()
+        finally:
+            _mpi().COMM_WORLD.Abort(1)
+
+    abort.dtrain_mpi_abort = True  # type: ignore[attr-defined]
+    sys.excepthook = abort
+
+
 class MpiGroup(ProcessGroup):
     """A process group over an MPI communicator (CPU arrays)."""
 
@@ -66,6 +91,7 @@ class MpiGroup(ProcessGroup):
     ) -> None:
         if comm is _mpi().COMM_WORLD:
             _check_launcher(comm)
+            abort_on_uncaught_exception()
         self.comm, self.debug = comm, debug
         size = comm.Get_size()
         super().__init__(comm.Get_rank(), size, timeout, ranks or list(range(size)))

@@ -165,6 +165,8 @@ class TcpGroup(ProcessGroup):
         """Raise when ``header`` is not the next frame of ``posted``."""
         expected = posted.expected
         name = OPS.get(expected.op)
+        if not header.same_call(expected) and expected.op == OP_CODES["send"]:
+            raise CollectiveError(self._unexpected_message(peer, header, expected), op="recv")
         if not header.same_call(expected):
             raise CollectiveError(
                 f"{name} #{expected.seq}: {self._name(peer)} called "
@@ -183,6 +185,20 @@ class TcpGroup(ProcessGroup):
                 seq=expected.seq,
                 rank=self.ranks[peer],
             )
+
+    def _unexpected_message(self, peer: int, header: Header, expected: Header) -> str:
+        """What a recv says when ``peer``'s next frame is not the message it waits for."""
+        if header.op == OP_CODES["send"]:
+            theirs = f"sent {header.signature()} first"
+        else:
+            theirs = f"called {header.signature()} (call #{header.seq})"
+        wanted = "a message(" + expected.signature().split("(", 1)[1]
+        return (
+            f"recv: {self._name(peer)} {theirs} but {self._name(self.rank)} expected to "
+            f"receive {wanted}; on the tcp backend a rank receives each peer's messages in the "
+            "order that peer sent them (tags are checked, not matched out of order), and "
+            "point-to-point calls and collectives in the same order on both ranks"
+        )
 
     # ---- moving parts -----------------------------------------------------------------------
     def _header(self, op: str, flat: Any, reduce: int, seq: int, tag: int = 0) -> Header:

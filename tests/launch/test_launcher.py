@@ -358,12 +358,17 @@ def _listening(pids: set[int]) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    ("signum", "whole_group"), [(signal.SIGINT, True), (signal.SIGTERM, False)]
+    ("signum", "whole_group"),
+    [(signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGTERM, True)],
+    ids=["ctrl-c", "sigterm", "sigterm-to-group"],
 )
 def test_embedded_cluster_on_loopback_and_no_process_outlives_a_stopped_launcher(
     signum, whole_group, script, tmp_path
 ):
-    """Ctrl-C (SIGINT to the terminal's process group) or SIGTERM to the launcher alone."""
+    """Ctrl-C (SIGINT to the terminal's process group), SIGTERM to the launcher alone, or
+    SIGTERM to its process group (``timeout``, Slurm's ``scancel``): the embedded cluster is
+    in a session of its own, so its GCS outlives the signal and the launcher's cleanup does
+    not wait for a dead GCS until Ray gives up (60 s, exit code 1)."""
     path, out = script
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     env["RAY_TMPDIR"] = str(tmp_path)  # no `ray start` cluster to find: the embedded one

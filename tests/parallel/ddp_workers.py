@@ -99,28 +99,76 @@ def equivalence(
     return {"worst": worst, "buckets": len(buckets), "grads_are_views": bool(views)}
 
 
+class _WithUnused(nn.Module):
+    """``unused`` gets no gradient on any rank; ``partly`` only on the ranks in ``partly_on``."""
+
+    def __init__(self, partly_on: tuple = ()) -> None:
+        super().__init__()
+        self.body = nn.Linear(12, 16)
+        self.head = nn.Linear(16, 5)
+        self.partly = nn.Linear(16, 5)
+        self.unused = nn.Linear(5, 5)
+        self.partly_on = partly_on
+
+    def forward(self, x: dt.Tensor) -> dt.Tensor:
+        h = self.body(x).relu()
+        out = self.head(h)
+        if dist.is_initialized() and dist.get_rank() in self.partly_on:
+            out = out + self.partly(h)
+        return out
+
+
 def unused_parameter() -> dict:
+    """Parameters no rank used keep grad None; one used on rank 0 only gets the average."""
     dist.init_process_group()
-
-    class Branchy(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.used = nn.Linear(3, 2)
-            self.unused = nn.Linear(3, 2)
-
-        def forward(self, x: dt.Tensor) -> dt.Tensor:
-            return self.used(x)
-
     dt.manual_seed(0)
-    model = dist.DistributedDataParallel(Branchy())
+    model = dist.DistributedDataParallel(_WithUnused(partly_on=(0,)))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(2):
-            model(dt.ones(4, 3)).sum().backward()
+            model(dt.ones(4, 12)).sum().backward()
     messages = [str(w.message) for w in caught if "no gradient" in str(w.message)]
-    zero = float(np.abs(model.module.unused.weight.grad.numpy()).max())
+    module = model.module
+    partly = module.partly.weight.grad
     dist.destroy_process_group()
-    return {"warnings": messages, "unused_grad_max": zero}
+    return {
+        "warnings": messages,
+        "unused_grads": [p.grad is None for p in module.unused.parameters()],
+        "partly_grad_sum": None if partly is None else float(partly.numpy().sum()),
+    }
+
+
+def unused_with_adamw(steps: int = 3, batch: int = 4) -> dict:
+    """DDP with AdamW and a layer no rank uses against one process on the global batch: the
+    unused layer must not move (no decoupled weight decay on a zero gradient)."""
+    dist.init_process_group()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    dt.manual_seed(0)
+    reference = _WithUnused()
+    dt.manual_seed(0)
+    local = _WithUnused()
+    model = dist.DistributedDataParallel(local, bucket_cap_mb=0.002)
+    ref_opt = dt.optim.AdamW(reference.parameters(), lr=1e-2)
+    opt = dt.optim.AdamW(model.parameters(), lr=1e-2)
+    start = local.unused.weight.detach().numpy().copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unused-parameter warning is expected here
+        for step in range(steps):
+            ref_opt.zero_grad()
+            opt.zero_grad()
+            x, y = _batch("mlp", world * batch, step)
+            _loss("mlp", reference, x, y).backward()
+            mine = slice(rank * batch, (rank + 1) * batch)
+            _loss("mlp", model, x[mine], y[mine]).backward()
+            ref_opt.step()
+            opt.step()
+    worst = 0.0
+    for a, b in zip(reference.state_dict().values(), local.state_dict().values()):
+        diff = np.abs(a.numpy().astype(np.float64) - b.numpy().astype(np.float64)).max()
+        worst = max(worst, float(diff))
+    moved = float(np.abs(local.unused.weight.detach().numpy() - start).max())
+    dist.destroy_process_group()
+    return {"worst": worst, "unused_moved": moved}
 
 
 def mismatched_models() -> dict:

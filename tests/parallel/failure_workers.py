@@ -175,6 +175,29 @@ def mismatches(per_call: float = 20, backend: str = "tcp") -> dict:
     return results
 
 
+def local_failure(culprit: int, size: int, timeout: float = 60) -> dict:
+    """``culprit``'s transport raises a non-collective error (as running out of memory
+    halfway through would) in the second all_reduce; then every rank tries a third call.
+    Also: a read-only output is refused before the call joins the group."""
+    dist.init_process_group("tcp", timeout=timeout)
+    group = dist.api._group(None)
+    x = np.ones(size, np.float32)
+    read_only = np.ones(size, np.float32)
+    read_only.flags.writeable = False
+    refused = _attempt(lambda: dist.all_reduce(read_only))  # every rank: a local error
+    dist.all_reduce(x)
+    if dist.get_rank() == culprit:
+
+        def out_of_memory(*args: Any) -> None:
+            raise MemoryError("simulated: no memory for the receive buffer")
+
+        group._all_reduce = out_of_memory
+    failed = _attempt(lambda: dist.all_reduce(x))
+    again = _attempt(lambda: dist.all_reduce(x))
+    dist.destroy_process_group()
+    return {"refused": refused, "failed": failed, "again": again}
+
+
 def leave_early(leaver: int, destroy_after: bool = True) -> dict | None:
     """Every rank runs one all_reduce; ``leaver`` then returns without destroy_process_group
     (its process exits). The others run another all_reduce, which must fail promptly."""

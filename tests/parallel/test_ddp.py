@@ -56,10 +56,22 @@ def test_fp16_compression_hook_stays_close():
         assert value["worst"] < 5e-3
 
 
-def test_unused_parameters_are_reduced_as_zeros_with_one_warning():
-    for value in _values(run_tcp(2, "ddp_workers:unused_parameter")):
+def test_unused_parameters_keep_grad_none_with_one_warning():
+    """As PyTorch: a parameter no rank gave a gradient keeps ``.grad`` None; one that some
+    ranks used gets the average on every rank (zeros from the others)."""
+    values = _values(run_tcp(2, "ddp_workers:unused_parameter"))
+    for value in values:
         assert len(value["warnings"]) == 1 and "unused.weight" in value["warnings"][0]
-        assert value["unused_grad_max"] == 0.0
+        assert value["unused_grads"] == [True, True]
+        assert value["partly_grad_sum"] is not None
+    assert values[0]["partly_grad_sum"] == values[1]["partly_grad_sum"]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_adamw_with_an_unused_layer_matches_single_process(world):
+    for value in _values(run_tcp(world, "ddp_workers:unused_with_adamw")):
+        assert value["worst"] < FLOAT32_SLACK
+        assert value["unused_moved"] == 0.0
 
 
 def test_different_models_are_refused_naming_rank_and_parameter():

@@ -7,7 +7,11 @@ the rank at fault, within the timeout: the launcher's guard turns a hang into a 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import pytest
 from launcher import NO_MPIEXEC, have_mpiexec, run_mpi, run_tcp
@@ -174,6 +178,72 @@ def test_every_op_honours_timeouts_under_mpi():
     for name, failed in results.items():
         assert failed is not None and failed["type"] == "CollectiveError", (name, failed)
         assert failed["elapsed"] < 30, name
+
+
+# ---- a local error in the middle of a call ------------------------------------------------
+@TRANSPORTS
+def test_a_local_error_mid_call_breaks_the_group_and_names_the_rank(env):
+    """A read-only output is refused before the call joins the group; any other error once
+    the transfer may have started breaks the group and the peers hear which rank failed
+    (not a timeout, not stale data from pairing with the next call)."""
+    args = {"culprit": 0, "size": 1 << 18}
+    launch = run_tcp(2, "failure_workers:local_failure", args, env=env)
+    values = launch.values()
+    for rank, outcome in enumerate(values):
+        refused = outcome["refused"]
+        assert refused["type"] == "ValueError", (rank, refused)
+        assert "read-only" in refused["message"] and "copy" in refused["message"], refused
+        again = outcome["again"]
+        assert again["type"] == "CollectiveError" and "broken" in again["message"], again
+    culprit = values[0]["failed"]
+    assert culprit["type"] == "MemoryError", culprit
+    assert "failed locally" in values[0]["again"]["message"], values[0]["again"]
+    peer = values[1]["failed"]
+    assert peer["type"] == "CollectiveError" and "aborted" in peer["message"], peer
+    assert names_rank(peer["message"], 0) and "failed locally" in peer["message"], peer
+
+
+UNCAUGHT = """
+import numpy as np
+import dtrain.parallel as dist
+dist.init_process_group("mpi")
+if dist.get_rank() == 1:
+    raise RuntimeError("boom on rank 1")
+dist.all_reduce(np.ones(4))  # rank 0 waits here for rank 1
+print("rank 0 finished without rank 1")
+"""
+
+
+@requires_mpi
+def test_an_uncaught_exception_under_mpi_ends_every_rank(tmp_path):
+    """Hydra leaves the other ranks running when one raises: without the abort rank 0 would
+    wait out its 600 s DTRAIN_TIMEOUT, far past this test's guard."""
+    from launcher import MPIEXEC, _base_env
+
+    from dtrain.launch.mpiexec import local_command
+
+    script = tmp_path / "uncaught.py"
+    script.write_text(UNCAUGHT)
+    prefix, launcher_env = local_command(MPIEXEC, 2)
+    env = _base_env({**launcher_env, "DTRAIN_TIMEOUT": 600})
+    job = subprocess.Popen(
+        [*prefix, sys.executable, str(script)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output = job.communicate(timeout=120)[0]
+    finally:
+        if job.poll() is None:  # the guard: mpiexec, its proxy and the ranks share a session
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+    assert job.returncode != 0, output
+    assert "boom on rank 1" in output and "aborting the MPI job" in output, output
+    assert "finished without rank 1" not in output, output
 
 
 # ---- wrong secret, leaving without destroy ----------------------------------------------------

@@ -243,3 +243,21 @@ def test_master_port_in_use_is_a_rendezvous_error(monkeypatch):
         assert not dist.is_initialized()
     finally:
         busy.close()
+
+
+def test_a_closed_store_frees_its_port_for_the_next_one():
+    """close() must release the port even though the accept thread is blocked in accept():
+    a second init_process_group in the same process serves the store on the same port."""
+    first = StoreServer("127.0.0.1", 0, SECRET)
+    port = first.port
+    client = StoreClient("127.0.0.1", port, SECRET, timeout=5)
+    client.set("k", b"v")
+    client.close()
+    first.close()
+    second = StoreServer("127.0.0.1", port, SECRET)
+    try:
+        again = StoreClient("127.0.0.1", port, SECRET, timeout=5)
+        assert not again.check("k")  # the new store, not the old one
+        again.close()
+    finally:
+        second.close()

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from dtrain.parallel import CollectiveError
-from dtrain.parallel.work import OrderedExecutor, Work
+from dtrain.parallel.work import Chained, OrderedExecutor, Work
 
 
 @pytest.fixture
@@ -79,3 +79,43 @@ def test_errors_of_inline_calls_reach_the_waiter_and_the_executor_goes_on(execut
     assert log == ["next"]
     assert executor.run_inline(lambda: log.append("inline"), Work("inline")).wait()
     assert log == ["next", "inline"]
+
+
+def test_a_chained_step_runs_before_the_work_reports_done(executor):
+    """Async all_gather (list form) and reduce copy into the caller's buffers in a chained
+    step: once is_completed() says True, the copy must have happened, without wait()."""
+    gate = threading.Event()
+    out: list = []
+    inner = executor.submit(lambda: gate.wait(10), Work("all_gather #1"))
+    chained = Chained(inner, lambda: out.append("copied"))
+    assert not chained.is_completed() and out == []
+    gate.set()
+    while not chained.is_completed():
+        threading.Event().wait(0.001)
+    assert out == ["copied"] and chained.is_success()
+
+
+def test_a_step_chained_after_completion_runs_at_once(executor):
+    out: list = []
+    inner = executor.run_inline(lambda: None, Work("reduce #1"))
+    Chained(inner, lambda: out.append("copied"))
+    assert out == ["copied"]
+
+
+def test_a_failing_step_fails_the_work_and_a_failed_collective_skips_it(executor):
+    def step() -> None:
+        raise ValueError("output is read-only")
+
+    work = Chained(executor.submit(lambda: None, Work("ok")), step)
+    with pytest.raises(ValueError, match="read-only"):
+        work.wait(10)
+    assert work.is_completed() and not work.is_success()
+
+    def fail() -> None:
+        raise CollectiveError("all_reduce #2: rank 1 closed its connection", op="all_reduce")
+
+    ran: list = []
+    failed = Chained(executor.submit(fail, Work("failing")), lambda: ran.append(1))
+    with pytest.raises(CollectiveError):
+        failed.wait(10)
+    assert ran == []

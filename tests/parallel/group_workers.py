@@ -1,0 +1,71 @@
+"""Process-group lifecycle scenarios the parallel tests run in real worker processes (started
+by ``launcher.py``): initialising twice, async outputs, disagreeing world sizes, tags. Each
+function returns a JSON value to the test.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import dtrain.parallel as dist
+
+
+def init_twice(timeout: float = 20) -> list:
+    """init, all_reduce, destroy — twice in the same process, on the same MASTER_PORT."""
+    sums = []
+    for _ in range(2):
+        dist.init_process_group("tcp", timeout=timeout)
+        x = np.ones(2)
+        dist.all_reduce(x)
+        sums.append(x.tolist())
+        dist.barrier()
+        rank = dist.get_rank()
+        dist.destroy_process_group()
+        if rank != 0:
+            # Rank 0's store may still be serving the first group for a moment: reaching it
+            # would hand us its stale addresses. torch's TCPStore has the same race.
+            time.sleep(1.0)
+    return sums
+
+
+def async_outputs(polls: int = 200) -> dict:
+    """Async all_gather (list form) and reduce, polled with is_completed() and never waited
+    on: what the outputs hold once the Work says it completed."""
+    dist.init_process_group("tcp", timeout=30)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    gathered, reduced = [], []
+    for round_ in range(polls):
+        outputs = [np.zeros(3, np.float32) for _ in range(world)]
+        work = dist.all_gather(outputs, np.full(3, rank + round_, np.float32), async_op=True)
+        while not work.is_completed():
+            time.sleep(0.0005)
+        gathered.append([float(o[0]) - round_ for o in outputs] if work.is_success() else None)
+        total = np.full(3, rank + 1.0)
+        work = dist.reduce(total, dst=0, async_op=True)
+        while not work.is_completed():
+            time.sleep(0.0005)
+        reduced.append(float(total[0]))
+    dist.destroy_process_group()
+    return {"gathered": gathered, "reduced": reduced}
+
+
+def tags_out_of_order() -> dict | None:
+    """Rank 0 sends tag 1 then tag 2; rank 1 receives tag 2 first. The tcp backend receives
+    a peer's messages in order: rank 1 must get an error that says what it expected."""
+    dist.init_process_group("tcp", timeout=20)
+    try:
+        if dist.get_rank() == 0:
+            first = dist.isend(np.full(4, 1.0, np.float32), dst=1, tag=1)
+            second = dist.isend(np.full(4, 2.0, np.float32), dst=1, tag=2)
+            first.wait()
+            second.wait()
+            return None
+        try:
+            dist.recv(np.zeros(4, np.float32), src=0, tag=2)
+        except dist.CollectiveError as exc:
+            return {"message": str(exc), "op": exc.op}
+        return {"message": None}
+    finally:
+        dist.destroy_process_group()
