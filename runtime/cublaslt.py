@@ -10,7 +10,8 @@ Layout, as in ``runtime/cublas.py``: row-major ``out = a @ b`` (m x n) is column
 ``D = op(A) op(B)`` (n x m) with A = ``b``'s memory and B = ``a``'s memory.
 
 - ``CUBLASLT_EPILOGUE_BIAS`` adds a vector along D's rows (n of them): a bias over ``out``'s
-  columns.
+  columns. ``CUBLASLT_EPILOGUE_RELU_BIAS`` then applies ReLU (a Linear layer followed by a
+  ReLU in a ``Sequential``: ``nn/modules/container.py``).
 - ``CUBLASLT_EPILOGUE_BGRADB`` sums op(B) (k x m) over k, giving m values: ``a``'s row sums.
   For a Linear layer, ``a = grad^T``, so this is the bias gradient.
 
@@ -43,7 +44,7 @@ _PREF_MAX_WORKSPACE_BYTES = 1
 # Minimum alignments of A, B, C, D the algorithm may assume (default 256 bytes each).
 _PREF_MIN_ALIGNMENT = (5, 6, 7, 8)
 _MAX_ALIGNMENT = 256
-EPILOGUE_BIAS, EPILOGUE_BGRADB = 4, 512
+EPILOGUE_BIAS, EPILOGUE_RELU_BIAS, EPILOGUE_BGRADB = 4, 6, 512
 _STATUS_NOT_SUPPORTED = 15
 _CUDA_R_32F, _CUDA_R_64F = 0, 1
 _CACHE_LIMIT = 512  # plans kept; a new shape past this evicts the oldest
@@ -363,9 +364,9 @@ def _eligible(a: Any, b: Any) -> bool:
     )
 
 
-def matmul_bias(a: Any, b: Any, bias: Any) -> Any | None:
-    """``a @ b + bias`` (cupy, 2-D; ``bias`` of ``b.shape[1]``) in one launch, or None where
-    cuBLASLt does not take it."""
+def matmul_bias(a: Any, b: Any, bias: Any, relu: bool = False) -> Any | None:
+    """``a @ b + bias`` (cupy, 2-D; ``bias`` of ``b.shape[1]``), with ``relu`` then
+    ``max(., 0)``, in one launch, or None where cuBLASLt does not take it."""
     if not _eligible(a, b) or bias.dtype != a.dtype or bias.shape != (b.shape[1],):
         return None
     if bias.strides != (bias.itemsize,):
@@ -374,7 +375,8 @@ def matmul_bias(a: Any, b: Any, bias: Any) -> Any | None:
 
     with a.device:
         out = cupy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        return out if _run(a, b, bias, out, EPILOGUE_BIAS) else None
+        epilogue = EPILOGUE_RELU_BIAS if relu else EPILOGUE_BIAS
+        return out if _run(a, b, bias, out, epilogue) else None
 
 
 def matmul_row_sums(a: Any, b: Any, out_dtype: Any = None) -> tuple[Any, Any] | None:

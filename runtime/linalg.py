@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import is_cuda_array
+from dtrain.runtime.backend import get_array_module, is_cuda_array
 
 
 def matmul(a: Any, b: Any, out_dtype: Any = None) -> Any:
@@ -42,17 +42,20 @@ def _matmul_wider(a: Any, b: Any, out_dtype: Any) -> Any:
     return np.matmul(a, b, dtype=out_dtype)
 
 
-def matmul_add_bias(a: Any, b: Any, bias: Any) -> Any:
-    """``a @ b + bias`` for 2-D ``a``, ``b`` and ``bias`` of ``b.shape[1]``: on CUDA one
-    cuBLASLt launch where it takes the case (``runtime/cublaslt.py``)."""
+def matmul_add_bias(a: Any, b: Any, bias: Any, relu: bool = False) -> Any:
+    """``a @ b + bias`` for 2-D ``a``, ``b`` and ``bias`` of ``b.shape[1]``, with ``relu``
+    then ``max(., 0)``: on CUDA one cuBLASLt launch where it takes the case
+    (``runtime/cublaslt.py``)."""
     if is_cuda_array(a):
         from dtrain.runtime import cublaslt
 
-        out = cublaslt.matmul_bias(a, b, bias)
+        out = cublaslt.matmul_bias(a, b, bias, relu)
         if out is not None:
             return out
     out = matmul(a, b)
     out += bias  # in place: the product is ours, so no second array
+    if relu:
+        get_array_module(out).maximum(out, 0, out=out)
     return out
 
 

@@ -57,10 +57,14 @@ class Relu(Op):
         return self.out
 
     def backward(self, grad: Any) -> tuple:
-        out = self.out
-        if is_cuda_array(out) and _relu_kernels.supported(out):
-            return (_relu_kernels.relu_backward(grad, out),)
-        return (grad * (out > 0),)
+        return (relu_gradient(grad, self.out),)
+
+
+def relu_gradient(grad: Any, out: Any) -> Any:
+    """The gradient of ReLU's input, from that of its output ``out``."""
+    if is_cuda_array(out) and _relu_kernels.supported(out):
+        return _relu_kernels.relu_backward(grad, out)
+    return grad * (out > 0)
 
 
 class Gelu(Op):

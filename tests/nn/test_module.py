@@ -730,3 +730,34 @@ def test_parameters_and_modules_go_through_a_subclass_s_own_walk():
     model = OnlyFirst()
     assert _same(model.parameters(), model.a.parameters())
     assert _same(model.modules(), [model, model.a])
+
+
+def test_sequential_runs_a_linear_then_a_relu_as_one_op():
+    dt.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3), nn.ReLU())
+    x = dt.randn(6, 4, requires_grad=True)
+    fused = model(x)
+    assert fused.grad_fn.name() == "LinearReLUBackward"
+    (fused * dt.arange(3.0)).sum().backward()
+    fused_grads = [x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in model.parameters()]
+    x.grad = None
+    model.zero_grad()
+    step = x
+    for layer in model:  # the same layers one at a time
+        step = layer(step)
+    assert step.grad_fn.name() == "ReluBackward"
+    np.testing.assert_array_equal(fused.detach().numpy(), step.detach().numpy())
+    assert (step.detach().numpy() == 0).any()  # some units are cut off
+    (step * dt.arange(3.0)).sum().backward()
+    grads = [x.grad.numpy()] + [p.grad.numpy() for p in model.parameters()]
+    for got, expected in zip(fused_grads, grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_sequential_keeps_a_linear_and_a_relu_apart_where_something_would_see_between():
+    seen = []
+    hooked = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+    hooked[1].register_forward_hook(lambda module, args, out: seen.append(out))
+    assert hooked(dt.randn(2, 4)).grad_fn.name() == "ReluBackward" and len(seen) == 1
+    no_bias = nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU())
+    assert no_bias(dt.randn(2, 4, requires_grad=True)).grad_fn.name() == "ReluBackward"

@@ -548,8 +548,10 @@ def _matmul_epilogue(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bo
     _count("cuBLASLt gemm + epilogue")
     plan = cublas.plan(a, b, sys.modules["cupy"])
     product = np.matmul(_np(plan.a), _np(plan.b), dtype=out.dtype)
-    if epilogue == cublaslt.EPILOGUE_BIAS:
+    if epilogue in (cublaslt.EPILOGUE_BIAS, cublaslt.EPILOGUE_RELU_BIAS):
         product += _np(vector)
+        if epilogue == cublaslt.EPILOGUE_RELU_BIAS:
+            np.maximum(product, 0, out=product)
     else:
         _np(vector)[...] = _np(plan.a).sum(axis=1, dtype=vector.dtype)
     _np(out)[...] = product

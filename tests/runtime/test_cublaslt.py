@@ -130,10 +130,12 @@ class _FakeLt:
         if vector_type != layouts[2]["dtype"]:
             return 7  # dtrain's vectors are always of D's type
         vector = types.SimpleNamespace(dtype=vector_type, ld=1)
-        if epilogue == cublaslt.EPILOGUE_BIAS:
+        if epilogue in (cublaslt.EPILOGUE_BIAS, cublaslt.EPILOGUE_RELU_BIAS):
             bias = self._matrix(attrs[cublaslt._DESC_BIAS_POINTER], vars(vector) | {
                 "rows": out.shape[0], "cols": 1})  # fmt: skip
             product += bias.astype(np.float64)
+            if epilogue == cublaslt.EPILOGUE_RELU_BIAS:  # cublasLt.h: bias first, then ReLU
+                np.maximum(product, 0, out=product)
         elif epilogue == cublaslt.EPILOGUE_BGRADB:
             sums = self._matrix(attrs[cublaslt._DESC_BIAS_POINTER], vars(vector) | {
                 "rows": op_b.shape[1], "cols": 1})  # fmt: skip
@@ -190,6 +192,19 @@ def test_matmul_bias_passes_cublaslt_the_right_arguments(fake_cuda, dtype, layou
     expected = np.asarray(a) @ np.asarray(b) + np.asarray(bias)
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
     assert library.matmuls == 1
+
+
+def test_matmul_bias_with_relu_asks_for_the_relu_bias_epilogue(fake_cuda):
+    library = fake_cuda(_FakeLt())
+    rng = np.random.default_rng(5)
+    a, b = _ptr(rng.standard_normal((5, 3))), _ptr(rng.standard_normal((3, 4)))
+    bias = _ptr(rng.standard_normal(4))
+    out = cublaslt.matmul_bias(a, b, bias, relu=True)
+    expected = np.maximum(np.asarray(a) @ np.asarray(b) + np.asarray(bias), 0)
+    assert (expected == 0).any() and (expected > 0).any()
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
+    plain = cublaslt.matmul_bias(a, b, bias)  # a plan of its own: the epilogue is in the key
+    assert (np.asarray(plain) < 0).any() and library.matmuls == 2
 
 
 @pytest.mark.parametrize("layout_a", LAYOUTS)
@@ -383,15 +398,21 @@ def test_epilogues_on_gpu(dtype, m, k, n):
     bias = cupy.asarray(rng.standard_normal(n).astype(dtype))
     grad = cupy.asarray(rng.standard_normal((m, n)).astype(dtype))
     out = cublaslt.matmul_bias(x, weight.T, bias)
+    rectified = cublaslt.matmul_bias(x, weight.T, bias, relu=True)
     both = cublaslt.matmul_row_sums(grad.T, x)
     assert cublaslt.off_reason() is None
     if dtype != "float64":  # the cases a Linear layer meets in training must take the path
         assert out is not None and both is not None, "cuBLASLt found no algorithm"
+        assert rectified is not None, "cuBLASLt found no algorithm for RELU_BIAS"
     tolerance = 2e-2 if dtype == "float16" else 1e-5
     x64, w64, g64 = (cupy.asnumpy(t).astype(np.float64) for t in (x, weight, grad))
     checks = []
     if out is not None:
         checks.append((out, x64 @ w64.T + cupy.asnumpy(bias).astype(np.float64)))
+    if rectified is not None:
+        expected = np.maximum(x64 @ w64.T + cupy.asnumpy(bias).astype(np.float64), 0)
+        checks.append((rectified, expected))
+        assert (cupy.asnumpy(rectified)[expected == 0] == 0).all()
     if both is not None:
         checks += [(both[0], g64.T @ x64), (both[1], g64.sum(axis=0))]
     for got, expected in checks:

@@ -8,6 +8,7 @@ import numpy as np
 
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops.activation import relu_gradient
 from dtrain._tensor.ops.copy import float32_grad_wanted
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.linalg import matmul, matmul_add_bias, matmul_and_row_sums
@@ -50,8 +51,40 @@ class Linear(Op):
         return grad_x, grad_w, grad_b
 
 
+class LinearReLU(Linear):
+    """``relu(x @ weight.T + bias)`` as one op: on CUDA the ReLU rides in the product's
+    cuBLASLt epilogue with the bias (one launch, not two), on the CPU it is applied in
+    place. ``Sequential`` takes it for a ``Linear`` followed by a ``ReLU``."""
+
+    reads_output = True
+
+    def forward(self, x: Any, weight: Any, bias: Any) -> Any:
+        self.x, self.weight = x, weight
+        flat_x = x.reshape(-1, x.shape[-1])
+        out = matmul_add_bias(flat_x, weight.T, bias, relu=True)
+        self.out = out.reshape(*x.shape[:-1], weight.shape[0])
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        return super().backward(relu_gradient(grad, self.out))
+
+
+def linear_relu(input: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``relu(linear(input, weight, bias))`` in one op (``LinearReLU``)."""
+    input, weight, bias = _checked(input, weight, bias)
+    return LinearReLU.apply(input, weight, bias)
+
+
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias`` over the last dim of ``input`` (weight: (out, in))."""
+    input, weight, bias = _checked(input, weight, bias)
+    if bias is None:
+        return Linear.apply(input, weight)
+    return Linear.apply(input, weight, bias)
+
+
+def _checked(input: Tensor, weight: Tensor, bias: Tensor | None) -> tuple:
+    """The operands as autocast casts them, after checking their shapes and dtypes."""
     input, weight, bias = autocast_inputs("lower", input, weight, bias)
     if input.shape[-1:] != weight.shape[1:2]:
         raise ValueError(
@@ -67,6 +100,4 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             f"linear: input dtype {input.dtype} differs from weight dtype {weight.dtype}; "
             f"convert the input (x.to({weight.dtype}))"
         )
-    if bias is None:
-        return Linear.apply(input, weight)
-    return Linear.apply(input, weight, bias)
+    return input, weight, bias

@@ -11,7 +11,10 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from dtrain._tensor.nn.functional.linear import linear_relu
 from dtrain._tensor.nn.module import Module
+from dtrain._tensor.nn.modules.activation import ReLU
+from dtrain._tensor.nn.modules.linear import Linear
 
 
 class Sequential(Module):
@@ -28,8 +31,17 @@ class Sequential(Module):
                 self.add_module(str(index), module)
 
     def forward(self, input: Any) -> Any:
-        for module in self._modules.values():
-            input = module(input)
+        modules = list(self._modules.values())
+        index = 0
+        while index < len(modules):
+            module = modules[index]
+            after = modules[index + 1] if index + 1 < len(modules) else None
+            if _linear_then_relu(module, after):  # one op (on CUDA one launch), not two
+                input = linear_relu(input, module.weight, module.bias)
+                index += 2
+            else:
+                input = module(input)
+                index += 1
         return input
 
     def __getitem__(self, index: int | slice) -> Module:
@@ -77,6 +89,20 @@ class Sequential(Module):
         popped = self[index]
         del self[index]
         return popped
+
+
+def _linear_then_relu(module: Module, after: Module | None) -> bool:
+    """Whether ``module`` and ``after`` are a plain ``Linear`` with a bias and a ``ReLU``,
+    neither with hooks that would see the output between them: then ``Sequential`` runs
+    them as ``LinearReLU``, whose ReLU rides in the product's epilogue on CUDA."""
+    return (
+        type(after) is ReLU
+        and type(module) is Linear
+        and module.bias is not None
+        and not module._uninitialized
+        and not (module._forward_pre_hooks or module._forward_hooks)
+        and not (after._forward_pre_hooks or after._forward_hooks)
+    )
 
 
 class ModuleList(Module):
