@@ -76,7 +76,8 @@ def collect() -> list[tuple[str, str]]:
         else:
             rows.append((module, version))
     nccl = _nccl_version()
-    rows.append(("nccl", nccl if nccl else "not available (needs cupy and a GPU)"))
+    missing = "not available (needs cupy, a GPU and NCCL: pip install 'dtrain[nccl]')"
+    rows.append(("nccl", nccl if nccl else missing))
     rows.append(("cpus", str(os.cpu_count())))
     cuda = _cuda_devices()
     rows.append(("cuda devices", "; ".join(cuda) if cuda else "none"))
