@@ -29,6 +29,7 @@ class Tensor(TensorMethods):
         "_array",
         "_base",
         "_base_fn",
+        "_base_version",
         "_hooks",
         "_requires_grad",
         "_version",
@@ -91,6 +92,8 @@ class Tensor(TensorMethods):
     @property
     def requires_grad(self) -> bool:
         """Whether autograd tracks operations on this tensor."""
+        if self._base is not None:
+            _autograd.refresh_if_stale(self)
         return self._requires_grad
 
     @requires_grad.setter
@@ -455,8 +458,11 @@ def mark_view(result: Tensor, source: Tensor) -> Tensor:
     mine, theirs = result._array, source._array
     if mine is not theirs and may_share_memory(mine, theirs):
         result._version = source._version
+        if not _grad_state.enabled:
+            return result  # a view made under no_grad is outside the graph, as detach()'s
         base = result._base = source if source._base is None else source._base
-        result._base_fn = base.grad_fn  # an in-place op on the base replaces it: stale_view
+        # A recorded in-place op on the base replaces these: the view is then stale_view's.
+        result._base_fn, result._base_version = base.grad_fn, base._version[0]
     return result
 
 
@@ -466,5 +472,6 @@ __all__ = ["Tensor", "mark_view", "wrap"]
 from dtrain._tensor import dlpack as _dlpack  # noqa: E402
 from dtrain._tensor import functions as _fn  # noqa: E402
 from dtrain._tensor.autograd import api as _autograd  # noqa: E402
+from dtrain._tensor.autograd.grad_mode import state as _grad_state  # noqa: E402
 
 _methods.bind(_fn)

@@ -28,6 +28,9 @@ class RemovableHandle:
     __call__ = remove
 
 
+refresh_if_stale = stale_view.refresh_if_stale
+
+
 def _root_gradient(output: Tensor, gradient: Any, position: int, shared_one: bool) -> Any:
     if stale_view.is_stale(output):
         stale_view.refresh(output)
@@ -100,12 +103,14 @@ def backward(
         run_backward(outputs, roots, retain_graph=bool(retain_graph))
         return
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    for tensor in inputs:
+        refresh_if_stale(tensor)
     grads = run_backward(outputs, roots, retain_graph=bool(retain_graph), capture=inputs)
     for leaf, grad in zip(inputs, grads):
         if grad is None:
             continue
         if leaf.grad is None:
-            leaf.grad = wrap(grad.copy())
+            leaf.grad = wrap(np.array(grad) if isinstance(grad, np.generic) else grad.copy())
         else:
             leaf.grad._array += grad
 
@@ -123,6 +128,8 @@ def grad(
     _no_higher_order(create_graph)
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+    for tensor in inputs:
+        refresh_if_stale(tensor)
     for i, t in enumerate(inputs):
         if not t._requires_grad:
             raise RuntimeError(f"input {i} of grad() does not require grad; nothing to compute")
@@ -153,6 +160,7 @@ def grad(
 
 def register_hook(tensor: Tensor, hook: Callable) -> RemovableHandle:
     """See ``Tensor.register_hook``."""
+    refresh_if_stale(tensor)
     if not tensor._requires_grad:
         raise RuntimeError("cannot register a hook on a tensor that does not require grad")
     if tensor.grad_fn is None:
@@ -187,6 +195,7 @@ def retain_grad(tensor: Tensor) -> None:
     """See ``Tensor.retain_grad``. The hook sits on the tensor's current node: a second call
     adds nothing, and an in-place op, which gives the tensor a new node, calls this again to
     move it there (the gradient kept is then that of the new value, as in PyTorch)."""
+    refresh_if_stale(tensor)
     node = tensor.grad_fn
     if node is None:
         return  # leaves keep their gradient anyway

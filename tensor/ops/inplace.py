@@ -25,7 +25,7 @@ from dtrain.runtime.backend import get_array_module
 def _records(tensor: Tensor, *others: Any) -> bool:
     if not _grad_state.enabled:
         return False
-    return tensor._requires_grad or any(isinstance(o, Tensor) and o._requires_grad for o in others)
+    return tensor.requires_grad or any(isinstance(o, Tensor) and o.requires_grad for o in others)
 
 
 def _check_target(tensor: Tensor, name: str) -> None:

@@ -89,7 +89,7 @@ def clamp(input: Tensor, min: Any = None, max: Any = None) -> Tensor:
     if min is None and max is None:
         raise ValueError("clamp: give at least one of min and max")
     if _grad_state.enabled and any(
-        isinstance(bound, Tensor) and bound._requires_grad for bound in (min, max)
+        isinstance(bound, Tensor) and bound.requires_grad for bound in (min, max)
     ):  # bounds in the graph: a bound's gradient is the input's where it is the value
         out = input
         if min is not None:
