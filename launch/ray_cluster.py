@@ -49,6 +49,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,32 +203,36 @@ def _refresh_auth() -> None:
         pass
 
 
+_session_patch = threading.RLock()  # one patch at a time (clusters started from threads)
+
+
 @contextlib.contextmanager
 def _own_session() -> Iterator[None]:
     """Start the Ray processes launched meanwhile (GCS, raylets; their workers inherit it) in
     a session of their own. Only where the kernel's parent-death signal ties them to this
     process: without it Ray's reaper finds them by our process group."""
-    try:
-        from ray._private import services, utils
+    with _session_patch:
+        try:
+            from ray._private import services, utils
 
-        popen = services.ConsolePopen
-        tied = utils.detect_fate_sharing_support()
-    except (ImportError, AttributeError):  # a Ray that moved its private helpers
-        tied = False
-    if not tied:
-        yield
-        return
+            popen = services.ConsolePopen
+            tied = utils.detect_fate_sharing_support()
+        except (ImportError, AttributeError):  # a Ray that moved its private helpers
+            tied = False
+        if not tied:
+            yield
+            return
 
-    class SessionPopen(popen):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("start_new_session", True)
-            super().__init__(*args, **kwargs)
+        class SessionPopen(popen):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs.setdefault("start_new_session", True)
+                super().__init__(*args, **kwargs)
 
-    services.ConsolePopen = SessionPopen
-    try:
-        yield
-    finally:
-        services.ConsolePopen = popen
+        services.ConsolePopen = SessionPopen
+        try:
+            yield
+        finally:
+            services.ConsolePopen = popen
 
 
 def _is_loopback(address: str) -> bool:

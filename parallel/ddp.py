@@ -55,8 +55,8 @@ class GradBucket:
         return self._index
 
     def buffer(self) -> Tensor:
-        """The flat gradients, then one 0/1 "used" flag per parameter; a hook leaves the
-        averaged values of all of it here."""
+        """The flat gradients (with ``find_unused_parameters=True``, then one 0/1 "used"
+        flag per parameter); a hook leaves the averaged values of all of it here."""
         return self._buffer
 
     def parameters(self) -> list:
@@ -99,20 +99,21 @@ def _scale_cast(flat: Any, factor: float, dtype: Any, out: Any = None) -> Any:
 
 
 class _Bucket:
-    """The flat gradients of ``params``, then one "used" flag per parameter: 1 unless this
-    rank has no gradient for it. The flags ride on the bucket's all-reduce, so after it a
-    flag of 0 says that no rank had one (its ``.grad`` is then None, as in PyTorch) at no
-    extra collective."""
+    """The flat gradients of ``params``; with ``flags`` (``find_unused_parameters=True``),
+    then one "used" flag per parameter: 1 unless this rank has no gradient for it. The
+    flags ride on the bucket's all-reduce, so after it a flag of 0 says that no rank had
+    one (its ``.grad`` is then None, as in PyTorch) at no extra collective; setting them
+    back to 1 is a launch per bucket and step on CUDA, paid only by models that ask."""
 
-    def __init__(self, index: int, params: list, xp: Any, dtype: Any) -> None:
+    def __init__(self, index: int, params: list, xp: Any, dtype: Any, flags: bool) -> None:
         self.index, self.params = index, params
         self.offsets = {}
         total = 0
         for p in params:
             self.offsets[id(p)] = (total, total + p.numel())
             total += p.numel()
-        self.flat = xp.zeros(total + len(params), dtype=dtype)
-        self.used = self.flat[total:]
+        self.flat = xp.zeros(total + (len(params) if flags else 0), dtype=dtype)
+        self.used = self.flat[total:] if flags else None
         self.slot = {id(p): i for i, p in enumerate(params)}
         self.views = {
             id(p): self.flat[a:b].reshape(p.shape)
@@ -152,6 +153,7 @@ class DistributedDataParallel(Module):
         self.broadcast_buffers = broadcast_buffers
         self.require_backward_grad_sync = True
         self.gradient_as_bucket_view = gradient_as_bucket_view
+        self.find_unused_parameters = find_unused_parameters
         self._hook: tuple[Any, Callable] = (process_group, allreduce_hook)
         self._warned_unused = False
         self._params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
@@ -218,13 +220,13 @@ class DistributedDataParallel(Module):
             xp = get_array_module(param._array)
             param_key = (xp, param.dtype)
             if current and (size + param._array.nbytes > cap or param_key != key):
-                buckets.append(_Bucket(len(buckets), current, *key))
+                buckets.append(_Bucket(len(buckets), current, *key, self.find_unused_parameters))
                 current, size, cap = [], 0, cap_mb * 2**20
             current.append(param)
             size += param._array.nbytes
             key = param_key
         if current:
-            buckets.append(_Bucket(len(buckets), current, *key))
+            buckets.append(_Bucket(len(buckets), current, *key, self.find_unused_parameters))
         return buckets
 
     # ---- the step -------------------------------------------------------------------------
@@ -256,7 +258,8 @@ class DistributedDataParallel(Module):
             self._next_bucket = 0
             for bucket in self._buckets:
                 bucket.pending, bucket.work = len(bucket.params), None
-                bucket.used[...] = 1  # one fill a bucket; _finish clears the unused
+                if bucket.used is not None:
+                    bucket.used[...] = 1  # one fill a bucket; _finish clears the unused
             if self.stats is not None:
                 self._step = self.stats._begin(self._backward_start)
                 self._backward_start = None
@@ -310,12 +313,19 @@ class DistributedDataParallel(Module):
         if step is not None:
             step.compute_end = DDPStats._now()
         unused = [name for name, p in self._params if id(p) not in self._ready]
+        flagged = []  # buckets in which this rank flagged a parameter unused
         if unused:
             if not self._warned_unused:
+                kept = (
+                    "they keep grad None where no rank had a gradient"
+                    if self.find_unused_parameters
+                    else "pass find_unused_parameters=True to keep grad None where no rank "
+                    "had a gradient, as PyTorch does (optimizers then skip them)"
+                )
                 warnings.warn(
                     f"DistributedDataParallel: parameters {unused} received no gradient this "
                     "step; they are reduced as zeros (or as whatever they held), so every rank "
-                    "stays in step, and keep grad None where no rank had a gradient",
+                    f"stays in step; {kept}",
                     stacklevel=2,
                 )
                 self._warned_unused = True
@@ -325,7 +335,9 @@ class DistributedDataParallel(Module):
                 bucket = self._bucket_of[id(param)]
                 if param.grad is None:  # nothing accumulated: contribute zeros, flag unused
                     bucket.views[id(param)][...] = 0
-                    bucket.used[bucket.slot[id(param)]] = 0
+                    if bucket.used is not None:
+                        bucket.used[bucket.slot[id(param)]] = 0
+                        flagged.append(bucket)
                     param.grad = wrap(bucket.views[id(param)])
                 else:  # gradients accumulated under no_sync: reduce them as they are
                     self._adopt(param)
@@ -346,17 +358,17 @@ class DistributedDataParallel(Module):
                     stamp.wait()
                 self._stamps.clear()
                 self._step = None
-        if unused:
-            self._drop_gradients_no_rank_had()
+        if flagged:
+            self._drop_gradients_no_rank_had(flagged)
         for _, param in self._params:
             if param.grad is not None:
                 param.grad._version[0] += 1
 
-    def _drop_gradients_no_rank_had(self) -> None:
+    def _drop_gradients_no_rank_had(self, flagged: list) -> None:
         """``.grad = None`` where every rank flagged the parameter unused (PyTorch leaves
-        those None, so optimizers skip them: no momentum or weight decay step). Only a rank
-        with unused parameters can see such a flag: one host copy per bucket."""
-        for bucket in self._buckets:
+        those None, so optimizers skip them: no momentum or weight decay step). A flag can
+        be 0 only where this rank's was: one host copy per bucket it flagged in."""
+        for bucket in dict.fromkeys(flagged):
             flags = bucket.used.tolist()
             for param in bucket.params:
                 if flags[bucket.slot[id(param)]] == 0:

@@ -27,7 +27,12 @@ class Work:
 
     def then(self, step: Callable[[], Any]) -> None:
         """Run ``step`` once the collective succeeded, before the Work reports done (at once,
-        on this thread, when it already has). An error in ``step`` becomes the Work's."""
+        on this thread, when it already has). An error in ``step`` becomes the Work's.
+
+        A step runs where the collective completed, usually the group's executor thread,
+        while the group's later collectives wait for it: it may issue collectives
+        (``async_op=True``) but must not wait for one that has not finished (that would
+        wait on itself; ``wait`` refuses it)."""
         with self._lock:
             if not self._done.is_set():
                 self._steps.append(step)
@@ -48,10 +53,13 @@ class Work:
                     return
             for step in steps:
                 if error is None:
+                    _in_step.active = True
                     try:
                         step()
                     except BaseException as exc:
                         error = exc
+                    finally:
+                        _in_step.active = False
 
     def is_completed(self) -> bool:
         """True once the collective finished, successfully or not."""
@@ -67,6 +75,13 @@ class Work:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until done; raise its CollectiveError if it failed. Returns True."""
+        if _in_step.active and not self._done.is_set():
+            raise RuntimeError(
+                f"{self.description}: waited on from a step a Work runs as it completes "
+                "(Work.then, a comm hook's copy-back), which its group's collectives wait "
+                "for: it would never finish. Wait on the Work the step belongs to first, "
+                "then issue and wait on this one"
+            )
         if not self._done.wait(timeout):
             raise CollectiveError(
                 f"{self.description}: still running after wait(timeout={timeout}); the "
@@ -75,6 +90,13 @@ class Work:
         if self._error is not None:
             raise self._error
         return True
+
+
+class _InStep(threading.local):
+    active = False
+
+
+_in_step = _InStep()  # True on a thread while it runs a Work's steps
 
 
 class OrderedExecutor:
@@ -164,18 +186,22 @@ class Chained(Work):
 
 
 def _on_current_device(step: Callable[[], Any]) -> Callable[[], Any]:
-    """``step`` bound to this thread's current CUDA device: it runs on the executor thread,
-    whose current device is its own (device 0), not the rank's."""
+    """``step`` bound to this thread's current CUDA device and stream: it runs on the
+    executor thread, whose current device is its own (device 0), not the rank's, and whose
+    stream is its own. On the caller's stream, its kernels come before whatever the caller
+    queues after ``wait()`` (reads of the outputs, and reuse of the scratch arrays it frees,
+    which cupy's pool hands out per stream)."""
     cupy = sys.modules.get("cupy")  # not imported: no CUDA arrays to write
     if cupy is None:
         return step
     try:
         device = cupy.cuda.Device()  # asks the runtime for the current device
+        stream = cupy.cuda.get_current_stream()
     except Exception:  # cupy without a GPU or driver: nothing to switch
         return step
 
     def on_device() -> Any:
-        with device:
+        with device, stream:
             return step()
 
     return on_device

@@ -118,11 +118,14 @@ class _WithUnused(nn.Module):
         return out
 
 
-def unused_parameter() -> dict:
-    """Parameters no rank used keep grad None; one used on rank 0 only gets the average."""
+def unused_parameter(find_unused_parameters: bool = True) -> dict:
+    """With ``find_unused_parameters``, parameters no rank used keep grad None (without,
+    zeros); one used on rank 0 only gets the average."""
     dist.init_process_group()
     dt.manual_seed(0)
-    model = dist.DistributedDataParallel(_WithUnused(partly_on=(0,)))
+    model = dist.DistributedDataParallel(
+        _WithUnused(partly_on=(0,)), find_unused_parameters=find_unused_parameters
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(2):
@@ -147,7 +150,7 @@ def unused_with_adamw(steps: int = 3, batch: int = 4) -> dict:
     reference = _WithUnused()
     dt.manual_seed(0)
     local = _WithUnused()
-    model = dist.DistributedDataParallel(local, bucket_cap_mb=0.002)
+    model = dist.DistributedDataParallel(local, bucket_cap_mb=0.002, find_unused_parameters=True)
     ref_opt = dt.optim.AdamW(reference.parameters(), lr=1e-2)
     opt = dt.optim.AdamW(model.parameters(), lr=1e-2)
     start = local.unused.weight.detach().numpy().copy()

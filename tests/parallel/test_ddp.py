@@ -56,13 +56,18 @@ def test_fp16_compression_hook_stays_close():
         assert value["worst"] < 5e-3
 
 
-def test_unused_parameters_keep_grad_none_with_one_warning():
-    """As PyTorch: a parameter no rank gave a gradient keeps ``.grad`` None; one that some
-    ranks used gets the average on every rank (zeros from the others)."""
-    values = _values(run_tcp(2, "ddp_workers:unused_parameter"))
+@pytest.mark.parametrize("find_unused", [True, False])
+def test_unused_parameters_keep_grad_none_with_one_warning(find_unused):
+    """As PyTorch with ``find_unused_parameters=True``: a parameter no rank gave a gradient
+    keeps ``.grad`` None; one that some ranks used gets the average on every rank (zeros
+    from the others). Without it, the unused ones get zeros, and the warning says how."""
+    values = _values(
+        run_tcp(2, "ddp_workers:unused_parameter", {"find_unused_parameters": find_unused})
+    )
     for value in values:
         assert len(value["warnings"]) == 1 and "unused.weight" in value["warnings"][0]
-        assert value["unused_grads"] == [True, True]
+        assert ("find_unused_parameters=True" in value["warnings"][0]) is not find_unused
+        assert value["unused_grads"] == [find_unused, find_unused]
         assert value["partly_grad_sum"] is not None
     assert values[0]["partly_grad_sum"] == values[1]["partly_grad_sum"]
 

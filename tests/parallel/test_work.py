@@ -119,3 +119,20 @@ def test_a_failing_step_fails_the_work_and_a_failed_collective_skips_it(executor
     with pytest.raises(CollectiveError):
         failed.wait(10)
     assert ran == []
+
+
+def test_a_step_that_waits_on_a_later_collective_is_refused_not_hung(executor):
+    # The step runs while the group's later collectives wait for it: waiting on one of them
+    # there would never end (and no collective timeout would start).
+    gate = threading.Event()
+    first = executor.submit(lambda: gate.wait(10), Work("all_reduce #1"))
+    later = executor.submit(lambda: None, Work("all_reduce #2"))
+    done_before = Work("barrier #0")
+    done_before._complete()
+    seen: list = []
+    first.then(lambda: seen.append(done_before.wait(1)))  # finished: waiting is fine
+    chained = Chained(first, lambda: later.wait(1))
+    gate.set()
+    with pytest.raises(RuntimeError, match="all_reduce #2: waited on from a step"):
+        chained.wait(10)
+    assert seen == [True] and later.wait(10)
