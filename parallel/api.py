@@ -121,6 +121,16 @@ def init_process_group(
     _state.world = _make_group(
         backend, rank, world_size, limit, list(range(world_size)), store, "world", pg_options
     )
+    _done_with_store(store, rank, world_size, limit)
+
+
+def _done_with_store(store: Any, rank: int, world_size: int, timeout: float) -> None:
+    """Rank 0 hosts the store: it returns only once every rank is done with it, or a rank 0
+    that finished at once would close it under the others' rendezvous (torch's store
+    barrier does the same). Through the store, so no collective is counted."""
+    store.set(f"world/ready/{rank}", b"1")
+    if rank == 0:
+        store.wait([f"world/ready/{other}" for other in range(1, world_size)], timeout)
 
 
 def _job_secret(secret: str | None, world_size: int) -> bytes:

@@ -33,6 +33,16 @@ def init_twice(timeout: float = 20) -> list:
     return sums
 
 
+def rank_zero_leaves_at_once() -> bool:
+    """Rank 0 destroys its group (and the store it hosts) as soon as init returns; the
+    other ranks' init must have finished with the store by then."""
+    dist.init_process_group("tcp", timeout=20)
+    if dist.get_rank() != 0:
+        time.sleep(0.2)  # rank 0 is gone by now
+    dist.destroy_process_group()
+    return True
+
+
 def async_outputs(polls: int = 200) -> dict:
     """Async all_gather (list form) and reduce, polled with is_completed() and never waited
     on: what the outputs hold once the Work says it completed."""

@@ -19,6 +19,11 @@ def test_init_after_destroy_in_the_same_processes():
     assert values == [[[2.0, 2.0], [2.0, 2.0]]] * 2
 
 
+def test_a_rank_zero_that_leaves_right_after_init_leaves_the_others_initialised():
+    for _ in range(3):  # the race it closes was lost about half the time on 2 cores
+        assert run_tcp(3, "group_workers:rank_zero_leaves_at_once").values() == [True] * 3
+
+
 def test_async_outputs_are_written_once_the_work_completed():
     world = 3
     values = run_tcp(world, "group_workers:async_outputs", {"polls": 100}).values()
