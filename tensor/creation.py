@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,6 +78,27 @@ def _shape(size: Sequence) -> tuple:
         if not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0:
             raise ValueError(f"sizes must be non-negative ints, got {list(shape)}")
     return shape
+
+
+def size_argument(value: Any, name: str, where: str, minimum: int = 0) -> int:
+    """A layer's size argument (``in_features``, ``groups`` ...) as a Python int.
+
+    Takes any integer, numpy's included (``np.prod(shape)``); a bool is refused, as
+    ``Linear(2, True)`` is a mistake for ``Linear(2, 1, bias=True)``.
+
+    Raises:
+        TypeError: ``value`` is not an integer.
+        ValueError: it is below ``minimum``.
+    """
+    try:
+        size = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        size = None
+    if size is None:
+        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
+    if size < minimum:
+        raise ValueError(f"{where}: {name} must be an int >= {minimum}, got {size}")
+    return size
 
 
 def _xp(device: Any) -> Any:
@@ -239,7 +261,12 @@ def sample(
 ) -> Any:
     """Draw an array of ``kind`` ('uniform', 'normal') on the device, as ``dtype``."""
     dtype = to_dtype(dtype)
-    draw_dtype = dtype if dtype in (np.float32, np.float64) else np.float32
+    if dtype.kind != "f":
+        raise TypeError(
+            f"{kind} samples need a floating-point dtype, got {dtype}; draw floats and convert, "
+            "or use dt.randint for integers"
+        )
+    draw_dtype = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
     if device is not None and Device(device).type == "cuda":
         cupy = require_cupy(f"device '{device}'")
         with cupy.cuda.Device(Device(device).index):
@@ -366,9 +393,10 @@ def multinomial(
 def normal_(
     t: Tensor, mean: float = 0.0, std: float = 1.0, generator: Generator | None = None
 ) -> Tensor:
-    """In place: fill with normal samples."""
+    """In place: fill with normal samples (a floating-point tensor only)."""
     from dtrain._tensor.ops.inplace import fill_random_
 
+    _check_float_target(t, "normal_")
     values = sample("normal", t.shape, t.dtype, device_of(t._array), generator, mean=mean, std=std)
     return fill_random_(t, values, "normal_")
 
@@ -376,11 +404,21 @@ def normal_(
 def uniform_(
     t: Tensor, a: float = 0.0, b: float = 1.0, generator: Generator | None = None
 ) -> Tensor:
-    """In place: fill with uniform samples from ``[a, b)``."""
+    """In place: fill with uniform samples from ``[a, b)`` (a floating-point tensor only)."""
     from dtrain._tensor.ops.inplace import fill_random_
 
+    _check_float_target(t, "uniform_")
     values = sample("uniform", t.shape, t.dtype, device_of(t._array), generator, low=a, high=b)
     return fill_random_(t, values, "uniform_")
+
+
+def _check_float_target(t: Tensor, name: str) -> None:
+    # numpy would truncate the samples to integers silently (uniform_(0, 1) gives all zeros).
+    if t._array.dtype.kind != "f":
+        raise TypeError(
+            f"{name} fills floating-point tensors only, got one of dtype {t.dtype}; convert "
+            "it first with .float() (or draw integers with dt.randint)"
+        )
 
 
 __all__ = [
@@ -405,6 +443,7 @@ __all__ = [
     "randn_like",
     "randperm",
     "sample",
+    "size_argument",
     "tensor",
     "uniform_",
     "zeros",

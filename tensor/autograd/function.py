@@ -15,18 +15,28 @@
     y = Exp.apply(x)
 
 Forward and backward see tensors and run with autograd off. One difference from PyTorch:
-forward returns exactly one tensor.
+forward returns exactly one tensor. Arguments bind to ``forward``'s signature as in PyTorch:
+every argument, passed by position or keyword or left at its default, is an input, and
+``backward`` returns one gradient for each, in ``forward``'s order (None where there is
+none; extra trailing Nones are ignored). PyTorch 2's style, ``forward(*args)`` without ctx
+plus ``setup_context(ctx, inputs, output)``, works too.
 """
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from typing import Any
+
+import numpy as np
 
 from dtrain._tensor.autograd.engine import private_grad
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.grad_mode import state as _grad_state
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.autograd.stale_view import refresh_if_stale
 from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import is_cuda_array
 
 
 class FunctionCtx:
@@ -38,6 +48,7 @@ class FunctionCtx:
         self._saved: tuple = ()
         self._versions: tuple = ()
         self._freed = False
+        self._non_differentiable: tuple = ()
 
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep tensors for backward; changing one in place before backward is an error."""
@@ -67,7 +78,9 @@ class FunctionCtx:
         return self._saved
 
     def mark_non_differentiable(self, *tensors: Tensor) -> None:
-        """Accepted for PyTorch compatibility; the single output is always differentiable."""
+        """Mark outputs that get no gradient (indices, masks): a marked output leaves the
+        graph, so it does not require grad and ``backward`` is never called for it."""
+        self._non_differentiable += tensors
 
     def set_materialize_grads(self, value: bool) -> None:
         """Accepted for PyTorch compatibility: gradients reaching backward are never None."""
@@ -86,21 +99,37 @@ class _FunctionNode(Op):
             grads = self.function.backward(self.ctx, wrap(private_grad(grad)))
         if not isinstance(grads, tuple):
             grads = (grads,)
-        if len(grads) != len(self.shapes):
+        count, name = len(self.shapes), self.function.__name__
+        if len(grads) > count and all(g is None for g in grads[count:]):
+            grads = grads[:count]  # as PyTorch: surplus trailing Nones are fine
+        if len(grads) != count:
             raise RuntimeError(
-                f"{self.function.__name__}.backward returned {len(grads)} gradient(s) but "
-                f"forward took {len(self.shapes)} input(s); return one per input (None for "
-                "inputs without a gradient)"
+                f"{name}.backward returned {len(grads)} gradient(s) but forward took {count} "
+                "input(s) (positional, keyword and defaulted arguments all count); return one "
+                "per input (None for inputs without a gradient)"
             )
         arrays = []
         for i, (g, shape, needed) in enumerate(zip(grads, self.shapes, self.needs_input_grad)):
-            if g is None or not needed:
+            if g is None:
                 arrays.append(None)
                 continue
+            if shape is None:
+                raise RuntimeError(
+                    f"{name}.backward returned a gradient for input {i}, which is not a tensor; "
+                    "return None there"
+                )
             array = g._array if isinstance(g, Tensor) else g
+            if not (isinstance(array, np.ndarray) or is_cuda_array(array)):
+                raise TypeError(
+                    f"{name}.backward returned {type(g).__name__} as the gradient of input {i}; "
+                    "return a Tensor (or None)"
+                )
+            if not needed:
+                arrays.append(None)
+                continue
             if array.shape != shape:
                 raise RuntimeError(
-                    f"{self.function.__name__}.backward returned a gradient of shape "
+                    f"{name}.backward returned a gradient of shape "
                     f"{array.shape} for input {i} of shape {shape}; they must match"
                 )
             arrays.append(array)
@@ -108,7 +137,9 @@ class _FunctionNode(Op):
 
     def release(self) -> None:
         self.ctx._freed = True
+        function = self.function
         super().release()
+        self.function = function  # name() still names it in the "second time" error
 
     def name(self) -> str:
         return f"{self.function.__name__}Backward"
@@ -122,6 +153,10 @@ class Function:
         raise NotImplementedError("a Function subclass must define forward(ctx, *inputs)")
 
     @staticmethod
+    def setup_context(ctx: FunctionCtx, inputs: tuple, output: Tensor) -> None:
+        raise NotImplementedError("setup_context is only called when a subclass defines it")
+
+    @staticmethod
     def backward(ctx: FunctionCtx, *grad_outputs: Tensor) -> Any:
         raise NotImplementedError("a Function subclass must define backward(ctx, grad)")
 
@@ -129,24 +164,87 @@ class Function:
     def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
         """Run ``forward`` and, when an input requires grad, record ``backward``."""
         ctx = FunctionCtx()
-        needs = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
+        layout = _layout(cls)
+        inputs = _bind(cls, layout, args, kwargs)
+        for a in inputs:  # a view whose base changed in place: its newest history
+            if isinstance(a, Tensor) and a._base is not None:
+                refresh_if_stale(a)
+        needs = tuple(isinstance(a, Tensor) and a._requires_grad for a in inputs)
         ctx.needs_input_grad = needs
         with no_grad():
-            out = cls.forward(ctx, *args, **kwargs)
+            if layout.setup_context:
+                out = cls.forward(*args, **kwargs)
+                if isinstance(out, Tensor):
+                    cls.setup_context(ctx, inputs, out)
+            else:
+                out = cls.forward(ctx, *args, **kwargs)
         if not isinstance(out, Tensor):
             raise TypeError(
                 f"{cls.__name__}.forward returned {type(out).__name__}; dtrain's Function "
                 "returns exactly one tensor (split several outputs into several Functions)"
             )
+        if any(out is t for t in ctx._non_differentiable):
+            return out.detach() if out._requires_grad else out  # an input handed back
         if not (_grad_state.enabled and any(needs)):
             return out
-        shapes = [a._array.shape if isinstance(a, Tensor) else None for a in args]
+        shapes = [a._array.shape if isinstance(a, Tensor) else None for a in inputs]
         node = _FunctionNode(cls, ctx, shapes)
         node.parents = tuple(
             (a if a.grad_fn is None else a.grad_fn) if need else None
-            for a, need in zip(args, needs)
+            for a, need in zip(inputs, needs)
         )
         node.needs_input_grad = needs
         result = wrap(out._array, node)
         result._version = out._version
         return result
+
+
+class _Layout:
+    """What ``apply`` needs of a Function class's ``forward``, worked out once per class."""
+
+    def __init__(self, cls: type) -> None:
+        # PyTorch 2's style: forward(*args) without ctx, and setup_context fills ctx.
+        self.setup_context = cls.setup_context is not Function.setup_context
+        self.signature = inspect.signature(cls.forward)
+        every = list(self.signature.parameters.values())
+        params = every if self.setup_context else every[1:]  # less ctx
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        # The common calls, positional arguments with trailing defaults left out, need no
+        # binding (Signature.bind costs as much as a small op).
+        self.simple = all(p.kind in plain for p in every)
+        self.defaults = tuple(p.default for p in params if p.default is not p.empty)
+        self.required = len(params) - len(self.defaults)
+
+
+_layouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _layout(cls: type) -> _Layout:
+    layout = _layouts.get(cls)
+    if layout is None:
+        layout = _layouts[cls] = _Layout(cls)
+    return layout
+
+
+def _bind(cls: type, layout: _Layout, args: tuple, kwargs: dict) -> tuple:
+    """Every argument of ``forward`` in its order, defaults filled in: its inputs."""
+    if not kwargs and layout.simple and len(args) >= layout.required:
+        given = len(args) - layout.required
+        if given <= len(layout.defaults):
+            return args + layout.defaults[given:]
+    ctx = () if layout.setup_context else (None,)
+    try:
+        bound = layout.signature.bind(*ctx, *args, **kwargs)
+    except TypeError as error:
+        raise TypeError(f"{cls.__name__}.apply: {error}") from None
+    bound.apply_defaults()
+    inputs = []
+    for name, value in bound.arguments.items():
+        kind = layout.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:
+            inputs.extend(value)
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            inputs.extend(value.values())
+        else:
+            inputs.append(value)
+    return tuple(inputs[len(ctx) :])

@@ -7,15 +7,17 @@ name every parameter and buffer by its dotted path (``"encoder.0.weight"``).
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict, namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.nn.hooks import HookHandle, hook_ids
+from dtrain._tensor.nn.module_device import move_in_place, to_arguments
+from dtrain._tensor.nn.module_state import load_entry
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
-from dtrain.runtime.device import Device, to_device
+from dtrain.runtime.device import Device
 from dtrain.runtime.dtypes import to_dtype
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -35,6 +37,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_hooks_with_kwargs", set())  # keys of with_kwargs=True hooks
         object.__setattr__(self, "_uninitialized", False)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -43,17 +46,39 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._uninitialized:
             self._check_initialized()
+        # Two dict checks are all a module without hooks pays (every layer, every step).
         if self._forward_pre_hooks:
-            for hook in list(self._forward_pre_hooks.values()):
+            args, kwargs = self._call_pre_hooks(args, kwargs)
+        output = self.forward(*args, **kwargs)
+        if self._forward_hooks:
+            output = self._call_forward_hooks(args, kwargs, output)
+        return output
+
+    def _call_pre_hooks(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        for key, hook in list(self._forward_pre_hooks.items()):  # a hook may remove hooks
+            if key in self._hooks_with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError(
+                            f"forward pre-hook {hook!r} (with_kwargs=True) returned "
+                            f"{type(result).__name__}; return None or a pair (args, kwargs)"
+                        )
+                    args, kwargs = result
+            else:
                 result = hook(self, args)
                 if result is not None:
                     args = result if isinstance(result, tuple) else (result,)
-        output = self.forward(*args, **kwargs)
-        if self._forward_hooks:
-            for hook in list(self._forward_hooks.values()):
+        return args, kwargs
+
+    def _call_forward_hooks(self, args: tuple, kwargs: dict, output: Any) -> Any:
+        for key, hook in list(self._forward_hooks.items()):
+            if key in self._hooks_with_kwargs:
+                result = hook(self, args, kwargs, output)
+            else:
                 result = hook(self, args, output)
-                if result is not None:
-                    output = result
+            if result is not None:
+                output = result
         return output
 
     # ---- registration ------------------------------------------------------------------
@@ -73,19 +98,18 @@ class Module:
             modules.pop(name, None)
             self._non_persistent.discard(name)
             self.register_parameter(name, value)
-        elif isinstance(value, Module):
-            self.__dict__.pop(name, None)
-            params.pop(name, None)
-            buffers.pop(name, None)
-            self._non_persistent.discard(name)
-            modules[name] = value
-        elif name in params:
+        elif name in params:  # before modules: as PyTorch, a module cannot take its slot
             if value is not None:
                 raise TypeError(
                     f"cannot assign {type(value).__name__} to parameter {name!r}; assign an "
-                    "nn.Parameter (or None)"
+                    "nn.Parameter (or None), or del the parameter first"
                 )
             params[name] = None
+        elif isinstance(value, Module):
+            self.__dict__.pop(name, None)
+            buffers.pop(name, None)
+            self._non_persistent.discard(name)
+            modules[name] = value
         elif name in buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign {type(value).__name__} to buffer {name!r}")
@@ -148,13 +172,40 @@ class Module:
     register_module = add_module
 
     def get_submodule(self, target: str) -> Module:
-        """The sub-module at a dotted path (``"encoder.0"``)."""
+        """The sub-module at a dotted path (``"encoder.0"``; ``""`` is this module)."""
         module = self
         for part in target.split(".") if target else []:
-            if part not in module._modules:
-                raise AttributeError(f"{type(module).__name__} has no sub-module {part!r}")
-            module = module._modules[part]
+            found = module._modules.get(part)
+            if found is None:
+                kind = _member_kind(module, part)
+                raise AttributeError(
+                    f"{type(module).__name__} has no sub-module {part!r}"
+                    + (f" (it is a {kind})" if kind else "")
+                    + f"; looking up {target!r}"
+                )
+            module = found
         return module
+
+    def get_parameter(self, target: str) -> Parameter:
+        """The parameter at a dotted path (``"encoder.0.weight"``)."""
+        return self._get_member(target, "_parameters", "parameter")
+
+    def get_buffer(self, target: str) -> Tensor:
+        """The buffer at a dotted path (``"bn.running_mean"``)."""
+        return self._get_member(target, "_buffers", "buffer")
+
+    def _get_member(self, target: str, registry: str, what: str) -> Any:
+        path, _, name = target.rpartition(".")
+        module = self.get_submodule(path)
+        value = getattr(module, registry).get(name)
+        if value is None:
+            kind = _member_kind(module, name)
+            raise AttributeError(
+                f"{type(module).__name__} has no {what} {name!r}"
+                + (f" (it is a {kind})" if kind and kind != what else "")
+                + f"; looking up {target!r}"
+            )
+        return value
 
     def _check_initialized(self) -> None:
         for name, param in self._parameters.items():
@@ -296,39 +347,64 @@ class Module:
         their values then (BatchNorm's ``num_batches_tracked``)."""
         return ()
 
-    def load_state_dict(self, state_dict: dict, strict: bool = True) -> IncompatibleKeys:
-        """Copy values into this module's parameters and buffers, in place (an optimizer
-        holding the parameters keeps working). With ``strict``, missing or unexpected keys
-        are an error; a shape mismatch always is."""
-        own = self.state_dict(keep_vars=True)
+    def _state_slots(self) -> OrderedDict:
+        """``state_dict()``'s keys, each with the module, local name and tensor behind it."""
+        slots = OrderedDict()
+        for module_name, module in self.named_modules(remove_duplicate=False):
+            head = f"{module_name}." if module_name else ""
+            for name, param in module._parameters.items():
+                if param is not None:
+                    slots[head + name] = (module, name, param)
+            for name, buffer in module._buffers.items():
+                if buffer is not None and name not in module._non_persistent:
+                    slots[head + name] = (module, name, buffer)
+        return slots
+
+    def load_state_dict(
+        self, state_dict: Mapping, strict: bool = True, assign: bool = False
+    ) -> IncompatibleKeys:
+        """Load a state (name → Tensor or array) into this module's parameters and buffers.
+
+        By default values are copied in place, cast to each tensor's dtype and device (an
+        optimizer holding the parameters keeps working). With ``assign=True`` the given
+        tensors replace them, keeping their own dtype and device; a parameter stays an
+        ``nn.Parameter`` with its ``requires_grad``.
+
+        Args:
+            state_dict: a mapping from dotted names to tensors or numpy/cupy arrays.
+            strict: missing or unexpected keys are an error (else only reported).
+            assign: replace the tensors instead of copying into them.
+
+        Returns:
+            ``(missing_keys, unexpected_keys)``.
+
+        Raises:
+            TypeError: ``state_dict`` is not a mapping, or a value is not a tensor or array.
+            RuntimeError: a key problem under ``strict``, or a shape mismatch.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"load_state_dict: expected a dict-like state_dict (name -> tensor), got "
+                f"{type(state_dict).__name__}"
+            )
+        slots = self._state_slots()
         optional = {
             f"{name}.{entry}" if name else entry
             for name, module in self.named_modules()
             for entry in module._optional_state()
         }
-        missing = [key for key in own if key not in state_dict and key not in optional]
-        unexpected = [key for key in state_dict if key not in own]
+        missing = [key for key in slots if key not in state_dict and key not in optional]
+        unexpected = [key for key in state_dict if key not in slots]
         if strict and (missing or unexpected):
             raise RuntimeError(
                 f"load_state_dict for {type(self).__name__}: missing keys {missing}, "
                 f"unexpected keys {unexpected}; pass strict=False to load the rest"
             )
         with no_grad():
-            for key, target in own.items():
-                if key not in state_dict:
-                    continue
-                value = state_dict[key]
-                source = value._array if isinstance(value, Tensor) else value
-                shape = tuple(getattr(source, "shape", ()))
-                if target.shape == (0,) and shape != (0,) and isinstance(target, Parameter):
-                    target._array = to_device(source, target.device).astype(target.dtype, copy=True)
-                    continue  # an uninitialised parameter takes the loaded shape
-                if shape != target.shape:
-                    raise RuntimeError(
-                        f"load_state_dict for {type(self).__name__}: size mismatch for {key!r}: "
-                        f"the checkpoint has shape {shape}, the module has {target.shape}"
-                    )
-                target.copy_(value if isinstance(value, Tensor) else Tensor(source))
+            for key, (module, name, target) in slots.items():
+                if key in state_dict:
+                    where = f"load_state_dict for {type(self).__name__}: {key!r}"
+                    load_entry(module, name, target, state_dict[key], where, assign)
         return IncompatibleKeys(missing, unexpected)
 
     # ---- modes and devices -------------------------------------------------------------
@@ -372,27 +448,18 @@ class Module:
         return self
 
     def to(self, *args: Any, **kwargs: Any) -> Module:
-        """Move (``to("cuda")``) and/or cast (``to(dt.float64)``, floats only) in place."""
-        device = kwargs.pop("device", None)
-        dtype = kwargs.pop("dtype", None)
-        kwargs.pop("non_blocking", None)
-        if kwargs:
-            raise TypeError(f"Module.to() got unexpected arguments {sorted(kwargs)}")
-        for arg in args:
-            if isinstance(arg, Device) or (
-                isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda")
-            ):
-                device = arg
-            else:
-                dtype = arg
-        device = None if device is None else Device(device)
-        dtype = None if dtype is None else to_dtype(dtype)
+        """Move and/or cast every parameter and buffer in place, as PyTorch's forms:
+        ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)`` (its device and
+        dtype), each with an optional ``non_blocking``. A device is ``"cpu"``, ``"cuda:N"``,
+        a ``Device`` or an int (a CUDA index); only floating-point tensors are cast, and
+        only to a float dtype."""
+        device, dtype = to_arguments(args, kwargs)
         if dtype is not None and dtype.kind != "f":
             raise TypeError(f"Module.to() only casts to float dtypes, got {dtype}")
         for tensor in (*self.parameters(), *self.buffers()):
-            _move_in_place(tensor, device, dtype)
+            move_in_place(tensor, device, dtype)
             if tensor.grad is not None:
-                _move_in_place(tensor.grad, device, dtype)
+                move_in_place(tensor.grad, device, dtype)
         return self
 
     def cuda(self, device: int | None = None) -> Module:
@@ -416,13 +483,32 @@ class Module:
         return self.to(to_dtype("float16"))
 
     # ---- hooks and repr ----------------------------------------------------------------
-    def register_forward_pre_hook(self, hook: Callable) -> Any:
-        """``hook(module, args)`` before forward; may return replacement args."""
-        return _add_hook(self._forward_pre_hooks, hook)
+    def register_forward_pre_hook(
+        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
+    ) -> HookHandle:
+        """``hook(module, args)`` before forward; it may return replacement args (a tuple,
+        or one value). With ``with_kwargs``, ``hook(module, args, kwargs)`` may return a
+        pair ``(args, kwargs)``. ``prepend`` runs it before the hooks already registered."""
+        return self._add_hook(self._forward_pre_hooks, hook, prepend, with_kwargs)
 
-    def register_forward_hook(self, hook: Callable) -> Any:
-        """``hook(module, args, output)`` after forward; may return a replacement output."""
-        return _add_hook(self._forward_hooks, hook)
+    def register_forward_hook(
+        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
+    ) -> HookHandle:
+        """``hook(module, args, output)`` after forward (``hook(module, args, kwargs,
+        output)`` with ``with_kwargs``); it may return a replacement output. ``prepend``
+        runs it before the hooks already registered."""
+        return self._add_hook(self._forward_hooks, hook, prepend, with_kwargs)
+
+    def _add_hook(
+        self, hooks: OrderedDict, hook: Callable, prepend: bool, with_kwargs: bool
+    ) -> HookHandle:
+        key = next(hook_ids)
+        hooks[key] = hook
+        if prepend:
+            hooks.move_to_end(key, last=False)
+        if with_kwargs:
+            self._hooks_with_kwargs.add(key)
+        return HookHandle(hooks, key, self._hooks_with_kwargs)
 
     def extra_repr(self) -> str:
         """The part inside the parentheses of this module's repr line."""
@@ -460,33 +546,14 @@ def _check_name(module: Module, name: str, what: str, registry: str) -> None:
         )
 
 
-def _move_in_place(tensor: Tensor, device: Device | None, dtype: Any) -> None:
-    array = tensor._array
-    if device is not None:
-        array = to_device(array, device)
-    if dtype is not None and array.dtype.kind == "f":
-        array = array.astype(dtype, copy=False)
-    tensor._array = array
-
-
-class _HookHandle:
-    """What ``register_forward_hook`` returns: ``remove()`` unregisters the hook (twice is fine)."""
-
-    def __init__(self, hooks: dict, key: int) -> None:
-        self.hooks, self.key = hooks, key
-
-    def remove(self) -> None:
-        self.hooks.pop(self.key, None)
-
-
-# Keys are unique for the whole process, so a stale handle can never remove a newer hook.
-_hook_ids = itertools.count()
-
-
-def _add_hook(hooks: dict, hook: Callable) -> _HookHandle:
-    key = next(_hook_ids)
-    hooks[key] = hook
-    return _HookHandle(hooks, key)
+def _member_kind(module: Module, name: str) -> str:
+    """What ``name`` is on ``module`` (for error messages): "parameter", "buffer", ..."""
+    for registry, kind in (("_parameters", "parameter"), ("_buffers", "buffer")):
+        if name in getattr(module, registry):
+            return kind
+    if name in module._modules:
+        return "sub-module"  # a None slot
+    return "plain attribute" if name in module.__dict__ else ""
 
 
 def _indent(text: str) -> str:

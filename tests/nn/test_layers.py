@@ -661,3 +661,47 @@ def test_identity_flatten_unflatten():
     assert nn.Flatten(0, 1)(x).shape == (6, 4)
     assert nn.Unflatten(1, (3, 1))(x).shape == (2, 3, 1, 4)
     assert nn.Unflatten(-1, (2, 2))(x).shape == (2, 3, 2, 2)
+
+
+# ---- size arguments: any integer, numpy's included -----------------------------------------
+def test_layers_take_numpy_integer_sizes():
+    i = np.int64
+    assert nn.Linear(np.prod((2, 3)), 4).weight.shape == (4, 6)
+    assert nn.Linear(np.int32(3), i(4)).in_features == 3
+    assert type(nn.Linear(i(3), 4).in_features) is int  # repr and state match plain ints
+    assert nn.Conv2d(i(2), i(4), i(3), stride=i(1), padding=i(1)).weight.shape == (4, 2, 3, 3)
+    assert nn.Conv2d(2, 4, 3, groups=i(2)).weight.shape == (4, 1, 3, 3)
+    assert nn.LayerNorm(i(5)).weight.shape == (5,)
+    assert nn.LayerNorm((i(2), i(3))).normalized_shape == (2, 3)
+    assert nn.BatchNorm1d(i(5)).running_mean.shape == (5,)
+    assert nn.MultiheadAttention(i(4), i(2)).in_proj_weight.shape == (12, 4)
+
+
+def test_numpy_integer_sizes_match_torch(torch):
+    def shapes(module):
+        i = np.int64
+        return [
+            tuple(module.Linear(np.prod((2, 3)), 4).weight.shape),
+            tuple(module.Conv2d(i(2), 4, 3, groups=i(2)).weight.shape),
+            tuple(module.LayerNorm(i(5)).weight.shape),
+            tuple(module.MultiheadAttention(i(4), 2).in_proj_weight.shape),
+        ]
+
+    assert shapes(nn) == shapes(torch.nn)
+
+
+def test_a_size_that_is_not_an_integer_names_the_argument():
+    with pytest.raises(TypeError, match="Linear: out_features must be an int, got True"):
+        nn.Linear(2, True)
+    with pytest.raises(TypeError, match=r"Linear: in_features must be an int, got 2\.0"):
+        nn.Linear(2.0, 3)
+    with pytest.raises(TypeError, match="Conv2d: groups must be an int"):
+        nn.Conv2d(2, 2, 3, groups=1.5)
+    with pytest.raises(ValueError, match="Conv2d: in_channels must be an int >= 1, got 0"):
+        nn.Conv2d(0, 2, 3)
+    with pytest.raises(TypeError, match="LayerNorm: normalized_shape must be an int"):
+        nn.LayerNorm("5")
+    with pytest.raises(TypeError, match="BatchNorm2d: num_features must be an int"):
+        nn.BatchNorm2d(2.5)
+    with pytest.raises(TypeError, match="MultiheadAttention: embed_dim must be an int"):
+        nn.MultiheadAttention(4.0, 2)

@@ -2,6 +2,7 @@
 iteration order and names, state dicts, modes, dtype moves, gradients, hooks and repr."""
 
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +72,9 @@ def test_reassigning_moves_a_name_between_registries():
     m.x = dt.ones(1)  # plain attribute
     m.x = nn.Parameter(dt.ones(1))
     assert "x" not in m.__dict__ and "x" in m._parameters
+    with pytest.raises(TypeError, match=r"Linear to parameter 'x'.*del the parameter"):
+        m.x = nn.Linear(1, 1)  # as PyTorch: a module does not silently replace a parameter
+    del m.x
     m.x = nn.Linear(1, 1)
     assert "x" not in m._parameters and m.x is m._modules["x"]
     m.x = nn.Parameter(dt.ones(1))
@@ -761,3 +765,230 @@ def test_sequential_keeps_a_linear_and_a_relu_apart_where_something_would_see_be
     assert hooked(dt.randn(2, 4)).grad_fn.name() == "ReluBackward" and len(seen) == 1
     no_bias = nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU())
     assert no_bias(dt.randn(2, 4, requires_grad=True)).grad_fn.name() == "ReluBackward"
+
+
+# ---- to(): devices, tensors, ints -------------------------------------------------------
+@pytest.fixture
+def emulated_cuda(monkeypatch):
+    """CUDA on the CPU (``tests/runtime/cuda_emulator``): ``device="cuda"`` works here."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "runtime"))
+    from cuda_emulator import install
+
+    return install(monkeypatch)
+
+
+def test_to_a_tensor_takes_its_device_and_dtype(emulated_cuda):
+    target = dt.ones(2, device="cuda", dtype=dt.float64)
+    m = nn.Linear(2, 2).to(target)
+    assert str(m.weight.device) == "cuda:0" and m.weight.dtype == dt.float64
+    assert str(nn.Linear(2, 2).to(target.device).weight.device) == "cuda:0"
+    back = m.to(dt.zeros(1, dtype=dt.float32))
+    assert str(back.weight.device) == "cpu" and back.weight.dtype == dt.float32
+
+
+def test_to_an_int_is_a_cuda_index(emulated_cuda):
+    m = nn.Linear(2, 2).to(0)
+    assert str(m.weight.device) == "cuda:0" and str(m.bias.device) == "cuda:0"
+    assert str(nn.Linear(2, 2).to(device=0).weight.device) == "cuda:0"
+    with pytest.raises(ValueError, match="must not be negative"):
+        nn.Linear(2, 2).to(-1)
+
+
+def test_to_takes_positional_non_blocking_and_names_what_it_cannot_read():
+    m = nn.Linear(1, 1)
+    assert m.to("cpu", dt.float64, True).weight.dtype == dt.float64
+    assert m.to(dt.float32, False).weight.dtype == dt.float32
+    assert m.to("float64").weight.dtype == dt.float64
+    for bad in ("bogus", "mps"):
+        with pytest.raises(ValueError, match=f"'{bad}' is neither a device .* nor a dtype"):
+            m.to(bad)
+    with pytest.raises(TypeError, match="int64"):
+        m.to(dt.zeros(1, dtype=dt.int64))
+
+
+def test_to_matches_torch_for_tensors_and_positional_non_blocking(torch):
+    def run(lib, module):
+        m = module.Linear(2, 2)
+        dtypes = [str(m.to(lib.zeros(1, dtype=lib.float64)).weight.dtype)]
+        dtypes.append(str(m.to("cpu", lib.float16, True).weight.dtype))
+        return [d.replace("torch.", "") for d in dtypes]
+
+    assert run(dt, nn) == run(torch, torch.nn)
+
+
+# ---- load_state_dict: assign, value types, old checkpoints ---------------------------------
+def test_load_state_dict_assign_replaces_the_tensors():
+    m = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    m[0].weight.requires_grad_(False)
+    state = {
+        k: v.double()
+        for k, v in nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)).state_dict().items()
+    }
+    old_weight = m[0].weight
+    assert m.load_state_dict(state, assign=True) == ([], [])
+    weight = m[0].weight
+    assert weight is not old_weight and isinstance(weight, nn.Parameter)
+    assert weight.dtype == dt.float64  # the checkpoint's dtype, as PyTorch's assign
+    assert not weight.requires_grad and m[0].bias.requires_grad  # the module's requires_grad
+    assert m[1].running_mean is state["1.running_mean"]
+    np.testing.assert_array_equal(weight.numpy(), state["0.weight"].numpy())
+    state["0.weight"].fill_(7.0)  # assigned, not copied: they share storage
+    assert m[0].weight.numpy()[0, 0] == 7.0
+
+
+def test_load_state_dict_assign_matches_torch(torch):
+    def run(module):
+        m = module.Linear(2, 2)
+        m.load_state_dict(module.Linear(2, 2).state_dict(), assign=True)
+        return type(m.weight).__name__, m.weight.requires_grad, m.bias.requires_grad
+
+    assert run(nn) == run(torch.nn)
+
+
+def test_load_state_dict_assign_still_checks_shapes():
+    with pytest.raises(RuntimeError, match=r"'weight': size mismatch.*\(5, 5\).*\(2, 2\)"):
+        nn.Linear(2, 2).load_state_dict({"weight": dt.ones(5, 5), "bias": dt.ones(2)}, assign=True)
+
+
+def test_load_state_dict_names_values_that_are_not_tensors():
+    with pytest.raises(TypeError, match=r"dict-like state_dict.*got list"):
+        nn.Linear(1, 1).load_state_dict([1, 2])
+    with pytest.raises(TypeError, match=r"'weight' holds a list; expected a Tensor or an array"):
+        nn.Linear(1, 1).load_state_dict({"weight": [[1.0]], "bias": [2.0]})
+
+
+def test_load_state_dict_accepts_a_one_element_entry_for_a_0d_buffer(torch):
+    def run(lib, module):
+        bn = module.BatchNorm1d(2)
+        state = bn.state_dict()
+        state["num_batches_tracked"] = lib.tensor([3])  # as old checkpoints saved it
+        bn.load_state_dict(state)
+        return bn.num_batches_tracked.item(), tuple(bn.num_batches_tracked.shape)
+
+    assert run(dt, nn) == run(torch, torch.nn) == (3, ())
+
+
+def test_load_state_dict_one_element_entry_by_hand():
+    bn = nn.BatchNorm1d(2)
+    state = bn.state_dict()
+    state["num_batches_tracked"] = np.array([4])
+    bn.load_state_dict(state)
+    assert bn.num_batches_tracked.shape == () and bn.num_batches_tracked.item() == 4
+    state["num_batches_tracked"] = np.array([4, 5])  # only the (1,) case is old format
+    with pytest.raises(RuntimeError, match=r"size mismatch.*\(2,\).*\(\)"):
+        bn.load_state_dict(state)
+
+
+# ---- hooks: with_kwargs, prepend, handles ----------------------------------------------------
+class Scale(nn.Module):
+    def forward(self, a, b=1):
+        return a * b
+
+
+def test_forward_hooks_with_kwargs():
+    m = Scale()
+    seen = []
+    m.register_forward_pre_hook(lambda mod, args, kwargs: (args, {"b": 5}), with_kwargs=True)
+    m.register_forward_hook(
+        lambda mod, args, kwargs, out: (seen.append(dict(kwargs)), out + 1)[1], with_kwargs=True
+    )
+    assert m(dt.ones(1), b=3).tolist() == [6.0]
+    assert seen == [{"b": 5}]  # the forward hook sees the kwargs forward got
+
+
+def test_forward_hooks_with_kwargs_match_torch(torch):
+    def run(lib, module):
+        class TScale(module.Module):
+            def forward(self, a, b=1):
+                return a * b
+
+        m = TScale()
+        seen = []
+        m.register_forward_pre_hook(
+            lambda mod, args, kwargs: (args, {"b": kwargs["b"] + 2}), with_kwargs=True
+        )
+        m.register_forward_hook(
+            lambda mod, args, kwargs, out: (seen.append(sorted(kwargs)), out * 10)[1],
+            with_kwargs=True,
+        )
+        return m(lib.ones(1), b=3).tolist(), seen
+
+    assert run(dt, nn) == run(torch, torch.nn)
+
+
+def test_a_kwargs_pre_hook_must_return_a_pair():
+    m = Scale()
+    m.register_forward_pre_hook(lambda mod, args, kwargs: args, with_kwargs=True)
+    with pytest.raises(RuntimeError, match=r"with_kwargs=True.*pair \(args, kwargs\)"):
+        m(dt.ones(1))  # returned (tensor,): not a pair
+
+
+def test_prepend_runs_a_hook_first():
+    m = nn.Identity()
+    order = []
+    m.register_forward_pre_hook(lambda *a: order.append("p1"))
+    m.register_forward_pre_hook(lambda *a: order.append("p0"), prepend=True)
+    m.register_forward_hook(lambda *a: order.append("f1"))
+    m.register_forward_hook(lambda *a: order.append("f0"), prepend=True)
+    m(dt.ones(1))
+    assert order == ["p0", "p1", "f0", "f1"]
+
+
+def test_a_hook_handle_is_a_context_manager_with_an_id():
+    m = nn.Identity()
+    calls = []
+    with m.register_forward_hook(lambda *a: calls.append(1)) as handle:
+        m(dt.ones(1))
+    m(dt.ones(1))
+    assert calls == [1] and not m._forward_hooks
+    other = m.register_forward_pre_hook(lambda *a: None, with_kwargs=True)
+    assert isinstance(handle.id, int) and other.id != handle.id
+    other.remove()
+    assert not m._forward_pre_hooks and not m._hooks_with_kwargs
+
+
+def test_hooks_match_torch_for_prepend_and_context_manager(torch):
+    def run(lib, module):
+        m = module.Identity()
+        order = []
+        m.register_forward_hook(lambda *a: order.append(1))
+        m.register_forward_hook(lambda *a: order.append(2), prepend=True)
+        with m.register_forward_hook(lambda *a: order.append(3)) as handle:
+            m(lib.ones(1))
+        m(lib.ones(1))
+        return order, hasattr(handle, "id")
+
+    assert run(dt, nn) == run(torch, torch.nn)
+
+
+# ---- lookups by dotted name ----------------------------------------------------------------
+def test_get_parameter_buffer_and_submodule_by_dotted_name():
+    model = nn.Sequential(nn.Linear(1, 2), nn.Sequential(nn.BatchNorm1d(2)))
+    assert model.get_parameter("0.weight") is model[0].weight
+    assert model.get_buffer("1.0.running_mean") is model[1][0].running_mean
+    assert model.get_submodule("1.0") is model[1][0] and model.get_submodule("") is model
+    with pytest.raises(AttributeError, match=r"Linear has no sub-module 'weight' \(it is a param"):
+        model.get_submodule("0.weight")
+    with pytest.raises(AttributeError, match=r"no parameter 'running_mean' \(it is a buffer\)"):
+        model.get_parameter("1.0.running_mean")
+    with pytest.raises(AttributeError, match=r"Sequential has no sub-module '5'"):
+        model.get_buffer("5.running_mean")
+
+
+def test_get_parameter_and_buffer_match_torch(torch):
+    def run(module):
+        model = module.Sequential(module.Linear(1, 1), module.BatchNorm1d(1))
+        return tuple(model.get_parameter("0.weight").shape), tuple(
+            model.get_buffer("1.running_var").shape
+        )
+
+    assert run(nn) == run(torch.nn)
+
+
+def test_container_indices_must_be_integers():
+    s = nn.Sequential(nn.ReLU(), nn.Tanh())
+    assert isinstance(s[np.int64(1)], nn.Tanh)
+    with pytest.raises(TypeError, match=r"integers or slices, not str \('0'\)"):
+        s["0"]
+    with pytest.raises(TypeError, match="not float"):
+        nn.ModuleList([nn.ReLU()])[0.0]

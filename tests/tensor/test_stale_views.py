@@ -92,3 +92,21 @@ def test_backward_inputs_of_a_zero_dim_leaf_keep_an_array():
     (x * x).backward(inputs=[x])
     x.grad.add_(1)
     assert x.grad.item() == 7.0
+
+
+def test_a_function_applied_to_a_stale_view_sees_its_newest_history():
+    class Identity(dt.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a * 1
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    x = _x()
+    y = x * 1
+    view = y[1:4]
+    y.mul_(3)
+    Identity.apply(view).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 3.0, 3.0, 3.0, 0.0, 0.0])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dtrain._tensor.creation import empty, zeros
+from dtrain._tensor.creation import empty, size_argument, zeros
 from dtrain._tensor.functions import where
 from dtrain._tensor.nn import init
 from dtrain._tensor.nn.functional.attention import causal_mask, scaled_dot_product_attention
@@ -43,6 +43,8 @@ class MultiheadAttention(Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
+        embed_dim = size_argument(embed_dim, "embed_dim", "MultiheadAttention")
+        num_heads = size_argument(num_heads, "num_heads", "MultiheadAttention")
         if embed_dim <= 0 or num_heads <= 0 or embed_dim % num_heads:
             raise ValueError(
                 f"MultiheadAttention: embed_dim {embed_dim} must be a positive multiple of "

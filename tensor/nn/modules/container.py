@@ -7,6 +7,7 @@ from an ``OrderedDict`` loses its names then.
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -241,6 +242,12 @@ class ModuleDict(Module):
 
 
 def _check_index(index: int, length: int) -> int:
+    try:
+        index = operator.index(index)  # numpy integers too; "0" is a mistake, not a name
+    except TypeError:
+        raise TypeError(
+            f"container indices must be integers or slices, not {type(index).__name__} ({index!r})"
+        ) from None
     if not -length <= index < length:
         raise IndexError(f"index {index} is out of range for a container of {length} modules")
     return index % length

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dtrain._tensor.creation import empty
+from dtrain._tensor.creation import empty, size_argument
 from dtrain._tensor.nn import init
 from dtrain._tensor.nn.functional.conv import PADDING_MODES, _conv_padding, _pair, conv2d
 from dtrain._tensor.nn.functional.padding import pad
@@ -36,6 +36,7 @@ class Conv2d(Module):
         dtype: the parameters' float dtype (float32 by default).
 
     Raises:
+        TypeError: a size that is not an integer.
         ValueError: a bad size, padding or mode, or channels not divisible by ``groups``.
     """
 
@@ -55,11 +56,10 @@ class Conv2d(Module):
     ) -> None:
         super().__init__()
         where = "Conv2d"
-        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-            raise ValueError(f"{where}: groups must be a positive int, got {groups!r}")
+        groups = size_argument(groups, "groups", where, 1)
+        in_channels = size_argument(in_channels, "in_channels", where, 1)
+        out_channels = size_argument(out_channels, "out_channels", where, 1)
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
             if value % groups:
                 raise ValueError(f"{where}: {name}={value} must be divisible by groups={groups}")
         if padding_mode not in PADDING_MODES:

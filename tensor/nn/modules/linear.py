@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dtrain._tensor.creation import empty
+from dtrain._tensor.creation import empty, size_argument
 from dtrain._tensor.nn import init
 from dtrain._tensor.nn.functional.linear import linear
 from dtrain._tensor.nn.module import Module
@@ -26,9 +26,8 @@ class Linear(Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"Linear: {name} must be a non-negative int, got {value!r}")
+        in_features = size_argument(in_features, "in_features", "Linear")
+        out_features = size_argument(out_features, "out_features", "Linear")
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(empty(out_features, in_features, device=device, dtype=dtype))
         if bias:

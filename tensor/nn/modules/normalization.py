@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from dtrain._tensor.creation import ones, zeros
+from dtrain._tensor.creation import ones, size_argument, zeros
 from dtrain._tensor.nn.functional.normalization import batch_norm, layer_norm
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.parameter import Parameter
@@ -24,8 +25,10 @@ class LayerNorm(Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        shape = (
-            (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if not isinstance(normalized_shape, Iterable):
+            normalized_shape = (normalized_shape,)
+        shape = tuple(
+            size_argument(size, "normalized_shape", "LayerNorm") for size in normalized_shape
         )
         self.normalized_shape, self.eps = shape, eps
         self.elementwise_affine = elementwise_affine
@@ -65,6 +68,7 @@ class _BatchNorm(Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
+        num_features = size_argument(num_features, "num_features", type(self).__name__)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
