@@ -363,16 +363,23 @@ def test_sdpa_row_with_no_key_matches_torch(torch, rng, same):
     keep = rng.uniform(size=(2, 3, 5)) > 0.5
     keep[0, 1] = keep[1, 2] = False
     for mask in (keep, np.where(keep, 0.0, -np.inf)):
-        tin = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
-        din = [leaf(a) for a in (q, k, v)]
-        to = torch.nn.functional.scaled_dot_product_attention(*tin, attn_mask=torch.tensor(mask))
-        do = F.scaled_dot_product_attention(*din, attn_mask=dt.tensor(mask))
-        same(do, to)
-        g = rng.standard_normal(to.shape)
-        to.backward(torch.tensor(g))
-        do.backward(dt.tensor(g))
-        for a, b in zip(din, tin):
-            same(a.grad, b.grad)
+        _sdpa_against_torch(torch, rng, same, (q, k, v), {"attn_mask": mask})
+
+
+def _sdpa_against_torch(torch, rng, same, qkv_arrays, kwargs):
+    """SDPA's output and input gradients in dtrain and torch, from the same arrays."""
+    tkw = {n: torch.tensor(m) if isinstance(m, np.ndarray) else m for n, m in kwargs.items()}
+    dkw = {n: dt.tensor(m) if isinstance(m, np.ndarray) else m for n, m in kwargs.items()}
+    tin = [torch.tensor(a, requires_grad=True) for a in qkv_arrays]
+    din = [leaf(a) for a in qkv_arrays]
+    to = torch.nn.functional.scaled_dot_product_attention(*tin, **tkw)
+    do = F.scaled_dot_product_attention(*din, **dkw)
+    same(do, to)
+    g = rng.standard_normal(to.shape)
+    to.backward(torch.tensor(g))
+    do.backward(dt.tensor(g))
+    for a, b in zip(din, tin):
+        same(a.grad, b.grad)
 
 
 def test_sdpa_matches_torch(torch, rng, same):
@@ -387,18 +394,7 @@ def test_sdpa_matches_torch(torch, rng, same):
         {"attn_mask": floats},
         {"scale": 0.2},
     ):
-        tkw = {n: torch.tensor(m) if isinstance(m, np.ndarray) else m for n, m in kwargs.items()}
-        dkw = {n: dt.tensor(m) if isinstance(m, np.ndarray) else m for n, m in kwargs.items()}
-        tin = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
-        din = [leaf(a) for a in (q, k, v)]
-        to = torch.nn.functional.scaled_dot_product_attention(*tin, **tkw)
-        do = F.scaled_dot_product_attention(*din, **dkw)
-        same(do, to)
-        g = rng.standard_normal(to.shape)
-        to.backward(torch.tensor(g))
-        do.backward(dt.tensor(g))
-        for a, b in zip(din, tin):
-            same(a.grad, b.grad)
+        _sdpa_against_torch(torch, rng, same, (q, k, v), kwargs)
 
 
 # ---- dropout -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,10 +86,7 @@ def equivalence(
                 (_loss(kind, model, x[mine], y[mine]) / accumulate).backward()
         ref_opt.step()
         opt.step()
-    worst = 0.0
-    for a, b in zip(reference.state_dict().values(), local.state_dict().values()):
-        diff = np.abs(a.numpy().astype(np.float64) - b.numpy().astype(np.float64)).max()
-        worst = max(worst, float(diff))
+    worst = _worst_difference(reference, local)
     buckets = model._buckets
     views = views and all(
         p.grad._array.base is not None and np.shares_memory(p.grad._array, b.flat)
@@ -116,6 +114,15 @@ class _WithUnused(nn.Module):
         if dist.is_initialized() and dist.get_rank() in self.partly_on:
             out = out + self.partly(h)
         return out
+
+
+def _worst_difference(reference: Any, local: Any) -> float:
+    """The largest difference between two models' state entries."""
+    worst = 0.0
+    for a, b in zip(reference.state_dict().values(), local.state_dict().values()):
+        diff = np.abs(a.numpy().astype(np.float64) - b.numpy().astype(np.float64)).max()
+        worst = max(worst, float(diff))
+    return worst
 
 
 def unused_parameter(find_unused_parameters: bool = True) -> dict:
@@ -165,10 +172,7 @@ def unused_with_adamw(steps: int = 3, batch: int = 4) -> dict:
             _loss("mlp", model, x[mine], y[mine]).backward()
             ref_opt.step()
             opt.step()
-    worst = 0.0
-    for a, b in zip(reference.state_dict().values(), local.state_dict().values()):
-        diff = np.abs(a.numpy().astype(np.float64) - b.numpy().astype(np.float64)).max()
-        worst = max(worst, float(diff))
+    worst = _worst_difference(reference, local)
     moved = float(np.abs(local.unused.weight.detach().numpy() - start).max())
     dist.destroy_process_group()
     return {"worst": worst, "unused_moved": moved}
