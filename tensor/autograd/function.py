@@ -15,17 +15,17 @@
     y = Exp.apply(x)
 
 Forward and backward see tensors and run with autograd off. One difference from PyTorch:
-forward returns exactly one tensor. Arguments bind to ``forward``'s signature as in PyTorch:
-every argument, passed by position or keyword or left at its default, is an input, and
-``backward`` returns one gradient for each, in ``forward``'s order (None where there is
-none; extra trailing Nones are ignored). PyTorch 2's style, ``forward(*args)`` without ctx
-plus ``setup_context(ctx, inputs, output)``, works too.
+forward returns exactly one tensor. As in PyTorch, the inputs are the arguments passed,
+in the order of ``forward``'s parameters (keywords included; a default left out is none),
+and ``backward`` returns one gradient for each (None where there is none; extra trailing
+Nones are ignored). PyTorch 2's style,
+``forward(*args)`` without ctx plus ``setup_context(ctx, inputs, output)``, works too; its
+inputs are every argument of ``forward``, defaults filled in, as PyTorch binds them.
 """
 
 from __future__ import annotations
 
 import inspect
-import weakref
 from typing import Any
 
 import numpy as np
@@ -164,15 +164,15 @@ class Function:
     def apply(cls, *args: Any, **kwargs: Any) -> Tensor:
         """Run ``forward`` and, when an input requires grad, record ``backward``."""
         ctx = FunctionCtx()
-        layout = _layout(cls)
-        inputs = _bind(cls, layout, args, kwargs)
+        modern = cls.setup_context is not Function.setup_context
+        inputs = _bound_inputs(cls, args, kwargs, modern) if modern or kwargs else args
         for a in inputs:  # a view whose base changed in place: its newest history
             if isinstance(a, Tensor) and a._base is not None:
                 refresh_if_stale(a)
         needs = tuple(isinstance(a, Tensor) and a._requires_grad for a in inputs)
         ctx.needs_input_grad = needs
         with no_grad():
-            if layout.setup_context:
+            if modern:
                 out = cls.forward(*args, **kwargs)
                 if isinstance(out, Tensor):
                     cls.setup_context(ctx, inputs, out)
@@ -183,10 +183,10 @@ class Function:
                 f"{cls.__name__}.forward returned {type(out).__name__}; dtrain's Function "
                 "returns exactly one tensor (split several outputs into several Functions)"
             )
-        if any(out is t for t in ctx._non_differentiable):
-            return out.detach() if out._requires_grad else out  # an input handed back
-        if not (_grad_state.enabled and any(needs)):
-            return out
+        recording = _grad_state.enabled and any(needs)
+        if not recording or (ctx._non_differentiable and _marked(out, ctx)):
+            # outside the graph; an input handed back comes back as an alias, as PyTorch's
+            return out.detach() if any(out is a for a in inputs) else out
         shapes = [a._array.shape if isinstance(a, Tensor) else None for a in inputs]
         node = _FunctionNode(cls, ctx, shapes)
         node.parents = tuple(
@@ -199,48 +199,28 @@ class Function:
         return result
 
 
-class _Layout:
-    """What ``apply`` needs of a Function class's ``forward``, worked out once per class."""
-
-    def __init__(self, cls: type) -> None:
-        # PyTorch 2's style: forward(*args) without ctx, and setup_context fills ctx.
-        self.setup_context = cls.setup_context is not Function.setup_context
-        self.signature = inspect.signature(cls.forward)
-        every = list(self.signature.parameters.values())
-        params = every if self.setup_context else every[1:]  # less ctx
-        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        # The common calls, positional arguments with trailing defaults left out, need no
-        # binding (Signature.bind costs as much as a small op).
-        self.simple = all(p.kind in plain for p in every)
-        self.defaults = tuple(p.default for p in params if p.default is not p.empty)
-        self.required = len(params) - len(self.defaults)
+def _marked(out: Tensor, ctx: FunctionCtx) -> bool:
+    return any(out is t for t in ctx._non_differentiable)
 
 
-_layouts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _layout(cls: type) -> _Layout:
-    layout = _layouts.get(cls)
-    if layout is None:
-        layout = _layouts[cls] = _Layout(cls)
-    return layout
-
-
-def _bind(cls: type, layout: _Layout, args: tuple, kwargs: dict) -> tuple:
-    """Every argument of ``forward`` in its order, defaults filled in: its inputs."""
-    if not kwargs and layout.simple and len(args) >= layout.required:
-        given = len(args) - layout.required
-        if given <= len(layout.defaults):
-            return args + layout.defaults[given:]
-    ctx = () if layout.setup_context else (None,)
+def _bound_inputs(cls: type, args: tuple, kwargs: dict, modern: bool) -> tuple:
+    """The inputs, as PyTorch takes them: the arguments passed, bound to ``forward``'s
+    parameters and in their order (keywords included, a default left out is none); in
+    PyTorch 2's style (``setup_context``), every parameter, defaults filled in."""
+    signature = cls.__dict__.get("_dtrain_signature")
+    if signature is None:  # per class: a subclass may define another forward
+        signature = inspect.signature(cls.forward)
+        type.__setattr__(cls, "_dtrain_signature", signature)
+    ctx = () if modern else (None,)
     try:
-        bound = layout.signature.bind(*ctx, *args, **kwargs)
+        bound = signature.bind(*ctx, *args, **kwargs)
     except TypeError as error:
         raise TypeError(f"{cls.__name__}.apply: {error}") from None
-    bound.apply_defaults()
+    if modern:
+        bound.apply_defaults()
     inputs = []
     for name, value in bound.arguments.items():
-        kind = layout.signature.parameters[name].kind
+        kind = signature.parameters[name].kind
         if kind is inspect.Parameter.VAR_POSITIONAL:
             inputs.extend(value)
         elif kind is inspect.Parameter.VAR_KEYWORD:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain._tensor.creation import as_tensor
+from dtrain._tensor.creation import as_tensor, tensor
 from dtrain._tensor.ops.shape import stack
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.dtypes import SUPPORTED
@@ -65,12 +65,10 @@ def default_collate(batch: Sequence) -> Any:
         return _numpy_to_tensor(np.stack(batch), "default_collate")
     if isinstance(elem, (np.bool_, np.number)):
         return _numpy_to_tensor(np.array(batch), "default_collate")
-    if isinstance(elem, bool):
-        return as_tensor(np.array(batch, dtype=np.bool_))
     if isinstance(elem, float):
         return as_tensor(np.array(batch, dtype=np.float64))
-    if isinstance(elem, int):
-        return as_tensor(np.array(batch, dtype=np.int64))
+    if isinstance(elem, int):  # bools too: the dtype of the whole batch, as torch.tensor's
+        return tensor(list(batch))
     if isinstance(elem, (str, bytes)):
         return list(batch)
     if isinstance(elem, Mapping):

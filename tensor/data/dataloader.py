@@ -8,7 +8,10 @@ As ``torch.utils.data.DataLoader`` for map-style datasets, with two differences:
   calling thread; but a dataset that draws random numbers inside ``__getitem__`` sees its
   draws in a thread-dependent order, so keep ``num_workers=0`` where such augmentation must
   be bit-reproducible. Threads help when loading releases the GIL (file I/O, decoding);
-  ``pin_memory`` is accepted and ignored. Iterable-style datasets are not supported.
+  ``worker_init_fn(worker_id)`` runs first in each thread, ``timeout`` bounds the wait for
+  a batch; ``pin_memory``, ``persistent_workers`` and ``multiprocessing_context`` are
+  accepted and ignored (threads are cheap to start). Iterable-style datasets are not
+  supported.
 - A ``TensorDataset`` (or a ``Subset`` of one, such as ``random_split`` gives) with the
   default ``collate_fn`` is batched by indexing each tensor once with the batch's index
   array, not by stacking per-sample rows; the batches are the same.
@@ -17,6 +20,8 @@ As ``torch.utils.data.DataLoader`` for map-style datasets, with two differences:
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -69,9 +74,13 @@ class DataLoader:
         collate_fn: Callable[[list], Any] | None = None,
         pin_memory: bool = False,
         drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: Any = None,
         generator: Generator | None = None,
         *,
         prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
     ) -> None:
         if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
             raise ValueError(
@@ -83,6 +92,10 @@ class DataLoader:
                 "prefetch_factor only applies with num_workers > 0; leave it as None when "
                 "num_workers=0"
             )
+        if timeout < 0:
+            raise ValueError(f"timeout must be non-negative, got {timeout!r}")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("persistent_workers option needs num_workers > 0")
         if prefetch_factor is None:
             prefetch_factor = 2
         if not isinstance(prefetch_factor, int) or prefetch_factor < 1:
@@ -128,6 +141,9 @@ class DataLoader:
         self._prefetch = prefetch_factor
         self.pin_memory = pin_memory
         self.generator = generator
+        self.timeout = timeout
+        self.worker_init_fn = worker_init_fn
+        self.persistent_workers = persistent_workers
         self._default_collate = collate_fn is None
         if collate_fn is None:
             collate_fn = default_collate if batch_sampler is not None else default_convert
@@ -149,7 +165,14 @@ class DataLoader:
         indices = iter(self._index_sampler)
         if self.num_workers == 0:
             return (fetch(index) for index in indices)
-        return _threaded(fetch, indices, self.num_workers, self.num_workers * self._prefetch)
+        return _threaded(
+            fetch,
+            indices,
+            self.num_workers,
+            self.num_workers * self._prefetch,
+            self.worker_init_fn,
+            self.timeout,
+        )
 
     def _fetcher(self) -> Callable[[Any], Any]:
         """The function from one entry of the index sampler to one batch."""
@@ -165,12 +188,23 @@ class DataLoader:
         return lambda batch: collate([dataset[i] for i in batch])
 
 
+def _index_array(indices: Any) -> np.ndarray:
+    """``indices`` as int64, refusing what is not an integer (numpy would truncate 1.7)."""
+    array = np.asarray(indices)
+    if array.size and array.dtype.kind not in "iu":
+        raise IndexError(
+            f"dataset indices must be integers, got {array.dtype} values such as "
+            f"{array.flat[0]!r}; check the sampler or the Subset's indices"
+        )
+    return array.astype(np.int64, copy=False)
+
+
 def _tensor_rows(dataset: Any) -> Callable[[list], list] | None:
     """For a TensorDataset, or Subsets of one: a fetcher that takes all rows of a batch
     with one fancy index per tensor. None for any other dataset."""
     mapping = None
-    while isinstance(dataset, Subset):
-        indices = np.asarray(dataset.indices, dtype=np.int64)
+    while type(dataset) is Subset:  # a subclass may override __getitem__ or __getitems__
+        indices = _index_array(dataset.indices)
         mapping = indices if mapping is None else indices[mapping]
         dataset = dataset.dataset
     if type(dataset) is not TensorDataset:  # a subclass may override __getitem__
@@ -179,7 +213,7 @@ def _tensor_rows(dataset: Any) -> Callable[[list], list] | None:
     n = len(dataset)
 
     def fetch(batch: list) -> list:
-        rows = np.asarray(batch, dtype=np.int64)
+        rows = _index_array(batch)
         if rows.ndim != 1:
             raise IndexError(f"a batch must be a flat list of indices, got {batch!r}")
         if mapping is not None:
@@ -196,22 +230,45 @@ def _tensor_rows(dataset: Any) -> Callable[[list], list] | None:
 
 
 def _threaded(
-    fetch: Callable[[Any], Any], indices: Iterator, workers: int, depth: int
+    fetch: Callable[[Any], Any],
+    indices: Iterator,
+    workers: int,
+    depth: int,
+    worker_init_fn: Callable[[int], None] | None,
+    timeout: float,
 ) -> Iterator[Any]:
     """``fetch`` each entry of ``indices`` on ``workers`` threads, at most ``depth`` in
-    flight, yielding the results in order."""
-    with ThreadPoolExecutor(workers, thread_name_prefix="dtrain-dataloader") as pool:
-        pending: collections.deque = collections.deque()
+    flight, yielding the results in order; each thread first runs ``worker_init_fn`` with
+    its worker id, and a batch not ready within ``timeout`` seconds (0: no limit) is an
+    error, as in PyTorch."""
+    ids = itertools.count()
+    start = None if worker_init_fn is None else (lambda: worker_init_fn(next(ids)))
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="dtrain-dataloader", initializer=start)
+    pending: collections.deque = collections.deque()
+    stuck = False
+
+    def next_batch() -> Any:
+        nonlocal stuck
         try:
-            for index in indices:
-                pending.append(pool.submit(fetch, index))
-                if len(pending) >= depth:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+            return pending.popleft().result(timeout or None)
+        except concurrent.futures.TimeoutError:
+            stuck = True
+            raise RuntimeError(
+                f"DataLoader timed out after {timeout} seconds waiting for a batch from its "
+                "workers; raise timeout (or 0 for none)"
+            ) from None
+
+    try:
+        for index in indices:
+            pending.append(pool.submit(fetch, index))
+            if len(pending) >= depth:
+                yield next_batch()
+        while pending:
+            yield next_batch()
+    finally:
+        # Queued batches are dropped; a stuck worker is not waited for (its thread ends
+        # when its fetch does).
+        pool.shutdown(wait=not stuck, cancel_futures=True)
 
 
 __all__ = ["DataLoader"]

@@ -109,6 +109,15 @@ class Subset(Dataset):
     def __init__(self, dataset: Dataset, indices: Sequence[int]) -> None:
         self.dataset = dataset
         self.indices = indices
+        # The DataLoader fetches a batch with __getitems__, which reads the dataset
+        # directly: a subclass's own __getitem__ alone would be skipped (PyTorch refuses it).
+        cls = type(self)
+        if cls.__getitem__ is not Subset.__getitem__ and cls.__getitems__ is Subset.__getitems__:
+            raise NotImplementedError(
+                f"{cls.__name__} overrides Subset.__getitem__ but not __getitems__, which "
+                "the DataLoader calls for a batch; define __getitems__(self, indices) too "
+                "(e.g. return [self[i] for i in indices])"
+            )
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, list):

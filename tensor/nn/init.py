@@ -170,6 +170,10 @@ def trunc_normal_(
     if mirror:
         alpha, beta = -beta, -alpha
     low, high = _normal_cdf(alpha), _normal_cdf(beta)
+    if high < _TINY:  # [a, b] lies some 37 std or more from the mean: its near bound
+        values = _filled_like(tensor, a if mirror else b)
+        with no_grad():
+            return fill_random_(tensor, values, "trunc_normal_")
     p = sample(
         "uniform", tensor.shape, "float64", device_of(tensor._array), generator, low=low, high=high
     )
@@ -181,6 +185,12 @@ def trunc_normal_(
 
 
 _TINY = float(np.finfo(np.float64).tiny)
+
+
+def _filled_like(tensor: Tensor, value: float) -> Any:
+    """An array of ``tensor``'s shape, dtype and device holding ``value``."""
+    array = tensor._array
+    return get_array_module(array).full(array.shape, value, dtype=array.dtype)
 
 
 def _normal_cdf(x: float) -> float:

@@ -18,6 +18,7 @@ def to_arguments(args: tuple, kwargs: dict) -> tuple[Device | None, np.dtype | N
     kwargs = dict(kwargs)
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
     kwargs.pop("non_blocking", None)  # copies here are synchronous anyway
+    kwargs.pop("memory_format", None)  # arrays are row-major; there is no other layout
     if kwargs:
         raise TypeError(f"Module.to() got unexpected arguments {sorted(kwargs)}")
     if len(args) > 3:

@@ -38,6 +38,13 @@ class Cast(Op):
     def backward(self, grad: Any) -> tuple:
         return (grad.astype(self.dtype, copy=False),)
 
+    def release(self) -> None:
+        # Autocast's cast of a parameter is shared by every graph its region builds (the
+        # cast cache), and saves only a dtype: it stays walkable for each of their
+        # backwards, as PyTorch's does.
+        if not self.for_autocast:
+            super().release()
+
 
 _FLOAT16, _FLOAT32 = np.dtype(np.float16), np.dtype(np.float32)
 

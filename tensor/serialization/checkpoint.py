@@ -15,7 +15,7 @@ Differences from ``torch.save``/``torch.load``:
 - What can be saved: ``Tensor`` (a ``Parameter`` comes back as a plain tensor without
   ``requires_grad``), numpy arrays (back as numpy arrays), ``dict`` with ``str`` or ``int``
   keys (any Mapping comes back as a plain ``dict``; key types round-trip exactly), ``list``,
-  ``tuple`` (a namedtuple comes back as a plain tuple), ``str``, ``int`` (any size),
+  ``tuple`` (a namedtuple comes back as a plain tuple), ``str``, ``int`` (up to 4000 digits),
   ``float`` (exactly, NaN and infinities too), ``bool`` and ``None``. numpy scalars are saved
   as the Python number. Anything else raises ``TypeError``.
 - Sharing: a tensor that appears more than once, or tensors that wrap the same array (a
@@ -80,6 +80,9 @@ def save(obj: Any, f: str | os.PathLike) -> None:
     _atomic_write(path, lambda fh: safetensors.write(fh, encoder.arrays, metadata))
 
 
+_MAX_INT_BITS = 13_000  # about 3900 decimal digits: under sys.int_info's default 4300
+
+
 class _Encoder:
     """Walks an object, collecting host arrays by name and returning its JSON structure."""
 
@@ -107,6 +110,11 @@ class _Encoder:
         if isinstance(obj, np.bool_):
             return bool(obj)
         if isinstance(obj, (int, np.integer)):
+            if abs(int(obj)).bit_length() > _MAX_INT_BITS:  # JSON text past Python's limit
+                raise TypeError(
+                    f"save: {_where(path)} is an int of over 4000 digits, more than Python "
+                    "writes as text by default; save it as a str (str(n)) or an array"
+                )
             return int(obj)
         if isinstance(obj, (float, np.floating)):
             value = float(obj)
@@ -229,13 +237,16 @@ def _fsync_directory(directory: str) -> None:
 
 
 # ---- load --------------------------------------------------------------------------------
-def load(f: str | os.PathLike, map_location: Any = None) -> Any:
+def load(f: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> Any:
     """Load what ``save`` wrote to the path ``f``, or the tensors of any safetensors file.
 
     Args:
         f: the file's path.
         map_location: a device (``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``Device``) for
             every tensor; None puts each tensor back on the device it was saved from.
+        weights_only: accepted for PyTorch compatibility: whatever its value, nothing is
+            ever unpickled (a checkpoint holds tensors and JSON), so loading is always as
+            safe as PyTorch's ``weights_only=True``.
 
     Returns:
         The saved object; for a safetensors file that ``save`` did not write, a dict from

@@ -137,6 +137,11 @@ class Entry:
         if offsets[0] > offsets[1]:
             raise bad(f"has unsorted data_offsets {offsets} (begin after end)")
         dtype = DTYPES[code]
+        # What numpy can make: an empty shape passes the size check below at any size, and
+        # numpy refuses one whose other dims multiply past its address range.
+        span = math.prod(s for s in shape if s) * dtype.itemsize
+        if len(shape) > _MAX_DIMS or span > _MAX_BYTES:
+            raise bad(f"has shape {shape!r}, beyond what an array can have")
         nbytes = math.prod(shape) * dtype.itemsize
         if offsets[1] - offsets[0] != nbytes:
             raise bad(
@@ -145,6 +150,10 @@ class Entry:
             )
         self.name, self.dtype, self.shape = name, dtype, tuple(shape)
         self.begin, self.end = offsets
+
+
+_MAX_DIMS = 32  # numpy 1.x's limit (2.x allows 64)
+_MAX_BYTES = np.iinfo(np.intp).max
 
 
 def _is_count(value: Any) -> bool:

@@ -388,3 +388,14 @@ def test_cuda_mlp_trains_under_autocast_with_grad_scaler():
         scaler.update()
         first = loss.item() if first is None else first
     assert loss.item() < 0.8 * first
+
+
+def test_graphs_of_one_region_backpropagate_one_after_another():
+    # Both forwards share autocast's cast of the weight; each backward walks it.
+    layer = nn.Linear(3, 2)
+    with dt.autocast("cpu"):
+        first = layer(dt.ones(1, 3)).float().sum()
+        second = layer(dt.ones(1, 3) * 2).float().sum()
+    first.backward()
+    second.backward()
+    np.testing.assert_allclose(layer.weight.grad.numpy(), np.full((2, 3), 3.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 
 import numpy as np
 import pytest
@@ -342,3 +343,63 @@ def test_worker_errors_reach_the_caller():
     for workers in (0, 2):
         with pytest.raises(KeyError, match="sample 5"):
             list(DataLoader(Broken(8), batch_size=2, num_workers=workers))
+
+
+def test_a_subset_subclass_keeps_its_own_items():
+    class Scaled(Subset):
+        def __getitem__(self, i):
+            return (self.dataset[self.indices[i]][0] * 100,)
+
+        def __getitems__(self, indices):
+            return [self[i] for i in indices]
+
+    loader = DataLoader(Scaled(TensorDataset(dt.arange(4)), [0, 1, 2, 3]), batch_size=2)
+    assert [b[0].tolist() for b in loader] == [[0, 100], [200, 300]]
+
+    class OnlyOne(Subset):  # the loader reads batches through __getitems__: as PyTorch
+        def __getitem__(self, i):
+            return 1
+
+    with pytest.raises(NotImplementedError, match="define __getitems__"):
+        OnlyOne(TensorDataset(dt.arange(4)), [0])
+
+
+def test_indices_that_are_not_integers_are_refused():
+    loader = DataLoader(Subset(TensorDataset(dt.arange(4)), [1.7, 2.2]), batch_size=2)
+    with pytest.raises(IndexError, match="indices must be integers, got float64"):
+        list(loader)
+
+
+def test_default_collate_takes_the_dtype_of_the_whole_batch():
+    assert default_collate([1, 2.5]).tolist() == [1.0, 2.5]
+    assert default_collate([True, 2]).dtype == dt.int64
+    assert default_collate([True, False]).dtype == dt.bool
+    assert default_collate([1.0, 2]).dtype == dt.float64  # a float first: torch's float64
+
+
+def test_worker_init_fn_timeout_and_persistent_workers():
+    started = []
+    loader = DataLoader(
+        TensorDataset(dt.arange(8)), batch_size=2, num_workers=2, worker_init_fn=started.append
+    )
+    assert [b[0].tolist() for b in loader] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert sorted(started) in ([0], [0, 1])  # each thread once, as it starts
+
+    gate = threading.Event()
+
+    class Stuck(Dataset):  # a fetch that ends only when the test lets it
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            gate.wait(60)
+            return i
+
+    try:
+        with pytest.raises(RuntimeError, match=r"timed out after 0\.05 seconds"):
+            list(DataLoader(Stuck(), batch_size=2, num_workers=1, timeout=0.05))
+    finally:
+        gate.set()
+    with pytest.raises(ValueError, match="persistent_workers option needs num_workers > 0"):
+        DataLoader(Stuck(), persistent_workers=True)
+    assert len(list(DataLoader(Stuck(), num_workers=1, persistent_workers=True))) == 2

@@ -115,3 +115,13 @@ def test_constant_fills_still_take_integer_tensors():
     t = dt.zeros(2, dtype=dt.int64)
     nn.init.ones_(t)
     assert t.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "a", "b", "near"),
+    [(1.0, 0.02, -2.0, 0.0, 0.0), (0.0, 0.01, 0.5, 1.0, 0.5), (0.0, 1.0, 50.0, 50.0, 50.0)],
+)
+def test_trunc_normal_far_from_the_mean_gives_the_near_bound(mean, std, a, b, near):
+    # Some 37 std or more away, the normal's mass there underflows: torch gives the bound.
+    out = nn.init.trunc_normal_(dt.empty(4), mean=mean, std=std, a=a, b=b)
+    np.testing.assert_allclose(out.numpy(), near)

@@ -254,6 +254,7 @@ def test_cuda_tensors_roundtrip(tmp_path):
         ({True: 1}, TypeError, "key True of type bool"),
         ({"s": {1, 2}}, TypeError, "is a set"),
         ({"c": np.zeros(2, np.complex64)}, TypeError, "complex64"),
+        ({"n": 10**5000}, TypeError, r"obj at 'n' is an int of over 4000 digits"),
     ],
 )
 def test_save_refuses_what_it_cannot_hold(tmp_path, obj, error, match):
@@ -423,6 +424,16 @@ BAD_FILES = {
         lambda p: raw_file(p, {"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 0]}}),
         "not a list of non-negative ints",
     ),
+    "empty but past numpy's range": (
+        lambda p: raw_file(
+            p, {"w": {"dtype": "F32", "shape": [0, 2**62, 2**62], "data_offsets": [0, 0]}}
+        ),
+        "beyond what an array can have",
+    ),
+    "more dims than an array has": (
+        lambda p: raw_file(p, {"w": {"dtype": "F32", "shape": [0] * 65, "data_offsets": [0, 0]}}),
+        "beyond what an array can have",
+    ),
     "missing field": (
         lambda p: raw_file(p, {"w": {"dtype": "F32", "shape": [1]}}),
         "should map to dtype, shape and data_offsets",
@@ -482,3 +493,10 @@ def test_truncating_a_real_checkpoint_anywhere_is_caught(tmp_path):
         path.write_bytes(whole[:cut])
         with pytest.raises(CheckpointError, match=re.escape(str(path))):
             load(path)
+
+
+def test_load_takes_weights_only_and_never_unpickles(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save({"w": dt.ones(2)}, path)
+    for weights_only in (None, True, False):
+        assert load(path, weights_only=weights_only)["w"].tolist() == [1.0, 1.0]

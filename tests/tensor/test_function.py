@@ -88,10 +88,33 @@ def test_needs_input_grad_covers_keyword_and_defaulted_arguments():
     x = dt.ones(2, requires_grad=True)
     Record.apply(x, y=dt.ones(2))
     Record.apply(x)
-    assert seen == [(True, False, False), (True, False, False)]
+    assert seen == [(True, False), (True,)]  # as PyTorch: a default left out is no input
 
 
-def test_a_defaulted_argument_counts_as_an_input():
+def test_a_defaulted_argument_left_out_is_no_input(torch):
+    def times(lib: Any, extra: tuple) -> type:
+        class Times(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, alpha=2.0):
+                ctx.alpha = alpha
+                return x * alpha
+
+            @staticmethod
+            def backward(ctx, grad):
+                return (grad * ctx.alpha, *extra)
+
+        return Times
+
+    for extra in ((), (None,)):  # one gradient, or that and a trailing None
+        grads = []
+        for lib in (dt, torch):
+            x = lib.tensor([1.0, 2.0], requires_grad=True)
+            times(lib, extra).apply(x).sum().backward()
+            grads.append(x.grad.tolist())
+        assert grads[0] == grads[1] == [2.0, 2.0]
+
+
+def test_a_defaulted_argument_may_get_a_trailing_none():
     class Times(dt.autograd.Function):
         @staticmethod
         def forward(ctx, x, alpha=2.0):
