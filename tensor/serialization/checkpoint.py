@@ -188,8 +188,10 @@ def _path(f: Any, what: str) -> str:
 
 def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     """Write a file with ``write`` to a temporary name beside ``path``, fsync it, rename it
-    over ``path`` and fsync the directory, so ``path`` is always the old or the new file."""
-    directory = os.path.dirname(os.path.abspath(path))
+    over ``path`` and fsync the directory, so ``path`` is always the old or the new file.
+    A symlink is followed (its target is the file replaced, as a plain open would write)."""
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise FileNotFoundError(
             f"save: the directory {directory!r} of {path!r} does not exist; create it first "

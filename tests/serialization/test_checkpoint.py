@@ -500,3 +500,12 @@ def test_load_takes_weights_only_and_never_unpickles(tmp_path):
     save({"w": dt.ones(2)}, path)
     for weights_only in (None, True, False):
         assert load(path, weights_only=weights_only)["w"].tolist() == [1.0, 1.0]
+
+
+def test_save_through_a_symlink_replaces_its_target(tmp_path):
+    target = tmp_path / "real.safetensors"
+    save({"w": dt.zeros(1)}, target)
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(target)
+    save({"w": dt.ones(1)}, link)
+    assert link.is_symlink() and load(target)["w"].tolist() == [1.0]
