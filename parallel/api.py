@@ -129,8 +129,18 @@ def _done_with_store(store: Any, rank: int, world_size: int, timeout: float) -> 
     that finished at once would close it under the others' rendezvous (torch's store
     barrier does the same). Through the store, so no collective is counted."""
     store.set(f"world/ready/{rank}", b"1")
-    if rank == 0:
-        store.wait([f"world/ready/{other}" for other in range(1, world_size)], timeout)
+    if rank != 0:
+        return
+    keys = [f"world/ready/{other}" for other in range(1, world_size)]
+    try:
+        store.wait(keys, timeout)
+    except RendezvousError:
+        missing = [other for other, key in enumerate(keys, 1) if not store.check(key)]
+        destroy_process_group()  # a failed init leaves nothing behind: it may be retried
+        raise RendezvousError(
+            f"init_process_group: ranks {missing} did not finish init_process_group within "
+            f"{timeout:.0f} s (did they exit or fail? their logs say why)"
+        ) from None
 
 
 def _job_secret(secret: str | None, world_size: int) -> bytes:

@@ -242,8 +242,20 @@ def _threaded(
     its worker id, and a batch not ready within ``timeout`` seconds (0: no limit) is an
     error, as in PyTorch."""
     ids = itertools.count()
-    start = None if worker_init_fn is None else (lambda: worker_init_fn(next(ids)))
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="dtrain-dataloader", initializer=start)
+    failed: list[BaseException] = []  # worker_init_fn's error: the pool only says "broken"
+
+    def start() -> None:
+        try:
+            worker_init_fn(next(ids))
+        except BaseException as error:
+            failed.append(error)
+            raise
+
+    pool = ThreadPoolExecutor(
+        workers,
+        thread_name_prefix="dtrain-dataloader",
+        initializer=None if worker_init_fn is None else start,
+    )
     pending: collections.deque = collections.deque()
     stuck = False
 
@@ -251,6 +263,10 @@ def _threaded(
         nonlocal stuck
         try:
             return pending.popleft().result(timeout or None)
+        except concurrent.futures.BrokenExecutor:
+            if failed:
+                raise failed[0] from None
+            raise
         except concurrent.futures.TimeoutError:
             stuck = True
             raise RuntimeError(

@@ -31,6 +31,7 @@ Differences from ``torch.save``/``torch.load``:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -80,7 +81,7 @@ def save(obj: Any, f: str | os.PathLike) -> None:
     _atomic_write(path, lambda fh: safetensors.write(fh, encoder.arrays, metadata))
 
 
-_MAX_INT_BITS = 13_000  # about 3900 decimal digits: under sys.int_info's default 4300
+_MAX_INT_BITS = 13_287  # 2**13287 < 10**4000: at most 4000 digits, under Python's 4300
 
 
 class _Encoder:
@@ -190,7 +191,9 @@ def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     """Write a file with ``write`` to a temporary name beside ``path``, fsync it, rename it
     over ``path`` and fsync the directory, so ``path`` is always the old or the new file.
     A symlink is followed (its target is the file replaced, as a plain open would write)."""
-    path = os.path.realpath(path)
+    given, path = path, os.path.realpath(path)
+    if os.path.islink(path):  # realpath stops at a loop of links
+        raise OSError(errno.ELOOP, f"save: {given!r} is a loop of symbolic links", given)
     directory = os.path.dirname(path)
     if not os.path.isdir(directory):
         raise FileNotFoundError(

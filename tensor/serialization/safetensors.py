@@ -152,7 +152,7 @@ class Entry:
         self.begin, self.end = offsets
 
 
-_MAX_DIMS = 32  # numpy 1.x's limit (2.x allows 64)
+_MAX_DIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32  # numpy's limit
 _MAX_BYTES = np.iinfo(np.intp).max
 
 

@@ -403,3 +403,14 @@ def test_worker_init_fn_timeout_and_persistent_workers():
     with pytest.raises(ValueError, match="persistent_workers option needs num_workers > 0"):
         DataLoader(Stuck(), persistent_workers=True)
     assert len(list(DataLoader(Stuck(), num_workers=1, persistent_workers=True))) == 2
+
+
+def test_an_error_in_worker_init_fn_reaches_the_caller():
+    def broken(worker_id):
+        raise ValueError(f"worker {worker_id} could not open its file")
+
+    loader = DataLoader(
+        TensorDataset(dt.arange(4)), batch_size=2, num_workers=2, worker_init_fn=broken
+    )
+    with pytest.raises(ValueError, match="could not open its file"):
+        list(loader)

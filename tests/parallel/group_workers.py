@@ -43,6 +43,20 @@ def rank_zero_leaves_at_once() -> bool:
     return True
 
 
+def a_rank_dies_at_the_end_of_init() -> dict | None:
+    """Rank 1 exits after building its group, before saying so in the store: rank 0's
+    init must fail naming rank 1 and leave nothing initialised."""
+    from dtrain.parallel import api
+
+    if int(os.environ["RANK"]) == 1:
+        api._done_with_store = lambda *args: os._exit(0)
+    try:
+        dist.init_process_group("tcp", timeout=3)
+    except dist.RendezvousError as error:
+        return {"message": str(error), "initialized": dist.is_initialized()}
+    return {"message": None}
+
+
 def async_outputs(polls: int = 200) -> dict:
     """Async all_gather (list form) and reduce, polled with is_completed() and never waited
     on: what the outputs hold once the Work says it completed."""

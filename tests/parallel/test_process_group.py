@@ -24,6 +24,14 @@ def test_a_rank_zero_that_leaves_right_after_init_leaves_the_others_initialised(
         assert run_tcp(3, "group_workers:rank_zero_leaves_at_once").values() == [True] * 3
 
 
+def test_a_rank_lost_at_the_end_of_init_is_named_and_nothing_is_left_initialised():
+    launch = run_tcp(2, "group_workers:a_rank_dies_at_the_end_of_init")
+    assert not launch.timed_out, launch.describe()
+    rank0 = launch[0].value  # rank 1 left with exit code 0 and no result
+    assert "ranks [1] did not finish init_process_group" in rank0["message"]
+    assert rank0["initialized"] is False
+
+
 def test_async_outputs_are_written_once_the_work_completed():
     world = 3
     values = run_tcp(world, "group_workers:async_outputs", {"polls": 100}).values()

@@ -509,3 +509,21 @@ def test_save_through_a_symlink_replaces_its_target(tmp_path):
     link.symlink_to(target)
     save({"w": dt.ones(1)}, link)
     assert link.is_symlink() and load(target)["w"].tolist() == [1.0]
+
+
+def test_save_refuses_a_loop_of_symlinks_and_keeps_many_dims(tmp_path):
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    first.symlink_to(second)
+    second.symlink_to(first)
+    with pytest.raises(OSError, match="loop of symbolic links"):
+        save({"w": 1}, first)
+    assert first.is_symlink() and second.is_symlink()
+    deep = dt.ones(*(1,) * 33)  # past numpy 1.x's 32 dims, within 2.x's 64
+    save({"t": deep}, tmp_path / "deep.safetensors")
+    assert load(tmp_path / "deep.safetensors")["t"].ndim == 33
+    assert load_int(tmp_path, 10**3999 - 1) == 10**3999 - 1  # 3999 digits: saved
+
+
+def load_int(tmp_path, value):
+    save({"n": value}, tmp_path / "n.safetensors")
+    return load(tmp_path / "n.safetensors")["n"]
