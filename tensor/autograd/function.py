@@ -211,6 +211,12 @@ def _bound_inputs(cls: type, args: tuple, kwargs: dict, modern: bool) -> tuple:
     if signature is None:  # per class: a subclass may define another forward
         signature = inspect.signature(cls.forward)
         type.__setattr__(cls, "_dtrain_signature", signature)
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        every = signature.parameters.values()
+        count = len(every) if all(p.kind in plain for p in every) else -1
+        type.__setattr__(cls, "_dtrain_arity", count)
+    if modern and not kwargs and len(args) == cls.__dict__["_dtrain_arity"]:
+        return args  # every parameter given by position: nothing to bind (the common call)
     ctx = () if modern else (None,)
     try:
         bound = signature.bind(*ctx, *args, **kwargs)

@@ -170,10 +170,23 @@ def trunc_normal_(
     if mirror:
         alpha, beta = -beta, -alpha
     low, high = _normal_cdf(alpha), _normal_cdf(beta)
-    if high < _TINY:  # [a, b] lies some 37 std or more from the mean: its near bound
-        values = _filled_like(tensor, a if mirror else b)
+    if high < _TINY:  # [a, b] lies some 37 std or more from the mean: Φ underflows there
+        # The normal's tail beyond beta is beta - Exp(1)/|beta| to first order.
+        u = sample(
+            "uniform",
+            tensor.shape,
+            "float64",
+            device_of(tensor._array),
+            generator,
+            low=0.0,
+            high=1.0,
+        )
+        xp = get_array_module(u)
+        with np.errstate(divide="ignore"):  # a draw of exactly 0 gives -inf: clipped below
+            x = xp.clip(beta + xp.log(u) / abs(beta), alpha, beta)
+        values = xp.clip(mean + std * (-x if mirror else x), a, b)
         with no_grad():
-            return fill_random_(tensor, values, "trunc_normal_")
+            return fill_random_(tensor, values.astype(tensor._array.dtype), "trunc_normal_")
     p = sample(
         "uniform", tensor.shape, "float64", device_of(tensor._array), generator, low=low, high=high
     )
@@ -185,12 +198,6 @@ def trunc_normal_(
 
 
 _TINY = float(np.finfo(np.float64).tiny)
-
-
-def _filled_like(tensor: Tensor, value: float) -> Any:
-    """An array of ``tensor``'s shape, dtype and device holding ``value``."""
-    array = tensor._array
-    return get_array_module(array).full(array.shape, value, dtype=array.dtype)
 
 
 def _normal_cdf(x: float) -> float:
