@@ -56,6 +56,9 @@ try:
     import torch
 except ImportError:  # the baseline only
     torch = None
+if torch is not None and not torch.cuda.is_available():  # a CPU build, or no driver for it
+    print("torch has no CUDA here: dtrain's figures only, no baseline")
+    torch = None
 
 MLP_CASES = {"mlp-small": ((784, 1024, 1024, 10), 256), "mlp-large": ((784, 4096, 4096, 10), 1024)}
 
@@ -404,6 +407,9 @@ def report(case: str, variants: list[Variant], checks: dict) -> dict:
     if case in ("mlp-small", "mlp-large", "gpt"):
         shown["cublaslt"] = cublaslt.status()
     print(f"\n## {case}  {json.dumps(shown)}")
+    first = (checks.get("dtrain_first_loss"), checks.get("torch_first_loss"))
+    if None not in first and not np.isclose(*first, rtol=1e-4, atol=1e-5):
+        print(f"FIRST LOSSES DIFFER: dtrain {first[0]} vs torch {first[1]} (same weights)")
     for lib in ("dtrain", "torch"):
         found = checks.get("graph_launches" if lib == "dtrain" else "torch_graph_launches")
         if found is None:
@@ -451,29 +457,42 @@ def main(argv: list[str] | None = None) -> int:
     device = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     print(f"device: {device}; cupy {cupy.__version__}; torch {torch and torch.__version__}")
     results: dict = {"device": device}
-    for case in args.cases:
-        try:
-            if case in MLP_CASES:
-                variants, checks = mlp_case(case, args)
-            elif case == "gpt":
-                variants, checks = gpt_case(args)
-            elif case == "fp16":
-                variants, checks = fp16_case(args)
-            elif case == "gemm":
-                variants, checks = gemm_case(args)
-            else:
-                parser.error(f"unknown case {case!r}")
-            time_round_robin(variants, args.steps, args.rounds, args.warmup)
-            results[case] = report(case, variants, checks)
-            for variant in variants:
-                if variant.name.startswith("dtrain") and "graph" not in variant.name:
-                    profile_host(case, variant, args.steps, args.profile)
-        except Exception as exc:  # one broken case must not hide the others' figures
-            print(f"\n## {case}: FAILED: {type(exc).__name__}: {exc}")
-            results[case] = {"error": f"{type(exc).__name__}: {exc}"}
+    try:
+        for case in args.cases:
+            run_case(case, args, parser, results)
+    except KeyboardInterrupt:  # the device check's phase limit: keep what was measured
+        print("\ninterrupted: the figures of the cases that finished are kept")
+    return 0
+
+
+def run_case(case: str, args: argparse.Namespace, parser: Any, results: dict) -> None:
+    """One case, measured and reported into ``results`` (and ``--json``, rewritten after
+    each case, so a run cut short keeps what it measured)."""
+    try:
+        if case in MLP_CASES:
+            variants, checks = mlp_case(case, args)
+        elif case == "gpt":
+            variants, checks = gpt_case(args)
+        elif case == "fp16":
+            variants, checks = fp16_case(args)
+        elif case == "gemm":
+            variants, checks = gemm_case(args)
+        else:
+            parser.error(f"unknown case {case!r}")
+        time_round_robin(variants, args.steps, args.rounds, args.warmup)
+        results[case] = report(case, variants, checks)
+    except Exception as exc:  # one broken case must not hide the others' figures
+        print(f"\n## {case}: FAILED: {type(exc).__name__}: {exc}")
+        results[case] = {"error": f"{type(exc).__name__}: {exc}"}
+        variants = []
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0
+    for variant in variants:  # after the figures are kept: a failure here loses none
+        if variant.name.startswith("dtrain") and "graph" not in variant.name:
+            try:
+                profile_host(case, variant, args.steps, args.profile)
+            except Exception as exc:
+                print(f"{case}: profiling {variant.name} failed: {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

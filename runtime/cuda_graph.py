@@ -146,23 +146,52 @@ class CUDAGraph:
         return self._graph.debug_dot_str(flags)
 
 
-_NODE = re.compile(r'"(graph_\d+_node_\d+)"\s*\[(.*?)\]\s*;?\s*$', re.S | re.M)
+# A node starts its line ("graph_1_node_0"[...];); an edge names two ("a" -> "b" [...];).
+_NODE = re.compile(r'^"(graph_\d+_node_\d+)"\s*\[(.*?)\]\s*;?\s*$', re.S | re.M)
 _LABEL = re.compile(r'label\s*=\s*"(.*?)(?<!\\)"', re.S)
+# The verbose dump's record label of a kernel: {KERNEL | {ID | 0 (topoId: 3) | NAME\<\<\<...
+_RECORD_KERNEL = re.compile(r"\{\s*ID\s*\|\s*\d+[^|]*\|\s*([^|{}\\]+)")
 
 
 def node_counts(dot: str) -> Counter:
-    """How many nodes of each kind a DOT dump of a CUDA graph holds, by the first line of
-    each node's label that names something (a kernel's name, MEMSET, MEMCPY...), the
-    leading node number and template or argument lists dropped. The total is the number
-    of launches the step queues, for comparing steps and libraries."""
+    """How many nodes of each kind a DOT dump of a CUDA graph holds: a kernel by its name
+    (demangled where it is a plain or namespaced C++ symbol, template and argument lists
+    dropped), other nodes by their kind (MEMSET, MEMCPY...). Both of
+    ``cudaGraphDebugDotPrint``'s layouts are read: a rectangle whose label is the node
+    number and the kernel's signature, and the verbose record ``{KERNEL | {ID | n | name``.
+    The total is the number of launches the step queues, for comparing steps and
+    libraries."""
     counts: Counter = Counter()
     for _, attributes in _NODE.findall(dot):
         label = _LABEL.search(attributes)
-        lines = label.group(1).replace("\\n", "\n").splitlines() if label else []
-        names = [line.strip() for line in lines if re.search(r"[A-Za-z_]", line)]
+        text = label.group(1).replace("\\n", "\n") if label else ""
+        if text.lstrip().startswith("{"):  # a record: its first field is the node's kind
+            kind = text.lstrip("{ \n").split("|", 1)[0].strip() or "?"
+            kernel = _RECORD_KERNEL.search(text) if kind == "KERNEL" else None
+            counts[_demangled(kernel.group(1).strip()) if kernel else kind] += 1
+            continue
+        names = [line.strip() for line in text.splitlines() if re.search(r"[A-Za-z_]", line)]
         name = names[0].strip("{|} ") if names else "?"
         counts[re.split(r"[<(]", name.removeprefix("void "), maxsplit=1)[0].strip() or name] += 1
     return counts
+
+
+def _demangled(symbol: str) -> str:
+    """The name in an Itanium-mangled C++ symbol (``_Z18layer_norm_forwardIfEv...`` ->
+    ``layer_norm_forward``; ``_ZN2at6native4addE...`` -> ``at::native::add``); anything
+    else as it is."""
+    nested = symbol.startswith("_ZN")
+    if not (nested or symbol.startswith("_Z")):
+        return symbol
+    at, parts = (3 if nested else 2), []
+    while at < len(symbol) and symbol[at].isdigit():
+        digits = re.match(r"\d+", symbol[at:]).group()
+        at += len(digits)
+        parts.append(symbol[at : at + int(digits)])
+        at += int(digits)
+        if not nested:
+            break
+    return "::".join(parts) or symbol
 
 
 class graph:  # noqa: N801 - named as torch.cuda.graph, a context manager

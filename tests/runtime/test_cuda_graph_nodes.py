@@ -34,3 +34,42 @@ def test_nodes_are_counted_by_kernel_name():
 def test_edges_and_empty_dumps_count_nothing():
     assert node_counts('digraph dot {\n"graph_1_node_0" -> "graph_1_node_1";\n}') == {}
     assert node_counts("") == {}
+
+
+# The verbose layout (cudaGraphDebugDotFlagsVerbose, which torch's debug_dump writes), as
+# CUDA 12.8 prints it: record labels, the kernel's mangled name in the ID field, and edges
+# with a headlabel (a regex not anchored to the line's start counted those as nodes).
+VERBOSE = r"""digraph dot {
+subgraph cluster_1 {
+label="graph_1" graph[style="dashed"];
+"graph_1_node_0"[style="bold" shape="record" label="{KERNEL
+| {ID | 0 (topoId: 3) | _ZN2at6native29vectorized_elementwise_kernelILi4EEEvi\<\<\<1,128,0\>\>\>}
+| {{node handle | func handle} | {0x000055E7277A5C20 | 0x000055E7270A5A90}}
+| {cooperative | 0}
+}"];
+"graph_1_node_1"[style="bold" shape="record" label="{KERNEL
+| {ID | 1 (topoId: 2) | _Z18layer_norm_forwardIfEvPKT_S2_PS0_x\<\<\<8,32,0\>\>\>}
+| {cooperative | 0}
+}"];
+"graph_1_node_2"[style="solid" shape="record" label="{
+MEMCPY
+| {{ID | node handle} | {2 (topoId: 1) | 0x000055E7277A6AC0}}
+| {kind | DtoD (DEVICE to DEVICE)}
+}"];
+"graph_1_node_0" -> "graph_1_node_1" [headlabel=0];
+"graph_1_node_1" -> "graph_1_node_2" [headlabel=0];
+}
+}"""
+
+
+def test_verbose_records_are_counted_by_demangled_kernel_name_and_edges_are_not_nodes():
+    counts = node_counts(VERBOSE)
+    assert counts == {
+        "at::native::vectorized_elementwise_kernel": 1,
+        "layer_norm_forward": 1,
+        "MEMCPY": 1,
+    }
+    with_headlabels = DOT.replace(
+        '";\n"graph_1_node_1" -> ', '" [headlabel=0];\n"graph_1_node_1" -> '
+    )
+    assert sum(node_counts(with_headlabels).values()) == 4
