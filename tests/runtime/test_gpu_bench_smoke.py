@@ -1,5 +1,6 @@
-"""``bench/gpu_step.py`` end to end on the CPU: the device check's benchmark must not be
-the first to run its code on the GPU machine, whose time is short. Under the emulator
+"""``bench/gpu_step.py`` and ``bench/gpu_dispatch.py`` end to end on the CPU: the device
+check's benchmarks must not be the first to run their code on the GPU machine, whose time
+is short. Under the emulator
 (``cuda_emulator``), with a CUDA-graph capture that records the launches it would hold
 instead of a graph, and no PyTorch baseline (torch has no CUDA here), each case builds,
 times, counts its launches, reports and writes its JSON."""
@@ -70,7 +71,7 @@ def gpu_step(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # uncarried: no values
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # uncarried launches: arrays hold no values
 def test_the_gpu_benchmark_runs_its_cases_end_to_end(gpu_step, tmp_path, capsys):
     out = tmp_path / "gpu_step.json"
     argv = ["--cases", "mlp-small", "gpt", "--steps", "1", "--rounds", "1", "--warmup", "1"]
@@ -83,3 +84,23 @@ def test_the_gpu_benchmark_runs_its_cases_end_to_end(gpu_step, tmp_path, capsys)
         assert {"dtrain eager", "dtrain, bias add", "dtrain graph"} <= set(medians)
         assert results[case]["checks"]["graph_launches"]["total"] > 0
     assert "launches per step (nodes of the captured step): 13;" in printed  # mlp-small
+
+
+@pytest.mark.slow
+def test_the_dispatch_benchmark_runs_end_to_end(gpu_step, tmp_path, capsys):
+    import gpu_dispatch  # the emulator, and no torch, as for gpu_step
+
+    out = tmp_path / "dispatch.json"
+    argv = ["--calls", "5", "--rounds", "1", "--warmup", "1", "--json", str(out)]
+    assert gpu_dispatch.main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert figures and all(value > 0 for value in _numbers(figures)), figures
+    sys.modules.pop("gpu_dispatch", None)
+
+
+def _numbers(tree: object) -> list:
+    if isinstance(tree, dict):
+        return [n for value in tree.values() for n in _numbers(value)]
+    if isinstance(tree, list):
+        return [n for value in tree for n in _numbers(value)]
+    return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
