@@ -10,6 +10,7 @@ from dtrain._tensor.autograd import (
     gradcheck,
     is_grad_enabled,
     no_grad,
+    once_differentiable,
     set_grad_enabled,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "gradcheck",
     "is_grad_enabled",
     "no_grad",
+    "once_differentiable",
     "set_grad_enabled",
 ]

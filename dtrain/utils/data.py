@@ -14,8 +14,10 @@ from dtrain._tensor.data import (
     SequentialSampler,
     Subset,
     TensorDataset,
+    WorkerInfo,
     default_collate,
     default_convert,
+    get_worker_info,
     random_split,
 )
 
@@ -29,7 +31,9 @@ __all__ = [
     "SequentialSampler",
     "Subset",
     "TensorDataset",
+    "WorkerInfo",
     "default_collate",
     "default_convert",
+    "get_worker_info",
     "random_split",
 ]

@@ -8,7 +8,7 @@ from dtrain._tensor.autograd.api import (
     register_post_accumulate_grad_hook,
     retain_grad,
 )
-from dtrain._tensor.autograd.function import Function, FunctionCtx
+from dtrain._tensor.autograd.function import Function, FunctionCtx, once_differentiable
 from dtrain._tensor.autograd.grad_mode import (
     enable_grad,
     is_grad_enabled,
@@ -30,6 +30,7 @@ __all__ = [
     "gradcheck",
     "is_grad_enabled",
     "no_grad",
+    "once_differentiable",
     "register_hook",
     "register_post_accumulate_grad_hook",
     "retain_grad",

@@ -26,6 +26,7 @@ inputs are every argument of ``forward``, defaults filled in, as PyTorch binds t
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,13 @@ class FunctionCtx:
 
     def set_materialize_grads(self, value: bool) -> None:
         """Accepted for PyTorch compatibility: gradients reaching backward are never None."""
+
+
+def once_differentiable(backward: Callable) -> Callable:
+    """PyTorch's decorator for a ``backward`` that cannot itself be differentiated: dtrain's
+    backwards already run with autograd off and have no gradients of gradients, so it
+    returns ``backward`` as it is (scripts that use it run unchanged)."""
+    return backward
 
 
 class _FunctionNode(Op):

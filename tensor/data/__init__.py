@@ -10,6 +10,7 @@ from dtrain._tensor.data.dataset import (
     random_split,
 )
 from dtrain._tensor.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
+from dtrain._tensor.data.worker import WorkerInfo, get_worker_info
 
 __all__ = [
     "BatchSampler",
@@ -21,7 +22,9 @@ __all__ = [
     "SequentialSampler",
     "Subset",
     "TensorDataset",
+    "WorkerInfo",
     "default_collate",
     "default_convert",
+    "get_worker_info",
     "random_split",
 ]

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.data.collate import default_collate, default_convert
-from dtrain._tensor.data.dataset import Dataset, Subset, TensorDataset
+from dtrain._tensor.data.dataset import Dataset, Subset, TensorDataset, numpy_rng
 from dtrain._tensor.data.sampler import BatchSampler, RandomSampler, SequentialSampler
+from dtrain._tensor.data.worker import WorkerInfo, become_worker
 from dtrain._tensor.ops.indexing import getitem
 from dtrain._tensor.tensor import wrap
 from dtrain.runtime.backend import get_array_module
@@ -161,18 +162,21 @@ class DataLoader:
         return len(self._index_sampler)
 
     def __iter__(self) -> Iterator[Any]:
+        # As PyTorch: a base seed per iterator, from the loader's generator (or the default
+        # one), drawn with or without workers, so both shuffle alike from one seed.
+        base_seed = int(numpy_rng(self.generator).integers(0, 2**62))
         fetch = self._fetcher()
         indices = iter(self._index_sampler)
         if self.num_workers == 0:
             return (fetch(index) for index in indices)
+        workers = [
+            WorkerInfo(id=i, num_workers=self.num_workers, seed=base_seed + i, dataset=self.dataset)
+            for i in range(self.num_workers)
+        ]
         return _threaded(
-            fetch,
-            indices,
-            self.num_workers,
-            self.num_workers * self._prefetch,
-            self.worker_init_fn,
+            fetch, indices, workers, self.num_workers * self._prefetch, self.worker_init_fn,
             self.timeout,
-        )
+        )  # fmt: skip
 
     def _fetcher(self) -> Callable[[Any], Any]:
         """The function from one entry of the index sampler to one batch."""
@@ -232,30 +236,29 @@ def _tensor_rows(dataset: Any) -> Callable[[list], list] | None:
 def _threaded(
     fetch: Callable[[Any], Any],
     indices: Iterator,
-    workers: int,
+    workers: list[WorkerInfo],
     depth: int,
     worker_init_fn: Callable[[int], None] | None,
     timeout: float,
 ) -> Iterator[Any]:
-    """``fetch`` each entry of ``indices`` on ``workers`` threads, at most ``depth`` in
-    flight, yielding the results in order; each thread first runs ``worker_init_fn`` with
-    its worker id, and a batch not ready within ``timeout`` seconds (0: no limit) is an
-    error, as in PyTorch."""
+    """``fetch`` each entry of ``indices`` on a thread per worker, at most ``depth`` in
+    flight, yielding the results in order; each thread first becomes its worker
+    (``get_worker_info``) and runs ``worker_init_fn`` with its id, and a batch not ready
+    within ``timeout`` seconds (0: no limit) is an error, as in PyTorch."""
     ids = itertools.count()
     failed: list[BaseException] = []  # worker_init_fn's error: the pool only says "broken"
 
     def start() -> None:
-        try:
-            worker_init_fn(next(ids))
-        except BaseException as error:
-            failed.append(error)
-            raise
+        info = workers[next(ids)]
+        become_worker(info)
+        if worker_init_fn is not None:
+            try:
+                worker_init_fn(info.id)
+            except BaseException as error:
+                failed.append(error)
+                raise
 
-    pool = ThreadPoolExecutor(
-        workers,
-        thread_name_prefix="dtrain-dataloader",
-        initializer=None if worker_init_fn is None else start,
-    )
+    pool = ThreadPoolExecutor(len(workers), "dtrain-dataloader", initializer=start)
     pending: collections.deque = collections.deque()
     stuck = False
 

@@ -414,3 +414,30 @@ def test_an_error_in_worker_init_fn_reaches_the_caller():
     )
     with pytest.raises(ValueError, match="could not open its file"):
         list(loader)
+
+
+def test_get_worker_info_names_the_worker_thread():
+    from dtrain.utils.data import get_worker_info
+
+    seen = []
+
+    class Recording(Dataset):
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            seen.append(get_worker_info())
+            return i
+
+    assert get_worker_info() is None  # not a worker
+    dataset = Recording()
+    dt.manual_seed(0)
+    list(DataLoader(dataset, batch_size=2, num_workers=2))
+    infos = {(info.id, info.num_workers, info.seed) for info in seen}
+    assert all(info is not None and info.dataset is dataset for info in seen)
+    assert {worker for worker, _, _ in infos} <= {0, 1} and {n for _, n, _ in infos} == {2}
+    base = {seed - worker for worker, _, seed in infos}
+    assert len(base) == 1  # one base seed per iterator, plus the worker's id
+    seen.clear()
+    list(DataLoader(dataset, batch_size=2))
+    assert seen == [None] * 6  # num_workers=0 loads on this thread

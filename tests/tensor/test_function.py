@@ -284,3 +284,21 @@ def test_backward_twice_names_the_function():
     out.sum().backward()
     with pytest.raises(RuntimeError, match="ScaledBackward a second time"):
         out.sum().backward()
+
+
+def test_once_differentiable_leaves_backward_as_it_is():
+    class Exp(dt.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.exp()
+
+        @staticmethod
+        @dt.autograd.once_differentiable
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return grad * x.exp()
+
+    x = dt.tensor([0.0, 1.0], requires_grad=True)
+    Exp.apply(x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.exp([0.0, 1.0]), rtol=1e-6)
