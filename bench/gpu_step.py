@@ -462,6 +462,10 @@ def main(argv: list[str] | None = None) -> int:
             run_case(case, args, parser, results)
     except KeyboardInterrupt:  # the device check's phase limit: keep what was measured
         print("\ninterrupted: the figures of the cases that finished are kept")
+        results["interrupted"] = True
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+        return 130
     return 0
 
 

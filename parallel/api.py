@@ -117,11 +117,15 @@ def init_process_group(
         _state.world = MpiGroup(_mpi_world(), limit, debug=config.debug)
         return
     _state.secret = _job_secret(config.secret, world_size)
-    store = _connect_store(init_method, rank, world_size, limit, config)
-    _state.world = _make_group(
-        backend, rank, world_size, limit, list(range(world_size)), store, "world", pg_options
-    )
-    _done_with_store(store, rank, world_size, limit)
+    try:
+        store = _connect_store(init_method, rank, world_size, limit, config)
+        _state.world = _make_group(
+            backend, rank, world_size, limit, list(range(world_size)), store, "world", pg_options
+        )
+        _done_with_store(store, rank, world_size, limit)
+    except BaseException:
+        destroy_process_group()  # a failed init leaves nothing behind: it may be retried
+        raise
 
 
 def _done_with_store(store: Any, rank: int, world_size: int, timeout: float) -> None:
@@ -135,8 +139,10 @@ def _done_with_store(store: Any, rank: int, world_size: int, timeout: float) -> 
     try:
         store.wait(keys, timeout)
     except RendezvousError:
-        missing = [other for other, key in enumerate(keys, 1) if not store.check(key)]
-        destroy_process_group()  # a failed init leaves nothing behind: it may be retried
+        try:
+            missing = [other for other, key in enumerate(keys, 1) if not store.check(key)]
+        except RendezvousError:  # the store itself is gone
+            missing = "unknown"
         raise RendezvousError(
             f"init_process_group: ranks {missing} did not finish init_process_group within "
             f"{timeout:.0f} s (did they exit or fail? their logs say why)"

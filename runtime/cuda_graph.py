@@ -147,7 +147,7 @@ class CUDAGraph:
 
 
 # A node starts its line ("graph_1_node_0"[...];); an edge names two ("a" -> "b" [...];).
-_NODE = re.compile(r'^"(graph_\d+_node_\d+)"\s*\[(.*?)\]\s*;?\s*$', re.S | re.M)
+_NODE = re.compile(r'^[ \t]*"(graph_\d+_node_\d+)"\s*\[(.*?)\]\s*;?\s*$', re.S | re.M)
 _LABEL = re.compile(r'label\s*=\s*"(.*?)(?<!\\)"', re.S)
 # The verbose dump's record label of a kernel: {KERNEL | {ID | 0 (topoId: 3) | NAME\<\<\<...
 _RECORD_KERNEL = re.compile(r"\{\s*ID\s*\|\s*\d+[^|]*\|\s*([^|{}\\]+)")
@@ -183,12 +183,14 @@ def _demangled(symbol: str) -> str:
     nested = symbol.startswith("_ZN")
     if not (nested or symbol.startswith("_Z")):
         return symbol
-    at, parts = (3 if nested else 2), []
-    while at < len(symbol) and symbol[at].isdigit():
-        digits = re.match(r"\d+", symbol[at:]).group()
-        at += len(digits)
-        parts.append(symbol[at : at + int(digits)])
-        at += int(digits)
+    at = 3 if nested else 2
+    if symbol.startswith("L", at):  # _ZL: internal linkage (a static kernel)
+        at += 1
+    parts = []
+    while (digits := re.match(r"[0-9]{1,6}", symbol[at:])) is not None:
+        at += len(digits.group())
+        parts.append(symbol[at : at + int(digits.group())])
+        at += int(digits.group())
         if not nested:
             break
     return "::".join(parts) or symbol

@@ -215,15 +215,16 @@ def _bound_inputs(cls: type, args: tuple, kwargs: dict, modern: bool) -> tuple:
     """The inputs, as PyTorch takes them: the arguments passed, bound to ``forward``'s
     parameters and in their order (keywords included, a default left out is none); in
     PyTorch 2's style (``setup_context``), every parameter, defaults filled in."""
-    signature = cls.__dict__.get("_dtrain_signature")
-    if signature is None:  # per class: a subclass may define another forward
+    cached = cls.__dict__.get("_dtrain_bind")
+    if cached is None:  # per class (a subclass may define another forward); one write
         signature = inspect.signature(cls.forward)
-        type.__setattr__(cls, "_dtrain_signature", signature)
         plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         every = signature.parameters.values()
         count = len(every) if all(p.kind in plain for p in every) else -1
-        type.__setattr__(cls, "_dtrain_arity", count)
-    if modern and not kwargs and len(args) == cls.__dict__["_dtrain_arity"]:
+        cached = (signature, count)
+        type.__setattr__(cls, "_dtrain_bind", cached)
+    signature, count = cached
+    if modern and not kwargs and len(args) == count:
         return args  # every parameter given by position: nothing to bind (the common call)
     ctx = () if modern else (None,)
     try:

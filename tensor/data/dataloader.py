@@ -262,6 +262,14 @@ def _threaded(
     pending: collections.deque = collections.deque()
     stuck = False
 
+    def submit(index: Any) -> None:
+        try:
+            pending.append(pool.submit(fetch, index))
+        except concurrent.futures.BrokenExecutor:  # an initializer failed already
+            if failed:
+                raise failed[0] from None
+            raise
+
     def next_batch() -> Any:
         nonlocal stuck
         try:
@@ -279,7 +287,7 @@ def _threaded(
 
     try:
         for index in indices:
-            pending.append(pool.submit(fetch, index))
+            submit(index)
             if len(pending) >= depth:
                 yield next_batch()
         while pending:

@@ -57,6 +57,25 @@ def a_rank_dies_at_the_end_of_init() -> dict | None:
     return {"message": None}
 
 
+def a_rank_dies_while_the_mesh_is_made() -> dict | None:
+    """Rank 1 exits before connecting to the others: rank 0's init fails, and leaves no
+    group, store or listening port behind."""
+    from dtrain.parallel import api
+
+    if int(os.environ["RANK"]) == 1:
+        api._make_group = lambda *args: os._exit(0)
+    try:
+        dist.init_process_group("tcp", timeout=3)
+    except (dist.CollectiveError, dist.RendezvousError) as error:
+        return {
+            "error": type(error).__name__,
+            "initialized": dist.is_initialized(),
+            "server": api._state.server is not None,
+            "store": api._state.store is not None,
+        }
+    return {"error": None}
+
+
 def async_outputs(polls: int = 200) -> dict:
     """Async all_gather (list form) and reduce, polled with is_completed() and never waited
     on: what the outputs hold once the Work says it completed."""

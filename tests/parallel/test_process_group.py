@@ -32,6 +32,14 @@ def test_a_rank_lost_at_the_end_of_init_is_named_and_nothing_is_left_initialised
     assert rank0["initialized"] is False
 
 
+def test_an_init_that_fails_while_the_mesh_is_made_leaves_nothing_behind():
+    launch = run_tcp(2, "group_workers:a_rank_dies_while_the_mesh_is_made")
+    assert not launch.timed_out, launch.describe()
+    rank0 = launch[0].value
+    assert rank0["error"] is not None, rank0
+    assert not (rank0["initialized"] or rank0["server"] or rank0["store"]), rank0
+
+
 def test_async_outputs_are_written_once_the_work_completed():
     world = 3
     values = run_tcp(world, "group_workers:async_outputs", {"polls": 100}).values()

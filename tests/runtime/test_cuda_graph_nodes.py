@@ -73,3 +73,14 @@ def test_verbose_records_are_counted_by_demangled_kernel_name_and_edges_are_not_
         '";\n"graph_1_node_1" -> ', '" [headlabel=0];\n"graph_1_node_1" -> '
     )
     assert sum(node_counts(with_headlabels).values()) == 4
+
+
+def test_demangling_never_fails():
+    from dtrain.runtime.cuda_graph import _demangled
+
+    assert _demangled("_ZL13static_kernelPf") == "static_kernel"
+    assert _demangled("_ZN3cub6detail6reduceIfEEvv") == "cub::detail::reduce"
+    for odd in ("", "_Z", "_ZN", "_Z\u00b2x", "_Z" + "9" * 5000, "_Z99short", "plain_name"):
+        assert isinstance(_demangled(odd), str)
+    indented = VERBOSE.replace('\n"graph_1_node_2"', '\n  "graph_1_node_2"')
+    assert sum(node_counts(indented).values()) == 3

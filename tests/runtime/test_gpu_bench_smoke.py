@@ -68,6 +68,7 @@ def gpu_step(monkeypatch):
 
     yield gpu_step
     sys.modules.pop("gpu_step", None)
+    sys.modules.pop("gpu_dispatch", None)
 
 
 @pytest.mark.slow
@@ -95,7 +96,6 @@ def test_the_dispatch_benchmark_runs_end_to_end(gpu_step, tmp_path, capsys):
     assert gpu_dispatch.main(argv) == 0
     figures = json.loads(out.read_text())
     assert figures and all(value > 0 for value in _numbers(figures)), figures
-    sys.modules.pop("gpu_dispatch", None)
 
 
 def _numbers(tree: object) -> list:
