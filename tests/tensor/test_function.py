@@ -91,20 +91,23 @@ def test_needs_input_grad_covers_keyword_and_defaulted_arguments():
     assert seen == [(True, False), (True,)]  # as PyTorch: a default left out is no input
 
 
+def times(lib: Any, extra: tuple) -> type:
+    """``x * alpha``, ``alpha`` defaulted; backward returns ``x``'s gradient, then ``extra``."""
+
+    class Times(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, alpha=2.0):
+            ctx.alpha = alpha
+            return x * alpha
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (grad * ctx.alpha, *extra)
+
+    return Times
+
+
 def test_a_defaulted_argument_left_out_is_no_input(torch):
-    def times(lib: Any, extra: tuple) -> type:
-        class Times(lib.autograd.Function):
-            @staticmethod
-            def forward(ctx, x, alpha=2.0):
-                ctx.alpha = alpha
-                return x * alpha
-
-            @staticmethod
-            def backward(ctx, grad):
-                return (grad * ctx.alpha, *extra)
-
-        return Times
-
     for extra in ((), (None,)):  # one gradient, or that and a trailing None
         grads = []
         for lib in (dt, torch):
@@ -115,18 +118,8 @@ def test_a_defaulted_argument_left_out_is_no_input(torch):
 
 
 def test_a_defaulted_argument_may_get_a_trailing_none():
-    class Times(dt.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, alpha=2.0):
-            ctx.alpha = alpha
-            return x * alpha
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad * ctx.alpha, None
-
     x = dt.tensor([1.0, 2.0], requires_grad=True)
-    Times.apply(x).sum().backward()
+    times(dt, (None,)).apply(x).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0])
 
 
