@@ -11,7 +11,8 @@ from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.autograd.grad_mode import is_grad_enabled, no_grad
+from dtrain._tensor.nn.backward_hooks import HookedCall
 from dtrain._tensor.nn.hooks import HookHandle, hook_ids
 from dtrain._tensor.nn.module_device import move_in_place, to_arguments
 from dtrain._tensor.nn.module_state import load_entry
@@ -37,6 +38,8 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
         object.__setattr__(self, "_hooks_with_kwargs", set())  # keys of with_kwargs=True hooks
         object.__setattr__(self, "_uninitialized", False)
 
@@ -46,13 +49,28 @@ class Module:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._uninitialized:
             self._check_initialized()
-        # Two dict checks are all a module without hooks pays (every layer, every step).
+        # Three dict checks are all a module without hooks pays (every layer, every step).
+        if self._backward_hooks or self._backward_pre_hooks:
+            return self._call_with_backward_hooks(args, kwargs)
         if self._forward_pre_hooks:
             args, kwargs = self._call_pre_hooks(args, kwargs)
         output = self.forward(*args, **kwargs)
         if self._forward_hooks:
             output = self._call_forward_hooks(args, kwargs, output)
         return output
+
+    def _call_with_backward_hooks(self, args: tuple, kwargs: dict) -> Any:
+        # PyTorch's order: forward pre-hooks, inputs tapped, forward, forward hooks, outputs
+        # tapped (so the forward hooks see the untapped outputs).
+        if self._forward_pre_hooks:
+            args, kwargs = self._call_pre_hooks(args, kwargs)
+        call = HookedCall(self) if is_grad_enabled() else None
+        if call is not None:
+            args = call.tap_inputs(args)
+        output = self.forward(*args, **kwargs)
+        if self._forward_hooks:
+            output = self._call_forward_hooks(args, kwargs, output)
+        return output if call is None else call.tap_outputs(output)
 
     def _call_pre_hooks(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         for key, hook in list(self._forward_pre_hooks.items()):  # a hook may remove hooks
@@ -498,6 +516,30 @@ class Module:
         output)`` with ``with_kwargs``); it may return a replacement output. ``prepend``
         runs it before the hooks already registered."""
         return self._add_hook(self._forward_hooks, hook, prepend, with_kwargs)
+
+    def register_full_backward_pre_hook(
+        self, hook: Callable, *, prepend: bool = False
+    ) -> HookHandle:
+        """``hook(module, grad_output)`` when the gradients of this module's outputs are
+        known, before they flow into it; it may return replacement ``grad_output`` (a tuple
+        with one entry per output, None for outputs that are not tensors)."""
+        return self._add_hook(self._backward_pre_hooks, hook, prepend, False)
+
+    def register_full_backward_hook(self, hook: Callable, *, prepend: bool = False) -> HookHandle:
+        """``hook(module, grad_input, grad_output)`` when the gradients of this module's
+        positional inputs are known; it may return replacement ``grad_input``. Entries are
+        None for arguments that are not tensors requiring grad. As PyTorch's, the call's
+        inputs and outputs pass through an identity each way, so hook the module before
+        calling it."""
+        return self._add_hook(self._backward_hooks, hook, prepend, False)
+
+    def _has_hooks(self) -> bool:
+        return bool(
+            self._forward_pre_hooks
+            or self._forward_hooks
+            or self._backward_pre_hooks
+            or self._backward_hooks
+        )
 
     def _add_hook(
         self, hooks: OrderedDict, hook: Callable, prepend: bool, with_kwargs: bool

@@ -101,8 +101,8 @@ def _linear_then_relu(module: Module, after: Module | None) -> bool:
         and type(module) is Linear
         and module.bias is not None
         and not module._uninitialized
-        and not (module._forward_pre_hooks or module._forward_hooks)
-        and not (after._forward_pre_hooks or after._forward_hooks)
+        and not module._has_hooks()
+        and not after._has_hooks()
     )
 
 
