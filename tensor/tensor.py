@@ -466,7 +466,15 @@ def mark_view(result: Tensor, source: Tensor) -> Tensor:
     return result
 
 
-__all__ = ["Tensor", "mark_view", "wrap"]
+def rebase(tensor: Tensor, node: Any) -> None:
+    """Make ``node`` the tensor's history after a recorded in-place change; a retained
+    gradient moves with it (PyTorch keeps the gradient of the newest value)."""
+    tensor.grad_fn = node
+    if tensor._hooks is not None and "retain" in tensor._hooks:
+        tensor.retain_grad()
+
+
+__all__ = ["Tensor", "mark_view", "rebase", "wrap"]
 
 # Imported last: these modules build on the class above.
 from dtrain._tensor import dlpack as _dlpack  # noqa: E402

@@ -36,7 +36,7 @@ from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.grad_mode import state as _grad_state
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.autograd.stale_view import refresh_if_stale
-from dtrain._tensor.tensor import Tensor, wrap
+from dtrain._tensor.tensor import Tensor, rebase, wrap
 from dtrain.runtime.backend import is_cuda_array
 
 
@@ -50,6 +50,7 @@ class FunctionCtx:
         self._versions: tuple = ()
         self._freed = False
         self._non_differentiable: tuple = ()
+        self._dirty: tuple = ()
 
     def save_for_backward(self, *tensors: Tensor | None) -> None:
         """Keep tensors for backward; changing one in place before backward is an error."""
@@ -82,6 +83,11 @@ class FunctionCtx:
         """Mark outputs that get no gradient (indices, masks): a marked output leaves the
         graph, so it does not require grad and ``backward`` is never called for it."""
         self._non_differentiable += tensors
+
+    def mark_dirty(self, *tensors: Tensor) -> None:
+        """Mark inputs that ``forward`` changed in place and returns: the returned tensor
+        is the input itself, its history now this Function (as an in-place op's)."""
+        self._dirty += tensors
 
     def set_materialize_grads(self, value: bool) -> None:
         """Accepted for PyTorch compatibility: gradients reaching backward are never None."""
@@ -191,7 +197,11 @@ class Function:
                 f"{cls.__name__}.forward returned {type(out).__name__}; dtrain's Function "
                 "returns exactly one tensor (split several outputs into several Functions)"
             )
+        if ctx._dirty:
+            _check_dirty(cls, ctx, inputs, out)
         recording = _grad_state.enabled and any(needs)
+        if ctx._dirty and not recording:
+            return out  # the input itself, changed in place
         if not recording or (ctx._non_differentiable and _marked(out, ctx)):
             # outside the graph; an input handed back comes back as an alias, as PyTorch's
             return out.detach() if any(out is a for a in inputs) else out
@@ -202,6 +212,10 @@ class Function:
             for a, need in zip(inputs, needs)
         )
         node.needs_input_grad = needs
+        if ctx._dirty:  # as an in-place op: the input takes the new history
+            rebase(out, node)
+            out._requires_grad = True
+            return out
         result = wrap(out._array, node)
         result._version = out._version
         return result
@@ -209,6 +223,33 @@ class Function:
 
 def _marked(out: Tensor, ctx: FunctionCtx) -> bool:
     return any(out is t for t in ctx._non_differentiable)
+
+
+def _check_dirty(cls: type, ctx: FunctionCtx, inputs: tuple, out: Tensor) -> None:
+    """The tensors ``mark_dirty`` names must be inputs, and the one returned, changeable
+    in place while autograd records (as an in-place op's target)."""
+    name = cls.__name__
+    for t in ctx._dirty:
+        if not any(t is a for a in inputs):
+            raise RuntimeError(
+                f"{name}: ctx.mark_dirty was given a tensor that is not an input of forward; "
+                "mark only the inputs forward changed in place"
+            )
+        if t is not out:
+            raise RuntimeError(
+                f"{name}: an input marked dirty must be what forward returns (dtrain's "
+                "Function returns one tensor: mark only that input)"
+            )
+    if _grad_state.enabled and out._requires_grad and out.grad_fn is None:
+        raise RuntimeError(
+            f"{name}: a leaf tensor that requires grad cannot be changed in place while "
+            "autograd records; call it inside `with dtrain.no_grad():`, or pass a clone"
+        )
+    if _grad_state.enabled and out._base is not None and any(ctx.needs_input_grad):
+        raise RuntimeError(
+            f"{name}: changing a view of another tensor in place while autograd records is "
+            "not supported; pass the base tensor, or a clone of the view"
+        )
 
 
 def _bound_inputs(cls: type, args: tuple, kwargs: dict, modern: bool) -> tuple:

@@ -18,7 +18,7 @@ from dtrain._tensor.ops.arithmetic import add, div, mul, sub
 from dtrain._tensor.ops.copy import clone
 from dtrain._tensor.ops.indexing import IndexPut, convert_key
 from dtrain._tensor.ops.select import clamp
-from dtrain._tensor.tensor import Tensor
+from dtrain._tensor.tensor import Tensor, rebase
 from dtrain.runtime.backend import get_array_module
 
 
@@ -57,17 +57,9 @@ def _record(tensor: Tensor, compute: Callable[[Tensor], Tensor], name: str) -> T
     _check_target(tensor, name)
     result = compute(clone(tensor))
     _write(tensor, result._array, name)
-    _rebase(tensor, result.grad_fn)
+    rebase(tensor, result.grad_fn)
     tensor._requires_grad = result._requires_grad
     return tensor
-
-
-def _rebase(tensor: Tensor, node: Any) -> None:
-    """Make ``node`` the tensor's history after a recorded in-place change; a retained
-    gradient moves with it (PyTorch keeps the gradient of the newest value)."""
-    tensor.grad_fn = node
-    if tensor._hooks is not None and "retain" in tensor._hooks:
-        tensor.retain_grad()
 
 
 def _apply_ufunc(tensor: Tensor, ufunc: str, operand: Any, name: str) -> Tensor:
@@ -207,7 +199,7 @@ def setitem(tensor: Tensor, key: Any, value: Any) -> None:
             value = value.to(tensor._array.dtype)
         result = IndexPut.apply(tensor, value, key=key)
         _write(tensor, result._array, "index assignment")
-        _rebase(tensor, result.grad_fn)
+        rebase(tensor, result.grad_fn)
         tensor._requires_grad = True
         return
     try:

@@ -295,3 +295,80 @@ def test_once_differentiable_leaves_backward_as_it_is():
     x = dt.tensor([0.0, 1.0], requires_grad=True)
     Exp.apply(x).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.exp([0.0, 1.0]), rtol=1e-6)
+
+
+def doubled_in_place(lib: Any) -> type:
+    """``x *= 2`` in place, marked dirty, as PyTorch's custom in-place Functions are."""
+
+    class DoubleInPlace(lib.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            x.mul_(2)
+            ctx.mark_dirty(x)
+            return x
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 2
+
+    return DoubleInPlace
+
+
+def test_mark_dirty_returns_the_input_with_the_new_history():
+    leaf = dt.tensor([1.0, 2.0], requires_grad=True)
+    x = leaf * 3
+    out = doubled_in_place(dt).apply(x)
+    assert out is x
+    assert out.grad_fn is not None and "DoubleInPlace" in out.grad_fn.name()
+    np.testing.assert_allclose(x.detach().numpy(), [6.0, 12.0])
+    (x * x).sum().backward()  # d/dleaf of (6 leaf)^2 = 72 leaf
+    np.testing.assert_allclose(leaf.grad.numpy(), [72.0, 144.0])
+
+
+def test_mark_dirty_outside_the_graph_changes_the_tensor_alone():
+    x = dt.tensor([1.0, 2.0])
+    assert doubled_in_place(dt).apply(x) is x
+    np.testing.assert_allclose(x.numpy(), [2.0, 4.0])
+    assert x.grad_fn is None and not x.requires_grad
+
+
+def test_mark_dirty_refuses_a_leaf_that_requires_grad_and_a_foreign_tensor():
+    leaf = dt.tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
+        doubled_in_place(dt).apply(leaf)
+
+    class MarksAnother(dt.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.mark_dirty(dt.ones(1))
+            return x * 1
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    with pytest.raises(RuntimeError, match="not an input of forward"):
+        MarksAnother.apply(leaf * 1)
+
+
+def test_mark_dirty_makes_earlier_users_of_the_old_value_refuse(torch):
+    for lib in (dt, torch):
+        leaf = lib.tensor([1.0, 2.0], requires_grad=True)
+        x = leaf * 1
+        y = x * x  # saves x
+        doubled_in_place(lib).apply(x)
+        with pytest.raises(RuntimeError, match=r"modified by an inplace operation|in-place"):
+            y.sum().backward()
+
+
+def test_mark_dirty_matches_torch(torch):
+    grads = []
+    for lib in (dt, torch):
+        leaf = lib.tensor([1.0, -2.0, 3.0], requires_grad=True)
+        x = leaf * leaf
+        x.retain_grad()
+        out = doubled_in_place(lib).apply(x)
+        (out * lib.tensor([1.0, 2.0, 3.0])).sum().backward()
+        grads.append((leaf.grad.numpy().copy(), x.grad.numpy().copy()))
+    for ours, theirs in zip(*grads):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
