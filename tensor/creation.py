@@ -101,6 +101,15 @@ def size_argument(value: Any, name: str, where: str, minimum: int = 0) -> int:
     return size
 
 
+def _sizes(sizes: tuple, size: Any) -> tuple:
+    """The shape from ``f(2, 3)``, ``f((2, 3))`` or ``f(size=(2, 3))``."""
+    if size is None:
+        return sizes
+    if sizes:
+        raise TypeError(f"give the sizes {sizes} or size={size!r}, not both")
+    return (tuple(size) if isinstance(size, (tuple, list)) else (size,),)
+
+
 def _xp(device: Any) -> Any:
     if device is not None and Device(device).type == "cuda":
         return require_cupy(f"device '{device}'")
@@ -127,19 +136,37 @@ def _fill(xp: Any, kind: str, shape: tuple, dtype: Any, value: Any) -> Any:
     return xp.full(shape, value, dtype=dtype)
 
 
-def zeros(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    """A tensor of zeros: ``zeros(2, 3)`` or ``zeros((2, 3))``."""
-    return _filled("full", size, dtype, device, requires_grad, 0)
+def zeros(
+    *sizes: Any,
+    size: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """A tensor of zeros: ``zeros(2, 3)``, ``zeros((2, 3))`` or ``zeros(size=(2, 3))``."""
+    return _filled("full", _sizes(sizes, size), dtype, device, requires_grad, 0)
 
 
-def ones(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def ones(
+    *sizes: Any,
+    size: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
     """A tensor of ones."""
-    return _filled("full", size, dtype, device, requires_grad, 1)
+    return _filled("full", _sizes(sizes, size), dtype, device, requires_grad, 1)
 
 
-def empty(*size: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
+def empty(
+    *sizes: Any,
+    size: Any = None,
+    dtype: Any = None,
+    device: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
     """A tensor whose values are whatever the memory held."""
-    return _filled("empty", size, dtype, device, requires_grad)
+    return _filled("empty", _sizes(sizes, size), dtype, device, requires_grad)
 
 
 def full(
@@ -290,28 +317,30 @@ def sample(
 
 
 def rand(
-    *size: Any,
+    *sizes: Any,
+    size: Any = None,
     generator: Generator | None = None,
     dtype: Any = None,
     device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
     """Uniform samples from ``[0, 1)``."""
-    array = sample(
-        "uniform", _shape(size), dtype or DEFAULT_FLOAT, device, generator, low=0, high=1
-    )
+    shape = _shape(_sizes(sizes, size))
+    array = sample("uniform", shape, dtype or DEFAULT_FLOAT, device, generator, low=0, high=1)
     return _finish(array, None, None, requires_grad)
 
 
 def randn(
-    *size: Any,
+    *sizes: Any,
+    size: Any = None,
     generator: Generator | None = None,
     dtype: Any = None,
     device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
     """Standard normal samples."""
-    array = sample("normal", _shape(size), dtype or DEFAULT_FLOAT, device, generator, mean=0, std=1)
+    shape = _shape(_sizes(sizes, size))
+    array = sample("normal", shape, dtype or DEFAULT_FLOAT, device, generator, mean=0, std=1)
     return _finish(array, None, None, requires_grad)
 
 
@@ -351,6 +380,21 @@ def randn_like(
     """Normal samples with ``input``'s shape, dtype and device."""
     dtype, device = _like(input, dtype, device)
     return randn(input.shape, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def randint_like(
+    input: Tensor,
+    low: int,
+    high: int | None = None,
+    *,
+    dtype: Any = None,
+    device: Any = None,
+    generator: Generator | None = None,
+) -> Tensor:
+    """Integers from ``[low, high)`` (``randint_like(x, high)``: from ``[0, high)``) with
+    ``input``'s shape, dtype and device."""
+    dtype, device = _like(input, dtype, device)
+    return randint(low, high, input.shape, generator=generator, dtype=dtype, device=device)
 
 
 def randperm(n: int, generator: Generator | None = None, device: Any = None) -> Tensor:
@@ -439,6 +483,7 @@ __all__ = [
     "rand",
     "rand_like",
     "randint",
+    "randint_like",
     "randn",
     "randn_like",
     "randperm",

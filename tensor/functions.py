@@ -17,6 +17,7 @@ from dtrain._tensor.creation import (
     rand,
     rand_like,
     randint,
+    randint_like,
     randn,
     randn_like,
     randperm,
@@ -47,6 +48,7 @@ from dtrain._tensor.ops.compare import (
     ne,
 )
 from dtrain._tensor.ops.copy import cast, clone, move
+from dtrain._tensor.ops.divide import floor_divide, fmod, remainder
 from dtrain._tensor.ops.indexing import (
     chunk,
     gather,
@@ -67,12 +69,31 @@ from dtrain._tensor.ops.inplace import (
     sub_,
     zero_,
 )
+from dtrain._tensor.ops.inplace_math import (
+    addcdiv,
+    addcdiv_,
+    addcmul,
+    addcmul_,
+    exp_,
+    floor_divide_,
+    index_add_,
+    lerp,
+    lerp_,
+    masked_fill_,
+    relu_,
+    remainder_,
+    scatter_,
+    scatter_add_,
+    sigmoid_,
+)
+from dtrain._tensor.ops.linalg import bmm, einsum, mm, norm, outer
 from dtrain._tensor.ops.matmul import matmul
 from dtrain._tensor.ops.reduce import (
     amax,
     amin,
     argmax,
     argmin,
+    cumprod,
     cumsum,
     logsumexp,
     max,
@@ -82,6 +103,29 @@ from dtrain._tensor.ops.reduce import (
     std,
     sum,
     var,
+)
+from dtrain._tensor.ops.reorder import (
+    broadcast_to,
+    diag,
+    flip,
+    meshgrid,
+    narrow,
+    repeat_interleave,
+    roll,
+    select,
+    tile,
+    unbind,
+)
+from dtrain._tensor.ops.scatter import index_add, scatter, scatter_add
+from dtrain._tensor.ops.search import (
+    all,
+    any,
+    argsort,
+    bincount,
+    isclose,
+    masked_select,
+    nonzero,
+    unique,
 )
 from dtrain._tensor.ops.select import clamp, masked_fill, maximum, minimum, where
 from dtrain._tensor.ops.shape import (
@@ -100,7 +144,24 @@ from dtrain._tensor.ops.shape import (
     view,
 )
 from dtrain._tensor.ops.softmax import log_softmax, softmax
-from dtrain._tensor.ops.unary import abs, cos, exp, log, log1p, rsqrt, sin, sqrt
+from dtrain._tensor.ops.unary import (
+    abs,
+    ceil,
+    cos,
+    exp,
+    floor,
+    log,
+    log1p,
+    round,
+    rsqrt,
+    sign,
+    sin,
+    sqrt,
+    square,
+    trunc,
+)
+
+concat = concatenate = cat
 
 __all__ = [
     "Add",
@@ -221,4 +282,60 @@ __all__ = [
     "zero_",
     "zeros",
     "zeros_like",
+]
+__all__ += [
+    "addcdiv",
+    "addcdiv_",
+    "addcmul",
+    "addcmul_",
+    "all",
+    "any",
+    "argsort",
+    "bincount",
+    "bmm",
+    "broadcast_to",
+    "ceil",
+    "concat",
+    "concatenate",
+    "cumprod",
+    "diag",
+    "einsum",
+    "exp_",
+    "flip",
+    "floor",
+    "floor_divide",
+    "floor_divide_",
+    "fmod",
+    "index_add",
+    "index_add_",
+    "isclose",
+    "lerp",
+    "lerp_",
+    "masked_fill_",
+    "masked_select",
+    "meshgrid",
+    "mm",
+    "narrow",
+    "nonzero",
+    "norm",
+    "outer",
+    "randint_like",
+    "relu_",
+    "remainder",
+    "remainder_",
+    "repeat_interleave",
+    "roll",
+    "round",
+    "scatter",
+    "scatter_",
+    "scatter_add",
+    "scatter_add_",
+    "select",
+    "sigmoid_",
+    "sign",
+    "square",
+    "tile",
+    "trunc",
+    "unbind",
+    "unique",
 ]

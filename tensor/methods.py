@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from dtrain._tensor.tensor import Tensor
 
@@ -36,8 +38,19 @@ class TensorMethods:
     def mul(self, other: Any) -> Tensor:
         return _fn.mul(self, other)
 
-    def div(self, other: Any) -> Tensor:
-        return _fn.div(self, other)
+    def div(self, other: Any, *, rounding_mode: str | None = None) -> Tensor:
+        return _fn.div(self, other, rounding_mode=rounding_mode)
+
+    divide = div
+
+    def floor_divide(self, other: Any) -> Tensor:
+        return _fn.floor_divide(self, other)
+
+    def remainder(self, other: Any) -> Tensor:
+        return _fn.remainder(self, other)
+
+    def fmod(self, other: Any) -> Tensor:
+        return _fn.fmod(self, other)
 
     def pow(self, exponent: Any) -> Tensor:
         return _fn.pow(self, exponent)
@@ -81,10 +94,48 @@ class TensorMethods:
     def relu(self) -> Tensor:
         return _fn.relu(self)
 
+    def square(self) -> Tensor:
+        return _fn.square(self)
+
+    def round(self, decimals: int = 0) -> Tensor:
+        return _fn.round(self, decimals)
+
+    def floor(self) -> Tensor:
+        return _fn.floor(self)
+
+    def ceil(self) -> Tensor:
+        return _fn.ceil(self)
+
+    def trunc(self) -> Tensor:
+        return _fn.trunc(self)
+
+    def sign(self) -> Tensor:
+        return _fn.sign(self)
+
+    def lerp(self, end: Any, weight: Any) -> Tensor:
+        return _fn.lerp(self, end, weight)
+
+    def addcmul(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+        return _fn.addcmul(self, tensor1, tensor2, value=value)
+
+    def addcdiv(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+        return _fn.addcdiv(self, tensor1, tensor2, value=value)
+
+    def norm(
+        self, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None
+    ) -> Tensor:
+        return _fn.norm(self, p, dim, keepdim, dtype)
+
     def clamp(self, min: Any = None, max: Any = None) -> Tensor:
         return _fn.clamp(self, min, max)
 
     clip = clamp
+
+    def clamp_min(self, min: Any) -> Tensor:
+        return _fn.clamp(self, min, None)
+
+    def clamp_max(self, max: Any) -> Tensor:
+        return _fn.clamp(self, None, max)
 
     def maximum(self, other: Tensor) -> Tensor:
         return _fn.maximum(self, other)
@@ -95,26 +146,35 @@ class TensorMethods:
     def masked_fill(self, mask: Tensor, value: Any) -> Tensor:
         return _fn.masked_fill(self, mask, value)
 
-    def sum(self, dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
-        return _fn.sum(self, dim, keepdim, dtype)
+    def where(self, condition: Tensor, other: Any) -> Tensor:
+        return _fn.where(condition, self, other)
 
-    def mean(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return _fn.mean(self, dim, keepdim)
+    def sum(
+        self, dim: Any = None, keepdim: bool = False, dtype: Any = None, *, axis: Any = None
+    ) -> Tensor:
+        return _fn.sum(self, dim, keepdim, dtype, axis=axis)
 
-    def prod(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return _fn.prod(self, dim, keepdim)
+    def mean(
+        self, dim: Any = None, keepdim: bool = False, dtype: Any = None, *, axis: Any = None
+    ) -> Tensor:
+        return _fn.mean(self, dim, keepdim, dtype, axis=axis)
 
-    def max(self, dim: Any = None, keepdim: bool = False) -> Any:
-        return _fn.max(self, dim, keepdim)
+    def prod(
+        self, dim: int | None = None, keepdim: bool = False, dtype: Any = None, *, axis: Any = None
+    ) -> Tensor:
+        return _fn.prod(self, dim, keepdim, dtype, axis=axis)
 
-    def min(self, dim: Any = None, keepdim: bool = False) -> Any:
-        return _fn.min(self, dim, keepdim)
+    def max(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Any:
+        return _fn.max(self, dim, keepdim, axis=axis)
 
-    def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return _fn.amax(self, dim, keepdim)
+    def min(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Any:
+        return _fn.min(self, dim, keepdim, axis=axis)
 
-    def amin(self, dim: Any = None, keepdim: bool = False) -> Tensor:
-        return _fn.amin(self, dim, keepdim)
+    def amax(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Tensor:
+        return _fn.amax(self, dim, keepdim, axis=axis)
+
+    def amin(self, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Tensor:
+        return _fn.amin(self, dim, keepdim, axis=axis)
 
     def var(
         self,
@@ -123,8 +183,9 @@ class TensorMethods:
         keepdim: bool = False,
         *,
         correction: float | None = None,
+        axis: Any = None,
     ) -> Tensor:
-        return _fn.var(self, dim, unbiased, keepdim, correction=correction)
+        return _fn.var(self, dim, unbiased, keepdim, correction=correction, axis=axis)
 
     def std(
         self,
@@ -133,32 +194,74 @@ class TensorMethods:
         keepdim: bool = False,
         *,
         correction: float | None = None,
+        axis: Any = None,
     ) -> Tensor:
-        return _fn.std(self, dim, unbiased, keepdim, correction=correction)
+        return _fn.std(self, dim, unbiased, keepdim, correction=correction, axis=axis)
 
     def logsumexp(self, dim: Any, keepdim: bool = False) -> Tensor:
         return _fn.logsumexp(self, dim, keepdim)
 
-    def softmax(self, dim: int) -> Tensor:
-        return _fn.softmax(self, dim)
+    def softmax(self, dim: int | None = None, dtype: Any = None) -> Tensor:
+        return _fn.softmax(self, dim, dtype)
 
-    def log_softmax(self, dim: int) -> Tensor:
-        return _fn.log_softmax(self, dim)
+    def log_softmax(self, dim: int | None = None, dtype: Any = None) -> Tensor:
+        return _fn.log_softmax(self, dim, dtype)
 
-    def cumsum(self, dim: int) -> Tensor:
-        return _fn.cumsum(self, dim)
+    def cumsum(self, dim: Any = None, *, dtype: Any = None, axis: Any = None) -> Tensor:
+        return _fn.cumsum(self, dim, dtype=dtype, axis=axis)
 
-    def argmax(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return _fn.argmax(self, dim, keepdim)
+    def cumprod(self, dim: Any = None, *, dtype: Any = None, axis: Any = None) -> Tensor:
+        return _fn.cumprod(self, dim, dtype=dtype, axis=axis)
 
-    def argmin(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return _fn.argmin(self, dim, keepdim)
+    def argmax(self, dim: int | None = None, keepdim: bool = False, *, axis: Any = None) -> Tensor:
+        return _fn.argmax(self, dim, keepdim, axis=axis)
 
-    def all(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return _fn.as_tensor(self._array.all(axis=dim, keepdims=keepdim))
+    def argmin(self, dim: int | None = None, keepdim: bool = False, *, axis: Any = None) -> Tensor:
+        return _fn.argmin(self, dim, keepdim, axis=axis)
 
-    def any(self, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        return _fn.as_tensor(self._array.any(axis=dim, keepdims=keepdim))
+    def argsort(self, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
+        return _fn.argsort(self, dim, descending, stable)
+
+    def all(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _fn.all(self, dim, keepdim)
+
+    def any(self, dim: Any = None, keepdim: bool = False) -> Tensor:
+        return _fn.any(self, dim, keepdim)
+
+    def mm(self, mat2: Tensor) -> Tensor:
+        return _fn.mm(self, mat2)
+
+    def bmm(self, mat2: Tensor) -> Tensor:
+        return _fn.bmm(self, mat2)
+
+    def outer(self, vec2: Tensor) -> Tensor:
+        return _fn.outer(self, vec2)
+
+    def diag(self, diagonal: int = 0) -> Tensor:
+        return _fn.diag(self, diagonal)
+
+    def nonzero(self, *, as_tuple: bool = False) -> Any:
+        return _fn.nonzero(self, as_tuple=as_tuple)
+
+    def unique(
+        self,
+        sorted: bool = True,
+        return_inverse: bool = False,
+        return_counts: bool = False,
+        dim: int | None = None,
+    ) -> Any:
+        return _fn.unique(self, sorted, return_inverse, return_counts, dim)
+
+    def bincount(self, weights: Tensor | None = None, minlength: int = 0) -> Tensor:
+        return _fn.bincount(self, weights, minlength)
+
+    def masked_select(self, mask: Tensor) -> Tensor:
+        return _fn.masked_select(self, mask)
+
+    def isclose(
+        self, other: Any, rtol: float = 1e-5, atol: float = 1e-8, equal_nan: bool = False
+    ) -> Tensor:
+        return _fn.isclose(self, other, rtol, atol, equal_nan)
 
     # ---- shape -------------------------------------------------------------------------
     def reshape(self, *shape: Any) -> Tensor:
@@ -206,6 +309,41 @@ class TensorMethods:
 
     def chunk(self, chunks: int, dim: int = 0) -> tuple:
         return _fn.chunk(self, chunks, dim)
+
+    def unbind(self, dim: int = 0) -> tuple:
+        return _fn.unbind(self, dim)
+
+    def flip(self, *dims: Any) -> Tensor:
+        return _fn.flip(self, *dims)
+
+    def roll(self, shifts: Any, dims: Any = None) -> Tensor:
+        return _fn.roll(self, shifts, dims)
+
+    def narrow(self, dim: int, start: Any, length: int) -> Tensor:
+        return _fn.narrow(self, dim, start, length)
+
+    def select(self, dim: int, index: int) -> Tensor:
+        return _fn.select(self, dim, index)
+
+    def repeat_interleave(
+        self, repeats: Any, dim: int | None = None, *, output_size: int | None = None
+    ) -> Tensor:
+        return _fn.repeat_interleave(self, repeats, dim, output_size=output_size)
+
+    def tile(self, *dims: Any) -> Tensor:
+        return _fn.tile(self, *dims)
+
+    def broadcast_to(self, size: Any) -> Tensor:
+        return _fn.broadcast_to(self, size)
+
+    def scatter(self, dim: int, index: Tensor, src: Any = None, **kwargs: Any) -> Tensor:
+        return _fn.scatter(self, dim, index, src, **kwargs)
+
+    def scatter_add(self, dim: int, index: Tensor, src: Tensor) -> Tensor:
+        return _fn.scatter_add(self, dim, index, src)
+
+    def index_add(self, dim: int, index: Tensor, source: Tensor, *, alpha: Any = 1) -> Tensor:
+        return _fn.index_add(self, dim, index, source, alpha=alpha)
 
     def tril(self, diagonal: int = 0) -> Tensor:
         return _fn.tril(self, diagonal)
@@ -261,6 +399,12 @@ class TensorMethods:
     def isnan(self) -> Tensor:
         return _fn.isnan(self)
 
+    def isinf(self) -> Tensor:
+        return _fn.isinf(self)
+
+    def isfinite(self) -> Tensor:
+        return _fn.isfinite(self)
+
     def equal(self, other: Tensor) -> bool:
         return _fn.equal(self, other)
 
@@ -283,6 +427,44 @@ class TensorMethods:
     def clamp_(self, min: Any = None, max: Any = None) -> Tensor:
         return _fn.clamp_(self, min, max)
 
+    clip_ = clamp_
+
+    def floor_divide_(self, other: Any) -> Tensor:
+        return _fn.floor_divide_(self, other)
+
+    def remainder_(self, other: Any) -> Tensor:
+        return _fn.remainder_(self, other)
+
+    def masked_fill_(self, mask: Tensor, value: Any) -> Tensor:
+        return _fn.masked_fill_(self, mask, value)
+
+    def exp_(self) -> Tensor:
+        return _fn.exp_(self)
+
+    def sigmoid_(self) -> Tensor:
+        return _fn.sigmoid_(self)
+
+    def relu_(self) -> Tensor:
+        return _fn.relu_(self)
+
+    def lerp_(self, end: Any, weight: Any) -> Tensor:
+        return _fn.lerp_(self, end, weight)
+
+    def addcmul_(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+        return _fn.addcmul_(self, tensor1, tensor2, value=value)
+
+    def addcdiv_(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+        return _fn.addcdiv_(self, tensor1, tensor2, value=value)
+
+    def scatter_(self, dim: int, index: Tensor, src: Any = None, **kwargs: Any) -> Tensor:
+        return _fn.scatter_(self, dim, index, src, **kwargs)
+
+    def scatter_add_(self, dim: int, index: Tensor, src: Tensor) -> Tensor:
+        return _fn.scatter_add_(self, dim, index, src)
+
+    def index_add_(self, dim: int, index: Tensor, source: Tensor, *, alpha: Any = 1) -> Tensor:
+        return _fn.index_add_(self, dim, index, source, alpha=alpha)
+
     def zero_(self) -> Tensor:
         return _fn.zero_(self)
 
@@ -297,3 +479,77 @@ class TensorMethods:
 
     def uniform_(self, a: float = 0.0, b: float = 1.0, generator: Any = None) -> Tensor:
         return _fn.uniform_(self, a, b, generator)
+
+    # ---- new tensors like this one, and dtype conversions ------------------------------
+    def new_tensor(self, data: Any, dtype: Any = None, device: Any = None, **kw: Any) -> Tensor:
+        """A copy of ``data`` with this tensor's dtype and device unless told otherwise."""
+        return _fn.tensor(data, **self._like(dtype, device), **kw)
+
+    def new_zeros(self, *size: Any, dtype: Any = None, device: Any = None, **kw: Any) -> Tensor:
+        """Zeros of ``size``, with this tensor's dtype and device unless told otherwise."""
+        return _fn.zeros(*size, **self._like(dtype, device), **kw)
+
+    def new_ones(self, *size: Any, dtype: Any = None, device: Any = None, **kw: Any) -> Tensor:
+        """Ones of ``size``, with this tensor's dtype and device unless told otherwise."""
+        return _fn.ones(*size, **self._like(dtype, device), **kw)
+
+    def new_empty(self, *size: Any, dtype: Any = None, device: Any = None, **kw: Any) -> Tensor:
+        """Uninitialised ``size``, with this tensor's dtype and device unless told otherwise."""
+        return _fn.empty(*size, **self._like(dtype, device), **kw)
+
+    def new_full(
+        self, size: Any, fill_value: Any, dtype: Any = None, device: Any = None, **kw: Any
+    ) -> Tensor:
+        """``fill_value`` in ``size``, with this tensor's dtype and device unless told
+        otherwise."""
+        return _fn.full(size, fill_value, **self._like(dtype, device), **kw)
+
+    def _like(self, dtype: Any, device: Any) -> dict:
+        return {
+            "dtype": self.dtype if dtype is None else dtype,
+            "device": self.device if device is None else device,
+        }
+
+    def type(self, dtype: Any = None, non_blocking: bool = False) -> Any:
+        """Without ``dtype``, the type's name ('dtrain.FloatTensor', as PyTorch's
+        'torch.FloatTensor'); with one (a dtype, or such a name), a cast to it."""
+        if dtype is None:
+            prefix = "dtrain.cuda." if self.device.type == "cuda" else "dtrain."
+            return prefix + _TYPE_NAMES[self.dtype]
+        if isinstance(dtype, str) and dtype.split(".")[-1] in _TYPE_DTYPES:
+            dtype = _TYPE_DTYPES[dtype.split(".")[-1]]
+        return self.to(dtype)
+
+    def nelement(self) -> int:
+        return self.numel()
+
+    def byte(self) -> Tensor:
+        """Cast to uint8."""
+        return self.to("uint8")
+
+    def char(self) -> Tensor:
+        """Cast to int8."""
+        return self.to("int8")
+
+    def short(self) -> Tensor:
+        """Cast to int16."""
+        return self.to("int16")
+
+    def pin_memory(self) -> Tensor:
+        """This tensor: host memory is not pinned in dtrain (a CPU copy to a GPU is made
+        the same way either way)."""
+        return self
+
+
+_TYPE_NAMES = {
+    np.dtype(np.float16): "HalfTensor",
+    np.dtype(np.float32): "FloatTensor",
+    np.dtype(np.float64): "DoubleTensor",
+    np.dtype(np.uint8): "ByteTensor",
+    np.dtype(np.int8): "CharTensor",
+    np.dtype(np.int16): "ShortTensor",
+    np.dtype(np.int32): "IntTensor",
+    np.dtype(np.int64): "LongTensor",
+    np.dtype(np.bool_): "BoolTensor",
+}
+_TYPE_DTYPES = {name: dtype for dtype, name in _TYPE_NAMES.items()}

@@ -39,7 +39,12 @@ class Tensor(TensorMethods):
     __array_ufunc__ = None  # numpy defers to our reflected operators: ndarray + Tensor → Tensor
     __hash__ = object.__hash__  # == is elementwise; identity keys graph dicts
 
-    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+    def __init__(self, *args: Any, requires_grad: bool = False, device: Any = None) -> None:
+        """PyTorch's legacy constructor: ``Tensor(2, 3)`` a float32 tensor of that shape
+        (zeros: dtrain fills it), ``Tensor([1, 2])`` float32 data, ``Tensor()`` empty
+        float32. A tensor is aliased (its dtype kept); a numpy or cupy array is wrapped as
+        it is, without a copy (PyTorch copies it to float32). Prefer ``dtrain.tensor``."""
+        data = _legacy_data(args, device)
         array = data._array if isinstance(data, Tensor) else data
         if not isinstance(array, np.ndarray) and not is_cuda_array(array):
             array = np.asarray(array)
@@ -197,11 +202,12 @@ class Tensor(TensorMethods):
         return _dlpack.device(self)
 
     def to(self, *args: Any, **kwargs: Any) -> Tensor:
-        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other_tensor)``."""
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other_tensor)``;
+        ``copy=True`` returns a copy even when nothing changes."""
         device = kwargs.pop("device", None)
         dtype = kwargs.pop("dtype", None)
         kwargs.pop("non_blocking", None)
-        kwargs.pop("copy", None)
+        copy = kwargs.pop("copy", False)
         if kwargs:
             raise TypeError(f"to() got unexpected arguments {sorted(kwargs)}")
         for arg in args:
@@ -218,6 +224,8 @@ class Tensor(TensorMethods):
             result = _fn.move(result, Device(device))
         if dtype is not None:
             result = _fn.cast(result, to_dtype(dtype))
+        if copy and result is self:  # nothing changed, but a copy was asked for
+            result = _fn.clone(self)
         return result
 
     def cuda(self, device: int | None = None) -> Tensor:
@@ -316,6 +324,13 @@ class Tensor(TensorMethods):
     def __repr__(self) -> str:
         return _fn.format_tensor(self)
 
+    def __format__(self, spec: str) -> str:
+        # As PyTorch: a 0-d tensor formats as its Python number (f"{loss:.4f}"); any other
+        # tensor as its repr, and a format spec for it is a TypeError.
+        if self._array.ndim == 0:
+            return self.item().__format__(spec)
+        return object.__format__(self, spec)
+
     def __len__(self) -> int:
         if self._array.ndim == 0:
             raise TypeError("len() of a 0-d tensor; use .item() or .numel()")
@@ -376,6 +391,18 @@ class Tensor(TensorMethods):
     def __rtruediv__(self, other: Any) -> Tensor:
         return _fn.div(other, self)
 
+    def __floordiv__(self, other: Any) -> Tensor:
+        return _fn.floor_divide(self, other)
+
+    def __rfloordiv__(self, other: Any) -> Tensor:
+        return _fn.floor_divide(other, self)
+
+    def __mod__(self, other: Any) -> Tensor:
+        return _fn.remainder(self, other)
+
+    def __rmod__(self, other: Any) -> Tensor:
+        return _fn.remainder(other, self)
+
     def __pow__(self, other: Any) -> Tensor:
         return _fn.pow(self, other)
 
@@ -409,11 +436,21 @@ class Tensor(TensorMethods):
     def __itruediv__(self, other: Any) -> Tensor:
         return _fn.div_(self, other)
 
+    def __ifloordiv__(self, other: Any) -> Tensor:
+        return _fn.floor_divide_(self, other)
+
+    def __imod__(self, other: Any) -> Tensor:
+        return _fn.remainder_(self, other)
+
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _fn.eq(self, other)
+        if isinstance(other, _COMPARABLE) or _array_like(other):
+            return _fn.eq(self, other)
+        return NotImplemented  # None, a string …: Python answers False, as PyTorch does
 
     def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return _fn.ne(self, other)
+        if isinstance(other, _COMPARABLE) or _array_like(other):
+            return _fn.ne(self, other)
+        return NotImplemented  # Python answers True
 
     def __lt__(self, other: Any) -> Tensor:
         return _fn.lt(self, other)
@@ -438,6 +475,38 @@ class Tensor(TensorMethods):
 
     def __invert__(self) -> Tensor:
         return _fn.bitwise("invert", self)
+
+
+_COMPARABLE = (Tensor, int, float, np.generic, np.ndarray, list, tuple)
+
+
+def _array_like(value: Any) -> bool:
+    """Whether ``==`` compares ``value`` elementwise (a cupy array, or anything with
+    ``__array__``); otherwise the comparison is Python's (identity), as in PyTorch."""
+    return is_cuda_array(value) or hasattr(value, "__array__")
+
+
+def _legacy_data(args: tuple, device: Any) -> Any:
+    """What ``Tensor(*args)`` wraps: the data, or a new float32 array for sizes/no data."""
+    if len(args) == 1 and (
+        isinstance(args[0], (Tensor, np.ndarray, np.generic)) or is_cuda_array(args[0])
+    ):
+        data = args[0]
+        if device is not None:
+            raise TypeError("Tensor(data, device=...): use dtrain.tensor(data, device=...)")
+        return data
+    from dtrain._tensor.creation import tensor, zeros
+
+    if not args or all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args):
+        return zeros(*args if args else (0,), device=device)
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        return tensor(args[0], dtype=np.float32, device=device)
+    described = ", ".join(type(a).__name__ for a in args)
+    raise TypeError(
+        f"Tensor({described}): the legacy constructor takes sizes (Tensor(2, 3)), a list of "
+        "data (Tensor([1, 2])), a tensor or an array; use dtrain.tensor(data, dtype=...) "
+        "for anything else"
+    )
 
 
 def wrap(array: Any, grad_fn: Any = None) -> Tensor:

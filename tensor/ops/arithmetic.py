@@ -208,8 +208,14 @@ def mul(input: Any, other: Any) -> Tensor:
     return binary(Mul, input, other)
 
 
-def div(input: Any, other: Any) -> Tensor:
-    """True division, broadcasting; integer inputs give a float32 result, as in PyTorch."""
+def div(input: Any, other: Any, *, rounding_mode: str | None = None) -> Tensor:
+    """True division, broadcasting; integer inputs give a float32 result, as in PyTorch.
+    ``rounding_mode='floor'`` or ``'trunc'`` rounds the quotient (integers stay integers;
+    the gradient is zero)."""
+    if rounding_mode is not None:
+        from dtrain._tensor.ops.divide import rounded_div
+
+        return rounded_div(input, other, rounding_mode)
     if isinstance(input, Tensor) and input._array.dtype.kind != "f":
         if not (isinstance(other, Tensor) and other._array.dtype.kind == "f"):
             input = input.to(DEFAULT_FLOAT)

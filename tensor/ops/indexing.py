@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ def convert_key(key: Any) -> tuple[Any, bool]:
         kind = getattr(getattr(part, "dtype", None), "kind", None)
         if kind == "b":
             pass
+        elif kind == "u" and part.dtype.itemsize == 1:
+            part = _uint8_mask(part)
         elif kind in ("i", "u"):
             gathers = True
         elif hasattr(part, "__index__"):
@@ -47,6 +50,17 @@ def convert_key(key: Any) -> tuple[Any, bool]:
             )
         converted.append(part)
     return (tuple(converted) if isinstance(key, tuple) else converted[0]), gathers
+
+
+def _uint8_mask(part: Any) -> Any:
+    """A uint8 index is a mask, as in PyTorch, which deprecates it (and so warn)."""
+    warnings.warn(
+        "indexing with dtype uint8 is deprecated, as in PyTorch; index with a bool tensor "
+        "instead (mask.bool())",
+        UserWarning,
+        stacklevel=5,  # the user's x[mask]: past convert_key, getitem and __getitem__
+    )
+    return part.astype(bool)
 
 
 class GetItem(Op):
@@ -148,7 +162,7 @@ def index_select(input: Tensor, dim: int, index: Tensor) -> Tensor:
             f"index_select: index must be a 1-D integer tensor, got dtype "
             f"{index_array.dtype} with shape {index_array.shape}"
         )
-    return getitem(input, (slice(None),) * axis + (Tensor(index_array),))
+    return getitem(input, (slice(None),) * axis + (wrap(index_array),))
 
 
 def split(input: Tensor, split_size_or_sections: Any, dim: int = 0) -> tuple:

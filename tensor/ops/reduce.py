@@ -13,6 +13,7 @@ from dtrain._tensor.ops._util import expand_reduced, normalize_dim, normalize_di
 from dtrain._tensor.ops.unary import _float
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.dtypes import to_dtype
 
 #: What ``max``/``min``/``sort``/``topk`` with a ``dim`` return, as in PyTorch.
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
@@ -117,6 +118,37 @@ class Cumsum(Op):
         return (xp.flip(xp.cumsum(xp.flip(grad, self.axis), axis=self.axis), self.axis),)
 
 
+class Cumprod(Op):
+    """Running product. Its gradient where the input has no zeros is
+    ``reverse_cumsum(grad * out) / x``; with zeros, each position is summed out exactly."""
+
+    reads_inputs = True
+    reads_output = True
+
+    def forward(self, x: Any, axis: int) -> Any:
+        self.x, self.axis = x, axis
+        self.out = get_array_module(x).cumprod(x, axis=axis)
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        x, out, axis = self.x, self.out, self.axis
+        if not (x == 0).any():
+            tail = xp.flip(xp.cumsum(xp.flip(grad * out, axis), axis=axis), axis)
+            return (tail / x,)
+        # d out[j] / d x[i] = prod(x[:i]) * prod(x[i+1 : j+1]) for j >= i.
+        x_last, g_last = xp.moveaxis(x, axis, -1), xp.moveaxis(grad, axis, -1)
+        out_last = xp.moveaxis(out, axis, -1)
+        result = xp.empty_like(g_last)
+        n = x_last.shape[-1]
+        for i in range(n):
+            left = out_last[..., i - 1 : i] if i else xp.ones_like(x_last[..., :1])
+            right = xp.cumprod(x_last[..., i + 1 :], axis=-1)
+            right = xp.concatenate([xp.ones_like(x_last[..., :1]), right], axis=-1)
+            result[..., i] = (g_last[..., i:] * left * right).sum(axis=-1)
+        return (xp.moveaxis(result, -1, axis),)
+
+
 class LogSumExp(Op):
     reads_inputs = True
     reads_output = True
@@ -138,15 +170,53 @@ class LogSumExp(Op):
         return (spread * xp.exp(self.x - self.out),)
 
 
-def sum(input: Tensor, dim: Any = None, keepdim: bool = False, dtype: Any = None) -> Tensor:
-    """Sum over ``dim`` (an int, a tuple, or None for every element)."""
+def _axis(dim: Any, axis: Any) -> Any:
+    """PyTorch's numpy-style alias: ``axis=`` for ``dim=``."""
+    if axis is None:
+        return dim
+    if dim is not None:
+        raise TypeError("give dim or its alias axis, not both")
+    return axis
+
+
+def _as_dtype(out: Tensor, dtype: Any) -> Tensor:
+    # numpy accumulates small integers in int64 even when asked for int32: cast back.
+    if dtype is None or out._array.dtype == to_dtype(dtype):
+        return out
+    return out.to(dtype)
+
+
+def _integers_as_int64(input: Tensor) -> Tensor:
+    # PyTorch sums and multiplies bool and integer tensors in int64 (numpy: uint8 → uint64).
+    if input._array.dtype.kind in "biu" and input._array.dtype != np.int64:
+        return input.to(np.int64)
+    return input
+
+
+def sum(
+    input: Tensor, dim: Any = None, keepdim: bool = False, dtype: Any = None, *, axis: Any = None
+) -> Tensor:
+    """Sum over ``dim`` (an int, a tuple, or None for every element); bool and integer
+    tensors sum in int64 unless ``dtype`` says otherwise, as in PyTorch."""
+    if axis is not None:
+        dim = _axis(dim, axis)
     if dtype is not None:
         input = input.to(dtype)
-    return Sum.apply(input, axes=normalize_dims(dim, input.ndim), keepdim=keepdim)
+    elif input._array.dtype.kind != "f":
+        input = _integers_as_int64(input)
+    out = Sum.apply(input, axes=normalize_dims(dim, input.ndim), keepdim=keepdim)
+    return out if dtype is None else _as_dtype(out, dtype)
 
 
-def mean(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    """Mean over ``dim``; integer tensors are an error, as in PyTorch."""
+def mean(
+    input: Tensor, dim: Any = None, keepdim: bool = False, dtype: Any = None, *, axis: Any = None
+) -> Tensor:
+    """Mean over ``dim``; integer tensors are an error unless ``dtype`` (to cast to first)
+    is a float, as in PyTorch."""
+    if axis is not None:
+        dim = _axis(dim, axis)
+    if dtype is not None:
+        input = input.to(dtype)
     if input._array.dtype.kind != "f":
         raise TypeError(f"mean: input dtype {input.dtype} is not a float; call .float() first")
     axes = normalize_dims(dim, input.ndim)
@@ -168,8 +238,10 @@ def var(
     keepdim: bool = False,
     *,
     correction: float | None = None,
+    axis: Any = None,
 ) -> Tensor:
     """Variance over ``dim`` with Bessel's ``correction`` (default 1; ``unbiased=False`` → 0)."""
+    dim = _axis(dim, axis)
     if correction is None:
         correction = 0 if unbiased is False else 1
     if input._array.dtype == np.float16:  # squares of float16 overflow past 256
@@ -189,17 +261,27 @@ def std(
     keepdim: bool = False,
     *,
     correction: float | None = None,
+    axis: Any = None,
 ) -> Tensor:
     """Standard deviation: ``var(...).sqrt()``."""
-    return var(input, dim, unbiased, keepdim, correction=correction).sqrt()
+    return var(input, _axis(dim, axis), unbiased, keepdim, correction=correction).sqrt()
 
 
-def prod(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-    """Product over one ``dim`` or every element."""
+def prod(
+    input: Tensor,
+    dim: int | None = None,
+    keepdim: bool = False,
+    dtype: Any = None,
+    *,
+    axis: Any = None,
+) -> Tensor:
+    """Product over one ``dim`` or every element (bool and integers in int64)."""
+    dim = _axis(dim, axis)
+    input = _integers_as_int64(input) if dtype is None else input.to(dtype)
     axis = None if dim is None else normalize_dim(dim, input.ndim)
     if input.ndim == 0:
         axis = None  # dim 0 of a 0-d tensor is all of it; numpy has no axis 0 there
-    return Prod.apply(input, axis=axis, keepdim=keepdim)
+    return _as_dtype(Prod.apply(input, axis=axis, keepdim=keepdim), dtype)
 
 
 def _extreme(input: Tensor, dim: Any, keepdim: bool, largest: bool) -> Any:
@@ -222,8 +304,9 @@ def _extreme(input: Tensor, dim: Any, keepdim: bool, largest: bool) -> Any:
     return ValuesIndices(values, wrap(indices))
 
 
-def max(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
+def max(input: Tensor, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Any:
     """The largest element; with ``dim``, ``(values, indices)`` along that dim."""
+    dim = _axis(dim, axis)
     if isinstance(dim, Tensor):
         from dtrain._tensor.ops.select import maximum
 
@@ -231,8 +314,9 @@ def max(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
     return _extreme(input, dim, keepdim, largest=True)
 
 
-def min(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
+def min(input: Tensor, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Any:
     """The smallest element; with ``dim``, ``(values, indices)`` along that dim."""
+    dim = _axis(dim, axis)
     if isinstance(dim, Tensor):
         from dtrain._tensor.ops.select import minimum
 
@@ -240,13 +324,15 @@ def min(input: Tensor, dim: Any = None, keepdim: bool = False) -> Any:
     return _extreme(input, dim, keepdim, largest=False)
 
 
-def amax(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+def amax(input: Tensor, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Tensor:
     """Largest value over ``dim`` (int or tuple); ties share the gradient."""
+    dim = _axis(dim, axis)
     return Extreme.apply(input, axes=normalize_dims(dim, input.ndim), keepdim=keepdim, largest=True)
 
 
-def amin(input: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
+def amin(input: Tensor, dim: Any = None, keepdim: bool = False, *, axis: Any = None) -> Tensor:
     """Smallest value over ``dim`` (int or tuple); ties share the gradient."""
+    dim = _axis(dim, axis)
     return Extreme.apply(
         input, axes=normalize_dims(dim, input.ndim), keepdim=keepdim, largest=False
     )
@@ -257,22 +343,42 @@ def logsumexp(input: Tensor, dim: Any, keepdim: bool = False) -> Tensor:
     return LogSumExp.apply(_float(input), axes=normalize_dims(dim, input.ndim), keepdim=keepdim)
 
 
-def cumsum(input: Tensor, dim: int) -> Tensor:
-    """Running sum along ``dim``."""
+def cumsum(input: Tensor, dim: Any = None, *, dtype: Any = None, axis: Any = None) -> Tensor:
+    """Running sum along ``dim`` (bool and integers in int64, unless ``dtype``)."""
+    dim = _axis(dim, axis)
+    if dim is None:
+        raise TypeError("cumsum: missing the dim argument")
+    input = _integers_as_int64(input) if dtype is None else input.to(dtype)
     axis = normalize_dim(dim, input.ndim)
     if input.ndim == 0:  # numpy's cumsum would return shape (1,)
-        return Cumsum.apply(input.reshape(1), axis=0).reshape(())
-    return Cumsum.apply(input, axis=axis)
+        return _as_dtype(Cumsum.apply(input.reshape(1), axis=0).reshape(()), dtype)
+    return _as_dtype(Cumsum.apply(input, axis=axis), dtype)
 
 
-def argmax(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+def cumprod(input: Tensor, dim: Any = None, *, dtype: Any = None, axis: Any = None) -> Tensor:
+    """Running product along ``dim`` (bool and integers in int64, unless ``dtype``)."""
+    dim = _axis(dim, axis)
+    if dim is None:
+        raise TypeError("cumprod: missing the dim argument")
+    input = _integers_as_int64(input) if dtype is None else input.to(dtype)
+    normalize_dim(dim, input.ndim)
+    if input.ndim == 0:
+        return _as_dtype(Cumprod.apply(input.reshape(1), axis=0).reshape(()), dtype)
+    return _as_dtype(Cumprod.apply(input, axis=normalize_dim(dim, input.ndim)), dtype)
+
+
+def argmax(
+    input: Tensor, dim: int | None = None, keepdim: bool = False, *, axis: Any = None
+) -> Tensor:
     """Index of the largest value (of the flattened tensor when ``dim`` is None)."""
-    return _arg(input, dim, keepdim, "argmax")
+    return _arg(input, _axis(dim, axis), keepdim, "argmax")
 
 
-def argmin(input: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+def argmin(
+    input: Tensor, dim: int | None = None, keepdim: bool = False, *, axis: Any = None
+) -> Tensor:
     """Index of the smallest value (of the flattened tensor when ``dim`` is None)."""
-    return _arg(input, dim, keepdim, "argmin")
+    return _arg(input, _axis(dim, axis), keepdim, "argmin")
 
 
 def _arg(input: Tensor, dim: int | None, keepdim: bool, name: str) -> Tensor:

@@ -136,7 +136,11 @@ def where(condition: Tensor, input: Any, other: Any) -> Tensor:
         input = input.item()
     if isinstance(other, np.generic):
         other = other.item()
-    if isinstance(input, Tensor) and isinstance(other, Tensor):
+    if isinstance(input, _NUMBERS) and isinstance(other, _NUMBERS):
+        # Two Python numbers: PyTorch's dtype (a float gives float32, not numpy's float64).
+        dtype = _scalar_dtype(input, other)
+        input, other = dtype.type(input), dtype.type(other)
+    elif isinstance(input, Tensor) and isinstance(other, Tensor):
         if input._array.dtype != other._array.dtype:
             input, other = _common_dtype(input, other)
     elif isinstance(input, Tensor) and isinstance(other, float) and input._array.dtype.kind != "f":
@@ -171,6 +175,17 @@ def _common_dtype(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
         common = get_array_module(a._array).result_type(a._array, b._array)
         a, b = a.to(common), b.to(common)
     return a, b
+
+
+_NUMBERS = (bool, int, float)
+
+
+def _scalar_dtype(*values: Any) -> np.dtype:
+    if any(isinstance(v, float) for v in values):
+        return np.dtype(DEFAULT_FLOAT)
+    if any(not isinstance(v, bool) for v in values):
+        return np.dtype(np.int64)
+    return np.dtype(np.bool_)
 
 
 def _describe(value: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from dtrain._tensor.amp.cast import autocast_inputs
@@ -44,15 +45,32 @@ class LogSoftmax(Op):
         return (grad - xp.exp(self.out) * grad.sum(axis=self.axis, keepdims=True),)
 
 
-def softmax(input: Tensor, dim: int) -> Tensor:
-    """``exp(x) / sum(exp(x))`` along ``dim``."""
-    (input,) = autocast_inputs("float32", input)
+def _prepare(input: Tensor, dim: Any, dtype: Any, name: str) -> tuple[Tensor, int | None]:
+    if dtype is not None:
+        input = input.to(dtype)  # cast first, as PyTorch: the op then runs in that dtype
+    else:
+        (input,) = autocast_inputs("float32", input)
+    if dim is None:
+        dim = 0 if input.ndim in (0, 1, 3) else 1
+        warnings.warn(
+            f"Implicit dimension choice for {name} has been deprecated. Change the call to "
+            "include dim=X as an argument.",
+            UserWarning,
+            stacklevel=3,
+        )
     axis = normalize_dim(dim, input.ndim) if input.ndim else None  # 0-d: the one element
-    return Softmax.apply(_float(input), axis=axis)
+    return _float(input), axis
 
 
-def log_softmax(input: Tensor, dim: int) -> Tensor:
-    """``x - logsumexp(x)`` along ``dim``."""
-    (input,) = autocast_inputs("float32", input)
-    axis = normalize_dim(dim, input.ndim) if input.ndim else None  # 0-d: the one element
-    return LogSoftmax.apply(_float(input), axis=axis)
+def softmax(input: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
+    """``exp(x) / sum(exp(x))`` along ``dim``; ``dtype`` casts the input first. Without
+    ``dim``, PyTorch's implicit (deprecated) choice with its warning: 0 for 0-, 1- and 3-d
+    input, else 1."""
+    input, axis = _prepare(input, dim, dtype, "softmax")
+    return Softmax.apply(input, axis=axis)
+
+
+def log_softmax(input: Tensor, dim: int | None = None, dtype: Any = None) -> Tensor:
+    """``x - logsumexp(x)`` along ``dim``; ``dtype`` casts the input first."""
+    input, axis = _prepare(input, dim, dtype, "log_softmax")
+    return LogSoftmax.apply(input, axis=axis)

@@ -141,3 +141,57 @@ def cos(input: Tensor) -> Tensor:
 def _float(x: Tensor) -> Tensor:
     """Integer inputs of float functions compute in float32, as in PyTorch."""
     return x if x._array.dtype.kind == "f" else x.float()
+
+
+class Rounding(Op):
+    """round, floor, ceil, trunc, sign: step functions, whose gradient is zero (PyTorch)."""
+
+    def forward(self, x: Any, name: str, decimals: int = 0) -> Any:
+        self.shape = x.shape
+        xp = get_array_module(x)
+        if name == "round":
+            return xp.round(x, decimals)
+        return getattr(xp, name)(x)
+
+    def backward(self, grad: Any) -> tuple:
+        return (get_array_module(grad).zeros(self.shape, dtype=grad.dtype),)
+
+
+def _rounding(input: Tensor, name: str, decimals: int = 0) -> Tensor:
+    if input._array.dtype.kind in "biu" and name != "sign":
+        return input.clone()  # integers are already whole (numpy would return floats)
+    return Rounding.apply(input, name=name, decimals=decimals)
+
+
+def round(input: Tensor, decimals: int = 0) -> Tensor:
+    """Round to the nearest integer (halves to even), or to ``decimals`` places."""
+    return _rounding(input, "round", decimals)
+
+
+def floor(input: Tensor) -> Tensor:
+    """Elementwise floor (gradient zero)."""
+    return _rounding(input, "floor")
+
+
+def ceil(input: Tensor) -> Tensor:
+    """Elementwise ceiling (gradient zero)."""
+    return _rounding(input, "ceil")
+
+
+def trunc(input: Tensor) -> Tensor:
+    """Round toward zero (gradient zero)."""
+    return _rounding(input, "trunc")
+
+
+def sign(input: Tensor) -> Tensor:
+    """-1, 0 or 1 by the sign of each element (gradient zero)."""
+    if input._array.dtype.kind == "b":
+        return input.clone()
+    return _rounding(input, "sign")
+
+
+def square(input: Tensor) -> Tensor:
+    """Elementwise ``x * x`` (integers stay integers)."""
+    from dtrain._tensor.ops.arithmetic import mul
+
+    return mul(input, input)

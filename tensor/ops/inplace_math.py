@@ -1,0 +1,143 @@
+"""More in-place ops: ``//=``, ``%=``, masked_fill_, exp_, sigmoid_, relu_, lerp_,
+addcmul_, addcdiv_, scatter_, scatter_add_, index_add_ — and the out-of-place lerp,
+addcmul and addcdiv. As in ``inplace.py``: recorded as the out-of-place op on a copy while
+autograd records, else computed and written into the tensor's memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from dtrain._tensor.ops.inplace import _record, _records, _write
+from dtrain._tensor.tensor import Tensor
+
+
+def _inplace(
+    tensor: Tensor, compute: Callable[[Tensor], Tensor], name: str, *others: Any
+) -> Tensor:
+    if _records(tensor, *others):
+        return _record(tensor, compute, name)
+    result = compute(tensor.detach())  # nothing requires grad here, or autograd is off
+    dtype = result._array.dtype
+    if dtype != tensor._array.dtype and not np.can_cast(dtype, tensor._array.dtype, "same_kind"):
+        raise TypeError(
+            f"{name}: the result type {dtype} can't be cast to the tensor's dtype "
+            f"{tensor.dtype} in place; convert the tensor first (e.g. x = x.float())"
+        )
+    return _write(tensor, result._array.astype(tensor._array.dtype, copy=False), name)
+
+
+def floor_divide_(tensor: Tensor, other: Any) -> Tensor:
+    """In place: ``tensor //= other``."""
+    from dtrain._tensor.ops.divide import floor_divide
+
+    return _inplace(tensor, lambda t: floor_divide(t, other), "floor_divide_", other)
+
+
+def remainder_(tensor: Tensor, other: Any) -> Tensor:
+    """In place: ``tensor %= other``."""
+    from dtrain._tensor.ops.divide import remainder
+
+    return _inplace(tensor, lambda t: remainder(t, other), "remainder_", other)
+
+
+def masked_fill_(tensor: Tensor, mask: Tensor, value: Any) -> Tensor:
+    """In place: set the elements where ``mask`` is true to ``value``."""
+    from dtrain._tensor.ops.select import masked_fill
+
+    return _inplace(tensor, lambda t: masked_fill(t, mask, value), "masked_fill_", value)
+
+
+def exp_(tensor: Tensor) -> Tensor:
+    """In place: ``e ** tensor``."""
+    from dtrain._tensor.ops.unary import exp
+
+    return _inplace(tensor, exp, "exp_")
+
+
+def sigmoid_(tensor: Tensor) -> Tensor:
+    """In place: the logistic sigmoid."""
+    from dtrain._tensor.ops.activation import sigmoid
+
+    return _inplace(tensor, sigmoid, "sigmoid_")
+
+
+def relu_(tensor: Tensor) -> Tensor:
+    """In place: ``max(tensor, 0)``."""
+    from dtrain._tensor.ops.activation import relu
+
+    return _inplace(tensor, relu, "relu_")
+
+
+def lerp(input: Tensor, end: Any, weight: Any) -> Tensor:
+    """``input + weight * (end - input)``; ``weight`` a number or a tensor."""
+    return input + weight * (end - input)
+
+
+def lerp_(tensor: Tensor, end: Any, weight: Any) -> Tensor:
+    """In place: ``tensor += weight * (end - tensor)`` (an exponential moving average)."""
+    return _inplace(tensor, lambda t: lerp(t, end, weight), "lerp_", end, weight)
+
+
+def addcmul(input: Tensor, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+    """``input + value * tensor1 * tensor2``."""
+    return input + value * tensor1 * tensor2 if value != 1 else input + tensor1 * tensor2
+
+
+def addcdiv(input: Tensor, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+    """``input + value * tensor1 / tensor2``."""
+    return input + value * tensor1 / tensor2 if value != 1 else input + tensor1 / tensor2
+
+
+def addcmul_(tensor: Tensor, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+    """In place: ``tensor += value * tensor1 * tensor2``."""
+    return _inplace(
+        tensor, lambda t: addcmul(t, tensor1, tensor2, value=value), "addcmul_", tensor1, tensor2
+    )
+
+
+def addcdiv_(tensor: Tensor, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+    """In place: ``tensor += value * tensor1 / tensor2``."""
+    return _inplace(
+        tensor, lambda t: addcdiv(t, tensor1, tensor2, value=value), "addcdiv_", tensor1, tensor2
+    )
+
+
+def scatter_(
+    tensor: Tensor,
+    dim: int,
+    index: Tensor,
+    src: Any = None,
+    *,
+    value: Any = None,
+    reduce: str | None = None,
+) -> Tensor:
+    """In place: ``scatter``."""
+    from dtrain._tensor.ops.scatter import scatter
+
+    return _inplace(
+        tensor,
+        lambda t: scatter(t, dim, index, src, value=value, reduce=reduce),
+        "scatter_",
+        src,
+    )
+
+
+def scatter_add_(tensor: Tensor, dim: int, index: Tensor, src: Tensor) -> Tensor:
+    """In place: ``scatter_add``."""
+    from dtrain._tensor.ops.scatter import scatter_add
+
+    return _inplace(tensor, lambda t: scatter_add(t, dim, index, src), "scatter_add_", src)
+
+
+def index_add_(
+    tensor: Tensor, dim: int, index: Tensor, source: Tensor, *, alpha: Any = 1
+) -> Tensor:
+    """In place: ``index_add``."""
+    from dtrain._tensor.ops.scatter import index_add
+
+    return _inplace(
+        tensor, lambda t: index_add(t, dim, index, source, alpha=alpha), "index_add_", source
+    )

@@ -1,0 +1,217 @@
+"""Products and norms beyond ``@``: mm, bmm, outer, einsum, norm."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dtrain._tensor.amp.cast import autocast_inputs
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops._util import expand_reduced, normalize_dims
+from dtrain._tensor.ops.matmul import matmul
+from dtrain._tensor.ops.shape import _tensor_list, reshape
+from dtrain._tensor.tensor import Tensor
+from dtrain.runtime.backend import get_array_module
+
+
+def mm(input: Tensor, mat2: Tensor) -> Tensor:
+    """The product of two matrices (2-D only; ``matmul`` broadcasts)."""
+    if input.ndim != 2 or mat2.ndim != 2:
+        raise ValueError(
+            f"mm: expected two 2-D tensors, got shapes {tuple(input.shape)} and "
+            f"{tuple(mat2.shape)}; use matmul (or @) for other shapes"
+        )
+    return matmul(input, mat2)
+
+
+def bmm(input: Tensor, mat2: Tensor) -> Tensor:
+    """Batched matrix product of ``(b, n, m)`` and ``(b, m, p)`` tensors (no broadcasting)."""
+    if input.ndim != 3 or mat2.ndim != 3 or input.shape[0] != mat2.shape[0]:
+        raise ValueError(
+            f"bmm: expected 3-D tensors with the same batch size, got shapes "
+            f"{tuple(input.shape)} and {tuple(mat2.shape)}; use matmul to broadcast"
+        )
+    return matmul(input, mat2)
+
+
+def outer(input: Tensor, vec2: Tensor) -> Tensor:
+    """The outer product of two 1-D tensors: ``out[i, j] = input[i] * vec2[j]``."""
+    if input.ndim != 1 or vec2.ndim != 1:
+        raise ValueError(
+            f"outer: expected two 1-D tensors, got shapes {tuple(input.shape)} and "
+            f"{tuple(vec2.shape)}"
+        )
+    return reshape(input, -1, 1) * reshape(vec2, 1, -1)
+
+
+# ---- einsum ------------------------------------------------------------------------------
+class Einsum(Op):
+    """numpy/cupy einsum. The gradient of operand i is the einsum of the output gradient
+    with the other operands, written to operand i's subscripts; a letter only operand i
+    has (summed in forward) is broadcast back, one where operand i has size 1 but the
+    others more (broadcast in forward) is summed."""
+
+    reads_inputs = True
+
+    def forward(self, *arrays: Any, subscripts: list, output: str, sizes: dict) -> Any:
+        self.arrays, self.subscripts, self.output, self.sizes = arrays, subscripts, output, sizes
+        spec = ",".join(subscripts) + "->" + output
+        return get_array_module(*arrays).einsum(spec, *arrays, optimize=len(arrays) > 2)
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        grads = []
+        for i, needed in enumerate(self.needs_input_grad):
+            if not needed:
+                grads.append(None)
+                continue
+            mine, shape = self.subscripts[i], self.arrays[i].shape
+            others = [s for j, s in enumerate(self.subscripts) if j != i]
+            seen = set(self.output).union(*others)
+            # Letters computed by the product: present elsewhere, at full size here.
+            kept = "".join(c for c, n in zip(mine, shape) if c in seen and n == self.sizes[c])
+            spec = ",".join([self.output, *others]) + "->" + kept
+            operands = [grad, *(a for j, a in enumerate(self.arrays) if j != i)]
+            part = xp.einsum(spec, *operands, optimize=len(operands) > 2)
+            for axis, c in enumerate(mine):
+                if c not in kept:
+                    part = xp.expand_dims(part, axis)
+            grads.append(xp.ascontiguousarray(xp.broadcast_to(part, shape)).astype(grad.dtype))
+        return tuple(grads)
+
+
+def _parse_einsum(equation: str, shapes: list) -> tuple[list, str]:
+    """Subscripts per operand and the output's, with ``...`` replaced by letters."""
+    equation = equation.replace(" ", "")
+    lhs, arrow, rhs = equation.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ValueError(
+            f"einsum: the equation {equation!r} names {len(terms)} operands but "
+            f"{len(shapes)} were given"
+        )
+    used = set(equation) - set(".,->")
+    spare = iter(c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz" if c not in used)
+    ellipsis_letters = ""
+    subscripts = []
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            count = len(shape) - (len(term) - 3)
+            if count < 0:
+                raise ValueError(f"einsum: {term!r} has more letters than its operand has dims")
+            while len(ellipsis_letters) < count:
+                ellipsis_letters = next(spare) + ellipsis_letters
+            term = term.replace("...", ellipsis_letters[len(ellipsis_letters) - count :])
+        if len(term) != len(shape):
+            raise ValueError(
+                f"einsum: subscripts {term!r} do not match an operand of shape {tuple(shape)}"
+            )
+        if len(set(term)) != len(term):
+            raise NotImplementedError(
+                f"einsum: a letter repeated within one operand ({term!r}, a diagonal) is not "
+                "supported; take the diagonal with dtrain.diag or indexing first"
+            )
+        subscripts.append(term)
+    if arrow:
+        output = rhs.replace("...", ellipsis_letters)
+    else:  # implicit mode: broadcast dims, then the letters used once, in order
+        letters = "".join(subscripts)
+        single = sorted(c for c in set(letters) if letters.count(c) == 1 and c in used)
+        output = ellipsis_letters + "".join(single)
+    return subscripts, output
+
+
+def einsum(equation: str, *operands: Any) -> Tensor:
+    """Einstein summation, as ``torch.einsum('bhqd,bhkd->bhqk', q, k)``; differentiable.
+    ``...`` and broadcasting of size-1 dims work; a letter repeated within one operand (a
+    diagonal) is refused."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    operands = tuple(_tensor_list(operands, "einsum"))
+    operands = autocast_inputs("lower", *operands)
+    subscripts, output = _parse_einsum(equation, [t.shape for t in operands])
+    sizes: dict = {}
+    for term, t in zip(subscripts, operands):
+        for c, n in zip(term, t.shape):
+            if sizes.get(c, 1) not in (1, n) and n != 1:
+                raise ValueError(
+                    f"einsum: letter {c!r} has sizes {sizes[c]} and {n} in {equation!r}"
+                )
+            sizes[c] = max(sizes.get(c, 1), n)
+    for c in output:
+        if c not in sizes:
+            raise ValueError(f"einsum: output letter {c!r} appears in no operand")
+    return Einsum.apply(*operands, subscripts=subscripts, output=output, sizes=sizes)
+
+
+# ---- norm --------------------------------------------------------------------------------
+class Norm(Op):
+    """The vector p-norm over ``axes``. Where the norm is 0 the gradient is 0 (PyTorch's
+    choice), for every p; for p = ±inf the elements that attain it share it evenly."""
+
+    reads_inputs = True
+    reads_output = True
+
+    def forward(self, x: Any, p: float, axes: tuple | None, keepdim: bool) -> Any:
+        xp = get_array_module(x)
+        self.x, self.p, self.axes, self.keepdim = x, p, axes, keepdim
+        magnitude = xp.abs(x)
+        if p == math.inf:
+            out = magnitude.max(axis=axes, keepdims=True)
+        elif p == -math.inf:
+            out = magnitude.min(axis=axes, keepdims=True)
+        elif p == 0:
+            out = (x != 0).sum(axis=axes, keepdims=True).astype(x.dtype)
+        elif p == 1:
+            out = magnitude.sum(axis=axes, keepdims=True)
+        elif p == 2:
+            out = xp.sqrt((x * x).sum(axis=axes, keepdims=True))
+        else:
+            out = (magnitude**p).sum(axis=axes, keepdims=True) ** (1 / p)
+        self.out = xp.asarray(out, dtype=x.dtype)
+        return self.out if keepdim else self.out.reshape(_reduced(x.shape, axes))
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        x, p, out = self.x, self.p, self.out
+        grad = expand_reduced(grad, self.axes, self.keepdim, x.shape, xp)
+        grad = grad.reshape(x.shape) if grad.shape != x.shape else grad
+        zero = grad.dtype.type(0)
+        if p == 0:
+            return (xp.zeros_like(x),)
+        if p == 1:
+            return (grad * xp.sign(x),)
+        if p in (math.inf, -math.inf):
+            hit = xp.abs(x) == out
+            count = hit.sum(axis=self.axes, keepdims=True).astype(grad.dtype)
+            return (grad * xp.sign(x) * hit / xp.maximum(count, 1),)
+        safe = xp.where(out == 0, 1, out)
+        scale = x / safe if p == 2 else x * xp.abs(x) ** (p - 2) / safe ** (p - 1)
+        return (xp.where(out == 0, zero, grad * scale).astype(grad.dtype, copy=False),)
+
+
+def _reduced(shape: tuple, axes: tuple | None) -> tuple:
+    if axes is None:
+        return ()
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+def norm(
+    input: Tensor, p: Any = "fro", dim: Any = None, keepdim: bool = False, dtype: Any = None
+) -> Tensor:
+    """The vector p-norm of ``input`` over ``dim`` (every element when None): p = 2 (or
+    'fro'), 1, inf, -inf, 0 or any other number. Float tensors only, as PyTorch."""
+    if dtype is not None:
+        input = input.to(dtype)
+    if input._array.dtype.kind != "f":
+        raise TypeError(
+            f"norm: expected a floating-point tensor, got {input.dtype}; call .float() first"
+        )
+    if p == "fro" or p is None:
+        p = 2
+    elif isinstance(p, str):
+        raise NotImplementedError(
+            f"norm: p={p!r} (a matrix norm) is not supported; use p='fro', or a number"
+        )
+    axes = normalize_dims(dim, input.ndim)
+    return Norm.apply(input, p=float(p), axes=axes, keepdim=keepdim)
