@@ -30,7 +30,8 @@ _GEMM_DEFAULT = -1
 
 # (cudaDataType of the operands, cublasComputeType, ctypes type of alpha/beta) per dtype.
 # float16 accumulates in float32, as PyTorch does; float32 stays full fp32 (no TF32), the
-# default of both PyTorch's and cupy's matmul.
+# default of both PyTorch's and cupy's matmul, unless set_float32_matmul_precision
+# (runtime/matmul_precision.py) puts TF32's compute type in float32's entry.
 # Keyed by numpy dtype (hashing one is cheap; ``dtype.name`` is not). alpha = 1 and beta = 0
 # are made once: building ctypes values per call is a measurable share of a small step.
 def _one_zero(scalar: type) -> tuple:

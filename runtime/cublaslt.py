@@ -303,7 +303,7 @@ def _run(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
 
     p = cublas.plan(a, b, cupy)
     dtype = a.dtype
-    alpha, beta = cublas._TYPES[dtype][2:]
+    compute_type, alpha, beta = cublas._TYPES[dtype][1:]
     pointers = (p.a.data.ptr, p.b.data.ptr, out.data.ptr, vector.data.ptr)
     device = cupy.cuda.runtime.getDevice()
     alignments = (
@@ -311,7 +311,10 @@ def _run(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
         _alignment(pointers[3]),
     )  # fmt: skip
     dtypes = (dtype, out.dtype)
-    key = (device, dtypes, epilogue, p.op_a, p.op_b, p.m, p.n, p.k, p.ld_a, p.ld_b, alignments)
+    key = (
+        device, dtypes, epilogue, p.op_a, p.op_b, p.m, p.n, p.k, p.ld_a, p.ld_b, alignments,
+        compute_type,  # float32's changes with set_float32_matmul_precision
+    )  # fmt: skip
     with cublas._call_lock:  # the plan's descriptor is shared: set its bias and call at once
         blas = cublas.handle()  # binds the workspace both libraries use to this stream
         try:

@@ -65,3 +65,36 @@ def is_floating(dtype: np.dtype) -> bool:
 def name(dtype: np.dtype) -> str:
     """PyTorch-style name, as printed in a tensor's repr: ``dtrain.float64``."""
     return f"dtrain.{'bool' if dtype == bool_ else dtype.name}"
+
+
+def finfo(dtype: Any = None) -> np.finfo:
+    """Limits of a float dtype (``min``, ``max``, ``eps``, ``tiny``, ``bits``), as
+    ``torch.finfo``; the default float dtype (float32) when none is given."""
+    dtype = DEFAULT_FLOAT if dtype is None else to_dtype(dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"finfo takes a floating-point dtype, got {dtype}; use iinfo for {dtype}")
+    return np.finfo(dtype)
+
+
+def iinfo(dtype: Any) -> np.iinfo:
+    """Limits of an integer dtype (``min``, ``max``, ``bits``), as ``torch.iinfo``."""
+    dtype = to_dtype(dtype)
+    if dtype.kind not in "iu":
+        raise TypeError(f"iinfo takes an integer dtype, got {dtype}; use finfo for {dtype}")
+    return np.iinfo(dtype)
+
+
+def get_default_dtype() -> np.dtype:
+    """The dtype of tensors made from Python floats: float32, as PyTorch's default."""
+    return DEFAULT_FLOAT
+
+
+def set_default_dtype(dtype: Any) -> None:
+    """Accepted for float32, the default already. dtrain's default float dtype is fixed:
+    another one is a TypeError saying to pass ``dtype=`` where tensors are made."""
+    if to_dtype(dtype) != DEFAULT_FLOAT:
+        raise TypeError(
+            f"set_default_dtype({to_dtype(dtype)}): dtrain's default float dtype is fixed at "
+            "float32; pass dtype= to the creation functions (dt.tensor(x, dtype=dt.float64)) "
+            "or convert with .double()"
+        )

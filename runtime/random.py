@@ -50,3 +50,27 @@ def manual_seed(seed: int) -> Generator:
 def initial_seed() -> int:
     """The seed of the default generator."""
     return default_generator.initial_seed()
+
+
+def get_rng_state() -> dict:
+    """The default generator's state, to put in a checkpoint and restore with
+    ``set_rng_state``. Unlike PyTorch's (a uint8 tensor), a dict of plain values, which
+    ``dt.save`` stores without pickling. The GPU's stream (cupy's) is not part of it."""
+    return default_generator.get_state()
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the default generator to a state from ``get_rng_state``."""
+    if not isinstance(state, dict) or "bit_generator" not in state:
+        raise TypeError(
+            f"set_rng_state takes the dict get_rng_state returned, got {type(state).__name__}"
+        )
+    default_generator.set_state(state)
+
+
+def seed() -> int:
+    """Seed every backend from the operating system's entropy; returns the seed, as
+    ``torch.seed``."""
+    fresh = int(np.random.SeedSequence().entropy % 2**63)
+    manual_seed(fresh)
+    return fresh

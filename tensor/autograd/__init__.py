@@ -11,12 +11,15 @@ from dtrain._tensor.autograd.api import (
 from dtrain._tensor.autograd.function import Function, FunctionCtx, once_differentiable
 from dtrain._tensor.autograd.grad_mode import (
     enable_grad,
+    inference_mode,
     is_grad_enabled,
+    is_inference_mode_enabled,
     no_grad,
     set_grad_enabled,
 )
 from dtrain._tensor.autograd.gradcheck import GradcheckError, gradcheck
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.autograd.variable import Variable
 
 __all__ = [
     "Function",
@@ -24,11 +27,14 @@ __all__ = [
     "GradcheckError",
     "Op",
     "RemovableHandle",
+    "Variable",
     "backward",
     "enable_grad",
     "grad",
     "gradcheck",
+    "inference_mode",
     "is_grad_enabled",
+    "is_inference_mode_enabled",
     "no_grad",
     "once_differentiable",
     "register_hook",

@@ -41,6 +41,19 @@ class set_grad_enabled:  # noqa: N801 - PyTorch's name for a context manager
 class _GradModeContext:
     mode = True
 
+    def __new__(cls, function: Callable | None = None) -> Any:
+        if function is None:
+            return super().__new__(cls)
+        if not callable(function):
+            raise TypeError(
+                f"{cls.__name__}() takes no arguments, or a function when used as a bare "
+                f"decorator (@{cls.__name__}); got {type(function).__name__}"
+            )
+        return cls()(function)  # @no_grad without parentheses, as PyTorch allows
+
+    def __init__(self, function: Callable | None = None) -> None:
+        pass
+
     def __enter__(self) -> None:
         self.previous = state.enabled
         state.enabled = self.mode
@@ -67,3 +80,48 @@ class enable_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
     """Context manager and decorator: operations inside record the graph again."""
 
     mode = True
+
+
+class _InferenceState(threading.local):
+    enabled = False
+
+
+_inference = _InferenceState()
+
+
+class inference_mode:  # noqa: N801 - PyTorch's name
+    """Context manager and decorator: PyTorch's ``inference_mode``. Inside, operations
+    record no graph, as under ``no_grad``; ``inference_mode(False)`` changes nothing.
+    Unlike PyTorch's, tensors made inside are ordinary tensors, which later code may use in
+    autograd (PyTorch refuses its "inference tensors" there)."""
+
+    def __new__(cls, mode: Any = True) -> Any:
+        if callable(mode) and not isinstance(mode, bool):
+            return cls()(mode)  # @inference_mode without parentheses
+        return super().__new__(cls)
+
+    def __init__(self, mode: bool = True) -> None:
+        self.mode = bool(mode)
+
+    def __enter__(self) -> None:
+        self.previous = (state.enabled, _inference.enabled)
+        if self.mode:
+            state.enabled, _inference.enabled = False, True
+
+    def __exit__(self, *exc: object) -> None:
+        state.enabled, _inference.enabled = self.previous
+
+    def __call__(self, function: Callable) -> Callable:
+        mode = self.mode
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with inference_mode(mode):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+
+def is_inference_mode_enabled() -> bool:
+    """True inside ``inference_mode()``."""
+    return _inference.enabled

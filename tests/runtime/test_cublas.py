@@ -160,6 +160,41 @@ def test_cublas_float32_product_of_float16_operands_on_gpu(layout_a):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
+def test_tf32_products_on_gpu_differ_from_float32_within_tf32_error():
+    # TF32 rounds the operands to 10 mantissa bits: the product moves by ~1e-4 relative,
+    # well past float32's ~1e-7, and stays within ~1e-3. A plain float32 run matches
+    # float64 to 1e-5. The Linear path (cuBLASLt, bias epilogue) follows the same switch.
+    import cupy
+
+    from dtrain.runtime import matmul_precision
+
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((256, 512)).astype(np.float32)
+    b = rng.standard_normal((512, 128)).astype(np.float32)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    x = dt.tensor(a, device="cuda")
+    layer = dt.nn.Linear(512, 128).to("cuda")
+    with dt.no_grad():
+        layer.weight.copy_(dt.tensor(b.T.copy(), device="cuda"))
+        layer.bias.zero_()
+    errors = {}
+    try:
+        for precision in ("highest", "high"):
+            matmul_precision.set_float32_matmul_precision(precision)
+            got = cupy.asnumpy(cublas.matmul(cupy.asarray(a), cupy.asarray(b)))
+            linear = layer(x).detach().cpu().numpy()
+            errors[precision] = [
+                np.linalg.norm(r.astype(np.float64) - expected) / np.linalg.norm(expected)
+                for r in (got, linear)
+            ]
+    finally:
+        matmul_precision.set_float32_matmul_precision("highest")
+    assert max(errors["highest"]) < 1e-5, errors
+    assert min(errors["high"]) > 2e-5 and max(errors["high"]) < 5e-3, errors
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy")
 def test_cublas_matmul_empty_and_zero_inner_dim():
     import cupy
 
@@ -202,6 +237,7 @@ class _FakeCublas:
     def __init__(self) -> None:
         self.calls = []
         self.types = []  # (A/B type, C type) of each call
+        self.computes = []  # the cublasComputeType of each call
 
     def _matrices(self, address, code, op, rows, cols, ld, stride, count):
         """The (count, rows, cols) matrices op(S) at ``address``: S is column-major with
@@ -233,6 +269,7 @@ class _FakeCublas:
         b, btype, ldb, stride_b, beta, c, ctype, ldc, stride_c, count, compute, algo,
     ):  # fmt: skip
         self.calls.append("batched")
+        self.computes.append(compute)
         return self._run(
             transa, transb, m, n, k, a, lda, stride_a, b, ldb, stride_b, c, ldc, stride_c, count,
             (atype, btype, ctype),
@@ -243,6 +280,7 @@ class _FakeCublas:
         b, btype, ldb, beta, c, ctype, ldc, compute, algo,
     ):  # fmt: skip
         self.calls.append("single")
+        self.computes.append(compute)
         types = (atype, btype, ctype)
         return self._run(transa, transb, m, n, k, a, lda, 0, b, ldb, 0, c, ldc, 0, 1, types)
 
@@ -295,6 +333,33 @@ def test_float16_operands_can_give_a_float32_product(monkeypatch, shape_a, shape
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6)
     with pytest.raises(ValueError, match="float32 for float16 operands"):
         cublas.matmul(_ptr(np.ones((2, 2), np.float32)), _ptr(np.ones((2, 2), np.float32)), "f2")
+
+
+def test_float32_matmul_precision_picks_tf32_for_float32_products_only(monkeypatch):
+    # CUBLAS_COMPUTE_32F (68) by default; CUBLAS_COMPUTE_32F_FAST_TF32 (77) for float32
+    # operands under "high"/"medium" (or backends.cuda.matmul.allow_tf32); float16 operands
+    # keep 68, float64 keeps CUBLAS_COMPUTE_64F (70).
+    import dtrain as dt
+    from dtrain.runtime import matmul_precision
+
+    monkeypatch.setattr(matmul_precision, "_precision", "highest")
+    library = _install_fake_cublas(monkeypatch)
+    operands = {dtype: _ptr(np.ones((3, 2), dtype)) for dtype in (np.float32, np.float16)}
+    try:
+        cublas.matmul(operands[np.float32], operands[np.float32].T)
+        dt.set_float32_matmul_precision("high")
+        assert dt.backends.cuda.matmul.allow_tf32
+        for dtype in (np.float32, np.float16):
+            cublas.matmul(operands[dtype], operands[dtype].T)
+        cublas.matmul(_ptr(np.ones((2, 2))), _ptr(np.ones((2, 2))))
+        dt.backends.cuda.matmul.allow_tf32 = False
+        assert dt.get_float32_matmul_precision() == "highest"
+        cublas.matmul(operands[np.float32], operands[np.float32].T)
+    finally:
+        matmul_precision.set_float32_matmul_precision("highest")
+    assert library.computes == [68, 77, 68, 70, 68]
+    with pytest.raises(ValueError, match="unknown precision 'fast'; use one of highest"):
+        dt.set_float32_matmul_precision("fast")
 
 
 def test_supports_out_takes_only_the_same_dtype_or_float16_to_float32():

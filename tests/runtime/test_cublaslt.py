@@ -207,6 +207,29 @@ def test_matmul_bias_with_relu_asks_for_the_relu_bias_epilogue(fake_cuda):
     assert (np.asarray(plain) < 0).any() and library.matmuls == 2
 
 
+def test_a_float32_plan_follows_the_matmul_precision(fake_cuda):
+    # The cached plan of a float32 product was made for CUBLAS_COMPUTE_32F (68); after
+    # set_float32_matmul_precision("high") the same shapes get a TF32 plan (77) of their own.
+    from dtrain.runtime import matmul_precision
+
+    library = fake_cuda(_FakeLt())
+    rng = np.random.default_rng(9)
+    a, b = (_ptr(rng.standard_normal(s).astype(np.float32)) for s in ((5, 3), (3, 4)))
+    bias = _ptr(rng.standard_normal(4).astype(np.float32))
+
+    def computes() -> list:
+        return [o["compute"] for o in library.objects.values() if o.get("kind") == "desc"]
+
+    try:
+        cublaslt.matmul_bias(a, b, bias)
+        matmul_precision.set_float32_matmul_precision("high")
+        cublaslt.matmul_bias(a, b, bias)
+        cublaslt.matmul_bias(a, b, bias)  # cached now
+    finally:
+        matmul_precision.set_float32_matmul_precision("highest")
+    assert computes() == [68, 77] and library.matmuls == 3
+
+
 @pytest.mark.parametrize("layout_a", LAYOUTS)
 @pytest.mark.parametrize("layout_b", LAYOUTS)
 def test_matmul_row_sums_passes_cublaslt_the_right_arguments(fake_cuda, layout_a, layout_b):
