@@ -5,7 +5,25 @@ opt = optim.AdamW(model.parameters(), lr=3e-4)
 sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=1000)
 """
 
-from dtrain._tensor.optim import SGD, Adam, AdamW, Optimizer
-from dtrain.optim import lr_scheduler
+from dtrain._tensor.optim import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    AdamW,
+    Optimizer,
+    RMSprop,
+)
+from dtrain.optim import lr_scheduler, optimizer
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "lr_scheduler"]
+__all__ = [
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Optimizer",
+    "RMSprop",
+    "lr_scheduler",
+    "optimizer",
+]

@@ -8,14 +8,32 @@ from dtrain._tensor.optim.lr_scheduler import (
     MultiStepLR,
     SequentialLR,
     StepLR,
+    _LRScheduler,
 )
+from dtrain._tensor.optim.lr_scheduler_extra import (
+    ChainedScheduler,
+    ConstantLR,
+    CosineAnnealingWarmRestarts,
+    ExponentialLR,
+    PolynomialLR,
+)
+from dtrain._tensor.optim.one_cycle import OneCycleLR
+from dtrain._tensor.optim.plateau import ReduceLROnPlateau
 
 __all__ = [
+    "ChainedScheduler",
+    "ConstantLR",
     "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "ExponentialLR",
     "LRScheduler",
     "LambdaLR",
     "LinearLR",
     "MultiStepLR",
+    "OneCycleLR",
+    "PolynomialLR",
+    "ReduceLROnPlateau",
     "SequentialLR",
     "StepLR",
+    "_LRScheduler",
 ]

@@ -3,9 +3,10 @@
 ``clip_grad_norm_`` computed per gradient, each ``float(...)`` waits for the GPU: a
 char-GPT step spent more time in those waits than in its kernels. Here one multi-tensor
 launch (per ``MAX_TENSORS`` gradients) sums the squares into one float64 device scalar, and
-a second scales every gradient by ``max_norm / (norm + 1e-6)`` when that is below 1,
-reading the norm on the device — as ``torch.nn.utils.clip_grad_norm_`` does with its
-foreach kernels. Both are CUDA-graph capturable.
+a second scales every gradient by ``max_norm / (norm + 1e-6)`` when that is below 1 (or
+NaN: a NaN norm makes every gradient NaN, as in PyTorch), reading the norm on the device —
+as ``torch.nn.utils.clip_grad_norm_`` does with its foreach kernels. Both are CUDA-graph
+capturable.
 
 Each block of the sum writes its partial sum; the last block to finish (counted on the
 stream's ``done_counter``) adds the partials in block order and writes the scalar, or adds
@@ -65,7 +66,8 @@ __global__ void sum_squares_multi_tensor(const TensorList list, int n, double* p
     }
 }
 
-// g *= max_norm / (sqrt(*total) + 1e-6) when that factor is below 1 (not for a NaN norm).
+// g *= max_norm / (sqrt(*total) + 1e-6) unless that factor is 1 or more: a NaN norm gives a
+// NaN factor, which scales every gradient to NaN (as PyTorch's clamp(factor, max=1) does).
 // Block 0 also stores the norm, sqrt(*total), in *norm (T): the value clip_grad_norm_ returns.
 template <typename T>
 __global__ void clip_multi_tensor(const TensorList list, int n, const double* total,
@@ -73,7 +75,7 @@ __global__ void clip_multi_tensor(const TensorList list, int n, const double* to
     typedef typename Acc<T>::type A;
     if (blockIdx.x == 0 && threadIdx.x == 0) *norm = from_acc<T>(sqrt(*total));
     const double factor = max_norm / (sqrt(*total) + 1e-6);
-    if (!(factor < 1.0)) return;
+    if (factor >= 1.0) return;
     const A a_factor = (A)factor;
     for_each_owned_chunk(list, n, [&](int t, long long first, long long last) {
         T* g = list_ptr<T>(list, 0, t);
@@ -113,8 +115,8 @@ def sum_squares_(
 def clip_(
     grads: list[Any], total: Any, max_norm: float, norm: Any = None, checked: bool = False
 ) -> Any:
-    """Scale ``grads`` in place by ``max_norm / (sqrt(total) + 1e-6)`` where that is below 1;
-    ``total`` (float64 0-d cupy array) is read on the device. Returns the norm
+    """Scale ``grads`` in place by ``max_norm / (sqrt(total) + 1e-6)`` where that is below 1
+    or NaN; ``total`` (float64 0-d cupy array) is read on the device. Returns the norm
     ``sqrt(total)`` as a 0-d array of the gradients' dtype (written into ``norm`` if given),
     or None for an empty list. ``checked``: as for ``sum_squares_``."""
     cupy = require_cupy("clip_")
@@ -136,7 +138,7 @@ def clip_reference(grads: list[np.ndarray], max_norm: float) -> float:
     """numpy: scale ``grads`` in place as the kernels do; return the total norm."""
     total = float(np.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads)))
     factor = max_norm / (total + 1e-6)
-    if factor < 1:
+    if not factor >= 1:  # NaN too
         for g in grads:
             g *= g.dtype.type(factor)
     return total

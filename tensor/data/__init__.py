@@ -9,7 +9,14 @@ from dtrain._tensor.data.dataset import (
     TensorDataset,
     random_split,
 )
-from dtrain._tensor.data.sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
+from dtrain._tensor.data.sampler import (
+    BatchSampler,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
 from dtrain._tensor.data.worker import WorkerInfo, get_worker_info
 
 __all__ = [
@@ -21,7 +28,9 @@ __all__ = [
     "Sampler",
     "SequentialSampler",
     "Subset",
+    "SubsetRandomSampler",
     "TensorDataset",
+    "WeightedRandomSampler",
     "WorkerInfo",
     "default_collate",
     "default_convert",

@@ -1,20 +1,22 @@
 """Samplers: the order in which a ``DataLoader`` visits a dataset's indices.
 
 Any iterable of indices with ``__len__`` works as a sampler (``DistributedSampler`` is one);
-the classes here are PyTorch's ``Sampler``, ``SequentialSampler``, ``RandomSampler`` and
-``BatchSampler``. Random draws come from the sampler's ``generator`` or, when it is None,
-from the default generator at the moment iteration starts, so ``dtrain.manual_seed(s)``
-makes the order reproducible.
+the classes here are PyTorch's ``Sampler``, ``SequentialSampler``, ``RandomSampler``,
+``SubsetRandomSampler``, ``WeightedRandomSampler`` and ``BatchSampler``. Random draws come
+from the sampler's ``generator`` or, when it is None, from the default generator at the
+moment iteration starts, so ``dtrain.manual_seed(s)`` makes the order reproducible. The
+draws are dtrain's (numpy's streams): the same seed gives another order than PyTorch's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 import numpy as np
 
 from dtrain._tensor.data.dataset import numpy_rng
+from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.random import Generator
 
 
@@ -95,6 +97,109 @@ class RandomSampler(Sampler):
         return self.num_samples
 
 
+class SubsetRandomSampler(Sampler):
+    """The given indices, in a fresh random order each epoch (without replacement).
+
+    Args:
+        indices: the indices to visit (any sequence, e.g. a list or a range).
+        generator: the random stream; the default generator when None.
+    """
+
+    def __init__(self, indices: Sequence[int], generator: Generator | None = None) -> None:
+        self.indices = indices
+        self.generator = generator
+        numpy_rng(generator)  # refuses a wrong generator type now, not at the first epoch
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in numpy_rng(self.generator).permutation(len(self.indices)).tolist():
+            yield self.indices[i]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class WeightedRandomSampler(Sampler):
+    """``num_samples`` indices in ``[0, len(weights))``, each drawn with probability
+    proportional to its weight (the weights need not sum to 1).
+
+    Args:
+        weights: one non-negative weight per index (a sequence, array or 1-d tensor).
+        num_samples: how many indices per epoch.
+        replacement: draw independently (True), or each index at most once (False; once
+            the indices of non-zero weight are used up, zero-weight ones follow in index
+            order, as PyTorch's).
+        generator: the random stream; the default generator when None.
+
+    Raises:
+        ValueError: ``num_samples`` is not a positive integer (or, without replacement,
+            exceeds the number of weights); the weights are not 1-d, are negative, not
+            finite, or all 0.
+        TypeError: ``replacement`` is not a bool.
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[float] | Any,
+        num_samples: int,
+        replacement: bool = True,
+        generator: Generator | None = None,
+    ) -> None:
+        if not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool):
+            raise ValueError(
+                f"num_samples should be a positive integer value, but got "
+                f"num_samples={num_samples!r}"
+            )
+        if num_samples <= 0:
+            raise ValueError(
+                f"num_samples should be a positive integer value, but got num_samples={num_samples}"
+            )
+        if not isinstance(replacement, bool):
+            raise TypeError(
+                f"replacement should be a boolean value, but got replacement={replacement!r}"
+            )
+        if isinstance(weights, Tensor):
+            weights = weights.detach().cpu().numpy()
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.ndim != 1:
+            raise ValueError(
+                "weights should be a 1d sequence but given weights have shape "
+                f"{tuple(weights.shape)}"
+            )
+        if not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(
+                "invalid weights: every weight must be finite and >= 0 (entry "
+                f"{int(np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))[0])} is not)"
+            )
+        if not weights.sum() > 0:
+            raise ValueError("invalid weights: they sum to 0; give some index a positive weight")
+        if not replacement and num_samples > weights.size:
+            raise ValueError(
+                f"cannot draw num_samples={num_samples} indices without replacement from "
+                f"{weights.size} weights; pass replacement=True or fewer samples"
+            )
+        numpy_rng(generator)  # refuses a wrong generator type now, not at the first epoch
+        self.weights = weights
+        self.num_samples = int(num_samples)
+        self.replacement = replacement
+        self.generator = generator
+
+    def __iter__(self) -> Iterator[int]:
+        rng = numpy_rng(self.generator)
+        weights = self.weights
+        if self.replacement:
+            chosen = rng.choice(weights.size, self.num_samples, p=weights / weights.sum())
+        else:
+            # Efraimidis-Spirakis: the smallest Exp(1) / w keys are a weighted draw without
+            # replacement; zero weights get infinite keys and come last, in index order.
+            with np.errstate(divide="ignore"):
+                keys = rng.standard_exponential(weights.size) / weights
+            chosen = np.argsort(keys, kind="stable")[: self.num_samples]
+        yield from chosen.tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
 class BatchSampler(Sampler):
     """Group another sampler's indices into lists of ``batch_size``.
 
@@ -131,4 +236,11 @@ class BatchSampler(Sampler):
         return -(-len(self.sampler) // self.batch_size)
 
 
-__all__ = ["BatchSampler", "RandomSampler", "Sampler", "SequentialSampler"]
+__all__ = [
+    "BatchSampler",
+    "RandomSampler",
+    "Sampler",
+    "SequentialSampler",
+    "SubsetRandomSampler",
+    "WeightedRandomSampler",
+]

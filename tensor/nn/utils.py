@@ -1,4 +1,4 @@
-"""``nn.utils``: gradient clipping."""
+"""``nn.utils``: gradient clipping, ``parameters_to_vector`` / ``vector_to_parameters``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.ops.shape import cat
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.dtypes import accumulation_dtype
@@ -32,8 +33,13 @@ def clip_grad_norm_(
 
     ``norm_type`` may be ``inf`` (the largest magnitude), ``-inf``, or 0 (as PyTorch, the
     number of gradients with a non-zero element). float16 gradients are summed in float32,
-    so their squares do not overflow. ``foreach`` is accepted for PyTorch compatibility
-    and ignored."""
+    so their squares do not overflow. A NaN norm scales every gradient by NaN, and an
+    infinite one by 0, as in PyTorch. ``foreach`` is accepted for PyTorch compatibility
+    and ignored (CUDA gradients always take the multi-tensor kernels).
+
+    Raises:
+        RuntimeError: ``error_if_nonfinite`` and the norm is NaN or infinite.
+    """
     params = _with_grads(parameters)
     norm_type = float(norm_type)
     if not params:
@@ -47,13 +53,10 @@ def clip_grad_norm_(
     per_grad = [_vector_norm(xp, g, norm_type) for g in grads if g.size]
     total = float(_vector_norm(xp, xp.stack(per_grad), norm_type)) if per_grad else 0.0
     if error_if_nonfinite and not math.isfinite(total):
-        raise RuntimeError(
-            f"the total norm of order {norm_type} of the gradients is {total}; pass "
-            "error_if_nonfinite=False to clip anyway"
-        )
+        raise RuntimeError(_nonfinite_message(norm_type, total))
     coefficient = max_norm / (total + 1e-6)
-    if coefficient < 1:
-        with no_grad():
+    if not coefficient >= 1:  # as PyTorch's clamp(coefficient, max=1): NaN scales too
+        with no_grad(), np.errstate(invalid="ignore"):  # inf * 0 is NaN, quietly
             for p in params:
                 p.grad.mul_(coefficient)
     return wrap(xp.asarray(total, dtype=grads[0].dtype))
@@ -77,6 +80,14 @@ def _vector_norm(xp: Any, values: Any, order: float) -> Any:
         return (magnitude**order).sum() ** (1.0 / order)
 
 
+def _nonfinite_message(norm_type: float, total: float) -> str:
+    return (
+        f"The total norm of order {norm_type} for gradients from `parameters` is non-finite "
+        f"({total}), so it cannot be clipped. To disable this error and scale the gradients "
+        "by the non-finite norm anyway, set `error_if_nonfinite=False`"
+    )
+
+
 def _fused_on_gpu(grads: list) -> bool:
     """Whether the multi-tensor kernels can take every gradient (one launch per 48)."""
     from dtrain.runtime.kernels.multi_tensor import fusable
@@ -98,10 +109,7 @@ def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite:
         total = xp.empty((), dtype=xp.float64)  # written, not added to: no zeroing launch
         grad_norm.sum_squares_(grads, total, checked=True, overwrite=True)
         if error_if_nonfinite and not math.isfinite(float(total)):
-            raise RuntimeError(
-                f"the total norm of order 2.0 of the gradients is {math.sqrt(float(total))}; "
-                "pass error_if_nonfinite=False to clip anyway"
-            )
+            raise RuntimeError(_nonfinite_message(2.0, math.sqrt(float(total))))
         # (The clip kernel also writes the norm: no launch of its own.)
         norm = grad_norm.clip_(grads, total, max_norm, checked=True)
     for p in params:
@@ -109,8 +117,55 @@ def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite:
     return wrap(norm)
 
 
-def clip_grad_value_(parameters: Iterable[Tensor] | Tensor, clip_value: float) -> None:
-    """Clamp every gradient element to ``[-clip_value, clip_value]``."""
+def clip_grad_value_(
+    parameters: Iterable[Tensor] | Tensor, clip_value: float, foreach: bool | None = None
+) -> None:
+    """Clamp every gradient element to ``[-clip_value, clip_value]`` (NaN stays NaN).
+    ``foreach`` is accepted for PyTorch compatibility and ignored."""
     with no_grad():
         for p in _with_grads(parameters):
             p.grad.clamp_(-clip_value, clip_value)
+
+
+def parameters_to_vector(parameters: Iterable[Tensor]) -> Tensor:
+    """Every parameter flattened and joined into one 1-D tensor (differentiable)."""
+    flat = []
+    device = None
+    for p in parameters:
+        if device is None:
+            device = p.device
+        elif p.device != device:
+            raise TypeError(
+                f"parameters_to_vector: parameters are on {device} and {p.device}; move them "
+                "to one device first"
+            )
+        flat.append(p.reshape(-1))
+    if not flat:
+        raise ValueError("parameters_to_vector: no parameters given")
+    return cat(flat)
+
+
+def vector_to_parameters(vec: Tensor, parameters: Iterable[Tensor]) -> None:
+    """Copy consecutive slices of the 1-D ``vec`` into the parameters, in order.
+
+    Unlike PyTorch (which makes each parameter's ``.data`` a view of ``vec``), the values
+    are copied: the parameters keep their own storage.
+
+    Raises:
+        TypeError: ``vec`` is not a tensor. ValueError: its size is not the parameters' total.
+    """
+    if not isinstance(vec, Tensor):
+        raise TypeError(f"expected a Tensor, but got: {type(vec).__name__}")
+    params = list(parameters)
+    total = sum(p.numel() for p in params)
+    if vec.ndim != 1 or vec.numel() != total:
+        raise ValueError(
+            f"vector_to_parameters: vec of shape {tuple(vec.shape)} does not hold the "
+            f"parameters' {total} elements; pass a 1-D tensor of {total}"
+        )
+    offset = 0
+    with no_grad():
+        for p in params:
+            n = p.numel()
+            p.copy_(vec[offset : offset + n].reshape(p.shape))
+            offset += n

@@ -9,10 +9,12 @@ from dtrain._tensor.optim.optimizer import (
     Optimizer,
     Scratch,
     bump_versions,
+    check_lr,
     grads_and_states,
+    scalar,
     zeros_like,
 )
-from dtrain._tensor.tensor import wrap
+from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.kernels import multi_tensor
 from dtrain.runtime.kernels.adam import adam_multi_tensor
@@ -36,7 +38,7 @@ class Adam(Optimizer):
 
     Args:
         params: tensors or param-group dicts (see ``Optimizer``).
-        lr: learning rate.
+        lr: learning rate: a float, or a one-element tensor read at each step.
         betas: decay rates of the first and second moment averages.
         eps: added to the denominator for numerical stability.
         weight_decay: L2 penalty (or decoupled decay, see ``decoupled_weight_decay``).
@@ -58,7 +60,7 @@ class Adam(Optimizer):
     def __init__(
         self,
         params: Any,
-        lr: float = 1e-3,
+        lr: float | Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0,
@@ -70,8 +72,7 @@ class Adam(Optimizer):
         decoupled_weight_decay: bool = False,
         capturable: bool = False,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}; lr must be >= 0")
+        check_lr(lr)
         if not eps >= 0.0:
             raise ValueError(f"Invalid epsilon value: {eps}; eps must be >= 0")
         if len(betas) != 2:
@@ -135,7 +136,7 @@ class Adam(Optimizer):
                 amsgrad=amsgrad,
                 beta1=beta1,
                 beta2=beta2,
-                lr=group["lr"],
+                lr=scalar(group["lr"]),
                 weight_decay=group["weight_decay"],
                 eps=group["eps"],
                 maximize=group["maximize"],
@@ -158,7 +159,7 @@ class AdamW(Adam):
     def __init__(
         self,
         params: Any,
-        lr: float = 1e-3,
+        lr: float | Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,

@@ -5,6 +5,13 @@ Each scheduler sets ``group["lr"]`` of its optimizer's groups on ``step()``. As 
 schedulers can be chained on one optimizer, and outside changes to ``group["lr"]`` carry on),
 while ``step(epoch)`` and ``SequentialLR``'s switch-over use the closed form from the base
 rates. Both give PyTorch's values. State dicts hold only numbers, lists and dicts (JSON-ready).
+
+A group whose ``lr`` is a one-element tensor keeps that tensor: schedulers fill it in place
+(as PyTorch); ``initial_lr``, ``base_lrs`` and ``get_last_lr()`` hold plain floats (PyTorch
+keeps tensor copies there).
+
+More schedulers live in ``lr_scheduler_extra`` (ExponentialLR, ConstantLR, PolynomialLR,
+CosineAnnealingWarmRestarts, ChainedScheduler), ``one_cycle`` and ``plateau``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,22 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from dtrain._tensor.optim.optimizer import Optimizer
+from dtrain._tensor.optim.optimizer import Optimizer, scalar
+from dtrain._tensor.tensor import Tensor
+
+
+def set_group_lr(group: dict[str, Any], value: Any, key: str = "lr") -> None:
+    """Set ``group[key]``: a tensor there is filled in place (so it is never replaced)."""
+    current = group[key]
+    if isinstance(current, Tensor):
+        current.fill_(scalar(value))
+    else:
+        group[key] = scalar(value)
+
+
+def group_lrs(optimizer: Optimizer) -> list[float]:
+    """Every group's current ``lr`` as a float."""
+    return [scalar(group["lr"]) for group in optimizer.param_groups]
 
 
 class LRScheduler:
@@ -42,7 +64,7 @@ class LRScheduler:
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
-                group.setdefault("initial_lr", group["lr"])
+                group.setdefault("initial_lr", scalar(group["lr"]))
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
@@ -98,10 +120,9 @@ class LRScheduler:
         else:
             self.last_epoch = epoch
             values = self._get_closed_form_lr()
-        groups = self.optimizer.param_groups
-        for group, lr in zip(groups, values):
-            group["lr"] = lr
-        self._last_lr = [group["lr"] for group in groups]
+        for group, lr in zip(self.optimizer.param_groups, values):
+            set_group_lr(group, lr)
+        self._last_lr = group_lrs(self.optimizer)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the optimizer: numbers and lists (JSON-ready)."""
@@ -121,6 +142,10 @@ class LRScheduler:
                 f"optimizer has {groups} param groups; build the optimizer as for the save"
             )
         self.__dict__.update(state_dict)
+
+
+class _LRScheduler(LRScheduler):
+    """The old name of ``LRScheduler``, kept (as PyTorch keeps it) for code that subclasses it."""
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -398,7 +423,7 @@ class SequentialLR(LRScheduler):
         self.last_epoch = last_epoch + 1
         self.optimizer = optimizer
         for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
+            set_group_lr(group, group["initial_lr"])
         # Undo the initial step each scheduler took when it was built.
         for scheduler in self._schedulers:
             _undo_initial_step(scheduler)
@@ -447,6 +472,7 @@ def _undo_initial_step(scheduler: LRScheduler) -> None:
 __all__ = [
     "CosineAnnealingLR",
     "LRScheduler",
+    "_LRScheduler",
     "LambdaLR",
     "LinearLR",
     "MultiStepLR",

@@ -362,6 +362,26 @@ def grads_and_states(
     return params, grads, states
 
 
+def check_lr(lr: Any) -> None:
+    """Refuse a negative or NaN learning rate, or a tensor one of more than one element.
+
+    A one-element tensor is accepted (as PyTorch): it stays in the group, so it can be
+    changed in place, and each ``step()`` reads its value (a host read for a CUDA tensor).
+    """
+    if isinstance(lr, Tensor) and lr.numel() != 1:
+        raise ValueError(
+            f"Tensor lr must be 1-element, got shape {tuple(lr.shape)}; pass a float or a "
+            "0-d tensor"
+        )
+    if not lr >= 0.0:
+        raise ValueError(f"Invalid learning rate: {lr}; lr must be >= 0")
+
+
+def scalar(value: Any) -> Any:
+    """A hyperparameter as a Python number: a one-element tensor (e.g. ``lr``) is read."""
+    return value.item() if isinstance(value, Tensor) else value
+
+
 def bump_versions(params: Iterable[Tensor]) -> None:
     """Mark ``params`` as changed in place (a backward that saved them will refuse to run)."""
     for p in params:
@@ -372,8 +392,10 @@ __all__ = [
     "Optimizer",
     "Scratch",
     "bump_versions",
+    "check_lr",
     "copy_array",
     "grads_and_states",
     "required",
+    "scalar",
     "zeros_like",
 ]

@@ -9,10 +9,12 @@ from dtrain._tensor.optim.optimizer import (
     Optimizer,
     Scratch,
     bump_versions,
+    check_lr,
     copy_array,
     grads_and_states,
+    scalar,
 )
-from dtrain._tensor.tensor import wrap
+from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.kernels import multi_tensor
 from dtrain.runtime.kernels.sgd import sgd_multi_tensor
@@ -32,7 +34,7 @@ class SGD(Optimizer):
 
     Args:
         params: tensors or param-group dicts (see ``Optimizer``).
-        lr: learning rate.
+        lr: learning rate: a float, or a one-element tensor read at each step.
         momentum: momentum factor.
         dampening: dampening of the momentum.
         weight_decay: L2 penalty.
@@ -50,7 +52,7 @@ class SGD(Optimizer):
     def __init__(
         self,
         params: Any,
-        lr: float = 1e-3,
+        lr: float | Tensor = 1e-3,
         momentum: float = 0,
         dampening: float = 0,
         weight_decay: float = 0,
@@ -60,8 +62,7 @@ class SGD(Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
     ) -> None:
-        if not lr >= 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}; lr must be >= 0")
+        check_lr(lr)
         if not momentum >= 0.0:
             raise ValueError(f"Invalid momentum value: {momentum}; momentum must be >= 0")
         if not weight_decay >= 0.0:
@@ -104,7 +105,7 @@ class SGD(Optimizer):
                 [p._array for p in params],
                 grads,
                 buffers,
-                lr=group["lr"],
+                lr=scalar(group["lr"]),
                 momentum=momentum,
                 dampening=group["dampening"],
                 weight_decay=group["weight_decay"],

@@ -318,7 +318,7 @@ def _clip(struct, n, total, max_norm, norm):
     grads = [_np(g) for g in _lists(struct, n)[0]]
     _np(norm)[...] = np.sqrt(float(_np(total)))
     factor = float(max_norm) / (np.sqrt(float(_np(total))) + 1e-6)
-    if factor < 1:
+    if not factor >= 1:  # a NaN norm scales too, as the kernel
         for g in grads:
             g *= g.dtype.type(factor)
 
