@@ -26,8 +26,9 @@ def _finish(array: Any, dtype: Any, device: Any, requires_grad: bool) -> Tensor:
     return t
 
 
-def _from_data(data: Any, copy: bool) -> Any:
-    """An array from Python data, numpy/cupy arrays or tensors, with PyTorch's dtypes."""
+def _from_data(data: Any, copy: bool, dtype: Any = None) -> Any:
+    """An array from Python data, numpy/cupy arrays or tensors, with PyTorch's dtypes (for
+    Python data, ``dtype`` when given: 0.05 in float64 is not rounded through float32)."""
     if isinstance(data, Tensor):
         return data._array.copy() if copy else data._array
     if isinstance(data, np.ndarray) or is_cuda_array(data):
@@ -38,6 +39,8 @@ def _from_data(data: Any, copy: bool) -> Any:
         array = np.array(data)
     except ValueError as exc:
         raise ValueError(f"cannot make a tensor from {data!r}: {exc}") from None
+    if dtype is not None and array.dtype.kind in "biuf":
+        return array.astype(to_dtype(dtype), copy=False)
     if array.dtype == np.float64:
         array = array.astype(DEFAULT_FLOAT)  # Python floats default to float32
     elif array.dtype.kind in "iu":
@@ -52,14 +55,14 @@ def _from_data(data: Any, copy: bool) -> Any:
 
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """A new tensor holding a copy of ``data`` (numbers, nested lists, numpy arrays)."""
-    return _finish(_from_data(data, copy=True), dtype, device, requires_grad)
+    return _finish(_from_data(data, copy=True, dtype=dtype), dtype, device, requires_grad)
 
 
 def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
     """Like ``tensor`` but shares memory with a numpy array or tensor when it can."""
     if isinstance(data, Tensor) and dtype is None and device is None:
         return data
-    return _finish(_from_data(data, copy=False), dtype, device, False)
+    return _finish(_from_data(data, copy=False, dtype=dtype), dtype, device, False)
 
 
 def from_numpy(array: np.ndarray) -> Tensor:

@@ -214,3 +214,13 @@ def test_parameter_is_a_leaf_that_requires_grad():
 def test_numpy_array_on_the_left_defers_to_tensor():
     out = np.ones(2, dtype=np.float32) + dt.ones(2)
     assert isinstance(out, dt.Tensor)
+
+
+def test_python_floats_take_the_asked_dtype_without_a_float32_detour():
+    # 0.05 in float32 is 0.0500000007...: asked for float64, the value must be exact
+    assert dt.tensor(0.05, dtype=dt.float64).item() == 0.05
+    assert dt.tensor([[0.1, 2.0]], dtype="float64").tolist() == [[0.1, 2.0]]
+    assert dt.as_tensor([0.1], dtype=dt.float64).tolist() == [0.1]
+    assert dt.tensor(0.05).dtype == dt.float32  # the default stays float32
+    with pytest.raises(TypeError, match="numpy dtype <U1"):
+        dt.tensor(["a"], dtype=dt.float32)
