@@ -11,7 +11,7 @@ import numpy as np
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.creation import sample
 from dtrain._tensor.ops.inplace import fill_random_
-from dtrain._tensor.tensor import Tensor
+from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.device import device_of
 from dtrain.runtime.random import Generator
@@ -257,6 +257,78 @@ def _normal_ppf(p: Any) -> Any:
     return xp.where(x > -4.0, x - u / (1.0 + 0.5 * x * u), x)
 
 
+def orthogonal_(tensor: Tensor, gain: float = 1.0, generator: Generator | None = None) -> Tensor:
+    """Fill with a (semi-)orthogonal matrix times ``gain``, as PyTorch: the Q of a QR of a
+    standard normal ``(rows, numel / rows)`` matrix, signs fixed by R's diagonal; dims after
+    the first are flattened.
+
+    Raises:
+        ValueError: fewer than 2 dims.
+    """
+    if tensor.ndim < 2:
+        raise ValueError(
+            f"orthogonal_: only tensors with 2 or more dimensions are supported, got shape "
+            f"{tuple(tensor.shape)}"
+        )
+    if tensor.numel() == 0:
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    dtype = tensor._array.dtype
+    if dtype.kind != "f":
+        raise TypeError(f"orthogonal_: needs a floating-point tensor, got {tensor.dtype}")
+    flat = sample("normal", (rows, cols), dtype, device_of(tensor._array), generator, mean=0, std=1)
+    xp = get_array_module(flat)
+    flat = flat.astype(xp.float64)
+    if rows < cols:
+        flat = flat.T
+    q, r = xp.linalg.qr(flat)
+    q *= xp.sign(xp.diagonal(r))
+    if rows < cols:
+        q = q.T
+    with no_grad():
+        tensor.copy_(wrap((q * gain).reshape(tensor.shape).astype(dtype)))
+    return tensor
+
+
+def eye_(tensor: Tensor) -> Tensor:
+    """Fill a 2-D tensor with the identity matrix (ones on the main diagonal)."""
+    if tensor.ndim != 2:
+        raise ValueError(
+            f"eye_: only tensors with 2 dimensions are supported, got shape {tuple(tensor.shape)}"
+        )
+    xp = get_array_module(tensor._array)
+    with no_grad():
+        tensor.copy_(wrap(xp.eye(*tensor.shape, dtype=tensor._array.dtype)))
+    return tensor
+
+
+def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
+    """Fill a 3-, 4- or 5-D convolution weight with the Dirac delta (per group): the
+    convolution then passes its first input channels through unchanged.
+
+    Raises:
+        ValueError: another rank, or a first dim not divisible by ``groups``.
+    """
+    if tensor.ndim not in (3, 4, 5):
+        raise ValueError(
+            f"dirac_: only tensors with 3, 4, or 5 dimensions are supported, got shape "
+            f"{tuple(tensor.shape)}"
+        )
+    shape = tuple(tensor.shape)
+    if groups < 1 or shape[0] % groups:
+        raise ValueError(f"dirac_: dim 0 ({shape[0]}) must be divisible by groups={groups}")
+    per_group = shape[0] // groups
+    centre = tuple(size // 2 for size in shape[2:])
+    values = np.zeros(shape, dtype=tensor._array.dtype)
+    for g in range(groups):
+        for d in range(min(per_group, shape[1])):
+            values[(g * per_group + d, d, *centre)] = 1
+    with no_grad():
+        tensor.copy_(wrap(values))
+    return tensor
+
+
 def _no_elements(tensor: Tensor) -> bool:
     # As PyTorch: a zero-size tensor has fan 0 (no bound); there is nothing to fill anyway.
     if 0 in tensor.shape:
@@ -268,10 +340,13 @@ def _no_elements(tensor: Tensor) -> bool:
 __all__ = [
     "calculate_gain",
     "constant_",
+    "dirac_",
+    "eye_",
     "kaiming_normal_",
     "kaiming_uniform_",
     "normal_",
     "ones_",
+    "orthogonal_",
     "trunc_normal_",
     "uniform_",
     "xavier_normal_",

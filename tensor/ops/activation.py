@@ -1,4 +1,5 @@
-"""Activations: tanh, sigmoid, relu, gelu, silu, softplus."""
+"""Activations: tanh, sigmoid, relu, gelu, silu, softplus, leaky_relu, elu, hardtanh (relu6),
+hardswish, hardsigmoid, mish, logsigmoid, prelu."""
 
 from __future__ import annotations
 
@@ -139,6 +140,110 @@ class Softplus(Op):
         return (grad * xp.where(scaled > self.threshold, 1, _sigmoid(scaled)),)
 
 
+class LeakyRelu(Op):
+    def forward(self, x: Any, slope: float) -> Any:
+        self.positive, self.slope = x > 0, slope
+        return get_array_module(x).where(self.positive, x, x * slope)
+
+    def backward(self, grad: Any) -> tuple:
+        return (get_array_module(grad).where(self.positive, grad, grad * self.slope),)
+
+
+class Elu(Op):
+    def forward(self, x: Any, alpha: float) -> Any:
+        xp = get_array_module(x)
+        self.positive = x > 0
+        # alpha e^x for x <= 0 (the slope there); min() keeps exp from overflowing.
+        self.slope = alpha * xp.exp(xp.minimum(x, 0))
+        return xp.where(self.positive, x, alpha * xp.expm1(xp.minimum(x, 0)))
+
+    def backward(self, grad: Any) -> tuple:
+        return (get_array_module(grad).where(self.positive, grad, grad * self.slope),)
+
+
+class Hardtanh(Op):
+    def forward(self, x: Any, low: float, high: float) -> Any:
+        self.inside = (x > low) & (x < high)  # as PyTorch: no gradient at the bounds
+        return get_array_module(x).clip(x, low, high).astype(x.dtype, copy=False)
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad * self.inside,)
+
+
+class Hardswish(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return x * get_array_module(x).clip(x + 3, 0, 6) / 6
+
+    def backward(self, grad: Any) -> tuple:
+        x = self.x
+        xp = get_array_module(x)
+        # PyTorch's: 0 up to -3, x/3 + 1/2 on (-3, 3), 1 from 3.
+        middle = grad * (x / 3 + 0.5)
+        return (xp.where(x <= -3, 0, xp.where(x < 3, middle, grad)).astype(grad.dtype),)
+
+
+class Hardsigmoid(Op):
+    def forward(self, x: Any) -> Any:
+        self.inside = (x > -3) & (x < 3)
+        return get_array_module(x).clip(x + 3, 0, 6) / 6
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad * self.inside / 6,)
+
+
+class Mish(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        self.x = x
+        self.t = xp.tanh(xp.logaddexp(0, x))  # tanh(softplus(x))
+        return x * self.t
+
+    def backward(self, grad: Any) -> tuple:
+        x, t = self.x, self.t
+        return (grad * (t + x * _sigmoid(x) * (1 - t * t)),)
+
+
+class LogSigmoid(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return -get_array_module(x).logaddexp(0, -x)
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad * _sigmoid(-self.x),)
+
+
+class Prelu(Op):
+    """``max(0, x) + w min(0, x)`` with one slope per channel (dim 1) or one for all."""
+
+    reads_inputs = True
+
+    def forward(self, x: Any, w: Any) -> Any:
+        self.x, self.w_shape = x, w.shape
+        if w.size > 1:  # (1, C, 1, ...): one slope per channel
+            self.slopes = w.reshape((1, w.size) + (1,) * (x.ndim - 2))
+        else:
+            self.slopes = w.reshape(())
+        self.positive = x > 0
+        return get_array_module(x).where(self.positive, x, x * self.slopes)
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        dx = xp.where(self.positive, grad, grad * self.slopes)
+        per_element = xp.where(self.positive, 0, grad * self.x)
+        if len(self.w_shape) and self.w_shape[0] > 1:
+            dw = per_element.sum(axis=tuple(a for a in range(per_element.ndim) if a != 1))
+        else:
+            dw = per_element.sum()
+        return dx, dw.reshape(self.w_shape).astype(grad.dtype, copy=False)
+
+
 def tanh(input: Tensor) -> Tensor:
     """Elementwise hyperbolic tangent."""
     return Tanh.apply(_float(input))
@@ -149,8 +254,9 @@ def sigmoid(input: Tensor) -> Tensor:
     return Sigmoid.apply(_float(input))
 
 
-def relu(input: Tensor) -> Tensor:
-    """Elementwise ``max(x, 0)``."""
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    """Elementwise ``max(x, 0)``. ``inplace`` (``nn.functional``'s) is accepted and computes
+    out of place: use the result."""
     return Relu.apply(input)
 
 
@@ -163,11 +269,66 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
     return Gelu.apply(_float(input), approximate=approximate)
 
 
-def silu(input: Tensor) -> Tensor:
-    """Elementwise ``x * sigmoid(x)`` (swish)."""
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    """Elementwise ``x * sigmoid(x)`` (swish). ``inplace`` is accepted and computes out of
+    place: use the result."""
     return Silu.apply(_float(input))
 
 
 def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
     """``log(1 + exp(beta x)) / beta``, linear where ``beta x > threshold``."""
     return Softplus.apply(_float(input), beta=beta, threshold=threshold)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
+    """``x`` where ``x > 0``, else ``negative_slope * x``."""
+    return LeakyRelu.apply(_float(input), slope=float(negative_slope))
+
+
+def elu(input: Tensor, alpha: float = 1.0) -> Tensor:
+    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``."""
+    return Elu.apply(_float(input), alpha=float(alpha))
+
+
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0) -> Tensor:
+    """``x`` clipped to ``[min_val, max_val]``; no gradient at or outside the bounds."""
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val={min_val} is above max_val={max_val}")
+    return Hardtanh.apply(input, low=float(min_val), high=float(max_val))
+
+
+def relu6(input: Tensor) -> Tensor:
+    """``min(max(x, 0), 6)``."""
+    return Hardtanh.apply(input, low=0.0, high=6.0)
+
+
+def hardswish(input: Tensor) -> Tensor:
+    """``x * relu6(x + 3) / 6``."""
+    return Hardswish.apply(_float(input))
+
+
+def hardsigmoid(input: Tensor) -> Tensor:
+    """``relu6(x + 3) / 6``."""
+    return Hardsigmoid.apply(_float(input))
+
+
+def mish(input: Tensor) -> Tensor:
+    """``x * tanh(softplus(x))``."""
+    return Mish.apply(_float(input))
+
+
+def logsigmoid(input: Tensor) -> Tensor:
+    """``log(sigmoid(x))``, computed as ``-softplus(-x)`` (no overflow)."""
+    return LogSigmoid.apply(_float(input))
+
+
+def prelu(input: Tensor, weight: Tensor) -> Tensor:
+    """``max(0, x) + weight * min(0, x)``; ``weight`` holds one slope, or one per channel
+    (dim 1 of ``input``)."""
+    channels = input.shape[1] if input.ndim >= 2 else 1
+    if weight.numel() not in (1, channels) or weight.ndim > 1:
+        raise ValueError(
+            f"prelu: weight of shape {tuple(weight.shape)} does not fit input of shape "
+            f"{tuple(input.shape)}; give 1 slope or one per channel ({channels},)"
+        )
+    return Prelu.apply(_float(input), weight)

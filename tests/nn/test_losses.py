@@ -390,7 +390,7 @@ def test_loss_modules_equal_their_functions(data, rng):
         (nn.CrossEntropyLoss(reduction="sum")(x, p), F.cross_entropy(x, p, reduction="sum")),
         (nn.NLLLoss(w, reduction="sum")(x, t), F.nll_loss(x, t, w, reduction="sum")),
         (nn.MSELoss()(x, y), F.mse_loss(x, y)),
-        (nn.L1Loss(reduction="none")(x, y), F.l1_loss(x, y, "none")),
+        (nn.L1Loss(reduction="none")(x, y), F.l1_loss(x, y, reduction="none")),
         (
             nn.BCEWithLogitsLoss(pos_weight=w)(x, p),
             F.binary_cross_entropy_with_logits(x, p, pos_weight=w),

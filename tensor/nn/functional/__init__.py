@@ -10,10 +10,26 @@ from dtrain._tensor.functions import (
     softplus,
     tanh,
 )
+from dtrain._tensor.nn.functional.activation import (
+    elu,
+    glu,
+    hardsigmoid,
+    hardswish,
+    hardtanh,
+    leaky_relu,
+    logsigmoid,
+    mish,
+    prelu,
+    relu6,
+    softmin,
+)
 from dtrain._tensor.nn.functional.attention import scaled_dot_product_attention
 from dtrain._tensor.nn.functional.conv import conv2d
-from dtrain._tensor.nn.functional.dropout import dropout
+from dtrain._tensor.nn.functional.conv_pool1d import avg_pool1d, conv1d, max_pool1d
+from dtrain._tensor.nn.functional.distance import cosine_similarity, normalize
+from dtrain._tensor.nn.functional.dropout import dropout, dropout1d, dropout2d
 from dtrain._tensor.nn.functional.embedding import embedding, one_hot
+from dtrain._tensor.nn.functional.interpolate import interpolate
 from dtrain._tensor.nn.functional.linear import linear
 from dtrain._tensor.nn.functional.loss import (
     binary_cross_entropy_with_logits,
@@ -22,34 +38,64 @@ from dtrain._tensor.nn.functional.loss import (
     mse_loss,
     nll_loss,
 )
-from dtrain._tensor.nn.functional.normalization import batch_norm, layer_norm
+from dtrain._tensor.nn.functional.loss_pointwise import (
+    binary_cross_entropy,
+    huber_loss,
+    kl_div,
+    smooth_l1_loss,
+)
+from dtrain._tensor.nn.functional.normalization import batch_norm, group_norm, layer_norm
 from dtrain._tensor.nn.functional.padding import pad
 from dtrain._tensor.nn.functional.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
 __all__ = [
     "adaptive_avg_pool2d",
+    "avg_pool1d",
     "avg_pool2d",
-    "conv2d",
-    "max_pool2d",
     "batch_norm",
+    "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
+    "conv1d",
+    "conv2d",
+    "cosine_similarity",
     "cross_entropy",
     "dropout",
+    "dropout1d",
+    "dropout2d",
+    "elu",
     "embedding",
     "gelu",
+    "glu",
+    "group_norm",
+    "hardsigmoid",
+    "hardswish",
+    "hardtanh",
+    "huber_loss",
+    "interpolate",
+    "kl_div",
     "l1_loss",
     "layer_norm",
+    "leaky_relu",
     "linear",
     "log_softmax",
+    "logsigmoid",
+    "max_pool1d",
+    "max_pool2d",
+    "mish",
     "mse_loss",
     "nll_loss",
+    "normalize",
     "one_hot",
     "pad",
+    "prelu",
     "relu",
+    "relu6",
     "scaled_dot_product_attention",
     "sigmoid",
     "silu",
+    "smooth_l1_loss",
     "softmax",
+    "softmin",
     "softplus",
     "tanh",
 ]

@@ -3,6 +3,7 @@ binary_cross_entropy_with_logits."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,20 @@ _REDUCTIONS = ("mean", "sum", "none")
 def _check_reduction(reduction: str) -> None:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def legacy_reduction(size_average: bool | None, reduce: bool | None, stacklevel: int = 3) -> str:
+    """PyTorch's mapping of the deprecated ``size_average`` / ``reduce`` keywords to a
+    ``reduction`` (either left None counts as True), with PyTorch's warning."""
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    reduction = ("mean" if size_average else "sum") if reduce else "none"
+    warnings.warn(
+        "size_average and reduce args will be deprecated, please use "
+        f"reduction='{reduction}' instead.",
+        stacklevel=stacklevel,
+    )
+    return reduction
 
 
 def _check_class_weight(name: str, weight: Tensor | None, classes: int) -> None:
@@ -165,12 +180,17 @@ def cross_entropy(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None = None,
+    size_average: bool | None = None,
     ignore_index: int = -100,
+    reduce: bool | None = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
 ) -> Tensor:
     """Softmax cross-entropy of logits ``input`` (N, C) or (N, C, d1, ...) against class
-    indices (N,) / (N, d1, ...) or class probabilities shaped like ``input``."""
+    indices (N,) / (N, d1, ...) or class probabilities shaped like ``input``.
+    ``size_average`` / ``reduce`` are PyTorch's deprecated forms of ``reduction``."""
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce)
     input, target, weight = autocast_inputs("float32", input, target, weight)
     _check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
@@ -245,10 +265,14 @@ def nll_loss(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None = None,
+    size_average: bool | None = None,
     ignore_index: int = -100,
+    reduce: bool | None = None,
     reduction: str = "mean",
 ) -> Tensor:
     """Negative log-likelihood of log-probabilities ``input`` (N, C, ...) at ``target``."""
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce)
     input, weight = autocast_inputs("float32", input, weight)
     _check_reduction(reduction)
     log_probs = input.permute(0, *range(2, input.ndim), 1) if input.ndim > 2 else input
@@ -273,8 +297,16 @@ def _check_same_shape(name: str, input: Tensor, target: Tensor) -> None:
         )
 
 
-def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+def mse_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
     """Mean (or sum) of squared differences."""
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce)
     input, target = autocast_inputs("float32", input, target)
     _check_reduction(reduction)
     _check_same_shape("mse_loss", input, target)
@@ -282,8 +314,16 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     return _reduce(diff * diff, reduction)
 
 
-def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+def l1_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Tensor:
     """Mean (or sum) of absolute differences."""
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce)
     input, target = autocast_inputs("float32", input, target)
     _check_reduction(reduction)
     _check_same_shape("l1_loss", input, target)
@@ -294,11 +334,15 @@ def binary_cross_entropy_with_logits(
     input: Tensor,
     target: Tensor,
     weight: Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
     reduction: str = "mean",
     pos_weight: Tensor | None = None,
 ) -> Tensor:
     """Sigmoid + binary cross-entropy in the stable form
     ``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``."""
+    if size_average is not None or reduce is not None:
+        reduction = legacy_reduction(size_average, reduce)
     input, target, weight, pos_weight = autocast_inputs(
         "float32", input, target, weight, pos_weight
     )

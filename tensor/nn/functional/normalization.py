@@ -241,3 +241,44 @@ def batch_norm(
     w = None if weight is None else weight.reshape(stat_shape)
     b = None if bias is None else bias.reshape(stat_shape)
     return BatchNorm.apply(input, w, b, mean, var, eps=eps, batch_stats=batch_stats)
+
+
+def group_norm(
+    input: Tensor,
+    num_groups: int,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalise ``(N, C, ...)`` input over each group of ``C / num_groups`` channels (and
+    every spatial position), then scale and shift per channel: ``layer_norm`` of the
+    ``(N, num_groups, -1)`` view.
+
+    Raises:
+        ValueError: fewer than 2 dims, or ``C`` not divisible by ``num_groups``.
+    """
+    if input.ndim < 2:
+        raise ValueError(
+            f"group_norm: expected input of shape (N, C, ...), got {tuple(input.shape)}"
+        )
+    channels = input.shape[1]
+    if num_groups < 1 or channels % num_groups:
+        raise ValueError(
+            "Expected number of channels in input to be divisible by num_groups, but got "
+            f"input of shape {list(input.shape)} and num_groups={num_groups}"
+        )
+    for name, param in (("weight", weight), ("bias", bias)):
+        if param is not None and tuple(param.shape) != (channels,):
+            raise ValueError(
+                f"group_norm: {name} has shape {tuple(param.shape)}, expected ({channels},)"
+            )
+    grouped = input.reshape(
+        input.shape[0], num_groups, channels // num_groups * _prod(input.shape[2:])
+    )
+    out = layer_norm(grouped, grouped.shape[-1], eps=eps).reshape(input.shape)
+    per_channel = (channels,) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = out * weight.reshape(per_channel)
+    if bias is not None:
+        out = out + bias.reshape(per_channel)
+    return out

@@ -159,6 +159,14 @@ class ModuleList(Module):
         del self[index]
         return popped
 
+    def __iadd__(self, modules: Iterable[Module]) -> ModuleList:
+        return self.extend(modules)
+
+    def __add__(self, other: Iterable[Module]) -> ModuleList:
+        """A new ModuleList of this one's modules and then ``other``'s (the same objects)."""
+        combined = ModuleList(self)
+        return combined.extend(other)
+
     def __repr__(self) -> str:
         # PyTorch compresses runs of identical entries: "(0-2): 3 x Linear(...)".
         reprs = [repr(module) for module in self]

@@ -1,4 +1,4 @@
-"""``Conv2d``: a learned 2-D convolution layer."""
+"""``Conv2d`` and ``Conv1d``: learned convolution layers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from dtrain._tensor.creation import empty, size_argument
 from dtrain._tensor.nn import init
 from dtrain._tensor.nn.functional.conv import PADDING_MODES, _conv_padding, _pair, conv2d
+from dtrain._tensor.nn.functional.conv_pool1d import conv1d, single
 from dtrain._tensor.nn.functional.padding import pad
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.parameter import Parameter
@@ -118,6 +119,93 @@ class Conv2d(Module):
         if self.padding != (0, 0):
             text += f", padding={self.padding}"
         if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode}"
+        return text
+
+
+class Conv1d(Module):
+    """1-D convolution over ``(N, C, L)`` (or unbatched ``(C, L)``) input: ``Conv2d``'s
+    arguments with one int each (or a 1-tuple); PyTorch's default initialisation."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        where = "Conv1d"
+        groups = size_argument(groups, "groups", where, 1)
+        in_channels = size_argument(in_channels, "in_channels", where, 1)
+        out_channels = size_argument(out_channels, "out_channels", where, 1)
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if value % groups:
+                raise ValueError(f"{where}: {name}={value} must be divisible by groups={groups}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(
+                f"{where}: padding_mode must be one of {list(PADDING_MODES)}, got {padding_mode!r}"
+            )
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = (
+            _pair(single(kernel_size, "kernel_size", where), "kernel_size", where, 1)[0],
+        )
+        self.stride = (_pair(single(stride, "stride", where), "stride", where, 1)[0],)
+        self.dilation = (_pair(single(dilation, "dilation", where), "dilation", where, 1)[0],)
+        _, _, left, right = _conv_padding(
+            single(padding, "padding", where),
+            (1, *self.kernel_size),
+            (1, *self.stride),
+            (1, *self.dilation),
+            where,
+        )
+        self.padding = padding if isinstance(padding, str) else (left,)
+        self._pad_for_mode = (left, right)
+        self.groups, self.padding_mode = groups, padding_mode
+        self.weight = Parameter(
+            empty(
+                (out_channels, in_channels // groups, *self.kernel_size), dtype=dtype, device=device
+            )
+        )
+        if bias:
+            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    reset_parameters = Conv2d.reset_parameters
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            padded = pad(input, self._pad_for_mode, mode=self.padding_mode)
+            return conv1d(
+                padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
+            )
+        return conv1d(
+            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+    def extra_repr(self) -> str:
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0,):
+            text += f", padding={self.padding}"
+        if self.dilation != (1,):
             text += f", dilation={self.dilation}"
         if self.groups != 1:
             text += f", groups={self.groups}"

@@ -1,4 +1,4 @@
-"""LayerNorm, BatchNorm1d, BatchNorm2d."""
+"""LayerNorm, BatchNorm1d, BatchNorm2d, GroupNorm."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from dtrain._tensor.creation import ones, size_argument, zeros
-from dtrain._tensor.nn.functional.normalization import batch_norm, layer_norm
+from dtrain._tensor.nn import init
+from dtrain._tensor.nn.functional.normalization import batch_norm, group_norm, layer_norm
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
@@ -145,3 +146,54 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalisation of (N, C, H, W) input."""
 
     expected_dims = (4,)
+
+
+class GroupNorm(Module):
+    """Normalise ``(N, C, ...)`` input over groups of ``num_channels / num_groups`` channels;
+    learnable per-channel scale and shift (``affine``)."""
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_groups = size_argument(num_groups, "num_groups", "GroupNorm", 1)
+        self.num_channels = size_argument(num_channels, "num_channels", "GroupNorm", 1)
+        if self.num_channels % self.num_groups:
+            raise ValueError(
+                f"GroupNorm: num_channels={num_channels} must be divisible by "
+                f"num_groups={num_groups}"
+            )
+        self.eps, self.affine = eps, affine
+        if affine:
+            self.weight = Parameter(ones(self.num_channels, device=device, dtype=dtype))
+            if bias:
+                self.bias = Parameter(zeros(self.num_channels, device=device, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def reset_parameters(self) -> None:
+        """Scale 1, shift 0."""
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+            f"bias={self.bias is not None}"
+        )

@@ -1,4 +1,4 @@
-"""Embedding and Dropout: the layers that index or mask."""
+"""Embedding and Dropout (Dropout1d, Dropout2d): the layers that index or mask."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.creation import empty
 from dtrain._tensor.nn import init
-from dtrain._tensor.nn.functional.dropout import dropout
+from dtrain._tensor.nn.functional.dropout import dropout, dropout1d, dropout2d
 from dtrain._tensor.nn.functional.embedding import embedding
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.parameter import Parameter
@@ -65,3 +65,17 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout1d(Dropout):
+    """Zero whole channels of ``(N, C, L)`` input with probability ``p`` in training mode."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return dropout1d(input, self.p, self.training)
+
+
+class Dropout2d(Dropout):
+    """Zero whole channels of ``(N, C, H, W)`` input with probability ``p`` in training mode."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return dropout2d(input, self.p, self.training)

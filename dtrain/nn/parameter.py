@@ -1,0 +1,5 @@
+"""``dtrain.nn.parameter``: ``Parameter``."""
+
+from dtrain._tensor.parameter import Parameter
+
+__all__ = ["Parameter"]

@@ -1,0 +1,15 @@
+"""``dtrain.nn.utils``: gradient clipping and parameter/vector conversion."""
+
+from dtrain._tensor.nn.utils import (
+    clip_grad_norm_,
+    clip_grad_value_,
+    parameters_to_vector,
+    vector_to_parameters,
+)
+
+__all__ = [
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "parameters_to_vector",
+    "vector_to_parameters",
+]

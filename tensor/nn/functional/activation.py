@@ -1,0 +1,89 @@
+"""Activations as ``nn.functional`` takes them: PyTorch's keywords, ``inplace`` included
+(``relu`` and ``silu`` are the tensor functions, which take ``inplace`` too).
+
+``inplace=True`` is accepted for PyTorch compatibility and computes out of place: the
+result is a new tensor and the input is unchanged (use the return value, as PyTorch code
+does: ``x = F.relu(x, inplace=True)``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from dtrain._tensor.ops import activation as _ops
+from dtrain._tensor.ops.softmax import softmax
+from dtrain._tensor.tensor import Tensor
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """``x`` where ``x > 0``, else ``negative_slope * x`` (``inplace`` computes out of place)."""
+    return _ops.leaky_relu(input, negative_slope)
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)`` (``inplace`` computes out of
+    place)."""
+    return _ops.elu(input, alpha)
+
+
+def hardtanh(
+    input: Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False
+) -> Tensor:
+    """``x`` clipped to ``[min_val, max_val]`` (``inplace`` computes out of place)."""
+    return _ops.hardtanh(input, min_val, max_val)
+
+
+def relu6(input: Tensor, inplace: bool = False) -> Tensor:
+    """``min(max(x, 0), 6)`` (``inplace`` computes out of place)."""
+    return _ops.relu6(input)
+
+
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
+    """``x * relu6(x + 3) / 6`` (``inplace`` computes out of place)."""
+    return _ops.hardswish(input)
+
+
+def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
+    """``relu6(x + 3) / 6`` (``inplace`` computes out of place)."""
+    return _ops.hardsigmoid(input)
+
+
+def mish(input: Tensor, inplace: bool = False) -> Tensor:
+    """``x * tanh(softplus(x))`` (``inplace`` computes out of place)."""
+    return _ops.mish(input)
+
+
+def logsigmoid(input: Tensor) -> Tensor:
+    """``log(sigmoid(x))``, without overflow."""
+    return _ops.logsigmoid(input)
+
+
+def prelu(input: Tensor, weight: Tensor) -> Tensor:
+    """``max(0, x) + weight * min(0, x)``, one slope or one per channel (dim 1)."""
+    return _ops.prelu(input, weight)
+
+
+def glu(input: Tensor, dim: int = -1) -> Tensor:
+    """Gated linear unit: the first half of ``dim`` times the sigmoid of the second half."""
+    if input.ndim == 0:
+        raise RuntimeError("glu does not support scalars because halving size must be even")
+    size = input.shape[dim]
+    if size % 2:
+        raise RuntimeError(
+            f"glu: halving dimension must be even, but dimension {dim} is size {size}"
+        )
+    first, second = input.chunk(2, dim)
+    return first * _ops.sigmoid(second)
+
+
+def softmin(input: Tensor, dim: int | None = None) -> Tensor:
+    """``softmax(-x)`` along ``dim``; without ``dim``, PyTorch's implicit (deprecated) choice:
+    0 for 0-, 1- and 3-d input, else 1, with its warning."""
+    if dim is None:
+        dim = 0 if input.ndim in (0, 1, 3) else 1
+        warnings.warn(
+            "Implicit dimension choice for softmin has been deprecated. Change the call to "
+            "include dim=X as an argument.",
+            stacklevel=2,
+        )
+    return softmax(-input, dim)
