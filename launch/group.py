@@ -130,7 +130,10 @@ class RankGroup:
         bundle: each bundle's resources (the agent holds all of it).
         command: what follows ``python`` for every rank (script or ``-m module``, args).
         cwd: the ranks' working directory (the launcher's, when it exists on the node).
-        job: backend, cpus per rank and ``--env`` pairs, passed to every rank.
+        job: backend, cpus per rank, ``--env`` pairs, run id and max restarts, passed to every
+            rank.
+        python: run ``python command...``; False: ``command`` is the program (``--no-python``).
+        master_port: the rendezvous port on every attempt; None: a free one, new each attempt.
     """
 
     def __init__(
@@ -143,6 +146,8 @@ class RankGroup:
         command: list[str],
         cwd: str,
         job: dict,
+        python: bool = True,
+        master_port: int | None = None,
     ) -> None:
         self.ray = ray
         self.group = group
@@ -150,6 +155,7 @@ class RankGroup:
         self.world = nodes * procs
         self.bundle = bundle
         self.command, self.cwd, self.job = command, cwd, job
+        self.python, self.master_port = python, master_port
         self.agents: list[Any] = [None] * nodes
         self.where: list[dict] = [{}] * nodes
         self.pids: dict[int, int] = {}
@@ -201,6 +207,7 @@ class RankGroup:
                     "world_size": self.world,
                     "local_world_size": self.procs,
                     "node_rank": node,
+                    "nodes": self.nodes,
                     "master_addr": addr,
                     "master_port": port,
                     "secret": secret,
@@ -224,12 +231,12 @@ class RankGroup:
         ray = self.ray
         self.ensure_agents()
         addr = self.where[0]["ip"]
-        port = ray.get(self.agents[0].free_port.remote(), timeout=60)
+        port = self.master_port or ray.get(self.agents[0].free_port.remote(), timeout=60)
         output.begin(self.world, attempt)
         specs = self._specs(attempt, addr, port, secret)
         started = ray.get(
             [
-                agent.start.remote(attempt, self.command, self.cwd, node_specs)
+                agent.start.remote(attempt, self.command, self.cwd, node_specs, self.python)
                 for agent, node_specs in zip(self.agents, specs)
             ],
             timeout=120,

@@ -4,7 +4,10 @@ usage:
   dtrain launch [--nodes N] [--procs-per-node P | --gpus-per-node G] [--cpus-per-proc C]
                 [--address RAY_ADDRESS] [--backend auto|tcp|nccl] [--max-restarts K]
                 [--log-dir DIR] [--timeout S] [--env KEY=VALUE ...]
-                [-m] script.py|module [script args ...]
+                [-m | --no-python] script.py|module|program [script args ...]
+  torchrun's flags work too: --nproc_per_node P|auto|cpu|gpu, --nnodes N|N:N, --standalone,
+  --master-addr, --master-port, --node-rank 0, --max_restarts, --log_dir (options below;
+  docs/launch.md, "Coming from torchrun", says what each does here)
 
 examples:
   dtrain launch --nodes 4 examples/mlp_digits.py --epochs 5   # 4 simulated nodes, here
@@ -12,6 +15,7 @@ examples:
   dtrain launch --address 10.0.0.1:6379 --nodes 8 --gpus-per-node 4 train.py
   dtrain launch --nodes 4 --max-restarts 3 train.py --checkpoint ckpt.safetensors --resume
   dtrain launch --nodes 2 --log-dir logs --env DTRAIN_DEBUG=1 -m mypackage.train
+  dtrain launch --standalone --nproc_per_node 4 train.py     # a torchrun command, renamed
 
 where it runs:
   --address (or RAY_ADDRESS) joins that Ray cluster. Without one, a cluster that
@@ -28,14 +32,17 @@ scheduling:
   runs G ranks with one GPU each (CUDA_VISIBLE_DEVICES is set per rank).
 
 the ranks:
-  Each rank is a fresh `python script.py args` (or `python -m module args`) process in the
-  launcher's working directory, with torchrun's environment: RANK, LOCAL_RANK, WORLD_SIZE,
+  Each rank is a fresh `python script.py args` (or `python -m module args`, or with
+  --no-python `program args`) process in the launcher's working directory, its sys.argv[0]
+  the script as typed, with torchrun's environment: RANK, LOCAL_RANK, WORLD_SIZE,
   LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR and MASTER_PORT (rank 0's node, and a port free
-  there), plus DTRAIN_SECRET (random for each attempt), DTRAIN_RESTART_COUNT (0, then 1,
-  2 ... after restarts), DTRAIN_BACKEND (when --backend is not auto), OMP_NUM_THREADS (C)
-  and PYTHONUNBUFFERED=1; --env adds or overrides others. A script that calls
-  dtrain.parallel.init_process_group() needs nothing else, and still runs unchanged as
-  `python train.py` or `mpiexec -n 4 python train.py`, without Ray.
+  there, or --master-port), GROUP_RANK, GROUP_WORLD_SIZE, ROLE_NAME, ROLE_RANK,
+  ROLE_WORLD_SIZE, TORCHELASTIC_RUN_ID, TORCHELASTIC_RESTART_COUNT and
+  TORCHELASTIC_MAX_RESTARTS, plus DTRAIN_SECRET (random for each attempt),
+  DTRAIN_RESTART_COUNT (0, then 1, 2 ... after restarts), DTRAIN_BACKEND (when --backend is
+  not auto), OMP_NUM_THREADS (C) and PYTHONUNBUFFERED=1; --env adds or overrides others.
+  A script that calls dtrain.parallel.init_process_group() needs nothing else, and still
+  runs unchanged as `python train.py` or `mpiexec -n 4 python train.py`, without Ray.
 
 output:
   Every line a rank writes comes back as it is written, as `[rank N] line` on the
@@ -47,9 +54,10 @@ failures:
   summary names the rank that failed first, its node, its exit code or signal, and the end
   of its traceback; the launcher exits with that rank's code (128+N for signal N). With
   --max-restarts K the whole group starts again, up to K times, with a new rendezvous (new
-  port and secret); scripts resume from their checkpoint (DTRAIN_RESTART_COUNT > 0 tells
-  them they are a restart). --timeout S stops the job after S seconds (exit code 124).
-  Ctrl-C or SIGTERM stops every rank, then the embedded cluster (exit code 130 or 143).
+  secret, and a new port unless --master-port); scripts resume from their checkpoint
+  (DTRAIN_RESTART_COUNT > 0 tells them they are a restart). --timeout S stops the job
+  after S seconds (exit code 124). Ctrl-C or SIGTERM stops every rank, then the embedded
+  cluster (exit code 130 or 143).
 
 Ray only starts the processes and carries their output; ranks exchange tensors directly
 (tcp, nccl), so a training step never goes through Ray. See docs/launch.md.
@@ -66,10 +74,12 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dtrain.launch import torchrun
 from dtrain.launch.worker import RANK_VARIABLES
 
 BACKENDS = ("auto", "tcp", "mpi", "nccl")
@@ -87,16 +97,15 @@ def get_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     where = parser.add_argument_group("where and how many")
-    where.add_argument(
-        "--nodes", "--nnodes", type=int, default=1, metavar="N", help="nodes (default 1)"
-    )
+    where.add_argument("--nodes", type=int, metavar="N", help="nodes (default 1)")
     per_node = where.add_mutually_exclusive_group()
     per_node.add_argument(
         "--procs-per-node",
         "--nproc-per-node",
-        type=int,
+        "--nproc_per_node",
+        type=torchrun.nproc_value,
         metavar="P",
-        help="ranks per node (default 1)",
+        help="ranks per node (default 1); torchrun's auto, cpu, gpu count this machine's",
     )
     per_node.add_argument(
         "--gpus-per-node",
@@ -133,13 +142,17 @@ def get_parser() -> argparse.ArgumentParser:
     )
     job.add_argument(
         "--max-restarts",
+        "--max_restarts",
         type=int,
         default=0,
         metavar="K",
         help="restart the whole group up to K times after a failure (default 0)",
     )
     job.add_argument(
-        "--log-dir", metavar="DIR", help="also write each rank's output to DIR/rank_N.log"
+        "--log-dir",
+        "--log_dir",
+        metavar="DIR",
+        help="also write each rank's output to DIR/rank_N.log",
     )
     job.add_argument(
         "--timeout", type=float, metavar="S", help="stop the job after S seconds (exit 124)"
@@ -157,6 +170,7 @@ def get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the script argument as a module, as `python -m module`",
     )
+    torchrun.add_arguments(parser)
     parser.add_argument("script", metavar="script.py|module", help="what every rank runs")
     parser.add_argument(
         "script_args", nargs=argparse.REMAINDER, metavar="args", help="its arguments"
@@ -172,9 +186,13 @@ class Plan:
     procs: int
     gpus_per_proc: int
     cpus_per_proc: float
-    command: list[str]
+    command: list[str]  # after `python` (or the program itself, with python=False)
     cwd: str
     env: dict[str, str]
+    python: bool = True
+    address: str | None = None  # --address, or "local" for --standalone
+    master_addr: str | None = None
+    master_port: int | None = None
 
     @property
     def bundle(self) -> dict[str, float]:
@@ -195,12 +213,15 @@ def validate(args: argparse.Namespace, cwd: str | None = None) -> Plan:
         ValueError: a bad value or combination, with the fix.
     """
     cwd = cwd or os.getcwd()
-    if args.nodes < 1:
-        raise ValueError(f"--nodes {args.nodes}: a job needs at least one node")
-    if args.procs_per_node is not None and args.procs_per_node < 1:
+    torchrun.check(args)
+    nodes = torchrun.nodes(args.nodes, args.nnodes)
+    if nodes < 1:
+        raise ValueError(f"--nodes {nodes}: a job needs at least one node")
+    if isinstance(args.procs_per_node, int) and args.procs_per_node < 1:
         raise ValueError(f"--procs-per-node {args.procs_per_node}: use 1 or more")
     if args.gpus_per_node is not None and args.gpus_per_node < 1:
         raise ValueError(f"--gpus-per-node {args.gpus_per_node}: use 1 or more (or leave it out)")
+    procs, gpus = torchrun.per_node(args.procs_per_node, args.gpus_per_node, _local_gpu_ids)
     if not args.cpus_per_proc > 0:
         raise ValueError(f"--cpus-per-proc {args.cpus_per_proc:g}: must be more than 0")
     if args.max_restarts < 0:
@@ -214,7 +235,7 @@ def validate(args: argparse.Namespace, cwd: str | None = None) -> Plan:
             "--backend mpi: ranks started by dtrain launch are not MPI processes; run the "
             "script with `mpiexec -n N python script.py` instead, or use --backend tcp"
         )
-    if args.backend == "nccl" and not args.gpus_per_node:
+    if args.backend == "nccl" and not gpus:
         raise ValueError("--backend nccl needs GPUs: add --gpus-per-node G")
     env = {}
     for pair in args.env:
@@ -231,21 +252,33 @@ def validate(args: argparse.Namespace, cwd: str | None = None) -> Plan:
                 f"-m {args.script}: no such module from {cwd} (python -m would fail); check "
                 "the name, the working directory, or install the package"
             )
+    elif args.no_python:
+        torchrun.check_program(args.script, cwd)
+        command = [args.script, *args.script_args]
     else:
-        path = os.path.join(cwd, args.script)
-        if not os.path.isfile(path):
+        if not os.path.isfile(os.path.join(cwd, args.script)):
             raise ValueError(f"script {args.script!r} does not exist (looked in {cwd})")
-        command = [os.path.abspath(path), *args.script_args]
-    gpus = args.gpus_per_node or 0
+        # As typed, as torchrun passes it: the script's sys.argv[0] is what the user wrote.
+        command = [args.script, *args.script_args]
     return Plan(
-        nodes=args.nodes,
-        procs=gpus or args.procs_per_node or 1,
+        nodes=nodes,
+        procs=gpus or procs or 1,
         gpus_per_proc=1 if gpus else 0,
         cpus_per_proc=args.cpus_per_proc,
         command=command,
         cwd=cwd,
         env=env,
+        python=not args.no_python,
+        address="local" if args.standalone else args.address,
+        master_addr=args.master_addr,
+        master_port=args.master_port,
     )
+
+
+def _local_gpu_ids() -> list[str]:
+    from dtrain.launch.ray_cluster import local_gpu_ids
+
+    return local_gpu_ids()
 
 
 def _module_exists(name: str, cwd: str) -> bool:
@@ -310,7 +343,7 @@ def _say(message: str) -> None:
 def _cluster(args: argparse.Namespace, plan: Plan) -> Iterator[Any]:
     from dtrain.launch import ray_cluster
 
-    address = ray_cluster.resolve_address(args.address)
+    address = ray_cluster.resolve_address(plan.address)
     if address is None:
         if plan.gpus_per_proc:
             offered = ray_cluster.local_gpu_ids()
@@ -348,8 +381,9 @@ def _check_offers(session: Any, plan: Plan) -> None:
 def _place(ray: Any, session: Any, plan: Plan, timeout: float) -> Any:
     from dtrain.launch import ray_cluster
 
+    first = torchrun.master_node(ray, session, plan.master_addr)
     try:
-        return ray_cluster.placement_group(ray, plan.bundle, plan.nodes, timeout)
+        return ray_cluster.placement_group(ray, plan.bundle, plan.nodes, timeout, first)
     except TimeoutError:
         offers = ray_cluster.Session(
             session.address, session.embedded, ray_cluster.alive_nodes(ray)
@@ -382,7 +416,15 @@ def _run(args: argparse.Namespace, plan: Plan, signals: Signals) -> int:
             plan.bundle,
             plan.command,
             plan.cwd,
-            {"backend": args.backend, "cpus": _threads(plan.cpus_per_proc), "env": plan.env},
+            {
+                "backend": args.backend,
+                "cpus": _threads(plan.cpus_per_proc),
+                "env": plan.env,
+                "run_id": uuid.uuid4().hex,  # the job's, the same on every attempt
+                "max_restarts": args.max_restarts,
+            },
+            python=plan.python,
+            master_port=plan.master_port,
         )
         try:
             for attempt in range(args.max_restarts + 1):

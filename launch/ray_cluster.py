@@ -401,8 +401,13 @@ def embedded(nodes: int, cpus_per_node: float, gpus_per_node: int) -> Iterator[S
             ray.shutdown()
 
 
-def placement_group(ray: Any, bundle: dict[str, float], nodes: int, timeout: float) -> Any:
+def placement_group(
+    ray: Any, bundle: dict[str, float], nodes: int, timeout: float, first: str | None = None
+) -> Any:
     """One bundle per node on distinct nodes (STRICT_SPREAD); waits ``timeout`` seconds.
+
+    ``first``: the address of the node that must hold bundle 0 (node rank 0), through the
+    ``node:<address>`` resource Ray gives every node.
 
     Raises:
         RuntimeError: the cluster did not offer ``nodes`` such nodes in time.
@@ -410,7 +415,10 @@ def placement_group(ray: Any, bundle: dict[str, float], nodes: int, timeout: flo
     from ray.util.placement_group import placement_group as make
     from ray.util.placement_group import remove_placement_group
 
-    group = make([dict(bundle) for _ in range(nodes)], strategy="STRICT_SPREAD")
+    bundles = [dict(bundle) for _ in range(nodes)]
+    if first is not None:
+        bundles[0][f"node:{first}"] = 0.001
+    group = make(bundles, strategy="STRICT_SPREAD")
     ready, _ = ray.wait([group.ready()], timeout=timeout)
     if not ready:
         remove_placement_group(group)

@@ -42,6 +42,15 @@ RANK_VARIABLES = (
     "MASTER_PORT",
     "DTRAIN_SECRET",
     "DTRAIN_RESTART_COUNT",
+    # torchrun's other names (one role, "default"; a node is torchrun's agent group)
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_NAME",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_RESTART_COUNT",
+    "TORCHELASTIC_MAX_RESTARTS",
 )
 # Taken out of what a rank inherits from its agent: the embedded cluster's credentials and
 # switches, and an outer MPI launcher's markers (a rank here is never an MPI process).
@@ -49,6 +58,9 @@ _NOT_INHERITED = (
     "RAY_AUTH_TOKEN",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
     *MPI_VARIABLES,
+    # a torchrun agent's, should the launcher itself run under one: no agent store here
+    "TORCHELASTIC_USE_AGENT_STORE",
+    "TORCHELASTIC_ERROR_FILE",
 )
 _MAX_EVENTS = 2000  # per poll: keeps one reply small when a rank floods its output
 _PR_SET_PDEATHSIG = 1
@@ -60,8 +72,9 @@ def rank_environment(
     """The environment of one rank: ``base`` (the agent's), torchrun's names, the job's extras.
 
     ``spec`` holds rank, local_rank, world_size, local_world_size, node_rank, master_addr,
-    master_port, secret, restart, cpus (OMP_NUM_THREADS unless given), backend and env (the
-    ``--env`` pairs, applied last). ``gpu_ids`` are the node's GPUs; the rank gets its share.
+    master_port, secret, restart, and optionally nodes, run_id, max_restarts, cpus
+    (OMP_NUM_THREADS unless given), backend and env (the ``--env`` pairs, applied last).
+    ``gpu_ids`` are the node's GPUs; the rank gets its share.
     """
     env = {name: value for name, value in base.items() if name not in _NOT_INHERITED}
     env.update(
@@ -74,6 +87,14 @@ def rank_environment(
         MASTER_PORT=str(spec["master_port"]),
         DTRAIN_SECRET=spec["secret"],
         DTRAIN_RESTART_COUNT=str(spec["restart"]),
+        GROUP_RANK=str(spec["node_rank"]),
+        GROUP_WORLD_SIZE=str(spec.get("nodes", spec["world_size"] // spec["local_world_size"])),
+        ROLE_NAME="default",
+        ROLE_RANK=str(spec["rank"]),
+        ROLE_WORLD_SIZE=str(spec["world_size"]),
+        TORCHELASTIC_RUN_ID=str(spec.get("run_id", "none")),
+        TORCHELASTIC_RESTART_COUNT=str(spec["restart"]),
+        TORCHELASTIC_MAX_RESTARTS=str(spec.get("max_restarts", 0)),
         PYTHONUNBUFFERED="1",  # lines come back as they are printed
         OMP_NUM_THREADS=str(spec.get("cpus", 1)),
     )
@@ -86,6 +107,14 @@ def rank_environment(
         env["DTRAIN_DEVICE"] = "cuda:0"  # its own GPU, the first it sees (local_device())
     env.update(spec.get("env", {}))
     return env
+
+
+def _absolute_program(argv: list[str], cwd: str, python: bool) -> list[str]:
+    """``argv`` with its script (or ``--no-python`` program) path made absolute from ``cwd``."""
+    program = argv[0]
+    if (python and program == "-m") or (not python and os.sep not in program):
+        return argv  # a module, or a program found on PATH
+    return [os.path.join(cwd, program), *argv[1:]]
 
 
 def _parent_death_signal(parent: int) -> Any:
@@ -150,13 +179,19 @@ class NodeAgent:
             sock.bind((ray.util.get_node_ip_address(), 0))
             return sock.getsockname()[1]
 
-    def start(self, attempt: int, argv: list[str], cwd: str, specs: list[dict]) -> list[int]:
-        """Start one process per spec running ``python argv...``; returns their pids.
+    def start(
+        self, attempt: int, argv: list[str], cwd: str, specs: list[dict], python: bool = True
+    ) -> list[int]:
+        """Start one process per spec running ``python argv...`` (``argv...`` when not
+        ``python``); returns their pids.
 
         A new ``attempt`` forgets the previous one's ranks (all exited by now) and output.
         """
         gpu_ids = self.describe()["gpus"]
-        cwd = cwd if os.path.isdir(cwd) else os.getcwd()
+        if not os.path.isdir(cwd):  # not on this node: start here, the script by its full path
+            argv = _absolute_program(argv, cwd, python)
+            cwd = os.getcwd()
+        command = [sys.executable, *argv] if python else list(argv)
         with self._ready:
             self._attempt = attempt
             self._events.clear()
@@ -166,7 +201,7 @@ class NodeAgent:
         for spec in specs:
             env = rank_environment(os.environ, spec, gpu_ids)
             done: queue.Queue = queue.Queue()
-            self._spawns.put(([sys.executable, *argv], cwd, env, done))
+            self._spawns.put((command, cwd, env, done))
             proc = done.get()
             if isinstance(proc, BaseException):
                 raise proc

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,7 +40,10 @@ restart = int(os.environ["DTRAIN_RESTART_COUNT"])
 seen = {k: os.environ.get(k) for k in (
     "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR",
     "MASTER_PORT", "DTRAIN_SECRET", "DTRAIN_RESTART_COUNT", "OMP_NUM_THREADS", "EXTRA",
-    "RAY_AUTH_TOKEN")}
+    "RAY_AUTH_TOKEN", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_NAME", "ROLE_RANK",
+    "ROLE_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
+    "TORCHELASTIC_MAX_RESTARTS")}
+seen["argv0"] = sys.argv[0]
 seen["pid"] = os.getpid()
 seen["cwd"] = os.getcwd()
 print(f"hello from rank {rank}", flush=True)
@@ -221,6 +225,62 @@ def test_a_restart_that_succeeds_on_the_second_attempt(cluster, script, capfd):
     # a new rendezvous: another port (usually) and always another secret
     assert second[0]["DTRAIN_SECRET"] != first[0]["DTRAIN_SECRET"]
     assert second[0]["MASTER_PORT"] == second[1]["MASTER_PORT"]
+    # torchrun's names for the same: the restart count, and one run id for the whole job
+    assert first[0]["TORCHELASTIC_RESTART_COUNT"] == "0"
+    assert second[1]["TORCHELASTIC_RESTART_COUNT"] == "1"
+    assert first[0]["TORCHELASTIC_RUN_ID"] == second[1]["TORCHELASTIC_RUN_ID"]
+    assert second[0]["TORCHELASTIC_MAX_RESTARTS"] == "2"
+
+
+def test_a_torchrun_command_line_renamed(cluster, script, tmp_path, monkeypatch, capfd):
+    """torchrun's spellings; the script as typed (sys.argv[0]); torchrun's other variables;
+    the rendezvous on --master-port (the all-reduce goes through it)."""
+    path, out = script
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    code = launch(
+        "--address", cluster, "--nnodes", "2:2", "--nproc_per_node", 2, "--master_addr",
+        "localhost", "--master_port", port, "--node_rank", 0, "--max_restarts", 1,
+        path.name, out, "allreduce",
+    )  # fmt: skip
+    assert code == 0, capfd.readouterr().err
+    seen = records(out)
+    assert sorted(seen) == [0, 1, 2, 3]
+    run_id = seen[0]["TORCHELASTIC_RUN_ID"]
+    assert len(run_id) == 32 and int(run_id, 16) >= 0
+    for rank, env in seen.items():
+        assert env["argv0"] == "rank_script.py"
+        assert env["MASTER_PORT"] == str(port) and env["MASTER_ADDR"] == "127.0.0.1"
+        assert (env["GROUP_RANK"], env["GROUP_WORLD_SIZE"]) == (str(rank // 2), "2")
+        assert (env["ROLE_RANK"], env["ROLE_WORLD_SIZE"]) == (str(rank), "4")
+        assert env["ROLE_NAME"] == "default"
+        assert env["TORCHELASTIC_RUN_ID"] == run_id
+        assert env["TORCHELASTIC_RESTART_COUNT"] == "0"
+        assert env["TORCHELASTIC_MAX_RESTARTS"] == "1"
+        assert env["sum"] == 10.0
+
+
+def test_no_python_runs_the_program_itself(cluster, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    program = tmp_path / "record.sh"  # a shell script: python could not run it
+    program.write_text('#!/bin/sh\necho "$0 $RANK $GROUP_RANK" > "$1/rank$RANK.txt"\n')
+    program.chmod(0o755)
+    code = launch("--address", cluster, "--nodes", 2, "--no-python", "./record.sh", tmp_path)
+    assert code == 0, capfd.readouterr().err
+    assert (tmp_path / "rank0.txt").read_text() == "./record.sh 0 0\n"
+    assert (tmp_path / "rank1.txt").read_text() == "./record.sh 1 1\n"
+
+
+def test_master_addr_of_no_node_fails_saying_which_there_are(cluster, script, capfd):
+    path, out = script
+    code = launch("--address", cluster, "--master-addr", "10.255.255.254", path, out)
+    err = capfd.readouterr().err
+    assert code == 2
+    assert "--master-addr 10.255.255.254 (10.255.255.254): no node" in err
+    assert "offers 4 node(s)" in err and "127.0.0.1" in err
+    assert not list(out.iterdir())
 
 
 def test_restarts_run_out(cluster, script, capfd):
@@ -297,6 +357,16 @@ def test_more_gpus_than_this_machine_has_fail_before_the_embedded_cluster(
     assert "needs 2 GPUs on this machine (embedded cluster), but it offers 0" in (
         capsys.readouterr().err
     )
+
+
+def test_standalone_never_joins_a_cluster(script, monkeypatch, capsys):
+    """--standalone is --address local: RAY_ADDRESS (even a live one) is not joined."""
+    path, _ = script
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    code = main(["--standalone", "--nodes", "2", "--gpus-per-node", "1", str(path)])
+    assert code == 2
+    assert "on this machine (embedded cluster), but it offers 0" in capsys.readouterr().err
 
 
 def test_dtrain_launch_subcommand(script, capsys):

@@ -22,3 +22,23 @@ def test_a_gpu_rank_sees_its_own_gpu_as_cuda_0():
 def test_a_cpu_rank_gets_no_device_setting():
     env = rank_environment({}, SPEC, [])
     assert "DTRAIN_DEVICE" not in env and "CUDA_VISIBLE_DEVICES" not in env
+
+
+def test_torchrun_names_beyond_rank_and_world_size():
+    spec = {**SPEC, "restart": 2, "nodes": 2, "run_id": "abc", "max_restarts": 3}
+    env = rank_environment({}, spec, [])
+    assert (env["GROUP_RANK"], env["GROUP_WORLD_SIZE"]) == ("1", "2")  # the node, of N
+    assert (env["ROLE_NAME"], env["ROLE_RANK"], env["ROLE_WORLD_SIZE"]) == ("default", "5", "8")
+    assert env["TORCHELASTIC_RUN_ID"] == "abc"
+    assert env["TORCHELASTIC_RESTART_COUNT"] == env["DTRAIN_RESTART_COUNT"] == "2"
+    assert env["TORCHELASTIC_MAX_RESTARTS"] == "3"
+    # without the optional keys: N from the sizes, torchrun's defaults
+    env = rank_environment({}, SPEC, [])
+    assert env["GROUP_WORLD_SIZE"] == "2" and env["TORCHELASTIC_RUN_ID"] == "none"
+    assert env["TORCHELASTIC_MAX_RESTARTS"] == "0"
+
+
+def test_an_outer_torchrun_agent_store_is_not_inherited():
+    base = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RUN_ID": "outer"}
+    env = rank_environment(base, {**SPEC, "run_id": "job"}, [])
+    assert "TORCHELASTIC_USE_AGENT_STORE" not in env and env["TORCHELASTIC_RUN_ID"] == "job"
