@@ -13,8 +13,9 @@ Cases:
 - ``gpt``: the char-GPT of examples/char_gpt.py (its default sizes, batch 64), AdamW;
 - ``fp16``: ``mlp-large`` under autocast(float16) with a GradScaler against float32, for
   dtrain and for PyTorch: the speed-up of half precision in a training step;
-- ``gemm``: one 8192 x 8192 x 8192 matrix product in float32 and float16 (dtrain through its
-  cuBLAS path, torch through its own): the matmul-bound speed-up, in TFLOP/s.
+- ``gemm``: one 8192 x 8192 x 8192 matrix product in float32, float32 on TF32 tensor cores
+  (``set_float32_matmul_precision("high")``) and float16 (dtrain through its cuBLAS path,
+  torch through its own): the matmul-bound speed-ups, in TFLOP/s.
 
 The variant "dtrain, bias add" is the eager step with each Linear layer's bias as its own
 launch instead of in the matrix product's cuBLASLt epilogue (``runtime/cublaslt.py``); the
@@ -394,10 +395,24 @@ def gemm_case(args: argparse.Namespace) -> tuple[list[Variant], dict]:
     for dtype in ("float32", "float16"):
         a, b = (dt.tensor(h.astype(dtype), device="cuda") for h in host)
         variants.append(Variant(f"dtrain {dtype}", lambda a=a, b=b: a @ b))
+        if dtype == "float32":  # the same float32 product on TF32 tensor cores
+            variants.append(Variant("dtrain tf32", lambda a=a, b=b: tf32(dt, a, b)))
         if torch is not None:
             ta, tb = (torch.from_numpy(h.astype(dtype)).cuda() for h in host)
             variants.append(Variant(f"torch {dtype}", lambda a=ta, b=tb: a @ b))
+            if dtype == "float32":
+                variants.append(Variant("torch tf32", lambda a=ta, b=tb: tf32(torch, a, b)))
     return variants, {"flop_per_step": 2 * size**3}
+
+
+def tf32(library: Any, a: Any, b: Any) -> Any:
+    """``a @ b`` with TF32 allowed (``set_float32_matmul_precision("high")``), then the
+    default back, so the other variants taking turns with this one run in full float32."""
+    library.set_float32_matmul_precision("high")
+    try:
+        return a @ b
+    finally:
+        library.set_float32_matmul_precision("highest")
 
 
 def report(case: str, variants: list[Variant], checks: dict) -> dict:
