@@ -197,6 +197,8 @@ class Function:
                 f"{cls.__name__}.forward returned {type(out).__name__}; dtrain's Function "
                 "returns exactly one tensor (split several outputs into several Functions)"
             )
+        if ctx._saved:  # as PyTorch, saved tensors' versions count from forward's end
+            ctx.save_for_backward(*ctx._saved)
         if ctx._dirty:
             _check_dirty(cls, ctx, inputs, out)
         recording = _grad_state.enabled and any(needs)

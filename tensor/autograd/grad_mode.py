@@ -7,6 +7,7 @@ off for the training loop.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -62,12 +63,45 @@ class _GradModeContext:
         state.enabled = self.previous
 
     def __call__(self, function: Callable) -> Callable:
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self.__class__():
-                return function(*args, **kwargs)
+        return decorated(function, self.__class__)
 
-        return wrapper
+
+def decorated(function: Callable, region: Callable[[], Any]) -> Callable:
+    """``function`` run inside ``region()`` (a fresh context manager per call). A generator
+    function's body runs inside it at every resume, not only at its creation, as PyTorch's
+    grad-mode decorators do (the caller's mode holds between yields)."""
+    if inspect.isgeneratorfunction(function):
+
+        @functools.wraps(function)
+        def generator(*args: Any, **kwargs: Any) -> Any:
+            body = function(*args, **kwargs)
+            try:
+                with region():
+                    value = body.send(None)
+                while True:
+                    try:
+                        sent = yield value
+                    except GeneratorExit:
+                        with region():
+                            body.close()
+                        raise
+                    except BaseException as error:  # thrown in: the body may handle it
+                        with region():
+                            value = body.throw(error)
+                    else:
+                        with region():
+                            value = body.send(sent)
+            except StopIteration as finished:  # (raised on inside a generator: an error)
+                return finished.value
+
+        return generator
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with region():
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 class no_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
@@ -91,8 +125,9 @@ _inference = _InferenceState()
 
 class inference_mode:  # noqa: N801 - PyTorch's name
     """Context manager and decorator: PyTorch's ``inference_mode``. Inside, operations
-    record no graph, as under ``no_grad``; ``inference_mode(False)`` changes nothing.
-    Unlike PyTorch's, tensors made inside are ordinary tensors, which later code may use in
+    record no graph, as under ``no_grad``; inside ``inference_mode(False)`` they record it
+    again and inference mode is off (as PyTorch's, even within ``no_grad``). Unlike
+    PyTorch's, tensors made inside are ordinary tensors, which later code may use in
     autograd (PyTorch refuses its "inference tensors" there)."""
 
     def __new__(cls, mode: Any = True) -> Any:
@@ -105,21 +140,14 @@ class inference_mode:  # noqa: N801 - PyTorch's name
 
     def __enter__(self) -> None:
         self.previous = (state.enabled, _inference.enabled)
-        if self.mode:
-            state.enabled, _inference.enabled = False, True
+        state.enabled, _inference.enabled = not self.mode, self.mode
 
     def __exit__(self, *exc: object) -> None:
         state.enabled, _inference.enabled = self.previous
 
     def __call__(self, function: Callable) -> Callable:
         mode = self.mode
-
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with inference_mode(mode):
-                return function(*args, **kwargs)
-
-        return wrapper
+        return decorated(function, lambda: inference_mode(mode))
 
 
 def is_inference_mode_enabled() -> bool:

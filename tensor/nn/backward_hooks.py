@@ -65,9 +65,11 @@ class _Tap(Op):
         return "BackwardHookFunctionBackward"
 
 
-def _tapped(tensors: list, run: Callable[[list], tuple]) -> list:
+def _tapped(tensors: list, run: Callable[[list], tuple], views: bool) -> list:
     """``tensors`` (None where a value is not a tensor that requires grad) routed through
-    taps into one hub; the same list with the tapped tensors in their places."""
+    taps into one hub; the same list with the tapped tensors in their places. With
+    ``views``, each is a view of its tensor, so changing it in place is refused, as in
+    PyTorch: the caller keeps the original, whose history would not see the change."""
     hub = _Hub(len(tensors), run)
     hub.parents = tuple(
         None if t is None else (t if t.grad_fn is None else t.grad_fn) for t in tensors
@@ -82,6 +84,9 @@ def _tapped(tensors: list, run: Callable[[list], tuple]) -> list:
         tap.parents, tap.needs_input_grad = (hub,), (True,)
         routed = wrap(t._array, tap)
         routed._version = t._version  # the same memory: in-place changes count for both
+        if views:
+            base = routed._base = t if t._base is None else t._base
+            routed._base_fn, routed._base_version = base.grad_fn, base._version[0]
         out.append(routed)
     return out
 
@@ -138,7 +143,7 @@ class HookedCall:
         if not any(t is not None for t in wanted):
             return args
         self.inputs_tapped = True
-        routed = _tapped(wanted, self._run_hooks)
+        routed = _tapped(wanted, self._run_hooks, views=True)
         return tuple(a if r is None else r for a, r in zip(args, routed))
 
     def tap_outputs(self, output: Any) -> Any:
@@ -155,7 +160,7 @@ class HookedCall:
         wanted = [v if isinstance(v, Tensor) and v._requires_grad else None for v in values]
         if not any(t is not None for t in wanted):
             return output
-        routed = _tapped(wanted, self._run_pre_hooks)
+        routed = _tapped(wanted, self._run_pre_hooks, views=False)
         values = [v if r is None else r for v, r in zip(values, routed)]
         if single:
             return values[0]

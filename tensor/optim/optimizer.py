@@ -308,6 +308,8 @@ class Optimizer:
                     continue
                 if isinstance(group.get(name), tuple) and isinstance(value, list):
                     value = tuple(value)  # JSON turns betas=(0.9, 0.999) into a list
+                elif isinstance(value, Tensor):  # a tensor lr: this optimizer's own, as
+                    value = value.detach().clone()  # PyTorch deep-copies the saved groups
                 new_group[name] = value
             new_group["params"] = group["params"]
             if "param_names" in group and "param_names" not in new_group:

@@ -214,3 +214,19 @@ def test_hooks_on_a_model_match_torch(torch, copy_from_torch):
                     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(ours.parameters(), theirs.parameters()):
         np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_changing_a_hooked_input_in_place_is_refused():
+    # The caller keeps x: an in-place change inside forward would leave x's history stale
+    # and its later gradients wrong. PyTorch refuses it too.
+    class Triples(nn.Module):
+        def forward(self, x: Any) -> Any:
+            x.mul_(3)
+            return x * 2
+
+    module = Triples()
+    module.register_full_backward_hook(lambda m, gi, go: None)
+    x = dt.ones(3, requires_grad=True) * 1
+    with pytest.raises(RuntimeError, match="mul_: changing a view"):
+        module(x)
+    np.testing.assert_allclose(x.detach().numpy(), [1.0, 1.0, 1.0])

@@ -300,3 +300,44 @@ def test_new_ops_on_the_test_device(test_device, name):
     got.sum().backward()
     for a, b in zip(on_device, on_cpu):
         np.testing.assert_allclose(a.grad.cpu().numpy(), b.grad.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("value", [300.0, 1e-4])
+def test_float16_normalize_and_cosine_similarity_take_their_norms_in_float32(value):
+    # squared in float16, 300 overflows (the norm is inf) and 1e-4 underflows (it is 0)
+    x = dt.full((2, 4), value, dtype=dt.float16, requires_grad=True)
+    unit = F.normalize(x, dim=1)
+    assert unit.dtype == dt.float16
+    np.testing.assert_allclose(unit.detach().numpy(), np.full((2, 4), 0.5))
+    similarity = F.cosine_similarity(x, x)
+    assert similarity.dtype == dt.float16
+    np.testing.assert_allclose(similarity.detach().numpy(), [1.0, 1.0], rtol=1e-3)
+    similarity.sum().backward()
+    assert np.isfinite(x.grad.numpy()).all()
+
+
+def test_glu_of_an_empty_dim_is_empty():
+    assert F.glu(dt.zeros(0, 4), 0).shape == (0, 4)
+    assert F.glu(dt.zeros(3, 0), 1).shape == (3, 0)
+
+
+def test_nll_loss_mean_with_every_target_ignored_has_zero_gradients():
+    # the mean divides by 0: the loss is NaN (as PyTorch), the gradients 0, not NaN
+    log_probs = dt.tensor(np.log(np.full((3, 4), 0.25, np.float32)), requires_grad=True)
+    loss = F.nll_loss(log_probs, dt.tensor([-100, -100, -100]))
+    assert np.isnan(loss.item())
+    loss.backward()
+    np.testing.assert_array_equal(log_probs.grad.numpy(), np.zeros((3, 4)))
+
+
+def test_containers_extended_with_themselves_double():
+    modules = dt.nn.ModuleList([dt.nn.ReLU(), dt.nn.Tanh()])
+    modules += modules
+    assert [type(m).__name__ for m in modules] == ["ReLU", "Tanh", "ReLU", "Tanh"]
+    params = dt.nn.ParameterList([dt.nn.Parameter(dt.ones(1))])
+    params.extend(params)
+    assert len(params) == 2 and params[1] is params[0]
+    table = dt.nn.ParameterDict({"a": dt.nn.Parameter(dt.ones(1))})
+    copy = dt.nn.ParameterDict(table)
+    table.update(dt.nn.ParameterDict({"b": dt.nn.Parameter(dt.zeros(2))}))
+    assert list(copy.keys()) == ["a"] and list(table.keys()) == ["a", "b"]

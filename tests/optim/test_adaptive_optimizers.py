@@ -371,3 +371,13 @@ def test_cuda_matches_cpu(cuda, name):
 
 def _tensors(opt, p):
     return [v for v in opt.state[p].values() if isinstance(v, dt.Tensor)]
+
+
+def test_load_state_dict_copies_a_tensor_lr():
+    # A scheduler fills the lr tensor in place: two optimizers must not share it.
+    first = dt.optim.SGD([dt.nn.Parameter(dt.ones(2))], lr=dt.tensor(0.1))
+    second = dt.optim.SGD([dt.nn.Parameter(dt.ones(2))], lr=dt.tensor(0.5))
+    second.load_state_dict(first.state_dict())
+    assert second.param_groups[0]["lr"] is not first.param_groups[0]["lr"]
+    second.param_groups[0]["lr"].fill_(0.01)
+    assert first.param_groups[0]["lr"].item() == pytest.approx(0.1)

@@ -372,3 +372,31 @@ def test_mark_dirty_matches_torch(torch):
         grads.append((leaf.grad.numpy().copy(), x.grad.numpy().copy()))
     for ours, theirs in zip(*grads):
         np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+def test_a_tensor_saved_before_forward_changes_it_in_place_is_accepted():
+    # PyTorch takes saved tensors' versions when forward returns, so saving x and then
+    # doubling it in place (marked dirty) is fine; backward sees the new values.
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    for lib in (dt, torch) if torch is not None else (dt,):
+
+        class SaveThenDouble(lib.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                x.mul_(2)
+                ctx.mark_dirty(x)
+                return x
+
+            @staticmethod
+            def backward(ctx, grad):
+                (x,) = ctx.saved_tensors
+                return grad * x  # the doubled values
+
+        leaf = lib.tensor([1.0, 3.0], requires_grad=True)
+        x = leaf * 1
+        SaveThenDouble.apply(x).sum().backward()
+        np.testing.assert_allclose(leaf.grad.numpy(), [2.0, 6.0])

@@ -82,3 +82,41 @@ def test_variable_is_a_tensor_that_may_carry_a_gradient():
         Variable(data, volatile=True)
     with pytest.raises(TypeError, match=r"dtrain\.tensor"):
         Variable([1.0, 2.0])
+
+
+def test_inference_mode_false_turns_recording_back_on_as_torch():
+    x = dt.ones(2, requires_grad=True)
+    for outer in (dt.no_grad, dt.inference_mode):
+        with outer():
+            with dt.inference_mode(False):
+                assert (x * 2).requires_grad and not dt.is_inference_mode_enabled()
+            assert not dt.is_grad_enabled()
+
+
+def test_decorated_generators_run_their_body_in_the_mode_at_every_resume():
+    seen = []
+
+    @dt.no_grad()
+    def steps(n):
+        for _ in range(n):
+            sent = yield dt.is_grad_enabled()
+            seen.append((sent, dt.is_grad_enabled()))
+        return "done"
+
+    @dt.inference_mode
+    def inferring():
+        yield dt.is_inference_mode_enabled()
+
+    walker = steps(2)
+    assert next(walker) is False
+    assert dt.is_grad_enabled()  # the caller's mode between resumes
+    assert walker.send("a") is False
+    with pytest.raises(StopIteration) as finished:
+        walker.send("b")
+    assert finished.value.value == "done"
+    assert seen == [("a", False), ("b", False)]
+    assert list(inferring()) == [True] and not dt.is_inference_mode_enabled()
+    closing = steps(3)
+    next(closing)
+    closing.close()
+    assert dt.is_grad_enabled()

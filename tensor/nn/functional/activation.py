@@ -72,7 +72,8 @@ def glu(input: Tensor, dim: int = -1) -> Tensor:
         raise RuntimeError(
             f"glu: halving dimension must be even, but dimension {dim} is size {size}"
         )
-    first, second = input.chunk(2, dim)
+    half = size // 2  # (chunk gives no pieces of an empty dim: split by size)
+    first, second = input.split([half, half], dim)
     return first * _ops.sigmoid(second)
 
 

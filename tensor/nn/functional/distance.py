@@ -69,6 +69,8 @@ def normalize(
     if out is not None:
         raise TypeError("normalize: out= is not supported; use the returned tensor")
     input = _float(input)
+    if input.dtype == np.float16:  # squares overflow past 256 in float16: norm in float32
+        return normalize(input.float(), p, dim, eps).half()
     return input / _vector_norm(input, dim, p).clamp(min=eps)
 
 
@@ -76,6 +78,9 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
     """Cosine of the angle between ``x1`` and ``x2`` along ``dim`` (they broadcast); each
     norm is clamped to at least ``eps``, as PyTorch (the gradient passes the clamp)."""
     x1, x2 = _float(x1), _float(x2)
+    if np.float16 in (x1.dtype, x2.dtype):  # as normalize: the norms in float32
+        result = cosine_similarity(x1.float(), x2.float(), dim, eps)
+        return result.half() if x1.dtype == x2.dtype else result
     shape = np.broadcast_shapes(tuple(x1.shape), tuple(x2.shape))
     if tuple(x1.shape) != shape:
         x1 = x1.expand(*shape)

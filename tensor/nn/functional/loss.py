@@ -250,12 +250,17 @@ class NllLoss(Op):
             return loss.astype(log_probs.dtype, copy=False)
         if reduction == "sum":
             return loss.sum()
-        return loss.sum() / self.denominator
+        with np.errstate(invalid="ignore"):  # every target ignored: NaN, as PyTorch's
+            return loss.sum() / self.denominator
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
         scale = -self.picked_w
-        scale = scale * (grad / self.denominator) if self.reduction == "mean" else scale * grad
+        if self.reduction == "mean":  # every target ignored: a 0 denominator, 0 gradients
+            denominator = xp.where(self.denominator == 0, 1, self.denominator)
+            scale = scale * (grad / denominator)
+        else:
+            scale = scale * grad
         full = xp.zeros(self.shape, dtype=grad.dtype)
         xp.put_along_axis(full, self.safe[..., None], scale[..., None].astype(grad.dtype), axis=-1)
         return full, None, None

@@ -80,7 +80,7 @@ class Sequential(Module):
 
     def extend(self, modules: Iterable[Module]) -> Sequential:
         """Add several modules at the end."""
-        for module in modules:
+        for module in list(modules):  # a copy: ``c.extend(c)`` / ``c += c`` doubles it
             self.append(module)
         return self
 
@@ -140,7 +140,7 @@ class ModuleList(Module):
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
         """Add several modules at the end."""
-        for module in modules:
+        for module in list(modules):  # a copy: ``c.extend(c)`` / ``c += c`` doubles it
             self.append(module)
         return self
 

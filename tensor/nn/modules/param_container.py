@@ -76,7 +76,7 @@ class ParameterList(Module):
                 f"ParameterList.extend should be called with an iterable, but got "
                 f"{type(values).__name__}"
             )
-        for value in values:
+        for value in list(values):  # a copy: ``pl.extend(pl)`` / ``pl += pl`` doubles it
             self.append(value)
         return self
 
@@ -146,7 +146,8 @@ class ParameterDict(Module):
 
     def update(self, parameters: Mapping[str, Any] | Iterable[tuple]) -> None:
         """Add or replace parameters from a mapping or ``(key, value)`` pairs."""
-        pairs = parameters.items() if isinstance(parameters, Mapping) else parameters
+        mapping = isinstance(parameters, (Mapping, ParameterDict))
+        pairs = list(parameters.items() if mapping else parameters)  # a copy: d.update(d)
         for pair in pairs:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"ParameterDict.update: expected (key, value) pairs, got {pair!r}")
