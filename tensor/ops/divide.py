@@ -106,9 +106,9 @@ class Remainder(Op):
         if need_a:
             grad_a = unbroadcast(grad, getattr(a, "shape", ()))
         if need_b:
-            with _quiet(xp):
-                quotient = xp.true_divide(a, b)
-            quotient = xp.trunc(quotient) if self.truncated else xp.floor(quotient)
+            with _quiet(xp):  # the quotient each rounding gives, as a // b does (9 for
+                quotient = xp.true_divide(a, b)  # 1.0 // 0.1, where floor(1.0 / 0.1) is 10)
+                quotient = xp.trunc(quotient) if self.truncated else xp.floor_divide(a, b)
             grad_b = unbroadcast(-grad * quotient.astype(grad.dtype, copy=False), b.shape)
         return grad_a, grad_b
 

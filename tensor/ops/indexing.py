@@ -157,9 +157,9 @@ def index_select(input: Tensor, dim: int, index: Tensor) -> Tensor:
     """The slices of ``input`` along ``dim`` at the positions in the 1-D ``index``."""
     axis = normalize_dim(dim, input.ndim)
     index_array = index._array if isinstance(index, Tensor) else index
-    if index_array.ndim != 1 or index_array.dtype.kind not in "iu":
-        raise ValueError(
-            f"index_select: index must be a 1-D integer tensor, got dtype "
+    if index_array.ndim != 1 or index_array.dtype not in (np.int32, np.int64):
+        raise ValueError(  # (uint8 would read as a mask: PyTorch refuses it too)
+            f"index_select: index must be a 1-D int64 or int32 tensor, got dtype "
             f"{index_array.dtype} with shape {index_array.shape}"
         )
     return getitem(input, (slice(None),) * axis + (wrap(index_array),))

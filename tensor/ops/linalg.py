@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import expand_reduced, normalize_dims
@@ -12,6 +14,7 @@ from dtrain._tensor.ops.matmul import matmul
 from dtrain._tensor.ops.shape import _tensor_list, reshape
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.dtypes import accumulation_dtype
 
 
 def mm(input: Tensor, mat2: Tensor) -> Tensor:
@@ -76,7 +79,8 @@ class Einsum(Op):
             for axis, c in enumerate(mine):
                 if c not in kept:
                     part = xp.expand_dims(part, axis)
-            grads.append(xp.ascontiguousarray(xp.broadcast_to(part, shape)).astype(grad.dtype))
+            # (a copy, not ascontiguousarray: that makes a 0-d operand's gradient 1-d)
+            grads.append(xp.broadcast_to(part, shape).astype(grad.dtype, copy=True))
         return tuple(grads)
 
 
@@ -154,7 +158,8 @@ class Norm(Op):
 
     def forward(self, x: Any, p: float, axes: tuple | None, keepdim: bool) -> Any:
         xp = get_array_module(x)
-        self.x, self.p, self.axes, self.keepdim = x, p, axes, keepdim
+        self.p, self.axes, self.keepdim, self.dtype = p, axes, keepdim, x.dtype
+        x = self.x = x.astype(accumulation_dtype(x.dtype), copy=False)  # float16 overflows
         magnitude = xp.abs(x)
         if p == math.inf:
             out = magnitude.max(axis=axes, keepdims=True)
@@ -169,7 +174,8 @@ class Norm(Op):
         else:
             out = (magnitude**p).sum(axis=axes, keepdims=True) ** (1 / p)
         self.out = xp.asarray(out, dtype=x.dtype)
-        return self.out if keepdim else self.out.reshape(_reduced(x.shape, axes))
+        result = self.out.astype(self.dtype, copy=False)
+        return result if keepdim else result.reshape(_reduced(x.shape, axes))
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
@@ -186,7 +192,12 @@ class Norm(Op):
             count = hit.sum(axis=self.axes, keepdims=True).astype(grad.dtype)
             return (grad * xp.sign(x) * hit / xp.maximum(count, 1),)
         safe = xp.where(out == 0, 1, out)
-        scale = x / safe if p == 2 else x * xp.abs(x) ** (p - 2) / safe ** (p - 1)
+        if p == 2:
+            scale = x / safe
+        else:  # |x| ** (p - 2) is inf at 0 for p < 2: a zero element's gradient is 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = x * xp.abs(x) ** (p - 2) / safe ** (p - 1)
+            scale = xp.where(x == 0, 0, scale)
         return (xp.where(out == 0, zero, grad * scale).astype(grad.dtype, copy=False),)
 
 

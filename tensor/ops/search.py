@@ -57,7 +57,7 @@ def unique(
 
 def bincount(input: Tensor, weights: Tensor | None = None, minlength: int = 0) -> Tensor:
     """How often each value ``0..max`` occurs in the 1-D non-negative integer ``input``
-    (summing ``weights`` instead: a float64 result, as PyTorch's)."""
+    (summing ``weights`` instead: float32 for float32 weights, else float64, as PyTorch's)."""
     array = input._array
     if array.ndim != 1 or array.dtype.kind not in "iu":
         raise ValueError(
@@ -67,12 +67,13 @@ def bincount(input: Tensor, weights: Tensor | None = None, minlength: int = 0) -
     if array.size and int(array.min()) < 0:
         raise ValueError("bincount: input must be non-negative")
     w = None
+    out_dtype = np.int64
     if weights is not None:
-        w = (weights._array if isinstance(weights, Tensor) else xp.asarray(weights)).astype(
-            np.float64
-        )
+        w = weights._array if isinstance(weights, Tensor) else xp.asarray(weights)
+        out_dtype = np.float32 if w.dtype == np.float32 else np.float64  # as PyTorch's
+        w = w.astype(np.float64)
     out = xp.bincount(array, weights=w, minlength=minlength)
-    return wrap(out.astype(np.float64 if w is not None else np.int64, copy=False))
+    return wrap(out.astype(out_dtype, copy=False))
 
 
 def masked_select(input: Tensor, mask: Tensor) -> Tensor:

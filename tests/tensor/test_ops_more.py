@@ -328,7 +328,7 @@ def test_search_and_counting():
     assert counts.tolist() == [2, 1, 1]
     assert dt.bincount(dt.tensor([0, 1, 1]), minlength=4).tolist() == [1, 2, 0, 0]
     weighted = dt.tensor([0, 1, 1]).bincount(dt.tensor([1.0, 2.0, 3.0]))
-    assert weighted.tolist() == [1.0, 5.0] and weighted.dtype == dt.float64
+    assert weighted.tolist() == [1.0, 5.0] and weighted.dtype == dt.float32
     assert dt.argsort(dt.tensor([3, 1, 2]), descending=True).tolist() == [0, 2, 1]
     assert dt.isclose(dt.tensor([1.0, 2.0]), dt.tensor([1.0, 2.1])).tolist() == [True, False]
     assert dt.any(dt.tensor([[1, 0], [0, 0]]), dim=1).tolist() == [True, False]
@@ -369,3 +369,28 @@ def test_creation_keywords_and_aliases():
     assert x.argmax(axis=1).tolist() == [2, 2]
     with pytest.raises(TypeError, match="not both"):
         x.sum(0, axis=1)
+
+
+def test_review_fixes_index_norm_einsum_remainder_bincount():
+    # index_select refuses a uint8 index (it would read as a mask), as PyTorch does
+    with pytest.raises(ValueError, match="int64 or int32"):
+        dt.index_select(dt.arange(3), 0, dt.tensor([2, 0, 1], dtype=dt.uint8))
+    # a zero element's gradient is 0 for every p (|x| ** (p - 2) is inf there)
+    for p in (1.5, 0.5, -1.0):
+        x = dt.tensor([3.0, 0.0, 4.0], dtype=dt.float64, requires_grad=True)
+        dt.norm(x, p=p).backward()
+        assert np.isfinite(x.grad.numpy()).all() and x.grad.numpy()[1] == 0
+    # float16 squares summed in float32
+    assert dt.norm(dt.tensor([300.0, 400.0], dtype=dt.float16)).item() == 500
+    # a 0-d operand's gradient stays 0-d
+    s = dt.tensor(2.0, requires_grad=True)
+    dt.einsum(",i->i", s, dt.tensor([1.0, 2.0])).sum().backward()
+    assert s.grad.shape == () and s.grad.item() == 3.0
+    # the divisor's gradient of a % b uses a // b (9 for 1.0 // 0.1, not floor(10.000...))
+    b = dt.tensor(0.1, dtype=dt.float64, requires_grad=True)
+    (dt.tensor(1.0, dtype=dt.float64) % b).backward()
+    assert b.grad.item() == -9.0
+    # float32 weights give float32 counts
+    weights = dt.ones(3)
+    assert dt.bincount(dt.tensor([0, 1, 1]), weights=weights).dtype == dt.float32
+    assert dt.bincount(dt.tensor([0, 1, 1]), weights=weights.double()).dtype == dt.float64
