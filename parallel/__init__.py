@@ -2,13 +2,23 @@
 torch.distributed's names and semantics."""
 
 from dtrain.parallel.api import (
+    Backend,
     GroupMember,
     destroy_process_group,
     get_backend,
+    get_global_rank,
+    get_group_rank,
+    get_process_group_ranks,
     get_rank,
     get_world_size,
+    group,
     init_process_group,
+    is_available,
+    is_gloo_available,
     is_initialized,
+    is_mpi_available,
+    is_nccl_available,
+    is_torchelastic_launched,
     new_group,
     new_secret,
 )
@@ -20,6 +30,7 @@ from dtrain.parallel.collectives import (
     broadcast,
     irecv,
     isend,
+    monitored_barrier,
     recv,
     reduce,
     reduce_scatter,
@@ -33,14 +44,20 @@ from dtrain.parallel.ddp import (
     fp16_compress_hook,
 )
 from dtrain.parallel.ddp_stats import DDPStats
-from dtrain.parallel.errors import CollectiveError, RendezvousError
-from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.errors import CollectiveError, ProcessGroupStateError, RendezvousError
 from dtrain.parallel.local_device import local_device
-from dtrain.parallel.objects import all_gather_object, broadcast_object_list
+from dtrain.parallel.objects import (
+    all_gather_object,
+    broadcast_object_list,
+    gather_object,
+    scatter_object_list,
+)
+from dtrain.parallel.process_group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.sampler import DistributedSampler
+from dtrain.parallel.scatter_gather import all_to_all, all_to_all_single, gather, scatter
 from dtrain.parallel.sync_batchnorm import SyncBatchNorm
-from dtrain.parallel.work import Work
+from dtrain.parallel.work import Future, Work
 
 __all__ = [
     "SyncBatchNorm",
@@ -50,9 +67,12 @@ __all__ = [
     "GradBucket",
     "allreduce_hook",
     "fp16_compress_hook",
+    "Backend",
     "CollectiveError",
+    "Future",
     "GroupMember",
     "ProcessGroup",
+    "ProcessGroupStateError",
     "ReduceOp",
     "RendezvousError",
     "Work",
@@ -60,23 +80,39 @@ __all__ = [
     "all_gather_into_tensor",
     "all_gather_object",
     "all_reduce",
+    "all_to_all",
+    "all_to_all_single",
     "barrier",
     "broadcast",
     "broadcast_object_list",
     "destroy_process_group",
+    "gather",
+    "gather_object",
     "get_backend",
+    "get_global_rank",
+    "get_group_rank",
+    "get_process_group_ranks",
     "get_rank",
     "get_world_size",
+    "group",
     "init_process_group",
     "irecv",
+    "is_available",
+    "is_gloo_available",
     "is_initialized",
+    "is_mpi_available",
+    "is_nccl_available",
+    "is_torchelastic_launched",
     "isend",
     "local_device",
+    "monitored_barrier",
     "new_group",
     "new_secret",
     "recv",
     "reduce",
     "reduce_scatter",
     "reduce_scatter_tensor",
+    "scatter",
+    "scatter_object_list",
     "send",
 ]

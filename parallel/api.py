@@ -4,15 +4,17 @@ collectives on tensors are in ``collectives.py``)."""
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import logging
 import math
+import os
 import secrets as _secrets
 import warnings
 from typing import Any
 
-from dtrain.parallel.errors import RendezvousError
-from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.errors import ProcessGroupStateError, RendezvousError
 from dtrain.parallel.local_device import local_device
+from dtrain.parallel.process_group import ProcessGroup
 from dtrain.runtime.config import read_config, under_mpiexec
 
 log = logging.getLogger(__name__)
@@ -26,15 +28,80 @@ class _State:
     server: Any = None
     secret: bytes = b""
     groups: int = 0
+    local_groups: dict = {}  # noqa: RUF012 - reset with the world (destroy_process_group)
 
 
 _state = _State()
 
 
-class GroupMember:
-    """``new_group`` returns ``NON_GROUP_MEMBER`` to ranks outside the group."""
+class _World:
+    """A class attribute that reads the default group (None before init_process_group)."""
 
+    def __get__(self, instance: Any, owner: Any) -> ProcessGroup | None:
+        return _state.world
+
+
+class GroupMember:
+    """``WORLD`` is the default group; ``new_group`` returns ``NON_GROUP_MEMBER`` to ranks
+    outside the group."""
+
+    WORLD = _World()
     NON_GROUP_MEMBER = object()
+
+
+class group:  # noqa: N801 - torch.distributed's name: ``dist.group.WORLD``
+    """``group.WORLD``: the default process group (None before init_process_group), to pass
+    as ``group=`` anywhere (the same as None)."""
+
+    WORLD = _World()
+
+
+class Backend(str):
+    """Backend names as torch.distributed spells them: ``Backend("GLOO") == "gloo"``.
+    ``GLOO`` is dtrain's ``TCP`` (the same backend, under the name you asked for)."""
+
+    UNDEFINED = "undefined"
+    GLOO = "gloo"
+    NCCL = "nccl"
+    MPI = "mpi"
+    TCP = "tcp"
+
+    def __new__(cls, name: str) -> Backend:
+        lowered = str(name).lower()
+        if lowered not in (*BACKENDS, "gloo", "undefined"):
+            raise ValueError(f"unknown backend {name!r}; use one of {(*BACKENDS, 'gloo')}")
+        return super().__new__(cls, lowered)
+
+
+def is_available() -> bool:
+    """True: dtrain.parallel is always built in (torch's ``dist.is_available()``)."""
+    return True
+
+
+def is_gloo_available() -> bool:
+    """True: ``"gloo"`` runs on dtrain's tcp backend, which is always there."""
+    return True
+
+
+def is_nccl_available() -> bool:
+    """True when cupy's NCCL bindings load NCCL (the nccl backend can then be used)."""
+    try:
+        with warnings.catch_warnings():  # cupy warns when libnccl is missing
+            warnings.simplefilter("ignore")
+            from cupy.cuda import nccl
+    except Exception:  # ImportError, or cupy failing to find its libraries
+        return False
+    return bool(getattr(nccl, "available", True))
+
+
+def is_mpi_available() -> bool:
+    """True when mpi4py is installed (the mpi backend can then be used under mpiexec)."""
+    return importlib.util.find_spec("mpi4py") is not None
+
+
+def is_torchelastic_launched() -> bool:
+    """True when this process was started by torchrun (it sets TORCHELASTIC_RUN_ID)."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") is not None
 
 
 def _seconds(timeout: Any, caller: str) -> float | None:
@@ -50,7 +117,7 @@ def _seconds(timeout: Any, caller: str) -> float | None:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(
             f"{caller}: timeout={timeout!r} must be a finite number of seconds above 0 (or a "
-            "timedelta); pass None for the default (DTRAIN_TIMEOUT, 300 s)"
+            "timedelta); pass None for the default (DTRAIN_TIMEOUT, 1800 s)"
         )
     return seconds
 
@@ -74,25 +141,44 @@ def init_process_group(
     timeout: Any = None,
     world_size: int | None = None,
     rank: int | None = None,
+    store: Any = None,
+    group_name: str = "",
     pg_options: dict | None = None,
+    device_id: Any = None,
 ) -> None:
     """Join the job's default process group (every rank calls this once).
 
     ``backend`` None picks nccl when this rank trains on a GPU (``local_device()``) and NCCL
-    is available, mpi under ``mpiexec``, and tcp otherwise. Rank and world size come from
-    the arguments, the environment (RANK, WORLD_SIZE — as torchrun and ``dtrain launch`` set
-    them) or MPI. ``init_method`` is
-    ``env://`` (MASTER_ADDR, MASTER_PORT) or ``tcp://host:port``. ``pg_options`` (tcp only):
-    ``{"unix": False}`` keeps same-host peers on TCP, ``{"shm": False}`` off shared memory.
+    is available, mpi under ``mpiexec``, and tcp otherwise; ``"gloo"`` is tcp, and a
+    per-device string such as ``"cpu:gloo,cuda:nccl"`` takes the entry for the device this
+    rank trains on. Rank and world size come from the arguments (-1: unset, as in torch),
+    the environment (RANK, WORLD_SIZE — as torchrun and ``dtrain launch`` set them) or MPI.
+    ``init_method`` is ``env://`` (MASTER_ADDR, MASTER_PORT; under torchrun, whose agent
+    serves MASTER_PORT itself, dtrain's store uses MASTER_PORT + 1) or ``tcp://host:port``.
+    ``pg_options`` (tcp only): ``{"unix": False}`` keeps same-host peers on TCP,
+    ``{"shm": False}`` off shared memory. ``group_name`` and ``device_id`` are accepted
+    and have no effect; ``store`` must be None (dtrain serves its own store).
+
+    Raises:
+        ProcessGroupStateError: (a ValueError and a RuntimeError) when already initialised.
     """
     if _state.world is not None:
-        raise RuntimeError(
+        raise ProcessGroupStateError(
             "init_process_group was already called; call destroy_process_group() first"
         )
+    if store is not None:
+        raise ValueError(
+            f"init_process_group: store={type(store).__name__} is not supported; dtrain's "
+            "rank 0 serves its own authenticated store: pass init_method ('env://' or "
+            "'tcp://host:port') or set MASTER_ADDR and MASTER_PORT instead"
+        )
+    rank = None if rank == -1 else rank
+    world_size = None if world_size == -1 else world_size
     config = read_config()
     if backend is None:
         backend = config.backend or _choose_backend()
-    backend = _backend_name(backend)
+    asked = _per_device(backend)
+    backend = _backend_name(asked)
     limit = _seconds(timeout, "init_process_group") or config.timeout
     if backend == "mpi" or (under_mpiexec() and rank is None and config.rank is None):
         comm = _mpi_world()
@@ -115,6 +201,7 @@ def init_process_group(
         from dtrain.parallel.backends.mpi import MpiGroup
 
         _state.world = MpiGroup(_mpi_world(), limit, debug=config.debug)
+        _state.world.asked = str(asked).lower()
         return
     _state.secret = _job_secret(config.secret, world_size)
     try:
@@ -122,6 +209,7 @@ def init_process_group(
         _state.world = _make_group(
             backend, rank, world_size, limit, list(range(world_size)), store, "world", pg_options
         )
+        _state.world.asked = str(asked).lower()
         _done_with_store(store, rank, world_size, limit)
     except BaseException:
         destroy_process_group()  # a failed init leaves nothing behind: it may be retried
@@ -156,7 +244,7 @@ def _job_secret(secret: str | None, world_size: int) -> bytes:
         warnings.warn(
             "DTRAIN_SECRET is not set: the rendezvous store and the tcp mesh accept any "
             "process that can reach them. dtrain launch sets a random one per job; set it "
-            "yourself when starting ranks by hand",
+            "yourself when starting ranks by hand or with torchrun",
             stacklevel=3,
         )
     return b""
@@ -173,6 +261,10 @@ def _connect_store(
             raise ValueError(f"init_method {init_method!r}: use 'env://' or 'tcp://host:port'")
         host, _, port_text = init_method[len("tcp://") :].rpartition(":")
         port = int(port_text)
+    elif port and under_torchelastic_agent_store():
+        # torchrun's agent already serves its own store (a TCPStore) on MASTER_PORT; every
+        # rank derives the same other port for dtrain's.
+        port += 1
     host = host or "127.0.0.1"
     if not port:
         if world_size > 1:
@@ -188,11 +280,23 @@ def _connect_store(
             raise RendezvousError(
                 f"rank 0 could not serve the rendezvous store on {host}:{port} ({exc}); the "
                 "port is probably in use: pick another MASTER_PORT"
+                + (
+                    " (under torchrun dtrain serves on MASTER_PORT + 1: pick a --master-port "
+                    "whose next port is free)"
+                    if under_torchelastic_agent_store() and init_method in (None, "env://")
+                    else ""
+                )
             ) from None
         port = _state.server.port
     _state.store = StoreClient(host, port, _state.secret, timeout)
     _check_world_size(_state.store, rank, world_size)
     return _state.store
+
+
+def under_torchelastic_agent_store() -> bool:
+    """True under torchrun, whose agent serves a store on MASTER_PORT (it sets
+    TORCHELASTIC_USE_AGENT_STORE=True); dtrain's rank 0 then serves on MASTER_PORT + 1."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() in ("true", "1")
 
 
 def _check_world_size(store: Any, rank: int, world_size: int) -> None:
@@ -210,6 +314,26 @@ def _check_world_size(store: Any, rank: int, world_size: int) -> None:
             f"WORLD_SIZE={theirs}; every rank must get the same WORLD_SIZE (and MASTER_PORT: "
             "another job's rank 0 may serve this port)"
         )
+
+
+def _per_device(backend: str) -> str:
+    """The entry of a per-device backend string (``"cpu:gloo,cuda:nccl"``) for the device
+    this rank trains on; a plain name unchanged. A CPU rank with no ``cpu:`` entry gets tcp;
+    a GPU rank with no ``cuda:`` entry gets the ``cpu:`` one."""
+    text = str(backend)
+    if ":" not in text:
+        return text
+    entries = {}
+    for part in text.split(","):
+        device, sep, name = part.strip().partition(":")
+        if not sep or device.lower() not in ("cpu", "cuda") or not name:
+            raise ValueError(
+                f"backend {backend!r}: write a per-device backend as 'cpu:gloo,cuda:nccl' "
+                "(device 'cpu' or 'cuda', then a backend name)"
+            )
+        entries[device.lower()] = name
+    device = local_device().type
+    return entries.get(device) or entries.get("cpu") or "tcp"
 
 
 def _backend_name(backend: str) -> str:
@@ -272,8 +396,8 @@ def is_initialized() -> bool:
 def _group(group: Any) -> ProcessGroup | None:
     if group is None:
         if _state.world is None:
-            raise RuntimeError(
-                "the default process group is not initialised; call "
+            raise ProcessGroupStateError(
+                "Default process group has not been initialized; call "
                 "dtrain.parallel.init_process_group() first"
             )
         return _state.world
@@ -295,11 +419,42 @@ def get_world_size(group: Any = None) -> int:
 
 
 def get_backend(group: Any = None) -> str:
-    """``"tcp"``, ``"mpi"`` or ``"nccl"``."""
+    """``"tcp"``, ``"mpi"`` or ``"nccl"``; ``"gloo"`` when the group was made with that
+    name (it runs on tcp)."""
     g = _group(group)
     if g is None:
         raise ValueError("get_backend: this rank is not a member of the group")
-    return g.backend
+    return Backend(getattr(g, "asked", g.backend))
+
+
+def _member_group(group: Any, caller: str) -> ProcessGroup:
+    g = _group(group)
+    if g is None:
+        raise ValueError(f"{caller}: this rank is not a member of the group")
+    return g
+
+
+def get_process_group_ranks(group: Any = None) -> list[int]:
+    """The global ranks of ``group``'s members, in group-rank order."""
+    return list(_member_group(group, "get_process_group_ranks").ranks)
+
+
+def get_global_rank(group: Any, group_rank: int) -> int:
+    """The global rank of ``group``'s rank ``group_rank``."""
+    ranks = _member_group(group, "get_global_rank").ranks
+    if not isinstance(group_rank, int) or not 0 <= group_rank < len(ranks):
+        raise ValueError(
+            f"get_global_rank: group rank {group_rank!r} is not in 0..{len(ranks) - 1}"
+        )
+    return ranks[group_rank]
+
+
+def get_group_rank(group: Any, global_rank: int) -> int:
+    """``global_rank``'s rank within ``group``."""
+    ranks = _member_group(group, "get_group_rank").ranks
+    if global_rank not in ranks:
+        raise ValueError(f"get_group_rank: global rank {global_rank!r} is not in group {ranks}")
+    return ranks.index(global_rank)
 
 
 def destroy_process_group(group: Any = None) -> None:
@@ -315,6 +470,7 @@ def destroy_process_group(group: Any = None) -> None:
     if _state.server is not None:
         _state.server.close()
     _state.world = _state.store = _state.server = None
+    _state.local_groups = {}
 
 
 def new_group(
@@ -322,25 +478,63 @@ def new_group(
     timeout: Any = None,
     backend: str | None = None,
     pg_options: dict | None = None,
+    use_local_synchronization: bool = False,
+    group_desc: str | None = None,
+    device_id: Any = None,
+    sort_ranks: bool = True,
 ) -> Any:
     """Collective over the default group: a group of ``ranks`` (all when None). Every rank
-    calls it; ranks outside get ``GroupMember.NON_GROUP_MEMBER``. ``pg_options`` as for
-    ``init_process_group``."""
+    calls it, and ranks outside get ``GroupMember.NON_GROUP_MEMBER``; with
+    ``use_local_synchronization=True`` only the members need to (as in torch, members must
+    then create their groups in the same order). ``pg_options`` as for
+    ``init_process_group``; ``group_desc`` and ``device_id`` are accepted and have no
+    effect. Group ranks follow global rank order (``sort_ranks=False`` with unsorted
+    ``ranks`` is refused)."""
     world = _group(None)
-    backend = world.backend if backend is None else _backend_name(backend)
+    asked = None if backend is None else str(_per_device(backend)).lower()
+    backend = world.backend if backend is None else _backend_name(asked)
     if (backend == "mpi") != (world.backend == "mpi"):
         raise ValueError(
             f"new_group: backend {backend!r} on a {world.backend!r} world; an mpi world makes "
             "mpi groups only, and other worlds cannot make mpi groups (start under mpiexec)"
         )
     _check_options(backend, pg_options)
+    if not sort_ranks and ranks is not None and list(ranks) != sorted(ranks):
+        raise ValueError(
+            f"new_group: ranks {list(ranks)} with sort_ranks=False: dtrain numbers a group's "
+            "ranks in global rank order; pass them sorted (or sort_ranks=True)"
+        )
     members = sorted(set(range(world.size) if ranks is None else ranks))
     if any(not 0 <= r < world.size for r in members) or not members:
         raise ValueError(
             f"new_group: ranks {ranks} must be a non-empty subset of 0..{world.size - 1}"
         )
-    _state.groups += 1
     limit = _seconds(timeout, "new_group") or world.timeout
+    if use_local_synchronization:
+        # Only members call: the store prefix counts groups per member list, not globally.
+        if world.rank not in members:
+            return GroupMember.NON_GROUP_MEMBER
+        key = ".".join(map(str, members))
+        _state.local_groups[key] = count = _state.local_groups.get(key, 0) + 1
+        prefix = f"local{key}-{count}"
+    else:
+        _state.groups += 1
+        prefix = f"group{_state.groups}"
+    made = _new_subgroup(world, backend, members, limit, prefix, pg_options)
+    if made is not GroupMember.NON_GROUP_MEMBER:
+        made.asked = asked or getattr(world, "asked", world.backend)
+        made.desc = group_desc
+    return made
+
+
+def _new_subgroup(
+    world: ProcessGroup,
+    backend: str,
+    members: list[int],
+    limit: float,
+    prefix: str,
+    pg_options: dict | None,
+) -> Any:
     if world.backend == "mpi":
         from dtrain.parallel.backends.mpi import MpiGroup
 
@@ -359,7 +553,7 @@ def new_group(
         limit,
         members,
         _state.store,
-        f"group{_state.groups}",
+        prefix,
         pg_options,
     )
 
@@ -376,13 +570,23 @@ def new_secret() -> str:
 
 
 __all__ = [
+    "Backend",
     "GroupMember",
     "destroy_process_group",
     "get_backend",
+    "get_global_rank",
+    "get_group_rank",
+    "get_process_group_ranks",
     "get_rank",
     "get_world_size",
+    "group",
     "init_process_group",
+    "is_available",
+    "is_gloo_available",
     "is_initialized",
+    "is_mpi_available",
+    "is_nccl_available",
+    "is_torchelastic_launched",
     "new_group",
     "new_secret",
 ]

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.tensor import Tensor
-from dtrain.parallel.api import _group
-from dtrain.parallel.group import ProcessGroup, check_writeable
+from dtrain.parallel.api import _group, _seconds
+from dtrain.parallel.process_group import ProcessGroup, check_writeable
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.work import Chained, Work
 from dtrain.runtime.backend import cupy_module
@@ -35,6 +35,7 @@ def _bump(*tensors: Any) -> None:
 
 def _finish(work: Work, async_op: bool, *changed: Any) -> Work | None:
     _bump(*changed)
+    work._result = [t for t in changed if isinstance(t, Tensor)]
     if async_op:
         return work
     work.wait()
@@ -228,14 +229,30 @@ def reduce_scatter_tensor(
     return _finish(work, async_op, output)
 
 
-def barrier(group: Any = None, async_op: bool = False, timeout: float | None = None) -> Work | None:
-    """Wait until every rank of the group has called barrier.
+def barrier(
+    group: Any = None,
+    async_op: bool = False,
+    device_ids: list[int] | None = None,
+    timeout: float | None = None,
+) -> Work | None:
+    """Wait until every rank of the group has called barrier. ``device_ids`` (torch's, for
+    NCCL) is accepted and has no effect.
 
     Collective: every rank in the group must call this."""
     g = _group(group)
     if g is None:
         return _not_member("barrier")
     return _finish(g.barrier(timeout, async_op=async_op), async_op)
+
+
+def monitored_barrier(group: Any = None, timeout: Any = None, wait_all_ranks: bool = False) -> None:
+    """A barrier with a deadline (``timeout``: seconds or a timedelta; None: the group's).
+    A rank that does not arrive in time is named in the CollectiveError, as every dtrain
+    collective names it (tcp; mpi names the op only). ``wait_all_ranks`` is accepted: the
+    error names the first missing rank.
+
+    Collective: every rank in the group must call this."""
+    barrier(group, timeout=_seconds(timeout, "monitored_barrier"))
 
 
 def send(
@@ -277,6 +294,8 @@ def irecv(
     """Asynchronous ``recv``."""
     g = _p2p_group(group, "irecv")
     source = None if src is None else _group_rank(g, src, "src")
+    if source == g.rank:
+        raise ValueError(f"recv: src {src} is this rank; receive from another rank")
     work = g.recv(_array(tensor, "recv"), source, tag, timeout)
     _bump(tensor)
     return work
@@ -290,6 +309,7 @@ __all__ = [
     "broadcast",
     "irecv",
     "isend",
+    "monitored_barrier",
     "recv",
     "reduce",
     "reduce_scatter",

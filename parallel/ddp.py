@@ -3,10 +3,14 @@
 Synchronisation points (every rank must reach each, in the same order):
 1. construction — parameter names, shapes and dtypes are compared across ranks, then rank
    0's parameters and buffers are broadcast;
-2. each forward with ``broadcast_buffers=True`` — rank 0's buffers are broadcast;
-3. each backward outside ``no_sync()`` — one all-reduce per gradient bucket, launched as soon
-   as the bucket's last gradient is accumulated, in bucket order; ``backward()`` returns once
-   every bucket is averaged.
+2. each forward with ``broadcast_buffers=True`` whose previous forward ran with grad enabled
+   outside ``no_sync()`` (torch's ``require_forward_param_sync``) — rank 0's buffers are
+   broadcast;
+3. each backward outside ``no_sync()`` that follows a forward through the wrapper with grad
+   enabled (torch's ``prepare_for_backward``) — one all-reduce per gradient bucket, launched
+   as soon as the bucket's last gradient is accumulated, in bucket order; ``backward()``
+   returns once every bucket is averaged. A backward through ``.module`` (or a copy of it)
+   alone stays local.
 
 Gradients live in flat buckets (parameters in reverse registration order, a small first
 bucket, then ``bucket_cap_mb``); each parameter's ``.grad`` is a view into its bucket, so
@@ -20,15 +24,17 @@ backward did not hide.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from dtrain._tensor.autograd.engine import queue_callback
-from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.autograd.grad_mode import is_grad_enabled, no_grad
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.parallel import api, collectives
@@ -36,7 +42,7 @@ from dtrain.parallel.ddp_stats import BucketTiming, DDPStats, StepStats
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.objects import all_gather_object
 from dtrain.parallel.reduce_op import ReduceOp
-from dtrain.parallel.work import Chained, Work
+from dtrain.parallel.work import Chained, Future, Work
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 
 log = logging.getLogger(__name__)
@@ -98,6 +104,26 @@ def _scale_cast(flat: Any, factor: float, dtype: Any, out: Any = None) -> Any:
     return out
 
 
+def _take_future_value(bucket: _Bucket) -> None:
+    """A torch-style comm hook returns a Future whose value holds the result (a tensor, or
+    a one-tensor list), maybe not in the bucket (``f.value()[0] / n``): copy it in."""
+    if not isinstance(bucket.work, Future):
+        return
+    value = bucket.work.value()
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    array = value._array if isinstance(value, Tensor) else value
+    if array is None or array is bucket.flat:
+        return
+    if getattr(array, "size", None) != bucket.flat.size:
+        raise ValueError(
+            f"DistributedDataParallel: the comm hook's future gave {type(value).__name__} "
+            f"with {getattr(array, 'size', '?')} elements for bucket {bucket.index} of "
+            f"{bucket.flat.size}; return the reduced bucket.buffer() (or a tensor shaped as it)"
+        )
+    bucket.flat[...] = array.reshape(bucket.flat.shape)
+
+
 class _Bucket:
     """The flat gradients of ``params``; with ``flags`` (``find_unused_parameters=True``),
     then one "used" flag per parameter: 1 unless this rank has no gradient for it. The
@@ -123,6 +149,55 @@ class _Bucket:
         self.work = None
 
 
+class _GradReadyHook:
+    """The post-accumulate-grad hook DDP puts on each parameter. It holds its DDP through a
+    weak reference (a dropped DDP is collected, and its finalizer removes the hooks), and a
+    deep copy of the parameter gets an inert hook instead of a copy of the DDP (a deep copy
+    of the module, e.g. an EMA or teacher model, must not reduce anything)."""
+
+    __slots__ = ("ddp",)
+
+    def __init__(self, ddp: DistributedDataParallel) -> None:
+        self.ddp = weakref.ref(ddp)
+
+    def __call__(self, param: Tensor) -> None:
+        ddp = self.ddp()
+        if ddp is not None and ddp._expect_hooks:
+            ddp._grad_ready(param)
+
+    def __deepcopy__(self, memo: dict) -> Callable:
+        return _inert_hook
+
+    def __reduce__(self) -> Any:
+        return (_inert, ())
+
+
+def _inert_hook(param: Tensor) -> None:
+    """What a deep copy of a parameter gets in place of DDP's hook: nothing to do."""
+
+
+def _inert() -> Callable:
+    return _inert_hook
+
+
+def _remove_hooks(handles: list) -> None:
+    for handle in handles:
+        handle.remove()
+
+
+def _detach_earlier_wrap(params: list) -> None:
+    """Wrapping a module again (after a re-init, or to change options): the earlier DDP's
+    hooks come off its parameters, so each backward reduces once, and that DDP refuses to
+    run (its forward raises) instead of silently not synchronising."""
+    for _, param in params:
+        hooks = (param._hooks or {}).get("post_accumulate") or []
+        for hook in [h for h in hooks if isinstance(h, _GradReadyHook)]:
+            hooks.remove(hook)
+            earlier = hook.ddp()
+            if earlier is not None:
+                earlier._superseded = True
+
+
 class DistributedDataParallel(Module):
     """Wrap ``module`` so that ``loss.backward()`` leaves every rank with the same averaged
     gradients. Construction is collective: every rank of the group must call it."""
@@ -138,6 +213,7 @@ class DistributedDataParallel(Module):
         find_unused_parameters: bool = False,
         gradient_as_bucket_view: bool = True,
         static_graph: bool = False,
+        init_sync: bool = True,
         _reduce_at_world_size_1: bool = False,
     ) -> None:
         super().__init__()
@@ -149,6 +225,14 @@ class DistributedDataParallel(Module):
             raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb}")
         self.module = module
         self.group = process_group
+        self.device_ids = device_ids  # accepted, as torch's; the module's device is used
+        self._options = dict(
+            broadcast_buffers=broadcast_buffers,
+            process_group=process_group,
+            bucket_cap_mb=bucket_cap_mb,
+            find_unused_parameters=find_unused_parameters,
+            _reduce_at_world_size_1=_reduce_at_world_size_1,
+        )
         self.world_size = api.get_world_size(process_group)
         self.broadcast_buffers = broadcast_buffers
         self.require_backward_grad_sync = True
@@ -165,18 +249,52 @@ class DistributedDataParallel(Module):
         # ``_reduce_at_world_size_1`` is for measurement only (bench/ddp_overhead.py): it runs
         # the bucket/hook/all-reduce machinery on a one-rank group, which users never need.
         self._reducing = self.world_size > 1 or _reduce_at_world_size_1
+        # As torch's prepare_for_backward: hooks act only in a backward that follows a
+        # forward through this wrapper (not one through .module, or a copy of it).
+        self._expect_hooks = False
+        self._superseded = False
+        # torch's flag: buffers are broadcast before a forward when the previous forward
+        # ran with grad enabled and synchronising (so eval under no_grad syncs at most once).
+        self.require_forward_param_sync = True
         if not self._reducing:  # nothing to synchronise: a pass-through, no hooks
             self._buckets = []
             return
-        self._check_same_parameters()
-        self._broadcast_state()
+        if init_sync:  # torch's init_sync=False skips both (every rank built the same)
+            self._check_same_parameters()
+            self._broadcast_state()
         self._buckets = self._build_buckets(bucket_cap_mb)
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._ready: set = set()
         self._next_bucket = 0
         self._syncing = False
-        for _, param in self._params:
-            param.register_post_accumulate_grad_hook(self._grad_ready)
+        _detach_earlier_wrap(self._params)
+        hook = _GradReadyHook(self)
+        handles = [p.register_post_accumulate_grad_hook(hook) for _, p in self._params]
+        # Removed when this DDP is collected; the handles do not reference it.
+        self._unhook = weakref.finalize(self, _remove_hooks, handles)
+
+    def __deepcopy__(self, memo: dict) -> DistributedDataParallel:
+        """A DDP over a deep copy of the module, with the same group, options and comm hook,
+        built without collectives (the copy starts from this rank's values), so one rank
+        may make it alone; using it is collective as usual."""
+        clone = DistributedDataParallel(
+            copy.deepcopy(self.module, memo), init_sync=False, **self._options
+        )
+        clone._hook = self._hook
+        clone.require_backward_grad_sync = self.require_backward_grad_sync
+        return clone
+
+    @property
+    def process_group(self) -> Any:
+        """The group gradients are averaged over (the default group when none was given)."""
+        return api._group(self.group)
+
+    def remove_hooks(self) -> None:
+        """Take this DDP's hooks off the parameters (it then no longer reduces); done for
+        you when the DDP is garbage collected or the module is wrapped again."""
+        if self._reducing:
+            self._unhook()
+        self._superseded = True
 
     # ---- construction -------------------------------------------------------------------
     def _check_same_parameters(self) -> None:
@@ -231,15 +349,25 @@ class DistributedDataParallel(Module):
 
     # ---- the step -------------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self.broadcast_buffers and self.world_size > 1:
+        if self._superseded:
+            raise RuntimeError(
+                "DistributedDataParallel: this wrapper's hooks were removed (its module was "
+                "wrapped again by another DistributedDataParallel, or remove_hooks() was "
+                "called); use the newer wrapper"
+            )
+        buffers = list(self.module.buffers()) if self.broadcast_buffers else []
+        if self.require_forward_param_sync and buffers and self.world_size > 1:
             src = api._group(self.group).ranks[0]
-            buffers = list(self.module.buffers())
             works = [
                 collectives.broadcast(b, src, group=self.group, async_op=True) for b in buffers
             ]
             for work in works:
                 work.wait()
         output = self.module(*args, **kwargs)
+        training = is_grad_enabled() and self.require_backward_grad_sync
+        self.require_forward_param_sync = training
+        # Accumulating under no_sync still adopts the bucket views: expected either way.
+        self._expect_hooks = is_grad_enabled() and self._reducing
         tracked = isinstance(output, Tensor) and output.requires_grad
         if self.stats is not None and self._reducing and tracked:
             output.register_hook(self._mark_backward_start)
@@ -249,9 +377,16 @@ class DistributedDataParallel(Module):
         self._backward_start = DDPStats._now()
 
     def _grad_ready(self, param: Tensor) -> None:
+        if id(param) not in self._bucket_of:
+            return  # not one of ours (a hook that outlived a change of parameters)
         if not self.require_backward_grad_sync:
             self._adopt(param)  # accumulating under no_sync: nothing to send yet
+            if self._syncing is False:
+                self._syncing = None  # a local backward: clear the gate when it ends
+                queue_callback(self._end_local_backward)
             return
+        if self._syncing is None:
+            self._syncing = False  # no_sync was left in the middle of a backward
         if not self._syncing:
             self._syncing = True
             self._ready.clear()
@@ -271,6 +406,10 @@ class DistributedDataParallel(Module):
         bucket = self._bucket_of[id(param)]
         bucket.pending -= 1
         self._launch_ready()
+
+    def _end_local_backward(self) -> None:
+        self._syncing = False
+        self._expect_hooks = False
 
     def _adopt(self, param: Tensor) -> None:
         """Make ``param.grad`` its bucket view. After ``zero_grad(set_to_none=True)`` backward
@@ -348,10 +487,12 @@ class DistributedDataParallel(Module):
             for bucket in self._buckets:
                 if bucket.work is not None:
                     bucket.work.wait()
+                    _take_future_value(bucket)
         except CollectiveError:
             raise
         finally:
             self._syncing = False
+            self._expect_hooks = False
             if step is not None:
                 step.end = DDPStats._now()
                 for stamp in self._stamps:  # the last stamp may still be queued
@@ -397,11 +538,16 @@ class DistributedDataParallel(Module):
         without DDP)."""
         return self.module.state_dict(*args, **kwargs)
 
-    def load_state_dict(self, state_dict: dict, strict: bool = True) -> Any:
-        """Load into the wrapped module; a ``module.`` prefix from PyTorch DDP is accepted."""
+    def load_state_dict(self, state_dict: dict, strict: bool = True, assign: bool = False) -> Any:
+        """Load into the wrapped module. The keys are tried as they are first; a
+        ``module.`` prefix (PyTorch DDP's) is stripped only when they do not match the
+        module's and every key has it (a module whose own child is ``module`` loads
+        unchanged)."""
         if state_dict and all(k.startswith("module.") for k in state_dict):
-            state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
-        return self.module.load_state_dict(state_dict, strict)
+            own = set(self.module.state_dict())
+            if not set(state_dict) <= own:
+                state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
+        return self.module.load_state_dict(state_dict, strict, assign=assign)
 
     def extra_repr(self) -> str:
         return f"world_size={self.world_size}, buckets={len(self._buckets)}"

@@ -17,3 +17,8 @@ class CollectiveError(RuntimeError):
 
 class RendezvousError(RuntimeError):
     """The rendezvous store could not be reached, refused us, or timed out."""
+
+
+class ProcessGroupStateError(RuntimeError, ValueError):
+    """The default group is not initialised yet, or already is. torch.distributed raises
+    ValueError here; dtrain used RuntimeError: this is both, so either ``except`` works."""

@@ -1,6 +1,7 @@
-"""``broadcast_object_list`` and ``all_gather_object``: small objects between ranks, as
-JSON — never pickle, so a peer cannot make this process run code. Values JSON would not give
-back unchanged (tuples, non-str keys, sets, numpy scalars) are refused, not converted."""
+"""``broadcast_object_list``, ``all_gather_object``, ``gather_object`` and
+``scatter_object_list``: small objects between ranks, as JSON — never pickle, so a peer
+cannot make this process run code. Values JSON would not give back unchanged (tuples,
+non-str keys, sets, numpy scalars) are refused, not converted."""
 
 from __future__ import annotations
 
@@ -61,30 +62,113 @@ def _encode(obj: Any, where: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8).copy()
 
 
-def broadcast_object_list(object_list: list, src: int = 0, group: Any = None) -> None:
-    """Replace ``object_list``'s items with global rank ``src``'s (JSON values only).
+def _broadcast_json(
+    obj: Any, src: int, g: Any, name: str, what: str, error: BaseException | None = None
+) -> Any:
+    """Global rank ``src``'s ``obj`` on every rank of ``g``. When src cannot send it
+    (``error``, or a value JSON would change) every rank raises, none waits for it."""
+    payload = np.empty(0, np.uint8)
+    if _group_rank(g, src, "src") == g.rank and error is None:
+        try:
+            payload = _encode(obj, f"{name}: {what}")
+        except TypeError as exc:
+            error = exc
+    size = np.array([payload.size], dtype=np.int64)
+    if _group_rank(g, src, "src") == g.rank and error is not None:
+        # Tells the others that src cannot send, and which error it raised.
+        size[0] = -2 if isinstance(error, ValueError) else -1
+    broadcast(size, src, g)
+    if size[0] == -2:
+        raise error or ValueError(
+            f"{name}: rank {src} was given wrong arguments (its error says which)"
+        )
+    if size[0] < 0:
+        raise error or TypeError(
+            f"{name}: rank {src}'s objects cannot go through JSON unchanged; {_FIX}"
+        )
+    if payload.size != size[0]:
+        payload = np.empty(int(size[0]), dtype=np.uint8)
+    broadcast(payload, src, g)
+    return json.loads(payload.tobytes().decode())
+
+
+def broadcast_object_list(
+    object_list: list, src: int | None = None, group: Any = None, device: Any = None
+) -> None:
+    """Replace ``object_list``'s items with global rank ``src``'s (None: 0; JSON values
+    only). ``device`` (torch's staging device) is accepted and has no effect: nothing is
+    pickled into a tensor.
 
     Collective: every rank in the group must call this."""
     g = _group(group)
     if g is None:
         return _not_member("broadcast_object_list")
-    payload, error = np.empty(0, np.uint8), None
-    if _group_rank(g, src, "src") == g.rank:
-        try:
-            payload = _encode(object_list, "broadcast_object_list: object_list")
-        except TypeError as exc:
-            error = exc
-    # -1 tells the others that src cannot send: every rank raises, none waits for the payload.
-    size = np.array([payload.size if error is None else -1], dtype=np.int64)
-    broadcast(size, src, group)
-    if size[0] < 0:
-        raise error or TypeError(
-            f"broadcast_object_list: rank {src}'s objects cannot go through JSON unchanged; {_FIX}"
+    src = g.ranks[0] if src is None else src
+    object_list[:] = _broadcast_json(object_list, src, g, "broadcast_object_list", "object_list")
+    return None
+
+
+def scatter_object_list(
+    scatter_object_output_list: list,
+    scatter_object_input_list: list | None = None,
+    src: int | None = None,
+    group: Any = None,
+) -> None:
+    """Rank i's ``scatter_object_output_list[0]`` becomes global rank ``src``'s
+    ``scatter_object_input_list[i]`` (``src`` None: 0; JSON values only).
+
+    Collective: every rank in the group must call this."""
+    g = _group(group)
+    if g is None:
+        return _not_member("scatter_object_list")
+    name = "scatter_object_list"
+    if not isinstance(scatter_object_output_list, list) or not scatter_object_output_list:
+        raise ValueError(
+            f"{name}: scatter_object_output_list must be a non-empty list (its first item "
+            f"receives the object), got {scatter_object_output_list!r:.60}"
         )
-    if payload.size != size[0]:
-        payload = np.empty(int(size[0]), dtype=np.uint8)
-    broadcast(payload, src, group)
-    object_list[:] = json.loads(payload.tobytes().decode())
+    src = g.ranks[0] if src is None else src
+    error = None
+    if _group_rank(g, src, "src") == g.rank:
+        given = scatter_object_input_list
+        if not isinstance(given, list) or len(given) != g.size:
+            error = ValueError(
+                f"{name}: scatter_object_input_list on the source rank {src} must be a list "
+                f"of one object per rank ({g.size}), got {given!r:.60}"
+            )
+    objects = _broadcast_json(
+        scatter_object_input_list, src, g, name, "scatter_object_input_list", error
+    )
+    scatter_object_output_list[0] = objects[g.rank]
+    return None
+
+
+def gather_object(
+    obj: Any, object_gather_list: list | None = None, dst: int | None = None, group: Any = None
+) -> None:
+    """Fill global rank ``dst``'s ``object_gather_list[i]`` (``dst`` None: 0) with rank i's
+    ``obj`` (JSON values only); the other ranks pass None.
+
+    Collective: every rank in the group must call this."""
+    g = _group(group)
+    if g is None:
+        return _not_member("gather_object")
+    dst = g.ranks[0] if dst is None else dst
+    at_root = _group_rank(g, dst, "dst") == g.rank
+    if at_root and (object_gather_list is None or len(object_gather_list) != g.size):
+        raise ValueError(
+            f"gather_object: object_gather_list on the destination rank {dst} must be a list "
+            f"with one slot per rank ({g.size}), e.g. [None] * world_size"
+        )
+    if not at_root and object_gather_list:
+        raise ValueError(
+            f"gather_object: object_gather_list must be None on ranks other than the "
+            f"destination (global rank {dst}), as in torch.distributed"
+        )
+    gathered: list = [None] * g.size
+    all_gather_object(gathered, obj, group)
+    if at_root:
+        object_gather_list[:] = gathered
     return None
 
 

@@ -16,7 +16,11 @@ class DistributedSampler:
     until it divides evenly, so every rank gets ``ceil(len / num_replicas)`` samples and some
     samples are seen twice per epoch; ``drop_last=True`` drops the tail instead. For
     evaluation, ``pad=False`` (a dtrain addition) gives uneven shards that together visit
-    every sample exactly once, so an all-reduced metric counts each sample once.
+    every sample exactly once, so an all-reduced metric counts each sample once. The ranks
+    then make different numbers of forward passes: run them through ``model.module`` (or
+    build the DDP with ``broadcast_buffers=False``), since a DDP forward may broadcast
+    buffers, a collective every rank must join (as in PyTorch, only the first forward
+    after a training step does; a rank with no samples at all would miss it).
     """
 
     def __init__(

@@ -3,6 +3,7 @@ that runs a group's collectives one after another on a background thread."""
 
 from __future__ import annotations
 
+import datetime
 import queue
 import sys
 import threading
@@ -24,6 +25,7 @@ class Work:
         # Steps that write the outputs (copy-back, scaling): they run where the collective
         # completes, before it reports done, so a completed Work has its outputs written.
         self._steps: list[Callable[[], Any]] = [] if finish is None else [finish]
+        self._result: list = []  # the output tensors: result() and get_future().value()
 
     def then(self, step: Callable[[], Any]) -> None:
         """Run ``step`` once the collective succeeded, before the Work reports done (at once,
@@ -73,8 +75,21 @@ class Work:
         """The error the collective failed with, if it finished with one."""
         return self._error
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until done; raise its CollectiveError if it failed. Returns True."""
+    def result(self) -> list:
+        """The collective's output tensors (torch's ``Work.result()``), once it is done."""
+        self.wait()
+        return list(self._result)
+
+    def get_future(self) -> Future:
+        """A ``Future`` whose value is ``result()``: ``wait()``, ``value()``, ``done()``, and
+        ``then(fn)`` for a DDP comm hook written for torch."""
+        return Future._of(self)
+
+    def wait(self, timeout: float | datetime.timedelta | None = None) -> bool:
+        """Block until done (``timeout``: seconds or a timedelta, then raise
+        CollectiveError); raise its error if it failed. Returns True."""
+        if isinstance(timeout, datetime.timedelta):
+            timeout = timeout.total_seconds()
         if _in_step.active and not self._done.is_set():
             raise RuntimeError(
                 f"{self.description}: waited on from a step a Work runs as it completes "
@@ -90,6 +105,48 @@ class Work:
         if self._error is not None:
             raise self._error
         return True
+
+
+class Future:
+    """What ``Work.get_future()`` returns (torch's ``torch.futures.Future``, the part comm
+    hooks use). ``then(fn)`` runs ``fn(future)`` as the collective completes (on the thread
+    that completes it, before its Work reports done, as ``Work.then`` steps do: ``fn`` may
+    issue async collectives but must not wait on one) and returns a Future of its result."""
+
+    def __init__(self, work: Work) -> None:
+        self._work = work
+        self._set = False
+        self._value: Any = None
+
+    @classmethod
+    def _of(cls, work: Work) -> Future:
+        future = cls(work)
+        work.then(lambda: future._set_value(list(work._result)))
+        return future
+
+    def _set_value(self, value: Any) -> None:
+        self._value, self._set = value, True
+
+    def done(self) -> bool:
+        """True once the collective (and the callbacks before this one) finished."""
+        return self._set or self._work.is_completed()
+
+    def wait(self) -> Any:
+        """Block until done, raise its error if it failed, and return the value."""
+        return self.value()
+
+    def value(self) -> Any:
+        """The value (a list of the output tensors, or a ``then`` callback's result),
+        waiting for it if need be."""
+        if not self._set:
+            self._work.wait()
+        return self._value
+
+    def then(self, callback: Callable[[Future], Any]) -> Future:
+        """A Future of ``callback(self)``, which runs once this one has its value."""
+        chained = Future(self._work)
+        self._work.then(_on_current_device(lambda: chained._set_value(callback(self))))
+        return chained
 
 
 class _InStep(threading.local):
@@ -181,8 +238,12 @@ class Chained(Work):
     def exception(self) -> BaseException | None:
         return self.inner.exception()
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | datetime.timedelta | None = None) -> bool:
         return self.inner.wait(timeout)
+
+    def then(self, step: Callable[[], Any]) -> None:
+        # The inner Work runs the steps: after the copy-back this Work was made for.
+        self.inner.then(step)
 
 
 def _on_current_device(step: Callable[[], Any]) -> Callable[[], Any]:

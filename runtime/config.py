@@ -6,7 +6,7 @@ DTRAIN_SECRET        shared by the job; every connection proves it knows it (HMA
 DTRAIN_DEBUG=1       check collective signatures on every backend (tcp always does), and
                      check values of CUDA inputs on the host (runtime/value_checks.py)
 DTRAIN_BACKEND       tcp | mpi | nccl when init_process_group gets backend=None
-DTRAIN_TIMEOUT       default collective timeout in seconds (300; finite, above 0)
+DTRAIN_TIMEOUT       default collective timeout in seconds (1800, as gloo; finite, above 0)
 DTRAIN_SHM=0         tcp backend: keep to sockets even when every rank is on this host
 DTRAIN_DEVICE        the device this rank trains on (parallel.local_device(); dtrain launch
                      sets cuda:0 for a rank it gave a GPU)
@@ -111,7 +111,7 @@ def _timeout(text: str) -> float:
 def read_config(env: Mapping[str, str] | None = None) -> Config:
     """Read the environment (``os.environ`` unless given) into a ``Config``."""
     env = os.environ if env is None else env
-    timeout_s = _timeout(env.get("DTRAIN_TIMEOUT") or "300")
+    timeout_s = _timeout(env.get("DTRAIN_TIMEOUT") or "1800")
     return Config(
         rank=_first_int(env, _RANK),
         world_size=_first_int(env, _WORLD_SIZE),

@@ -20,7 +20,7 @@ import numpy as np
 from dtrain.parallel.backends import waiting
 from dtrain.parallel.backends.frames import DATA, DTYPE_CODES, OP_CODES, Header
 from dtrain.parallel.errors import CollectiveError
-from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.process_group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.work import Work
 from dtrain.runtime.config import mpi_world_size

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from dtrain.parallel.errors import CollectiveError
-from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.process_group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.runtime.backend import require_cupy
 

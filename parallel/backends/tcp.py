@@ -30,7 +30,7 @@ from dtrain.parallel.backends import mesh, shm
 from dtrain.parallel.backends.frames import ABORT, BYE, DATA, DTYPE_CODES, OP_CODES, OPS, Header
 from dtrain.parallel.backends.tcp_peer import MAX_CONTROL, UFUNCS, Peer, Posted
 from dtrain.parallel.errors import CollectiveError
-from dtrain.parallel.group import ProcessGroup
+from dtrain.parallel.process_group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.store import StoreClient
 

@@ -54,7 +54,7 @@ def test_a_bad_dtrain_timeout_names_the_variable_and_the_fix(value):
     with pytest.raises(ValueError, match=r"DTRAIN_TIMEOUT=.*finite number of seconds above 0"):
         read_config({"DTRAIN_TIMEOUT": value})
     assert read_config({"DTRAIN_TIMEOUT": "2.5"}).timeout == 2.5
-    assert read_config({"DTRAIN_TIMEOUT": ""}).timeout == 300.0  # empty: unset
+    assert read_config({"DTRAIN_TIMEOUT": ""}).timeout == 1800.0  # empty: unset (gloo's 30 min)
 
 
 @pytest.mark.parametrize("timeout", [0, -5, float("nan"), datetime.timedelta(0)])

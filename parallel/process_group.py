@@ -144,28 +144,40 @@ class ProcessGroup:
         return self._submit(name, job, timeout, async_op=async_op)
 
     def broadcast(
-        self, array: Any, src: int, timeout: float | None = None, async_op: bool = True
+        self,
+        array: Any,
+        src: int,
+        timeout: float | None = None,
+        async_op: bool = True,
+        name: str = "broadcast",
     ) -> Work:
-        """Collective: every rank in the group must call this. ``src`` is a group rank."""
-        self._check_rank("broadcast", src, "src")
-        _check_array("broadcast", array, output="tensor" if self.rank != src else None)
+        """Collective: every rank in the group must call this. ``src`` is a group rank;
+        ``name`` is what errors call it (``scatter`` runs as a broadcast)."""
+        self._check_rank(name, src, "src")
+        _check_array(name, array, output="tensor" if self.rank != src else None)
 
         def job(deadline: float, seq: int) -> None:
             with _flat(array, keep=self.rank == src) as flat:
                 if self.size > 1:
                     self._broadcast(flat, src, deadline, seq)
 
-        return self._submit("broadcast", job, timeout, async_op=async_op)
+        return self._submit(name, job, timeout, async_op=async_op)
 
     def all_gather(
-        self, out: Any, array: Any, timeout: float | None = None, async_op: bool = True
+        self,
+        out: Any,
+        array: Any,
+        timeout: float | None = None,
+        async_op: bool = True,
+        name: str = "all_gather",
     ) -> Work:
-        """Collective: every rank in the group must call this. ``out`` holds size x input."""
-        _check_array("all_gather", array)
-        _check_array("all_gather", out, output="output")
+        """Collective: every rank in the group must call this. ``out`` holds size x input;
+        ``name`` is what errors call it (``gather`` and ``all_to_all`` run as all_gather)."""
+        _check_array(name, array)
+        _check_array(name, out, output="output")
         if out.size != array.size * self.size or out.dtype != array.dtype:
             raise ValueError(
-                f"all_gather: the output must hold {self.size} x {array.size} elements of "
+                f"{name}: the output must hold {self.size} x {array.size} elements of "
                 f"{array.dtype}, got {out.size} of {out.dtype}"
             )
 
@@ -176,7 +188,7 @@ class ProcessGroup:
                 else:
                     self._all_gather(gathered, flat, deadline, seq)
 
-        return self._submit("all_gather", job, timeout, async_op=async_op)
+        return self._submit(name, job, timeout, async_op=async_op)
 
     def reduce_scatter(
         self,
@@ -239,6 +251,8 @@ class ProcessGroup:
         _check_array("recv", array, output="tensor")
         if src is not None:
             self._check_rank("recv", src, "src")
+            if src == self.rank:
+                raise ValueError(f"recv: src {src} is this rank; receive from another rank")
         return self._post_recv(array, src, tag, timeout)
 
     def _post_recv(self, array: Any, src: int | None, tag: int, timeout: float | None) -> Work:
