@@ -7,6 +7,7 @@ op produced it with autograd recording, that op in ``grad_fn``. The math lives i
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -323,6 +324,26 @@ class Tensor(TensorMethods):
     # ---- Python protocol ---------------------------------------------------------------
     def __repr__(self) -> str:
         return _fn.format_tensor(self)
+
+    def __deepcopy__(self, memo: dict) -> Tensor:
+        """A leaf with a copy of the data (and of ``.grad``), the same class and
+        ``requires_grad``, and none of the hooks, as PyTorch's (so a copied model carries
+        no DistributedDataParallel hooks). Only leaves can be copied, as in PyTorch."""
+        if self.grad_fn is not None:
+            raise RuntimeError(
+                "deepcopy: only tensors created by the user (graph leaves) can be deep-copied, "
+                "as in PyTorch; copy t.detach() (or t.clone() for a differentiable copy)"
+            )
+        copied = _new(type(self))
+        memo[id(self)] = copied
+        copied._array = self._array.copy()
+        copied.grad = None if self.grad is None else copy.deepcopy(self.grad, memo)
+        copied.grad_fn = None
+        copied._requires_grad = self._requires_grad
+        copied._version = [0]
+        copied._base = None
+        copied._hooks = None
+        return copied
 
     def __format__(self, spec: str) -> str:
         # As PyTorch: a 0-d tensor formats as its Python number (f"{loss:.4f}"); any other

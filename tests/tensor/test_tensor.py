@@ -224,3 +224,22 @@ def test_python_floats_take_the_asked_dtype_without_a_float32_detour():
     assert dt.tensor(0.05).dtype == dt.float32  # the default stays float32
     with pytest.raises(TypeError, match="numpy dtype <U1"):
         dt.tensor(["a"], dtype=dt.float32)
+
+
+def test_deepcopy_copies_a_leaf_without_its_hooks_and_refuses_a_non_leaf():
+    import copy
+
+    p = dt.nn.Parameter(dt.ones(2))
+    p.grad = dt.full((2,), 3.0)
+    p.register_post_accumulate_grad_hook(lambda t: None)
+    p.register_hook(lambda g: g)
+    q = copy.deepcopy(p)
+    assert type(q) is dt.nn.Parameter and q.requires_grad and q._hooks is None
+    assert q.grad is not p.grad and q.grad.tolist() == [3.0, 3.0]
+    q.detach().add_(1)  # its own memory and version counter
+    assert p.tolist() == [1.0, 1.0] and p._version[0] == 0
+    shared = [p, p]
+    first, second = copy.deepcopy(shared)
+    assert first is second  # the memo keeps one copy per tensor
+    with pytest.raises(RuntimeError, match="graph leaves"):
+        copy.deepcopy(p * 2)
