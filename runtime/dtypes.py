@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -67,21 +68,50 @@ def name(dtype: np.dtype) -> str:
     return f"dtrain.{'bool' if dtype == bool_ else dtype.name}"
 
 
-def finfo(dtype: Any = None) -> np.finfo:
-    """Limits of a float dtype (``min``, ``max``, ``eps``, ``tiny``, ``bits``), as
+@dataclasses.dataclass(frozen=True)
+class FloatInfo:
+    """A float dtype's limits as Python floats, as ``torch.finfo`` gives them."""
+
+    dtype: np.dtype
+    bits: int
+    eps: float
+    max: float
+    min: float
+    tiny: float
+    smallest_normal: float
+    resolution: float
+
+
+@dataclasses.dataclass(frozen=True)
+class IntInfo:
+    """An integer dtype's limits as Python ints, as ``torch.iinfo`` gives them."""
+
+    dtype: np.dtype
+    bits: int
+    max: int
+    min: int
+
+
+def finfo(dtype: Any = None) -> FloatInfo:
+    """Limits of a float dtype (``min``, ``max``, ``eps``, ``tiny``, ``bits`` ...), as
     ``torch.finfo``; the default float dtype (float32) when none is given."""
     dtype = DEFAULT_FLOAT if dtype is None else to_dtype(dtype)
     if dtype.kind != "f":
         raise TypeError(f"finfo takes a floating-point dtype, got {dtype}; use iinfo for {dtype}")
-    return np.finfo(dtype)
+    info = np.finfo(dtype)
+    return FloatInfo(
+        dtype, int(info.bits), float(info.eps), float(info.max), float(info.min),
+        float(info.tiny), float(info.smallest_normal), 10.0 ** -int(info.precision),
+    )  # fmt: skip
 
 
-def iinfo(dtype: Any) -> np.iinfo:
+def iinfo(dtype: Any) -> IntInfo:
     """Limits of an integer dtype (``min``, ``max``, ``bits``), as ``torch.iinfo``."""
     dtype = to_dtype(dtype)
     if dtype.kind not in "iu":
         raise TypeError(f"iinfo takes an integer dtype, got {dtype}; use finfo for {dtype}")
-    return np.iinfo(dtype)
+    info = np.iinfo(dtype)
+    return IntInfo(dtype, int(info.bits), int(info.max), int(info.min))
 
 
 def get_default_dtype() -> np.dtype:

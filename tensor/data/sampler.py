@@ -127,7 +127,7 @@ class WeightedRandomSampler(Sampler):
         num_samples: how many indices per epoch.
         replacement: draw independently (True), or each index at most once (False; once
             the indices of non-zero weight are used up, zero-weight ones follow in index
-            order, as PyTorch's).
+            order; PyTorch's order for them differs).
         generator: the random stream; the default generator when None.
 
     Raises:

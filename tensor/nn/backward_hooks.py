@@ -17,6 +17,7 @@ from dtrain._tensor.autograd.engine import private_grad
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module
 
 
 class _Arrived:
@@ -135,10 +136,12 @@ class HookedCall:
         self.grad_output: tuple = ()
         self.inputs_tapped = False
         self.input_count = 0
+        self.input_arrays: list = []  # per argument: its array if a tensor, else None
 
     def tap_inputs(self, args: tuple) -> tuple:
         """``args`` with each tensor that requires grad routed through a tap."""
         self.input_count = len(args)
+        self.input_arrays = [a._array if isinstance(a, Tensor) else None for a in args]
         wanted = [a if isinstance(a, Tensor) and a._requires_grad else None for a in args]
         if not any(t is not None for t in wanted):
             return args
@@ -182,6 +185,11 @@ class HookedCall:
 
     def _run_hooks(self, grads: list) -> tuple:
         module = self.module
+        if self.inputs_tapped:  # as PyTorch: a tensor argument no gradient reached gets 0s
+            grads = [
+                get_array_module(a).zeros_like(a) if g is None and a is not None else g
+                for g, a in zip(grads, self.input_arrays)
+            ]
         grad_input = _as_tensors(grads)
         with no_grad():
             for hook in list(module._backward_hooks.values()):

@@ -1,6 +1,7 @@
 """Steps shared by the xp update loops of the optimizers without a fused kernel (RMSprop,
 Adagrad, Adadelta): in-place numpy/cupy ufuncs into ``Scratch`` buffers, in PyTorch's order
-of operations so float32 results match it."""
+of operations, so float32 results stay within a few ulp of its (its kernels fuse
+multiply-adds; numpy rounds after each ufunc)."""
 
 from __future__ import annotations
 

@@ -85,7 +85,8 @@ def test_several_inputs_and_outputs_one_entry_each():
     assert len(grad_input) == 4 and len(grad_output) == 3
     np.testing.assert_allclose(grad_input[0], [1.5, 2.0])  # b * scale
     np.testing.assert_allclose(grad_input[1], [0.5, 1.0])  # a * scale
-    assert grad_input[2] is None and grad_input[3] is None
+    assert grad_input[2] is None  # not a tensor
+    np.testing.assert_array_equal(grad_input[3], [0.0, 0.0])  # a tensor: zeros, as PyTorch
     np.testing.assert_allclose(grad_output[0], [1.0, 1.0])
     assert grad_output[1] is None and grad_output[2] is None
 
@@ -230,3 +231,17 @@ def test_changing_a_hooked_input_in_place_is_refused():
     with pytest.raises(RuntimeError, match="mul_: changing a view"):
         module(x)
     np.testing.assert_allclose(x.detach().numpy(), [1.0, 1.0, 1.0])
+
+
+def test_an_input_the_output_ignores_gets_zeros_as_in_torch():
+    class FirstOnly(nn.Module):
+        def forward(self, x: Any, y: Any) -> Any:
+            return x * 2
+
+    module = FirstOnly()
+    seen = []
+    module.register_full_backward_hook(lambda m, gi, go: seen.append(arrays(gi)))
+    x, y = dt.ones(2, requires_grad=True), dt.ones(2, requires_grad=True)
+    module(x, y).sum().backward()
+    np.testing.assert_array_equal(seen[0][1], [0.0, 0.0])
+    np.testing.assert_array_equal(y.grad.numpy(), [0.0, 0.0])  # PyTorch's y.grad too

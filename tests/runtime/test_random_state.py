@@ -36,7 +36,7 @@ def test_seed_reseeds_from_entropy_and_returns_the_seed():
 
 def test_finfo_and_iinfo_give_the_limits_torch_gives():
     assert dt.finfo(dt.float16).max == 65504
-    assert dt.finfo(dt.float32).eps == np.float32(2**-23)
+    assert dt.finfo(dt.float32).eps == 2**-23 and type(dt.finfo().eps) is float
     assert dt.finfo().bits == 32  # the default float dtype
     assert dt.finfo("float64").tiny == np.finfo(np.float64).tiny
     assert dt.iinfo(dt.int32).min == -(2**31)
@@ -53,3 +53,9 @@ def test_the_default_dtype_is_float32_and_fixed():
     with pytest.raises(TypeError, match=r"fixed at float32; pass dtype="):
         dt.set_default_dtype(dt.float64)
     assert dt.tensor(1.5).dtype == dt.float32
+
+
+def test_limits_are_python_numbers_as_torch_gives():
+    # numpy's would stay float16: max * 2 would overflow to inf
+    assert dt.finfo(dt.float16).max * 2 == 131008.0
+    assert type(dt.iinfo(dt.int64).max) is int
