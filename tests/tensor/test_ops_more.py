@@ -394,3 +394,16 @@ def test_review_fixes_index_norm_einsum_remainder_bincount():
     weights = dt.ones(3)
     assert dt.bincount(dt.tensor([0, 1, 1]), weights=weights).dtype == dt.float32
     assert dt.bincount(dt.tensor([0, 1, 1]), weights=weights.double()).dtype == dt.float64
+
+
+def test_einsum_of_large_operands_takes_the_planned_path_with_the_same_results():
+    rng = np.random.default_rng(4)
+    q_host, k_host = (rng.standard_normal((2, 4, 32, 64)) for _ in range(2))  # > 4096 each
+    q = dt.tensor(q_host, requires_grad=True)
+    k = dt.tensor(k_host, requires_grad=True)
+    scores = dt.einsum("bhqd,bhkd->bhqk", q, k)
+    np.testing.assert_allclose(scores.detach().numpy(), q_host @ np.swapaxes(k_host, -1, -2))
+    scores.sum().backward()
+    ones = np.ones((2, 4, 32, 32))
+    np.testing.assert_allclose(q.grad.numpy(), ones @ k_host)
+    np.testing.assert_allclose(k.grad.numpy(), np.swapaxes(ones, -1, -2) @ q_host)
