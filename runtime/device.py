@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -63,16 +64,37 @@ def to_device(array: Any, device: Device) -> Any:
     """Return ``array`` on ``device``, copying only when it lives elsewhere."""
     if device.type == "cpu":
         return array.get() if is_cuda_array(array) else array
-    cupy = require_cupy(f"device '{device}'")
-    if device.index >= cupy.cuda.runtime.getDeviceCount():
-        raise RuntimeError(
-            f"device '{device}' does not exist: this machine has "
-            f"{cupy.cuda.runtime.getDeviceCount()} CUDA device(s); pick an index below that"
-        )
     if is_cuda_array(array) and array.device.id == device.index:
         return array
-    with cupy.cuda.Device(device.index):
+    cupy = require_cupy(f"device '{device}'")
+    with cuda_context(device):
         return cupy.asarray(array)
+
+
+def cuda_context(device: Device) -> Any:
+    """``cupy.cuda.Device`` of a CUDA ``device``, checked first: an index this process does
+    not see is an error that says what it sees (and, under ``dtrain launch``, why)."""
+    cupy = require_cupy(f"device '{device}'")
+    count = cupy.cuda.runtime.getDeviceCount()
+    if device.index >= count:
+        raise RuntimeError(_missing_device(device, count))
+    return cupy.cuda.Device(device.index)
+
+
+def _missing_device(device: Device, count: int) -> str:
+    message = (
+        f"device '{device}' does not exist: this process sees {count} CUDA device(s); pick "
+        "an index below that"
+    )
+    if os.environ.get("DTRAIN_DEVICE") and os.environ.get("LOCAL_RANK"):
+        # A torchrun script's cuda:LOCAL_RANK under `dtrain launch --gpus-per-node`: each
+        # rank sees only its own GPU(s), from cuda:0.
+        message += (
+            f". dtrain launch gives each rank its own GPU as {os.environ['DTRAIN_DEVICE']} "
+            "(CUDA_VISIBLE_DEVICES per rank), so cuda:LOCAL_RANK does not name it: use "
+            "dtrain.parallel.local_device()"
+        )
+    return message
 
 
 def as_numpy(array: Any) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array, require_cupy
-from dtrain.runtime.device import Device, device_of, to_device
+from dtrain.runtime.device import Device, cuda_context, device_of, to_device
 from dtrain.runtime.dtypes import DEFAULT_FLOAT, DEFAULT_INT, SUPPORTED, to_dtype
 from dtrain.runtime.random import Generator, default_generator
 
@@ -126,7 +126,7 @@ def _filled(
     dtype = DEFAULT_FLOAT if dtype is None else to_dtype(dtype)
     xp = _xp(device)
     if device is not None and Device(device).type == "cuda":
-        with xp.cuda.Device(Device(device).index):
+        with cuda_context(Device(device)):
             array = _fill(xp, kind, shape, dtype, value)
     else:
         array = _fill(xp, kind, shape, dtype, value)
@@ -299,7 +299,7 @@ def sample(
     draw_dtype = dtype if dtype in (np.float32, np.float64) else np.dtype(np.float32)
     if device is not None and Device(device).type == "cuda":
         cupy = require_cupy(f"device '{device}'")
-        with cupy.cuda.Device(Device(device).index):
+        with cuda_context(Device(device)):
             if kind == "uniform":
                 array = cupy.random.uniform(params["low"], params["high"], shape, dtype=draw_dtype)
             else:
