@@ -50,7 +50,9 @@ from dtrain.parallel.objects import (
     all_gather_object,
     broadcast_object_list,
     gather_object,
+    recv_object_list,
     scatter_object_list,
+    send_object_list,
 )
 from dtrain.parallel.process_group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
@@ -114,5 +116,7 @@ __all__ = [
     "reduce_scatter_tensor",
     "scatter",
     "scatter_object_list",
+    "send_object_list",
+    "recv_object_list",
     "send",
 ]

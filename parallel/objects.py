@@ -1,5 +1,6 @@
-"""``broadcast_object_list``, ``all_gather_object``, ``gather_object`` and
-``scatter_object_list``: small objects between ranks, as JSON — never pickle, so a peer
+"""``broadcast_object_list``, ``all_gather_object``, ``gather_object``,
+``scatter_object_list``, ``send_object_list`` and ``recv_object_list``: small objects
+between ranks, as JSON — never pickle, so a peer
 cannot make this process run code. Values JSON would not give back unchanged (tuples,
 non-str keys, sets, numpy scalars) are refused, not converted."""
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from dtrain.parallel.api import _group
-from dtrain.parallel.collectives import _group_rank, _not_member, broadcast
+from dtrain.parallel.collectives import _group_rank, _not_member, broadcast, recv, send
 
 _SCALARS = (type(None), bool, int, float, str)  # exact types: subclasses change on the way
 _FIX = (
@@ -204,3 +205,44 @@ def all_gather_object(object_list: list, obj: Any, group: Any = None) -> None:
         for i in range(g.size)
     ]
     return None
+
+
+def send_object_list(object_list: list, dst: int, group: Any = None) -> None:
+    """Send ``object_list`` (JSON values only) to global rank ``dst``, which takes it with
+    ``recv_object_list`` into a list of the same length. A list JSON would change is a
+    TypeError here, and ``dst``'s ``recv_object_list`` raises too instead of waiting."""
+    payload, error = np.empty(0, np.uint8), None
+    try:
+        payload = _encode(object_list, "send_object_list: object_list")
+    except TypeError as exc:
+        error = exc
+    send(np.array([-1 if error else payload.size], dtype=np.int64), dst, group)
+    if error is not None:
+        raise error
+    send(payload, dst, group)
+
+
+def recv_object_list(object_list: list, src: int | None = None, group: Any = None) -> int:
+    """Replace ``object_list``'s items with those global rank ``src`` (any when None) sent
+    with ``send_object_list``; returns the sender's rank, as torch.distributed's.
+
+    Raises:
+        TypeError: the sender's list could not go through JSON (it raised too).
+        ValueError: it holds a different number of objects than ``object_list``.
+    """
+    size = np.empty(1, dtype=np.int64)
+    sender = recv(size, src, group)
+    if size[0] < 0:
+        raise TypeError(
+            f"recv_object_list: rank {sender}'s objects cannot go through JSON unchanged; {_FIX}"
+        )
+    payload = np.empty(int(size[0]), dtype=np.uint8)
+    recv(payload, sender, group)
+    objects = json.loads(payload.tobytes().decode())
+    if len(objects) != len(object_list):
+        raise ValueError(
+            f"recv_object_list: rank {sender} sent {len(objects)} object(s) but object_list "
+            f"has {len(object_list)} slot(s); give both sides lists of the same length"
+        )
+    object_list[:] = objects
+    return sender

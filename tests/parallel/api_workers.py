@@ -95,6 +95,16 @@ def objects(timeout: float = 30) -> dict:
     out["gather_list_off_root"] = _raises(
         lambda: dist.gather_object(1, [None] * n, dst=(rank + 1) % n), ValueError
     )
+    if rank == 0:
+        dist.send_object_list([{"a": [1, 2]}, None, "z"], dst=1)
+        out["send_tuple"] = _raises(lambda: dist.send_object_list([(1,)], dst=1), TypeError)
+        dist.send_object_list([1, 2, 3], dst=1)
+    elif rank == 1:
+        got = [None] * 3
+        out["recv_sender"] = dist.recv_object_list(got)  # from any rank
+        out["recv_object_list"] = got
+        out["recv_tuple"] = _raises(lambda: dist.recv_object_list([None], src=0), TypeError)
+        out["recv_wrong_length"] = _raises(lambda: dist.recv_object_list([None], 0), ValueError)
     objs = [rank, "x"] if rank == 0 else [None, None]
     dist.broadcast_object_list(objs, device="cpu")  # torch's keyword; src defaults to 0
     out["broadcast_device"] = objs

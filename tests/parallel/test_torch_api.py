@@ -81,6 +81,12 @@ def test_gather_object_and_scatter_object_list():
         assert value["broadcast_device"] == [0, "x"]
         assert value["probe"] == [2.0]
     assert "one object per rank (2), got [1, 1, 1]" in values[0]["scatter_wrong_length"]
+    # send_object_list / recv_object_list: the sender's errors reach the receiver
+    assert values[1]["recv_object_list"] == [{"a": [1, 2]}, None, "z"]
+    assert values[1]["recv_sender"] == 0
+    assert "object_list[0] is a tuple" in values[0]["send_tuple"]
+    assert "rank 0's objects cannot go through JSON" in values[1]["recv_tuple"]
+    assert "sent 3 object(s) but object_list has 1 slot(s)" in values[1]["recv_wrong_length"]
     assert "scatter_object_input_list[1] is a tuple" in values[0]["scatter_tuple"]
 
 
