@@ -129,6 +129,41 @@ CASES: dict[str, tuple[Callable, Callable, int | None]] = {
         lambda: [_floats(3, 4), (_floats(3, 4, seed=2) > 0).astype(np.float64)],
         0,
     ),
+    # added with the PyTorch-parity layers
+    "LeakyReLU": (lambda: nn.LeakyReLU(0.1), lambda: [_floats(4, 5)], 0),
+    "ELU": (lambda: nn.ELU(), lambda: [_floats(4, 5)], 0),
+    "ReLU6": (lambda: nn.ReLU6(), lambda: [_floats(4, 5) * 4], 0),
+    "Hardswish": (lambda: nn.Hardswish(), lambda: [_floats(4, 5) * 3], 0),
+    "Hardsigmoid": (lambda: nn.Hardsigmoid(), lambda: [_floats(4, 5) * 3], 0),
+    "Mish": (lambda: nn.Mish(), lambda: [_floats(4, 5)], 0),
+    "LogSigmoid": (lambda: nn.LogSigmoid(), lambda: [_floats(4, 5)], 0),
+    "GLU": (lambda: nn.GLU(), lambda: [_floats(4, 6)], 0),
+    "PReLU": (lambda: nn.PReLU(3), lambda: [_floats(2, 3, 4)], 0),
+    "GroupNorm": (lambda: nn.GroupNorm(2, 4), lambda: [_floats(3, 4, 5)], 0),
+    "Conv1d": (lambda: nn.Conv1d(3, 4, 3, padding=1), lambda: [_floats(2, 3, 7)], 0),
+    "MaxPool1d": (lambda: nn.MaxPool1d(2), lambda: [_floats(2, 3, 6)], 0),
+    "AvgPool1d": (lambda: nn.AvgPool1d(3, stride=2), lambda: [_floats(2, 3, 7)], 0),
+    "Upsample-bilinear": (
+        lambda: nn.Upsample(scale_factor=2, mode="bilinear"),
+        lambda: [_floats(1, 2, 3, 4)],
+        0,
+    ),
+    "BCELoss": (
+        nn.BCELoss,
+        lambda: [1 / (1 + np.exp(-_floats(3, 4))), (_floats(3, 4, seed=2) > 0).astype(np.float64)],
+        0,
+    ),
+    "SmoothL1Loss": (nn.SmoothL1Loss, lambda: [_floats(3, 4), _floats(3, 4, seed=2)], 0),
+    "HuberLoss": (
+        lambda: nn.HuberLoss(delta=0.5),
+        lambda: [_floats(3, 4), _floats(3, 4, seed=2)],
+        0,
+    ),
+    "KLDivLoss": (
+        lambda: nn.KLDivLoss(reduction="batchmean"),
+        lambda: [np.log(np.full((3, 4), 0.25)) + _floats(3, 4) * 0.1, np.full((3, 4), 0.25)],
+        0,
+    ),
 }
 
 
