@@ -10,8 +10,11 @@ from dtrain._tensor.optim import (
     Adadelta,
     Adagrad,
     Adam,
+    Adamax,
     AdamW,
+    NAdam,
     Optimizer,
+    RAdam,
     RMSprop,
 )
 from dtrain.optim import lr_scheduler, optimizer
@@ -22,7 +25,10 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "Adamax",
+    "NAdam",
     "Optimizer",
+    "RAdam",
     "RMSprop",
     "lr_scheduler",
     "optimizer",

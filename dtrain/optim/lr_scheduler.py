@@ -1,5 +1,6 @@
 """``dtrain.optim.lr_scheduler``: learning-rate schedulers, as ``torch.optim.lr_scheduler``."""
 
+from dtrain._tensor.optim.cyclic import CyclicLR, MultiplicativeLR
 from dtrain._tensor.optim.lr_scheduler import (
     CosineAnnealingLR,
     LambdaLR,
@@ -25,11 +26,13 @@ __all__ = [
     "ConstantLR",
     "CosineAnnealingLR",
     "CosineAnnealingWarmRestarts",
+    "CyclicLR",
     "ExponentialLR",
     "LRScheduler",
     "LambdaLR",
     "LinearLR",
     "MultiStepLR",
+    "MultiplicativeLR",
     "OneCycleLR",
     "PolynomialLR",
     "ReduceLROnPlateau",

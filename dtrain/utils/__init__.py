@@ -1,6 +1,7 @@
 """``dtrain.utils``: helpers around training (``dtrain.utils.data``: datasets and loaders;
-``dtrain.utils.dlpack``: DLPack capsules)."""
+``dtrain.utils.checkpoint``: activation checkpointing; ``dtrain.utils.dlpack``: DLPack
+capsules)."""
 
-from dtrain.utils import data, dlpack
+from dtrain.utils import checkpoint, data, dlpack
 
-__all__ = ["data", "dlpack"]
+__all__ = ["checkpoint", "data", "dlpack"]

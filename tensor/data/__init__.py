@@ -9,6 +9,7 @@ from dtrain._tensor.data.dataset import (
     TensorDataset,
     random_split,
 )
+from dtrain._tensor.data.iterable import ChainDataset, IterableDataset
 from dtrain._tensor.data.sampler import (
     BatchSampler,
     RandomSampler,
@@ -21,9 +22,11 @@ from dtrain._tensor.data.worker import WorkerInfo, get_worker_info
 
 __all__ = [
     "BatchSampler",
+    "ChainDataset",
     "ConcatDataset",
     "DataLoader",
     "Dataset",
+    "IterableDataset",
     "RandomSampler",
     "Sampler",
     "SequentialSampler",

@@ -10,8 +10,8 @@ As ``torch.utils.data.DataLoader`` for map-style datasets, with two differences:
   be bit-reproducible. Threads help when loading releases the GIL (file I/O, decoding);
   ``worker_init_fn(worker_id)`` runs first in each thread, ``timeout`` bounds the wait for
   a batch; ``pin_memory``, ``persistent_workers`` and ``multiprocessing_context`` are
-  accepted and ignored (threads are cheap to start). Iterable-style datasets are not
-  supported.
+  accepted and ignored (threads are cheap to start). An ``IterableDataset`` is iterated by
+  each worker thread itself (see ``iterable.py``: shard it by ``get_worker_info()``).
 - A ``TensorDataset`` (or a ``Subset`` of one, such as ``random_split`` gives) with the
   default ``collate_fn`` is batched by indexing each tensor once with the batch's index
   array, not by stacking per-sample rows; the batches are the same.
@@ -30,6 +30,7 @@ import numpy as np
 
 from dtrain._tensor.data.collate import default_collate, default_convert
 from dtrain._tensor.data.dataset import Dataset, Subset, TensorDataset, numpy_rng
+from dtrain._tensor.data.iterable import IterableDataset, batches, threaded_batches
 from dtrain._tensor.data.sampler import BatchSampler, RandomSampler, SequentialSampler
 from dtrain._tensor.data.worker import WorkerInfo, become_worker
 from dtrain._tensor.ops.indexing import getitem
@@ -42,7 +43,9 @@ class DataLoader:
     """Iterate over ``dataset`` in batches.
 
     Args:
-        dataset: a map-style dataset (``__getitem__`` and ``__len__``).
+        dataset: a map-style dataset (``__getitem__`` and ``__len__``), or an
+            ``IterableDataset`` (no sampler or shuffle then; its samples are batched in
+            the order it yields them).
         batch_size: samples per batch; None turns batching off (each sample is passed
             through ``default_convert`` or ``collate_fn`` alone).
         shuffle: visit the samples in a new random order each epoch.
@@ -101,10 +104,21 @@ class DataLoader:
             prefetch_factor = 2
         if not isinstance(prefetch_factor, int) or prefetch_factor < 1:
             raise ValueError(f"prefetch_factor must be a positive int, got {prefetch_factor!r}")
-        if not hasattr(dataset, "__getitem__"):
+        iterable = isinstance(dataset, IterableDataset)
+        if iterable:
+            for name, value in (
+                ("shuffle", shuffle), ("sampler", sampler), ("batch_sampler", batch_sampler)
+            ):  # fmt: skip
+                if value not in (None, False):
+                    raise ValueError(
+                        f"DataLoader with IterableDataset: expected unspecified {name} option, "
+                        f"but got {name}={value!r}; an iterable dataset sets its own order"
+                    )
+        elif not hasattr(dataset, "__getitem__"):
             raise TypeError(
-                f"DataLoader needs a map-style dataset with __getitem__ and __len__, got "
-                f"{type(dataset).__name__}; iterable-style datasets are not supported"
+                f"DataLoader needs a map-style dataset (__getitem__ and __len__) or a "
+                f"dtrain.utils.data.IterableDataset, got {type(dataset).__name__}; subclass "
+                "IterableDataset for a stream"
             )
         if sampler is not None and shuffle:
             raise ValueError(
@@ -124,12 +138,14 @@ class DataLoader:
                 "DataLoader: batch_size=None option disables auto-batching and is mutually "
                 "exclusive with drop_last"
             )
-        if sampler is None:
+        if iterable:
+            pass  # no sampler: the dataset's own iterator gives the order
+        elif sampler is None:
             if shuffle:
                 sampler = RandomSampler(dataset, generator=generator)
             else:
                 sampler = SequentialSampler(dataset)
-        if batch_size is not None and batch_sampler is None:
+        if batch_size is not None and batch_sampler is None and not iterable:
             batch_sampler = BatchSampler(sampler, batch_size, drop_last)
 
         self.dataset = dataset
@@ -145,13 +161,16 @@ class DataLoader:
         self.timeout = timeout
         self.worker_init_fn = worker_init_fn
         self.persistent_workers = persistent_workers
+        self._iterable = iterable
         self._default_collate = collate_fn is None
         if collate_fn is None:
-            collate_fn = default_collate if batch_sampler is not None else default_convert
+            collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
 
     @property
     def _auto_collation(self) -> bool:
+        if self._iterable:
+            return self.batch_size is not None
         return self.batch_sampler is not None
 
     @property
@@ -159,12 +178,20 @@ class DataLoader:
         return self.batch_sampler if self._auto_collation else self.sampler
 
     def __len__(self) -> int:
+        if self._iterable:
+            # As PyTorch: the dataset's length (TypeError without one) in batches.
+            n = len(self.dataset)  # type: ignore[arg-type]
+            if self.batch_size is None:
+                return n
+            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
         return len(self._index_sampler)
 
     def __iter__(self) -> Iterator[Any]:
         # As PyTorch: a base seed per iterator, from the loader's generator (or the default
         # one), drawn with or without workers, so both shuffle alike from one seed.
         base_seed = int(numpy_rng(self.generator).integers(0, 2**62))
+        if self._iterable:
+            return self._iterate_stream(base_seed)
         fetch = self._fetcher()
         indices = iter(self._index_sampler)
         if self.num_workers == 0:
@@ -175,6 +202,24 @@ class DataLoader:
         ]
         return _threaded(
             fetch, indices, workers, self.num_workers * self._prefetch, self.worker_init_fn,
+            self.timeout,
+        )  # fmt: skip
+
+    def _iterate_stream(self, base_seed: int) -> Iterator[Any]:
+        """Batches of an IterableDataset: in this thread, or one stream per worker."""
+        size, drop_last, collate = self.batch_size, self.drop_last, self.collate_fn
+
+        def make_batches(samples: Iterator[Any]) -> Iterator[Any]:
+            return batches(samples, size, drop_last, collate)
+
+        if self.num_workers == 0:
+            return make_batches(iter(self.dataset))  # type: ignore[call-overload]
+        workers = [
+            WorkerInfo(id=i, num_workers=self.num_workers, seed=base_seed + i, dataset=self.dataset)
+            for i in range(self.num_workers)
+        ]
+        return threaded_batches(
+            self.dataset, workers, make_batches, self._prefetch, self.worker_init_fn,
             self.timeout,
         )  # fmt: skip
 

@@ -19,6 +19,8 @@ from dtrain._tensor.data.dataset import numpy_rng
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.random import Generator
 
+_CHUNK = 4096  # indices drawn at a time by RandomSampler(replacement=True)
+
 
 class Sampler:
     """Base class: a subclass yields indices from ``__iter__`` and says how many in
@@ -49,7 +51,8 @@ class RandomSampler(Sampler):
 
     Args:
         data_source: the dataset (only its length is used).
-        replacement: draw ``num_samples`` indices independently when True.
+        replacement: draw ``num_samples`` indices independently when True (lazily, a
+            few thousand at a time, so ``num_samples`` may be huge).
         num_samples: how many indices per epoch; ``len(data_source)`` by default. Without
             replacement a value above the length chains whole permutations, as in PyTorch.
         generator: the random stream; the default generator when None.
@@ -85,7 +88,15 @@ class RandomSampler(Sampler):
         n = len(self.data_source)
         rng = numpy_rng(self.generator)
         if self.replacement:
-            yield from rng.integers(0, n, size=self.num_samples).tolist()
+            # Lazily, a chunk at a time (num_samples may be 1e10, an "infinite" sampler),
+            # from a stream seeded by one draw of the generator at the start of each epoch
+            # (as PyTorch), so the indices do not depend on what else draws meanwhile.
+            stream = np.random.Generator(np.random.PCG64(int(rng.integers(0, 2**63))))
+            left = self.num_samples
+            while left > 0:
+                chunk = min(left, _CHUNK)
+                yield from stream.integers(0, n, size=chunk).tolist()
+                left -= chunk
             return
         whole, rest = divmod(self.num_samples, n)
         for _ in range(whole):

@@ -22,16 +22,23 @@ Differences from ``torch.save``/``torch.load``:
   tensor and its ``detach()``), is stored once and loads as one tensor object in every
   place; partial views of another tensor (``x[0]``) are stored as copies.
 - CUDA tensors are written from host copies and load back onto their device unless
-  ``map_location`` says otherwise; ``map_location`` is a device (str or ``Device``) only.
-- ``save`` and ``load`` take a path, not a file object. ``save`` is atomic: a crash or kill
-  mid-save leaves the previous file as it was (and at worst a hidden ``.<name>.*.tmp``
-  file beside it).
+  ``map_location`` says otherwise: a device (str or ``Device``), a dict from saved device
+  to device (``{"cuda:0": "cpu"}``; devices it does not name stay), or a callable
+  ``fn(tensor, location)`` that gets each tensor on the CPU and its saved device name and
+  returns the tensor to use (or None for the saved device). PyTorch's callable gets a
+  storage instead; ``lambda storage, loc: storage`` loads on the CPU in both.
+- ``save`` and ``load`` take a path or a binary file object (``open(p, "wb")``,
+  ``io.BytesIO``): the same bytes either way, written or read from its current position.
+  Only a save to a path is atomic: a crash or kill mid-save leaves the previous file as it
+  was (and at worst a hidden ``.<name>.*.tmp`` file beside it); a file object gets the
+  bytes as they are written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import math
 import os
@@ -58,26 +65,31 @@ _SAVEABLE = (
 
 
 # ---- save --------------------------------------------------------------------------------
-def save(obj: Any, f: str | os.PathLike) -> None:
-    """Save ``obj`` (e.g. ``model.state_dict()`` or a dict of several) to the path ``f``.
+def save(obj: Any, f: str | os.PathLike | BinaryIO) -> None:
+    """Save ``obj`` (e.g. ``model.state_dict()`` or a dict of several) to ``f``.
 
-    The file is a safetensors file; see the module docstring for what can be saved. The
-    write is atomic: the data goes to a temporary file in the same directory, which is
-    flushed, fsynced and renamed over ``f``.
+    The file is a safetensors file; see the module docstring for what can be saved. A save
+    to a path is atomic: the data goes to a temporary file in the same directory, which is
+    flushed, fsynced and renamed over ``f``. A binary file object gets the same bytes at
+    its current position (not atomically; it is not closed).
 
     Args:
         obj: nested dicts, lists and tuples of tensors, numpy arrays and plain values.
-        f: the file's path.
+        f: the file's path, or a binary file object with ``write``.
 
     Raises:
         TypeError: for an object that cannot be saved (the message names where it is).
         FileNotFoundError: when the directory of ``f`` does not exist.
     """
-    path = _path(f, "save")
+    stream = _stream(f, "save", "write")
+    path = None if stream is not None else _path(f, "save")
     encoder = _Encoder()
     root = encoder.encode(obj, "")
     document = {"version": FORMAT_VERSION, "root": root}
     metadata = {FORMAT_KEY: json.dumps(document, separators=(",", ":"), allow_nan=False)}
+    if stream is not None:
+        safetensors.write(stream, encoder.arrays, metadata)
+        return
     _atomic_write(path, lambda fh: safetensors.write(fh, encoder.arrays, metadata))
 
 
@@ -181,10 +193,34 @@ def _where(path: str) -> str:
 def _path(f: Any, what: str) -> str:
     if not isinstance(f, (str, os.PathLike)):
         raise TypeError(
-            f"{what}: f must be a path (str or os.PathLike), got {type(f).__name__}; dtrain "
-            "checkpoints are written to and read from files by name"
+            f"{what}: f must be a path (str or os.PathLike) or a binary file object, got "
+            f"{type(f).__name__}"
         )
     return os.fspath(f)
+
+
+def _stream(f: Any, what: str, method: str) -> Any:
+    """``f`` when it is a file object with ``method`` (None for a path); a text-mode file
+    is a TypeError (checkpoints are bytes)."""
+    if isinstance(f, (str, os.PathLike)) or not hasattr(f, method):
+        return None
+    if isinstance(f, io.TextIOBase) or "b" not in getattr(f, "mode", "b"):
+        raise TypeError(
+            f"{what}: {getattr(f, 'name', type(f).__name__)!r} is open in text mode; open it "
+            f"in binary mode ('{'wb' if method == 'write' else 'rb'}')"
+        )
+    return f
+
+
+def _stream_size(f: Any) -> tuple[Any, int]:
+    """A readable binary stream positioned where ``f`` is, and the bytes left in it."""
+    if hasattr(f, "readinto") and getattr(f, "seekable", lambda: False)():
+        start = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(start)
+        return f, end - start
+    data = f.read()
+    return io.BytesIO(data), len(data)
 
 
 def _atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
@@ -242,13 +278,20 @@ def _fsync_directory(directory: str) -> None:
 
 
 # ---- load --------------------------------------------------------------------------------
-def load(f: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> Any:
-    """Load what ``save`` wrote to the path ``f``, or the tensors of any safetensors file.
+def load(
+    f: str | os.PathLike | BinaryIO,
+    map_location: Any = None,
+    weights_only: bool | None = None,
+) -> Any:
+    """Load what ``save`` wrote to ``f``, or the tensors of any safetensors file.
 
     Args:
-        f: the file's path.
-        map_location: a device (``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``Device``) for
-            every tensor; None puts each tensor back on the device it was saved from.
+        f: the file's path, or a binary file object (read from its current position).
+        map_location: None puts each tensor back on the device it was saved from; a device
+            (``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a ``Device``) for every tensor; a dict
+            from saved device to device (``{"cuda:0": "cpu"}``; others stay where they
+            were); or a callable ``fn(tensor, location)`` given each tensor on the CPU and
+            its saved device name, returning the tensor to use (None: the saved device).
         weights_only: accepted for PyTorch compatibility: whatever its value, nothing is
             ever unpickled (a checkpoint holds tensors and JSON), so loading is always as
             safe as PyTorch's ``weights_only=True``.
@@ -262,20 +305,20 @@ def load(f: str | os.PathLike, map_location: Any = None, weights_only: bool | No
             safetensors file; the message names the file and the problem.
         RuntimeError: when a tensor's device is not available; pass ``map_location="cpu"``.
     """
-    path = _path(f, "load")
-    if map_location is not None:
-        if not isinstance(map_location, (str, Device)):
-            raise TypeError(
-                f"load: map_location must be a device such as 'cpu' or 'cuda:0', got "
-                f"{type(map_location).__name__}"
-            )
-        map_location = Device(map_location)
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+    stream = _stream(f, "load", "read")
+    path = _path(f, "load") if stream is None else str(getattr(f, "name", "<file object>"))
+    placer = _Placer(path, map_location)
+    if stream is not None:
+        fh, size = _stream_size(stream)
         entries, metadata = safetensors.read_header(fh, path, size)
         arrays = safetensors.read_arrays(fh, path, entries)
+    else:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            entries, metadata = safetensors.read_header(fh, path, size)
+            arrays = safetensors.read_arrays(fh, path, entries)
     if FORMAT_KEY not in metadata:
-        return {name: _place(path, name, arrays[name], map_location) for name in sorted(arrays)}
+        return {name: placer(name, arrays[name], "cpu") for name in sorted(arrays)}
     try:
         document = json.loads(metadata[FORMAT_KEY])
     except (ValueError, RecursionError) as exc:
@@ -289,7 +332,7 @@ def load(f: str | os.PathLike, map_location: Any = None, weights_only: bool | No
             f"{path}: checkpoint format version {document['version']!r}; this dtrain reads "
             f"version {FORMAT_VERSION} (a newer dtrain wrote it?)"
         )
-    decoder = _Decoder(path, arrays, map_location)
+    decoder = _Decoder(path, arrays, placer)
     try:
         return decoder.decode(document["root"])
     except RecursionError:
@@ -299,8 +342,8 @@ def load(f: str | os.PathLike, map_location: Any = None, weights_only: bool | No
 class _Decoder:
     """Rebuilds the saved object from its JSON structure and the file's arrays."""
 
-    def __init__(self, path: str, arrays: dict[str, np.ndarray], map_location: Any) -> None:
-        self.path, self.arrays, self.map_location = path, arrays, map_location
+    def __init__(self, path: str, arrays: dict[str, np.ndarray], placer: _Placer) -> None:
+        self.path, self.arrays, self.placer = path, arrays, placer
         self._tensors: dict[tuple, Tensor] = {}
 
     def bad(self, problem: str) -> CheckpointError:
@@ -354,15 +397,62 @@ class _Decoder:
         array = self._array(name)
         key = (name, device)
         if key not in self._tensors:
-            if self.map_location is None:
-                try:
-                    where = Device(device)
-                except ValueError:
-                    raise self.bad(f"tensor {name!r} has unknown device {device!r}") from None
-            else:
-                where = self.map_location
-            self._tensors[key] = _place(self.path, name, array, where)
+            try:
+                Device(device)
+            except ValueError:
+                raise self.bad(f"tensor {name!r} has unknown device {device!r}") from None
+            self._tensors[key] = self.placer(name, array, device)
         return self._tensors[key]
+
+
+class _Placer:
+    """Puts each loaded array where ``map_location`` says (see ``load``)."""
+
+    def __init__(self, path: str, map_location: Any) -> None:
+        self.path = path
+        self.device: Device | None = None
+        self.table: dict[Device, Device] | None = None
+        self.function: Callable[[Tensor, str], Any] | None = None
+        if map_location is None:
+            return
+        if isinstance(map_location, (str, Device)):
+            self.device = Device(map_location)
+        elif isinstance(map_location, Mapping):
+            self.table = {}
+            for key, value in map_location.items():
+                if not isinstance(key, (str, Device)) or not isinstance(value, (str, Device)):
+                    raise TypeError(
+                        f"load: map_location dict entries must map a device to a device "
+                        f"(such as {{'cuda:0': 'cpu'}}), got {key!r}: {value!r}"
+                    )
+                self.table[Device(key)] = Device(value)
+        elif callable(map_location):
+            self.function = map_location
+        else:
+            raise TypeError(
+                f"load: map_location must be a device such as 'cpu' or 'cuda:0', a dict from "
+                f"device to device, or a callable (tensor, location), got "
+                f"{type(map_location).__name__}"
+            )
+
+    def __call__(self, name: str, array: np.ndarray, saved: str) -> Tensor:
+        if self.function is not None:
+            host = _place(self.path, name, array, None)
+            result = self.function(host, saved)
+            if result is None:
+                return _place(self.path, name, array, Device(saved))
+            if not isinstance(result, Tensor):
+                raise TypeError(
+                    f"load: map_location returned {type(result).__name__} for tensor {name!r}; "
+                    "return a Tensor (or None to keep its saved device)"
+                )
+            return result
+        if self.device is not None:
+            return _place(self.path, name, array, self.device)
+        where = Device(saved)
+        if self.table is not None:
+            where = self.table.get(where, where)
+        return _place(self.path, name, array, where)
 
 
 def _place(path: str, name: str, array: np.ndarray, device: Device | None) -> Tensor:

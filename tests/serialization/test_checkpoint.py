@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import io
 import json
 import math
 import os
@@ -217,8 +218,100 @@ def test_foreign_unsigned_tensors_are_refused_as_tensors(tmp_path):
 def test_map_location(tmp_path):
     back = roundtrip({"w": dt.ones(2)}, tmp_path, map_location="cpu")
     assert back["w"].device == dt.device("cpu")
-    with pytest.raises(TypeError, match="map_location"):
-        roundtrip({"w": dt.ones(2)}, tmp_path, map_location={"cuda:0": "cpu"})
+    back = roundtrip({"w": dt.ones(2)}, tmp_path, map_location={"cuda:0": "cpu"})
+    assert back["w"].tolist() == [1.0, 1.0]
+    with pytest.raises(TypeError, match="map_location must be a device"):
+        roundtrip({"w": dt.ones(2)}, tmp_path, map_location=5)
+    with pytest.raises(TypeError, match="dict entries"):
+        roundtrip({"w": dt.ones(2)}, tmp_path, map_location={"cuda:0": 1})
+
+
+def _cuda_file(tmp_path):
+    """A checkpoint whose tensor "w" was saved from cuda:0 (and "c" from the CPU)."""
+    path = tmp_path / "cuda.safetensors"
+    root = {
+        "dict": [
+            ["w", {"tensor": "w", "device": "cuda:0"}],
+            ["c", {"tensor": "c", "device": "cpu"}],
+        ]
+    }
+    metadata = {"dtrain": json.dumps({"version": 1, "root": root})}
+    with open(path, "wb") as f:
+        st.write(f, {"w": np.ones(2, np.float32), "c": np.zeros(1, np.float32)}, metadata)
+    return path
+
+
+def test_map_location_dict_and_callable(tmp_path):
+    path = _cuda_file(tmp_path)
+    back = load(path, map_location={"cuda:0": "cpu"})
+    assert back["w"].device == dt.device("cpu") and back["w"].tolist() == [1.0, 1.0]
+    seen = []
+
+    def keep_on_cpu(storage, location):
+        seen.append((storage.device, location))
+        return storage
+
+    back = load(path, map_location=keep_on_cpu)
+    assert back["w"].tolist() == [1.0, 1.0] and back["w"].device == dt.device("cpu")
+    assert sorted(seen, key=str) == sorted(
+        [(dt.device("cpu"), "cuda:0"), (dt.device("cpu"), "cpu")], key=str
+    )
+    doubled = load(path, map_location=lambda t, loc: t * 2)
+    assert doubled["w"].tolist() == [2.0, 2.0]
+    with pytest.raises(TypeError, match="returned list"):
+        load(path, map_location=lambda t, loc: [t])
+    # None from the callable: the saved device, which a CPU-only machine lacks
+    if not dt.cuda_is_available():
+        with pytest.raises(RuntimeError, match="map_location='cpu'"):
+            load(path, map_location=lambda t, loc: None)
+        with pytest.raises(RuntimeError, match="map_location='cpu'"):
+            load(path, map_location={"cuda:1": "cpu"})  # cuda:0 is not remapped
+    assert load(path, map_location=lambda t, loc: None if loc == "cpu" else t)["c"].tolist() == [
+        0.0
+    ]
+
+
+def test_file_objects_get_the_same_bytes(tmp_path):
+    obj = {"w": dt.arange(6.0).reshape(2, 3), "meta": {"epoch": 3, "name": "run"}, "t": (1, 2.5)}
+    save(obj, tmp_path / "a.safetensors")
+    buffer = io.BytesIO()
+    buffer.write(b"xyz")  # written from the current position
+    save(obj, buffer)
+    assert buffer.getvalue()[3:] == (tmp_path / "a.safetensors").read_bytes()
+    buffer.seek(3)
+    back = load(buffer)
+    assert back["w"].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert back["meta"] == {"epoch": 3, "name": "run"} and back["t"] == (1, 2.5)
+    with open(tmp_path / "b.pt", "wb") as f:  # time_sequence_prediction's form
+        save(obj, f)
+    with open(tmp_path / "b.pt", "rb") as f:
+        assert load(f)["meta"]["epoch"] == 3
+
+    # a stream that cannot seek is read whole
+    class Pipe:
+        def __init__(self, data):
+            self._data = io.BytesIO(data)
+
+        def read(self, n=-1):
+            return self._data.read(n)
+
+    assert load(Pipe(buffer.getvalue()[3:]))["w"].shape == (2, 3)
+
+
+def test_text_mode_files_are_refused(tmp_path):
+    with (
+        open(tmp_path / "t.txt", "w") as f,
+        pytest.raises(TypeError, match="binary mode \\('wb'\\)"),
+    ):
+        save({"a": 1}, f)
+    save({"a": 1}, tmp_path / "t.txt")
+    with open(tmp_path / "t.txt") as f, pytest.raises(TypeError, match="text mode"):
+        load(f)
+
+
+def test_a_corrupt_file_object_is_a_checkpoint_error():
+    with pytest.raises(CheckpointError, match="<file object>"):
+        load(io.BytesIO(b"\x01\x02"))
 
 
 @pytest.mark.skipif(dt.cuda_is_available(), reason="checks the error on a CPU-only machine")
@@ -270,8 +363,8 @@ def test_save_refuses_cycles_and_bad_paths(tmp_path):
         save(loop, tmp_path / "x.safetensors")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save({}, tmp_path / "missing" / "x.safetensors")
-    with pytest.raises(TypeError, match="path"):
-        save({}, open(os.devnull, "wb"))  # noqa: SIM115
+    with pytest.raises(TypeError, match=r"path \(str or os.PathLike\) or a binary file object"):
+        save({}, 42)
 
 
 # ---- atomic save -------------------------------------------------------------------------

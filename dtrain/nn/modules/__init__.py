@@ -34,7 +34,21 @@ from dtrain._tensor.nn.modules.conv import (
     Conv1d,
     Conv2d,
 )
+from dtrain._tensor.nn.modules.conv_transpose import (
+    ConvTranspose1d,
+    ConvTranspose2d,
+    Fold,
+    Unfold,
+)
+from dtrain._tensor.nn.modules.data_parallel import (
+    DataParallel,
+)
+from dtrain._tensor.nn.modules.distance import (
+    CosineSimilarity,
+    PairwiseDistance,
+)
 from dtrain._tensor.nn.modules.linear import (
+    Bilinear,
     Flatten,
     Identity,
     Linear,
@@ -55,46 +69,87 @@ from dtrain._tensor.nn.modules.normalization import (
     BatchNorm1d,
     BatchNorm2d,
     GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
     LayerNorm,
+    LocalResponseNorm,
+    RMSNorm,
+)
+from dtrain._tensor.nn.modules.padding import (
+    ConstantPad1d,
+    ConstantPad2d,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    ZeroPad1d,
+    ZeroPad2d,
 )
 from dtrain._tensor.nn.modules.param_container import (
     ParameterDict,
     ParameterList,
 )
+from dtrain._tensor.nn.modules.pixelshuffle import (
+    PixelShuffle,
+    PixelUnshuffle,
+)
 from dtrain._tensor.nn.modules.pooling import (
+    AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
     AvgPool1d,
     AvgPool2d,
     MaxPool1d,
     MaxPool2d,
 )
+from dtrain._tensor.nn.modules.rnn import GRU, LSTM, RNN, RNNBase
+from dtrain._tensor.nn.modules.rnn_cells import GRUCell, LSTMCell, RNNCell, RNNCellBase
 from dtrain._tensor.nn.modules.sparse import (
     Dropout,
     Dropout1d,
     Dropout2d,
     Embedding,
 )
+from dtrain._tensor.nn.modules.transformer import (
+    Transformer,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
 from dtrain._tensor.nn.modules.upsample import (
     Upsample,
 )
 
 __all__ = [
+    "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
     "AvgPool1d",
     "AvgPool2d",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
+    "Bilinear",
+    "ConstantPad1d",
+    "ConstantPad2d",
     "Conv1d",
     "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "CosineSimilarity",
     "CrossEntropyLoss",
+    "DataParallel",
     "Dropout",
     "Dropout1d",
     "Dropout2d",
     "ELU",
     "Embedding",
     "Flatten",
+    "Fold",
     "GELU",
     "GLU",
     "GroupNorm",
@@ -103,11 +158,14 @@ __all__ = [
     "Hardtanh",
     "HuberLoss",
     "Identity",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
     "KLDivLoss",
     "L1Loss",
     "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "LocalResponseNorm",
     "LogSigmoid",
     "LogSoftmax",
     "MSELoss",
@@ -120,10 +178,18 @@ __all__ = [
     "MultiheadAttention",
     "NLLLoss",
     "PReLU",
+    "PairwiseDistance",
     "ParameterDict",
     "ParameterList",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "RMSNorm",
     "ReLU",
     "ReLU6",
+    "ReflectionPad1d",
+    "ReflectionPad2d",
+    "ReplicationPad1d",
+    "ReplicationPad2d",
     "Sequential",
     "SiLU",
     "Sigmoid",
@@ -133,5 +199,21 @@ __all__ = [
     "Softplus",
     "Tanh",
     "Unflatten",
+    "Unfold",
     "Upsample",
+    "ZeroPad1d",
+    "ZeroPad2d",
+    "GRU",
+    "GRUCell",
+    "LSTM",
+    "LSTMCell",
+    "RNN",
+    "RNNBase",
+    "RNNCell",
+    "RNNCellBase",
+    "Transformer",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
 ]

@@ -13,6 +13,7 @@ from dtrain._tensor.functions import (
 from dtrain._tensor.nn.functional.activation import (
     elu,
     glu,
+    gumbel_softmax,
     hardsigmoid,
     hardswish,
     hardtanh,
@@ -26,11 +27,24 @@ from dtrain._tensor.nn.functional.activation import (
 from dtrain._tensor.nn.functional.attention import scaled_dot_product_attention
 from dtrain._tensor.nn.functional.conv import conv2d
 from dtrain._tensor.nn.functional.conv_pool1d import avg_pool1d, conv1d, max_pool1d
-from dtrain._tensor.nn.functional.distance import cosine_similarity, normalize
+from dtrain._tensor.nn.functional.conv_transpose import (
+    conv_transpose1d,
+    conv_transpose2d,
+    fold,
+    unfold,
+)
+from dtrain._tensor.nn.functional.distance import (
+    cosine_similarity,
+    normalize,
+    pairwise_distance,
+)
 from dtrain._tensor.nn.functional.dropout import dropout, dropout1d, dropout2d
 from dtrain._tensor.nn.functional.embedding import embedding, one_hot
 from dtrain._tensor.nn.functional.interpolate import interpolate
-from dtrain._tensor.nn.functional.linear import linear
+from dtrain._tensor.nn.functional.linear import (
+    bilinear,
+    linear,
+)
 from dtrain._tensor.nn.functional.loss import (
     binary_cross_entropy_with_logits,
     cross_entropy,
@@ -45,18 +59,38 @@ from dtrain._tensor.nn.functional.loss_pointwise import (
     smooth_l1_loss,
 )
 from dtrain._tensor.nn.functional.normalization import batch_norm, group_norm, layer_norm
+from dtrain._tensor.nn.functional.normalization_extra import (
+    instance_norm,
+    local_response_norm,
+    rms_norm,
+)
 from dtrain._tensor.nn.functional.padding import pad
 from dtrain._tensor.nn.functional.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from dtrain._tensor.nn.functional.pooling_adaptive import (
+    adaptive_avg_pool1d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+)
+from dtrain._tensor.nn.functional.vision import (
+    pixel_shuffle,
+    pixel_unshuffle,
+)
 
 __all__ = [
+    "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
     "avg_pool1d",
     "avg_pool2d",
     "batch_norm",
+    "bilinear",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "conv1d",
     "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
     "cosine_similarity",
     "cross_entropy",
     "dropout",
@@ -64,19 +98,23 @@ __all__ = [
     "dropout2d",
     "elu",
     "embedding",
+    "fold",
     "gelu",
     "glu",
     "group_norm",
+    "gumbel_softmax",
     "hardsigmoid",
     "hardswish",
     "hardtanh",
     "huber_loss",
+    "instance_norm",
     "interpolate",
     "kl_div",
     "l1_loss",
     "layer_norm",
     "leaky_relu",
     "linear",
+    "local_response_norm",
     "log_softmax",
     "logsigmoid",
     "max_pool1d",
@@ -87,9 +125,13 @@ __all__ = [
     "normalize",
     "one_hot",
     "pad",
+    "pairwise_distance",
+    "pixel_shuffle",
+    "pixel_unshuffle",
     "prelu",
     "relu",
     "relu6",
+    "rms_norm",
     "scaled_dot_product_attention",
     "sigmoid",
     "silu",
@@ -98,4 +140,5 @@ __all__ = [
     "softmin",
     "softplus",
     "tanh",
+    "unfold",
 ]

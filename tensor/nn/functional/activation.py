@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import warnings
 
+from dtrain._tensor.creation import sample
 from dtrain._tensor.ops import activation as _ops
 from dtrain._tensor.ops.softmax import softmax
-from dtrain._tensor.tensor import Tensor
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.device import device_of
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
@@ -88,3 +91,27 @@ def softmin(input: Tensor, dim: int | None = None) -> Tensor:
             stacklevel=2,
         )
     return softmax(-input, dim)
+
+
+def gumbel_softmax(
+    logits: Tensor, tau: float = 1.0, hard: bool = False, eps: float = 1e-10, dim: int = -1
+) -> Tensor:
+    """Softmax of ``(logits + Gumbel noise) / tau`` along ``dim``; with ``hard``, the
+    one-hot of its argmax in the forward pass and the soft sample's gradient (the
+    straight-through estimator), as PyTorch. ``eps`` is unused (deprecated in PyTorch)."""
+    if logits.dtype.kind != "f":
+        raise TypeError(f"gumbel_softmax: logits must be floating point, got {logits.dtype}")
+    u = sample(
+        "uniform", tuple(logits.shape), logits.dtype, device_of(logits._array), low=0, high=1
+    )
+    xp = get_array_module(u)
+    # -log of an Exp(1) draw; 1 - u lies in (0, 1], so the log is finite.
+    gumbels = -xp.log(-xp.log1p(-u))
+    soft = softmax((logits + wrap(gumbels)) / tau, dim)
+    if not hard:
+        return soft
+    axis = dim % soft.ndim
+    index = xp.expand_dims(soft._array.argmax(axis=axis), axis)
+    positions = xp.arange(soft.shape[axis]).reshape((-1,) + (1,) * (soft.ndim - axis - 1))
+    one_hot = (positions == index).astype(soft.dtype)
+    return wrap(one_hot) - soft.detach() + soft

@@ -113,7 +113,6 @@ class Conv2d(Op):
         xp = get_array_module(grad)
         need_x, need_w, need_b = self.needs_input_grad
         (n, c, h, width), (sh, sw), padding, (dh, dw), oh, ow, wide, tail = self.geometry
-        top, bottom, left, right = padding
         weights = self.weights
         groups, og, _ = weights.shape
         kh, kw = self.weight_shape[2:]
@@ -131,26 +130,66 @@ class Conv2d(Op):
             grad_b = grad.sum(axis=(0, 2, 3))
         if need_x:
             col_grad = matmul(weights.transpose(0, 2, 1), spread).reshape(n, c, kh, kw, oh, wide)
-            hp, wp = h + top + bottom, width + left + right
-            buffer = xp.zeros(n * c * hp * wp + tail, dtype=grad.dtype)
-            padded = buffer[: n * c * hp * wp].reshape(n, c, hp, wp)
-            s_n, s_c, s_h, s_w = padded.strides
-            item = buffer.itemsize
-            # col2im: each kernel position adds its slice of the column gradient.
-            for i in range(kh):
-                for j in range(kw):
-                    offset = (i * dh * s_h + j * dw * s_w) // item
-                    target = _as_strided(
-                        xp,
-                        buffer[offset:],
-                        (n, c, oh, wide),
-                        (s_n, s_c, sh * s_h, sw * s_w),
-                    )
-                    target += col_grad[:, :, i, j]
-            grad_x = padded[:, :, top : top + h, left : left + width]
-            if grad_x.shape != padded.shape:
-                grad_x = xp.ascontiguousarray(grad_x)
+            grad_x = col2im(col_grad, (n, c, h, width), (sh, sw), padding, (dh, dw), tail)
         return grad_x, grad_w, grad_b
+
+
+def col2im(
+    cols: Any, shape: tuple, stride: tuple, padding: tuple, dilation: tuple, tail: int = 0
+) -> Any:
+    """Add ``(N, C, kh, kw, OH, OW')`` columns back onto an ``(N, C, H, W)`` image: the
+    adjoint of the im2col copy (``OW'`` may exceed the true output width by the surplus
+    columns of ``Conv2d``'s wide rows, which then need a zero ``tail`` past the buffer).
+    ``padding`` is (top, bottom, left, right), cropped off the result."""
+    xp = get_array_module(cols)
+    n, c, h, width = shape
+    _, _, kh, kw, oh, wide = cols.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    top, bottom, left, right = padding
+    hp, wp = h + top + bottom, width + left + right
+    buffer = xp.zeros(n * c * hp * wp + tail, dtype=cols.dtype)
+    padded = buffer[: n * c * hp * wp].reshape(n, c, hp, wp)
+    s_n, s_c, s_h, s_w = padded.strides
+    item = buffer.itemsize
+    # col2im: each kernel position adds its slice of the column gradient.
+    for i in range(kh):
+        for j in range(kw):
+            offset = (i * dh * s_h + j * dw * s_w) // item
+            target = _as_strided(
+                xp,
+                buffer[offset:],
+                (n, c, oh, wide),
+                (s_n, s_c, sh * s_h, sw * s_w),
+            )
+            target += cols[:, :, i, j]
+    image = padded[:, :, top : top + h, left : left + width]
+    if image.shape != padded.shape:
+        image = xp.ascontiguousarray(image)
+    return image
+
+
+def im2col(x: Any, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple) -> Any:
+    """The ``(N, C, kh, kw, OH, OW)`` windows of ``x`` zero-padded by ``padding`` (top,
+    bottom, left, right), as a view (of a padded copy when there is padding)."""
+    xp = get_array_module(x)
+    n, c, h, width = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    top, bottom, left, right = padding
+    hp, wp = h + top + bottom, width + left + right
+    if top or bottom or left or right:
+        padded = xp.zeros((n, c, hp, wp), dtype=x.dtype)
+        padded[:, :, top : top + h, left : left + width] = x
+    else:
+        padded = x
+    oh = (hp - dh * (kh - 1) - 1) // sh + 1
+    ow = (wp - dw * (kw - 1) - 1) // sw + 1
+    s_n, s_c, s_h, s_w = padded.strides
+    return _as_strided(
+        xp,
+        padded,
+        (n, c, kh, kw, oh, ow),
+        (s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
+    )
 
 
 def _conv_padding(

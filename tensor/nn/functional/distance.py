@@ -1,5 +1,5 @@
-"""``normalize`` and ``cosine_similarity``, over one vector norm op whose gradient is 0 (not
-NaN) at a zero vector, as PyTorch's."""
+"""``normalize``, ``cosine_similarity`` and ``pairwise_distance``, over one vector norm op
+whose gradient is 0 (not NaN) at a zero vector, as PyTorch's."""
 
 from __future__ import annotations
 
@@ -94,3 +94,17 @@ def cosine_similarity(x1: Tensor, x2: Tensor, dim: int = 1, eps: float = 1e-8) -
         return x / (norm + (floor.clamp(min=eps) - floor))
 
     return (unit(x1) * unit(x2)).sum(axis)
+
+
+def pairwise_distance(
+    x1: Tensor, x2: Tensor, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False
+) -> Tensor:
+    """The ``p``-norm of ``x1 - x2 + eps`` along the last dim (they broadcast), as PyTorch.
+
+    Raises:
+        ValueError: ``p <= 0``.
+    """
+    x1, x2 = _float(x1), _float(x2)
+    diff = x1 - x2 + eps
+    norm = _vector_norm(diff, -1, p)
+    return norm if keepdim else norm.squeeze(-1)

@@ -101,3 +101,31 @@ def _checked(input: Tensor, weight: Tensor, bias: Tensor | None) -> tuple:
             f"convert the input (x.to({weight.dtype}))"
         )
     return input, weight, bias
+
+
+def bilinear(input1: Tensor, input2: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``y[..., o] = Σ_ij input1[..., i] · weight[o, i, j] · input2[..., j] + bias[o]``: one
+    matrix product of ``input1`` with the weight, then a product and sum with ``input2``.
+
+    Raises:
+        ValueError: shapes that do not fit ``weight``'s ``(out, in1, in2)``.
+    """
+    if weight.ndim != 3:
+        raise ValueError(
+            f"bilinear: weight must be 3-D (out, in1, in2), got shape {tuple(weight.shape)}"
+        )
+    out, in1, in2 = weight.shape
+    if input1.shape[-1] != in1 or input2.shape[-1] != in2 or input1.shape[:-1] != input2.shape[:-1]:
+        raise ValueError(
+            f"bilinear: inputs of shapes {tuple(input1.shape)} and {tuple(input2.shape)} do not "
+            f"fit weight {tuple(weight.shape)}; they need the same leading dims and last dims "
+            f"{in1} and {in2}"
+        )
+    if bias is not None and tuple(bias.shape) != (out,):
+        raise ValueError(f"bilinear: bias has shape {tuple(bias.shape)}, expected ({out},)")
+    lead = tuple(input1.shape[:-1])
+    left = input1.reshape(-1, in1) @ weight.permute(1, 0, 2).reshape(in1, out * in2)
+    result = (left.reshape(-1, out, in2) * input2.reshape(-1, 1, in2)).sum(-1)
+    if bias is not None:
+        result = result + bias
+    return result.reshape(*lead, out)

@@ -55,4 +55,10 @@ def pad(input: Tensor, pad: Any, mode: str = "constant", value: float = 0.0) -> 
     widths = [(0, 0)] * input.ndim
     for i in range(len(pad) // 2):
         widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+        size = input.shape[input.ndim - 1 - i]
+        if mode == "reflect" and max(pad[2 * i : 2 * i + 2]) >= size:
+            raise ValueError(
+                f"pad: reflect padding {pad[2 * i : 2 * i + 2]} of dim {input.ndim - 1 - i} "
+                f"must be smaller than its size {size}, as in PyTorch"
+            )
     return Pad.apply(input, widths=tuple(widths), mode=mode, value=value)

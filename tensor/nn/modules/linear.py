@@ -1,4 +1,4 @@
-"""Linear, Identity, Flatten, Unflatten."""
+"""Linear, Bilinear, Identity, Flatten, Unflatten."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from dtrain._tensor.creation import empty, size_argument
 from dtrain._tensor.nn import init
-from dtrain._tensor.nn.functional.linear import linear
+from dtrain._tensor.nn.functional.linear import bilinear, linear
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
@@ -91,3 +91,52 @@ class Unflatten(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+class Bilinear(Module):
+    """``y = x1ᵀ W x2 + b`` with W of shape ``(out_features, in1_features, in2_features)``,
+    PyTorch's init: U(-1/√in1, 1/√in1) for both W and b."""
+
+    def __init__(
+        self,
+        in1_features: int,
+        in2_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.in1_features = size_argument(in1_features, "in1_features", "Bilinear")
+        self.in2_features = size_argument(in2_features, "in2_features", "Bilinear")
+        self.out_features = size_argument(out_features, "out_features", "Bilinear")
+        self.weight = Parameter(
+            empty(
+                self.out_features,
+                self.in1_features,
+                self.in2_features,
+                device=device,
+                dtype=dtype,
+            )
+        )
+        if bias:
+            self.bias = Parameter(empty(self.out_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation."""
+        bound = 1 / math.sqrt(self.weight.shape[1]) if self.weight.shape[1] else 0.0
+        init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input1: Tensor, input2: Tensor) -> Tensor:
+        return bilinear(input1, input2, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in1_features={self.in1_features}, in2_features={self.in2_features}, "
+            f"out_features={self.out_features}, bias={self.bias is not None}"
+        )

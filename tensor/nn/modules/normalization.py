@@ -1,13 +1,20 @@
-"""LayerNorm, BatchNorm1d, BatchNorm2d, GroupNorm."""
+"""LayerNorm, BatchNorm1d, BatchNorm2d, GroupNorm, InstanceNorm1d, InstanceNorm2d, RMSNorm,
+LocalResponseNorm."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from dtrain._tensor.creation import ones, size_argument, zeros
 from dtrain._tensor.nn import init
 from dtrain._tensor.nn.functional.normalization import batch_norm, group_norm, layer_norm
+from dtrain._tensor.nn.functional.normalization_extra import (
+    instance_norm,
+    local_response_norm,
+    rms_norm,
+)
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
@@ -197,3 +204,119 @@ class GroupNorm(Module):
             f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
             f"bias={self.bias is not None}"
         )
+
+
+class _InstanceNorm(_BatchNorm):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+
+    def forward(self, input: Tensor) -> Tensor:
+        name, batched = type(self).__name__, self.expected_dims[-1]
+        if input.ndim not in (batched - 1, batched):
+            raise ValueError(
+                f"{name}: expected {batched - 1}-D (unbatched) or {batched}-D input, got "
+                f"shape {tuple(input.shape)}"
+            )
+        unbatched = input.ndim == batched - 1
+        if unbatched:
+            input = input.unsqueeze(0)
+        if input.shape[1] != self.num_features:
+            if self.affine or self.track_running_stats:
+                raise ValueError(
+                    f"{name}({self.num_features}) expects {self.num_features} channels in "
+                    f"the channel dim, got input of shape {tuple(input.shape)}"
+                )
+            warnings.warn(
+                f"{name}({self.num_features}) got input with {input.shape[1]} channels; "
+                "without affine parameters or running statistics it normalises them anyway",
+                stacklevel=2,
+            )
+        out = instance_norm(
+            input,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training or not self.track_running_stats,
+            0.0 if self.momentum is None else self.momentum,
+            self.eps,
+        )
+        return out.squeeze(0) if unbatched else out
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation of ``(N, C, L)`` (or unbatched ``(C, L)``) input: each
+    channel of each sample over its length. ``affine`` and ``track_running_stats`` are off
+    by default, as PyTorch."""
+
+    expected_dims = (3,)
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation of ``(N, C, H, W)`` (or unbatched ``(C, H, W)``) input: each
+    channel of each sample over its pixels. ``affine`` and ``track_running_stats`` are off
+    by default, as PyTorch."""
+
+    expected_dims = (4,)
+
+
+class RMSNorm(Module):
+    """Root-mean-square normalisation over the trailing ``normalized_shape`` dims, with a
+    learnable scale (``elementwise_affine``); ``eps=None`` is the dtype's epsilon."""
+
+    def __init__(
+        self,
+        normalized_shape: Any,
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(normalized_shape, Iterable):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(
+            size_argument(size, "normalized_shape", "RMSNorm") for size in normalized_shape
+        )
+        self.eps, self.elementwise_affine = eps, elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(ones(self.normalized_shape, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+
+    def reset_parameters(self) -> None:
+        """Scale 1."""
+        if self.weight is not None:
+            init.ones_(self.weight)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        )
+
+
+class LocalResponseNorm(Module):
+    """Normalise over ``size`` neighbouring channels; see
+    ``functional.local_response_norm``."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, input: Tensor) -> Tensor:
+        return local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -1,5 +1,5 @@
 """Pooling layers: ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, ``MaxPool1d``,
-``AvgPool1d``."""
+``AvgPool1d``, ``AdaptiveMaxPool2d``, ``AdaptiveMaxPool1d``, ``AdaptiveAvgPool1d``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ from typing import Any
 
 from dtrain._tensor.nn.functional.conv_pool1d import avg_pool1d, max_pool1d
 from dtrain._tensor.nn.functional.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from dtrain._tensor.nn.functional.pooling_adaptive import (
+    adaptive_avg_pool1d,
+    adaptive_max_pool1d,
+    adaptive_max_pool2d,
+)
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor
 
@@ -154,6 +159,35 @@ class AvgPool1d(Module):
         )
 
     extra_repr = AvgPool2d.extra_repr
+
+
+class AdaptiveMaxPool2d(Module):
+    """Max pooling to a fixed ``output_size`` (an int or ``(oh, ow)``, None keeps); with
+    ``return_indices``, also the flat in-plane index of each maximum."""
+
+    def __init__(self, output_size: Any, return_indices: bool = False) -> None:
+        super().__init__()
+        self.output_size, self.return_indices = output_size, return_indices
+
+    def forward(self, input: Tensor) -> Any:
+        return adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveMaxPool1d(AdaptiveMaxPool2d):
+    """1-D max pooling of ``(N, C, L)`` input to ``output_size`` positions."""
+
+    def forward(self, input: Tensor) -> Any:
+        return adaptive_max_pool1d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveAvgPool1d(AdaptiveAvgPool2d):
+    """1-D average pooling of ``(N, C, L)`` input to ``output_size`` positions."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return adaptive_avg_pool1d(input, self.output_size)
 
 
 def _one_tuple(value: Any) -> tuple:

@@ -46,6 +46,40 @@ class Embedding(Module):
     def forward(self, input: Tensor) -> Tensor:
         return embedding(input, self.weight, self.padding_idx)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        embeddings: Tensor,
+        freeze: bool = True,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+    ) -> Embedding:
+        """An ``Embedding`` whose table is the 2-D ``embeddings`` (sharing its memory), frozen
+        (``requires_grad=False``) unless ``freeze=False``; as PyTorch, the ``padding_idx``
+        row keeps its values (it only gets no gradient).
+
+        Raises:
+            ValueError: ``embeddings`` not 2-D, or ``max_norm``, ``scale_grad_by_freq`` or
+                ``sparse`` (not supported).
+        """
+        if not isinstance(embeddings, Tensor) or embeddings.ndim != 2:
+            shape = tuple(embeddings.shape) if isinstance(embeddings, Tensor) else embeddings
+            raise ValueError(
+                f"Embedding.from_pretrained: embeddings must be a 2-D tensor, got {shape!r}"
+            )
+        if max_norm is not None or scale_grad_by_freq or sparse:
+            raise ValueError(
+                "Embedding.from_pretrained: max_norm, scale_grad_by_freq and sparse are not "
+                "supported; leave them at their defaults"
+            )
+        rows, dim = embeddings.shape
+        module = cls(rows, dim, padding_idx, device=embeddings.device, dtype=embeddings.dtype)
+        module.weight = Parameter(embeddings.detach(), requires_grad=not freeze)
+        return module
+
     def extra_repr(self) -> str:
         extra = f"{self.num_embeddings}, {self.embedding_dim}"
         return extra if self.padding_idx is None else f"{extra}, padding_idx={self.padding_idx}"
