@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 import math as _math
 
-from dtrain import amp, autograd, backends, cuda, nn, optim, utils
+from dtrain import amp, autograd, backends, cuda, linalg, nn, optim, testing, utils
 from dtrain._tensor.amp import autocast, get_autocast_dtype, is_autocast_enabled
 from dtrain._tensor.autograd import (
     enable_grad,
@@ -25,11 +25,13 @@ from dtrain._tensor.autograd import (
     set_grad_enabled,
 )
 from dtrain._tensor.dlpack import from_dlpack
+from dtrain._tensor.format import get_printoptions, set_printoptions
 from dtrain._tensor.functions import (
     abs,
     add,
     addcdiv,
     addcmul,
+    addmm,
     all,
     allclose,
     amax,
@@ -40,10 +42,12 @@ from dtrain._tensor.functions import (
     argmin,
     argsort,
     as_tensor,
+    bernoulli,
     bincount,
     bmm,
     broadcast_to,
     cat,
+    cdist,
     ceil,
     chunk,
     clamp,
@@ -60,6 +64,8 @@ from dtrain._tensor.functions import (
     empty_like,
     eq,
     equal,
+    erf,
+    erfinv,
     exp,
     expand,
     eye,
@@ -75,6 +81,7 @@ from dtrain._tensor.functions import (
     ge,
     gelu,
     gt,
+    hstack,
     index_add,
     index_select,
     isclose,
@@ -103,8 +110,11 @@ from dtrain._tensor.functions import (
     min,
     minimum,
     mm,
+    moveaxis,
+    movedim,
     mul,
     multinomial,
+    nan_to_num,
     narrow,
     ne,
     neg,
@@ -123,6 +133,7 @@ from dtrain._tensor.functions import (
     randn,
     randn_like,
     randperm,
+    reciprocal,
     relu,
     remainder,
     repeat,
@@ -149,6 +160,9 @@ from dtrain._tensor.functions import (
     std,
     sub,
     sum,
+    swapaxes,
+    swapdims,
+    tan,
     tanh,
     tensor,
     tile,
@@ -158,22 +172,43 @@ from dtrain._tensor.functions import (
     triu,
     trunc,
     unbind,
+    unflatten,
     unique,
     unsqueeze,
     var,
+    vstack,
     where,
     zeros,
     zeros_like,
 )
+from dtrain._tensor.legacy import (
+    BoolTensor,
+    ByteTensor,
+    CharTensor,
+    DoubleTensor,
+    FloatTensor,
+    HalfTensor,
+    IntTensor,
+    LongTensor,
+    ShortTensor,
+)
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.serialization import CheckpointError, load, save
+from dtrain._tensor.settings import (
+    are_deterministic_algorithms_enabled,
+    compile,
+    get_num_threads,
+    is_deterministic_algorithms_warn_only_enabled,
+    set_num_threads,
+    use_deterministic_algorithms,
+)
+from dtrain._tensor.size import Size
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime import Device, Generator, initial_seed, manual_seed
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.dtypes import (
-    bool_ as bool,
-)
-from dtrain.runtime.dtypes import (
+    bfloat16,
+    dtype,
     finfo,
     float16,
     float32,
@@ -186,6 +221,9 @@ from dtrain.runtime.dtypes import (
     int64,
     set_default_dtype,
     uint8,
+)
+from dtrain.runtime.dtypes import (
+    bool_ as bool,
 )
 from dtrain.runtime.matmul_precision import (
     get_float32_matmul_precision,
@@ -210,6 +248,22 @@ def numel(tensor: Tensor) -> int:
     return tensor.numel()
 
 
+def is_floating_point(input: Tensor) -> bool:
+    """True for a float16/32/64 tensor, as ``torch.is_floating_point``."""
+    return input.is_floating_point()
+
+
+def __getattr__(name: str) -> object:
+    # torch.distributed / torch.multiprocessing as attributes (``dt.distributed.get_rank()``
+    # after ``import dtrain as torch``), imported on first use: the distributed runtime
+    # costs ~25 ms to import, which a single-process script need not pay.
+    if name in ("distributed", "multiprocessing"):
+        import importlib
+
+        return importlib.import_module(f"dtrain.{name}")
+    raise AttributeError(f"module 'dtrain' has no attribute {name!r}")
+
+
 def cuda_is_available() -> bool:
     """True when cupy is installed and sees a CUDA device."""
     from dtrain.runtime.backend import cupy_module
@@ -222,6 +276,7 @@ __all__ = [
     "add",
     "addcdiv",
     "addcmul",
+    "addmm",
     "all",
     "allclose",
     "amax",
@@ -229,6 +284,7 @@ __all__ = [
     "amp",
     "any",
     "arange",
+    "are_deterministic_algorithms_enabled",
     "argmax",
     "argmin",
     "argsort",
@@ -236,17 +292,24 @@ __all__ = [
     "autocast",
     "autograd",
     "backends",
+    "bernoulli",
+    "bfloat16",
     "bincount",
     "bmm",
     "bool",
+    "BoolTensor",
     "broadcast_to",
+    "ByteTensor",
     "cat",
+    "cdist",
     "ceil",
+    "CharTensor",
     "CheckpointError",
     "chunk",
     "clamp",
     "clip",
     "clone",
+    "compile",
     "concat",
     "concatenate",
     "cos",
@@ -254,11 +317,13 @@ __all__ = [
     "cuda_is_available",
     "cumprod",
     "cumsum",
-    "Device",
     "device",
+    "Device",
     "diag",
     "div",
     "double",
+    "DoubleTensor",
+    "dtype",
     "e",
     "einsum",
     "empty",
@@ -266,6 +331,8 @@ __all__ = [
     "enable_grad",
     "eq",
     "equal",
+    "erf",
+    "erfinv",
     "exp",
     "expand",
     "eye",
@@ -276,6 +343,7 @@ __all__ = [
     "float16",
     "float32",
     "float64",
+    "FloatTensor",
     "floor",
     "floor_divide",
     "fmod",
@@ -291,9 +359,13 @@ __all__ = [
     "get_autocast_dtype",
     "get_default_dtype",
     "get_float32_matmul_precision",
+    "get_num_threads",
+    "get_printoptions",
     "get_rng_state",
     "gt",
     "half",
+    "HalfTensor",
+    "hstack",
     "iinfo",
     "index_add",
     "index_select",
@@ -305,7 +377,10 @@ __all__ = [
     "int32",
     "int64",
     "int8",
+    "IntTensor",
     "is_autocast_enabled",
+    "is_deterministic_algorithms_warn_only_enabled",
+    "is_floating_point",
     "is_grad_enabled",
     "is_inference_mode_enabled",
     "is_tensor",
@@ -315,6 +390,7 @@ __all__ = [
     "isnan",
     "le",
     "lerp",
+    "linalg",
     "linspace",
     "load",
     "log",
@@ -326,6 +402,7 @@ __all__ = [
     "logical_xor",
     "logsumexp",
     "long",
+    "LongTensor",
     "lt",
     "manual_seed",
     "masked_fill",
@@ -338,9 +415,12 @@ __all__ = [
     "min",
     "minimum",
     "mm",
+    "moveaxis",
+    "movedim",
     "mul",
     "multinomial",
     "nan",
+    "nan_to_num",
     "narrow",
     "ne",
     "neg",
@@ -365,6 +445,7 @@ __all__ = [
     "randn",
     "randn_like",
     "randperm",
+    "reciprocal",
     "relu",
     "remainder",
     "repeat",
@@ -381,12 +462,16 @@ __all__ = [
     "set_default_dtype",
     "set_float32_matmul_precision",
     "set_grad_enabled",
+    "set_num_threads",
+    "set_printoptions",
     "set_rng_state",
     "short",
+    "ShortTensor",
     "sigmoid",
     "sign",
     "silu",
     "sin",
+    "Size",
     "softmax",
     "softplus",
     "sort",
@@ -398,9 +483,13 @@ __all__ = [
     "std",
     "sub",
     "sum",
+    "swapaxes",
+    "swapdims",
+    "tan",
     "tanh",
     "Tensor",
     "tensor",
+    "testing",
     "tile",
     "topk",
     "transpose",
@@ -409,10 +498,13 @@ __all__ = [
     "trunc",
     "uint8",
     "unbind",
+    "unflatten",
     "unique",
     "unsqueeze",
+    "use_deterministic_algorithms",
     "utils",
     "var",
+    "vstack",
     "where",
     "zeros",
     "zeros_like",

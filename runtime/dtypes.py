@@ -1,7 +1,16 @@
-"""The dtypes dtrain supports, with PyTorch's names. A dtype is a numpy ``dtype`` object."""
+"""The dtypes dtrain supports, with PyTorch's names. A dtype is a numpy ``dtype`` object.
+
+``bfloat16`` is a name only: numpy and cupy have no such type, so it is a sentinel that
+prints as ``bfloat16``, equals no real dtype, and that ``to_dtype`` (and so every creation
+function, ``.to()``, cast and ``autocast(dtype=...)``) refuses with a TypeError. Scripts
+that merely build a table of dtype names (nanoGPT's) then import and run in float32/16.
+``dtype`` is the type of all of them, for annotations and ``isinstance``: an abstract class
+that numpy's ``np.dtype`` (and so every numpy dtype object) and the sentinel's class belong to.
+"""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -16,6 +25,53 @@ int16 = np.dtype(np.int16)
 int32 = np.dtype(np.int32)
 int64 = np.dtype(np.int64)
 bool_ = np.dtype(np.bool_)
+
+
+class dtype(abc.ABC):  # noqa: N801, B024 - PyTorch's name; a type to test against only
+    """The type of dtrain's dtypes: ``isinstance(dt.float32, dt.dtype)`` is True, as is
+    ``isinstance(dt.bfloat16, dt.dtype)``. The real dtypes are numpy ``dtype`` objects
+    (registered here as a virtual subclass); there is nothing to construct."""
+
+    __slots__ = ()
+
+
+dtype.register(np.dtype)
+
+
+class _NamedOnly(dtype):
+    """A dtype PyTorch has and numpy/cupy do not: usable as a name, refused in use."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __eq__(self, other: object) -> bool:
+        return other is self  # never equal to a numpy dtype, a string or a type
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __reduce__(self) -> str:
+        return self.name  # copy/pickle give back the module's singleton
+
+    @property
+    def is_floating_point(self) -> bool:
+        return True
+
+    @property
+    def itemsize(self) -> int:
+        return 2
+
+
+bfloat16 = _NamedOnly("bfloat16")
+BFLOAT16_REFUSAL = (
+    "bfloat16: numpy and cupy have no bfloat16; use dt.float16 (with a GradScaler on CUDA) "
+    "or float32"
+)
 
 #: Aliases PyTorch also accepts.
 ALIASES = {
@@ -32,10 +88,25 @@ DEFAULT_FLOAT = float32
 DEFAULT_INT = int64
 
 
+def names_bfloat16(spec: Any) -> bool:
+    """Whether ``spec`` means bfloat16: ``dt.bfloat16``, the string, or another library's
+    bfloat16 (``torch.bfloat16``, ``ml_dtypes.bfloat16``) by its printed name."""
+    if spec is bfloat16:
+        return True
+    text = str(getattr(spec, "name", spec)).lower()
+    return text.endswith("bfloat16") or text == "bf16"
+
+
 def to_dtype(spec: Any) -> np.dtype:
-    """Resolve ``dt.float32``, ``"float32"``, ``"float"``, ``np.float32`` or ``float``."""
+    """Resolve ``dt.float32``, ``"float32"``, ``"float"``, ``np.float32`` or ``float``.
+
+    Raises:
+        TypeError: bfloat16 (numpy and cupy have none), or a dtype dtrain does not support.
+    """
     if isinstance(spec, str) and spec in ALIASES:
         return ALIASES[spec]
+    if isinstance(spec, _NamedOnly) or names_bfloat16(spec):
+        raise TypeError(BFLOAT16_REFUSAL)
     if spec is float:
         return DEFAULT_FLOAT
     if spec is int:
@@ -59,8 +130,8 @@ def accumulation_dtype(dtype: Any) -> np.dtype:
 
 
 def is_floating(dtype: np.dtype) -> bool:
-    """True for float16/32/64."""
-    return dtype.kind == "f"
+    """True for float16/32/64 (and the bfloat16 name)."""
+    return dtype is bfloat16 or dtype.kind == "f"
 
 
 def name(dtype: np.dtype) -> str:

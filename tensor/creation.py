@@ -459,6 +459,63 @@ def uniform_(
     return fill_random_(t, values, "uniform_")
 
 
+def bernoulli(
+    input: Tensor, p: float | None = None, *, generator: Generator | None = None
+) -> Tensor:
+    """0/1 draws, 1 with probability ``input`` elementwise (or ``p`` when given), in
+    ``input``'s dtype, outside the graph (no gradient flows through a draw)."""
+    if input._array.dtype.kind != "f":
+        raise TypeError(
+            f"bernoulli: the probabilities must be a float tensor, got {input.dtype}; "
+            "call .float() first"
+        )
+    probability = input.detach()._array if p is None else p
+    _check_probability(probability, "bernoulli")
+    draws = _uniform_like(input, generator)
+    return wrap((draws < probability).astype(input._array.dtype))
+
+
+def bernoulli_(t: Tensor, p: Any = 0.5, generator: Generator | None = None) -> Tensor:
+    """In place: fill with 0/1 draws, 1 with probability ``p`` (a number or a tensor that
+    broadcasts to ``t``); integer and bool tensors too, as PyTorch."""
+    from dtrain._tensor.ops.inplace import fill_random_
+
+    probability = p.detach()._array if isinstance(p, Tensor) else p
+    _check_probability(probability, "bernoulli_")
+    draws = _uniform_like(t, generator)
+    if isinstance(probability, np.ndarray) and not isinstance(draws, np.ndarray):
+        probability = get_array_module(draws).asarray(probability)
+    return fill_random_(t, (draws < probability).astype(t._array.dtype), "bernoulli_")
+
+
+def exponential_(t: Tensor, lambd: float = 1.0, generator: Generator | None = None) -> Tensor:
+    """In place: fill with samples of the exponential distribution of rate ``lambd``
+    (a floating-point tensor only)."""
+    from dtrain._tensor.ops.inplace import fill_random_
+
+    _check_float_target(t, "exponential_")
+    if not lambd > 0:
+        raise ValueError(f"exponential_: lambd must be positive, got {lambd}")
+    draws = _uniform_like(t, generator)
+    values = -get_array_module(draws).log1p(-draws) / lambd
+    return fill_random_(t, values.astype(t._array.dtype), "exponential_")
+
+
+def _uniform_like(t: Tensor, generator: Generator | None) -> Any:
+    """Uniform [0, 1) draws of ``t``'s shape, on its device, in float64 on the CPU (so a
+    probability compares at full precision), float32 or float64 on CUDA."""
+    draw = t._array.dtype if t._array.dtype in (np.float32, np.float64) else np.float32
+    if device_of(t._array).type == "cpu":
+        draw = np.float64
+    return sample("uniform", t.shape, draw, device_of(t._array), generator, low=0, high=1)
+
+
+def _check_probability(p: Any, name: str) -> None:
+    values = np.asarray(p.get() if hasattr(p, "get") else p)
+    if values.size and not ((values >= 0) & (values <= 1)).all():
+        raise ValueError(f"{name}: probabilities must lie in [0, 1], got values outside it")
+
+
 def _check_float_target(t: Tensor, name: str) -> None:
     # numpy would truncate the samples to integers silently (uniform_(0, 1) gives all zeros).
     if t._array.dtype.kind != "f":
@@ -470,6 +527,9 @@ def _check_float_target(t: Tensor, name: str) -> None:
 
 __all__ = [
     "arange",
+    "bernoulli",
+    "bernoulli_",
+    "exponential_",
     "as_tensor",
     "empty",
     "empty_like",

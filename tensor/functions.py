@@ -3,8 +3,11 @@
 from dtrain._tensor.creation import (
     arange,
     as_tensor,
+    bernoulli,
+    bernoulli_,
     empty,
     empty_like,
+    exponential_,
     eye,
     from_numpy,
     full,
@@ -75,8 +78,11 @@ from dtrain._tensor.ops.inplace_math import (
     addcmul,
     addcmul_,
     exp_,
+    fill_diagonal_,
     floor_divide_,
     index_add_,
+    index_fill,
+    index_fill_,
     lerp,
     lerp_,
     masked_fill_,
@@ -85,9 +91,11 @@ from dtrain._tensor.ops.inplace_math import (
     scatter_,
     scatter_add_,
     sigmoid_,
+    unary_,
 )
 from dtrain._tensor.ops.linalg import bmm, einsum, mm, norm, outer
 from dtrain._tensor.ops.matmul import matmul
+from dtrain._tensor.ops.matrix import addmm, cdist
 from dtrain._tensor.ops.reduce import (
     amax,
     amin,
@@ -132,18 +140,26 @@ from dtrain._tensor.ops.shape import (
     cat,
     expand,
     flatten,
+    hstack,
+    moveaxis,
+    movedim,
     permute,
     repeat,
     reshape,
     squeeze,
     stack,
+    swapaxes,
+    swapdims,
     transpose,
     tril,
     triu,
+    unflatten,
     unsqueeze,
     view,
+    vstack,
 )
 from dtrain._tensor.ops.softmax import log_softmax, softmax
+from dtrain._tensor.ops.special import erf, erfinv, nan_to_num
 from dtrain._tensor.ops.unary import (
     abs,
     ceil,
@@ -152,12 +168,14 @@ from dtrain._tensor.ops.unary import (
     floor,
     log,
     log1p,
+    reciprocal,
     round,
     rsqrt,
     sign,
     sin,
     sqrt,
     square,
+    tan,
     trunc,
 )
 
@@ -338,4 +356,27 @@ __all__ += [
     "trunc",
     "unbind",
     "unique",
+]
+__all__ += [
+    "addmm",
+    "bernoulli",
+    "bernoulli_",
+    "cdist",
+    "erf",
+    "erfinv",
+    "exponential_",
+    "fill_diagonal_",
+    "hstack",
+    "index_fill",
+    "index_fill_",
+    "moveaxis",
+    "movedim",
+    "nan_to_num",
+    "reciprocal",
+    "swapaxes",
+    "swapdims",
+    "tan",
+    "unary_",
+    "unflatten",
+    "vstack",
 ]

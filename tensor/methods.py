@@ -88,6 +88,23 @@ class TensorMethods:
     def tanh(self) -> Tensor:
         return _fn.tanh(self)
 
+    def tan(self) -> Tensor:
+        return _fn.tan(self)
+
+    def erf(self) -> Tensor:
+        return _fn.erf(self)
+
+    def erfinv(self) -> Tensor:
+        return _fn.erfinv(self)
+
+    def reciprocal(self) -> Tensor:
+        return _fn.reciprocal(self)
+
+    def nan_to_num(
+        self, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None
+    ) -> Tensor:
+        return _fn.nan_to_num(self, nan, posinf, neginf)
+
     def sigmoid(self) -> Tensor:
         return _fn.sigmoid(self)
 
@@ -231,6 +248,9 @@ class TensorMethods:
     def mm(self, mat2: Tensor) -> Tensor:
         return _fn.mm(self, mat2)
 
+    def addmm(self, mat1: Tensor, mat2: Tensor, *, beta: float = 1, alpha: float = 1) -> Tensor:
+        return _fn.addmm(self, mat1, mat2, beta=beta, alpha=alpha)
+
     def bmm(self, mat2: Tensor) -> Tensor:
         return _fn.bmm(self, mat2)
 
@@ -278,8 +298,21 @@ class TensorMethods:
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         return _fn.flatten(self, start_dim, end_dim)
 
+    def unflatten(self, dim: int, sizes: Any) -> Tensor:
+        return _fn.unflatten(self, dim, sizes)
+
     def transpose(self, dim0: int, dim1: int) -> Tensor:
         return _fn.transpose(self, dim0, dim1)
+
+    def swapaxes(self, axis0: int, axis1: int) -> Tensor:
+        return _fn.transpose(self, axis0, axis1)
+
+    swapdims = swapaxes
+
+    def movedim(self, source: Any, destination: Any) -> Tensor:
+        return _fn.movedim(self, source, destination)
+
+    moveaxis = movedim
 
     def t(self) -> Tensor:
         if self.ndim > 2:
@@ -345,6 +378,9 @@ class TensorMethods:
     def index_add(self, dim: int, index: Tensor, source: Tensor, *, alpha: Any = 1) -> Tensor:
         return _fn.index_add(self, dim, index, source, alpha=alpha)
 
+    def index_fill(self, dim: int, index: Tensor, value: Any) -> Tensor:
+        return _fn.index_fill(self, dim, index, value)
+
     def tril(self, diagonal: int = 0) -> Tensor:
         return _fn.tril(self, diagonal)
 
@@ -367,6 +403,9 @@ class TensorMethods:
         self, num_samples: int, replacement: bool = False, generator: Any = None
     ) -> Tensor:
         return _fn.multinomial(self, num_samples, replacement, generator)
+
+    def bernoulli(self, p: float | None = None, *, generator: Any = None) -> Tensor:
+        return _fn.bernoulli(self, p, generator=generator)
 
     # ---- comparisons -------------------------------------------------------------------
     def eq(self, other: Any) -> Tensor:
@@ -444,6 +483,89 @@ class TensorMethods:
     def sigmoid_(self) -> Tensor:
         return _fn.sigmoid_(self)
 
+    # The in-place forms of the elementwise functions (tensor/ops/inplace_math.py's
+    # UNARY_INPLACE): a float result into an integer tensor is a TypeError, as PyTorch.
+    def abs_(self) -> Tensor:
+        return _fn.unary_(self, "abs")
+
+    absolute_ = abs_
+
+    def neg_(self) -> Tensor:
+        return _fn.unary_(self, "neg")
+
+    negative_ = neg_
+
+    def log_(self) -> Tensor:
+        return _fn.unary_(self, "log")
+
+    def log1p_(self) -> Tensor:
+        return _fn.unary_(self, "log1p")
+
+    def sqrt_(self) -> Tensor:
+        return _fn.unary_(self, "sqrt")
+
+    def rsqrt_(self) -> Tensor:
+        return _fn.unary_(self, "rsqrt")
+
+    def sin_(self) -> Tensor:
+        return _fn.unary_(self, "sin")
+
+    def cos_(self) -> Tensor:
+        return _fn.unary_(self, "cos")
+
+    def tan_(self) -> Tensor:
+        return _fn.unary_(self, "tan")
+
+    def tanh_(self) -> Tensor:
+        return _fn.unary_(self, "tanh")
+
+    def square_(self) -> Tensor:
+        return _fn.unary_(self, "square")
+
+    def floor_(self) -> Tensor:
+        return _fn.unary_(self, "floor")
+
+    def ceil_(self) -> Tensor:
+        return _fn.unary_(self, "ceil")
+
+    def trunc_(self) -> Tensor:
+        return _fn.unary_(self, "trunc")
+
+    def round_(self, decimals: int = 0) -> Tensor:
+        return _fn.unary_(self, "round", decimals)
+
+    def sign_(self) -> Tensor:
+        return _fn.unary_(self, "sign")
+
+    def erf_(self) -> Tensor:
+        return _fn.unary_(self, "erf")
+
+    def erfinv_(self) -> Tensor:
+        return _fn.unary_(self, "erfinv")
+
+    def reciprocal_(self) -> Tensor:
+        return _fn.unary_(self, "reciprocal")
+
+    def nan_to_num_(
+        self, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None
+    ) -> Tensor:
+        return _fn.unary_(self, "nan_to_num", nan, posinf, neginf)
+
+    def pow_(self, exponent: Any) -> Tensor:
+        return _fn.unary_(self, "pow", exponent)
+
+    def clamp_min_(self, min: Any) -> Tensor:
+        return _fn.clamp_(self, min, None)
+
+    def clamp_max_(self, max: Any) -> Tensor:
+        return _fn.clamp_(self, None, max)
+
+    def index_fill_(self, dim: int, index: Tensor, value: Any) -> Tensor:
+        return _fn.index_fill_(self, dim, index, value)
+
+    def fill_diagonal_(self, fill_value: Any, wrap: bool = False) -> Tensor:
+        return _fn.fill_diagonal_(self, fill_value, wrap)
+
     def relu_(self) -> Tensor:
         return _fn.relu_(self)
 
@@ -480,10 +602,35 @@ class TensorMethods:
     def uniform_(self, a: float = 0.0, b: float = 1.0, generator: Any = None) -> Tensor:
         return _fn.uniform_(self, a, b, generator)
 
+    def bernoulli_(self, p: Any = 0.5, *, generator: Any = None) -> Tensor:
+        return _fn.bernoulli_(self, p, generator)
+
+    def exponential_(self, lambd: float = 1.0, *, generator: Any = None) -> Tensor:
+        return _fn.exponential_(self, lambd, generator)
+
     # ---- new tensors like this one, and dtype conversions ------------------------------
     def new_tensor(self, data: Any, dtype: Any = None, device: Any = None, **kw: Any) -> Tensor:
         """A copy of ``data`` with this tensor's dtype and device unless told otherwise."""
         return _fn.tensor(data, **self._like(dtype, device), **kw)
+
+    def new(self, *args: Any) -> Tensor:
+        """Legacy: ``x.new(2, 3)`` a new tensor of those sizes (zeros; PyTorch leaves it
+        uninitialised), ``x.new([1, 2])`` data, ``x.new()`` empty — with ``x``'s dtype and
+        device."""
+        from dtrain._tensor.size import Size
+
+        if len(args) == 1 and isinstance(args[0], Size):
+            args = tuple(args[0])
+        if not args or all(
+            isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args
+        ):
+            return _fn.zeros(*args if args else (0,), dtype=self.dtype, device=self.device)
+        if len(args) == 1:
+            return _fn.tensor(args[0], dtype=self.dtype, device=self.device)
+        raise TypeError(
+            f"new({', '.join(type(a).__name__ for a in args)}): takes sizes (x.new(2, 3)) or "
+            "data (x.new([1, 2])); prefer x.new_zeros / x.new_tensor"
+        )
 
     def new_zeros(self, *size: Any, dtype: Any = None, device: Any = None, **kw: Any) -> Tensor:
         """Zeros of ``size``, with this tensor's dtype and device unless told otherwise."""
@@ -522,6 +669,9 @@ class TensorMethods:
 
     def nelement(self) -> int:
         return self.numel()
+
+    def ndimension(self) -> int:
+        return self.ndim
 
     def byte(self) -> Tensor:
         """Cast to uint8."""

@@ -146,9 +146,40 @@ class Tensor(TensorMethods):
         """Bytes per element."""
         return self._array.itemsize
 
-    def is_contiguous(self) -> bool:
-        """True when the elements lie in row-major order without gaps."""
+    def is_contiguous(self, memory_format: Any = None) -> bool:
+        """True when the elements lie in row-major order without gaps. dtrain has one
+        memory format (PyTorch's ``contiguous_format``); another is a ValueError."""
+        if memory_format is not None and str(memory_format) not in _ROW_MAJOR:
+            raise ValueError(
+                f"is_contiguous(memory_format={memory_format!r}): dtrain stores tensors "
+                "row-major only (torch.contiguous_format)"
+            )
         return bool(self._array.flags.c_contiguous)
+
+    def stride(self, dim: int | None = None) -> Any:
+        """The step in elements from one index of each dim to the next (a tuple), or of
+        ``dim``, as PyTorch's (a ``flip`` view's is negative, where PyTorch copies)."""
+        itemsize = self._array.itemsize
+        strides = tuple(step // itemsize for step in self._array.strides)
+        return strides if dim is None else strides[dim]
+
+    def data_ptr(self) -> int:
+        """The address of the first element (a device address on CUDA)."""
+        if is_cuda_array(self._array):
+            return int(self._array.data.ptr)
+        return int(self._array.__array_interface__["data"][0])
+
+    def storage_offset(self) -> int:
+        """The first element's offset, in elements, into the memory this tensor views (0
+        for a tensor that owns its memory)."""
+        root = self._array
+        while getattr(root, "base", None) is not None and hasattr(root.base, "shape"):
+            root = root.base
+        if root is self._array:
+            return 0
+        start = self.data_ptr()
+        base = int(root.data.ptr) if is_cuda_array(root) else root.__array_interface__["data"][0]
+        return (start - base) // self._array.itemsize
 
     def is_floating_point(self) -> bool:
         """True for float16/32/64 tensors."""
@@ -324,6 +355,18 @@ class Tensor(TensorMethods):
     # ---- Python protocol ---------------------------------------------------------------
     def __repr__(self) -> str:
         return _fn.format_tensor(self)
+
+    def share_memory_(self) -> Tensor:
+        """Not offered: dtrain tensors cannot be shared between processes (Hogwild).
+
+        Raises:
+            NotImplementedError: always, naming the alternative.
+        """
+        raise NotImplementedError(
+            "share_memory_: dtrain cannot share tensors between processes (Hogwild); train "
+            "one process per rank with dtrain.parallel.DistributedDataParallel "
+            "(dtrain.multiprocessing.spawn or dtrain launch starts them)"
+        )
 
     def __deepcopy__(self, memo: dict) -> Tensor:
         """A leaf with a copy of the data (and of ``.grad``), the same class and
@@ -507,8 +550,15 @@ def _array_like(value: Any) -> bool:
     return is_cuda_array(value) or hasattr(value, "__array__")
 
 
+_ROW_MAJOR = ("None", "torch.contiguous_format", "contiguous_format", "torch.preserve_format")
+
+
 def _legacy_data(args: tuple, device: Any) -> Any:
     """What ``Tensor(*args)`` wraps: the data, or a new float32 array for sizes/no data."""
+    from dtrain._tensor.size import Size
+
+    if len(args) == 1 and isinstance(args[0], Size):
+        args = tuple(args[0])  # Tensor(dt.Size([2, 3])): sizes, as PyTorch
     if len(args) == 1 and (
         isinstance(args[0], (Tensor, np.ndarray, np.generic)) or is_cuda_array(args[0])
     ):

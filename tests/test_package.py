@@ -26,6 +26,8 @@ import pytest
         "dtrain.backends.cudnn",
         "dtrain.cuda.amp",
         "dtrain.autograd",
+        "dtrain.linalg",
+        "dtrain.testing",
         "dtrain.runtime",
         "dtrain.parallel",
         "dtrain.launch",
@@ -80,3 +82,22 @@ def test_cuda_namespace_comes_with_the_package():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_names_ported_scripts_reach_at_import():
+    # nanoGPT's dtype table and the other top-level names scripts touch at import, in a
+    # fresh process, through `import dtrain as torch`.
+    code = (
+        "import dtrain as torch; "
+        "t = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}; "
+        "names = ('Size dtype is_floating_point set_num_threads get_num_threads compile '"
+        "'set_printoptions use_deterministic_algorithms FloatTensor LongTensor linalg testing '"
+        "'erf tan bernoulli nan_to_num hstack vstack addmm cdist').split(); "
+        "missing = [n for n in names if not hasattr(torch, n)]; assert not missing, missing; "
+        "assert callable(torch.linalg.norm) and callable(torch.testing.assert_close); "
+        "assert callable(torch.autograd.set_detect_anomaly); "
+        "print(t['bfloat16'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "bfloat16"

@@ -6,6 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from dtrain._tensor.settings import check_deterministic
+from dtrain.runtime.backend import get_array_module
+
 
 def unbroadcast(grad: Any, shape: tuple) -> Any:
     """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
@@ -69,3 +72,13 @@ def expand_reduced(grad: Any, axes: tuple | None, keepdim: bool, shape: tuple, x
     if not keepdim and axes is not None and shape:
         grad = xp.expand_dims(grad, axes)
     return xp.broadcast_to(grad, shape)
+
+
+def add_at(target: Any, key: Any, values: Any, what: str) -> None:
+    """``target[key] += values`` with repeated indices summed (``ufunc.at``). On CUDA,
+    cupy adds floats with atomics, in no fixed order: ``what`` (the op) is then reported
+    to ``use_deterministic_algorithms`` (which raises or warns when it is on)."""
+    xp = get_array_module(target)
+    if xp is not np and target.dtype.kind == "f":
+        check_deterministic(what)
+    xp.add.at(target, key, values)

@@ -10,7 +10,7 @@ import numpy as np
 
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.autograd.slice_grads import SliceGrads
-from dtrain._tensor.ops._util import normalize_dim, unbroadcast
+from dtrain._tensor.ops._util import add_at, normalize_dim, unbroadcast
 from dtrain._tensor.ops.reduce import ValuesIndices
 from dtrain._tensor.tensor import Tensor, mark_view, wrap
 from dtrain.runtime.backend import get_array_module
@@ -81,7 +81,7 @@ class GetItem(Op):
         xp = get_array_module(grad)
         full = xp.zeros(self.shape, dtype=grad.dtype)
         if self.gathers:
-            xp.add.at(full, self.key, grad)
+            add_at(full, self.key, grad, "indexing's backward (with an integer tensor)")
         else:
             full[self.key] = grad
         return (full,)
@@ -119,7 +119,7 @@ class Gather(Op):
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
         full = xp.zeros(self.shape, dtype=grad.dtype)
-        xp.add.at(full, self.key, grad)
+        add_at(full, self.key, grad, "gather's backward")
         return (full, None)
 
 

@@ -1,6 +1,7 @@
-"""More in-place ops: ``//=``, ``%=``, masked_fill_, exp_, sigmoid_, relu_, lerp_,
-addcmul_, addcdiv_, scatter_, scatter_add_, index_add_ — and the out-of-place lerp,
-addcmul and addcdiv. As in ``inplace.py``: recorded as the out-of-place op on a copy while
+"""More in-place ops: ``//=``, ``%=``, masked_fill_, the unary math ops' ``x.sqrt_()`` forms,
+index_fill_, fill_diagonal_, exp_, sigmoid_, relu_, lerp_,
+addcmul_, addcdiv_, scatter_, scatter_add_, index_add_ — and the out-of-place index_fill,
+lerp, addcmul and addcdiv. As in ``inplace.py``: recorded as the out-of-place op on a copy while
 autograd records, else computed and written into the tensor's memory."""
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.ops.inplace import _record, _records, _write
-from dtrain._tensor.tensor import Tensor
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module
+
+_wrap = wrap  # fill_diagonal_'s parameter takes the name
 
 
 def _inplace(
@@ -57,6 +61,23 @@ def exp_(tensor: Tensor) -> Tensor:
     return _inplace(tensor, exp, "exp_")
 
 
+def unary_(tensor: Tensor, name: str, *args: Any, **kwargs: Any) -> Tensor:
+    """In place: the elementwise function ``name`` (``sqrt_``, ``abs_``, ``tanh_`` ...: each
+    name in ``UNARY_INPLACE``). A float function on an integer tensor is a TypeError, as
+    in PyTorch (the float result can't be stored in it)."""
+    from dtrain._tensor import functions
+
+    function = getattr(functions, name)
+    return _inplace(tensor, lambda t: function(t, *args, **kwargs), f"{name}_")
+
+
+#: The elementwise functions with an in-place method (``x.sqrt_()``).
+UNARY_INPLACE = (
+    "abs", "neg", "log", "log1p", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh", "square",
+    "floor", "ceil", "trunc", "round", "sign", "erf", "erfinv", "reciprocal", "nan_to_num",
+)  # fmt: skip
+
+
 def sigmoid_(tensor: Tensor) -> Tensor:
     """In place: the logistic sigmoid."""
     from dtrain._tensor.ops.activation import sigmoid
@@ -69,6 +90,53 @@ def relu_(tensor: Tensor) -> Tensor:
     from dtrain._tensor.ops.activation import relu
 
     return _inplace(tensor, relu, "relu_")
+
+
+def index_fill(input: Tensor, dim: int, index: Tensor, value: Any) -> Tensor:
+    """``input`` with the slices at ``index`` along ``dim`` set to ``value`` (a number or
+    a 0-d tensor); the gradient flows to the other elements."""
+    from dtrain._tensor.ops._util import normalize_dim
+    from dtrain._tensor.ops.select import masked_fill
+
+    axis = normalize_dim(dim, input.ndim)
+    positions = index._array if isinstance(index, Tensor) else np.asarray(index)
+    if positions.ndim > 1 or positions.dtype.kind not in "iu":
+        raise TypeError(
+            f"index_fill: index must be a 1-D integer tensor, got {positions.dtype} of shape "
+            f"{positions.shape}"
+        )
+    xp = get_array_module(input._array)
+    size = input.shape[axis] if input.ndim else 1
+    mask = xp.zeros(size, dtype=bool)
+    mask[xp.asarray(positions)] = True
+    mask = (
+        mask.reshape((size,) + (1,) * (input.ndim - axis - 1)) if input.ndim else mask.reshape(())
+    )
+    return masked_fill(input, wrap(mask), value)
+
+
+def index_fill_(tensor: Tensor, dim: int, index: Tensor, value: Any) -> Tensor:
+    """In place: ``index_fill``."""
+    return _inplace(tensor, lambda t: index_fill(t, dim, index, value), "index_fill_", value)
+
+
+def fill_diagonal_(tensor: Tensor, fill_value: Any, wrap: bool = False) -> Tensor:
+    """In place: set the main diagonal (``i == j == ...``) to ``fill_value``; every dim must
+    have the same size beyond 2-D. A tall matrix with ``wrap=True`` restarts the diagonal
+    every ``cols + 1`` rows, as PyTorch (and numpy.fill_diagonal)."""
+    from dtrain._tensor.ops.select import masked_fill
+
+    if tensor.ndim < 2 or (tensor.ndim > 2 and len(set(tensor.shape)) != 1):
+        raise ValueError(
+            f"fill_diagonal_: the tensor must be at least 2-D with all dims equal beyond 2-D, "
+            f"got shape {tensor.shape}"
+        )
+    mask = np.zeros(tensor.shape, dtype=bool)
+    np.fill_diagonal(mask, True, wrap=wrap)
+    mask = get_array_module(tensor._array).asarray(mask)
+    return _inplace(
+        tensor, lambda t: masked_fill(t, _wrap(mask), fill_value), "fill_diagonal_", fill_value
+    )
 
 
 def lerp(input: Tensor, end: Any, weight: Any) -> Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.ops._util import normalize_dim
+from dtrain._tensor.ops._util import add_at, normalize_dim
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
 
@@ -25,14 +25,13 @@ class Scatter(Op):
     one of the values wins, as in PyTorch (which does not say which)."""
 
     def forward(self, x: Any, src: Any, index: Any, axis: int, add: bool) -> Any:
-        xp = get_array_module(x)
         self.key, self.add = _scatter_key(index, axis), add
         self.src_shape = getattr(src, "shape", None)
         self.part = tuple(slice(0, n) for n in index.shape)
         values = src[self.part] if self.src_shape is not None else src
         out = x.copy()
         if add:
-            xp.add.at(out, self.key, values)
+            add_at(out, self.key, values, "scatter_add")
         else:
             out[self.key] = values
         return out
@@ -61,7 +60,7 @@ class IndexAdd(Op):
         out = x.copy()
         values = source if alpha == 1 else source * alpha
         # The indexed dim first (a view of out): ufunc.at then needs one index array.
-        xp.add.at(xp.moveaxis(out, axis, 0), index, xp.moveaxis(values, axis, 0))
+        add_at(xp.moveaxis(out, axis, 0), index, xp.moveaxis(values, axis, 0), "index_add")
         return out
 
     def backward(self, grad: Any) -> tuple:

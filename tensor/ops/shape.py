@@ -1,9 +1,10 @@
-"""Shape ops: reshape, view, flatten, transpose, permute, squeeze, unsqueeze, expand, repeat,
-cat, stack, tril, triu. Those numpy can do without a copy return views that share the
-input's version counter, as PyTorch's views do."""
+"""Shape ops: reshape, view, flatten, unflatten, transpose, swapaxes, permute, movedim,
+squeeze, unsqueeze, expand, repeat, cat, stack, hstack, vstack, tril, triu. Those numpy can
+do without a copy return views that share the input's version counter, as PyTorch's views do."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,6 +159,56 @@ def transpose(input: Tensor, dim0: int, dim1: int) -> Tensor:
     return mark_view(Permute.apply(input, axes=tuple(axes)), input)
 
 
+def movedim(input: Tensor, source: Any, destination: Any) -> Tensor:
+    """Move dims ``source`` (an int or a sequence) to positions ``destination``; the
+    others keep their order (``moveaxis`` is its alias, as numpy's)."""
+    sources = tuple(source) if isinstance(source, (tuple, list)) else (source,)
+    destinations = tuple(destination) if isinstance(destination, (tuple, list)) else (destination,)
+    if len(sources) != len(destinations):
+        raise ValueError(
+            f"movedim: source {source!r} and destination {destination!r} must name as many dims"
+        )
+    src = [normalize_dim(d, input.ndim, "source") for d in sources]
+    dst = [normalize_dim(d, input.ndim, "destination") for d in destinations]
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise ValueError(
+            f"movedim: repeated dim in source {source!r} or destination {destination!r}"
+        )
+    order = [d for d in range(input.ndim) if d not in src]
+    for position, dim in sorted(zip(dst, src)):
+        order.insert(position, dim)
+    return permute(input, *order)
+
+
+moveaxis = movedim
+
+
+def swapaxes(input: Tensor, axis0: int, axis1: int) -> Tensor:
+    """Swap two dims: ``transpose``'s numpy name (``swapdims`` too)."""
+    return transpose(input, axis0, axis1)
+
+
+swapdims = swapaxes
+
+
+def unflatten(input: Tensor, dim: int, sizes: Sequence[int]) -> Tensor:
+    """Split dim ``dim`` into ``sizes`` (one of them may be -1)."""
+    axis = normalize_dim(dim, input.ndim)
+    sizes = tuple(int(size) for size in sizes)
+    if not sizes:
+        raise ValueError("unflatten: sizes must name at least one size")
+    shape = input.shape
+    known = math.prod(size for size in sizes if size != -1)
+    if sizes.count(-1) > 1 or (
+        known != shape[axis] if -1 not in sizes else known == 0 or shape[axis] % known
+    ):
+        raise ValueError(
+            f"unflatten: sizes {list(sizes)} do not split dim {dim} of size {shape[axis]} "
+            "(they must multiply to it, with at most one -1)"
+        )
+    return reshape(input, shape[:axis] + sizes + shape[axis + 1 :])
+
+
 def squeeze(input: Tensor, dim: Any = None) -> Tensor:
     """Drop dims of size 1 (all of them, or only ``dim`` if it has size 1)."""
     shape = input.shape
@@ -255,6 +306,18 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
                 "stack needs equal shapes"
             )
     return Stack.apply(*tensors, axis=normalize_dim(dim, len(first) + 1))
+
+
+def hstack(tensors: Sequence[Tensor]) -> Tensor:
+    """Join along dim 1 (dim 0 for 1-D tensors); 0-d tensors count as 1-D."""
+    tensors = [t if t.ndim else reshape(t, 1) for t in _tensor_list(tensors, "hstack")]
+    return cat(tensors, 0 if tensors[0].ndim == 1 else 1)
+
+
+def vstack(tensors: Sequence[Tensor]) -> Tensor:
+    """Join along dim 0, 1-D tensors of size n first made rows of shape (1, n)."""
+    tensors = _tensor_list(tensors, "vstack")
+    return cat([t if t.ndim >= 2 else reshape(t, 1, -1) for t in tensors], 0)
 
 
 def tril(input: Tensor, diagonal: int = 0) -> Tensor:

@@ -1,4 +1,4 @@
-"""Elementwise math: abs, exp, log, log1p, sqrt, rsqrt, sin, cos."""
+"""Elementwise math: abs, exp, log, log1p, sqrt, rsqrt, sin, cos, tan, reciprocal."""
 
 from __future__ import annotations
 
@@ -98,6 +98,28 @@ class Cos(Op):
         return (-grad * get_array_module(grad).sin(self.x),)
 
 
+class Tan(Op):
+    reads_output = True
+
+    def forward(self, x: Any) -> Any:
+        self.out = get_array_module(x).tan(x)
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad * (1 + self.out * self.out),)
+
+
+class Reciprocal(Op):
+    reads_output = True
+
+    def forward(self, x: Any) -> Any:
+        self.out = get_array_module(x).reciprocal(x)
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        return (-grad * self.out * self.out,)
+
+
 def abs(input: Tensor) -> Tensor:
     """Elementwise absolute value (gradient ``sign(x)``, 0 at 0)."""
     return Abs.apply(input)
@@ -136,6 +158,16 @@ def sin(input: Tensor) -> Tensor:
 def cos(input: Tensor) -> Tensor:
     """Elementwise cosine."""
     return Cos.apply(_float(input))
+
+
+def tan(input: Tensor) -> Tensor:
+    """Elementwise tangent."""
+    return Tan.apply(_float(input))
+
+
+def reciprocal(input: Tensor) -> Tensor:
+    """Elementwise ``1 / x`` (integers compute in float32, as in PyTorch)."""
+    return Reciprocal.apply(_float(input))
 
 
 def _float(x: Tensor) -> Tensor:
