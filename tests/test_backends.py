@@ -69,3 +69,27 @@ def test_torch_style_helpers_at_the_top_level():
     assert dt.numel(t) == 6
     assert dt.inf == float("inf") and dt.nan != dt.nan and abs(dt.pi - 3.14159) < 1e-5
     assert dt.finfo(dt.float32).min == -dt.finfo(dt.float32).max
+
+
+def test_distributed_and_multiprocessing_are_attributes_loaded_on_first_use():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dtrain as torch\n"
+        "assert 'dtrain.parallel' not in sys.modules\n"
+        "assert torch.distributed.is_available() and not torch.distributed.is_initialized()\n"
+        "assert callable(torch.multiprocessing.spawn)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        dt.nonsense  # noqa: B018
+
+
+def test_sharing_a_model_between_processes_is_refused_with_the_alternative():
+    with pytest.raises(NotImplementedError, match="DistributedDataParallel"):
+        dt.nn.Linear(2, 2).share_memory()
+    with pytest.raises(NotImplementedError, match="DistributedDataParallel"):
+        dt.ones(2).share_memory_()

@@ -496,6 +496,18 @@ class Module:
         """Cast floating-point parameters and buffers to float64."""
         return self.to(to_dtype("float64"))
 
+    def share_memory(self) -> Module:
+        """Not offered: dtrain tensors cannot be shared between processes (Hogwild).
+
+        Raises:
+            NotImplementedError: always, naming the alternative.
+        """
+        raise NotImplementedError(
+            "share_memory: dtrain cannot share a model's tensors between processes "
+            "(Hogwild); train one process per rank with dtrain.parallel."
+            "DistributedDataParallel (dtrain.multiprocessing.spawn or dtrain launch starts them)"
+        )
+
     def half(self) -> Module:
         """Cast floating-point parameters and buffers to float16."""
         return self.to(to_dtype("float16"))
