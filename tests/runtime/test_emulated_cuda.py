@@ -537,3 +537,21 @@ def test_a_missing_device_says_how_dtrain_launch_numbers_gpus(emulator, monkeypa
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(RuntimeError, match=r"as cuda:0 .*use dtrain\.parallel\.local_device"):
         dt.ones(2, device="cuda:1")
+
+
+def test_deterministic_mode_refuses_the_cuda_atomics_of_large_embeddings_and_padding(emulator):
+    import dtrain.nn.functional as F
+
+    table = dt.randn(5000, 4, device="cuda", requires_grad=True)
+    rows = dt.tensor(np.arange(300) % 7, device="cuda")  # 5000 x 300: past the one-launch kernel
+    padded = dt.randn(1, 2, 5, device="cuda", requires_grad=True)
+    dt.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="embedding backward"):
+            F.embedding(rows, table).sum().backward()
+        with pytest.raises(RuntimeError, match=r"pad\(mode='reflect'\) backward"):
+            F.pad(padded, (2, 2), mode="reflect").sum().backward()
+    finally:
+        dt.use_deterministic_algorithms(False)
+    F.embedding(rows, table).sum().backward()  # fine when off
+    assert table.grad.cpu().numpy()[:7].sum() == 300 * 4

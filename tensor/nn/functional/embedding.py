@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.settings import check_deterministic
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array, scatter_add
 from dtrain.runtime.device import device_of
@@ -29,6 +30,7 @@ class Embedding(Op):
             )
         xp = get_array_module(grad)
         full = xp.zeros(self.shape, dtype=grad.dtype)
+        _report_atomics(grad)
         scatter_add(full, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
         if self.padding_idx is not None:
             full[self.padding_idx] = 0
@@ -48,6 +50,7 @@ class Embedding(Op):
             return (None, summed), (False, True)
         if not owned or self.padding_idx is not None or not table.flags.c_contiguous:
             return self.backward(grad), (False, False)  # not ours to write, or a row to keep
+        _report_atomics(grad)
         scatter_add(table, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
         return (None, table), (False, True)
 
@@ -93,3 +96,10 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
             "fix the labels"
         )
     return wrap((indices[..., None] == xp.arange(num_classes)).astype(xp.int64))
+
+
+def _report_atomics(grad: Any) -> None:
+    """A large table's gradient on CUDA is summed with atomics, in no fixed order: tell
+    ``use_deterministic_algorithms`` (the small-table kernel is deterministic)."""
+    if is_cuda_array(grad):
+        check_deterministic("embedding backward (a table too large for the one-launch kernel)")

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops._util import add_at
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
 
@@ -36,7 +37,7 @@ class Pad(Op):
         positions = xp.arange(math.prod(self.shape)).reshape(self.shape)
         source = xp.pad(positions, self.widths, mode=_NUMPY_MODES[self.mode])
         flat = xp.zeros(positions.size, dtype=grad.dtype)
-        xp.add.at(flat, source.reshape(-1), grad.reshape(-1))
+        add_at(flat, source.reshape(-1), grad.reshape(-1), f"pad(mode={self.mode!r}) backward")
         return (flat.reshape(self.shape),)
 
 
