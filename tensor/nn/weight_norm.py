@@ -17,9 +17,11 @@ from dtrain._tensor.tensor import Tensor
 
 
 def _norm_except_dim(v: Tensor, dim: int | None) -> Tensor:
-    """The 2-norm of ``v`` over every dim but ``dim`` (all of them for None), kept as
-    size-1 dims."""
-    axes = tuple(range(v.ndim)) if dim is None else tuple(a for a in range(v.ndim) if a != dim)
+    """The 2-norm of ``v`` over every dim but ``dim``, kept as size-1 dims; for None, over
+    the whole tensor, a 0-d tensor (PyTorch's ``weight_g`` shape then)."""
+    if dim is None:
+        return (v * v).sum().sqrt()
+    axes = tuple(a for a in range(v.ndim) if a != dim)
     return (v * v).sum(axes, keepdim=True).sqrt()
 
 
@@ -49,7 +51,8 @@ def _hooks(module: Module) -> dict:
 
 def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Module:
     """Reparameterise ``module``'s parameter ``name`` as ``g · v / ‖v‖``; the norm is over
-    every dim but ``dim`` (``None``: over the whole tensor). Returns ``module``.
+    every dim but ``dim`` (``None`` or -1, as PyTorch: over the whole tensor, and ``g`` is
+    0-d). Returns ``module``.
 
     Raises:
         ValueError: ``name`` is not a parameter of ``module``, or is already normalised.
@@ -63,6 +66,8 @@ def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Mo
             f"weight_norm: {type(module).__name__} has no parameter {name!r}; pass the name of "
             "one of its parameters"
         )
+    if dim == -1:  # as PyTorch: -1 means the whole tensor, not the last dim
+        dim = None
     if dim is not None:
         if not -weight.ndim <= dim < weight.ndim:
             raise ValueError(f"weight_norm: dim {dim} is out of range for {weight.ndim}-D {name!r}")

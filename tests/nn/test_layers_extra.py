@@ -359,14 +359,16 @@ def test_sync_batchnorm_is_lazy_and_converts():
 
 
 # ---- weight_norm ----------------------------------------------------------------------------
-@pytest.mark.parametrize("dim", [0, 1, None])
+@pytest.mark.parametrize("dim", [0, 1, None, -1])
 def test_weight_norm(rng, dim):
     m = nn.Linear(3, 4).double()
     before = m.weight.detach().numpy().copy()
     nn.utils.weight_norm(m, dim=dim)
     assert list(m.state_dict()) == ["bias", "weight_g", "weight_v"]
-    axes = None if dim is None else 1 - dim
-    norm = np.sqrt((before**2).sum(axis=axes, keepdims=True))
+    whole = dim in (None, -1)  # as PyTorch: -1 is the whole tensor too, and g is 0-d
+    axes = None if whole else 1 - dim
+    norm = np.sqrt((before**2).sum(axis=axes, keepdims=not whole))
+    assert m.weight_g.shape == norm.shape == ((4, 1), (1, 3), (), ())[[0, 1, None, -1].index(dim)]
     np.testing.assert_allclose(m.weight_g.detach().numpy(), norm)
     with dt.no_grad():
         m.weight_g.mul_(2.0)  # the pre-hook recomputes the weight from g and v
@@ -375,7 +377,7 @@ def test_weight_norm(rng, dim):
         m(dt.tensor(x)).detach().numpy(), x @ (2 * before).T + m.bias.detach().numpy()
     )
     g, v = leaf(m.weight_g.detach().numpy()), leaf(m.weight_v.detach().numpy())
-    assert gradcheck(lambda a, b: b * (a / (b * b).sum(axes, keepdim=True).sqrt()), [g, v])
+    assert gradcheck(lambda a, b: b * (a / (b * b).sum(axes, keepdim=not whole).sqrt()), [g, v])
     nn.utils.remove_weight_norm(m)
     assert list(m.state_dict()) == ["bias", "weight"]
     np.testing.assert_allclose(m.weight.detach().numpy(), 2 * before)
@@ -433,3 +435,23 @@ def test_new_layers_on_the_test_device(test_device, name):
     (got * got).sum().backward()
     for a, b in zip(on_device, on_cpu):
         np.testing.assert_allclose(a.grad.cpu().numpy(), b.grad.numpy(), atol=1e-10)
+
+
+def test_review_fixes_gumbel_rms_norm_and_empty_batches(monkeypatch):
+    import dtrain._tensor.nn.functional.activation as activation
+
+    # a uniform draw of exactly 0 must not turn a row into NaN
+    real = activation.sample
+    monkeypatch.setattr(activation, "sample", lambda *a, **k: real(*a, **k) * np.float32(0))
+    soft = F.gumbel_softmax(dt.zeros(2, 3))
+    assert np.isfinite(soft.numpy()).all()
+    monkeypatch.undo()
+    # eps=None in float16 is float32's epsilon (the computing dtype's), as PyTorch
+    x = dt.tensor([1e-3, -1e-3, 5e-3], dtype=dt.float16)
+    expected = x.float().numpy() / np.sqrt((x.float().numpy() ** 2).mean() + 2**-23)
+    np.testing.assert_allclose(F.rms_norm(x, (3,)).float().numpy(), expected, rtol=2e-3)
+    # empty batches give empty results
+    assert F.adaptive_max_pool2d(dt.zeros(0, 3, 5, 5), (2, 2)).shape == (0, 3, 2, 2)
+    assert F.instance_norm(dt.zeros(0, 3, 5, 5)).shape == (0, 3, 5, 5)
+    with pytest.raises(ValueError, match="running_mean and running_var together"):
+        F.instance_norm(dt.zeros(1, 3, 5, 5), running_mean=dt.zeros(3))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
+
 from dtrain._tensor.creation import sample
 from dtrain._tensor.ops import activation as _ops
 from dtrain._tensor.ops.softmax import softmax
@@ -101,12 +103,12 @@ def gumbel_softmax(
     straight-through estimator), as PyTorch. ``eps`` is unused (deprecated in PyTorch)."""
     if logits.dtype.kind != "f":
         raise TypeError(f"gumbel_softmax: logits must be floating point, got {logits.dtype}")
-    u = sample(
-        "uniform", tuple(logits.shape), logits.dtype, device_of(logits._array), low=0, high=1
-    )
+    u = sample("uniform", tuple(logits.shape), np.float32, device_of(logits._array), low=0, high=1)
     xp = get_array_module(u)
-    # -log of an Exp(1) draw; 1 - u lies in (0, 1], so the log is finite.
-    gumbels = -xp.log(-xp.log1p(-u))
+    # -log of an Exp(1) draw, in float32 (in float16, u near 1 rounds to 1: -inf noise). A
+    # draw of u = 0 gives Exp 0 and +inf noise (a NaN row): keep the draw above 0.
+    exponential = xp.maximum(-xp.log1p(-u), np.finfo(np.float32).tiny)
+    gumbels = (-xp.log(exponential)).astype(logits.dtype)
     soft = softmax((logits + wrap(gumbels)) / tau, dim)
     if not hard:
         return soft

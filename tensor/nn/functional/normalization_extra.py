@@ -47,6 +47,8 @@ def instance_norm(
                 f"instance_norm: {name} has shape {tuple(t.shape)} but the input "
                 f"{tuple(input.shape)} has {c} channels; expected ({c},)"
             )
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("instance_norm: pass running_mean and running_var together (or neither)")
     if not use_input_stats and running_mean is None:
         raise ValueError("instance_norm: use_input_stats=False needs running_mean and running_var")
     if use_input_stats and input.shape[2:] and int(np.prod(input.shape[2:])) <= 1:
@@ -54,6 +56,11 @@ def instance_norm(
             f"instance_norm: expected more than 1 spatial element per channel, got input of "
             f"shape {tuple(input.shape)}"
         )
+    if n == 0:  # an empty batch: nothing to normalise, and no statistics to update
+        out = input.clone()
+        per_channel = (c,) + (1,) * (input.ndim - 2)
+        out = out if weight is None else out * weight.reshape(per_channel)
+        return out if bias is None else out + bias.reshape(per_channel)
     folded = input.reshape(1, n * c, *input.shape[2:])
     mean = var = None
     if running_mean is not None:
@@ -93,16 +100,16 @@ def rms_norm(
     eps: float | None = None,
 ) -> Tensor:
     """``input / sqrt(mean(input², trailing dims) + eps) · weight``; ``eps=None`` means the
-    machine epsilon of the input's dtype, as PyTorch. float16 is computed in float32 and
-    rounded once."""
+    machine epsilon of the dtype it is computed in (float32 for float16), as PyTorch.
+    float16 is computed in float32 and rounded once."""
     where = "rms_norm"
     shape = _trailing_shape(where, input, normalized_shape)
     if weight is not None and tuple(weight.shape) != shape:
         raise ValueError(f"{where}: weight has shape {tuple(weight.shape)}, expected {shape}")
     if input.dtype.kind != "f":
         raise TypeError(f"{where}: input dtype {input.dtype} is not a float; call .float() first")
-    if eps is None:
-        eps = float(np.finfo(input.dtype).eps)
+    if eps is None:  # the computing dtype's: float32's for float16 input, as PyTorch
+        eps = float(np.finfo(np.float32 if input.dtype == np.float16 else input.dtype).eps)
     x = input.float() if input.dtype == np.float16 else input
     dims = tuple(range(input.ndim - len(shape), input.ndim))
     out = x * ((x * x).mean(dims, keepdim=True) + eps).rsqrt()

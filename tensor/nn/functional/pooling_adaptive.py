@@ -16,6 +16,7 @@ from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.nn.functional.conv import _pair
 from dtrain._tensor.nn.functional.conv_pool1d import single
 from dtrain._tensor.nn.functional.pooling import adaptive_avg_pool2d, max_pool2d
+from dtrain._tensor.ops._util import add_at
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
 
@@ -37,7 +38,12 @@ class AdaptiveMaxPool2d(Op):
         n, c, h, w = self.shape
         planes = xp.arange(n * c).reshape(n, c, 1, 1) * (h * w)
         flat = xp.zeros(n * c * h * w, dtype=grad.dtype)
-        xp.add.at(flat, (self.indices + planes).reshape(-1), grad.reshape(-1))  # bins overlap
+        add_at(
+            flat,
+            (self.indices + planes).reshape(-1),
+            grad.reshape(-1),
+            "adaptive_max_pool2d backward",
+        )  # bins overlap
         return (flat.reshape(self.shape),)
 
 
@@ -85,10 +91,10 @@ def adaptive_max_pool2d(input: Tensor, output_size: Any, return_indices: bool = 
         top, bottom = _bin(i, h, out[0])
         for j in range(out[1]):
             left, right = _bin(j, w, out[1])
-            window = x[:, :, top:bottom, left:right].reshape(n, c, -1)
+            span = right - left
+            window = x[:, :, top:bottom, left:right].reshape(n, c, (bottom - top) * span)
             best = window.argmax(axis=-1)  # the first maximum, or the first NaN, as PyTorch
             values[:, :, i, j] = xp.take_along_axis(window, best[..., None], axis=-1)[..., 0]
-            span = right - left
             indices[:, :, i, j] = (top + best // span) * w + left + best % span
     result = AdaptiveMaxPool2d.apply(input, out=values, indices=indices)
     if unbatched:
