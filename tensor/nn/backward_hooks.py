@@ -2,8 +2,9 @@
 
 A hooked call routes each tensor going in, and each tensor coming out, through an identity
 (a ``_Tap``). The taps of one side all lead to one node, a ``_Hub``, whose inputs are the
-original tensors. The engine runs a node only once every consumer has sent its gradient,
-so the hub runs once per backward with the whole side's gradients: the output hub runs the
+original tensors (the machinery is ``dtrain._tensor.autograd.gather``). The engine runs
+a node only once every consumer has sent its gradient, so the hub runs once per backward
+with the whole side's gradients: the output hub runs the
 pre-hooks on ``grad_output`` and passes them into the module; the input hub runs the hooks
 on ``grad_input`` and passes what they return on to the tensors the module was called with.
 """
@@ -14,53 +15,21 @@ from collections.abc import Callable
 from typing import Any
 
 from dtrain._tensor.autograd.engine import private_grad
+from dtrain._tensor.autograd.gather import Hub, Tap, node_of, route
 from dtrain._tensor.autograd.grad_mode import no_grad
-from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
 
 
-class _Arrived:
-    """What a tap sends its hub: the gradient itself goes into the hub's slot. The engine
-    adds what several consumers send a node; adding arrivals is one arrival."""
-
-    def __add__(self, other: Any) -> _Arrived:
-        return self
-
-    __radd__ = __add__
-
-
-_ARRIVED = _Arrived()
-
-
-class _Hub(Op):
+class _Hub(Hub):
     """Gathers one side's gradients, one slot per tensor, and hands ``run`` all of them."""
-
-    returns_own_grads = False  # a hook's results may be arrays it keeps
-
-    def __init__(self, slots: int, run: Callable[[list], tuple]) -> None:
-        self.slots: list = [None] * slots
-        self.run = run
-
-    def backward(self, grad: Any) -> tuple:
-        grads, self.slots = self.slots, [None] * len(self.slots)  # fresh for a retained graph
-        return self.run(grads)
 
     def name(self) -> str:
         return "BackwardHookBackward"
 
 
-class _Tap(Op):
+class _Tap(Tap):
     """The identity on one tensor of a hooked call: its gradient goes to the hub's slot."""
-
-    returns_own_grads = False
-
-    def __init__(self, hub: _Hub, slot: int) -> None:
-        self.hub, self.slot = hub, slot
-
-    def backward(self, grad: Any) -> tuple:
-        self.hub.slots[self.slot] = grad
-        return (_ARRIVED,)
 
     def name(self) -> str:
         return "BackwardHookFunctionBackward"
@@ -68,28 +37,12 @@ class _Tap(Op):
 
 def _tapped(tensors: list, run: Callable[[list], tuple], views: bool) -> list:
     """``tensors`` (None where a value is not a tensor that requires grad) routed through
-    taps into one hub; the same list with the tapped tensors in their places. With
-    ``views``, each is a view of its tensor, so changing it in place is refused, as in
-    PyTorch: the caller keeps the original, whose history would not see the change."""
+    taps into one hub, whose inputs are the tensors themselves; the same list with the
+    tapped tensors in their places (views of them with ``views``: see ``gather.route``)."""
     hub = _Hub(len(tensors), run)
-    hub.parents = tuple(
-        None if t is None else (t if t.grad_fn is None else t.grad_fn) for t in tensors
-    )
+    hub.parents = tuple(None if t is None else node_of(t) for t in tensors)
     hub.needs_input_grad = tuple(t is not None for t in tensors)
-    out = []
-    for slot, t in enumerate(tensors):
-        if t is None:
-            out.append(None)
-            continue
-        tap = _Tap(hub, slot)
-        tap.parents, tap.needs_input_grad = (hub,), (True,)
-        routed = wrap(t._array, tap)
-        routed._version = t._version  # the same memory: in-place changes count for both
-        if views:
-            base = routed._base = t if t._base is None else t._base
-            routed._base_fn, routed._base_version = base.grad_fn, base._version[0]
-        out.append(routed)
-    return out
+    return route(hub, tensors, _Tap, views)
 
 
 def _as_tensors(grads: list) -> tuple:
