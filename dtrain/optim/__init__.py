@@ -6,6 +6,7 @@ sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=1000)
 """
 
 from dtrain._tensor.optim import (
+    LBFGS,
     SGD,
     Adadelta,
     Adagrad,
@@ -26,6 +27,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Adamax",
+    "LBFGS",
     "NAdam",
     "Optimizer",
     "RAdam",
