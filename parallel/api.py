@@ -409,13 +409,13 @@ def _group(group: Any) -> ProcessGroup | None:
 def get_rank(group: Any = None) -> int:
     """This process's rank in ``group`` (-1 outside it)."""
     g = _group(group)
-    return -1 if g is None else g.rank
+    return -1 if g is None else int(g.rank)  # a plain int (JSON, user code)
 
 
 def get_world_size(group: Any = None) -> int:
     """The number of ranks in ``group`` (-1 outside it)."""
     g = _group(group)
-    return -1 if g is None else g.size
+    return -1 if g is None else int(g.size)
 
 
 def get_backend(group: Any = None) -> str:

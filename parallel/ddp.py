@@ -256,6 +256,7 @@ class DistributedDataParallel(Module):
         # torch's flag: buffers are broadcast before a forward when the previous forward
         # ran with grad enabled and synchronising (so eval under no_grad syncs at most once).
         self.require_forward_param_sync = True
+        self._syncing: bool | None = False  # reducing a backward now (None: a local one)
         if not self._reducing:  # nothing to synchronise: a pass-through, no hooks
             self._buckets = []
             return
@@ -266,7 +267,6 @@ class DistributedDataParallel(Module):
         self._bucket_of = {id(p): b for b in self._buckets for p in b.params}
         self._ready: set = set()
         self._next_bucket = 0
-        self._syncing = False
         _detach_earlier_wrap(self._params)
         hook = _GradReadyHook(self)
         handles = [p.register_post_accumulate_grad_hook(hook) for _, p in self._params]
@@ -355,6 +355,8 @@ class DistributedDataParallel(Module):
                 "wrapped again by another DistributedDataParallel, or remove_hooks() was "
                 "called); use the newer wrapper"
             )
+        if self._syncing is not False:  # the last backward raised before it ended
+            self._abandon_backward()
         buffers = list(self.module.buffers()) if self.broadcast_buffers else []
         if self.require_forward_param_sync and buffers and self.world_size > 1:
             src = api._group(self.group).ranks[0]
@@ -367,7 +369,10 @@ class DistributedDataParallel(Module):
         training = is_grad_enabled() and self.require_backward_grad_sync
         self.require_forward_param_sync = training
         # Accumulating under no_sync still adopts the bucket views: expected either way.
-        self._expect_hooks = is_grad_enabled() and self._reducing
+        # Only set here: an eval forward (no_grad) between a training forward and its
+        # backward must not turn that backward's reduction off; backward's end clears it.
+        if is_grad_enabled() and self._reducing:
+            self._expect_hooks = True
         tracked = isinstance(output, Tensor) and output.requires_grad
         if self.stats is not None and self._reducing and tracked:
             output.register_hook(self._mark_backward_start)
@@ -406,6 +411,31 @@ class DistributedDataParallel(Module):
         bucket = self._bucket_of[id(param)]
         bucket.pending -= 1
         self._launch_ready()
+
+    def _abandon_backward(self) -> None:
+        """The previous backward raised partway, so its end-of-backward step (``_finish``,
+        queued on the engine) never ran and this wrapper still thinks it is reducing. Wait
+        for the buckets it launched (a rank that got further launched them too), then start
+        clean, so the next step's reduction does not drift between ranks."""
+        local = self._syncing is None  # under no_sync: nothing was launched
+        try:
+            for bucket in self._buckets:
+                if bucket.work is not None:
+                    bucket.work.wait()
+        finally:
+            for bucket in self._buckets:
+                bucket.work = None
+            self._syncing = False
+            self._expect_hooks = False
+            self._ready.clear()
+            self._next_bucket = 0
+        if not local:
+            warnings.warn(
+                "DistributedDataParallel: the previous backward raised before it finished, "
+                "so its gradients were only partly averaged across ranks; zero them "
+                "(optimizer.zero_grad()) before the next backward",
+                stacklevel=3,
+            )
 
     def _end_local_backward(self) -> None:
         self._syncing = False

@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 
 from dtrain.parallel.api import _group
-from dtrain.parallel.collectives import _group_rank, _not_member, broadcast, recv, send
+from dtrain.parallel.collectives import (
+    _group_rank,
+    _not_member,
+    all_reduce,
+    broadcast,
+    recv,
+    send,
+)
+from dtrain.parallel.reduce_op import ReduceOp
 
 _SCALARS = (type(None), bool, int, float, str)  # exact types: subclasses change on the way
 _FIX = (
@@ -156,15 +164,23 @@ def gather_object(
         return _not_member("gather_object")
     dst = g.ranks[0] if dst is None else dst
     at_root = _group_rank(g, dst, "dst") == g.rank
+    error = None
     if at_root and (object_gather_list is None or len(object_gather_list) != g.size):
-        raise ValueError(
+        error = ValueError(
             f"gather_object: object_gather_list on the destination rank {dst} must be a list "
             f"with one slot per rank ({g.size}), e.g. [None] * world_size"
         )
     if not at_root and object_gather_list:
-        raise ValueError(
+        error = ValueError(
             f"gather_object: object_gather_list must be None on ranks other than the "
             f"destination (global rank {dst}), as in torch.distributed"
+        )
+    # Every rank learns whether any rank's arguments are wrong, and all raise: none waits.
+    wrong = np.array([0 if error is None else 1], dtype=np.int64)
+    all_reduce(wrong, ReduceOp.MAX, group)
+    if wrong[0]:
+        raise error or ValueError(
+            "gather_object: another rank was given wrong arguments (its error says which)"
         )
     gathered: list = [None] * g.size
     all_gather_object(gathered, obj, group)

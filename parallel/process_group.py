@@ -20,13 +20,24 @@ from dtrain.runtime.backend import get_array_module
 SUPPORTED_KINDS = "fiub"
 
 
+class CallableInt(int):
+    """An int that also answers a call with itself: a group's ``rank`` and ``size`` are
+    ints in dtrain's code and ``group.size()`` / ``group.rank()`` in PyTorch's (its stock
+    DDP comm hooks call ``process_group.size()``)."""
+
+    def __call__(self) -> int:
+        return int(self)
+
+
 class ProcessGroup:
-    """Rank ``rank`` of ``size`` ranks; ``ranks`` are their global ranks."""
+    """Rank ``rank`` of ``size`` ranks; ``ranks`` are their global ranks. ``rank`` and
+    ``size`` read as ints or, as PyTorch's methods, ``group.rank()`` and ``group.size()``."""
 
     backend = "base"
 
     def __init__(self, rank: int, size: int, timeout: float, ranks: list[int]) -> None:
-        self.rank, self.size, self.timeout, self.ranks = rank, size, timeout, list(ranks)
+        self.rank, self.size = CallableInt(rank), CallableInt(size)
+        self.timeout, self.ranks = timeout, list(ranks)
         self.seq = 0
         self.broken: str | None = None
         self.executor = OrderedExecutor(f"dtrain-{self.backend}-rank{rank}")

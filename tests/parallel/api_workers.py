@@ -92,6 +92,9 @@ def objects(timeout: float = 30) -> dict:
         lambda: dist.scatter_object_list(got, [(1, 2)] * n if rank == 0 else None, src=0),
         TypeError,
     )
+    out["gather_root_wrong"] = _raises(
+        lambda: dist.gather_object(1, [None] if rank == 0 else None, dst=0), ValueError
+    )
     out["gather_list_off_root"] = _raises(
         lambda: dist.gather_object(1, [None] * n, dst=(rank + 1) % n), ValueError
     )

@@ -184,3 +184,68 @@ def eval_uneven_batches(broadcast_buffers: bool = True, timeout: float = 30) -> 
     mean = np.asarray(model[1].running_mean.tolist())
     dist.destroy_process_group()
     return {"seen": seen.tolist(), "running_mean": mean.tolist()}
+
+
+def interrupted_steps(timeout: float = 30) -> dict:
+    """An eval forward (no_grad) between a training forward and its backward keeps that
+    backward's reduction; a backward that raises partway does not leave the next step
+    unreduced; torch's comm hooks may call ``process_group.size()``."""
+    dist.init_process_group(timeout=timeout)
+    rank = dist.get_rank()
+    model = _linear()
+    ddp = dist.DistributedDataParallel(model)
+    x = dt.ones(1, 2) * (rank + 1)
+    result = {}
+    loss = ddp(x).sum()
+    with dt.no_grad():
+        ddp(x)  # an eval forward in between
+    loss.backward()
+    result["eval_between"] = model.weight.grad.tolist()
+    model.zero_grad()
+
+    # Two layers, one bucket each: backward reduces the second layer's bucket, then raises
+    # at the first layer's output (a simulated out-of-memory), before the first bucket.
+    dt.manual_seed(1)
+    first, second = nn.Linear(2, 3), nn.Linear(3, 1)
+
+    class Failing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first, self.second, self.fail = first, second, False
+
+        def forward(self, x: dt.Tensor) -> dt.Tensor:
+            hidden = self.first(x)
+            if self.fail:
+                hidden.register_hook(lambda g: (_ for _ in ()).throw(RuntimeError("oom")))
+            return self.second(hidden)
+
+    two = Failing()
+    wrapped = dist.DistributedDataParallel(two, bucket_cap_mb=1e-7)
+    wrapped(x).sum().backward()
+    result["normal"] = [p.grad.tolist() for p in two.parameters()]
+    two.zero_grad()
+    two.fail = True
+    try:
+        wrapped(x).sum().backward()
+    except RuntimeError as error:
+        result["raised"] = str(error)
+    two.fail = False
+    two.zero_grad()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wrapped(x).sum().backward()  # the next step reduces again, from a clean slate
+    result["after_raise"] = [p.grad.tolist() for p in two.parameters()]
+    result["warned"] = [str(w.message) for w in caught if "raised before" in str(w.message)]
+
+    def torch_style(process_group: object, bucket: object) -> object:
+        # PyTorch's allreduce_hook: divide by process_group.size(), all-reduce, wait
+        tensor = bucket.buffer()
+        tensor.div_(process_group.size())
+        return dist.all_reduce(tensor, group=process_group, async_op=True).get_future()
+
+    ddp.register_comm_hook(dist.group.WORLD, torch_style)
+    ddp(x).sum().backward()
+    result["torch_hook"] = model.weight.grad.tolist()
+    result["rank_call"] = [dist.group.WORLD.rank(), type(dist.get_rank()).__name__]
+    dist.destroy_process_group()
+    return result

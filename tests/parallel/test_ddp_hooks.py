@@ -90,3 +90,15 @@ def test_one_process_deep_copy_and_state_dict_keys(monkeypatch):
         assert twin.module.module.bias.grad.tolist() == [1.0, 1.0]
     finally:
         dist.destroy_process_group()
+
+
+def test_an_eval_forward_or_a_failed_backward_does_not_stop_the_reduction():
+    values = list(run_tcp(2, "ddp_hook_workers:interrupted_steps").values())
+    for rank, value in enumerate(values):
+        assert value["eval_between"] == AVERAGED
+        assert value["raised"] == "oom"
+        assert value["after_raise"] == value["normal"]  # averaged again, as before the raise
+        assert len(value["warned"]) == 1
+        assert value["torch_hook"] == AVERAGED
+        assert value["rank_call"] == [rank, "int"]
+    assert values[0]["after_raise"] == values[1]["after_raise"]  # the ranks agree

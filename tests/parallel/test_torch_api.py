@@ -78,9 +78,12 @@ def test_gather_object_and_scatter_object_list():
         assert value["scatter_wrong_length"].startswith("ValueError")
         assert value["scatter_tuple"].startswith("TypeError")
         assert "must be None on ranks other than the destination" in value["gather_list_off_root"]
+        assert value["gather_root_wrong"].startswith("ValueError")  # every rank raises
         assert value["broadcast_device"] == [0, "x"]
         assert value["probe"] == [2.0]
     assert "one object per rank (2), got [1, 1, 1]" in values[0]["scatter_wrong_length"]
+    assert "one slot per rank (2)" in values[0]["gather_root_wrong"]
+    assert "another rank was given wrong arguments" in values[1]["gather_root_wrong"]
     # send_object_list / recv_object_list: the sender's errors reach the receiver
     assert values[1]["recv_object_list"] == [{"a": [1, 2]}, None, "z"]
     assert values[1]["recv_sender"] == 0
