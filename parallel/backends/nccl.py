@@ -9,7 +9,9 @@ the transport is shared with the tcp and mpi backends and tested with many ranks
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -114,74 +116,87 @@ class NcclGroup(ProcessGroup):
                     )
                 time.sleep(0.0001)
 
-    @staticmethod
-    def _check_cuda(name: str, flat: Any) -> None:
-        if not type(flat).__module__.startswith("cupy"):
-            raise TypeError(f"{name}: the nccl backend takes CUDA tensors; move it with .cuda()")
+    @contextlib.contextmanager
+    def _on_device(self, flat: Any, written: bool = True) -> Iterator[Any]:
+        """``flat`` on this rank's GPU. NCCL moves device memory only; a host array
+        (dtrain's own control messages: barriers, object collectives, DDP's parameter
+        check, all_to_all's split sizes, or a CPU tensor) is staged through a device copy,
+        and copied back when the collective ``written`` it."""
+        if type(flat).__module__.startswith("cupy"):
+            yield flat
+            return
+        cupy = require_cupy("the nccl backend")
+        with cupy.cuda.Device(self.device):
+            staged = cupy.asarray(flat)
+        yield staged
+        if written:
+            flat[...] = cupy.asnumpy(staged)
 
     def _all_reduce(self, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
-        self._check_cuda("all_reduce", flat)
-        ptr, count, dtype = flat.data.ptr, flat.size, self._dtype(flat.dtype)
-        self._run(
-            "all_reduce",
-            seq,
-            deadline,
-            lambda stream: self.comm.allReduce(ptr, ptr, count, dtype, self._op(op), stream),
-        )
+        with self._on_device(flat) as dev:
+            ptr, count, dtype = dev.data.ptr, dev.size, self._dtype(dev.dtype)
+            self._run(
+                "all_reduce",
+                seq,
+                deadline,
+                lambda stream: self.comm.allReduce(ptr, ptr, count, dtype, self._op(op), stream),
+            )
 
     def _broadcast(self, flat: Any, root: int, deadline: float, seq: int) -> None:
-        self._check_cuda("broadcast", flat)
-        ptr, count, dtype = flat.data.ptr, flat.size, self._dtype(flat.dtype)
-        self._run(
-            "broadcast",
-            seq,
-            deadline,
-            lambda stream: self.comm.bcast(ptr, count, dtype, root, stream),
-        )
+        with self._on_device(flat) as dev:
+            ptr, count, dtype = dev.data.ptr, dev.size, self._dtype(dev.dtype)
+            self._run(
+                "broadcast",
+                seq,
+                deadline,
+                lambda stream: self.comm.bcast(ptr, count, dtype, root, stream),
+            )
 
     def _all_gather(self, out: Any, flat: Any, deadline: float, seq: int) -> None:
-        self._check_cuda("all_gather", flat)
-        dtype = self._dtype(flat.dtype)
-        self._run(
-            "all_gather",
-            seq,
-            deadline,
-            lambda stream: self.comm.allGather(
-                flat.data.ptr, out.data.ptr, flat.size, dtype, stream
-            ),
-        )
+        with self._on_device(flat, written=False) as dev, self._on_device(out) as dev_out:
+            dtype = self._dtype(dev.dtype)
+            self._run(
+                "all_gather",
+                seq,
+                deadline,
+                lambda stream: self.comm.allGather(
+                    dev.data.ptr, dev_out.data.ptr, dev.size, dtype, stream
+                ),
+            )
 
     def _reduce_scatter(self, out: Any, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
-        self._check_cuda("reduce_scatter", flat)
-        dtype = self._dtype(flat.dtype)
-        self._run(
-            "reduce_scatter",
-            seq,
-            deadline,
-            lambda stream: self.comm.reduceScatter(
-                flat.data.ptr, out.data.ptr, out.size, dtype, self._op(op), stream
-            ),
-        )
+        with self._on_device(flat, written=False) as dev, self._on_device(out) as dev_out:
+            dtype = self._dtype(dev.dtype)
+            self._run(
+                "reduce_scatter",
+                seq,
+                deadline,
+                lambda stream: self.comm.reduceScatter(
+                    dev.data.ptr, dev_out.data.ptr, dev_out.size, dtype, self._op(op), stream
+                ),
+            )
 
     def _send(self, flat: Any, dst: int, tag: int, deadline: float) -> None:
-        dtype = self._dtype(flat.dtype)
-        self._run(
-            "send",
-            0,
-            deadline,
-            lambda stream: self.comm.send(flat.data.ptr, flat.size, dtype, dst, stream),
-        )
+        with self._on_device(flat, written=False) as dev:
+            dtype = self._dtype(dev.dtype)
+            self._run(
+                "send",
+                0,
+                deadline,
+                lambda stream: self.comm.send(dev.data.ptr, dev.size, dtype, dst, stream),
+            )
 
     def _recv(self, flat: Any, src: int | None, tag: int, deadline: float) -> int:
         if src is None:
             raise ValueError("recv: the nccl backend needs an explicit src rank")
-        dtype = self._dtype(flat.dtype)
-        self._run(
-            "recv",
-            0,
-            deadline,
-            lambda stream: self.comm.recv(flat.data.ptr, flat.size, dtype, src, stream),
-        )
+        with self._on_device(flat) as dev:
+            dtype = self._dtype(dev.dtype)
+            self._run(
+                "recv",
+                0,
+                deadline,
+                lambda stream: self.comm.recv(dev.data.ptr, dev.size, dtype, src, stream),
+            )
         return src
 
     def _close(self) -> None:
