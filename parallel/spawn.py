@@ -3,9 +3,11 @@
 
 ``spawn(fn, args, nprocs)`` runs ``fn(i, *args)`` in ``nprocs`` fresh processes. When one
 raises, the others are terminated and the parent raises :class:`ProcessRaisedException`
-with the child's traceback. The traceback travels as UTF-8 text in a temporary file:
-nothing a child writes is unpickled by the parent (as torch does; multiprocessing itself
-pickles only what the parent sends to the child).
+with the child's traceback. The traceback travels as UTF-8 text (lone surrogates, e.g.
+from undecodable file names, kept as ``surrogatepass`` bytes) in a file in a private
+temporary directory, removed once the processes are done; nothing a child writes is
+unpickled by the parent (torch pickles the traceback; multiprocessing itself pickles only
+what the parent sends to the child).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import time
 import traceback
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -93,19 +97,52 @@ def _wrap(fn: Callable[..., Any], i: int, args: Sequence[Any], error_file: str) 
     except KeyboardInterrupt:
         pass  # SIGINT from the parent: it is shutting us down
     except Exception:
-        # Text only: the parent reads it back without unpickling anything.
-        with open(error_file, "w", encoding="utf-8") as fh:
+        # Text only: the parent reads it back without unpickling anything. Written under
+        # another name and renamed, so the parent never reads a half-written traceback.
+        partial = f"{error_file}.partial"
+        with open(partial, "w", encoding="utf-8", errors="surrogatepass") as fh:
             fh.write(traceback.format_exc())
+        os.replace(partial, error_file)
         sys.exit(1)
 
 
-class ProcessContext:
-    """The processes started by :func:`start_processes`; ``join()`` waits for them."""
+def _read_trace(path: str) -> str:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        return data.decode("utf-8", errors="surrogatepass")
+    except UnicodeDecodeError:  # not written by _wrap
+        return data.decode("utf-8", errors="replace")
 
-    def __init__(self, processes: list[Any], error_files: list[str]) -> None:
+
+def _remove_directory(directory: str, owner: int) -> None:
+    # Only the process that made it removes it (not a fork of it exiting through atexit).
+    if os.getpid() == owner:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class ProcessContext:
+    """The processes started by :func:`start_processes`; ``join()`` waits for them.
+
+    ``error_directory``, when given, holds the error files; it is removed once every
+    process has exited (or when the context is garbage-collected).
+    """
+
+    def __init__(
+        self,
+        processes: list[Any],
+        error_files: list[str],
+        error_directory: str | None = None,
+    ) -> None:
         self.error_files = error_files
         self.processes = processes
         self.sentinels = {process.sentinel: i for i, process in enumerate(processes)}
+        self._traces: dict[int, str] = {}
+        self._remove_files = (
+            weakref.finalize(self, _remove_directory, error_directory, os.getpid())
+            if error_directory is not None
+            else None
+        )
 
     def pids(self) -> list[int]:
         """The process ids, in index order."""
@@ -121,7 +158,8 @@ class ProcessContext:
 
         If one exited with a non-zero code, the others get ``grace_period`` seconds to
         finish, then SIGTERM, then (after another grace period, 30 s by default) SIGKILL,
-        and the failure is raised.
+        and the failure is raised. As in torch, each later call raises for the next process
+        that did not exit cleanly (a terminated one gives SIGTERM), then returns True.
 
         Returns:
             True once every process has exited cleanly, False while some still run.
@@ -132,6 +170,7 @@ class ProcessContext:
             ProcessExitedException: a process exited with a non-zero code or a signal.
         """
         if not self.sentinels:
+            self._collect_traces()
             return True
         ready = multiprocessing.connection.wait(list(self.sentinels), timeout=timeout)
         error_index = None
@@ -143,9 +182,12 @@ class ProcessContext:
                 error_index = index
                 break
         if error_index is None:
-            return not self.sentinels
+            if self.sentinels:
+                return False
+            self._collect_traces()
+            return True
         self._shut_down(grace_period)
-        self._cleanup_files(keep=error_index)
+        self._collect_traces()
         raise self._failure(error_index)
 
     def _shut_down(self, grace_period: float | None) -> None:
@@ -161,17 +203,21 @@ class ProcessContext:
                 log.warning("Process %s ignored SIGTERM; killing it (SIGKILL)", process.pid)
                 process.kill()
             process.join()
-        self.sentinels.clear()
 
-    def _cleanup_files(self, keep: int | None = None) -> None:
-        for i, name in enumerate(self.error_files):
-            if i != keep and os.path.exists(name):
-                os.unlink(name)
+    def _collect_traces(self) -> None:
+        # Every process has exited: keep each traceback for this and later join() calls,
+        # then remove the files (and their directory).
+        for i, path in enumerate(self.error_files):
+            if i not in self._traces and os.path.exists(path):
+                self._traces[i] = _read_trace(path)
+                os.unlink(path)
+        if self._remove_files is not None:
+            self._remove_files()
 
     def _failure(self, index: int) -> ProcessException:
         process = self.processes[index]
-        path = self.error_files[index]
-        if not os.path.exists(path):
+        trace = self._traces.pop(index, None)
+        if trace is None:
             code = process.exitcode
             if code < 0:
                 try:
@@ -182,9 +228,6 @@ class ProcessContext:
                 return ProcessExitedException(msg, index, process.pid, code, name)
             msg = f"process {index:d} terminated with exit code {code:d}"
             return ProcessExitedException(msg, index, process.pid, code)
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            trace = fh.read()
-        os.unlink(path)
         msg = f"\n\n-- Process {index:d} terminated with the following error:\n{trace}"
         return ProcessRaisedException(msg, index, process.pid)
 
@@ -216,18 +259,24 @@ def start_processes(
             f"{type(args).__name__}; for one argument pass args=(value,)"
         )
     ctx = multiprocessing.get_context(start_method)
+    # A private directory (mode 0700) rather than names in the shared temp directory; the
+    # child creates its file only when fn raises.
+    directory = tempfile.mkdtemp(prefix="dtrain-spawn-")
     processes: list[Any] = []
-    error_files: list[str] = []
-    for i in range(nprocs):
-        # A fresh name per process; the child creates the file only when fn raises.
-        fd, name = tempfile.mkstemp(prefix="dtrain-errorfile-", suffix=".txt")
-        os.close(fd)
-        os.unlink(name)
-        process = ctx.Process(target=_wrap, args=(fn, i, tuple(args), name), daemon=daemon)
-        process.start()
-        processes.append(process)
-        error_files.append(name)
-    context = ProcessContext(processes, error_files)
+    error_files = [os.path.join(directory, f"error-{i}.txt") for i in range(nprocs)]
+    try:
+        for i in range(nprocs):
+            process = ctx.Process(
+                target=_wrap, args=(fn, i, tuple(args), error_files[i]), daemon=daemon
+            )
+            process.start()
+            processes.append(process)
+    except BaseException:
+        for process in processes:
+            process.terminate()
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    context = ProcessContext(processes, error_files, directory)
     if not join:
         return context
     while not context.join():

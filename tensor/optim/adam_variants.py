@@ -1,11 +1,14 @@
 """``NAdam``, ``RAdam`` and ``Adamax``: Adam's relatives, with PyTorch's formulas and state
-layout (``step``, ``exp_avg``, ``exp_avg_sq`` / ``exp_inf``, NAdam's ``mu_product``)."""
+layout (``step``, ``exp_avg``, ``exp_avg_sq`` / ``exp_inf``, NAdam's ``mu_product``, a 0-d
+float32 CPU tensor as in PyTorch), so state dicts load in either library."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from dtrain._tensor.optim._updates import decay_add_square_, effective_grad, lerp_
 from dtrain._tensor.optim.optimizer import (
@@ -39,16 +42,19 @@ def _check(name: str, eps: float, betas: tuple[float, float], weight_decay: floa
 
 class _AdamFamily(Optimizer):
     """The loop the three share: per parameter with a gradient, bump ``step`` and call
-    ``self._update(p, g, state, group)`` on the raw arrays."""
+    ``self._update(p, g, state, group, lr)`` on the raw arrays."""
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; returns ``closure()``'s loss."""
         loss = self._closure_loss(closure)
         for group in self.param_groups:
             params, grads, states = grads_and_states(self, group, self._init_state)
+            if not params:
+                continue
+            lr = scalar(group["lr"])  # once per group: a host read for a CUDA tensor lr
             for p, g, state in zip(params, grads, states, strict=True):
                 state["step"] += 1
-                self._update(p._array, g, state, group)
+                self._update(p._array, g, state, group, lr)
                 bump_versions([state[k] for k in self._per_element_state if k in state])
             bump_versions(params)
         return loss
@@ -58,7 +64,9 @@ class _AdamFamily(Optimizer):
         for name in self._per_element_state:
             state[name] = wrap(zeros_like(param))
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update(
+        self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], lr: float
+    ) -> None:
         raise NotImplementedError
 
     def _grad(self, xp: Any, p: Any, g: Any, group: dict[str, Any], lr: float) -> Any:
@@ -136,18 +144,28 @@ class NAdam(_AdamFamily):
 
     def _init_state(self, state: dict[str, Any], param: Any) -> None:
         super()._init_state(state, param)
-        state["mu_product"] = 1.0
+        state["mu_product"] = _mu_product(1.0)
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _cast_state(self, param: Tensor, index: Any, name: str, value: Any) -> Any:
+        # PyTorch's layout whatever was saved: a float32 0-d tensor on the CPU (not cast to
+        # the parameter's dtype or device); a Python float from an older dtrain is accepted.
+        if name == "mu_product":
+            return _mu_product(float(value.item() if hasattr(value, "item") else value))
+        return super()._cast_state(param, index, name, value)
+
+    def _update(
+        self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], lr: float
+    ) -> None:
         xp = get_array_module(p)
-        lr = scalar(group["lr"])
         beta1, beta2 = group["betas"]
         t = state["step"]
         g = self._grad(xp, p, g, group, lr)
         mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * group["momentum_decay"]))
         mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * group["momentum_decay"]))
-        mu_product = float(state["mu_product"]) * mu
-        state["mu_product"] = mu_product
+        product = state["mu_product"]
+        product._array *= np.float32(mu)  # in float32, as PyTorch's tensor
+        bump_versions([product])
+        mu_product = float(product._array)
         m, v = state["exp_avg"]._array, state["exp_avg_sq"]._array
         tmp = self._scratch.get(p, 1)
         lerp_(xp, m, g, 1 - beta1, tmp)
@@ -223,9 +241,10 @@ class RAdam(_AdamFamily):
         }
         super().__init__(params, defaults)
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update(
+        self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], lr: float
+    ) -> None:
         xp = get_array_module(p)
-        lr = scalar(group["lr"])
         beta1, beta2 = group["betas"]
         t = state["step"]
         g = self._grad(xp, p, g, group, lr)
@@ -305,9 +324,10 @@ class Adamax(_AdamFamily):
         }
         super().__init__(params, defaults)
 
-    def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
+    def _update(
+        self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any], lr: float
+    ) -> None:
         xp = get_array_module(p)
-        lr = scalar(group["lr"])
         beta1, beta2 = group["betas"]
         g = self._grad(xp, p, g, group, lr)
         m, u = state["exp_avg"]._array, state["exp_inf"]._array
@@ -321,6 +341,11 @@ class Adamax(_AdamFamily):
         xp.divide(m, u, out=tmp)
         tmp *= -clr
         p += tmp
+
+
+def _mu_product(value: float) -> Tensor:
+    """NAdam's running product of the momentum coefficients, held as PyTorch holds it."""
+    return wrap(np.array(value, dtype=np.float32))
 
 
 __all__ = ["Adamax", "NAdam", "RAdam"]

@@ -201,15 +201,33 @@ def _path(f: Any, what: str) -> str:
 
 def _stream(f: Any, what: str, method: str) -> Any:
     """``f`` when it is a file object with ``method`` (None for a path); a text-mode file
-    is a TypeError (checkpoints are bytes)."""
+    is a TypeError (checkpoints are bytes).
+
+    Text mode is found by a zero-length probe, not from ``f.mode``: binary streams such as
+    ``gzip.GzipFile`` (an int mode) and zip members (mode ``'r'``) have no ``'b'`` in it.
+    """
     if isinstance(f, (str, os.PathLike)) or not hasattr(f, method):
         return None
-    if isinstance(f, io.TextIOBase) or "b" not in getattr(f, "mode", "b"):
+    if isinstance(f, io.TextIOBase) or _takes_text(f, method):
         raise TypeError(
             f"{what}: {getattr(f, 'name', type(f).__name__)!r} is open in text mode; open it "
             f"in binary mode ('{'wb' if method == 'write' else 'rb'}')"
         )
     return f
+
+
+def _takes_text(f: Any, method: str) -> bool:
+    """Whether the file object ``f`` reads or writes str rather than bytes."""
+    if method == "read":
+        try:
+            return isinstance(f.read(0), str)
+        except TypeError:  # a read() that takes no size: read whole later, bytes or not
+            return False
+    try:
+        f.write(b"")
+    except TypeError:  # e.g. "write() argument must be str, not bytes"
+        return True
+    return False
 
 
 def _stream_size(f: Any) -> tuple[Any, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -101,16 +102,38 @@ def test_worker_error_reaches_the_caller():
         list(DataLoader(Broken(), batch_size=1, num_workers=2))
 
 
+def _loader_threads(before: set) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t not in before and t.name == "dtrain-dataloader"]
+
+
+def _assert_stopped(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.join(timeout=30)  # a stopped worker notices within its 0.1 s queue poll
+    assert not [t for t in threads if t.is_alive()]
+
+
 def test_early_break_stops_workers():
     class Endless(IterableDataset):
         def __iter__(self):
             return itertools.count()
 
     loader = DataLoader(Endless(), batch_size=2, num_workers=2)
+    before = set(threading.enumerate())
     it = iter(loader)
     first = [next(it).tolist() for _ in range(3)]
     assert first[0] == [0, 1] and first[1] == [0, 1]
+    threads = _loader_threads(before)
+    assert len(threads) == 2 and all(t.is_alive() for t in threads)  # blocked on full queues
     it.close()  # the finally block tells the threads to stop
+    _assert_stopped(threads)
+
+    # A `break` out of a for loop drops the iterator, which closes it as well.
+    before = set(threading.enumerate())
+    for _batch in loader:
+        threads = _loader_threads(before)
+        assert len(threads) == 2
+        break
+    _assert_stopped(threads)
 
 
 def test_sampler_options_are_refused():

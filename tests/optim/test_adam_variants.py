@@ -63,7 +63,8 @@ def _ref_nadam(
     maximize=False,
 ):
     b1, b2 = betas
-    m, v, prod = np.zeros_like(p), np.zeros_like(p), 1.0
+    # PyTorch keeps the product of the mu_t as a float32 tensor (its default float dtype).
+    m, v, prod = np.zeros_like(p), np.zeros_like(p), np.float32(1.0)
     for t, g in enumerate(grads, 1):
         g = -g if maximize else g
         if decoupled_weight_decay:
@@ -72,12 +73,12 @@ def _ref_nadam(
             g = g + weight_decay * p
         mu = b1 * (1 - 0.5 * 0.96 ** (t * momentum_decay))
         mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
-        prod *= mu
+        prod = prod * np.float32(mu)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         denom = np.sqrt(v / (1 - b2**t)) + eps
-        p = p - lr * (1 - mu) / (1 - prod) * g / denom
-        p = p - lr * mu_next / (1 - prod * mu_next) * m / denom
+        p = p - lr * (1 - mu) / (1 - float(prod)) * g / denom
+        p = p - lr * mu_next / (1 - float(prod) * mu_next) * m / denom
     return p
 
 
@@ -209,6 +210,134 @@ def test_state_layout_is_pytorchs():
     assert set(opt.state_dict()["state"][0]) == {"step", "exp_avg", "exp_inf"}
 
 
+def _mu_product(t, beta1=0.9, momentum_decay=4e-3):
+    prod = np.float32(1.0)
+    for k in range(1, t + 1):
+        prod = prod * np.float32(beta1 * (1 - 0.5 * 0.96 ** (k * momentum_decay)))
+    return prod
+
+
+def test_nadam_mu_product_is_a_float32_cpu_tensor(tmp_path):
+    # As torch's state: a 0-d float32 tensor on the CPU, also for float64 parameters and
+    # after a load (not cast to the parameter's dtype).
+    _, opt, params = _run(lambda g: optim.NAdam(g), _grads())  # float64 parameters
+    product = opt.state_dict()["state"][0]["mu_product"]
+    assert isinstance(product, dt.Tensor)
+    assert (product.dtype, product.shape, str(product.device)) == (dt.float32, (), "cpu")
+    assert product.item() == _mu_product(STEPS)
+    dt.save(opt.state_dict(), tmp_path / "opt.safetensors")
+    resumed = optim.NAdam(_groups(params))
+    resumed.load_state_dict(dt.load(tmp_path / "opt.safetensors"))
+    loaded = resumed.state[params[0]]["mu_product"]
+    assert (loaded.dtype, loaded.shape, loaded.item()) == (dt.float32, (), _mu_product(STEPS))
+    assert loaded is not product
+    # An older dtrain saved a Python float: it loads as the tensor.
+    old = opt.state_dict()
+    old["state"] = {i: {**s, "mu_product": float(s["mu_product"])} for i, s in old["state"].items()}
+    resumed.load_state_dict(old)
+    assert resumed.state[params[1]]["mu_product"].dtype == dt.float32
+
+
+def _torch_state(torch, state_dict):
+    """A dtrain state dict with its tensors as torch tensors."""
+    to_torch = lambda v: torch.tensor(np.array(v)) if isinstance(v, dt.Tensor) else v
+    state = {i: {k: to_torch(v) for k, v in s.items()} for i, s in state_dict["state"].items()}
+    return {"state": state, "param_groups": state_dict["param_groups"]}
+
+
+def _dtrain_state(state_dict):
+    """A torch state dict with its tensors as numpy arrays (what dtrain loads)."""
+    to_numpy = lambda v: v.numpy() if hasattr(v, "numpy") else v
+    state = {i: {k: to_numpy(v) for k, v in s.items()} for i, s in state_dict["state"].items()}
+    return {"state": state, "param_groups": state_dict["param_groups"]}
+
+
+def test_nadam_state_dicts_exchange_with_torch(torch):
+    grads = _grads(2) + _grads(3)
+    make_ours = lambda groups: optim.NAdam(groups, lr=0.05, weight_decay=0.01)
+
+    def make_theirs(params):
+        return torch.optim.NAdam(_groups(params), lr=0.05, weight_decay=0.01, foreach=False)
+
+    def run_theirs(topt, params, steps):
+        for step_grads in steps:
+            for p, g in zip(params, step_grads):
+                p.grad = torch.tensor(g.astype(np.float32))
+            topt.step()
+
+    def torch_params(arrays):
+        return [torch.nn.Parameter(torch.tensor(np.asarray(a, np.float32))) for a in arrays]
+
+    # The first half in one library, the second in the other, both ways; the ends agree with
+    # a run entirely in torch.
+    whole = torch_params(_initial())
+    run_theirs(make_theirs(whole), whole, grads)
+    expected = [p.detach().numpy() for p in whole]
+
+    theirs = torch_params(_initial())
+    topt = make_theirs(theirs)
+    run_theirs(topt, theirs, grads[:STEPS])
+    saved = topt.state_dict()
+    assert saved["state"][0]["mu_product"].dtype == torch.float32
+    ours = _params([p.detach().numpy() for p in theirs], np.float32)
+    opt = make_ours(_groups(ours))
+    opt.load_state_dict(_dtrain_state(saved))
+    assert opt.state[ours[0]]["mu_product"].item() == saved["state"][0]["mu_product"].item()
+    got, opt, _ = _run(lambda groups: opt, grads[STEPS:], params=ours)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+    _, opt, ours = _run(make_ours, grads[:STEPS], np.float32)
+    back = torch_params([p.detach().numpy() for p in ours])
+    topt = make_theirs(back)
+    topt.load_state_dict(_torch_state(torch, opt.state_dict()))
+    loaded = topt.state[back[0]]["mu_product"]
+    assert loaded.dtype == torch.float32 and loaded.item() == _mu_product(STEPS)
+    run_theirs(topt, back, grads[STEPS:])
+    for a, b in zip(back, expected):
+        np.testing.assert_allclose(a.detach().numpy(), b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("cls", ["NAdam", "RAdam", "Adamax"])
+def test_a_tensor_lr_is_read_once_per_group_per_step(cls, monkeypatch):
+    lrs = [dt.tensor(0.1), dt.tensor(0.01)]
+    reads = []
+    item = dt.Tensor.item
+
+    def counting_item(self):
+        if any(self is lr for lr in lrs):
+            reads.append(self)
+        return item(self)
+
+    monkeypatch.setattr(dt.Tensor, "item", counting_item)
+    params = _params(_initial() + _initial())  # two parameters in each group
+    groups = [
+        {"params": params[:2], "lr": lrs[0]},
+        {"params": params[2:], "lr": lrs[1]},
+    ]
+    opt = getattr(optim, cls)(groups)
+    for p in params:
+        p.grad = dt.ones_like(p)
+    opt.step()
+    assert len(reads) == 2 and reads[0] is lrs[0] and reads[1] is lrs[1]
+    # The values equal a float lr's; an in-place change is read at the next step.
+    floats = _params(_initial() + _initial())
+    f32 = lambda x: float(np.float32(x))  # the tensor lr's value
+    opt_f = getattr(optim, cls)(
+        [{"params": floats[:2], "lr": f32(0.1)}, {"params": floats[2:], "lr": f32(0.01)}]
+    )
+    for p in floats:
+        p.grad = dt.ones_like(p)
+    opt_f.step()
+    with dt.no_grad():
+        lrs[0].fill_(0.05)
+    opt_f.param_groups[0]["lr"] = f32(0.05)
+    opt.step()
+    opt_f.step()
+    for a, b in zip(params, floats):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+
+
 # ---- schedulers ---------------------------------------------------------------------------
 def _sgd(lr=0.1, momentum=0.9):
     return optim.SGD([dt.nn.Parameter(dt.zeros(2))], lr=lr, momentum=momentum)
@@ -304,3 +433,34 @@ def test_multiplicative_matches_torch(torch):
         theirs.step()
         a.step()
         b.step()
+
+
+@pytest.mark.parametrize("cls", ["NAdam", "RAdam", "Adamax"])
+def test_on_the_test_device_matches_the_cpu(cls, test_device):
+    # With --device=emulated-cuda (or cuda) the updates take their cupy path; NAdam's
+    # mu_product stays a CPU float32 tensor there too (as torch's without capturable).
+    grads = _grads()
+
+    def run(device, state_dict=None):
+        params = [
+            dt.nn.Parameter(dt.tensor(a.astype(np.float32), device=device)) for a in _initial()
+        ]
+        opt = getattr(optim, cls)(_groups(params), lr=0.1, weight_decay=0.01)
+        if state_dict is not None:
+            opt.load_state_dict(state_dict)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = dt.tensor(g.astype(np.float32), device=device)
+            opt.step()
+        return [p.detach().cpu().numpy() for p in params], opt
+
+    on_device, opt = run(test_device)
+    on_cpu, cpu_opt = run("cpu")
+    for a, b in zip(on_device, on_cpu):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _, resumed = run(test_device, cpu_opt.state_dict())  # CPU state onto device parameters
+    for state in (opt.state_dict()["state"][0], resumed.state_dict()["state"][0]):
+        assert str(state["exp_avg"].device) == str(dt.device(test_device))
+        if cls == "NAdam":
+            product = state["mu_product"]
+            assert (str(product.device), product.dtype) == ("cpu", dt.float32)

@@ -13,6 +13,7 @@ import pickle
 import signal
 import socket
 import sys
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -90,6 +91,26 @@ def record(i: int, out: str, tag: str) -> None:
     Path(out, f"{tag}{i}").write_text(str(os.getpid()))
 
 
+def raise_undecodable_name(i: int) -> None:
+    # What os.fsdecode gives for a non-UTF-8 file name: a lone surrogate.
+    raise FileNotFoundError("no such file: " + b"data-\xff.bin".decode("utf-8", "surrogateescape"))
+
+
+def raise_now_and_later(i: int) -> None:
+    if i == 1:
+        time.sleep(0.5)  # after process 0 has failed, inside the parent's grace period
+    raise ValueError(f"boom {i}")
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """A fresh directory that tempfile uses in this (parent) process."""
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -110,7 +131,7 @@ def test_spawn_runs_the_ddp_tutorial(tmp_path, monkeypatch):
     assert results[0]["weight"] == results[1]["weight"]  # DDP kept the ranks in step
 
 
-def test_a_raising_child_ends_the_others_and_names_its_index(tmp_path):
+def test_a_raising_child_ends_the_others_and_names_its_index(tmp_path, private_tmp):
     start = time.monotonic()
     with pytest.raises(mp.ProcessRaisedException) as info:
         mp.spawn(raise_on_one, args=(str(tmp_path),), nprocs=2)
@@ -122,7 +143,42 @@ def test_a_raising_child_ends_the_others_and_names_its_index(tmp_path):
     assert isinstance(err.error_pid, int)
     # Process 0 sleeps 300 s unless terminated; it was (the parent returned long before).
     assert time.monotonic() - start < 250
-    assert not list(tmp_path.glob("dtrain-errorfile-*"))
+    assert not list(private_tmp.iterdir())  # the error files and their directory are gone
+
+
+def test_a_lone_surrogate_in_the_traceback_survives(private_tmp):
+    with pytest.raises(mp.ProcessRaisedException) as info:
+        mp.start_processes(raise_undecodable_name, nprocs=1, start_method="fork")
+    message = str(info.value)
+    assert "Traceback (most recent call last)" in message
+    assert "FileNotFoundError: no such file: data-\udcff.bin" in message
+    assert not list(private_tmp.iterdir())
+
+
+def test_join_after_a_failure_raises_for_each_remaining_failure_as_torch_does(tmp_path):
+    context = mp.start_processes(
+        raise_on_one, args=(str(tmp_path),), nprocs=2, join=False, start_method="fork"
+    )
+    with pytest.raises(mp.ProcessRaisedException, match="boom from process 1"):
+        context.join()
+    # torch: the next join reports the sibling it terminated, and only then returns True.
+    with pytest.raises(mp.ProcessExitedException) as info:
+        context.join()
+    assert (info.value.error_index, info.value.signal_name) == (0, "SIGTERM")
+    assert context.join() is True
+    assert context.join() is True
+
+
+def test_later_tracebacks_are_kept_for_later_joins(private_tmp):
+    context = mp.start_processes(raise_now_and_later, nprocs=2, join=False, start_method="fork")
+    with pytest.raises(mp.ProcessRaisedException, match="ValueError: boom 0") as first:
+        context.join(grace_period=60)  # process 1 raises within the grace period
+    assert first.value.error_index == 0
+    assert not list(private_tmp.iterdir())  # read and removed once every process exited
+    with pytest.raises(mp.ProcessRaisedException, match="ValueError: boom 1") as second:
+        context.join()
+    assert second.value.error_index == 1
+    assert context.join() is True
 
 
 def test_exit_codes_and_signals_raise_process_exited():
@@ -135,23 +191,31 @@ def test_exit_codes_and_signals_raise_process_exited():
     assert "terminated with signal SIGKILL" in str(info.value)
 
 
-def test_join_false_returns_a_context(tmp_path):
+def test_join_false_returns_a_context(private_tmp):
     ctx = multiprocessing.get_context("fork")
     event = ctx.Event()
     context = mp.start_processes(wait_for, args=(event,), nprocs=2, join=False, start_method="fork")
-    assert isinstance(context, mp.ProcessContext)
-    assert len(context.pids()) == 2
-    assert context.join(timeout=0.05) is False  # both still wait
-    event.set()
+    try:
+        assert isinstance(context, mp.ProcessContext)
+        assert len(context.pids()) == 2
+        # The error files go to a private directory (mode 0700) in the temp directory.
+        [directory] = private_tmp.iterdir()
+        assert {os.path.dirname(name) for name in context.error_files} == {str(directory)}
+        assert directory.stat().st_mode & 0o777 == 0o700
+        assert context.join(timeout=0.05) is False  # both still wait
+    finally:
+        event.set()  # a failed assertion must not leave the children waiting
     while not context.join(timeout=30):
         pass
+    assert not list(private_tmp.iterdir())
     assert context.join() is True  # joining again is harmless
 
 
-def test_spawn_passes_index_and_args(tmp_path):
+def test_spawn_passes_index_and_args(tmp_path, private_tmp):
     assert mp.spawn(record, args=(str(tmp_path), "r"), nprocs=3) is None
     pids = {int((tmp_path / f"r{i}").read_text()) for i in range(3)}
     assert len(pids) == 3 and os.getpid() not in pids
+    assert not list(private_tmp.iterdir())
 
 
 def test_argument_errors():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import gzip
 import io
 import json
 import math
@@ -35,6 +36,12 @@ ALL_DTYPES = [
     dt.int64,
     dt.bool,
 ]
+
+
+@pytest.fixture
+def torch():
+    """The ``torch`` module, or a skip when it is not installed (CI has none)."""
+    return pytest.importorskip("torch")
 
 
 def sample(dtype, shape, seed=0):
@@ -307,6 +314,63 @@ def test_text_mode_files_are_refused(tmp_path):
     save({"a": 1}, tmp_path / "t.txt")
     with open(tmp_path / "t.txt") as f, pytest.raises(TypeError, match="text mode"):
         load(f)
+
+
+def test_gzip_and_zip_member_streams_roundtrip(tmp_path):
+    # GzipFile.mode is an int and a zip member's mode is 'r': both are binary streams.
+    obj = {"w": dt.arange(6.0).reshape(2, 3), "step": 7}
+    with gzip.open(tmp_path / "c.gz", "wb") as f:
+        save(obj, f)
+    with gzip.open(tmp_path / "c.gz", "rb") as f:
+        back = load(f)
+    assert equal(back, obj)
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as z, z.open("ckpt", "w") as f:
+        save(obj, f)
+    with zipfile.ZipFile(tmp_path / "c.zip") as z, z.open("ckpt") as f:
+        assert equal(load(f), obj)
+
+
+def test_gzip_and_zip_streams_match_torch(tmp_path, torch):
+    # torch.save/torch.load take the same stream objects (their bytes differ: not a format test).
+    for stream in ("gzip", "zip"):
+        for lib_save, lib_load, value in (
+            (torch.save, torch.load, torch.arange(3.0)),
+            (save, load, dt.arange(3.0)),
+        ):
+            if stream == "gzip":
+                with gzip.open(tmp_path / "t.gz", "wb") as f:
+                    lib_save({"x": value}, f)
+                with gzip.open(tmp_path / "t.gz", "rb") as f:
+                    assert f.mode == gzip.READ  # an int
+                    assert lib_load(f)["x"].tolist() == [0.0, 1.0, 2.0]
+            else:
+                with zipfile.ZipFile(tmp_path / "t.zip", "w") as z, z.open("m", "w") as f:
+                    lib_save({"x": value}, f)
+                with zipfile.ZipFile(tmp_path / "t.zip") as z, z.open("m") as f:
+                    assert f.mode == "r"
+                    assert lib_load(f)["x"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_text_streams_without_textiobase_are_refused(tmp_path):
+    # Found by what they read and write, not by a 'mode' attribute.
+    class TextReader:
+        mode = "rb"  # a wrong claim must not matter
+
+        def read(self, n=-1):
+            return ""
+
+    class TextWriter:
+        def write(self, s):
+            if not isinstance(s, str):
+                raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+            return len(s)
+
+    with pytest.raises(TypeError, match="text mode; open it in binary mode \\('rb'\\)"):
+        load(TextReader())
+    with pytest.raises(TypeError, match="text mode; open it in binary mode \\('wb'\\)"):
+        save({"a": 1}, TextWriter())
+    with pytest.raises(TypeError, match="text mode"):
+        load(io.StringIO(""))
 
 
 def test_a_corrupt_file_object_is_a_checkpoint_error():
