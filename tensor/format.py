@@ -52,15 +52,58 @@ def get_printoptions() -> dict[str, Any]:
     return dict(_options)
 
 
-def _padded(finite: np.ndarray, kind: str, precision: int) -> dict:
-    """A numpy formatter writing each float as ``{:.{precision}{kind}}``, right-aligned to
-    the widest value's width, as PyTorch lines up its columns."""
-    extremes = [finite.max(), finite.min()]
-    nonzero = finite[finite != 0]
-    if nonzero.size:  # the smallest magnitude may have the widest exponent (e-100)
-        extremes.append(nonzero[np.argmin(np.abs(nonzero))])
-    width = max(len(f"{float(v):.{precision}{kind}}") for v in extremes)
-    return {"float_kind": lambda v: f"{float(v):.{precision}{kind}}".rjust(width)}
+def _summarised(array: np.ndarray, edgeitems: int) -> np.ndarray:
+    """The elements a summarised print shows: ``edgeitems`` at each end of every dim."""
+    for axis, size in enumerate(array.shape):
+        if size > 2 * edgeitems:
+            ends = np.r_[0:edgeitems, size - edgeitems : size]
+            array = np.take(array, ends, axis=axis)
+    return array
+
+
+def _float_formatter(
+    array: np.ndarray, precision: int, sci_mode: bool | None, summarise: bool, edgeitems: int
+) -> dict:
+    """A numpy formatter that writes floats as PyTorch's ``_Formatter`` does: the mode
+    (scientific, whole numbers as ``2.``, or fixed) and the column width come from the
+    nonzero finite values alone (of the shown ones, when summarised), so ``nan``/``inf``/
+    ``0.`` do not widen the columns."""
+    flat = _summarised(array, edgeitems).reshape(-1) if summarise else array.reshape(-1)
+    values = flat[np.isfinite(flat) & (flat != 0)].astype(np.float64)  # float16 overflows
+    integral, scientific, width = True, False, 1
+    if values.size:
+        magnitude = np.abs(values)
+        low, high = magnitude.min(), magnitude.max()
+        integral = bool(np.all(values == np.ceil(values)))
+        scientific = (
+            bool(high / low > 1000.0 or high > 1.0e8 or low < 1.0e-4)
+            if sci_mode is None
+            else sci_mode
+        )
+        # The widest string is at an extreme: the largest and smallest value, and (for the
+        # exponent's digits) the values nearest zero on either side.
+        positive, negative = values[values > 0], values[values < 0]
+        extremes = [values.max(), values.min()]
+        extremes += [positive.min()] if positive.size else []
+        extremes += [negative.max()] if negative.size else []
+        if scientific:
+            width = max(len(f"{v:.{precision}e}") for v in extremes)
+        elif integral:
+            width = max(len(f"{v:.0f}") + 1 for v in extremes)
+        else:
+            width = max(len(f"{v:.{precision}f}") for v in extremes)
+
+    def write(value: Any) -> str:
+        value = float(value)
+        if scientific:
+            text = f"{value:.{precision}e}"
+        elif integral:
+            text = f"{value:.0f}" + ("" if math.isinf(value) or math.isnan(value) else ".")
+        else:
+            text = f"{value:.{precision}f}"
+        return text.rjust(width)
+
+    return {"float_kind": write}
 
 
 def format_tensor(t: Tensor) -> str:
@@ -76,19 +119,10 @@ def format_tensor(t: Tensor) -> str:
     }
     precision, sci_mode = _options["precision"], _options["sci_mode"]
     if array.dtype.kind == "f" and array.size:
-        finite = array[np.isfinite(array)]
-        fractional = finite.size and not np.all(finite == np.round(finite))
-        large = finite.size and (
-            np.abs(finite).max() >= 1e8 or np.abs(finite[finite != 0]).min(initial=1) < 1e-4
+        summarise = array.size > options["threshold"]
+        options["formatter"] = _float_formatter(
+            array, precision, sci_mode, summarise, options["edgeitems"]
         )
-        if sci_mode or fractional or large:
-            scientific = sci_mode if sci_mode is not None else large
-            if scientific:
-                options["formatter"] = _padded(finite, "e", precision)
-            elif sci_mode is False and large:
-                options["formatter"] = _padded(finite, "f", precision)
-            else:
-                options.update(precision=precision, floatmode="fixed")
     body = np.array2string(array, **options)
     extras = []
     device = device_of(t._array)

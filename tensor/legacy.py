@@ -31,17 +31,28 @@ class LegacyTensorType(type):
             isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args
         ):
             return zeros(*args if args else (0,), dtype=cls.dtype, device=device)
-        if len(args) == 1 and (isinstance(args[0], (Tensor, np.ndarray)) or is_cuda_array(args[0])):
+        if len(args) == 1 and isinstance(args[0], Tensor):
             data = args[0]
-            if data.dtype != cls.dtype:
+            if data.dtype != cls.dtype or data.device.type != "cpu":
                 raise TypeError(
-                    f"{cls.__name__}(data): the data is {data.dtype}, the type "
-                    f"{cls.dtype}; convert it with .to(dtrain.{cls.dtype.name}) (PyTorch "
-                    "refuses too)"
+                    f"{cls.__name__}(data): the data is a {data.dtype} tensor on {data.device}, "
+                    f"the type means CPU {cls.dtype}; convert it with "
+                    f".to('cpu', dtrain.{cls.dtype.name}) (PyTorch refuses too)"
                 )
-            return data if isinstance(data, Tensor) else Tensor(data)
-        if len(args) == 1 and isinstance(args[0], (list, tuple)):
-            return tensor(args[0], dtype=cls.dtype, device=device)
+            return data
+        if len(args) == 1 and isinstance(args[0], tuple) and not isinstance(args[0], Size):
+            raise TypeError(
+                f"{cls.__name__}({args[0]!r}): ambiguous in dtrain, whose shapes are plain "
+                f"tuples (PyTorch reads a torch.Size as sizes, a tuple as data); pass sizes "
+                f"unpacked ({cls.__name__}(*x.shape)) or data as a list"
+            )
+        if len(args) == 1 and (
+            isinstance(args[0], (list, range, np.ndarray)) or is_cuda_array(args[0])
+        ):
+            data = args[0]
+            if is_cuda_array(data):
+                data = data.get()  # the type means a CPU tensor
+            return tensor(list(data) if isinstance(data, range) else data, dtype=cls.dtype)
         described = ", ".join(type(a).__name__ for a in args)
         raise TypeError(
             f"{cls.__name__}({described}): takes sizes ({cls.__name__}(2, 3)), a list of data "

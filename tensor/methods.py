@@ -484,75 +484,75 @@ class TensorMethods:
         return _fn.sigmoid_(self)
 
     # The in-place forms of the elementwise functions (tensor/ops/inplace_math.py's
-    # UNARY_INPLACE): a float result into an integer tensor is a TypeError, as PyTorch.
+    # unary_): a float result into an integer tensor is a TypeError, as PyTorch.
     def abs_(self) -> Tensor:
-        return _fn.unary_(self, "abs")
+        return _fn.unary_(self, _fn.abs)
 
     absolute_ = abs_
 
     def neg_(self) -> Tensor:
-        return _fn.unary_(self, "neg")
+        return _fn.unary_(self, _fn.neg)
 
     negative_ = neg_
 
     def log_(self) -> Tensor:
-        return _fn.unary_(self, "log")
+        return _fn.unary_(self, _fn.log)
 
     def log1p_(self) -> Tensor:
-        return _fn.unary_(self, "log1p")
+        return _fn.unary_(self, _fn.log1p)
 
     def sqrt_(self) -> Tensor:
-        return _fn.unary_(self, "sqrt")
+        return _fn.unary_(self, _fn.sqrt)
 
     def rsqrt_(self) -> Tensor:
-        return _fn.unary_(self, "rsqrt")
+        return _fn.unary_(self, _fn.rsqrt)
 
     def sin_(self) -> Tensor:
-        return _fn.unary_(self, "sin")
+        return _fn.unary_(self, _fn.sin)
 
     def cos_(self) -> Tensor:
-        return _fn.unary_(self, "cos")
+        return _fn.unary_(self, _fn.cos)
 
     def tan_(self) -> Tensor:
-        return _fn.unary_(self, "tan")
+        return _fn.unary_(self, _fn.tan)
 
     def tanh_(self) -> Tensor:
-        return _fn.unary_(self, "tanh")
+        return _fn.unary_(self, _fn.tanh)
 
     def square_(self) -> Tensor:
-        return _fn.unary_(self, "square")
+        return _fn.unary_(self, _fn.square)
 
     def floor_(self) -> Tensor:
-        return _fn.unary_(self, "floor")
+        return _fn.unary_(self, _fn.floor)
 
     def ceil_(self) -> Tensor:
-        return _fn.unary_(self, "ceil")
+        return _fn.unary_(self, _fn.ceil)
 
     def trunc_(self) -> Tensor:
-        return _fn.unary_(self, "trunc")
+        return _fn.unary_(self, _fn.trunc)
 
     def round_(self, decimals: int = 0) -> Tensor:
-        return _fn.unary_(self, "round", decimals)
+        return _fn.unary_(self, _fn.round, decimals)
 
     def sign_(self) -> Tensor:
-        return _fn.unary_(self, "sign")
+        return _fn.unary_(self, _fn.sign)
 
     def erf_(self) -> Tensor:
-        return _fn.unary_(self, "erf")
+        return _fn.unary_(self, _fn.erf)
 
     def erfinv_(self) -> Tensor:
-        return _fn.unary_(self, "erfinv")
+        return _fn.unary_(self, _fn.erfinv)
 
     def reciprocal_(self) -> Tensor:
-        return _fn.unary_(self, "reciprocal")
+        return _fn.unary_(self, _fn.reciprocal)
 
     def nan_to_num_(
         self, nan: float = 0.0, posinf: float | None = None, neginf: float | None = None
     ) -> Tensor:
-        return _fn.unary_(self, "nan_to_num", nan, posinf, neginf)
+        return _fn.unary_(self, _fn.nan_to_num, nan, posinf, neginf)
 
     def pow_(self, exponent: Any) -> Tensor:
-        return _fn.unary_(self, "pow", exponent)
+        return _fn.unary_(self, _fn.pow, exponent)
 
     def clamp_min_(self, min: Any) -> Tensor:
         return _fn.clamp_(self, min, None)
@@ -615,8 +615,9 @@ class TensorMethods:
 
     def new(self, *args: Any) -> Tensor:
         """Legacy: ``x.new(2, 3)`` a new tensor of those sizes (zeros; PyTorch leaves it
-        uninitialised), ``x.new([1, 2])`` data, ``x.new()`` empty — with ``x``'s dtype and
-        device."""
+        uninitialised), ``x.new(dt.Size([2, 3]))`` too, ``x.new([1, 2])`` data, ``x.new()``
+        empty — with ``x``'s dtype and device. A plain tuple is refused: PyTorch reads it
+        as data, but ``x.new(y.shape)`` (a torch.Size there, a tuple here) as sizes."""
         from dtrain._tensor.size import Size
 
         if len(args) == 1 and isinstance(args[0], Size):
@@ -625,6 +626,13 @@ class TensorMethods:
             isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in args
         ):
             return _fn.zeros(*args if args else (0,), dtype=self.dtype, device=self.device)
+        if len(args) == 1 and isinstance(args[0], tuple):
+            raise TypeError(
+                f"new({args[0]!r}): ambiguous in dtrain, whose shapes are plain tuples "
+                "(PyTorch reads a torch.Size as sizes, a tuple as data); use "
+                "x.new_zeros(shape) / x.new_empty(shape) for sizes, x.new_tensor(data) or a "
+                "list for data"
+            )
         if len(args) == 1:
             return _fn.tensor(args[0], dtype=self.dtype, device=self.device)
         raise TypeError(

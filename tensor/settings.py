@@ -7,8 +7,13 @@ import os
 import warnings
 from typing import Any
 
-_state: dict[str, Any] = {"threads": None, "deterministic": False, "warn_only": False}
-_state["anomaly"] = False
+_state: dict[str, Any] = {
+    "threads": None,
+    "deterministic": False,
+    "warn_only": False,
+    "anomaly": False,
+    "compile_warned": False,
+}
 _limiter: Any = None  # threadpoolctl's limit, held while set_num_threads is in force
 
 
@@ -48,11 +53,22 @@ def get_num_threads() -> int:
 
 def use_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
     """Ask for deterministic algorithms, as ``torch.use_deterministic_algorithms``. On the
-    CPU every dtrain op is deterministic. On CUDA the ops that add with atomics (float
-    ``scatter_add``/``index_add``/``scatter(reduce='add')``, and the backward of indexing
-    with an integer tensor) then raise RuntimeError, or warn with ``warn_only=True``."""
+    CPU every dtrain op is deterministic. On CUDA, the ops that sum into repeated indices
+    (the backward of ``x[int_tensor]``, ``index_select``, ``gather``, ``repeat_interleave``
+    and the pads and pools that add into overlapping positions; float ``scatter_add``,
+    ``index_add``, ``scatter(reduce='add')``) then add in a fixed order (sort, then a
+    segmented sum) instead of with atomics, as PyTorch's do. Ops
+    with no deterministic path (``bincount`` with ``weights``; the embedding backward of a
+    table too large for its one-launch kernel) raise RuntimeError, or warn with
+    ``warn_only=True``."""
     _state["deterministic"] = bool(mode)
     _state["warn_only"] = bool(warn_only)
+
+
+def deterministic_requested() -> bool:
+    """Whether ops should take their deterministic path (the mode is on, warn-only or
+    not: a deterministic path costs little more and needs no warning)."""
+    return _state["deterministic"]
 
 
 def are_deterministic_algorithms_enabled() -> bool:
@@ -71,9 +87,10 @@ def check_deterministic(what: str) -> None:
     if not _state["deterministic"]:
         return
     message = (
-        f"{what} adds with atomic operations on CUDA, so float results may differ in the "
-        "last bits between runs, and use_deterministic_algorithms(True) is set; run it on "
-        "the CPU, or pass warn_only=True to allow it"
+        f"{what} has no deterministic implementation on CUDA (it adds with atomic operations, "
+        "so float results may differ in the last bits between runs), and "
+        "use_deterministic_algorithms(True) is set; run it on the CPU, or pass "
+        "warn_only=True to allow it"
     )
     if _state["warn_only"]:
         warnings.warn(message, UserWarning, stacklevel=3)
@@ -127,15 +144,12 @@ def is_anomaly_enabled() -> bool:
     return _state["anomaly"]
 
 
-_compile_warned = [False]
-
-
 def compile(model: Any = None, **kwargs: Any) -> Any:
     """Returns ``model`` unchanged: dtrain has no compiler (its ops run eagerly; the CUDA
     backend has fused kernels for the hot paths). Warns once. Also usable as a decorator,
     ``@dt.compile`` or ``@dt.compile(mode=...)``."""
-    if not _compile_warned[0]:
-        _compile_warned[0] = True
+    if not _state["compile_warned"]:
+        _state["compile_warned"] = True
         warnings.warn(
             "dtrain.compile returns the model unchanged: dtrain has no compiler",
             UserWarning,
@@ -151,6 +165,7 @@ __all__ = [
     "check_deterministic",
     "compile",
     "detect_anomaly",
+    "deterministic_requested",
     "get_num_threads",
     "is_anomaly_enabled",
     "is_deterministic_algorithms_warn_only_enabled",

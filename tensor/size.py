@@ -13,8 +13,9 @@ from typing import Any
 
 
 class Size(tuple):
-    """A tuple of non-negative ints: ``Size([2, 3])``, with ``numel()``; slicing and ``+``
-    give a Size again, and it equals the plain tuple of the same sizes."""
+    """A tuple of ints: ``Size([2, 3])``, with ``numel()``; slicing, ``+`` and ``* n`` give
+    a Size again, and it equals the plain tuple of the same sizes. As in PyTorch, the ints
+    are not checked (``Size([2, -1])`` is allowed, as a ``view`` argument)."""
 
     __slots__ = ()
 
@@ -47,6 +48,13 @@ class Size(tuple):
         if not isinstance(other, tuple):
             return NotImplemented
         return Size(tuple(other) + tuple(self))
+
+    def __mul__(self, count: Any) -> Size:
+        if not isinstance(count, int):
+            return NotImplemented
+        return Size(tuple(self) * count)
+
+    __rmul__ = __mul__
 
     def __repr__(self) -> str:
         return f"dtrain.Size({list(self)})"

@@ -33,7 +33,9 @@ def assert_close(
 ) -> None:
     """Assert ``|actual - expected| <= atol + rtol * |expected|`` elementwise, as
     ``torch.testing.assert_close``: tensors (same shape, and by default the same dtype and
-    device), Python numbers (compared as float64), and lists, tuples and dicts of them.
+    device), Python numbers (floats compared as float64), and lists, tuples and dicts of them.
+    Integers and bools compare exactly; the tolerance applies only where both values are
+    finite, so ``inf`` matches only the same ``inf``.
     Without ``rtol``/``atol`` (give both or neither), the looser dtype's defaults apply.
 
     Raises:
@@ -50,6 +52,8 @@ def assert_close(
 
 def _compare(actual, expected, rtol, atol, equal_nan, check_device, check_dtype, msg, where):
     args = (rtol, atol, equal_nan, check_device, check_dtype, msg)
+    if actual is None and expected is None:
+        return  # as torch: two Nones are equal
     if isinstance(actual, Mapping) and isinstance(expected, Mapping):
         if set(actual) != set(expected):
             raise AssertionError(
@@ -87,8 +91,9 @@ def _compare(actual, expected, rtol, atol, equal_nan, check_device, check_dtype,
 
 def _attribute(name: str, a: Any, e: Any, where: str, msg: str | None) -> None:
     if a != e:
+        item = f"\n\nThe failure occurred for item {where}" if where else ""
         raise AssertionError(
-            msg or f"The values for attribute '{name}'{where} do not match: {a} != {e}."
+            msg or f"The values for attribute '{name}' do not match: {a} != {e}.{item}"
         )
 
 
@@ -121,45 +126,64 @@ def _values(a, e, rtol, atol, equal_nan, msg, what, where) -> None:
         defaults = [_TOLERANCES.get(d, (0.0, 0.0)) for d in (a.dtype, e.dtype)]
         rtol, atol = (max(pair) for pair in zip(*defaults))
     exact = rtol == 0 and atol == 0
-    # Differences in the inputs' float dtype (float32 at least), as PyTorch reports them.
-    common = np.result_type(a.dtype, e.dtype) if "f" in (a.dtype.kind, e.dtype.kind) else None
-    work = np.promote_types(common, np.float32) if common is not None else np.float32
-    a64, e64 = a.astype(work), e.astype(work)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        difference = np.abs(a64 - e64)
-        ok = difference <= atol + rtol * np.abs(e64)
-        ok |= a64 == e64  # equal infinities
-        if equal_nan:
-            ok |= np.isnan(a64) & np.isnan(e64)
+    floats = {a.dtype.kind, e.dtype.kind} & {"f", "c"}
+    if floats:
+        # Differences in the inputs' float dtype (float32 at least), as PyTorch reports them.
+        common = np.result_type(a.dtype, e.dtype)
+        work = np.promote_types(common, np.float32)
+    else:
+        # Integers and bools compare exactly: float32 (or even float64) would round 2**24 + 1
+        # to 2**24. Python ints beyond int64 arrive as object arrays and stay Python ints.
+        common = None
+        big = "O" in (a.dtype.kind, e.dtype.kind) or np.uint64 in (a.dtype, e.dtype)
+        work = object if big else np.int64
+    aw, ew = a.astype(work), e.astype(work)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        difference = np.asarray(np.abs(aw - ew))
+        ok = np.asarray(aw == ew, dtype=bool)  # equal values, infinities included
+        within = np.asarray(difference <= atol + rtol * np.abs(ew), dtype=bool)
+        if floats:
+            # As torch.isclose: the tolerance applies only where both values are finite, so
+            # an expected inf is matched by the same inf alone.
+            within &= np.isfinite(aw) & np.isfinite(ew)
+        ok |= within
+        if equal_nan and floats:
+            ok |= np.isnan(aw) & np.isnan(ew)
         if ok.all():
             return
-        relative = difference / np.abs(e64)
+        if floats:  # in the float dtype, as PyTorch reports it
+            relative = difference / np.abs(ew)
+        else:  # PyTorch divides integer tensors in float32, integer scalars as Python floats
+            ratio = np.float32 if a.ndim else np.float64
+            relative = difference.astype(ratio) / np.abs(ew.astype(ratio))
     if msg is not None:
         raise AssertionError(msg)
     verdict = "equal" if exact else "close"
-    if a.ndim == 0:
-        lines = [
-            f"{what} are not {verdict}{where}!",
-            "",
-            f"Expected {e.item()} but got {a.item()}.",
-            f"Absolute difference: {difference.item()} (up to {atol} allowed)",
-            f"Relative difference: {relative.item()} (up to {rtol} allowed)",
-        ]
-        raise AssertionError("\n".join(lines))
-    bad = ~ok
-    worst_abs = _worst(difference, bad)
-    worst_rel = _worst(relative, bad)
     allowed_abs = "" if exact else f" (up to {atol} allowed)"
     allowed_rel = "" if exact else f" (up to {rtol} allowed)"
-    lines = [
-        f"{what} are not {verdict}{where}!",
-        "",
-        f"Mismatched elements: {int(bad.sum())} / {a.size} ({100 * bad.sum() / a.size:.1f}%)",
-        f"Greatest absolute difference: {_number(difference[worst_abs], common)} at index "
-        f"{tuple(int(i) for i in worst_abs)}{allowed_abs}",
-        f"Greatest relative difference: {float(relative[worst_rel])} at index "
-        f"{tuple(int(i) for i in worst_rel)}{allowed_rel}",
-    ]
+    if a.ndim == 0:
+        lines = [
+            f"Scalars are not {verdict}!",
+            "",
+            f"Expected {e.item()} but got {a.item()}.",
+            f"Absolute difference: {_number(difference.item(), common)}{allowed_abs}",
+            f"Relative difference: {relative.item()}{allowed_rel}",
+        ]
+    else:
+        bad = ~ok
+        worst_abs = _worst(difference.astype(np.float64), bad)
+        worst_rel = _worst(relative, bad)
+        lines = [
+            f"{what} are not {verdict}!",
+            "",
+            f"Mismatched elements: {int(bad.sum())} / {a.size} ({100 * bad.sum() / a.size:.1f}%)",
+            f"Greatest absolute difference: {_number(difference[worst_abs], common)} at index "
+            f"{tuple(int(i) for i in worst_abs)}{allowed_abs}",
+            f"Greatest relative difference: {float(relative[worst_rel])} at index "
+            f"{tuple(int(i) for i in worst_rel)}{allowed_rel}",
+        ]
+    if where:
+        lines += ["", f"The failure occurred for item {where}"]
     raise AssertionError("\n".join(lines))
 
 
@@ -171,7 +195,7 @@ def _worst(values: np.ndarray, bad: np.ndarray) -> tuple:
 
 def _number(value: Any, float_dtype: Any) -> Any:
     """An integer comparison's difference as an int (``3``), a float one's as a float."""
-    return int(value) if float_dtype is None and float(value).is_integer() else float(value)
+    return int(value) if float_dtype is None else float(value)
 
 
 __all__ = ["assert_close"]

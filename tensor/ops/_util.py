@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain._tensor.settings import check_deterministic
+from dtrain._tensor.settings import deterministic_requested
 from dtrain.runtime.backend import get_array_module
 
 
@@ -76,9 +76,40 @@ def expand_reduced(grad: Any, axes: tuple | None, keepdim: bool, shape: tuple, x
 
 def add_at(target: Any, key: Any, values: Any, what: str) -> None:
     """``target[key] += values`` with repeated indices summed (``ufunc.at``). On CUDA,
-    cupy adds floats with atomics, in no fixed order: ``what`` (the op) is then reported
-    to ``use_deterministic_algorithms`` (which raises or warns when it is on)."""
+    cupy adds floats with atomics, in no fixed order; under
+    ``use_deterministic_algorithms(True)`` the sum takes ``sorted_add_at``'s fixed order
+    instead (as PyTorch's deterministic index_put/scatter_add do). ``what`` names the op."""
     xp = get_array_module(target)
-    if xp is not np and target.dtype.kind == "f":
-        check_deterministic(what)
+    if xp is not np and target.dtype.kind in "fc" and deterministic_requested():
+        sorted_add_at(target, key, values, xp)
+        return
     xp.add.at(target, key, values)
+
+
+def sorted_add_at(target: Any, key: Any, values: Any, xp: Any) -> None:
+    """``xp.add.at(target, key, values)`` in a fixed order, with no atomics: sort the target
+    positions, sum each run of equal positions with a segmented scan (log2(n) passes of
+    elementwise ops, a tree of sums), and add each run's total once. The same inputs give
+    the same bits on every run; it costs a sort and a few more launches than the atomics."""
+    positions = xp.arange(target.size).reshape(target.shape)[key]
+    if positions.size == 0:
+        return
+    values = xp.broadcast_to(xp.asarray(values, dtype=target.dtype), positions.shape)
+    positions, values = positions.reshape(-1), values.reshape(-1)
+    order = xp.argsort(positions)
+    positions, sums = positions[order], values[order]
+    n = positions.size
+    head = xp.concatenate([xp.ones(1, bool), positions[1:] != positions[:-1]])
+    run_starts = xp.flatnonzero(head)
+    starts = run_starts[xp.cumsum(head) - 1]  # the index where each element's run begins
+    run_lengths = xp.diff(xp.concatenate([run_starts, xp.asarray([n])]))
+    longest = int(run_lengths.max())  # one host sync: the passes stop at the longest run
+    index = xp.arange(n)
+    step = 1
+    while step < longest:  # Hillis-Steele: each element gathers its run's sum up to itself
+        shifted = xp.concatenate([xp.zeros(step, sums.dtype), sums[:-step]])
+        sums = sums + xp.where(index - step >= starts, shifted, 0)
+        step *= 2
+    last = xp.concatenate([head[1:], xp.ones(1, bool)])  # a run's last element holds its total
+    where = xp.unravel_index(positions[last], target.shape)
+    target[where] = target[where] + sums[last]  # unique positions: no two writes collide

@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from dtrain._tensor.autograd.grad_mode import state as _grad_state
 from dtrain._tensor.ops.inplace import _record, _records, _write
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.device import as_numpy
 
 _wrap = wrap  # fill_diagonal_'s parameter takes the name
 
@@ -29,6 +31,11 @@ def _inplace(
         raise TypeError(
             f"{name}: the result type {dtype} can't be cast to the tensor's dtype "
             f"{tensor.dtype} in place; convert the tensor first (e.g. x = x.float())"
+        )
+    if not getattr(tensor._array.flags, "writeable", True):  # numpy's message misleads here
+        raise RuntimeError(
+            f"{name}: this tensor is an expanded view whose elements share memory; call "
+            ".clone() on it before changing it in place"
         )
     return _write(tensor, result._array.astype(tensor._array.dtype, copy=False), name)
 
@@ -61,21 +68,13 @@ def exp_(tensor: Tensor) -> Tensor:
     return _inplace(tensor, exp, "exp_")
 
 
-def unary_(tensor: Tensor, name: str, *args: Any, **kwargs: Any) -> Tensor:
-    """In place: the elementwise function ``name`` (``sqrt_``, ``abs_``, ``tanh_`` ...: each
-    name in ``UNARY_INPLACE``). A float function on an integer tensor is a TypeError, as
-    in PyTorch (the float result can't be stored in it)."""
-    from dtrain._tensor import functions
-
-    function = getattr(functions, name)
-    return _inplace(tensor, lambda t: function(t, *args, **kwargs), f"{name}_")
-
-
-#: The elementwise functions with an in-place method (``x.sqrt_()``).
-UNARY_INPLACE = (
-    "abs", "neg", "log", "log1p", "sqrt", "rsqrt", "sin", "cos", "tan", "tanh", "square",
-    "floor", "ceil", "trunc", "round", "sign", "erf", "erfinv", "reciprocal", "nan_to_num",
-)  # fmt: skip
+def unary_(tensor: Tensor, function: Callable[..., Tensor], *args: Any) -> Tensor:
+    """In place: the elementwise ``function`` (``sqrt``, ``abs``, ``pow`` ...) with extra
+    arguments ``args``; a tensor argument (``pow_``'s exponent) gets its gradient. A float
+    function on an integer tensor is a TypeError, as in PyTorch (the float result can't be
+    stored in it)."""
+    name = f"{function.__name__}_"
+    return _inplace(tensor, lambda t: function(t, *args), name, *args)
 
 
 def sigmoid_(tensor: Tensor) -> Tensor:
@@ -94,9 +93,10 @@ def relu_(tensor: Tensor) -> Tensor:
 
 def index_fill(input: Tensor, dim: int, index: Tensor, value: Any) -> Tensor:
     """``input`` with the slices at ``index`` along ``dim`` set to ``value`` (a number or
-    a 0-d tensor); the gradient flows to the other elements."""
+    a 0-d tensor); the gradient flows to the other elements, and to ``value`` from the
+    filled ones when it is a tensor that requires grad."""
     from dtrain._tensor.ops._util import normalize_dim
-    from dtrain._tensor.ops.select import masked_fill
+    from dtrain._tensor.ops.select import masked_fill, where
 
     axis = normalize_dim(dim, input.ndim)
     positions = index._array if isinstance(index, Tensor) else np.asarray(index)
@@ -107,11 +107,26 @@ def index_fill(input: Tensor, dim: int, index: Tensor, value: Any) -> Tensor:
         )
     xp = get_array_module(input._array)
     size = input.shape[axis] if input.ndim else 1
+    positions = xp.asarray(positions)
+    # cupy wraps an out-of-range index silently where numpy raises: check on both (on CUDA
+    # one host sync, for the one flag).
+    if positions.size and bool(xp.any((positions < -size) | (positions >= size))):
+        bad = as_numpy(positions)
+        bad = bad[(bad < -size) | (bad >= size)]
+        raise IndexError(
+            f"index_fill: index {int(bad[0])} is out of range for dim {dim} of size {size}"
+        )
     mask = xp.zeros(size, dtype=bool)
-    mask[xp.asarray(positions)] = True
+    mask[positions] = True
     mask = (
         mask.reshape((size,) + (1,) * (input.ndim - axis - 1)) if input.ndim else mask.reshape(())
     )
+    if isinstance(value, Tensor) and value.requires_grad and _grad_state.enabled:
+        if value.ndim:
+            raise RuntimeError(
+                f"index_fill: value must be a 0-d tensor or a number, got shape {value.shape}"
+            )
+        return where(wrap(mask), value.to(input.dtype), input)
     return masked_fill(input, wrap(mask), value)
 
 
@@ -131,9 +146,9 @@ def fill_diagonal_(tensor: Tensor, fill_value: Any, wrap: bool = False) -> Tenso
             f"fill_diagonal_: the tensor must be at least 2-D with all dims equal beyond 2-D, "
             f"got shape {tensor.shape}"
         )
-    mask = np.zeros(tensor.shape, dtype=bool)
-    np.fill_diagonal(mask, True, wrap=wrap)
-    mask = get_array_module(tensor._array).asarray(mask)
+    xp = get_array_module(tensor._array)
+    mask = xp.zeros(tensor.shape, dtype=bool)  # on the tensor's device: no host copy
+    xp.fill_diagonal(mask, True, wrap=wrap)
     return _inplace(
         tensor, lambda t: masked_fill(t, _wrap(mask), fill_value), "fill_diagonal_", fill_value
     )

@@ -1,18 +1,23 @@
 """Matrix functions: addmm, cdist, and ``dtrain.linalg`` (norm, vector_norm, matrix_norm,
-inv, solve, det). inv/solve/det run numpy's or cupy's LAPACK routines; their backward uses
-the inverse (a singular matrix raises numpy's/cupy's LinAlgError)."""
+inv, solve, det). inv/solve/det run numpy's or cupy's LAPACK routines. A singular matrix
+makes inv and solve raise numpy's LinAlgError on both devices (cupy does not check by
+default: dtrain checks the CUDA result, one host sync); det's gradient is the adjugate,
+singular matrices included."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import normalize_dim, unbroadcast
 from dtrain._tensor.ops.linalg import norm
 from dtrain._tensor.ops.matmul import matmul
 from dtrain._tensor.tensor import Tensor
-from dtrain.runtime.backend import get_array_module
+from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.device import as_numpy
 
 _DIRECT_CDIST_ELEMENTS = 1 << 20  # below this many differences cdist subtracts directly
 
@@ -43,10 +48,10 @@ class EuclideanDistance(Op):
     reads_inputs = True
     reads_output = True
 
-    def forward(self, x1: Any, x2: Any) -> Any:
+    def forward(self, x1: Any, x2: Any, direct: bool) -> Any:
         xp = get_array_module(x1)
         self.x1, self.x2 = x1, x2
-        if x1.shape[-2] * x2.shape[-2] * x1.shape[-1] <= _DIRECT_CDIST_ELEMENTS:
+        if direct:
             difference = x1[..., :, None, :] - x2[..., None, :, :]
             squared = (difference * difference).sum(axis=-1)
         else:  # |a|^2 + |b|^2 - 2 a.b: a matrix product, no (P, R, M) temporary
@@ -68,7 +73,10 @@ class EuclideanDistance(Op):
 def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode: str | None = None) -> Tensor:
     """The p-norm distance between each row of ``x1`` ``(..., P, M)`` and each row of ``x2``
     ``(..., R, M)``: shape ``(..., P, R)`` (batch dims broadcast). p = 2 is one op (its
-    gradient 0 at distance 0); other p go through ``norm`` of the differences."""
+    gradient 0 at distance 0): it subtracts directly while the ``(..., P, R, M)``
+    differences number under 2^20, else takes the matrix-product form; ``compute_mode``
+    ``'use_mm_for_euclid_dist'`` / ``'donot_use_mm_for_euclid_dist'`` forces one. Other p
+    go through ``norm`` of the differences."""
     if x1.ndim < 2 or x2.ndim < 2 or x1.shape[-1] != x2.shape[-1]:
         raise ValueError(
             f"cdist: x1 and x2 must be at least 2-D with the same last dim, got shapes "
@@ -78,8 +86,17 @@ def cdist(x1: Tensor, x2: Tensor, p: float = 2.0, compute_mode: str | None = Non
         raise TypeError(f"cdist: expected float tensors, got {x1.dtype} and {x2.dtype}")
     if p < 0:
         raise ValueError(f"cdist: p must be non-negative, got {p}")
+    modes = (None, "use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist")
+    if compute_mode not in modes + ("donot_use_mm_for_euclid_dist",):
+        raise ValueError(f"cdist: unknown compute_mode {compute_mode!r}")
     if p == 2:
-        return EuclideanDistance.apply(x1, x2)
+        batch = math.prod(np.broadcast_shapes(x1.shape[:-2], x2.shape[:-2]))
+        differences = batch * x1.shape[-2] * x2.shape[-2] * x1.shape[-1]
+        if compute_mode in modes[:2]:  # the (..., P, R, M) temporary only while it is small
+            direct = differences <= _DIRECT_CDIST_ELEMENTS
+        else:
+            direct = compute_mode == "donot_use_mm_for_euclid_dist"
+        return EuclideanDistance.apply(x1, x2, direct=direct)
     return norm(x1.unsqueeze(-2) - x2.unsqueeze(-3), p=p, dim=-1)
 
 
@@ -95,11 +112,23 @@ def _mT(a: Any) -> Any:  # noqa: N802 - the matrix transpose's name
     return get_array_module(a).swapaxes(a, -1, -2)
 
 
+def _check_singular(a: Any, out: Any, what: str) -> None:
+    """Raise numpy's LinAlgError for a singular matrix on CUDA, as numpy does on the CPU:
+    cupy returns inf/nan there unless ``cupyx.errstate(linalg='raise')`` is set. A result
+    that is not finite from finite input means a zero pivot; one host sync."""
+    if not is_cuda_array(out):
+        return
+    xp = get_array_module(out)
+    if bool(xp.logical_and(xp.isfinite(a).all(), ~xp.isfinite(out).all())):
+        raise np.linalg.LinAlgError(f"{what}: Singular matrix")
+
+
 class Inverse(Op):
     reads_output = True
 
     def forward(self, a: Any) -> Any:
         self.out = get_array_module(a).linalg.inv(a)
+        _check_singular(a, self.out, "linalg.inv")
         return self.out
 
     def backward(self, grad: Any) -> tuple:
@@ -121,6 +150,7 @@ class Solve(Op):
         a = xp.broadcast_to(a, batch + a.shape[-2:])
         b = xp.broadcast_to(b, batch + b.shape[-2:])
         self.out = xp.linalg.solve(a, b)
+        _check_singular(xp.concatenate([a.reshape(-1), b.reshape(-1)]), self.out, "linalg.solve")
         return self.out
 
     def backward(self, grad: Any) -> tuple:
@@ -130,6 +160,20 @@ class Solve(Op):
         grad_b = xp.linalg.solve(a_t, grad)
         grad_a = -xp.matmul(grad_b, _mT(self.out))
         return unbroadcast(grad_a, self.a.shape), unbroadcast(grad_b, self.b_shape)
+
+
+def _adjugate_t(a: Any) -> Any:
+    """``adj(a)^T``, det's derivative, through the SVD ``a = U S Vh``: ``det(U) det(Vh)
+    U diag(prod_{j != i} s_j) Vh``. Defined for singular matrices too (rank n-1 gives a
+    nonzero gradient), where ``det * inv(a)^T`` is not. Computed on the host: singular
+    matrices are the rare case (the mask that picked them out has synchronised already)."""
+    u, s, vh = np.linalg.svd(as_numpy(a))
+    ones = np.ones_like(s[..., :1])
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    sign = np.linalg.det(u) * np.linalg.det(vh)
+    adjugate_t = sign[..., None, None] * ((u * (before * after)[..., None, :]) @ vh)
+    return get_array_module(a).asarray(adjugate_t)
 
 
 class Determinant(Op):
@@ -143,12 +187,24 @@ class Determinant(Op):
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
-        scale = (grad * self.out)[..., None, None]
-        return (scale * _mT(xp.linalg.inv(self.a)),)
+        a = self.a.reshape((-1,) + self.a.shape[-2:])
+        det = self.out.reshape(-1)
+        singular = det == 0
+        if bool(singular.any()):  # one host sync on CUDA; inv would fail (or give inf) there
+            cofactors = xp.empty_like(a)
+            cofactors[singular] = _adjugate_t(a[singular])
+            regular = ~singular
+            if bool(regular.any()):
+                invertible = a[regular]
+                cofactors[regular] = det[regular][:, None, None] * _mT(xp.linalg.inv(invertible))
+        else:
+            cofactors = det[:, None, None] * _mT(xp.linalg.inv(a))
+        return (grad[..., None, None] * cofactors.reshape(self.a.shape),)
 
 
 def inv(A: Tensor) -> Tensor:  # noqa: N803 - PyTorch's argument name
-    """The inverse of square matrices ``(..., n, n)``; a singular one raises LinAlgError."""
+    """The inverse of square matrices ``(..., n, n)``; a singular one raises numpy's
+    LinAlgError, on CUDA too (checked on the device: one host sync)."""
     _square(A, "linalg.inv")
     return Inverse.apply(A)
 
@@ -170,8 +226,8 @@ def solve(A: Tensor, B: Tensor, *, left: bool = True) -> Tensor:  # noqa: N803
 
 
 def det(A: Tensor) -> Tensor:  # noqa: N803
-    """The determinant of square matrices ``(..., n, n)``; the gradient needs the matrix
-    to be invertible (a singular one raises LinAlgError in backward)."""
+    """The determinant of square matrices ``(..., n, n)``; its gradient is the adjugate's
+    transpose, as PyTorch's (also for singular matrices: nonzero at rank n-1)."""
     _square(A, "linalg.det")
     return Determinant.apply(A)
 

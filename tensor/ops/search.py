@@ -10,6 +10,7 @@ import numpy as np
 from dtrain._tensor.ops._util import normalize_dim, normalize_dims
 from dtrain._tensor.ops.indexing import getitem, sort
 from dtrain._tensor.ops.shape import expand
+from dtrain._tensor.settings import check_deterministic
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
 
@@ -72,6 +73,8 @@ def bincount(input: Tensor, weights: Tensor | None = None, minlength: int = 0) -
         w = weights._array if isinstance(weights, Tensor) else xp.asarray(weights)
         out_dtype = np.float32 if w.dtype == np.float32 else np.float64  # as PyTorch's
         w = w.astype(np.float64)
+        if xp is not np:  # cupy adds float weights with atomics; PyTorch raises here too
+            check_deterministic("bincount with weights")
     out = xp.bincount(array, weights=w, minlength=minlength)
     return wrap(out.astype(out_dtype, copy=False))
 

@@ -13,8 +13,9 @@ from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.special import erf as _erf
 
 _TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+_SQRT_PI = math.sqrt(math.pi)
 # Giles, "Approximating the erfinv function" (GPU Computing Gems, 2011): a starting point
-# good to ~4e-7 relative, which two Newton steps take to round-off.
+# good to ~4e-7 relative (less far beyond |x| = 1 - 6e-8, where it extrapolates).
 _GILES_CENTRAL = (
     2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
     -0.00125372503, -0.00417768164, 0.246640727, 1.50140941,
@@ -23,10 +24,15 @@ _GILES_TAIL = (
     -0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
     -0.0076224613, 0.00943887047, 1.00167406, 2.83297682,
 )  # fmt: skip
-_NEWTON_STEPS = 2
-_TAIL_FROM = 3.0
-_FRACTION_DEPTH = 40  # erfc's continued fraction, converged to round-off for a >= 3
-_SQRT_PI = math.sqrt(math.pi)
+# Below |y| = 1.5 one Halley step on erf (cubic: 4e-7 -> round-off) refines the start; erf's
+# slope there is at least 0.12, so float64 erf's round-off moves y by ~1e-15 relative.
+# Beyond it, Newton on log(erfc(y)) = log(1 - |x|) (exact there), to convergence.
+_HALLEY_UNTIL = 1.5
+# erf(y) = 2/sqrt(pi) * y * sum_n c_n y^(2n), c_n = (-1)^n / (n! (2n + 1)): at |y| <= 1.5
+# the 28th term is below 1e-20.
+_ERF_TAYLOR = tuple((-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(28))
+_FRACTION_DEPTH = 80  # erfc's continued fraction, converged to round-off for y >= 1.5
+_TAIL_STEPS = 12  # Newton's quadratic convergence needs ~5 from the worst start
 
 
 def _polynomial(coefficients: tuple, w: Any) -> Any:
@@ -36,34 +42,56 @@ def _polynomial(coefficients: tuple, w: Any) -> Any:
     return result
 
 
+def _erf_central(y: Any) -> Any:
+    """float64 erf for |y| <= 1.5 by its Taylor series, in Horner form (in place)."""
+    square = y * y
+    total = _ERF_TAYLOR[-1] + 0 * square
+    for c in _ERF_TAYLOR[-2::-1]:
+        total *= square
+        total += c
+    total *= y
+    total *= _TWO_OVER_SQRT_PI
+    return total
+
+
+def _erfinv_tail(x: Any, start: Any) -> Any:
+    """erfinv for the few ``x`` with |erfinv(x)| >= 1.5: Newton on log(erfc), whose slope is
+    ``-2F`` with ``erfc(a) = exp(-a^2) / (sqrt(pi) F(a))`` (F by its continued fraction)."""
+    xp = get_array_module(x)
+    log_c = xp.log(1.0 - xp.abs(x))  # 1 - |x| is exact: |x| > 0.96
+    a = xp.maximum(xp.abs(start), _HALLEY_UNTIL)
+    for _ in range(_TAIL_STEPS):
+        fraction = a.copy()
+        for k in range(_FRACTION_DEPTH, 0, -1):
+            fraction = a + (k / 2) / fraction
+        step = (-(a * a) - xp.log(_SQRT_PI * fraction) - log_c) / (2 * fraction)
+        a = a + step
+        if not bool((xp.abs(step) > 1e-16 * a).any()):  # one host sync a step, on few values
+            break
+    return xp.copysign(a, x)
+
+
 def erfinv_array(x: Any) -> Any:
     """The inverse error function of a float array, computed in float64 (±inf at ±1, NaN
-    beyond; to ~1e-14); the result has ``x``'s dtype."""
+    beyond; float64 to a few ulp, ~1e-15 relative, float32 to half an ulp); the result has
+    ``x``'s dtype."""
     xp = get_array_module(x)
-    y64 = x.astype(np.float64)
+    y64 = x.astype(np.float64).reshape(-1)
     inside = xp.abs(y64) < 1
     safe = xp.where(inside, y64, 0.0)
     w = -xp.log((1.0 - safe) * (1.0 + safe))
     central = _polynomial(_GILES_CENTRAL, w - 2.5)
     tail = _polynomial(_GILES_TAIL, xp.sqrt(xp.maximum(w, 5.0)) - 3.0)
-    y = xp.where(w < 5.0, central, tail) * safe
-    # Newton steps on erf where its slope is large enough for float64 erf's ~1e-16 absolute
-    # error to pin y down; beyond |y| = 3, on log(erfc) (1 - |x| is exact there).
-    a = xp.abs(y)
-    central = a < _TAIL_FROM
-    for _ in range(_NEWTON_STEPS):
-        step = (_erf(y) - safe) / (_TWO_OVER_SQRT_PI * xp.exp(-y * y))
-        y = xp.where(central, y - step, y)
-    a = xp.maximum(a, _TAIL_FROM)
-    log_c = xp.log(1.0 - xp.abs(safe))
-    for _ in range(_NEWTON_STEPS + 1):
-        fraction = a.copy()  # erfc(a) = exp(-a^2) / (sqrt(pi) * fraction)
-        for k in range(_FRACTION_DEPTH, 0, -1):
-            fraction = a + (k / 2) / fraction
-        a = a + (-(a * a) - xp.log(_SQRT_PI * fraction) - log_c) / (2 * fraction)
-    y = xp.where(central, y, xp.copysign(a, safe))
+    start = xp.where(w < 5.0, central, tail) * safe
+    # Halley: u = f / f' with f = erf(y) - x; y -= u / (1 - u f'' / (2 f')) = u / (1 + y u).
+    y = xp.clip(start, -_HALLEY_UNTIL, _HALLEY_UNTIL)
+    u = (_erf_central(y) - safe) / (_TWO_OVER_SQRT_PI * xp.exp(-y * y))
+    y = y - u / (1.0 + y * u)
+    far = xp.flatnonzero(xp.abs(start) >= _HALLEY_UNTIL)  # 1 - |x| < 0.034: few elements
+    if far.size:
+        y[far] = _erfinv_tail(safe[far], start[far])
     edge = xp.where(xp.abs(y64) == 1, xp.copysign(np.inf, y64), np.nan)
-    return xp.where(inside, y, edge).astype(x.dtype, copy=False)
+    return xp.where(inside, y, edge).astype(x.dtype, copy=False).reshape(x.shape)
 
 
 class Erf(Op):

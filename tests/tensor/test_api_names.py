@@ -161,6 +161,8 @@ def test_set_printoptions_matches_torch(torch, restore_print_options):
 
 
 def test_deterministic_algorithms(test_device):
+    from dtrain._tensor.settings import check_deterministic
+
     assert dt.are_deterministic_algorithms_enabled() is False
     try:
         dt.use_deterministic_algorithms(True)
@@ -168,23 +170,59 @@ def test_deterministic_algorithms(test_device):
         x = dt.zeros(4, device=test_device)
         index = dt.tensor([0, 0, 1], device=test_device)
         source = dt.ones(3, device=test_device)
-        if test_device == "cpu":  # every CPU op is deterministic: nothing refuses
+        # PyTorch runs these deterministically under the mode: so does dtrain, on CUDA too
+        # (a sorted, segmented sum instead of atomics), with no error and no warning.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
             assert x.index_add(0, index, source).tolist() == [2.0, 1.0, 0.0, 0.0]
-        else:
-            with pytest.raises(RuntimeError, match="index_add adds with atomic"):
-                x.index_add(0, index, source)
-            with pytest.raises(RuntimeError, match="scatter_add"):
-                x.scatter_add(0, index, source)
+            assert x.scatter_add(0, index, source).tolist() == [2.0, 1.0, 0.0, 0.0]
+            table = dt.arange(12.0, device=test_device).reshape(4, 3).requires_grad_()
+            rows = dt.tensor([3, 0, 3, 3], device=test_device)
+            (table[rows] * dt.arange(12.0, device=test_device).reshape(4, 3)).sum().backward()
+            expected = np.zeros((4, 3))
+            np.add.at(expected, [3, 0, 3, 3], np.arange(12.0).reshape(4, 3))
+            np.testing.assert_array_equal(table.grad.cpu().numpy(), expected)
+            picked = table.detach().requires_grad_()
+            picked.index_select(0, rows).sum().backward()
+            assert picked.grad[:, 0].tolist() == [1.0, 0.0, 0.0, 3.0]
+        weights = dt.ones(3, device=test_device)
+        if test_device == "cpu":  # every CPU op is deterministic: nothing refuses
+            assert dt.bincount(index, weights).tolist() == [2.0, 1.0]
+        else:  # PyTorch raises for bincount(weights=) on CUDA; so does dtrain
+            with pytest.raises(RuntimeError, match="bincount with weights has no deterministic"):
+                dt.bincount(index, weights)
             dt.use_deterministic_algorithms(True, warn_only=True)
             assert dt.is_deterministic_algorithms_warn_only_enabled()
-            with pytest.warns(UserWarning, match="index_add"):
-                assert x.index_add(0, index, source).tolist() == [2.0, 1.0, 0.0, 0.0]
-            integers = dt.zeros(4, dtype=dt.int64, device=test_device)  # exact: allowed
-            dt.use_deterministic_algorithms(True)
-            integers.index_add(0, index, dt.ones(3, dtype=dt.int64, device=test_device))
+            with pytest.warns(UserWarning, match="embedding backward"):  # no real op: the
+                check_deterministic("embedding backward")  # emulator lacks bincount(weights)
     finally:
         dt.use_deterministic_algorithms(False)
     assert not dt.are_deterministic_algorithms_enabled()
+
+
+def test_sorted_add_at_equals_ufunc_at():
+    from dtrain._tensor.ops._util import sorted_add_at
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        cases = [
+            ((5, 4), rng.integers(-5, 5, 30), rng.standard_normal((30, 4))),
+            ((6,), rng.integers(0, 6, 100), rng.standard_normal(100)),
+            ((3, 5), (rng.integers(0, 3, 7), rng.integers(0, 5, 7)), 1.5),
+            ((3, 5), (slice(None), rng.integers(0, 5, 7)), rng.standard_normal((3, 7))),
+            ((4,), np.array([True, False, True, True]), 2.0),
+        ]
+        for shape, key, values in cases:
+            expected = rng.standard_normal(shape)
+            actual = expected.copy()
+            np.add.at(expected, key, values)
+            sorted_add_at(actual, key, values, np)
+            np.testing.assert_allclose(actual, expected, rtol=1e-13, atol=1e-13)
+    base = rng.standard_normal((4, 5))  # a non-contiguous view, as index_add passes
+    expected, index, values = base.copy(), rng.integers(0, 5, 9), rng.standard_normal((9, 4))
+    np.add.at(np.moveaxis(expected, 1, 0), index, values)
+    sorted_add_at(np.moveaxis(base, 1, 0), index, values, np)
+    np.testing.assert_allclose(base, expected, rtol=1e-13)
 
 
 def test_compile_returns_its_argument():

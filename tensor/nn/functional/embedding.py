@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.settings import check_deterministic
+from dtrain._tensor.ops._util import add_at
+from dtrain._tensor.settings import deterministic_requested
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array, scatter_add
 from dtrain.runtime.device import device_of
@@ -30,8 +31,7 @@ class Embedding(Op):
             )
         xp = get_array_module(grad)
         full = xp.zeros(self.shape, dtype=grad.dtype)
-        _report_atomics(grad)
-        scatter_add(full, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
+        _scatter_rows(full, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
         if self.padding_idx is not None:
             full[self.padding_idx] = 0
         return None, full
@@ -50,8 +50,7 @@ class Embedding(Op):
             return (None, summed), (False, True)
         if not owned or self.padding_idx is not None or not table.flags.c_contiguous:
             return self.backward(grad), (False, False)  # not ours to write, or a row to keep
-        _report_atomics(grad)
-        scatter_add(table, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
+        _scatter_rows(table, self.indices.reshape(-1), grad.reshape(-1, self.shape[1]))
         return (None, table), (False, True)
 
     def _one_kernel(self, grad: Any) -> bool:
@@ -98,8 +97,12 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     return wrap((indices[..., None] == xp.arange(num_classes)).astype(xp.int64))
 
 
-def _report_atomics(grad: Any) -> None:
-    """A large table's gradient on CUDA is summed with atomics, in no fixed order: tell
-    ``use_deterministic_algorithms`` (the small-table kernel is deterministic)."""
-    if is_cuda_array(grad):
-        check_deterministic("embedding backward (a table too large for the one-launch kernel)")
+def _scatter_rows(table: Any, indices: Any, rows: Any) -> None:
+    """``table[indices] += rows``, repeated indices summed. On CUDA cupy sums with atomics,
+    in no fixed order; under ``use_deterministic_algorithms(True)`` the sum takes a fixed
+    order instead (as PyTorch's deterministic embedding backward; the small-table kernel is
+    deterministic already)."""
+    if is_cuda_array(table) and deterministic_requested():
+        add_at(table, indices, rows, "embedding backward")
+    else:
+        scatter_add(table, indices, rows)
