@@ -1,9 +1,13 @@
-"""Time dtrain's conv2d and max_pool2d (forward + backward) against PyTorch on the CPU.
+"""Time dtrain's conv2d, conv_transpose2d and max_pool2d (forward + backward) against
+PyTorch on the CPU.
 
 The layers of a small CNN for the 8x8 digits: batch 64, 3x3 convolutions with padding 1
 taking 1 → 16 and 16 → 32 channels, 2x2 max pooling, and the whole block
-conv → relu → pool → conv → relu → pool. Each case runs forward and backward (gradients of
-input, weight and bias) in float32; the table shows median microseconds and dtrain / torch.
+conv → relu → pool → conv → relu → pool. Then two DCGAN-sized layers, batch 64, kernel 4,
+stride 2, padding 1: the discriminator's conv 256 → 512 channels (8x8 → 4x4) and the
+generator's transposed conv 512 → 256 (4x4 → 8x8); these run ``steps // 40`` steps (at
+least 2) with 1 warmup step. Each case runs forward and backward (gradients of input,
+weight and bias) in float32; the table shows median microseconds and dtrain / torch.
 
     python bench/conv_pool.py                 # defaults: 200 steps, all CPUs
     python bench/conv_pool.py --threads 1 --steps 500
@@ -22,6 +26,7 @@ from harness import cpu_name, set_numpy_threads, time_variants
 
 import dtrain as dt
 from dtrain._tensor.nn.functional.conv import conv2d
+from dtrain._tensor.nn.functional.conv_transpose import conv_transpose2d
 from dtrain._tensor.nn.functional.pooling import max_pool2d
 
 try:
@@ -30,6 +35,8 @@ except ImportError:  # torch is the baseline; without it there is nothing to com
     torch = None
 
 BATCH = 64
+#: Cases this slow (hundreds of ms a step) run fewer steps.
+HEAVY = ("conv 256->512 8x8 s2 (DCGAN D)", "convT 512->256 4x4 s2 (DCGAN G)")
 
 
 def _cases(rng: np.random.Generator) -> dict[str, tuple[Callable, Callable]]:
@@ -39,6 +46,11 @@ def _cases(rng: np.random.Generator) -> dict[str, tuple[Callable, Callable]]:
     w1 = (rng.standard_normal((16, 1, 3, 3)) / 3).astype(np.float32)
     w2 = (rng.standard_normal((32, 16, 3, 3)) / 12).astype(np.float32)
     b1, b2 = np.zeros(16, np.float32), np.zeros(32, np.float32)
+    xd = rng.standard_normal((BATCH, 256, 8, 8)).astype(np.float32)
+    wd = (rng.standard_normal((512, 256, 4, 4)) / 64).astype(np.float32)
+    xg = rng.standard_normal((BATCH, 512, 4, 4)).astype(np.float32)
+    wg = (rng.standard_normal((512, 256, 4, 4)) / 64).astype(np.float32)
+    bd, bg = np.zeros(512, np.float32), np.zeros(256, np.float32)
 
     def leaves(module, *arrays):
         if module is dt:
@@ -48,6 +60,10 @@ def _cases(rng: np.random.Generator) -> dict[str, tuple[Callable, Callable]]:
     def conv_step(module, conv, x, w, b):
         tx, tw, tb = leaves(module, x, w, b)
         return lambda: conv(tx, tw, tb, padding=1).sum().backward()
+
+    def strided_step(module, conv, x, w, b):
+        tx, tw, tb = leaves(module, x, w, b)
+        return lambda: conv(tx, tw, tb, stride=2, padding=1).sum().backward()
 
     def pool_step(module, pool, x):
         (tx,) = leaves(module, x)
@@ -74,6 +90,11 @@ def _cases(rng: np.random.Generator) -> dict[str, tuple[Callable, Callable]]:
             block_step(dt, conv2d, max_pool2d),
             block_step(torch, tconv, tpool),
         ),
+        HEAVY[0]: (strided_step(dt, conv2d, xd, wd, bd), strided_step(torch, tconv, xd, wd, bd)),
+        HEAVY[1]: (
+            strided_step(dt, conv_transpose2d, xg, wg, bg),
+            strided_step(torch, torch.nn.functional.conv_transpose2d, xg, wg, bg),
+        ),
     }
 
 
@@ -94,8 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{'case (fwd+bwd, float32, batch 64)':36} {'dtrain us':>10} {'torch us':>10} {'ratio':>7}"
     )
     for name, (ours, theirs) in _cases(np.random.default_rng(0)).items():
+        heavy = name in HEAVY
+        steps = max(args.steps // 40, 2) if heavy else args.steps
         times, _ = time_variants(
-            {"dtrain": ours, "torch": theirs}, args.warmup, args.steps, args.rounds, False
+            {"dtrain": ours, "torch": theirs},
+            min(args.warmup, 1) if heavy else args.warmup,
+            steps,
+            min(args.rounds, steps),
+            False,
         )
         mine = statistics.median(times["dtrain"]) * 1e6
         base = statistics.median(times["torch"]) * 1e6

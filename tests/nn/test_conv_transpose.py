@@ -72,6 +72,25 @@ def test_conv_transpose2d_matches_loops_and_gradcheck(
 
 
 @pytest.mark.parametrize("stride,padding,output_padding,groups,dilation,bias", CASES)
+def test_conv_transpose2d_one_gradient_at_a_time(
+    rng, stride, padding, output_padding, groups, dilation, bias
+):
+    # Backward lays the columns out differently when the weight needs no gradient: the
+    # input's gradient (and the weight's alone) must equal those computed together.
+    x, w = rng.standard_normal((3, 6, 4, 3)), rng.standard_normal((6, 2, 3, 2))
+    args = (stride, padding, output_padding, groups, dilation)
+    both = [leaf(x), leaf(w)]
+    out = F.conv_transpose2d(*both, None, *args)
+    grad = rng.standard_normal(tuple(out.shape))
+    out.backward(dt.tensor(grad))
+    for which in (0, 1):
+        alone = [dt.tensor(x), dt.tensor(w)]
+        alone[which] = leaf((x, w)[which])
+        F.conv_transpose2d(*alone, None, *args).backward(dt.tensor(grad))
+        np.testing.assert_allclose(alone[which].grad.numpy(), both[which].grad.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("stride,padding,output_padding,groups,dilation,bias", CASES)
 def test_conv_transpose2d_matches_torch(
     torch, rng, same, stride, padding, output_padding, groups, dilation, bias
 ):

@@ -4,8 +4,9 @@ Forward copies the (padded) input's windows into columns of shape
 ``(N, groups, C/groups · kh · kw, OH · OW)`` through an ``as_strided`` view (no Python loop
 over pixels) and multiplies them by the weight in one batched matmul (a GEMM per image and
 group, whose output is already in ``(N, C_out, OH, OW)`` order). Backward reuses the
-columns for the weight gradient and scatters the column gradient back onto the padded input
-(col2im) with one strided add per kernel position.
+columns for the weight gradient (one GEMM per group contracting batch and positions
+together, after copying the batch axis next to the positions) and scatters the column
+gradient back onto the padded input (col2im) with one strided add per kernel position.
 
 On the CPU, when the horizontal stride is 1, each output row is computed over the full
 padded width and the surplus columns are dropped afterwards: the windows then read whole
@@ -124,14 +125,28 @@ class Conv2d(Op):
         spread = spread.reshape(n, groups, og, oh * wide)
         grad_x = grad_w = grad_b = None
         if need_w:
-            per_image = matmul(spread, self.cols.transpose(0, 1, 3, 2))
-            grad_w = per_image.sum(axis=0).reshape(self.weight_shape)
+            grad_w = weight_grad(spread, self.cols).reshape(self.weight_shape)
         if need_b:
             grad_b = grad.sum(axis=(0, 2, 3))
         if need_x:
             col_grad = matmul(weights.transpose(0, 2, 1), spread).reshape(n, c, kh, kw, oh, wide)
             grad_x = col2im(col_grad, (n, c, h, width), (sh, sw), padding, (dh, dw), tail)
         return grad_x, grad_w, grad_b
+
+
+def batch_last(a: Any) -> Any:
+    """``(N, G, R, L)`` → a contiguous ``(G, R, N · L)``: the batch beside the positions, so
+    that one GEMM contracts both (a copy unless ``N`` is 1)."""
+    n, g, r, length = a.shape
+    xp = get_array_module(a)
+    return xp.ascontiguousarray(a.transpose(1, 2, 0, 3)).reshape(g, r, n * length)
+
+
+def weight_grad(grad: Any, cols: Any) -> Any:
+    """``Σ_n grad[n] @ cols[n].T`` per group, ``(G, og, k)``, for ``grad`` of ``(N, G, og, L)``
+    and ``cols`` of ``(N, G, k, L)``: one GEMM per group over all ``N · L`` positions, not a
+    GEMM per image summed afterwards (which needs an ``(N, G, og, k)`` temporary)."""
+    return matmul(batch_last(grad), batch_last(cols).transpose(0, 2, 1))
 
 
 def col2im(

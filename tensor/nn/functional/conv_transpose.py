@@ -4,7 +4,8 @@ other way round.
 A transposed convolution is the gradient of ``conv2d`` with respect to its input: forward
 multiplies the input by the transposed weight into columns and adds them onto the output
 (col2im); backward is an ordinary convolution of the output gradient (im2col + GEMM), whose
-columns also give the weight gradient. ``unfold`` is the im2col copy itself and ``fold``
+columns also give the weight gradient (copied with the batch beside the positions, so that
+one GEMM per group contracts both). ``unfold`` is the im2col copy itself and ``fold``
 its adjoint, each the other's backward.
 """
 
@@ -16,7 +17,13 @@ import numpy as np
 
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.nn.functional.conv import _check_float, _pair, col2im, im2col
+from dtrain._tensor.nn.functional.conv import (
+    _check_float,
+    _pair,
+    batch_last,
+    col2im,
+    im2col,
+)
 from dtrain._tensor.nn.functional.conv_pool1d import single
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
@@ -75,15 +82,22 @@ class ConvTranspose2d(Op):
         kernel = self.weight_shape[2:]
         grad_x = grad_w = grad_b = None
         if need_x or need_w:
-            cols = im2col(grad, kernel, stride, (ph, ph, pw, pw), dilation)
-            cols = cols.reshape(n, groups, k, oh * ow)  # the im2col copy
-        if need_x:
+            windows = im2col(grad, kernel, stride, (ph, ph, pw, pw), dilation)
+        if need_w:
+            # The im2col copy with the batch beside the positions, (groups, k, N · L): one
+            # GEMM per group then contracts both for the weight gradient.
+            xp = get_array_module(grad)
+            cols = xp.ascontiguousarray(windows.transpose(1, 2, 3, 0, 4, 5))
+            cols = cols.reshape(groups, k, n * oh * ow)
+            spread = batch_last(_spread(self.x, oh, ow).reshape(n, groups, cin_g, oh * ow))
+            grad_w = matmul(spread, cols.transpose(0, 2, 1)).reshape(self.weight_shape)
+            if need_x:
+                full = matmul(weights, cols).reshape(groups * cin_g, n, oh, ow)
+                grad_x = xp.ascontiguousarray(full[:, :, :h, :width].transpose(1, 0, 2, 3))
+        elif need_x:
+            cols = windows.reshape(n, groups, k, oh * ow)  # the im2col copy
             full = matmul(weights, cols).reshape(n, groups * cin_g, oh, ow)
             grad_x = full if (oh, ow) == (h, width) else full[:, :, :h, :width].copy()
-        if need_w:
-            spread = _spread(self.x, oh, ow).reshape(n, groups, cin_g, oh * ow)
-            per_image = matmul(spread, cols.transpose(0, 1, 3, 2))
-            grad_w = per_image.sum(axis=0).reshape(self.weight_shape)
         if need_b:
             grad_b = grad.sum(axis=(0, 2, 3))
         return grad_x, grad_w, grad_b
