@@ -15,6 +15,23 @@ from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
 
 
+def channels(where: str, in_channels: Any, out_channels: Any, groups: Any) -> tuple:
+    """A convolution layer's ``(in_channels, out_channels, groups)`` as ints, checked: both
+    channel counts divisible by ``groups``.
+
+    Raises:
+        TypeError: a count that is not an integer.
+        ValueError: a count below 1, or channels ``groups`` does not divide.
+    """
+    groups = size_argument(groups, "groups", where, 1)
+    in_channels = size_argument(in_channels, "in_channels", where, 1)
+    out_channels = size_argument(out_channels, "out_channels", where, 1)
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if value % groups:
+            raise ValueError(f"{where}: {name}={value} must be divisible by groups={groups}")
+    return in_channels, out_channels, groups
+
+
 class Conv2d(Module):
     """2-D convolution over ``(N, C, H, W)`` (or unbatched ``(C, H, W)``) input.
 
@@ -57,12 +74,7 @@ class Conv2d(Module):
     ) -> None:
         super().__init__()
         where = "Conv2d"
-        groups = size_argument(groups, "groups", where, 1)
-        in_channels = size_argument(in_channels, "in_channels", where, 1)
-        out_channels = size_argument(out_channels, "out_channels", where, 1)
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if value % groups:
-                raise ValueError(f"{where}: {name}={value} must be divisible by groups={groups}")
+        in_channels, out_channels, groups = channels(where, in_channels, out_channels, groups)
         if padding_mode not in PADDING_MODES:
             raise ValueError(
                 f"{where}: padding_mode must be one of {list(PADDING_MODES)}, got {padding_mode!r}"
@@ -149,12 +161,7 @@ class Conv1d(Module):
     ) -> None:
         super().__init__()
         where = "Conv1d"
-        groups = size_argument(groups, "groups", where, 1)
-        in_channels = size_argument(in_channels, "in_channels", where, 1)
-        out_channels = size_argument(out_channels, "out_channels", where, 1)
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if value % groups:
-                raise ValueError(f"{where}: {name}={value} must be divisible by groups={groups}")
+        in_channels, out_channels, groups = channels(where, in_channels, out_channels, groups)
         if padding_mode not in PADDING_MODES:
             raise ValueError(
                 f"{where}: padding_mode must be one of {list(PADDING_MODES)}, got {padding_mode!r}"

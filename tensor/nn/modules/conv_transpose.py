@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtrain._tensor.creation import empty, size_argument
+from dtrain._tensor.creation import empty
 from dtrain._tensor.nn.functional.conv import _pair
 from dtrain._tensor.nn.functional.conv_pool1d import single
 from dtrain._tensor.nn.functional.conv_transpose import (
@@ -14,7 +14,7 @@ from dtrain._tensor.nn.functional.conv_transpose import (
     unfold,
 )
 from dtrain._tensor.nn.module import Module
-from dtrain._tensor.nn.modules.conv import Conv2d
+from dtrain._tensor.nn.modules.conv import Conv2d, channels
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
 
@@ -39,12 +39,7 @@ class _ConvTransposeNd(Module):
     ) -> None:
         super().__init__()
         where = type(self).__name__
-        groups = size_argument(groups, "groups", where, 1)
-        in_channels = size_argument(in_channels, "in_channels", where, 1)
-        out_channels = size_argument(out_channels, "out_channels", where, 1)
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if value % groups:
-                raise ValueError(f"{where}: {name}={value} must be divisible by groups={groups}")
+        in_channels, out_channels, groups = channels(where, in_channels, out_channels, groups)
         if padding_mode != "zeros":
             raise ValueError(
                 f"{where}: only padding_mode='zeros' is supported (as in PyTorch), got "

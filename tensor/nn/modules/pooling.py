@@ -16,8 +16,9 @@ from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor
 
 
-class MaxPool2d(Module):
-    """2-D max pooling; see ``functional.max_pool2d`` (``stride`` defaults to the kernel)."""
+class _MaxPoolNd(Module):
+    """Max pooling's arguments (``stride`` defaults to the kernel), shared by the 1-D and
+    2-D layers, which differ in their functional only."""
 
     def __init__(
         self,
@@ -34,6 +35,16 @@ class MaxPool2d(Module):
         self.padding, self.dilation = padding, dilation
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
+    def extra_repr(self) -> str:
+        return (
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
+        )
+
+
+class MaxPool2d(_MaxPoolNd):
+    """2-D max pooling; see ``functional.max_pool2d`` (``stride`` defaults to the kernel)."""
+
     def forward(self, input: Tensor) -> Any:
         return max_pool2d(
             input,
@@ -43,12 +54,6 @@ class MaxPool2d(Module):
             self.dilation,
             ceil_mode=self.ceil_mode,
             return_indices=self.return_indices,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-            f"dilation={self.dilation}, ceil_mode={self.ceil_mode}"
         )
 
 
@@ -99,23 +104,8 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
-class MaxPool1d(Module):
+class MaxPool1d(_MaxPoolNd):
     """1-D max pooling; see ``functional.max_pool1d`` (``stride`` defaults to the kernel)."""
-
-    def __init__(
-        self,
-        kernel_size: Any,
-        stride: Any = None,
-        padding: Any = 0,
-        dilation: Any = 1,
-        return_indices: bool = False,
-        ceil_mode: bool = False,
-    ) -> None:
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding, self.dilation = padding, dilation
-        self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
     def forward(self, input: Tensor) -> Any:
         return max_pool1d(
@@ -127,8 +117,6 @@ class MaxPool1d(Module):
             ceil_mode=self.ceil_mode,
             return_indices=self.return_indices,
         )
-
-    extra_repr = MaxPool2d.extra_repr
 
 
 class AvgPool1d(Module):
