@@ -29,7 +29,8 @@ scheduling:
   A placement group holds one bundle per node, on distinct nodes (STRICT_SPREAD): P x C
   CPUs, and G GPUs, each. The launcher waits --placement-timeout seconds for the cluster
   to offer them, then fails saying what the cluster has. With --gpus-per-node G each node
-  runs G ranks with one GPU each (CUDA_VISIBLE_DEVICES is set per rank).
+  runs G ranks with one GPU each: every rank sees the node's G (CUDA_VISIBLE_DEVICES) and
+  trains on cuda:LOCAL_RANK (DTRAIN_DEVICE), as under torchrun.
 
 the ranks:
   Each rank is a fresh `python script.py args` (or `python -m module args`, or with

@@ -74,7 +74,7 @@ def rank_environment(
     ``spec`` holds rank, local_rank, world_size, local_world_size, node_rank, master_addr,
     master_port, secret, restart, and optionally nodes, run_id, max_restarts, cpus
     (OMP_NUM_THREADS unless given), backend and env (the ``--env`` pairs, applied last).
-    ``gpu_ids`` are the node's GPUs; the rank gets its share.
+    ``gpu_ids`` are the node's GPUs: the rank sees them all and trains on its share's first.
     """
     env = {name: value for name, value in base.items() if name not in _NOT_INHERITED}
     env.update(
@@ -101,10 +101,12 @@ def rank_environment(
     if spec.get("backend") and spec["backend"] != "auto":
         env["DTRAIN_BACKEND"] = spec["backend"]
     if gpu_ids:
+        # Every rank sees all the node's GPUs, as under torchrun (and Ray Train's shared
+        # CUDA_VISIBLE_DEVICES), so a script's cuda:LOCAL_RANK names its own GPU and NCCL
+        # sees its peers for peer-to-peer transfers; DTRAIN_DEVICE says which is its own.
         share = len(gpu_ids) // spec["local_world_size"]
-        mine = gpu_ids[spec["local_rank"] * share : (spec["local_rank"] + 1) * share]
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
-        env["DTRAIN_DEVICE"] = "cuda:0"  # its own GPU, the first it sees (local_device())
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+        env["DTRAIN_DEVICE"] = f"cuda:{spec['local_rank'] * share}"
     env.update(spec.get("env", {}))
     return env
 

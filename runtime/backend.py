@@ -30,6 +30,11 @@ def cupy_module() -> types.ModuleType | None:
     return _cupy
 
 
+def loaded_cupy() -> types.ModuleType | None:
+    """cupy when an earlier call loaded it, else None; never imports it."""
+    return _cupy
+
+
 def require_cupy(what: str) -> types.ModuleType:
     """Return cupy or raise a RuntimeError naming what is missing and how to get it."""
     cupy = cupy_module()

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import is_cuda_array, require_cupy
+from dtrain.runtime.backend import is_cuda_array, loaded_cupy, require_cupy
 
 
 class Device:
@@ -15,12 +15,19 @@ class Device:
 
     __slots__ = ("index", "type")
 
-    def __init__(self, spec: str | Device, index: int | None = None) -> None:
+    def __init__(self, spec: str | int | Device, index: int | None = None) -> None:
         if isinstance(spec, Device):
             self.type, self.index = spec.type, spec.index
             return
+        if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+            if spec < 0:
+                raise ValueError(f"device {spec}: a CUDA device index must not be negative")
+            self.type, self.index = "cuda", int(spec)  # as PyTorch: an int is a CUDA index
+            return
         if not isinstance(spec, str):
-            raise TypeError(f"device must be a string such as 'cpu' or 'cuda:0', got {spec!r}")
+            raise TypeError(
+                f"device must be a string such as 'cpu' or 'cuda:0', or a CUDA index, got {spec!r}"
+            )
         kind, _, number = spec.partition(":")
         if kind not in ("cpu", "cuda") or (number and not number.isdigit()):
             raise ValueError(
@@ -31,7 +38,7 @@ class Device:
         self.type = kind
         self.index = int(number) if number else index
         if kind == "cuda" and self.index is None:
-            self.index = 0
+            self.index = current_cuda_index()  # as PyTorch: "cuda" is the current device
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
@@ -51,6 +58,34 @@ class Device:
 
 
 CPU = Device("cpu")
+
+#: The CUDA device this process chose (``select_cuda_device``); None until it chooses.
+_selected: int | None = None
+
+
+def current_cuda_index() -> int:
+    """The current CUDA device's index (0 before cupy is loaded: nothing chose another)."""
+    cupy = loaded_cupy()
+    return 0 if cupy is None else cupy.cuda.runtime.getDevice()
+
+
+def select_cuda_device(index: int) -> None:
+    """Make ``cuda:index`` this process's current device, for good.
+
+    cupy runs every kernel, cuBLAS call and NCCL communicator on the *current* device,
+    whatever device the operands live on, so a rank must make its own GPU current or its
+    work lands on GPU 0 (through peer access, or an error). A process selects once:
+    ``dt.cuda.set_device``, else its first placement on a GPU, else the nccl group, which
+    takes ``local_device()``.
+    """
+    global _selected
+    require_cupy(f"device 'cuda:{index}'").cuda.Device(index).use()
+    _selected = index
+
+
+def selected_cuda_device() -> int | None:
+    """The index ``select_cuda_device`` chose, or None while nothing has."""
+    return _selected
 
 
 def device_of(array: Any) -> Device:
@@ -78,6 +113,8 @@ def cuda_context(device: Device) -> Any:
     count = cupy.cuda.runtime.getDeviceCount()
     if device.index >= count:
         raise RuntimeError(_missing_device(device, count))
+    if _selected is None:  # the first placement on a GPU picks the process's device
+        select_cuda_device(device.index)
     return cupy.cuda.Device(device.index)
 
 
@@ -86,13 +123,11 @@ def _missing_device(device: Device, count: int) -> str:
         f"device '{device}' does not exist: this process sees {count} CUDA device(s); pick "
         "an index below that"
     )
-    if os.environ.get("DTRAIN_DEVICE") and os.environ.get("LOCAL_RANK"):
-        # A torchrun script's cuda:LOCAL_RANK under `dtrain launch --gpus-per-node`: each
-        # rank sees only its own GPU(s), from cuda:0.
+    if os.environ.get("DTRAIN_DEVICE"):
+        # a rank started by dtrain launch --gpus-per-node (or a user's setting)
         message += (
-            f". dtrain launch gives each rank its own GPU as {os.environ['DTRAIN_DEVICE']} "
-            "(CUDA_VISIBLE_DEVICES per rank), so cuda:LOCAL_RANK does not name it: use "
-            "dtrain.parallel.local_device()"
+            f"; this rank's device is {os.environ['DTRAIN_DEVICE']} (DTRAIN_DEVICE, "
+            "dtrain.parallel.local_device())"
         )
     return message
 

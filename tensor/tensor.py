@@ -245,10 +245,12 @@ class Tensor(TensorMethods):
         for arg in args:
             if isinstance(arg, Tensor):
                 device, dtype = arg.device, arg.dtype
-            elif isinstance(arg, Device) or (
-                isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda")
+            elif (
+                isinstance(arg, Device)
+                or (isinstance(arg, str) and arg.split(":")[0] in ("cpu", "cuda"))
+                or (isinstance(arg, (int, np.integer)) and not isinstance(arg, bool))
             ):
-                device = arg
+                device = arg  # an int is a CUDA index, as PyTorch's to(rank)
             else:
                 dtype = arg
         result = self
@@ -260,9 +262,10 @@ class Tensor(TensorMethods):
             result = _fn.clone(self)
         return result
 
-    def cuda(self, device: int | None = None) -> Tensor:
-        """A copy on a GPU (``cuda:0`` unless ``device`` names another)."""
-        return self.to(Device("cuda", device if device is not None else 0))
+    def cuda(self, device: int | str | Device | None = None) -> Tensor:
+        """A copy on a GPU: the current one (``dt.cuda.set_device``) unless ``device`` names
+        another."""
+        return self.to(Device("cuda") if device is None else Device(device))
 
     def cpu(self) -> Tensor:
         """A copy on the CPU (the same tensor when it is there already)."""

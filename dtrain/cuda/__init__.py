@@ -12,6 +12,7 @@ import numpy as np
 from dtrain.cuda import amp
 from dtrain.runtime.backend import cupy_module
 from dtrain.runtime.cuda_graph import CUDAGraph, graph, is_current_stream_capturing, synchronize
+from dtrain.runtime.device import Device, select_cuda_device
 
 
 def is_available() -> bool:
@@ -33,12 +34,15 @@ def current_device() -> int:
     return cupy.cuda.runtime.getDevice()
 
 
-def set_device(device: int) -> None:
-    """Make ``cuda:device`` the current device of this thread."""
-    cupy = cupy_module()
-    if cupy is None:
-        raise RuntimeError(f"set_device({device}): CUDA is not available here")
-    cupy.cuda.Device(device).use()
+def set_device(device: int | str | Device) -> None:
+    """Make ``device`` (an index, ``"cuda:N"`` or a Device) this process's current GPU, as
+    ``torch.cuda.set_device``: kernels, cuBLAS and the nccl group run there."""
+    if cupy_module() is None:
+        raise RuntimeError(f"set_device({device!r}): CUDA is not available here")
+    chosen = Device(device)
+    if chosen.type != "cuda":
+        raise ValueError(f"set_device({device!r}): name a CUDA device, e.g. 0 or 'cuda:0'")
+    select_cuda_device(chosen.index)
 
 
 def memory_allocated() -> int:

@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from dtrain.parallel.errors import CollectiveError
+from dtrain.parallel.local_device import local_device
 from dtrain.parallel.process_group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.device import select_cuda_device, selected_cuda_device
 
 
 def _nccl() -> Any:
@@ -50,8 +52,25 @@ def _decode_unique_id(data: bytes) -> Any:
     )
 
 
+def _rank_gpu() -> int:
+    """The GPU this rank's communicator binds to: the one the process selected (set_device,
+    or its first tensor on a GPU), else ``local_device()``'s, selected now. Binding to
+    whatever is current would put every rank of a node on GPU 0, which NCCL refuses."""
+    chosen = selected_cuda_device()
+    if chosen is None:
+        device = local_device()
+        if device.type != "cuda":
+            raise RuntimeError(
+                f"the nccl backend needs this rank on a GPU, but local_device() is {device} "
+                "(see its warning, or DTRAIN_DEVICE); use backend='tcp' (gloo) for CPU ranks"
+            )
+        select_cuda_device(device.index)
+        chosen = device.index
+    return chosen
+
+
 class NcclGroup(ProcessGroup):
-    """A process group over NCCL (CUDA arrays on this rank's current device)."""
+    """A process group over NCCL (CUDA arrays on this rank's GPU, ``_rank_gpu()``)."""
 
     backend = "nccl"
 
@@ -60,8 +79,7 @@ class NcclGroup(ProcessGroup):
     ) -> None:
         super().__init__(rank, size, timeout, ranks)
         nccl = _nccl()
-        cupy = require_cupy("the nccl backend")
-        self.device = cupy.cuda.Device().id
+        self.device = _rank_gpu()  # now current: the communicator is created on it
         key = f"{prefix}/nccl-id"
         if rank == 0:
             unique_id = nccl.get_unique_id()

@@ -480,9 +480,10 @@ class Module:
                 move_in_place(tensor.grad, device, dtype)
         return self
 
-    def cuda(self, device: int | None = None) -> Module:
-        """Move every parameter and buffer to a GPU."""
-        return self.to(Device("cuda", device if device is not None else 0))
+    def cuda(self, device: int | str | Device | None = None) -> Module:
+        """Move every parameter and buffer to a GPU: the current one unless ``device`` names
+        another."""
+        return self.to(Device("cuda") if device is None else Device(device))
 
     def cpu(self) -> Module:
         """Move every parameter and buffer to the CPU."""

@@ -1,6 +1,7 @@
-"""What ``dtrain launch`` puts in each rank's environment: torchrun's names, and for a rank it
-gave a GPU, that GPU alone (CUDA_VISIBLE_DEVICES) and DTRAIN_DEVICE=cuda:0, so that
-``local_device()`` and ``init_process_group()`` agree on the GPU (nccl)."""
+"""What ``dtrain launch`` puts in each rank's environment: torchrun's names, and on a node
+it gave GPUs, all of them (CUDA_VISIBLE_DEVICES, shared as torchrun and Ray Train do) and
+DTRAIN_DEVICE naming the rank's own, so that ``local_device()``, ``init_process_group()``
+(nccl) and a torchrun script's ``cuda:LOCAL_RANK`` agree on the GPU."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ SPEC = {
 }  # fmt: skip
 
 
-def test_a_gpu_rank_sees_its_own_gpu_as_cuda_0():
+def test_a_gpu_rank_sees_the_nodes_gpus_and_trains_on_cuda_local_rank():
     env = rank_environment({"PATH": "/bin", "PMI_RANK": "3"}, SPEC, ["4", "5", "6", "7"])
-    assert env["CUDA_VISIBLE_DEVICES"] == "5" and env["DTRAIN_DEVICE"] == "cuda:0"
+    assert env["CUDA_VISIBLE_DEVICES"] == "4,5,6,7" and env["DTRAIN_DEVICE"] == "cuda:1"
     assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"]) == ("5", "1", "8")
     assert "PMI_RANK" not in env and env["PATH"] == "/bin"
 
@@ -42,3 +43,9 @@ def test_an_outer_torchrun_agent_store_is_not_inherited():
     base = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RUN_ID": "outer"}
     env = rank_environment(base, {**SPEC, "run_id": "job"}, [])
     assert "TORCHELASTIC_USE_AGENT_STORE" not in env and env["TORCHELASTIC_RUN_ID"] == "job"
+
+
+def test_ranks_with_several_gpus_each_train_on_the_first_of_their_share():
+    spec = {**SPEC, "local_rank": 1, "local_world_size": 2}  # 4 GPUs, 2 ranks: 2 each
+    env = rank_environment({}, spec, ["4", "5", "6", "7"])
+    assert env["CUDA_VISIBLE_DEVICES"] == "4,5,6,7" and env["DTRAIN_DEVICE"] == "cuda:2"

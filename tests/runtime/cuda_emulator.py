@@ -23,13 +23,14 @@ import collections
 import sys
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import host_cuda
 import numpy as np
 from kernel_signatures import KERNEL_MODULES, FakeCupyArray, _Device, _Pointer, check_launch
 
 from dtrain.runtime import backend, cublas, cublaslt
+from dtrain.runtime import device as device_module
 from dtrain.runtime import kernels as K
 
 _counts: collections.Counter | None = None  # the running emulator's tally, when counting
@@ -140,18 +141,24 @@ class _Stream:
 
 
 class _EmuDevice(_Device):
-    def __init__(self, id: int = 0) -> None:
-        super().__init__(id)
+    """A device of the emulator; ``use()`` makes it current (``Emulator.current``), as
+    cupy's, so tests can see which GPU a process selects."""
+
+    current: ClassVar[list[int]] = [0]  # the current index; install() gives each its own
+
+    def __init__(self, id: int | None = None) -> None:
+        super().__init__(self.current[0] if id is None else id)
 
     def use(self) -> None:
-        return None
+        self.current[0] = self.id
 
     def synchronize(self) -> None:
         return None
 
 
-def _module() -> types.ModuleType:
-    """A "cupy" module: numpy's functions returning EmuArrays, and the cuda namespace."""
+def _module(devices: int = 1) -> types.ModuleType:
+    """A "cupy" module: numpy's functions returning EmuArrays, and the cuda namespace with
+    ``devices`` GPUs (arrays all say device 0: only the selection of a device is emulated)."""
     cupy = types.ModuleType("cupy")
     cupy.ndarray = EmuArray
     rng = np.random.default_rng(0)
@@ -187,7 +194,9 @@ def _module() -> types.ModuleType:
     cupy.asnumpy = lambda array: np.array(_plain(array))
     cupy.cuda = types.SimpleNamespace(
         Device=_EmuDevice,
-        runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0),
+        runtime=types.SimpleNamespace(
+            getDeviceCount=lambda: devices, getDevice=lambda: _EmuDevice.current[0]
+        ),
         get_current_stream=_Stream,
         Stream=lambda **options: _Stream(),
     )
@@ -558,17 +567,20 @@ def _matmul_epilogue(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bo
     return True
 
 
-def install(monkeypatch: Any, kernels: str = "references") -> Emulator:
+def install(monkeypatch: Any, kernels: str = "references", devices: int = 1) -> Emulator:
     """Put the emulator in place for one test (``monkeypatch`` undoes it).
 
     ``kernels``: "references" carries each launch out with the kernel's numpy reference;
     "source" runs the kernel's CUDA C itself, compiled for the CPU (``host_cuda``);
     "uncarried" only counts each launch, leaving its outputs as they were (timing only).
+    ``devices``: how many GPUs the process sees; it starts on device 0 with none selected.
     """
     launchers = {"references": _launch, "source": _launch_source, "uncarried": _launch_uncarried}
     if kernels not in launchers:
         raise ValueError(f"kernels={kernels!r}: pass one of {sorted(launchers)}")
-    cupy = _module()
+    cupy = _module(devices)
+    monkeypatch.setattr(_EmuDevice, "current", [0])
+    monkeypatch.setattr(device_module, "_selected", None)
     monkeypatch.setattr(backend, "_cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
 
