@@ -13,8 +13,8 @@ from dtrain.runtime.backend import cupy_module
 from dtrain.runtime.config import read_config
 from dtrain.runtime.device import Device
 
-#: Set by ``dtrain launch`` for a rank it gave a GPU (``cuda:0``: the rank sees only its
-#: own); a user may set it too. It wins over everything below.
+#: Set by ``dtrain launch`` for a rank it gave a GPU (``cuda:LOCAL_RANK`` among the node's
+#: GPUs, which every rank of the node sees); a user may set it too. It wins over the rest.
 DEVICE_VARIABLE = "DTRAIN_DEVICE"
 
 
