@@ -40,6 +40,7 @@ from dtrain._tensor.nn.functional.distance import (
 )
 from dtrain._tensor.nn.functional.dropout import dropout, dropout1d, dropout2d
 from dtrain._tensor.nn.functional.embedding import embedding, one_hot
+from dtrain._tensor.nn.functional.grid_sample import affine_grid, grid_sample
 from dtrain._tensor.nn.functional.interpolate import interpolate
 from dtrain._tensor.nn.functional.linear import (
     bilinear,
@@ -81,6 +82,7 @@ __all__ = [
     "adaptive_avg_pool2d",
     "adaptive_max_pool1d",
     "adaptive_max_pool2d",
+    "affine_grid",
     "avg_pool1d",
     "avg_pool2d",
     "batch_norm",
@@ -101,6 +103,7 @@ __all__ = [
     "fold",
     "gelu",
     "glu",
+    "grid_sample",
     "group_norm",
     "gumbel_softmax",
     "hardsigmoid",
