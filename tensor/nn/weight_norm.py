@@ -16,13 +16,26 @@ from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
 
 
-def _norm_except_dim(v: Tensor, dim: int | None) -> Tensor:
+def norm_except_dim(v: Tensor, dim: int | None) -> Tensor:
     """The 2-norm of ``v`` over every dim but ``dim``, kept as size-1 dims; for None, over
     the whole tensor, a 0-d tensor (PyTorch's ``weight_g`` shape then)."""
     if dim is None:
         return (v * v).sum().sqrt()
     axes = tuple(a for a in range(v.ndim) if a != dim)
     return (v * v).sum(axes, keepdim=True).sqrt()
+
+
+def weight_norm_dim(dim: int | None, weight: Tensor, name: str, where: str) -> int | None:
+    """``dim`` in ``[0, ndim)``, or None for the whole tensor (also for -1, as PyTorch: not
+    the last dim)."""
+    if dim is None or dim == -1:
+        return None
+    if not -weight.ndim <= dim < weight.ndim:
+        raise ValueError(
+            f"{where}: dim {dim} is out of range for {weight.ndim}-D {name!r}; use one in "
+            f"[{-weight.ndim}, {weight.ndim - 1}] or None for the whole tensor"
+        )
+    return dim % weight.ndim
 
 
 class _WeightNorm:
@@ -35,7 +48,7 @@ class _WeightNorm:
     def compute_weight(self, module: Module) -> Tensor:
         g = getattr(module, self.name + "_g")
         v = getattr(module, self.name + "_v")
-        return v * (g / _norm_except_dim(v, self.dim))
+        return v * (g / norm_except_dim(v, self.dim))
 
     def __call__(self, module: Module, inputs: Any) -> None:
         setattr(module, self.name, self.compute_weight(module))
@@ -66,16 +79,11 @@ def weight_norm(module: Module, name: str = "weight", dim: int | None = 0) -> Mo
             f"weight_norm: {type(module).__name__} has no parameter {name!r}; pass the name of "
             "one of its parameters"
         )
-    if dim == -1:  # as PyTorch: -1 means the whole tensor, not the last dim
-        dim = None
-    if dim is not None:
-        if not -weight.ndim <= dim < weight.ndim:
-            raise ValueError(f"weight_norm: dim {dim} is out of range for {weight.ndim}-D {name!r}")
-        dim %= weight.ndim
+    dim = weight_norm_dim(dim, weight, name, "weight_norm")
     hook = _WeightNorm(name, dim)
     del module._parameters[name]
     with no_grad():
-        g = _norm_except_dim(weight.detach(), dim)
+        g = norm_except_dim(weight.detach(), dim)
     module.register_parameter(name + "_g", Parameter(g))
     module.register_parameter(name + "_v", Parameter(weight.detach()))
     setattr(module, name, hook.compute_weight(module))
