@@ -2,7 +2,8 @@
 
 A tensor holds its array in ``_array``, its accumulated gradient in ``grad`` and, when an
 op produced it with autograd recording, that op in ``grad_fn``. The math lives in
-``dtrain._tensor.functions``; the methods here are the PyTorch-shaped doors to it.
+``dtrain._tensor.functions``; the methods here, the named ones of ``methods`` and the
+operators of ``tensor_operators`` are the PyTorch-shaped doors to it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor import methods as _methods
+from dtrain._tensor import tensor_operators as _operators
 from dtrain._tensor.methods import TensorMethods
+from dtrain._tensor.tensor_operators import TensorOperators
 from dtrain.runtime.backend import is_cuda_array, may_share_memory
 from dtrain.runtime.device import Device, as_numpy, device_of
 from dtrain.runtime.dtypes import to_dtype
@@ -22,7 +25,7 @@ from dtrain.runtime.dtypes import to_dtype
 _new = object.__new__
 
 
-class Tensor(TensorMethods):
+class Tensor(TensorOperators, TensorMethods):
     """An n-dimensional array with autograd; create one with ``dtrain.tensor(...)``."""
 
     __slots__ = (
@@ -37,8 +40,6 @@ class Tensor(TensorMethods):
         "grad",
         "grad_fn",
     )
-    __array_ufunc__ = None  # numpy defers to our reflected operators: ndarray + Tensor → Tensor
-    __hash__ = object.__hash__  # == is elementwise; identity keys graph dicts
 
     def __init__(self, *args: Any, requires_grad: bool = False, device: Any = None) -> None:
         """PyTorch's legacy constructor: ``Tensor(2, 3)`` a float32 tensor of that shape
@@ -433,125 +434,6 @@ class Tensor(TensorMethods):
     def __setitem__(self, key: Any, value: Any) -> None:
         _fn.setitem(self, key, value)
 
-    # ---- operators ---------------------------------------------------------------------
-    def __add__(self, other: Any) -> Tensor:
-        return _fn.binary(_fn.Add, self, other)
-
-    def __radd__(self, other: Any) -> Tensor:
-        return _fn.binary(_fn.Add, other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return _fn.binary(_fn.Sub, self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return _fn.binary(_fn.Sub, other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return _fn.binary(_fn.Mul, self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return _fn.binary(_fn.Mul, other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return _fn.div(self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return _fn.div(other, self)
-
-    def __floordiv__(self, other: Any) -> Tensor:
-        return _fn.floor_divide(self, other)
-
-    def __rfloordiv__(self, other: Any) -> Tensor:
-        return _fn.floor_divide(other, self)
-
-    def __mod__(self, other: Any) -> Tensor:
-        return _fn.remainder(self, other)
-
-    def __rmod__(self, other: Any) -> Tensor:
-        return _fn.remainder(other, self)
-
-    def __pow__(self, other: Any) -> Tensor:
-        return _fn.pow(self, other)
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return _fn.pow(other, self)
-
-    def __matmul__(self, other: Tensor) -> Tensor:
-        return _fn.matmul(self, other)
-
-    def __rmatmul__(self, other: Any) -> Tensor:
-        return _fn.matmul(_fn.as_tensor(other), self)
-
-    def __neg__(self) -> Tensor:
-        return _fn.Neg.apply(self)
-
-    def __pos__(self) -> Tensor:
-        return self
-
-    def __abs__(self) -> Tensor:
-        return _fn.abs(self)
-
-    def __iadd__(self, other: Any) -> Tensor:
-        return _fn.add_(self, other)
-
-    def __isub__(self, other: Any) -> Tensor:
-        return _fn.sub_(self, other)
-
-    def __imul__(self, other: Any) -> Tensor:
-        return _fn.mul_(self, other)
-
-    def __itruediv__(self, other: Any) -> Tensor:
-        return _fn.div_(self, other)
-
-    def __ifloordiv__(self, other: Any) -> Tensor:
-        return _fn.floor_divide_(self, other)
-
-    def __imod__(self, other: Any) -> Tensor:
-        return _fn.remainder_(self, other)
-
-    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        if isinstance(other, _COMPARABLE) or _array_like(other):
-            return _fn.eq(self, other)
-        return NotImplemented  # None, a string …: Python answers False, as PyTorch does
-
-    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        if isinstance(other, _COMPARABLE) or _array_like(other):
-            return _fn.ne(self, other)
-        return NotImplemented  # Python answers True
-
-    def __lt__(self, other: Any) -> Tensor:
-        return _fn.lt(self, other)
-
-    def __le__(self, other: Any) -> Tensor:
-        return _fn.le(self, other)
-
-    def __gt__(self, other: Any) -> Tensor:
-        return _fn.gt(self, other)
-
-    def __ge__(self, other: Any) -> Tensor:
-        return _fn.ge(self, other)
-
-    def __and__(self, other: Any) -> Tensor:
-        return _fn.bitwise("bitwise_and", self, other)
-
-    def __or__(self, other: Any) -> Tensor:
-        return _fn.bitwise("bitwise_or", self, other)
-
-    def __xor__(self, other: Any) -> Tensor:
-        return _fn.bitwise("bitwise_xor", self, other)
-
-    def __invert__(self) -> Tensor:
-        return _fn.bitwise("invert", self)
-
-
-_COMPARABLE = (Tensor, int, float, np.generic, np.ndarray, list, tuple)
-
-
-def _array_like(value: Any) -> bool:
-    """Whether ``==`` compares ``value`` elementwise (a cupy array, or anything with
-    ``__array__``); otherwise the comparison is Python's (identity), as in PyTorch."""
-    return is_cuda_array(value) or hasattr(value, "__array__")
-
 
 _ROW_MAJOR = ("None", "torch.contiguous_format", "contiguous_format", "torch.preserve_format")
 
@@ -626,3 +508,4 @@ from dtrain._tensor.autograd import api as _autograd  # noqa: E402
 from dtrain._tensor.autograd.grad_mode import state as _grad_state  # noqa: E402
 
 _methods.bind(_fn)
+_operators.bind(_fn, Tensor)
