@@ -45,6 +45,7 @@ from dtrain.parallel.ddp import (
 )
 from dtrain.parallel.ddp_stats import DDPStats
 from dtrain.parallel.errors import CollectiveError, ProcessGroupStateError, RendezvousError
+from dtrain.parallel.join import Join, Joinable, JoinHook
 from dtrain.parallel.local_device import local_device
 from dtrain.parallel.objects import (
     all_gather_object,
@@ -54,10 +55,12 @@ from dtrain.parallel.objects import (
     scatter_object_list,
     send_object_list,
 )
+from dtrain.parallel.p2p_batch import P2POp, batch_isend_irecv
 from dtrain.parallel.process_group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.sampler import DistributedSampler
 from dtrain.parallel.scatter_gather import all_to_all, all_to_all_single, gather, scatter
+from dtrain.parallel.subgroups import new_subgroups, new_subgroups_by_enumeration
 from dtrain.parallel.sync_batchnorm import SyncBatchNorm
 from dtrain.parallel.work import Future, Work
 
@@ -67,11 +70,15 @@ __all__ = [
     "DistributedDataParallel",
     "DistributedSampler",
     "GradBucket",
+    "Join",
+    "JoinHook",
+    "Joinable",
     "allreduce_hook",
     "fp16_compress_hook",
     "Backend",
     "CollectiveError",
     "Future",
+    "P2POp",
     "GroupMember",
     "ProcessGroup",
     "ProcessGroupStateError",
@@ -85,6 +92,7 @@ __all__ = [
     "all_to_all",
     "all_to_all_single",
     "barrier",
+    "batch_isend_irecv",
     "broadcast",
     "broadcast_object_list",
     "destroy_process_group",
@@ -110,6 +118,8 @@ __all__ = [
     "monitored_barrier",
     "new_group",
     "new_secret",
+    "new_subgroups",
+    "new_subgroups_by_enumeration",
     "recv",
     "reduce",
     "reduce_scatter",

@@ -11,6 +11,9 @@ Synchronisation points (every rank must reach each, in the same order):
    as soon as the bucket's last gradient is accumulated, in bucket order; ``backward()``
    returns once every bucket is averaged. A backward through ``.module`` (or a copy of it)
    alone stays local.
+4. inside ``join()``, each forward first runs the join context's notify all-reduce and the
+   step exchange (``ddp_join.py``), and the buffers come from the highest active rank; a
+   rank out of inputs answers all of these, and the bucket all-reduces, with zeros.
 
 Gradients live in flat buckets (parameters in reverse registration order, a small first
 bucket, then ``bucket_cap_mb``); each parameter's ``.grad`` is a view into its bucket, so
@@ -37,9 +40,10 @@ from dtrain._tensor.autograd.engine import queue_callback
 from dtrain._tensor.autograd.grad_mode import is_grad_enabled, no_grad
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.parallel import api, collectives
+from dtrain.parallel import api, collectives, ddp_join
 from dtrain.parallel.ddp_stats import BucketTiming, DDPStats, StepStats
 from dtrain.parallel.errors import CollectiveError
+from dtrain.parallel.join import Join, Joinable, JoinHook, _JoinConfig
 from dtrain.parallel.objects import all_gather_object
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.work import Chained, Future, Work
@@ -73,6 +77,15 @@ class GradBucket:
 def allreduce_hook(group: Any, bucket: GradBucket) -> Any:
     """The default: average the bucket across the group (an async all-reduce)."""
     return collectives.all_reduce(bucket.buffer(), ReduceOp.AVG, group=group, async_op=True)
+
+
+def _allreduce_over_active_hook(state: tuple, bucket: GradBucket) -> Any:
+    """The default hook under ``join(divide_by_initial_world_size=False)``: sum the bucket
+    and divide by the number of ranks still active (``state`` is (group, that number))."""
+    group, active = state
+    flat = bucket.buffer()._array
+    work = collectives.all_reduce(bucket.buffer(), ReduceOp.SUM, group=group, async_op=True)
+    return Chained(work, lambda: flat.__itruediv__(active))
 
 
 def fp16_compress_hook(group: Any, bucket: GradBucket) -> Any:
@@ -198,7 +211,7 @@ def _detach_earlier_wrap(params: list) -> None:
                 earlier._superseded = True
 
 
-class DistributedDataParallel(Module):
+class DistributedDataParallel(Module, Joinable):
     """Wrap ``module`` so that ``loss.backward()`` leaves every rank with the same averaged
     gradients. Construction is collective: every rank of the group must call it."""
 
@@ -257,6 +270,12 @@ class DistributedDataParallel(Module):
         # ran with grad enabled and synchronising (so eval under no_grad syncs at most once).
         self.require_forward_param_sync = True
         self._syncing: bool | None = False  # reducing a backward now (None: a local one)
+        # join(): off outside the context; the backward decision and the divisor of a step
+        # are fixed at its forward (what the step exchange told the joined ranks).
+        self._join_config = _JoinConfig.construct_disabled_join_config()
+        self._divide_by_initial_world_size = True
+        self._join_sync_backward = True
+        self._join_divisor = self.world_size
         if not self._reducing:  # nothing to synchronise: a pass-through, no hooks
             self._buckets = []
             return
@@ -358,13 +377,11 @@ class DistributedDataParallel(Module):
         if self._syncing is not False:  # the last backward raised before it ended
             self._abandon_backward()
         buffers = list(self.module.buffers()) if self.broadcast_buffers else []
-        if self.require_forward_param_sync and buffers and self.world_size > 1:
-            src = api._group(self.group).ranks[0]
-            works = [
-                collectives.broadcast(b, src, group=self.group, async_op=True) for b in buffers
-            ]
-            for work in works:
-                work.wait()
+        sync_buffers = self.require_forward_param_sync and bool(buffers) and self.world_size > 1
+        if self._join_config.enable:
+            self._join_step(sync_buffers)
+        elif sync_buffers:
+            ddp_join.broadcast_buffers(self, api._group(self.group).ranks[0])
         output = self.module(*args, **kwargs)
         training = is_grad_enabled() and self.require_backward_grad_sync
         self.require_forward_param_sync = training
@@ -378,13 +395,28 @@ class DistributedDataParallel(Module):
             output.register_hook(self._mark_backward_start)
         return output
 
+    def _join_step(self, sync_buffers: bool) -> None:
+        """An active rank's forward inside ``join()``: tell the context, then the step
+        exchange (what the joined ranks shadow), then the buffer broadcast from the highest
+        active rank."""
+        notified = Join.notify_join_context(self)
+        backward = is_grad_enabled() and self.require_backward_grad_sync and self._reducing
+        plan = ddp_join.exchange(self, candidate=True, buffers=sync_buffers, backward=backward)
+        if notified is not None:
+            notified.wait()
+        if sync_buffers:
+            ddp_join.broadcast_buffers(self, plan.src)
+        self._join_sync_backward = backward
+        self._join_divisor = plan.active
+
     def _mark_backward_start(self, grad: Tensor) -> None:
         self._backward_start = DDPStats._now()
 
     def _grad_ready(self, param: Tensor) -> None:
         if id(param) not in self._bucket_of:
             return  # not one of ours (a hook that outlived a change of parameters)
-        if not self.require_backward_grad_sync:
+        enabled = self._join_config.enable  # inside join(): as the forward told the others
+        if not (self._join_sync_backward if enabled else self.require_backward_grad_sync):
             self._adopt(param)  # accumulating under no_sync: nothing to send yet
             if self._syncing is False:
                 self._syncing = None  # a local backward: clear the gate when it ends
@@ -459,8 +491,33 @@ class DistributedDataParallel(Module):
             self._launch(bucket)
             self._next_bucket += 1
 
+    def _bucket_hook(self) -> tuple[Any, Callable]:
+        """The comm hook and its state for this step's buckets (the default all-reduce
+        divides by the active ranks under ``join(divide_by_initial_world_size=False)``)."""
+        state, hook = self._hook
+        if (
+            hook is allreduce_hook
+            and self._join_config.enable
+            and not self._divide_by_initial_world_size
+        ):
+            return (state, self._join_divisor), _allreduce_over_active_hook
+        return state, hook
+
+    def _shadow_backward(self, active: int) -> None:
+        """A joined rank's side of the active ranks' backward: every bucket's comm hook on
+        zeros of its size, in bucket order (fixed since construction, the same on every
+        rank); the rank's own gradients stay as they are."""
+        self._join_divisor = active
+        group, hook = self._bucket_hook()
+        works = []
+        for bucket in self._buckets:
+            zeros = wrap(get_array_module(bucket.flat).zeros_like(bucket.flat))
+            works.append(hook(group, GradBucket(bucket.index, zeros, bucket.params)))
+        for work in works:
+            work.wait()
+
     def _launch(self, bucket: _Bucket) -> None:
-        group, hook = self._hook
+        group, hook = self._bucket_hook()
         step = self._step if self.stats is not None else None
         if step is None:
             bucket.work = hook(group, GradBucket(bucket.index, wrap(bucket.flat), bucket.params))
@@ -555,6 +612,53 @@ class DistributedDataParallel(Module):
             yield
         finally:
             self.require_backward_grad_sync = previous
+
+    def join(
+        self,
+        divide_by_initial_world_size: bool = True,
+        enable: bool = True,
+        throw_on_early_termination: bool = False,
+    ) -> Join:
+        """Context manager for uneven inputs: ``with model.join(): for batch in loader:
+        ...``. A rank out of batches shadows the others' steps (buffer broadcast, one
+        all-reduce of zeros per bucket) until every rank is out; then every rank leaves with
+        the model of the highest-ranked of the last ranks to finish.
+
+        Args:
+            divide_by_initial_world_size: average gradients over the initial world size
+                (a finished rank counts as zeros); False: over the ranks still active (with
+                the default comm hook; a custom hook divides as it does).
+            enable: False turns the context off (even inputs).
+            throw_on_early_termination: every rank raises ``RuntimeError`` as soon as one
+                rank runs out of inputs.
+
+        Each forward with grad enabled inside the context must be followed by one backward
+        (as in torch); the context does not shadow other collectives of the loop (use
+        ``throw_on_early_termination`` then).
+
+        Collective: every rank of the group must enter it."""
+        return Join(
+            [self],
+            enable,
+            throw_on_early_termination,
+            divide_by_initial_world_size=divide_by_initial_world_size,
+        )
+
+    def join_hook(self, **kwargs: Any) -> JoinHook:
+        """The hook a joined rank runs (``Join`` calls it); takes
+        ``divide_by_initial_world_size`` (default True)."""
+        return ddp_join.DDPJoinHook(self, kwargs.get("divide_by_initial_world_size", True))
+
+    @property
+    def join_device(self) -> Any:
+        """The device of the module's first parameter (the CPU without parameters)."""
+        first = next(iter(self.module.parameters()), None)
+        return "cpu" if first is None else first.device
+
+    @property
+    def join_process_group(self) -> Any:
+        """The group the join context counts in: this DDP's."""
+        return self.process_group
 
     def register_comm_hook(self, state: Any, hook: Callable) -> None:
         """Replace the all-reduce of each bucket by ``hook(state, bucket)``, which returns

@@ -1,0 +1,120 @@
+"""torch.distributed's ``P2POp`` and ``batch_isend_irecv``: a batch of sends and receives
+posted together, whose order between sends and receives does not matter.
+
+dtrain posts a batch's sends first, then its receives (each kind in list order, so the
+messages between one pair of ranks in one direction still match in order): a tcp send
+completes once its bytes are written (the peer's receiver thread takes them before its
+receive is posted) and an mpi send is an ``Isend``, so no order of a batch can deadlock. NCCL
+needs its group calls (``ncclGroupStart``/``End``) for that: a backend that has them offers
+``_batch_p2p(ops, timeout) -> list[Work]``, ``ops`` being ``("send" | "recv", array,
+group_peer, tag)`` in list order; the nccl backend has not yet, and refuses a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dtrain.parallel.collectives import _array, _group_rank, _p2p_group, irecv, isend
+from dtrain.parallel.work import Work
+
+
+class P2POp:
+    """One operation of ``batch_isend_irecv``: ``op`` is ``isend`` or ``irecv``, ``peer``
+    the global rank to send to or receive from (or ``group_peer``, its rank in ``group``),
+    ``group`` None for the default group.
+
+    Raises:
+        ValueError: ``op`` is neither ``isend`` nor ``irecv``; both or neither of ``peer`` and
+            ``group_peer``; a peer outside the group, or this rank.
+        TypeError: ``tensor`` is not a tensor.
+    """
+
+    def __init__(
+        self,
+        op: Callable,
+        tensor: Any,
+        peer: int | None = None,
+        group: Any = None,
+        tag: int = 0,
+        group_peer: int | None = None,
+    ) -> None:
+        if op is not isend and op is not irecv:
+            name = getattr(op, "__name__", type(op).__name__)
+            raise ValueError(
+                f"P2POp: op={name!r}; expected dtrain.parallel.isend or dtrain.parallel.irecv"
+            )
+        _array(tensor, "P2POp")
+        g = _p2p_group(group, "P2POp")
+        if (peer is None) == (group_peer is None):
+            raise ValueError(
+                f"P2POp: peer={peer!r}, group_peer={group_peer!r}; pass exactly one of them"
+            )
+        if group_peer is not None:
+            if not isinstance(group_peer, int) or not 0 <= group_peer < len(g.ranks):
+                raise ValueError(
+                    f"P2POp: group_peer={group_peer!r} is not a rank of the group "
+                    f"(0..{len(g.ranks) - 1})"
+                )
+            peer = g.ranks[group_peer]
+        self.op, self.tensor, self.group, self.tag = op, tensor, group, tag
+        self.peer = peer
+        self.group_peer = _group_rank(g, peer, "dst" if op is isend else "src")
+        if self.group_peer == g.rank:  # refused here, so a batch never posts half its ops
+            raise ValueError(f"P2POp: peer {peer} is this rank; send to or receive from another")
+
+    def __repr__(self) -> str:
+        kind = "isend" if self.op is isend else "irecv"
+        return f"P2POp({kind}, peer={self.peer}, tag={self.tag}, shape={self.tensor.shape})"
+
+
+def batch_isend_irecv(p2p_op_list: list[P2POp]) -> list[Work]:
+    """Post every send and receive of ``p2p_op_list`` at once; returns their ``Work``s in
+    list order. Sends and receives may come in any order (``[recv_from_1, send_to_1]`` is
+    ``[send_to_1, recv_from_1]``); several between one pair of ranks in one direction match
+    in list order. Every op must use the same group.
+
+    Raises:
+        ValueError: an empty list, an entry that is not a P2POp, or mixed groups.
+        RuntimeError: the group's backend cannot batch (nccl, for now).
+    """
+    if not isinstance(p2p_op_list, list) or not p2p_op_list:
+        raise ValueError(
+            f"batch_isend_irecv: expected a non-empty list of P2POp, got {p2p_op_list!r}"
+        )
+    for i, entry in enumerate(p2p_op_list):
+        if not isinstance(entry, P2POp):
+            raise ValueError(
+                f"batch_isend_irecv: entry {i} is {type(entry).__name__}; every entry must be "
+                "a dtrain.parallel.P2POp"
+            )
+    group = p2p_op_list[0].group
+    g = _p2p_group(group, "batch_isend_irecv")
+    for i, entry in enumerate(p2p_op_list):
+        if _p2p_group(entry.group, "batch_isend_irecv") is not g:
+            raise ValueError(
+                f"batch_isend_irecv: entry {i} uses another group than entry 0; all ops need "
+                "to use the same group"
+            )
+    batched = getattr(g, "_batch_p2p", None)
+    if batched is not None:
+        ops = [
+            ("send" if p.op is isend else "recv", _array(p.tensor, "P2POp"), p.group_peer, p.tag)
+            for p in p2p_op_list
+        ]
+        return batched(ops, None)
+    if g.backend == "nccl":
+        raise RuntimeError(
+            "batch_isend_irecv: the nccl backend cannot post a batch yet (it needs NCCL group "
+            "calls); run the exchange on a gloo group (new_group(backend='gloo')) or order "
+            "plain send/recv so that every send meets a posted recv"
+        )
+    works: list[Work | None] = [None] * len(p2p_op_list)
+    for want in (isend, irecv):
+        for i, p in enumerate(p2p_op_list):
+            if p.op is want:
+                works[i] = p.op(p.tensor, p.peer, group=p.group, tag=p.tag)
+    return works
+
+
+__all__ = ["P2POp", "batch_isend_irecv"]
