@@ -1,0 +1,5 @@
+"""``dtrain.distributed.algorithms``: torch's module path for ``Join`` (``.join``)."""
+
+from dtrain.distributed.algorithms import join
+
+__all__ = ["join"]
