@@ -111,8 +111,10 @@ def save_checkpoint(path: str, model: dt.nn.Module, optimizer: Any, **extra: Any
 
 
 def load_checkpoint(path: str, model: dt.nn.Module, optimizer: Any) -> dict:
-    """Restore what ``save_checkpoint`` wrote; returns the whole state for ``extra`` fields."""
-    state = dt.load(path)
+    """Restore what ``save_checkpoint`` wrote; returns the whole state for ``extra`` fields.
+    Tensors load straight onto the model's device: the main rank saved from its own GPU,
+    which is another rank's neighbour, not its own."""
+    state = dt.load(path, map_location=str(next(model.parameters()).device))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     default_generator.set_state(state["rng"])

@@ -105,6 +105,11 @@ def rank_environment(
         # CUDA_VISIBLE_DEVICES), so a script's cuda:LOCAL_RANK names its own GPU and NCCL
         # sees its peers for peer-to-peer transfers; DTRAIN_DEVICE says which is its own.
         share = len(gpu_ids) // spec["local_world_size"]
+        if share == 0:
+            raise ValueError(
+                f"{spec['local_world_size']} ranks on a node with {len(gpu_ids)} GPU(s): "
+                "each rank needs its own GPU; run fewer ranks per node or give it more GPUs"
+            )
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
         env["DTRAIN_DEVICE"] = f"cuda:{spec['local_rank'] * share}"
     env.update(spec.get("env", {}))

@@ -16,6 +16,8 @@ from dtrain.parallel.errors import ProcessGroupStateError, RendezvousError
 from dtrain.parallel.local_device import local_device
 from dtrain.parallel.process_group import ProcessGroup
 from dtrain.runtime.config import read_config, under_mpiexec
+from dtrain.runtime.device import Device
+from dtrain.runtime.device_selection import select_cuda_device
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +158,10 @@ def init_process_group(
     ``init_method`` is ``env://`` (MASTER_ADDR, MASTER_PORT; under torchrun, whose agent
     serves MASTER_PORT itself, dtrain's store uses MASTER_PORT + 1) or ``tcp://host:port``.
     ``pg_options`` (tcp only): ``{"unix": False}`` keeps same-host peers on TCP,
-    ``{"shm": False}`` off shared memory. ``group_name`` and ``device_id`` are accepted
-    and have no effect; ``store`` must be None (dtrain serves its own store).
+    ``{"shm": False}`` off shared memory. ``device_id`` (a CUDA device or index), as
+    torch's, makes that GPU the process's (``dt.cuda.set_device``) before the group binds
+    to it. ``group_name`` is accepted and has no effect; ``store`` must be None (dtrain
+    serves its own store).
 
     Raises:
         ProcessGroupStateError: (a ValueError and a RuntimeError) when already initialised.
@@ -174,6 +178,8 @@ def init_process_group(
         )
     rank = None if rank == -1 else rank
     world_size = None if world_size == -1 else world_size
+    if device_id is not None:
+        _bind_device(device_id)
     config = read_config()
     if backend is None:
         backend = config.backend or _choose_backend()
@@ -214,6 +220,17 @@ def init_process_group(
     except BaseException:
         destroy_process_group()  # a failed init leaves nothing behind: it may be retried
         raise
+
+
+def _bind_device(device_id: Any) -> None:
+    """``init_process_group(device_id=...)``: select that GPU, as torch binds to it."""
+    device = Device(device_id)
+    if device.type != "cuda":
+        raise ValueError(
+            f"init_process_group: device_id={device_id!r} must name a CUDA device (e.g. "
+            "dt.device('cuda', local_rank)); leave it out for CPU ranks"
+        )
+    select_cuda_device(device.index)
 
 
 def _done_with_store(store: Any, rank: int, world_size: int, timeout: float) -> None:

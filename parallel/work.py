@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dtrain.parallel.errors import CollectiveError
+from dtrain.runtime.backend import loaded_cupy
 
 
 class Work:
@@ -244,6 +245,22 @@ class Chained(Work):
     def then(self, step: Callable[[], Any]) -> None:
         # The inner Work runs the steps: after the copy-back this Work was made for.
         self.inner.then(step)
+
+
+def on_callers_device(job: Callable[[], Any]) -> Callable[[], Any]:
+    """``job`` bound to this thread's current CUDA device (not its stream): a collective's
+    job runs on the executor thread, whose current device is its own (device 0), while
+    the averaging, staging and copies it does belong on the rank's GPU."""
+    cupy = loaded_cupy()  # None until CUDA was found usable: no CUDA arrays to work on
+    if cupy is None:
+        return job
+    device = cupy.cuda.Device()  # asks the runtime for the current device
+
+    def on_device() -> Any:
+        with device:
+            return job()
+
+    return on_device
 
 
 def _on_current_device(step: Callable[[], Any]) -> Callable[[], Any]:

@@ -9,7 +9,7 @@ DTRAIN_BACKEND       tcp | mpi | nccl when init_process_group gets backend=None
 DTRAIN_TIMEOUT       default collective timeout in seconds (1800, as gloo; finite, above 0)
 DTRAIN_SHM=0         tcp backend: keep to sockets even when every rank is on this host
 DTRAIN_DEVICE        the device this rank trains on (parallel.local_device(); dtrain launch
-                     sets cuda:0 for a rank it gave a GPU)
+                     sets cuda:LOCAL_RANK on a node it gave GPUs)
 DTRAIN_CUBLASLT=0    CUDA: run a Linear layer's bias as its own launch instead of in the
                      matrix product's cuBLASLt epilogue (runtime/cublaslt.py)
 

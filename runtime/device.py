@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import is_cuda_array, loaded_cupy, require_cupy
+from dtrain.runtime.backend import is_cuda_array, require_cupy
+from dtrain.runtime.device_selection import (
+    current_cuda_index,
+    missing_device_message,
+    select_cuda_device,
+    selected_cuda_device,
+    use_selected_device,
+)
 
 
 class Device:
@@ -20,6 +26,8 @@ class Device:
             self.type, self.index = spec.type, spec.index
             return
         if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+            if index is not None:
+                raise TypeError(f"Device({spec}, {index}): give the index once: Device({spec})")
             if spec < 0:
                 raise ValueError(f"device {spec}: a CUDA device index must not be negative")
             self.type, self.index = "cuda", int(spec)  # as PyTorch: an int is a CUDA index
@@ -38,7 +46,7 @@ class Device:
         self.type = kind
         self.index = int(number) if number else index
         if kind == "cuda" and self.index is None:
-            self.index = current_cuda_index()  # as PyTorch: "cuda" is the current device
+            self.index = current_cuda_index()  # the process's GPU (device_selection.py)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
@@ -59,33 +67,14 @@ class Device:
 
 CPU = Device("cpu")
 
-#: The CUDA device this process chose (``select_cuda_device``); None until it chooses.
-_selected: int | None = None
 
-
-def current_cuda_index() -> int:
-    """The current CUDA device's index (0 before cupy is loaded: nothing chose another)."""
-    cupy = loaded_cupy()
-    return 0 if cupy is None else cupy.cuda.runtime.getDevice()
-
-
-def select_cuda_device(index: int) -> None:
-    """Make ``cuda:index`` this process's current device, for good.
-
-    cupy runs every kernel, cuBLAS call and NCCL communicator on the *current* device,
-    whatever device the operands live on, so a rank must make its own GPU current or its
-    work lands on GPU 0 (through peer access, or an error). A process selects once:
-    ``dt.cuda.set_device``, else its first placement on a GPU, else the nccl group, which
-    takes ``local_device()``.
-    """
-    global _selected
-    require_cupy(f"device 'cuda:{index}'").cuda.Device(index).use()
-    _selected = index
-
-
-def selected_cuda_device() -> int | None:
-    """The index ``select_cuda_device`` chose, or None while nothing has."""
-    return _selected
+def cuda_device(device: int | str | Device | None) -> Device:
+    """The GPU ``.cuda(device)`` names: the process's for None, else ``device``, which
+    must be a CUDA one (PyTorch refuses ``.cuda("cpu")`` too)."""
+    chosen = Device("cuda") if device is None else Device(device)
+    if chosen.type != "cuda":
+        raise ValueError(f"cuda({device!r}): name a CUDA device (an index or 'cuda:N')")
+    return chosen
 
 
 def device_of(array: Any) -> Device:
@@ -107,29 +96,24 @@ def to_device(array: Any, device: Device) -> Any:
 
 
 def cuda_context(device: Device) -> Any:
-    """``cupy.cuda.Device`` of a CUDA ``device``, checked first: an index this process does
-    not see is an error that says what it sees (and, under ``dtrain launch``, why)."""
+    """``cupy.cuda.Device`` of a CUDA ``device`` to place an array on, checked as
+    ``checked_cuda_device``; the first placement selects the process's GPU."""
+    cupy, context = checked_cuda_device(device)
+    if selected_cuda_device() is None:
+        select_cuda_device(device.index, by_placement=True)
+    else:
+        use_selected_device(cupy)  # this thread may not have made it current yet
+    return context
+
+
+def checked_cuda_device(device: Device) -> tuple[Any, Any]:
+    """cupy and the ``cupy.cuda.Device`` of a CUDA ``device``: an index this process does
+    not see is an error that says what it sees (and, under ``dtrain launch``, its own)."""
     cupy = require_cupy(f"device '{device}'")
     count = cupy.cuda.runtime.getDeviceCount()
     if device.index >= count:
-        raise RuntimeError(_missing_device(device, count))
-    if _selected is None:  # the first placement on a GPU picks the process's device
-        select_cuda_device(device.index)
-    return cupy.cuda.Device(device.index)
-
-
-def _missing_device(device: Device, count: int) -> str:
-    message = (
-        f"device '{device}' does not exist: this process sees {count} CUDA device(s); pick "
-        "an index below that"
-    )
-    if os.environ.get("DTRAIN_DEVICE"):
-        # a rank started by dtrain launch --gpus-per-node (or a user's setting)
-        message += (
-            f"; this rank's device is {os.environ['DTRAIN_DEVICE']} (DTRAIN_DEVICE, "
-            "dtrain.parallel.local_device())"
-        )
-    return message
+        raise RuntimeError(missing_device_message(str(device), count))
+    return cupy, cupy.cuda.Device(device.index)
 
 
 def as_numpy(array: Any) -> np.ndarray:

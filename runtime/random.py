@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dtrain.runtime.backend import cupy_module
+from dtrain.runtime.backend import loaded_cupy
+from dtrain.runtime.device_selection import selected_cuda_device
 
 
 class Generator:
@@ -39,12 +40,38 @@ default_generator = Generator(0)
 
 
 def manual_seed(seed: int) -> Generator:
-    """Seed every backend: the default CPU generator and, where present, cupy's."""
+    """Seed every backend: the default CPU generator and the GPU's (``seed_cuda``)."""
     default_generator.manual_seed(seed)
-    cupy = cupy_module()
-    if cupy is not None:
-        cupy.random.seed(int(seed) % 2**32)
+    seed_cuda(int(seed))
     return default_generator
+
+
+# The GPU's stream is cupy's, one per device. Seeding creates a CUDA context and a cuRAND
+# generator on the current device, so a rank that has not selected its GPU yet would seed
+# (and fill) GPU 0: the seed waits for the selection instead (device_selection.py).
+_cuda_seed: int | None = None
+_seeded_devices: set[int] = set()
+
+
+def seed_cuda(seed: int) -> None:
+    """Seed the GPU's random stream: the selected GPU's now, or whichever the process
+    selects later (as PyTorch seeds every GPU, lazily)."""
+    global _cuda_seed
+    _cuda_seed = seed % 2**32
+    _seeded_devices.clear()
+    selected = selected_cuda_device()
+    if selected is not None:
+        seed_device(selected)
+
+
+def seed_device(index: int) -> None:
+    """Apply the last ``seed_cuda`` to ``cuda:index`` unless it already has it."""
+    cupy = loaded_cupy()
+    if _cuda_seed is None or index in _seeded_devices or cupy is None:
+        return
+    with cupy.cuda.Device(index):
+        cupy.random.seed(_cuda_seed)
+    _seeded_devices.add(index)
 
 
 def initial_seed() -> int:

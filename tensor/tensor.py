@@ -19,7 +19,7 @@ from dtrain._tensor import tensor_operators as _operators
 from dtrain._tensor.methods import TensorMethods
 from dtrain._tensor.tensor_operators import TensorOperators
 from dtrain.runtime.backend import is_cuda_array, may_share_memory
-from dtrain.runtime.device import Device, as_numpy, device_of
+from dtrain.runtime.device import Device, as_numpy, cuda_device, device_of
 from dtrain.runtime.dtypes import to_dtype
 
 _new = object.__new__
@@ -266,7 +266,7 @@ class Tensor(TensorOperators, TensorMethods):
     def cuda(self, device: int | str | Device | None = None) -> Tensor:
         """A copy on a GPU: the current one (``dt.cuda.set_device``) unless ``device`` names
         another."""
-        return self.to(Device("cuda") if device is None else Device(device))
+        return self.to(cuda_device(device))
 
     def cpu(self) -> Tensor:
         """A copy on the CPU (the same tensor when it is there already)."""

@@ -21,7 +21,13 @@ from dtrain.parallel.local_device import local_device
 from dtrain.parallel.process_group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.runtime.backend import require_cupy
-from dtrain.runtime.device import select_cuda_device, selected_cuda_device
+from dtrain.runtime.device_selection import (
+    select_cuda_device,
+    selected_by_placement,
+    selected_cuda_device,
+    use_selected_device,
+)
+from dtrain.runtime.rank_device import launcher_named_device, rank_device
 
 
 def _nccl() -> Any:
@@ -53,9 +59,14 @@ def _decode_unique_id(data: bytes) -> Any:
 
 
 def _rank_gpu() -> int:
-    """The GPU this rank's communicator binds to: the one the process selected (set_device,
-    or its first tensor on a GPU), else ``local_device()``'s, selected now. Binding to
-    whatever is current would put every rank of a node on GPU 0, which NCCL refuses."""
+    """The GPU this rank's communicator binds to: the one the process selected, else
+    ``local_device()``'s, selected now. Binding to whatever is current would put every
+    rank of a node on GPU 0, which NCCL refuses.
+
+    Raises:
+        RuntimeError: the rank is on the CPU, or its first tensor went to another GPU than
+            the one its launcher named (which would also put two ranks on one GPU).
+    """
     chosen = selected_cuda_device()
     if chosen is None:
         device = local_device()
@@ -65,7 +76,16 @@ def _rank_gpu() -> int:
                 "(see its warning, or DTRAIN_DEVICE); use backend='tcp' (gloo) for CPU ranks"
             )
         select_cuda_device(device.index)
-        chosen = device.index
+        return device.index
+    if selected_by_placement() and launcher_named_device():
+        mine = rank_device(warn=False)
+        if mine.type == "cuda" and mine.index != chosen:
+            raise RuntimeError(
+                f"this rank's first tensor on a GPU went to cuda:{chosen}, but its device is "
+                f"{mine} (local_device(), from DTRAIN_DEVICE or LOCAL_RANK), and NCCL needs "
+                f"each rank on its own GPU: call dt.cuda.set_device({mine.index}) first, or "
+                "put tensors on dtrain.parallel.local_device() or plain 'cuda'"
+            )
     return chosen
 
 
@@ -79,14 +99,17 @@ class NcclGroup(ProcessGroup):
     ) -> None:
         super().__init__(rank, size, timeout, ranks)
         nccl = _nccl()
-        self.device = _rank_gpu()  # now current: the communicator is created on it
+        self.device = _rank_gpu()
         key = f"{prefix}/nccl-id"
         if rank == 0:
             unique_id = nccl.get_unique_id()
             store.set(key, _encode_unique_id(unique_id))
         else:
             unique_id = _decode_unique_id(store.get(key))
-        self.comm = nccl.NcclCommunicator(size, unique_id, rank)
+        cupy = require_cupy("the nccl backend")
+        use_selected_device(cupy)  # this thread's current device, for the rank's later work
+        with cupy.cuda.Device(self.device):  # a communicator belongs to the current device
+            self.comm = nccl.NcclCommunicator(size, unique_id, rank)
 
     def _dtype(self, dtype: Any) -> int:
         nccl = _nccl()

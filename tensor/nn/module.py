@@ -18,7 +18,7 @@ from dtrain._tensor.nn.module_device import move_in_place, to_arguments
 from dtrain._tensor.nn.module_state import load_entry
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
-from dtrain.runtime.device import Device
+from dtrain.runtime.device import Device, cuda_device
 from dtrain.runtime.dtypes import to_dtype
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -483,7 +483,7 @@ class Module:
     def cuda(self, device: int | str | Device | None = None) -> Module:
         """Move every parameter and buffer to a GPU: the current one unless ``device`` names
         another."""
-        return self.to(Device("cuda") if device is None else Device(device))
+        return self.to(cuda_device(device))
 
     def cpu(self) -> Module:
         """Move every parameter and buffer to the CPU."""

@@ -3,7 +3,6 @@ device index) and the move of one tensor in place."""
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
@@ -44,14 +43,7 @@ def to_arguments(args: tuple, kwargs: dict) -> tuple[Device | None, np.dtype | N
 
 
 def _as_device(device: Any) -> Device | None:
-    if device is None or isinstance(device, Device):
-        return device
-    if isinstance(device, (int, np.integer)) and not isinstance(device, bool):
-        index = operator.index(device)
-        if index < 0:
-            raise ValueError(f"Module.to({index}): a device index must not be negative")
-        return Device("cuda", index)  # as PyTorch: an int is a CUDA device index
-    return Device(device)
+    return None if device is None else Device(device)  # an int is a CUDA index, as PyTorch
 
 
 def move_in_place(tensor: Tensor, device: Device | None, dtype: Any) -> None:

@@ -5,6 +5,8 @@ DTRAIN_DEVICE naming the rank's own, so that ``local_device()``, ``init_process_
 
 from __future__ import annotations
 
+import pytest
+
 from dtrain.launch.worker import rank_environment
 
 SPEC = {
@@ -49,3 +51,8 @@ def test_ranks_with_several_gpus_each_train_on_the_first_of_their_share():
     spec = {**SPEC, "local_rank": 1, "local_world_size": 2}  # 4 GPUs, 2 ranks: 2 each
     env = rank_environment({}, spec, ["4", "5", "6", "7"])
     assert env["CUDA_VISIBLE_DEVICES"] == "4,5,6,7" and env["DTRAIN_DEVICE"] == "cuda:2"
+
+
+def test_fewer_gpus_than_ranks_on_a_node_is_refused():
+    with pytest.raises(ValueError, match="4 ranks on a node with 2 GPU"):
+        rank_environment({}, SPEC, ["0", "1"])

@@ -54,7 +54,7 @@ def test_more_ranks_than_gpus_train_on_the_cpu_with_a_warning(gpus, monkeypatch)
 
 def test_dtrain_device_wins(gpus, monkeypatch):
     gpus(1)
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # dtrain launch --gpus-per-node 8: one each
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # more ranks than GPUs: DTRAIN_DEVICE still wins
     monkeypatch.setenv("DTRAIN_DEVICE", "cuda:0")
     assert str(dist.local_device()) == "cuda:0"
     monkeypatch.setenv("DTRAIN_DEVICE", "cpu")

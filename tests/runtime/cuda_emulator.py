@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import sys
+import threading
 import types
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -29,9 +30,9 @@ import host_cuda
 import numpy as np
 from kernel_signatures import KERNEL_MODULES, FakeCupyArray, _Device, _Pointer, check_launch
 
-from dtrain.runtime import backend, cublas, cublaslt
-from dtrain.runtime import device as device_module
+from dtrain.runtime import backend, cublas, cublaslt, device_selection
 from dtrain.runtime import kernels as K
+from dtrain.runtime import random as random_state
 
 _counts: collections.Counter | None = None  # the running emulator's tally, when counting
 
@@ -43,9 +44,9 @@ def _count(name: str) -> None:
 
 def _wrap(out: Any) -> Any:
     if type(out) is np.ndarray:
-        return out.view(EmuArray)
+        return _on_current(out.view(EmuArray))
     if isinstance(out, np.generic):  # cupy's reductions give 0-d arrays, not scalars
-        return np.asarray(out).view(EmuArray)
+        return _on_current(np.asarray(out).view(EmuArray))
     if isinstance(out, (tuple, list)):
         return type(out)(_wrap(o) for o in out)
     return out
@@ -59,11 +60,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _on_current(array: EmuArray) -> EmuArray:
+    array.device_id = _current_device()  # as cupy: a new array lives on the current device
+    return array
+
+
 class EmuArray(FakeCupyArray):
     """A "cupy" array: numpy underneath, counted as a GPU would be asked to work."""
 
+    device_id = 0
+
+    def __array_finalize__(self, parent: Any) -> None:
+        self.device_id = getattr(parent, "device_id", 0)  # a view lives where its base does
+
+    @property
+    def device(self) -> _EmuDevice:
+        return _EmuDevice(self.device_id)
+
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         _count(f"{ufunc.__name__}.{method}")
+        _check_devices((*inputs, *kwargs.get("out", ())))
         if "out" in kwargs:
             kwargs["out"] = _plain(kwargs["out"])
         return _wrap(getattr(ufunc, method)(*_plain(inputs), **kwargs))
@@ -141,24 +157,50 @@ class _Stream:
 
 
 class _EmuDevice(_Device):
-    """A device of the emulator; ``use()`` makes it current (``Emulator.current``), as
-    cupy's, so tests can see which GPU a process selects."""
+    """A device of the emulator. As CUDA's, the current device belongs to a host thread
+    (a new thread starts on 0): ``use()`` sets it, ``with device:`` sets it for the block."""
 
-    current: ClassVar[list[int]] = [0]  # the current index; install() gives each its own
+    threads: ClassVar[threading.local] = threading.local()  # install() gives each its own
 
     def __init__(self, id: int | None = None) -> None:
-        super().__init__(self.current[0] if id is None else id)
+        super().__init__(_current_device() if id is None else id)
+        self._outer: list[int] = []
 
     def use(self) -> None:
-        self.current[0] = self.id
+        self.threads.id = self.id
+
+    def __enter__(self) -> _EmuDevice:
+        self._outer.append(_current_device())
+        self.use()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.threads.id = self._outer.pop()
 
     def synchronize(self) -> None:
         return None
 
 
+def _current_device() -> int:
+    return getattr(_EmuDevice.threads, "id", 0)
+
+
+def _check_devices(arrays: Any) -> None:
+    """cupy's check where GPUs have no peer access: a kernel's arrays must live on the
+    current device (the emulator has no peer access, so a wrong device always shows)."""
+    current = _current_device()
+    for array in arrays:
+        if isinstance(array, EmuArray) and array.device_id != current:
+            raise ValueError(
+                f"The device where the array resides ({array.device_id}) is different from "
+                f"the current device ({current}). Peer access is unavailable between these "
+                "devices."
+            )
+
+
 def _module(devices: int = 1) -> types.ModuleType:
     """A "cupy" module: numpy's functions returning EmuArrays, and the cuda namespace with
-    ``devices`` GPUs (arrays all say device 0: only the selection of a device is emulated)."""
+    ``devices`` GPUs (each array made on the current one)."""
     cupy = types.ModuleType("cupy")
     cupy.ndarray = EmuArray
     rng = np.random.default_rng(0)
@@ -194,9 +236,7 @@ def _module(devices: int = 1) -> types.ModuleType:
     cupy.asnumpy = lambda array: np.array(_plain(array))
     cupy.cuda = types.SimpleNamespace(
         Device=_EmuDevice,
-        runtime=types.SimpleNamespace(
-            getDeviceCount=lambda: devices, getDevice=lambda: _EmuDevice.current[0]
-        ),
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: devices, getDevice=_current_device),
         get_current_stream=_Stream,
         Stream=lambda **options: _Stream(),
     )
@@ -579,8 +619,12 @@ def install(monkeypatch: Any, kernels: str = "references", devices: int = 1) -> 
     if kernels not in launchers:
         raise ValueError(f"kernels={kernels!r}: pass one of {sorted(launchers)}")
     cupy = _module(devices)
-    monkeypatch.setattr(_EmuDevice, "current", [0])
-    monkeypatch.setattr(device_module, "_selected", None)
+    monkeypatch.setattr(_EmuDevice, "threads", threading.local())
+    # a fresh process: no GPU selected, no seed waiting for one
+    monkeypatch.setattr(device_selection, "_selected", None)
+    monkeypatch.setattr(device_selection, "_by_placement", False)
+    monkeypatch.setattr(random_state, "_cuda_seed", None)
+    monkeypatch.setattr(random_state, "_seeded_devices", set())
     monkeypatch.setattr(backend, "_cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupy", cupy)
 

@@ -45,7 +45,64 @@ def test_an_int_is_a_cuda_index_as_in_pytorch(four_gpus):
         Device(True)
     x = dt.ones(2, device=3)
     assert dt.cuda.current_device() == 3  # the first placement selected it
-    assert x.to(2).device.type == "cuda"  # to(rank), as the DDP tutorial writes it
+    assert x.device == Device("cuda:3")
+    assert x.to(2).device == Device("cuda:2")  # to(rank), as the DDP tutorial writes it
+    with pytest.raises(TypeError, match=r"Device\(1, 5\): give the index once"):
+        Device(1, 5)
+    with pytest.raises(ValueError, match=r"cuda\('cpu'\): name a CUDA device"):
+        x.cuda("cpu")
+    with pytest.raises(ValueError, match=r"cuda\('cpu'\): name a CUDA device"):
+        dt.nn.Linear(2, 2).cuda("cpu")
+    assert x.cpu().cuda(1).device == Device("cuda:1")
+
+
+def test_before_a_selection_cuda_means_the_ranks_own_gpu(four_gpus, monkeypatch):
+    # dtrain launch --gpus-per-node 4, rank 3: plain "cuda" (the examples' --device cuda,
+    # model.cuda()) is its GPU, not GPU 0, and placing there selects it
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setenv("DTRAIN_DEVICE", "cuda:3")
+    model = dt.nn.Linear(2, 2).cuda()
+    assert model.weight.device == Device("cuda:3") and dt.cuda.current_device() == 3
+
+
+def test_a_gpu_the_process_does_not_see_is_named_with_what_it_sees(four_gpus):
+    with pytest.raises(RuntimeError, match=r"'cuda:7' does not exist: this process sees 4"):
+        dt.cuda.set_device(7)
+    dt.cuda.set_device(-1)  # as PyTorch: nothing
+    assert dt.cuda.current_device() == 0
+    assert dt.cuda.memory_allocated(2) == 0 and dt.cuda.current_device() == 0  # asks only
+
+
+def test_the_seed_waits_for_the_selected_gpu(four_gpus, monkeypatch):
+    import sys
+
+    cupy = sys.modules["cupy"]
+    seeded = []
+    monkeypatch.setattr(cupy.random, "seed", lambda s: seeded.append((dt.cuda.current_device(), s)))
+    dt.manual_seed(5)
+    assert seeded == []  # no GPU chosen yet: seeding now would seed (and fill) GPU 0
+    dt.cuda.set_device(2)
+    assert seeded == [(2, 5)]
+    dt.cuda.manual_seed(7)  # once selected, at once
+    assert seeded == [(2, 5), (2, 7)]
+
+
+def test_the_selected_gpu_is_made_current_on_another_thread_that_places(four_gpus):
+    import threading
+
+    dt.cuda.set_device(2)
+    seen = []
+
+    def worker():
+        seen.append(Device("cuda").index)  # "cuda" is the process's GPU on every thread
+        x = dt.ones(3, device="cuda")
+        seen.append((x + 1).device)  # the op runs on its thread's current device: 2
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [2, Device("cuda:2")]
 
 
 def test_the_first_placement_on_a_gpu_selects_it_and_later_ones_do_not(four_gpus):
@@ -112,6 +169,58 @@ def test_the_nccl_group_binds_to_the_device_the_script_chose(stand_in_nccl, monk
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     dt.cuda.set_device(1)  # the script's own choice wins over local_device()'s
     assert _nccl_group().device == 1 and stand_in_nccl.created_on == [1]
+
+
+def test_the_communicator_is_made_on_the_selected_gpu_from_any_thread(stand_in_nccl):
+    import threading
+
+    thread = threading.Thread(target=lambda: dt.zeros(1, device="cuda:2"))
+    thread.start()  # the first placement, and so the selection, happen on a worker thread
+    thread.join()
+    assert _nccl_group().device == 2 and stand_in_nccl.created_on == [2]
+    assert dt.cuda.current_device() == 2
+
+
+def test_a_collective_averages_on_the_ranks_gpu_not_the_executors(stand_in_nccl, monkeypatch):
+    # The executor thread starts on device 0; the AVG division (DDP's default hook) and
+    # staging run there, so they must run on the caller's GPU (the emulator raises, as
+    # cupy does without peer access, when a kernel's array is on another device).
+    dt.cuda.set_device(2)
+    group = _nccl_group()
+    group.size = 2  # as if a second rank: the job divides by it
+    seen = []
+    monkeypatch.setattr(
+        nccl.NcclGroup,
+        "_all_reduce",
+        lambda self, flat, *rest: seen.append(dt.cuda.current_device()),
+    )
+    x = dt.ones(4, device="cuda")
+    work = group.all_reduce(x._array, dist.ReduceOp.AVG, async_op=True)
+    work.wait()
+    assert seen == [2]
+    assert x.tolist() == [0.5] * 4
+    group.executor.shutdown()
+
+
+def test_a_first_placement_on_another_gpu_than_the_ranks_is_refused_by_nccl(
+    stand_in_nccl, monkeypatch
+):
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    dt.zeros(1, device="cuda:0")  # a stray cuda:0 before the group: NCCL would see two on 0
+    with pytest.raises(RuntimeError, match=r"first tensor on a GPU went to cuda:0, but its dev"):
+        _nccl_group()
+    dt.cuda.set_device(0)  # the script's own choice is respected
+    assert _nccl_group().device == 0
+
+
+def test_init_process_group_device_id_selects_that_gpu(four_gpus):
+    from dtrain.parallel.api import _bind_device
+
+    _bind_device(Device("cuda", 1))
+    assert dt.cuda.current_device() == 1
+    with pytest.raises(ValueError, match="device_id='cpu' must name a CUDA device"):
+        _bind_device("cpu")
 
 
 def test_dtrain_launch_names_each_rank_its_gpu_among_the_shared_ones(stand_in_nccl, monkeypatch):
