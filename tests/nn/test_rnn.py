@@ -15,14 +15,7 @@ import pytest
 import dtrain as dt
 from dtrain._tensor.nn.modules.rnn import GRU, LSTM, RNN
 from dtrain._tensor.nn.modules.rnn_cells import GRUCell, LSTMCell, RNNCell
-from dtrain._tensor.nn.rnn_utils import (
-    PackedSequence,
-    pack_padded_sequence,
-    pack_sequence,
-    pad_packed_sequence,
-    pad_sequence,
-    unpad_sequence,
-)
+from dtrain._tensor.nn.rnn_utils import pad_sequence, unpad_sequence
 from dtrain.autograd import gradcheck
 
 CLASSES = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
@@ -373,17 +366,6 @@ def test_pad_sequence_values_sides_and_gradients(rng):
         pad_sequence(seqs, padding_side="middle")
     with pytest.raises(ValueError, match="empty list"):
         pad_sequence([])
-
-
-def test_packed_sequences_are_refused_with_the_fix():
-    for call in (
-        lambda: pack_padded_sequence(dt.zeros(3, 2, 1), [3, 2]),
-        lambda: pack_sequence([dt.zeros(3, 1)]),
-        lambda: pad_packed_sequence(None),
-        lambda: PackedSequence(dt.zeros(3, 1)),
-    ):
-        with pytest.raises(NotImplementedError, match="pad_sequence"):
-            call()
 
 
 # ---- against PyTorch -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""``dtrain.nn.utils.rnn``: padding variable-length sequences for the recurrent layers
-(packed sequences are not offered: pad and mask)."""
+"""``dtrain.nn.utils.rnn``: padding and packing variable-length sequences for the recurrent
+layers, as ``torch.nn.utils.rnn``."""
 
 from dtrain._tensor.nn.rnn_utils import (
     PackedSequence,
@@ -7,6 +7,7 @@ from dtrain._tensor.nn.rnn_utils import (
     pack_sequence,
     pad_packed_sequence,
     pad_sequence,
+    unpack_sequence,
     unpad_sequence,
 )
 
@@ -16,5 +17,6 @@ __all__ = [
     "pack_sequence",
     "pad_packed_sequence",
     "pad_sequence",
+    "unpack_sequence",
     "unpad_sequence",
 ]

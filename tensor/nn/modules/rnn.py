@@ -3,7 +3,10 @@ arguments, parameter names (``weight_ih_l0``, ``bias_hh_l1_reverse`` ...), shape
 order and initialisation, so a PyTorch state dict loads and gives the same outputs.
 
 Each layer and direction projects the whole sequence's input with one product, then steps
-through time with the cell updates of ``rnn_cells``; autograd gives the gradients.
+through time, each step one op of ``ops/rnn_cell`` (product with ``weight_hh``, gates and
+state update, backward beside them). A ``PackedSequence`` runs on its rows as they are:
+step t takes the first ``batch_sizes[t]`` rows of the state, so every sequence's final
+state is taken at its own last step, and the reverse direction starts there.
 """
 
 from __future__ import annotations
@@ -18,15 +21,12 @@ from dtrain._tensor.nn import init
 from dtrain._tensor.nn.functional.dropout import dropout as dropout_fn
 from dtrain._tensor.nn.functional.linear import linear
 from dtrain._tensor.nn.module import Module
-from dtrain._tensor.nn.modules.rnn_cells import GATES, gru_step, lstm_step, rnn_step
+from dtrain._tensor.nn.modules.rnn_cells import GATES
+from dtrain._tensor.nn.rnn_utils import PackedSequence
+from dtrain._tensor.ops.rnn_cell import gru_step, lstm_step, rnn_step
 from dtrain._tensor.ops.shape import cat, stack
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
-
-_PACKED_REFUSED = (
-    "{where}: PackedSequence input is not supported; pad the batch with "
-    "nn.utils.rnn.pad_sequence and ignore (mask) the outputs past each sequence's length"
-)
 
 
 class RNNBase(Module):
@@ -142,36 +142,53 @@ class RNNBase(Module):
         return text
 
     # ---- forward ---------------------------------------------------------------------------
-    def _prepare(self, input: Any, states: tuple) -> tuple[Tensor, tuple, bool]:
-        """Check the call; return ``input`` as (L, N, I), each state as (D·layers, N, ·)
-        (zeros when None) and whether the call was unbatched."""
+    def _prepare(self, input: Any, states: tuple) -> tuple:
+        """Check the call; return ``(data, batch_sizes, states, unbatched, packed)``: the
+        input as (rows, I) rows of its time steps in turn (a packed sequence's data, or the
+        padded input's (L·N, I)), the batch size of each step, each state as
+        (D·layers, N, ·) in the data's batch order (zeros when None), whether the call was
+        unbatched, and the PackedSequence given (or None)."""
         where = type(self).__name__
-        if not isinstance(input, Tensor):
-            if type(input).__name__ == "PackedSequence":
-                raise NotImplementedError(_PACKED_REFUSED.format(where=where))
-            raise TypeError(f"{where}: input must be a Tensor, got {type(input).__name__}")
-        if input.ndim not in (2, 3):
+        packed = input if isinstance(input, PackedSequence) else None
+        if packed is not None:
+            data, unbatched = packed.data, False
+            batch_sizes = [int(size) for size in packed.batch_sizes.tolist()]
+            if data.ndim != 2:
+                raise ValueError(
+                    f"{where}: a PackedSequence's data must be 2-D (rows, input_size), got "
+                    f"{data.ndim}-D; pack (L, N, I) or (N, L, I) input"
+                )
+        elif not isinstance(input, Tensor):
+            raise TypeError(
+                f"{where}: input must be a Tensor or a PackedSequence, got {type(input).__name__}"
+            )
+        elif input.ndim not in (2, 3):
             raise ValueError(f"{where}: Expected input to be 2D or 3D, got {input.ndim}D tensor")
-        if input.shape[-1] != self.input_size:
+        else:
+            data = input
+        if data.shape[-1] != self.input_size:
             raise RuntimeError(
                 f"{where}: input.size(-1) must be equal to input_size. Expected "
-                f"{self.input_size}, got {input.shape[-1]}"
+                f"{self.input_size}, got {data.shape[-1]}"
             )
-        unbatched = input.ndim == 2
-        if unbatched:
-            input = input.unsqueeze(1)
-        elif self.batch_first:
-            input = input.transpose(0, 1)
-        if input.shape[0] == 0:
-            raise ValueError(f"{where}: the input sequence is empty (length 0); give >= 1 step")
-        batch = input.shape[1]
+        if packed is None:
+            unbatched = input.ndim == 2
+            if unbatched:
+                input = input.unsqueeze(1)
+            elif self.batch_first:
+                input = input.transpose(0, 1)
+            if input.shape[0] == 0:
+                raise ValueError(f"{where}: the input sequence is empty (length 0); give >= 1 step")
+            batch_sizes = [input.shape[1]] * input.shape[0]
+            data = input.reshape(-1, self.input_size)
+        batch = batch_sizes[0]
         directions = 2 if self.bidirectional else 1
         sizes = [self.proj_size or self.hidden_size, self.hidden_size]  # h, then LSTM's c
         out = []
         for state, size in zip(states, sizes):
             expected = (self.num_layers * directions, batch, size)
             if state is None:
-                state = zeros(expected, dtype=input.dtype, device=input.device)
+                state = zeros(expected, dtype=data.dtype, device=data.device)
             else:
                 wanted = 2 if unbatched else 3
                 if state.ndim != wanted:
@@ -185,15 +202,17 @@ class RNNBase(Module):
                     shown = expected[:1] + expected[2:] if unbatched else expected
                     got = state.shape[:1] + state.shape[2:] if unbatched else state.shape
                     raise RuntimeError(f"{where}: Expected hidden size {shown}, got {list(got)}")
+                if packed is not None and packed.sorted_indices is not None:
+                    state = state.index_select(1, packed.sorted_indices)
             out.append(state)
-        return input, tuple(out), unbatched
+        return data, batch_sizes, tuple(out), unbatched, packed
 
-    def _run(self, input: Tensor, h0: Tensor, c0: Tensor | None) -> tuple:
-        """The stacked layers on (L, N, I); returns (output, h_n, c_n or None)."""
+    def _run(self, data: Tensor, batch_sizes: list, h0: Tensor, c0: Tensor | None) -> tuple:
+        """The stacked layers on the rows of every time step (``batch_sizes[t]`` rows for
+        step t, nonincreasing); returns (output rows, h_n, c_n or None)."""
         directions = 2 if self.bidirectional else 1
-        length = input.shape[0]
         final_h, final_c = [], []
-        layer_input = input
+        layer_input = data
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(directions):
@@ -202,34 +221,93 @@ class RNNBase(Module):
                 params = {name.split("_l")[0]: getattr(self, name) for name in names}
                 # One product for every time step's input projection.
                 projected = linear(layer_input, params["weight_ih"], params.get("bias_ih"))
-                h = h0[index]
-                c = None if c0 is None else c0[index]
-                steps = range(length - 1, -1, -1) if direction else range(length)
-                hs = [None] * length
-                w_hh, b_hh = params["weight_hh"], params.get("bias_hh")
-                for t in steps:
-                    if self.mode == "LSTM":
-                        h, c = lstm_step(projected[t], h, c, w_hh, b_hh, params.get("weight_hr"))
-                    elif self.mode == "GRU":
-                        h = gru_step(projected[t], h, w_hh, b_hh)
-                    else:
-                        h = rnn_step(self.mode, projected[t], h, w_hh, b_hh)
-                    hs[t] = h
-                outputs.append(stack(hs))
-                final_h.append(h)
-                final_c.append(c)
+                if self.mode == "LSTM":
+                    if params.get("bias_hh") is not None:
+                        projected = projected + params["bias_hh"]
+                    state = cat([h0[index], c0[index]], -1)
+                else:
+                    state = h0[index]
+                output, state = self._direction(params, projected, state, batch_sizes, direction)
+                outputs.append(output)
+                if self.mode == "LSTM":
+                    size = self.proj_size or self.hidden_size
+                    final_h.append(state[:, :size])
+                    final_c.append(state[:, size:])
+                else:
+                    final_h.append(state)
             layer_input = outputs[0] if directions == 1 else cat(outputs, -1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = dropout_fn(layer_input, self.dropout, training=True)
         c_n = stack(final_c) if c0 is not None else None
         return layer_input, stack(final_h), c_n
 
-    def _finish(self, output: Tensor, states: tuple, unbatched: bool) -> tuple:
+    def _direction(
+        self, params: dict, projected: Tensor, state0: Tensor, batch_sizes: list, reverse: int
+    ) -> tuple[Tensor, Tensor]:
+        """One layer in one direction: (output rows, final state). A sequence's final state is
+        taken at its own last step: as the batch shrinks (shorter sequences end, going
+        forward) the rows that stop are set aside; going backward, each sequence joins with
+        its initial state at its own last step."""
+        starts = [0]
+        for size in batch_sizes[:-1]:
+            starts.append(starts[-1] + size)
+        w_hh, b_hh, w_hr = params["weight_hh"], params.get("bias_hh"), params.get("weight_hr")
+        hidden = self.hidden_size
+        relu = self.mode == "RNN_RELU"
+        steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
+        state = state0 if not reverse else state0[: batch_sizes[-1]]
+        finished = []  # going forward: the final states of the sequences that have ended
+        hs: list = [None] * len(batch_sizes)
+        for t in steps:
+            size, start = batch_sizes[t], starts[t]
+            rows = state.shape[0]
+            if size < rows:
+                finished.append(state[size:])
+                state = state[:size]
+            elif size > rows:
+                state = cat([state, state0[rows:size]])
+            if self.mode == "LSTM":
+                state = lstm_step(projected, state, w_hh, start, start + size)
+                if w_hr is not None:
+                    h = linear(state[:, :hidden], w_hr)
+                    state = cat([h, state[:, hidden:]], -1)
+                    hs[t] = h
+                else:
+                    hs[t] = state  # [h | c]: the c half is cut off once, below
+            elif self.mode == "GRU":
+                state = hs[t] = gru_step(projected, state, w_hh, b_hh, start, start + size)
+            else:
+                state = hs[t] = rnn_step(projected, state, w_hh, b_hh, relu, start, start + size)
+        output = hs[0] if len(hs) == 1 else cat(hs)
+        if self.mode == "LSTM" and w_hr is None:
+            output = output[:, :hidden]
+        if finished:
+            state = cat([state, *reversed(finished)])
+        return output, state
+
+    def _finish(
+        self, output: Tensor, states: tuple, batch: int, unbatched: bool, packed: Any
+    ) -> tuple:
+        if packed is not None:
+            output = PackedSequence(
+                output, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+            )
+            if packed.unsorted_indices is not None:
+                states = tuple(s.index_select(1, packed.unsorted_indices) for s in states)
+            return output, states
+        output = output.reshape(output.shape[0] // batch, batch, -1)
         if unbatched:
             return output.squeeze(1), tuple(s.squeeze(1) for s in states)
         if self.batch_first:
             output = output.transpose(0, 1)
         return output, states
+
+    def _forward(self, input: Any, states: tuple) -> tuple:
+        data, batch_sizes, states, unbatched, packed = self._prepare(input, states)
+        h0, c0 = states if len(states) == 2 else (states[0], None)
+        output, h_n, c_n = self._run(data, batch_sizes, h0, c0)
+        states = (h_n,) if c_n is None else (h_n, c_n)
+        return self._finish(output, states, batch_sizes[0], unbatched, packed)
 
 
 class RNN(RNNBase):
@@ -252,12 +330,12 @@ class RNN(RNNBase):
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", *args, **kwargs)
         self.nonlinearity = nonlinearity
 
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``input`` (L, N, I) ((N, L, I) with ``batch_first``, or (L, I) unbatched) and ``hx``
-        (D·num_layers, N, H) (zeros if None) → ``(output (L, N, D·H), h_n)``."""
-        input, (h0,), unbatched = self._prepare(input, (hx,))
-        output, h_n, _ = self._run(input, h0, None)
-        output, (h_n,) = self._finish(output, (h_n,), unbatched)
+    def forward(self, input: Any, hx: Tensor | None = None) -> tuple[Any, Tensor]:
+        """``input`` (L, N, I) ((N, L, I) with ``batch_first``, or (L, I) unbatched, or a
+        ``PackedSequence``) and ``hx`` (D·num_layers, N, H) (zeros if None) → ``(output
+        (L, N, D·H) or a PackedSequence, h_n)``; h_n is each sequence's state at its own
+        last step."""
+        output, (h_n,) = self._forward(input, (hx,))
         return output, h_n
 
 
@@ -270,18 +348,17 @@ class LSTM(RNNBase):
         super().__init__("LSTM", *args, **kwargs)
 
     def forward(
-        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """``input`` (L, N, I) ((N, L, I) with ``batch_first``, or (L, I) unbatched) and
+        self, input: Any, hx: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Any, tuple[Tensor, Tensor]]:
+        """``input`` (L, N, I) ((N, L, I) with ``batch_first``, (L, I) unbatched, or a
+        ``PackedSequence``, then the output is one too) and
         ``hx = (h0, c0)``, each (D·num_layers, N, ·) (zeros if None) → ``(output, (h_n,
         c_n))``; output (L, N, D·H_out) with H_out = proj_size or hidden_size."""
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError(
                 f"LSTM: hx must be a tuple (h0, c0) of two tensors, got {type(hx).__name__}"
             )
-        input, (h0, c0), unbatched = self._prepare(input, (None, None) if hx is None else hx)
-        output, h_n, c_n = self._run(input, h0, c0)
-        output, (h_n, c_n) = self._finish(output, (h_n, c_n), unbatched)
+        output, (h_n, c_n) = self._forward(input, (None, None) if hx is None else tuple(hx))
         return output, (h_n, c_n)
 
 
@@ -294,9 +371,7 @@ class GRU(RNNBase):
             raise ValueError("proj_size argument is only supported for LSTM, not RNN or GRU")
         super().__init__("GRU", *args, **kwargs)
 
-    def forward(self, input: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, input: Any, hx: Tensor | None = None) -> tuple[Any, Tensor]:
         """As ``RNN.forward``."""
-        input, (h0,), unbatched = self._prepare(input, (hx,))
-        output, h_n, _ = self._run(input, h0, None)
-        output, (h_n,) = self._finish(output, (h_n,), unbatched)
+        output, (h_n,) = self._forward(input, (hx,))
         return output, h_n

@@ -1,7 +1,7 @@
 """RNNCell, LSTMCell, GRUCell, and the one-step updates the sequence layers share.
 
-The gates are composed from differentiable ops (``linear``, ``sigmoid``, ``tanh``), so
-autograd gives the gradients. Parameter names, shapes, gate order (LSTM ``i, f, g, o``;
+Each step is one op of ``ops/rnn_cell`` (the gates' product, nonlinearities and state
+update, with its backward beside it). Parameter names, shapes, gate order (LSTM ``i, f, g, o``;
 GRU ``r, z, n``) and initialisation are PyTorch's: a PyTorch state dict loads as is.
 """
 
@@ -14,51 +14,13 @@ from dtrain._tensor.creation import empty, size_argument, zeros
 from dtrain._tensor.nn import init
 from dtrain._tensor.nn.functional.linear import linear
 from dtrain._tensor.nn.module import Module
-from dtrain._tensor.ops.activation import relu, sigmoid, tanh
+from dtrain._tensor.ops.rnn_cell import gru_step, lstm_step, rnn_step
+from dtrain._tensor.ops.shape import cat
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
 
 # Rows of weight_ih / weight_hh per hidden unit.
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
-
-
-def rnn_step(
-    mode: str, projected: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Tensor | None
-) -> Tensor:
-    """One Elman step from the input's projection ``p = x W_ihᵀ + b_ih``:
-    ``act(p + h W_hhᵀ + b_hh)``."""
-    total = projected + linear(h, weight_hh, bias_hh)
-    return tanh(total) if mode == "RNN_TANH" else relu(total)
-
-
-def lstm_step(
-    projected: Tensor,
-    h: Tensor,
-    c: Tensor,
-    weight_hh: Tensor,
-    bias_hh: Tensor | None,
-    weight_hr: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """One LSTM step from the input's projection; gates in PyTorch's order ``i, f, g, o``.
-    With ``weight_hr`` (``proj_size > 0``) the new h is projected by it."""
-    gates = projected + linear(h, weight_hh, bias_hh)
-    i, f, g, o = gates.chunk(4, -1)
-    c = sigmoid(f) * c + sigmoid(i) * tanh(g)
-    h = sigmoid(o) * tanh(c)
-    if weight_hr is not None:
-        h = linear(h, weight_hr)
-    return h, c
-
-
-def gru_step(projected: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Tensor | None) -> Tensor:
-    """One GRU step from the input's projection; gates in PyTorch's order ``r, z, n``
-    (``b_hn`` stays inside ``r * (h W_hnᵀ + b_hn)``, as PyTorch)."""
-    i_r, i_z, i_n = projected.chunk(3, -1)
-    h_r, h_z, h_n = linear(h, weight_hh, bias_hh).chunk(3, -1)
-    r = sigmoid(i_r + h_r)
-    z = sigmoid(i_z + h_z)
-    n = tanh(i_n + r * h_n)
-    return n + z * (h - n)  # = (1 - z) * n + z * h
 
 
 class RNNCellBase(Module):
@@ -167,7 +129,7 @@ class RNNCell(RNNCellBase):
         """``input`` (N, I) or (I,), ``hx`` (N, H) or (H,) (zeros if None) → h' like hx."""
         input, (h,), unbatched = self._batched(input, (hx,))
         projected = linear(input, self.weight_ih, self.bias_ih)
-        h = rnn_step(self.mode, projected, h, self.weight_hh, self.bias_hh)
+        h = rnn_step(projected, h, self.weight_hh, self.bias_hh, self.mode == "RNN_RELU")
         return h.squeeze(0) if unbatched else h
 
 
@@ -194,7 +156,10 @@ class LSTMCell(RNNCellBase):
             )
         input, (h, c), unbatched = self._batched(input, (None, None) if hx is None else hx)
         projected = linear(input, self.weight_ih, self.bias_ih)
-        h, c = lstm_step(projected, h, c, self.weight_hh, self.bias_hh)
+        if self.bias_hh is not None:
+            projected = projected + self.bias_hh
+        out = lstm_step(projected, cat([h, c], -1), self.weight_hh)
+        h, c = out[:, : self.hidden_size], out[:, self.hidden_size :]
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
 
 
