@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 import math as _math
 
-from dtrain import amp, autograd, backends, cuda, linalg, nn, optim, testing, utils
+from dtrain import amp, autograd, backends, cuda, distributions, linalg, nn, optim, testing, utils
 from dtrain._tensor.amp import autocast, get_autocast_dtype, is_autocast_enabled
 from dtrain._tensor.autograd import (
     enable_grad,
@@ -320,6 +320,7 @@ __all__ = [
     "device",
     "Device",
     "diag",
+    "distributions",
     "div",
     "double",
     "DoubleTensor",

@@ -1,0 +1,34 @@
+"""Probability distributions, as ``torch.distributions`` (public as ``dtrain.distributions``).
+
+Samples come from dtrain's random generator (``dt.manual_seed``), so a seed draws other
+values than PyTorch's; densities, entropies, KL divergences and gradients match.
+"""
+
+from dtrain._tensor.distributions import constraints
+from dtrain._tensor.distributions.bernoulli import Bernoulli
+from dtrain._tensor.distributions.categorical import Categorical
+from dtrain._tensor.distributions.distribution import Distribution
+from dtrain._tensor.distributions.exponential import Exponential
+from dtrain._tensor.distributions.independent import Independent
+from dtrain._tensor.distributions.kl import kl_divergence, register_kl
+from dtrain._tensor.distributions.laplace import Laplace
+from dtrain._tensor.distributions.log_normal import LogNormal
+from dtrain._tensor.distributions.normal import Normal
+from dtrain._tensor.distributions.one_hot_categorical import OneHotCategorical
+from dtrain._tensor.distributions.uniform import Uniform
+
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "Distribution",
+    "Exponential",
+    "Independent",
+    "Laplace",
+    "LogNormal",
+    "Normal",
+    "OneHotCategorical",
+    "Uniform",
+    "constraints",
+    "kl_divergence",
+    "register_kl",
+]
