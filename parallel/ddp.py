@@ -151,7 +151,12 @@ class _Bucket:
         for p in params:
             self.offsets[id(p)] = (total, total + p.numel())
             total += p.numel()
-        self.flat = xp.zeros(total + (len(params) if flags else 0), dtype=dtype)
+        size = total + (len(params) if flags else 0)
+        if xp is np:
+            self.flat = np.zeros(size, dtype=dtype)
+        else:
+            with params[0]._array.device:  # beside the parameters, whatever is current
+                self.flat = xp.zeros(size, dtype=dtype)
         self.used = self.flat[total:] if flags else None
         self.slot = {id(p): i for i, p in enumerate(params)}
         self.views = {

@@ -14,7 +14,7 @@ from typing import Any
 from dtrain.parallel.backends.frames import DTYPE_CODES
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.reduce_op import ReduceOp, check_op
-from dtrain.parallel.work import OrderedExecutor, Work, on_callers_device
+from dtrain.parallel.work import OrderedExecutor, Work, on_process_device
 from dtrain.runtime.backend import get_array_module
 
 SUPPORTED_KINDS = "fiub"
@@ -121,7 +121,7 @@ class ProcessGroup:
                 self._break(f"{label}: rank {me} failed locally ({type(exc).__name__}: {exc})")
                 raise
 
-        run = on_callers_device(run)
+        run = on_process_device(run)
         if async_op:
             return self.executor.submit(run, work)
         return self.executor.run_inline(run, work)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import datetime
 import queue
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from dtrain.parallel.errors import CollectiveError
 from dtrain.runtime.backend import loaded_cupy
+from dtrain.runtime.device_selection import process_cuda_device
 
 
 class Work:
@@ -247,14 +247,14 @@ class Chained(Work):
         self.inner.then(step)
 
 
-def on_callers_device(job: Callable[[], Any]) -> Callable[[], Any]:
-    """``job`` bound to this thread's current CUDA device (not its stream): a collective's
-    job runs on the executor thread, whose current device is its own (device 0), while
-    the averaging, staging and copies it does belong on the rank's GPU."""
+def on_process_device(job: Callable[[], Any]) -> Callable[[], Any]:
+    """``job`` bound to the process's GPU (not a stream): a collective's job runs on the
+    executor thread, whose current device is its own (device 0), while the averaging,
+    staging and copies it does belong on the rank's GPU."""
     cupy = loaded_cupy()  # None until CUDA was found usable: no CUDA arrays to work on
     if cupy is None:
         return job
-    device = cupy.cuda.Device()  # asks the runtime for the current device
+    device = process_cuda_device(cupy)
 
     def on_device() -> Any:
         with device:
@@ -264,19 +264,17 @@ def on_callers_device(job: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def _on_current_device(step: Callable[[], Any]) -> Callable[[], Any]:
-    """``step`` bound to this thread's current CUDA device and stream: it runs on the
-    executor thread, whose current device is its own (device 0), not the rank's, and whose
-    stream is its own. On the caller's stream, its kernels come before whatever the caller
-    queues after ``wait()`` (reads of the outputs, and reuse of the scratch arrays it frees,
-    which cupy's pool hands out per stream)."""
-    cupy = sys.modules.get("cupy")  # not imported: no CUDA arrays to write
+    """``step`` bound to the process's GPU and this thread's current stream there: it runs
+    on the executor thread, whose current device is its own (device 0), not the rank's,
+    and whose stream is its own. On the caller's stream, its kernels come before whatever
+    the caller queues after ``wait()`` (reads of the outputs, and reuse of the scratch
+    arrays it frees, which cupy's pool hands out per stream)."""
+    cupy = loaded_cupy()  # None until CUDA was found usable: no CUDA arrays to write
     if cupy is None:
         return step
-    try:
-        device = cupy.cuda.Device()  # asks the runtime for the current device
+    device = process_cuda_device(cupy)
+    with device:
         stream = cupy.cuda.get_current_stream()
-    except Exception:  # cupy without a GPU or driver: nothing to switch
-        return step
 
     def on_device() -> Any:
         with device, stream:

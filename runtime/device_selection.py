@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dtrain.runtime.backend import loaded_cupy, require_cupy
+from dtrain.runtime.backend import require_cupy
 
 _selected: int | None = None  # None until the process selects
 _by_placement = False  # selected by a first placement, not by the script's own choice
@@ -27,12 +27,9 @@ def current_cuda_index() -> int:
     rank's own (``DTRAIN_DEVICE`` or its local rank, as ``local_device()``), else 0."""
     if _selected is not None:
         return _selected
-    if loaded_cupy() is None:
-        return 0  # cupy never loaded: nothing has run on a GPU yet, and none is known
-    from dtrain.runtime.rank_device import rank_device  # imports Device: not at the top
+    from dtrain.runtime.rank_device import rank_cuda_index  # imports Device: not at the top
 
-    device = rank_device(warn=False)
-    return device.index if device.type == "cuda" else 0
+    return rank_cuda_index()
 
 
 def select_cuda_device(index: int, by_placement: bool = False) -> None:
@@ -59,6 +56,12 @@ def use_selected_device(cupy: Any) -> None:
     while nothing is selected)."""
     if _selected is not None and cupy.cuda.runtime.getDevice() != _selected:
         cupy.cuda.Device(_selected).use()
+
+
+def process_cuda_device(cupy: Any) -> Any:
+    """``cupy.cuda.Device`` of the process's GPU: the selected one, else this thread's
+    current (for work handed to another thread, which starts on device 0)."""
+    return cupy.cuda.Device(_selected) if _selected is not None else cupy.cuda.Device()
 
 
 def selected_cuda_device() -> int | None:

@@ -19,9 +19,10 @@ DEVICE_VARIABLE = "DTRAIN_DEVICE"
 
 
 def rank_device(warn: bool = True) -> Device:
-    """``DTRAIN_DEVICE`` when set. Otherwise, with no CUDA device visible: the CPU. With
-    CUDA, the GPU of this rank's index on its node (``LOCAL_RANK``, or the MPI launcher's
-    local rank; 0 for a single process), as torchrun scripts do with ``cuda:LOCAL_RANK``;
+    """``DTRAIN_DEVICE`` when set (plain ``cuda``: ``cuda:LOCAL_RANK``). Otherwise, with no
+    CUDA device visible: the CPU. With CUDA, the GPU of this rank's index on its node
+    (``LOCAL_RANK``, or the MPI launcher's local rank; 0 for a single process), as
+    torchrun scripts do with ``cuda:LOCAL_RANK``;
     but when the node runs more ranks than it shows GPUs, ranks would have to share one,
     which NCCL refuses, so every rank gets the CPU (with a warning when ``warn``).
 
@@ -29,6 +30,8 @@ def rank_device(warn: bool = True) -> Device:
         ValueError: ``DTRAIN_DEVICE`` is not a device name.
     """
     config = read_config()
+    if config.device == "cuda":  # no index: the GPU of the rank's place on its node
+        return Device("cuda", config.local_rank or 0)
     if config.device:
         try:
             return Device(config.device)
@@ -50,6 +53,13 @@ def rank_device(warn: bool = True) -> Device:
             )
         return Device("cpu")
     return Device("cuda", local_rank)
+
+
+def rank_cuda_index() -> int:
+    """The index plain ``"cuda"`` means before the process selects a GPU: the rank's own
+    (``rank_device``), else 0 (no GPU known: the placement's own check then says so)."""
+    device = rank_device(warn=False)
+    return device.index if device.type == "cuda" else 0
 
 
 def launcher_named_device() -> bool:

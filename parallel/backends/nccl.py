@@ -164,6 +164,11 @@ class NcclGroup(ProcessGroup):
         check, all_to_all's split sizes, or a CPU tensor) is staged through a device copy,
         and copied back when the collective ``written`` it."""
         if type(flat).__module__.startswith("cupy"):
+            if flat.device.id != self.device:
+                raise ValueError(
+                    f"nccl: a tensor on cuda:{flat.device.id}, but this rank's communicator "
+                    f"is on cuda:{self.device}: move it there first (.to('cuda:{self.device}'))"
+                )
             yield flat
             return
         cupy = require_cupy("the nccl backend")

@@ -9,6 +9,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from dtrain.runtime.backend import loaded_cupy
+from dtrain.runtime.device_selection import use_selected_device
+
 
 @dataclass(frozen=True)
 class WorkerInfo:
@@ -35,5 +38,10 @@ def get_worker_info() -> WorkerInfo | None:
 
 
 def become_worker(info: WorkerInfo) -> None:
-    """Mark the calling thread as DataLoader worker ``info.id`` (its pool's initializer)."""
+    """Mark the calling thread as DataLoader worker ``info.id`` (its pool's initializer),
+    on the process's GPU: a new thread starts on device 0, and a dataset may index CUDA
+    tensors."""
     _current.info = info
+    cupy = loaded_cupy()
+    if cupy is not None:
+        use_selected_device(cupy)

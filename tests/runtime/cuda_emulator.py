@@ -86,9 +86,12 @@ class EmuArray(FakeCupyArray):
 
     def __array_function__(self, func: Any, types_: Any, args: Any, kwargs: Any) -> Any:
         _count(func.__name__)
+        _check_devices((args, kwargs))
         return _wrap(func(*_plain(args), **_plain(kwargs)))
 
     def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (EmuArray, tuple, list)):  # an array index is a gather kernel
+            _check_devices((self, key))
         out = np.ndarray.__getitem__(self, key)
         if isinstance(out, np.generic):  # cupy: an integer index gives a 0-d view
             parts = key if isinstance(key, tuple) else (key,)
@@ -97,6 +100,7 @@ class EmuArray(FakeCupyArray):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         _count("setitem")
+        _check_devices((self, key, value))
         np.ndarray.__setitem__(self.view(np.ndarray), _plain(key), _plain(value))
 
     def reshape(self, *shape: Any, **kwargs: Any) -> Any:
@@ -109,10 +113,12 @@ class EmuArray(FakeCupyArray):
         if kwargs.get("copy", True) is False and np.dtype(dtype) == self.dtype:
             return self  # as cupy: the array itself, no kernel
         _count("astype")
+        _check_devices((self,))
         return _wrap(np.ndarray.astype(self.view(np.ndarray), dtype, *args, **kwargs))
 
     def copy(self, *args: Any, **kwargs: Any) -> Any:
         _count("copy")
+        _check_devices((self,))
         return _wrap(np.ndarray.copy(self.view(np.ndarray), *args, **kwargs))
 
     def fill(self, value: Any) -> None:
@@ -185,12 +191,24 @@ def _current_device() -> int:
     return getattr(_EmuDevice.threads, "id", 0)
 
 
+def _arrays_in(values: Any) -> Any:
+    """The EmuArrays among ``values``, looking into lists, tuples and dicts (a kernel's
+    argument tuple, ``cat``'s list, an index tuple)."""
+    for value in values:
+        if isinstance(value, EmuArray):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from _arrays_in(value)
+        elif isinstance(value, dict):
+            yield from _arrays_in(value.values())
+
+
 def _check_devices(arrays: Any) -> None:
     """cupy's check where GPUs have no peer access: a kernel's arrays must live on the
     current device (the emulator has no peer access, so a wrong device always shows)."""
     current = _current_device()
-    for array in arrays:
-        if isinstance(array, EmuArray) and array.device_id != current:
+    for array in _arrays_in(arrays):
+        if array.device_id != current:
             raise ValueError(
                 f"The device where the array resides ({array.device_id}) is different from "
                 f"the current device ({current}). Peer access is unavailable between these "
@@ -214,6 +232,7 @@ def _module(devices: int = 1) -> types.ModuleType:
         def call(*args: Any, **kwargs: Any) -> Any:
             if name not in allocations:
                 _count(name)
+                _check_devices((args, kwargs))
             return _wrap(target(*_plain(args), **_plain(kwargs)))
 
         if isinstance(target, np.ufunc):  # cupy.add.at(...) and the like
@@ -562,6 +581,7 @@ class _Counting:
 def _launch(fn: Any, grid: tuple, block: int, args: tuple) -> None:
     source, expression = fn
     check_launch(source.code, expression, args)
+    _check_devices(args)
     name = expression.partition("<")[0]
     _count(f"kernel {name}")
     KERNELS[name](*args)
@@ -577,6 +597,7 @@ def _launch_source(fn: Any, grid: tuple, block: int, args: tuple) -> None:
     """The launch carried out by the kernel's own CUDA C, compiled for the CPU."""
     source, expression = fn
     check_launch(source.code, expression, args)
+    _check_devices(args)
     _count(f"kernel {expression.partition('<')[0]}")
     host_cuda.launch(source, expression, grid, block, args)
 
@@ -585,6 +606,7 @@ def _matmul(a: Any, b: Any, out_dtype: Any = None) -> Any:
     """``runtime/cublas.matmul``: in ``out_dtype`` (float32 for float16 operands) the
     operands are taken up to it first, as cuBLAS accumulates in float32."""
     _count("cuBLAS gemm")
+    _check_devices((a, b))
     if out_dtype is not None and not cublas.supports_out(a.dtype, np.dtype(out_dtype)):
         raise ValueError(f"cuBLAS writes no {out_dtype} product of {a.dtype} operands")
     plan = cublas.plan(a, b, sys.modules["cupy"])  # counts the copies of odd layouts
@@ -594,6 +616,7 @@ def _matmul(a: Any, b: Any, out_dtype: Any = None) -> Any:
 def _matmul_epilogue(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
     """``runtime/cublaslt._run``: the product with its bias added or its row sums written,
     as if cuBLASLt took every case (on a GPU one it has no algorithm for falls back)."""
+    _check_devices((a, b, vector, out))
     _count("cuBLASLt gemm + epilogue")
     plan = cublas.plan(a, b, sys.modules["cupy"])
     product = np.matmul(_np(plan.a), _np(plan.b), dtype=out.dtype)

@@ -236,3 +236,63 @@ def test_a_cpu_rank_cannot_build_an_nccl_group(stand_in_nccl, monkeypatch):
     monkeypatch.setenv("DTRAIN_DEVICE", "cpu")
     with pytest.raises(RuntimeError, match=r"local_device\(\) is cpu .*backend='tcp'"):
         _nccl_group()
+
+
+def test_cuda_before_cupy_is_loaded_is_the_ranks_gpu(four_gpus, monkeypatch):
+    # a real script: nothing has loaded cupy before its first .cuda() / dt.device("cuda")
+    from dtrain.runtime import backend
+
+    monkeypatch.setattr(backend, "_cupy", None)
+    monkeypatch.setattr(backend, "_cupy_error", None)  # not tried yet either
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert Device("cuda").index == 3
+    assert dt.nn.Linear(2, 2).cuda().weight.device == Device("cuda:3")
+
+
+def test_dtrain_device_cuda_without_an_index_is_the_local_ranks_gpu(four_gpus, monkeypatch):
+    monkeypatch.setenv("DTRAIN_DEVICE", "cuda")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert str(dist.local_device()) == "cuda:1" and Device("cuda").index == 1
+
+
+def test_dataloader_workers_index_gpu_tensors_on_the_processs_gpu(four_gpus):
+    dt.cuda.set_device(2)
+    data = dt.utils.data.TensorDataset(dt.arange(12.0, device="cuda").reshape(6, 2))
+    loader = dt.utils.data.DataLoader(data, batch_size=2, num_workers=2)
+    batches = [batch for (batch,) in loader]  # a worker on device 0 would fail to index
+    assert [b.device for b in batches] == [Device("cuda:2")] * 3
+    assert batches[2].tolist() == [[8.0, 9.0], [10.0, 11.0]]
+
+
+def test_a_collective_from_another_thread_averages_on_the_processs_gpu(stand_in_nccl, monkeypatch):
+    import threading
+
+    dt.cuda.set_device(2)
+    group = _nccl_group()
+    group.size = 2
+    monkeypatch.setattr(nccl.NcclGroup, "_all_reduce", lambda self, flat, *rest: None)
+    x = dt.ones(4, device="cuda")
+    errors = []
+
+    def reduce():
+        try:
+            group.all_reduce(x._array, dist.ReduceOp.AVG, async_op=True).wait()
+        except Exception as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=reduce)  # a thread of its own: current device 0
+    thread.start()
+    thread.join()
+    assert errors == [] and x.tolist() == [0.5] * 4
+    group.executor.shutdown()
+
+
+def test_nccl_refuses_a_tensor_on_another_gpu_naming_both(stand_in_nccl):
+    dt.cuda.set_device(2)
+    group = _nccl_group()
+    group.size = 2
+    stray = dt.ones(2, device="cuda:1")
+    with pytest.raises(ValueError, match=r"on cuda:1, but this rank's communicator is on cuda:2"):
+        group.all_reduce(stray._array, dist.ReduceOp.SUM, async_op=False).wait()
+    group.executor.shutdown()
