@@ -49,9 +49,19 @@ def _register_parameter_or_buffer(module: Module, name: str, value: Tensor) -> N
         module.register_buffer(name, value)
 
 
-def _set(dest: Tensor, src: Tensor) -> None:
+def _check_device(dest: Tensor, src: Tensor, name: str) -> None:
+    if src.device != dest.device:
+        raise RuntimeError(
+            f"parametrization: cannot set {name} (on {dest.device}) to a tensor on "
+            f"{src.device}; the devices must match, as for PyTorch's set_: assign a value on "
+            f"{dest.device}, e.g. value.to({str(dest.device)!r})"
+        )
+
+
+def _set(dest: Tensor, src: Tensor, name: str = "original") -> None:
     """PyTorch's ``dest.set_(src)``: ``dest`` (the same object, so an optimizer holding it
-    keeps working) takes ``src``'s memory and shape."""
+    keeps working) takes ``src``'s memory and shape, on the same device only (as ``set_``)."""
+    _check_device(dest, src, name)
     dest._array = src._array
     dest._version[0] += 1  # a graph that saved the old values must not see the new ones
 
@@ -160,14 +170,16 @@ class ParametrizationList(ModuleList):
                     f"{type(value).__name__}"
                     + (f" of length {len(value)}" if isinstance(value, Sequence) else "")
                 )
-            for i, tensor in enumerate(value):
-                target = getattr(self, f"original{i}")
+            targets = [getattr(self, f"original{i}") for i in range(self.ntensors)]
+            for i, (tensor, target) in enumerate(zip(value, targets)):
                 if not isinstance(tensor, Tensor) or tensor.dtype != target.dtype:
                     raise ValueError(
                         f"right_inverse's element {i} must be a tensor of dtype {target.dtype} "
                         f"(as original{i}), got {getattr(tensor, 'dtype', type(tensor).__name__)}"
                     )
-                _set(target, tensor)
+                _check_device(target, tensor, f"original{i}")  # all, before any is stored
+            for i, (tensor, target) in enumerate(zip(value, targets)):
+                _set(target, tensor, f"original{i}")
 
     def forward(self) -> Tensor:
         modules = iter(self._modules.values())

@@ -198,18 +198,145 @@ def test_errors_name_the_fix():
         F.affine_grid(dt.zeros(1, 2, 3), (1, 1, 0, 3))
 
 
+# ---- non-finite values, empty batches, large images --------------------------------------
+@pytest.mark.parametrize("mode,align", list(itertools.product(MODES, [True, False])))
+def test_an_inf_pixel_reaches_only_the_points_that_read_it(mode, align):
+    # An out-of-bounds tap (zeros padding) must not read pixel (0, 0): inf there times a
+    # zero mask would be NaN. Every point here reads columns >= 1 only (bicubic included).
+    x = np.arange(12.0).reshape(1, 1, 3, 4)
+    grid = np.array([[[[0.9, 0.9], [3.0, 3.0], [0.4, 0.2], [1.2, -0.5], [0.6, -1.3]]]])
+    results = []
+    for corner in (0.0, np.inf):
+        x[0, 0, 0, 0] = corner
+        a, g = leaf(x), leaf(grid)
+        out = F.grid_sample(a, g, mode, "zeros", align)
+        out.sum().backward()
+        results.append([out.detach().numpy(), g.grad.numpy(), a.grad.numpy()])
+    for finite, with_inf in zip(*results):
+        assert np.isfinite(with_inf).all()
+        np.testing.assert_array_equal(with_inf, finite)
+    if mode != "bicubic":
+        expected = reference(x, grid, mode, "zeros", align)
+        np.testing.assert_allclose(results[1][0], expected, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # inf - inf in the weights
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_grid_point_leaves_the_input_gradient_alone(mode, bad):
+    # The point's taps are all out of bounds: nothing of it may be added to a pixel, even
+    # with a NaN weight. Its own output is NaN as in PyTorch (0 for nearest, which has no
+    # weights).
+    x = np.arange(12.0).reshape(1, 1, 3, 4)
+    grid = np.array([[[[bad, 0.0], [0.2, 0.3]], [[0.0, bad], [-0.4, 0.1]]]])
+    keep = np.array([[[[0.0, 1.0], [0.0, 1.0]]]])  # the loss ignores the non-finite points
+    grads = []
+    for g in (grid, np.where(np.isfinite(grid), grid, 0.0)):
+        a = leaf(x)
+        out = F.grid_sample(a, leaf(g), mode, "zeros", False)
+        (out * dt.tensor(keep)).sum().backward()
+        grads.append(a.grad.numpy())
+    assert np.isfinite(grads[0]).all()
+    np.testing.assert_array_equal(grads[0], grads[1])
+    out = F.grid_sample(dt.tensor(x), dt.tensor(grid), mode, "zeros", False).numpy()
+    expected = 0.0 if mode == "nearest" else np.nan
+    np.testing.assert_array_equal(out[0, 0, :, 0], [expected, expected])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", [(0, 3, 5, 7), (2, 0, 5, 7)])
+def test_an_empty_batch_or_no_channels(mode, shape):
+    x, grid = leaf(np.zeros(shape)), leaf(np.ones((shape[0], 4, 6, 2)))
+    out = F.grid_sample(x, grid, mode, align_corners=False)
+    assert out.shape == (shape[0], shape[1], 4, 6)
+    out.sum().backward()
+    assert x.grad.shape == shape and grid.grad.shape == grid.shape
+    assert not grid.grad.numpy().any()
+    five = F.grid_sample(dt.zeros(0, 2, 3, 4, 5), dt.zeros(0, 1, 2, 3, 3))
+    assert five.shape == (0, 2, 1, 2, 3)
+
+
+def reference_input_gradient(shape, grid, direction, align):
+    """d sum(direction * grid_sample(x, grid)) / dx for bilinear, zeros: tap by tap."""
+    h, w = shape[2:]
+    out = np.zeros(shape)
+    for b, i, j in np.ndindex(*grid.shape[:3]):
+        px = (grid[b, i, j, 0] + 1) / 2 * (w - 1) if align else ((grid[b, i, j, 0] + 1) * w - 1) / 2
+        py = (grid[b, i, j, 1] + 1) / 2 * (h - 1) if align else ((grid[b, i, j, 1] + 1) * h - 1) / 2
+        x0, y0 = int(np.floor(px)), int(np.floor(py))
+        for yy, xx in itertools.product((y0, y0 + 1), (x0, x0 + 1)):
+            if 0 <= yy < h and 0 <= xx < w:
+                weight = (1 - abs(px - xx)) * (1 - abs(py - yy))
+                out[b, :, yy, xx] += weight * direction[b, :, i, j]
+    return out
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (1, 3, 260, 256)])  # small / large planes
+def test_input_gradient_matches_a_tap_by_tap_reference(rng, shape):
+    # The CPU sums channels a few at a time for small images, one at a time for large ones.
+    grid = rng.uniform(-1.2, 1.2, (shape[0], 4, 5, 2))
+    grid[:, 0] = grid[:, 1]  # points on the same pixels: repeated positions to sum
+    direction = rng.standard_normal((shape[0], shape[1], 4, 5))
+    for align in (True, False):
+        x = leaf(rng.standard_normal(shape))
+        (
+            F.grid_sample(x, dt.tensor(grid), align_corners=align) * dt.tensor(direction)
+        ).sum().backward()
+        expected = reference_input_gradient(shape, grid, direction, align)
+        np.testing.assert_allclose(x.grad.numpy(), expected, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_non_finite_values_match_torch(torch):
+    x = np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4)
+    x[0, 0, 0, 0] = np.inf
+    grid = np.array([[[[0.9, 0.9], [3.0, 3.0], [0.2, 0.3], [np.nan, 0.0], [0.1, np.inf]]]])
+    for mode, align in itertools.product(MODES, [True, False]):
+        values, grads = run_both(
+            torch,
+            lambda a, g, m=mode, al=align: F.grid_sample(a, g, m, "zeros", al),
+            lambda a, g, m=mode, al=align: torch.nn.functional.grid_sample(a, g, m, "zeros", al),
+            [x, grid.astype(np.float32)],
+        )
+        np.testing.assert_allclose(*values, rtol=1e-6, equal_nan=True)
+        for ours, theirs in grads:
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6, equal_nan=True)
+    x[0, 0, 0, 0] = 1.0  # the input gradient of pixels no finite point reads stays 0
+    values, grads = run_both(
+        torch,
+        lambda a, g: F.grid_sample(a, g, align_corners=False)[..., 2:3],
+        lambda a, g: torch.nn.functional.grid_sample(a, g, align_corners=False)[..., 2:3],
+        [x, grid.astype(np.float32)],
+    )
+    np.testing.assert_allclose(*grads[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 5, 7), (2, 0, 5, 7)])
+def test_empty_matches_torch(torch, shape):
+    values, grads = run_both(
+        torch,
+        lambda a, g: F.grid_sample(a, g, align_corners=False),
+        lambda a, g: torch.nn.functional.grid_sample(a, g, align_corners=False),
+        [np.zeros(shape), np.ones((shape[0], 4, 6, 2))],
+    )
+    assert values[0].shape == values[1].shape
+    for ours, theirs in grads:
+        np.testing.assert_array_equal(ours, theirs)
+
+
 # ---- the test device (cupy paths; deterministic scatter) -----------------------------------
 @pytest.mark.parametrize("deterministic", [False, True])
 @pytest.mark.parametrize("mode", MODES)
-def test_on_the_test_device(test_device, rng, mode, deterministic):
+@pytest.mark.parametrize("padding", ["reflection", "zeros"])
+def test_on_the_test_device(test_device, rng, mode, deterministic, padding):
     x, grid = rng.standard_normal((2, 3, 4, 5)), sample_grid(rng, 2, 6, 7)
     grid[1, :2] = 0.1  # many points reading the same pixels: a scatter with repeats
     on_cpu = [leaf(x), leaf(grid)]
     on_device = [dt.tensor(a, requires_grad=True, device=test_device) for a in (x, grid)]
-    expected = F.grid_sample(*on_cpu, mode=mode, padding_mode="reflection")
+    expected = F.grid_sample(*on_cpu, mode=mode, padding_mode=padding)
     dt.use_deterministic_algorithms(deterministic)
     try:
-        got = F.grid_sample(*on_device, mode=mode, padding_mode="reflection")
+        got = F.grid_sample(*on_device, mode=mode, padding_mode=padding)
         got.sum().backward()
     finally:
         dt.use_deterministic_algorithms(False)
@@ -218,6 +345,23 @@ def test_on_the_test_device(test_device, rng, mode, deterministic):
     expected.sum().backward()
     for a, b in zip(on_device, on_cpu):
         np.testing.assert_allclose(a.grad.cpu().numpy(), b.grad.numpy(), atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+@pytest.mark.parametrize("mode", MODES)
+def test_non_finite_and_empty_on_the_test_device(test_device, rng, mode):
+    x, grid = rng.standard_normal((2, 3, 4, 5)), sample_grid(rng, 2, 3, 4)
+    x[0, :, 0, 0], grid[0, 0, 0], grid[1, 1, 1, 1] = np.inf, np.nan, -np.inf
+    for shapes in ((x, grid), (x[:0], grid[:0]), (x[:, :0], grid)):
+        on_cpu = [leaf(a) for a in shapes]
+        on_device = [dt.tensor(a, requires_grad=True, device=test_device) for a in shapes]
+        expected, got = (F.grid_sample(*args, mode=mode) for args in (on_cpu, on_device))
+        direction = rng.standard_normal(tuple(got.shape))
+        (got * dt.tensor(direction, device=test_device)).sum().backward()
+        (expected * dt.tensor(direction)).sum().backward()
+        np.testing.assert_allclose(got.detach().cpu().numpy(), expected.detach().numpy())
+        for a, b in zip(on_device, on_cpu):
+            np.testing.assert_allclose(a.grad.cpu().numpy(), b.grad.numpy(), atol=1e-10)
 
 
 # ---- PyTorch -------------------------------------------------------------------------------

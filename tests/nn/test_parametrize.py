@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -321,6 +322,34 @@ def test_weight_norm_parametrization(rng, dim):
         parametrizations.weight_norm(linear(), dim=2)
 
 
+@pytest.fixture
+def emulated_cuda(monkeypatch):
+    """CUDA on the CPU (``tests/runtime/cuda_emulator``): ``device="cuda"`` works here."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "runtime"))
+    from cuda_emulator import install
+
+    return install(monkeypatch)
+
+
+@pytest.mark.parametrize("parametrization", [Scale(2.0), Split()], ids=["one", "several"])
+def test_assignment_on_another_device_is_refused(emulated_cuda, rng, parametrization):
+    # As PyTorch's set_: the original may not silently move to the value's device.
+    m = linear().to("cuda")
+    P.register_parametrization(m, "weight", parametrization)
+    before = m.weight.detach().cpu().numpy()
+    originals = list(m.parametrizations.weight.parameters())
+    with pytest.raises(
+        RuntimeError, match=r"original0? \(on cuda:0\) to a tensor on cpu.*'cuda:0'"
+    ):
+        m.weight = dt.tensor(rng.standard_normal((3, 3)))
+    assert all(str(t.device) == "cuda:0" for t in originals)
+    np.testing.assert_array_equal(m.weight.detach().cpu().numpy(), before)
+    target = rng.standard_normal((3, 3))
+    m.weight = dt.tensor(target, device="cuda")
+    assert str(m.weight.device) == "cuda:0"
+    np.testing.assert_allclose(m.weight.detach().cpu().numpy(), target)
+
+
 # ---- against PyTorch ----------------------------------------------------------------------
 def _torch_modules(torch):
     class TSymmetric(torch.nn.Module):
@@ -406,3 +435,21 @@ def test_weight_norm_matches_torch(torch, rng, same, copy_from_torch, dim):
     torch.nn.utils.parametrize.remove_parametrizations(theirs, "weight")
     P.remove_parametrizations(ours, "weight")
     same(ours.weight, theirs.weight, atol=1e-12)
+
+
+def test_assignment_on_another_device_is_refused_as_torch(torch, emulated_cuda):
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+        def right_inverse(self, x):
+            return x
+
+    theirs = torch.nn.Linear(2, 2).to("meta")  # torch CPU builds have no cuda: meta stands in
+    torch.nn.utils.parametrize.register_parametrization(theirs, "weight", Identity())
+    with pytest.raises(RuntimeError, match="devices must match"):
+        theirs.weight = torch.zeros(2, 2)
+    ours = linear().to("cuda")
+    P.register_parametrization(ours, "weight", Scale(1.0))
+    with pytest.raises(RuntimeError, match="devices must match"):
+        ours.weight = dt.zeros(3, 3, dtype=dt.float64)
