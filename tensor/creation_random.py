@@ -39,21 +39,36 @@ def sample(
         with cuda_context(Device(device)):
             if kind == "uniform":
                 array = cupy.random.uniform(params["low"], params["high"], shape, dtype=draw_dtype)
-            else:
-                array = cupy.random.normal(params["mean"], params["std"], shape, dtype=draw_dtype)
+                # cupy's float32 draw is 1 - (0, 1], which rounds to exactly 1 now and then
+                return _below_high(array.astype(dtype, copy=False), params["low"], params["high"])
+            array = cupy.random.normal(params["mean"], params["std"], shape, dtype=draw_dtype)
         return array.astype(dtype, copy=False)
     rng = _numpy_rng(generator)
     if kind == "uniform":
-        array = rng.random(shape, dtype=draw_dtype)
+        array = rng.random(shape, dtype=draw_dtype)  # [0, 1) in float32 and float64
         low, high = params["low"], params["high"]
+        if (low, high) == (0, 1) and dtype == draw_dtype:
+            return array
         if (low, high) != (0, 1):
             array = array * draw_dtype.type(high - low) + draw_dtype.type(low)
-    else:
-        array = rng.standard_normal(shape, dtype=draw_dtype)
-        mean, std = params["mean"], params["std"]
-        if (mean, std) != (0, 1):
-            array = array * draw_dtype.type(std) + draw_dtype.type(mean)
+        return _below_high(array.astype(dtype, copy=False), low, high)
+    array = rng.standard_normal(shape, dtype=draw_dtype)
+    mean, std = params["mean"], params["std"]
+    if (mean, std) != (0, 1):
+        array = array * draw_dtype.type(std) + draw_dtype.type(mean)
     return array.astype(dtype, copy=False)
+
+
+def _below_high(array: Any, low: float, high: float) -> Any:
+    """Clamp uniform draws to the largest value of their dtype below ``high``, keeping the
+    range half-open as PyTorch's: a float32 draw above ``1 - 2**-12`` rounds to 1.0 in
+    float16, and ``u * (high - low) + low`` can round up to ``high`` in any dtype."""
+    dtype = array.dtype.type
+    top = dtype(high)
+    if not dtype(low) < top:
+        return array  # an empty or reversed range: nothing lies below high
+    top = np.nextafter(top, dtype(-np.inf))
+    return get_array_module(array).minimum(array, top)
 
 
 def rand(

@@ -70,6 +70,9 @@ class InplaceMethods:
     def log1p_(self) -> Tensor:
         return _fn.unary_(self, _fn.log1p)
 
+    def expm1_(self) -> Tensor:
+        return _fn.unary_(self, _fn.expm1)
+
     def sqrt_(self) -> Tensor:
         return _fn.unary_(self, _fn.sqrt)
 

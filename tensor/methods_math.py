@@ -58,6 +58,9 @@ class MathMethods:
     def exp(self) -> Tensor:
         return _fn.exp(self)
 
+    def expm1(self) -> Tensor:
+        return _fn.expm1(self)
+
     def log(self) -> Tensor:
         return _fn.log(self)
 

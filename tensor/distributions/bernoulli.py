@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, ClassVar
+
+import numpy as np
 
 from dtrain._tensor import functions as fn
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.distributions import constraints
-from dtrain._tensor.distributions.distribution import Distribution
+from dtrain._tensor.distributions.distribution import (
+    Distribution,
+    batch_shape_of,
+    enumerate_values,
+    expand_params,
+    standard_uniform,
+)
 from dtrain._tensor.distributions.utils import (
     broadcast_all,
+    check_probs_or_logits,
     lazy_property,
     logits_to_probs,
     probs_to_logits,
 )
+from dtrain._tensor.size import Size
 from dtrain._tensor.tensor import Tensor
 
 
 def _bce_with_logits(logits: Tensor, target: Tensor) -> Tensor:
-    """``-(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))`` = ``softplus(x) - x t``,
-    differentiable in both ``x`` and ``t`` (the entropy needs the target's gradient)."""
-    return fn.softplus(logits) - logits * target
+    """``-(t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))``
+    = ``t softplus(-x) + (1 - t) softplus(x)``, differentiable in both ``x`` and ``t`` (the
+    entropy needs the target's gradient). Without softplus's threshold, and with no
+    ``softplus(x) - x t`` cancellation, it keeps ``-1.4e-11`` at ``x = 25``."""
+    exact = float("inf")
+    positive = fn.softplus(-logits, threshold=exact)
+    negative = fn.softplus(logits, threshold=exact)
+    return target * positive + (1 - target) * negative
 
 
 class Bernoulli(Distribution):
@@ -42,33 +56,22 @@ class Bernoulli(Distribution):
         logits: Any = None,
         validate_args: bool | None = None,
     ) -> None:
-        if (probs is None) == (logits is None):
-            raise ValueError(
-                "Bernoulli: pass either probs or logits, not both and not neither "
-                f"(got probs={probs!r}, logits={logits!r})"
-            )
-        if probs is not None:
-            is_scalar = isinstance(probs, numbers.Number)
-            (self.probs,) = broadcast_all(probs)
-        else:
-            is_scalar = isinstance(logits, numbers.Number)
-            (self.logits,) = broadcast_all(logits)
-        self._param = self.probs if probs is not None else self.logits
-        batch_shape = () if is_scalar else self._param.shape
+        check_probs_or_logits("Bernoulli", probs, logits)
+        self._param_name = "probs" if probs is not None else "logits"
+        given = probs if probs is not None else logits
+        setattr(self, self._param_name, broadcast_all(given)[0])
+        batch_shape = batch_shape_of((given,), self._param)
         super().__init__(batch_shape, validate_args=validate_args)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> Bernoulli:
-        new = self._get_checked_instance(Bernoulli, _instance)
-        batch_shape = tuple(batch_shape)
-        if "probs" in self.__dict__:
-            new.probs = self.probs.expand(batch_shape)
-            new._param = new.probs
-        if "logits" in self.__dict__:
-            new.logits = self.logits.expand(batch_shape)
-            new._param = new.logits
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
+        new = expand_params(self, Bernoulli, batch_shape, _instance, ("probs", "logits"))
+        new._param_name = self._param_name
         return new
+
+    @property
+    def _param(self) -> Tensor:
+        """The parameter the distribution was built from (``probs`` or ``logits``)."""
+        return self.__dict__[self._param_name]
 
     @property
     def mean(self) -> Tensor:
@@ -94,13 +97,18 @@ class Bernoulli(Distribution):
         return logits_to_probs(self.logits, is_binary=True)
 
     @property
-    def param_shape(self) -> tuple:
-        return tuple(self._param.shape)
+    def param_shape(self) -> Size:
+        """The shape of ``probs``/``logits`` (the batch shape)."""
+        return Size(self._param.shape)
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
-        shape = tuple(self._extended_shape(sample_shape))
+        # A comparison on the device: dt.bernoulli would check the probabilities on the host
+        # (a sync per draw); validate_args checked them at construction.
         with no_grad():
-            return fn.bernoulli(self.probs.expand(shape))
+            probs = self.probs
+            draw_dtype = np.float64 if probs.dtype == np.float64 else np.float32
+            u = standard_uniform(self._extended_shape(sample_shape), probs, dtype=draw_dtype)
+            return (u < probs).type_as(probs)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
@@ -113,10 +121,7 @@ class Bernoulli(Distribution):
 
     def enumerate_support(self, expand: bool = True) -> Tensor:
         values = fn.arange(2, dtype=self._param.dtype, device=self._param.device)
-        values = values.reshape((-1,) + (1,) * len(self._batch_shape))
-        if expand:
-            values = values.expand((-1,) + tuple(self._batch_shape))
-        return values
+        return enumerate_values(values, self._batch_shape, expand)
 
 
 __all__ = ["Bernoulli"]

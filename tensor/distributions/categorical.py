@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 
 from dtrain._tensor import functions as fn
-from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.distributions import constraints
-from dtrain._tensor.distributions.distribution import Distribution, as_size, standard_uniform
-from dtrain._tensor.distributions.utils import lazy_property, logits_to_probs, probs_to_logits
+from dtrain._tensor.distributions.distribution import (
+    Distribution,
+    as_size,
+    enumerate_values,
+    expand_params,
+    standard_uniform,
+)
+from dtrain._tensor.distributions.utils import (
+    check_probs_or_logits,
+    lazy_property,
+    logits_to_probs,
+    probs_to_logits,
+)
 from dtrain._tensor.size import Size
-from dtrain._tensor.tensor import Tensor
+from dtrain._tensor.tensor import Tensor, wrap
+from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.dtypes import finfo
 
 
-def _one_param(name: str, probs: Any, logits: Any) -> None:
-    if (probs is None) == (logits is None):
-        raise ValueError(
-            f"{name}: pass either probs or logits, not both and not neither "
-            f"(got probs={'None' if probs is None else 'a tensor'}, "
-            f"logits={'None' if logits is None else 'a tensor'})"
-        )
+def _check_param(name: str, probs: Any, logits: Any) -> None:
+    check_probs_or_logits(name, probs, logits)
     param = probs if probs is not None else logits
     if not isinstance(param, Tensor):
         raise TypeError(
@@ -38,13 +45,44 @@ def _one_param(name: str, probs: Any, logits: Any) -> None:
 
 def draw_categories(probs: Tensor, sample_shape: Size) -> Tensor:
     """Category indices (int64) of shape ``sample_shape + probs.shape[:-1]``, drawn on
-    ``probs``' device by inverting the cumulative sum with one uniform per draw."""
-    with no_grad():
-        cdf = probs.cumsum(-1)
-        cdf = cdf / cdf[..., -1:]  # the last entry exactly 1, so every draw lands in a category
-        u = standard_uniform(sample_shape + probs.shape[:-1], probs)
-        index = (cdf <= u.unsqueeze(-1)).sum(-1)
-        return index.clamp(max=probs.shape[-1] - 1)
+    ``probs``' device by inverting the cumulative probabilities: one uniform per draw,
+    found by one binary search over every row's CDF (row ``r`` shifted to ``[r, r + 1]``),
+    so ``O(n log K)`` time and no ``n x K`` temporary.
+
+    Raises:
+        RuntimeError: on the CPU, a row's probabilities are negative, NaN or all zero (on
+            CUDA the check would sync; such a row draws an arbitrary category there).
+    """
+    p = probs.detach()._array
+    xp = get_array_module(p)
+    k = p.shape[-1]
+    batch = p.shape[:-1]
+    rows = math.prod(batch)
+    cdf = xp.cumsum(p.reshape(rows, k), axis=1, dtype=np.float64)
+    total = cdf[:, -1:].copy()  # a copy: cupy's in-place divide below must not read cdf
+    if xp is np:  # a host check costs nothing on the CPU
+        bad = ~((total[:, 0] > 0) & np.isfinite(total[:, 0])) | (p.reshape(rows, k) < 0).any(1)
+        if bad.any():
+            raise RuntimeError(
+                "Categorical.sample: every row of probs needs finite, non-negative entries "
+                f"with a positive sum; row {int(bad.argmax())} is {p.reshape(rows, k)[bad][0]} "
+                "(validate_args=True names the bad parameter at construction)"
+            )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cdf /= total  # each row's last entry is exactly 1
+    offsets = xp.arange(rows, dtype=np.float64)
+    cdf += offsets[:, None]
+    # float32 draws for float16 (and float32) probs: a float16 grid would bias the draws
+    draw_dtype = np.float64 if p.dtype == np.float64 else np.float32
+    u = standard_uniform(tuple(sample_shape) + (rows,), probs, dtype=draw_dtype)._array
+    u = u.astype(np.float64) + offsets
+    # r + u can round up to r + 1 (the next row); below it, a zero-probability last
+    # category is never found
+    u = xp.minimum(u, xp.nextafter(offsets + 1, offsets))
+    index = xp.searchsorted(cdf.reshape(-1), u.reshape(-1), side="right")
+    index = index.reshape(u.shape) - offsets.astype(np.int64) * k
+    index = xp.clip(index, 0, k - 1).astype(np.int64, copy=False)
+    return wrap(index.reshape(tuple(sample_shape) + tuple(batch)))
 
 
 class Categorical(Distribution):
@@ -63,30 +101,26 @@ class Categorical(Distribution):
         logits: Tensor | None = None,
         validate_args: bool | None = None,
     ) -> None:
-        _one_param(type(self).__name__, probs, logits)
+        _check_param(type(self).__name__, probs, logits)
         if probs is not None:
             self.probs = probs / probs.sum(-1, keepdim=True)
         else:
             self.logits = logits - logits.logsumexp(-1, keepdim=True)
-        self._param = self.probs if probs is not None else self.logits
+        self._param_name = "probs" if probs is not None else "logits"
         self._num_events = self._param.shape[-1]
         batch_shape = self._param.shape[:-1]
         super().__init__(batch_shape, validate_args=validate_args)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> Categorical:
-        new = self._get_checked_instance(Categorical, _instance)
-        batch_shape = tuple(batch_shape)
-        param_shape = batch_shape + (self._num_events,)
-        if "probs" in self.__dict__:
-            new.probs = self.probs.expand(param_shape)
-            new._param = new.probs
-        if "logits" in self.__dict__:
-            new.logits = self.logits.expand(param_shape)
-            new._param = new.logits
-        new._num_events = self._num_events
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
+        names = ("probs", "logits")
+        new = expand_params(self, Categorical, batch_shape, _instance, names, (self._num_events,))
+        new._param_name, new._num_events = self._param_name, self._num_events
         return new
+
+    @property
+    def _param(self) -> Tensor:
+        """The parameter the distribution was built from (``probs`` or ``logits``)."""
+        return self.__dict__[self._param_name]
 
     @constraints.dependent_property(is_discrete=True, event_dim=0)
     def support(self) -> constraints.Constraint:
@@ -104,6 +138,7 @@ class Categorical(Distribution):
 
     @property
     def param_shape(self) -> Size:
+        """The shape of ``probs``/``logits``: ``batch_shape + (K,)``."""
         return Size(self._param.shape)
 
     @property
@@ -132,7 +167,9 @@ class Categorical(Distribution):
         shape = np.broadcast_shapes(value.shape, self.logits.shape)
         value = value.expand(shape[:-1] + (1,))
         log_pmf = self.logits.expand(shape)
-        return log_pmf.gather(-1, value).squeeze(-1)
+        if self._validate_args:  # the values were checked: none out of range
+            return log_pmf.gather(-1, value).squeeze(-1)
+        return _gather_in_range(log_pmf, value, self._num_events)
 
     def entropy(self) -> Tensor:
         logits = self.logits.clamp(min=finfo(self.logits.dtype).min)
@@ -140,10 +177,26 @@ class Categorical(Distribution):
 
     def enumerate_support(self, expand: bool = True) -> Tensor:
         values = fn.arange(self._num_events, device=self._param.device)
-        values = values.reshape((-1,) + (1,) * len(self._batch_shape))
-        if expand:
-            values = values.expand((-1,) + tuple(self._batch_shape))
-        return values
+        return enumerate_values(values, self._batch_shape, expand)
+
+
+def _gather_in_range(log_pmf: Tensor, value: Tensor, k: int) -> Tensor:
+    """``log_pmf`` at the category ``value`` without letting an index outside ``[0, k)``
+    wrap around to another category (numpy wraps negatives, cupy wraps every index): on the
+    CPU it raises as PyTorch's gather; on CUDA, where a check would sync, it gives NaN."""
+    index = value._array
+    xp = get_array_module(index)
+    if xp is np:
+        if index.size and (index.min() < 0 or index.max() >= k):
+            bad = index[(index < 0) | (index >= k)].reshape(-1)[0]
+            raise RuntimeError(
+                f"Categorical.log_prob: index {bad} is out of bounds for the {k} categories; "
+                f"pass values in [0, {k - 1}] (validate_args=True names them with a ValueError)"
+            )
+        return log_pmf.gather(-1, value).squeeze(-1)
+    inside = (value >= 0) & (value < k)
+    picked = log_pmf.gather(-1, value.clamp(0, k - 1))
+    return fn.where(inside, picked, float("nan")).squeeze(-1)
 
 
 __all__ = ["Categorical"]

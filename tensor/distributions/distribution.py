@@ -6,6 +6,7 @@ draws than PyTorch's; the distributions, densities and gradients are the same.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from typing import Any
 
@@ -18,6 +19,11 @@ from dtrain._tensor.tensor import Tensor
 
 
 def as_size(shape: Any, what: str) -> Size:
+    """``shape`` (an int or a sequence of ints) as a ``Size``.
+
+    Raises:
+        TypeError: ``shape`` is not a shape; ``what`` names it in the message.
+    """
     if isinstance(shape, int):
         shape = (shape,)
     try:
@@ -236,9 +242,48 @@ def standard_normal(shape: Any, like: Tensor) -> Tensor:
     return fn.randn(tuple(shape), dtype=like.dtype, device=like.device)
 
 
-def standard_uniform(shape: Any, like: Tensor) -> Tensor:
-    """Uniform ``[0, 1)`` draws of ``shape`` with ``like``'s dtype and device."""
-    return fn.rand(tuple(shape), dtype=like.dtype, device=like.device)
+def standard_uniform(shape: Any, like: Tensor, dtype: Any = None) -> Tensor:
+    """Uniform ``[0, 1)`` draws of ``shape`` on ``like``'s device, in ``dtype`` (default
+    ``like``'s dtype)."""
+    return fn.rand(tuple(shape), dtype=dtype or like.dtype, device=like.device)
+
+
+def batch_shape_of(given: tuple, param: Tensor) -> Size:
+    """``()`` when every parameter was ``given`` as a number (as PyTorch), else the shape of
+    the broadcast ``param``."""
+    return Size(()) if all(isinstance(v, numbers.Number) for v in given) else param.shape
+
+
+def expand_params(
+    dist: Distribution,
+    cls: type,
+    batch_shape: Any,
+    _instance: Any,
+    names: tuple[str, ...],
+    param_event_shape: tuple = (),
+) -> Any:
+    """The body of ``expand``: a new ``cls`` whose tensor parameters ``names`` (those set
+    on ``dist``) are broadcast to ``batch_shape + param_event_shape`` without copying; the
+    arguments are not checked again, and ``_validate_args`` is kept."""
+    new = dist._get_checked_instance(cls, _instance)
+    batch_shape = as_size(batch_shape, "batch_shape")
+    for name in names:
+        if name in dist.__dict__:
+            setattr(new, name, dist.__dict__[name].expand(batch_shape + param_event_shape))
+    Distribution.__init__(new, batch_shape, dist.event_shape, validate_args=False)
+    new._validate_args = dist._validate_args
+    return new
+
+
+def enumerate_values(values: Tensor, batch_shape: Size, expand: bool) -> Tensor:
+    """``enumerate_support``'s layout: the ``n`` values of ``values`` (shape ``(n, *event)``)
+    along dim 0, in front of the batch dims (size 1 there, or ``batch_shape`` if
+    ``expand``)."""
+    n, event = values.shape[0], tuple(values.shape[1:])
+    values = values.reshape((n,) + (1,) * len(batch_shape) + event)
+    if expand:
+        values = values.expand((n,) + tuple(batch_shape) + event)
+    return values
 
 
 __all__ = ["Distribution"]

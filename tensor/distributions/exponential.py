@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, ClassVar
 
 from dtrain._tensor import functions as fn
-from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.distributions import constraints
-from dtrain._tensor.distributions.distribution import Distribution, standard_uniform
+from dtrain._tensor.distributions.distribution import (
+    Distribution,
+    batch_shape_of,
+    expand_params,
+    standard_uniform,
+)
 from dtrain._tensor.distributions.utils import broadcast_all
 from dtrain._tensor.tensor import Tensor
 
@@ -24,16 +27,11 @@ class Exponential(Distribution):
 
     def __init__(self, rate: Any, validate_args: bool | None = None) -> None:
         (self.rate,) = broadcast_all(rate)
-        batch_shape = () if isinstance(rate, numbers.Number) else self.rate.shape
+        batch_shape = batch_shape_of((rate,), self.rate)
         super().__init__(batch_shape, validate_args=validate_args)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> Exponential:
-        new = self._get_checked_instance(Exponential, _instance)
-        batch_shape = tuple(batch_shape)
-        new.rate = self.rate.expand(batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return expand_params(self, Exponential, batch_shape, _instance, ("rate",))
 
     @property
     def mean(self) -> Tensor:
@@ -50,10 +48,6 @@ class Exponential(Distribution):
     @property
     def variance(self) -> Tensor:
         return self.rate.pow(-2)
-
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        with no_grad():
-            return self.rsample(sample_shape)
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
         u = standard_uniform(self._extended_shape(sample_shape), self.rate)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, ClassVar
 
-from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.distributions import constraints
-from dtrain._tensor.distributions.distribution import Distribution, standard_uniform
+from dtrain._tensor.distributions.distribution import (
+    Distribution,
+    batch_shape_of,
+    expand_params,
+    standard_uniform,
+)
 from dtrain._tensor.distributions.utils import broadcast_all
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.dtypes import finfo
@@ -24,18 +27,11 @@ class Laplace(Distribution):
 
     def __init__(self, loc: Any, scale: Any, validate_args: bool | None = None) -> None:
         self.loc, self.scale = broadcast_all(loc, scale)
-        scalars = isinstance(loc, numbers.Number) and isinstance(scale, numbers.Number)
-        batch_shape = () if scalars else self.loc.shape
+        batch_shape = batch_shape_of((loc, scale), self.loc)
         super().__init__(batch_shape, validate_args=validate_args)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> Laplace:
-        new = self._get_checked_instance(Laplace, _instance)
-        batch_shape = tuple(batch_shape)
-        new.loc = self.loc.expand(batch_shape)
-        new.scale = self.scale.expand(batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return expand_params(self, Laplace, batch_shape, _instance, ("loc", "scale"))
 
     @property
     def mean(self) -> Tensor:
@@ -53,10 +49,6 @@ class Laplace(Distribution):
     def stddev(self) -> Tensor:
         return math.sqrt(2) * self.scale
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        with no_grad():
-            return self.rsample(sample_shape)
-
     def rsample(self, sample_shape: Any = ()) -> Tensor:
         eps = finfo(self.loc.dtype).eps
         # u in [eps - 1, 1), as PyTorch: log1p(-|u|) stays finite.
@@ -72,7 +64,7 @@ class Laplace(Distribution):
         if self._validate_args:
             self._validate_sample(value)
         z = value - self.loc
-        return 0.5 - 0.5 * z.sign() * ((-z.abs() / self.scale).exp() - 1)
+        return 0.5 - 0.5 * z.sign() * (-z.abs() / self.scale).expm1()
 
     def icdf(self, value: Tensor) -> Tensor:
         term = value - 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from dtrain._tensor.distributions import constraints
-from dtrain._tensor.distributions.distribution import Distribution
+from dtrain._tensor.distributions.distribution import Distribution, expand_params
 from dtrain._tensor.distributions.normal import Normal
 from dtrain._tensor.tensor import Tensor
 
@@ -24,10 +24,8 @@ class LogNormal(Distribution):
         super().__init__(self.base_dist.batch_shape, validate_args=validate_args)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> LogNormal:
-        new = self._get_checked_instance(LogNormal, _instance)
+        new = expand_params(self, LogNormal, batch_shape, _instance, ())
         new.base_dist = self.base_dist.expand(batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
         return new
 
     @property
@@ -49,7 +47,8 @@ class LogNormal(Distribution):
     @property
     def variance(self) -> Tensor:
         scale_sq = self.scale.pow(2)
-        return (scale_sq.exp() - 1) * (2 * self.loc + scale_sq).exp()
+        # expm1: in float32, exp(scale**2) - 1 is 0 for scale 1e-4 (PyTorch uses expm1 too)
+        return scale_sq.expm1() * (2 * self.loc + scale_sq).exp()
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
         return self.base_dist.sample(sample_shape).exp()

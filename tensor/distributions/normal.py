@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, ClassVar
 
 from dtrain._tensor import functions as fn
-from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.distributions import constraints
-from dtrain._tensor.distributions.distribution import Distribution, standard_normal
+from dtrain._tensor.distributions.distribution import (
+    Distribution,
+    batch_shape_of,
+    expand_params,
+    standard_normal,
+)
 from dtrain._tensor.distributions.utils import broadcast_all
 from dtrain._tensor.tensor import Tensor
 
@@ -27,18 +30,11 @@ class Normal(Distribution):
 
     def __init__(self, loc: Any, scale: Any, validate_args: bool | None = None) -> None:
         self.loc, self.scale = broadcast_all(loc, scale)
-        scalars = isinstance(loc, numbers.Number) and isinstance(scale, numbers.Number)
-        batch_shape = () if scalars else self.loc.shape
+        batch_shape = batch_shape_of((loc, scale), self.loc)
         super().__init__(batch_shape, validate_args=validate_args)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> Normal:
-        new = self._get_checked_instance(Normal, _instance)
-        batch_shape = tuple(batch_shape)
-        new.loc = self.loc.expand(batch_shape)
-        new.scale = self.scale.expand(batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return expand_params(self, Normal, batch_shape, _instance, ("loc", "scale"))
 
     @property
     def mean(self) -> Tensor:
@@ -55,10 +51,6 @@ class Normal(Distribution):
     @property
     def variance(self) -> Tensor:
         return self.stddev.pow(2)
-
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        with no_grad():
-            return self.rsample(sample_shape)
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
         eps = standard_normal(self._extended_shape(sample_shape), self.loc)

@@ -7,7 +7,11 @@ from typing import Any, ClassVar
 from dtrain._tensor import functions as fn
 from dtrain._tensor.distributions import constraints
 from dtrain._tensor.distributions.categorical import Categorical
-from dtrain._tensor.distributions.distribution import Distribution
+from dtrain._tensor.distributions.distribution import (
+    Distribution,
+    enumerate_values,
+    expand_params,
+)
 from dtrain._tensor.size import Size
 from dtrain._tensor.tensor import Tensor
 
@@ -35,16 +39,14 @@ class OneHotCategorical(Distribution):
         logits: Tensor | None = None,
         validate_args: bool | None = None,
     ) -> None:
-        self._categorical = Categorical(probs, logits)
+        self._categorical = Categorical(probs, logits, validate_args=validate_args)
         batch_shape = self._categorical.batch_shape
         event_shape = self._categorical.param_shape[-1:]
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> OneHotCategorical:
-        new = self._get_checked_instance(OneHotCategorical, _instance)
+        new = expand_params(self, OneHotCategorical, batch_shape, _instance, ())
         new._categorical = self._categorical.expand(batch_shape)
-        Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
         return new
 
     @property
@@ -77,6 +79,7 @@ class OneHotCategorical(Distribution):
 
     @property
     def param_shape(self) -> Size:
+        """The shape of ``probs``/``logits``: ``batch_shape + (K,)``."""
         return self._categorical.param_shape
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
@@ -95,10 +98,7 @@ class OneHotCategorical(Distribution):
     def enumerate_support(self, expand: bool = True) -> Tensor:
         n = self.event_shape[0]
         values = fn.eye(n, dtype=self._param.dtype, device=self._param.device)
-        values = values.reshape((n,) + (1,) * len(self.batch_shape) + (n,))
-        if expand:
-            values = values.expand((n,) + tuple(self.batch_shape) + (n,))
-        return values
+        return enumerate_values(values, self.batch_shape, expand)
 
 
 __all__ = ["OneHotCategorical"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, ClassVar
 
-from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.distributions import constraints
-from dtrain._tensor.distributions.distribution import Distribution, standard_uniform
+from dtrain._tensor.distributions.distribution import (
+    Distribution,
+    batch_shape_of,
+    expand_params,
+    standard_uniform,
+)
 from dtrain._tensor.distributions.utils import broadcast_all
 from dtrain._tensor.tensor import Tensor
 
@@ -24,8 +27,7 @@ class Uniform(Distribution):
 
     def __init__(self, low: Any, high: Any, validate_args: bool | None = None) -> None:
         self.low, self.high = broadcast_all(low, high)
-        scalars = isinstance(low, numbers.Number) and isinstance(high, numbers.Number)
-        batch_shape = () if scalars else self.low.shape
+        batch_shape = batch_shape_of((low, high), self.low)
         super().__init__(batch_shape, validate_args=validate_args)
         if self._validate_args and not bool((self.low < self.high).all()):
             raise ValueError(
@@ -34,13 +36,7 @@ class Uniform(Distribution):
             )
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> Uniform:
-        new = self._get_checked_instance(Uniform, _instance)
-        batch_shape = tuple(batch_shape)
-        new.low = self.low.expand(batch_shape)
-        new.high = self.high.expand(batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return expand_params(self, Uniform, batch_shape, _instance, ("low", "high"))
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self) -> constraints.Constraint:
@@ -61,10 +57,6 @@ class Uniform(Distribution):
     @property
     def variance(self) -> Tensor:
         return (self.high - self.low).pow(2) / 12
-
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        with no_grad():
-            return self.rsample(sample_shape)
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
         u = standard_uniform(self._extended_shape(sample_shape), self.low)

@@ -43,6 +43,23 @@ def broadcast_all(*values: Any) -> tuple[Tensor, ...]:
     return tuple(t if t.shape == shape else t.expand(shape) for t in tensors)
 
 
+def check_probs_or_logits(name: str, probs: Any, logits: Any) -> None:
+    """Raise unless exactly one of ``probs`` and ``logits`` is given.
+
+    Raises:
+        ValueError: both or neither were given.
+    """
+    if (probs is None) == (logits is None):
+
+        def shown(value: Any) -> str:
+            return "None" if value is None else f"a {type(value).__name__}"
+
+        raise ValueError(
+            f"{name}: pass either probs or logits, not both and not neither "
+            f"(got probs={shown(probs)}, logits={shown(logits)})"
+        )
+
+
 def sum_rightmost(value: Tensor, dim: int) -> Tensor:
     """Sum out the ``dim`` rightmost dims of ``value`` (``dim == 0`` leaves it as is)."""
     if dim == 0:
@@ -91,6 +108,7 @@ class lazy_property:  # noqa: N801 - PyTorch's name
 
 __all__ = [
     "broadcast_all",
+    "check_probs_or_logits",
     "clamp_probs",
     "lazy_property",
     "logits_to_probs",

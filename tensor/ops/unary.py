@@ -1,4 +1,4 @@
-"""Elementwise math: abs, exp, log, log1p, sqrt, rsqrt, sin, cos, tan, reciprocal."""
+"""Elementwise math: abs, exp, expm1, log, log1p, sqrt, rsqrt, sin, cos, tan, reciprocal."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ class Exp(Op):
 
     def backward(self, grad: Any) -> tuple:
         return (grad * self.out,)
+
+
+class Expm1(Op):
+    reads_output = True
+
+    def forward(self, x: Any) -> Any:
+        self.out = get_array_module(x).expm1(x)
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad * (self.out + 1),)
 
 
 class Log(Op):
@@ -128,6 +139,11 @@ def abs(input: Tensor) -> Tensor:
 def exp(input: Tensor) -> Tensor:
     """Elementwise ``e**x``."""
     return Exp.apply(_float(input))
+
+
+def expm1(input: Tensor) -> Tensor:
+    """Elementwise ``e**x - 1``, accurate for small ``x``."""
+    return Expm1.apply(_float(input))
 
 
 def log(input: Tensor) -> Tensor:

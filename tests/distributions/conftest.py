@@ -3,12 +3,14 @@
 ``torch`` skips the test when PyTorch is absent (CI has none); every comparison with
 PyTorch sits next to a torch-free test of the same feature against a numpy closed form.
 ``make(values)`` builds a float64 tensor on the ``--device`` (``--device=emulated-cuda``
-runs the distributions down the CUDA paths).
+runs the distributions down the CUDA paths). ``emulator`` puts CUDA on the CPU for one
+test (``tests/runtime/cuda_emulator.py``) to count its host reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,3 +56,13 @@ def close() -> Callable[..., None]:
         np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, equal_nan=True)
 
     return check
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The CUDA emulator for one test; ``emulator.counting()`` counts launches and host
+    reads (the ``"host read: ..."`` entries)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "runtime"))
+    from cuda_emulator import install
+
+    return install(monkeypatch, kernels="references")

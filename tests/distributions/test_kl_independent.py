@@ -61,7 +61,56 @@ PAIRS = {
     ),
     "Categorical": (lambda m: D.Categorical(m(P)), lambda m: D.Categorical(m(Q))),
     "Bernoulli": (lambda m: D.Bernoulli(m(P)), lambda m: D.Bernoulli(m(Q))),
+    # pairs of different families
+    "Normal-Laplace": (lambda m: D.Normal(m(M1), m(S1)), lambda m: D.Laplace(m(M2), m(S2))),
+    "Laplace-Normal": (lambda m: D.Laplace(m(M1), m(S1)), lambda m: D.Normal(m(M2), m(S2))),
+    "Exponential-Normal": (lambda m: D.Exponential(m(S1)), lambda m: D.Normal(m(M2), m(S2))),
+    "Uniform-Normal": (
+        lambda m: D.Uniform(m([0.0, -3.0, 1.0]), m([1.0, 0.5, 1.2])),
+        lambda m: D.Normal(m(M2), m(S2)),
+    ),
+    "Uniform-Exponential": (
+        lambda m: D.Uniform(m([0.0, 0.1, 2.0]), m([1.0, 0.5, 3.0])),
+        lambda m: D.Exponential(m(S2)),
+    ),
 }
+INFINITE = {
+    # q has no mass where p has some: KL is inf, shaped as p's parameter (PyTorch's)
+    "Normal-Exponential": (lambda m: D.Normal(m(M1), m(S1)), lambda m: D.Exponential(m(S2))),
+    "Normal-Uniform": (
+        lambda m: D.Normal(m(M1), m(S1)),
+        lambda m: D.Uniform(m([-9.0] * 3), m([9.0] * 3)),
+    ),
+    "Laplace-Exponential": (lambda m: D.Laplace(m(M1), m(S1)), lambda m: D.Exponential(m(S2))),
+    "Laplace-Uniform": (
+        lambda m: D.Laplace(m(M1), m(S1)),
+        lambda m: D.Uniform(m([-9.0] * 3), m([9.0] * 3)),
+    ),
+    "Exponential-Uniform": (
+        lambda m: D.Exponential(m(S1)),
+        lambda m: D.Uniform(m([0.0] * 3), m([9.0] * 3)),
+    ),
+    "Uniform-Exponential": (
+        lambda m: D.Uniform(m([-0.5, -1.0, -2.0]), m([1.0, 0.5, 3.0])),
+        lambda m: D.Exponential(m(S2)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INFINITE))
+def test_kl_of_pairs_with_missing_mass_is_infinite(name, make):
+    make_p, make_q = INFINITE[name]
+    kl = kl_divergence(make_p(make), make_q(make))
+    assert kl.shape == (3,) and kl.dtype == dt.float64
+    assert np.isposinf(kl.cpu().numpy()).all()
+
+
+@pytest.mark.parametrize("name", sorted(INFINITE))
+def test_kl_of_pairs_with_missing_mass_matches_torch(name, torch, make, close):
+    make_p, make_q = INFINITE[name]
+    p, q = make_p(make), make_q(make)
+    theirs = torch.distributions.kl_divergence(_as_torch(p, torch), _as_torch(q, torch))
+    close(kl_divergence(p, q), theirs)
 
 
 @pytest.mark.parametrize("name", sorted(PAIRS))
@@ -110,11 +159,14 @@ def test_kl_gradients(make):
     assert gradcheck(
         lambda z: kl_divergence(D.Categorical(logits=z), D.Categorical(make(Q))), [logits]
     )
+    laplace = D.Laplace(make(M2), make(S2))
+    assert gradcheck(lambda m, s: kl_divergence(D.Normal(m, s), laplace), [m1, s1])
+    assert gradcheck(lambda m, s: kl_divergence(D.Laplace(m, s), q), [m1, s1])
 
 
 def test_kl_of_unregistered_pair_names_it(make):
-    with pytest.raises(NotImplementedError, match=r"Normal.*Laplace"):
-        kl_divergence(D.Normal(0.0, 1.0), D.Laplace(0.0, 1.0))
+    with pytest.raises(NotImplementedError, match=r"Normal.*Bernoulli"):
+        kl_divergence(D.Normal(0.0, 1.0), D.Bernoulli(0.5))
 
 
 def test_register_kl_and_most_specific_dispatch(make, close):
