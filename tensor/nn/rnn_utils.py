@@ -115,11 +115,8 @@ class PackedSequence(
         unsorted_indices: Tensor | None = None,
     ) -> PackedSequence:
         if unsorted_indices is None and sorted_indices is not None:
-            inverse = np.empty(len(sorted_indices), dtype=np.int64)
-            inverse[np.asarray(_int_list(sorted_indices, "sorted_indices"))] = np.arange(
-                len(inverse)
-            )
-            unsorted_indices = _indices(inverse, sorted_indices)
+            # The inverse permutation, where the indices live (no read back from a GPU).
+            unsorted_indices = sorted_indices.argsort()
         if batch_sizes is None:  # PyTorch's form PackedSequence((data, batch_sizes))
             if not isinstance(data, (tuple, list)) or len(data) != 2:
                 raise TypeError(
@@ -148,7 +145,10 @@ class PackedSequence(
     def cuda(self, *args: Any, **kwargs: Any) -> PackedSequence:
         """As ``to`` a GPU."""
         data = self.data.cuda(*args, **kwargs)
-        return self.to(data.device)
+        if data is self.data:
+            return self
+        moved = [None if t is None else t.to(data.device) for t in self[2:]]
+        return type(self)(data, self.batch_sizes, *moved)
 
     def cpu(self) -> PackedSequence:
         """As ``to("cpu")``."""
@@ -183,14 +183,21 @@ def pack_padded_sequence(
     be in decreasing order; otherwise the batch is sorted here and ``sorted_indices`` kept.
 
     Raises:
-        RuntimeError: lengths unsorted (with ``enforce_sorted``), not positive, or not one
-            per sequence, as PyTorch.
+        RuntimeError: lengths not 1-D, unsorted (with ``enforce_sorted``), not positive or
+            not one per sequence, or an empty input, as PyTorch.
         ValueError: a length longer than the padded input.
     """
-    if isinstance(lengths, Tensor) and lengths.device.type != "cpu":
+    if isinstance(lengths, Tensor):
+        ndim, device = lengths.ndim, lengths.device
+    else:
+        try:
+            ndim, device = np.ndim(lengths), "cpu"
+        except ValueError:  # ragged nested lists
+            ndim, device = 2, "cpu"
+    if ndim != 1 or str(device) != "cpu":
         raise RuntimeError(
-            f"'lengths' argument should be a 1D CPU int64 tensor, but got {lengths.ndim}D "
-            f"{lengths.device} tensor; pass lengths.cpu() or a list"
+            f"'lengths' argument should be a 1D CPU int64 tensor, but got {ndim}D {device} "
+            "tensor; pass a 1-D list or CPU tensor of ints (lengths.cpu())"
         )
     lengths = _int_list(lengths, "pack_padded_sequence: lengths")
     if input.ndim < 2:
@@ -204,6 +211,8 @@ def pack_padded_sequence(
             f"Expected `len(lengths)` to be equal to batch_size, but got {len(lengths)} "
             f"(batch_size={batch})"
         )
+    if input.numel() == 0:
+        raise RuntimeError("Cannot pack empty tensors.")
     if enforce_sorted:
         if any(a < b for a, b in itertools.pairwise(lengths)):
             raise RuntimeError(
@@ -234,8 +243,12 @@ def pack_padded_sequence(
     source = which * steps + time if batch_first else time * batch + which
     flat = input.reshape(steps * batch, *input.shape[2:])
     data = move_rows(flat, _on_device(source, input), None, len(source))
-    sorted_indices = None if enforce_sorted else _indices(order, input)
-    return PackedSequence(data, tensor(batch_sizes.astype(np.int64)), sorted_indices, None)
+    batch_sizes = tensor(batch_sizes.astype(np.int64))
+    if enforce_sorted:
+        return PackedSequence(data, batch_sizes, None, None)
+    # The inverse from the host order, so that nothing is read back from a GPU.
+    inverse = _indices(np.argsort(order), input)
+    return PackedSequence(data, batch_sizes, _indices(order, input), inverse)
 
 
 def pad_packed_sequence(

@@ -1,12 +1,14 @@
 """One recurrent step as one op: the hidden-state product, the gates' nonlinearities and
 the state update of an LSTM, GRU or Elman RNN, with the backward written out beside them.
 
-Composed from separate ops, an LSTM step is about fifteen nodes (product, add, chunk,
-three sigmoids, two tanhs, products and sums), each allocating and each walked by backward;
-here it is one node. The input's projection ``x W_ihᵀ + b_ih`` is computed for every time
-step at once by the caller; a step reads its rows ``start:stop`` of that array and hands
-back their gradient as ``SliceGrads``, so the steps' pieces are placed into one gradient
-array without a slicing node per step. numpy or cupy through ``get_array_module``.
+Composed from separate ops, an LSTM step is about fifteen autograd nodes (product, add,
+chunk, three sigmoids, two tanhs, products and sums); here it is one node, with fewer
+allocations (the CPU gain). On a GPU the gate math is still several elementwise launches
+per step, as many as the composed ops take. The input's projection ``x W_ihᵀ + b_ih`` is
+computed for every time step at once by the caller; a step reads its rows ``start:stop``
+of that array and hands back their gradient as ``SliceGrads``, so the steps' pieces are
+placed into one gradient array without a slicing node per step. numpy or cupy through
+``get_array_module``.
 """
 
 from __future__ import annotations
@@ -195,10 +197,26 @@ class RNNStep(Op):
 
 
 def _check(where: str, projected: Tensor, state: Tensor, start: int, stop: int) -> None:
-    if not 0 <= start < stop <= projected.shape[0] or state.shape[0] != stop - start:
+    if not 0 <= start <= stop <= projected.shape[0] or state.shape[0] != stop - start:
         raise ValueError(
             f"{where}: rows {start}:{stop} of a projection of {projected.shape[0]} rows do not "
-            f"match a state of {state.shape[0]} rows; give stop - start == state rows"
+            f"match a state of {state.shape[0]} rows; give 0 <= start <= stop <= "
+            f"{projected.shape[0]} and stop - start == state rows"
+        )
+
+
+def _check_dtypes(where: str, projected: Tensor, state: Tensor, weight_hh: Tensor) -> None:
+    """Refuse operands of mixed dtypes (after autocast's casts): the products would promote
+    the whole recurrence (PyTorch raises too)."""
+    if state.dtype != weight_hh.dtype:
+        raise RuntimeError(
+            f"{where}: the hidden state's dtype {state.dtype} does not match the weight "
+            f"dtype {weight_hh.dtype}; convert the state (hx.to({weight_hh.dtype}))"
+        )
+    if projected.dtype != weight_hh.dtype:
+        raise RuntimeError(
+            f"{where}: the input projection's dtype {projected.dtype} does not match the "
+            f"weight dtype {weight_hh.dtype}; convert the input (x.to({weight_hh.dtype}))"
         )
 
 
@@ -208,8 +226,9 @@ def lstm_step(
     """One LSTM step (gates ``i, f, g, o`` as PyTorch) as one op.
 
     Args:
-        projected: (L·N, 4H) ``x W_ihᵀ + b_ih + b_hh`` for every step; rows ``start:stop``
-            are this step's.
+        projected: (L·N, 4H) ``x W_ihᵀ + b_ih + b_hh`` for every step (the caller folds
+            ``b_hh`` into the product's bias, so under autocast it is cast once, not per
+            step); rows ``start:stop`` are this step's.
         state: (N, P + H) the previous ``[h | c]`` (P = proj_size or H).
         weight_hh: (4H, P).
 
@@ -219,6 +238,7 @@ def lstm_step(
     stop = projected.shape[0] if stop is None else stop
     _check("lstm_step", projected, state, start, stop)
     projected, state, weight_hh = autocast_inputs("lower", projected, state, weight_hh)
+    _check_dtypes("lstm_step", projected, state, weight_hh)
     return LSTMStep.apply(projected, state, weight_hh, start=start, stop=stop)
 
 
@@ -235,6 +255,7 @@ def gru_step(
     stop = projected.shape[0] if stop is None else stop
     _check("gru_step", projected, h, start, stop)
     projected, h, weight_hh, bias_hh = autocast_inputs("lower", projected, h, weight_hh, bias_hh)
+    _check_dtypes("gru_step", projected, h, weight_hh)
     return GRUStep.apply(projected, h, weight_hh, bias_hh, start=start, stop=stop)
 
 
@@ -252,4 +273,5 @@ def rnn_step(
     stop = projected.shape[0] if stop is None else stop
     _check("rnn_step", projected, h, start, stop)
     projected, h, weight_hh, bias_hh = autocast_inputs("lower", projected, h, weight_hh, bias_hh)
+    _check_dtypes("rnn_step", projected, h, weight_hh)
     return RNNStep.apply(projected, h, weight_hh, bias_hh, start=start, stop=stop, relu=relu)

@@ -16,6 +16,7 @@ import dtrain as dt
 from dtrain._tensor.nn.modules.rnn import GRU, LSTM, RNN
 from dtrain._tensor.nn.modules.rnn_cells import GRUCell, LSTMCell, RNNCell
 from dtrain._tensor.nn.rnn_utils import pad_sequence, unpad_sequence
+from dtrain._tensor.ops.rnn_cell import gru_step, lstm_step, rnn_step
 from dtrain.autograd import gradcheck
 
 CLASSES = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
@@ -498,3 +499,145 @@ def test_same_numbers_on_the_test_device(name, test_device, rng):
     assert str(padded.device).startswith(test_device)
     for ours, reference in zip(*results):
         np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-5)
+
+
+# ---- empty batches, state dtypes, autocast, contiguous outputs ----------------------------------
+CELLS = {"RNNCell": RNNCell, "LSTMCell": LSTMCell, "GRUCell": GRUCell}
+
+
+def _own_bytes(t: dt.Tensor) -> int:
+    """The bytes of the array that ``t``'s memory belongs to (its own when not a view)."""
+    array = t._array
+    while array.base is not None:
+        array = array.base
+    return array.nbytes
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_empty_batch_gives_empty_outputs_and_gradients(name, batch_first):
+    module = make(name, num_layers=2, bidirectional=True, batch_first=batch_first)
+    x = leaf(np.zeros((0, 5, 3) if batch_first else (5, 0, 3)))
+    h0 = leaf(np.zeros((4, 0, 4)))
+    out, state = module(x, (h0, h0) if name == "LSTM" else h0)
+    assert out.shape == ((0, 5, 8) if batch_first else (5, 0, 8))
+    for s in state if name == "LSTM" else (state,):
+        assert s.shape == (4, 0, 4)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and h0.grad.shape == (4, 0, 4)
+    assert all(p.grad is not None and not npy(p.grad).any() for p in module.parameters())
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_cells_take_an_empty_batch(name):
+    cell = CELLS[name](3, 4, dtype=dt.float64)
+    x = leaf(np.zeros((0, 3)))
+    out = cell(x)
+    for o in out if name == "LSTMCell" else (out,):
+        assert o.shape == (0, 4)
+    (out[0] if name == "LSTMCell" else out).sum().backward()
+    assert x.grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_empty_batch_shapes_match_torch(torch, name):
+    theirs = getattr(torch.nn, name)(3, 4, num_layers=2, bidirectional=True)
+    t_out, t_state = theirs(torch.zeros(5, 0, 3))
+    d_out, d_state = make(name, dt.float32, num_layers=2, bidirectional=True)(dt.zeros(5, 0, 3))
+    assert d_out.shape == tuple(t_out.shape)
+    pairs = zip(d_state, t_state) if name == "LSTM" else [(d_state, t_state)]
+    assert all(d.shape == tuple(t.shape) for d, t in pairs)
+    cell = getattr(torch.nn, name + "Cell")(3, 4)(torch.zeros(0, 3))
+    ours = CELLS[name + "Cell"](3, 4)(dt.zeros(0, 3))
+    assert (ours[0] if name == "LSTM" else ours).shape == tuple(
+        (cell[0] if name == "LSTM" else cell).shape
+    )
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_a_state_of_another_dtype_is_refused(name):
+    module = make(name, dtype=dt.float32)
+    x = dt.zeros(5, 2, 3)
+    for wrong in (dt.float64, dt.float16):
+        bad, good = dt.zeros(1, 2, 4, dtype=wrong), dt.zeros(1, 2, 4)
+        states = [(bad, good), (good, bad)] if name == "LSTM" else [bad]
+        for hx in states:
+            with pytest.raises(RuntimeError, match=f"hidden state dtype {wrong}"):
+                module(x, hx)
+    cell = CELLS[name + "Cell"](3, 4)
+    bad, good = dt.zeros(2, 4, dtype=dt.float64), dt.zeros(2, 4)
+    with pytest.raises(RuntimeError, match=r"does not match input dtype float32.*hx\.to"):
+        cell(dt.zeros(2, 3), (good, bad) if name == "LSTM" else bad)
+    # The step ops refuse it too (after autocast's casts), for callers other than the modules.
+    step = {"RNN": rnn_step, "GRU": gru_step, "LSTM": lstm_step}[name]
+    rows = {"RNN": 4, "GRU": 12, "LSTM": 16}[name]
+    state = dt.zeros(2, 8 if name == "LSTM" else 4, dtype=dt.float64)
+    extra = () if name == "LSTM" else (None,)
+    with pytest.raises(RuntimeError, match="does not match the weight dtype float32"):
+        step(dt.zeros(2, rows), state, dt.zeros(rows, 4), *extra)
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_state_dtype_mismatch_raises_in_torch_too(torch, name):
+    h = torch.zeros(1, 2, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError):
+        getattr(torch.nn, name)(3, 4)(torch.zeros(5, 2, 3), (h, h) if name == "LSTM" else h)
+    with pytest.raises(RuntimeError):
+        h = torch.zeros(2, 4, dtype=torch.float64)
+        getattr(torch.nn, name + "Cell")(3, 4)(torch.ones(2, 3), (h, h) if name == "LSTM" else h)
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_autocast_casts_the_projection_once(name, monkeypatch, rng):
+    """Under autocast each layer casts its operands once, not the whole sequence's
+    projection at every step: only the input's cast grows with the length."""
+    import dtrain._tensor.amp.cast as cast
+
+    cast_elements = []
+    original = cast._autocast_copy
+
+    def counting(arg, target):
+        cast_elements.append(arg._array.size)
+        return original(arg, target)
+
+    monkeypatch.setattr(cast, "_autocast_copy", counting)
+    module = make(name, dtype=dt.float32)
+    counts = {}
+    for length in (4, 16):
+        cast_elements.clear()
+        x = dt.tensor(rng.standard_normal((length, 2, 3)).astype(np.float32))
+        with dt.autocast("cpu", dtype=dt.float16):
+            out, _ = module(x.requires_grad_())
+        assert out.dtype == dt.float16
+        out.float().sum().backward()
+        counts[length] = (len(cast_elements), sum(cast_elements))
+        reference, _ = module(x)
+        np.testing.assert_allclose(npy(out.float()), npy(reference), atol=1e-2)
+    assert counts[16][0] == counts[4][0]
+    assert counts[16][1] - counts[4][1] == 12 * 2 * 3  # the input's 12 more steps
+
+
+def test_lstm_and_cell_outputs_are_contiguous_and_own_their_memory(rng):
+    x = dt.tensor(rng.standard_normal((5, 2, 3)))
+    lstm = make("LSTM", bidirectional=True)
+    out, (h_n, c_n) = lstm(leaf(npy(x)))
+    assert out.is_contiguous() and h_n.is_contiguous() and c_n.is_contiguous()
+    with dt.no_grad():
+        for module in (make("LSTM"), lstm):
+            out, _ = module(x)
+            # Not a view of every step's [h | c]: the c half is not kept alive.
+            assert out.is_contiguous() and _own_bytes(out) == out._array.nbytes
+        one_step, _ = make("LSTM")(x[:1])
+        assert one_step.is_contiguous() and _own_bytes(one_step) == one_step._array.nbytes
+    h, c = LSTMCell(3, 4, dtype=dt.float64)(x[0])
+    assert h.is_contiguous() and c.is_contiguous()
+
+
+def test_lstm_contiguity_matches_torch(torch, rng):
+    x = rng.standard_normal((5, 2, 3))
+    t_out, _ = torch.nn.LSTM(3, 4)(torch.tensor(x, dtype=torch.float32))
+    d_out, _ = make("LSTM", dtype=dt.float32)(dt.tensor(x.astype(np.float32)))
+    assert d_out.is_contiguous() == t_out.is_contiguous()
+    t_h, t_c = torch.nn.LSTMCell(3, 4)(torch.zeros(2, 3))
+    d_h, d_c = LSTMCell(3, 4)(dt.zeros(2, 3))
+    assert (d_h.is_contiguous(), d_c.is_contiguous()) == (t_h.is_contiguous(), t_c.is_contiguous())

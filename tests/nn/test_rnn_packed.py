@@ -327,3 +327,69 @@ def test_packed_layers_match_torch(torch, name, options, enforce_sorted, rng):
     grads += [(p, dict(theirs.named_parameters())[n]) for n, p in ours.named_parameters()]
     for d, t in grads:
         np.testing.assert_allclose(npy(d.grad), t.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+# ---- empty input, lengths' shape, no reads back from a GPU ----------------------------------
+def test_empty_input_and_lengths_not_1d_are_refused():
+    for shape, lengths in (((3, 0, 2), []), ((0, 2, 3), [1, 1]), ((3, 2, 0), [1, 1])):
+        with pytest.raises(RuntimeError, match="Cannot pack empty tensors"):
+            pack_padded_sequence(dt.zeros(*shape), lengths, enforce_sorted=False)
+    x = dt.zeros(3, 1, 2)
+    for lengths, ndim in ((dt.tensor(3), 0), (3, 0), (dt.tensor([[3]]), 2), ([[3]], 2)):
+        with pytest.raises(RuntimeError, match=f"should be a 1D CPU int64 tensor, but got {ndim}D"):
+            pack_padded_sequence(x, lengths)
+    empty = PackedSequence(dt.zeros(0, 3), [])
+    with pytest.raises(ValueError, match="PackedSequence is empty"):
+        LSTM(3, 4)(empty)
+
+
+def test_empty_input_and_lengths_not_1d_match_torch(torch):
+    from torch.nn.utils import rnn as trnn
+
+    with pytest.raises(RuntimeError, match="Cannot pack empty tensors"):
+        trnn.pack_padded_sequence(torch.zeros(3, 0, 2), [])
+    for lengths in (torch.tensor(3), torch.tensor([[3]])):
+        with pytest.raises(RuntimeError) as theirs:
+            trnn.pack_padded_sequence(torch.zeros(3, 1, 2), lengths)
+        with pytest.raises(RuntimeError) as ours:
+            pack_padded_sequence(dt.zeros(3, 1, 2), dt.tensor(lengths.numpy()))
+        # torch's wording, up to the dtype name it adds ("... 0D cpu Long tensor")
+        assert str(ours.value).startswith(str(theirs.value).split(" cpu")[0])
+
+
+@pytest.fixture
+def emulated_cuda(monkeypatch):
+    """CUDA on the CPU (``tests/runtime/cuda_emulator``): ``device="cuda"`` works here."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "runtime"))
+    from cuda_emulator import install
+
+    return install(monkeypatch)
+
+
+def test_pack_and_pad_read_nothing_back_but_the_order(emulated_cuda, rng):
+    x = dt.tensor(rng.standard_normal((5, 4, 2)), device="cuda")
+    with emulated_cuda.counting() as counts:
+        packed = pack_padded_sequence(x, LENGTHS, enforce_sorted=False)
+    assert not any(name.startswith("host read") for name in counts)
+    assert packed.unsorted_indices.tolist() == np.argsort(np.argsort(LENGTHS)[::-1]).tolist()
+    with emulated_cuda.counting() as counts:
+        derived = PackedSequence(packed.data, packed.batch_sizes, packed.sorted_indices)
+    assert not any(name.startswith("host read") for name in counts)
+    assert derived.unsorted_indices.tolist() == packed.unsorted_indices.tolist()
+    with emulated_cuda.counting() as counts:
+        padded, _ = pad_packed_sequence(packed)
+    # The lengths (a CPU tensor) in the batch's order need the order on the host once.
+    assert sum(n for name, n in counts.items() if name.startswith("host read")) == 1
+    np.testing.assert_array_equal(padded.cpu().numpy(), npy(pad_packed_sequence(packed.cpu())[0]))
+
+
+def test_cuda_copies_the_data_once(emulated_cuda, rng):
+    packed = pack_padded_sequence(dt.tensor(rng.standard_normal((5, 4, 2))), LENGTHS, False, False)
+    with emulated_cuda.counting() as counts:
+        moved = packed.cuda()
+    assert counts["asarray"] == 3  # data, sorted_indices, unsorted_indices
+    assert moved.is_cuda and str(moved.unsorted_indices.device) == "cuda:0"
+    assert moved.batch_sizes.device.type == "cpu" and moved.cuda() is moved
+    np.testing.assert_array_equal(moved.data.cpu().numpy(), npy(packed.data))

@@ -21,12 +21,15 @@ from dtrain._tensor.nn import init
 from dtrain._tensor.nn.functional.dropout import dropout as dropout_fn
 from dtrain._tensor.nn.functional.linear import linear
 from dtrain._tensor.nn.module import Module
-from dtrain._tensor.nn.modules.rnn_cells import GATES
+from dtrain._tensor.nn.modules.rnn_cells import check_state_dtype
 from dtrain._tensor.nn.rnn_utils import PackedSequence
 from dtrain._tensor.ops.rnn_cell import gru_step, lstm_step, rnn_step
 from dtrain._tensor.ops.shape import cat, stack
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
+
+# Rows of weight_ih / weight_hh per hidden unit.
+GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
 class RNNBase(Module):
@@ -153,6 +156,8 @@ class RNNBase(Module):
         if packed is not None:
             data, unbatched = packed.data, False
             batch_sizes = [int(size) for size in packed.batch_sizes.tolist()]
+            if not batch_sizes:
+                raise ValueError(f"{where}: the PackedSequence is empty (no time steps)")
             if data.ndim != 2:
                 raise ValueError(
                     f"{where}: a PackedSequence's data must be 2-D (rows, input_size), got "
@@ -196,6 +201,7 @@ class RNNBase(Module):
                         f"{where}: for {'unbatched 2-D' if unbatched else 'batched 3-D'} input, "
                         f"hx should also be {wanted}-D but got {state.ndim}-D tensor"
                     )
+                check_state_dtype(where, state, data)
                 if unbatched:
                     state = state.unsqueeze(1)
                 if tuple(state.shape) != expected:
@@ -219,14 +225,14 @@ class RNNBase(Module):
                 index = layer * directions + direction
                 names = self._all_weights[index]
                 params = {name.split("_l")[0]: getattr(self, name) for name in names}
-                # One product for every time step's input projection.
-                projected = linear(layer_input, params["weight_ih"], params.get("bias_ih"))
-                if self.mode == "LSTM":
-                    if params.get("bias_hh") is not None:
-                        projected = projected + params["bias_hh"]
-                    state = cat([h0[index], c0[index]], -1)
-                else:
-                    state = h0[index]
+                # One product for every time step's input projection. LSTM's b_hh joins the
+                # product's bias: added to the product it would make a second full-size
+                # array (in float32 under autocast, cast again at every step).
+                bias = params.get("bias_ih")
+                if self.mode == "LSTM" and bias is not None:
+                    bias = bias + params["bias_hh"]
+                projected = linear(layer_input, params["weight_ih"], bias)
+                state = cat([h0[index], c0[index]], -1) if c0 is not None else h0[index]
                 output, state = self._direction(params, projected, state, batch_sizes, direction)
                 outputs.append(output)
                 if self.mode == "LSTM":
@@ -273,20 +279,21 @@ class RNNBase(Module):
                     state = cat([h, state[:, hidden:]], -1)
                     hs[t] = h
                 else:
-                    hs[t] = state  # [h | c]: the c half is cut off once, below
+                    # The h half only, so the output is contiguous; without a graph, a copy,
+                    # so each step's c is freed at the next step.
+                    h = state[:, :hidden]
+                    hs[t] = h if state.requires_grad else h.contiguous()
             elif self.mode == "GRU":
                 state = hs[t] = gru_step(projected, state, w_hh, b_hh, start, start + size)
             else:
                 state = hs[t] = rnn_step(projected, state, w_hh, b_hh, relu, start, start + size)
-        output = hs[0] if len(hs) == 1 else cat(hs)
-        if self.mode == "LSTM" and w_hr is None:
-            output = output[:, :hidden]
+        output = hs[0].contiguous() if len(hs) == 1 else cat(hs)
         if finished:
             state = cat([state, *reversed(finished)])
         return output, state
 
     def _finish(
-        self, output: Tensor, states: tuple, batch: int, unbatched: bool, packed: Any
+        self, output: Tensor, states: tuple, batch_sizes: list, unbatched: bool, packed: Any
     ) -> tuple:
         if packed is not None:
             output = PackedSequence(
@@ -295,7 +302,7 @@ class RNNBase(Module):
             if packed.unsorted_indices is not None:
                 states = tuple(s.index_select(1, packed.unsorted_indices) for s in states)
             return output, states
-        output = output.reshape(output.shape[0] // batch, batch, -1)
+        output = output.reshape(len(batch_sizes), batch_sizes[0], output.shape[-1])
         if unbatched:
             return output.squeeze(1), tuple(s.squeeze(1) for s in states)
         if self.batch_first:
@@ -307,7 +314,7 @@ class RNNBase(Module):
         h0, c0 = states if len(states) == 2 else (states[0], None)
         output, h_n, c_n = self._run(data, batch_sizes, h0, c0)
         states = (h_n,) if c_n is None else (h_n, c_n)
-        return self._finish(output, states, batch_sizes[0], unbatched, packed)
+        return self._finish(output, states, batch_sizes, unbatched, packed)
 
 
 class RNN(RNNBase):

@@ -1,8 +1,10 @@
-"""RNNCell, LSTMCell, GRUCell, and the one-step updates the sequence layers share.
+"""RNNCell, LSTMCell, GRUCell: one recurrent step each.
 
-Each step is one op of ``ops/rnn_cell`` (the gates' product, nonlinearities and state
-update, with its backward beside it). Parameter names, shapes, gate order (LSTM ``i, f, g, o``;
-GRU ``r, z, n``) and initialisation are PyTorch's: a PyTorch state dict loads as is.
+A cell projects its input with ``linear``, then takes one step with the op the sequence
+layers use too (``ops/rnn_cell``: the product with ``weight_hh``, the gates'
+nonlinearities and the state update, with its backward beside it). Parameter names,
+shapes, gate order (LSTM ``i, f, g, o``; GRU ``r, z, n``) and initialisation are
+PyTorch's: a PyTorch state dict loads as is.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dtrain._tensor.amp.autocast_mode import is_autocast_enabled
 from dtrain._tensor.creation import empty, size_argument, zeros
 from dtrain._tensor.nn import init
 from dtrain._tensor.nn.functional.linear import linear
@@ -19,8 +22,15 @@ from dtrain._tensor.ops.shape import cat
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
 
-# Rows of weight_ih / weight_hh per hidden unit.
-GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+def check_state_dtype(where: str, state: Tensor, input: Tensor) -> None:
+    """Refuse a hidden state of another dtype than the input (so the weights) outside
+    autocast, as PyTorch: the step's products would promote the whole recurrence."""
+    if state.dtype != input.dtype and not is_autocast_enabled(input.device.type):
+        raise RuntimeError(
+            f"{where}: hidden state dtype {state.dtype} does not match input dtype "
+            f"{input.dtype}; convert the state (hx.to({input.dtype}))"
+        )
 
 
 class RNNCellBase(Module):
@@ -94,6 +104,7 @@ class RNNCellBase(Module):
                         f"{where}: Expected hidden to be {1 if unbatched else 2}D for "
                         f"{1 if unbatched else 2}D input, got {state.ndim}D instead"
                     )
+                check_state_dtype(where, state, input)
                 if unbatched:
                     state = state.unsqueeze(0)
                 if tuple(state.shape) != (batch, self.hidden_size):
@@ -155,11 +166,11 @@ class LSTMCell(RNNCellBase):
                 f"LSTMCell: hx must be a tuple (h, c) of two tensors, got {type(hx).__name__}"
             )
         input, (h, c), unbatched = self._batched(input, (None, None) if hx is None else hx)
-        projected = linear(input, self.weight_ih, self.bias_ih)
-        if self.bias_hh is not None:
-            projected = projected + self.bias_hh
+        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        projected = linear(input, self.weight_ih, bias)
         out = lstm_step(projected, cat([h, c], -1), self.weight_hh)
-        h, c = out[:, : self.hidden_size], out[:, self.hidden_size :]
+        # Copies, contiguous as PyTorch's (halves of one [h | c] array otherwise).
+        h, c = out[:, : self.hidden_size].contiguous(), out[:, self.hidden_size :].contiguous()
         return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
 
 
