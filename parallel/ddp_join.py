@@ -14,13 +14,18 @@ active ranks the exchange counted. When all ranks joined, parameters (and buffer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.autograd.grad_mode import is_grad_enabled, no_grad
+from dtrain._tensor.tensor import wrap
 from dtrain.parallel import api, collectives
-from dtrain.parallel.join import JoinHook
+from dtrain.parallel.ddp_hooks import GradBucket, _allreduce_over_active_hook, allreduce_hook
+from dtrain.parallel.ddp_reducer import broadcast_buffers
+from dtrain.parallel.join import Join, JoinHook
+from dtrain.runtime.backend import get_array_module
 
 if TYPE_CHECKING:
     from dtrain.parallel.ddp import DistributedDataParallel
@@ -60,15 +65,43 @@ def exchange(
     return StepPlan(src, active, bool(counts[size]), bool(counts[-1]))
 
 
-def broadcast_buffers(ddp: DistributedDataParallel, src: int) -> None:
-    """Broadcast the module's buffers from global rank ``src``."""
-    with no_grad():
-        works = [
-            collectives.broadcast(b, src, group=ddp.group, async_op=True)
-            for b in ddp.module.buffers()
-        ]
-        for work in works:
-            work.wait()
+def join_step(ddp: DistributedDataParallel, sync_buffers: bool) -> None:
+    """An active rank's forward inside ``join()``: tell the context, then the step
+    exchange (what the joined ranks shadow), then the buffer broadcast from the highest
+    active rank."""
+    notified = Join.notify_join_context(ddp)
+    backward = is_grad_enabled() and ddp.require_backward_grad_sync and ddp._reducing
+    plan = exchange(ddp, candidate=True, buffers=sync_buffers, backward=backward)
+    if notified is not None:
+        notified.wait()
+    if sync_buffers:
+        broadcast_buffers(ddp, plan.src)
+    if is_grad_enabled():  # a no_grad forward has no backward to decide for
+        ddp._join_sync_backward = ddp._join_backward_pending = backward
+        ddp._join_divisor = plan.active
+
+
+def bucket_hook(ddp: DistributedDataParallel) -> tuple[Any, Callable]:
+    """The comm hook and its state for this step's buckets (the default all-reduce
+    divides by the active ranks under ``join(divide_by_initial_world_size=False)``)."""
+    state, hook = ddp._hook
+    if hook is allreduce_hook and ddp._join_config.enable and not ddp._divide_by_initial_world_size:
+        return (state, ddp._join_divisor), _allreduce_over_active_hook
+    return state, hook
+
+
+def shadow_backward(ddp: DistributedDataParallel, active: int) -> None:
+    """A joined rank's side of the active ranks' backward: every bucket's comm hook on
+    zeros of its size, in bucket order (fixed since construction, the same on every
+    rank); the rank's own gradients stay as they are."""
+    ddp._join_divisor = active
+    group, hook = bucket_hook(ddp)
+    works = []
+    for bucket in ddp._buckets:
+        zeros = wrap(get_array_module(bucket.flat).zeros_like(bucket.flat))
+        works.append(hook(group, GradBucket(bucket.index, zeros, bucket.params)))
+    for work in works:
+        work.wait()
 
 
 class DDPJoinHook(JoinHook):
@@ -78,6 +111,7 @@ class DDPJoinHook(JoinHook):
     def __init__(self, ddp: DistributedDataParallel, divide_by_initial_world_size: bool) -> None:
         self.ddp = ddp
         ddp._divide_by_initial_world_size = bool(divide_by_initial_world_size)
+        ddp._join_backward_pending = False  # made as the context is entered: a fresh start
 
     def main_hook(self) -> None:
         """The active ranks' step: the exchange, their buffer broadcast, their buckets."""
@@ -89,7 +123,7 @@ class DDPJoinHook(JoinHook):
         ddp.require_forward_param_sync = plan.backward
         if not plan.backward:
             return
-        ddp._shadow_backward(plan.active)
+        shadow_backward(ddp, plan.active)
 
     def post_hook(self, is_last_joiner: bool) -> None:
         """Broadcast the model from the highest-ranked of the last ranks to join."""

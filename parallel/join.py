@@ -106,18 +106,18 @@ class Join:
                     f"Join: {type(joinable).__name__} has no _join_config; a Joinable's "
                     "__init__ must call Joinable.__init__(self)"
                 )
-        self._joinables = list(joinables)
-        self._join_hooks = [joinable.join_hook(**kwargs) for joinable in self._joinables]
-        self._enable = enable
-        self._throw_on_early_termination = throw_on_early_termination
         self._process_group = joinables[0].join_process_group
         if any(j.join_process_group is not self._process_group for j in joinables[1:]):
             raise ValueError(
                 "Join: the joinables use different process groups; pass joinables of one group"
             )
+        self._joinables = list(joinables)
+        self._kwargs = kwargs
+        self._join_hooks: list[JoinHook] = []
+        self._enable = enable
+        self._throw_on_early_termination = throw_on_early_termination
         self._device = joinables[0].join_device
         self._rank = api.get_rank(self._process_group)
-        self._set_configs(enable)
 
     def _set_configs(self, enable: bool) -> None:
         for index, joinable in enumerate(self._joinables):
@@ -128,6 +128,10 @@ class Join:
             )
 
     def __enter__(self) -> Join:
+        """Make the joinables' hooks and turn their join mode on (torch does both when the
+        ``Join`` is constructed, so one never entered leaves them in join mode)."""
+        self._join_hooks = [joinable.join_hook(**self._kwargs) for joinable in self._joinables]
+        self._set_configs(self._enable)
         return self
 
     def __exit__(

@@ -8,11 +8,21 @@ receive is posted) and an mpi send is an ``Isend``, so no order of a batch can d
 needs its group calls (``ncclGroupStart``/``End``) for that: a backend that has them offers
 ``_batch_p2p(ops, timeout) -> list[Work]``, ``ops`` being ``("send" | "recv", array,
 group_peer, tag)`` in list order; the nccl backend has not yet, and refuses a batch.
+
+Two differences from gloo on tcp, where receives run in order on the group's executor:
+messages between two ranks in one direction are matched in send order, the tag only checked
+(a receive for tag 2 meeting the message sent with tag 1 first raises ``CollectiveError``,
+where gloo matches by tag); and a posted receive holds the group's later collectives until
+its message arrives (``[irecv from 1]``, then an ``all_reduce`` that rank 1 must join before
+it sends, deadlocks until the timeout). On mpi the ops are posted directly, and both work.
+Reordering in this module cannot fix either: the receiver does not know the sender's order,
+and the executor's order is the transport's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any
 
 from dtrain.parallel.collectives import _array, _group_rank, _p2p_group, irecv, isend
@@ -26,7 +36,8 @@ class P2POp:
 
     Raises:
         ValueError: ``op`` is neither ``isend`` nor ``irecv``; both or neither of ``peer`` and
-            ``group_peer``; a peer outside the group, or this rank.
+            ``group_peer``; a peer that is not an int (a bool or float), outside the group, or
+            this rank; ``tag`` not an int in 0..2**31 - 1.
         TypeError: ``tensor`` is not a tensor.
     """
 
@@ -50,13 +61,18 @@ class P2POp:
             raise ValueError(
                 f"P2POp: peer={peer!r}, group_peer={group_peer!r}; pass exactly one of them"
             )
+        if not _is_int(tag) or not 0 <= tag < 2**31:
+            raise ValueError(f"P2POp: tag={tag!r}; pass an int in 0..2**31 - 1")
+        if peer is not None and not _is_int(peer):
+            raise ValueError(f"P2POp: peer={peer!r} must be an int (a global rank)")
         if group_peer is not None:
-            if not isinstance(group_peer, int) or not 0 <= group_peer < len(g.ranks):
+            if not _is_int(group_peer) or not 0 <= group_peer < len(g.ranks):
                 raise ValueError(
                     f"P2POp: group_peer={group_peer!r} is not a rank of the group "
                     f"(0..{len(g.ranks) - 1})"
                 )
             peer = g.ranks[group_peer]
+        peer, tag = int(peer), int(tag)
         self.op, self.tensor, self.group, self.tag = op, tensor, group, tag
         self.peer = peer
         self.group_peer = _group_rank(g, peer, "dst" if op is isend else "src")
@@ -68,11 +84,19 @@ class P2POp:
         return f"P2POp({kind}, peer={self.peer}, tag={self.tag}, shape={self.tensor.shape})"
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 def batch_isend_irecv(p2p_op_list: list[P2POp]) -> list[Work]:
     """Post every send and receive of ``p2p_op_list`` at once; returns their ``Work``s in
     list order. Sends and receives may come in any order (``[recv_from_1, send_to_1]`` is
     ``[send_to_1, recv_from_1]``); several between one pair of ranks in one direction match
     in list order. Every op must use the same group.
+
+    On tcp, unlike gloo, messages match in send order (tags are checked, not matched), and
+    a posted receive holds the group's later collectives until its message arrives (see the
+    module docstring); on mpi neither applies.
 
     Raises:
         ValueError: an empty list, an entry that is not a P2POp, or mixed groups.

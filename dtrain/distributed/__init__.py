@@ -4,6 +4,7 @@ so ``import dtrain.distributed as dist`` (``import torch.distributed as dist`` p
 Every name here is the object in ``dtrain.parallel``; ``docs/parallel.md`` describes them.
 """
 
+from dtrain.distributed import algorithms
 from dtrain.parallel import (
     Backend,
     CollectiveError,
@@ -72,6 +73,7 @@ from dtrain.parallel import (
 )
 
 __all__ = [
+    "algorithms",
     "Backend",
     "CollectiveError",
     "DDPStats",

@@ -3,6 +3,8 @@ with different numbers of batches train a Linear model inside ``model.join()``."
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 import dtrain as dt
@@ -53,19 +55,24 @@ def train(
     batchnorm: bool = False,
     find_unused_parameters: bool = False,
     eval_every_step: bool = False,
+    eval_between: bool = False,
+    fp16_hook: bool = False,
     timeout: float = 30,
 ) -> dict:
     """Train one epoch of this rank's ``counts[rank]`` batches inside ``model.join()``
-    (every parameter in its own bucket); return the final parameters, buffers, and whether
-    the ranks are in step afterwards."""
+    (every parameter in its own bucket); return the final parameters, buffers, the
+    gradients of each step, and whether the ranks are in step afterwards.
+    ``eval_between``: a no_grad forward between each training forward and its backward."""
     dist.init_process_group(timeout=timeout)
     rank = dist.get_rank()
     net = Net(batchnorm, find_unused_parameters)
     model = dist.DistributedDataParallel(
         net, bucket_cap_mb=1e-6, find_unused_parameters=find_unused_parameters
     )
+    if fp16_hook:
+        model.register_comm_hook(None, dist.fp16_compress_hook)
     opt = dt.optim.SGD(model.parameters(), lr=LR)
-    result: dict = {"buckets": len(model._buckets), "error": None}
+    result: dict = {"buckets": len(model._buckets), "error": None, "grads": []}
     try:
         with model.join(
             divide_by_initial_world_size=divide_by_initial_world_size,
@@ -74,7 +81,11 @@ def train(
             for x, t in batches(rank, counts[rank]):
                 opt.zero_grad()
                 loss = ((model(dt.tensor(x)) - dt.tensor(t, dtype=dt.float32)) ** 2).mean()
+                if eval_between:
+                    with dt.no_grad():
+                        model(dt.tensor(x))
                 loss.backward()
+                result["grads"].append(net.fc.weight.grad.tolist())
                 opt.step()
                 if eval_every_step:
                     with dt.no_grad():
@@ -89,3 +100,52 @@ def train(
     result["probe"] = probe.tolist()
     dist.destroy_process_group()
     return result
+
+
+def not_entered(timeout: float = 30) -> dict:
+    """A ``model.join()`` made but not yet entered: the DDP is not in join mode (its step
+    runs plain DDP's collectives); entered, it is."""
+    from dtrain.parallel import api
+
+    dist.init_process_group(timeout=timeout)
+    model = dist.DistributedDataParallel(nn.Linear(3, 2))
+    group = api._group(None)
+    x = dt.full((4, 3), float(dist.get_rank() + 1))
+    out: dict = {"collectives": []}
+    context = model.join()
+    out["enabled_before"] = model._join_config.enable
+    for inside in (False, True):
+        start = group.seq
+        if inside:
+            with context:
+                out["enabled_inside"] = model._join_config.enable
+                model(x).sum().backward()
+                out["collectives"].append(group.seq - start)
+        else:
+            model(x).sum().backward()
+            out["collectives"].append(group.seq - start)
+    out["enabled_after"] = model._join_config.enable
+    dist.destroy_process_group()
+    return out
+
+
+def disagree(counts: list, timeout: float = 30) -> dict:
+    """Rank 0 runs its first step under no_sync, the others do not: every rank raises the
+    same RuntimeError at that step's exchange, and the group stays usable."""
+    dist.init_process_group(timeout=timeout)
+    rank = dist.get_rank()
+    model = dist.DistributedDataParallel(nn.Linear(3, 1))
+    out: dict = {"error": None}
+    try:
+        with model.join():
+            for step in range(counts[rank]):
+                local = rank == 0 and step == 0
+                with model.no_sync() if local else contextlib.nullcontext():
+                    model(dt.ones((2, 3))).sum().backward()
+    except RuntimeError as exc:
+        out["error"] = str(exc)
+    probe = dt.tensor([1.0])
+    dist.all_reduce(probe)
+    out["probe"] = probe.tolist()
+    dist.destroy_process_group()
+    return out

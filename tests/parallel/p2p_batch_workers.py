@@ -81,9 +81,36 @@ def ring(size: int = 5, recv_first: bool = False, timeout: float = 30) -> dict:
         ),
         "tensor": _raises(lambda: dist.P2POp(dist.isend, [1.0], right), TypeError),
         "self": _raises(lambda: dist.P2POp(dist.irecv, got, rank), ValueError),
+        "float_peer": _raises(lambda: dist.P2POp(dist.isend, got, float(right)), ValueError),
+        "bool_group_peer": _raises(
+            lambda: dist.P2POp(dist.isend, got, group_peer=bool(right)), ValueError
+        ),
+        "negative_tag": _raises(lambda: dist.P2POp(dist.irecv, got, left, tag=-1), ValueError),
+        "huge_tag": _raises(lambda: dist.P2POp(dist.isend, got, right, tag=2**31), ValueError),
+        "float_tag": _raises(lambda: dist.P2POp(dist.isend, got, right, tag=1.0), ValueError),
     }
+    out["numpy_peer"] = dist.P2POp(dist.isend, got, np.int64(right), tag=np.int32(3)).peer
     probe = dt.tensor([1.0])
     dist.all_reduce(probe)
     out["probe"] = probe.tolist()
     dist.destroy_process_group()
+    return out
+
+
+def tags_in_send_order(timeout: float = 30) -> dict:
+    """tcp matches a pair's messages in send order and checks the tag: rank 1 receiving
+    tag 2 before tag 1, where rank 0 sent tag 1 first, raises (gloo would match by tag)."""
+    dist.init_process_group(timeout=timeout)
+    out: dict = {}
+    if dist.get_rank() == 0:
+        ops = [dist.P2POp(dist.isend, dt.ones(2), 1, tag=1)]
+        ops.append(dist.P2POp(dist.isend, dt.ones(2), 1, tag=2))
+    else:
+        ops = [dist.P2POp(dist.irecv, dt.zeros(2), 0, tag=2)]
+        ops.append(dist.P2POp(dist.irecv, dt.zeros(2), 0, tag=1))
+    try:
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+    except dist.CollectiveError as exc:
+        out["error"] = str(exc)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dtrain as dt
 import dtrain.parallel as dist
+from dtrain.parallel import api
 from dtrain.runtime.backend import cupy_module
 
 
@@ -50,10 +51,29 @@ def subgroups(timeout: float = 30) -> dict:
         "too_big": _raises(lambda: dist.new_subgroups(8)),
         "zero": _raises(lambda: dist.new_subgroups(0)),
     }
+    before = api._state.groups
+    out["errors"]["outside_world"] = _raises(
+        lambda: dist.new_subgroups_by_enumeration([[0, 1], [2, 5]])
+    )
+    out["errors"]["empty_subgroup"] = _raises(lambda: dist.new_subgroups_by_enumeration([[0], []]))
+    out["groups_made_by_errors"] = api._state.groups - before
     if cupy_module() is None:
         out["errors"]["no_cuda_default"] = _raises(lambda: dist.new_subgroups())
     probe = dt.tensor([1.0])
     dist.all_reduce(probe)  # the failed calls made no group: every rank still in step
     out["probe"] = probe.item()
+    dist.destroy_process_group()
+    return out
+
+
+def of_a_subgroup(timeout: float = 10) -> dict:
+    """``new_subgroups(group=g)`` called by every rank, those outside ``g`` included (with
+    the NON_GROUP_MEMBER they got); then a new group of everyone still works."""
+    dist.init_process_group(timeout=timeout)
+    g = dist.new_group([1, 2, 3])
+    cur, groups = dist.new_subgroups(1, group=g)
+    out = {"sum": _sum_in(cur), "members": _members(groups), "none": cur is None}
+    everyone = dist.new_group([0, 1, 2, 3])
+    out["after"] = _sum_in(everyone)
     dist.destroy_process_group()
     return out

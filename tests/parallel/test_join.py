@@ -75,6 +75,45 @@ def test_unused_parameters_and_eval_forwards_are_shadowed():
     _check_equal_and_reference(values, counts, True, buckets=4)
 
 
+@pytest.mark.parametrize("counts", [[2, 2], [3, 1, 2]])
+def test_an_eval_forward_between_forward_and_backward(counts):
+    """A no_grad forward between a training forward and its backward leaves that backward
+    averaged (as outside join) on even inputs, and the joined ranks still shadow it."""
+    args = {"counts": counts, "eval_between": True}
+    values = run_tcp(len(counts), "join_workers:train", args).values()
+    _check_equal_and_reference(values, counts, True)
+    for step in range(min(counts)):  # while every rank is active, each step's grads agree
+        assert all(v["grads"][step] == values[0]["grads"][step] for v in values)
+
+
+def test_a_comm_hook_is_shadowed():
+    """fp16_compress_hook inside join: the joined ranks run it on zeros (float16 round-off
+    on the hand-computed updates)."""
+    counts = [3, 1, 2]
+    values = run_tcp(3, "join_workers:train", {"counts": counts, "fp16_hook": True}).values()
+    weight, _ = reference(counts, True)
+    for value in values:
+        assert value["error"] is None and value["weight"] == values[0]["weight"]
+        np.testing.assert_allclose(value["weight"], weight, atol=2e-3, rtol=0)
+        assert value["probe"] == [6.0]
+
+
+def test_active_ranks_that_disagree_raise_on_every_rank():
+    values = run_tcp(3, "join_workers:disagree", {"counts": [2, 2, 1]}).values()
+    for value in values:
+        assert "2 of 3 active ranks reduce gradients" in value["error"], value
+        assert value["probe"] == [3.0]
+
+
+def test_join_mode_starts_when_the_block_is_entered():
+    """``model.join()`` not yet entered: a step is plain DDP's (one all-reduce for the one
+    bucket); inside the block it adds the notify and the step exchange."""
+    for value in run_tcp(2, "join_workers:not_entered").values():
+        assert not value["enabled_before"] and value["enabled_inside"]
+        assert not value["enabled_after"]
+        assert value["collectives"][1] == value["collectives"][0] + 2
+
+
 def test_buffers_are_broadcast_and_equal_at_the_end():
     values = run_tcp(3, "join_workers:train", {"counts": [2, 4, 1], "batchnorm": True}).values()
     for value in values:
@@ -115,11 +154,16 @@ def test_join_config_and_arguments_one_process(monkeypatch):
     try:
         model = dist.DistributedDataParallel(nn.Linear(2, 2))
         assert not model._join_config.enable
-        with model.join(throw_on_early_termination=True) as context:
+        context = model.join(throw_on_early_termination=True)
+        assert not model._join_config.enable  # on from entry to exit only
+        with context:
             assert isinstance(context, dist.Join)
             assert model._join_config.enable and model._join_config.is_first_joinable
             assert model._join_config.throw_on_early_termination
         assert not model._join_config.enable
+        from dtrain.distributed.algorithms.join import Join, Joinable, JoinHook
+
+        assert (Join, Joinable, JoinHook) == (dist.Join, dist.Joinable, dist.JoinHook)
         with pytest.raises(ValueError, match="at least one joinable"):
             dist.Join([])
         with pytest.raises(TypeError, match=r"Joinable\.__init__"):

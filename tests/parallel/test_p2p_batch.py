@@ -17,6 +17,7 @@ def _check(values: list, size: int) -> None:
         assert value["probe"] == [float(world)]
         assert value["bad"]["op"] is not None and "isend" in value["bad"]["op"]
         assert all(message is not None for message in value["bad"].values()), value["bad"]
+        assert value["numpy_peer"] == (rank + 1) % world
     members = list(range(1, world)) if world > 2 else []
     for me, rank in enumerate(members):
         value = values[rank]
@@ -42,6 +43,14 @@ def test_a_large_ring_with_receives_first():
         left = (rank - 1) % 3
         assert ring[0] == 1000.0 * left and ring[-1] == 1000.0 * left + size - 1
         assert len(ring) == size
+
+
+def test_tcp_matches_tags_in_send_order():
+    """The documented difference from gloo: a receive whose tag is not the next message's
+    raises, naming both tags, instead of waiting for the message with its tag."""
+    values = run_tcp(2, "p2p_batch_workers:tags_in_send_order").values()
+    assert "error" not in values[0]
+    assert "tag 1" in values[1]["error"] and "tag 2" in values[1]["error"], values[1]
 
 
 @pytest.mark.skipif(not have_mpiexec(), reason=NO_MPIEXEC)
