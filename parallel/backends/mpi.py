@@ -5,14 +5,18 @@ becomes a CollectiveError instead of a hang (MPI itself cannot name the missing 
 ``DTRAIN_DEBUG=1`` every collective first compares its signature across the ranks.
 Point-to-point messages are posted when called, not on the ordered executor: MPI matches
 them itself, and an ``isend`` queued there could wait forever for an ``irecv`` queued behind it.
+GPU arrays travel through host copies (``_on_host``): MPI is not assumed CUDA-aware, and
+the copy also waits for the kernels that wrote them (use nccl for GPUs: it is the default).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,7 @@ from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.process_group import ProcessGroup
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.work import Work
+from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.config import mpi_world_size
 
 
@@ -30,6 +35,20 @@ def _mpi() -> Any:
     from mpi4py import MPI
 
     return MPI
+
+
+@contextlib.contextmanager
+def _on_host(flat: Any, written: bool = True) -> Iterator[Any]:
+    """``flat`` in host memory: a GPU array is copied to the host (after the kernels that
+    wrote it) and, when the collective ``written`` it, back; a host array is itself."""
+    if not is_cuda_array(flat):
+        yield flat
+        return
+    host = flat.get()
+    yield host
+    if written:
+        with flat.device:
+            flat[...] = get_array_module(flat).asarray(host)
 
 
 def _ranks_on_this_host(comm: Any) -> int:
@@ -153,45 +172,61 @@ class MpiGroup(ProcessGroup):
         return flat.view(np.uint16) if flat.dtype == np.float16 else flat
 
     def _all_reduce(self, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
-        self._check_signature("all_reduce", seq, flat, int(op), deadline)
-        buffer = self._wide(flat)
-        request = self.comm.Iallreduce(_mpi().IN_PLACE, buffer, op=self._op(op, flat.dtype))
-        self._wait(request, "all_reduce", seq, deadline)
-        if buffer is not flat:
-            flat[...] = buffer
+        with _on_host(flat) as flat:
+            self._check_signature("all_reduce", seq, flat, int(op), deadline)
+            buffer = self._wide(flat)
+            request = self.comm.Iallreduce(_mpi().IN_PLACE, buffer, op=self._op(op, flat.dtype))
+            self._wait(request, "all_reduce", seq, deadline)
+            if buffer is not flat:
+                flat[...] = buffer
 
     def _broadcast(self, flat: Any, root: int, deadline: float, seq: int) -> None:
-        self._check_signature("broadcast", seq, flat, root, deadline)
-        self._wait(self.comm.Ibcast(self._bits(flat), root=root), "broadcast", seq, deadline)
+        with _on_host(flat, written=self.rank != root) as flat:
+            self._check_signature("broadcast", seq, flat, root, deadline)
+            request = self.comm.Ibcast(self._bits(flat), root=root)
+            self._wait(request, "broadcast", seq, deadline)
 
     def _all_gather(self, out: Any, flat: Any, deadline: float, seq: int) -> None:
-        self._check_signature("all_gather", seq, flat, 0, deadline)
-        request = self.comm.Iallgather(self._bits(flat), self._bits(out))
-        self._wait(request, "all_gather", seq, deadline)
+        with _on_host(flat, written=False) as flat, _on_host(out) as out:
+            self._check_signature("all_gather", seq, flat, 0, deadline)
+            request = self.comm.Iallgather(self._bits(flat), self._bits(out))
+            self._wait(request, "all_gather", seq, deadline)
 
     def _reduce_scatter(self, out: Any, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
-        self._check_signature("reduce_scatter", seq, flat, int(op), deadline)
-        send, recv = self._wide(flat), self._wide(out)
-        request = self.comm.Ireduce_scatter_block(send, recv, op=self._op(op, flat.dtype))
-        self._wait(request, "reduce_scatter", seq, deadline)
-        if recv is not out:
-            out[...] = recv
+        with _on_host(flat, written=False) as flat, _on_host(out) as out:
+            self._check_signature("reduce_scatter", seq, flat, int(op), deadline)
+            send, recv = self._wide(flat), self._wide(out)
+            request = self.comm.Ireduce_scatter_block(send, recv, op=self._op(op, flat.dtype))
+            self._wait(request, "reduce_scatter", seq, deadline)
+            if recv is not out:
+                out[...] = recv
 
     def _post_send(self, array: Any, dst: int, tag: int, timeout: float | None) -> Work:
         self._raise_if_broken("send")
+        if is_cuda_array(array):
+            array = array.get()  # to the host (see _on_host)
         flat = np.ascontiguousarray(array).reshape(-1)  # kept alive by the Work until sent
         request = self.comm.Isend(self._bits(flat), dest=dst, tag=tag)
         return _PointToPoint(self, f"send to rank {self.ranks[dst]}", request, timeout, flat)
 
     def _post_recv(self, array: Any, src: int | None, tag: int, timeout: float | None) -> Work:
         self._raise_if_broken("recv")
-        direct = array.flags.c_contiguous
+        gpu = is_cuda_array(array)  # received on the host, then copied up (see _on_host)
+        direct = array.flags.c_contiguous and not gpu
         flat = array.reshape(-1) if direct else np.empty(array.size, array.dtype)
         source = _mpi().ANY_SOURCE if src is None else src
         request = self.comm.Irecv(self._bits(flat), source=source, tag=tag)
         label = f"recv from rank {'any' if src is None else self.ranks[src]}"
-        copy_back = None if direct else lambda: array.__setitem__(..., flat.reshape(array.shape))
-        return _PointToPoint(self, label, request, timeout, flat, copy_back, receiving=True)
+
+        def copy_in() -> None:
+            if gpu:
+                with array.device:
+                    array[...] = get_array_module(array).asarray(flat.reshape(array.shape))
+            else:
+                array[...] = flat.reshape(array.shape)
+
+        finish = None if direct else copy_in
+        return _PointToPoint(self, label, request, timeout, flat, finish, receiving=True)
 
     def _raise_if_broken(self, name: str) -> None:
         if self.broken is not None:
