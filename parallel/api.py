@@ -3,6 +3,7 @@ collectives on tensors are in ``collectives.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.util
 import logging
@@ -14,6 +15,7 @@ from typing import Any
 
 from dtrain.parallel.errors import ProcessGroupStateError, RendezvousError
 from dtrain.parallel.local_device import local_device
+from dtrain.parallel.mpi_rendezvous import store_through_mpi
 from dtrain.parallel.process_group import ProcessGroup
 from dtrain.runtime.config import read_config, under_mpiexec
 from dtrain.runtime.device import Device
@@ -209,8 +211,17 @@ def init_process_group(
         _state.world = MpiGroup(_mpi_world(), limit, debug=config.debug)
         _state.world.asked = str(asked).lower()
         return
-    _state.secret = _job_secret(config.secret, world_size)
     try:
+        if world_size > 1 and _needs_mpi_rendezvous(init_method, config):
+            from dtrain.parallel.store import StoreServer
+
+            host, port, _state.secret, _state.server = store_through_mpi(
+                config.secret.encode() if config.secret else None,
+                lambda bind, secret: StoreServer(bind, 0, secret),
+            )
+            config = dataclasses.replace(config, master_addr=host, master_port=port)
+        else:
+            _state.secret = _job_secret(config.secret, world_size)
         store = _connect_store(init_method, rank, world_size, limit, config)
         _state.world = _make_group(
             backend, rank, world_size, limit, list(range(world_size)), store, "world", pg_options
@@ -254,6 +265,11 @@ def _done_with_store(store: Any, rank: int, world_size: int, timeout: float) -> 
         ) from None
 
 
+def _needs_mpi_rendezvous(init_method: str | None, config: Any) -> bool:
+    """Under mpiexec with no store address given: MPI carries it (mpi_rendezvous.py)."""
+    return under_mpiexec() and not config.master_port and init_method in (None, "env://")
+
+
 def _job_secret(secret: str | None, world_size: int) -> bytes:
     if secret:
         return secret.encode()
@@ -290,7 +306,7 @@ def _connect_store(
                 "the store's port; set MASTER_PORT (dtrain launch picks a free one)"
             )
         port = 0
-    if rank == 0:
+    if rank == 0 and _state.server is None:  # (the MPI rendezvous has made it already)
         try:
             _state.server = StoreServer(host, port, _state.secret)
         except OSError as exc:

@@ -56,6 +56,8 @@ def _erf_float64(x: Any) -> Any:
 
 def _erf_abramowitz_stegun(x: Any) -> Any:
     """Evaluated in place in two work arrays."""
+    if x.ndim == 0:  # numpy makes 0-d results scalars, which ``out=`` cannot take
+        return _erf_abramowitz_stegun(x.reshape(1)).reshape(())
     xp = get_array_module(x)
     a = xp.abs(x)
     t = a * x.dtype.type(0.3275911)

@@ -33,3 +33,14 @@ def test_mpiexec_selects_the_mpi_backend_by_itself():
         (1, 2, "mpi"),
     ]
     assert values[0]["x"] == [0.0, 2.0, 4.0]
+
+
+def test_a_tcp_group_under_mpiexec_meets_through_mpi_without_master_port():
+    # mpiexec sets no MASTER_ADDR/MASTER_PORT; tcp (and nccl, the GPU default under mpiexec)
+    # meet at rank 0's store, whose address and a job secret MPI carries
+    env = {"MASTER_ADDR": None, "MASTER_PORT": None, "DTRAIN_SECRET": None}
+    values = run_mpi(2, "failure_workers:init_only", {"backend": "tcp"}, env=env).values()
+    assert [(v["rank"], v["backend"], v["x"]) for v in values] == [
+        (0, "tcp", [0.0, 2.0, 4.0]),
+        (1, "tcp", [0.0, 2.0, 4.0]),
+    ]
