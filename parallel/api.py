@@ -212,11 +212,13 @@ def init_process_group(
         _state.world.asked = str(asked).lower()
         return
     try:
-        if world_size > 1 and _needs_mpi_rendezvous(init_method, config):
+        if world_size > 1 and _needs_mpi_rendezvous(init_method, rank, config):
             from dtrain.parallel.store import StoreServer
 
             host, port, _state.secret, _state.server = store_through_mpi(
                 config.secret.encode() if config.secret else None,
+                config.master_addr,
+                limit,
                 lambda bind, secret: StoreServer(bind, 0, secret),
             )
             config = dataclasses.replace(config, master_addr=host, master_port=port)
@@ -265,9 +267,15 @@ def _done_with_store(store: Any, rank: int, world_size: int, timeout: float) -> 
         ) from None
 
 
-def _needs_mpi_rendezvous(init_method: str | None, config: Any) -> bool:
-    """Under mpiexec with no store address given: MPI carries it (mpi_rendezvous.py)."""
-    return under_mpiexec() and not config.master_port and init_method in (None, "env://")
+def _needs_mpi_rendezvous(init_method: str | None, rank: int, config: Any) -> bool:
+    """Under mpiexec with no store port given, ranks numbered as MPI numbers them (MPI's
+    rank 0 serves the store): MPI carries its address (mpi_rendezvous.py)."""
+    return (
+        under_mpiexec()
+        and not config.master_port
+        and init_method in (None, "env://")
+        and rank == config.rank
+    )
 
 
 def _job_secret(secret: str | None, world_size: int) -> bytes:

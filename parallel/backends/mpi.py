@@ -38,13 +38,14 @@ def _mpi() -> Any:
 
 
 @contextlib.contextmanager
-def _on_host(flat: Any, written: bool = True) -> Iterator[Any]:
-    """``flat`` in host memory: a GPU array is copied to the host (after the kernels that
-    wrote it) and, when the collective ``written`` it, back; a host array is itself."""
+def _on_host(flat: Any, written: bool = True, read: bool = True) -> Iterator[Any]:
+    """``flat`` in host memory: a GPU array is copied to the host when the collective
+    ``read``s it (after the kernels that wrote it) and back when it ``written`` it; a host
+    array is itself."""
     if not is_cuda_array(flat):
         yield flat
         return
-    host = flat.get()
+    host = flat.get() if read else np.empty(flat.shape, flat.dtype)
     yield host
     if written:
         with flat.device:
@@ -115,6 +116,10 @@ class MpiGroup(ProcessGroup):
         size = comm.Get_size()
         super().__init__(comm.Get_rank(), size, timeout, ranks or list(range(size)))
         self.spin = waiting.can_spin(_ranks_on_this_host(comm))
+        # Posted sends and receives until they complete: a caller may drop the Work of an
+        # isend, and MPI must not read (or write) freed memory. Only whoever waits on a
+        # Work completes it; a dropped one is held until destroy.
+        self.in_flight: set[_PointToPoint] = set()
 
     def _op(self, op: ReduceOp, dtype: Any) -> Any:
         mpi = _mpi()
@@ -181,19 +186,20 @@ class MpiGroup(ProcessGroup):
                 flat[...] = buffer
 
     def _broadcast(self, flat: Any, root: int, deadline: float, seq: int) -> None:
-        with _on_host(flat, written=self.rank != root) as flat:
+        root_here = self.rank == root
+        with _on_host(flat, written=not root_here, read=root_here) as flat:
             self._check_signature("broadcast", seq, flat, root, deadline)
             request = self.comm.Ibcast(self._bits(flat), root=root)
             self._wait(request, "broadcast", seq, deadline)
 
     def _all_gather(self, out: Any, flat: Any, deadline: float, seq: int) -> None:
-        with _on_host(flat, written=False) as flat, _on_host(out) as out:
+        with _on_host(flat, written=False) as flat, _on_host(out, read=False) as out:
             self._check_signature("all_gather", seq, flat, 0, deadline)
             request = self.comm.Iallgather(self._bits(flat), self._bits(out))
             self._wait(request, "all_gather", seq, deadline)
 
     def _reduce_scatter(self, out: Any, flat: Any, op: ReduceOp, deadline: float, seq: int) -> None:
-        with _on_host(flat, written=False) as flat, _on_host(out) as out:
+        with _on_host(flat, written=False) as flat, _on_host(out, read=False) as out:
             self._check_signature("reduce_scatter", seq, flat, int(op), deadline)
             send, recv = self._wide(flat), self._wide(out)
             request = self.comm.Ireduce_scatter_block(send, recv, op=self._op(op, flat.dtype))
@@ -282,6 +288,11 @@ class _PointToPoint(Work):
         self.status = _mpi().Status()
         self.source: dict = {}
         self.lock = threading.Lock()  # one thread at a time tests the request
+        group.in_flight.add(self)  # until it completes (a dropped one: until destroy)
+
+    def _complete(self, error: BaseException | None = None) -> None:
+        self.group.in_flight.discard(self)
+        super()._complete(error)
 
     def _poll(self, deadline: float) -> bool:
         with self.lock:

@@ -256,3 +256,43 @@ def placement() -> dict:
         "mpi": mpi,
         "under_mpiexec": under_mpiexec(),
     }
+
+
+def rendezvous_without_rank_1(timeout: float = 3) -> dict:
+    """Rank 1 never calls init_process_group; rank 0's MPI rendezvous (no MASTER_PORT) must
+    give up after ``timeout`` s instead of waiting forever."""
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == 1:
+        return {"rank": 1, "skipped": True}
+    since = time.monotonic()
+    try:
+        dist.init_process_group("tcp", timeout=timeout)
+    except Exception as exc:
+        return {**_error(exc, since), "rank": 0}
+    return {"rank": 0, "error": None}
+
+
+def dropped_isend() -> dict:
+    """Rank 0 drops the Work of a large isend before it completes; rank 1 must still get
+    the values (MPI must not read the freed buffer)."""
+    import gc
+
+    dist.init_process_group("mpi", timeout=30)
+    n = 1 << 21  # past eager sizes: the send completes only when rank 1 takes it
+    if dist.get_rank() == 0:
+        dist.isend(np.arange(n, dtype=np.float64).reshape(2, -1)[:, ::2].copy(), dst=1)
+        gc.collect()
+        scratch = [np.full(n, -1.0) for _ in range(4)]  # reuse the freed memory
+        dist.barrier()
+        del scratch
+        result = {"rank": 0}
+    else:
+        time.sleep(0.5)  # let rank 0 drop it first
+        got = np.empty((2, n // 4))
+        dist.recv(got, src=0)
+        dist.barrier()
+        want = np.arange(n, dtype=np.float64).reshape(2, -1)[:, ::2]
+        result = {"rank": 1, "equal": bool(np.array_equal(got, want))}
+    dist.destroy_process_group()
+    return result

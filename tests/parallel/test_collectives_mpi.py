@@ -44,3 +44,28 @@ def test_a_tcp_group_under_mpiexec_meets_through_mpi_without_master_port():
         (0, "tcp", [0.0, 2.0, 4.0]),
         (1, "tcp", [0.0, 2.0, 4.0]),
     ]
+
+
+def test_the_mpi_rendezvous_gives_up_when_a_rank_never_arrives():
+    env = {"MASTER_ADDR": None, "MASTER_PORT": None}
+    launch = run_mpi(2, "failure_workers:rendezvous_without_rank_1", {"timeout": 3}, env=env)
+    values = launch.values()
+    assert values[1] == {"rank": 1, "skipped": True}
+    assert values[0]["type"] == "RendezvousError", values[0]
+    assert "did not arrive within the timeout" in values[0]["message"]
+    assert values[0]["elapsed"] < 60  # it ended (the exact time is the machine's)
+
+
+def test_rank_0_advertises_master_addr_loopback_or_its_route_to_the_others():
+    from dtrain.parallel.errors import RendezvousError
+    from dtrain.parallel.mpi_rendezvous import _advertised_address
+
+    assert _advertised_address("10.0.0.7", [b"a", b"b"]) == "10.0.0.7"
+    assert _advertised_address(None, [b"a", b"a", b"a"]) == "127.0.0.1"
+    with pytest.raises(RendezvousError, match="set MASTER_ADDR"):
+        _advertised_address(None, [b"a", b"no-such-host.invalid"])
+
+
+def test_a_dropped_isend_still_sends_its_values():
+    values = run_mpi(2, "failure_workers:dropped_isend", guard=120).values()
+    assert values[1] == {"rank": 1, "equal": True}
