@@ -14,7 +14,20 @@ __version__ = "0.1.0"
 
 import math as _math
 
-from dtrain import amp, autograd, backends, cuda, distributions, linalg, nn, optim, testing, utils
+from dtrain import (
+    accelerator,
+    amp,
+    autograd,
+    backends,
+    cuda,
+    distributions,
+    linalg,
+    nn,
+    onnx,
+    optim,
+    testing,
+    utils,
+)
 from dtrain._tensor.amp import autocast, get_autocast_dtype, is_autocast_enabled
 from dtrain._tensor.autograd import (
     enable_grad,
@@ -274,6 +287,7 @@ def cuda_is_available() -> bool:
 
 __all__ = [
     "abs",
+    "accelerator",
     "add",
     "addcdiv",
     "addcmul",
@@ -432,6 +446,7 @@ __all__ = [
     "nonzero",
     "norm",
     "numel",
+    "onnx",
     "ones",
     "ones_like",
     "optim",

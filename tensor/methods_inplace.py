@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dtrain._tensor.deprecated_order import number_first, value_first
+
 if TYPE_CHECKING:
     from dtrain._tensor.tensor import Tensor
 
@@ -21,9 +23,11 @@ class InplaceMethods:
     __slots__ = ()
 
     def add_(self, other: Any, alpha: float = 1) -> Tensor:
+        other, alpha = number_first("add_", other, alpha)
         return _fn.add_(self, other, alpha)
 
     def sub_(self, other: Any, alpha: float = 1) -> Tensor:
+        other, alpha = number_first("sub_", other, alpha)
         return _fn.sub_(self, other, alpha)
 
     def mul_(self, other: Any) -> Tensor:
@@ -144,10 +148,12 @@ class InplaceMethods:
     def lerp_(self, end: Any, weight: Any) -> Tensor:
         return _fn.lerp_(self, end, weight)
 
-    def addcmul_(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+    def addcmul_(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = 1) -> Tensor:
+        tensor1, tensor2, value = value_first("addcmul_", tensor1, tensor2, rest, value)
         return _fn.addcmul_(self, tensor1, tensor2, value=value)
 
-    def addcdiv_(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+    def addcdiv_(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = 1) -> Tensor:
+        tensor1, tensor2, value = value_first("addcdiv_", tensor1, tensor2, rest, value)
         return _fn.addcdiv_(self, tensor1, tensor2, value=value)
 
     def scatter_(self, dim: int, index: Tensor, src: Any = None, **kwargs: Any) -> Tensor:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dtrain._tensor.deprecated_order import number_first, value_first
+
 if TYPE_CHECKING:
     from dtrain._tensor.tensor import Tensor
 
@@ -21,9 +23,11 @@ class MathMethods:
     __slots__ = ()
 
     def add(self, other: Any, alpha: float = 1) -> Tensor:
+        other, alpha = number_first("add", other, alpha)
         return _fn.add(self, other, alpha=alpha)
 
     def sub(self, other: Any, alpha: float = 1) -> Tensor:
+        other, alpha = number_first("sub", other, alpha)
         return _fn.sub(self, other, alpha=alpha)
 
     def mul(self, other: Any) -> Tensor:
@@ -126,10 +130,12 @@ class MathMethods:
     def lerp(self, end: Any, weight: Any) -> Tensor:
         return _fn.lerp(self, end, weight)
 
-    def addcmul(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+    def addcmul(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = 1) -> Tensor:
+        tensor1, tensor2, value = value_first("addcmul", tensor1, tensor2, rest, value)
         return _fn.addcmul(self, tensor1, tensor2, value=value)
 
-    def addcdiv(self, tensor1: Any, tensor2: Any, *, value: Any = 1) -> Tensor:
+    def addcdiv(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = 1) -> Tensor:
+        tensor1, tensor2, value = value_first("addcdiv", tensor1, tensor2, rest, value)
         return _fn.addcdiv(self, tensor1, tensor2, value=value)
 
     def norm(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 
 from dtrain._tensor.settings import deterministic_requested
 from dtrain.runtime.backend import get_array_module
+
+
+def quiet(xp: Any) -> Any:
+    """numpy's warnings off where PyTorch gives inf/nan silently (x/0, log(0), log(-1))."""
+    return np.errstate(divide="ignore", invalid="ignore") if xp is np else contextlib.nullcontext()
 
 
 def unbroadcast(grad: Any, shape: tuple) -> Any:

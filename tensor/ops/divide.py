@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
 
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.ops._util import unbroadcast
+from dtrain._tensor.ops._util import quiet, unbroadcast
 from dtrain._tensor.ops.arithmetic import binary
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
@@ -26,18 +25,13 @@ def _check_integer_divisor(a: Any, b: Any, name: str) -> None:
         raise ZeroDivisionError(f"{name}: integer division by zero")
 
 
-def _quiet(xp: Any) -> Any:
-    """numpy's warnings off for x/0 (PyTorch gives inf/nan silently)."""
-    return np.errstate(divide="ignore", invalid="ignore") if xp is np else contextlib.nullcontext()
-
-
 class FloorDivide(Op):
     """``a // b`` rounded toward -inf. Not differentiable, as in PyTorch."""
 
     def forward(self, a: Any, b: Any) -> Any:
         _check_integer_divisor(a, b, "floor_divide")
         xp = get_array_module(a, b)
-        with _quiet(xp):
+        with quiet(xp):
             return xp.floor_divide(a, b)
 
     def backward(self, grad: Any) -> tuple:
@@ -57,7 +51,7 @@ class FloorDiv(Op):
         xp = get_array_module(a, b)
         self.a_shape, self.b_shape = getattr(a, "shape", ()), getattr(b, "shape", ())
         _check_integer_divisor(a, b, "div")
-        with _quiet(xp):
+        with quiet(xp):
             return self._divide(xp, a, b)
 
     def _divide(self, xp: Any, a: Any, b: Any) -> Any:
@@ -95,7 +89,7 @@ class Remainder(Op):
         xp = get_array_module(a, b)
         self.a, self.b = a, b
         _check_integer_divisor(a, b, "fmod" if self.truncated else "remainder")
-        with _quiet(xp):
+        with quiet(xp):
             return xp.fmod(a, b) if self.truncated else xp.remainder(a, b)
 
     def backward(self, grad: Any) -> tuple:
@@ -106,7 +100,7 @@ class Remainder(Op):
         if need_a:
             grad_a = unbroadcast(grad, getattr(a, "shape", ()))
         if need_b:
-            with _quiet(xp):  # the quotient each rounding gives, as a // b does (9 for
+            with quiet(xp):  # the quotient each rounding gives, as a // b does (9 for
                 quotient = xp.true_divide(a, b)  # 1.0 // 0.1, where floor(1.0 / 0.1) is 10)
                 quotient = xp.trunc(quotient) if self.truncated else xp.floor_divide(a, b)
             grad_b = unbroadcast(-grad * quotient.astype(grad.dtype, copy=False), b.shape)

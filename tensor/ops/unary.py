@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops._util import quiet
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
 
@@ -48,7 +49,9 @@ class Log(Op):
 
     def forward(self, x: Any) -> Any:
         self.x = x
-        return get_array_module(x).log(x)
+        xp = get_array_module(x)
+        with quiet(xp):  # log(0) = -inf, log(-1) = nan, silently as in PyTorch
+            return xp.log(x)
 
     def backward(self, grad: Any) -> tuple:
         return (grad / self.x,)
@@ -59,7 +62,9 @@ class Log1p(Op):
 
     def forward(self, x: Any) -> Any:
         self.x = x
-        return get_array_module(x).log1p(x)
+        xp = get_array_module(x)
+        with quiet(xp):
+            return xp.log1p(x)
 
     def backward(self, grad: Any) -> tuple:
         return (grad / (1 + self.x),)
