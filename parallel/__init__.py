@@ -63,6 +63,7 @@ from dtrain.parallel.scatter_gather import all_to_all, all_to_all_single, gather
 from dtrain.parallel.subgroups import new_subgroups, new_subgroups_by_enumeration
 from dtrain.parallel.sync_batchnorm import SyncBatchNorm
 from dtrain.parallel.work import Future, Work
+from dtrain.parallel.zero import ZeroRedundancyOptimizer
 
 __all__ = [
     "SyncBatchNorm",
@@ -129,4 +130,5 @@ __all__ = [
     "send_object_list",
     "recv_object_list",
     "send",
+    "ZeroRedundancyOptimizer",
 ]

@@ -4,7 +4,7 @@ so ``import dtrain.distributed as dist`` (``import torch.distributed as dist`` p
 Every name here is the object in ``dtrain.parallel``; ``docs/parallel.md`` describes them.
 """
 
-from dtrain.distributed import algorithms
+from dtrain.distributed import algorithms, optim
 from dtrain.parallel import (
     Backend,
     CollectiveError,
@@ -24,6 +24,7 @@ from dtrain.parallel import (
     RendezvousError,
     SyncBatchNorm,
     Work,
+    ZeroRedundancyOptimizer,
     all_gather,
     all_gather_into_tensor,
     all_gather_object,
@@ -74,6 +75,7 @@ from dtrain.parallel import (
 
 __all__ = [
     "algorithms",
+    "optim",
     "Backend",
     "CollectiveError",
     "DDPStats",
@@ -92,6 +94,7 @@ __all__ = [
     "RendezvousError",
     "SyncBatchNorm",
     "Work",
+    "ZeroRedundancyOptimizer",
     "all_gather",
     "all_gather_into_tensor",
     "all_gather_object",
