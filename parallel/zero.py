@@ -25,6 +25,16 @@ from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.device import as_numpy, to_device
 
 
+def _refuse_unordered(what: str, params: Any) -> None:
+    """Sets iterate in an order that differs between processes, so ranks would partition
+    (and broadcast) the parameters differently: refused, as PyTorch's optimizers do."""
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(
+            f"ZeroRedundancyOptimizer: {what} is a set, whose order differs between ranks; "
+            "pass a list (e.g. list(model.parameters()))"
+        )
+
+
 class ZeroRedundancyOptimizer(Optimizer, Joinable):
     """Wrap ``optimizer_class`` so that each rank keeps optimizer state for its shard of the
     parameters only; after ``step()`` every rank holds every updated parameter.
@@ -102,6 +112,7 @@ class ZeroRedundancyOptimizer(Optimizer, Joinable):
                 "ZeroRedundancyOptimizer: params should be an iterable of Tensors or dicts, "
                 "but got a Tensor; pass [tensor] or model.parameters()"
             )
+        _refuse_unordered("params", params)
         try:
             items = list(params)
         except TypeError as exc:
@@ -125,6 +136,7 @@ class ZeroRedundancyOptimizer(Optimizer, Joinable):
                         "each group must map 'params' to its parameters"
                     )
                 group_params = group["params"]
+                _refuse_unordered(f"parameter group {i}'s params", group_params)
                 group_params = [group_params] if isinstance(group_params, Tensor) else group_params
                 group["params"] = list(group_params)
                 self._all_params.extend(group["params"])

@@ -22,12 +22,12 @@ class InplaceMethods:
 
     __slots__ = ()
 
-    def add_(self, other: Any, alpha: float = 1) -> Tensor:
-        other, alpha = number_first("add_", other, alpha)
+    def add_(self, other: Any, *rest: Any, alpha: float = 1) -> Tensor:
+        other, alpha = number_first("add_", other, rest, alpha)
         return _fn.add_(self, other, alpha)
 
-    def sub_(self, other: Any, alpha: float = 1) -> Tensor:
-        other, alpha = number_first("sub_", other, alpha)
+    def sub_(self, other: Any, *rest: Any, alpha: float = 1) -> Tensor:
+        other, alpha = number_first("sub_", other, rest, alpha)
         return _fn.sub_(self, other, alpha)
 
     def mul_(self, other: Any) -> Tensor:
@@ -148,11 +148,11 @@ class InplaceMethods:
     def lerp_(self, end: Any, weight: Any) -> Tensor:
         return _fn.lerp_(self, end, weight)
 
-    def addcmul_(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = 1) -> Tensor:
+    def addcmul_(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = None) -> Tensor:
         tensor1, tensor2, value = value_first("addcmul_", tensor1, tensor2, rest, value)
         return _fn.addcmul_(self, tensor1, tensor2, value=value)
 
-    def addcdiv_(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = 1) -> Tensor:
+    def addcdiv_(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = None) -> Tensor:
         tensor1, tensor2, value = value_first("addcdiv_", tensor1, tensor2, rest, value)
         return _fn.addcdiv_(self, tensor1, tensor2, value=value)
 

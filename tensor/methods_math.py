@@ -22,12 +22,12 @@ class MathMethods:
 
     __slots__ = ()
 
-    def add(self, other: Any, alpha: float = 1) -> Tensor:
-        other, alpha = number_first("add", other, alpha)
+    def add(self, other: Any, *rest: Any, alpha: float = 1) -> Tensor:
+        other, alpha = number_first("add", other, rest, alpha)
         return _fn.add(self, other, alpha=alpha)
 
-    def sub(self, other: Any, alpha: float = 1) -> Tensor:
-        other, alpha = number_first("sub", other, alpha)
+    def sub(self, other: Any, *rest: Any, alpha: float = 1) -> Tensor:
+        other, alpha = number_first("sub", other, rest, alpha)
         return _fn.sub(self, other, alpha=alpha)
 
     def mul(self, other: Any) -> Tensor:
@@ -130,11 +130,11 @@ class MathMethods:
     def lerp(self, end: Any, weight: Any) -> Tensor:
         return _fn.lerp(self, end, weight)
 
-    def addcmul(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = 1) -> Tensor:
+    def addcmul(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = None) -> Tensor:
         tensor1, tensor2, value = value_first("addcmul", tensor1, tensor2, rest, value)
         return _fn.addcmul(self, tensor1, tensor2, value=value)
 
-    def addcdiv(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = 1) -> Tensor:
+    def addcdiv(self, tensor1: Any, tensor2: Any, *rest: Any, value: Any = None) -> Tensor:
         tensor1, tensor2, value = value_first("addcdiv", tensor1, tensor2, rest, value)
         return _fn.addcdiv(self, tensor1, tensor2, value=value)
 

@@ -54,7 +54,8 @@ class Log(Op):
             return xp.log(x)
 
     def backward(self, grad: Any) -> tuple:
-        return (grad / self.x,)
+        with quiet(get_array_module(grad)):
+            return (grad / self.x,)
 
 
 class Log1p(Op):
@@ -67,7 +68,8 @@ class Log1p(Op):
             return xp.log1p(x)
 
     def backward(self, grad: Any) -> tuple:
-        return (grad / (1 + self.x),)
+        with quiet(get_array_module(grad)):
+            return (grad / (1 + self.x),)
 
 
 class Sqrt(Op):

@@ -142,6 +142,10 @@ def test_bad_arguments(one_process):
         ZeroRedundancyOptimizer([params[0], {"params": [params[1]]}], dt.optim.SGD, lr=0.1)
     with pytest.raises(ValueError, match="no 'params' key"):
         ZeroRedundancyOptimizer([{"lr": 0.1}], dt.optim.SGD, lr=0.1)
+    with pytest.raises(TypeError, match="params is a set, whose order differs between ranks"):
+        ZeroRedundancyOptimizer(set(params), dt.optim.SGD, lr=0.1)
+    with pytest.raises(TypeError, match="group 0's params is a set"):
+        ZeroRedundancyOptimizer([{"params": set(params)}], dt.optim.SGD, lr=0.1)
     with pytest.raises(TypeError, match="Optimizer subclass"):
         ZeroRedundancyOptimizer(params, "sgd", lr=0.1)
     mixed = [params[0], dt.zeros(2, dtype=dt.float64, requires_grad=True)]

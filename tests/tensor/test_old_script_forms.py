@@ -55,5 +55,26 @@ def test_log_of_zero_and_negatives_is_silent_as_in_pytorch():
         warnings.simplefilter("error")  # a causal mask's log(tril(ones)) under -W error
         out = dt.log(dt.tensor([0.0, 1.0, -1.0]))
         out1p = dt.log1p(dt.tensor([-1.0, -2.0]))
+        x = dt.tensor([0.0, 1.0], requires_grad=True)
+        (dt.log(x).sum() + dt.log1p(x - 1).sum()).backward()  # 1/0 = inf, silently too
+    assert x.grad.tolist() == [np.inf, 2.0]
     assert out[0].item() == -np.inf and out[1].item() == 0.0 and np.isnan(out[2].item())
     assert out1p[0].item() == -np.inf and np.isnan(out1p[1].item())
+
+
+def test_modern_calls_are_not_taken_for_the_old_order():
+    import warnings
+
+    x, t = dt.tensor([1.0, 2.0]), dt.tensor([10.0, 20.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none of these is the deprecated form
+        assert x.add(3, alpha=dt.tensor(2.0)).tolist() == [7.0, 8.0]
+        assert x.add(t, alpha=2).tolist() == [21.0, 42.0]
+        assert x.add(3).tolist() == [4.0, 5.0]
+        assert x.addcmul(t, t, value=dt.tensor(0.5)).tolist() == [51.0, 202.0]
+    with pytest.warns(UserWarning, match="deprecated"):  # numpy and 0-d numbers first
+        assert x.add(np.bool_(True), t).tolist() == [11.0, 22.0]
+    with pytest.warns(UserWarning, match="deprecated"):
+        assert x.addcmul(dt.tensor(0.5), t, t).tolist() == [51.0, 202.0]
+    with pytest.raises(TypeError, match="and value="):  # the old order and value= both
+        x.addcmul(0.5, t, t, value=2)
