@@ -7,8 +7,8 @@ A process selects once: ``dt.cuda.set_device`` (or ``init_process_group(device_i
 else its first tensor placed on a GPU, else the nccl group, which takes
 ``local_device()``. Before that, ``"cuda"`` means the rank's own GPU (``rank_device``).
 CUDA's current device belongs to a host thread: the threads dtrain runs work on make the
-selected one current themselves (``use_selected_device``, and the collectives' executor
-takes its caller's).
+selected one current themselves (``use_selected_device``; the collectives' executor runs
+each job on ``process_cuda_device``).
 """
 
 from __future__ import annotations

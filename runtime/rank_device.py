@@ -22,9 +22,9 @@ def rank_device(warn: bool = True) -> Device:
     """``DTRAIN_DEVICE`` when set (plain ``cuda``: ``cuda:LOCAL_RANK``). Otherwise, with no
     CUDA device visible: the CPU. With CUDA, the GPU of this rank's index on its node
     (``LOCAL_RANK``, or the MPI launcher's local rank; 0 for a single process), as
-    torchrun scripts do with ``cuda:LOCAL_RANK``;
-    but when the node runs more ranks than it shows GPUs, ranks would have to share one,
-    which NCCL refuses, so every rank gets the CPU (with a warning when ``warn``).
+    torchrun scripts do with ``cuda:LOCAL_RANK``; but when the node runs more ranks than it
+    shows GPUs, ranks would have to share one, which NCCL refuses, so every rank gets the
+    CPU (with a warning when ``warn``).
 
     Raises:
         ValueError: ``DTRAIN_DEVICE`` is not a device name.
