@@ -1,5 +1,6 @@
-"""``pixel_shuffle`` and ``pixel_unshuffle``: channels to space and back, as views and one
-copy (reshape, permute, reshape), differentiable through those ops."""
+"""``pixel_shuffle`` and ``pixel_unshuffle`` (channels to space and back) and
+``channel_shuffle``: views and one copy (reshape, permute, reshape), differentiable through
+those ops."""
 
 from __future__ import annotations
 
@@ -55,3 +56,25 @@ def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
 
 
 __all__ = ["pixel_shuffle", "pixel_unshuffle"]
+
+
+def channel_shuffle(input: Tensor, groups: int) -> Tensor:
+    """``(N, C, *)`` → the same shape with the channels, seen as a ``(groups, C / groups)``
+    grid, transposed (ShuffleNet's channel shuffle).
+
+    Raises:
+        ValueError: ``groups`` not a positive divisor of ``C``, or input under 3 dims.
+    """
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"channel_shuffle: groups must be a positive int, got {groups!r}")
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        shape = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
+        raise ValueError(f"channel_shuffle: expected input of at least 3 dims, got {shape}")
+    n, c = input.shape[:2]
+    if c % groups:
+        raise ValueError(
+            f"channel_shuffle: number of channels {c} must be divisible by groups={groups}"
+        )
+    rest = tuple(input.shape[2:])
+    grid = input.reshape((n, groups, c // groups) + rest)
+    return grid.transpose(1, 2).reshape((n, c) + rest)

@@ -320,3 +320,17 @@ class LocalResponseNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+class BatchNorm3d(_BatchNorm):
+    """Batch normalisation of (N, C, D, H, W) input."""
+
+    expected_dims = (5,)
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance normalisation of ``(N, C, D, H, W)`` (or unbatched ``(C, D, H, W)``) input:
+    each channel of each sample over its voxels. ``affine`` and ``track_running_stats`` are
+    off by default, as PyTorch."""
+
+    expected_dims = (5,)

@@ -1,5 +1,5 @@
-"""Padding layers: ``ZeroPad1d/2d``, ``ConstantPad1d/2d``, ``ReflectionPad1d/2d`` and
-``ReplicationPad1d/2d``, each ``functional.pad`` with its mode."""
+"""Padding layers: ``ZeroPad1d/2d/3d``, ``ConstantPad1d/2d/3d``, ``ReflectionPad1d/2d/3d``,
+``ReplicationPad1d/2d/3d`` and ``CircularPad1d/2d/3d``, each ``functional.pad`` with its mode."""
 
 from __future__ import annotations
 
@@ -106,3 +106,50 @@ class ReplicationPad2d(_Pad):
     """Pad the last two dims by repeating their edge values."""
 
     mode, dims = "replicate", 2
+
+
+class ConstantPad3d(_ConstantPad):
+    """Pad the last three dims with ``value``: ``padding`` an int or ``(left, right, top,
+    bottom, front, back)``."""
+
+    dims = 3
+
+
+class ZeroPad3d(ConstantPad3d):
+    """Pad the last three dims with zeros: ``padding`` an int or a 6-tuple."""
+
+    def __init__(self, padding: Any) -> None:
+        super().__init__(padding, 0.0)
+
+    def extra_repr(self) -> str:
+        return f"{self.padding}"
+
+
+class ReflectionPad3d(_Pad):
+    """Pad the last three dims with their reflection (edge not repeated)."""
+
+    mode, dims = "reflect", 3
+
+
+class ReplicationPad3d(_Pad):
+    """Pad the last three dims by repeating their edge values."""
+
+    mode, dims = "replicate", 3
+
+
+class CircularPad1d(_Pad):
+    """Pad the last dim by wrapping around: ``padding`` an int or ``(left, right)``."""
+
+    mode, dims = "circular", 1
+
+
+class CircularPad2d(_Pad):
+    """Pad the last two dims by wrapping around: ``padding`` an int or a 4-tuple."""
+
+    mode, dims = "circular", 2
+
+
+class CircularPad3d(_Pad):
+    """Pad the last three dims by wrapping around: ``padding`` an int or a 6-tuple."""
+
+    mode, dims = "circular", 3

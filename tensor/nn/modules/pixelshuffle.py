@@ -1,8 +1,8 @@
-"""``PixelShuffle`` and ``PixelUnshuffle``."""
+"""``PixelShuffle``, ``PixelUnshuffle`` and ``ChannelShuffle``."""
 
 from __future__ import annotations
 
-from dtrain._tensor.nn.functional.vision import pixel_shuffle, pixel_unshuffle
+from dtrain._tensor.nn.functional.vision import channel_shuffle, pixel_shuffle, pixel_unshuffle
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor
 
@@ -33,3 +33,17 @@ class PixelUnshuffle(Module):
 
     def extra_repr(self) -> str:
         return f"downscale_factor={self.downscale_factor}"
+
+
+class ChannelShuffle(Module):
+    """Interleave the channels of ``groups`` groups; see ``functional.channel_shuffle``."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, input: Tensor) -> Tensor:
+        return channel_shuffle(input, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"

@@ -1,4 +1,5 @@
-"""``Upsample``: ``functional.interpolate`` as a layer."""
+"""``Upsample`` (``functional.interpolate`` as a layer), ``UpsamplingNearest2d`` and
+``UpsamplingBilinear2d``."""
 
 from __future__ import annotations
 
@@ -46,3 +47,17 @@ class Upsample(Module):
         else:
             text = f"size={self.size!r}"
         return f"{text}, mode={self.mode!r}"
+
+
+class UpsamplingNearest2d(Upsample):
+    """``Upsample(mode="nearest")`` of ``(N, C, H, W)`` input (deprecated in PyTorch)."""
+
+    def __init__(self, size: Any = None, scale_factor: Any = None) -> None:
+        super().__init__(size, scale_factor, mode="nearest")
+
+
+class UpsamplingBilinear2d(Upsample):
+    """``Upsample(mode="bilinear", align_corners=True)`` (deprecated in PyTorch)."""
+
+    def __init__(self, size: Any = None, scale_factor: Any = None) -> None:
+        super().__init__(size, scale_factor, mode="bilinear", align_corners=True)
