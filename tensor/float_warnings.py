@@ -12,11 +12,22 @@ from __future__ import annotations
 
 import warnings
 
-_NUMPY_FLOAT_MESSAGES = r"(divide by zero|invalid value|overflow|underflow) encountered"
+#: The filter list the filter was last put in. ``warnings.catch_warnings`` swaps in a copy
+#: and puts the old list back on exit, so a filter added inside one (pytest imports test
+#: modules inside one) would vanish; ``Op.apply`` compares this with ``warnings.filters``
+#: (one identity check) and puts the filter back when the list is another.
+installed_in: list | None = None
+
+_NUMPY_FLOAT_MESSAGES = (
+    r"(divide by zero|invalid value|overflow|underflow) encountered"
+    r"|Mean of empty slice|Degrees of freedom <= 0"  # numpy's NaN for a mean/var of nothing
+)
 
 
 def silence_numpy_float_warnings() -> None:
     """Ignore numpy's floating-point RuntimeWarnings raised inside dtrain (idempotent)."""
+    global installed_in
     warnings.filterwarnings(
         "ignore", message=_NUMPY_FLOAT_MESSAGES, category=RuntimeWarning, module=r"dtrain\."
     )
+    installed_in = warnings.filters

@@ -9,10 +9,12 @@ when autograd is on and an input requires grad, makes the op instance the output
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
+from dtrain._tensor import float_warnings
 from dtrain._tensor.autograd.grad_mode import state as _grad_state
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.device import device_of
@@ -85,6 +87,8 @@ class Op:
             else:
                 arrays.append(x)
             parents.append(None)
+        if warnings.filters is not float_warnings.installed_in:
+            float_warnings.silence_numpy_float_warnings()  # lost to a catch_warnings block
         out = op.forward(*arrays, **options)
         if out.__class__ is not _ndarray and isinstance(out, _generic):
             out = np.asarray(out)  # numpy reductions return scalars; a tensor holds an array

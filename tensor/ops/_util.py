@@ -12,8 +12,11 @@ from dtrain.runtime.backend import get_array_module
 
 
 def quiet(xp: Any) -> Any:
-    """numpy's warnings off where PyTorch gives inf/nan silently (x/0, log(0), log(-1))."""
-    return np.errstate(divide="ignore", invalid="ignore") if xp is np else contextlib.nullcontext()
+    """numpy's warnings off where PyTorch gives inf/nan silently (x/0, log(0), log(-1), a sum
+    that overflows)."""
+    if xp is not np:
+        return contextlib.nullcontext()
+    return np.errstate(divide="ignore", invalid="ignore", over="ignore")
 
 
 def unbroadcast(grad: Any, shape: tuple) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.ops._util import expand_reduced, normalize_dim, normalize_dims
+from dtrain._tensor.ops._util import expand_reduced, normalize_dim, normalize_dims, quiet
 from dtrain._tensor.ops.unary import _float
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
@@ -22,7 +22,10 @@ ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 class Sum(Op):
     def forward(self, x: Any, axes: tuple | None, keepdim: bool) -> Any:
         self.shape, self.axes, self.keepdim = x.shape, axes, keepdim
-        return x.sum(axis=axes, keepdims=keepdim)
+        # An overflow is inf, silently as in PyTorch; numpy's reductions warn from numpy's
+        # own frames, which the module filter of float_warnings.py does not reach.
+        with quiet(get_array_module(x)):
+            return x.sum(axis=axes, keepdims=keepdim)
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
@@ -36,9 +39,10 @@ class Mean(Op):
 
     def forward(self, x: Any, axes: tuple | None, keepdim: bool, count: int) -> Any:
         self.shape, self.axes, self.keepdim, self.count = x.shape, axes, keepdim, count
-        if x.dtype == np.float16:
-            return x.mean(axis=axes, keepdims=keepdim, dtype=np.float32).astype(np.float16)
-        return x.mean(axis=axes, keepdims=keepdim)
+        with quiet(get_array_module(x)):  # and the mean of nothing is NaN, silently
+            if x.dtype == np.float16:
+                return x.mean(axis=axes, keepdims=keepdim, dtype=np.float32).astype(np.float16)
+            return x.mean(axis=axes, keepdims=keepdim)
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
@@ -56,7 +60,8 @@ class Prod(Op):
 
     def forward(self, x: Any, axis: int | None, keepdim: bool) -> Any:
         self.x, self.axis, self.keepdim = x, axis, keepdim
-        return x.prod(axis=axis, keepdims=keepdim)
+        with quiet(get_array_module(x)):
+            return x.prod(axis=axis, keepdims=keepdim)
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
@@ -111,7 +116,9 @@ def _reduced_shape(shape: tuple, axes: tuple | None) -> tuple:
 class Cumsum(Op):
     def forward(self, x: Any, axis: int) -> Any:
         self.axis = axis
-        return get_array_module(x).cumsum(x, axis=axis)
+        xp = get_array_module(x)
+        with quiet(xp):
+            return xp.cumsum(x, axis=axis)
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
@@ -127,7 +134,9 @@ class Cumprod(Op):
 
     def forward(self, x: Any, axis: int) -> Any:
         self.x, self.axis = x, axis
-        self.out = get_array_module(x).cumprod(x, axis=axis)
+        xp = get_array_module(x)
+        with quiet(xp):
+            self.out = xp.cumprod(x, axis=axis)
         return self.out
 
     def backward(self, grad: Any) -> tuple:
