@@ -14,7 +14,9 @@ from dtrain._tensor import (
     methods_compare,
     methods_convert,
     methods_inplace,
+    methods_linalg,
     methods_math,
+    methods_pointwise,
     methods_random,
     methods_reduce,
     methods_shape,
@@ -28,6 +30,8 @@ _FAMILIES = (
     methods_inplace,
     methods_random,
     methods_convert,
+    methods_pointwise,
+    methods_linalg,
 )
 
 
@@ -45,6 +49,8 @@ class TensorMethods(
     methods_inplace.InplaceMethods,
     methods_random.RandomMethods,
     methods_convert.ConversionMethods,
+    methods_pointwise.PointwiseMethods,
+    methods_linalg.LinalgMethods,
 ):
     """Mixed into ``Tensor``: the PyTorch-named methods that compute something."""
 

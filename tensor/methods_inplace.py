@@ -173,3 +173,18 @@ class InplaceMethods:
 
     def copy_(self, source: Any) -> Tensor:
         return _fn.copy_(self, source)
+
+    def cumsum_(self, dim: int) -> Tensor:
+        return _fn.unary_(self, _fn.cumsum, dim)
+
+    def cumprod_(self, dim: int) -> Tensor:
+        return _fn.unary_(self, _fn.cumprod, dim)
+
+    def fmod_(self, other: Any) -> Tensor:
+        return _fn.unary_(self, _fn.fmod, other)
+
+    def tril_(self, diagonal: int = 0) -> Tensor:
+        return _fn.unary_(self, _fn.tril, diagonal)
+
+    def triu_(self, diagonal: int = 0) -> Tensor:
+        return _fn.unary_(self, _fn.triu, diagonal)

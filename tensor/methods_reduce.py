@@ -115,3 +115,63 @@ class ReductionMethods:
 
     def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> Any:
         return _fn.topk(self, k, dim, largest, sorted)
+
+    # More reductions and scans (tensor/ops/reduce_stats.py, reduce_order.py, scan.py).
+    def nansum(self, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+        return _fn.nansum(self, dim, keepdim, dtype=dtype)
+
+    def nanmean(self, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+        return _fn.nanmean(self, dim, keepdim, dtype=dtype)
+
+    def count_nonzero(self, dim: Any = None) -> Tensor:
+        return _fn.count_nonzero(self, dim)
+
+    def aminmax(self, *, dim: int | None = None, keepdim: bool = False) -> Any:
+        return _fn.aminmax(self, dim=dim, keepdim=keepdim)
+
+    def median(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return _fn.median(self, dim, keepdim)
+
+    def nanmedian(self, dim: int | None = None, keepdim: bool = False) -> Any:
+        return _fn.nanmedian(self, dim, keepdim)
+
+    def kthvalue(self, k: int, dim: int = -1, keepdim: bool = False) -> Any:
+        return _fn.kthvalue(self, k, dim, keepdim)
+
+    def mode(self, dim: int = -1, keepdim: bool = False) -> Any:
+        return _fn.mode(self, dim, keepdim)
+
+    def quantile(
+        self,
+        q: Any,
+        dim: int | None = None,
+        keepdim: bool = False,
+        *,
+        interpolation: str = "linear",
+    ) -> Tensor:
+        return _fn.quantile(self, q, dim, keepdim, interpolation=interpolation)
+
+    def nanquantile(
+        self,
+        q: Any,
+        dim: int | None = None,
+        keepdim: bool = False,
+        *,
+        interpolation: str = "linear",
+    ) -> Tensor:
+        return _fn.nanquantile(self, q, dim, keepdim, interpolation=interpolation)
+
+    def logcumsumexp(self, dim: int) -> Tensor:
+        return _fn.logcumsumexp(self, dim)
+
+    def cummax(self, dim: int) -> Any:
+        return _fn.cummax(self, dim)
+
+    def cummin(self, dim: int) -> Any:
+        return _fn.cummin(self, dim)
+
+    def diff(self, n: int = 1, dim: int = -1, prepend: Any = None, append: Any = None) -> Tensor:
+        return _fn.diff(self, n, dim, prepend, append)
+
+    def histc(self, bins: int = 100, min: float = 0, max: float = 0) -> Tensor:
+        return _fn.histc(self, bins, min, max)

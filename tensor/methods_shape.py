@@ -133,3 +133,89 @@ class ShapeMethods:
 
     def masked_select(self, mask: Tensor) -> Tensor:
         return _fn.masked_select(self, mask)
+
+    # More rearranging and indexing (tensor/ops/shape_extra.py, select_extra.py).
+    def fliplr(self) -> Tensor:
+        return _fn.fliplr(self)
+
+    def flipud(self) -> Tensor:
+        return _fn.flipud(self)
+
+    def rot90(self, k: int = 1, dims: Any = (0, 1)) -> Tensor:
+        return _fn.rot90(self, k, dims)
+
+    def diagonal(self, offset: int = 0, dim1: int = 0, dim2: int = 1) -> Tensor:
+        return _fn.diagonal(self, offset, dim1, dim2)
+
+    def diag_embed(self, offset: int = 0, dim1: int = -2, dim2: int = -1) -> Tensor:
+        return _fn.diag_embed(self, offset, dim1, dim2)
+
+    def diagflat(self, offset: int = 0) -> Tensor:
+        return _fn.diagflat(self, offset)
+
+    def tensor_split(self, indices_or_sections: Any, dim: int = 0) -> tuple:
+        return _fn.tensor_split(self, indices_or_sections, dim)
+
+    def hsplit(self, indices_or_sections: Any) -> tuple:
+        return _fn.hsplit(self, indices_or_sections)
+
+    def vsplit(self, indices_or_sections: Any) -> tuple:
+        return _fn.vsplit(self, indices_or_sections)
+
+    def dsplit(self, indices_or_sections: Any) -> tuple:
+        return _fn.dsplit(self, indices_or_sections)
+
+    def unfold(self, dimension: int, size: int, step: int) -> Tensor:
+        return _fn.unfold(self, dimension, size, step)
+
+    def ravel(self) -> Tensor:
+        return _fn.ravel(self)
+
+    def take(self, index: Tensor) -> Tensor:
+        return _fn.take(self, index)
+
+    def take_along_dim(self, indices: Tensor, dim: int | None = None) -> Tensor:
+        return _fn.take_along_dim(self, indices, dim)
+
+    def index_copy(self, dim: int, index: Tensor, source: Tensor) -> Tensor:
+        return _fn.index_copy(self, dim, index, source)
+
+    def index_copy_(self, dim: int, index: Tensor, source: Tensor) -> Tensor:
+        return _fn.index_copy_(self, dim, index, source)
+
+    def scatter_reduce(
+        self, dim: int, index: Tensor, src: Tensor, reduce: str, *, include_self: bool = True
+    ) -> Tensor:
+        return _fn.scatter_reduce(self, dim, index, src, reduce, include_self=include_self)
+
+    def scatter_reduce_(
+        self, dim: int, index: Tensor, src: Tensor, reduce: str, *, include_self: bool = True
+    ) -> Tensor:
+        return _fn.scatter_reduce_(self, dim, index, src, reduce, include_self=include_self)
+
+    def unique_consecutive(
+        self, return_inverse: bool = False, return_counts: bool = False, dim: int | None = None
+    ) -> Any:
+        return _fn.unique_consecutive(self, return_inverse, return_counts, dim)
+
+    def isin(
+        self, test_elements: Any, *, assume_unique: bool = False, invert: bool = False
+    ) -> Tensor:
+        return _fn.isin(self, test_elements, assume_unique=assume_unique, invert=invert)
+
+    def squeeze_(self, dim: Any = None) -> Tensor:
+        return _fn.squeeze_(self, dim)
+
+    def unsqueeze_(self, dim: int) -> Tensor:
+        return _fn.unsqueeze_(self, dim)
+
+    def transpose_(self, dim0: int, dim1: int) -> Tensor:
+        return _fn.transpose_(self, dim0, dim1)
+
+    swapaxes_ = swapdims_ = transpose_
+
+    def t_(self) -> Tensor:
+        return _fn.t_(self)
+
+    def msort(self) -> Tensor:
+        return _fn.msort(self)

@@ -47,6 +47,8 @@ def _wrap(out: Any) -> Any:
         return _on_current(out.view(EmuArray))
     if isinstance(out, np.generic):  # cupy's reductions give 0-d arrays, not scalars
         return _on_current(np.asarray(out).view(EmuArray))
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # numpy's named results (slogdet)
+        return type(out)(*(_wrap(o) for o in out))
     if isinstance(out, (tuple, list)):
         return type(out)(_wrap(o) for o in out)
     return out
