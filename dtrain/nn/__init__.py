@@ -54,6 +54,7 @@ from dtrain._tensor.nn.modules.conv import (
     Conv1d,
     Conv2d,
 )
+from dtrain._tensor.nn.modules.conv3d import Conv3d, ConvTranspose3d
 from dtrain._tensor.nn.modules.conv_transpose import (
     ConvTranspose1d,
     ConvTranspose2d,
@@ -67,6 +68,7 @@ from dtrain._tensor.nn.modules.distance import (
     CosineSimilarity,
     PairwiseDistance,
 )
+from dtrain._tensor.nn.modules.embedding_bag import EmbeddingBag
 from dtrain._tensor.nn.modules.linear import (
     Bilinear,
     Flatten,
@@ -85,6 +87,7 @@ from dtrain._tensor.nn.modules.loss import (
     NLLLoss,
     SmoothL1Loss,
 )
+from dtrain._tensor.nn.modules.loss_ctc import CTCLoss
 from dtrain._tensor.nn.modules.loss_extra import (
     CosineEmbeddingLoss,
     GaussianNLLLoss,
@@ -146,6 +149,15 @@ from dtrain._tensor.nn.modules.pooling import (
     MaxPool1d,
     MaxPool2d,
 )
+from dtrain._tensor.nn.modules.pooling3d import (
+    AdaptiveAvgPool3d,
+    AdaptiveMaxPool3d,
+    AvgPool3d,
+    MaxPool3d,
+    MaxUnpool1d,
+    MaxUnpool2d,
+    MaxUnpool3d,
+)
 from dtrain._tensor.nn.modules.pooling_lp import (
     LPPool1d,
     LPPool2d,
@@ -191,11 +203,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
     "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
     "AlphaDropout",
     "AvgPool1d",
     "AvgPool2d",
+    "AvgPool3d",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BatchNorm1d",
@@ -203,6 +218,7 @@ __all__ = [
     "BatchNorm3d",
     "Bilinear",
     "CELU",
+    "CTCLoss",
     "ChannelShuffle",
     "CircularPad1d",
     "CircularPad2d",
@@ -212,8 +228,10 @@ __all__ = [
     "ConstantPad3d",
     "Conv1d",
     "Conv2d",
+    "Conv3d",
     "ConvTranspose1d",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "CosineEmbeddingLoss",
     "CosineSimilarity",
     "CrossEntropyLoss",
@@ -224,6 +242,7 @@ __all__ = [
     "Dropout3d",
     "ELU",
     "Embedding",
+    "EmbeddingBag",
     "FeatureAlphaDropout",
     "Flatten",
     "Fold",
@@ -259,6 +278,10 @@ __all__ = [
     "MarginRankingLoss",
     "MaxPool1d",
     "MaxPool2d",
+    "MaxPool3d",
+    "MaxUnpool1d",
+    "MaxUnpool2d",
+    "MaxUnpool3d",
     "Mish",
     "Module",
     "ModuleDict",

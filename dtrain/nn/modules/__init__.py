@@ -48,6 +48,7 @@ from dtrain._tensor.nn.modules.conv import (
     Conv1d,
     Conv2d,
 )
+from dtrain._tensor.nn.modules.conv3d import Conv3d, ConvTranspose3d
 from dtrain._tensor.nn.modules.conv_transpose import (
     ConvTranspose1d,
     ConvTranspose2d,
@@ -61,6 +62,7 @@ from dtrain._tensor.nn.modules.distance import (
     CosineSimilarity,
     PairwiseDistance,
 )
+from dtrain._tensor.nn.modules.embedding_bag import EmbeddingBag
 from dtrain._tensor.nn.modules.linear import (
     Bilinear,
     Flatten,
@@ -79,6 +81,7 @@ from dtrain._tensor.nn.modules.loss import (
     NLLLoss,
     SmoothL1Loss,
 )
+from dtrain._tensor.nn.modules.loss_ctc import CTCLoss
 from dtrain._tensor.nn.modules.loss_extra import (
     CosineEmbeddingLoss,
     GaussianNLLLoss,
@@ -140,6 +143,15 @@ from dtrain._tensor.nn.modules.pooling import (
     MaxPool1d,
     MaxPool2d,
 )
+from dtrain._tensor.nn.modules.pooling3d import (
+    AdaptiveAvgPool3d,
+    AdaptiveMaxPool3d,
+    AvgPool3d,
+    MaxPool3d,
+    MaxUnpool1d,
+    MaxUnpool2d,
+    MaxUnpool3d,
+)
 from dtrain._tensor.nn.modules.pooling_lp import (
     LPPool1d,
     LPPool2d,
@@ -168,11 +180,14 @@ from dtrain._tensor.nn.modules.upsample import (
 __all__ = [
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
     "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
     "AlphaDropout",
     "AvgPool1d",
     "AvgPool2d",
+    "AvgPool3d",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BatchNorm1d",
@@ -180,6 +195,7 @@ __all__ = [
     "BatchNorm3d",
     "Bilinear",
     "CELU",
+    "CTCLoss",
     "ChannelShuffle",
     "CircularPad1d",
     "CircularPad2d",
@@ -189,8 +205,10 @@ __all__ = [
     "ConstantPad3d",
     "Conv1d",
     "Conv2d",
+    "Conv3d",
     "ConvTranspose1d",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "CosineEmbeddingLoss",
     "CosineSimilarity",
     "CrossEntropyLoss",
@@ -201,6 +219,7 @@ __all__ = [
     "Dropout3d",
     "ELU",
     "Embedding",
+    "EmbeddingBag",
     "FeatureAlphaDropout",
     "Flatten",
     "Fold",
@@ -236,6 +255,10 @@ __all__ = [
     "MarginRankingLoss",
     "MaxPool1d",
     "MaxPool2d",
+    "MaxPool3d",
+    "MaxUnpool1d",
+    "MaxUnpool2d",
+    "MaxUnpool3d",
     "Mish",
     "Module",
     "ModuleDict",

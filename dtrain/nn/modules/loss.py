@@ -14,6 +14,7 @@ from dtrain._tensor.nn.modules.loss import (
     _Loss,
     _WeightedLoss,
 )
+from dtrain._tensor.nn.modules.loss_ctc import CTCLoss
 from dtrain._tensor.nn.modules.loss_extra import (
     CosineEmbeddingLoss,
     GaussianNLLLoss,
@@ -51,4 +52,5 @@ __all__ = [
     "SmoothL1Loss",
     "_Loss",
     "_WeightedLoss",
+    "CTCLoss",
 ]

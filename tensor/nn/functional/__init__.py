@@ -47,6 +47,7 @@ from dtrain._tensor.nn.functional.activation_extra import (
 )
 from dtrain._tensor.nn.functional.attention import scaled_dot_product_attention
 from dtrain._tensor.nn.functional.conv import conv2d
+from dtrain._tensor.nn.functional.conv_nd import conv3d, conv_transpose3d
 from dtrain._tensor.nn.functional.conv_pool1d import avg_pool1d, conv1d, max_pool1d
 from dtrain._tensor.nn.functional.conv_transpose import (
     conv_transpose1d,
@@ -61,6 +62,7 @@ from dtrain._tensor.nn.functional.distance import (
 )
 from dtrain._tensor.nn.functional.dropout import dropout, dropout1d, dropout2d
 from dtrain._tensor.nn.functional.embedding import embedding, one_hot
+from dtrain._tensor.nn.functional.embedding_bag import embedding_bag
 from dtrain._tensor.nn.functional.grid_sample import affine_grid, grid_sample
 from dtrain._tensor.nn.functional.interpolate import interpolate
 from dtrain._tensor.nn.functional.linear import (
@@ -74,6 +76,7 @@ from dtrain._tensor.nn.functional.loss import (
     mse_loss,
     nll_loss,
 )
+from dtrain._tensor.nn.functional.loss_ctc import ctc_loss
 from dtrain._tensor.nn.functional.loss_likelihood import (
     gaussian_nll_loss,
     poisson_nll_loss,
@@ -103,6 +106,12 @@ from dtrain._tensor.nn.functional.normalization_extra import (
 )
 from dtrain._tensor.nn.functional.padding import pad
 from dtrain._tensor.nn.functional.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from dtrain._tensor.nn.functional.pooling3d import (
+    adaptive_avg_pool3d,
+    adaptive_max_pool3d,
+    avg_pool3d,
+    max_pool3d,
+)
 from dtrain._tensor.nn.functional.pooling_adaptive import (
     adaptive_avg_pool1d,
     adaptive_max_pool1d,
@@ -112,6 +121,7 @@ from dtrain._tensor.nn.functional.pooling_lp import (
     lp_pool1d,
     lp_pool2d,
 )
+from dtrain._tensor.nn.functional.unpool import max_unpool1d, max_unpool2d, max_unpool3d
 from dtrain._tensor.nn.functional.vision import (
     channel_shuffle,
     pixel_shuffle,
@@ -121,12 +131,15 @@ from dtrain._tensor.nn.functional.vision import (
 __all__ = [
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
     "adaptive_max_pool1d",
     "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
     "affine_grid",
     "alpha_dropout",
     "avg_pool1d",
     "avg_pool2d",
+    "avg_pool3d",
     "batch_norm",
     "bilinear",
     "binary_cross_entropy",
@@ -136,11 +149,14 @@ __all__ = [
     "channel_shuffle",
     "conv1d",
     "conv2d",
+    "conv3d",
     "conv_transpose1d",
     "conv_transpose2d",
+    "conv_transpose3d",
     "cosine_embedding_loss",
     "cosine_similarity",
     "cross_entropy",
+    "ctc_loss",
     "dropout",
     "dropout1d",
     "dropout2d",
@@ -148,6 +164,7 @@ __all__ = [
     "elu",
     "elu_",
     "embedding",
+    "embedding_bag",
     "feature_alpha_dropout",
     "fold",
     "gaussian_nll_loss",
@@ -179,6 +196,10 @@ __all__ = [
     "margin_ranking_loss",
     "max_pool1d",
     "max_pool2d",
+    "max_pool3d",
+    "max_unpool1d",
+    "max_unpool2d",
+    "max_unpool3d",
     "mish",
     "mse_loss",
     "multi_margin_loss",
