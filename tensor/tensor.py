@@ -2,30 +2,32 @@
 
 A tensor holds its array in ``_array``, its accumulated gradient in ``grad`` and, when an
 op produced it with autograd recording, that op in ``grad_fn``. The math lives in
-``dtrain._tensor.functions``; the methods here, the named ones of ``methods`` and the
-operators of ``tensor_operators`` are the PyTorch-shaped doors to it.
+``dtrain._tensor.functions``; the methods here, the named ones of ``methods``, the
+operators of ``tensor_operators`` and the Python protocol of ``tensor_protocol`` (repr,
+indexing, ``numpy()``, DLPack ...) are the PyTorch-shaped doors to it.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from dtrain._tensor import methods as _methods
 from dtrain._tensor import tensor_operators as _operators
+from dtrain._tensor import tensor_protocol as _protocol
 from dtrain._tensor.methods import TensorMethods
 from dtrain._tensor.tensor_operators import TensorOperators
+from dtrain._tensor.tensor_protocol import TensorProtocol
 from dtrain.runtime.backend import is_cuda_array, may_share_memory
-from dtrain.runtime.device import Device, as_numpy, cuda_device, device_of
+from dtrain.runtime.device import Device, cuda_device, device_of
 from dtrain.runtime.dtypes import to_dtype
 
 _new = object.__new__
 
 
-class Tensor(TensorOperators, TensorMethods):
+class Tensor(TensorProtocol, TensorOperators, TensorMethods):
     """An n-dimensional array with autograd; create one with ``dtrain.tensor(...)``."""
 
     __slots__ = (
@@ -187,53 +189,6 @@ class Tensor(TensorOperators, TensorMethods):
         return self._array.dtype.kind == "f"
 
     # ---- conversions -------------------------------------------------------------------
-    def numpy(self) -> np.ndarray:
-        """The data as a numpy array, sharing memory on the CPU."""
-        if self._requires_grad:
-            raise RuntimeError(
-                "numpy() on a tensor that requires grad would leave the graph silently; "
-                "call .detach().numpy() instead"
-            )
-        if self.device.type != "cpu":
-            raise TypeError(
-                f"numpy() needs a CPU tensor, this one is on {self.device}; call .cpu() first"
-            )
-        return self._array
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        array = as_numpy(self.detach()._array)
-        return array if dtype is None else array.astype(dtype, copy=False)
-
-    def item(self) -> Any:
-        """The value of a one-element tensor as a Python number."""
-        if self._array.size != 1:
-            raise ValueError(
-                f"item() needs a tensor with one element, this one has shape {self.shape}; "
-                "index or reduce it first"
-            )
-        return self._array.item() if self._array.ndim == 0 else self._array.reshape(()).item()
-
-    def tolist(self) -> Any:
-        """The data as (nested) Python lists."""
-        return as_numpy(self._array).tolist()
-
-    def __dlpack__(
-        self,
-        stream: Any = None,
-        *,
-        max_version: tuple[int, int] | None = None,
-        dl_device: tuple[int, int] | None = None,
-        copy: bool | None = None,
-    ) -> Any:
-        """A DLPack capsule of this tensor's memory (no copy), for ``from_dlpack`` elsewhere.
-        A tensor that requires grad refuses (BufferError), as in PyTorch: export
-        ``detach()``."""
-        return _dlpack.export(self, stream, max_version, dl_device, copy)
-
-    def __dlpack_device__(self) -> tuple[int, int]:
-        """``(device_type, device_id)`` in DLPack codes: ``(1, 0)`` CPU, ``(2, N)`` cuda:N."""
-        return _dlpack.device(self)
-
     def to(self, *args: Any, **kwargs: Any) -> Tensor:
         """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other_tensor)``;
         ``copy=True`` returns a copy even when nothing changes."""
@@ -356,84 +311,6 @@ class Tensor(TensorOperators, TensorMethods):
         """Whether ``retain_grad()`` was called on this non-leaf tensor."""
         return _autograd.retains_grad(self)
 
-    # ---- Python protocol ---------------------------------------------------------------
-    def __repr__(self) -> str:
-        return _fn.format_tensor(self)
-
-    def share_memory_(self) -> Tensor:
-        """Not offered: dtrain tensors cannot be shared between processes (Hogwild).
-
-        Raises:
-            NotImplementedError: always, naming the alternative.
-        """
-        raise NotImplementedError(
-            "share_memory_: dtrain cannot share tensors between processes (Hogwild); train "
-            "one process per rank with dtrain.parallel.DistributedDataParallel "
-            "(dtrain.multiprocessing.spawn or dtrain launch starts them)"
-        )
-
-    def __deepcopy__(self, memo: dict) -> Tensor:
-        """A leaf with a copy of the data (and of ``.grad``), the same class and
-        ``requires_grad``, and none of the hooks, as PyTorch's (so a copied model carries
-        no DistributedDataParallel hooks). Only leaves can be copied, as in PyTorch."""
-        if self.grad_fn is not None:
-            raise RuntimeError(
-                "deepcopy: only tensors created by the user (graph leaves) can be deep-copied, "
-                "as in PyTorch; copy t.detach() (or t.clone() for a differentiable copy)"
-            )
-        copied = _new(type(self))
-        memo[id(self)] = copied
-        copied._array = self._array.copy()
-        copied.grad = None if self.grad is None else copy.deepcopy(self.grad, memo)
-        copied.grad_fn = None
-        copied._requires_grad = self._requires_grad
-        copied._version = [0]
-        copied._base = None
-        copied._hooks = None
-        return copied
-
-    def __format__(self, spec: str) -> str:
-        # As PyTorch: a 0-d tensor formats as its Python number (f"{loss:.4f}"); any other
-        # tensor as its repr, and a format spec for it is a TypeError.
-        if self._array.ndim == 0:
-            return self.item().__format__(spec)
-        return object.__format__(self, spec)
-
-    def __len__(self) -> int:
-        if self._array.ndim == 0:
-            raise TypeError("len() of a 0-d tensor; use .item() or .numel()")
-        return self._array.shape[0]
-
-    def __iter__(self) -> Iterator[Tensor]:
-        if self._array.ndim == 0:
-            raise TypeError("iteration over a 0-d tensor; use .item()")
-        return (self[i] for i in range(self._array.shape[0]))
-
-    def __bool__(self) -> bool:
-        if self._array.size != 1:
-            raise RuntimeError(
-                f"the truth value of a tensor with {self._array.size} elements is ambiguous; "
-                "use .any() or .all()"
-            )
-        return bool(self._array.reshape(()))
-
-    def __float__(self) -> float:
-        return float(self.item())
-
-    def __int__(self) -> int:
-        return int(self.item())
-
-    def __index__(self) -> int:
-        if self._array.dtype.kind not in "iu" or self._array.size != 1:
-            raise TypeError("only one-element integer tensors can be used as an index")
-        return int(self.item())
-
-    def __getitem__(self, key: Any) -> Tensor:
-        return _fn.getitem(self, key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        _fn.setitem(self, key, value)
-
 
 _ROW_MAJOR = ("None", "torch.contiguous_format", "contiguous_format", "torch.preserve_format")
 
@@ -509,3 +386,4 @@ from dtrain._tensor.autograd.grad_mode import state as _grad_state  # noqa: E402
 
 _methods.bind(_fn)
 _operators.bind(_fn, Tensor)
+_protocol.bind(_fn, _dlpack)

@@ -3,28 +3,27 @@
 Assigning a ``Parameter`` to a module attribute registers it, as does assigning a module;
 tensors become buffers through ``register_buffer``. ``state_dict`` / ``load_state_dict``
 name every parameter and buffer by its dotted path (``"encoder.0.weight"``).
+
+Here: registration, lookup, iteration and repr. ``Module`` inherits its hooks from
+``module_hooks.py``, ``state_dict`` / ``load_state_dict`` from ``module_state_dict.py`` and
+train/eval/apply/to from ``module_modes.py``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, namedtuple
-from collections.abc import Callable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
-from dtrain._tensor.autograd.grad_mode import is_grad_enabled, no_grad
-from dtrain._tensor.nn.backward_hooks import HookedCall
-from dtrain._tensor.nn.hooks import HookHandle, hook_ids
-from dtrain._tensor.nn.module_device import move_in_place, to_arguments
-from dtrain._tensor.nn.module_state import load_entry
+from dtrain._tensor.nn.module_hooks import ModuleHooks
+from dtrain._tensor.nn.module_modes import ModuleModes
+from dtrain._tensor.nn.module_state_dict import IncompatibleKeys as IncompatibleKeys
+from dtrain._tensor.nn.module_state_dict import ModuleStateDict
 from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
-from dtrain.runtime.device import Device, cuda_device
-from dtrain.runtime.dtypes import to_dtype
-
-IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
-class Module:
+class Module(ModuleHooks, ModuleStateDict, ModuleModes):
     """Base class for layers and models: subclass it, assign parameters and sub-modules in
     ``__init__``, and define ``forward``."""
 
@@ -57,46 +56,6 @@ class Module:
         output = self.forward(*args, **kwargs)
         if self._forward_hooks:
             output = self._call_forward_hooks(args, kwargs, output)
-        return output
-
-    def _call_with_backward_hooks(self, args: tuple, kwargs: dict) -> Any:
-        # PyTorch's order: forward pre-hooks, inputs tapped, forward, forward hooks, outputs
-        # tapped (so the forward hooks see the untapped outputs).
-        if self._forward_pre_hooks:
-            args, kwargs = self._call_pre_hooks(args, kwargs)
-        call = HookedCall(self) if is_grad_enabled() else None
-        if call is not None:
-            args = call.tap_inputs(args)
-        output = self.forward(*args, **kwargs)
-        if self._forward_hooks:
-            output = self._call_forward_hooks(args, kwargs, output)
-        return output if call is None else call.tap_outputs(output)
-
-    def _call_pre_hooks(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        for key, hook in list(self._forward_pre_hooks.items()):  # a hook may remove hooks
-            if key in self._hooks_with_kwargs:
-                result = hook(self, args, kwargs)
-                if result is not None:
-                    if not (isinstance(result, tuple) and len(result) == 2):
-                        raise RuntimeError(
-                            f"forward pre-hook {hook!r} (with_kwargs=True) returned "
-                            f"{type(result).__name__}; return None or a pair (args, kwargs)"
-                        )
-                    args, kwargs = result
-            else:
-                result = hook(self, args)
-                if result is not None:
-                    args = result if isinstance(result, tuple) else (result,)
-        return args, kwargs
-
-    def _call_forward_hooks(self, args: tuple, kwargs: dict, output: Any) -> Any:
-        for key, hook in list(self._forward_hooks.items()):
-            if key in self._hooks_with_kwargs:
-                result = hook(self, args, kwargs, output)
-            else:
-                result = hook(self, args, output)
-            if result is not None:
-                output = result
         return output
 
     # ---- registration ------------------------------------------------------------------
@@ -338,232 +297,6 @@ class Module:
         """Every buffer."""
         for _, buffer in self.named_buffers(recurse=recurse):
             yield buffer
-
-    # ---- state -------------------------------------------------------------------------
-    def state_dict(
-        self, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
-    ) -> OrderedDict:
-        """Parameters and persistent buffers by dotted name (detached unless keep_vars).
-
-        A module or parameter reachable by two paths appears under both names, as in
-        PyTorch, so a checkpoint of a model with tied weights loads into either framework.
-        """
-        destination = OrderedDict() if destination is None else destination
-        modules = self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False)
-        for module_name, module in modules:
-            head = f"{module_name}." if module_name else ""
-            for name, param in module._parameters.items():
-                if param is not None:
-                    destination[head + name] = param if keep_vars else param.detach()
-            for name, buffer in module._buffers.items():
-                if buffer is not None and name not in module._non_persistent:
-                    destination[head + name] = buffer if keep_vars else buffer.detach()
-        return destination
-
-    def _optional_state(self) -> tuple[str, ...]:
-        """Names of this module's own state entries a loaded state may lack; they keep
-        their values then (BatchNorm's ``num_batches_tracked``)."""
-        return ()
-
-    def _state_slots(self) -> OrderedDict:
-        """``state_dict()``'s keys, each with the module, local name and tensor behind it."""
-        slots = OrderedDict()
-        for module_name, module in self.named_modules(remove_duplicate=False):
-            head = f"{module_name}." if module_name else ""
-            for name, param in module._parameters.items():
-                if param is not None:
-                    slots[head + name] = (module, name, param)
-            for name, buffer in module._buffers.items():
-                if buffer is not None and name not in module._non_persistent:
-                    slots[head + name] = (module, name, buffer)
-        return slots
-
-    def load_state_dict(
-        self, state_dict: Mapping, strict: bool = True, assign: bool = False
-    ) -> IncompatibleKeys:
-        """Load a state (name → Tensor or array) into this module's parameters and buffers.
-
-        By default values are copied in place, cast to each tensor's dtype and device (an
-        optimizer holding the parameters keeps working). With ``assign=True`` the given
-        tensors replace them, keeping their own dtype and device; a parameter stays an
-        ``nn.Parameter`` with its ``requires_grad``.
-
-        Args:
-            state_dict: a mapping from dotted names to tensors or numpy/cupy arrays.
-            strict: missing or unexpected keys are an error (else only reported).
-            assign: replace the tensors instead of copying into them.
-
-        Returns:
-            ``(missing_keys, unexpected_keys)``.
-
-        Raises:
-            TypeError: ``state_dict`` is not a mapping, or a value is not a tensor or array.
-            RuntimeError: a key problem under ``strict``, or a shape mismatch.
-        """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"load_state_dict: expected a dict-like state_dict (name -> tensor), got "
-                f"{type(state_dict).__name__}"
-            )
-        slots = self._state_slots()
-        optional = {
-            f"{name}.{entry}" if name else entry
-            for name, module in self.named_modules()
-            for entry in module._optional_state()
-        }
-        missing = [key for key in slots if key not in state_dict and key not in optional]
-        unexpected = [key for key in state_dict if key not in slots]
-        if strict and (missing or unexpected):
-            raise RuntimeError(
-                f"load_state_dict for {type(self).__name__}: missing keys {missing}, "
-                f"unexpected keys {unexpected}; pass strict=False to load the rest"
-            )
-        with no_grad():
-            for key, (module, name, target) in slots.items():
-                if key in state_dict:
-                    where = f"load_state_dict for {type(self).__name__}: {key!r}"
-                    load_entry(module, name, target, state_dict[key], where, assign)
-        return IncompatibleKeys(missing, unexpected)
-
-    # ---- modes and devices -------------------------------------------------------------
-    def train(self, mode: bool = True) -> Module:
-        """Training mode (dropout active, batch statistics) for this module and below.
-
-        Calls ``train`` on each child, so a sub-module that overrides it is honoured.
-        """
-        if not isinstance(mode, bool):
-            raise ValueError(f"train(mode): mode must be a bool, got {mode!r}")
-        object.__setattr__(self, "training", mode)
-        for module in self.children():
-            module.train(mode)
-        return self
-
-    def eval(self) -> Module:
-        """Evaluation mode: ``train(False)``."""
-        return self.train(False)
-
-    def requires_grad_(self, requires_grad: bool = True) -> Module:
-        """Turn gradient tracking on or off for every parameter."""
-        for param in self.parameters():
-            param.requires_grad_(requires_grad)
-        return self
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop (or zero) every parameter's gradient."""
-        for param in self.parameters():
-            if param.grad is None:
-                continue
-            if set_to_none:
-                param.grad = None
-            else:
-                param.grad.zero_()
-
-    def apply(self, fn: Callable[[Module], None]) -> Module:
-        """Call ``fn`` on every sub-module and then on this one (e.g. custom init)."""
-        for module in self.children():
-            module.apply(fn)
-        fn(self)
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> Module:
-        """Move and/or cast every parameter and buffer in place, as PyTorch's forms:
-        ``to(device)``, ``to(dtype)``, ``to(device, dtype)``, ``to(tensor)`` (its device and
-        dtype), each with an optional ``non_blocking``. A device is ``"cpu"``, ``"cuda:N"``,
-        a ``Device`` or an int (a CUDA index); only floating-point tensors are cast, and
-        only to a float dtype."""
-        device, dtype = to_arguments(args, kwargs)
-        if dtype is not None and dtype.kind != "f":
-            raise TypeError(f"Module.to() only casts to float dtypes, got {dtype}")
-        for tensor in (*self.parameters(), *self.buffers()):
-            move_in_place(tensor, device, dtype)
-            if tensor.grad is not None:
-                move_in_place(tensor.grad, device, dtype)
-        return self
-
-    def cuda(self, device: int | str | Device | None = None) -> Module:
-        """Move every parameter and buffer to a GPU: the current one unless ``device`` names
-        another."""
-        return self.to(cuda_device(device))
-
-    def cpu(self) -> Module:
-        """Move every parameter and buffer to the CPU."""
-        return self.to("cpu")
-
-    def float(self) -> Module:
-        """Cast floating-point parameters and buffers to float32."""
-        return self.to(to_dtype("float32"))
-
-    def double(self) -> Module:
-        """Cast floating-point parameters and buffers to float64."""
-        return self.to(to_dtype("float64"))
-
-    def share_memory(self) -> Module:
-        """Not offered: dtrain tensors cannot be shared between processes (Hogwild).
-
-        Raises:
-            NotImplementedError: always, naming the alternative.
-        """
-        raise NotImplementedError(
-            "share_memory: dtrain cannot share a model's tensors between processes "
-            "(Hogwild); train one process per rank with dtrain.parallel."
-            "DistributedDataParallel (dtrain.multiprocessing.spawn or dtrain launch starts them)"
-        )
-
-    def half(self) -> Module:
-        """Cast floating-point parameters and buffers to float16."""
-        return self.to(to_dtype("float16"))
-
-    # ---- hooks and repr ----------------------------------------------------------------
-    def register_forward_pre_hook(
-        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
-    ) -> HookHandle:
-        """``hook(module, args)`` before forward; it may return replacement args (a tuple,
-        or one value). With ``with_kwargs``, ``hook(module, args, kwargs)`` may return a
-        pair ``(args, kwargs)``. ``prepend`` runs it before the hooks already registered."""
-        return self._add_hook(self._forward_pre_hooks, hook, prepend, with_kwargs)
-
-    def register_forward_hook(
-        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
-    ) -> HookHandle:
-        """``hook(module, args, output)`` after forward (``hook(module, args, kwargs,
-        output)`` with ``with_kwargs``); it may return a replacement output. ``prepend``
-        runs it before the hooks already registered."""
-        return self._add_hook(self._forward_hooks, hook, prepend, with_kwargs)
-
-    def register_full_backward_pre_hook(
-        self, hook: Callable, *, prepend: bool = False
-    ) -> HookHandle:
-        """``hook(module, grad_output)`` when the gradients of this module's outputs are
-        known, before they flow into it; it may return replacement ``grad_output`` (a tuple
-        with one entry per output, None for outputs that are not tensors)."""
-        return self._add_hook(self._backward_pre_hooks, hook, prepend, False)
-
-    def register_full_backward_hook(self, hook: Callable, *, prepend: bool = False) -> HookHandle:
-        """``hook(module, grad_input, grad_output)`` when the gradients of this module's
-        positional inputs are known; it may return replacement ``grad_input``. Entries are
-        None for arguments that are not tensors requiring grad. As PyTorch's, the call's
-        inputs and outputs pass through an identity each way, so hook the module before
-        calling it."""
-        return self._add_hook(self._backward_hooks, hook, prepend, False)
-
-    def _has_hooks(self) -> bool:
-        return bool(
-            self._forward_pre_hooks
-            or self._forward_hooks
-            or self._backward_pre_hooks
-            or self._backward_hooks
-        )
-
-    def _add_hook(
-        self, hooks: OrderedDict, hook: Callable, prepend: bool, with_kwargs: bool
-    ) -> HookHandle:
-        key = next(hook_ids)
-        hooks[key] = hook
-        if prepend:
-            hooks.move_to_end(key, last=False)
-        if with_kwargs:
-            self._hooks_with_kwargs.add(key)
-        return HookHandle(hooks, key, self._hooks_with_kwargs)
 
     def extra_repr(self) -> str:
         """The part inside the parentheses of this module's repr line."""

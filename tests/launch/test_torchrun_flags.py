@@ -9,6 +9,7 @@ import stat
 import pytest
 
 from dtrain.launch import launcher, torchrun
+from dtrain.launch import plan as launch_plan
 from dtrain.launch.launcher import get_parser, main, validate
 from dtrain.launch.worker import _absolute_program
 
@@ -23,7 +24,7 @@ def here(tmp_path, monkeypatch):
     (tmp_path / "plain.sh").write_text("echo hi\n")  # not executable
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torchrun, "cpu_count", lambda: 5)
-    monkeypatch.setattr(launcher, "_local_gpu_ids", lambda: [])
+    monkeypatch.setattr(launch_plan, "_local_gpu_ids", lambda: [])
     return tmp_path
 
 
@@ -61,7 +62,7 @@ def test_a_torchrun_command_line_parses(here):
     ],
 )
 def test_nproc_per_node_words(value, gpus, procs, gpus_per_proc, here, monkeypatch):
-    monkeypatch.setattr(launcher, "_local_gpu_ids", lambda: gpus)
+    monkeypatch.setattr(launch_plan, "_local_gpu_ids", lambda: gpus)
     p = plan("--nproc-per-node", value, "train.py")
     assert (p.procs, p.gpus_per_proc) == (procs, gpus_per_proc)
 

@@ -46,10 +46,10 @@ def rank_zero_leaves_at_once() -> bool:
 def a_rank_dies_at_the_end_of_init() -> dict | None:
     """Rank 1 exits after building its group, before saying so in the store: rank 0's
     init must fail naming rank 1 and leave nothing initialised."""
-    from dtrain.parallel import api
+    from dtrain.parallel import group_init
 
     if int(os.environ["RANK"]) == 1:
-        api._done_with_store = lambda *args: os._exit(0)
+        group_init._done_with_store = lambda *args: os._exit(0)
     try:
         dist.init_process_group("tcp", timeout=3)
     except dist.RendezvousError as error:
@@ -60,10 +60,10 @@ def a_rank_dies_at_the_end_of_init() -> dict | None:
 def a_rank_dies_while_the_mesh_is_made() -> dict | None:
     """Rank 1 exits before connecting to the others: rank 0's init fails, and leaves no
     group, store or listening port behind."""
-    from dtrain.parallel import api
+    from dtrain.parallel import api, group_init
 
     if int(os.environ["RANK"]) == 1:
-        api._make_group = lambda *args: os._exit(0)
+        group_init._make_group = lambda *args: os._exit(0)
     try:
         dist.init_process_group("tcp", timeout=3)
     except (dist.CollectiveError, dist.RendezvousError) as error:
