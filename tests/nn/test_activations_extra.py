@@ -221,3 +221,98 @@ def test_modules_match_functional():
     np.testing.assert_array_equal(nn.Softsign()(x).numpy(), F.softsign(x).numpy())
     np.testing.assert_array_equal(nn.Tanhshrink()(x).numpy(), F.tanhshrink(x).numpy())
     assert nn.AlphaDropout(0.5).eval()(x) is x
+
+
+def test_threshold_selects_value_for_minus_inf():
+    out = F.threshold(dt.tensor([-np.inf, 1.0, np.nan]), 0.0, 2.0)
+    np.testing.assert_array_equal(out.numpy(), [2.0, 1.0, 2.0])  # NaN > 0 is False
+    x = leaf([-np.inf, 0.5, 3.0])
+    F.threshold(x, 1.0, 0.0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0, 1.0])
+    assert nn.Threshold(0.0, 7.0)(dt.tensor([-np.inf])).item() == 7.0
+
+
+def test_threshold_on_integers_and_selu_celu_reject_them():
+    out = F.threshold(dt.tensor([1, -2, 3]), 0.5, 5.7)
+    assert out.dtype == dt.int64
+    np.testing.assert_array_equal(out.numpy(), [1, 5, 3])  # value cast to the input's dtype
+    x = dt.tensor([1, -2, 3])
+    assert F.threshold_(x, 0, 5) is x
+    np.testing.assert_array_equal(x.numpy(), [1, 5, 3])
+    for fn in (F.selu, F.celu):
+        with pytest.raises(TypeError, match="floating-point"):
+            fn(dt.tensor([1, 2]))
+
+
+@pytest.mark.parametrize("alpha", [-1.0, -0.4])
+def test_celu_negative_alpha_branches_on_x(alpha):
+    x = np.array([-2.0, -0.5, 0.5, 2.0])
+    expected = np.where(x > 0, x, alpha * np.expm1(x / alpha))  # PyTorch's definition
+    np.testing.assert_allclose(F.celu(leaf(x), alpha).detach().numpy(), expected, rtol=1e-12)
+    assert gradcheck(lambda t: F.celu(t, alpha), [leaf(x)])
+
+
+def test_hardshrink_is_not_a_softshrink():
+    assert not isinstance(nn.Hardshrink(), nn.Softshrink)
+    assert not isinstance(nn.Softshrink(), nn.Hardshrink)
+    assert nn.Hardshrink(0.3).lambd == 0.3
+
+
+# Includes the float16 neighbours of the constants, where rounding them to half first flips
+# a comparison.
+HALF_X = np.r_[np.linspace(-3, 3, 2001), [0.7, -0.7, 0.3, -0.3]].astype(np.float16)
+HALF = {
+    "selu": (F.selu, ()),
+    "celu": (F.celu, (0.7,)),
+    "softshrink": (F.softshrink, (0.3,)),
+    "threshold": (F.threshold, (0.7, -1.3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HALF))
+def test_half_computes_in_float32_and_rounds_once(name):
+    fn, args = HALF[name]
+    x = HALF_X
+    expected = fn(dt.tensor(x.astype(np.float32)), *args).numpy().astype(np.float16)
+    out = fn(dt.tensor(x), *args)
+    assert out.dtype == dt.float16
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
+def test_half_hardshrink_rounds_lambd_to_half_as_torch():
+    # Unlike the others, PyTorch's hardshrink kernel compares in half: float16(0.7) is not
+    # above float16(0.7).
+    assert F.hardshrink(dt.tensor(np.float16([0.7, -0.7])), 0.7).numpy().tolist() == [0, 0]
+
+
+def test_half_threshold_compares_in_float32():
+    # float16(0.7) is 0.7002 > 0.7 in float32; rounding 0.7 to half first would say equal.
+    assert F.threshold(dt.tensor(np.float16(0.7)), 0.7, 0.0).item() == np.float16(0.7)
+
+
+def test_half_gradients_flow(rng):
+    x = dt.tensor(rng.standard_normal(8).astype(np.float16), requires_grad=True)
+    F.selu(x).sum().backward()
+    assert x.grad.dtype == dt.float16
+    v = x.detach().numpy().astype(np.float64)
+    expected = np.where(v > 0, SCALE, SCALE * ALPHA * np.exp(v))
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=2e-3)
+
+
+@pytest.mark.parametrize("name", sorted(HALF))
+def test_half_matches_torch(torch, name):
+    fn, args = HALF[name]
+    x = HALF_X
+    theirs = getattr(torch.nn.functional, name)(torch.from_numpy(x), *args).numpy()
+    np.testing.assert_array_equal(fn(dt.tensor(x), *args).numpy(), theirs)
+
+
+def test_celu_negative_alpha_and_threshold_inf_match_torch(torch):
+    x = np.array([-np.inf, -2.0, -0.5, 0.5, 2.0, np.inf])
+    for alpha in (-1.0, 0.6):
+        theirs = torch.nn.functional.celu(torch.from_numpy(x), alpha).numpy()
+        np.testing.assert_allclose(F.celu(dt.tensor(x), alpha).numpy(), theirs, rtol=1e-12)
+    theirs = torch.nn.functional.threshold(torch.from_numpy(x), 0.0, 3.0).numpy()
+    np.testing.assert_array_equal(F.threshold(dt.tensor(x), 0.0, 3.0).numpy(), theirs)
+    ints = torch.nn.functional.threshold(torch.tensor([1, -2, 3]), 0.5, 5.7).numpy()
+    np.testing.assert_array_equal(F.threshold(dt.tensor([1, -2, 3]), 0.5, 5.7).numpy(), ints)

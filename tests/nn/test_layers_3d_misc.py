@@ -178,3 +178,55 @@ def test_upsampling_matches_torch(torch, same):
         ours, theirs = getattr(nn, name)(**kwargs), getattr(torch.nn, name)(**kwargs)
         same(ours(dt.tensor(x)), theirs(torch.tensor(x)), atol=1e-12)
         assert repr(ours) == repr(theirs)
+
+
+def test_lp_pool_gradient_finite_on_all_zero_windows():
+    x = leaf([[[-1.0, -2.0, 3.0, 4.0]]])
+    F.lp_pool1d(F.relu(x), 2, 2).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[[0.0, 0.0, 0.6, 0.8]]], rtol=1e-12)
+    image = leaf(np.r_[np.zeros(8), np.arange(1.0, 9.0)].reshape(1, 1, 4, 4))
+    nn.LPPool2d(3, 2)(image).sum().backward()
+    assert np.isfinite(image.grad.numpy()).all()
+    assert (image.grad.numpy()[..., :2, :] == 0).all()
+    # An odd power whose window sums negative still gives NaN, as PyTorch.
+    assert np.isnan(F.lp_pool1d(dt.tensor([[[-1.0, -2.0]]]), 3, 2).item())
+
+
+def test_lp_pool_zero_windows_match_torch(torch):
+    x = np.array([[[-1.0, -2.0, 3.0, 4.0, 0.0, 0.0]]])
+    theirs = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.lp_pool1d(torch.relu(theirs), 2, 2).sum().backward()
+    ours = leaf(x)
+    F.lp_pool1d(F.relu(ours), 2, 2).sum().backward()
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-12)
+
+
+def test_circular_pad_wraps_at_most_once_and_crops():
+    x = np.arange(4.0).reshape(1, 1, 4)
+    np.testing.assert_array_equal(
+        F.pad(dt.tensor(x), (4, 0), "circular").numpy(), np.pad(x, [(0, 0), (0, 0), (4, 0)], "wrap")
+    )
+    with pytest.raises(RuntimeError, match="more than once"):
+        F.pad(dt.tensor(x), (5, 0), "circular")
+    with pytest.raises(RuntimeError, match="more than once"):
+        nn.CircularPad1d((0, 5))(dt.tensor(x))
+    np.testing.assert_array_equal(
+        F.pad(dt.tensor(x), (-1, 2), "circular").numpy(), [[[1.0, 2.0, 3.0, 1.0, 2.0]]]
+    )
+    np.testing.assert_array_equal(
+        F.pad(dt.tensor(x), (2, -1), "circular").numpy(), [[[1.0, 2.0, 0.0, 1.0, 2.0]]]
+    )
+    assert gradcheck(lambda t: F.pad(t, (-1, 2, 1, -1), "circular"), [leaf(np.ones((1, 3, 4)))])
+    with pytest.raises(RuntimeError, match="more than once"):
+        F.pad(dt.tensor(x), (2, -3), "circular")  # 2 > the 1 element left (PyTorch fails too)
+    with pytest.raises(ValueError, match="negative padding"):
+        F.pad(dt.tensor(x), (-1, 0), "reflect")
+
+
+def test_circular_pad_matches_torch(torch):
+    x = np.random.default_rng(4).normal(size=(1, 2, 3, 4))
+    for padding in [(4, 0, 3, 0), (-1, 2, 1, -2), (2, -2, 0, 1), (1, -3, -1, 0)]:
+        theirs = torch.nn.functional.pad(torch.tensor(x), padding, "circular").numpy()
+        np.testing.assert_array_equal(F.pad(dt.tensor(x), padding, "circular").numpy(), theirs)
+    with pytest.raises(RuntimeError, match="more than once"):
+        torch.nn.functional.pad(torch.tensor(x), (5, 0, 0, 0), "circular")

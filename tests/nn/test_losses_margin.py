@@ -309,3 +309,71 @@ def test_legacy_keywords_warn():
     with pytest.warns(UserWarning, match="reduction='none'"):
         module = nn.MarginRankingLoss(reduce=False)
     assert module.reduction == "none"
+
+
+def test_poisson_full_gradient_in_target():
+    # The Stirling term depends on the target, so its gradient does too (t > 1 only).
+    t, x = np.array([0.5, 2.0, 3.0]), np.array([0.1, 0.2, 0.3])
+    target, rate = leaf(t), leaf(x)
+    F.poisson_nll_loss(rate, target, full=True, reduction="sum").backward()
+    stirling_grad = np.where(t > 1, np.log(t) + 0.5 / t, 0.0)
+    np.testing.assert_allclose(target.grad.numpy(), -x + stirling_grad, rtol=1e-12)
+    t2 = np.array([0.0, 1.5, 2.5, 4.0])
+    assert gradcheck(lambda v: F.poisson_nll_loss(dt.tensor(np.ones(4)), v, full=True), [leaf(t2)])
+
+
+def test_gaussian_float_var_with_infinite_input():
+    got = F.gaussian_nll_loss(
+        dt.tensor([np.inf, -np.inf, 0.0]), dt.tensor([0.0, 0.0, 0.0]), 1.0, reduction="none"
+    )
+    np.testing.assert_array_equal(got.numpy(), [np.inf, np.inf, 0.0])
+
+
+def test_triplet_margin_loss_rejects_nonpositive_margin():
+    x = dt.ones(3, 4)
+    for margin in (0.0, -1.0):
+        with pytest.raises(ValueError, match="greater than 0"):
+            F.triplet_margin_loss(x, x, x, margin=margin)
+
+
+def test_target_shapes_pytorch_accepts(data):
+    a = data[0]
+    unbatched = F.multi_margin_loss(dt.tensor(a[1]), dt.tensor([3]), reduction="none")
+    reference = F.multi_margin_loss(dt.tensor(a[1]), dt.tensor(np.int64(3)), reduction="none")
+    assert unbatched.shape == () and np.isclose(unbatched.numpy(), reference.numpy())
+    one_row = F.multi_margin_loss(dt.tensor(a[1:2]), dt.tensor(np.int64(3)), reduction="none")
+    np.testing.assert_allclose(one_row.numpy(), [reference.numpy()])
+    with pytest.raises(RuntimeError, match="inconsistent target size"):
+        F.multi_margin_loss(dt.tensor(a[1]), dt.tensor([[3]]))
+    x1, x2 = dt.tensor(a), dt.tensor(data[1])
+    broadcast = F.cosine_embedding_loss(x1, x2, dt.tensor([-1.0]), reduction="none")
+    full = F.cosine_embedding_loss(x1, x2, dt.tensor(-np.ones(5)), reduction="none")
+    np.testing.assert_allclose(broadcast.numpy(), full.numpy(), rtol=1e-12)
+    with pytest.raises(RuntimeError, match="rows"):
+        F.cosine_embedding_loss(x1, x2, dt.tensor([1.0, -1.0]))
+
+
+def test_fixed_cases_match_torch(torch, data):
+    tf = torch.nn.functional
+    t, x = np.array([0.5, 2.0, 3.0]), np.array([0.1, 0.2, 0.3])
+    target = torch.tensor(t, requires_grad=True)
+    tf.poisson_nll_loss(torch.tensor(x), target, full=True, reduction="sum").backward()
+    ours = leaf(t)
+    F.poisson_nll_loss(dt.tensor(x), ours, full=True, reduction="sum").backward()
+    np.testing.assert_allclose(ours.grad.numpy(), target.grad.numpy(), rtol=1e-12)
+    inf = np.array([np.inf, 0.0])
+    theirs = tf.gaussian_nll_loss(torch.tensor(inf), torch.zeros(2), 1.0, reduction="none")
+    got = F.gaussian_nll_loss(dt.tensor(inf), dt.zeros(2), 1.0, reduction="none")
+    np.testing.assert_array_equal(got.numpy(), theirs.numpy())
+    a, b = data[0], data[1]
+    theirs = tf.multi_margin_loss(torch.tensor(a[1]), torch.tensor([3]))
+    np.testing.assert_allclose(
+        F.multi_margin_loss(dt.tensor(a[1]), dt.tensor([3])).numpy(), theirs.numpy(), rtol=1e-12
+    )
+    theirs = tf.cosine_embedding_loss(
+        torch.tensor(a), torch.tensor(b), torch.tensor([-1.0]), reduction="none"
+    )
+    got = F.cosine_embedding_loss(dt.tensor(a), dt.tensor(b), dt.tensor([-1.0]), reduction="none")
+    np.testing.assert_allclose(got.numpy(), theirs.numpy(), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="greater than 0"):
+        tf.triplet_margin_loss(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), margin=0.0)

@@ -5,12 +5,15 @@ feature_alpha_dropout) with dropout3d.
 
 The piecewise-linear ones are one op, ``Masked``: ``x * mask + offset`` with the gradient
 ``grad * mask``, where the function computes ``mask`` and ``offset`` from ``x`` in one pass
-of array code. ``inplace=True`` is accepted and computes out of place (as the other
+of array code; ``threshold`` selects instead (``-inf * 0`` would be NaN). As PyTorch, float16
+inputs compute in float32 and round once (hardshrink compares in half, as PyTorch's kernel).
+``inplace=True`` is accepted and computes out of place (as the other
 activations); the ``name_`` functions do write into their argument.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -20,6 +23,7 @@ from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.creation import sample
 from dtrain._tensor.ops import activation as _ops
 from dtrain._tensor.ops.inplace_math import unary_
+from dtrain._tensor.ops.select import where
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.device import device_of
@@ -41,6 +45,27 @@ class Masked(Op):
         return grad * self.mask, None, None
 
 
+class Threshold(Op):
+    """``x`` where ``x > threshold``, else ``value``, by a select (``-inf`` gives ``value``,
+    not ``-inf * 0``); the gradient passes where ``x > threshold``."""
+
+    def forward(self, x: Any, threshold: float, value: float) -> Any:
+        xp = get_array_module(x)
+        self.above = x > threshold
+        return xp.where(self.above, x, value).astype(x.dtype, copy=False)
+
+    def backward(self, grad: Any) -> tuple:
+        return grad * self.above, None, None
+
+
+def _in_float32(fn: Any, input: Tensor, *args: Any) -> Tensor:
+    """``fn(input, *args)``, computed in float32 for a float16 input and rounded once, as
+    PyTorch computes half-precision activations (constants are not rounded to half first)."""
+    if input.dtype == np.float16:
+        return fn(input.float(), *args).half()
+    return fn(input, *args)
+
+
 def _check_float(name: str, input: Tensor) -> None:
     if not isinstance(input, Tensor):
         raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
@@ -49,19 +74,39 @@ def _check_float(name: str, input: Tensor) -> None:
 
 
 def selu(input: Tensor, inplace: bool = False) -> Tensor:
-    """``scale * elu(x, alpha)`` with SELU's fixed ``alpha`` and ``scale`` (self-normalising)."""
+    """``scale * elu(x, alpha)`` with SELU's fixed ``alpha`` and ``scale`` (self-normalising).
+
+    Raises:
+        TypeError: a non-floating-point input (PyTorch raises NotImplementedError).
+    """
+    _check_float("selu", input)
+    return _in_float32(_selu, input)
+
+
+def _selu(input: Tensor) -> Tensor:
     return _ops.elu(input, SELU_ALPHA) * SELU_SCALE
 
 
 def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
-    """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``.
+    """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``, branching on the sign of ``x``
+    (also for a negative ``alpha``).
 
     Raises:
-        ZeroDivisionError: ``alpha`` is 0 (as PyTorch).
+        ZeroDivisionError: ``alpha`` is 0 (PyTorch raises a RuntimeError that names it).
+        TypeError: a non-floating-point input (PyTorch raises NotImplementedError).
     """
     if alpha == 0:
-        raise ZeroDivisionError("alpha cannot be 0 for CELU")
-    return _ops.elu(input / alpha, 1.0) * alpha
+        raise ZeroDivisionError("celu: alpha cannot be 0 for CELU; pass a nonzero alpha")
+    _check_float("celu", input)
+    return _in_float32(_celu, input, alpha)
+
+
+def _celu(input: Tensor, alpha: float) -> Tensor:
+    if alpha > 0:
+        return _ops.elu(input / alpha, 1.0) * alpha
+    # elu(x / alpha) would branch on the sign of x / alpha, the opposite of x's.
+    negative = (input.clamp_max(0) / alpha).expm1() * alpha
+    return where(input > 0, input, negative)
 
 
 def softsign(input: Tensor) -> Tensor:
@@ -83,6 +128,10 @@ def softshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
     """``x - lambd`` above ``lambd``, ``x + lambd`` below ``-lambd``, else 0."""
     _check_float("softshrink", input)
     _check_lambd("softshrink", lambd)
+    return _in_float32(_softshrink, input, lambd)
+
+
+def _softshrink(input: Tensor, lambd: float) -> Tensor:
     x = input._array
     above, below = x > lambd, x < -lambd
     mask = (above | below).astype(x.dtype)
@@ -91,7 +140,8 @@ def softshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
 
 
 def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
-    """``x`` where ``|x| > lambd``, else 0."""
+    """``x`` where ``|x| > lambd``, else 0 (compared in the input's dtype: for float16,
+    ``lambd`` rounds to half first, as PyTorch's kernel does)."""
     _check_float("hardshrink", input)
     x = input._array
     mask = ((x > lambd) | (x < -lambd)).astype(x.dtype)
@@ -99,13 +149,11 @@ def hardshrink(input: Tensor, lambd: float = 0.5) -> Tensor:
 
 
 def threshold(input: Tensor, threshold: float, value: float, inplace: bool = False) -> Tensor:
-    """``x`` where ``x > threshold``, else ``value``."""
-    _check_float("threshold", input)
-    x = input._array
-    xp = get_array_module(x)
-    above = x > threshold
-    offset = xp.where(above, 0, value).astype(x.dtype)
-    return Masked.apply(input, above.astype(x.dtype), offset)
+    """``x`` where ``x > threshold``, else ``value`` (integer inputs too, as PyTorch: ``value``
+    is cast to the input's dtype)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"threshold: input must be a Tensor, got {type(input).__name__}")
+    return _in_float32(Threshold.apply, input, threshold, value)
 
 
 def rrelu(
@@ -154,7 +202,8 @@ def _alpha_dropout(input: Tensor, p: float, training: bool, feature: bool) -> Te
     keep = sample("uniform", shape, dtype, device_of(input._array), low=0, high=1)
     noise = (keep >= p).astype(dtype)
     # As PyTorch: a keeps the variance, b the mean, with dropped units at -alpha'.
-    a = 1.0 / np.sqrt((_ALPHA_PRIME**2 * p + 1) * (1 - p))
+    # Python floats, not np.float64: those would widen float16/32 arrays to float64 temporaries.
+    a = 1.0 / math.sqrt((_ALPHA_PRIME**2 * p + 1) * (1 - p))
     b = ((noise - 1) * (_ALPHA_PRIME * a) + _ALPHA_PRIME * a * p).astype(dtype)
     scale = (noise * a).astype(dtype)
     xp = get_array_module(scale)

@@ -32,10 +32,11 @@ def poisson_nll_loss(
         raise ValueError(reduction + " is not valid")
     loss = input.exp() - target * input if log_input else input - target * (input + eps).log()
     if full:
-        t = target.detach()
-        big = t.clamp_min(1)  # the terms are kept only where t > 1: no log(0) elsewhere
+        # Differentiable in target, as PyTorch. The clamp keeps the log finite where t <= 1
+        # (those terms are dropped), so the select has no NaN to hide.
+        big = target.clamp_min(1)
         stirling = big * big.log() - big + (big * (2 * math.pi)).log() * 0.5
-        loss = loss + where(t > 1, stirling, 0.0)  # (t log t is NaN at 0)
+        loss = loss + where(target > 1, stirling, 0.0)
     return _reduce(loss, reduction)
 
 
@@ -58,7 +59,9 @@ def gaussian_nll_loss(
     if isinstance(var, (int, float)):
         if var < 0:
             raise ValueError("var has negative entry/entries")
-        var = input.detach() * 0 + float(var)
+        # As PyTorch's var * ones_like(input): not input * 0 + var, NaN where input is inf.
+        xp = get_array_module(input._array)
+        var = wrap(xp.full(input.shape, float(var), dtype=input._array.dtype))
     elif may_check_values(var._array) and var._array.size and bool((var._array < 0).any()):
         raise ValueError("var has negative entry/entries")
     if var.shape != input.shape:

@@ -93,10 +93,11 @@ def cosine_embedding_loss(
             f"cosine_embedding_loss: Input1 {tuple(input1.shape)} and Input2 "
             f"{tuple(input2.shape)} must have the same size"
         )
-    if target.ndim == 1 and (input1.ndim != 2 or input1.shape[0] != target.shape[0]):
+    # A target of one element broadcasts over the rows, as in PyTorch.
+    if target.ndim == 1 and (input1.ndim != 2 or target.shape[0] not in (1, input1.shape[0])):
         raise RuntimeError(
-            f"cosine_embedding_loss: 2D input tensors of {target.shape[0]} rows expected for a "
-            f"1D target, got input shape {tuple(input1.shape)}"
+            f"cosine_embedding_loss: 2D input tensors of {target.shape[0]} rows (or a target of "
+            f"one element) expected for a 1D target, got input shape {tuple(input1.shape)}"
         )
     if target.ndim == 0 and input1.ndim != 1:
         raise RuntimeError(
@@ -137,8 +138,14 @@ def triplet_margin_loss(
     reduction: str = "mean",
 ) -> Tensor:
     """``max(0, margin + d(a, p) - d(a, n))`` with ``d`` the ``p``-norm pairwise distance;
-    ``swap`` uses ``min(d(a, n), d(p, n))`` for the negative distance."""
+    ``swap`` uses ``min(d(a, n), d(p, n))`` for the negative distance.
+
+    Raises:
+        ValueError: ``margin <= 0``, as PyTorch.
+    """
     reduction = _reduction(size_average, reduce, reduction)
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
     _check_triplet_dims(anchor, positive, negative)
     d_pos = pairwise_distance(anchor, positive, p, eps)
     d_neg = pairwise_distance(anchor, negative, p, eps)
@@ -245,7 +252,8 @@ def multilabel_margin_loss(
             f"{t.min()}..{t.max()}"
         )
     xp = get_array_module(t)
-    listed = xp.cumprod(t != -1, axis=1).astype(bool)  # the indices before the first -1
+    # (int8, not bool: cupy's cumprod of bools is not to be relied on)
+    listed = xp.cumprod((t != -1).astype(xp.int8), axis=1).astype(bool)  # before the first -1
     safe = xp.where(listed, t, 0)
     hits = (safe[:, :, None] == xp.arange(classes)) & listed[:, :, None]
     others = ~hits.any(axis=1)  # (N, C): not a target
@@ -279,7 +287,10 @@ def multi_margin_loss(
     if weight is not None and weight.ndim != 1:
         raise ValueError(f"weight must be one-dimensional, got shape {tuple(weight.shape)}")
     unbatched = input.ndim < 2
-    _class_rows("multi_margin_loss", input, target, () if unbatched else (input.shape[0],))
+    expected = () if unbatched else (input.shape[0],)
+    if target.ndim <= 1 and target.numel() == (1 if unbatched else input.shape[0]):
+        target = target.reshape(expected)  # PyTorch takes any 0-d or 1-D target of that size
+    _class_rows("multi_margin_loss", input, target, expected)
     x = input.reshape(1, -1) if unbatched else input
     classes = x.shape[1]
     t = target._array.reshape(-1)

@@ -43,23 +43,38 @@ class Pad(Op):
 
 def pad(input: Tensor, pad: Any, mode: str = "constant", value: float = 0.0) -> Tensor:
     """Pad the last ``len(pad) // 2`` dims: ``pad = (left, right, top, bottom, ...)``,
-    last dim first, as PyTorch orders it."""
+    last dim first, as PyTorch orders it. Circular padding may be negative (a crop), as in
+    PyTorch; the other modes take no negative padding here."""
     pad = tuple(int(p) for p in pad)
     if len(pad) % 2 or len(pad) // 2 > input.ndim:
         raise ValueError(
             f"pad: {pad} must hold (before, after) pairs for at most {input.ndim} dims"
         )
-    if any(p < 0 for p in pad):
+    if any(p < 0 for p in pad) and mode != "circular":
         raise ValueError(f"pad: negative padding {pad} is not supported; slice the tensor instead")
     if mode not in _NUMPY_MODES:
         raise ValueError(f"pad: mode {mode!r} is not one of {sorted(_NUMPY_MODES)}")
     widths = [(0, 0)] * input.ndim
+    crop = [slice(None)] * input.ndim
     for i in range(len(pad) // 2):
-        widths[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
-        size = input.shape[input.ndim - 1 - i]
-        if mode == "reflect" and max(pad[2 * i : 2 * i + 2]) >= size:
+        dim = input.ndim - 1 - i
+        before, after = pad[2 * i : 2 * i + 2]
+        size = input.shape[dim]
+        if mode == "reflect" and max(before, after) >= size:
             raise ValueError(
-                f"pad: reflect padding {pad[2 * i : 2 * i + 2]} of dim {input.ndim - 1 - i} "
+                f"pad: reflect padding {(before, after)} of dim {dim} "
                 f"must be smaller than its size {size}, as in PyTorch"
             )
+        if mode == "circular":
+            kept = size - max(-before, 0) - max(-after, 0)
+            if max(before, after) > kept or kept < 0:
+                raise RuntimeError(  # as PyTorch
+                    f"pad: circular padding {(before, after)} of dim {dim} (size {size}) "
+                    "causes wrapping around more than once; pad at most the dim's size"
+                )
+            crop[dim] = slice(max(-before, 0), size - max(-after, 0))
+            before, after = max(before, 0), max(after, 0)
+        widths[dim] = (before, after)
+    if mode == "circular" and any(p < 0 for p in pad):
+        input = input[tuple(crop)]  # negative circular padding crops first, as PyTorch
     return Pad.apply(input, widths=tuple(widths), mode=mode, value=value)

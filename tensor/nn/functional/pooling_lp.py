@@ -9,6 +9,7 @@ from typing import Any
 
 from dtrain._tensor.nn.functional.conv_pool1d import avg_pool1d, max_pool1d, single
 from dtrain._tensor.nn.functional.pooling import avg_pool2d, max_pool2d
+from dtrain._tensor.ops.select import where
 from dtrain._tensor.tensor import Tensor
 
 
@@ -28,6 +29,9 @@ def _lp_pool(
         pair = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         size = pair[0] * pair[1]
     out = avg(input.pow(norm_type), kernel_size, stride, 0, ceil_mode)
+    # A window of zeros (dead ReLUs): pow(1/p)'s gradient there is inf, and x^p's backward
+    # would turn inf * 0 into NaN. A select stops it, as PyTorch's relu(|out|) does.
+    out = where(out != 0, out, 0.0)
     return (out * size).pow(1.0 / norm_type)
 
 

@@ -52,21 +52,25 @@ class Tanhshrink(Module):
         return _f.tanhshrink(input)
 
 
-class Softshrink(Module):
-    """``x -+ lambd`` outside ``[-lambd, lambd]``, else 0."""
+class _Shrink(Module):
+    """Shared by Softshrink and Hardshrink (neither is a subclass of the other, as PyTorch)."""
 
     def __init__(self, lambd: float = 0.5) -> None:
         super().__init__()
         self.lambd = lambd
 
-    def forward(self, input: Tensor) -> Tensor:
-        return _f.softshrink(input, self.lambd)
-
     def extra_repr(self) -> str:
         return str(self.lambd)
 
 
-class Hardshrink(Softshrink):
+class Softshrink(_Shrink):
+    """``x -+ lambd`` outside ``[-lambd, lambd]``, else 0."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return _f.softshrink(input, self.lambd)
+
+
+class Hardshrink(_Shrink):
     """``x`` outside ``[-lambd, lambd]``, else 0."""
 
     def forward(self, input: Tensor) -> Tensor:
