@@ -21,12 +21,17 @@ from dtrain import (
     backends,
     cuda,
     distributions,
+    hub,
     linalg,
+    mps,
     nn,
     onnx,
     optim,
+    sparse,
+    special,
     testing,
     utils,
+    xpu,
 )
 from dtrain._tensor.amp import autocast, get_autocast_dtype, is_autocast_enabled
 from dtrain._tensor.autograd import (
@@ -37,6 +42,7 @@ from dtrain._tensor.autograd import (
     no_grad,
     set_grad_enabled,
 )
+from dtrain._tensor.default_device import get_default_device, set_default_device
 from dtrain._tensor.dlpack import from_dlpack
 from dtrain._tensor.format import get_printoptions, set_printoptions
 from dtrain._tensor.functions import (
@@ -96,6 +102,7 @@ from dtrain._tensor.functions import (
     cat,
     cdist,
     ceil,
+    cholesky_solve,
     chunk,
     clamp,
     clone,
@@ -119,6 +126,7 @@ from dtrain._tensor.functions import (
     diagflat,
     diagonal,
     diff,
+    digamma,
     div,
     divide,
     dot,
@@ -187,6 +195,7 @@ from dtrain._tensor.functions import (
     lerp,
     less,
     less_equal,
+    lgamma,
     linspace,
     log,
     log1p,
@@ -224,6 +233,7 @@ from dtrain._tensor.functions import (
     multinomial,
     multiply,
     mv,
+    mvlgamma,
     nan_to_num,
     nanmean,
     nanmedian,
@@ -241,6 +251,7 @@ from dtrain._tensor.functions import (
     ones_like,
     outer,
     permute,
+    polygamma,
     positive,
     pow,
     prod,
@@ -376,6 +387,7 @@ from dtrain.runtime.matmul_precision import (
     set_float32_matmul_precision,
 )
 from dtrain.runtime.random import get_rng_state, seed, set_rng_state
+from dtrain.sparse import sparse_coo_tensor, sparse_csr_tensor
 
 device = Device
 half, float, double = float16, float32, float64
@@ -483,6 +495,8 @@ __all__ = [
     "cartesian_prod",
     "cat",
     "cdist",
+    "cholesky_solve",
+    "digamma",
     "ceil",
     "CharTensor",
     "CheckpointError",
@@ -534,6 +548,9 @@ __all__ = [
     "erf",
     "erfc",
     "erfinv",
+    "lgamma",
+    "mvlgamma",
+    "polygamma",
     "exp",
     "exp2",
     "expand",
@@ -623,6 +640,7 @@ __all__ = [
     "less",
     "less_equal",
     "linalg",
+    "special",
     "linspace",
     "load",
     "log",
@@ -684,6 +702,14 @@ __all__ = [
     "ones",
     "ones_like",
     "onnx",
+    "hub",
+    "mps",
+    "xpu",
+    "sparse",
+    "sparse_coo_tensor",
+    "sparse_csr_tensor",
+    "get_default_device",
+    "set_default_device",
     "optim",
     "outer",
     "Parameter",

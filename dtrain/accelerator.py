@@ -39,6 +39,35 @@ def synchronize(device: int | str | Device | None = None) -> None:
     cuda.synchronize(device)
 
 
+class device_index:  # noqa: N801 - torch.accelerator's name; a context manager class
+    """``with dt.accelerator.device_index(i):`` — PyTorch switches the current GPU inside
+    the block and back after it. A dtrain process works on one GPU (docs/gpu.md
+    "Devices"), so entering makes GPU ``i`` the process's GPU (``dt.cuda.set_device``) and
+    leaving restores nothing. None does nothing. As in PyTorch, only entering the block
+    acts: a bare ``device_index(rank)`` call does nothing.
+
+    Raises:
+        RuntimeError: on entering, with an index where CUDA is not available.
+    """
+
+    def __init__(self, device: int | None, /) -> None:
+        self.device = device
+
+    def __enter__(self) -> device_index:
+        if self.device is None:
+            return self
+        if not cuda.is_available():
+            raise RuntimeError(
+                f"accelerator.device_index({self.device!r}): CUDA is not available here; "
+                "enter it only when dt.accelerator.is_available()"
+            )
+        cuda.set_device(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 current_device_idx = current_device_index  # PyTorch 2.6's names, kept by PyTorch as aliases
 set_device_idx = set_device_index
 
@@ -47,6 +76,7 @@ __all__ = [
     "current_device_idx",
     "current_device_index",
     "device_count",
+    "device_index",
     "is_available",
     "set_device_idx",
     "set_device_index",

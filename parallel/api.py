@@ -117,6 +117,21 @@ def get_group_rank(group: Any, global_rank: int) -> int:
     return ranks.index(global_rank)
 
 
+def get_default_backend_for_device(device: Any) -> str:
+    """torch's backend name for ``device``'s type: ``"gloo"`` (dtrain's tcp) for the CPU,
+    ``"nccl"`` for CUDA; what pytorch/examples pass to ``init_process_group``.
+
+    Raises:
+        ValueError: ``device`` is not a CPU or CUDA device (e.g. ``"mps"``).
+    """
+    from dtrain.runtime.device import Device
+
+    kind = Device(device).type
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"get_default_backend_for_device: no backend for device {device!r}")
+    return Backend.NCCL if kind == "cuda" else Backend.GLOO
+
+
 def new_secret() -> str:
     """A random job secret (what ``dtrain launch`` puts in DTRAIN_SECRET)."""
     return _secrets.token_hex(16)
@@ -127,6 +142,7 @@ __all__ = [
     "GroupMember",
     "destroy_process_group",
     "get_backend",
+    "get_default_backend_for_device",
     "get_global_rank",
     "get_group_rank",
     "get_process_group_ranks",

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from dtrain._tensor.default_device import uses_default_device
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import is_cuda_array
 from dtrain.runtime.device import Device, to_device
@@ -54,11 +55,13 @@ def _from_data(data: Any, copy: bool, dtype: Any = None) -> Any:
     return array
 
 
+@uses_default_device
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
     """A new tensor holding a copy of ``data`` (numbers, nested lists, numpy arrays)."""
     return _finish(_from_data(data, copy=True, dtype=dtype), dtype, device, requires_grad)
 
 
+@uses_default_device
 def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
     """Like ``tensor`` but shares memory with a numpy array or tensor when it can."""
     if isinstance(data, Tensor) and dtype is None and device is None:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.creation_data import _finish
+from dtrain._tensor.default_device import uses_default_device
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import require_cupy
 from dtrain.runtime.device import Device, cuda_context, device_of
@@ -83,6 +84,7 @@ def _fill(xp: Any, kind: str, shape: tuple, dtype: Any, value: Any) -> Any:
     return xp.full(shape, value, dtype=dtype)
 
 
+@uses_default_device
 def zeros(
     *sizes: Any,
     size: Any = None,
@@ -94,6 +96,7 @@ def zeros(
     return _filled("full", _sizes(sizes, size), dtype, device, requires_grad, 0)
 
 
+@uses_default_device
 def ones(
     *sizes: Any,
     size: Any = None,
@@ -105,6 +108,7 @@ def ones(
     return _filled("full", _sizes(sizes, size), dtype, device, requires_grad, 1)
 
 
+@uses_default_device
 def empty(
     *sizes: Any,
     size: Any = None,
@@ -116,6 +120,7 @@ def empty(
     return _filled("empty", _sizes(sizes, size), dtype, device, requires_grad)
 
 
+@uses_default_device
 def full(
     size: Sequence,
     fill_value: Any,
@@ -175,6 +180,7 @@ def full_like(
     return full(input.shape, fill_value, dtype=dtype, device=device, requires_grad=requires_grad)
 
 
+@uses_default_device
 def eye(
     n: int,
     m: int | None = None,
@@ -187,6 +193,7 @@ def eye(
     return _finish(array, None, device, requires_grad)
 
 
+@uses_default_device
 def arange(
     start: float,
     end: float | None = None,
@@ -210,6 +217,7 @@ def arange(
     return _finish(array, dtype, device, requires_grad)
 
 
+@uses_default_device
 def linspace(
     start: float,
     end: float,

@@ -12,6 +12,7 @@ import numpy as np
 
 from dtrain._tensor.creation_data import _finish
 from dtrain._tensor.creation_filled import _like, _shape, _sizes
+from dtrain._tensor.default_device import uses_default_device
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, require_cupy
 from dtrain.runtime.device import Device, cuda_context, device_of
@@ -71,6 +72,7 @@ def _below_high(array: Any, low: float, high: float) -> Any:
     return get_array_module(array).minimum(array, top)
 
 
+@uses_default_device
 def rand(
     *sizes: Any,
     size: Any = None,
@@ -85,6 +87,7 @@ def rand(
     return _finish(array, None, None, requires_grad)
 
 
+@uses_default_device
 def randn(
     *sizes: Any,
     size: Any = None,
@@ -99,6 +102,7 @@ def randn(
     return _finish(array, None, None, requires_grad)
 
 
+@uses_default_device
 def randint(
     low: int,
     high: int | None = None,
@@ -152,6 +156,7 @@ def randint_like(
     return randint(low, high, input.shape, generator=generator, dtype=dtype, device=device)
 
 
+@uses_default_device
 def randperm(n: int, generator: Generator | None = None, device: Any = None) -> Tensor:
     """A random permutation of ``0..n-1`` (int64)."""
     return _finish(_numpy_rng(generator).permutation(n).astype(np.int64), None, device, False)

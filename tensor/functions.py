@@ -93,7 +93,7 @@ from dtrain._tensor.ops.inplace_math import (
     sigmoid_,
     unary_,
 )
-from dtrain._tensor.ops.linalg import bmm, einsum, mm, norm, outer
+from dtrain._tensor.ops.linalg import bmm, cholesky_solve, einsum, mm, norm, outer
 from dtrain._tensor.ops.linalg_small import (
     add_product_,
     addbmm,
@@ -289,7 +289,15 @@ from dtrain._tensor.ops.shape_extra import (
 )
 from dtrain._tensor.ops.shape_inplace import squeeze_, t, t_, transpose_, unsqueeze_
 from dtrain._tensor.ops.softmax import log_softmax, softmax
-from dtrain._tensor.ops.special import erf, erfinv, nan_to_num
+from dtrain._tensor.ops.special import (
+    digamma,
+    erf,
+    erfinv,
+    lgamma,
+    mvlgamma,
+    nan_to_num,
+    polygamma,
+)
 from dtrain._tensor.ops.trig import (
     acos,
     acosh,
@@ -506,6 +514,13 @@ __all__ += [
     "trunc",
     "unbind",
     "unique",
+]
+__all__ += [
+    "cholesky_solve",
+    "digamma",
+    "lgamma",
+    "mvlgamma",
+    "polygamma",
 ]
 __all__ += [
     "addmm",

@@ -20,6 +20,7 @@ from dtrain._tensor import (
     methods_random,
     methods_reduce,
     methods_shape,
+    methods_sparse,
 )
 
 _FAMILIES = (
@@ -32,6 +33,7 @@ _FAMILIES = (
     methods_convert,
     methods_pointwise,
     methods_linalg,
+    methods_sparse,
 )
 
 
@@ -51,6 +53,7 @@ class TensorMethods(
     methods_convert.ConversionMethods,
     methods_pointwise.PointwiseMethods,
     methods_linalg.LinalgMethods,
+    methods_sparse.SparseMethods,
 ):
     """Mixed into ``Tensor``: the PyTorch-named methods that compute something."""
 

@@ -95,6 +95,18 @@ class MathMethods:
     def erfinv(self) -> Tensor:
         return _fn.erfinv(self)
 
+    def lgamma(self) -> Tensor:
+        return _fn.lgamma(self)
+
+    def digamma(self) -> Tensor:
+        return _fn.digamma(self)
+
+    def polygamma(self, n: int) -> Tensor:
+        return _fn.polygamma(n, self)
+
+    def mvlgamma(self, p: int) -> Tensor:
+        return _fn.mvlgamma(self, p)
+
     def reciprocal(self) -> Tensor:
         return _fn.reciprocal(self)
 

@@ -22,6 +22,7 @@ from dtrain._tensor.distributions.constraints import (
     simplex,
     unit_interval,
 )
+from dtrain._tensor.distributions.constraints_matrix import lower_cholesky, positive_definite
 
 __all__ = [
     "Constraint",
@@ -35,10 +36,12 @@ __all__ = [
     "integer_interval",
     "interval",
     "is_dependent",
+    "lower_cholesky",
     "nonnegative",
     "nonnegative_integer",
     "one_hot",
     "positive",
+    "positive_definite",
     "positive_integer",
     "real",
     "real_vector",

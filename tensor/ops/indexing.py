@@ -32,7 +32,7 @@ def convert_key(key: Any) -> tuple[Any, bool]:
         elif isinstance(part, _BASIC):
             converted.append(part)
             continue
-        if isinstance(part, (list, tuple)):
+        if isinstance(part, (list, tuple, range)):  # x[range(n), y]: a list of indices
             part = get_array_module().asarray(part)
         kind = getattr(getattr(part, "dtype", None), "kind", None)
         if kind == "b":

@@ -1,4 +1,5 @@
-"""Products and norms beyond ``@``: mm, bmm, outer, einsum, norm."""
+"""Products and norms beyond ``@``: mm, bmm, outer, einsum, norm; cholesky,
+solve_triangular and cholesky_solve."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.ops._util import expand_reduced, normalize_dims
+from dtrain._tensor.ops._util import expand_reduced, normalize_dims, unbroadcast
 from dtrain._tensor.ops.matmul import matmul
 from dtrain._tensor.ops.shape import _tensor_list, reshape
 from dtrain._tensor.tensor import Tensor
@@ -233,3 +234,160 @@ def norm(
         )
     axes = normalize_dims(dim, input.ndim)
     return Norm.apply(input, p=float(p), axes=axes, keepdim=keepdim)
+
+
+# ---- cholesky and triangular solves ------------------------------------------------------
+def _mT(a: Any) -> Any:  # noqa: N802 - the matrix transpose's name
+    return get_array_module(a).swapaxes(a, -1, -2)
+
+
+def _triangle(a: Any, upper: bool, unitriangular: bool = False) -> Any:
+    xp = get_array_module(a)
+    t = xp.triu(a) if upper else xp.tril(a)
+    if unitriangular:
+        n = a.shape[-1]
+        t = t * (1 - xp.eye(n, dtype=a.dtype)) + xp.eye(n, dtype=a.dtype)
+    return t
+
+
+def _solve_lower_or_upper(a: Any, b: Any, upper: bool, left: bool, unitriangular: bool) -> Any:
+    """``X`` with ``A X = B`` (``X A = B`` if not ``left``), ``A`` the triangle of ``a``:
+    LAPACK's general solver on the triangular matrix (numpy and cupy have no triangular one
+    without scipy); batch dims broadcast."""
+    xp = get_array_module(a)
+    t = _triangle(a, upper, unitriangular)
+    if not left:
+        return _mT(_solve_lower_or_upper(_mT(t), _mT(b), not upper, True, False))
+    batch = np.broadcast_shapes(t.shape[:-2], b.shape[:-2])
+    t = xp.broadcast_to(t, batch + t.shape[-2:])
+    b = xp.broadcast_to(b, batch + b.shape[-2:])
+    return xp.linalg.solve(t, b)
+
+
+class Cholesky(Op):
+    """The lower Cholesky factor; backward as PyTorch's (Murray 2016): with
+    ``P = tril(L^T gL)`` halved on the diagonal and symmetrised,
+    ``gA = L^-T P L^-1`` (symmetric)."""
+
+    reads_output = True
+
+    def forward(self, a: Any, check: bool) -> Any:
+        xp = get_array_module(a)
+        try:
+            self.out = xp.linalg.cholesky(a)
+        except np.linalg.LinAlgError:
+            raise np.linalg.LinAlgError(
+                "linalg.cholesky: the input is not positive-definite; check the matrix, or add "
+                "a small multiple of the identity"
+            ) from None
+        # cupy fills NaN instead of raising: one host read
+        if check and type(a) is not np.ndarray and not bool(xp.isfinite(self.out).all()):
+            raise np.linalg.LinAlgError(
+                "linalg.cholesky: the input is not positive-definite; check the matrix"
+            )
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        lower = self.out
+        phi = xp.tril(xp.matmul(_mT(lower), grad))
+        phi = 0.5 * (phi + _mT(xp.tril(phi, -1)))
+        g = _solve_lower_or_upper(_mT(lower), phi, True, True, False)
+        g = _solve_lower_or_upper(lower, g, False, False, False)
+        return (g.astype(grad.dtype, copy=False),)
+
+
+class SolveTriangular(Op):
+    reads_inputs = True
+    reads_output = True
+
+    def forward(self, a: Any, b: Any, upper: bool, left: bool, unitriangular: bool) -> Any:
+        self.a, self.b_shape = a, b.shape
+        self.upper, self.left, self.unitriangular = upper, left, unitriangular
+        self.out = _solve_lower_or_upper(a, b, upper, left, unitriangular)
+        return self.out
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        a_t = _mT(_triangle(self.a, self.upper, self.unitriangular))
+        grad_b = _solve_lower_or_upper(a_t, grad, not self.upper, self.left, False)
+        grad_a = None
+        if self.needs_input_grad[0]:
+            if self.left:
+                grad_a = -xp.matmul(grad_b, _mT(self.out))
+            else:
+                grad_a = -xp.matmul(_mT(self.out), grad_b)
+            grad_a = (
+                xp.triu(grad_a, int(self.unitriangular))
+                if self.upper
+                else (xp.tril(grad_a, -int(self.unitriangular)))
+            )
+            grad_a = unbroadcast(grad_a, self.a.shape)
+        return grad_a, unbroadcast(grad_b, self.b_shape)
+
+
+def _check_matrices(what: str, *tensors: Tensor) -> None:
+    for t in tensors:
+        if t.ndim < 2:
+            raise ValueError(f"{what}: expected matrices (..., n, k), got shape {tuple(t.shape)}")
+        if t._array.dtype.kind != "f":
+            raise TypeError(f"{what}: expected float tensors, got {t.dtype}; call .float() first")
+
+
+def cholesky(input: Tensor, *, upper: bool = False) -> Tensor:
+    """The Cholesky factor ``L`` (lower; ``upper=True`` gives ``L^T``) of symmetric
+    positive-definite matrices ``(..., n, n)``; only the lower triangle is read. On CUDA the
+    check for a non-positive-definite input reads one flag back from the device.
+
+    Raises:
+        ValueError: ``input`` is not a batch of square matrices.
+        numpy.linalg.LinAlgError: a matrix is not positive-definite (PyTorch raises its
+            ``torch.linalg.LinAlgError``, a RuntimeError).
+    """
+    _check_matrices("linalg.cholesky", input)
+    if input.shape[-1] != input.shape[-2]:
+        raise ValueError(f"linalg.cholesky: expected square matrices, got {tuple(input.shape)}")
+    out = Cholesky.apply(input, check=True)
+    return out.mT if upper else out
+
+
+def cholesky_unchecked(input: Tensor) -> Tensor:
+    """``cholesky`` without the CUDA check (NaN for a non-positive-definite matrix there)."""
+    return Cholesky.apply(input, check=False)
+
+
+def solve_triangular(
+    A: Tensor,  # noqa: N803 - PyTorch's name
+    B: Tensor,  # noqa: N803
+    *,
+    upper: bool,
+    left: bool = True,
+    unitriangular: bool = False,
+) -> Tensor:
+    """``X`` with ``A X = B`` (``X A = B`` if ``left=False``) for triangular ``A`` (only
+    its ``upper`` or lower triangle is read; ``unitriangular`` takes its diagonal as ones).
+    Batch dims broadcast. dtrain runs LAPACK's general solver on the triangle (numpy has no
+    triangular solver): the same result to rounding, at LU's cost.
+
+    Raises:
+        ValueError: the shapes do not fit.
+    """
+    _check_matrices("linalg.solve_triangular", A, B)
+    n = A.shape[-1]
+    if A.shape[-2] != n or (B.shape[-2] if left else B.shape[-1]) != n:
+        raise ValueError(
+            f"linalg.solve_triangular: A {tuple(A.shape)} must be square and fit B "
+            f"{tuple(B.shape)} (left={left})"
+        )
+    if A.dtype != B.dtype:
+        raise TypeError(f"linalg.solve_triangular: A is {A.dtype} but B is {B.dtype}")
+    return SolveTriangular.apply(A, B, upper=upper, left=left, unitriangular=unitriangular)
+
+
+def cholesky_solve(B: Tensor, L: Tensor, upper: bool = False) -> Tensor:  # noqa: N803
+    """``X`` with ``A X = B`` given ``A``'s Cholesky factor ``L`` (``upper``: ``L^T``)."""
+    if upper:
+        y = solve_triangular(L.mT, B, upper=False)
+        return solve_triangular(L, y, upper=True)
+    y = solve_triangular(L, B, upper=False)
+    return solve_triangular(L.mT, y, upper=True)

@@ -1,4 +1,5 @@
-"""Special functions: erf, erfinv, nan_to_num (numpy has no erf or erfinv)."""
+"""Special functions: erf, erfc, erfinv, nan_to_num, lgamma, digamma, polygamma, mvlgamma,
+entr (numpy has none of the gamma or error functions)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.tensor import Tensor
+from dtrain.runtime import gamma_functions as _gamma
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.special import erf as _erf
 
@@ -157,3 +159,104 @@ def nan_to_num(
 
 
 __all__ = ["erf", "erfinv", "erfinv_array", "nan_to_num"]
+
+
+# ---- the gamma family and torch.special's elementwise functions -------------------------
+class Lgamma(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return _gamma.lgamma(x)
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad * _gamma.digamma(self.x).astype(grad.dtype, copy=False),)
+
+
+class Digamma(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any) -> Any:
+        self.x = x
+        return _gamma.digamma(x)
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad * _gamma.polygamma(1, self.x).astype(grad.dtype, copy=False),)
+
+
+class Polygamma(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any, n: int) -> Any:
+        self.x, self.n = x, n
+        return _gamma.polygamma(n, x)
+
+    def backward(self, grad: Any) -> tuple:
+        return (grad * _gamma.polygamma(self.n + 1, self.x).astype(grad.dtype, copy=False),)
+
+
+class Entr(Op):
+    reads_inputs = True
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        self.x = x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = xp.where(x > 0, -x * xp.log(x), 0).astype(x.dtype, copy=False)
+        return xp.where(x < 0, x.dtype.type(-np.inf), xp.where(xp.isnan(x), x, out))
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = xp.where(self.x > 0, -xp.log(self.x) - 1, np.inf)  # -inf at 0: -(log 0)
+            slope = xp.where(self.x < 0, np.nan, xp.where(self.x == 0, -np.inf, slope))
+        return (grad * slope.astype(grad.dtype),)
+
+
+def lgamma(input: Tensor) -> Tensor:
+    """``log|Gamma(x)|``, elementwise (+inf at 0, -1, -2, ...); float64 to ~1e-15."""
+    return Lgamma.apply(_float(input))
+
+
+def digamma(input: Tensor) -> Tensor:
+    """``d/dx lgamma(x)``, elementwise: -inf at 0, NaN at the negative integers."""
+    return Digamma.apply(_float(input))
+
+
+def polygamma(n: int, input: Tensor) -> Tensor:
+    """The ``n``-th derivative of digamma (``n >= 1``; ``n = 0`` is digamma).
+
+    Raises:
+        ValueError: ``n`` is negative or not an int.
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
+        raise ValueError(f"polygamma: n must be a non-negative int, got {n!r}")
+    if n == 0:
+        return digamma(input)
+    return Polygamma.apply(_float(input), n=int(n))
+
+
+def mvlgamma(input: Tensor, p: int) -> Tensor:
+    """The multivariate log-gamma of dimension ``p``:
+    ``p (p - 1) / 4 log(pi) + sum_i lgamma(x - i / 2)``, i = 0 .. p-1.
+
+    Raises:
+        ValueError: ``p < 1`` or some element is at most ``(p - 1) / 2``.
+    """
+    if not isinstance(p, int) or p < 1:
+        raise ValueError(f"mvlgamma: p must be an int >= 1, got {p!r}")
+    input = _float(input)
+    if not bool((input > (p - 1) / 2).all()):
+        raise ValueError(f"mvlgamma: all elements must be greater than (p-1)/2 = {(p - 1) / 2}")
+    total = lgamma(input)
+    for i in range(1, p):
+        total = total + lgamma(input - i / 2)
+    return total + p * (p - 1) / 4 * math.log(math.pi)
+
+
+def entr(input: Tensor) -> Tensor:
+    """``-x log(x)`` elementwise: 0 at 0, -inf for x < 0."""
+    return Entr.apply(_float(input))
+
+
+__all__ += ["digamma", "entr", "lgamma", "mvlgamma", "polygamma"]

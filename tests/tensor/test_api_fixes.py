@@ -325,3 +325,14 @@ def test_cdist_compute_modes_agree(check, mode):
     check.op(lambda x, y: dt.cdist(x, y, compute_mode=mode), lambda x, y: reference, a, b)
     with pytest.raises(ValueError, match="unknown compute_mode"):
         dt.cdist(dt.ones(2, 3), dt.ones(2, 3), compute_mode="fast")
+
+
+def test_a_range_indexes_as_a_list_of_indices():
+    # mnist_forward_forward writes x_[range(n), y] = ...; torch takes a range as a list.
+    x = dt.zeros(3, 4)
+    labels = dt.tensor([1, 0, 3])
+    x[range(3), labels] = 5.0
+    assert x.tolist() == [[0, 5, 0, 0], [5, 0, 0, 0], [0, 0, 0, 5]]
+    w = dt.arange(12.0).reshape(3, 4).requires_grad_()
+    w[range(1, 3)].sum().backward()
+    assert w.grad.tolist() == [[0] * 4, [1] * 4, [1] * 4]
