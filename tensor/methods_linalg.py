@@ -21,8 +21,8 @@ class LinalgMethods:
 
     __slots__ = ()
 
-    def dot(self, other: Tensor) -> Tensor:
-        return _fn.dot(self, other)
+    def dot(self, tensor: Tensor) -> Tensor:
+        return _fn.dot(self, tensor)
 
     def vdot(self, other: Tensor) -> Tensor:
         return _fn.vdot(self, other)

@@ -178,8 +178,8 @@ class PointwiseMethods:
     def ldexp(self, other: Any) -> Tensor:
         return _fn.ldexp(self, other)
 
-    def heaviside(self, other: Any) -> Tensor:
-        return _fn.heaviside(self, other)
+    def heaviside(self, values: Any) -> Tensor:
+        return _fn.heaviside(self, values)
 
     def nextafter(self, other: Any) -> Tensor:
         return _fn.nextafter(self, other)
@@ -223,8 +223,8 @@ class PointwiseMethods:
     def ldexp_(self, other: Any) -> Tensor:
         return _fn.unary_(self, _fn.ldexp, other)
 
-    def heaviside_(self, other: Any) -> Tensor:
-        return _fn.unary_(self, _fn.heaviside, other)
+    def heaviside_(self, values: Any) -> Tensor:
+        return _fn.unary_(self, _fn.heaviside, values)
 
     def nextafter_(self, other: Any) -> Tensor:
         return _fn.unary_(self, _fn.nextafter, other)

@@ -27,6 +27,11 @@ def _shapes(*tensors: Tensor) -> str:
     return " and ".join(str(tuple(t.shape)) for t in tensors)
 
 
+def _count(sizes: Any) -> int:
+    """The number of elements of a shape (explicit sizes: ``reshape(-1, 0)`` is ambiguous)."""
+    return int(np.prod(list(sizes), dtype=np.int64))
+
+
 def _same_dtype(name: str, a: Tensor, b: Tensor) -> None:
     if a.dtype != b.dtype:
         raise TypeError(
@@ -68,7 +73,8 @@ def inner(input: Tensor, other: Tensor) -> Tensor:
     if input.shape[-1] != other.shape[-1]:
         raise ValueError(f"inner: the last dims must match, got {_shapes(input, other)}")
     size = input.shape[-1]
-    product = matmul(input.reshape(-1, size), other.reshape(-1, size).transpose(0, 1))
+    rows_a, rows_b = _count(input.shape[:-1]), _count(other.shape[:-1])  # no -1: size may be 0
+    product = matmul(input.reshape(rows_a, size), other.reshape(rows_b, size).transpose(0, 1))
     return product.reshape(*input.shape[:-1], *other.shape[:-1])
 
 
@@ -92,9 +98,9 @@ def tensordot(a: Tensor, b: Tensor, dims: Any = 2) -> Tensor:
         )
     free_a = [i for i in range(a.ndim) if i not in axes_a]
     free_b = [i for i in range(b.ndim) if i not in axes_b]
-    size = int(np.prod([a.shape[i] for i in axes_a], dtype=np.int64))
-    left = a.permute(*free_a, *axes_a).reshape(-1, size)
-    right = b.permute(*axes_b, *free_b).reshape(size, -1)
+    size = _count(a.shape[i] for i in axes_a)
+    left = a.permute(*free_a, *axes_a).reshape(_count(a.shape[i] for i in free_a), size)
+    right = b.permute(*axes_b, *free_b).reshape(size, _count(b.shape[i] for i in free_b))
     return matmul(left, right).reshape(*[a.shape[i] for i in free_a], *[b.shape[i] for i in free_b])
 
 
@@ -120,18 +126,23 @@ def trace(input: Tensor) -> Tensor:
 
 
 def _scaled_sum(name: str, input: Tensor, product: Tensor, beta: float, alpha: float) -> Tensor:
-    """``beta * input + alpha * product``; ``beta=0`` ignores ``input`` (NaNs included)."""
+    """``beta * input + alpha * product``; ``beta=0`` ignores ``input``'s values (NaNs
+    included) but not its dtype. ``input`` must broadcast *to* the product's shape."""
+    try:
+        fits = np.broadcast_shapes(tuple(input.shape), tuple(product.shape)) == product.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{name}: input of shape {tuple(input.shape)} does not broadcast to the product's "
+            f"shape {tuple(product.shape)}; give input that shape or one that expands to it"
+        )
     if alpha != 1:
         product = product * alpha
     if beta == 0:
-        return product
-    try:
-        return product + (input if beta == 1 else input * beta)
-    except ValueError:
-        raise ValueError(
-            f"{name}: input of shape {tuple(input.shape)} does not broadcast to the product's "
-            f"shape {tuple(product.shape)}"
-        ) from None
+        zeros = get_array_module(input._array).zeros(input.shape, dtype=input._array.dtype)
+        return product + wrap(zeros)  # input's dtype takes part, its values (NaN too) don't
+    return product + (input if beta == 1 else input * beta)
 
 
 def addmv(input: Tensor, mat: Tensor, vec: Tensor, *, beta: float = 1, alpha: float = 1) -> Tensor:
@@ -162,7 +173,11 @@ def addbmm(
     from dtrain._tensor.ops.linalg import bmm
     from dtrain._tensor.ops.reduce import sum
 
-    return _scaled_sum("addbmm", input, sum(bmm(batch1, batch2), 0), beta, alpha)
+    product = bmm(batch1, batch2)
+    total = sum(product, 0)
+    if total.dtype != product.dtype:  # integer sums widen to int64; PyTorch keeps int32
+        total = total.to(product.dtype)
+    return _scaled_sum("addbmm", input, total, beta, alpha)
 
 
 def matrix_power(input: Tensor, n: int) -> Tensor:
@@ -209,11 +224,31 @@ class SlogDet(Op):
         xp = get_array_module(a)
         self.a = a
         sign, logabs = xp.linalg.slogdet(a)
+        self.singular = xp.asarray(sign) == 0
         return xp.stack([xp.asarray(sign, dtype=a.dtype), xp.asarray(logabs)], axis=-1)
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
-        return (grad[..., 1, None, None] * _mT(xp.linalg.inv(self.a)),)
+        a, singular = self.a, self.singular[..., None, None]
+        eye = xp.eye(a.shape[-1], dtype=a.dtype)
+        inverse_t = _mT(xp.linalg.inv(xp.where(singular, eye, a)))  # numpy would raise
+        scale = grad[..., 1, None, None]
+        if bool(singular.any()):  # one host read: a singular matrix gets adj(A)^T / 0,
+            # ±inf (NaN where adj is 0) as PyTorch, on either device
+            over_zero = scale * _adjugate_t(a, xp)
+            over_zero = xp.where(over_zero == 0, xp.nan, xp.copysign(xp.inf, over_zero))
+            return (xp.where(singular, over_zero, scale * inverse_t).astype(a.dtype),)
+        return (scale * inverse_t,)
+
+
+def _adjugate_t(a: Any, xp: Any) -> Any:
+    """``adj(A)^T = det(U) det(V^T) U diag(prod_{j != i} s_j) V^T`` from ``A = U S V^T``:
+    defined for singular matrices, where ``inv`` is not."""
+    u, s, vh = xp.linalg.svd(a)
+    n = s.shape[-1]
+    others = xp.prod(xp.where(xp.eye(n, dtype=bool), 1, s[..., None, :]), axis=-1)
+    sign = (xp.linalg.det(u) * xp.linalg.det(vh))[..., None, None]
+    return sign * ((u * others[..., None, :]) @ vh)
 
 
 def slogdet(input: Tensor) -> SignLogAbsDet:

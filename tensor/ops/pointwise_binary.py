@@ -11,7 +11,7 @@ import numpy as np
 
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import quiet, unbroadcast
-from dtrain._tensor.ops.arithmetic import binary, div, mul, neg, pow, sub
+from dtrain._tensor.ops.arithmetic import _promote, binary, div, mul, neg, pow, sub
 from dtrain._tensor.ops.compare import bitwise, ge, gt, le, lt, ne
 from dtrain._tensor.ops.trig import float_binary
 from dtrain._tensor.tensor import Tensor, wrap
@@ -48,23 +48,27 @@ class LogAddExp(Op):
     """``log(e**a + e**b)`` without overflow."""
 
     reads_inputs = True
-    reads_output = True
     base2 = False
 
     def forward(self, a: Any, b: Any) -> Any:
         xp = get_array_module(a, b)
         self.a, self.b = a, b
-        self.out = (xp.logaddexp2 if self.base2 else xp.logaddexp)(a, b)
-        return self.out
+        return (xp.logaddexp2 if self.base2 else xp.logaddexp)(a, b)
 
     def backward(self, grad: Any) -> tuple:
+        # PyTorch's form grad / (1 + e**(b - a)): no inf - inf where an input is +inf.
         need_a, need_b = self.needs_input_grad
         xp = get_array_module(grad)
         power = xp.exp2 if self.base2 else xp.exp
-        return (
-            unbroadcast(grad * power(self.a - self.out), _shape(self.a)) if need_a else None,
-            unbroadcast(grad * power(self.b - self.out), _shape(self.b)) if need_b else None,
-        )
+        with quiet(xp):  # e**(b - a) may overflow to inf: the share is then 0
+            return (
+                unbroadcast(grad / (1 + power(self.b - self.a)), _shape(self.a))
+                if need_a
+                else None,
+                unbroadcast(grad / (1 + power(self.a - self.b)), _shape(self.b))
+                if need_b
+                else None,
+            )
 
 
 class LogAddExp2(LogAddExp):
@@ -86,10 +90,16 @@ class Copysign(Op):
         return self.out
 
     def backward(self, grad: Any) -> tuple:
+        need_a, need_b = self.needs_input_grad
         xp = get_array_module(grad)
-        a = self.a
-        flip = xp.where(a == 0, 0, self.out / xp.where(a == 0, 1, a)).astype(grad.dtype)
-        return unbroadcast(grad * flip, _shape(a)), None
+        grad_a = grad_b = None
+        if need_a:  # ``a`` is a tensor here (a Python number needs no gradient)
+            a = self.a
+            flip = xp.where(a == 0, 0, self.out / xp.where(a == 0, 1, a)).astype(grad.dtype)
+            grad_a = unbroadcast(grad * flip, _shape(a))
+        if need_b:  # zeros, as PyTorch (not None)
+            grad_b = xp.zeros(_shape(self.b), dtype=grad.dtype)
+        return grad_a, grad_b
 
 
 class FMax(Op):
@@ -131,7 +141,7 @@ class Xlogy(Op):
         xp = get_array_module(a, b)
         self.a, self.b = a, b
         with quiet(xp):
-            out = a * xp.log(b)
+            out = a * _log(xp, b)
             return xp.where((a == 0) & ~xp.isnan(b), 0, out).astype(out.dtype, copy=False)
 
     def backward(self, grad: Any) -> tuple:
@@ -142,12 +152,21 @@ class Xlogy(Op):
         with quiet(xp):
             if need_a:
                 # PyTorch: xlogy(grad, b), with 0 where a == 0 and b <= 0.
-                value = xp.where((grad == 0) & ~xp.isnan(b), 0, grad * xp.log(b))
+                value = xp.where((grad == 0) & ~xp.isnan(b), 0, grad * _log(xp, b))
                 value = xp.where((a == 0) & (b <= 0), 0, value).astype(grad.dtype, copy=False)
                 grad_a = unbroadcast(value, _shape(a))
             if need_b:
                 grad_b = unbroadcast(grad * a / b, _shape(b))
         return grad_a, grad_b
+
+
+def _log(xp: Any, b: Any) -> Any:
+    """``log(b)``; of a Python number, a Python float, so that it stays weak in promotion
+    (``xp.log(2.0)`` is a float64 scalar, which would widen a float32 result)."""
+    if isinstance(b, (int, float)):
+        b = float(b)
+        return math.log(b) if b > 0 else (-math.inf if b == 0 else math.nan)
+    return xp.log(b)
 
 
 def hypot(input: Tensor, other: Any) -> Tensor:
@@ -199,11 +218,17 @@ def float_power(input: Any, exponent: Any) -> Tensor:
 
 
 def ldexp(input: Tensor, other: Any) -> Tensor:
-    """``input * 2**other`` (in ``input``'s float dtype, float32 for integers)."""
-    dtype = input._array.dtype if input._array.dtype.kind == "f" else DEFAULT_FLOAT
+    """``input * 2**other`` in the dtype both promote to (float32 when both are integers)."""
     if isinstance(other, Tensor):
-        other = other.to(dtype)
-    return mul(input.to(dtype), pow(2.0, other))
+        input, other = _promote(input, other)
+        if input._array.dtype != other._array.dtype:  # two dimensioned (or two 0-d) dtypes
+            common = np.result_type(input._array.dtype, other._array.dtype)
+            input, other = input.to(common), other.to(common)
+        if input._array.dtype.kind != "f":
+            input, other = input.to(DEFAULT_FLOAT), other.to(DEFAULT_FLOAT)
+    elif input._array.dtype.kind != "f":
+        input = input.to(DEFAULT_FLOAT)
+    return mul(input, pow(2.0, other))
 
 
 def heaviside(input: Tensor, values: Any) -> Tensor:
@@ -237,16 +262,25 @@ class _NextAfter(Op):
 
 
 def _integers(name: str, ufunc: str, input: Tensor, other: Any) -> Tensor:
-    a = input._array
-    b = other._array if isinstance(other, Tensor) else other
-    for value in (a, b):
-        kind = getattr(value, "dtype", np.dtype(type(value))).kind
-        if kind not in "iu":
-            raise TypeError(
-                f"{name}: needs integer tensors, got {getattr(value, 'dtype', value)!r}"
-            )
+    for value in (input, other):
+        dtype = value._array.dtype if isinstance(value, Tensor) else np.dtype(type(value))
+        if dtype.kind not in "biu":
+            raise TypeError(f"{name}: needs integer (or bool) tensors, got {dtype!r}")
+    if isinstance(other, Tensor):
+        input, other = _promote(input, other)  # a 0-d tensor does not widen a vector
+        a, b = input._array, other._array
+        dtype = np.result_type(a.dtype, b.dtype)
+    else:
+        a, b = input._array, other
+        dtype = a.dtype
+    if dtype.kind == "b":
+        dtype = np.dtype(np.int64)  # gcd(True, True) is 1, an integer, as PyTorch
     xp = get_array_module(a, b)
-    dtype = np.result_type(a, b) if isinstance(other, Tensor) and b.ndim and a.ndim else a.dtype
+    a = a.astype(dtype, copy=False)
+    if isinstance(b, bool):
+        b = int(b)
+    elif not isinstance(b, int):
+        b = b.astype(dtype, copy=False)
     return wrap(xp.asarray(getattr(xp, ufunc)(a, b)).astype(dtype, copy=False))
 
 

@@ -119,6 +119,7 @@ def mode(input: Tensor, dim: int = -1, keepdim: bool = False) -> ValuesIndices:
     """The most frequent value along ``dim`` (the smallest of equally frequent ones) and the
     index of its last occurrence, as PyTorch."""
     if input.ndim == 0:
+        normalize_dim(dim, 0)  # dim 0 or -1 only, as PyTorch
         values, indices = mode(input.reshape(1), 0)
         return ValuesIndices(values.reshape(()), wrap(indices._array.reshape(())))
     axis = normalize_dim(dim, input.ndim)
@@ -130,7 +131,10 @@ def mode(input: Tensor, dim: int = -1, keepdim: bool = False) -> ValuesIndices:
     order = xp.argsort(last, axis=-1, kind="stable")
     ranked = xp.take_along_axis(last, order, axis=-1).reshape(-1, n)
     rows = ranked.shape[0]
-    starts = xp.concatenate([xp.ones((rows, 1), bool), ranked[:, 1:] != ranked[:, :-1]], axis=1)
+    changed = ranked[:, 1:] != ranked[:, :-1]
+    if ranked.dtype.kind == "f":  # NaN != NaN, yet all NaNs are one value (as PyTorch)
+        changed &= ~(xp.isnan(ranked[:, 1:]) & xp.isnan(ranked[:, :-1]))
+    starts = xp.concatenate([xp.ones((rows, 1), bool), changed], axis=1)
     run = xp.cumsum(starts, axis=1) - 1  # each element's run number within its row
     key = (xp.arange(rows)[:, None] * n + run).reshape(-1)
     counts = xp.bincount(key, minlength=rows * n).reshape(rows, n)

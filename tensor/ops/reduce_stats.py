@@ -21,7 +21,8 @@ def _without_nan(input: Tensor) -> Tensor:
 
     if input._array.dtype.kind != "f":
         return input
-    return where(wrap(get_array_module(input._array).isnan(input._array)), 0.0, input)
+    xp = get_array_module(input._array)
+    return where(wrap(xp.asarray(xp.isnan(input._array))), 0.0, input)  # numpy: 0-d → scalar
 
 
 def nansum(input: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
@@ -116,10 +117,19 @@ def histc(input: Tensor, bins: int = 100, min: float = 0, max: float = 0) -> Ten
     else:
         low = xp.asarray(min - 1 if min == max else min, dtype=np.float64)
         high = xp.asarray(max + 1 if min == max else max, dtype=np.float64)
-    values = array.astype(np.float64)
+    if min == max and array.size and not bool(xp.isfinite(low) & xp.isfinite(high)):
+        raise ValueError(  # one host read (a sync on CUDA), only for the data's own range
+            f"histc: the data's range [{float(low)}, {float(high)}] is not finite; pass a "
+            "finite min and max, or remove the inf/NaN values"
+        )
+    # Positions in the input's dtype (float32 at least), as PyTorch: in float64, 0.7f
+    # would fall in bin 6 of [0, 1] where PyTorch puts it in bin 7.
+    work = np.promote_types(dtype, np.float32)
+    low, high = low.astype(work), high.astype(work)
+    values = array.astype(work)
     inside = (values >= low) & (values <= high)
     with np.errstate(invalid="ignore"):
-        position = xp.floor((values - low) * bins / (high - low))
+        position = xp.floor((values - low) * work.type(bins) / (high - low))
     position = xp.where(inside, xp.clip(position, 0, bins - 1), bins).astype(np.int64)
     counts = xp.bincount(position, minlength=bins + 1)[:bins]
     return wrap(counts.astype(dtype))

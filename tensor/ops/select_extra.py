@@ -42,13 +42,50 @@ def take_along_dim(input: Tensor, indices: Tensor, dim: int | None = None) -> Te
     return gather(input.expand(*size_in), axis, indices.expand(*size_ix))
 
 
+class IndexCopy(Op):
+    """``out = x`` with the slices at ``index`` along ``axis`` replaced by those of ``src``.
+    Where an index repeats, one of the slices wins (PyTorch does not say which)."""
+
+    def forward(self, x: Any, src: Any, index: Any, axis: int) -> Any:
+        xp = get_array_module(x)
+        self.index, self.axis = index, axis
+        out = x.copy()
+        xp.moveaxis(out, axis, 0)[index] = xp.moveaxis(src, axis, 0)
+        return out
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        need_x, need_src = self.needs_input_grad
+        grad_x = grad_src = None
+        if need_x:
+            grad_x = grad.copy()
+            xp.moveaxis(grad_x, self.axis, 0)[self.index] = 0
+        if need_src:
+            grad_src = xp.take(grad, self.index, axis=self.axis)
+        return grad_x, grad_src
+
+
 def index_copy(input: Tensor, dim: int, index: Tensor, source: Tensor) -> Tensor:
     """A copy of ``input`` with the slices at ``index`` along ``dim`` replaced by those of
-    ``source`` (differentiable for both)."""
-    from dtrain._tensor.ops.inplace_math import index_fill
-    from dtrain._tensor.ops.scatter import index_add
-
-    return index_add(index_fill(input, dim, index, 0), dim, index, source)
+    ``source`` (differentiable for both). Where an index repeats, one of its slices wins."""
+    if input.ndim == 0:  # PyTorch treats a 0-d tensor as one element along dim 0
+        normalize_dim(dim, 0)
+        flat = index_copy(input.reshape(1), 0, index.reshape(-1), source.reshape(-1))
+        return flat.reshape(())
+    axis = normalize_dim(dim, input.ndim)
+    index_array = _index_array(index, "index_copy")
+    if index_array.ndim > 1:
+        raise ValueError(f"index_copy: index must be 0-d or 1-D, got shape {index_array.shape}")
+    index_array = index_array.reshape(-1)
+    expected = (*input.shape[:axis], index_array.size, *input.shape[axis + 1 :])
+    if tuple(source.shape) != expected:
+        raise ValueError(
+            f"index_copy: source has shape {tuple(source.shape)} but {expected} was expected "
+            f"(input's shape with dim {axis} the length of index)"
+        )
+    if source._array.dtype != input._array.dtype:
+        source = source.to(input.dtype)
+    return IndexCopy.apply(input, source, index=index_array, axis=axis)
 
 
 def index_copy_(tensor: Tensor, dim: int, index: Tensor, source: Tensor) -> Tensor:
@@ -56,6 +93,59 @@ def index_copy_(tensor: Tensor, dim: int, index: Tensor, source: Tensor) -> Tens
     from dtrain._tensor.ops.inplace_math import _inplace
 
     return _inplace(tensor, lambda t: index_copy(t, dim, index, source), "index_copy_", source)
+
+
+# The dtypes cupy's ufunc.at takes (its atomics, cupy/_core/_routines_indexing.pyx); cupy
+# has no multiply.at at all. Other dtypes take a sorted segmented reduction instead.
+_CUPY_AT_DTYPES = {
+    "sum": frozenset(["int32", "uint32", "uint64", "float16", "float32", "float64"]),
+    "amax": frozenset(["int32", "uint32", "uint64", "float32", "float64"]),
+    "amin": frozenset(["int32", "uint32", "uint64", "float32", "float64"]),
+}
+
+
+def _reduce_at(target: Any, key: tuple, values: Any, reduce: str) -> None:
+    """``ufunc.at(target, key, values)`` for ``reduce``'s ufunc, on numpy or cupy (whose
+    ``.at`` has no ``multiply`` and takes only some dtypes) for every dtype."""
+    xp = get_array_module(target)
+    if reduce in ("sum", "mean"):
+        if xp is np or target.dtype.name in _CUPY_AT_DTYPES["sum"]:
+            add_at(target, key, values, "scatter_reduce")
+            return
+        _sorted_reduce_at(target, key, values, xp.add, xp)
+        return
+    ufunc = {"prod": xp.multiply, "amax": xp.maximum, "amin": xp.minimum}[reduce]
+    if xp is np or target.dtype.name in _CUPY_AT_DTYPES.get(reduce, ()):
+        ufunc.at(target, key, values)
+        return
+    _sorted_reduce_at(target, key, values, ufunc, xp)
+
+
+def _sorted_reduce_at(target: Any, key: tuple, values: Any, ufunc: Any, xp: Any) -> None:
+    """``ufunc.at(target, key, values)`` without atomics, for any dtype: sort the target
+    positions, combine each run of equal positions with a segmented scan (log2(longest run)
+    passes of elementwise ops), and combine each run's result into ``target`` once."""
+    positions = xp.arange(target.size).reshape(target.shape)[key]
+    if positions.size == 0:
+        return
+    values = xp.broadcast_to(xp.asarray(values, dtype=target.dtype), positions.shape)
+    positions, values = positions.reshape(-1), values.reshape(-1)
+    order = xp.argsort(positions)
+    positions, acc = positions[order], values[order]
+    n = positions.size
+    head = xp.concatenate([xp.ones(1, bool), positions[1:] != positions[:-1]])
+    run_starts = xp.flatnonzero(head)
+    starts = run_starts[xp.cumsum(head) - 1]  # the index where each element's run begins
+    longest = int(xp.diff(xp.concatenate([run_starts, xp.asarray([n])])).max())  # host sync
+    index = xp.arange(n)
+    step = 1
+    while step < longest:  # Hillis-Steele: each element combines its run up to itself
+        shifted = xp.concatenate([acc[:step], acc[:-step]])
+        acc = xp.where(index - step >= starts, ufunc(acc, shifted), acc)
+        step *= 2
+    last = xp.concatenate([head[1:], xp.ones(1, bool)])  # a run's last element holds it all
+    where = xp.unravel_index(positions[last], target.shape)
+    target[where] = ufunc(target[where], acc[last])  # unique positions: no two writes collide
 
 
 class ScatterReduce(Op):
@@ -74,15 +164,11 @@ class ScatterReduce(Op):
         out = x.copy()
         if not include_self:
             out[hit] = _identity(reduce, x.dtype)
-        if reduce in ("sum", "mean"):
-            add_at(out, key, values, "scatter_reduce")
-        else:
-            ufunc = {"prod": xp.multiply, "amax": xp.maximum, "amin": xp.minimum}[reduce]
-            ufunc.at(out, key, values)
+        _reduce_at(out, key, values, reduce)
         count = None
         if reduce == "mean":
-            count = xp.zeros(x.shape, dtype=x.dtype)
-            xp.add.at(count, key, 1)
+            positions = xp.arange(x.size).reshape(x.shape)[key].reshape(-1)
+            count = xp.bincount(positions, minlength=x.size).reshape(x.shape).astype(x.dtype)
             count = count + 1 if include_self else xp.maximum(count, 1)
             out = out // count if x.dtype.kind in "iu" else out / count
         self.x, self.values, self.key, self.hit, self.count = x, values, key, hit, count
@@ -115,7 +201,7 @@ class ScatterReduce(Op):
             self_wins = keep_self & (x == out)
             count = self_wins.astype(grad.dtype)
             src_wins = values == out[key]
-            xp.add.at(count, key, src_wins.astype(grad.dtype))
+            add_at(count, key, src_wins.astype(grad.dtype), "scatter_reduce")
             share = grad / xp.maximum(count, 1)
             grad_x = xp.where(self_wins, share, 0)
             grad_values = xp.where(src_wins, share[key], 0)
@@ -131,9 +217,11 @@ def _identity(reduce: str, dtype: Any) -> Any:
         return 0
     if reduce == "prod":
         return 1
-    info = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+    if dtype.kind == "b":
+        return reduce == "amin"  # False is below every bool, True above
     if dtype.kind == "f":
         return -np.inf if reduce == "amax" else np.inf
+    info = np.iinfo(dtype)
     return info.min if reduce == "amax" else info.max
 
 
@@ -151,6 +239,17 @@ def scatter_reduce(
     input's own values out where something is scattered."""
     if reduce not in _REDUCTIONS:
         raise ValueError(f"scatter_reduce: reduce={reduce!r} is not one of {_REDUCTIONS}")
+    if input.ndim == 0:  # PyTorch treats a 0-d tensor as one element along dim 0
+        normalize_dim(dim, 0)
+        flat = scatter_reduce(
+            input.reshape(1),
+            0,
+            index.reshape(-1),
+            src.reshape(-1),
+            reduce,
+            include_self=include_self,
+        )
+        return flat.reshape(())
     axis = normalize_dim(dim, input.ndim)
     index_array = _index_array(index, "scatter_reduce")
     if index_array.ndim != input.ndim or src.ndim != input.ndim:
@@ -201,8 +300,15 @@ def searchsorted(
     xp = get_array_module(sequence)
     if sorter is not None:
         sequence = xp.take_along_axis(sequence, sorter._array, axis=-1)
-    scalar = not isinstance(input, Tensor)
-    values = xp.asarray(input, dtype=sequence.dtype) if scalar else input._array
+    if isinstance(input, Tensor):
+        values = input._array
+    else:
+        values = xp.asarray(input)  # a number keeps its value: 3.5 is not truncated to 3
+        if values.dtype.kind == "f" and sequence.dtype.kind == "f":
+            values = values.astype(sequence.dtype)  # a Python float does not widen floats
+    common = np.result_type(sequence.dtype, values.dtype)
+    sequence = sequence.astype(common, copy=False)
+    values = values.astype(common, copy=False)
     dtype = np.int32 if out_int32 else np.int64
     if sequence.ndim == 1:
         result = xp.searchsorted(sequence, values, side="right" if right else "left")
@@ -213,11 +319,10 @@ def searchsorted(
             f"sorted_sequence {sequence.shape}"
         )
     # Row by row without a loop: count the entries before each value.
-    before = (
-        sequence[..., None, :] <= values[..., :, None]
-        if right
-        else (sequence[..., None, :] < values[..., :, None])
-    )
+    seq, val = sequence[..., None, :], values[..., :, None]
+    before = seq <= val if right else seq < val
+    if common.kind == "f":  # NaN sorts last, as in numpy's 1-D search and PyTorch
+        before = before | (xp.isnan(val) & (xp.isnan(seq) if right else ~xp.isnan(seq)))
     return wrap(before.sum(axis=-1).astype(dtype))
 
 

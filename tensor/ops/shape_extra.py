@@ -92,6 +92,20 @@ def diagflat(input: Tensor, offset: int = 0) -> Tensor:
     return diag_embed(input.reshape(-1), offset)
 
 
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
+def _promoted(arrays: list) -> Any:
+    """PyTorch's result dtype: integers with floats give the floats' dtype (numpy's:
+    float64), and 0-d tensors count only when their category (bool < int < float) is above
+    every dimensioned one's."""
+    dims = [a.dtype for a in arrays if a.ndim]
+    top = max((_CATEGORY[d.kind] for d in dims), default=-1)
+    dtypes = dims + [a.dtype for a in arrays if not a.ndim and _CATEGORY[a.dtype.kind] > top]
+    floats = [d for d in dtypes if d.kind == "f"]
+    return np.result_type(*floats) if floats else np.result_type(*dtypes)
+
+
 def block_diag(*tensors: Tensor) -> Tensor:
     """The tensors (0-, 1- or 2-D; 1-D ones are rows) on the diagonal of one matrix."""
     from dtrain._tensor.creation import zeros
@@ -103,10 +117,7 @@ def block_diag(*tensors: Tensor) -> Tensor:
         if t.ndim > 2:
             raise ValueError(f"block_diag: tensor {i} has shape {tuple(t.shape)}; expected ≤ 2-D")
         blocks.append(t.reshape(1, 1) if t.ndim == 0 else t.reshape(1, -1) if t.ndim == 1 else t)
-    dtypes = [b._array.dtype for b in blocks]
-    floats = [d for d in dtypes if d.kind == "f"]
-    # PyTorch's promotion: integers with floats give the floats' dtype (numpy's: float64).
-    dtype = np.result_type(*floats) if floats else np.result_type(*dtypes)
+    dtype = _promoted([t._array for t in tensors])
     width = sum(b.shape[1] for b in blocks)
     rows, left = [], 0
     for b in blocks:
@@ -214,12 +225,12 @@ def tensor_split(input: Tensor, indices_or_sections: Any, dim: int = 0) -> tuple
         bounds = list(itertools.accumulate([base + 1] * extra + [base] * (split - extra)))[:-1]
     else:
         bounds = list(split)
-    pieces, start = [], 0
-    for stop in [*bounds, size]:
-        stop = max(min(stop + size if stop < 0 else stop, size), start)
-        pieces.append(input.narrow(axis, start, stop - start))
-        start = stop
-    return tuple(pieces)
+    # Each bound clamped to [0, size] on its own; piece i is edges[i]:edges[i + 1], empty
+    # when the bounds decrease (Python's slicing, as PyTorch).
+    edges = [0, *(min(max(b + size if b < 0 else b, 0), size) for b in bounds), size]
+    return tuple(
+        input.narrow(axis, start, max(stop - start, 0)) for start, stop in itertools.pairwise(edges)
+    )
 
 
 def _split_dim(name: str, input: Tensor, sections: Any, dim: int, least: int) -> tuple:

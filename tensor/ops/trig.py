@@ -16,11 +16,6 @@ from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.dtypes import DEFAULT_FLOAT
 
 
-def quiet_overflow(xp: Any) -> Any:
-    """``quiet`` that also silences overflow (cosh(1000) is inf, silently, in PyTorch)."""
-    return np.errstate(all="ignore") if xp is np else quiet(xp)
-
-
 class Acos(Op):
     reads_inputs = True
 
@@ -68,12 +63,12 @@ class Sinh(Op):
     def forward(self, x: Any) -> Any:
         self.x = x
         xp = get_array_module(x)
-        with quiet_overflow(xp):  # overflow to inf, silently
+        with quiet(xp):  # overflow to inf, silently
             return xp.sinh(x)
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
-        with quiet_overflow(xp):
+        with quiet(xp):
             return (grad * xp.cosh(self.x),)
 
 
@@ -83,12 +78,12 @@ class Cosh(Op):
     def forward(self, x: Any) -> Any:
         self.x = x
         xp = get_array_module(x)
-        with quiet_overflow(xp):
+        with quiet(xp):
             return xp.cosh(x)
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
-        with quiet_overflow(xp):
+        with quiet(xp):
             return (grad * xp.sinh(self.x),)
 
 
@@ -145,8 +140,10 @@ class Atan2(Op):
     def backward(self, grad: Any) -> tuple:
         need_a, need_b = self.needs_input_grad
         a, b = self.a, self.b
-        with quiet(get_array_module(grad)):
-            scale = grad / (a * a + b * b)
+        xp = get_array_module(grad)
+        r2 = a * a + b * b
+        with quiet(xp):  # the origin has no direction: its gradient is 0, as PyTorch
+            scale = xp.where(r2 == 0, 0, grad / xp.where(r2 == 0, 1, r2)).astype(grad.dtype)
         return (
             unbroadcast(scale * b, a.shape) if need_a else None,
             unbroadcast(-scale * a, b.shape) if need_b else None,
@@ -162,7 +159,20 @@ def float_binary(op: type[Op], a: Any, b: Any) -> Tensor:
         a = a.to(DEFAULT_FLOAT)
     if _not_float(b) and not _is_float(a):
         b = b.to(DEFAULT_FLOAT)
+    if _mixed_floats(a, b):  # no op sees two float dtypes
+        common = np.result_type(a._array.dtype, b._array.dtype)
+        a, b = a.to(common), b.to(common)
     return binary(op, a, b)
+
+
+def _mixed_floats(a: Any, b: Any) -> bool:
+    """Two float tensors of different dtypes, both 0-d or both not (a 0-d one takes the
+    other's dtype in ``binary``)."""
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
+        return False
+    dtype_a, dtype_b = a._array.dtype, b._array.dtype
+    same_rank = (a._array.ndim == 0) == (b._array.ndim == 0)
+    return dtype_a != dtype_b and dtype_a.kind == dtype_b.kind == "f" and same_rank
 
 
 def _not_float(x: Any) -> bool:

@@ -218,6 +218,34 @@ def _check_devices(arrays: Any) -> None:
             )
 
 
+# cupy's ufunc.at: only the ufuncs with a scatter kernel, and with an integer-array index
+# only these dtypes (its atomics; cupy/_core/_routines_indexing.pyx, _scatter_op_single).
+_AT_DTYPES = {
+    "add": ("int32", "float16", "float32", "float64", "uint32", "uint64"),
+    "subtract": ("int32", "uint32"),
+    "maximum": ("int32", "float32", "float64", "uint32", "uint64"),
+    "minimum": ("int32", "float32", "float64", "uint32", "uint64"),
+    "bitwise_and": ("int32", "int64", "uint32", "uint64"),
+    "bitwise_or": ("int32", "int64", "uint32", "uint64"),
+    "bitwise_xor": ("int32", "int64", "uint32", "uint64"),
+}
+
+
+def _check_at(name: str, array: Any, indices: Any) -> None:
+    """Refuse the ``ufunc.at`` calls that real cupy refuses, with cupy's errors."""
+    if name not in _AT_DTYPES:
+        raise NotImplementedError(f"`cupy_{name}.at` is not supported yet")
+    parts = indices if isinstance(indices, tuple) else (indices,)
+    arrays = [np.asarray(_plain(p)) for p in parts if isinstance(p, (EmuArray, np.ndarray, list))]
+    if not arrays or (len(arrays) == 1 and arrays[0].dtype.kind == "b"):
+        return  # slices only, or one boolean mask: cupy's kernels there take any dtype
+    dtype = np.dtype(_plain(array).dtype).name
+    if dtype not in _AT_DTYPES[name]:
+        raise TypeError(
+            f"cupy.{name}.at only supports {', '.join(_AT_DTYPES[name])} as data type, got {dtype}"
+        )
+
+
 def _module(devices: int = 1) -> types.ModuleType:
     """A "cupy" module: numpy's functions returning EmuArrays, and the cuda namespace with
     ``devices`` GPUs (each array made on the current one)."""
@@ -241,6 +269,7 @@ def _module(devices: int = 1) -> types.ModuleType:
 
             def at(array: Any, indices: Any, values: Any = None) -> None:
                 _count(f"{name}.at")
+                _check_at(name, array, indices)
                 extra = () if values is None else (_plain(values),)
                 target.at(_plain(array), _plain(indices), *extra)
 

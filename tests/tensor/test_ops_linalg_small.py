@@ -193,3 +193,41 @@ def test_match_torch_with_gradients(torch, dtype):
             np.testing.assert_allclose(
                 o.grad.numpy(), t.grad.numpy(), rtol=rtol, atol=rtol, err_msg=name
             )
+
+
+# --- fixes after review (dc364c1) ---
+
+
+def test_slogdet_gradient_of_a_singular_matrix_is_infinite_not_an_error(check):
+    a = check.leaf(np.ones((2, 2)))
+    dt.slogdet(a)[1].backward()
+    np.testing.assert_array_equal(a.grad.cpu().numpy(), [[np.inf, -np.inf], [-np.inf, np.inf]])
+    batch = check.leaf(np.stack([np.ones((2, 2)), [[2.0, 1.0], [1.0, 3.0]]]))
+    dt.logdet(batch)[1].backward()  # a regular matrix beside a singular one: inv(A)^T
+    np.testing.assert_allclose(batch.grad.cpu().numpy()[1], np.linalg.inv([[2, 1], [1, 3]]).T)
+
+
+def test_contractions_over_a_zero_size_dim():
+    assert dt.tensordot(dt.zeros(2, 0), dt.zeros(0, 3), 1).tolist() == np.zeros((2, 3)).tolist()
+    assert dt.inner(dt.zeros(2, 0), dt.zeros(4, 0)).tolist() == np.zeros((2, 4)).tolist()
+    assert dt.tensordot(dt.ones(0, 2), dt.ones(2, 3), 1).shape == (0, 3)
+
+
+def test_addbmm_keeps_int32():
+    ones = dt.ones(3, 2, 2, dtype=dt.int32)
+    out = dt.addbmm(dt.zeros(2, 2, dtype=dt.int32), ones, ones)
+    assert out.dtype == dt.int32 and out.tolist() == [[6, 6], [6, 6]]
+
+
+def test_scaled_products_refuse_an_input_larger_than_the_product():
+    with pytest.raises(ValueError, match="does not broadcast to the product"):
+        dt.addmv(dt.ones(2, 3), dt.ones(3, 4), dt.ones(4))
+    with pytest.raises(ValueError, match="does not broadcast to the product"):
+        dt.baddbmm(dt.ones(4, 2, 3, 5), dt.ones(2, 3, 4), dt.ones(2, 4, 5))
+    nan = dt.full((2, 2), float("nan"), dtype=dt.float64)
+    out = dt.addr(nan, dt.ones(2), dt.ones(2), beta=0)  # values ignored, dtype not
+    assert out.dtype == dt.float64 and out.tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+def test_dot_method_takes_tensor_keyword():
+    assert dt.tensor([1.0, 2.0]).dot(tensor=dt.tensor([3.0, 4.0])).item() == 11.0

@@ -4,6 +4,7 @@ numpy (and PyTorch when installed), dtypes, in-place forms, gradients by finite 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -99,10 +100,13 @@ def test_erfc_is_accurate_in_the_tail():
 
 def test_logit_eps_clamps_and_zeroes_the_gradient_outside(check):
     x = np.array([0.01, 0.3, 0.5, 0.99])
-    out = dt.logit(check.leaf(x), eps=0.1)
+    x_leaf = check.leaf(x)
+    out = dt.logit(x_leaf, eps=0.1)
     check.close(out, _np_logit(np.clip(x, 0.1, 0.9)))
     out.sum().backward()
-    check.grad(lambda t: dt.logit(t, eps=0.1), np.array([0.2, 0.5, 0.7]))
+    outside = (x < 0.1) | (x > 0.9)
+    np.testing.assert_allclose(x_leaf.grad.cpu().numpy(), np.where(outside, 0, 1 / (x * (1 - x))))
+    check.grad(lambda t: dt.logit(t, eps=0.1), np.array([0.05, 0.2, 0.5, 0.7, 0.95]))
 
 
 def test_sinc_gradient_at_zero_is_zero(check):
@@ -312,3 +316,87 @@ def test_more_match_torch(torch):
         dt.float_power(dt.tensor([2]), 3).tolist()
         == torch.float_power(torch.tensor([2]), 3).tolist()
     )
+
+
+# --- fixes after review (dc364c1) ---
+
+
+def test_xlogy_keeps_the_float_dtype_with_numbers_and_promotes_mixed_floats():
+    assert dt.xlogy(dt.tensor([0.5, 2.0]), 2.0).dtype == dt.float32
+    assert dt.xlogy(dt.tensor([0.5], dtype=dt.float16), 3).dtype == dt.float16
+    assert dt.xlogy(dt.tensor([0.5]), 0).tolist()[0] == -math.inf
+    mixed = dt.xlogy(dt.tensor([1.0]), dt.tensor([3.3], dtype=dt.float16))
+    assert mixed.dtype == dt.float32
+    # log of float16's 3.3 (3.30078125) in float32, not float16's 1.1943
+    assert abs(mixed.item() - math.log(3.30078125)) < 1e-6
+
+
+def test_atan2_gradient_at_the_origin_is_zero(check):
+    a, b = check.leaf(np.array([0.0, 1.0])), check.leaf(np.array([0.0, 1.0]))
+    dt.atan2(a, b).sum().backward()
+    np.testing.assert_allclose(a.grad.cpu().numpy(), [0.0, 0.5])
+    np.testing.assert_allclose(b.grad.cpu().numpy(), [0.0, -0.5])
+
+
+@pytest.mark.parametrize("name", ["logaddexp", "logaddexp2"])
+def test_logaddexp_gradient_with_an_infinite_input(check, name):
+    a, b = check.leaf(np.array([math.inf, 0.0])), check.leaf(np.array([0.0, -math.inf]))
+    getattr(dt, name)(a, b).sum().backward()
+    np.testing.assert_array_equal(a.grad.cpu().numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(b.grad.cpu().numpy(), [0.0, 0.0])
+    check.grad(lambda x, y: getattr(dt, name)(x, y), check.rand(4, seed=1), check.rand(4, seed=2))
+
+
+def test_ldexp_promotes_both_inputs():
+    half, single = dt.tensor([1.0], dtype=dt.float16), dt.tensor([2.0])
+    assert dt.ldexp(half, single).dtype == dt.float32
+    assert dt.ldexp(dt.tensor([1]), dt.tensor([2.0], dtype=dt.float64)).dtype == dt.float64
+    assert dt.ldexp(dt.tensor(1.0, dtype=dt.float64), dt.tensor([2.0, 3.0])).dtype == dt.float32
+    assert dt.ldexp(dt.tensor([3]), dt.tensor([2])).tolist() == [12.0]
+
+
+def test_sinc_float16_accuracy_and_no_warning():
+    out = dt.sinc(dt.tensor([3.0, 100.25], dtype=dt.float16)).numpy()
+    expected = np.sinc(np.array([3.0, 100.25])).astype(np.float16)
+    np.testing.assert_allclose(out.astype(float), expected.astype(float), atol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(dt.sinc(dt.tensor([math.inf])).item())
+
+
+def test_gcd_lcm_dtype_with_0d_tensors_and_bools():
+    vec = dt.tensor([2, 6], dtype=dt.int32)
+    assert dt.gcd(dt.tensor(4), vec).dtype == dt.int32
+    assert dt.gcd(dt.tensor(4, dtype=dt.int32), dt.tensor(6, dtype=dt.int16)).dtype == dt.int32
+    assert dt.gcd(dt.tensor([True]), dt.tensor([4])).tolist() == [1]
+    assert dt.lcm(dt.tensor([4, 6]), 3).tolist() == [12, 6]
+
+
+def test_heaviside_method_takes_values_keyword():
+    assert dt.tensor([0.0, 2.0]).heaviside(values=dt.tensor([0.5])).tolist() == [0.5, 1.0]
+    x = dt.tensor([0.0])
+    assert x.heaviside_(values=dt.tensor([0.25])).tolist() == [0.25]
+
+
+def test_copysign_gives_other_a_zero_gradient(check):
+    a, b = check.leaf(np.array([1.0, -2.0])), check.leaf(np.array([-1.0, 3.0]))
+    dt.copysign(a, b).sum().backward()
+    np.testing.assert_array_equal(b.grad.cpu().numpy(), [0.0, 0.0])
+    np.testing.assert_array_equal(a.grad.cpu().numpy(), [-1.0, -1.0])
+    c = check.leaf(np.array([-1.0, 3.0]))
+    dt.copysign(2.0, c).sum().backward()  # a number as input: only other needs a gradient
+    np.testing.assert_array_equal(c.grad.cpu().numpy(), [0.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_erfc_single_precision_keeps_relative_accuracy_in_the_tail(dtype):
+    x = np.linspace(-5, 9, 4001).astype(dtype)
+    out = dt.erfc(dt.tensor(x)).numpy()
+    assert out.dtype == np.dtype(dtype)
+    expected = _np_erfc(x.astype(np.float64))
+    if dtype == "float16":
+        np.testing.assert_allclose(out, expected.astype(np.float16), rtol=1e-3, atol=0)
+    else:
+        tiny = expected > 1e-37
+        relative = np.abs(out[tiny] - expected[tiny]) / expected[tiny]
+        assert relative.max() < 2e-6

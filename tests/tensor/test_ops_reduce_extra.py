@@ -257,3 +257,30 @@ def test_gradients_match_torch(torch):
         fn(dt, ours).sum().backward()
         fn(torch, theirs).sum().backward()
         np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# --- fixes after review (dc364c1) ---
+
+
+def test_nansum_nanmean_of_a_0d_tensor():
+    assert dt.nansum(dt.tensor(2.0)).item() == 2.0
+    assert dt.nansum(dt.tensor(float("nan"))).item() == 0.0
+    assert dt.nanmean(dt.tensor(3.0)).item() == 3.0
+
+
+def test_mode_counts_nans_as_one_value():
+    result = dt.mode(dt.tensor([float("nan"), float("nan"), 1.0]))
+    assert math.isnan(result.values.item()) and result.indices.item() in (0, 1)
+    rows = dt.mode(dt.tensor([[2.0, float("nan"), 2.0, float("nan"), float("nan")]]), 1)
+    assert math.isnan(rows.values.item())
+
+
+def test_histc_bins_in_the_input_dtype_and_refuses_infinite_range():
+    # float32 0.7 and 0.9 sit just above 0.7 and below 0.9 in float64; in float32 arithmetic
+    # (PyTorch's) they fall in bins 7 and 9.
+    counts = dt.histc(dt.tensor([0.7, 0.9]), 10, 0, 1).tolist()
+    assert counts == [0, 0, 0, 0, 0, 0, 0, 1, 0, 1]
+    with pytest.raises(ValueError, match="not finite"):
+        dt.histc(dt.tensor([1.0, float("inf")]), 4)
+    with pytest.raises(ValueError, match="not finite"):
+        dt.histc(dt.tensor([1.0, float("nan")]), 4)
