@@ -39,6 +39,7 @@ from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import is_grad_enabled, no_grad
 from dtrain._tensor.nn.module import Module
+from dtrain._tensor.parameter import is_lazy
 from dtrain._tensor.tensor import Tensor
 from dtrain.parallel import api, collectives, ddp_join
 from dtrain.parallel.ddp_hooks import GradBucket, allreduce_hook, fp16_compress_hook
@@ -80,6 +81,12 @@ class DistributedDataParallel(_Reducer, Module, Joinable):
         if not isinstance(module, Module):
             raise TypeError(
                 f"DistributedDataParallel wraps an nn.Module, got {type(module).__name__}"
+            )
+        if any(is_lazy(p) for p in module.parameters()):
+            raise RuntimeError(
+                "DistributedDataParallel: the module has uninitialized parameters (lazy "
+                "modules such as nn.LazyLinear); run one forward pass with a sample batch "
+                "before wrapping it"
             )
         if bucket_cap_mb <= 0:
             raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb}")

@@ -1,5 +1,19 @@
-"""``dtrain.nn.parameter``: ``Parameter``."""
+"""``dtrain.nn.parameter``: ``Parameter``, ``Buffer`` and lazy modules' placeholders."""
 
-from dtrain._tensor.parameter import Parameter
+from dtrain._tensor.parameter import (
+    Buffer,
+    Parameter,
+    UninitializedBuffer,
+    UninitializedParameter,
+    UninitializedTensorMixin,
+    is_lazy,
+)
 
-__all__ = ["Parameter"]
+__all__ = [
+    "Buffer",
+    "Parameter",
+    "UninitializedBuffer",
+    "UninitializedParameter",
+    "UninitializedTensorMixin",
+    "is_lazy",
+]

@@ -1,8 +1,9 @@
 """``Module``: the base of every layer and model, with PyTorch's registration semantics.
 
-Assigning a ``Parameter`` to a module attribute registers it, as does assigning a module;
-tensors become buffers through ``register_buffer``. ``state_dict`` / ``load_state_dict``
-name every parameter and buffer by its dotted path (``"encoder.0.weight"``).
+Assigning a ``Parameter`` to a module attribute registers it, as does assigning a module
+or an ``nn.Buffer``; other tensors become buffers through ``register_buffer``.
+``state_dict`` / ``load_state_dict`` name every parameter and buffer by its dotted path
+(``"encoder.0.weight"``).
 
 Here: registration, lookup, iteration and repr. ``Module`` inherits its hooks from
 ``module_hooks.py``, ``state_dict`` / ``load_state_dict`` from ``module_state_dict.py`` and
@@ -19,7 +20,7 @@ from dtrain._tensor.nn.module_hooks import ModuleHooks
 from dtrain._tensor.nn.module_modes import ModuleModes
 from dtrain._tensor.nn.module_state_dict import IncompatibleKeys as IncompatibleKeys
 from dtrain._tensor.nn.module_state_dict import ModuleStateDict
-from dtrain._tensor.parameter import Parameter
+from dtrain._tensor.parameter import Buffer, Parameter, UninitializedTensorMixin
 from dtrain._tensor.tensor import Tensor
 
 
@@ -87,14 +88,16 @@ class Module(ModuleHooks, ModuleStateDict, ModuleModes):
             buffers.pop(name, None)
             self._non_persistent.discard(name)
             modules[name] = value
+        elif name in modules:  # before buffers: as PyTorch, an nn.Buffer cannot take its slot
+            if value is not None:
+                raise TypeError(f"cannot assign {type(value).__name__} to sub-module {name!r}")
+            modules[name] = None
+        elif isinstance(value, Buffer):  # as register_buffer, with the Buffer's persistence
+            self.register_buffer(name, value, value.persistent)
         elif name in buffers:
             if value is not None and not isinstance(value, Tensor):
                 raise TypeError(f"cannot assign {type(value).__name__} to buffer {name!r}")
             buffers[name] = value
-        elif name in modules:
-            if value is not None:
-                raise TypeError(f"cannot assign {type(value).__name__} to sub-module {name!r}")
-            modules[name] = None
         else:
             object.__setattr__(self, name, value)
 
@@ -122,7 +125,9 @@ class Module(ModuleHooks, ModuleStateDict, ModuleModes):
                 f"cannot register {type(param).__name__} as parameter {name!r}; wrap it in "
                 "nn.Parameter(...)"
             )
-        if param is not None and param.numel() == 0 and param.shape == (0,):
+        if param is None or isinstance(param, UninitializedTensorMixin):
+            pass  # a lazy module's placeholder: its forward pre-hook gives it a shape
+        elif param.numel() == 0 and param.shape == (0,):
             object.__setattr__(self, "_uninitialized", True)
         self._parameters[name] = param
 
@@ -186,7 +191,9 @@ class Module(ModuleHooks, ModuleStateDict, ModuleModes):
 
     def _check_initialized(self) -> None:
         for name, param in self._parameters.items():
-            if param is not None and param.shape == (0,):
+            if param is None or isinstance(param, UninitializedTensorMixin):
+                continue  # a lazy module's placeholder is its pre-hook's to shape
+            if param.shape == (0,):
                 raise RuntimeError(
                     f"parameter {name!r} of {type(self).__name__} is uninitialised (an empty "
                     "nn.Parameter()); assign it a tensor or load a state dict before calling "

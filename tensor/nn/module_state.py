@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain._tensor.parameter import Parameter
+from dtrain._tensor.parameter import Parameter, is_lazy
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import is_cuda_array
 from dtrain.runtime.device import to_device
@@ -17,6 +17,10 @@ def load_entry(
     module: Any, name: str, target: Tensor, value: Any, where: str, assign: bool
 ) -> None:
     """Load one state entry into ``module``'s ``name`` (currently ``target``)."""
+    if is_lazy(target):  # a lazy module takes its shapes from the state it is given
+        if is_lazy(value):
+            return  # a placeholder over a placeholder: nothing to load, as PyTorch
+        target.materialize(tuple(value.shape))
     if isinstance(value, Tensor):
         source = value._array
     elif isinstance(value, (np.ndarray, np.generic)) or is_cuda_array(value):
