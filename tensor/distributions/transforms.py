@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+import numpy as np
+
 from dtrain._tensor import functions as fn
 from dtrain._tensor.distributions import constraints
 from dtrain._tensor.distributions.distribution import Distribution
@@ -106,13 +108,21 @@ class SigmoidTransform(Transform):
     codomain = constraints.unit_interval
 
     def _call(self, x: Tensor) -> Tensor:
-        return fn.sigmoid(x)
+        return _inside_unit_interval(fn.sigmoid(x))
 
     def _inverse(self, y: Tensor) -> Tensor:
+        y = _inside_unit_interval(y)
         return y.log() - (-y).log1p()
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return -fn.softplus(-x) - fn.softplus(x)
+
+
+def _inside_unit_interval(y: Tensor) -> Tensor:
+    """``y`` kept off 0 and 1 (as PyTorch's): a sigmoid rounded to either end would give
+    an infinite inverse and a NaN ``log_prob`` for the distribution's own samples."""
+    finfo = np.finfo(y.dtype)
+    return y.clamp(min=float(finfo.tiny), max=1.0 - float(finfo.eps))
 
 
 class TanhTransform(Transform):

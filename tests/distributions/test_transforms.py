@@ -77,3 +77,17 @@ def test_against_pytorch(torch, make):
         [td.transforms.TanhTransform(), td.transforms.AffineTransform(0.5, 3.0)],
     ).log_prob(torch.tensor(y * 3.0 + 0.5))
     np.testing.assert_allclose(ours.detach().cpu().numpy(), theirs.numpy(), rtol=1e-12)
+
+
+def test_sigmoid_transform_keeps_its_samples_scoreable():
+    # A wide base rounds many sigmoids to exactly 0 or 1; clamped off the ends (as
+    # PyTorch's), their log_prob stays finite instead of NaN.
+    from dtrain.distributions import Normal, TransformedDistribution
+    from dtrain.distributions.transforms import SigmoidTransform
+
+    dt.manual_seed(0)
+    d = TransformedDistribution(Normal(dt.tensor(0.0), dt.tensor(20.0)), [SigmoidTransform()])
+    samples = d.sample((2000,))
+    assert bool(dt.isfinite(d.log_prob(samples)).all())
+    ends = d.log_prob(dt.tensor([1.0, 0.0]))
+    assert dt.allclose(ends, dt.tensor([11.7100, 73.8873]), atol=1e-3)  # PyTorch's values
