@@ -242,3 +242,20 @@ def test_conv3d_on_the_test_device(test_device, name):
     (got * got).sum().backward()
     for a, b in zip(on_device, on_cpu):
         np.testing.assert_allclose(a.grad.cpu().numpy(), b.grad.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_conv3d_batch_of_zero(transpose):
+    # an empty batch gives empty outputs and gradients, as conv2d and PyTorch
+    rng = np.random.default_rng(9)
+    x = leaf(np.zeros((0, 4, 3, 4, 5)))
+    w = leaf(rng.standard_normal((4, 3, 2, 2, 2) if transpose else (6, 2, 2, 2, 2)))
+    b = leaf(rng.standard_normal(6))
+    if transpose:
+        out = F.conv_transpose3d(x, w, b, stride=2, padding=1, groups=2)
+        assert out.shape == (0, 6, 4, 6, 8)
+    else:
+        out = F.conv3d(x, w, b, padding=1, groups=2)
+        assert out.shape == (0, 6, 4, 5, 6)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and (w.grad.numpy() == 0).all() and (b.grad.numpy() == 0).all()

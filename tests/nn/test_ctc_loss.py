@@ -167,3 +167,87 @@ def test_ctc_loss_on_the_test_device(test_device, batch, reduction):
         results.append((out.detach().cpu().numpy(), x.grad.cpu().numpy()))
     np.testing.assert_allclose(results[1][0], results[0][0], atol=1e-12)
     np.testing.assert_allclose(results[1][1], results[0][1], atol=1e-12)
+
+
+def test_ctc_loss_when_every_target_is_empty():
+    # one extended position (the blank): the loss is -Σ_t log p_blank(t)
+    log_probs = log_softmax(np.random.default_rng(4).standard_normal((5, 3, 4)))
+    input_lengths, empty = np.array([5, 3, 4]), np.zeros(3, dtype=np.int64)
+    expected = [-log_probs[: input_lengths[b], b, 0].sum() for b in range(3)]
+    for targets in (np.zeros((3, 0), dtype=np.int64), np.zeros(0, dtype=np.int64)):
+        out = F.ctc_loss(
+            dt.tensor(log_probs), dt.tensor(targets), input_lengths, empty, reduction="none"
+        )
+        np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
+
+    def loss(z):
+        return F.ctc_loss(
+            z.log_softmax(2), dt.tensor(np.zeros((3, 0), dtype=np.int64)), input_lengths, empty
+        )
+
+    assert gradcheck(loss, [leaf(np.random.default_rng(5).standard_normal((5, 3, 4)))])
+
+
+def test_ctc_loss_input_length_zero():
+    # nothing to emit: an empty target costs 0, any other is impossible (inf), as PyTorch
+    log_probs = log_softmax(np.random.default_rng(6).standard_normal((5, 3, 4)))
+    targets, input_lengths = np.array([[1, 2], [1, 0], [2, 2]]), np.array([0, 0, 5])
+    target_lengths = np.array([2, 0, 1])
+    out = F.ctc_loss(
+        dt.tensor(log_probs), dt.tensor(targets), input_lengths, target_lengths, reduction="none"
+    )
+    expected = [np.inf, 0.0, brute_force_nll(log_probs[:, 2], [2])]
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-12)
+    x = leaf(log_probs)
+    zeroed = F.ctc_loss(
+        x, dt.tensor(targets), input_lengths, target_lengths, reduction="sum", zero_infinity=True
+    )
+    np.testing.assert_allclose(zeroed.detach().numpy(), expected[2], rtol=1e-12)
+    zeroed.backward()
+    grad = x.grad.numpy()
+    assert np.isfinite(grad).all() and (grad[:, :2] == 0).all() and (grad[:, 2] != 0).any()
+
+
+def test_ctc_loss_refuses_float16_as_torch(batch):
+    log_probs, targets, input_lengths, target_lengths = batch
+    with pytest.raises(TypeError, match="float16"):
+        F.ctc_loss(
+            dt.tensor(log_probs.astype(np.float16)), dt.tensor(targets), input_lengths,
+            target_lengths,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["empty_targets", "no_input"])
+def test_ctc_loss_edge_lengths_match_torch(torch, same, case):
+    log_probs = log_softmax(np.random.default_rng(7).standard_normal((6, 3, 4)))
+    if case == "empty_targets":
+        targets, input_lengths, target_lengths = np.zeros((3, 0)), [6, 4, 1], [0, 0, 0]
+    else:
+        targets, input_lengths, target_lengths = (
+            np.array([[1, 2], [1, 0], [3, 3]]),
+            [0, 0, 6],
+            [2, 0, 2],
+        )
+    for reduction in ("none", "mean"):
+        kwargs = dict(reduction=reduction, zero_infinity=True)
+        ours_x, theirs_x = leaf(log_probs), torch.tensor(log_probs, requires_grad=True)
+        out = F.ctc_loss(
+            ours_x, dt.tensor(targets.astype(np.int64)), input_lengths, target_lengths, **kwargs
+        )
+        tout = torch.nn.functional.ctc_loss(
+            theirs_x, torch.tensor(targets, dtype=torch.long), torch.tensor(input_lengths),
+            torch.tensor(target_lengths), **kwargs,
+        )  # fmt: skip
+        same(out, tout, atol=1e-12)
+        out.sum().backward()
+        tout.sum().backward()
+        same(ours_x.grad, theirs_x.grad, atol=1e-12)
+        plain = F.ctc_loss(
+            dt.tensor(log_probs), dt.tensor(targets.astype(np.int64)), input_lengths,
+            target_lengths, reduction=reduction,
+        )  # fmt: skip
+        tplain = torch.nn.functional.ctc_loss(
+            torch.tensor(log_probs), torch.tensor(targets, dtype=torch.long),
+            torch.tensor(input_lengths), torch.tensor(target_lengths), reduction=reduction,
+        )  # fmt: skip
+        same(plain, tplain, atol=1e-12)

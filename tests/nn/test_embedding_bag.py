@@ -177,3 +177,104 @@ def test_embedding_bag_on_the_test_device(test_device, mode):
     np.testing.assert_allclose(got, expected, atol=1e-12)
     for a, b in zip(got_grads, expected_grads):
         np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+def test_embedding_bag_float16_sums_and_counts_in_float32(mode):
+    # float16 counts stop at 2048 and float16 sums drift: the bags are summed in float32
+    rng = np.random.default_rng(5)
+    table = (np.abs(rng.standard_normal((10, 2))) + 1).astype(np.float16)
+    indices = rng.integers(0, 10, 3000)
+    weight = dt.tensor(table, requires_grad=True)
+    out = F.embedding_bag(dt.tensor(indices), weight, dt.tensor(np.array([0])), mode=mode)
+    assert out.dtype == dt.float16
+    rows = table.astype(np.float64)[indices]
+    expected = rows.mean(0) if mode == "mean" else rows.sum(0)
+    np.testing.assert_allclose(out.detach().numpy().astype(np.float64)[0], expected, rtol=1e-3)
+    out.sum().backward()
+    counts = np.bincount(indices, minlength=10)[:, None] * np.ones((1, 2))
+    expected_grad = counts / len(indices) if mode == "mean" else counts
+    assert weight.grad.dtype == dt.float16
+    np.testing.assert_allclose(weight.grad.numpy(), expected_grad, rtol=1e-3)
+
+
+def test_embedding_bag_backward_with_long_runs_and_empty_bags():
+    # one index repeated past the row-assignment ranks, others once; empty bags at the end
+    rng = np.random.default_rng(6)
+    indices = np.concatenate([np.full(20, 3), rng.integers(0, 10, 9), np.full(11, 7)])
+    rng.shuffle(indices)
+    offsets = np.array([0, 12, 12, 40, 40])
+    table = rng.standard_normal((10, 3))
+    scale = rng.standard_normal(len(indices))
+    direction = rng.standard_normal((len(offsets), 3))
+    weight, weights = leaf(table), leaf(scale)
+    out = F.embedding_bag(
+        dt.tensor(indices), weight, dt.tensor(offsets), mode="sum", per_sample_weights=weights
+    )
+    np.testing.assert_allclose(
+        out.detach().numpy(), reference(table, indices, offsets, "sum", scale), atol=1e-12
+    )
+    (out * dt.tensor(direction)).sum().backward()
+    bag = np.searchsorted(offsets, np.arange(len(indices)), side="right") - 1
+    expected = np.zeros_like(table)
+    np.add.at(expected, indices, direction[bag] * scale[:, None])
+    np.testing.assert_allclose(weight.grad.numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(
+        weights.grad.numpy(), (direction[bag] * table[indices]).sum(1), atol=1e-12
+    )
+
+    def bags(w):
+        return F.embedding_bag(dt.tensor(indices), w, dt.tensor(offsets), mode="mean")
+
+    assert gradcheck(bags, [leaf(table)])
+
+
+def test_embedding_bag_offsets_checked_as_torch():
+    weight = dt.randn(10, 3)
+    with pytest.raises(ValueError, match=r"offsets\[-1\] can not be greater"):
+        F.embedding_bag(dt.tensor(INDICES), weight, dt.tensor(np.array([0, 3, 12])))
+    with pytest.raises(ValueError, match="must not decrease"):
+        F.embedding_bag(dt.tensor(INDICES), weight, dt.tensor(np.array([0, 5, 3])))
+    with pytest.raises(ValueError, match="last offset must be the input's length 11, got 9"):
+        F.embedding_bag(
+            dt.tensor(INDICES), weight, dt.tensor(np.array([0, 3, 9])), include_last_offset=True
+        )
+    ends = F.embedding_bag(dt.tensor(INDICES), weight, dt.tensor(np.array([0, 11, 11])))
+    assert (ends.numpy()[1:] == 0).all()  # offsets at the end: empty bags
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_embedding_bag_float16_on_the_test_device(test_device, mode):
+    # cupy's maximum.at / minimum.at take neither float16 nor int64
+    rng = np.random.default_rng(7)
+    table = rng.standard_normal((10, 3)).astype(np.float16)
+    results = []
+    for device in ("cpu", test_device):
+        weight = dt.tensor(table, requires_grad=True, device=device)
+        out = F.embedding_bag(
+            dt.tensor(INDICES, device=device), weight, dt.tensor(OFFSETS, device=device),
+            mode=mode, padding_idx=2,
+        )  # fmt: skip
+        (out.float() * out.float()).sum().backward()
+        results.append((out.detach().cpu().numpy(), weight.grad.cpu().numpy()))
+    (expected, expected_grad), (got, got_grad) = results
+    assert got.dtype == np.float16 and got_grad.dtype == np.float16
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(got_grad, expected_grad, rtol=1e-3)
+    reference_out = reference(table.astype(np.float64), INDICES, OFFSETS, mode, padding_idx=2)
+    np.testing.assert_allclose(got.astype(np.float64), reference_out, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_embedding_bag_float16_matches_torch(torch, mode):
+    rng = np.random.default_rng(8)
+    table = (np.abs(rng.standard_normal((10, 2))) + 1).astype(np.float16)
+    indices = rng.integers(0, 10, 3000)
+    offsets = np.array([0, 1000, 2990])
+    ours = F.embedding_bag(dt.tensor(indices), dt.tensor(table), dt.tensor(offsets), mode=mode)
+    theirs = torch.nn.functional.embedding_bag(
+        torch.tensor(indices), torch.tensor(table), torch.tensor(offsets), mode=mode
+    )
+    np.testing.assert_allclose(
+        ours.numpy().astype(np.float64), theirs.numpy().astype(np.float64), rtol=2e-3
+    )

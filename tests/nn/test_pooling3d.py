@@ -224,3 +224,59 @@ def test_pool3d_on_the_test_device(test_device, name):
     (expected * expected).sum().backward()
     (got * got).sum().backward()
     np.testing.assert_allclose(on_device.grad.cpu().numpy(), on_cpu.grad.numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("max", lambda x: F.max_pool3d(x, 2, padding=1, return_indices=True)),
+        ("avg", lambda x: (F.avg_pool3d(x, 2, padding=1), None)),
+        ("adaptive_max", lambda x: F.adaptive_max_pool3d(x, (2, 3, 2), return_indices=True)),
+        ("adaptive_avg", lambda x: (F.adaptive_avg_pool3d(x, (2, 3, 2)), None)),
+    ],
+)
+def test_pool3d_batch_of_zero(name, call):
+    x = leaf(np.zeros((0, 2, 5, 5, 5)))
+    out, indices = call(x)
+    assert out.shape[:2] == (0, 2)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    if indices is not None:
+        back = F.max_unpool3d(out, indices, 2, output_size=(5, 5, 5)) if name == "max" else None
+        assert back is None or back.shape == (0, 2, 5, 5, 5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32])
+def test_max_pool3d_padding_never_wins(dtype):
+    # an all -inf (or all int-minimum) window: the first in-bounds element wins, not padding
+    lowest = -np.inf if dtype == np.float64 else np.iinfo(dtype).min
+    x = np.full((1, 1, 4, 4, 4), lowest, dtype=dtype)
+    _, indices = F.max_pool3d(dt.tensor(x), 3, 2, 1, return_indices=True)
+    np.testing.assert_array_equal(indices.numpy().ravel(), [0, 1, 4, 5, 16, 17, 20, 21])
+    ceil = F.max_pool3d(dt.tensor(x[..., :3]), 2, 2, ceil_mode=True, return_indices=True)[1]
+    assert ceil.numpy().min() >= 0  # the partial last window: also inside
+    if dtype == np.float64:
+        x[0, 0, 3, 3, 3] = 1.0
+        v = leaf(x)
+        pooled, indices = F.max_pool3d(v, 3, 2, 1, return_indices=True)
+        pooled.backward(dt.ones(pooled.shape, dtype=dt.float64))
+        assert v.grad.numpy().sum() == pooled.numel()  # no gradient lost in the padding
+        unpooled = F.max_unpool3d(pooled, indices, 3, 2, 1, output_size=(4, 4, 4))
+        assert unpooled.shape == (1, 1, 4, 4, 4)
+
+
+def test_pool3d_matches_torch_on_minus_inf_windows(torch, same):
+    x = np.full((1, 2, 4, 5, 4), -np.inf)
+    x[0, 1, 1, 2, 1] = 0.5
+    ours = F.max_pool3d(dt.tensor(x), 3, 2, 1, return_indices=True)
+    theirs = torch.nn.functional.max_pool3d(torch.tensor(x), 3, 2, 1, return_indices=True)
+    same(ours[0], theirs[0])
+    same(ours[1], theirs[1])
+
+
+def test_avg_pool3d_refuses_a_bool_divisor_as_torch():
+    x = dt.tensor(np.ones((1, 1, 2, 2, 2)))
+    with pytest.raises(TypeError, match="divisor_override"):
+        F.avg_pool3d(x, 2, divisor_override=True)
+    with pytest.raises(ValueError, match="divisor_override"):
+        F.avg_pool3d(x, 2, divisor_override=0)

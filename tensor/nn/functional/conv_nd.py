@@ -131,7 +131,7 @@ class ConvNd(Op):
         shape, stride, pads, dilation, out = self.geometry
         groups, og, _ = self.weights.shape
         n, c = shape[:2]
-        flat = grad.reshape(n, groups, og, -1)
+        flat = grad.reshape(n, groups, og, math.prod(out))  # n may be 0: no -1
         grad_x = grad_w = grad_b = None
         if need_w:
             grad_w = weight_grad(flat, self.cols).reshape(self.weight_shape)
@@ -185,7 +185,7 @@ class ConvTransposeNd(Op):
             windows = im2col_nd(grad, tuple(self.weight_shape[2:]), stride, pads, dilation)
             cols = windows.reshape(n, groups, k, math.prod(inner))  # the im2col copy
         if need_w:
-            spread = _spread(self.x, inner).reshape(n, groups, cin_g, -1)
+            spread = _spread(self.x, inner).reshape(n, groups, cin_g, math.prod(inner))
             grad_w = weight_grad(spread, cols).reshape(self.weight_shape)
         if need_x:
             full = matmul(weights, cols).reshape((n, groups * cin_g) + inner)

@@ -2,11 +2,14 @@
 the per-entry embeddings as a graph node.
 
 Every entry of the (flattened) input gets its bag number (``searchsorted`` over the
-offsets) and a weight: 1 for ``sum`` (or its ``per_sample_weights``), 1 / bag size for
-``mean``, 0 for entries excluded (``padding_idx``). One scatter-add
-of the weighted rows then makes the bags, and backward scatters the bag gradients back onto
-the table rows the same way; ``max`` takes a scatter-max and remembers the entry that won
-each bag and feature. No Python loop runs over bags, and nothing is read on the host.
+offsets) and, where needed, a weight: its ``per_sample_weights``, 0 for entries excluded
+(``padding_idx``). The bags are segment sums of the weighted rows: a reshape and sum for a
+2-D input, ``add.reduceat`` over the sorted offsets on numpy, a scatter-add on CUDA; a mean
+divides each bag by its count afterwards. Backward adds the bag gradients onto the table
+rows: on numpy, after sorting the indices, one row assignment per rank within each run of
+equal indices (no ``ufunc.at`` on whole rows); on CUDA a scatter-add. Float16 tables sum in
+float32, as PyTorch's. ``max`` takes a scatter-max and remembers the entry that won each
+bag and feature. No Python loop runs over bags.
 """
 
 from __future__ import annotations
@@ -20,58 +23,159 @@ from dtrain._tensor.nn.functional.embedding import _scatter_rows
 from dtrain._tensor.ops._util import add_at
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module, scatter_add
+from dtrain.runtime.device import as_numpy
+from dtrain.runtime.dtypes import accumulation_dtype
 from dtrain.runtime.value_checks import may_check_values
 
 MODES = ("sum", "mean", "max")
+_RANKS = 8  # numpy backward: row assignments per rank before the longer runs are reduced
+
+
+def _sum_bags(values: Any, bag: Any, bags: int, layout: Any) -> Any:
+    """``out[bag[j]] += values[j]``: ``layout`` is the bag length (a 2-D input), the host
+    ``(starts, ends)`` of sorted bags on numpy, or None (a scatter-add)."""
+    if isinstance(layout, int):
+        return values.reshape(bags, layout, values.shape[1]).sum(axis=1)
+    xp = get_array_module(values)
+    out = xp.zeros((bags, values.shape[1]), dtype=values.dtype)
+    if layout is None:
+        _scatter_rows(out, bag, values)
+        return out
+    starts, ends = layout
+    filled = ends > starts  # reduceat gives an empty bag the row at its start: skip those
+    if filled.any():
+        out[filled] = np.add.reduceat(values, starts[filled], axis=0)
+    return out
+
+
+def _rows_into_table(table: Any, index: Any, per_bag: Any, bag: Any, factor: Any) -> None:
+    """``table[index[j]] += per_bag[bag[j]] · factor[j]`` (``factor`` 1 when None) into a
+    table of zeros.
+
+    On numpy the entries are sorted by index; the first entry of each run of equal indices
+    is written with one row assignment (the rows it writes are distinct), then the second
+    of each run is added, and so on for ``_RANKS`` ranks; what longer runs hold beyond that
+    is summed per run with ``add.reduceat``. ``ufunc.at`` on whole rows is 4x slower.
+    """
+    xp = get_array_module(table)
+    if xp is not np:
+        values = per_bag[bag] if factor is None else per_bag[bag] * factor[:, None]
+        _scatter_rows(table, index, values)
+        return
+    entries = index.shape[0]
+    if entries == 0:
+        return
+    order = np.argsort(index, kind="stable")
+    index, bag = index[order], bag[order]
+    factor = None if factor is None else factor[order]
+
+    def values(at: Any) -> Any:
+        rows = np.take(per_bag, bag[at], axis=0)
+        return rows if factor is None else rows * factor[at][:, None]
+
+    head = np.empty(entries, dtype=bool)
+    head[0] = True
+    np.not_equal(index[1:], index[:-1], out=head[1:])
+    starts = np.flatnonzero(head)
+    lengths = np.diff(starts, append=entries)
+    table[index[starts]] = values(starts)
+    for rank in range(1, _RANKS):
+        live = starts[lengths > rank] + rank
+        if live.size == 0:
+            return
+        table[index[live]] += values(live)
+    long = lengths > _RANKS
+    if long.any():
+        first, counts = starts[long] + _RANKS, lengths[long] - _RANKS
+        segments = np.cumsum(counts) - counts  # each run's start among the gathered rest
+        take = np.repeat(first - segments, counts) + np.arange(int(counts.sum()))
+        table[index[first]] += np.add.reduceat(values(take), segments, axis=0)
 
 
 class EmbeddingBagSum(Op):
-    """``out[bag[j]] += scale[j] · psw[j] · weight[index[j]]`` (``psw`` 1 when None)."""
+    """``out[bag[j]] += keep[j] · psw[j] · weight[index[j]]`` (1 where None), then divided by
+    ``divisor`` (each bag's count, for a mean) when given; summed in float32 for float16."""
 
-    def forward(self, weight: Any, psw: Any, index: Any, bag: Any, scale: Any, bags: int) -> Any:
-        rows = weight[index]
-        factor = scale if psw is None else scale * psw.reshape(-1)
-        out = get_array_module(weight).zeros((bags, weight.shape[1]), dtype=weight.dtype)
-        _scatter_rows(out, bag, rows * factor[:, None])
-        self.index, self.bag, self.scale, self.factor = index, bag, scale, factor
-        self.rows, self.shape = rows, weight.shape
+    def forward(
+        self,
+        weight: Any,
+        psw: Any,
+        index: Any,
+        bag: Any,
+        keep: Any,
+        divisor: Any,
+        bags: int,
+        layout: Any,
+    ) -> Any:
+        xp = get_array_module(weight)
+        wide = accumulation_dtype(weight.dtype)
+        rows = xp.take(weight, index, axis=0).astype(wide, copy=False)
+        factor = keep
+        if psw is not None:
+            factor = psw.reshape(-1).astype(wide)
+            factor = factor if keep is None else factor * keep
+        out = _sum_bags(rows if factor is None else rows * factor[:, None], bag, bags, layout)
+        if divisor is not None:
+            out /= divisor[:, None]
+        self.index, self.bag, self.keep, self.factor, self.divisor = (
+            index,
+            bag,
+            keep,
+            factor,
+            divisor,
+        )
+        self.rows = rows if psw is not None else None  # only psw's gradient reads them
+        self.shape, self.dtype = weight.shape, weight.dtype
         self.psw_shape = None if psw is None else psw.shape
-        return out
+        return out.astype(weight.dtype, copy=False)
 
     def backward(self, grad: Any) -> tuple:
         need_weight, need_psw = self.needs_input_grad
-        per_entry = grad[self.bag]
+        xp = get_array_module(grad)
+        wide = accumulation_dtype(grad.dtype)
+        grad = grad.astype(wide, copy=False)
+        if self.divisor is not None:
+            grad = grad / self.divisor[:, None]
         grad_weight = grad_psw = None
         if need_weight:
-            grad_weight = get_array_module(grad).zeros(self.shape, dtype=grad.dtype)
-            _scatter_rows(grad_weight, self.index, per_entry * self.factor[:, None])
+            grad_weight = xp.zeros(self.shape, dtype=wide)
+            _rows_into_table(grad_weight, self.index, grad, self.bag, self.factor)
+            grad_weight = grad_weight.astype(self.dtype, copy=False)
         if need_psw:
-            grad_psw = ((per_entry * self.rows).sum(axis=1) * self.scale).reshape(self.psw_shape)
+            grad_psw = (grad[self.bag] * self.rows).sum(axis=1)
+            grad_psw = grad_psw if self.keep is None else grad_psw * self.keep
+            grad_psw = grad_psw.astype(self.dtype, copy=False).reshape(self.psw_shape)
         return grad_weight, grad_psw
 
 
 class EmbeddingBagMax(Op):
     """Per bag and feature, the largest row entry (0 for an empty bag); the gradient goes to
-    the first entry that holds it."""
+    the first entry that holds it. The scatter-max runs in float32 for float16 tables and
+    the winning positions are int32 (uint64 past 2**31 entries): cupy's ``maximum.at`` and
+    ``minimum.at`` take neither float16 nor int64."""
 
     def forward(self, weight: Any, index: Any, bag: Any, valid: Any, bags: int) -> Any:
         xp = get_array_module(weight)
-        rows = weight[index]
-        lowest = xp.asarray(-np.inf, dtype=weight.dtype)
-        masked = xp.where(valid[:, None], rows, lowest)
-        out = xp.full((bags, weight.shape[1]), -np.inf, dtype=weight.dtype)
+        wide = accumulation_dtype(weight.dtype)
+        rows = xp.take(weight, index, axis=0).astype(wide, copy=False)
+        lowest = xp.asarray(-np.inf, dtype=rows.dtype)
+        masked = rows if valid is None else xp.where(valid[:, None], rows, lowest)
+        out = xp.full((bags, weight.shape[1]), -np.inf, dtype=rows.dtype)
         xp.maximum.at(out, bag, masked)  # NaN propagates, as PyTorch
         won = masked == out[bag]
         won |= xp.isnan(masked)
-        won &= valid[:, None]
+        if valid is not None:
+            won &= valid[:, None]
         entries = index.shape[0]
-        first = xp.where(won, xp.arange(entries)[:, None], entries)
-        winner = xp.full(out.shape, entries, dtype=first.dtype)
+        position = np.int32 if entries < 2**31 - 1 else np.uint64
+        none = xp.asarray(entries, dtype=position)
+        first = xp.where(won, xp.arange(entries, dtype=position)[:, None], none)
+        winner = xp.full(out.shape, entries, dtype=position)
         xp.minimum.at(winner, bag, first)
-        self.filled = winner < entries  # False for an empty bag
+        self.filled = winner < none  # False for an empty bag
         self.source = index[xp.minimum(winner, max(entries - 1, 0))] if entries else winner
         self.shape = weight.shape
-        return xp.where(self.filled, out, xp.zeros((), dtype=out.dtype))
+        return xp.where(self.filled, out, xp.zeros((), dtype=out.dtype)).astype(weight.dtype)
 
     def backward(self, grad: Any) -> tuple:
         xp = get_array_module(grad)
@@ -84,8 +188,9 @@ class EmbeddingBagMax(Op):
 
 def _bags(
     where: str, indices: Any, offsets: Tensor | None, include_last_offset: bool
-) -> tuple[Any, Any, Any, int]:
-    """Flat indices, each entry's bag, which entries fall in a bag, and the bag count."""
+) -> tuple[Any, Any, Any, int, Any]:
+    """Flat indices, each entry's bag, which entries fall in a bag (None: all), the bag
+    count, and the layout ``_sum_bags`` takes."""
     xp = get_array_module(indices)
     if indices.ndim == 2:
         if offsets is not None:
@@ -96,7 +201,7 @@ def _bags(
         bags, length = indices.shape
         flat = indices.reshape(-1)
         bag = xp.arange(flat.shape[0]) // max(length, 1)
-        return flat, bag, xp.ones(flat.shape, dtype=bool), bags
+        return flat, bag, None, bags, length
     if indices.ndim != 1:
         raise ValueError(
             f"{where}: input must be 1-D (with offsets) or 2-D (bags of equal size), got "
@@ -111,15 +216,32 @@ def _bags(
     bags = starts.shape[0] - 1 if include_last_offset else starts.shape[0]
     if bags < 0:
         raise ValueError(f"{where}: include_last_offset needs at least one offset, got none")
-    if starts.size and may_check_values(starts) and int(starts[0]) != 0:
+    length = indices.shape[0]
+    position = xp.arange(length)
+    bag = xp.searchsorted(starts[:bags], position, side="right") - 1
+    if not (starts.size and may_check_values(starts)):
+        valid = bag >= 0  # unchecked offsets (CUDA): entries before offsets[0] in no bag
+        return indices, xp.where(valid, bag, 0), valid, bags, None
+    host = np.asarray(as_numpy(starts), dtype=np.int64)
+    if host[0] != 0:
         raise ValueError(
             f"{where}: offsets[0] must be 0 (the first bag starts at the first index), got "
-            f"{int(starts[0])}"
+            f"{host[0]}"
         )
-    position = xp.arange(indices.shape[0])
-    bag = xp.searchsorted(starts[:bags], position, side="right") - 1
-    valid = bag >= 0
-    return indices, xp.where(valid, bag, 0), valid, bags
+    if (np.diff(host) < 0).any():
+        raise ValueError(f"{where}: offsets must not decrease, got {host.tolist()}")
+    if host[-1] > length:
+        raise ValueError(
+            f"{where}: offsets[-1] can not be greater than the input's length {length}, got "
+            f"{host[-1]} (as PyTorch)"
+        )
+    if include_last_offset and host[-1] != length:
+        raise ValueError(
+            f"{where}: with include_last_offset the last offset must be the input's length "
+            f"{length}, got {host[-1]}; drop the entries past it from the input"
+        )
+    layout = (host[:bags], np.append(host[1:bags], length)) if xp is np else None
+    return indices, bag, None, bags, layout
 
 
 def embedding_bag(
@@ -141,9 +263,10 @@ def embedding_bag(
         input: a 2-D ``(B, L)`` int tensor (``B`` bags of ``L`` indices), or a 1-D one
             whose bags start at ``offsets``.
         weight: the ``(num_embeddings, dim)`` float table.
-        offsets: with 1-D input, each bag's first position (``offsets[0]`` must be 0);
-            with ``include_last_offset``, one more entry, the input's length (the last bag
-            runs to the end of the input whatever it says, as in PyTorch).
+        offsets: with 1-D input, each bag's first position: ``offsets[0]`` must be 0, and
+            they must not decrease nor pass the input's length; with
+            ``include_last_offset``, one more entry, which must be the input's length (not
+            checked on CUDA, as the indices).
         mode: ``"sum"``, ``"mean"`` or ``"max"``; an empty bag gives zeros.
         per_sample_weights: the input's shape; weights for each entry (``"sum"`` only).
         include_last_offset: ``offsets`` has ``B + 1`` entries, the last one the end.
@@ -154,7 +277,7 @@ def embedding_bag(
 
     Raises:
         TypeError: non-integer indices or offsets, or mismatched dtypes.
-        ValueError: a bad mode or shape, ``per_sample_weights`` outside ``"sum"``, or
+        ValueError: a bad mode, shape or offsets, ``per_sample_weights`` outside ``"sum"``, or
             ``max_norm``, ``scale_grad_by_freq`` or ``sparse`` (not supported).
         IndexError: an index outside the table (not checked on CUDA, see ``embedding``).
     """
@@ -195,21 +318,37 @@ def embedding_bag(
                 f"{where}: per_sample_weights is {per_sample_weights.dtype} but weight is "
                 f"{weight.dtype}; convert one so both match"
             )
-    flat, bag, valid, bags = _bags(where, indices, offsets, include_last_offset)
+    flat, bag, valid, bags, layout = _bags(where, indices, offsets, include_last_offset)
     if padding_idx is not None:
         if not -rows <= padding_idx < rows:
             raise ValueError(f"{where}: padding_idx {padding_idx} must be within [-{rows}, {rows})")
-        valid = valid & (flat != padding_idx % rows)
-    xp = get_array_module(indices)
+        kept = flat != padding_idx % rows
+        valid = kept if valid is None else valid & kept
     if mode == "max":
         return EmbeddingBagMax.apply(weight, index=flat, bag=bag, valid=valid, bags=bags)
-    scale = valid.astype(weight._array.dtype)
+    xp = get_array_module(indices)
+    wide = accumulation_dtype(weight._array.dtype)
+    keep = None if valid is None else valid.astype(wide)
+    divisor = None
     if mode == "mean":
-        counts = xp.zeros(bags, dtype=scale.dtype)
-        scatter_add(counts, bag, scale)  # whole numbers: exact in any order
-        scale = scale / xp.maximum(counts, 1)[bag]
+        if keep is None and isinstance(layout, int):
+            divisor = xp.full(bags, max(layout, 1), dtype=wide)
+        elif keep is None and layout is not None:
+            divisor = np.maximum(layout[1] - layout[0], 1).astype(wide)
+        else:
+            divisor = xp.zeros(bags, dtype=wide)
+            ones = xp.ones(flat.shape, dtype=wide) if keep is None else keep
+            scatter_add(divisor, bag, ones)  # whole numbers: exact in any order
+            divisor = xp.maximum(divisor, 1)
     return EmbeddingBagSum.apply(
-        weight, per_sample_weights, index=flat, bag=bag, scale=scale, bags=bags
+        weight,
+        per_sample_weights,
+        index=flat,
+        bag=bag,
+        keep=keep,
+        divisor=divisor,
+        bags=bags,
+        layout=layout,
     )
 
 

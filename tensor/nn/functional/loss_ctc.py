@@ -63,15 +63,21 @@ class CTCLoss(Op):
             alpha[0] = xp.where(start, picked[0], lowest)
             for t in range(1, steps):
                 previous = alpha[t - 1]
-                one = xp.concatenate([edge, previous[:, :-1]], axis=1)
-                two = xp.where(skip, xp.concatenate([edge2, previous[:, :-2]], axis=1), lowest)
+                # shifted right by one and two positions (sliced: 2S + 1 may be 1)
+                one = xp.concatenate([edge, previous], axis=1)[:, :positions]
+                two = xp.concatenate([edge2, previous], axis=1)[:, :positions]
+                two = xp.where(skip, two, lowest)
                 alpha[t] = picked[t] + _logsumexp(previous, one, two)
             rows = xp.arange(batch)
-            last = alpha[input_lengths - 1, rows]  # (N, 2S + 1) at each sequence's last step
+            # (N, 2S + 1) at each sequence's last step
+            last = alpha[xp.maximum(input_lengths - 1, 0), rows]
             end = 2 * target_lengths
             final = last[rows, end]
             before = xp.where(end > 0, last[rows, xp.maximum(end - 1, 0)], lowest)
             nll = -_logsumexp(final, before)
+            # no input: nothing to emit, so an empty target costs 0 and any other is impossible
+            empty = xp.where(end == 0, xp.zeros((), nll.dtype), xp.asarray(np.inf, nll.dtype))
+            nll = xp.where(input_lengths == 0, empty, nll)
         self.saved = (log_probs, labels, skip, picked, alpha, input_lengths, target_lengths, nll)
         self.zeroed = xp.isinf(nll) if zero_infinity else None
         if zero_infinity:
@@ -90,7 +96,7 @@ class CTCLoss(Op):
         end = (2 * target_lengths)[:, None]
         ends = (index == end) | (index == end - 1)  # where beta starts, at each last step
         # a skip into s + 2 is allowed where a skip from s into s + 2 is
-        skip_ahead = xp.concatenate([skip[:, 2:], xp.zeros((batch, 2), dtype=bool)], axis=1)
+        skip_ahead = xp.concatenate([skip, xp.zeros((batch, 2), dtype=bool)], axis=1)[:, 2:]
         occupancy = xp.zeros(steps * batch * classes, dtype=log_probs.dtype)
         flat_labels = (xp.arange(batch)[:, None] * classes + labels).reshape(1, -1)
         flat_labels = flat_labels + (xp.arange(steps) * batch * classes)[:, None]
@@ -98,8 +104,8 @@ class CTCLoss(Op):
         weights = xp.empty_like(picked)
         with quiet(xp):
             for t in range(steps - 1, -1, -1):
-                one = xp.concatenate([beta[:, 1:], edge], axis=1)
-                two = xp.where(skip_ahead, xp.concatenate([beta[:, 2:], edge2], axis=1), lowest)
+                one = xp.concatenate([beta, edge], axis=1)[:, 1:]
+                two = xp.where(skip_ahead, xp.concatenate([beta, edge2], axis=1)[:, 2:], lowest)
                 step = picked[t] + _logsumexp(beta, one, two)
                 is_last = (input_lengths - 1 == t)[:, None]
                 beta = xp.where(is_last, xp.where(ends, picked[t], lowest), step)
@@ -141,11 +147,12 @@ def ctc_loss(
     """The connectionist temporal classification loss, as PyTorch's ``ctc_loss``.
 
     Args:
-        log_probs: ``(T, N, C)`` (or unbatched ``(T, C)``) log-probabilities, e.g. the
-            output of ``log_softmax(dim=2)``.
+        log_probs: ``(T, N, C)`` (or unbatched ``(T, C)``) float32 or float64
+            log-probabilities, e.g. the output of ``log_softmax(dim=2)``.
         targets: ``(N, S)`` padded targets, or all targets concatenated in one 1-D tensor
             of ``sum(target_lengths)``; they must not contain ``blank``.
-        input_lengths: each sequence's length, ``<= T`` (a tensor, a list or an int).
+        input_lengths: each sequence's length, ``<= T`` (a tensor, a list or an int); a
+            length of 0 gives a loss of 0 with an empty target and inf otherwise.
         target_lengths: each target's length (a tensor, a list or an int).
         blank: the blank class.
         reduction: ``"mean"`` (each loss divided by its target length, then the batch mean),
@@ -157,6 +164,7 @@ def ctc_loss(
         The loss.
 
     Raises:
+        TypeError: float16 or integer ``log_probs`` (as PyTorch), or non-integer targets.
         ValueError: bad shapes, lengths or reduction.
 
     The lengths are read on the host (PyTorch copies them there too). As PyTorch's, the
@@ -168,8 +176,11 @@ def ctc_loss(
         raise TypeError(f"{where}: log_probs and targets must be Tensors")
     if reduction not in REDUCTIONS:
         raise ValueError(f"{where}: reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
-    if log_probs._array.dtype.kind != "f":
-        raise TypeError(f"{where}: log_probs must be floating point, got {log_probs.dtype}")
+    if log_probs._array.dtype not in (np.float32, np.float64):
+        raise TypeError(
+            f"{where}: log_probs must be float32 or float64, got {log_probs.dtype} (PyTorch "
+            "refuses float16 too); convert them with .float()"
+        )
     if targets._array.dtype.kind not in "iu":
         raise TypeError(f"{where}: targets must be integer classes, got {targets.dtype}")
     unbatched = log_probs.ndim == 2
@@ -189,9 +200,9 @@ def ctc_loss(
         raise ValueError(f"{where}: blank {blank} must be a class in [0, {classes})")
     inputs = _lengths(where, "input_lengths", input_lengths, batch)
     lengths = _lengths(where, "target_lengths", target_lengths, batch)
-    if inputs.min(initial=1) < 1 or inputs.max(initial=0) > steps:
+    if inputs.min(initial=0) < 0 or inputs.max(initial=0) > steps:
         raise ValueError(
-            f"{where}: input_lengths {inputs.tolist()} must lie in [1, {steps}] (T of log_probs)"
+            f"{where}: input_lengths {inputs.tolist()} must lie in [0, {steps}] (T of log_probs)"
         )
     if lengths.min(initial=0) < 0:
         raise ValueError(f"{where}: target_lengths {lengths.tolist()} must not be negative")

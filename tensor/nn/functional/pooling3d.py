@@ -155,15 +155,23 @@ def max_pool3d(
         raise TypeError(f"{where}: input dtype {input.dtype} is not a number")
     lowest = -math.inf if kind == "f" else np.iinfo(x.dtype).min
     padded = _pad(x, pads, extra, lowest)
-    windows = [padded[_slice(p, out, stride, dilation)] for p in np.ndindex(*kernel)]
+    taps = list(np.ndindex(*kernel))
+    windows = [padded[_slice(p, out, stride, dilation)] for p in taps]
     values = windows[0].copy()
     for window in windows[1:]:
         xp.maximum(values, window, out=values)  # propagates NaN, as PyTorch
     argmax = xp.zeros(values.shape, dtype=np.uint8 if len(windows) < 256 else np.int64)
+    # Padding never wins, even where a window is all -inf (or the int minimum): each window
+    # holds an input element, so its first in-bounds maximum does, as in PyTorch.
+    inside = None
+    if padded is not x:
+        inside = _pad(xp.ones((1, 1) + x.shape[2:], dtype=bool), pads, extra, False)
     for position in range(len(windows) - 1, -1, -1):  # down to 0: the first maximum wins
         hit = windows[position] == values
         if kind == "f":
             hit |= xp.isnan(windows[position])
+        if inside is not None:
+            hit &= inside[_slice(taps[position], out, stride, dilation)]
         argmax = xp.where(hit, argmax.dtype.type(position), argmax)
     result = MaxPoolNd.apply(input, out=values, argmax=argmax, geometry=geometry)
     if unbatched:
@@ -228,10 +236,12 @@ def avg_pool3d(
     if input._array.dtype.kind != "f":
         raise TypeError(f"{where}: input dtype {input.dtype} is not a float; call .float() first")
     if divisor_override is not None:
-        if not isinstance(divisor_override, int) or divisor_override == 0:
-            raise ValueError(
+        if not isinstance(divisor_override, int) or isinstance(divisor_override, bool):
+            raise TypeError(  # bool too, as PyTorch
                 f"{where}: divisor_override must be a non-zero int, got {divisor_override!r}"
             )
+        if divisor_override == 0:
+            raise ValueError(f"{where}: divisor_override must be a non-zero int, got 0")
         divisor: Any = divisor_override
     else:
         size = input.shape[-dims:]
@@ -345,7 +355,8 @@ def adaptive_max_pool3d(input: Tensor, output_size: Any, return_indices: bool = 
     for position in np.ndindex(*out):
         bins = [((i * s) // o, -((-(i + 1) * s) // o)) for i, s, o in zip(position, size, out)]
         extent = tuple(hi - lo for lo, hi in bins)
-        window = x[_ALL + tuple(slice(lo, hi) for lo, hi in bins)].reshape(n, c, -1)
+        window = x[_ALL + tuple(slice(lo, hi) for lo, hi in bins)]
+        window = window.reshape(n, c, math.prod(extent))  # n may be 0: no -1
         best = window.argmax(axis=-1)  # the first maximum, or the first NaN, as PyTorch
         values[_ALL + position] = xp.take_along_axis(window, best[..., None], axis=-1)[..., 0]
         flat = xp.zeros_like(best)

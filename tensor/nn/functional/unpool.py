@@ -21,14 +21,16 @@ class MaxUnpool(Op):
         n, c = x.shape[:2]
         planes, volume = n * c, math.prod(size)
         self.rows = xp.arange(planes).reshape(planes, 1)
-        self.flat, self.shape = indices.reshape(planes, -1), x.shape
+        inner = math.prod(x.shape[2:])  # planes may be 0: no -1
+        self.flat, self.shape = indices.reshape(planes, inner), x.shape
         out = xp.zeros((planes, volume), dtype=x.dtype)
-        out[self.rows, self.flat] = x.reshape(planes, -1)
+        out[self.rows, self.flat] = x.reshape(planes, inner)
         return out.reshape((n, c) + tuple(size))
 
     def backward(self, grad: Any) -> tuple:
         planes = self.rows.shape[0]
-        return (grad.reshape(planes, -1)[self.rows, self.flat].reshape(self.shape),)
+        volume = math.prod(grad.shape[2:])
+        return (grad.reshape(planes, volume)[self.rows, self.flat].reshape(self.shape),)
 
 
 def _output_size(
