@@ -184,10 +184,18 @@ def max_pool2d(
     for window in windows[1:]:
         xp.maximum(values, window, out=values)
     argmax = xp.zeros(values.shape, dtype=np.uint8 if len(windows) < 256 else np.int64)
+    # Padding holds the lowest value, so it ties a window of only that value (-inf, or the
+    # integer minimum): it must never win, or the index points outside the input (PyTorch
+    # takes the first position inside) and the gradient is lost.
+    inside = None
+    if any(pads) or any(extra):
+        inside = _pad(xp.ones((1, 1) + x.shape[2:], dtype=bool), pads, extra, False)
     for position in range(len(windows) - 1, -1, -1):  # down to 0: the first maximum wins
         hit = windows[position] == values
         if kind == "f":
             hit |= xp.isnan(windows[position])
+        if inside is not None:
+            hit &= inside[_kernel_slice(*divmod(position, kernel[1]), out, stride, dilation)]
         argmax = xp.where(hit, argmax.dtype.type(position), argmax)
     result = MaxPool2d.apply(input, out=values, argmax=argmax, geometry=geometry)
     if unbatched:
