@@ -62,7 +62,7 @@ class Module(ModuleHooks, ModuleStateDict, ModuleModes):
     # ---- registration ------------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
-            if isinstance(value, (Parameter, Module)):
+            if isinstance(value, (Parameter, Buffer, Module)):
                 raise AttributeError(
                     f"cannot assign {type(value).__name__} {name!r} before Module.__init__() "
                     "ran; call super().__init__() first in your module's __init__"

@@ -18,8 +18,10 @@ def load_entry(
 ) -> None:
     """Load one state entry into ``module``'s ``name`` (currently ``target``)."""
     if is_lazy(target):  # a lazy module takes its shapes from the state it is given
-        if is_lazy(value):
-            return  # a placeholder over a placeholder: nothing to load, as PyTorch
+        if is_lazy(value) or (isinstance(value, Tensor) and tuple(value.shape) == (0,)):
+            # A placeholder over a placeholder (dt.save wrote it as an empty tensor):
+            # nothing to load, as PyTorch; the first forward still decides the shape.
+            return
         target.materialize(tuple(value.shape))
     if isinstance(value, Tensor):
         source = value._array

@@ -16,6 +16,7 @@ from dtrain._tensor.optim.optimizer import (
     zeros_like,
 )
 from dtrain._tensor.optim.rmsprop import refuse_unsupported
+from dtrain._tensor.parameter import is_lazy
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
 
@@ -95,7 +96,7 @@ class Adagrad(Optimizer):
             init = _initializer(group)
             for p in group["params"]:
                 state = self.state[p]
-                if not state:
+                if not state and not is_lazy(p):  # a lazy one's state starts at its step
                     init(state, p._array)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

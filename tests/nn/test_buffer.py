@@ -89,3 +89,13 @@ def test_buffer_registration_matches_torch(torch: Any) -> None:
     assert list(dict(ours.named_buffers())) == list(dict(theirs.named_buffers()))
     for key, value in theirs.state_dict().items():
         np.testing.assert_array_equal(ours.state_dict()[key].numpy(), value.numpy())
+
+
+def test_a_buffer_before_module_init_is_refused() -> None:
+    class Early(nn.Module):
+        def __init__(self) -> None:
+            self.running = nn.Buffer(dt.zeros(2))  # before super().__init__()
+            super().__init__()
+
+    with pytest.raises(AttributeError, match=r"before Module\.__init__"):
+        Early()

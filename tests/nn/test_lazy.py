@@ -227,3 +227,30 @@ def test_ddp_refuses_a_module_with_uninitialized_parameters() -> None:
 
     with pytest.raises(RuntimeError, match="run one forward pass"):
         DistributedDataParallel(nn.Sequential(nn.LazyLinear(3)))
+
+
+def test_a_saved_lazy_state_dict_loads_back_into_a_lazy_module(tmp_path) -> None:
+    # dt.save writes a placeholder as an empty tensor; loading it leaves the module lazy.
+    path = tmp_path / "lazy.safetensors"
+    dt.save(nn.LazyLinear(3).state_dict(), str(path))
+    fresh = nn.LazyLinear(3)
+    fresh.load_state_dict(dt.load(str(path)))
+    assert fresh(dt.ones(2, 5)).shape == (2, 3)
+    assert fresh.weight.shape == (3, 5)
+
+
+def test_lazy_linear_loaded_from_a_state_dict_records_in_features() -> None:
+    source = nn.Linear(5, 3)
+    lazy = nn.LazyLinear(3)
+    lazy.load_state_dict(source.state_dict())
+    lazy(dt.ones(2, 5))
+    assert lazy.in_features == 5 and "in_features=5" in repr(lazy)
+
+
+def test_adagrad_built_before_the_first_forward_trains() -> None:
+    model = nn.LazyLinear(3)
+    optimizer = dt.optim.Adagrad(model.parameters(), lr=0.1)
+    loss = model(dt.ones(4, 2)).sum()
+    loss.backward()
+    optimizer.step()
+    assert optimizer.state[model.weight]["sum"].shape == (3, 2)

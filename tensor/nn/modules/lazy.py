@@ -98,6 +98,13 @@ class LazyLinear(LazyModuleMixin, Linear):
             if self.bias is not None:
                 self.bias.materialize((self.out_features,))
             self.reset_parameters()
+        if self.in_features == 0:  # materialised by a loaded state dict: check, then record
+            if input.shape[-1] != self.weight.shape[-1]:
+                raise ValueError(
+                    f"LazyLinear: the input's last dim {input.shape[-1]} does not match the "
+                    f"loaded weight's in_features {self.weight.shape[-1]}"
+                )
+            self.in_features = input.shape[-1]
 
 
 class _LazyConvMixin(LazyModuleMixin):
