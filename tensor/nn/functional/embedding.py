@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.nn.functional.row_sums import add_rows_sorted
 from dtrain._tensor.ops._util import add_at
 from dtrain._tensor.settings import deterministic_requested
 from dtrain._tensor.tensor import Tensor, wrap
@@ -102,7 +105,9 @@ def _scatter_rows(table: Any, indices: Any, rows: Any) -> None:
     in no fixed order; under ``use_deterministic_algorithms(True)`` the sum takes a fixed
     order instead (as PyTorch's deterministic embedding backward; the small-table kernel is
     deterministic already)."""
-    if is_cuda_array(table) and deterministic_requested():
+    if not is_cuda_array(table):
+        add_rows_sorted(table, indices, lambda at: np.take(rows, at, axis=0))
+    elif deterministic_requested():
         add_at(table, indices, rows, "embedding backward")
     else:
         scatter_add(table, indices, rows)

@@ -20,6 +20,7 @@ import numpy as np
 
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.nn.functional.embedding import _scatter_rows
+from dtrain._tensor.nn.functional.row_sums import add_rows_sorted
 from dtrain._tensor.ops._util import add_at
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module, scatter_add
@@ -28,7 +29,6 @@ from dtrain.runtime.dtypes import accumulation_dtype
 from dtrain.runtime.value_checks import may_check_values
 
 MODES = ("sum", "mean", "max")
-_RANKS = 8  # numpy backward: row assignments per rank before the longer runs are reduced
 
 
 def _sum_bags(values: Any, bag: Any, bags: int, layout: Any) -> Any:
@@ -49,47 +49,19 @@ def _sum_bags(values: Any, bag: Any, bags: int, layout: Any) -> Any:
 
 
 def _rows_into_table(table: Any, index: Any, per_bag: Any, bag: Any, factor: Any) -> None:
-    """``table[index[j]] += per_bag[bag[j]] · factor[j]`` (``factor`` 1 when None) into a
-    table of zeros.
-
-    On numpy the entries are sorted by index; the first entry of each run of equal indices
-    is written with one row assignment (the rows it writes are distinct), then the second
-    of each run is added, and so on for ``_RANKS`` ranks; what longer runs hold beyond that
-    is summed per run with ``add.reduceat``. ``ufunc.at`` on whole rows is 4x slower.
-    """
+    """``table[index[j]] += per_bag[bag[j]] · factor[j]`` (``factor`` 1 when None); on numpy
+    by sorted runs (``row_sums``), each entry's row built only when it is added."""
     xp = get_array_module(table)
     if xp is not np:
         values = per_bag[bag] if factor is None else per_bag[bag] * factor[:, None]
         _scatter_rows(table, index, values)
         return
-    entries = index.shape[0]
-    if entries == 0:
-        return
-    order = np.argsort(index, kind="stable")
-    index, bag = index[order], bag[order]
-    factor = None if factor is None else factor[order]
 
     def values(at: Any) -> Any:
         rows = np.take(per_bag, bag[at], axis=0)
         return rows if factor is None else rows * factor[at][:, None]
 
-    head = np.empty(entries, dtype=bool)
-    head[0] = True
-    np.not_equal(index[1:], index[:-1], out=head[1:])
-    starts = np.flatnonzero(head)
-    lengths = np.diff(starts, append=entries)
-    table[index[starts]] = values(starts)
-    for rank in range(1, _RANKS):
-        live = starts[lengths > rank] + rank
-        if live.size == 0:
-            return
-        table[index[live]] += values(live)
-    long = lengths > _RANKS
-    if long.any():
-        first, counts = starts[long] + _RANKS, lengths[long] - _RANKS
-        segments = np.cumsum(counts) - counts  # each run's start among the gathered rest
-        take = np.repeat(first - segments, counts) + np.arange(int(counts.sum()))
-        table[index[first]] += np.add.reduceat(values(take), segments, axis=0)
+    add_rows_sorted(table, index, values)
 
 
 class EmbeddingBagSum(Op):
