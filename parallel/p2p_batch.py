@@ -1,22 +1,16 @@
 """torch.distributed's ``P2POp`` and ``batch_isend_irecv``: a batch of sends and receives
 posted together, whose order between sends and receives does not matter.
 
-dtrain posts a batch's sends first, then its receives (each kind in list order, so the
-messages between one pair of ranks in one direction still match in order): a tcp send
-completes once its bytes are written (the peer's receiver thread takes them before its
-receive is posted) and an mpi send is an ``Isend``, so no order of a batch can deadlock. NCCL
-needs its group calls (``ncclGroupStart``/``End``) for that: a backend that has them offers
-``_batch_p2p(ops, timeout) -> list[Work]``, ``ops`` being ``("send" | "recv", array,
-group_peer, tag)`` in list order; the nccl backend has not yet, and refuses a batch.
-
-Two differences from gloo on tcp, where receives run in order on the group's executor:
-messages between two ranks in one direction are matched in send order, the tag only checked
-(a receive for tag 2 meeting the message sent with tag 1 first raises ``CollectiveError``,
-where gloo matches by tag); and a posted receive holds the group's later collectives until
-its message arrives (``[irecv from 1]``, then an ``all_reduce`` that rank 1 must join before
-it sends, deadlocks until the timeout). On mpi the ops are posted directly, and both work.
-Reordering in this module cannot fix either: the receiver does not know the sender's order,
-and the executor's order is the transport's.
+A backend that has its own way to post a batch offers ``_batch_p2p(ops, timeout) ->
+list[Work]``, ``ops`` being ``("send" | "recv", array, group_peer, tag)`` in list order:
+nccl posts them all inside one NCCL group call (``ncclGroupStart``/``End``), the only way a
+ring of blocking NCCL sends and receives cannot deadlock, and may send to this rank there
+(``_p2p_to_self``). Elsewhere dtrain posts the sends first, then the receives (each kind in
+list order, so the messages between one pair of ranks in one direction still match in
+order): a tcp send completes once its bytes are written (the peer's receiver thread files
+them in its mailbox by tag, receive posted or not) and an mpi send is an ``Isend``, so no
+order of a batch can deadlock. Receives on tcp match by (source, tag) and never wait on the
+group's collectives, as gloo's (``backends/mailbox.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +19,7 @@ from collections.abc import Callable
 from numbers import Integral
 from typing import Any
 
-from dtrain.parallel.collectives import _array, _group_rank, _p2p_group, irecv, isend
+from dtrain.parallel.collectives import _array, _bump, _group_rank, _p2p_group, irecv, isend
 from dtrain.parallel.work import Work
 
 
@@ -37,7 +31,8 @@ class P2POp:
     Raises:
         ValueError: ``op`` is neither ``isend`` nor ``irecv``; both or neither of ``peer`` and
             ``group_peer``; a peer that is not an int (a bool or float), outside the group, or
-            this rank; ``tag`` not an int in 0..2**31 - 1.
+            this rank (allowed on nccl only, as torch's gloo fails on it); ``tag`` not an int
+            in 0..2**31 - 1.
         TypeError: ``tensor`` is not a tensor.
     """
 
@@ -76,8 +71,13 @@ class P2POp:
         self.op, self.tensor, self.group, self.tag = op, tensor, group, tag
         self.peer = peer
         self.group_peer = _group_rank(g, peer, "dst" if op is isend else "src")
-        if self.group_peer == g.rank:  # refused here, so a batch never posts half its ops
-            raise ValueError(f"P2POp: peer {peer} is this rank; send to or receive from another")
+        # Refused here, so a batch never posts half its ops. NCCL takes a send to this rank
+        # and its receive in one group call (as torch's batch does); gloo fails on it.
+        if self.group_peer == g.rank and not getattr(g, "_p2p_to_self", False):
+            raise ValueError(
+                f"P2POp: peer {peer} is this rank, which the {g.backend} backend cannot send "
+                "to or receive from; pick another rank (only nccl batches allow this rank)"
+            )
 
     def __repr__(self) -> str:
         kind = "isend" if self.op is isend else "irecv"
@@ -94,13 +94,11 @@ def batch_isend_irecv(p2p_op_list: list[P2POp]) -> list[Work]:
     ``[send_to_1, recv_from_1]``); several between one pair of ranks in one direction match
     in list order. Every op must use the same group.
 
-    On tcp, unlike gloo, messages match in send order (tags are checked, not matched), and
-    a posted receive holds the group's later collectives until its message arrives (see the
-    module docstring); on mpi neither applies.
+    Messages match by source and tag, as gloo's; on nccl (no tags) the batch is one NCCL
+    group call, whose Works complete together.
 
     Raises:
         ValueError: an empty list, an entry that is not a P2POp, or mixed groups.
-        RuntimeError: the group's backend cannot batch (nccl, for now).
     """
     if not isinstance(p2p_op_list, list) or not p2p_op_list:
         raise ValueError(
@@ -126,13 +124,9 @@ def batch_isend_irecv(p2p_op_list: list[P2POp]) -> list[Work]:
             ("send" if p.op is isend else "recv", _array(p.tensor, "P2POp"), p.group_peer, p.tag)
             for p in p2p_op_list
         ]
-        return batched(ops, None)
-    if g.backend == "nccl":
-        raise RuntimeError(
-            "batch_isend_irecv: the nccl backend cannot post a batch yet (it needs NCCL group "
-            "calls); run the exchange on a gloo group (new_group(backend='gloo')) or order "
-            "plain send/recv so that every send meets a posted recv"
-        )
+        posted = batched(ops, None)
+        _bump(*[p.tensor for p in p2p_op_list if p.op is irecv])
+        return posted
     works: list[Work | None] = [None] * len(p2p_op_list)
     for want in (isend, irecv):
         for i, p in enumerate(p2p_op_list):

@@ -18,8 +18,9 @@ import numpy as np
 
 from dtrain.parallel.errors import CollectiveError
 from dtrain.parallel.local_device import local_device
-from dtrain.parallel.process_group import ProcessGroup
+from dtrain.parallel.process_group import ProcessGroup, _check_array, _flat
 from dtrain.parallel.reduce_op import ReduceOp
+from dtrain.parallel.work import Chained, Work
 from dtrain.runtime.backend import require_cupy
 from dtrain.runtime.device_selection import (
     select_cuda_device,
@@ -93,6 +94,7 @@ class NcclGroup(ProcessGroup):
     """A process group over NCCL (CUDA arrays on this rank's GPU, ``_rank_gpu()``)."""
 
     backend = "nccl"
+    _p2p_to_self = True  # in one NCCL group call a rank may send to itself (P2POp reads this)
 
     def __init__(
         self, rank: int, size: int, timeout: float, ranks: list[int], store: Any, prefix: str
@@ -245,5 +247,58 @@ class NcclGroup(ProcessGroup):
             )
         return src
 
+    def _batch_p2p(self, ops: list[tuple[str, Any, int, int]], timeout: float | None) -> list[Work]:
+        """``batch_isend_irecv``: every op of ``ops`` (``(kind, array, group_peer, tag)``,
+        ``kind`` "send" or "recv"; NCCL has no tags) posted between ``ncclGroupStart`` and
+        ``ncclGroupEnd`` on this rank's stream, behind the group's earlier calls, so no order
+        of sends and receives (a ring, a send to this rank) can deadlock. Returns one Work
+        per op, in order; all complete when the stream has done the whole batch."""
+        for i, (kind, array, peer, _) in enumerate(ops):
+            what = f"batch_isend_irecv (op {i})"
+            _check_array(what, array, output="tensor" if kind == "recv" else None)
+            self._check_rank(what, peer, "peer")
+            self._dtype(array.dtype)  # raises before anything is posted
+
+        def job(deadline: float, seq: int) -> None:
+            with contextlib.ExitStack() as stack:  # host receives are copied back on exit
+                posted = []
+                for kind, array, peer, _ in ops:
+                    flat = stack.enter_context(_flat(array, keep=kind == "send"))
+                    dev = stack.enter_context(self._on_device(flat, written=kind == "recv"))
+                    posted.append((kind, dev, peer))
+                self._run(
+                    "batch_isend_irecv",
+                    0,
+                    deadline,
+                    lambda stream: self._grouped_p2p(posted, stream),
+                )
+
+        sends = sum(kind == "send" for kind, *_ in ops)
+        label = f"batch_isend_irecv ({sends} sends, {len(ops) - sends} recvs)"
+        work = self._submit("batch_isend_irecv", job, timeout, collective=False, label=label)
+        works = []
+        for kind, _, peer, _ in ops:
+            view = Chained(work, _nothing)
+            if kind == "recv":
+                view.source = {"source": peer}  # as irecv's Work says who sent
+            works.append(view)
+        return works
+
+    def _grouped_p2p(self, posted: list[tuple[str, Any, int]], stream: int) -> None:
+        """Enqueue ``posted`` sends and receives as one NCCL group; the group ends even when
+        one of them fails (NCCL would otherwise hold every later call of this thread)."""
+        nccl = _nccl()
+        nccl.groupStart()
+        try:
+            for kind, dev, peer in posted:
+                call = self.comm.send if kind == "send" else self.comm.recv
+                call(dev.data.ptr, dev.size, self._dtype(dev.dtype), peer, stream)
+        finally:
+            nccl.groupEnd()
+
     def _close(self) -> None:
         self.comm.destroy()
+
+
+def _nothing() -> None:
+    """A batch's per-op Work has nothing of its own to do once the batch is done."""

@@ -9,8 +9,9 @@ results. How frames move and land on one connection is ``tcp_peer.py``.
 
 When every rank of the group is on this host, collectives go through shared memory instead
 (``shm.py``; ``DTRAIN_SHM=0`` turns that off); the sockets then carry point-to-point messages
-and failures. Any failure — a dead or stalled peer, a mismatched call — breaks the group on
-every rank: the rank that sees it tells the others.
+and failures. Point-to-point messages are matched by tag apart from the collectives, and never
+wait on the group's executor (``mailbox.py``). Any failure — a dead or stalled peer, a
+mismatched call — breaks the group on every rank: the rank that sees it tells the others.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ import numpy as np
 
 from dtrain.parallel.backends import mesh, shm
 from dtrain.parallel.backends.frames import ABORT, BYE, DATA, DTYPE_CODES, OP_CODES, OPS, Header
+from dtrain.parallel.backends.mailbox import Mailbox, Outgoing, Receive
 from dtrain.parallel.backends.tcp_peer import MAX_CONTROL, UFUNCS, Peer, Posted
 from dtrain.parallel.errors import CollectiveError
-from dtrain.parallel.process_group import ProcessGroup
+from dtrain.parallel.process_group import ProcessGroup, _flat
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.parallel.store import StoreClient
+from dtrain.parallel.work import Work
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class TcpGroup(ProcessGroup):
         self.arrived = threading.Condition()
         self.peers: dict[int, Peer] = {}
         self.shm: shm.ShmLink | None = None
+        self.mailbox = Mailbox(self)  # before the peers: their receivers hand it messages
         if size > 1:
             sockets = mesh.connect(
                 rank, size, self.ranks, timeout, store, prefix, secret, unix=unix
@@ -83,14 +87,17 @@ class TcpGroup(ProcessGroup):
             if peer.gone is None:
                 peer.gone = reason
             self.arrived.notify_all()
+        self.mailbox.wake()
 
     def _remote_abort(self, peer: int, reason: str) -> None:
         with self.arrived:
             if self.abort_reason is None:
                 self.abort_reason = f"{self._name(peer)} reported: {reason}"
             self.arrived.notify_all()
+        self.mailbox.wake()
 
     def _abort(self, message: str) -> None:
+        self.mailbox.wake()  # its open sends and receives fail: the group is broken
         raw = message.encode()[:MAX_CONTROL]
         header = Header(ABORT, 0, 0, 0, self.rank, 0, 0, 0, len(raw), 0)
         deadline = time.monotonic() + _GRACE_S
@@ -100,6 +107,7 @@ class TcpGroup(ProcessGroup):
 
     def _close(self) -> None:
         self.closing = True
+        self.mailbox.close("the group was destroyed (destroy_process_group) before it finished")
         bye = Header(BYE, 0, 0, 0, self.rank, 0, 0, 0, 0, 0)
         sends = [peer.post(bye) for peer in self.peers.values() if peer.gone is None]
         for sending in sends:
@@ -165,8 +173,6 @@ class TcpGroup(ProcessGroup):
         """Raise when ``header`` is not the next frame of ``posted``."""
         expected = posted.expected
         name = OPS.get(expected.op)
-        if not header.same_call(expected) and expected.op == OP_CODES["send"]:
-            raise CollectiveError(self._unexpected_message(peer, header, expected), op="recv")
         if not header.same_call(expected):
             raise CollectiveError(
                 f"{name} #{expected.seq}: {self._name(peer)} called "
@@ -185,20 +191,6 @@ class TcpGroup(ProcessGroup):
                 seq=expected.seq,
                 rank=self.ranks[peer],
             )
-
-    def _unexpected_message(self, peer: int, header: Header, expected: Header) -> str:
-        """What a recv says when ``peer``'s next frame is not the message it waits for."""
-        if header.op == OP_CODES["send"]:
-            theirs = f"sent {header.signature()} first"
-        else:
-            theirs = f"called {header.signature()} (call #{header.seq})"
-        wanted = "a message(" + expected.signature().split("(", 1)[1]
-        return (
-            f"recv: {self._name(peer)} {theirs} but {self._name(self.rank)} expected to "
-            f"receive {wanted}; on the tcp backend a rank receives each peer's messages in the "
-            "order that peer sent them (tags are checked, not matched out of order), and "
-            "point-to-point calls and collectives in the same order on both ranks"
-        )
 
     # ---- moving parts -----------------------------------------------------------------------
     def _header(self, op: str, flat: Any, reduce: int, seq: int, tag: int = 0) -> Header:
@@ -389,28 +381,49 @@ class TcpGroup(ProcessGroup):
         self._wait(expected, deadline)
         self._wait_sent(sends, deadline, "broadcast", seq)
 
-    def _send(self, flat: Any, dst: int, tag: int, deadline: float) -> None:
+    # ---- point-to-point: the mailbox, apart from the collectives ------------------------------
+    def _usable(self, name: str, label: str) -> None:
+        if self.broken is not None:
+            raise CollectiveError(
+                f"{label}: this process group is broken ({self.broken}); destroy it and "
+                "initialise a new one",
+                op=name,
+            )
+
+    def _work(self, label: str) -> Work:
+        return Work(f"{label} on rank {self.ranks[self.rank]} ({self.backend})")
+
+    def _post_send(self, array: Any, dst: int, tag: int, timeout: float | None) -> Work:
+        """Write the message at once (small) or queue it on the peer's sender thread: not
+        behind this rank's collectives, whose frames the peer's receiver tells apart."""
+        label = f"send to rank {self.ranks[dst]} (tag {tag})"
+        self._usable("send", label)
+        flat = _flat(array).flat  # a copy when not contiguous, kept until written
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         header = self._header("send", flat, 0, 0, tag)
-        sending = self.peers[dst].post(header, flat.view(np.uint8), deadline)
-        self._wait_sent([sending], deadline, "send")
+        work = self._work(label)
+        outgoing = Outgoing(work, dst, deadline, label)
+        self.mailbox.watch(outgoing)
+        sending = self.peers[dst].post(
+            header, flat.view(np.uint8), deadline, lambda s: self.mailbox.sent(outgoing, s)
+        )
+        if sending.then is None:  # written from this thread: done (or failed) now
+            outgoing.sending = sending
+            self.mailbox.finish_here(outgoing)
+        return work
 
-    def _recv(self, flat: Any, src: int | None, tag: int, deadline: float) -> int:
-        if src is None:
-            src = self._first_sender(deadline)
-        self._receive({src: [Posted(self._header("send", flat, 0, 0, tag), flat)]}, deadline)
-        return src
-
-    def _first_sender(self, deadline: float) -> int:
-        with self.arrived:
-            while True:
-                for peer, conn in self.peers.items():
-                    if conn.inbox and conn.inbox[0][0].op == OP_CODES["send"]:
-                        return peer
-                if self.abort_reason is not None:
-                    raise CollectiveError(f"recv: the group was aborted: {self.abort_reason}")
-                if time.monotonic() >= deadline:
-                    raise CollectiveError("recv from any rank: timed out; no rank sent anything")
-                self.arrived.wait(max(0.0, min(deadline - time.monotonic(), 1.0)))
+    def _post_recv(self, array: Any, src: int | None, tag: int, timeout: float | None) -> Work:
+        """Post the receive in the mailbox (matched by source and tag, in post order): not
+        behind this rank's collectives, so a collective issued after it does not wait."""
+        label = f"recv from rank {self.ranks[src] if src is not None else 'any'} (tag {tag})"
+        self._usable("recv", label)
+        flat = _flat(array, keep=False)
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        receive = Receive(flat, src, tag, DTYPE_CODES[flat.flat.dtype], deadline)
+        receive.label, receive.work = label, self._work(label)
+        receive.work.source = receive.source  # filled when done, as the base class does
+        self.mailbox.post(receive)
+        return receive.work
 
 
 def _reduce_in_rank_order(op: ReduceOp, out: Any, parts: list) -> None:

@@ -12,7 +12,8 @@ combined from there, and then forwards it. A ring therefore moves each chunk on 
 waking the collective's thread. A frame that arrives before its receive is posted (the peer
 started the call first) is read into a pooled buffer and landed when the receive is posted.
 Every frame's header is checked against the call this rank is making; the group turns a
-mismatch into an error that names both calls.
+mismatch into an error that names both calls. Point-to-point frames (a send's) bypass all
+this: they go to the group's mailbox (``mailbox.py``), which matches them by tag.
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ UFUNCS = {
 
 
 class Sending:
-    """Frames on their way to ``peer``: ``event`` is set once written (or failed: ``error``)."""
+    """Frames on their way to ``peer``: ``event`` is set once written (or failed: ``error``),
+    then ``then(sending)`` called, when given."""
 
-    __slots__ = ("error", "event", "peer")
+    __slots__ = ("error", "event", "peer", "then")
 
-    def __init__(self, peer: int) -> None:
-        self.peer, self.error = peer, None
+    def __init__(self, peer: int, then: Callable[[Sending], None] | None = None) -> None:
+        self.peer, self.error, self.then = peer, None, then
         self.event = threading.Event()
 
 
@@ -122,10 +124,17 @@ class Peer:
             threading.Thread(target=loop, daemon=True, name=f"dtrain-{role}-{rank}").start()
 
     # ---- sending ---------------------------------------------------------------------------
-    def post(self, header: Header, raw: Any = None, deadline: float | None = None) -> Sending:
+    def post(
+        self,
+        header: Header,
+        raw: Any = None,
+        deadline: float | None = None,
+        then: Callable[[Sending], None] | None = None,
+    ) -> Sending:
         """Send ``raw`` (bytes or a uint8 array) in frames of at most CHUNK bytes, the first
         at ``header.offset``. With a ``deadline``, a small payload is written from this
-        thread when nothing is queued before it."""
+        thread when nothing is queued before it; else the sender thread writes it, and
+        calls ``then(sending)`` once it is written (or failed)."""
         sending = Sending(self.rank)
         size = 0 if raw is None else len(raw)
         with self.state:
@@ -134,6 +143,7 @@ class Peer:
             if direct:
                 self.writing.acquire()  # free: nothing is queued or being written
             else:
+                sending.then = then
                 self.outbox.append((header, raw, sending))
                 self.state.notify()
         if direct:
@@ -154,6 +164,8 @@ class Peer:
         with self.state:
             self.backlog -= 1
         sending.event.set()
+        if sending.then is not None:
+            sending.then(sending)
 
     def _failed(self, exc: BaseException) -> str:
         reason = f"cannot be reached: sending failed ({exc or type(exc).__name__})"
@@ -268,9 +280,13 @@ class Peer:
 
     def _receive_data(self, header: Header) -> None:
         n = header.nbytes
+        if header.op == _SEND:  # a point-to-point message: matched by tag, apart (mailbox.py)
+            mailbox = self.owner.mailbox
+            wire.recv_into_exact(self.sock, memoryview(mailbox.target(self.rank, header)))
+            mailbox.landed(self.rank, header)
+            return
         with self.arrived:
-            if header.op != _SEND:
-                self.heard = header.seq
+            self.heard = header.seq
             head = self._direct_target(header)
             if head is not None:
                 head.claimed += n

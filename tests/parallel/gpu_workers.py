@@ -41,3 +41,33 @@ def ddp_nccl_matches_plain(steps: int = 4, hook: str | None = None) -> dict:
     buckets = len(ddp._buckets)
     dist.destroy_process_group()
     return {"worst": worst, "grads_on_gpu": grads_on_gpu, "buckets": buckets}
+
+
+def nccl_batch_to_self() -> dict:
+    """One rank's ``batch_isend_irecv`` over nccl: it sends to itself and receives, receives
+    listed first (one NCCL group call, so nothing waits on what comes after it): a GPU tensor
+    into a GPU tensor, and a host array into a host array (staged through the GPU)."""
+    import cupy
+
+    dist.init_process_group("nccl", timeout=60)
+    sent = dt.tensor(np.arange(1000, dtype=np.float32) * 3, device="cuda")
+    into = dt.zeros(1000, device="cuda")
+    host_sent, host_into = np.arange(7, dtype=np.int64) - 3, np.zeros(7, dtype=np.int64)
+    works = dist.batch_isend_irecv(
+        [
+            dist.P2POp(dist.irecv, into, 0),
+            dist.P2POp(dist.irecv, host_into, 0),
+            dist.P2POp(dist.isend, sent, 0),
+            dist.P2POp(dist.isend, host_sent, 0),
+        ]
+    )
+    for work in works:
+        work.wait()
+    out = {
+        "works": len(works),
+        "into_on_gpu": into.is_cuda,
+        "into": cupy.asnumpy(into._array).tolist(),
+        "host_into": host_into.tolist(),
+    }
+    dist.destroy_process_group()
+    return out

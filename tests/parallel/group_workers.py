@@ -6,9 +6,7 @@ function returns a JSON value to the test.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -95,32 +93,3 @@ def async_outputs(polls: int = 200) -> dict:
         reduced.append(float(total[0]))
     dist.destroy_process_group()
     return {"gathered": gathered, "reduced": reduced}
-
-
-def tags_out_of_order() -> dict | None:
-    """Rank 0 sends tag 1 then tag 2; rank 1 receives tag 2 first. The tcp backend receives
-    a peer's messages in order: rank 1 must get an error that says what it expected."""
-    dist.init_process_group("tcp", timeout=20)
-    # Rank 0 stays until rank 1 has its answer: its store would otherwise close under rank
-    # 1's rendezvous, and its sockets under rank 1's receive.
-    answered = Path(tempfile.gettempdir()) / f"dtrain-tags-{os.environ['MASTER_PORT']}"
-    try:
-        if dist.get_rank() == 0:
-            first = dist.isend(np.full(4, 1.0, np.float32), dst=1, tag=1)
-            second = dist.isend(np.full(4, 2.0, np.float32), dst=1, tag=2)
-            first.wait()
-            second.wait()
-            deadline = time.monotonic() + 60
-            while not answered.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            answered.unlink(missing_ok=True)
-            return None
-        try:
-            dist.recv(np.zeros(4, np.float32), src=0, tag=2)
-        except dist.CollectiveError as exc:
-            return {"message": str(exc), "op": exc.op}
-        finally:
-            answered.touch()
-        return {"message": None}
-    finally:
-        dist.destroy_process_group()

@@ -97,20 +97,85 @@ def ring(size: int = 5, recv_first: bool = False, timeout: float = 30) -> dict:
     return out
 
 
-def tags_in_send_order(timeout: float = 30) -> dict:
-    """tcp matches a pair's messages in send order and checks the tag: rank 1 receiving
-    tag 2 before tag 1, where rank 0 sent tag 1 first, raises (gloo would match by tag)."""
+def tags_out_of_order(timeout: float = 30) -> dict:
+    """Rank 1 sends tag 1 then tag 2 (isend, then a batch of tags 5 and 6); rank 0 receives
+    tag 2 first (and tag 6 first in its batch): matched by tag, as gloo does."""
     dist.init_process_group(timeout=timeout)
     out: dict = {}
-    if dist.get_rank() == 0:
-        ops = [dist.P2POp(dist.isend, dt.ones(2), 1, tag=1)]
-        ops.append(dist.P2POp(dist.isend, dt.ones(2), 1, tag=2))
-    else:
-        ops = [dist.P2POp(dist.irecv, dt.zeros(2), 0, tag=2)]
-        ops.append(dist.P2POp(dist.irecv, dt.zeros(2), 0, tag=1))
-    try:
+    if dist.get_rank() == 1:
+        first = dist.isend(np.full(4, 1.0, np.float32), 0, tag=1)
+        second = dist.isend(np.full(4, 2.0, np.float32), 0, tag=2)
+        first.wait()
+        second.wait()
+        ops = [dist.P2POp(dist.isend, dt.full((3,), 5.0), 0, tag=5)]
+        ops.append(dist.P2POp(dist.isend, dt.full((3,), 6.0), 0, tag=6))
         for work in dist.batch_isend_irecv(ops):
             work.wait()
-    except dist.CollectiveError as exc:
-        out["error"] = str(exc)
+    elif dist.get_rank() == 0:
+        one, two = np.zeros(4, np.float32), np.zeros(4, np.float32)
+        out["sources"] = [dist.recv(two, 1, tag=2), dist.recv(one, src=None, tag=1)]
+        out["by_tag"] = [one.tolist(), two.tolist()]
+        five, six = dt.zeros(3), dt.zeros(3)
+        ops = [dist.P2POp(dist.irecv, six, 1, tag=6), dist.P2POp(dist.irecv, five, 1, tag=5)]
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
+        out["batch_by_tag"] = [five.tolist(), six.tolist()]
+    dist.barrier()
+    dist.destroy_process_group()
+    return out
+
+
+def p2p_apart_from_collectives(timeout: float = 30) -> dict:
+    """An irecv posted before an all_reduce that the sender joins before it sends; an isend
+    posted behind an async all_reduce that the receiver joins only after its recv. Both
+    complete on tcp (gloo's behaviour), neither holds the other."""
+    dist.init_process_group(timeout=timeout)
+    rank = dist.get_rank()
+    x = np.full(2, rank + 1.0)
+    out: dict = {}
+    if rank == 0:
+        got = np.zeros(3)
+        work = dist.irecv(got, 1, tag=3)
+        dist.all_reduce(x)
+        work.wait()
+        out["irecv_first"] = got.tolist()
+        reduced = dist.all_reduce(x, async_op=True)
+        sent = dist.isend(np.full(3, 9.0), 1, tag=4)
+        sent.wait()
+        reduced.wait()
+    else:
+        dist.all_reduce(x)
+        dist.send(np.full(3, 7.0), 0, tag=3)
+        got = np.zeros(3)
+        dist.recv(got, 0, tag=4)
+        out["isend_behind"] = got.tolist()
+        dist.all_reduce(x)
+    out["reduced"] = x.tolist()
+    dist.destroy_process_group()
+    return out
+
+
+def p2p_errors(timeout: float = 30) -> dict:
+    """Rank 0's receive times out (rank 1 sent another tag) and names the peer and both
+    tags; on a fresh group, a receive of the wrong size names both signatures."""
+    dist.init_process_group(timeout=timeout)
+    rank = dist.get_rank()
+    out: dict = {}
+    first, second = dist.new_group(), dist.new_group()
+    if rank == 1:
+        dist.send(np.ones(2, np.float32), 0, group=first, tag=5)
+        dist.send(np.ones(4, np.float32), 0, group=second, tag=0)
+    else:
+        for key, call in (
+            ("timeout", lambda: dist.recv(np.zeros(2, np.float32), 1, first, tag=4, timeout=1)),
+            ("size", lambda: dist.recv(np.zeros(5, np.float32), 1, second)),
+        ):
+            try:
+                call()
+                out[key] = None
+            except dist.CollectiveError as exc:
+                out[key] = {"message": str(exc), "op": exc.op, "rank": exc.rank}
+        out["broken"] = _raises(lambda: dist.recv(np.zeros(2), 1, first), dist.CollectiveError)
+    dist.barrier()
+    dist.destroy_process_group()
     return out

@@ -41,3 +41,12 @@ def test_ddp_over_nccl_with_fp16_compression_stays_close():
     (value,) = launch.values()
     assert value["grads_on_gpu"]
     assert value["worst"] < 2e-3, value  # float16 rounding of the gradients, four steps
+
+
+def test_nccl_batch_sends_to_this_rank_and_receives():
+    pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
+    launch = run_tcp(1, "gpu_workers:nccl_batch_to_self", guard=180)
+    (value,) = launch.values()
+    assert value["works"] == 4 and value["into_on_gpu"]
+    assert value["into"] == [3.0 * i for i in range(1000)]
+    assert value["host_into"] == list(range(-3, 4))

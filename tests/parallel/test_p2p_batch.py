@@ -45,12 +45,37 @@ def test_a_large_ring_with_receives_first():
         assert len(ring) == size
 
 
-def test_tcp_matches_tags_in_send_order():
-    """The documented difference from gloo: a receive whose tag is not the next message's
-    raises, naming both tags, instead of waiting for the message with its tag."""
-    values = run_tcp(2, "p2p_batch_workers:tags_in_send_order").values()
-    assert "error" not in values[0]
-    assert "tag 1" in values[1]["error"] and "tag 2" in values[1]["error"], values[1]
+@pytest.mark.parametrize("shm", ["1", "0"])
+def test_tcp_matches_tags_as_gloo(shm):
+    """Rank 1 sends tag 1 then tag 2, rank 0 receives tag 2 first (plain and in a batch):
+    each receive gets the message with its tag (with shm off, the collectives share the
+    sockets with the messages)."""
+    values = run_tcp(2, "p2p_batch_workers:tags_out_of_order", env={"DTRAIN_SHM": shm})
+    value = values.values()[0]
+    assert value["by_tag"] == [[1.0] * 4, [2.0] * 4], value
+    assert value["sources"] == [1, 1]
+    assert value["batch_by_tag"] == [[5.0] * 3, [6.0] * 3], value
+
+
+@pytest.mark.parametrize("shm", ["1", "0"])
+def test_tcp_point_to_point_does_not_hold_collectives(shm):
+    values = run_tcp(2, "p2p_batch_workers:p2p_apart_from_collectives", env={"DTRAIN_SHM": shm})
+    first, second = values.values()
+    assert first["irecv_first"] == [7.0] * 3
+    assert second["isend_behind"] == [9.0] * 3
+    assert first["reduced"] == second["reduced"] == [6.0, 6.0]  # (1 + 2) * 2: two sums
+
+
+def test_tcp_point_to_point_errors_name_the_peer_and_tags():
+    value = run_tcp(2, "p2p_batch_workers:p2p_errors").values()[0]
+    timeout = value["timeout"]
+    assert timeout is not None and timeout["op"] == "recv" and timeout["rank"] == 1, value
+    message = timeout["message"]
+    assert "rank 1" in message and "tag 4" in message and "[5]" in message, message
+    size = value["size"]
+    assert size is not None and size["op"] == "recv", value
+    assert "float32, 4 elements" in size["message"] and "5 elements" in size["message"], size
+    assert "broken" in value["broken"], value
 
 
 @pytest.mark.skipif(not have_mpiexec(), reason=NO_MPIEXEC)
