@@ -28,6 +28,8 @@ import pytest
         "dtrain.autograd",
         "dtrain.linalg",
         "dtrain.special",
+        "dtrain.distributed.fsdp",
+        "dtrain.distributed.fsdp.wrap",
         "dtrain.distributions.transforms",
         "dtrain.hub",
         "dtrain.sparse",

@@ -1,0 +1,358 @@
+"""``FullyShardedDataParallel``: parameters, gradients and optimizer state sharded across
+ranks (torch.distributed.fsdp's FSDP1 API, the common subset).
+
+Each FSDP unit flattens the parameters of its module that no nested unit manages into one
+buffer padded to a multiple of the world size, and keeps this rank's shard of it as its
+``FlatParameter`` (``fsdp_flat.py``), the only parameter ``parameters()`` yields for it.
+
+Synchronisation points (every rank must reach each, in the same order):
+1. construction — with ``sync_module_states=True`` rank 0's parameters and buffers are
+   broadcast (otherwise every rank must build the same model, as in torch);
+2. each unit's forward — one all-gather of its full flat parameter (``NO_SHARD``: none);
+3. each unit's backward outside ``no_sync()`` — once every gradient of the unit is summed,
+   one reduce-scatter (``NO_SHARD``: all-reduce) of its flat gradient, averaged over ranks;
+4. ``clip_grad_norm_`` (one all-reduce), ``summon_full_params``, ``state_dict`` and
+   ``load_state_dict`` (one all-gather per unit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.nn.module import Module
+from dtrain._tensor.tensor import Tensor
+from dtrain.parallel import api, collectives
+from dtrain.parallel.fsdp_flat import FLAT_PARAM_NAME, FlatHandle
+from dtrain.parallel.fsdp_state import (
+    NO_OPTIM_STATE,
+    WRAPPED,
+    BackwardPrefetch,
+    FullStateDictConfig,
+    ShardingStrategy,
+    StateDictType,
+    check_supported,
+    check_supported_2,
+    full_state_dict,
+    load_full_state_dict,
+    summon_full_params,
+    units_of,
+)
+from dtrain.parallel.fsdp_wrap import recursive_wrap
+from dtrain.parallel.reduce_op import ReduceOp
+from dtrain.runtime.backend import get_array_module
+
+
+class FullyShardedDataParallel(Module):
+    """Shard ``module``'s parameters over the ranks of ``process_group``; with an
+    ``auto_wrap_policy``, sub-modules become nested units first, so only one unit's
+    parameters are gathered at a time. Construction is collective."""
+
+    def __init__(
+        self,
+        module: Module,
+        process_group: Any = None,
+        sharding_strategy: ShardingStrategy | None = None,
+        cpu_offload: Any = None,
+        auto_wrap_policy: Callable[..., bool] | None = None,
+        backward_prefetch: BackwardPrefetch | None = BackwardPrefetch.BACKWARD_PRE,
+        mixed_precision: Any = None,
+        ignored_modules: Any = None,
+        param_init_fn: Callable | None = None,
+        device_id: Any = None,
+        sync_module_states: bool = False,
+        forward_prefetch: bool = False,
+        limit_all_gathers: bool = True,
+        use_orig_params: bool = False,
+        ignored_states: Any = None,
+        device_mesh: Any = None,
+    ) -> None:
+        if not isinstance(module, Module):
+            raise TypeError(f"FullyShardedDataParallel wraps an nn.Module, got {type(module)}")
+        strategy = ShardingStrategy.FULL_SHARD if sharding_strategy is None else sharding_strategy
+        check_supported(strategy, cpu_offload, mixed_precision, ignored_modules, ignored_states)
+        check_supported_2(param_init_fn, use_orig_params, device_mesh)
+        if device_id is not None:
+            module.to(f"cuda:{device_id}" if isinstance(device_id, int) else device_id)
+        if auto_wrap_policy is not None:
+
+            def wrap(child: Module) -> FullyShardedDataParallel:
+                return FullyShardedDataParallel(
+                    child,
+                    process_group=process_group,
+                    sharding_strategy=strategy,
+                    sync_module_states=sync_module_states,
+                    use_orig_params=use_orig_params,
+                )
+
+            recursive_wrap(module, auto_wrap_policy, wrap, _is_unit, only_wrap_children=True)
+        super().__init__()
+        self._fsdp_wrapped_module = module
+        self.group = process_group
+        self.sharding_strategy = strategy
+        for unit in units_of(module, FullyShardedDataParallel):
+            unit._is_root = False
+        self._is_root = True
+        self._state_dict_type = StateDictType.FULL_STATE_DICT
+        self._state_dict_config = FullStateDictConfig()
+        slots = _own_parameters(module)
+        if sync_module_states:
+            _broadcast_state(module, slots, process_group)
+        self._handle = None
+        if slots:
+            sharded = strategy is not ShardingStrategy.NO_SHARD
+            self._handle = FlatHandle(slots, process_group, sharded)
+            self.register_parameter(FLAT_PARAM_NAME, self._handle.flat_param)
+
+    # ---- access --------------------------------------------------------------------------
+    @property
+    def module(self) -> Module:
+        """The wrapped module."""
+        return self._fsdp_wrapped_module
+
+    @property
+    def process_group(self) -> Any:
+        """The group this unit shards over (the default group when none was given)."""
+        return api._group(self.group)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            wrapped = self.__dict__.get("_modules", {}).get(WRAPPED)
+            if wrapped is None:
+                raise
+            return getattr(wrapped, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._fsdp_wrapped_module[key]
+
+    @staticmethod
+    def fsdp_modules(module: Module, root_only: bool = False) -> list:
+        """The FSDP units in ``module`` (itself included); ``root_only``: the roots only."""
+        units = units_of(module, FullyShardedDataParallel)
+        return [u for u in units if u._is_root] if root_only else units
+
+    def extra_repr(self) -> str:
+        numel = 0 if self._handle is None else self._handle.numel
+        return f"sharding_strategy={self.sharding_strategy.name}, numel={numel}"
+
+    # ---- the step --------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        handle = self._handle
+        if handle is None:
+            return self._fsdp_wrapped_module(*args, **kwargs)
+        if handle.summoned is not None:
+            raise RuntimeError(
+                "FullyShardedDataParallel: forward inside summon_full_params() is not "
+                "supported (as in torch); leave the context first"
+            )
+        handle.unshard()
+        try:
+            return self._fsdp_wrapped_module(*args, **kwargs)
+        finally:
+            handle.reshard()
+
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Accumulate gradients without communication inside the block: each unit keeps
+        its full (unsharded) flat gradient; the first backward after it reduce-scatters
+        the sum. Call it on the root."""
+        self._check_root("no_sync")
+        handles = [u._handle for u in self.fsdp_modules(self) if u._handle is not None]
+        previous = [h.sync for h in handles]
+        for h in handles:
+            h.sync = False
+        try:
+            yield
+        finally:
+            for h, sync in zip(handles, previous):
+                h.sync = sync
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> Tensor:
+        """Scale every gradient shard so that the gradients' global norm is at most
+        ``max_norm``; returns that norm (before clipping). One all-reduce; no host reads.
+
+        Collective: every rank of the group must call this, on the root."""
+        self._check_root("clip_grad_norm_")
+        norm_type = float(norm_type)
+        if not norm_type > 0:
+            raise ValueError(f"clip_grad_norm_: norm_type must be positive or inf, got {norm_type}")
+        handles = [u._handle for u in self.fsdp_modules(self) if u._handle is not None]
+        grads = [h.flat_param.grad._array for h in handles if h.flat_param.grad is not None]
+        arrays = grads or [h.flat_param._array for h in handles]
+        xp = get_array_module(*arrays)
+        dtype = grads[0].dtype if grads else "float32"
+        local = xp.zeros(1, dtype="float32")
+        for g in grads:
+            part = xp.abs(g.astype("float32", copy=False))
+            if math.isinf(norm_type):
+                local = xp.maximum(local, part.max())
+            else:
+                local += (part**norm_type).sum()
+        sharded = any(h.sharded for h in handles)
+        if sharded:
+            op = ReduceOp.MAX if math.isinf(norm_type) else ReduceOp.SUM
+            collectives.all_reduce(local, op, group=self.group)
+        total = local if math.isinf(norm_type) else local ** (1.0 / norm_type)
+        coefficient = xp.minimum(max_norm / (total + 1e-6), 1.0)
+        with no_grad():
+            for h in handles:
+                grad = h.flat_param.grad
+                if grad is not None:
+                    grad._array *= coefficient.astype(grad.dtype)
+                    grad._version[0] += 1
+        return Tensor(total.reshape(()).astype(dtype))
+
+    # ---- full parameters and state dicts -------------------------------------------------
+    @staticmethod
+    def summon_full_params(
+        module: Module,
+        recurse: bool = True,
+        writeback: bool = True,
+        rank0_only: bool = False,
+        offload_to_cpu: bool = False,
+        with_grads: bool = False,
+    ) -> contextlib.AbstractContextManager:
+        """Inside the block, the modules hold their full parameters (``recurse=False``:
+        only ``module``'s own unit); with ``writeback``, changes to them are kept. Every
+        rank sees the full parameters, also with ``rank0_only``.
+
+        Collective: every rank of the group must enter it."""
+        if recurse:
+            units = units_of(module, FullyShardedDataParallel)
+        else:
+            units = [module] if isinstance(module, FullyShardedDataParallel) else []
+        return summon_full_params(units, writeback, rank0_only, offload_to_cpu, with_grads)
+
+    @staticmethod
+    def set_state_dict_type(
+        module: Module,
+        state_dict_type: StateDictType,
+        state_dict_config: Any = None,
+        optim_state_dict_config: Any = None,
+    ) -> tuple:
+        """Make ``state_dict()`` of every unit in ``module`` return ``state_dict_type``;
+        returns the previous type and config."""
+        if state_dict_type is not StateDictType.FULL_STATE_DICT:
+            raise NotImplementedError(
+                f"FullyShardedDataParallel: {state_dict_type} is not supported by dtrain; use "
+                "StateDictType.FULL_STATE_DICT"
+            )
+        if optim_state_dict_config is not None:
+            raise NotImplementedError(
+                "FullyShardedDataParallel: optimizer state dicts are not supported by dtrain; "
+                "pass optim_state_dict_config=None"
+            )
+        config = FullStateDictConfig() if state_dict_config is None else state_dict_config
+        previous = None
+        for unit in units_of(module, FullyShardedDataParallel):
+            previous = previous or (unit._state_dict_type, unit._state_dict_config)
+            unit._state_dict_type, unit._state_dict_config = state_dict_type, config
+        return previous
+
+    @staticmethod
+    @contextlib.contextmanager
+    def state_dict_type(
+        module: Module,
+        state_dict_type: StateDictType,
+        state_dict_config: Any = None,
+        optim_state_dict_config: Any = None,
+    ) -> Iterator[None]:
+        """``set_state_dict_type`` for the block only."""
+        units = units_of(module, FullyShardedDataParallel)
+        before = [(u._state_dict_type, u._state_dict_config) for u in units]
+        FullyShardedDataParallel.set_state_dict_type(
+            module, state_dict_type, state_dict_config, optim_state_dict_config
+        )
+        try:
+            yield
+        finally:
+            for unit, (kind, config) in zip(units, before):
+                unit._state_dict_type, unit._state_dict_config = kind, config
+
+    def state_dict(
+        self, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> dict:
+        """The full state dict: the original module's keys, full tensors (copies). With
+        ``FullStateDictConfig(rank0_only=True)`` other ranks get ``{}``.
+
+        Collective: every rank of the group must call this, on the root."""
+        self._check_root("state_dict")
+        result = full_state_dict(self, self._state_dict_config, prefix)
+        if destination is not None:
+            destination.update(result)
+            return destination
+        return result
+
+    def load_state_dict(self, state_dict: Mapping, strict: bool = True, assign: bool = False):
+        """Load a full state dict (the original module's keys); each rank keeps its shard.
+
+        Collective: every rank of the group must call this, on the root."""
+        self._check_root("load_state_dict")
+        if assign:
+            raise NotImplementedError(
+                "FullyShardedDataParallel.load_state_dict(assign=True) is not supported; the "
+                "values are copied into the shards"
+            )
+        return load_full_state_dict(self, state_dict, strict)
+
+    @staticmethod
+    def full_optim_state_dict(*args: Any, **kwargs: Any) -> dict:
+        """Not supported by dtrain (raises)."""
+        raise NotImplementedError(NO_OPTIM_STATE)
+
+    @staticmethod
+    def optim_state_dict(*args: Any, **kwargs: Any) -> dict:
+        """Not supported by dtrain (raises)."""
+        raise NotImplementedError(NO_OPTIM_STATE)
+
+    @staticmethod
+    def optim_state_dict_to_load(*args: Any, **kwargs: Any) -> dict:
+        """Not supported by dtrain (raises)."""
+        raise NotImplementedError(NO_OPTIM_STATE)
+
+    def _check_root(self, what: str) -> None:
+        if not self._is_root:
+            raise RuntimeError(
+                f"FullyShardedDataParallel.{what}: call it on the root FSDP module (the "
+                "outermost one), not on a nested unit"
+            )
+
+
+def _is_unit(module: Module) -> bool:
+    return isinstance(module, FullyShardedDataParallel)
+
+
+def _own_parameters(module: Module) -> list:
+    """``(module, name, parameter)`` for each parameter slot not inside a nested unit, in
+    ``named_parameters`` order."""
+    slots, stack = [], [module]
+    while stack:
+        current = stack.pop()
+        slots.extend((current, n, p) for n, p in current._parameters.items() if p is not None)
+        children = [m for m in current._modules.values() if m is not None and not _is_unit(m)]
+        stack.extend(reversed(children))
+    return slots
+
+
+def _broadcast_state(module: Module, slots: list, group: Any) -> None:
+    src = api._group(group).ranks[0]
+    tensors = {id(p): p for _, _, p in slots}
+    stack = [module]
+    while stack:
+        current = stack.pop()
+        tensors.update((id(b), b) for b in current._buffers.values() if b is not None)
+        stack.extend(m for m in current._modules.values() if m is not None and not _is_unit(m))
+    with no_grad():
+        works = [
+            collectives.broadcast(t, src, group=group, async_op=True) for t in tensors.values()
+        ]
+        for work in works:
+            work.wait()
+
+
+__all__ = ["FullyShardedDataParallel"]

@@ -1,0 +1,219 @@
+"""One FSDP unit's parameters as one flat buffer: ``FlatParameter`` (this rank's shard) and
+``FlatHandle`` (where each original parameter lies in it, and the steps that gather it,
+point the module at views of it, and reduce-scatter its gradient).
+
+The flat buffer holds the unit's parameters in registration order (each shared parameter
+once), padded with zeros to a multiple of the world size; rank r keeps elements
+``[r * S, (r + 1) * S)``. ``_AllGatherFlat`` is the one autograd op of a unit: its forward
+all-gathers the shard, its backward runs once the gradients of every view have been summed
+(the engine calls a node once, after all its consumers) and reduce-scatters that flat
+gradient, averaged over ranks, into the shard's ``.grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dtrain._tensor.autograd.grad_mode import no_grad
+from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.nn.module import Module
+from dtrain._tensor.parameter import Parameter, is_lazy
+from dtrain._tensor.tensor import Tensor
+from dtrain.parallel import api, collectives
+from dtrain.parallel.reduce_op import ReduceOp
+from dtrain.runtime.backend import get_array_module
+
+FLAT_PARAM_NAME = "_flat_param"
+
+
+class FlatParameter(Parameter):
+    """This rank's shard of an FSDP unit's flattened, padded parameters (the whole flat
+    buffer with ``ShardingStrategy.NO_SHARD``). ``model.parameters()`` yields these, so an
+    optimizer built on them keeps state for this rank's shard only."""
+
+    __slots__ = ()
+
+
+class _AllGatherFlat(Op):
+    """The full flat parameter from every rank's shard; backward reduce-scatters (or, not
+    sharded, all-reduces) the flat gradient, averaged over ranks, back to the shard."""
+
+    def forward(self, shard: Any, handle: FlatHandle) -> Any:
+        self.handle = handle
+        return handle.gather(shard)
+
+    def backward(self, grad: Any) -> tuple:
+        return (self.handle.reduce_grad(grad),)
+
+
+class FlatHandle:
+    """Owns one unit's ``FlatParameter`` and the map from it to the original parameters.
+
+    Args:
+        slots: ``(module, name, parameter)`` for every parameter the unit manages (a
+            parameter registered in two places appears twice, and is stored once).
+        group: the process group to shard over (None: the default group).
+        sharded: False for ``NO_SHARD`` (each rank keeps the whole buffer).
+    """
+
+    def __init__(self, slots: Sequence[tuple[Module, str, Parameter]], group: Any, sharded: bool):
+        self.group = group
+        self.world = api.get_world_size(group)
+        self.rank = api.get_rank(group)
+        self.sharded = sharded and self.world > 1
+        unique: dict[int, int] = {}
+        params: list[Parameter] = []
+        self.slots: list[tuple[Module, str, int]] = []
+        seen: set[tuple[int, str]] = set()
+        for module, name, param in slots:
+            if (id(module), name) in seen:  # a module reachable by two paths
+                continue
+            seen.add((id(module), name))
+            if is_lazy(param):
+                raise RuntimeError(
+                    f"FullyShardedDataParallel: parameter {name!r} of {type(module).__name__} "
+                    "is uninitialized (a lazy module); run one forward pass before wrapping"
+                )
+            if id(param) not in unique:
+                unique[id(param)] = len(params)
+                params.append(param)
+            self.slots.append((module, name, unique[id(param)]))
+        _check_uniform(params, [(m, n) for m, n, _ in slots])
+        self.shapes = [tuple(p.shape) for p in params]
+        self.numels = [int(p.numel()) for p in params]
+        self.requires_grad = params[0].requires_grad
+        self.numel = sum(self.numels)
+        self.shard_size = -(-self.numel // self.world) if self.sharded else self.numel
+        padded = self.shard_size * (self.world if self.sharded else 1)
+        self.padding = padded - self.numel
+        arrays = [p._array for p in params]
+        xp = get_array_module(*arrays)
+        full = xp.zeros(padded, dtype=arrays[0].dtype)
+        start = 0
+        for array in arrays:
+            full[start : start + array.size] = array.reshape(-1)
+            start += array.size
+        own = full[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
+        self.flat_param = FlatParameter(own.copy() if self.sharded else full, self.requires_grad)
+        self.sync = True  # False inside no_sync(): the flat gradient is kept, not reduced
+        self.pending: Any = None  # the full flat gradient accumulated under no_sync()
+        self.summoned: list | None = None  # summon_full_params(): the full array and params
+        for module, name, _ in self.slots:
+            del module._parameters[name]
+
+    # ---- forward ------------------------------------------------------------------------
+    def gather(self, shard: Any) -> Any:
+        """The full flat buffer (padded): an all-gather when sharded, else the buffer itself.
+
+        Collective when sharded: every rank of the group must call this."""
+        if not self.sharded:
+            return shard
+        xp = get_array_module(shard)
+        full = xp.empty(self.shard_size * self.world, dtype=shard.dtype)
+        collectives.all_gather_into_tensor(full, shard, group=self.group)
+        return full
+
+    def unshard(self) -> None:
+        """Gather the full parameters and point each module attribute at a view of them
+        (recorded by autograd when grad is enabled, so backward reaches the shard)."""
+        full = _AllGatherFlat.apply(self.flat_param, handle=self)
+        sizes = self.numels + ([self.padding] if self.padding else [])
+        pieces = full.split(sizes) if len(sizes) > 1 else (full,)
+        views = [piece.view(shape) for piece, shape in zip(pieces, self.shapes)]
+        for module, name, index in self.slots:
+            module.__dict__[name] = views[index]
+
+    def reshard(self) -> None:
+        """Drop the module attributes (the views of the full parameters); what autograd saved
+        for backward stays alive until that backward ran."""
+        for module, name, _ in self.slots:
+            module.__dict__.pop(name, None)
+
+    # ---- backward -----------------------------------------------------------------------
+    def reduce_grad(self, grad: Any) -> Any:
+        """The shard's gradient from the full flat one: averaged over ranks (reduce-scatter,
+        or all-reduce without sharding); None under ``no_sync()``, which keeps the sum.
+
+        Collective outside no_sync(): every rank of the group must call this."""
+        if not self.sync:
+            self.pending = grad.copy() if self.pending is None else self.pending + grad
+            return None
+        if self.pending is not None:
+            grad, self.pending = grad + self.pending, None
+        if self.world == 1:
+            return grad.copy()
+        xp = get_array_module(grad)
+        grad = xp.ascontiguousarray(grad)
+        if self.sharded:
+            out = xp.empty(self.shard_size, dtype=grad.dtype)
+            collectives.reduce_scatter_tensor(out, grad, ReduceOp.AVG, group=self.group)
+            return out
+        out = grad.copy()
+        collectives.all_reduce(out, ReduceOp.AVG, group=self.group)
+        return out
+
+    # ---- summon_full_params -------------------------------------------------------------
+    def summon(self, offload_to_cpu: bool = False) -> None:
+        """Register the full parameters (new ``Parameter``s over one gathered array) as the
+        modules' parameters, outside autograd. Collective when sharded."""
+        if self.summoned is not None:
+            raise RuntimeError(
+                "summon_full_params: this FSDP unit's parameters are already summoned; do "
+                "not nest summon_full_params over the same module"
+            )
+        with no_grad():
+            full = self.gather(self.flat_param._array)
+            if not self.sharded:
+                full = full.copy()  # writeback=False must leave the parameters untouched
+            if offload_to_cpu:
+                full = Tensor(full).cpu()._array
+        params, start = [], 0
+        for numel, shape in zip(self.numels, self.shapes):
+            view = full[start : start + numel].reshape(shape)
+            params.append(Parameter(view, requires_grad=self.requires_grad))
+            start += numel
+        for module, name, index in self.slots:
+            module._parameters[name] = params[index]
+        self.summoned = [full, [p._array for p in params]]
+
+    def unsummon(self, writeback: bool) -> None:
+        """Unregister the full parameters; with ``writeback``, copy this rank's part of
+        them (as the modules now hold them) back into the shard."""
+        full, views = self.summoned
+        self.summoned = None
+        registered: list = [None] * len(views)
+        for module, name, index in self.slots:
+            registered[index] = module._parameters.pop(name, None)
+        if not writeback:
+            return
+        device = Tensor(full).device
+        start = 0
+        for param, view, numel in zip(registered, views, self.numels):
+            if param is not None and param._array is not view:  # a new array was assigned
+                array = Tensor(param._array).to(device)._array
+                full[start : start + numel] = array.reshape(-1)
+            start += numel
+        shard = full[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
+        if shard is not self.flat_param._array:
+            self.flat_param._array[...] = Tensor(shard).to(self.flat_param.device)._array
+        self.flat_param._version[0] += 1
+
+
+def _check_uniform(params: list[Parameter], where: list[tuple[Module, str]]) -> None:
+    first = params[0]
+    for param in params[1:]:
+        if param.dtype != first.dtype or param.device != first.device:
+            raise ValueError(
+                f"FullyShardedDataParallel: one unit's parameters must share dtype and device, "
+                f"got {first.dtype} on {first.device} and {param.dtype} on {param.device}; "
+                "convert the module first (module.to(...)) or wrap the differing sub-module "
+                "in its own FSDP unit"
+            )
+        if param.requires_grad != first.requires_grad:
+            raise ValueError(
+                "FullyShardedDataParallel: one unit mixes frozen and trainable parameters "
+                f"(near {', '.join(f'{type(m).__name__}.{n}' for m, n in where[:3])}); "
+                "wrap the frozen sub-modules in their own FSDP units (use_orig_params=True, "
+                "which torch allows this with, is not supported)"
+            )
