@@ -230,3 +230,12 @@ def test_bad_arguments():
         ModuleWrapPolicy({"Linear"})
     with pytest.raises(TypeError, match=r"wraps an nn\.Module"):
         FSDP(3)
+
+
+def test_the_gpu_check_worker_runs_on_the_cpu():
+    # The worker test_gpu_nccl.py runs over nccl on the GPU machine, here over tcp on the
+    # CPU, so that what reaches the GPU machine has run once.
+    launch = run_tcp(2, "gpu_workers:fsdp_matches_plain", {"backend": "tcp", "device": "cpu"})
+    for value in launch.values():
+        assert value["on_device"] and value["shards"] == 2
+        assert value["worst"] < 1e-5, value

@@ -50,3 +50,11 @@ def test_nccl_batch_sends_to_this_rank_and_receives():
     assert value["works"] == 4 and value["into_on_gpu"]
     assert value["into"] == [3.0 * i for i in range(1000)]
     assert value["host_into"] == list(range(-3, 4))
+
+
+def test_fsdp_over_nccl_one_rank_equals_plain_training():
+    pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
+    launch = run_tcp(1, "gpu_workers:fsdp_matches_plain", guard=180)
+    (value,) = launch.values()
+    assert value["on_device"] and value["shards"] == 2
+    assert value["worst"] < 1e-5, value
