@@ -4,6 +4,7 @@ forms, ``eye``, ``arange`` and ``linspace``; and the size arguments they take.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -135,7 +136,62 @@ def full(
             if isinstance(fill_value, bool)
             else (DEFAULT_INT if isinstance(fill_value, int) else DEFAULT_FLOAT)
         )
+    fill_value = check_fill_value(fill_value, to_dtype(dtype), "full")
     return _filled("full", (tuple(size),), dtype, device, requires_grad, fill_value)
+
+
+# The next wider dtype, named in the error for a value that overflows one.
+_WIDER = {"int8": "int16", "uint8": "int16", "int16": "int32", "int32": "int64"}
+_WIDER.update({"float16": "float32", "float32": "float64"})
+
+
+def check_fill_value(value: Any, dtype: Any, where: str) -> Any:
+    """``value`` as ``full`` / ``fill_`` store it in ``dtype``, refusing a finite number
+    the dtype cannot hold, as PyTorch does. An integer dtype takes a float that truncates
+    into its range; an unsigned one also takes a negative int down to ``-max``, wrapped
+    (``-1`` is 255 in uint8, as PyTorch); float dtypes take inf and nan. A tensor value is
+    not checked (PyTorch casts it).
+
+    Returns:
+        The value to store (``value`` itself, or wrapped for an unsigned dtype).
+
+    Raises:
+        RuntimeError: ``value`` overflows ``dtype``; the message names both and the fix.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        return value
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            return value
+        low, high = float(np.finfo(dtype).min), float(np.finfo(dtype).max)
+        try:
+            fits = low <= float(value) <= high
+        except OverflowError:  # an int past float64's range
+            fits = False
+        held = f"{low:g} to {high:g}"
+    elif dtype.kind in "iu":
+        low, high = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+        held = f"{low} to {high}"
+        if isinstance(value, (float, np.floating)):
+            fits = math.isfinite(value) and low <= value <= high
+        elif dtype.kind == "u" and -high <= int(value) < 0:
+            return int(value) % (high + 1)
+        else:
+            fits = low <= int(value) <= high
+    else:
+        return value
+    if not fits:
+        text = repr(value) if len(repr(value)) <= 24 else f"{str(value)[:12]}... (an int)"
+        wider = _WIDER.get(dtype.name)
+        raise RuntimeError(
+            f"{where}: value {text} cannot be converted to type {dtype.name} without "
+            f"overflow ({dtype.name} holds {held}); pass a value in that range"
+            + (f" or a wider dtype such as {wider}" if wider else "")
+        )
+    return value
 
 
 def _like(t: Tensor, dtype: Any, device: Any) -> tuple:
@@ -235,6 +291,7 @@ def linspace(
 
 __all__ = [
     "arange",
+    "check_fill_value",
     "empty",
     "empty_like",
     "eye",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -62,13 +62,13 @@ def _summarised(array: np.ndarray, edgeitems: int) -> np.ndarray:
 
 
 def _float_formatter(
-    array: np.ndarray, precision: int, sci_mode: bool | None, summarise: bool, edgeitems: int
-) -> dict:
-    """A numpy formatter that writes floats as PyTorch's ``_Formatter`` does: the mode
-    (scientific, whole numbers as ``2.``, or fixed) and the column width come from the
-    nonzero finite values alone (of the shown ones, when summarised), so ``nan``/``inf``/
-    ``0.`` do not widen the columns."""
-    flat = _summarised(array, edgeitems).reshape(-1) if summarise else array.reshape(-1)
+    array: np.ndarray, precision: int, sci_mode: bool | None
+) -> tuple[Callable[[Any], str], int]:
+    """Write floats as PyTorch's ``_Formatter`` does: the mode (scientific, whole numbers as
+    ``2.``, or fixed) and the column width come from the nonzero finite values alone (of
+    the shown ones, when summarised), so ``nan``/``inf``/``0.`` do not widen the columns.
+    Returns the writer and the width."""
+    flat = array.reshape(-1)
     values = flat[np.isfinite(flat) & (flat != 0)].astype(np.float64)  # float16 overflows
     integral, scientific, width = True, False, 1
     if values.size:
@@ -103,35 +103,85 @@ def _float_formatter(
             text = f"{value:.{precision}f}"
         return text.rjust(width)
 
-    return {"float_kind": write}
+    return write, width
+
+
+def _plain_formatter(array: np.ndarray) -> tuple[Callable[[Any], str], int]:
+    """Integers and bools as PyTorch writes them: ``str`` of each, right-aligned to the
+    widest (so ``[ True, False]``)."""
+    width = max((len(str(v)) for v in array.reshape(-1).tolist()), default=1)
+    return (lambda value: str(value).rjust(width)), width
+
+
+def _layout(
+    array: np.ndarray, indent: int, summarise: bool, write: Callable[[Any], str], width: int
+) -> str:
+    """PyTorch's ``_tensor_str_with_formatter``: a fixed number of elements per line (from
+    the column width), ``...`` for the middle of a summarised dim, one blank line more
+    between slices for each dim above the second."""
+    edgeitems = _options["edgeitems"]
+    if array.ndim == 0:
+        return write(array.item())
+    cut = summarise and array.shape[0] > 2 * edgeitems
+    if array.ndim == 1:
+        per_line = max(1, (_options["linewidth"] - indent) // (width + 2))
+        if summarise and not edgeitems:
+            data = ["..."]
+        elif cut:
+            head, tail = array[:edgeitems].tolist(), array[-edgeitems:].tolist()
+            data = [write(v) for v in head] + [" ..."] + [write(v) for v in tail]
+        else:
+            data = [write(v) for v in array.tolist()]
+        lines = [", ".join(data[i : i + per_line]) for i in range(0, len(data), per_line)]
+        return "[" + (",\n" + " " * (indent + 1)).join(lines) + "]"
+    rows = list(range(edgeitems)) + [None] + list(range(len(array) - edgeitems, len(array)))
+    slices = [
+        "..." if i is None else _layout(array[i], indent + 1, summarise, write, width)
+        for i in (rows if cut else range(len(array)))
+    ]
+    return "[" + ("," + "\n" * (array.ndim - 1) + " " * (indent + 1)).join(slices) + "]"
 
 
 def format_tensor(t: Tensor) -> str:
-    """``tensor([[1., 2.], [3., 4.]], requires_grad=True)`` and the like."""
+    """``tensor([[1., 2.], [3., 4.]], requires_grad=True)`` and the like, laid out as
+    PyTorch's ``_tensor_str``."""
     array = as_numpy(t._array)
-    threshold = _options["threshold"]
-    options: dict[str, Any] = {
-        "separator": ", ",
-        "prefix": "tensor(",
-        "threshold": sys.maxsize if threshold == math.inf else int(threshold),
-        "edgeitems": _options["edgeitems"],
-        "max_line_width": _options["linewidth"],
-    }
-    precision, sci_mode = _options["precision"], _options["sci_mode"]
-    if array.dtype.kind == "f" and array.size:
-        summarise = array.size > options["threshold"]
-        options["formatter"] = _float_formatter(
-            array, precision, sci_mode, summarise, options["edgeitems"]
-        )
-    body = np.array2string(array, **options)
+    prefix = "tensor("
     extras = []
     device = device_of(t._array)
     if device.type != "cpu":
         extras.append(f"device='{device}'")
+    if array.size == 0:
+        body = "[]"
+        if array.ndim != 1:  # as PyTorch (and numpy): the shape, unless it is (0,)
+            extras.append(f"size={tuple(array.shape)}")
+    else:
+        summarise = array.size > _options["threshold"]
+        shown = _summarised(array, _options["edgeitems"]) if summarise else array
+        if array.dtype.kind == "f":
+            write, width = _float_formatter(shown, _options["precision"], _options["sci_mode"])
+        else:
+            write, width = _plain_formatter(shown)
+        body = _layout(array, len(prefix), summarise, write, width)
     if array.dtype not in _IMPLIED_DTYPES or (array.size == 0 and array.dtype != DEFAULT_FLOAT):
         extras.append(f"dtype={name(array.dtype)}")
     if t.grad_fn is not None:
         extras.append(f"grad_fn=<{t.grad_fn.name()}>")
     elif t._requires_grad:
         extras.append("requires_grad=True")
-    return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+    return _with_suffixes(prefix + body, extras, len(prefix))
+
+
+def _with_suffixes(text: str, suffixes: list, indent: int) -> str:
+    """PyTorch's ``_add_suffixes``: each suffix on the last line, or on a line of its own
+    when it would pass the line width."""
+    parts = [text]
+    last_line = len(text) - text.rfind("\n") + 1
+    for suffix in suffixes:
+        if last_line + len(suffix) + 2 > _options["linewidth"]:
+            parts.append(",\n" + " " * indent + suffix)
+            last_line = indent + len(suffix)
+        else:
+            parts.append(", " + suffix)
+            last_line += len(suffix) + 2
+    return "".join(parts) + ")"

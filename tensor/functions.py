@@ -1,5 +1,7 @@
 """Every tensor function in one namespace: what ``Tensor``'s methods and ``dtrain`` use."""
 
+import types as _types
+
 from dtrain._tensor.creation import (
     arange,
     as_tensor,
@@ -335,7 +337,47 @@ from dtrain._tensor.ops.unary import (
     tan,
     trunc,
 )
+from dtrain._tensor.out_argument import accepts_out
 
+# What Tensor's methods and operators call: the functions without the ``out=`` wrapper
+# (a method takes no ``out=``, and each op's host time counts on the GPU).
+without_out = _types.SimpleNamespace(
+    **{_key: _value for _key, _value in globals().items() if not _key.startswith("__")}
+)
+# PyTorch's ``out=`` keyword (tensor/out_argument.py) on the functions PyTorch gives it.
+_OUT_POINTWISE = (
+    "abs absolute acos acosh arccos arccosh arcsin arcsinh arctan arctanh asin asinh atan "
+    "atanh ceil cos cosh deg2rad digamma erf erfc erfinv exp exp2 expm1 fix floor frac lgamma "
+    "log log10 log1p log2 logit mvlgamma nan_to_num neg negative polygamma rad2deg reciprocal "
+    "round rsqrt sgn sigmoid sign signbit sin sinc sinh sqrt square tan tanh trunc isneginf "
+    "isposinf bitwise_not logical_not add sub subtract mul multiply div divide true_divide "
+    "floor_divide fmod remainder pow float_power atan2 arctan2 copysign fmax fmin maximum "
+    "minimum gcd lcm heaviside hypot ldexp logaddexp logaddexp2 nextafter xlogy bitwise_and "
+    "bitwise_or bitwise_xor bitwise_left_shift bitwise_right_shift logical_and logical_or "
+    "logical_xor eq ne ge gt le lt greater greater_equal less less_equal not_equal lerp "
+    "addcdiv addcmul clamp where softmax log_softmax"
+)
+_OUT_REDUCE_LINALG_SHAPE = (
+    "sum prod mean nanmean nansum amax amin std var logsumexp all any norm quantile "
+    "nanquantile cumsum cumprod logcumsumexp histc diff aminmax matmul mm bmm addmm addmv "
+    "addr addbmm baddbmm dot vdot mv outer ger inner kron cross matrix_power inverse "
+    "cholesky_solve tensordot cat stack hstack vstack dstack column_stack "
+    "row_stack tril triu diag msort gather index_select masked_select take take_along_dim "
+    "index_add index_copy scatter scatter_add"
+)
+# Indices: ``out`` must have exactly their dtype (the first result, or the second).
+_OUT_INDICES = "argmax argmin nonzero isin searchsorted bucketize"
+_OUT_VALUES_INDICES = "max min median nanmedian mode kthvalue sort topk cummax cummin"
+_OUT_CREATION = "zeros ones empty full arange linspace eye rand randn randint randperm"
+for _names, _options in (
+    (_OUT_POINTWISE + " " + _OUT_REDUCE_LINALG_SHAPE, {}),
+    (_OUT_INDICES, {"exact": (0,)}),
+    (_OUT_VALUES_INDICES, {"exact": (1,)}),
+    (_OUT_CREATION, {"creation": True}),
+):
+    for _name in _names.split():
+        globals()[_name] = accepts_out(globals()[_name], **_options)
+del _names, _options, _name
 concat = concatenate = cat
 
 __all__ = [

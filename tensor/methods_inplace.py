@@ -169,7 +169,10 @@ class InplaceMethods:
         return _fn.zero_(self)
 
     def fill_(self, value: Any) -> Tensor:
-        return _fn.fill_(self, value)
+        # imported here: creation_filled imports tensor.py, which imports this module
+        from dtrain._tensor.creation_filled import check_fill_value
+
+        return _fn.fill_(self, check_fill_value(value, self.dtype, "fill_"))
 
     def copy_(self, source: Any) -> Tensor:
         return _fn.copy_(self, source)

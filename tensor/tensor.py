@@ -384,6 +384,6 @@ from dtrain._tensor import functions as _fn  # noqa: E402
 from dtrain._tensor.autograd import api as _autograd  # noqa: E402
 from dtrain._tensor.autograd.grad_mode import state as _grad_state  # noqa: E402
 
-_methods.bind(_fn)
-_operators.bind(_fn, Tensor)
-_protocol.bind(_fn, _dlpack)
+_methods.bind(_fn.without_out)
+_operators.bind(_fn.without_out, Tensor)
+_protocol.bind(_fn.without_out, _dlpack)

@@ -112,11 +112,47 @@ class Op:
         self.freed = True
 
     def name(self) -> str:
-        """``AddBackward``-style name shown in a tensor's repr."""
-        return f"{type(self).__name__}Backward"
+        """The node's name as PyTorch's ``grad_fn.name()`` gives it (``AddBackward0``),
+        shown in a tensor's repr: the op's class name (or PyTorch's name for that op, where
+        they differ) and ``Backward0``. PyTorch numbers an op's overloads (``SumBackward1``
+        for a sum over dims); dtrain writes 0 for all."""
+        op = type(self).__name__
+        return f"{_TORCH_NAMES.get(op, op)}Backward0"
 
     def __repr__(self) -> str:
         return f"<{self.name()}>"
+
+
+# PyTorch's node name where an op's class is named otherwise (for the common form where
+# one dtrain op stands for several of PyTorch's: Reshape is ViewBackward0 ...).
+_TORCH_NAMES = {
+    "AvgPool2d": "AvgPool2D",
+    "BatchNorm": "NativeBatchNorm",
+    "Cast": "ToCopy",
+    "Cholesky": "LinalgCholeskyEx",
+    "Conv2d": "Convolution",
+    "ConvNd": "Convolution",
+    "ConvTranspose2d": "Convolution",
+    "ConvTransposeNd": "Convolution",
+    "CrossEntropy": "NllLoss",
+    "Determinant": "LinalgDet",
+    "Dropout": "Mul",
+    "FMax": "Fmax",
+    "Inverse": "LinalgInvEx",
+    "LayerNorm": "NativeLayerNorm",
+    "Linear": "Addmm",
+    "LogAddExp": "Logaddexp",
+    "LogCumSumExp": "Logcumsumexp",
+    "LogSumExp": "Logsumexp",
+    "MatMul": "Mm",
+    "MaxPool2d": "MaxPool2DWithIndices",
+    "Norm": "LinalgVectorNorm",
+    "Reshape": "View",
+    "SlogDet": "LinalgSlogdet",
+    "SmoothL1": "SmoothL1Loss",
+    "ToDevice": "ToCopy",
+    "VectorNorm": "LinalgVectorNorm",
+}
 
 
 def _raise_device_mismatch(cls: type, inputs: tuple) -> None:

@@ -89,10 +89,39 @@ def add_at(target: Any, key: Any, values: Any, what: str) -> None:
     ``use_deterministic_algorithms(True)`` the sum takes ``sorted_add_at``'s fixed order
     instead (as PyTorch's deterministic index_put/scatter_add do). ``what`` names the op."""
     xp = get_array_module(target)
-    if xp is not np and target.dtype.kind in "fc" and deterministic_requested():
-        sorted_add_at(target, key, values, xp)
-        return
+    if xp is not np:
+        if target.dtype.kind in "fc" and deterministic_requested():
+            sorted_add_at(target, key, values, xp)
+            return
+        if target.dtype.name not in _CUPY_ADD_AT:
+            _exact_add_at(target, key, values, xp, what)
+            return
     xp.add.at(target, key, values)
+
+
+# The dtypes cupy's add.at has a kernel for (cupy/_core/_routines_indexing.pyx).
+_CUPY_ADD_AT = frozenset(("int32", "uint32", "uint64", "float16", "float32", "float64"))
+
+
+def _exact_add_at(target: Any, key: Any, values: Any, xp: Any, what: str) -> None:
+    """``add.at`` for the dtypes cupy's has no kernel for, exactly, through one it has:
+    int64 as uint64 (two's complement: adding the same bits gives the same bits), and
+    int8/int16/uint8/uint16/bool in a 32-bit copy cast back (wrapping sums agree modulo
+    2**bits; a bool is True where any True was added, as numpy's add.at)."""
+    values = xp.asarray(values)
+    if not np.can_cast(values.dtype, target.dtype, "same_kind"):
+        raise TypeError(
+            f"{what}: cannot add {values.dtype} values into a {target.dtype} tensor; cast "
+            f"them to {target.dtype} first"
+        )
+    values = values.astype(target.dtype, copy=False)
+    if target.dtype.itemsize == 8:
+        xp.add.at(target.view(xp.uint64), key, values.view(xp.uint64))
+        return
+    wide = np.dtype(np.int32 if target.dtype.kind == "i" else np.uint32)
+    sums = target.astype(wide)
+    xp.add.at(sums, key, values.astype(wide))
+    target[...] = sums.astype(target.dtype)
 
 
 def sorted_add_at(target: Any, key: Any, values: Any, xp: Any) -> None:

@@ -200,7 +200,7 @@ def test_repr_looks_like_pytorch():
     assert repr(dt.tensor([1, 2])) == "tensor([1, 2])"
     assert repr(dt.tensor([1.0], dtype=dt.float64)) == "tensor([1.], dtype=dtrain.float64)"
     assert repr(dt.ones(2, requires_grad=True)) == "tensor([1., 1.], requires_grad=True)"
-    assert repr(dt.ones(2, requires_grad=True).sum()) == "tensor(2., grad_fn=<SumBackward>)"
+    assert repr(dt.ones(2, requires_grad=True).sum()) == "tensor(2., grad_fn=<SumBackward0>)"
     assert repr(dt.zeros(2, 2)) == "tensor([[0., 0.],\n        [0., 0.]])"
 
 
