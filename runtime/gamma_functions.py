@@ -160,8 +160,8 @@ def _cot_derivative_polynomial(n: int) -> list[int]:
 
 def polygamma(n: int, x: Any) -> Any:
     """The ``n``-th derivative of digamma (``n >= 1``) of a float array: +inf at the poles
-    for odd ``n`` (-inf for even), NaN at -inf. Negative x by the reflection
-    ``psi^(n)(x) = (-1)^n psi^(n)(1 - x) - pi^(n+1) P_n(cot(pi x))``."""
+    for odd ``n`` (-inf for even), PyTorch's values at +-inf (see below). Negative x by the
+    reflection ``psi^(n)(x) = (-1)^n psi^(n)(1 - x) - pi^(n+1) P_n(cot(pi x))``."""
     xp = get_array_module(x)
     z = _as_float64(x)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -177,7 +177,10 @@ def polygamma(n: int, x: Any) -> Any:
         out = xp.where(z >= 0, positive, reflected)
         pole = (z <= 0) & (z == xp.floor(z))
         out = xp.where(pole, np.inf if n % 2 else -np.inf, out)
-        out = xp.where(z == -np.inf, np.nan, out)
+        # PyTorch's values at the infinities: n = 1 gives 0 at +inf and NaN at -inf; higher
+        # n give NaN at +inf and (-1)^(n+1) inf at -inf.
+        out = xp.where(z == np.inf, 0.0 if n == 1 else np.nan, out)
+        out = xp.where(z == -np.inf, np.nan if n == 1 else (np.inf if n % 2 else -np.inf), out)
     return out.astype(x.dtype, copy=False)
 
 

@@ -1,5 +1,7 @@
-"""``Dirichlet(concentration)`` and ``Beta(concentration1, concentration0)``, drawn through
-gamma variates (``sample`` only, as ``Gamma``)."""
+"""``Dirichlet(concentration)`` and ``Beta(concentration1, concentration0)``, drawn as
+normalised gamma variates; ``rsample`` differentiates through the gamma draws (PyTorch's
+Dirichlet uses its own ``_dirichlet_grad`` instead: the same gradient in expectation, not
+per draw)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from dtrain._tensor.distributions.distribution import (
     batch_shape_of,
     expand_params,
 )
-from dtrain._tensor.distributions.gamma import standard_gamma
+from dtrain._tensor.distributions.gamma import gamma_rsample
 from dtrain._tensor.distributions.utils import broadcast_all
 from dtrain._tensor.ops.special import digamma, lgamma
 from dtrain._tensor.tensor import Tensor
@@ -20,22 +22,26 @@ from dtrain.runtime.dtypes import finfo
 
 
 def _dirichlet_draw(concentration: Tensor) -> Tensor:
-    """Normalised gamma draws along the last dim, clamped into ``[tiny, 1 - eps]`` as
-    PyTorch's."""
-    gammas = standard_gamma(concentration)
-    info = finfo(gammas.dtype)
-    return (gammas / gammas.sum(-1, keepdim=True)).clamp(min=info.tiny, max=1 - info.eps)
+    """Normalised gamma draws along the last dim, kept in ``[tiny, 1 - eps]`` as PyTorch's
+    (the clamp moves values only, not the gradient)."""
+    gammas = gamma_rsample(concentration)
+    draw = gammas / gammas.sum(-1, keepdim=True)
+    info = finfo(draw.dtype)
+    clamped = draw.detach().clamp(min=info.tiny, max=1 - info.eps)
+    if not draw.requires_grad:
+        return clamped
+    return draw + (clamped - draw.detach())
 
 
 class Dirichlet(Distribution):
     """The Dirichlet distribution over the simplex, with ``concentration`` ``(..., K)``
-    (the last dim is the event); ``sample`` only (``has_rsample`` is False)."""
+    (the last dim is the event); ``rsample`` differentiates through the gamma draws."""
 
     arg_constraints: ClassVar[dict] = {
         "concentration": constraints.independent(constraints.positive, 1)
     }
     support = constraints.simplex
-    has_rsample = False
+    has_rsample = True
 
     def __init__(self, concentration: Tensor, validate_args: bool | None = None) -> None:
         if not isinstance(concentration, Tensor) or concentration.ndim < 1:
@@ -52,9 +58,9 @@ class Dirichlet(Distribution):
             self, Dirichlet, batch_shape, _instance, ("concentration",), self.event_shape
         )
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:
+    def rsample(self, sample_shape: Any = ()) -> Tensor:
         shape = self._extended_shape(sample_shape)
-        return _dirichlet_draw(self.concentration.detach().expand(shape))
+        return _dirichlet_draw(self.concentration.expand(shape))
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
@@ -70,11 +76,11 @@ class Dirichlet(Distribution):
     def mode(self) -> Tensor:
         above = (self.concentration - 1).clamp(min=0.0)
         mode = above / above.sum(-1, keepdim=True)
-        # All concentrations below 1: the mode is the corner of the largest one.
+        # All concentrations below 1: every corner is a mode; PyTorch returns the first
+        # (one_hot of the argmax of a NaN row), and so does dtrain.
         all_below = (self.concentration < 1).all(-1, keepdim=True)
         k = self.concentration.shape[-1]
-        largest = self.concentration.argmax(-1, keepdim=True)
-        corner = fn.arange(k, device=self.concentration.device) == largest
+        corner = fn.arange(k, device=self.concentration.device) == 0
         return fn.where(all_below, corner.to(mode.dtype), mode)
 
     @property
@@ -96,14 +102,15 @@ class Dirichlet(Distribution):
 
 class Beta(Distribution):
     """The beta distribution on ``[0, 1]``: density ``x^(a-1) (1-x)^(b-1) / B(a, b)``,
-    ``a = concentration1``, ``b = concentration0``; ``sample`` only."""
+    ``a = concentration1``, ``b = concentration0``; ``rsample`` is ``X / (X + Y)`` of
+    gamma draws, differentiated through them."""
 
     arg_constraints: ClassVar[dict] = {
         "concentration1": constraints.positive,
         "concentration0": constraints.positive,
     }
     support = constraints.unit_interval
-    has_rsample = False
+    has_rsample = True
 
     def __init__(
         self, concentration1: Any, concentration0: Any, validate_args: bool | None = None
@@ -135,8 +142,8 @@ class Beta(Distribution):
         total = self.concentration1 + self.concentration0
         return self.concentration1 * self.concentration0 / (total.pow(2) * (total + 1))
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:
-        return self._dirichlet.sample(sample_shape)[..., 0]
+    def rsample(self, sample_shape: Any = ()) -> Tensor:
+        return self._dirichlet.rsample(sample_shape)[..., 0]
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:

@@ -1,6 +1,10 @@
 """``Gamma(concentration, rate)`` and ``Chi2(df)``, and the gamma sampler Beta and Dirichlet
 draw from.
 
+``rsample`` differentiates the draws implicitly, as PyTorch's: ``dx/dconcentration`` of a
+standard gamma draw comes from ``gamma_grad.standard_gamma_grad`` (PyTorch's piecewise
+approximation of ``-(dF/dalpha) / (dF/dx)``), ``dx/drate = -x / rate``.
+
 The sampler is Marsaglia & Tsang's (2000) rejection method, vectorised: every element gets
 ``_ROUNDS`` proposals at once and keeps its first accepted one (each is accepted with
 probability >= 0.95, so all fail with probability < 1e-10); the rare elements left over
@@ -16,12 +20,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dtrain._tensor import functions as fn
+from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.distributions import constraints
 from dtrain._tensor.distributions.distribution import (
     Distribution,
     batch_shape_of,
     expand_params,
 )
+from dtrain._tensor.distributions.gamma_grad import standard_gamma_grad
 from dtrain._tensor.distributions.utils import broadcast_all
 from dtrain._tensor.ops.special import digamma, lgamma
 from dtrain._tensor.tensor import Tensor, wrap
@@ -54,36 +60,68 @@ def _marsaglia_tsang(boosted: Any, like: Tensor) -> tuple[Any, Any]:
     return value, accept.any(axis=0)
 
 
+def _standard_gamma_array(concentration: Any, like: Tensor) -> Any:
+    """``Gamma(concentration, 1)`` draws (an array of ``concentration``'s shape and dtype)."""
+    alpha = concentration.astype(np.float64)
+    xp = get_array_module(alpha)
+    boosted = xp.where(alpha < 1, alpha + 1.0, alpha)
+    value, done = _marsaglia_tsang(boosted, like)
+    while not bool(done.all()):  # probability < 1e-10 per element: almost never runs
+        more, accepted = _marsaglia_tsang(boosted, like)
+        value = xp.where(done, value, more)
+        done = done | accepted
+    u = _draws("uniform", alpha.shape, like)
+    with np.errstate(divide="ignore"):
+        log_value = xp.log(value) + xp.where(alpha < 1, xp.log(u) / alpha, 0.0)
+    out = xp.exp(log_value).astype(concentration.dtype)
+    return xp.asarray(xp.maximum(out, out.dtype.type(finfo(out.dtype).tiny)))  # 0-d: an array
+
+
 def standard_gamma(concentration: Tensor) -> Tensor:
     """``Gamma(concentration, 1)`` draws of ``concentration``'s shape, dtype and device
     (outside the graph)."""
-    alpha = concentration.detach()._array.astype(np.float64)
-    xp = get_array_module(alpha)
-    boosted = xp.where(alpha < 1, alpha + 1.0, alpha)
-    value, done = _marsaglia_tsang(boosted, concentration)
-    while not bool(done.all()):  # probability < 1e-10 per element: almost never runs
-        more, accepted = _marsaglia_tsang(boosted, concentration)
-        value = xp.where(done, value, more)
-        done = done | accepted
-    u = _draws("uniform", alpha.shape, concentration)
-    with np.errstate(divide="ignore"):
-        log_value = xp.log(value) + xp.where(alpha < 1, xp.log(u) / alpha, 0.0)
-    out = xp.exp(log_value).astype(concentration._array.dtype)
-    tiny = finfo(concentration.dtype).tiny
-    return wrap(xp.asarray(xp.maximum(out, out.dtype.type(tiny))))  # 0-d stays an array
+    return wrap(_standard_gamma_array(concentration.detach()._array, concentration))
+
+
+class GammaDraw(Op):
+    """``Gamma(alpha, rate)`` draws ``g / rate`` (``g`` standard gamma, the result clamped
+    to the smallest normal number), differentiated implicitly: ``d/dalpha`` is
+    ``standard_gamma_grad(alpha, g) / rate`` and ``d/drate`` is ``-value / rate``."""
+
+    reads_inputs = True
+
+    def forward(self, alpha: Any, rate: Any, like: Tensor) -> Any:
+        xp = get_array_module(alpha)
+        g = _standard_gamma_array(alpha, like)
+        value = g / rate
+        self.alpha, self.rate, self.g, self.value = alpha, rate, g, value
+        return xp.maximum(value, value.dtype.type(finfo(value.dtype).tiny))
+
+    def backward(self, grad: Any) -> tuple:
+        grad_alpha = grad_rate = None
+        if self.needs_input_grad[0]:
+            grad_alpha = grad * standard_gamma_grad(self.alpha, self.g) / self.rate
+        if self.needs_input_grad[1]:
+            grad_rate = -grad * self.value / self.rate
+        return grad_alpha, grad_rate
+
+
+def gamma_rsample(concentration: Tensor, rate: Any = 1.0) -> Tensor:
+    """Reparameterised ``Gamma(concentration, rate)`` draws of ``concentration``'s shape
+    (``rate`` a tensor of that shape, or a number)."""
+    return GammaDraw.apply(concentration, rate, like=concentration)
 
 
 class Gamma(Distribution):
     """Density ``rate^a x^(a-1) exp(-rate x) / Gamma(a)`` on ``x > 0``, ``a`` the
-    ``concentration``. ``sample`` only: dtrain has no reparameterised gamma sampler
-    (``has_rsample`` is False; PyTorch's ``rsample`` differentiates implicitly)."""
+    ``concentration``; ``rsample`` differentiates the draws implicitly, as PyTorch's."""
 
     arg_constraints: ClassVar[dict] = {
         "concentration": constraints.positive,
         "rate": constraints.positive,
     }
     support = constraints.nonnegative
-    has_rsample = False
+    has_rsample = True
     _mean_carrier_measure = 0
 
     def __init__(self, concentration: Any, rate: Any, validate_args: bool | None = None) -> None:
@@ -106,10 +144,9 @@ class Gamma(Distribution):
     def variance(self) -> Tensor:
         return self.concentration / self.rate.pow(2)
 
-    def sample(self, sample_shape: Any = ()) -> Tensor:
+    def rsample(self, sample_shape: Any = ()) -> Tensor:
         shape = self._extended_shape(sample_shape)
-        value = standard_gamma(self.concentration.detach().expand(shape)) / self.rate.detach()
-        return value.clamp(min=finfo(value.dtype).tiny)
+        return gamma_rsample(self.concentration.expand(shape), self.rate.expand(shape))
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
@@ -137,4 +174,4 @@ class Chi2(Gamma):
         return expand_params(self, Chi2, batch_shape, _instance, ("df", "concentration", "rate"))
 
 
-__all__ = ["Chi2", "Gamma", "standard_gamma"]
+__all__ = ["Chi2", "Gamma", "gamma_rsample", "standard_gamma"]

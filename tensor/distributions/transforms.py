@@ -65,6 +65,14 @@ class Transform:
         """``log |dy/dx|`` at ``x`` (``y = t(x)``), elementwise."""
         raise NotImplementedError(f"{type(self).__name__} does not implement the Jacobian")
 
+    def forward_shape(self, shape: tuple) -> tuple:
+        """The shape of ``t(x)`` for ``x`` of ``shape``."""
+        return tuple(shape)
+
+    def inverse_shape(self, shape: tuple) -> tuple:
+        """The shape of ``t.inv(y)`` for ``y`` of ``shape``."""
+        return tuple(shape)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -85,6 +93,12 @@ class _InverseTransform(Transform):
 
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         return -self._inv.log_abs_det_jacobian(y, x)
+
+    def forward_shape(self, shape: tuple) -> tuple:
+        return self._inv.inverse_shape(shape)
+
+    def inverse_shape(self, shape: tuple) -> tuple:
+        return self._inv.forward_shape(shape)
 
 
 class ExpTransform(Transform):
@@ -173,12 +187,20 @@ class AffineTransform(Transform):
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         scale = self.scale
         if isinstance(scale, (int, float)):
-            result = fn.full_like(x, math.log(abs(scale)))
+            result = fn.full_like(x, math.log(abs(scale)) if scale else -math.inf)
         else:
-            result = (
-                scale.abs().log().expand(x.shape) if scale.shape != x.shape else (scale.abs().log())
-            )
+            result = scale.abs().log()
+            shape = np.broadcast_shapes(tuple(x.shape), tuple(scale.shape))
+            result = result.expand(shape) if tuple(result.shape) != shape else result
         return sum_rightmost(result, self._event_dim)
+
+    def forward_shape(self, shape: tuple) -> tuple:
+        """``shape`` broadcast with the shapes of tensor ``loc`` and ``scale``, as PyTorch's."""
+        params = [tuple(p.shape) for p in (self.loc, self.scale) if isinstance(p, Tensor)]
+        return tuple(np.broadcast_shapes(tuple(shape), *params))
+
+    def inverse_shape(self, shape: tuple) -> tuple:
+        return self.forward_shape(shape)
 
 
 class ComposeTransform(Transform):
@@ -210,6 +232,16 @@ class ComposeTransform(Transform):
             y = part.inv(y)
         return y
 
+    def forward_shape(self, shape: tuple) -> tuple:
+        for part in self.parts:
+            shape = part.forward_shape(shape)
+        return tuple(shape)
+
+    def inverse_shape(self, shape: tuple) -> tuple:
+        for part in reversed(self.parts):
+            shape = part.inverse_shape(shape)
+        return tuple(shape)
+
     def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
         total: Any = 0.0
         event_dim = self.event_dim
@@ -224,7 +256,8 @@ class ComposeTransform(Transform):
 class TransformedDistribution(Distribution):
     """``transforms`` applied to draws of ``base_distribution``; ``log_prob`` inverts them
     and subtracts each ``log |dy/dx|``. Elementwise transforms (and ``AffineTransform``
-    with ``event_dim``) only: the shapes are the base distribution's."""
+    with ``event_dim``) only; an ``AffineTransform`` whose tensor ``loc``/``scale`` has
+    more dims than the base broadcasts the shape (the base is expanded), as PyTorch's."""
 
     arg_constraints: ClassVar[dict] = {}
 
@@ -240,9 +273,18 @@ class TransformedDistribution(Distribution):
             raise ValueError(
                 f"transforms must be a Transform or a list of Transforms, got {transforms!r}"
             )
-        self.base_dist = base_distribution
         self.transforms = list(transforms)
-        shape = base_distribution.batch_shape + base_distribution.event_shape
+        base_shape = tuple(base_distribution.batch_shape + base_distribution.event_shape)
+        shape = base_shape
+        for transform in self.transforms:
+            shape = transform.forward_shape(shape)
+        expanded = shape
+        for transform in reversed(self.transforms):
+            expanded = transform.inverse_shape(expanded)
+        if expanded != base_shape:  # a parameter broadcasts the batch: expand the base
+            base_event = len(base_distribution.event_shape)
+            base_distribution = base_distribution.expand(expanded[: len(expanded) - base_event])
+        self.base_dist = base_distribution
         event_dim = max([len(base_distribution.event_shape)] + [t.event_dim for t in transforms])
         super().__init__(
             shape[: len(shape) - event_dim], shape[len(shape) - event_dim :], validate_args

@@ -261,7 +261,23 @@ def _solve_lower_or_upper(a: Any, b: Any, upper: bool, left: bool, unitriangular
     batch = np.broadcast_shapes(t.shape[:-2], b.shape[:-2])
     t = xp.broadcast_to(t, batch + t.shape[-2:])
     b = xp.broadcast_to(b, batch + b.shape[-2:])
-    return xp.linalg.solve(t, b)
+    try:
+        return xp.linalg.solve(t, b)
+    except np.linalg.LinAlgError:  # a zero on the diagonal: inf/NaN as PyTorch, no raise
+        return _substitute(t, b, upper)
+
+
+def _substitute(t: Any, b: Any, upper: bool) -> Any:
+    """Forward (back, if ``upper``) substitution, one row of every matrix per step, so a
+    zero pivot gives inf/NaN as LAPACK's ``trtrs`` (PyTorch) instead of raising."""
+    xp = get_array_module(t)
+    n = t.shape[-1]
+    x = xp.zeros(b.shape, dtype=np.result_type(t.dtype, b.dtype))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for i in reversed(range(n)) if upper else range(n):
+            partial = xp.matmul(t[..., i : i + 1, :], x)[..., 0, :]  # unsolved rows are 0
+            x[..., i, :] = (b[..., i, :] - partial) / t[..., i, i : i + 1]
+    return x
 
 
 class Cholesky(Op):
@@ -384,10 +400,53 @@ def solve_triangular(
     return SolveTriangular.apply(A, B, upper=upper, left=left, unitriangular=unitriangular)
 
 
+class CholeskySolve(Op):
+    """``X = (L L^T)^-1 B``; backward as PyTorch's: ``gB = (L L^T)^-1 gX`` and the full
+    matrix ``gL = -(gB X^T + X gB^T) L`` (``-L (...)`` for an upper factor), whose
+    triangle is the true gradient (the other half is what PyTorch returns there too)."""
+
+    reads_inputs = True
+    reads_output = True
+
+    def forward(self, b: Any, factor: Any, upper: bool) -> Any:
+        self.factor, self.b_shape, self.upper = factor, b.shape, upper
+        self.out = self._solve(factor, b)
+        return self.out
+
+    def _solve(self, factor: Any, b: Any) -> Any:
+        if self.upper:  # A = U^T U
+            y = _solve_lower_or_upper(_mT(factor), b, False, True, False)
+            return _solve_lower_or_upper(factor, y, True, True, False)
+        y = _solve_lower_or_upper(factor, b, False, True, False)
+        return _solve_lower_or_upper(_mT(factor), y, True, True, False)
+
+    def backward(self, grad: Any) -> tuple:
+        xp = get_array_module(grad)
+        grad_b = self._solve(self.factor, grad)
+        grad_factor = None
+        if self.needs_input_grad[1]:
+            common = xp.matmul(grad_b, _mT(self.out))
+            common = common + _mT(common)
+            factor = _triangle(self.factor, self.upper)
+            grad_factor = -(xp.matmul(factor, common) if self.upper else xp.matmul(common, factor))
+            grad_factor = unbroadcast(grad_factor, self.factor.shape)
+        return unbroadcast(grad_b, self.b_shape), grad_factor
+
+
 def cholesky_solve(B: Tensor, L: Tensor, upper: bool = False) -> Tensor:  # noqa: N803
-    """``X`` with ``A X = B`` given ``A``'s Cholesky factor ``L`` (``upper``: ``L^T``)."""
-    if upper:
-        y = solve_triangular(L.mT, B, upper=False)
-        return solve_triangular(L, y, upper=True)
-    y = solve_triangular(L, B, upper=False)
-    return solve_triangular(L.mT, y, upper=True)
+    """``X`` with ``A X = B`` given ``A``'s Cholesky factor ``L`` (``upper``: ``A = U^T U``
+    with ``U = L``); only ``L``'s triangle is read. Batch dims broadcast. The gradient for
+    ``L`` is PyTorch's full matrix (its other triangle included).
+
+    Raises:
+        ValueError: the shapes do not fit.
+    """
+    _check_matrices("cholesky_solve", B, L)
+    n = L.shape[-1]
+    if L.shape[-2] != n or B.shape[-2] != n:
+        raise ValueError(
+            f"cholesky_solve: L {tuple(L.shape)} must be square and fit B {tuple(B.shape)}"
+        )
+    if L.dtype != B.dtype:
+        raise TypeError(f"cholesky_solve: B is {B.dtype} but L is {L.dtype}")
+    return CholeskySolve.apply(B, L, upper=upper)

@@ -121,3 +121,77 @@ def test_against_pytorch(torch):
     (expected * torch.tensor(b)).sum().backward()
     np.testing.assert_allclose(a_ours.grad.numpy(), a_t.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(b_ours.grad.numpy(), b_t.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_solve_triangular_with_a_zero_pivot_gives_inf_not_an_error():
+    a = dt.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=dt.float64)
+    out = dt.linalg.solve_triangular(a, dt.ones(2, 1, dtype=dt.float64), upper=False)
+    np.testing.assert_array_equal(out.numpy(), [[np.inf], [-np.inf]])  # 1/0, then 1 - inf
+    upper = dt.linalg.solve_triangular(a.mT, dt.ones(2, 1, dtype=dt.float64), upper=True)
+    assert np.isnan(upper.numpy()[0, 0]) and upper.numpy()[1, 0] == 1.0  # (1 - 1 * 1) / 0
+    batched = dt.linalg.solve_triangular(
+        dt.stack([a, dt.eye(2, dtype=dt.float64)]), dt.ones(2, 2, 1, dtype=dt.float64), upper=False
+    )
+    np.testing.assert_array_equal(batched.numpy()[1], [[1.0], [1.0]])
+
+
+def test_solve_triangular_zero_pivot_against_torch(torch):
+    a = np.array([[[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]])
+    b = np.array([[[1.0], [0.0], [2.0]]])
+    for upper in (False, True):
+        m = a if not upper else np.swapaxes(a, -1, -2)
+        ours = dt.linalg.solve_triangular(dt.tensor(m), dt.tensor(b), upper=upper).numpy()
+        theirs = torch.linalg.solve_triangular(torch.tensor(m), torch.tensor(b), upper=upper)
+        np.testing.assert_array_equal(ours, theirs.numpy())
+
+
+def _cholesky_solve_grads(upper: bool, lower: np.ndarray, b: np.ndarray, w: np.ndarray):
+    factor = np.swapaxes(lower, -1, -2).copy() if upper else lower
+    leaf = dt.tensor(factor, requires_grad=True)
+    b_leaf = dt.tensor(b, requires_grad=True)
+    (dt.cholesky_solve(b_leaf, leaf, upper=upper) * dt.tensor(w)).sum().backward()
+    return factor, leaf.grad.numpy(), b_leaf.grad.numpy()
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_solve_gradients(upper):
+    """The factor's triangle by finite differences; the full matrix is PyTorch's
+    ``-(gB X^T + X gB^T) L`` (``-L (...)`` if upper), the other triangle included."""
+    rng = np.random.default_rng(6)
+    lower = np.linalg.cholesky(spd(2))
+    b, w = rng.normal(size=(2, 3, 2)), rng.normal(size=(2, 3, 2))
+    factor, grad, grad_b = _cholesky_solve_grads(upper, lower, b, w)
+
+    def loss(f: np.ndarray, b_: np.ndarray) -> float:
+        t = np.triu(f) if upper else np.tril(f)
+        a = np.swapaxes(t, -1, -2) @ t if upper else t @ np.swapaxes(t, -1, -2)
+        return float((np.linalg.solve(a, b_) * w).sum())
+
+    eps = 1e-6
+    numeric = np.zeros_like(factor)
+    for idx in np.ndindex(factor.shape):
+        step = np.zeros_like(factor)
+        step[idx] = eps
+        numeric[idx] = (loss(factor + step, b) - loss(factor - step, b)) / (2 * eps)
+    triangle = np.triu if upper else np.tril
+    np.testing.assert_allclose(triangle(grad), numeric, atol=1e-8)
+    a = np.swapaxes(factor, -1, -2) @ factor if upper else factor @ np.swapaxes(factor, -1, -2)
+    x = np.linalg.solve(a, b)
+    np.testing.assert_allclose(grad_b, np.linalg.solve(a, w), atol=1e-12)
+    common = grad_b @ np.swapaxes(x, -1, -2)
+    common = common + np.swapaxes(common, -1, -2)
+    full = -(factor @ common) if upper else -(common @ factor)
+    np.testing.assert_allclose(grad, full, atol=1e-12)
+    assert np.abs(grad - triangle(grad)).max() > 1e-3  # the other triangle is filled
+
+
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_solve_gradients_against_torch(upper, torch):
+    rng = np.random.default_rng(7)
+    lower = np.linalg.cholesky(spd(2))
+    b, w = rng.normal(size=(4, 2, 3, 2)), rng.normal(size=(4, 2, 3, 2))
+    factor, grad, grad_b = _cholesky_solve_grads(upper, lower, b, w)
+    f_t, b_t = torch.tensor(factor, requires_grad=True), torch.tensor(b, requires_grad=True)
+    (torch.cholesky_solve(b_t, f_t, upper=upper) * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(grad, f_t.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad_b, b_t.grad.numpy(), rtol=1e-10, atol=1e-12)

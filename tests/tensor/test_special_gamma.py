@@ -160,3 +160,20 @@ def test_against_pytorch(torch):
     ours = dt.tensor([0.0, 0.2, 1.5], dtype=dt.float64, requires_grad=True)
     special.entr(ours[1:]).sum().backward()
     np.testing.assert_allclose(ours.grad.numpy(), v.grad.numpy(), rtol=1e-14)
+
+
+def test_polygamma_at_the_infinities_as_pytorch():
+    x = np.array([np.inf, -np.inf])
+    np.testing.assert_array_equal(polygamma(1, x), [0.0, np.nan])
+    for n in range(2, 7):
+        np.testing.assert_array_equal(polygamma(n, x), [np.nan, np.inf if n % 2 else -np.inf])
+    out = special.polygamma(2, dt.tensor([np.inf, -np.inf], dtype=dt.float32)).numpy()
+    assert np.isnan(out[0]) and out[1] == -np.inf and out.dtype == np.float32
+
+
+def test_polygamma_at_the_infinities_against_torch(torch):
+    x = np.array([np.inf, -np.inf, np.nan, 3.0])
+    for n in range(1, 7):
+        np.testing.assert_array_equal(
+            polygamma(n, x)[:3], torch.polygamma(n, torch.tensor(x)).numpy()[:3]
+        )
