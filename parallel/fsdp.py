@@ -26,7 +26,7 @@ from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor
 from dtrain.parallel import api, collectives
-from dtrain.parallel.fsdp_flat import FLAT_PARAM_NAME, FlatHandle
+from dtrain.parallel.fsdp_flat import FLAT_PARAM_NAME, FlatHandle, flattened_by
 from dtrain.parallel.fsdp_state import (
     NO_OPTIM_STATE,
     WRAPPED,
@@ -35,7 +35,7 @@ from dtrain.parallel.fsdp_state import (
     ShardingStrategy,
     StateDictType,
     check_supported,
-    check_supported_2,
+    clean_key,
     full_state_dict,
     load_full_state_dict,
     summon_full_params,
@@ -73,8 +73,16 @@ class FullyShardedDataParallel(Module):
         if not isinstance(module, Module):
             raise TypeError(f"FullyShardedDataParallel wraps an nn.Module, got {type(module)}")
         strategy = ShardingStrategy.FULL_SHARD if sharding_strategy is None else sharding_strategy
-        check_supported(strategy, cpu_offload, mixed_precision, ignored_modules, ignored_states)
-        check_supported_2(param_init_fn, use_orig_params, device_mesh)
+        check_supported(
+            strategy=strategy,
+            cpu_offload=cpu_offload,
+            mixed_precision=mixed_precision,
+            ignored_modules=ignored_modules,
+            ignored_states=ignored_states,
+            param_init_fn=param_init_fn,
+            use_orig_params=use_orig_params,
+            device_mesh=device_mesh,
+        )
         if device_id is not None:
             module.to(f"cuda:{device_id}" if isinstance(device_id, int) else device_id)
         if auto_wrap_policy is not None:
@@ -99,6 +107,7 @@ class FullyShardedDataParallel(Module):
         self._state_dict_type = StateDictType.FULL_STATE_DICT
         self._state_dict_config = FullStateDictConfig()
         slots = _own_parameters(module)
+        _check_not_tied(module, slots)
         if sync_module_states:
             _broadcast_state(module, slots, process_group)
         self._handle = None
@@ -106,6 +115,10 @@ class FullyShardedDataParallel(Module):
             sharded = strategy is not ShardingStrategy.NO_SHARD
             self._handle = FlatHandle(slots, process_group, sharded)
             self.register_parameter(FLAT_PARAM_NAME, self._handle.flat_param)
+            regather = self._handle.regather
+            for owner in {id(m): m for m, _, _ in self._handle.slots}.values():
+                # activation checkpointing inside the unit reruns these in backward
+                owner.register_forward_pre_hook(lambda _module, _args: regather())
 
     # ---- access --------------------------------------------------------------------------
     @property
@@ -135,6 +148,26 @@ class FullyShardedDataParallel(Module):
         """The FSDP units in ``module`` (itself included); ``root_only``: the roots only."""
         units = units_of(module, FullyShardedDataParallel)
         return [u for u in units if u._is_root] if root_only else units
+
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Any]]:
+        """As ``Module``'s; inside ``summon_full_params`` the original parameters under the
+        original module's names (the wrappers' ``_fsdp_wrapped_module.`` left out), as torch."""
+        items = super().named_parameters(prefix, recurse, remove_duplicate)
+        return self._clean_if_summoned(items)
+
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Any]]:
+        """As ``Module``'s; inside ``summon_full_params`` under the original module's names."""
+        return self._clean_if_summoned(super().named_buffers(prefix, recurse, remove_duplicate))
+
+    def _clean_if_summoned(self, items: Iterator) -> Iterator:
+        units = self.fsdp_modules(self)
+        if not any(u._handle is not None and u._handle.summoned is not None for u in units):
+            return items
+        return ((clean_key(name), value) for name, value in items)
 
     def extra_repr(self) -> str:
         numel = 0 if self._handle is None else self._handle.numel
@@ -185,10 +218,12 @@ class FullyShardedDataParallel(Module):
         grads = [h.flat_param.grad._array for h in handles if h.flat_param.grad is not None]
         arrays = grads or [h.flat_param._array for h in handles]
         xp = get_array_module(*arrays)
-        dtype = grads[0].dtype if grads else "float32"
-        local = xp.zeros(1, dtype="float32")
+        dtype = grads[0].dtype if grads else arrays[0].dtype if arrays else "float32"
+        # float16/bfloat16 summed in float32, float64 kept (as torch's norms)
+        work = xp.result_type(dtype, "float32")
+        local = xp.zeros(1, dtype=work)
         for g in grads:
-            part = xp.abs(g.astype("float32", copy=False))
+            part = xp.abs(g.astype(work, copy=False))
             if math.isinf(norm_type):
                 local = xp.maximum(local, part.max())
             else:
@@ -337,6 +372,33 @@ def _own_parameters(module: Module) -> list:
         children = [m for m in current._modules.values() if m is not None and not _is_unit(m)]
         stack.extend(reversed(children))
     return slots
+
+
+def _check_not_tied(module: Module, slots: list) -> None:
+    """Refuse a parameter that a nested (or earlier) unit already flattened: each unit
+    would train its own copy of it."""
+    paths = {}
+    for prefix, sub in module.named_modules(remove_duplicate=False):
+        if _is_unit(sub):
+            continue
+        head = f"{clean_key(prefix)}." if prefix else ""
+        for name, param in sub._parameters.items():
+            if param is not None:
+                paths.setdefault(id(param), head + name)
+    units = {id(u._handle): clean_key(p) for p, u in module.named_modules() if _is_unit(u)}
+    for owner, name, param in slots:
+        found = flattened_by(param)
+        if found is None:
+            continue
+        handle, where = found
+        other = f"{where} of the unit at {units[id(handle)]!r}" if id(handle) in units else where
+        mine = paths.get(id(param), f"{type(owner).__name__}.{name}")
+        raise ValueError(
+            f"FullyShardedDataParallel: parameter {mine!r} is tied to {other}, which another "
+            "FSDP unit already holds; each unit would train its own copy of it. Keep the "
+            "modules that share it in one unit: wrap their common ancestor and leave them "
+            "out of the auto_wrap_policy (torch FSDP1 does not support this either)"
+        )
 
 
 def _broadcast_state(module: Module, slots: list, group: Any) -> None:

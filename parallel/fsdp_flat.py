@@ -12,9 +12,11 @@ gradient, averaged over ranks, into the shard's ``.grad``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from dtrain._tensor.autograd.engine import queue_callback
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.nn.module import Module
@@ -25,6 +27,18 @@ from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.runtime.backend import get_array_module
 
 FLAT_PARAM_NAME = "_flat_param"
+
+# id(original parameter) -> (a weak reference to it, the handle that flattened it, where):
+# a parameter tied across two units is refused instead of silently untied.
+_FLATTENED: dict[int, tuple[weakref.ref, weakref.ref, str]] = {}
+
+
+def flattened_by(param: Parameter) -> tuple[FlatHandle, str] | None:
+    """The handle that already flattened ``param`` and the parameter's place there, or None."""
+    entry = _FLATTENED.get(id(param))
+    if entry is None or entry[0]() is not param or entry[1]() is None:
+        return None
+    return entry[1](), entry[2]
 
 
 class FlatParameter(Parameter):
@@ -44,7 +58,7 @@ class _AllGatherFlat(Op):
         return handle.gather(shard)
 
     def backward(self, grad: Any) -> tuple:
-        return (self.handle.reduce_grad(grad),)
+        return (self.handle.reduce_grad(grad, self),)
 
 
 class FlatHandle:
@@ -79,7 +93,7 @@ class FlatHandle:
                 unique[id(param)] = len(params)
                 params.append(param)
             self.slots.append((module, name, unique[id(param)]))
-        _check_uniform(params, [(m, n) for m, n, _ in slots])
+        _check_uniform(params, [(m, n, p) for m, n, p in slots])
         self.shapes = [tuple(p.shape) for p in params]
         self.numels = [int(p.numel()) for p in params]
         self.requires_grad = params[0].requires_grad
@@ -97,8 +111,17 @@ class FlatHandle:
         own = full[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
         self.flat_param = FlatParameter(own.copy() if self.sharded else full, self.requires_grad)
         self.sync = True  # False inside no_sync(): the flat gradient is kept, not reduced
-        self.pending: Any = None  # the full flat gradient accumulated under no_sync()
+        # The full flat gradient accumulated under no_sync(), valid while the shard's .grad
+        # is still ``owner`` at ``version`` (zero_grad, either way, drops it): see _stash.
+        self.pending: Any = None
+        self.pending_owner: tuple[weakref.ref, int] | None = None
         self.summoned: list | None = None  # summon_full_params(): the full array and params
+        self.bound: Any = None  # the gather node whose views the modules hold now
+        refs = weakref.ref(self)
+        for module, name, index in self.slots:
+            param = params[index]
+            where = f"{type(module).__name__}.{name}"
+            _FLATTENED[id(param)] = (weakref.ref(param, _forget(id(param))), refs, where)
         for module, name, _ in self.slots:
             del module._parameters[name]
 
@@ -118,6 +141,7 @@ class FlatHandle:
         """Gather the full parameters and point each module attribute at a view of them
         (recorded by autograd when grad is enabled, so backward reaches the shard)."""
         full = _AllGatherFlat.apply(self.flat_param, handle=self)
+        self.bound = full.grad_fn
         sizes = self.numels + ([self.padding] if self.padding else [])
         pieces = full.split(sizes) if len(sizes) > 1 else (full,)
         views = [piece.view(shape) for piece, shape in zip(pieces, self.shapes)]
@@ -127,20 +151,37 @@ class FlatHandle:
     def reshard(self) -> None:
         """Drop the module attributes (the views of the full parameters); what autograd saved
         for backward stays alive until that backward ran."""
+        self.bound = None
         for module, name, _ in self.slots:
             module.__dict__.pop(name, None)
 
+    def regather(self) -> None:
+        """In a backward pass, when the modules' attributes are gone (activation
+        checkpointing recomputes part of the unit): gather again, until that backward ends.
+
+        Collective: every rank recomputes the same segments in the same order."""
+        if self.summoned is not None or all(name in m.__dict__ for m, name, _ in self.slots):
+            return
+        try:
+            queue_callback(self.reshard)
+        except RuntimeError:
+            return  # not in backward: the module's own AttributeError says what is wrong
+        self.unshard()
+
     # ---- backward -----------------------------------------------------------------------
-    def reduce_grad(self, grad: Any) -> Any:
+    def reduce_grad(self, grad: Any, node: Any = None) -> Any:
         """The shard's gradient from the full flat one: averaged over ranks (reduce-scatter,
         or all-reduce without sharding); None under ``no_sync()``, which keeps the sum.
 
         Collective outside no_sync(): every rank of the group must call this."""
+        if node is not None and self.bound is node:
+            self.reshard()  # the unit's gradient is done: a recompute may not need the views
         if not self.sync:
-            self.pending = grad.copy() if self.pending is None else self.pending + grad
+            self._stash(grad)
             return None
-        if self.pending is not None:
-            grad, self.pending = grad + self.pending, None
+        pending = self._take_pending()
+        if pending is not None:
+            grad = grad + pending
         if self.world == 1:
             return grad.copy()
         xp = get_array_module(grad)
@@ -152,6 +193,35 @@ class FlatHandle:
         out = grad.copy()
         collectives.all_reduce(out, ReduceOp.AVG, group=self.group)
         return out
+
+    def _stash(self, grad: Any) -> None:
+        """Keep ``grad`` (no_sync) with the pending sum, tied to the shard's ``.grad``: a
+        None one gets zeros, so ``zero_grad`` (set to None, or zeroed in place, which bumps
+        its version) drops the pending sum as it would torch's unsharded gradient."""
+        pending = self._take_pending()
+        self.pending = grad.copy() if pending is None else pending + grad
+        owner = self.flat_param.grad
+        if owner is None:
+            xp = get_array_module(self.flat_param._array)
+            owner = self.flat_param.grad = Tensor(xp.zeros_like(self.flat_param._array))
+        self.pending_owner = (weakref.ref(owner, self._drop_pending), owner._version[0])
+
+    def _drop_pending(self, ref: Any = None) -> None:
+        """Forget the no_sync sum (``ref``: the weak reference of its dying owner)."""
+        if ref is None or (self.pending_owner is not None and self.pending_owner[0] is ref):
+            self.pending, self.pending_owner = None, None
+
+    def _take_pending(self) -> Any:
+        """The no_sync sum if the shard's ``.grad`` it belongs to is unchanged, else None;
+        either way it is no longer kept."""
+        pending, owner = self.pending, self.pending_owner
+        self._drop_pending()
+        if pending is None or owner is None:
+            return None
+        grad = self.flat_param.grad
+        if owner[0]() is not grad or grad is None or grad._version[0] != owner[1]:
+            return None
+        return pending
 
     # ---- summon_full_params -------------------------------------------------------------
     def summon(self, offload_to_cpu: bool = False) -> None:
@@ -200,7 +270,16 @@ class FlatHandle:
         self.flat_param._version[0] += 1
 
 
-def _check_uniform(params: list[Parameter], where: list[tuple[Module, str]]) -> None:
+def _forget(key: int) -> Any:
+    def forget(_ref: Any) -> None:
+        entry = _FLATTENED.get(key)
+        if entry is not None and entry[0]() is None:
+            del _FLATTENED[key]
+
+    return forget
+
+
+def _check_uniform(params: list[Parameter], where: list[tuple[Module, str, Parameter]]) -> None:
     first = params[0]
     for param in params[1:]:
         if param.dtype != first.dtype or param.device != first.device:
@@ -211,9 +290,16 @@ def _check_uniform(params: list[Parameter], where: list[tuple[Module, str]]) -> 
                 "in its own FSDP unit"
             )
         if param.requires_grad != first.requires_grad:
+
+            def names(trainable: bool) -> str:
+                found = [
+                    f"{type(m).__name__}.{n}" for m, n, p in where if p.requires_grad == trainable
+                ]
+                return ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+
             raise ValueError(
                 "FullyShardedDataParallel: one unit mixes frozen and trainable parameters "
-                f"(near {', '.join(f'{type(m).__name__}.{n}' for m, n in where[:3])}); "
+                f"(frozen: {names(False)}; trainable: {names(True)}); "
                 "wrap the frozen sub-modules in their own FSDP units (use_orig_params=True, "
                 "which torch allows this with, is not supported)"
             )

@@ -88,7 +88,15 @@ NO_OPTIM_STATE = (
 
 
 def check_supported(
-    strategy: Any, cpu_offload: Any, mixed_precision: Any, ignored_modules: Any, ignored: Any
+    *,
+    strategy: Any,
+    cpu_offload: Any = None,
+    mixed_precision: Any = None,
+    ignored_modules: Any = None,
+    ignored_states: Any = None,
+    param_init_fn: Any = None,
+    use_orig_params: bool = False,
+    device_mesh: Any = None,
 ) -> None:
     """Raise NotImplementedError for the constructor options dtrain does not support."""
     if not isinstance(strategy, ShardingStrategy) or strategy.name.startswith(
@@ -111,15 +119,11 @@ def check_supported(
             "FullyShardedDataParallel: a MixedPrecision policy is not supported by dtrain; "
             "pass mixed_precision=None and convert the module's dtype yourself"
         )
-    if ignored_modules or ignored:
+    if ignored_modules or ignored_states:
         raise NotImplementedError(
             "FullyShardedDataParallel: ignored_modules / ignored_states are not supported by "
             "dtrain; move those modules out of the wrapped module"
         )
-
-
-def check_supported_2(param_init_fn: Any, use_orig_params: bool, device_mesh: Any) -> None:
-    """The rest of ``check_supported``."""
     if param_init_fn is not None:
         raise NotImplementedError(
             "FullyShardedDataParallel: param_init_fn (meta-device init) is not supported by "
@@ -164,16 +168,20 @@ def summon_full_params(
             "summon_full_params: rank0_only=True and writeback=True cannot be combined (as in "
             "torch); pass writeback=False"
         )
-    handles = [u._handle for u in units if u._handle is not None]
     summoned = []
     try:
-        for handle in handles:
-            handle.summon(offload_to_cpu)
-            summoned.append(handle)
+        for unit in units:
+            if unit._handle is None:
+                continue
+            unit._handle.summon(offload_to_cpu)
+            # as torch: the shard is no parameter while the originals are registered
+            del unit._parameters[FLAT_PARAM_NAME]
+            summoned.append(unit)
         yield
     finally:
-        for handle in reversed(summoned):
-            handle.unsummon(writeback)
+        for unit in reversed(summoned):
+            unit._parameters[FLAT_PARAM_NAME] = unit._handle.flat_param
+            unit._handle.unsummon(writeback)
 
 
 def clean_key(key: str) -> str:
@@ -197,7 +205,8 @@ def full_state_dict(root: Any, config: FullStateDictConfig, prefix: str = "") ->
             return result
         for key, value in raw.items():
             if not _is_flat(key):
-                result[prefix + clean_key(key)] = value.detach().clone()
+                value = value.detach().clone()  # buffers too go to the CPU, as in torch
+                result[prefix + clean_key(key)] = value.cpu() if config.offload_to_cpu else value
     return result
 
 

@@ -176,8 +176,8 @@ def accumulate(kind: str, policy: str | None, micro: int = 3, steps: int = 2) ->
             context = fsdp.no_sync() if m < micro - 1 else contextlib.nullcontext()
             with context:
                 (loss_of(kind, fsdp(x), t) / micro).backward()
-            if m < micro - 1:  # nothing reduced yet: the shards have no gradient
-                assert all(p.grad is None for p in fsdp.parameters()), "no_sync reduced"
+            if m < micro - 1:  # nothing reduced yet: the shards' gradients hold zeros
+                assert not any(p.grad.numpy().any() for p in fsdp.parameters()), "no_sync reduced"
         xs = [whole_batch(kind, world, step, m) for m in range(micro)]
         xs_all, ts_all = dt.cat([x for x, _ in xs]), dt.cat([t for _, t in xs])
         loss_of(kind, plain(xs_all), ts_all).backward()
@@ -232,5 +232,84 @@ def state_round_trip(kind: str, policy: str | None) -> dict:
         out["summoned_names"] = [n for n, _ in fsdp.named_parameters()]
     out["after_writeback"] = as_lists(fsdp.state_dict())
     out["names_outside"] = [n for n, _ in fsdp.named_parameters()]
+    dist.destroy_process_group()
+    return out
+
+
+def zero_grad_after_no_sync() -> dict:
+    """A backward under no_sync, then zero_grad (each of three ways), then one synced
+    backward: the gradient is that backward's alone, as a fresh one and as DDP's."""
+    dist.init_process_group(timeout=60)
+    rank = dist.get_rank()
+    fsdp = FSDP(make_model("mlp"), auto_wrap_policy=POLICIES["size"])
+    ddp = dist.DistributedDataParallel(make_model("mlp"))
+    x, y = batch("mlp", rank, 0)
+    out: dict = {}
+    for how in ("optimizer", "module", "in_place"):
+        grads = []
+        for model in (fsdp, ddp):
+            opt = dt.optim.SGD(model.parameters(), lr=0.1)
+            with model.no_sync():
+                loss_of("mlp", model(x * 3), y).backward()
+            if how == "optimizer":
+                opt.zero_grad()
+            elif how == "module":
+                model.zero_grad()
+            else:
+                opt.zero_grad(set_to_none=False)
+            loss_of("mlp", model(x), y).backward()
+            grads.append([p.grad.numpy().tolist() for p in model.parameters()])
+            model.zero_grad()
+        out[how] = grads[0]
+        out[f"{how}_ddp"] = grads[1]
+    loss_of("mlp", fsdp(x), y).backward()
+    out["fresh"] = [p.grad.numpy().tolist() for p in fsdp.parameters()]
+    dist.destroy_process_group()
+    return out
+
+
+class CheckpointedBlock(Block):
+    """A block whose attention and MLP halves are activation-checkpointed segments."""
+
+    def forward(self, x: dt.Tensor) -> dt.Tensor:
+        from dtrain.utils.checkpoint import checkpoint
+
+        def attend(x: dt.Tensor) -> dt.Tensor:
+            q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
+            attention = (q @ k.transpose(-2, -1) / math.sqrt(D)).softmax(-1)
+            return x + self.proj(attention @ v)
+
+        x = checkpoint(attend, x, use_reentrant=False)
+        return x + checkpoint(lambda h: self.fc2(F.gelu(self.fc1(self.ln2(h)))), x)
+
+
+def checkpoint_inside_units(steps: int = 2) -> dict:
+    """Checkpointed segments inside transformer_auto_wrap_policy units train as the plain
+    model on the concatenated batch."""
+    dist.init_process_group(timeout=60)
+    rank, world = dist.get_rank(), dist.get_world_size()
+
+    def build() -> nn.Module:
+        model = make_model("tf")
+        model.blocks = nn.ModuleList([CheckpointedBlock(), CheckpointedBlock()])
+        return model
+
+    plain = build()
+    policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={Block})
+    fsdp = FSDP(build(), auto_wrap_policy=policy)
+    units = len(FSDP.fsdp_modules(fsdp))
+    opts = [dt.optim.SGD(m.parameters(), lr=0.2) for m in (plain, fsdp)]
+    for step in range(steps):
+        for model, opt, (x, y) in (
+            (plain, opts[0], whole_batch("tf", world, step)),
+            (fsdp, opts[1], batch("tf", rank, step)),
+        ):
+            opt.zero_grad()
+            loss_of("tf", model(x), y).backward()
+            opt.step()
+    out = {"plain": as_lists(plain.state_dict()), "fsdp": as_lists(fsdp.state_dict())}
+    out["units"] = units
+    block = fsdp.module.blocks[0].module
+    out["bound"] = [k for k in ("qkv", "fc1") if "weight" in vars(getattr(block, k))]
     dist.destroy_process_group()
     return out

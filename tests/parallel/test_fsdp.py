@@ -239,3 +239,88 @@ def test_the_gpu_check_worker_runs_on_the_cpu():
     for value in launch.values():
         assert value["on_device"] and value["shards"] == 2
         assert value["worst"] < 1e-5, value
+
+
+# ---- regressions: no_sync and zero_grad, checkpointing, summon names, ties ------------------
+def test_zero_grad_drops_what_no_sync_accumulated():
+    for value in run_tcp(2, "fsdp_workers:zero_grad_after_no_sync", {}).values():
+        for how in ("optimizer", "module", "in_place"):
+            for got, fresh in zip(value[how], value["fresh"]):
+                np.testing.assert_allclose(got, fresh, atol=1e-7)
+        # DDP gives the same (its gradients are whole, the shards are pieces of them)
+        assert value["optimizer_ddp"] == value["module_ddp"]
+
+
+def test_activation_checkpointing_inside_units_matches_plain_training():
+    for value in run_tcp(2, "fsdp_workers:checkpoint_inside_units", {}).values():
+        assert value["units"] == 3
+        assert max_diff(value["fsdp"], value["plain"]) < ATOL
+        assert value["bound"] == []  # the views gathered again in backward are let go
+
+
+def test_summon_full_params_names_the_original_parameters(one_process):
+    model = FSDP(make_model("tf"), auto_wrap_policy=ModuleWrapPolicy({Block}))
+    plain = make_model("tf")
+    with FSDP.summon_full_params(model):
+        names = [n for n, _ in model.named_parameters()]
+        assert names == [n for n, _ in plain.named_parameters()]
+        assert not any(isinstance(p, FlatParameter) for p in model.parameters())
+        weight = dict(model.named_parameters())["blocks.0.qkv.weight"]
+        np.testing.assert_array_equal(
+            weight.detach().numpy(), plain.blocks[0].qkv.weight.detach().numpy()
+        )
+    assert [type(p) for p in model.parameters()] == [FlatParameter] * 3
+    assert next(model.named_parameters())[0] == "_flat_param"
+
+
+def test_a_parameter_tied_across_units_is_refused(one_process):
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.head = nn.Embedding(7, 4), nn.Linear(4, 7, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, t: dt.Tensor) -> dt.Tensor:
+            return self.head(self.embed(t))
+
+    with pytest.raises(ValueError, match=r"'embed\.weight' is tied to Linear\.weight .*'head'"):
+        FSDP(LM(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+    with pytest.raises(ValueError, match="tied to"):  # two sibling units
+        FSDP(LM(), auto_wrap_policy=ModuleWrapPolicy({nn.Linear, nn.Embedding}))
+    # in one unit the tie is kept: one copy, trained once
+    plain, fsdp = LM(), FSDP(LM())
+    fsdp.load_state_dict(plain.state_dict())
+    assert [p.numel() for p in fsdp.parameters()] == [28]
+    tokens = dt.tensor(np.array([[1, 2, 3]]))
+    for model in (plain, fsdp):
+        opt = dt.optim.SGD(model.parameters(), lr=0.5)
+        model(tokens).pow(2).sum().backward()
+        opt.step()
+    state = fsdp.state_dict()
+    np.testing.assert_allclose(
+        state["head.weight"].numpy(), plain.head.weight.detach().numpy(), atol=1e-6
+    )
+    np.testing.assert_array_equal(state["embed.weight"].numpy(), state["head.weight"].numpy())
+
+
+def test_clip_grad_norm_keeps_float64(one_process):
+    dt.manual_seed(0)
+    plain = nn.Linear(30, 20).double()
+    fsdp = FSDP(nn.Linear(30, 20).double())
+    fsdp.load_state_dict(plain.state_dict())
+    x = dt.tensor(np.random.default_rng(0).standard_normal((5, 30)))
+    for model in (plain, fsdp):
+        model(x).pow(2).sum().backward()
+    expected = nn.utils.clip_grad_norm_(plain.parameters(), 0.1)
+    got = fsdp.clip_grad_norm_(0.1)
+    assert got.dtype == dt.float64
+    assert abs(float(got) - float(expected)) < 1e-10 * float(expected)
+    plain_grad = np.concatenate([p.grad.numpy().ravel() for p in plain.parameters()])
+    np.testing.assert_allclose(next(fsdp.parameters()).grad.numpy(), plain_grad, rtol=1e-12)
+
+
+def test_mixing_frozen_and_trainable_names_both(one_process):
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    model[1].requires_grad_(False)
+    with pytest.raises(ValueError, match=r"frozen: Linear\.weight, Linear\.bias; trainable"):
+        FSDP(model)
