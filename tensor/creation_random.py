@@ -157,9 +157,17 @@ def randint_like(
 
 
 @uses_default_device
-def randperm(n: int, generator: Generator | None = None, device: Any = None) -> Tensor:
-    """A random permutation of ``0..n-1`` (int64)."""
-    return _finish(_numpy_rng(generator).permutation(n).astype(np.int64), None, device, False)
+def randperm(
+    n: int,
+    generator: Generator | None = None,
+    device: Any = None,
+    *,
+    dtype: Any = None,
+    requires_grad: bool = False,
+) -> Tensor:
+    """A random permutation of ``0..n-1`` (int64 unless ``dtype`` says otherwise)."""
+    order = _numpy_rng(generator).permutation(n).astype(np.int64)
+    return _finish(order, dtype, device, requires_grad)
 
 
 def multinomial(

@@ -339,6 +339,8 @@ from dtrain._tensor.ops.unary import (
 )
 from dtrain._tensor.out_argument import accepts_out
 
+concat = concatenate = cat
+
 # What Tensor's methods and operators call: the functions without the ``out=`` wrapper
 # (a method takes no ``out=``, and each op's host time counts on the GPU).
 without_out = _types.SimpleNamespace(
@@ -378,7 +380,7 @@ for _names, _options in (
     for _name in _names.split():
         globals()[_name] = accepts_out(globals()[_name], **_options)
 del _names, _options, _name
-concat = concatenate = cat
+concat = concatenate = cat  # the wrapped cat, with out=
 
 __all__ = [
     "Add",

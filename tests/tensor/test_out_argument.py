@@ -225,3 +225,11 @@ def test_functions_without_out_are_unchanged():
     assert dt.add.__name__ == "add" and dt.add.__doc__
     with pytest.raises(TypeError):
         dt.flatten(dt.ones(2, 2), out=dt.empty(4))
+
+
+def test_randperm_into_out_and_with_a_dtype():
+    out = dt.zeros(5, dtype=dt.int64)
+    assert dt.randperm(5, out=out) is out
+    assert sorted(out.tolist()) == [0, 1, 2, 3, 4]
+    floats = dt.randperm(4, dtype=dt.float32)
+    assert floats.dtype == dt.float32 and sorted(floats.tolist()) == [0.0, 1.0, 2.0, 3.0]
