@@ -32,8 +32,13 @@ class Tanh(Op):
 
 
 def _sigmoid(x: Any) -> Any:
-    # tanh form: no overflow for large |x|, unlike 1 / (1 + exp(-x)).
-    return 0.5 + 0.5 * get_array_module(x).tanh(0.5 * x)
+    # exp(-|x|) never overflows, and e / (1 + e) below 0 keeps the small tail that the tanh
+    # form 0.5 + 0.5 tanh(x / 2) loses: it rounds sigmoid(-17) to 0 in float32 (a Geometric
+    # from logits then drew inf), where this gives 4.1e-8 as PyTorch.
+    xp = get_array_module(x)
+    e = xp.exp(-xp.abs(x))
+    s = 1 / (1 + e)
+    return xp.where(x >= 0, s, e * s)
 
 
 class Sigmoid(Op):

@@ -403,7 +403,9 @@ def solve_triangular(
 class CholeskySolve(Op):
     """``X = (L L^T)^-1 B``; backward as PyTorch's: ``gB = (L L^T)^-1 gX`` and the full
     matrix ``gL = -(gB X^T + X gB^T) L`` (``-L (...)`` for an upper factor), whose
-    triangle is the true gradient (the other half is what PyTorch returns there too)."""
+    triangle is the true gradient (the other half is what PyTorch returns there too). For a
+    factor whose unused triangle is not zero, PyTorch's ``gL`` differs beyond the first
+    column; a true Cholesky factor gives both the same."""
 
     reads_inputs = True
     reads_output = True
