@@ -10,11 +10,16 @@ collective does not hold it, and an ``isend`` posted after one does not wait for
 One thread per group (started with its first point-to-point call) finishes the Works:
 copies a buffered message into its receive, and fails what passed its deadline or lost its
 peer, naming the peer and the tag. A failure breaks the group, as a collective's does.
+Whoever completes an item (that thread, or a caller finishing its own) first claims it
+under the lock, so each Work completes once. Every step costs O(1) (O(log n) for the
+deadlines' heap) in the number of open items; only a lost peer or an abort looks at all.
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import threading
 import time
 from typing import Any
@@ -28,7 +33,8 @@ from dtrain.parallel.work import Work
 
 class Receive:
     """A posted receive: ``flat`` (a ``_flat`` of the caller's array) gets a message from
-    group rank ``src`` (any when None) with ``tag``; ``source`` says who sent it."""
+    group rank ``src`` (any when None) with ``tag``; ``source`` says who sent it.
+    ``finished`` is set, under the mailbox's lock, by whoever claims it to complete it."""
 
     __slots__ = (
         "deadline",
@@ -38,6 +44,7 @@ class Receive:
         "flat",
         "label",
         "message",
+        "order",
         "raw",
         "source",
         "src",
@@ -54,6 +61,7 @@ class Receive:
         self.message: Message | None = None
         self.error: str | None = None
         self.finished = False
+        self.order = 0  # when it was posted: a message takes the earliest that matches
 
     def fits(self, header: Header) -> bool:
         return header.dtype == self.dtype and header.count == self.flat.flat.size
@@ -94,16 +102,23 @@ class Outgoing:
 
 class Mailbox:
     """The point-to-point state of ``group`` (a TcpGroup: ``peers``, ``ranks``, ``rank``,
-    ``abort_reason``, ``_break``), guarded by ``lock``."""
+    ``abort_reason``, ``broken``, ``_break``), guarded by ``lock``."""
 
     def __init__(self, group: Any) -> None:
         self.group = group
         self.lock = threading.Condition(threading.Lock())
-        self.pending: list[Receive] = []  # posted, no message matched yet, in post order
+        # Posted receives no message matched yet, in post order: from one rank by (src, tag),
+        # from any rank by tag. Claimed ones (failed) are dropped when they reach the front.
+        self.named: dict[tuple[int, int], collections.deque[Receive]] = {}
+        self.anywhere: dict[int, collections.deque[Receive]] = {}
+        self.posts = 0
         self.waiting: dict[tuple[int, int], collections.deque] = {}  # (src, tag): unmatched
         self.incoming: dict[int, Message] = {}  # the message each peer is sending now
-        self.open: list[Receive | Outgoing] = []  # not finished: deadlines and peers watched
+        self.open: dict[Receive | Outgoing, None] = {}  # not claimed: peers watched, in order
+        self.deadlines: list[tuple[float, int, Receive | Outgoing]] = []  # a heap; stale kept
+        self.pushes = itertools.count()  # ties in the heap: never compare the items
         self.ready: list[Receive | Outgoing] = []  # to finish on the thread
+        self.woken = False  # a peer was lost or the group aborted: look at every open item
         self.arrivals = 0
         self.thread: threading.Thread | None = None
         self.closed = False
@@ -147,17 +162,32 @@ class Mailbox:
     def _arrived(self, message: Message) -> None:
         """Match a new message with the first posted receive for it, or keep it."""
         src, tag = message.src, message.header.tag
-        for receive in self.pending:
-            if receive.tag == tag and receive.src in (None, src):
-                self.pending.remove(receive)
-                if receive.fits(message.header):
-                    message.receive, receive.message = receive, message
-                    return
-                receive.error = self._mismatch(receive, message)
-                self._ready(receive)  # fails it; the message waits, as unmatched
-                break
+        receive = self._take_posted(src, tag)
+        if receive is not None:
+            if receive.fits(message.header):
+                message.receive, receive.message = receive, message
+                return
+            receive.error = self._mismatch(receive, message)
+            self._ready(receive)  # fails it; the message waits, as unmatched
         message.buffer = np.empty(message.total, dtype=np.uint8)
         self.waiting.setdefault((src, tag), collections.deque()).append(message)
+
+    def _take_posted(self, src: int, tag: int) -> Receive | None:
+        """Remove and return the earliest posted receive for a message from ``src`` with
+        ``tag``: from that rank or from any (holding ``lock``)."""
+        named = _head(self.named, (src, tag))
+        anyone = _head(self.anywhere, tag)
+        if named is None and anyone is None:
+            return None
+        if anyone is None or (named is not None and named.order < anyone.order):
+            table, key = self.named, (src, tag)
+        else:
+            table, key = self.anywhere, tag
+        queue = table[key]
+        receive = queue.popleft()
+        if not queue:
+            del table[key]
+        return receive
 
     # ---- the callers' side -----------------------------------------------------------------
     def post(self, receive: Receive) -> None:
@@ -167,8 +197,13 @@ class Mailbox:
             self._start()
             message = self._first_waiting(receive.src, receive.tag)
             if message is None:
-                self.open.append(receive)
-                self.pending.append(receive)
+                receive.order, self.posts = self.posts, self.posts + 1
+                if receive.src is None:
+                    self.anywhere.setdefault(receive.tag, collections.deque()).append(receive)
+                else:
+                    key = (receive.src, receive.tag)
+                    self.named.setdefault(key, collections.deque()).append(receive)
+                self._watch(receive)
                 return
             queue = self.waiting[(message.src, message.header.tag)]
             queue.popleft()
@@ -179,8 +214,10 @@ class Mailbox:
             else:
                 receive.error = self._mismatch(receive, message)
             now = receive.error is not None or message.complete
-            if not now:
-                self.open.append(receive)  # it lands as it arrives
+            if now:
+                receive.finished = True  # claimed: no one else has seen it
+            else:
+                self._watch(receive)  # it lands as it arrives
         if now:
             self._finish(receive)
 
@@ -188,7 +225,7 @@ class Mailbox:
         """Watch a queued send's deadline and peer until it is written (``sent``)."""
         with self.lock:
             self._start()
-            self.open.append(outgoing)
+            self._watch(outgoing)
 
     def sent(self, outgoing: Outgoing, sending: Any) -> None:
         """A queued send was written (or failed): finish its Work on the thread."""
@@ -197,25 +234,25 @@ class Mailbox:
             self._ready(outgoing)
 
     def finish_here(self, item: Receive | Outgoing) -> None:
-        """Finish ``item`` on this thread (it is done: a message that was waiting, a send
-        written from this thread) instead of handing it to the mailbox's thread."""
+        """Finish ``item`` on this thread (it is done: a send written from this thread)
+        instead of handing it to the mailbox's thread; nothing, when that thread already
+        claimed it (to fail it)."""
         with self.lock:
-            if item in self.open:
-                self.open.remove(item)
-            if item in self.ready:
-                self.ready.remove(item)
-        if not item.finished:
+            claimed = self._claim(item)
+        if claimed:
             self._finish(item)
 
     def wake(self) -> None:
         """Look again at the peers and the group (one was lost, or the group aborted)."""
         with self.lock:
+            self.woken = True
             self.lock.notify_all()
 
     def close(self, reason: str) -> None:
         """Fail what is still open with ``reason`` and end the thread."""
         with self.lock:
-            items, self.open, self.ready, self.pending = self.open, [], [], []
+            items = [item for item in list(self.open) if self._claim(item)]
+            self.named, self.anywhere, self.ready, self.deadlines = {}, {}, [], []
             self.closed = True
             self.lock.notify_all()
         for item in items:
@@ -236,6 +273,30 @@ class Mailbox:
             "a receive's tensor must have the sent tensor's shape and dtype"
         )
 
+    def _watch(self, item: Receive | Outgoing) -> None:
+        """Keep ``item`` open: its deadline and peer are watched (holding ``lock``)."""
+        self.open[item] = None
+        if len(self.deadlines) > 2 * len(self.open) + 64:  # mostly claimed ones: drop them
+            self.deadlines = [entry for entry in self.deadlines if not entry[2].finished]
+            heapq.heapify(self.deadlines)
+        heapq.heappush(self.deadlines, (item.deadline, next(self.pushes), item))
+        if self._reason(item, time.monotonic()) is not None:  # already lost: the thread looks
+            self.woken = True
+            self.lock.notify_all()
+
+    def _claim(self, item: Receive | Outgoing) -> bool:
+        """Take ``item`` to complete it: False when someone else did (holding ``lock``).
+        A receive failed while its message arrives leaves the rest of it to a scratch
+        buffer, not to the caller's array."""
+        if item.finished:
+            return False
+        item.finished = True
+        self.open.pop(item, None)
+        message = getattr(item, "message", None)
+        if message is not None and message.receive is item and not message.complete:
+            message.buffer, message.receive = np.empty(message.total, dtype=np.uint8), None
+        return True
+
     def _ready(self, item: Receive | Outgoing) -> None:
         self.ready.append(item)
         self.lock.notify_all()
@@ -253,46 +314,67 @@ class Mailbox:
                 while True:
                     if self.closed:
                         return
-                    done, self.ready = self.ready, []
-                    failed = self._broken(done)
+                    done = [item for item in self.ready if self._claim(item)]
+                    self.ready = []
+                    now = time.monotonic()
+                    failed = self._broken(now) if self.woken else []
+                    failed += self._expired(now)
                     if done or failed:
                         break
-                    deadlines = [item.deadline for item in self.open]
-                    left = min(deadlines, default=time.monotonic() + 1.0) - time.monotonic()
+                    left = self.deadlines[0][0] - now if self.deadlines else 1.0
                     self.lock.wait(min(max(left, 0.0), 1.0))
-                for item in done + [item for item, _ in failed]:
-                    if item in self.open:
-                        self.open.remove(item)
-                    if isinstance(item, Receive) and item in self.pending:
-                        self.pending.remove(item)
             for item in done:
-                if not item.finished:
-                    self._finish(item)
+                self._finish(item)
             for item, reason in failed:
-                if not item.finished:
-                    self._fail(item, reason)
+                self._fail(item, reason)
 
-    def _broken(self, done: list) -> list[tuple[Receive | Outgoing, str]]:
-        """The open items, other than ``done``, that cannot finish: the group aborted or
-        broke, a receive's peer gone, or past the deadline (holding ``lock``). A send is
-        left to its writer, which fails when the peer's connection is gone: the peer may
-        read the message and leave before the writer reports it written."""
-        group, now, failed = self.group, time.monotonic(), []
-        for item in self.open:
-            if any(item is d for d in done):
-                continue
-            peer = None if isinstance(item, Outgoing) else _peer(item)
-            if group.abort_reason is not None:
-                failed.append((item, f"{item.label}: the group was aborted: {group.abort_reason}"))
-            elif group.broken is not None:
-                failed.append((item, f"{item.label}: the group broke ({group.broken})"))
-            elif peer is not None and group.peers[peer].gone is not None:
-                failed.append(
-                    (item, f"{item.label}: rank {group.ranks[peer]} {group.peers[peer].gone}")
-                )
-            elif now >= item.deadline:
-                failed.append((item, self._timed_out(item)))
+    def _broken(self, now: float) -> list[tuple[Receive | Outgoing, str]]:
+        """Claim every open item that cannot finish: the group aborted or broke, a
+        receive's peer is gone, or past the deadline (holding ``lock``; after ``wake``)."""
+        self.woken = False
+        failed = []
+        for item in list(self.open):
+            reason = self._reason(item, now)
+            if reason is not None and self._claim(item):
+                failed.append((item, reason))
         return failed
+
+    def _expired(self, now: float) -> list[tuple[Receive | Outgoing, str]]:
+        """Claim the open items past their deadline (holding ``lock``)."""
+        failed = []
+        while self.deadlines and (self.deadlines[0][2].finished or self.deadlines[0][0] <= now):
+            item = heapq.heappop(self.deadlines)[2]
+            if self._claim(item):
+                failed.append((item, self._reason(item, now) or self._timed_out(item)))
+        return failed
+
+    def _reason(self, item: Receive | Outgoing, now: float) -> str | None:
+        """Why ``item`` cannot finish, or None. A send is left to its writer, which fails
+        when the peer's connection is gone: the peer may read the message and leave before
+        the writer reports it written."""
+        group = self.group
+        if group.abort_reason is not None:
+            return f"{item.label}: the group was aborted: {group.abort_reason}"
+        if group.broken is not None:
+            return f"{item.label}: the group broke ({group.broken})"
+        if isinstance(item, Receive):
+            peer = _peer(item)
+            if peer is not None and group.peers[peer].gone is not None:
+                return f"{item.label}: rank {group.ranks[peer]} {group.peers[peer].gone}"
+            if peer is None and group.peers and all(p.gone for p in group.peers.values()):
+                return f"{item.label}: no rank is left to send it: {'; '.join(self._gone())}"
+        if now >= item.deadline:
+            return self._timed_out(item)
+        return None
+
+    def _gone(self) -> list[str]:
+        """``rank 1 closed its connection (...)``: each peer lost, in rank order."""
+        peers = self.group.peers
+        return [
+            f"rank {self.group.ranks[p]} {peers[p].gone}"
+            for p in sorted(peers)
+            if peers[p].gone is not None
+        ]
 
     def _timed_out(self, item: Receive | Outgoing) -> str:
         group = self.group
@@ -307,7 +389,9 @@ class Mailbox:
                 f"the message with tag {item.tag} but stopped (stalled)"
             )
         if item.src is None:
-            return f"{item.label}: timed out; no rank sent a message with tag {item.tag}"
+            gone = self._gone()
+            lost = f" ({'; '.join(gone)})" if gone else ""
+            return f"{item.label}: timed out; no rank sent a message with tag {item.tag}{lost}"
         tags = sorted({t for (s, t), q in self.waiting.items() if s == item.src and q})
         also = f" (messages with tags {tags} from it are waiting here)" if tags else ""
         return (
@@ -316,14 +400,13 @@ class Mailbox:
         )
 
     def _finish(self, item: Receive | Outgoing) -> None:
-        """Complete ``item``'s Work (on the thread, outside ``lock``)."""
+        """Complete ``item``'s Work, which this thread claimed (outside ``lock``)."""
         if isinstance(item, Outgoing):
             if item.sending.error is not None:
                 self._fail(
                     item, f"{item.label}: rank {self.group.ranks[item.dst]} {item.sending.error}"
                 )
                 return
-            item.finished = True
             item.work._complete()
             return
         if item.error is not None:
@@ -338,11 +421,10 @@ class Mailbox:
         except BaseException as exc:  # a local failure: as any collective's, it breaks the group
             self._fail(item, f"{item.label}: failed locally ({type(exc).__name__}: {exc})")
             return
-        item.finished = True
         item.work._complete()
 
     def _fail(self, item: Receive | Outgoing, reason: str, break_group: bool = True) -> None:
-        item.finished = True
+        """Complete ``item``'s Work, which this thread claimed, with ``reason``."""
         peer = _peer(item)
         op = "send" if isinstance(item, Outgoing) else "recv"
         rank = None if peer is None else self.group.ranks[peer]
@@ -350,6 +432,17 @@ class Mailbox:
         if break_group:
             self.group._break(reason)
         item.work._complete(error)
+
+
+def _head(table: dict, key: Any) -> Receive | None:
+    """The first unclaimed receive of ``table[key]``, dropping claimed ones before it."""
+    queue = table.get(key)
+    while queue and queue[0].finished:
+        queue.popleft()
+    if not queue:
+        table.pop(key, None)
+        return None
+    return queue[0]
 
 
 def _peer(item: Receive | Outgoing) -> int | None:

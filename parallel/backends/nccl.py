@@ -286,15 +286,21 @@ class NcclGroup(ProcessGroup):
 
     def _grouped_p2p(self, posted: list[tuple[str, Any, int]], stream: int) -> None:
         """Enqueue ``posted`` sends and receives as one NCCL group; the group ends even when
-        one of them fails (NCCL would otherwise hold every later call of this thread)."""
+        one of them fails (NCCL would otherwise hold every later call of this thread), and
+        that op's error is the one raised, ``groupEnd``'s chained to it as its context."""
         nccl = _nccl()
         nccl.groupStart()
         try:
             for kind, dev, peer in posted:
                 call = self.comm.send if kind == "send" else self.comm.recv
                 call(dev.data.ptr, dev.size, self._dtype(dev.dtype), peer, stream)
-        finally:
-            nccl.groupEnd()
+        except BaseException as failed:
+            try:
+                nccl.groupEnd()  # NCCL reports the group's failure here too, likely raising
+            except Exception:
+                raise failed  # noqa: B904 -- groupEnd's error becomes its __context__
+            raise
+        nccl.groupEnd()
 
     def _close(self) -> None:
         self.comm.destroy()

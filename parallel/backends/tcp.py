@@ -415,7 +415,8 @@ class TcpGroup(ProcessGroup):
     def _post_recv(self, array: Any, src: int | None, tag: int, timeout: float | None) -> Work:
         """Post the receive in the mailbox (matched by source and tag, in post order): not
         behind this rank's collectives, so a collective issued after it does not wait."""
-        label = f"recv from rank {self.ranks[src] if src is not None else 'any'} (tag {tag})"
+        sender = "any rank" if src is None else f"rank {self.ranks[src]}"
+        label = f"recv from {sender} (tag {tag})"
         self._usable("recv", label)
         flat = _flat(array, keep=False)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)

@@ -179,3 +179,20 @@ def p2p_errors(timeout: float = 30) -> dict:
     dist.barrier()
     dist.destroy_process_group()
     return out
+
+
+def any_source_after_senders_left(timeout: float = 60) -> dict:
+    """Rank 1 leaves the group; rank 0's receive from any rank (its only possible sender
+    gone) fails at once, naming rank 1, instead of waiting for the timeout."""
+    dist.init_process_group(timeout=timeout)
+    rank = dist.get_rank()
+    dist.barrier()
+    out: dict = {}
+    if rank == 0:
+        try:
+            dist.recv(np.zeros(2), None, tag=3)
+            out["error"] = None
+        except dist.CollectiveError as exc:
+            out["error"] = {"message": str(exc), "op": exc.op}
+    dist.destroy_process_group()
+    return out

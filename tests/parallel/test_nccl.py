@@ -82,8 +82,16 @@ class _GroupedComm:
     peer's matching call, which in a ring is itself waiting: a deadlock). At ``groupEnd`` a
     send to this rank lands in its receive; a receive from another rank gets ``incoming``."""
 
-    def __init__(self, rank: int, size: int, incoming: dict | None = None, fail: str = "") -> None:
+    def __init__(
+        self,
+        rank: int,
+        size: int,
+        incoming: dict | None = None,
+        fail: str = "",
+        end_fails: bool = False,
+    ) -> None:
         self.rank, self.size, self.incoming, self.fail = rank, size, incoming or {}, fail
+        self.end_fails = end_fails  # groupEnd raises too, as NCCL does for a failed group
         self.calls: list = []
         self.open = False
         self.pending: list = []
@@ -95,6 +103,8 @@ class _GroupedComm:
     def group_end(self) -> None:
         self.calls.append("groupEnd")
         self.open = False
+        if self.end_fails:
+            raise RuntimeError("NCCL error: the group failed")
         from kernel_signatures import FakeCupyArray
 
         sent = [
@@ -237,4 +247,19 @@ def test_a_failing_op_still_ends_the_group(monkeypatch):
     assert comm.calls[-1] == "groupEnd" and not comm.open
     with _pytest.raises(CollectiveError, match="broken"):  # the group broke, as on any failure
         group._batch_p2p(ops, None)
+    group.destroy()
+
+
+def test_a_failing_op_keeps_its_error_when_group_end_fails_too(monkeypatch):
+    import pytest as _pytest
+
+    comm = _GroupedComm(0, 2, incoming={1: 1.0}, fail="recv", end_fails=True)
+    group, cupy, np, _ = _stand_in_group(monkeypatch, comm)
+    ops = [("send", cupy.ones(2, dtype=np.float32), 1, 0)]
+    ops.append(("recv", cupy.zeros(2, dtype=np.float32), 1, 0))
+    works = group._batch_p2p(ops, None)
+    with _pytest.raises(RuntimeError, match="recv failed") as info:
+        works[1].wait()
+    assert "the group failed" in str(info.value.__context__)  # groupEnd's, chained
+    assert comm.calls[-1] == "groupEnd" and not comm.open
     group.destroy()

@@ -81,3 +81,13 @@ def test_tcp_point_to_point_errors_name_the_peer_and_tags():
 @pytest.mark.skipif(not have_mpiexec(), reason=NO_MPIEXEC)
 def test_ring_exchange_under_mpiexec():
     _check(run_mpi(3, "p2p_batch_workers:ring", {"recv_first": True}).values(), 5)
+
+
+@pytest.mark.parametrize("shm", ["1", "0"])
+def test_tcp_receive_from_any_rank_fails_once_every_sender_left(shm):
+    values = run_tcp(2, "p2p_batch_workers:any_source_after_senders_left", env={"DTRAIN_SHM": shm})
+    error = values.values()[0]["error"]
+    assert error is not None and error["op"] == "recv", error
+    message = error["message"]
+    assert message.startswith("recv from any rank (tag 3): no rank is left"), message
+    assert "rank 1 left the group" in message, message
