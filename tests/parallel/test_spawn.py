@@ -250,8 +250,9 @@ def test_python_multiprocessing_names_are_reexported():
 
 
 def test_distributed_is_parallel_under_torchs_name():
-    # plus torch's subpackage paths dist.algorithms.join and dist.optim
-    assert sorted(set(dist.__all__) - {"algorithms", "optim"}) == sorted(dtrain.parallel.__all__)
+    # plus torch's subpackage paths dist.algorithms.join, dist.optim and dist.fsdp
+    subpackages = {"algorithms", "fsdp", "optim"}
+    assert sorted(set(dist.__all__) - subpackages) == sorted(dtrain.parallel.__all__)
     assert dist.algorithms.join.Join is dtrain.parallel.Join
     for name in dtrain.parallel.__all__:
         assert getattr(dist, name) is getattr(dtrain.parallel, name), name
