@@ -618,3 +618,100 @@ def test_conv_and_pools_on_cuda_match_cpu(rng):
 
     for mine, reference in zip(run("cuda"), run("cpu")):
         np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-4)
+
+
+# ---- both column layouts (conv_columns): channel-major and channel-last -----------------
+LAYOUTS = {"channel-major": 10**9, "channel-last": 1}
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def layout(request, monkeypatch):
+    """Runs the test with the columns in one layout, whatever the channel count."""
+    from dtrain._tensor.nn.functional import conv_columns
+
+    monkeypatch.setattr(conv_columns, "CHANNEL_LAST_MIN", LAYOUTS[request.param])
+    return request.param
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_layouts_match_naive_loops_and_gradcheck(case, layout, rng):
+    n, c, h, w_, o, k, stride, padding, dilation, groups = case
+    x, w, b = (rng.standard_normal(s) for s in ((n, c, h, w_), (o, c // groups, *k), (o,)))
+    out = conv2d(dt.tensor(x), dt.tensor(w), dt.tensor(b), stride, padding, dilation, groups)
+    np.testing.assert_allclose(
+        npy(out), conv_ref(x, w, b, stride, padding, dilation, groups), atol=1e-12
+    )
+    x = x[:1, :, :6, :6]
+    assert gradcheck(
+        lambda x, w, b: conv2d(x, w, b, stride, padding, dilation, groups),
+        [leaf(x), leaf(w), leaf(b)],
+    )
+
+
+@pytest.mark.parametrize(
+    "stride, padding, output_padding, dilation, groups",
+    [
+        (1, 0, 0, 1, 1),
+        (1, 1, 0, 1, 1),
+        (2, 1, 1, 1, 1),
+        (1, 2, 1, 2, 1),
+        (2, 0, 0, 1, 2),
+        (1, 2, 0, 1, 1),
+    ],
+)
+def test_conv_transpose2d_layouts_are_conv2d_adjoint_and_gradcheck(
+    stride, padding, output_padding, dilation, groups, layout, rng
+):
+    """<conv_transpose2d(y, w), x> = <y, conv2d(x, w)> for x of the transposed conv's size
+    (conv2d cropped to y's)."""
+    from dtrain._tensor.nn.functional.conv_transpose import conv_transpose2d
+
+    y, w = rng.standard_normal((2, 4, 4, 5)), rng.standard_normal((4, 6 // groups, 3, 2))
+    out = conv_transpose2d(
+        dt.tensor(y), dt.tensor(w), None, stride, padding, output_padding, groups, dilation
+    )
+    x = rng.standard_normal(out.shape)
+    forward = conv2d(dt.tensor(x), dt.tensor(w), None, stride, padding, dilation, groups)
+    # output_padding can make the convolution's output larger than y.
+    assert forward.shape[2:] >= y.shape[2:]
+    forward = npy(forward)[:, :, : y.shape[2], : y.shape[3]]
+    np.testing.assert_allclose((npy(out) * x).sum(), (y * forward).sum(), rtol=1e-10)
+    b = rng.standard_normal(out.shape[1])
+    assert gradcheck(
+        lambda y, w, b: conv_transpose2d(
+            y, w, b, stride, padding, output_padding, groups, dilation
+        ),
+        [leaf(y[:1]), leaf(w), leaf(b)],
+    )
+
+
+@pytest.mark.parametrize(
+    "stride, padding, dilation", [(1, 1, 1), (1, 0, 2), (2, 1, 1), (1, 3, 1), ((1, 2), (2, 0), 1)]
+)
+def test_conv_layouts_match_torch_with_many_channels_in_float32(
+    stride, padding, dilation, layout, torch, rng
+):
+    """Many channels (channel-last by default), float32: conv2d and conv_transpose2d values
+    and all gradients against PyTorch."""
+    from dtrain._tensor.nn.functional.conv_transpose import conv_transpose2d
+
+    functional = torch.nn.functional
+    x = rng.standard_normal((3, 24, 7, 6)).astype(np.float32)
+    kwargs = {"stride": stride, "padding": padding, "dilation": dilation}
+    for ours_fn, theirs_fn, weight_shape in (
+        (conv2d, functional.conv2d, (32, 24, 3, 3)),
+        (conv_transpose2d, functional.conv_transpose2d, (24, 16, 3, 3)),
+    ):
+        weight = (rng.standard_normal(weight_shape) / 10).astype(np.float32)
+        bias = rng.standard_normal(weight_shape[0 if ours_fn is conv2d else 1])
+        ours = [dt.tensor(a, requires_grad=True) for a in (x, weight, bias.astype(np.float32))]
+        theirs = [torch.tensor(a, requires_grad=True) for a in (x, weight, bias.astype(np.float32))]
+        out, expected = ours_fn(*ours, **kwargs), theirs_fn(*theirs, **kwargs)
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(npy(out), expected.detach().numpy(), rtol=1e-4, atol=1e-4)
+        direction = rng.standard_normal(out.shape).astype(np.float32)
+        out.backward(dt.tensor(direction))
+        expected.backward(torch.tensor(direction))
+        for a, t in zip(ours, theirs):
+            assert a.grad.dtype == np.float32
+            np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=1e-3)

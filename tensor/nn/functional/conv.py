@@ -1,17 +1,16 @@
-"""2-D convolution as im2col + a batched matrix product.
+"""2-D convolution as im2col + one GEMM per group over the whole batch.
 
-Forward copies the (padded) input's windows into columns of shape
-``(N, groups, C/groups · kh · kw, OH · OW)`` through an ``as_strided`` view (no Python loop
-over pixels) and multiplies them by the weight in one batched matmul (a GEMM per image and
-group, whose output is already in ``(N, C_out, OH, OW)`` order). Backward reuses the
-columns for the weight gradient (one GEMM per group contracting batch and positions
-together, after copying the batch axis next to the positions) and scatters the column
-gradient back onto the padded input (col2im) with one strided add per kernel position.
+Forward copies the (padded) input's windows into columns through an ``as_strided`` view
+(no Python loop over pixels) and multiplies them by the weight, ``(O, K)``, in one GEMM
+(per group) whose rows or columns run over all ``N · OH · OW`` positions; one more copy
+puts the product in ``(N, C_out, OH, OW)`` order, adding the bias on the way. Backward
+keeps the forward's columns for the weight gradient (one GEMM contracting batch and
+positions together) and scatters the column gradient back onto the padded input (col2im)
+with one strided add per kernel position. ``conv_columns`` holds the column layouts
+(channel-major for few channels or groups, channel-last otherwise).
 
-On the CPU, when the horizontal stride is 1, each output row is computed over the full
-padded width and the surplus columns are dropped afterwards: the windows then read whole
-padded rows, which numpy copies several times faster than rows of ``OW`` elements, at the
-cost of ``(kw - 1) · dw`` extra columns per row.
+``im2col`` / ``col2im`` / ``weight_grad`` below are the per-image layouts that ``unfold``,
+``fold`` and the N-d convolutions use.
 """
 
 from __future__ import annotations
@@ -22,6 +21,19 @@ import numpy as np
 
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.nn.functional.conv_columns import (
+    add_columns,
+    columns,
+    from_image,
+    full_convolution,
+    geometry,
+    kernel_from_matrix,
+    kernel_matrix,
+    kernel_product,
+    product,
+    product_t,
+    to_image,
+)
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.linalg import matmul
@@ -71,66 +83,27 @@ class Conv2d(Op):
         groups: int,
     ) -> Any:
         xp = get_array_module(x)
-        n, c, h, width = x.shape
-        o, cg, kh, kw = w.shape
-        (sh, sw), (dh, dw) = stride, dilation
-        top, bottom, left, right = padding
-        hp, wp = h + top + bottom, width + left + right
-        oh = (hp - dh * (kh - 1) - 1) // sh + 1
-        ow = (wp - dw * (kw - 1) - 1) // sw + 1
-        # Rows over the whole padded width (see the module docstring); the last row's
-        # windows then run (kw - 1) · dw elements past the padded input: a zero tail.
-        wide = wp if (xp is np and sw == 1 and wp <= 2 * ow) else ow
-        tail = (kw - 1) * dw if wide != ow else 0
-        if wide != ow or top or bottom or left or right:
-            buffer = xp.zeros(n * c * hp * wp + tail, dtype=x.dtype)
-            padded = buffer[: n * c * hp * wp].reshape(n, c, hp, wp)
-            padded[:, :, top : top + h, left : left + width] = x
-            base = buffer if tail else padded
-        else:
-            base = padded = x
-        s_n, s_c, s_h, s_w = padded.strides
-        windows = _as_strided(
-            xp,
-            base,
-            (n, c, kh, kw, oh, wide),
-            (s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
-        )
-        og, k = o // groups, cg * kh * kw
-        cols = windows.reshape(n, groups, k, oh * wide)  # the im2col copy
-        weights = w.reshape(groups, og, k)
-        out = matmul(weights, cols).reshape(n, o, oh, wide)  # one GEMM per image and group
-        if wide != ow:
-            cropped = xp.empty((n, o, oh, ow), dtype=out.dtype)
-            cropped[...] = out[..., :ow]
-            out = cropped
-        if b is not None:
-            out += b.reshape(1, o, 1, 1)
-        self.cols, self.weights, self.weight_shape = cols, weights, w.shape
-        self.geometry = (x.shape, stride, padding, dilation, oh, ow, wide, tail)
-        return out
+        g = geometry(xp, x.shape, w.shape[2:], stride, padding, dilation, groups)
+        self.cols = columns(x, g)  # the im2col copy, kept for the weight gradient
+        self.kernel = kernel_matrix(w, g)
+        self.weight, self.weight_shape, self.geometry = w, w.shape, g
+        out = product(self.kernel, self.cols, g)  # one GEMM per group over the batch
+        return to_image(out, g, (x.shape[0], w.shape[0], g.oh, g.ow), b)
 
     def backward(self, grad: Any) -> tuple:
-        xp = get_array_module(grad)
         need_x, need_w, need_b = self.needs_input_grad
-        (n, c, h, width), (sh, sw), padding, (dh, dw), oh, ow, wide, tail = self.geometry
-        weights = self.weights
-        groups, og, _ = weights.shape
-        kh, kw = self.weight_shape[2:]
-        if wide != ow:  # the surplus columns of each row get zero gradient
-            spread = xp.zeros((n, groups * og, oh, wide), dtype=grad.dtype)
-            spread[..., :ow] = grad
-        else:
-            spread = grad
-        spread = spread.reshape(n, groups, og, oh * wide)
+        g = self.geometry
+        flat = from_image(grad, g)  # zero in the surplus columns of wide rows
         grad_x = grad_w = grad_b = None
         if need_w:
-            grad_w = weight_grad(spread, self.cols).reshape(self.weight_shape)
+            grad_w = kernel_product(flat, self.cols, g)
+            grad_w = kernel_from_matrix(grad_w, g, self.weight_shape)
         if need_b:
             grad_b = grad.sum(axis=(0, 2, 3))
-        if need_x:
-            col_grad = matmul(weights.transpose(0, 2, 1), spread).reshape(n, c, kh, kw, oh, wide)
-            grad_x = col2im(col_grad, (n, c, h, width), (sh, sw), padding, (dh, dw), tail)
+        if need_x and g.last:  # long runs of channels: the full convolution wins
+            grad_x = full_convolution(grad, self.weight, g)
+        if need_x and grad_x is None:
+            grad_x = add_columns(product_t(self.kernel, flat, g), g)
         return grad_x, grad_w, grad_b
 
 

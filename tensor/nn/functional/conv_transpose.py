@@ -3,9 +3,10 @@ other way round.
 
 A transposed convolution is the gradient of ``conv2d`` with respect to its input: forward
 multiplies the input by the transposed weight into columns and adds them onto the output
-(col2im); backward is an ordinary convolution of the output gradient (im2col + GEMM), whose
-columns also give the weight gradient (copied with the batch beside the positions, so that
-one GEMM per group contracts both). ``unfold`` is the im2col copy itself and ``fold``
+(col2im; at stride 1 with many channels, a full convolution instead); backward is an
+ordinary convolution of the output gradient (im2col + GEMM), whose columns also give the
+weight gradient. Each product is one GEMM per group over the whole batch, on the column
+layouts of ``conv_columns``. ``unfold`` is the im2col copy itself and ``fold``
 its adjoint, each the other's backward.
 """
 
@@ -17,27 +18,23 @@ import numpy as np
 
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.nn.functional.conv import (
-    _check_float,
-    _pair,
-    batch_last,
-    col2im,
-    im2col,
+from dtrain._tensor.nn.functional.conv import _check_float, _pair, col2im, im2col
+from dtrain._tensor.nn.functional.conv_columns import (
+    add_columns,
+    columns,
+    from_image,
+    full_convolution,
+    geometry,
+    kernel_from_matrix,
+    kernel_matrix,
+    kernel_product,
+    product,
+    product_t,
+    to_image,
 )
 from dtrain._tensor.nn.functional.conv_pool1d import single
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
-from dtrain.runtime.linalg import matmul
-
-
-def _spread(x: Any, oh: int, ow: int) -> Any:
-    """``(N, C, H, W)`` zero-extended at the bottom/right to ``(N, C, oh, ow)``."""
-    n, c, h, w = x.shape
-    if (h, w) == (oh, ow):
-        return x
-    out = get_array_module(x).zeros((n, c, oh, ow), dtype=x.dtype)
-    out[:, :, :h, :w] = x
-    return out
 
 
 class ConvTranspose2d(Op):
@@ -54,50 +51,36 @@ class ConvTranspose2d(Op):
         dilation: tuple,
         groups: int,
     ) -> Any:
-        n, cin = x.shape[:2]
-        _, cout_g, kh, kw = w.shape
-        (sh, sw), (dh, dw), (ph, pw) = stride, dilation, padding
-        hout, wout = out_size
-        # The convolution this is the adjoint of maps (hout, wout) to (oh, ow) >= (h, w):
-        # larger only when output_padding >= stride (allowed below the dilation).
-        oh = (hout + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        ow = (wout + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        cin_g, k = cin // groups, cout_g * kh * kw
-        weights = w.reshape(groups, cin_g, k)
-        spread = _spread(x, oh, ow).reshape(n, groups, cin_g, oh * ow)
-        cols = matmul(weights.transpose(0, 2, 1), spread)
-        cols = cols.reshape(n, groups * cout_g, kh, kw, oh, ow)
-        out = col2im(cols, (n, groups * cout_g, hout, wout), stride, (ph, ph, pw, pw), dilation)
+        xp = get_array_module(x)
+        n = x.shape[0]
+        (ph, pw), out_channels = padding, groups * w.shape[1]
+        # The convolution this is the adjoint of maps out_size to (oh, ow) >= (h, w): larger
+        # only when output_padding >= stride (allowed below the dilation).
+        shape, pads = (n, out_channels, *out_size), (ph, ph, pw, pw)
+        g = geometry(xp, shape, w.shape[2:], stride, pads, dilation, groups)
+        self.flat = from_image(x, g)  # x in the columns' position layout, zero-extended
+        self.kernel, self.weight_shape, self.geometry = kernel_matrix(w, g), w.shape, g
+        out = None
+        if g.last and x.shape[2:] == (g.oh, g.ow):
+            out = full_convolution(x, w, g)
+        if out is None:
+            out = add_columns(product_t(self.kernel, self.flat, g), g)
         if b is not None:
             out += b.reshape(1, -1, 1, 1)
-        self.x, self.weights, self.weight_shape = x, weights, w.shape
-        self.geometry = (stride, padding, dilation, oh, ow)
+        self.x_shape = x.shape
         return out
 
     def backward(self, grad: Any) -> tuple:
         need_x, need_w, need_b = self.needs_input_grad
-        (stride, (ph, pw), dilation, oh, ow), weights = self.geometry, self.weights
-        groups, cin_g, k = weights.shape
-        n, _, h, width = self.x.shape
-        kernel = self.weight_shape[2:]
+        g = self.geometry
         grad_x = grad_w = grad_b = None
         if need_x or need_w:
-            windows = im2col(grad, kernel, stride, (ph, ph, pw, pw), dilation)
+            cols = columns(grad, g)  # the im2col copy
         if need_w:
-            # The im2col copy with the batch beside the positions, (groups, k, N · L): one
-            # GEMM per group then contracts both for the weight gradient.
-            xp = get_array_module(grad)
-            cols = xp.ascontiguousarray(windows.transpose(1, 2, 3, 0, 4, 5))
-            cols = cols.reshape(groups, k, n * oh * ow)
-            spread = batch_last(_spread(self.x, oh, ow).reshape(n, groups, cin_g, oh * ow))
-            grad_w = matmul(spread, cols.transpose(0, 2, 1)).reshape(self.weight_shape)
-            if need_x:
-                full = matmul(weights, cols).reshape(groups * cin_g, n, oh, ow)
-                grad_x = xp.ascontiguousarray(full[:, :, :h, :width].transpose(1, 0, 2, 3))
-        elif need_x:
-            cols = windows.reshape(n, groups, k, oh * ow)  # the im2col copy
-            full = matmul(weights, cols).reshape(n, groups * cin_g, oh, ow)
-            grad_x = full if (oh, ow) == (h, width) else full[:, :, :h, :width].copy()
+            grad_w = kernel_product(self.flat, cols, g)
+            grad_w = kernel_from_matrix(grad_w, g, self.weight_shape)
+        if need_x:
+            grad_x = to_image(product(self.kernel, cols, g), g, self.x_shape)
         if need_b:
             grad_b = grad.sum(axis=(0, 2, 3))
         return grad_x, grad_w, grad_b
