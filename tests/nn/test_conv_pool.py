@@ -715,3 +715,18 @@ def test_conv_layouts_match_torch_with_many_channels_in_float32(
         for a, t in zip(ours, theirs):
             assert a.grad.dtype == np.float32
             np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("channels", [3, 16])  # both column layouts
+def test_an_empty_batch_convolves_and_gives_zero_weight_gradients(channels):
+    x = dt.zeros(0, channels, 6, 7, requires_grad=True)
+    w = dt.randn(4, channels, 3, 3, requires_grad=True)
+    y = dt.nn.functional.conv2d(x, w, padding=1)
+    y.sum().backward()
+    assert y.shape == (0, 4, 6, 7) and float(w.grad.abs().sum()) == 0.0
+    wt = dt.randn(channels, 4, 3, 3, requires_grad=True)
+    z = dt.nn.functional.conv_transpose2d(
+        dt.zeros(0, channels, 6, 7, requires_grad=True), wt, padding=1
+    )
+    z.sum().backward()
+    assert z.shape == (0, 4, 6, 7) and float(wt.grad.abs().sum()) == 0.0

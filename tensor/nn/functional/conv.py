@@ -100,7 +100,9 @@ class Conv2d(Op):
             grad_w = kernel_from_matrix(grad_w, g, self.weight_shape)
         if need_b:
             grad_b = grad.sum(axis=(0, 2, 3))
-        if need_x and g.last:  # long runs of channels: the full convolution wins
+        # Long runs of channels: the full convolution wins, unless the gradient has more
+        # channels than the input (its columns would outgrow col2im's by that ratio).
+        if need_x and g.last and self.weight.shape[0] <= self.weight.shape[1] * g.groups:
             grad_x = full_convolution(grad, self.weight, g)
         if need_x and grad_x is None:
             grad_x = add_columns(product_t(self.kernel, flat, g), g)

@@ -111,13 +111,13 @@ def columns(x: Any, g: Geometry) -> Any:
     if g.last:
         shape = (n, g.oh, g.ow, kh, kw, c)
         strides = (s_n, sh * s_h, sw * s_w, dh * s_h, dw * s_w, s_c)
-        rows = n * g.oh * g.ow
+        matrix = (n * g.oh * g.ow, kh * kw * c)
     else:
         shape = (c, kh, kw, n, g.oh, g.wide)
         strides = (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w)
-        rows = c * kh * kw
+        matrix = (c * kh * kw, n * g.oh * g.wide)
     windows = xp.lib.stride_tricks.as_strided(base, shape=shape, strides=strides)
-    return windows.reshape(rows, -1)  # the copy
+    return windows.reshape(matrix)  # the copy (sizes given: an empty batch has no -1 to infer)
 
 
 def add_columns(cols: Any, g: Geometry) -> Any:
@@ -223,8 +223,9 @@ def kernel_product(flat: Any, cols: Any, g: Geometry) -> Any:
     if g.last:
         return matmul(flat.T, cols)
     groups = g.groups
-    split = flat.reshape(groups, -1, flat.shape[1])
-    return _per_group(split, cols.reshape(groups, -1, cols.shape[1]).transpose(0, 2, 1))
+    split = flat.reshape(groups, flat.shape[0] // groups, flat.shape[1])
+    per_group = cols.reshape(groups, cols.shape[0] // groups, cols.shape[1])
+    return _per_group(split, per_group.transpose(0, 2, 1))
 
 
 def _per_group(a: Any, b: Any) -> Any:
@@ -232,7 +233,7 @@ def _per_group(a: Any, b: Any) -> Any:
     if a.shape[0] == 1:
         return matmul(a[0], b[0])
     out = matmul(a, b)
-    return out.reshape(-1, out.shape[-1])
+    return out.reshape(out.shape[0] * out.shape[1], out.shape[2])
 
 
 def full_convolution(grad: Any, w: Any, g: Geometry) -> Any:

@@ -61,7 +61,9 @@ class ConvTranspose2d(Op):
         self.flat = from_image(x, g)  # x in the columns' position layout, zero-extended
         self.kernel, self.weight_shape, self.geometry = kernel_matrix(w, g), w.shape, g
         out = None
-        if g.last and x.shape[2:] == (g.oh, g.ow):
+        # The full convolution's columns grow with the input's channels: only where the
+        # output has as many (else col2im's adds take less memory).
+        if g.last and x.shape[2:] == (g.oh, g.ow) and x.shape[1] <= out_channels:
             out = full_convolution(x, w, g)
         if out is None:
             out = add_columns(product_t(self.kernel, self.flat, g), g)
