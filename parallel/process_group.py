@@ -70,6 +70,15 @@ class ProcessGroup:
         """Release sockets, communicators, shared memory."""
 
     # ---- the common path ----------------------------------------------------------------
+    def _refuse_if_broken(self, name: str, label: str) -> None:
+        """Raise ``CollectiveError`` for ``label`` when an earlier failure broke the group."""
+        if self.broken is not None:
+            raise CollectiveError(
+                f"{label}: this process group is broken ({self.broken}); destroy it and "
+                "initialise a new one",
+                op=name,
+            )
+
     def _submit(
         self,
         name: str,
@@ -82,12 +91,7 @@ class ProcessGroup:
         """Run ``job(deadline, seq)`` on the executor (on this thread, when the call is
         blocking and the executor idle). Collectives get the next sequence number;
         point-to-point calls (``collective=False``) are labelled ``label``."""
-        if self.broken is not None:
-            raise CollectiveError(
-                f"{label or name}: this process group is broken ({self.broken}); destroy it "
-                "and initialise a new one",
-                op=name,
-            )
+        self._refuse_if_broken(name, label or name)
         seq = 0
         if collective:
             self.seq += 1

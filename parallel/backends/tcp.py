@@ -382,14 +382,6 @@ class TcpGroup(ProcessGroup):
         self._wait_sent(sends, deadline, "broadcast", seq)
 
     # ---- point-to-point: the mailbox, apart from the collectives ------------------------------
-    def _usable(self, name: str, label: str) -> None:
-        if self.broken is not None:
-            raise CollectiveError(
-                f"{label}: this process group is broken ({self.broken}); destroy it and "
-                "initialise a new one",
-                op=name,
-            )
-
     def _work(self, label: str) -> Work:
         return Work(f"{label} on rank {self.ranks[self.rank]} ({self.backend})")
 
@@ -397,7 +389,7 @@ class TcpGroup(ProcessGroup):
         """Write the message at once (small) or queue it on the peer's sender thread: not
         behind this rank's collectives, whose frames the peer's receiver tells apart."""
         label = f"send to rank {self.ranks[dst]} (tag {tag})"
-        self._usable("send", label)
+        self._refuse_if_broken("send", label)
         flat = _flat(array).flat  # a copy when not contiguous, kept until written
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         header = self._header("send", flat, 0, 0, tag)
@@ -417,7 +409,7 @@ class TcpGroup(ProcessGroup):
         behind this rank's collectives, so a collective issued after it does not wait."""
         sender = "any rank" if src is None else f"rank {self.ranks[src]}"
         label = f"recv from {sender} (tag {tag})"
-        self._usable("recv", label)
+        self._refuse_if_broken("recv", label)
         flat = _flat(array, keep=False)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         receive = Receive(flat, src, tag, DTYPE_CODES[flat.flat.dtype], deadline)
