@@ -32,7 +32,69 @@ def channels(where: str, in_channels: Any, out_channels: Any, groups: Any) -> tu
     return in_channels, out_channels, groups
 
 
-class Conv2d(Module):
+class _ConvNd(Module):
+    """What Conv1d, Conv2d and Conv3d share once each has parsed its arguments: the
+    parameters and their initialisation, ``forward`` through ``_conv`` (the functional op of
+    its dimension, after ``padding_mode``'s explicit padding) and ``extra_repr``."""
+
+    _conv: Any = None  # functional.conv1d / conv2d / conv3d, as a staticmethod
+
+    def _make_parameters(
+        self, in_channels: int, out_channels: int, bias: bool, device: Any, dtype: Any
+    ) -> None:
+        """``weight`` ``(out, in / groups, *kernel_size)`` and ``bias``, then initialised."""
+        self.weight = Parameter(
+            empty(
+                (out_channels, in_channels // self.groups, *self.kernel_size),
+                dtype=dtype,
+                device=device,
+            )
+        )
+        if bias:
+            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw fresh parameters with PyTorch's default initialisation."""
+        # a=√5 gives bound 1/√fan_in: PyTorch's long-standing default for conv layers.
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if self.padding_mode != "zeros":
+            padded = pad(input, self._pad_for_mode, mode=self.padding_mode)
+            return self._conv(
+                padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
+            )
+        return self._conv(
+            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+
+    def extra_repr(self) -> str:
+        dims = len(self.kernel_size)
+        text = (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}"
+        )
+        if self.padding != (0,) * dims:
+            text += f", padding={self.padding}"
+        if self.dilation != (1,) * dims:
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode}"
+        return text
+
+
+class Conv2d(_ConvNd):
     """2-D convolution over ``(N, C, H, W)`` (or unbatched ``(C, H, W)``) input.
 
     Parameters are ``weight`` of shape ``(out_channels, in_channels / groups, kh, kw)`` and
@@ -57,6 +119,8 @@ class Conv2d(Module):
         TypeError: a size that is not an integer.
         ValueError: a bad size, padding or mode, or channels not divisible by ``groups``.
     """
+
+    _conv = staticmethod(conv2d)
 
     def __init__(
         self,
@@ -91,59 +155,14 @@ class Conv2d(Module):
         self._pad_for_mode = (left, right, top, bottom)  # F.pad's order, for padding_mode
         self.groups = groups
         self.padding_mode = padding_mode
-        self.weight = Parameter(
-            empty(
-                (out_channels, in_channels // groups, *self.kernel_size),
-                dtype=dtype,
-                device=device,
-            )
-        )
-        if bias:
-            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Draw fresh parameters with PyTorch's default initialisation."""
-        # a=√5 gives bound 1/√fan_in: PyTorch's long-standing default for conv layers.
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, input: Tensor) -> Tensor:
-        if self.padding_mode != "zeros":
-            padded = pad(input, self._pad_for_mode, mode=self.padding_mode)
-            return conv2d(
-                padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
-            )
-        return conv2d(
-            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
-
-    def extra_repr(self) -> str:
-        text = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}"
-        )
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        if self.padding_mode != "zeros":
-            text += f", padding_mode={self.padding_mode}"
-        return text
+        self._make_parameters(in_channels, out_channels, bias, device, dtype)
 
 
-class Conv1d(Module):
+class Conv1d(_ConvNd):
     """1-D convolution over ``(N, C, L)`` (or unbatched ``(C, L)``) input: ``Conv2d``'s
     arguments with one int each (or a 1-tuple); PyTorch's default initialisation."""
+
+    _conv = staticmethod(conv1d)
 
     def __init__(
         self,
@@ -182,42 +201,4 @@ class Conv1d(Module):
         self.padding = padding if isinstance(padding, str) else (left,)
         self._pad_for_mode = (left, right)
         self.groups, self.padding_mode = groups, padding_mode
-        self.weight = Parameter(
-            empty(
-                (out_channels, in_channels // groups, *self.kernel_size), dtype=dtype, device=device
-            )
-        )
-        if bias:
-            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    reset_parameters = Conv2d.reset_parameters
-
-    def forward(self, input: Tensor) -> Tensor:
-        if self.padding_mode != "zeros":
-            padded = pad(input, self._pad_for_mode, mode=self.padding_mode)
-            return conv1d(
-                padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
-            )
-        return conv1d(
-            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
-
-    def extra_repr(self) -> str:
-        text = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}"
-        )
-        if self.padding != (0,):
-            text += f", padding={self.padding}"
-        if self.dilation != (1,):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        if self.padding_mode != "zeros":
-            text += f", padding_mode={self.padding_mode}"
-        return text
+        self._make_parameters(in_channels, out_channels, bias, device, dtype)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtrain._tensor.creation import empty
 from dtrain._tensor.nn.functional.conv import PADDING_MODES
 from dtrain._tensor.nn.functional.conv_nd import (
     conv3d,
@@ -12,15 +11,12 @@ from dtrain._tensor.nn.functional.conv_nd import (
     conv_transpose3d,
     ntuple,
 )
-from dtrain._tensor.nn.functional.padding import pad
-from dtrain._tensor.nn.module import Module
-from dtrain._tensor.nn.modules.conv import Conv2d, channels
+from dtrain._tensor.nn.modules.conv import _ConvNd, channels
 from dtrain._tensor.nn.modules.conv_transpose import _ConvTransposeNd
-from dtrain._tensor.parameter import Parameter
 from dtrain._tensor.tensor import Tensor
 
 
-class Conv3d(Module):
+class Conv3d(_ConvNd):
     """3-D convolution over ``(N, C, D, H, W)`` (or unbatched ``(C, D, H, W)``) input; see
     ``functional.conv3d``. ``Conv2d``'s arguments with a 3-tuple (or an int) each, and the
     same initialisation: ``weight`` of shape ``(out_channels, in_channels / groups, kd, kh,
@@ -30,6 +26,8 @@ class Conv3d(Module):
         TypeError: a size that is not an integer.
         ValueError: a bad size, padding or mode, or channels not divisible by ``groups``.
     """
+
+    _conv = staticmethod(conv3d)
 
     def __init__(
         self,
@@ -62,45 +60,7 @@ class Conv3d(Module):
         # F.pad's order (last dim first), for padding_mode.
         self._pad_for_mode = tuple(p for pair in reversed(pads) for p in pair)
         self.groups, self.padding_mode = groups, padding_mode
-        self.weight = Parameter(
-            empty(
-                (out_channels, in_channels // groups, *self.kernel_size), dtype=dtype, device=device
-            )
-        )
-        if bias:
-            self.bias = Parameter(empty(out_channels, dtype=dtype, device=device))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    reset_parameters = Conv2d.reset_parameters
-
-    def forward(self, input: Tensor) -> Tensor:
-        if self.padding_mode != "zeros":
-            padded = pad(input, self._pad_for_mode, mode=self.padding_mode)
-            return conv3d(
-                padded, self.weight, self.bias, self.stride, 0, self.dilation, self.groups
-            )
-        return conv3d(
-            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
-        )
-
-    def extra_repr(self) -> str:
-        text = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}"
-        )
-        if self.padding != (0, 0, 0):
-            text += f", padding={self.padding}"
-        if self.dilation != (1, 1, 1):
-            text += f", dilation={self.dilation}"
-        if self.groups != 1:
-            text += f", groups={self.groups}"
-        if self.bias is None:
-            text += ", bias=False"
-        if self.padding_mode != "zeros":
-            text += f", padding_mode={self.padding_mode}"
-        return text
+        self._make_parameters(in_channels, out_channels, bias, device, dtype)
 
 
 class ConvTranspose3d(_ConvTransposeNd):
