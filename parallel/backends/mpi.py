@@ -30,6 +30,8 @@ from dtrain.parallel.work import Work
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.config import mpi_world_size
 
+_ABORT_GRACE_S = 0.2  # before MPI_Abort: time for Hydra to forward the failing rank's output
+
 
 def _mpi() -> Any:
     from mpi4py import MPI
@@ -94,6 +96,10 @@ def abort_on_uncaught_exception() -> None:
                 f"dtrain: rank {rank} raised {kind.__name__}: aborting the MPI job", file=sys.stderr
             )
             sys.stderr.flush()
+            # Hydra tears the job down on MPI_Abort, and its forwarder may not have read
+            # this rank's pipe yet: without a moment's grace the traceback and the line
+            # naming the rank were sometimes lost (about 1 run in 20 in CI).
+            time.sleep(_ABORT_GRACE_S)
         finally:
             _mpi().COMM_WORLD.Abort(1)
 
