@@ -23,6 +23,7 @@ class Work:
         self._done = threading.Event()
         self._error: BaseException | None = None
         self._lock = threading.Lock()
+        self._completing = False
         # Steps that write the outputs (copy-back, scaling): they run where the collective
         # completes, before it reports done, so a completed Work has its outputs written.
         self._steps: list[Callable[[], Any]] = [] if finish is None else [finish]
@@ -47,6 +48,12 @@ class Work:
                 self._error = exc
 
     def _complete(self, error: BaseException | None = None) -> None:
+        # The first completion wins: a second one (a transport reporting an error after the
+        # result arrived) must not rerun steps or overwrite the outcome.
+        with self._lock:
+            if self._completing:
+                return
+            self._completing = True
         while True:
             with self._lock:
                 steps, self._steps = self._steps, []

@@ -136,3 +136,20 @@ def test_a_step_that_waits_on_a_later_collective_is_refused_not_hung(executor):
     with pytest.raises(RuntimeError, match="all_reduce #2: waited on from a step"):
         chained.wait(10)
     assert seen == [True] and later.wait(10)
+
+
+def test_the_first_completion_wins_and_steps_run_once():
+    ran: list = []
+    work = Work("recv from rank 1")
+    work.then(lambda: ran.append("copied"))
+    work._complete()
+    work._complete(CollectiveError("recv from rank 1: rank 1 closed its connection", op="recv"))
+    assert ran == ["copied"] and work.is_success() and work.wait(1)
+
+    failed = Work("send to rank 2")
+    failed.then(lambda: ran.append("never"))
+    failed._complete(CollectiveError("send to rank 2: timed out", op="send"))
+    failed._complete()
+    assert not failed.is_success() and ran == ["copied"]
+    with pytest.raises(CollectiveError, match="timed out"):
+        failed.wait(1)
