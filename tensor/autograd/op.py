@@ -127,6 +127,7 @@ class Op:
 # one dtrain op stands for several of PyTorch's: Reshape is ViewBackward0 ...).
 _TORCH_NAMES = {
     "AvgPool2d": "AvgPool2D",
+    "AvgPool3d": "AvgPool3D",
     "BatchNorm": "NativeBatchNorm",
     "Cast": "ToCopy",
     "Cholesky": "LinalgCholeskyEx",
@@ -146,6 +147,7 @@ _TORCH_NAMES = {
     "LogSumExp": "Logsumexp",
     "MatMul": "Mm",
     "MaxPool2d": "MaxPool2DWithIndices",
+    "MaxPool3d": "MaxPool3DWithIndices",
     "Norm": "LinalgVectorNorm",
     "Reshape": "View",
     "SlogDet": "LinalgSlogdet",

@@ -280,3 +280,16 @@ def test_avg_pool3d_refuses_a_bool_divisor_as_torch():
         F.avg_pool3d(x, 2, divisor_override=True)
     with pytest.raises(ValueError, match="divisor_override"):
         F.avg_pool3d(x, 2, divisor_override=0)
+
+
+@pytest.mark.parametrize(
+    "pool, shape, name",
+    [
+        (F.max_pool2d, (1, 1, 4, 4), "MaxPool2DWithIndicesBackward0"),
+        (F.avg_pool2d, (1, 1, 4, 4), "AvgPool2DBackward0"),
+        (F.max_pool3d, (1, 1, 4, 4, 4), "MaxPool3DWithIndicesBackward0"),
+        (F.avg_pool3d, (1, 1, 4, 4, 4), "AvgPool3DBackward0"),
+    ],
+)
+def test_pools_of_every_dimension_share_one_op_and_keep_pytorchs_node_names(pool, shape, name):
+    assert pool(dt.randn(*shape, requires_grad=True), 2).grad_fn.name() == name

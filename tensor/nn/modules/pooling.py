@@ -17,8 +17,10 @@ from dtrain._tensor.tensor import Tensor
 
 
 class _MaxPoolNd(Module):
-    """Max pooling's arguments (``stride`` defaults to the kernel), shared by the 1-D and
-    2-D layers, which differ in their functional only."""
+    """Max pooling's arguments (``stride`` defaults to the kernel) and forward, shared by
+    the 1-D, 2-D and 3-D layers, which differ in their functional (``_pool``) only."""
+
+    _pool: Any
 
     def __init__(
         self,
@@ -35,6 +37,17 @@ class _MaxPoolNd(Module):
         self.padding, self.dilation = padding, dilation
         self.return_indices, self.ceil_mode = return_indices, ceil_mode
 
+    def forward(self, input: Tensor) -> Any:
+        return type(self)._pool(
+            input,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            ceil_mode=self.ceil_mode,
+            return_indices=self.return_indices,
+        )
+
     def extra_repr(self) -> str:
         return (
             f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -45,16 +58,7 @@ class _MaxPoolNd(Module):
 class MaxPool2d(_MaxPoolNd):
     """2-D max pooling; see ``functional.max_pool2d`` (``stride`` defaults to the kernel)."""
 
-    def forward(self, input: Tensor) -> Any:
-        return max_pool2d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            ceil_mode=self.ceil_mode,
-            return_indices=self.return_indices,
-        )
+    _pool = staticmethod(max_pool2d)
 
 
 class AvgPool2d(Module):
@@ -75,8 +79,10 @@ class AvgPool2d(Module):
         self.padding, self.ceil_mode = padding, ceil_mode
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
+    _pool = staticmethod(avg_pool2d)
+
     def forward(self, input: Tensor) -> Tensor:
-        return avg_pool2d(
+        return type(self)._pool(
             input,
             self.kernel_size,
             self.stride,
@@ -107,16 +113,7 @@ class AdaptiveAvgPool2d(Module):
 class MaxPool1d(_MaxPoolNd):
     """1-D max pooling; see ``functional.max_pool1d`` (``stride`` defaults to the kernel)."""
 
-    def forward(self, input: Tensor) -> Any:
-        return max_pool1d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            ceil_mode=self.ceil_mode,
-            return_indices=self.return_indices,
-        )
+    _pool = staticmethod(max_pool1d)
 
 
 class AvgPool1d(Module):

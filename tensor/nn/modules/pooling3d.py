@@ -25,31 +25,13 @@ from dtrain._tensor.tensor import Tensor
 class MaxPool3d(_MaxPoolNd):
     """3-D max pooling; see ``functional.max_pool3d`` (``stride`` defaults to the kernel)."""
 
-    def forward(self, input: Tensor) -> Any:
-        return max_pool3d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            ceil_mode=self.ceil_mode,
-            return_indices=self.return_indices,
-        )
+    _pool = staticmethod(max_pool3d)
 
 
 class AvgPool3d(AvgPool2d):
     """3-D average pooling; see ``functional.avg_pool3d`` (``stride`` defaults to the kernel)."""
 
-    def forward(self, input: Tensor) -> Tensor:
-        return avg_pool3d(
-            input,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.ceil_mode,
-            self.count_include_pad,
-            self.divisor_override,
-        )
+    _pool = staticmethod(avg_pool3d)
 
 
 class AdaptiveAvgPool3d(AdaptiveAvgPool2d):
@@ -77,8 +59,10 @@ class MaxUnpool2d(Module):
         self.stride = stride if stride is not None else kernel_size
         self.padding = padding
 
+    _unpool = staticmethod(max_unpool2d)
+
     def forward(self, input: Tensor, indices: Tensor, output_size: Any = None) -> Tensor:
-        return max_unpool2d(
+        return type(self)._unpool(
             input, indices, self.kernel_size, self.stride, self.padding, output_size
         )
 
@@ -89,16 +73,10 @@ class MaxUnpool2d(Module):
 class MaxUnpool1d(MaxUnpool2d):
     """Inverse of ``MaxPool1d``; see ``functional.max_unpool1d``."""
 
-    def forward(self, input: Tensor, indices: Tensor, output_size: Any = None) -> Tensor:
-        return max_unpool1d(
-            input, indices, self.kernel_size, self.stride, self.padding, output_size
-        )
+    _unpool = staticmethod(max_unpool1d)
 
 
 class MaxUnpool3d(MaxUnpool2d):
     """Inverse of ``MaxPool3d``; see ``functional.max_unpool3d``."""
 
-    def forward(self, input: Tensor, indices: Tensor, output_size: Any = None) -> Tensor:
-        return max_unpool3d(
-            input, indices, self.kernel_size, self.stride, self.padding, output_size
-        )
+    _unpool = staticmethod(max_unpool3d)
