@@ -12,7 +12,11 @@ Synchronisation points (every rank must reach each, in the same order):
 3. each unit's backward outside ``no_sync()`` — once every gradient of the unit is summed,
    one reduce-scatter (``NO_SHARD``: all-reduce) of its flat gradient, averaged over ranks;
 4. ``clip_grad_norm_`` (one all-reduce), ``summon_full_params``, ``state_dict`` and
-   ``load_state_dict`` (one all-gather per unit).
+   ``load_state_dict`` of the full type (one all-gather per unit), ``optim_state_dict`` of
+   the full type (one all-gather per per-element state of each unit).
+
+State dicts of the sharded and local types are in ``fsdp_sharded.py``, optimizer state
+dicts in ``fsdp_optim.py``.
 """
 
 from __future__ import annotations
@@ -25,19 +29,21 @@ from typing import Any
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor
-from dtrain.parallel import api, collectives
+from dtrain.parallel import api, collectives, fsdp_optim, fsdp_sharded
 from dtrain.parallel.fsdp_flat import FLAT_PARAM_NAME, FlatHandle, flattened_by
 from dtrain.parallel.fsdp_state import (
-    NO_OPTIM_STATE,
     WRAPPED,
     BackwardPrefetch,
+    FullOptimStateDictConfig,
     FullStateDictConfig,
     ShardingStrategy,
+    StateDictSettings,
     StateDictType,
     check_supported,
     clean_key,
     full_state_dict,
     load_full_state_dict,
+    settings_for,
     summon_full_params,
     units_of,
 )
@@ -106,6 +112,10 @@ class FullyShardedDataParallel(Module):
         self._is_root = True
         self._state_dict_type = StateDictType.FULL_STATE_DICT
         self._state_dict_config = FullStateDictConfig()
+        self._optim_state_dict_config = FullOptimStateDictConfig()
+        # a plain parent's state_dict()/load_state_dict() reaches this unit through these
+        self.register_state_dict_post_hook(_state_dict_post_hook)
+        self.register_load_state_dict_pre_hook(_load_state_dict_pre_hook)
         slots = _own_parameters(module)
         _check_not_tied(module, slots)
         if sync_module_states:
@@ -269,25 +279,39 @@ class FullyShardedDataParallel(Module):
         state_dict_type: StateDictType,
         state_dict_config: Any = None,
         optim_state_dict_config: Any = None,
-    ) -> tuple:
-        """Make ``state_dict()`` of every unit in ``module`` return ``state_dict_type``;
-        returns the previous type and config."""
-        if state_dict_type is not StateDictType.FULL_STATE_DICT:
-            raise NotImplementedError(
-                f"FullyShardedDataParallel: {state_dict_type} is not supported by dtrain; use "
-                "StateDictType.FULL_STATE_DICT"
-            )
-        if optim_state_dict_config is not None:
-            raise NotImplementedError(
-                "FullyShardedDataParallel: optimizer state dicts are not supported by dtrain; "
-                "pass optim_state_dict_config=None"
-            )
-        config = FullStateDictConfig() if state_dict_config is None else state_dict_config
+    ) -> StateDictSettings:
+        """Make ``state_dict()`` / ``load_state_dict()`` of every unit in ``module`` use
+        ``state_dict_type`` (and ``FSDP.optim_state_dict`` its optimizer counterpart);
+        None configs take that type's defaults. Returns the previous settings."""
+        settings = settings_for(state_dict_type, state_dict_config, optim_state_dict_config)
         previous = None
         for unit in units_of(module, FullyShardedDataParallel):
-            previous = previous or (unit._state_dict_type, unit._state_dict_config)
-            unit._state_dict_type, unit._state_dict_config = state_dict_type, config
+            previous = previous or FullyShardedDataParallel._settings(unit)
+            unit._state_dict_type = settings.state_dict_type
+            unit._state_dict_config = settings.state_dict_config
+            unit._optim_state_dict_config = settings.optim_state_dict_config
         return previous
+
+    @staticmethod
+    def get_state_dict_type(module: Module) -> StateDictSettings:
+        """The state dict settings of the units in ``module`` (they must all agree)."""
+        units = units_of(module, FullyShardedDataParallel)
+        if not units:
+            raise ValueError("get_state_dict_type: the module holds no FSDP unit")
+        first = FullyShardedDataParallel._settings(units[0])
+        for unit in units[1:]:
+            if FullyShardedDataParallel._settings(unit) != first:
+                raise AssertionError(
+                    "get_state_dict_type: the FSDP units have different state dict settings; "
+                    "set them with FSDP.set_state_dict_type(root, ...)"
+                )
+        return first
+
+    @staticmethod
+    def _settings(unit: Any) -> StateDictSettings:
+        return StateDictSettings(
+            unit._state_dict_type, unit._state_dict_config, unit._optim_state_dict_config
+        )
 
     @staticmethod
     @contextlib.contextmanager
@@ -299,56 +323,164 @@ class FullyShardedDataParallel(Module):
     ) -> Iterator[None]:
         """``set_state_dict_type`` for the block only."""
         units = units_of(module, FullyShardedDataParallel)
-        before = [(u._state_dict_type, u._state_dict_config) for u in units]
+        before = [FullyShardedDataParallel._settings(u) for u in units]
         FullyShardedDataParallel.set_state_dict_type(
             module, state_dict_type, state_dict_config, optim_state_dict_config
         )
         try:
             yield
         finally:
-            for unit, (kind, config) in zip(units, before):
-                unit._state_dict_type, unit._state_dict_config = kind, config
+            for unit, settings in zip(units, before):
+                unit._state_dict_type = settings.state_dict_type
+                unit._state_dict_config = settings.state_dict_config
+                unit._optim_state_dict_config = settings.optim_state_dict_config
 
     def state_dict(
         self, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
     ) -> dict:
-        """The full state dict: the original module's keys, full tensors (copies). With
-        ``FullStateDictConfig(rank0_only=True)`` other ranks get ``{}``.
+        """The state dict of the type ``set_state_dict_type`` chose, under the original
+        module's keys: ``FULL_STATE_DICT`` (default) full tensors (copies; ``{}`` on other
+        ranks with ``FullStateDictConfig(rank0_only=True)``), ``SHARDED_STATE_DICT`` a
+        ``ShardedTensor`` per parameter, ``LOCAL_STATE_DICT`` each unit's flat shard under
+        ``<unit>._flat_param``; buffers are plain tensors.
 
-        Collective: every rank of the group must call this, on the root."""
+        Collective (``FULL_STATE_DICT``): every rank of the group must call this, on the root."""
         self._check_root("state_dict")
-        result = full_state_dict(self, self._state_dict_config, prefix)
-        if destination is not None:
-            destination.update(result)
-            return destination
-        return result
+        return Module.state_dict(self, destination, prefix, keep_vars)
+
+    def _typed_state_dict(self, prefix: str) -> dict:
+        kind, config = self._state_dict_type, self._state_dict_config
+        if kind is StateDictType.SHARDED_STATE_DICT:
+            return fsdp_sharded.sharded_state_dict(self, config.offload_to_cpu, prefix)
+        if kind is StateDictType.LOCAL_STATE_DICT:
+            return fsdp_sharded.local_state_dict(self, config.offload_to_cpu, prefix)
+        return full_state_dict(self, config, prefix)
 
     def load_state_dict(self, state_dict: Mapping, strict: bool = True, assign: bool = False):
-        """Load a full state dict (the original module's keys); each rank keeps its shard.
+        """Load a state dict of the type ``set_state_dict_type`` chose (see ``state_dict``);
+        each rank keeps its shard. A sharded one's ``ShardedTensor``s must hold this rank's
+        ranges (fill the ones ``state_dict()`` gives); a local one loads only on the world
+        size that saved it.
 
-        Collective: every rank of the group must call this, on the root."""
+        Collective (``FULL_STATE_DICT``): every rank of the group must call this, on the root."""
         self._check_root("load_state_dict")
         if assign:
             raise NotImplementedError(
                 "FullyShardedDataParallel.load_state_dict(assign=True) is not supported; the "
                 "values are copied into the shards"
             )
+        return Module.load_state_dict(self, state_dict, strict)
+
+    def _typed_load(self, state_dict: Mapping, strict: bool) -> Any:
+        kind = self._state_dict_type
+        if kind is StateDictType.SHARDED_STATE_DICT:
+            return fsdp_sharded.load_sharded_state_dict(self, state_dict, strict)
+        if kind is StateDictType.LOCAL_STATE_DICT:
+            return fsdp_sharded.load_local_state_dict(self, state_dict, strict)
         return load_full_state_dict(self, state_dict, strict)
 
+    # ---- optimizer state dicts -----------------------------------------------------------
     @staticmethod
-    def full_optim_state_dict(*args: Any, **kwargs: Any) -> dict:
-        """Not supported by dtrain (raises)."""
-        raise NotImplementedError(NO_OPTIM_STATE)
+    def optim_state_dict(
+        model: Module, optim: Any, optim_state_dict: dict | None = None, group: Any = None
+    ) -> dict:
+        """``optim``'s state keyed by the original parameters' names (the model state dict's
+        keys), ``param_groups``' ``params`` as name lists: under ``FULL_STATE_DICT`` full
+        tensors of each parameter's shape (``{}`` on other ranks with
+        ``FullOptimStateDictConfig(rank0_only=True)``), under ``SHARDED_STATE_DICT`` this
+        rank's ``ShardedTensor`` of each. ``model`` is the FSDP root or a module holding it.
+
+        Collective (``FULL_STATE_DICT``): every rank of the group must call this."""
+        settings = FullyShardedDataParallel.get_state_dict_type(model)
+        if settings.state_dict_type is StateDictType.LOCAL_STATE_DICT:
+            raise NotImplementedError(
+                "FSDP.optim_state_dict under LOCAL_STATE_DICT is not supported by dtrain; save "
+                "optim.state_dict() on each rank (it holds that rank's shards) or use "
+                "FULL_STATE_DICT / SHARDED_STATE_DICT"
+            )
+        config = settings.optim_state_dict_config
+        return fsdp_optim.optim_state_dict(
+            model,
+            optim,
+            optim.state_dict() if optim_state_dict is None else optim_state_dict,
+            FullyShardedDataParallel,
+            full=settings.state_dict_type is StateDictType.FULL_STATE_DICT,
+            rank0_only=getattr(config, "rank0_only", False),
+            offload_to_cpu=config.offload_to_cpu,
+            group=group,
+        )
 
     @staticmethod
-    def optim_state_dict(*args: Any, **kwargs: Any) -> dict:
-        """Not supported by dtrain (raises)."""
-        raise NotImplementedError(NO_OPTIM_STATE)
+    def optim_state_dict_to_load(
+        model: Module,
+        optim: Any,
+        optim_state_dict: dict,
+        is_named_optimizer: bool = False,
+        load_directly: bool = False,
+        group: Any = None,
+    ) -> dict:
+        """``optim_state_dict`` (``FSDP.optim_state_dict``'s full or sharded form, maybe saved
+        at another world size) as ``optim.load_state_dict`` takes it for this rank's shards
+        (loaded into ``optim`` too with ``load_directly``). Sharded values must hold this
+        rank's ranges. No communication."""
+        if is_named_optimizer:
+            raise NotImplementedError(
+                "optim_state_dict_to_load(is_named_optimizer=True) is not supported by dtrain"
+            )
+        result = fsdp_optim.to_load(model, optim, optim_state_dict, FullyShardedDataParallel)
+        if load_directly:
+            optim.load_state_dict(result)
+        return result
 
     @staticmethod
-    def optim_state_dict_to_load(*args: Any, **kwargs: Any) -> dict:
-        """Not supported by dtrain (raises)."""
-        raise NotImplementedError(NO_OPTIM_STATE)
+    def full_optim_state_dict(
+        model: Module,
+        optim: Any,
+        optim_input: Any = None,
+        rank0_only: bool = True,
+        group: Any = None,
+    ) -> dict:
+        """The full optimizer state dict (``optim_state_dict``'s ``FULL_STATE_DICT`` form),
+        on rank 0 only by default (``{}`` elsewhere); torch's older API.
+
+        Collective: every rank of the group must call this."""
+        _no_optim_input(optim_input)
+        return fsdp_optim.optim_state_dict(
+            model,
+            optim,
+            optim.state_dict(),
+            FullyShardedDataParallel,
+            full=True,
+            rank0_only=rank0_only,
+            offload_to_cpu=True,
+            group=group,
+        )
+
+    @staticmethod
+    def shard_full_optim_state_dict(
+        full_optim_state_dict: dict, model: Module, optim_input: Any = None, optim: Any = None
+    ) -> dict:
+        """This rank's part of a full optimizer state dict, for ``optim.load_state_dict``
+        (without ``optim``, numbered as an optimizer built on ``model.parameters()``)."""
+        _no_optim_input(optim_input)
+        return fsdp_optim.to_load(model, optim, full_optim_state_dict, FullyShardedDataParallel)
+
+    @staticmethod
+    def scatter_full_optim_state_dict(
+        full_optim_state_dict: dict | None,
+        model: Module,
+        optim_input: Any = None,
+        optim: Any = None,
+        group: Any = None,
+    ) -> dict:
+        """As ``shard_full_optim_state_dict``, the full state dict given on rank 0 only
+        (others pass None): rank 0 broadcasts it (dtrain sends the whole dict to every rank,
+        torch each rank's part).
+
+        Collective: every rank of the group must call this."""
+        _no_optim_input(optim_input)
+        full = fsdp_optim.broadcast_state(full_optim_state_dict, group)
+        return fsdp_optim.to_load(model, optim, full, FullyShardedDataParallel)
 
     def _check_root(self, what: str) -> None:
         if not self._is_root:
@@ -356,6 +488,45 @@ class FullyShardedDataParallel(Module):
                 f"FullyShardedDataParallel.{what}: call it on the root FSDP module (the "
                 "outermost one), not on a nested unit"
             )
+
+
+def _state_dict_post_hook(unit: Any, state_dict: dict, prefix: str, _metadata: dict) -> None:
+    """The root unit's entries (flat shards, wrapped names) replaced by its typed ones."""
+    if not unit._is_root:
+        return
+    for key in unit._state_slots():
+        state_dict.pop(prefix + key, None)
+    state_dict.update(unit._typed_state_dict(prefix))
+
+
+def _load_state_dict_pre_hook(
+    unit: Any,
+    state_dict: dict,
+    prefix: str,
+    _metadata: dict,
+    _strict: bool,
+    missing_keys: list,
+    unexpected_keys: list,
+    _error_msgs: list,
+) -> None:
+    """The root unit loads its keys itself (by type), then leaves each of its slots its own
+    tensor, so the generic loader below it finds every key and changes nothing."""
+    if not unit._is_root:
+        return
+    mine = {k[len(prefix) :]: state_dict.pop(k) for k in list(state_dict) if k.startswith(prefix)}
+    result = unit._typed_load(mine, strict=False)
+    missing_keys.extend(prefix + k for k in result.missing_keys)
+    unexpected_keys.extend(prefix + k for k in result.unexpected_keys)
+    for key, (_, _, tensor) in unit._state_slots().items():
+        state_dict[prefix + key] = tensor
+
+
+def _no_optim_input(optim_input: Any) -> None:
+    if optim_input is not None:
+        raise NotImplementedError(
+            "FSDP: optim_input (deprecated in torch) is not supported by dtrain; pass optim= "
+            "or build the optimizer on model.parameters()"
+        )
 
 
 def _is_unit(module: Module) -> bool:

@@ -1,5 +1,6 @@
-"""FSDP's options (``ShardingStrategy``, ``StateDictType`` and the configs, torch's names),
-the checks that refuse those dtrain does not support, and its full-parameter views:
+"""FSDP's options (``ShardingStrategy``, ``StateDictType`` and the model and optimizer state
+dict configs, torch's names), the checks that refuse those dtrain does not support, and its
+full-parameter views:
 ``summon_full_params`` and the full state dict (the original module's keys and full
 tensors, gathered), and loading one back (sharded again)."""
 
@@ -12,7 +13,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.nn.module import Module
+from dtrain._tensor.nn.module_state import load_entry
 from dtrain._tensor.nn.module_state_dict import IncompatibleKeys
 from dtrain.parallel import api
 from dtrain.parallel.fsdp_flat import FLAT_PARAM_NAME
@@ -40,7 +43,9 @@ class BackwardPrefetch(enum.Enum):
 
 
 class StateDictType(enum.Enum):
-    """Which state dict ``state_dict()`` returns; dtrain supports ``FULL_STATE_DICT``."""
+    """Which state dict ``state_dict()`` returns: ``FULL_STATE_DICT`` (full tensors),
+    ``SHARDED_STATE_DICT`` (a ``ShardedTensor`` per original parameter) or
+    ``LOCAL_STATE_DICT`` (each unit's flat shard as it is)."""
 
     FULL_STATE_DICT = enum.auto()
     LOCAL_STATE_DICT = enum.auto()
@@ -62,6 +67,87 @@ class FullStateDictConfig(StateDictConfig):
 
 
 @dataclass
+class ShardedStateDictConfig(StateDictConfig):
+    """For ``SHARDED_STATE_DICT``; ``_use_dtensor`` is accepted and must stay False."""
+
+    _use_dtensor: bool = False
+
+
+@dataclass
+class LocalStateDictConfig(StateDictConfig):
+    """For ``LOCAL_STATE_DICT``."""
+
+
+@dataclass
+class OptimStateDictConfig:
+    """Base of the optimizer state dict configs. ``offload_to_cpu``: CPU tensors (default
+    True, as torch)."""
+
+    offload_to_cpu: bool = True
+
+
+@dataclass
+class FullOptimStateDictConfig(OptimStateDictConfig):
+    """``rank0_only``: only rank 0 gets the optimizer state dict (others get ``{}``)."""
+
+    rank0_only: bool = False
+
+
+@dataclass
+class ShardedOptimStateDictConfig(OptimStateDictConfig):
+    """For ``SHARDED_STATE_DICT``; ``_use_dtensor`` is accepted and must stay False."""
+
+    _use_dtensor: bool = False
+
+
+@dataclass
+class LocalOptimStateDictConfig(OptimStateDictConfig):
+    """For ``LOCAL_STATE_DICT`` (dtrain's optimizer state dict functions refuse it)."""
+
+    offload_to_cpu: bool = False
+
+
+@dataclass
+class StateDictSettings:
+    """What ``set_state_dict_type`` / ``get_state_dict_type`` return."""
+
+    state_dict_type: StateDictType
+    state_dict_config: StateDictConfig
+    optim_state_dict_config: OptimStateDictConfig
+
+
+DEFAULT_CONFIGS = {
+    StateDictType.FULL_STATE_DICT: (FullStateDictConfig, FullOptimStateDictConfig),
+    StateDictType.SHARDED_STATE_DICT: (ShardedStateDictConfig, ShardedOptimStateDictConfig),
+    StateDictType.LOCAL_STATE_DICT: (LocalStateDictConfig, LocalOptimStateDictConfig),
+}
+
+
+def settings_for(kind: Any, config: Any, optim_config: Any) -> StateDictSettings:
+    """``StateDictSettings`` for ``set_state_dict_type``'s arguments (None: the default
+    config of ``kind``), checked."""
+    if not isinstance(kind, StateDictType):
+        raise TypeError(
+            f"set_state_dict_type: state_dict_type must be a StateDictType, got {kind!r}"
+        )
+    model_cls, optim_cls = DEFAULT_CONFIGS[kind]
+    config = model_cls() if config is None else config
+    optim_config = optim_cls() if optim_config is None else optim_config
+    for given, cls, what in ((config, model_cls, ""), (optim_config, optim_cls, "optim_")):
+        if not isinstance(given, cls):
+            raise TypeError(
+                f"set_state_dict_type: {kind.name} takes {what}state_dict_config="
+                f"{cls.__name__}(...), got {type(given).__name__}"
+            )
+        if getattr(given, "_use_dtensor", False):
+            raise NotImplementedError(
+                "set_state_dict_type: _use_dtensor=True is not supported by dtrain; sharded "
+                "values are dtrain ShardedTensors"
+            )
+    return StateDictSettings(kind, config, optim_config)
+
+
+@dataclass
 class CPUOffload:
     """Accepted for torch compatibility; ``offload_params=True`` is not supported."""
 
@@ -78,13 +164,6 @@ class MixedPrecision:
     keep_low_precision_grads: bool = False
     cast_forward_inputs: bool = False
     cast_root_forward_inputs: bool = True
-
-
-NO_OPTIM_STATE = (
-    "FullyShardedDataParallel: optimizer state dicts (full_optim_state_dict, "
-    "optim_state_dict) are not supported by dtrain; save each rank's optimizer.state_dict() "
-    "(it holds that rank's shards) and load it back on the same world size"
-)
 
 
 def check_supported(
@@ -189,7 +268,7 @@ def clean_key(key: str) -> str:
     return ".".join(part for part in key.split(".") if part != WRAPPED)
 
 
-def _is_flat(key: str) -> bool:
+def is_flat(key: str) -> bool:
     return key.rsplit(".", 1)[-1] == FLAT_PARAM_NAME
 
 
@@ -199,12 +278,12 @@ def full_state_dict(root: Any, config: FullStateDictConfig, prefix: str = "") ->
     Collective: every rank of the group must call this."""
     units = units_of(root, type(root))
     with summon_full_params(units, writeback=False, offload_to_cpu=config.offload_to_cpu):
-        raw = Module.state_dict(root, keep_vars=True)
+        raw = root._state_slots()  # no hooks: the FSDP post-hook is what calls this
         result = OrderedDict()
         if config.rank0_only and api.get_rank(root.process_group) != 0:
             return result
-        for key, value in raw.items():
-            if not _is_flat(key):
+        for key, (_, _, value) in raw.items():
+            if not is_flat(key):
                 value = value.detach().clone()  # buffers too go to the CPU, as in torch
                 result[prefix + clean_key(key)] = value.cpu() if config.offload_to_cpu else value
     return result
@@ -217,25 +296,48 @@ def load_full_state_dict(root: Any, state_dict: Mapping, strict: bool) -> Incomp
     Collective: every rank of the group must call this, with the same state dict."""
     units = units_of(root, type(root))
     with summon_full_params(units, writeback=True):
-        slots = Module.state_dict(root, keep_vars=True)
-        real = {clean_key(k): k for k in slots if not _is_flat(k)}
-        renamed = OrderedDict((real.get(k, k), v) for k, v in state_dict.items())
-        for key, value in slots.items():
-            if _is_flat(key):
-                renamed[key] = value  # keeps itself: a flat parameter is no checkpoint key
-        result = Module.load_state_dict(root, renamed, strict)
-    return IncompatibleKeys(
-        [clean_key(k) for k in result.missing_keys],
-        [clean_key(k) for k in result.unexpected_keys],
-    )
+        slots = {clean_key(k): v for k, v in root._state_slots().items() if not is_flat(k)}
+        missing, unexpected = check_keys(root, slots, state_dict, strict)
+        with no_grad():
+            for key, (module, name, target) in slots.items():
+                if key in state_dict:
+                    where = f"load_state_dict for {type(root).__name__}: {key!r}"
+                    load_entry(module, name, target, state_dict[key], where, False)
+    return IncompatibleKeys(missing, unexpected)
+
+
+def check_keys(root: Any, expected: Mapping, state_dict: Mapping, strict: bool) -> tuple:
+    """The missing and unexpected keys of ``state_dict`` against ``expected`` (clean keys);
+    under ``strict`` an error naming them."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"load_state_dict: expected a dict-like state_dict (name -> tensor), got "
+            f"{type(state_dict).__name__}"
+        )
+    optional = {clean_key(k) for k in root._optional_keys()}
+    missing = [k for k in expected if k not in state_dict and k not in optional]
+    unexpected = [k for k in state_dict if k not in expected]
+    if strict and (missing or unexpected):
+        raise RuntimeError(
+            f"load_state_dict for {type(root).__name__}: missing keys {missing}, unexpected "
+            f"keys {unexpected}; pass strict=False to load the rest"
+        )
+    return missing, unexpected
 
 
 __all__ = [
     "BackwardPrefetch",
     "CPUOffload",
+    "FullOptimStateDictConfig",
     "FullStateDictConfig",
+    "LocalOptimStateDictConfig",
+    "LocalStateDictConfig",
     "MixedPrecision",
+    "OptimStateDictConfig",
+    "ShardedOptimStateDictConfig",
+    "ShardedStateDictConfig",
     "ShardingStrategy",
     "StateDictConfig",
+    "StateDictSettings",
     "StateDictType",
 ]

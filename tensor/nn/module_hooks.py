@@ -1,6 +1,8 @@
 """``Module``'s forward and backward hooks: registering them (``register_forward_hook``
-...) and running them around ``forward`` in PyTorch's order. ``ModuleHooks`` is a mixin of
-``Module``, whose ``__init__`` makes the hook dicts it uses."""
+...) and running them around ``forward`` in PyTorch's order; and registering its state-dict
+hooks (``register_state_dict_pre_hook`` ..., run by ``module_state_dict.py``). ``ModuleHooks``
+is a mixin of ``Module``, whose ``__init__`` makes the forward/backward hook dicts; the
+state-dict hook dicts are made on first registration."""
 
 from __future__ import annotations
 
@@ -105,4 +107,41 @@ class ModuleHooks:
             hooks.move_to_end(key, last=False)
         if with_kwargs:
             self._hooks_with_kwargs.add(key)
+        return HookHandle(hooks, key, self._hooks_with_kwargs)
+
+    # ---- state-dict hooks (run by module_state_dict.py) ----------------------------------
+    def register_state_dict_pre_hook(self, hook: Callable) -> HookHandle:
+        """``hook(module, prefix, keep_vars)`` before ``state_dict`` adds this module's
+        entries (also when a parent's ``state_dict`` reaches it)."""
+        return self._add_state_hook("_state_dict_pre_hooks", hook)
+
+    def register_state_dict_post_hook(self, hook: Callable) -> HookHandle:
+        """``hook(module, state_dict, prefix, local_metadata)`` after this module's and its
+        sub-modules' entries were added; it changes ``state_dict`` in place and returns None."""
+        return self._add_state_hook("_state_dict_hooks", (hook, True))
+
+    def _register_state_dict_hook(self, hook: Callable) -> HookHandle:
+        """PyTorch's older (private) post-hook: as ``register_state_dict_post_hook``, but a
+        returned dict replaces the state dict when this module is the one called."""
+        return self._add_state_hook("_state_dict_hooks", (hook, False))
+
+    def register_load_state_dict_pre_hook(self, hook: Callable) -> HookHandle:
+        """``hook(module, state_dict, prefix, local_metadata, strict, missing_keys,
+        unexpected_keys, error_msgs)`` before this module's entries load; it may change
+        ``state_dict`` (a copy; its sub-modules see the change) and the lists in place."""
+        return self._add_state_hook("_load_state_dict_pre_hooks", hook)
+
+    def register_load_state_dict_post_hook(self, hook: Callable) -> HookHandle:
+        """``hook(module, incompatible_keys)`` after this module and its sub-modules loaded;
+        it may change ``incompatible_keys.missing_keys`` / ``.unexpected_keys`` in place
+        (``strict`` checks them afterwards) and returns None."""
+        return self._add_state_hook("_load_state_dict_post_hooks", hook)
+
+    def _add_state_hook(self, attribute: str, entry: Any) -> HookHandle:
+        hooks = self.__dict__.get(attribute)
+        if hooks is None:
+            hooks = OrderedDict()
+            object.__setattr__(self, attribute, hooks)
+        key = next(hook_ids)
+        hooks[key] = entry
         return HookHandle(hooks, key, self._hooks_with_kwargs)

@@ -1,16 +1,28 @@
 """``Module``'s state: ``state_dict`` (parameters and persistent buffers by dotted name)
-and ``load_state_dict`` (its keys checked, each entry loaded by ``module_state.load_entry``).
-``ModuleStateDict`` is a mixin of ``Module``."""
+and ``load_state_dict`` (each entry loaded by ``module_state.load_entry``), both walking
+the module tree as PyTorch's recursion does (iteratively), with PyTorch's state-dict hooks
+(registered in ``module_hooks.py``) run at the same points. ``ModuleStateDict`` is a mixin
+of ``Module``."""
 
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
 from collections.abc import Mapping
+from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.nn.module_state import load_entry
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+def _hooks(module: Any, attribute: str) -> dict:
+    """One of the module's state-dict hook dicts (made on first registration), or {}."""
+    return module.__dict__.get(attribute) or {}
+
+
+def _metadata(module: Any) -> dict:
+    return {"version": getattr(type(module), "_version", 1)}
 
 
 class ModuleStateDict:
@@ -23,18 +35,44 @@ class ModuleStateDict:
 
         A module or parameter reachable by two paths appears under both names, as in
         PyTorch, so a checkpoint of a model with tied weights loads into either framework.
+        Each module's ``register_state_dict_pre_hook`` hooks run before its entries are
+        added, its post-hooks after its sub-modules' (PyTorch's order).
         """
         destination = OrderedDict() if destination is None else destination
-        modules = self.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False)
-        for module_name, module in modules:
-            head = f"{module_name}." if module_name else ""
-            for name, param in module._parameters.items():
-                if param is not None:
-                    destination[head + name] = param if keep_vars else param.detach()
-            for name, buffer in module._buffers.items():
-                if buffer is not None and name not in module._non_persistent:
-                    destination[head + name] = buffer if keep_vars else buffer.detach()
+        stack: list[tuple[Any, str, bool]] = [(self, prefix, False)]
+        while stack:
+            module, head, done = stack.pop()
+            if done:
+                for hook, public in list(_hooks(module, "_state_dict_hooks").values()):
+                    result = hook(module, destination, head, _metadata(module))
+                    if result is not None:
+                        if public:
+                            raise RuntimeError(
+                                f"state_dict post-hook {hook!r} returned "
+                                f"{type(result).__name__}; it must return None (change the "
+                                "state_dict in place)"
+                            )
+                        if module is self:  # as PyTorch: only the root's return counts
+                            destination = result
+                continue
+            for hook in list(_hooks(module, "_state_dict_pre_hooks").values()):
+                hook(module, head, keep_vars)
+            for name, tensor in module._own_state().items():
+                destination[head + name] = tensor if keep_vars else tensor.detach()
+            stack.append((module, head, True))
+            children = [(n, m) for n, m in module._modules.items() if m is not None]
+            stack.extend((m, f"{head}{n}.", False) for n, m in reversed(children))
         return destination
+
+    def _own_state(self) -> OrderedDict:
+        """This module's own parameters and persistent buffers (no sub-modules'), by name."""
+        own = OrderedDict((n, p) for n, p in self._parameters.items() if p is not None)
+        own.update(
+            (n, b)
+            for n, b in self._buffers.items()
+            if b is not None and n not in self._non_persistent
+        )
+        return own
 
     def _optional_state(self) -> tuple[str, ...]:
         """Names of this module's own state entries a loaded state may lack; they keep
@@ -42,17 +80,22 @@ class ModuleStateDict:
         return ()
 
     def _state_slots(self) -> OrderedDict:
-        """``state_dict()``'s keys, each with the module, local name and tensor behind it."""
+        """``state_dict()``'s keys (without hooks), each with the module, local name and
+        tensor behind it."""
         slots = OrderedDict()
         for module_name, module in self.named_modules(remove_duplicate=False):
             head = f"{module_name}." if module_name else ""
-            for name, param in module._parameters.items():
-                if param is not None:
-                    slots[head + name] = (module, name, param)
-            for name, buffer in module._buffers.items():
-                if buffer is not None and name not in module._non_persistent:
-                    slots[head + name] = (module, name, buffer)
+            for name, tensor in module._own_state().items():
+                slots[head + name] = (module, name, tensor)
         return slots
+
+    def _optional_keys(self) -> set[str]:
+        """The ``_state_slots`` keys a loaded state may lack."""
+        return {
+            f"{name}.{entry}" if name else entry
+            for name, module in self.named_modules(remove_duplicate=False)
+            for entry in module._optional_state()
+        }
 
     def load_state_dict(
         self, state_dict: Mapping, strict: bool = True, assign: bool = False
@@ -62,7 +105,10 @@ class ModuleStateDict:
         By default values are copied in place, cast to each tensor's dtype and device (an
         optimizer holding the parameters keeps working). With ``assign=True`` the given
         tensors replace them, keeping their own dtype and device; a parameter stays an
-        ``nn.Parameter`` with its ``requires_grad``.
+        ``nn.Parameter`` with its ``requires_grad``. As PyTorch, each module's load
+        pre-hooks run before its entries load (on a copy of the state they may change),
+        its post-hooks after its sub-modules', and the key check comes last, so a post-hook
+        may clear ``missing_keys`` / ``unexpected_keys``.
 
         Args:
             state_dict: a mapping from dotted names to tensors or numpy/cupy arrays.
@@ -74,29 +120,78 @@ class ModuleStateDict:
 
         Raises:
             TypeError: ``state_dict`` is not a mapping, or a value is not a tensor or array.
-            RuntimeError: a key problem under ``strict``, or a shape mismatch.
+            RuntimeError: a key problem under ``strict`` (raised after the entries that
+                match have been loaded, as PyTorch), a shape mismatch, or a hook's error
+                message.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(
                 f"load_state_dict: expected a dict-like state_dict (name -> tensor), got "
                 f"{type(state_dict).__name__}"
             )
-        slots = self._state_slots()
-        optional = {
-            f"{name}.{entry}" if name else entry
-            for name, module in self.named_modules()
-            for entry in module._optional_state()
-        }
-        missing = [key for key in slots if key not in state_dict and key not in optional]
-        unexpected = [key for key in state_dict if key not in slots]
-        if strict and (missing or unexpected):
-            raise RuntimeError(
-                f"load_state_dict for {type(self).__name__}: missing keys {missing}, "
-                f"unexpected keys {unexpected}; pass strict=False to load the rest"
-            )
+        missing: list[str] = []
+        unexpected: list[str] = []
+        errors: list[str] = []
+        stack: list[tuple[Any, dict, str, bool]] = [(self, OrderedDict(state_dict), "", False)]
         with no_grad():
-            for key, (module, name, target) in slots.items():
-                if key in state_dict:
-                    where = f"load_state_dict for {type(self).__name__}: {key!r}"
-                    load_entry(module, name, target, state_dict[key], where, assign)
+            while stack:
+                module, local, head, done = stack.pop()
+                if done:
+                    keys = IncompatibleKeys(missing, unexpected)
+                    for hook in list(_hooks(module, "_load_state_dict_post_hooks").values()):
+                        if hook(module, keys) is not None:
+                            raise RuntimeError(
+                                f"load_state_dict post-hook {hook!r} returned a value; it must "
+                                "return None (change incompatible_keys in place)"
+                            )
+                    continue
+                metadata = _metadata(module)
+                if assign:
+                    metadata["assign_to_params_buffers"] = True
+                for hook in list(_hooks(module, "_load_state_dict_pre_hooks").values()):
+                    # strict is always True here, as PyTorch passes it
+                    hook(module, local, head, metadata, True, missing, unexpected, errors)
+                self._load_own(module, local, head, assign, missing, unexpected)
+                stack.append((module, local, head, True))
+                children = [(n, m) for n, m in module._modules.items() if m is not None]
+                for name, child in reversed(children):
+                    child_head = f"{head}{name}."
+                    child_local = {k: v for k, v in local.items() if k.startswith(child_head)}
+                    stack.append((child, child_local, child_head, False))
+        if strict and (missing or unexpected):
+            errors.insert(
+                0,
+                f"missing keys {missing}, unexpected keys {unexpected}; pass strict=False to "
+                "load the rest",
+            )
+        if errors:
+            raise RuntimeError(f"load_state_dict for {type(self).__name__}: " + "; ".join(errors))
         return IncompatibleKeys(missing, unexpected)
+
+    def _load_own(
+        self,
+        module: Any,
+        local: Mapping,
+        head: str,
+        assign: bool,
+        missing: list,
+        unexpected: list,
+    ) -> None:
+        """Load ``module``'s own entries from ``local``; note its missing keys and the keys
+        under ``head`` that name neither its state nor a sub-module (PyTorch's rule)."""
+        own = module._own_state()
+        optional = module._optional_state()
+        for name, target in own.items():
+            key = head + name
+            if key in local:
+                where = f"load_state_dict for {type(self).__name__}: {key!r}"
+                load_entry(module, name, target, local[key], where, assign)
+            elif name not in optional:
+                missing.append(key)
+        for key in local:
+            if not key.startswith(head):
+                continue
+            first, *rest = key[len(head) :].split(".", 1)
+            known = module._modules.get(first) is not None if rest else first in own
+            if not known:
+                unexpected.append(key)

@@ -21,6 +21,7 @@ from dtrain.distributed.fsdp import (
     CPUOffload,
     FlatParameter,
     MixedPrecision,
+    ShardedStateDictConfig,
     ShardingStrategy,
     StateDictType,
 )
@@ -210,8 +211,6 @@ def test_a_module_used_twice_is_stored_once(one_process):
         == list(plain.state_dict())
         == ["0.weight", "0.bias", "2.weight", "2.bias"]
     )
-    with pytest.raises(NotImplementedError, match="optimizer state dicts"):
-        FSDP.full_optim_state_dict(fsdp, None)
 
 
 def test_bad_arguments():
@@ -224,8 +223,14 @@ def test_bad_arguments():
         FSDP(model, mixed_precision=MixedPrecision(param_dtype=dt.float16))
     with pytest.raises(NotImplementedError, match="HYBRID_SHARD"):
         FSDP(model, sharding_strategy=ShardingStrategy.HYBRID_SHARD)
-    with pytest.raises(NotImplementedError, match="FULL_STATE_DICT"):
-        FSDP.set_state_dict_type(model, StateDictType.SHARDED_STATE_DICT)
+    with pytest.raises(NotImplementedError, match="_use_dtensor"):
+        FSDP.set_state_dict_type(
+            model, StateDictType.SHARDED_STATE_DICT, ShardedStateDictConfig(_use_dtensor=True)
+        )
+    with pytest.raises(TypeError, match="FullOptimStateDictConfig"):
+        FSDP.set_state_dict_type(
+            model, StateDictType.FULL_STATE_DICT, None, ShardedStateDictConfig()
+        )
     with pytest.raises(TypeError, match=r"not an nn\.Module class"):
         ModuleWrapPolicy({"Linear"})
     with pytest.raises(TypeError, match=r"wraps an nn\.Module"):
