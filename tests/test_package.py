@@ -30,6 +30,8 @@ import pytest
         "dtrain.special",
         "dtrain.distributed.fsdp",
         "dtrain.distributed.fsdp.wrap",
+        "dtrain.distributed.checkpoint",
+        "dtrain.distributed.checkpoint.state_dict",
         "dtrain.distributions.transforms",
         "dtrain.hub",
         "dtrain.sparse",
