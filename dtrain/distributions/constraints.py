@@ -23,9 +23,11 @@ from dtrain._tensor.distributions.constraints import (
     unit_interval,
 )
 from dtrain._tensor.distributions.constraints_matrix import lower_cholesky, positive_definite
+from dtrain._tensor.distributions.constraints_more import MixtureSameFamilyConstraint, multinomial
 
 __all__ = [
     "Constraint",
+    "MixtureSameFamilyConstraint",
     "boolean",
     "dependent",
     "dependent_property",
@@ -37,6 +39,7 @@ __all__ = [
     "interval",
     "is_dependent",
     "lower_cholesky",
+    "multinomial",
     "nonnegative",
     "nonnegative_integer",
     "one_hot",
