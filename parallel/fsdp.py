@@ -16,7 +16,8 @@ Synchronisation points (every rank must reach each, in the same order):
    the full type (one all-gather per per-element state of each unit).
 
 State dicts of the sharded and local types are in ``fsdp_sharded.py``, optimizer state
-dicts in ``fsdp_optim.py``.
+dicts in ``fsdp_optim.py``, and the class methods that choose and return them in
+``fsdp_state_api.py``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.nn.module import Module
 from dtrain._tensor.tensor import Tensor
-from dtrain.parallel import api, collectives, fsdp_optim, fsdp_sharded
+from dtrain.parallel import api, collectives, fsdp_sharded
 from dtrain.parallel.fsdp_flat import FLAT_PARAM_NAME, FlatHandle, flattened_by
 from dtrain.parallel.fsdp_state import (
     WRAPPED,
@@ -37,22 +38,21 @@ from dtrain.parallel.fsdp_state import (
     FullOptimStateDictConfig,
     FullStateDictConfig,
     ShardingStrategy,
-    StateDictSettings,
     StateDictType,
     check_supported,
     clean_key,
     full_state_dict,
     load_full_state_dict,
-    settings_for,
     summon_full_params,
     units_of,
 )
+from dtrain.parallel.fsdp_state_api import FsdpStateDictMethods
 from dtrain.parallel.fsdp_wrap import recursive_wrap
 from dtrain.parallel.reduce_op import ReduceOp
 from dtrain.runtime.backend import get_array_module
 
 
-class FullyShardedDataParallel(Module):
+class FullyShardedDataParallel(FsdpStateDictMethods, Module):
     """Shard ``module``'s parameters over the ranks of ``process_group``; with an
     ``auto_wrap_policy``, sub-modules become nested units first, so only one unit's
     parameters are gathered at a time. Construction is collective."""
@@ -273,68 +273,6 @@ class FullyShardedDataParallel(Module):
             units = [module] if isinstance(module, FullyShardedDataParallel) else []
         return summon_full_params(units, writeback, rank0_only, offload_to_cpu, with_grads)
 
-    @staticmethod
-    def set_state_dict_type(
-        module: Module,
-        state_dict_type: StateDictType,
-        state_dict_config: Any = None,
-        optim_state_dict_config: Any = None,
-    ) -> StateDictSettings:
-        """Make ``state_dict()`` / ``load_state_dict()`` of every unit in ``module`` use
-        ``state_dict_type`` (and ``FSDP.optim_state_dict`` its optimizer counterpart);
-        None configs take that type's defaults. Returns the previous settings."""
-        settings = settings_for(state_dict_type, state_dict_config, optim_state_dict_config)
-        previous = None
-        for unit in units_of(module, FullyShardedDataParallel):
-            previous = previous or FullyShardedDataParallel._settings(unit)
-            unit._state_dict_type = settings.state_dict_type
-            unit._state_dict_config = settings.state_dict_config
-            unit._optim_state_dict_config = settings.optim_state_dict_config
-        return previous
-
-    @staticmethod
-    def get_state_dict_type(module: Module) -> StateDictSettings:
-        """The state dict settings of the units in ``module`` (they must all agree)."""
-        units = units_of(module, FullyShardedDataParallel)
-        if not units:
-            raise ValueError("get_state_dict_type: the module holds no FSDP unit")
-        first = FullyShardedDataParallel._settings(units[0])
-        for unit in units[1:]:
-            if FullyShardedDataParallel._settings(unit) != first:
-                raise AssertionError(
-                    "get_state_dict_type: the FSDP units have different state dict settings; "
-                    "set them with FSDP.set_state_dict_type(root, ...)"
-                )
-        return first
-
-    @staticmethod
-    def _settings(unit: Any) -> StateDictSettings:
-        return StateDictSettings(
-            unit._state_dict_type, unit._state_dict_config, unit._optim_state_dict_config
-        )
-
-    @staticmethod
-    @contextlib.contextmanager
-    def state_dict_type(
-        module: Module,
-        state_dict_type: StateDictType,
-        state_dict_config: Any = None,
-        optim_state_dict_config: Any = None,
-    ) -> Iterator[None]:
-        """``set_state_dict_type`` for the block only."""
-        units = units_of(module, FullyShardedDataParallel)
-        before = [FullyShardedDataParallel._settings(u) for u in units]
-        FullyShardedDataParallel.set_state_dict_type(
-            module, state_dict_type, state_dict_config, optim_state_dict_config
-        )
-        try:
-            yield
-        finally:
-            for unit, settings in zip(units, before):
-                unit._state_dict_type = settings.state_dict_type
-                unit._state_dict_config = settings.state_dict_config
-                unit._optim_state_dict_config = settings.optim_state_dict_config
-
     def state_dict(
         self, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
     ) -> dict:
@@ -379,109 +317,6 @@ class FullyShardedDataParallel(Module):
             return fsdp_sharded.load_local_state_dict(self, state_dict, strict)
         return load_full_state_dict(self, state_dict, strict)
 
-    # ---- optimizer state dicts -----------------------------------------------------------
-    @staticmethod
-    def optim_state_dict(
-        model: Module, optim: Any, optim_state_dict: dict | None = None, group: Any = None
-    ) -> dict:
-        """``optim``'s state keyed by the original parameters' names (the model state dict's
-        keys), ``param_groups``' ``params`` as name lists: under ``FULL_STATE_DICT`` full
-        tensors of each parameter's shape (``{}`` on other ranks with
-        ``FullOptimStateDictConfig(rank0_only=True)``), under ``SHARDED_STATE_DICT`` this
-        rank's ``ShardedTensor`` of each. ``model`` is the FSDP root or a module holding it.
-
-        Collective (``FULL_STATE_DICT``): every rank of the group must call this."""
-        settings = FullyShardedDataParallel.get_state_dict_type(model)
-        if settings.state_dict_type is StateDictType.LOCAL_STATE_DICT:
-            raise NotImplementedError(
-                "FSDP.optim_state_dict under LOCAL_STATE_DICT is not supported by dtrain; save "
-                "optim.state_dict() on each rank (it holds that rank's shards) or use "
-                "FULL_STATE_DICT / SHARDED_STATE_DICT"
-            )
-        config = settings.optim_state_dict_config
-        return fsdp_optim.optim_state_dict(
-            model,
-            optim,
-            optim.state_dict() if optim_state_dict is None else optim_state_dict,
-            FullyShardedDataParallel,
-            full=settings.state_dict_type is StateDictType.FULL_STATE_DICT,
-            rank0_only=getattr(config, "rank0_only", False),
-            offload_to_cpu=config.offload_to_cpu,
-            group=group,
-        )
-
-    @staticmethod
-    def optim_state_dict_to_load(
-        model: Module,
-        optim: Any,
-        optim_state_dict: dict,
-        is_named_optimizer: bool = False,
-        load_directly: bool = False,
-        group: Any = None,
-    ) -> dict:
-        """``optim_state_dict`` (``FSDP.optim_state_dict``'s full or sharded form, maybe saved
-        at another world size) as ``optim.load_state_dict`` takes it for this rank's shards
-        (loaded into ``optim`` too with ``load_directly``). Sharded values must hold this
-        rank's ranges. No communication."""
-        if is_named_optimizer:
-            raise NotImplementedError(
-                "optim_state_dict_to_load(is_named_optimizer=True) is not supported by dtrain"
-            )
-        result = fsdp_optim.to_load(model, optim, optim_state_dict, FullyShardedDataParallel)
-        if load_directly:
-            optim.load_state_dict(result)
-        return result
-
-    @staticmethod
-    def full_optim_state_dict(
-        model: Module,
-        optim: Any,
-        optim_input: Any = None,
-        rank0_only: bool = True,
-        group: Any = None,
-    ) -> dict:
-        """The full optimizer state dict (``optim_state_dict``'s ``FULL_STATE_DICT`` form),
-        on rank 0 only by default (``{}`` elsewhere); torch's older API.
-
-        Collective: every rank of the group must call this."""
-        _no_optim_input(optim_input)
-        return fsdp_optim.optim_state_dict(
-            model,
-            optim,
-            optim.state_dict(),
-            FullyShardedDataParallel,
-            full=True,
-            rank0_only=rank0_only,
-            offload_to_cpu=True,
-            group=group,
-        )
-
-    @staticmethod
-    def shard_full_optim_state_dict(
-        full_optim_state_dict: dict, model: Module, optim_input: Any = None, optim: Any = None
-    ) -> dict:
-        """This rank's part of a full optimizer state dict, for ``optim.load_state_dict``
-        (without ``optim``, numbered as an optimizer built on ``model.parameters()``)."""
-        _no_optim_input(optim_input)
-        return fsdp_optim.to_load(model, optim, full_optim_state_dict, FullyShardedDataParallel)
-
-    @staticmethod
-    def scatter_full_optim_state_dict(
-        full_optim_state_dict: dict | None,
-        model: Module,
-        optim_input: Any = None,
-        optim: Any = None,
-        group: Any = None,
-    ) -> dict:
-        """As ``shard_full_optim_state_dict``, the full state dict given on rank 0 only
-        (others pass None): rank 0 broadcasts it (dtrain sends the whole dict to every rank,
-        torch each rank's part).
-
-        Collective: every rank of the group must call this."""
-        _no_optim_input(optim_input)
-        full = fsdp_optim.broadcast_state(full_optim_state_dict, group)
-        return fsdp_optim.to_load(model, optim, full, FullyShardedDataParallel)
-
     def _check_root(self, what: str) -> None:
         if not self._is_root:
             raise RuntimeError(
@@ -519,14 +354,6 @@ def _load_state_dict_pre_hook(
     unexpected_keys.extend(prefix + k for k in result.unexpected_keys)
     for key, (_, _, tensor) in unit._state_slots().items():
         state_dict[prefix + key] = tensor
-
-
-def _no_optim_input(optim_input: Any) -> None:
-    if optim_input is not None:
-        raise NotImplementedError(
-            "FSDP: optim_input (deprecated in torch) is not supported by dtrain; pass optim= "
-            "or build the optimizer on model.parameters()"
-        )
 
 
 def _is_unit(module: Module) -> bool:
