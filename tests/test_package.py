@@ -32,6 +32,8 @@ import pytest
         "dtrain.distributed.fsdp.wrap",
         "dtrain.distributed.checkpoint",
         "dtrain.distributed.checkpoint.state_dict",
+        "dtrain.train",
+        "dtrain.train.torch",
         "dtrain.distributions.transforms",
         "dtrain.hub",
         "dtrain.sparse",
