@@ -1,20 +1,26 @@
 """``TorchTrainer``: Ray Train's trainer, run by ``dtrain launch``.
 
-``fit()`` checks that the training function can be imported by name and the config is JSON
-(nothing is pickled), writes the run's spec into ``<storage_path>/<name>``, and runs
-``dtrain launch`` (``launcher.main``, in this process) with ``num_workers`` ranks, each a fresh
-``python -m dtrain.launch.trainer_worker`` process. The ranks report through the run
-directory (``trainer_storage``), which ``fit()`` reads into a ``Result`` at the end. A failed
-run raises ``TrainingFailedError`` with the launcher's summary of the rank that failed first.
+``TorchTrainer(...)`` checks that the training function can be imported by name and the
+config is JSON (nothing is pickled). ``fit()`` writes the run's spec into
+``<storage_path>/<name>`` and runs ``dtrain launch`` (``launcher.main``, in this process; the
+environment variables Ray's driver sets are restored afterwards) with ``num_workers`` ranks,
+each a fresh ``python -m dtrain.launch.trainer_worker`` process. The ranks report through the
+run directory (``trainer_storage``), which ``fit()`` reads into a ``Result`` at the end. A
+failed run raises ``TrainingFailedError`` with the launcher's summary of the rank that failed
+first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import os
 import re
+import sys
+import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -32,6 +38,7 @@ from dtrain.launch.trainer_config import (
 from dtrain.launch.trainer_refs import check_json, function_ref
 
 _FAILED = re.compile(r"^dtrain launch: rank (\d+) failed first")
+_KEPT_LINES = 2000  # the launcher's lines that fit() keeps to find its last message
 
 
 class TrainingFailedError(RuntimeError):
@@ -52,6 +59,9 @@ class TrainingFailedError(RuntimeError):
         self.summary = summary
         self.result: Result | None = None
 
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.args[0], self.rank, self.exit_code, self.summary))
+
 
 @dataclass
 class Result:
@@ -63,7 +73,8 @@ class Result:
         path: the run directory, ``<storage_path>/<name>``.
         error: None after ``fit()`` returned; the ``TrainingFailedError`` on a failed run's
             result (``error.result``).
-        best_checkpoints: ``(checkpoint, metrics)`` for every kept checkpoint, oldest first.
+        best_checkpoints: ``(checkpoint, metrics)`` for every kept checkpoint, oldest first
+            (Ray: sorted by score). Non-finite metrics read back as None (strict JSON).
     """
 
     metrics: dict[str, Any] | None
@@ -81,6 +92,35 @@ class Result:
         except ImportError:
             return None
         return pd.DataFrame([line["metrics"] for line in self.reports])
+
+    def get_best_checkpoint(self, metric: str, mode: str) -> Checkpoint | None:
+        """The kept checkpoint whose ``metric`` (``"a/b"`` also finds ``{"a": {"b": ..}}``)
+        is the largest (``mode="max"``) or smallest (``"min"``), as Ray's; checkpoints
+        without a numeric value for it (NaN is stored as None) are left out.
+
+        Raises:
+            RuntimeError: no checkpoint was kept, or none has a value for ``metric``.
+            ValueError: ``mode`` is not "max" or "min".
+        """
+        if not self.best_checkpoints:
+            raise RuntimeError(
+                f"Result.get_best_checkpoint: the run {self.path} kept no checkpoint"
+            )
+        if mode not in ("max", "min"):
+            raise ValueError(f"Result.get_best_checkpoint(mode={mode!r}): use 'max' or 'min'")
+        valid = []
+        for checkpoint, metrics in self.best_checkpoints:
+            found, value = storage._lookup(metrics, metric)
+            if found and isinstance(value, (int, float)) and not math.isnan(value):
+                valid.append((value, checkpoint))
+        if not valid:
+            names = sorted({key for _, metrics in self.best_checkpoints for key in metrics})
+            raise RuntimeError(
+                f"Result.get_best_checkpoint(metric={metric!r}): no kept checkpoint has a "
+                f"number for it; the metrics are {names}"
+            )
+        pick = max if mode == "max" else min
+        return pick(valid, key=lambda pair: pair[0])[1]
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, run_id: str | None = None) -> Result:
@@ -171,6 +211,9 @@ class TorchTrainer:
         Raises:
             TrainingFailedError: a worker failed (after ``max_failures`` restarts), naming
                 the rank that failed first; ``error.result`` holds what was persisted.
+                Also when the launcher itself could not run the job (no connection to the
+                cluster, a placement failure): then ``error.rank`` is None and the message
+                says "could not run the job".
             ValueError: the cluster cannot hold the job (e.g. GPUs it lacks).
             RuntimeError: called inside a worker (for a script: the ``__main__`` guard).
         """
@@ -208,7 +251,10 @@ class TorchTrainer:
             "dtrain.launch.trainer_worker",
             spec_path,
         ]
-        code, said = _launch(argv)
+        try:
+            code, said = _launch(argv)
+        finally:
+            storage.clear_staging(run_dir)
         result = Result.from_path(run_dir, run_id)
         if code == 0:
             return result
@@ -226,17 +272,29 @@ class TorchTrainer:
 
 
 class _Tee:
-    """Passes text through to ``stream`` and keeps the launcher's own lines (not ranks')."""
+    """Passes text through to ``stream`` and keeps the launcher's own lines (not ranks'), the
+    last ``_KEPT_LINES`` of them. Thread-safe: each thread's partial line is kept apart, so
+    one thread's line never glues onto another's (``print`` writes the newline separately)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._pending = ""
-        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._pending: dict[int, str] = {}
+        self._lines: deque[str] = deque(maxlen=_KEPT_LINES)
+
+    @property
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
 
     def write(self, text: str) -> int:
-        self._stream.write(text)
-        *lines, self._pending = (self._pending + text).split("\n")
-        self.lines += [line for line in lines if not line.startswith("[rank ")]
+        thread = threading.get_ident()
+        with self._lock:
+            self._stream.write(text)
+            *lines, rest = (self._pending.pop(thread, "") + text).split("\n")
+            if rest:
+                self._pending[thread] = rest
+            self._lines.extend(line for line in lines if not line.startswith("[rank "))
         return len(text)
 
     def flush(self) -> None:
@@ -254,15 +312,30 @@ class _Tee:
 
 
 def _launch(argv: list[str]) -> tuple[int, list[str]]:
-    """``dtrain launch argv``; its exit code and what it said on stderr (ranks' lines left out)."""
-    import sys
+    """``dtrain launch argv``; its exit code and what it said on stderr (ranks' lines left out).
 
+    The environment is restored afterwards: ``ray.init`` sets driver variables (e.g.
+    ``PYTHONBREAKPOINT`` to Ray's debugger) that ``ray.shutdown`` leaves behind.
+    """
     from dtrain.launch.launcher import main
 
+    saved = dict(os.environ)
     tee = _Tee(sys.stderr)
-    with contextlib.redirect_stderr(tee):  # type: ignore[type-var]
-        code = main(argv)
+    try:
+        with contextlib.redirect_stderr(tee):  # type: ignore[type-var]
+            code = main(argv)
+    finally:
+        _restore_environ(saved)
     return code, tee.lines
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    """Make ``os.environ`` equal ``saved`` again, touching only the variables that changed."""
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    for name, value in saved.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def _block(said: list[str], first: int) -> list[str]:
@@ -278,6 +351,16 @@ def _block(said: list[str], first: int) -> list[str]:
 def _failure(said: list[str], code: int) -> TrainingFailedError:
     """The error for a failed job, from the launcher's last failure summary."""
     starts = [i for i, line in enumerate(said) if _FAILED.match(line)]
+    errors = [i for i, line in enumerate(said) if line.startswith("dtrain launch: error: ")]
+    if not starts and errors:  # the launcher's own error: no connection, a placement failure
+        summary = "\n".join(_block(said, errors[-1]))
+        return TrainingFailedError(
+            f"dtrain launch could not run the job (exit {code}): "
+            f"{summary.removeprefix('dtrain launch: error: ')}",
+            None,
+            code,
+            summary,
+        )
     if not starts:
         tail = "\n".join(said[-5:])
         return TrainingFailedError(

@@ -158,8 +158,18 @@ class RunConfig:
                 f"RunConfig(storage_path={self.storage_path!r}): only file system paths are "
                 "supported (a shared file system on a cluster); no cloud storage URIs"
             )
-        if self.name is not None and (not self.name or os.sep in self.name):
-            raise ValueError(f"RunConfig(name={self.name!r}): use a non-empty name without '/'")
+        if self.name is not None:
+            if not isinstance(self.name, str):
+                raise TypeError(
+                    f"RunConfig(name={self.name!r}): give a str (the run directory's name, a "
+                    "single path component); put the parent folder in storage_path"
+                )
+            separators = {os.sep, os.altsep or os.sep, "/"}
+            if self.name in ("", ".", "..") or any(sep in self.name for sep in separators):
+                raise ValueError(
+                    f"RunConfig(name={self.name!r}): use a single path component (not empty, "
+                    "'.' or '..', and without '/'); put the parent folder in storage_path"
+                )
 
     def run_dir(self) -> str:
         """``<storage_path>/<name>``, absolute; a name from the time when none was given."""

@@ -33,7 +33,8 @@ def function_ref(fn: Callable) -> dict[str, Any]:
     Raises:
         TypeError: ``fn`` is a lambda, a closure, a method of an instance, or not a function.
         ValueError: its module cannot be imported by a worker (no file, or the name does not
-            lead back to ``fn``), or a script without an ``if __name__ == "__main__":`` guard.
+            lead back to ``fn``), or a script without an ``if __name__ == "__main__":`` guard
+            (its ``fit()`` would run again in every worker).
     """
     if not inspect.isfunction(fn):
         raise TypeError(
@@ -98,28 +99,41 @@ def _import_root(name: str, path: str) -> str:
 
 
 def check_main_guard(path: str) -> None:
-    """Refuse a script without ``if __name__ == "__main__":``: each worker imports it to find
-    the function, and without the guard the import would start the whole job again."""
+    """Refuse a script without an ``if __name__ == "__main__":`` guard: each worker imports it
+    to find the function, and without the guard the import would start the whole job again.
+
+    Lenient on purpose: any ``if`` (or comparison, or ``match``) that mentions both
+    ``__name__`` and ``"__main__"`` passes, whatever its form. A guard that does not in fact
+    protect ``fit()`` is caught in the worker instead (``trainer_session.importing_user_code``).
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             tree = ast.parse(handle.read(), path)
     except (OSError, SyntaxError, ValueError):
         return  # the worker's import will say what is wrong
     for node in ast.walk(tree):
-        if isinstance(node, ast.Compare) and _is_main_test(node):
+        if isinstance(node, (ast.If, ast.IfExp, ast.Compare, ast.Match)) and _mentions_main(node):
             return
     raise ValueError(
-        f'{path} calls TorchTrainer.fit() without an `if __name__ == "__main__":` guard: '
-        "every worker imports this script to find the training function, and the import would "
-        "start the job again; move the code that builds the trainer and calls fit() under "
-        '`if __name__ == "__main__":`'
+        f'{path} has no `if __name__ == "__main__":` guard, and train_loop_per_worker is '
+        "defined in it: every worker imports this script to find the training function, and "
+        "the import would start the job again; move the code that builds the trainer and "
+        'calls fit() under `if __name__ == "__main__":`'
     )
 
 
-def _is_main_test(node: ast.Compare) -> bool:
-    names = [node.left, *node.comparators]
-    has_name = any(isinstance(n, ast.Name) and n.id == "__name__" for n in names)
-    has_main = any(isinstance(n, ast.Constant) and n.value == "__main__" for n in names)
+def _mentions_main(node: ast.AST) -> bool:
+    """Whether the test of ``node`` (the whole node for a comparison; the subject and the
+    case patterns for ``match``) names ``__name__`` and the string ``"__main__"``."""
+    if isinstance(node, (ast.If, ast.IfExp)):
+        parts: list[ast.AST] = [node.test]
+    elif isinstance(node, ast.Match):
+        parts = [node.subject, *(case.pattern for case in node.cases)]
+    else:
+        parts = [node]
+    inside = [inner for part in parts for inner in ast.walk(part)]
+    has_name = any(isinstance(n, ast.Name) and n.id == "__name__" for n in inside)
+    has_main = any(isinstance(n, ast.Constant) and n.value == "__main__" for n in inside)
     return has_name and has_main
 
 

@@ -2,9 +2,10 @@
 
 A worker is one rank of a ``dtrain launch`` job running ``dtrain.launch.trainer_worker``,
 which starts the session below before it calls the training function. ``report`` is a
-barrier, as in Ray Train: every rank copies its checkpoint's files (if it has one) into one
-staging folder, then rank 0 renames the folder to the run's next ``checkpoint_<n>``, records
-its own metrics (Ray Train 2 keeps rank 0's), prunes, and every rank goes on together.
+barrier, as in Ray Train: every rank copies its checkpoint's files (if it has one) into its
+own staging folder, then rank 0 merges them (same-named files: the lowest rank's wins),
+renames the result to the run's next ``checkpoint_<n>``, records its own metrics (Ray Train 2
+keeps rank 0's), prunes, and every rank goes on together.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class Session:
         self._state: dict[str, Any] | None = None  # rank 0's copy, the only writer
 
     def report(self, metrics: dict[str, Any], checkpoint: Checkpoint | None = None) -> None:
+        """``dtrain.train.report`` for this worker (see there)."""
         if not isinstance(metrics, dict):
             raise TypeError(f"report(metrics={metrics!r}): pass a dict of metrics")
         check_json(metrics, "report(metrics)")
@@ -93,13 +95,16 @@ class Session:
                 f"report(checkpoint={checkpoint!r}): pass a dtrain.train.Checkpoint, e.g. "
                 "Checkpoint.from_directory(path)"
             )
+        rank = self.context.get_world_rank()
         staged = storage.staging_dir(self.run_dir, self.spec["run_id"], self.attempt, self.reports)
-        if checkpoint is not None:  # every reporting rank's files, merged (as Ray Train)
-            shutil.copytree(checkpoint.path, staged, dirs_exist_ok=True)
+        if checkpoint is not None:  # each rank into its own folder: rank 0 merges them
+            shutil.copytree(checkpoint.path, os.path.join(staged, f"rank_{rank}"))
         _barrier()
-        if self.context.get_world_rank() == 0:
-            if self._state is None:
+        if rank == 0:
+            if self._state is None:  # this attempt's first report: drop older attempts' leftovers
                 self._state = storage.read_state(self.run_dir)
+                prefix = storage.staging_prefix(self.spec["run_id"], self.attempt)
+                storage.clear_staging(self.run_dir, keep_prefix=prefix)
             name = None
             if os.path.isdir(staged):
                 name = storage.commit(
@@ -120,6 +125,7 @@ class Session:
         self.reports += 1
 
     def get_checkpoint(self) -> Checkpoint | None:
+        """``dtrain.train.get_checkpoint`` for this worker (see there)."""
         latest = storage.read_state(self.run_dir)["latest"]
         return Checkpoint(os.path.join(self.run_dir, latest)) if latest else None
 
@@ -144,11 +150,13 @@ def begin(spec: dict[str, Any], env: dict[str, str] | None = None) -> Session:
 
 
 def end() -> None:
+    """End this process's session (the worker entry does, after the user's function)."""
     global _session
     _session = None
 
 
 def current(name: str) -> Session:
+    """This process's session; a RuntimeError naming ``name()`` outside a training function."""
     if _session is None:
         raise RuntimeError(_OUTSIDE.format(name=name))
     return _session
@@ -166,10 +174,13 @@ def report(metrics: dict[str, Any], checkpoint: Checkpoint | None = None) -> Non
     as in Ray Train). Rank 0's metrics are the ones kept (``Result.metrics``, progress.jsonl,
     the checkpoint's metrics; Ray Train 2's rule). When any worker passes a checkpoint, the
     files of every worker that passed one are copied into one new ``checkpoint_<n>`` folder
-    of the run directory (same-named files: one of them wins), before ``report`` returns.
+    of the run directory (same-named files: the lowest rank's wins), before ``report``
+    returns.
 
     Raises:
         TypeError: metrics that are not JSON (names the key), or not a Checkpoint.
+        ValueError: (rank 0, with a checkpoint) ``checkpoint_score_attribute``'s value is
+            not a number.
         RuntimeError: called outside a training function.
     """
     current("report").report(metrics, checkpoint)

@@ -6,6 +6,7 @@ and batches moved to the worker's device) and ``enable_reproducibility``."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -149,8 +150,18 @@ def _to_device(item: Any, device: dt.device) -> Any:
 
 
 def enable_reproducibility(seed: int = 0) -> None:
-    """Seed dtrain's, numpy's and Python's random generators with ``seed`` (on every worker,
-    so give each the same seed for identical initial weights, as Ray Train)."""
+    """Make training repeatable, as Ray Train's: seed dtrain's, numpy's and Python's random
+    generators with ``seed`` (give every worker the same seed for identical initial weights),
+    turn on ``dtrain.use_deterministic_algorithms(True)``, set
+    ``dtrain.backends.cudnn.benchmark = False`` (no effect: dtrain uses no cuDNN) and
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (deterministic cuBLAS). Unlike Ray's, the loaders
+    that ``prepare_data_loader`` builds are not seeded: give your DataLoader a seeded
+    ``generator`` (and ``worker_init_fn`` with worker processes) yourself."""
+    import dtrain.backends.cudnn
+
     dt.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+    dt.use_deterministic_algorithms(True)
+    dtrain.backends.cudnn.benchmark = False
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"

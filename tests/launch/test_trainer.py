@@ -96,7 +96,7 @@ def test_a_script_without_the_main_guard_is_refused(tmp_path):
         [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, check=False
     )
     assert done.returncode == 1
-    assert 'without an `if __name__ == "__main__":` guard' in done.stderr
+    assert 'has no `if __name__ == "__main__":` guard' in done.stderr
     assert "every worker imports this script" in done.stderr
     assert "starting an embedded Ray cluster" not in done.stderr  # refused before Ray
 
@@ -111,12 +111,124 @@ def test_a_script_without_the_main_guard_is_refused(tmp_path):
         (lambda: FailureConfig(max_failures=-1), "retrying forever"),
         (lambda: CheckpointConfig(num_to_keep=0), "num_to_keep=0"),
         (lambda: RunConfig(storage_path="s3://bucket/x"), "no cloud storage"),
+        (lambda: RunConfig(name=".."), "name='..'.*single path component"),
+        (lambda: RunConfig(name="."), "name='.'.*single path component"),
+        (lambda: RunConfig(name="a/b"), "name='a/b'.*single path component"),
+        (lambda: RunConfig(name=Path("exp")), "give a str"),
         (lambda: TorchConfig(backend="mpi"), "backend='mpi'"),
     ],
 )
 def test_bad_configs_name_the_value(make, message):
     with pytest.raises((ValueError, TypeError), match=message.replace("[", r"\[")):
         make()
+
+
+def test_a_run_name_stays_inside_the_storage_path(tmp_path):
+    store = tmp_path / "store"
+    assert RunConfig(name="..exp", storage_path=str(store)).run_dir() == str(store / "..exp")
+    for name in ("..", "."):
+        with pytest.raises(ValueError, match="single path component"):
+            RunConfig(name=name, storage_path=str(store))
+    with pytest.raises(TypeError, match=r"RunConfig\(name=PosixPath|RunConfig\(name=Windows"):
+        RunConfig(name=Path("exp"), storage_path=str(store))
+
+
+def test_the_main_guard_check_accepts_any_guard_and_refuses_none(tmp_path):
+    from dtrain.launch.trainer_refs import check_main_guard
+
+    guarded = [
+        'if __name__ == "__main__":\n    fit()\n',
+        "if __name__ == '__main__':\n    fit()\n",
+        'if __name__ in ("__main__",):\n    fit()\n',
+        'if "__main__" == __name__:\n    fit()\n',
+        'match __name__:\n    case "__main__":\n        fit()\n',
+        'def main():\n    fit()\n\nif __name__ == "__main__" and True:\n    main()\n',
+        'def is_main():\n    return __name__ == "__main__"\n\nif is_main():\n    fit()\n',
+    ]
+    for i, text in enumerate(guarded):
+        script = tmp_path / f"guarded_{i}.py"
+        script.write_text(text)
+        check_main_guard(str(script))  # no error
+    unguarded = ['DOC = """if __name__ == "__main__":"""\nfit()\n', "print(__name__)\nfit()\n"]
+    for i, text in enumerate(unguarded):
+        script = tmp_path / f"unguarded_{i}.py"
+        script.write_text(text)
+        with pytest.raises(ValueError, match=r'has no `if __name__ == "__main__":` guard'):
+            check_main_guard(str(script))
+
+
+def test_fit_leaves_the_environment_as_it_found_it(tmp_path, monkeypatch):
+    """ray.init sets driver variables (PYTHONBREAKPOINT) that ray.shutdown leaves behind."""
+    import dtrain.launch.launcher as launcher
+
+    monkeypatch.setenv("DTRAIN_TEST_KEPT", "1")
+    monkeypatch.setenv("DTRAIN_TEST_CHANGED", "before")
+
+    def fake_main(argv):
+        os.environ["PYTHONBREAKPOINT"] = "ray.util.rpdb._driver_set_trace"
+        os.environ["DTRAIN_TEST_CHANGED"] = "after"
+        del os.environ["DTRAIN_TEST_KEPT"]
+        return 0
+
+    monkeypatch.setattr(launcher, "main", fake_main)
+    before = dict(os.environ)
+    trainer = TorchTrainer(
+        trainer_functions.no_arguments,
+        run_config=RunConfig(name="env", storage_path=str(tmp_path)),
+    )
+    result = trainer.fit()
+    assert dict(os.environ) == before
+    assert result.metrics is None and result.checkpoint is None
+    assert not (tmp_path / "env" / storage.STAGING).exists()  # staging cleared at the end
+
+
+def test_the_launchers_own_error_is_not_called_a_training_failure(tmp_path, monkeypatch):
+    import dtrain.launch.launcher as launcher
+
+    def fake_main(argv):
+        print("dtrain launch: error: cannot connect to the Ray cluster at x:1", file=sys.stderr)
+        return 1
+
+    monkeypatch.setattr(launcher, "main", fake_main)
+    trainer = TorchTrainer(
+        trainer_functions.no_arguments,
+        run_config=RunConfig(name="noconn", storage_path=str(tmp_path)),
+    )
+    with pytest.raises(train.TrainingFailedError, match="could not run the job") as caught:
+        trainer.fit()
+    assert caught.value.rank is None and "cannot connect" in str(caught.value)
+
+
+def test_a_training_failed_error_survives_pickling():
+    import pickle
+
+    error = train.TrainingFailedError("training failed: rank 1", 1, 1, "summary")
+    back = pickle.loads(pickle.dumps(error))
+    assert (str(back), back.rank, back.exit_code, back.summary) == (
+        "training failed: rank 1", 1, 1, "summary",
+    )  # fmt: skip
+
+
+def test_the_stderr_tee_keeps_each_threads_lines_apart():
+    import io
+    import threading
+
+    from dtrain.launch.trainer import _Tee
+
+    tee = _Tee(io.StringIO())
+    other_wrote = threading.Event()
+
+    def rank_line():
+        tee.write("[rank 0] hello\n")
+        other_wrote.set()
+
+    tee.write("dtrain launch: rank 1 failed first")  # print() writes the newline separately
+    thread = threading.Thread(target=rank_line)
+    thread.start()
+    other_wrote.wait()
+    thread.join()
+    tee.write("\n")
+    assert tee.lines == ["dtrain launch: rank 1 failed first"]
 
 
 def test_the_scaling_config_maps_onto_launcher_flags():
@@ -211,6 +323,157 @@ def test_a_score_attribute_keeps_the_best_and_always_the_latest(session, tmp_pat
     assert kept == ["checkpoint_000001", "checkpoint_000003", "checkpoint_000004"]
     state = json.loads((tmp_path / "exp" / storage.STATE).read_text())
     assert state["latest"] == "checkpoint_000004" and state["next_index"] == 5
+
+
+def test_a_nan_score_ranks_below_every_number_as_in_ray(session, tmp_path):
+    """Ray ranks NaN below -inf; a NaN used to scramble the sort and delete the best."""
+    session(num_to_keep=2, checkpoint_score_attribute="acc", checkpoint_score_order="max")
+    kept_after = []
+    for epoch, acc in enumerate([0.9, float("nan"), 0.5, 0.7, 0.6]):
+        train.report({"acc": acc}, _checkpoint(tmp_path, epoch))
+        state = storage.read_state(str(tmp_path / "exp"))
+        kept_after.append([entry["dir"][-1] for entry in state["checkpoints"]])
+    assert kept_after == [["0"], ["0", "1"], ["0", "2"], ["0", "3"], ["0", "3", "4"]]
+    assert sorted(p.name[-1] for p in (tmp_path / "exp").glob("checkpoint_*")) == ["0", "3", "4"]
+    keep = {"num_to_keep": 2, "checkpoint_score_attribute": "loss", "checkpoint_score_order": "min"}
+    entries = [
+        {"dir": str(i), "metrics": {"loss": loss}}
+        for i, loss in enumerate([0.1, float("nan"), 0.5, None, 0.3])
+    ]
+    assert [e["dir"] for e in storage._kept(entries, keep)] == ["0", "4"]
+
+
+def test_a_nested_score_attribute_and_a_non_numeric_score(session, tmp_path):
+    session(num_to_keep=1, checkpoint_score_attribute="val/acc", checkpoint_score_order="max")
+    for epoch, acc in enumerate([0.8, 0.2]):
+        train.report({"val": {"acc": acc}}, _checkpoint(tmp_path, epoch))
+    kept = sorted(p.name for p in (tmp_path / "exp").glob("checkpoint_*"))
+    assert kept == ["checkpoint_000000", "checkpoint_000001"]  # the best, and the latest
+    with pytest.raises(ValueError, match=r"'val/acc'.*'high' \(str\) is not a number"):
+        train.report({"val": {"acc": "high"}}, _checkpoint(tmp_path, 2))
+    assert storage.read_state(str(tmp_path / "exp"))["next_index"] == 2  # nothing renamed
+
+
+def test_non_finite_metrics_are_stored_as_strict_json(session, tmp_path):
+    session()
+    train.report({"loss": float("nan"), "best": float("inf"), "x": [float("-inf"), 1.5]},
+                 _checkpoint(tmp_path, 0))  # fmt: skip
+    run = tmp_path / "exp"
+    strict = {"loss": None, "best": None, "x": [None, 1.5]}
+
+    def refuse(token):
+        raise ValueError(f"not strict JSON: {token}")
+
+    for text in [
+        (run / storage.STATE).read_text(),
+        *(run / storage.PROGRESS).read_text().splitlines(),
+    ]:
+        json.loads(text, parse_constant=refuse)
+    assert storage.read_state(str(run))["checkpoints"][0]["metrics"] == strict
+    assert train.Result.from_path(run).metrics == strict
+
+
+def test_get_best_checkpoint_by_metric_and_mode(session, tmp_path):
+    session()
+    for epoch, (acc, loss) in enumerate([(0.5, 0.3), (0.9, float("nan")), (0.7, 0.1)]):
+        train.report({"val": {"acc": acc}, "loss": loss}, _checkpoint(tmp_path, epoch))
+    result = train.Result.from_path(tmp_path / "exp")
+    assert result.get_best_checkpoint("val/acc", "max").path.endswith("checkpoint_000001")
+    assert result.get_best_checkpoint("val/acc", "min").path.endswith("checkpoint_000000")
+    assert result.get_best_checkpoint("loss", "max").path.endswith("checkpoint_000000")
+    with pytest.raises(ValueError, match="mode='best'"):
+        result.get_best_checkpoint("loss", "best")
+    with pytest.raises(RuntimeError, match=r"metric='acc'.*no kept checkpoint has a number"):
+        result.get_best_checkpoint("acc", "max")
+
+
+def test_merged_checkpoints_take_the_lowest_ranks_file_whatever_the_order(tmp_path, monkeypatch):
+    """Two ranks (threads, a threading barrier) report same-named files; rank 1 copies last.
+    Copying into one folder used to let the last writer win, or mix both when concurrent."""
+    import threading
+
+    run_dir = tmp_path / "exp"
+    run_dir.mkdir()
+    spec = {"name": "exp", "run_dir": str(run_dir), "run_id": "fit1", "checkpoint_config": {}}
+    barrier = threading.Barrier(2)
+    rank0_copied = threading.Event()
+
+    def fake_barrier():
+        if threading.current_thread().name == "rank0":
+            rank0_copied.set()
+        barrier.wait()
+
+    monkeypatch.setattr(trainer_session, "_barrier", fake_barrier)
+    folders = []
+    for rank, size in ((0, 3000), (1, 5000)):
+        folder = tmp_path / f"rank{rank}"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "shard.bin").write_bytes(bytes([65 + rank]) * size)
+        (folder / "sub" / f"only_{rank}.txt").write_text(str(rank))
+        train.Checkpoint(folder).set_metadata({"rank": rank})
+        folders.append(folder)
+    sessions = [
+        trainer_session.Session(spec, {"RANK": str(r), "WORLD_SIZE": "2"}) for r in range(2)
+    ]
+    errors = []
+
+    def run(rank):
+        try:
+            if rank == 1:
+                rank0_copied.wait()
+            sessions[rank].report({"rank": rank}, train.Checkpoint(folders[rank]))
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(r,), name=f"rank{r}") for r in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    merged = run_dir / "checkpoint_000000"
+    assert (merged / "shard.bin").read_bytes() == b"A" * 3000
+    assert train.Checkpoint(merged).get_metadata() == {"rank": 0}
+    assert sorted(p.name for p in (merged / "sub").iterdir()) == ["only_0.txt", "only_1.txt"]
+    assert not list((run_dir / storage.STAGING).iterdir())
+
+
+def test_pruning_also_removes_what_a_crash_left(session, tmp_path):
+    session(num_to_keep=1)
+    train.report({"step": 0}, _checkpoint(tmp_path, 0))
+    run = tmp_path / "exp"
+    orphan = run / "checkpoint_000000"  # as if a crash hit while it was being pruned
+    train.report({"step": 1}, _checkpoint(tmp_path, 1))
+    orphan.mkdir()
+    (orphan / "half.bin").write_text("x")
+    stale = run / storage.STAGING / "oldfit-attempt0-report3" / "rank_0"
+    stale.mkdir(parents=True)
+    with open(run / storage.PROGRESS, "a") as handle:
+        handle.write('{"run_id": "fit1", "cut sh')  # a line cut short by a crash
+    session(num_to_keep=1)  # the next attempt (or fit) on this run
+    train.report({"step": 2}, _checkpoint(tmp_path, 2))
+    assert sorted(p.name for p in run.glob("checkpoint_*")) == ["checkpoint_000002"]
+    assert not stale.parent.exists()
+    steps = [line["metrics"]["step"] for line in storage.read_progress(str(run))]
+    assert steps == [0, 1, 2]
+
+
+def test_enable_reproducibility_seeds_and_asks_for_determinism(monkeypatch):
+    from dtrain.train.torch import enable_reproducibility
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        enable_reproducibility(7)
+        first = (dt.rand(3).numpy(), np.random.rand(), __import__("random").random())
+        assert dt.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        enable_reproducibility(7)
+        second = (dt.rand(3).numpy(), np.random.rand(), __import__("random").random())
+    finally:
+        dt.use_deterministic_algorithms(False)
+    np.testing.assert_array_equal(first[0], second[0])
+    assert first[1:] == second[1:]
 
 
 def test_a_new_session_on_the_same_run_resumes_and_numbers_on(session, tmp_path):
