@@ -12,15 +12,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import stat
 from typing import Any
 
+import numpy as np
+
 from dtrain._tensor.serialization.checkpoint import _fsync_directory
-from dtrain._tensor.serialization.safetensors import CheckpointError
+from dtrain._tensor.serialization.safetensors import CheckpointError, dtype_code
 
 METADATA = ".metadata"
 FORMAT = "dtrain-distributed-checkpoint"
@@ -93,29 +97,66 @@ def is_checkpoint(path: str) -> bool:
     return FORMAT.encode() in head
 
 
-def read_metadata(path: str) -> dict:
-    """The checked ``.metadata`` document of the checkpoint directory ``path``.
+def open_directory(path: str) -> int:
+    """A file descriptor of the checkpoint directory ``path``: its files opened relative to
+    it (``open_file``) all come from one save, even when another save replaces ``path``.
 
     Raises:
         FileNotFoundError: no such directory.
+        CheckpointError: ``path`` is a file.
+    """
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"distributed checkpoint: no directory {path!r}") from None
+    except NotADirectoryError:
+        raise CheckpointError(
+            f"{path}: not a distributed checkpoint: a file, not a directory (a dt.save "
+            "checkpoint loads with dt.load)"
+        ) from None
+
+
+def open_file(directory: int, path: str, name: str) -> int:
+    """Open the file ``name`` of the checkpoint directory (fd ``directory``, at ``path``)
+    for reading; a symbolic link is refused, so a checkpoint reads only its own files.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: it is a symbolic link or not a regular file.
+    """
+    where = os.path.join(path, name)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise CheckpointError(
+            f"{where}: a symbolic link; a checkpoint's files must be regular files inside its "
+            "directory (copy the target there instead)"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(f"{where}: not a regular file; a checkpoint holds only files")
+    return fd
+
+
+def read_metadata(path: str, directory: int) -> dict:
+    """The checked ``.metadata`` document of the checkpoint directory ``path``, opened as
+    the file descriptor ``directory`` (``open_directory``).
+
+    Raises:
         CheckpointError: not a dtrain distributed checkpoint, or a corrupted one.
     """
-    if not os.path.isdir(path):
-        if os.path.exists(path):
-            raise CheckpointError(
-                f"{path}: not a distributed checkpoint: a file, not a directory (a dt.save "
-                "checkpoint loads with dt.load)"
-            )
-        raise FileNotFoundError(f"distributed checkpoint: no directory {path!r}")
     meta = os.path.join(path, METADATA)
     try:
-        with open(meta, "rb") as fh:
-            raw = fh.read()
+        fd = open_file(directory, path, METADATA)
     except FileNotFoundError:
         raise CheckpointError(
             f"{path}: not a distributed checkpoint: it has no {METADATA} file (an "
             "interrupted save never leaves a directory in place; is it the right path?)"
         ) from None
+    with open(fd, "rb") as fh:
+        raw = fh.read()
     try:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -153,6 +194,12 @@ def _check_item(meta: str, item: Any) -> None:
         raise bad(f"{item.get('key')!r} has shape {shape!r}, not a list of counts")
     if not isinstance(dtype, str) or not isinstance(chunks, list):
         raise bad(f"{item.get('key')!r} needs a dtype and a list of chunks")
+    try:
+        known = dtype_code(np.dtype(dtype)) is not None
+    except TypeError:
+        known = False
+    if not known:
+        raise bad(f"{item.get('key')!r} has the dtype {dtype!r}, which safetensors cannot hold")
     for chunk in chunks:
         if (
             not isinstance(chunk, dict)
@@ -172,14 +219,13 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def temporary_sibling(path: str) -> str:
-    """Create and return a new hidden directory beside ``path`` for a save in progress.
-
-    Raises:
-        FileExistsError: ``path`` exists and is neither an empty directory nor a dtrain
-            distributed checkpoint (it would be replaced).
-    """
-    path = os.path.abspath(path)
+def _check_replaceable(path: str) -> None:
+    if os.path.ismount(path):
+        raise ValueError(
+            f"distributed checkpoint: {path!r} is a mount point, which a save cannot replace "
+            "(it writes beside it and swaps the two); save to a directory inside it, e.g. "
+            f"{os.path.join(path, 'ckpt')!r}"
+        )
     if os.path.lexists(path) and not (
         os.path.isdir(path) and (is_checkpoint(path) or not os.listdir(path))
     ):
@@ -188,6 +234,19 @@ def temporary_sibling(path: str) -> str:
             "checkpoint (nor an empty directory); a save replaces the whole directory, so "
             "remove it or choose another checkpoint_id"
         )
+
+
+def temporary_sibling(path: str) -> str:
+    """Create and return a new hidden directory beside ``path`` for a save in progress
+    (beside the target of ``path``'s symbolic links, which the save then replaces).
+
+    Raises:
+        FileExistsError: ``path`` exists and is neither an empty directory nor a dtrain
+            distributed checkpoint (it would be replaced).
+        ValueError: ``path`` is a mount point.
+    """
+    path = os.path.realpath(path)
+    _check_replaceable(path)
     parent, base = os.path.split(path)
     if not os.path.isdir(parent):
         raise FileNotFoundError(
@@ -204,22 +263,36 @@ def temporary_sibling(path: str) -> str:
 
 
 def publish(tmp: str, path: str) -> None:
-    """Put the finished directory ``tmp`` at ``path``: a rename when ``path`` is free, else
-    an atomic exchange (Linux ``renameat2``) and removal of the old one. Where exchange is
-    not available the old directory is renamed aside first (a crash between the two
-    renames leaves it at ``.<name>.*.old``)."""
-    path = os.path.abspath(path)
+    """Put the finished, fsynced directory ``tmp`` at ``path`` (at the target of its
+    symbolic links): a rename when ``path`` is free, else an atomic exchange (Linux
+    ``renameat2``); the parent is fsynced before the previous checkpoint is removed. Where
+    exchange is not available the old directory is renamed aside first (a crash between
+    the two renames leaves it at ``.<name>.*.old``).
+
+    Raises:
+        FileExistsError: something other than a checkpoint appeared at ``path`` meanwhile.
+    """
+    path = os.path.realpath(path)
     parent = os.path.dirname(path)
+    old = None
     if not os.path.lexists(path):
         os.rename(tmp, path)
-    elif _exchange(tmp, path):
-        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous checkpoint
     else:
-        old = tmp[: -len(".tmp")] + ".old"
-        os.rename(path, old)
-        os.rename(tmp, path)
+        _check_replaceable(path)
+        if _exchange(tmp, path):
+            old = tmp  # tmp now holds the previous checkpoint
+        else:
+            old = tmp[: -len(".tmp")] + ".old"
+            os.rename(path, old)
+            os.rename(tmp, path)
+    fsync_directory(parent)
+    if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    _fsync_directory(parent)
+
+
+def fsync_directory(directory: str) -> None:
+    """Make the entries of ``directory`` (files created, renamed) durable."""
+    _fsync_directory(directory)
 
 
 def discard(tmp: str) -> None:
@@ -249,7 +322,10 @@ __all__ = [
     "FileSystemWriter",
     "data_file",
     "discard",
+    "fsync_directory",
     "is_checkpoint",
+    "open_directory",
+    "open_file",
     "publish",
     "read_metadata",
     "resolve",

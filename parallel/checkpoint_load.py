@@ -23,7 +23,7 @@ from dtrain._tensor.serialization.safetensors import CheckpointError
 from dtrain._tensor.tensor import wrap
 from dtrain.parallel import checkpoint_fs as fs
 from dtrain.parallel.checkpoint_agree import Group
-from dtrain.parallel.checkpoint_plan import ARRAYS, dtype_name, key_of, path_id, walk
+from dtrain.parallel.checkpoint_plan import ARRAYS, key_of, path_id, walk
 from dtrain.parallel.sharded_tensor import ShardedTensor
 
 
@@ -41,8 +41,10 @@ def load(
 
     Each Tensor is overwritten with the stored values and each ShardedTensor's
     ``local_tensor()`` with its range (from whichever stored ranges overlap it, so the
-    world size may differ from the save's); plain values are replaced in the dict. Keys
-    the checkpoint holds but ``state_dict`` does not are ignored.
+    world size may differ from the save's), cast to its dtype as torch does; plain values
+    are replaced in the dict. Keys the checkpoint holds but ``state_dict`` does not are
+    ignored. Every file is opened before any is read, so a concurrent save to the same
+    directory is either not seen or an error, never mixed in.
 
     Collective: every rank in the group must call this.
 
@@ -56,58 +58,78 @@ def load(
         no_dist: load in this process alone, without telling other ranks.
 
     Raises:
-        CheckpointError: the directory is not a dtrain distributed checkpoint, or a file of
-            it is missing, truncated or corrupted (the message names the path).
+        CheckpointError: the directory is not a dtrain distributed checkpoint, a file of it
+            is missing, truncated, corrupted or a symbolic link (the message names the
+            path), or a save replaced it while the files were being opened.
         RuntimeError: keys of ``state_dict`` the checkpoint lacks (all of them named).
-        ValueError: a tensor whose shape or dtype differs from the stored one (named).
+        ValueError: a tensor whose shape differs from the stored one (named).
         Any of these on every rank when one rank failed.
     """
     path = fs.resolve(checkpoint_id, storage_reader, fs.FileSystemReader, "load")
     if planner is not None:
         raise NotImplementedError("load: planner is not supported by dtrain; pass None")
     group = Group(process_group, "load") if not no_dist else Group.single("load")
-    error = None
+    save_id, error = None, None
     try:
-        _load(state_dict, path)
-    except Exception as exc:
+        save_id = _load(state_dict, path)
+    except BaseException as exc:  # told to every rank; agree re-raises it here
         error = exc
-    group.agree(None, error)
+    read = group.agree(save_id, error)
+    if len(set(read)) > 1:
+        raise CheckpointError(
+            f"load: the ranks read different saves of {path} (another job saved there while "
+            "they loaded; the state dicts mix the two); load again once no save is running"
+        )
 
 
-def _load(state_dict: dict, path: str) -> None:
-    document = fs.read_metadata(path)
+def _load(state_dict: dict, path: str) -> str | None:
+    """Fill ``state_dict`` from one save; returns that save's id."""
+    directory = fs.open_directory(path)
+    try:  # every file opened before any data is read: one save, even if path is replaced
+        document = fs.read_metadata(path, directory)
+        files = _Files(path, directory, document)
+    finally:
+        os.close(directory)
+    try:
+        _fill_all(state_dict, path, document, files)
+    finally:
+        files.close()
+    return document.get("save_id")
+
+
+def _fill_all(state_dict: dict, path: str, document: dict, files: _Files) -> None:
     meta = os.path.join(path, fs.METADATA)
     stored = {path_id(item["path"]): item for item in document["items"]}
     targets = walk(state_dict)
     missing = [key_of(p) for p, _ in targets if path_id(p) not in stored]
     if missing:
+        keys = [item.get("key", key_of(item["path"])) for item in document["items"]]
+        more = f" and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
         raise RuntimeError(
             f"load: the checkpoint {path} holds no {', '.join(missing)}; load a state_dict "
-            "with the saved keys (the checkpoint has "
-            f"{', '.join(item.get('key', key_of(item['path'])) for item in document['items'])})"
+            f"with the saved keys (the checkpoint has {', '.join(keys[:_SHOWN])}{more})"
         )
-    files = _Files(path)
-    try:
-        for item_path, target in targets:
-            item = stored[path_id(item_path)]
-            key = key_of(item_path)
-            if not isinstance(target, ARRAYS):
-                if item["kind"] != "value":
-                    raise ValueError(
-                        f"load: {key} is a {item['dtype']} tensor of shape "
-                        f"{tuple(item['shape'])} in the checkpoint but a "
-                        f"{type(target).__name__} in state_dict; pass a tensor there"
-                    )
-                _replace(state_dict, item_path, _decode(meta, item["value"]))
-                continue
-            if item["kind"] == "value":
+    for item_path, target in targets:
+        item = stored[path_id(item_path)]
+        key = key_of(item_path)
+        if not isinstance(target, ARRAYS):
+            if item["kind"] != "value":
                 raise ValueError(
-                    f"load: {key} is a plain value in the checkpoint but a "
-                    f"{type(target).__name__} in state_dict"
+                    f"load: {key} is a {item['dtype']} tensor of shape "
+                    f"{tuple(item['shape'])} in the checkpoint but a "
+                    f"{type(target).__name__} in state_dict; pass a tensor there"
                 )
-            _fill(files, key, item, target)
-    finally:
-        files.close()
+            _replace(state_dict, item_path, _decode(meta, item["value"]))
+            continue
+        if item["kind"] == "value":
+            raise ValueError(
+                f"load: {key} is a plain value in the checkpoint but a "
+                f"{type(target).__name__} in state_dict"
+            )
+        _fill(files, key, item, target)
+
+
+_SHOWN = 20  # saved keys named in a missing-key error
 
 
 def _decode(meta: str, node: Any) -> Any:
@@ -129,12 +151,6 @@ def _fill(files: _Files, key: str, item: dict, target: Any) -> None:
             f"load: {key} has shape {tuple(item['shape'])} in the checkpoint but {shape} in "
             "state_dict; build the model with the saved sizes"
         )
-    dtype = dtype_name(target)
-    if dtype != item["dtype"]:
-        raise ValueError(
-            f"load: {key} is {item['dtype']} in the checkpoint but {dtype} in state_dict; "
-            "convert the model (e.g. .to(dtype)) before loading"
-        )
     if isinstance(target, ShardedTensor):
         lo, hi = target.offset, target.offset + target.local_tensor().numel()
     else:
@@ -147,9 +163,7 @@ def _fill(files: _Files, key: str, item: dict, target: Any) -> None:
             continue
         if start > done:
             break
-        buffer[start - lo : end - lo] = files.read(
-            chunk, item["dtype"], start - chunk["offset"], end - start
-        )
+        files.read_into(buffer[start - lo : end - lo], chunk, start - chunk["offset"])
         done = end
     if done < hi:
         raise CheckpointError(
@@ -157,30 +171,47 @@ def _fill(files: _Files, key: str, item: dict, target: Any) -> None:
             "checkpoint is incomplete (its .metadata or files were changed?)"
         )
     if isinstance(target, np.ndarray):
-        target[...] = buffer.reshape(shape)
+        target[...] = buffer.reshape(shape)  # cast to the target's dtype, as torch's load
         return
     local = target.local_tensor() if isinstance(target, ShardedTensor) else target
     with no_grad():
-        local.copy_(wrap(buffer.reshape(local.shape)))
+        local.copy_(wrap(buffer.reshape(local.shape)))  # casts, as torch's load
 
 
 class _Files:
-    """The checkpoint's data files, each opened and its header checked once."""
+    """The data files ``document`` names, all opened at once (relative to the checkpoint's
+    directory fd); each header is read and checked on first use."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, directory: int, document: dict) -> None:
         self.path = path
+        self._fds: dict[str, int | None] = {}  # None: the file is missing
         self._open: dict[str, tuple[BinaryIO, dict, int]] = {}
+        names = {c["file"] for item in document["items"] for c in item.get("chunks", ())}
+        try:
+            for name in sorted(names):
+                try:
+                    self._fds[name] = fs.open_file(directory, path, name)
+                except FileNotFoundError:
+                    if os.fstat(directory).st_nlink == 0:
+                        raise CheckpointError(
+                            f"{path}: replaced by another save while this load opened its "
+                            "files (its old directory is gone); load again"
+                        ) from None
+                    self._fds[name] = None  # an error only if this rank needs it
+        except BaseException:
+            self.close()
+            raise
 
     def _get(self, name: str) -> tuple[BinaryIO, dict, int]:
         if name not in self._open:
             where = os.path.join(self.path, name)
-            try:
-                fh = open(where, "rb")  # noqa: SIM115 - closed in close()
-            except FileNotFoundError:
+            fd = self._fds.pop(name)
+            if fd is None:
                 raise CheckpointError(
                     f"{where}: missing: the checkpoint's .metadata names this file (a file "
                     "was deleted, or the directory was copied only in part)"
-                ) from None
+                )
+            fh = open(fd, "rb")  # noqa: SIM115 - closed in close()
             try:
                 size = os.fstat(fh.fileno()).st_size
                 entries, _ = safetensors.read_header(fh, where, size)
@@ -190,8 +221,9 @@ class _Files:
             self._open[name] = (fh, {e.name: e for e in entries}, fh.tell())
         return self._open[name]
 
-    def read(self, chunk: dict, dtype: str, start: int, count: int) -> np.ndarray:
-        """``count`` elements from element ``start`` of the chunk's stored array."""
+    def read_into(self, out: np.ndarray, chunk: dict, start: int) -> None:
+        """Fill ``out`` (of the dtype .metadata gives) with elements ``[start, start +
+        out.size)`` of the chunk's stored array."""
         fh, entries, data = self._get(chunk["file"])
         where = os.path.join(self.path, chunk["file"])
         entry = entries.get(chunk["name"])
@@ -200,19 +232,29 @@ class _Files:
                 f"{where}: corrupted: it holds no {chunk['name']!r}, which .metadata names"
             )
         size = int(np.prod(entry.shape, dtype=np.int64))
-        if entry.dtype != np.dtype(dtype) or size != chunk["length"]:
+        if entry.dtype != out.dtype or size != chunk["length"]:
             raise CheckpointError(
                 f"{where}: corrupted: {chunk['name']!r} is {entry.dtype} with {size} "
-                f"elements but .metadata says {dtype} with {chunk['length']}"
+                f"elements but .metadata says {out.dtype} with {chunk['length']}"
             )
-        itemsize = entry.dtype.itemsize
-        fh.seek(data + entry.begin + start * itemsize)
-        raw = fh.read(count * itemsize)
-        if len(raw) != count * itemsize:
+        stored = entry.dtype.newbyteorder("<")
+        fh.seek(data + entry.begin + start * stored.itemsize)
+        if out.dtype == stored:  # read in place: no copy of the bytes
+            got = fh.readinto(memoryview(out).cast("B"))
+            raw = None
+        else:
+            raw = fh.read(out.size * stored.itemsize)
+            got = len(raw)
+        if got != out.size * stored.itemsize:
             raise CheckpointError(f"{where}: truncated while reading {chunk['name']!r}")
-        return np.frombuffer(raw, dtype=entry.dtype.newbyteorder("<")).astype(entry.dtype)
+        if raw is not None:
+            out[...] = np.frombuffer(raw, dtype=stored)
 
     def close(self) -> None:
+        for fd in self._fds.values():
+            if fd is not None:
+                os.close(fd)
+        self._fds.clear()
         for fh, _, _ in self._open.values():
             fh.close()
         self._open.clear()

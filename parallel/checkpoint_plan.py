@@ -42,15 +42,16 @@ def path_id(path: list) -> str:
 
 
 def _holds_arrays(node: Any) -> bool:
-    todo = [node]
+    todo, seen = [node], set()
     while todo:
         value = todo.pop()
         if isinstance(value, ARRAYS):
             return True
-        if isinstance(value, Mapping):
-            todo.extend(value.values())
-        elif isinstance(value, (list, tuple)):
-            todo.extend(value)
+        if isinstance(value, (Mapping, list, tuple)):
+            if id(value) in seen:  # shared or cyclic: its contents are already queued
+                continue
+            seen.add(id(value))
+            todo.extend(value.values() if isinstance(value, Mapping) else value)
     return False
 
 
@@ -58,19 +59,27 @@ def walk(state_dict: Mapping) -> list[tuple[list, Any]]:
     """``(path, item)`` for every item of ``state_dict``, in the dict's order.
 
     Dicts (str or int keys) and lists are walked into while they hold an array; a tuple
-    holding an array is a TypeError (a loaded one could not be filled in place).
+    holding an array is a TypeError (a loaded one could not be filled in place), a
+    container that holds itself a ValueError.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(
             f"distributed checkpoint: state_dict must be a dict, got {type(state_dict).__name__}"
         )
     items: list[tuple[list, Any]] = []
-    todo: list[tuple[list, Any]] = [([], state_dict)]
+    # (path, node, ids of the containers above it): a node among them is a cycle
+    todo: list[tuple[list, Any, frozenset]] = [([], state_dict, frozenset())]
     while todo:
-        path, node = todo.pop()
+        path, node, above = todo.pop()
         if isinstance(node, ARRAYS) or (path and not _holds_arrays(node)):
             items.append((path, node))
             continue
+        if id(node) in above:
+            raise ValueError(
+                f"distributed checkpoint: {key_of(path)} contains itself (a container "
+                "inside itself); break the cycle, a state dict must be a tree"
+            )
+        above = above | {id(node)}
         if isinstance(node, Mapping):
             children = []
             for key, value in node.items():
@@ -79,9 +88,9 @@ def walk(state_dict: Mapping) -> list[tuple[list, Any]]:
                         f"distributed checkpoint: {key_of(path) or 'state_dict'} has the key "
                         f"{key!r} of type {type(key).__name__}; keys must be str or int"
                     )
-                children.append((path + [key], value))
+                children.append((path + [key], value, above))
         elif isinstance(node, list):
-            children = [(path + [i], value) for i, value in enumerate(node)]
+            children = [(path + [i], value, above) for i, value in enumerate(node)]
         else:
             raise TypeError(
                 f"distributed checkpoint: {key_of(path)} is a {type(node).__name__} holding "

@@ -7,8 +7,8 @@ raise (``checkpoint_agree``):
    ``.<name>.<random>.tmp`` for the save;
 2. every rank runs the same assignment (``checkpoint_plan.assign``) and writes the items
    it was given to ``__<rank>_0.distcp`` (a safetensors file) in that directory, fsynced;
-3. rank 0 writes ``.metadata`` last and puts the directory in place of ``checkpoint_id``
-   (``checkpoint_fs.publish``), then tells every rank how it went.
+3. rank 0 writes ``.metadata`` last, fsyncs the directory and puts it in place of
+   ``checkpoint_id`` (``checkpoint_fs.publish``), then tells every rank how it went.
 
 Until step 3 the previous checkpoint at ``checkpoint_id`` is untouched, so a save that
 fails or is killed part way leaves it loadable (and at worst a hidden ``.tmp`` directory).
@@ -18,6 +18,7 @@ All ranks must see the same file system, as with torch's ``FileSystemWriter``.
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,8 @@ def save(
         The checkpoint's metadata (the ``.metadata`` document), on every rank.
 
     Raises:
-        ValueError, TypeError: the state dict cannot be saved, or ranks disagree on it.
+        ValueError, TypeError: the state dict cannot be saved (a cycle, a set, ...), ranks
+            disagree on it, or ``checkpoint_id`` is a mount point.
         FileExistsError: ``checkpoint_id`` is something other than a checkpoint.
         RuntimeError: a rank failed to write (on every rank; the message names it).
     """
@@ -75,21 +77,21 @@ def save(
         raise NotImplementedError("save: planner is not supported by dtrain; pass None")
     group = Group(process_group, "save") if not no_dist else Group.single("save")
     items, plan, tmp, error = [], [], None, None
-    try:
-        items = walk(state_dict)
-        plan = [describe(p, v) for p, v in items]
-        if group.rank == 0:
-            tmp = fs.temporary_sibling(path)
-    except (TypeError, ValueError, OSError) as exc:
-        error = exc
-    plans = group.agree({"plan": plan, "tmp": tmp}, error)
-    tmp = plans[0]["tmp"]
-    try:
+    try:  # every path out of here removes rank 0's unfinished directory
+        try:
+            items = walk(state_dict)
+            plan = [describe(p, v) for p, v in items]
+            if group.rank == 0:
+                tmp = fs.temporary_sibling(path)
+        except BaseException as exc:  # told to every rank; agree re-raises it here
+            error = exc
+        plans = group.agree({"plan": plan, "tmp": tmp}, error)
+        target = plans[0]["tmp"]
         chunks, error = [], None
         try:
             written, entries = assign([p["plan"] for p in plans])
-            chunks = _write_rank_file(tmp, group.rank, items, written[group.rank])
-        except Exception as exc:
+            chunks = _write_rank_file(target, group.rank, items, written[group.rank])
+        except BaseException as exc:
             error = exc
         every = group.agree(chunks, error)
         document, error = None, None
@@ -97,13 +99,14 @@ def save(
             try:
                 document = _metadata(entries, every, group.size)
                 fs.write_metadata(tmp, document)
+                fs.fsync_directory(tmp)  # every rank's file entry and .metadata's
                 fs.publish(tmp, path)
                 tmp = None
-            except Exception as exc:
+            except BaseException as exc:
                 error = exc
         outcome = group.agree(document, error)
     finally:
-        if tmp is not None and group.rank == 0:
+        if tmp is not None:  # only rank 0 holds one
             fs.discard(tmp)
     return outcome[0]
 
@@ -136,6 +139,7 @@ def _write_rank_file(directory: str, rank: int, items: list, mine: list[int]) ->
             safetensors.write(fh, arrays, {"format": fs.FORMAT})
             fh.flush()
             os.fsync(fh.fileno())
+        fs.fsync_directory(directory)  # the file's entry (rank 0 does it again, last)
     return chunks
 
 
@@ -153,7 +157,13 @@ def _metadata(entries: dict, every: list, world_size: int) -> dict:
         if entry["kind"] != "value":
             entry["chunks"] = sorted(chunks.get(pid, []), key=lambda c: c["offset"])
         items.append(entry)
-    return {"format": fs.FORMAT, "version": fs.VERSION, "world_size": world_size, "items": items}
+    return {
+        "format": fs.FORMAT,
+        "version": fs.VERSION,
+        "world_size": world_size,
+        "save_id": secrets.token_hex(8),  # lets the ranks of a load check they read one save
+        "items": items,
+    }
 
 
 def async_save(*args: Any, **kwargs: Any) -> Any:

@@ -91,21 +91,37 @@ def _fsdp_type(model: Module, options: StateDictOptions) -> Iterator[None]:
         config = fsdp_state.FullStateDictConfig(
             offload_to_cpu=options.cpu_offload, rank0_only=options.cpu_offload
         )
-        optim = getattr(fsdp_state, "FullOptimStateDictConfig", None)
-        optim_config = (
-            None
-            if optim is None
-            else optim(offload_to_cpu=options.cpu_offload, rank0_only=options.cpu_offload)
+        optim_config = fsdp_state.FullOptimStateDictConfig(
+            offload_to_cpu=options.cpu_offload, rank0_only=options.cpu_offload
         )
         with _fsdp().state_dict_type(model, kind.FULL_STATE_DICT, config, optim_config):
             yield
         return
-    config_cls = getattr(fsdp_state, "ShardedStateDictConfig", None)
-    optim_cls = getattr(fsdp_state, "ShardedOptimStateDictConfig", None)
-    config = None if config_cls is None else config_cls(offload_to_cpu=options.cpu_offload)
-    optim_config = None if optim_cls is None else optim_cls(offload_to_cpu=options.cpu_offload)
+    config = fsdp_state.ShardedStateDictConfig(offload_to_cpu=options.cpu_offload)
+    optim_config = fsdp_state.ShardedOptimStateDictConfig(offload_to_cpu=options.cpu_offload)
     with _fsdp().state_dict_type(model, kind.SHARDED_STATE_DICT, config, optim_config):
         yield
+
+
+def _frozen(model: Module) -> set[str]:
+    """The state-dict keys of the parameters with ``requires_grad=False``; under FSDP every
+    original parameter a frozen flat parameter holds (torch's ``_get_fqns``)."""
+    inner = _inner(model)
+    if not _is_fsdp(model):
+        return {n for n, p in inner.named_parameters() if not p.requires_grad}
+    from dtrain.parallel.fsdp_flat import FlatParameter
+    from dtrain.parallel.fsdp_layout import original_entries
+    from dtrain.parallel.fsdp_state import clean_key
+
+    frozen = {
+        clean_key(n)
+        for n, p in inner.named_parameters()
+        if not p.requires_grad and not isinstance(p, FlatParameter)
+    }
+    for key, entry in original_entries(inner, _fsdp()).items():
+        if entry[0] == "param" and not entry[1].handle.flat_param.requires_grad:
+            frozen.add(key)
+    return frozen
 
 
 def _offload(value: Any) -> Any:
@@ -141,7 +157,7 @@ def get_model_state_dict(
     else:
         result = _inner(model).state_dict()
     if options.ignore_frozen_params:
-        frozen = {n for n, p in _inner(model).named_parameters() if not p.requires_grad}
+        frozen = _frozen(model)
         result = {k: v for k, v in result.items() if k not in frozen}
     return _offload(result) if options.cpu_offload else result
 
@@ -255,7 +271,13 @@ def _for_optimizer(model: Module, optim: Optimizer, osd: dict) -> dict:
     for group in optim.param_groups:
         first = names.get(id(group["params"][0])) if group["params"] else None
         saved = next((g for g in osd["param_groups"] if first in g["params"]), None)
-        own = [names.get(id(p)) for p in group["params"]]
+        unnamed = [i for i, p in enumerate(group["params"]) if id(p) not in names]
+        if unnamed:
+            raise ValueError(
+                f"{what}: the optimizer's parameters {unnamed} (by index in their group) are "
+                "not parameters of the model; pass the model the optimizer was built for"
+            )
+        own = [names[id(p)] for p in group["params"]]
         if saved is None or sorted(saved["params"]) != sorted(own):
             raise ValueError(
                 f"{what}: no saved parameter group holds exactly the parameters {own}; the "

@@ -184,33 +184,77 @@ def failing_save(path: str, how: str) -> dict:
 
 # ---- FSDP ----------------------------------------------------------------------------------
 def fsdp_resume(path: str, first: int, more: int, mode: str) -> dict:
-    """As ``resume`` with FSDP (sharded state dicts): ``mode`` "save", "load" or "whole".
-    Reports {"unsupported": message} while FSDP lacks sharded/optimizer state dicts."""
+    """As ``resume`` with FSDP (sharded state dicts): ``mode`` "save", "load" or "whole"."""
     from dtrain.distributed.fsdp import FullyShardedDataParallel as FSDP  # noqa: N817
 
     dist.init_process_group(timeout=30)
-    try:
-        model = FSDP(make_model(seed=5 if mode != "load" else 9))
-        opt = dt.optim.AdamW(model.parameters(), lr=0.02)
-        if mode == "whole":
-            train(model, opt, range(first + more))
-        elif mode == "save":
-            train(model, opt, range(first))
-            model_sd, optim_sd = get_state_dict(model, opt)
-            dcp.save({"model": model_sd, "optim": optim_sd, "step": first}, checkpoint_id=path)
-        else:
-            model_sd, optim_sd = get_state_dict(model, opt)
-            state = {"model": model_sd, "optim": optim_sd, "step": 0}
-            dcp.load(state, checkpoint_id=path)
-            set_state_dict(model, opt, model_state_dict=model_sd, optim_state_dict=optim_sd)
-            train(model, opt, range(state["step"], state["step"] + more))
-        from dtrain.distributed.fsdp import FullStateDictConfig, StateDictType
+    model = FSDP(make_model(seed=5 if mode != "load" else 9))
+    opt = dt.optim.AdamW(model.parameters(), lr=0.02)
+    if mode == "whole":
+        train(model, opt, range(first + more))
+    elif mode == "save":
+        train(model, opt, range(first))
+        model_sd, optim_sd = get_state_dict(model, opt)
+        dcp.save({"model": model_sd, "optim": optim_sd, "step": first}, checkpoint_id=path)
+    else:
+        model_sd, optim_sd = get_state_dict(model, opt)
+        state = {"model": model_sd, "optim": optim_sd, "step": 0}
+        dcp.load(state, checkpoint_id=path)
+        set_state_dict(model, opt, model_state_dict=model_sd, optim_state_dict=optim_sd)
+        train(model, opt, range(state["step"], state["step"] + more))
+    from dtrain.distributed.fsdp import FullStateDictConfig, StateDictType
 
-        config = FullStateDictConfig()
-        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
-            full_sd = model.state_dict()
-        out = {"params": [full_sd[k].tolist() for k in sorted(full_sd)]}
-    except NotImplementedError as exc:
-        out = {"unsupported": str(exc)}
+    config = FullStateDictConfig()
+    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
+        full_sd = model.state_dict()
+    out = {"params": [full_sd[k].tolist() for k in sorted(full_sd)]}
     dist.destroy_process_group()
     return out
+
+
+# ---- a save that fails in its first step ---------------------------------------------------
+def step1_fails(path: str, how: str) -> dict:
+    """Save ``{"w": 1s}``; then save again with rank 1's state dict failing in step 1:
+    ``how="set"`` holds a set (TypeError), ``how="deep"`` a value nested too deep to encode
+    (RecursionError). Returns each rank's error and the parent directory's listing."""
+    dist.init_process_group(timeout=20)
+    rank = dist.get_rank()
+    dcp.save({"w": dt.ones(3)}, checkpoint_id=path)
+    state: dict = {"w": dt.ones(3) * 2}
+    if rank == 1 and how == "set":
+        state["bad"] = {1, 2}
+    elif rank == 1:
+        deep: list = []
+        for _ in range(5000):
+            deep = [deep]
+        state["bad"] = deep
+    error = None
+    try:
+        dcp.save(state, checkpoint_id=path)
+    except Exception as exc:
+        error = [type(exc).__name__, str(exc)[:300]]
+    dist.barrier()
+    listing = sorted(os.listdir(os.path.dirname(path)))
+    loaded = {"w": dt.zeros(3)}
+    dcp.load(loaded, checkpoint_id=path)
+    dist.destroy_process_group()
+    return {"error": error, "listing": listing, "w": loaded["w"].tolist()}
+
+
+def fsdp_frozen(full: bool) -> dict:
+    """``ignore_frozen_params`` under FSDP: ``FSDP(Sequential(FSDP(frozen Linear), Linear))``;
+    the state dict's keys with and without it."""
+    from dtrain.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from dtrain.distributed.fsdp import FullyShardedDataParallel as FSDP  # noqa: N817
+
+    dist.init_process_group(timeout=30)
+    options = StateDictOptions(ignore_frozen_params=True, full_state_dict=full)
+    dt.manual_seed(0)
+    inner = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    for p in inner[0].parameters():
+        p.requires_grad_(False)
+    nested = FSDP(nn.Sequential(FSDP(inner[0]), inner[1]))
+    keys = list(get_model_state_dict(nested, options=options))
+    every = list(get_model_state_dict(nested, options=StateDictOptions(full_state_dict=full)))
+    dist.destroy_process_group()
+    return {"keys": keys, "every": every}

@@ -109,12 +109,35 @@ def test_a_failed_save_leaves_the_previous_checkpoint(tmp_path, how):
     assert state["x"].tolist() == [1.0] * 4 and state["y"].tolist() == [1.0] * 3
 
 
+@pytest.mark.parametrize("how", ["set", "deep"])
+def test_a_step_1_failure_on_rank_1_raises_everywhere_and_leaves_no_temporary(tmp_path, how):
+    # "deep": a RecursionError, which step 1 once let through: rank 0 then waited for the
+    # timeout, and in both cases rank 0's temporary directory stayed behind.
+    path = str(tmp_path / "ckpt")
+    launch = run_tcp(2, "dcp_workers:step1_fails", {"path": path, "how": how})
+    values = launch.values()
+    own = "TypeError" if how == "set" else "RecursionError"
+    assert values[1]["error"][0] == own
+    kind, message = values[0]["error"]
+    assert kind == ("TypeError" if how == "set" else "RuntimeError"), message
+    assert f"rank 1 failed: {own}" in message
+    for value in values:
+        assert value["listing"] == ["ckpt"]
+        assert value["w"] == [1.0] * 3  # the previous checkpoint stays
+
+
+def test_fsdp_ignore_frozen_params_leaves_out_the_frozen_parameters():
+    for whole in (False, True):
+        values = run_tcp(2, "dcp_workers:fsdp_frozen", {"full": whole}).values()
+        for value in values:
+            assert value["every"] == ["0.weight", "0.bias", "1.weight", "1.bias"]
+            assert value["keys"] == ["1.weight", "1.bias"]
+
+
 def test_fsdp_resumes_from_2_on_3_ranks(tmp_path):
     path = str(tmp_path / "ckpt")
     args = {"path": path, "first": 3, "more": 2}
     saved = run_tcp(2, "dcp_workers:fsdp_resume", {**args, "mode": "save"}).values()
-    if "unsupported" in saved[0]:
-        pytest.skip(f"FSDP has no sharded or optimizer state dicts yet: {saved[0]['unsupported']}")
     whole = run_tcp(2, "dcp_workers:fsdp_resume", {**args, "mode": "whole"}).values()
     resumed = run_tcp(2, "dcp_workers:fsdp_resume", {**args, "mode": "load"}).values()
     for a, b in zip(whole, resumed):

@@ -95,15 +95,11 @@ def test_missing_keys_are_all_named(tmp_path):
         dcp.load(state, checkpoint_id=path)
 
 
-def test_shape_and_dtype_mismatches_name_the_key(tmp_path):
+def test_shape_and_kind_mismatches_name_the_key(tmp_path):
     path = saved(tmp_path)
     state = fresh()
     state["opt"]["state"]["w"]["m"] = dt.zeros(3, 2)
     with pytest.raises(ValueError, match=r"opt\.state\.w\.m has shape \(2, 3\) in the checkpoint"):
-        dcp.load(state, checkpoint_id=path)
-    state = fresh()
-    state["w"] = dt.zeros(2, 3, dtype=dt.float64)
-    with pytest.raises(ValueError, match="w is float32 in the checkpoint but float64"):
         dcp.load(state, checkpoint_id=path)
     state = fresh()
     state["meta"] = dt.zeros(1)

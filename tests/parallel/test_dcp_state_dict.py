@@ -95,6 +95,9 @@ def test_two_optimizers_share_one_state_dict():
     )
     with pytest.raises(ValueError, match="no saved parameter group holds exactly"):
         set_optimizer_state_dict(new, dt.optim.SGD(new.parameters(), lr=0.1), osd)
+    stranger = dt.optim.SGD([*new[0].parameters(), dt.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match=r"parameters \[2\] .* are not parameters of the model"):
+        set_optimizer_state_dict(new, stranger, osd)
 
 
 def test_options():
