@@ -110,3 +110,63 @@ def fsdp_matches_plain(backend: str = "nccl", device: str = "cuda", steps: int =
     on_device = all(p.device.type == device and p.grad.device.type == device for p in shards)
     dist.destroy_process_group()
     return {"worst": worst, "on_device": on_device, "shards": len(shards)}
+
+
+def fsdp_checkpoint_resumes(
+    folder: str, backend: str = "nccl", device: str = "cuda", steps: int = 2
+) -> dict:
+    """FSDP trained ``steps`` AdamW steps, saved with ``dtrain.distributed.checkpoint``
+    (sharded model and optimizer state), loaded into a fresh FSDP model, then one more step
+    on each: the resumed model must equal the one that went on."""
+    import dtrain.distributed.checkpoint as dcp
+    from dtrain.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from dtrain.distributed.fsdp import FullyShardedDataParallel
+    from dtrain.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    dist.init_process_group(backend, timeout=60)
+
+    def fresh(seed: int) -> tuple:
+        dt.manual_seed(seed)
+        net = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 3)).to(device)
+        model = FullyShardedDataParallel(net, auto_wrap_policy=ModuleWrapPolicy({nn.Linear}))
+        return model, dt.optim.AdamW(model.parameters(), lr=0.01)
+
+    rng = np.random.default_rng(2)
+    batches = [
+        (
+            dt.tensor(rng.standard_normal((8, 12)).astype(np.float32), device=device),
+            dt.tensor(rng.integers(0, 3, 8), device=device),
+        )
+        for _ in range(steps + 1)
+    ]
+
+    def step(model: nn.Module, optimizer: dt.optim.Optimizer, batch: tuple) -> None:
+        optimizer.zero_grad()
+        F.cross_entropy(model(batch[0]), batch[1]).backward()
+        optimizer.step()
+
+    model, optimizer = fresh(0)
+    for batch in batches[:steps]:
+        step(model, optimizer, batch)
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=folder)
+    resumed, resumed_optimizer = fresh(1)  # other initial weights: the load must replace them
+    model_state, optim_state = get_state_dict(resumed, resumed_optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=folder)
+    set_state_dict(
+        resumed,
+        resumed_optimizer,
+        model_state_dict=state["model"],
+        optim_state_dict=state["optim"],
+    )
+    step(model, optimizer, batches[steps])
+    step(resumed, resumed_optimizer, batches[steps])
+    ours, theirs = model.state_dict(), resumed.state_dict()
+    worst = max(
+        float(np.abs(ours[k].detach().cpu().numpy() - theirs[k].detach().cpu().numpy()).max())
+        for k in ours
+    )
+    on_device = all(p.device.type == device for p in resumed.parameters())
+    dist.destroy_process_group()
+    return {"worst": worst, "on_device": on_device, "keys": sorted(ours)}

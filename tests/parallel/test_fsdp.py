@@ -246,6 +246,18 @@ def test_the_gpu_check_worker_runs_on_the_cpu():
         assert value["worst"] < 1e-5, value
 
 
+def test_the_gpu_check_checkpoint_worker_runs_on_the_cpu(tmp_path):
+    folder = str(tmp_path / "ckpt")
+    launch = run_tcp(
+        2,
+        "gpu_workers:fsdp_checkpoint_resumes",
+        {"folder": folder, "backend": "tcp", "device": "cpu"},
+    )
+    for value in launch.values():
+        assert value["on_device"] and value["worst"] == 0.0, value
+        assert value["keys"] == ["0.bias", "0.weight", "2.bias", "2.weight"]
+
+
 # ---- regressions: no_sync and zero_grad, checkpointing, summon names, ties ------------------
 def test_zero_grad_drops_what_no_sync_accumulated():
     for value in run_tcp(2, "fsdp_workers:zero_grad_after_no_sync", {}).values():

@@ -58,3 +58,12 @@ def test_fsdp_over_nccl_one_rank_equals_plain_training():
     (value,) = launch.values()
     assert value["on_device"] and value["shards"] == 2
     assert value["worst"] < 1e-5, value
+
+
+def test_fsdp_distributed_checkpoint_resumes_on_the_gpu(tmp_path):
+    pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
+    launch = run_tcp(
+        1, "gpu_workers:fsdp_checkpoint_resumes", {"folder": str(tmp_path / "ckpt")}, guard=180
+    )
+    (value,) = launch.values()
+    assert value["on_device"] and value["worst"] < 1e-6, value  # cuBLAS may pick other kernels
