@@ -133,6 +133,7 @@ _TORCH_NAMES = {
     "Cholesky": "LinalgCholeskyEx",
     "Conv2d": "Convolution",
     "ConvNd": "Convolution",
+    "ConvTaps": "Convolution",
     "ConvTranspose2d": "Convolution",
     "ConvTransposeNd": "Convolution",
     "CrossEntropy": "NllLoss",

@@ -4,10 +4,13 @@ Forward copies the (padded) input's windows into columns through an ``as_strided
 (no Python loop over pixels) and multiplies them by the weight, ``(O, K)``, in one GEMM
 (per group) whose rows or columns run over all ``N · OH · OW`` positions; one more copy
 puts the product in ``(N, C_out, OH, OW)`` order, adding the bias on the way. Backward
-keeps the forward's columns for the weight gradient (one GEMM contracting batch and
-positions together) and scatters the column gradient back onto the padded input (col2im)
-with one strided add per kernel position. ``conv_columns`` holds the column layouts
-(channel-major for few channels or groups, channel-last otherwise).
+takes the weight gradient from the columns (one GEMM contracting batch and positions
+together): the forward's, kept when they are small (``RECOMPUTE_BYTES``), else copied again
+from the input; none are kept when the weight needs no gradient. It scatters the column
+gradient back onto the padded input (col2im) with one strided add per kernel position.
+``conv_columns`` holds the column layouts (channel-major for few channels or groups,
+channel-last otherwise). Depthwise convolutions on the CPU take the tap route of
+``conv_taps`` instead (no columns).
 
 ``im2col`` / ``col2im`` / ``weight_grad`` below are the per-image layouts that ``unfold``,
 ``fold`` and the N-d convolutions use.
@@ -34,6 +37,7 @@ from dtrain._tensor.nn.functional.conv_columns import (
     product_t,
     to_image,
 )
+from dtrain._tensor.nn.functional.conv_taps import ConvTaps, use_taps
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.linalg import matmul
@@ -69,6 +73,23 @@ def _check_float(where: str, *tensors: Tensor | None) -> None:
             )
 
 
+#: im2col columns larger than this many bytes (and than ``RECOMPUTE_RATIO`` times the input)
+#: are not kept from forward to backward but copied again from the input there: a 3x3
+#: convolution's columns are 9 times its input (27 times in 3-D), the largest array of a
+#: CNN's graph. The copy adds 6 % (2-D) to 22 % (3-D) to a fwd + bwd step: docs/benchmarks.md,
+#: "Depthwise convolutions as taps, and the im2col memory".
+RECOMPUTE_BYTES = 16 << 20
+RECOMPUTE_RATIO = 4
+
+
+def keeps_columns(cols: Any, x: Any, weight_grad: bool) -> bool:
+    """Whether a convolution keeps its columns ``cols`` of input ``x`` for backward: only for
+    a weight gradient (the input gradient needs none), and only when they are small."""
+    if not weight_grad:
+        return False
+    return cols.nbytes <= max(RECOMPUTE_BYTES, RECOMPUTE_RATIO * x.nbytes)
+
+
 class Conv2d(Op):
     reads_inputs = True
 
@@ -81,13 +102,17 @@ class Conv2d(Op):
         padding: tuple,
         dilation: tuple,
         groups: int,
+        weight_grad: bool = True,
     ) -> Any:
         xp = get_array_module(x)
         g = geometry(xp, x.shape, w.shape[2:], stride, padding, dilation, groups)
-        self.cols = columns(x, g)  # the im2col copy, kept for the weight gradient
+        cols = columns(x, g)  # the im2col copy
+        # Kept for the weight gradient, or made again from the input there (see above).
+        self.cols = cols if keeps_columns(cols, x, weight_grad) else None
+        self.x = x if weight_grad and self.cols is None else None
         self.kernel = kernel_matrix(w, g)
         self.weight, self.weight_shape, self.geometry = w, w.shape, g
-        out = product(self.kernel, self.cols, g)  # one GEMM per group over the batch
+        out = product(self.kernel, cols, g)  # one GEMM per group over the batch
         return to_image(out, g, (x.shape[0], w.shape[0], g.oh, g.ow), b)
 
     def backward(self, grad: Any) -> tuple:
@@ -96,7 +121,9 @@ class Conv2d(Op):
         flat = from_image(grad, g)  # zero in the surplus columns of wide rows
         grad_x = grad_w = grad_b = None
         if need_w:
-            grad_w = kernel_product(flat, self.cols, g)
+            cols = self.cols if self.cols is not None else columns(self.x, g)
+            grad_w = kernel_product(flat, cols, g)
+            del cols
             grad_w = kernel_from_matrix(grad_w, g, self.weight_shape)
         if need_b:
             grad_b = grad.sum(axis=(0, 2, 3))
@@ -292,7 +319,20 @@ def conv2d(
     unbatched = input.ndim == 3
     if unbatched:
         input = input.unsqueeze(0)
-    out = Conv2d.apply(
-        input, weight, bias, stride=stride, padding=pads, dilation=dilation, groups=groups
-    )
+    if use_taps(input._array, tuple(weight.shape), groups):  # depthwise, on numpy
+        pairs = ((pads[0], pads[1]), (pads[2], pads[3]))
+        out = ConvTaps.apply(
+            input, weight, bias, stride=stride, pads=pairs, dilation=dilation, groups=groups
+        )
+    else:
+        out = Conv2d.apply(
+            input,
+            weight,
+            bias,
+            stride=stride,
+            padding=pads,
+            dilation=dilation,
+            groups=groups,
+            weight_grad=weight.requires_grad,
+        )
     return out.squeeze(0) if unbatched else out

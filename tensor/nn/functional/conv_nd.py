@@ -4,9 +4,11 @@
 The windows of the (padded) input are an ``as_strided`` view of shape
 ``(N, C, *kernel, *out)``; one copy makes them the columns ``(N, groups, C/groups · K, L)``
 (``K`` the kernel's size, ``L`` the output positions) and one GEMM per image and group
-multiplies them by the weight. Backward reuses the columns for the weight gradient and adds
-the column gradient back onto the input (col2im) with one strided add per kernel position.
-The transposed convolution is the same pair run the other way round.
+multiplies them by the weight. Backward takes the weight gradient from the columns (kept
+from forward when small, else copied again: conv.py's ``RECOMPUTE_BYTES``) and adds the
+column gradient back onto the input (col2im) with one strided add per kernel position.
+Depthwise ``conv3d`` on the CPU takes the tap route of ``conv_taps``. The transposed
+convolution is the same pair run the other way round.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ import numpy as np
 
 from dtrain._tensor.amp.cast import autocast_inputs
 from dtrain._tensor.autograd.op import Op
-from dtrain._tensor.nn.functional.conv import _as_strided, _check_float, weight_grad
+from dtrain._tensor.nn.functional.conv import (
+    _as_strided,
+    _check_float,
+    keeps_columns,
+    weight_grad,
+)
+from dtrain._tensor.nn.functional.conv_taps import ConvTaps, use_taps
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.linalg import matmul
@@ -110,7 +118,15 @@ class ConvNd(Op):
     reads_inputs = True
 
     def forward(
-        self, x: Any, w: Any, b: Any, stride: tuple, pads: tuple, dilation: tuple, groups: int
+        self,
+        x: Any,
+        w: Any,
+        b: Any,
+        stride: tuple,
+        pads: tuple,
+        dilation: tuple,
+        groups: int,
+        weight_grad: bool = True,
     ) -> Any:
         n, o = x.shape[0], w.shape[0]
         kernel = tuple(w.shape[2:])
@@ -122,19 +138,29 @@ class ConvNd(Op):
         result = matmul(weights, cols).reshape((n, o) + out)
         if b is not None:
             result += b.reshape((1, o) + (1,) * len(out))
-        self.cols, self.weights, self.weight_shape = cols, weights, w.shape
+        # Kept for the weight gradient, or made again from the input there (conv.py's
+        # RECOMPUTE_BYTES: columns 27 times the input for a 3x3x3 kernel).
+        self.cols = cols if keeps_columns(cols, x, weight_grad) else None
+        self.x = x if weight_grad and self.cols is None else None
+        self.weights, self.weight_shape = weights, w.shape
         self.geometry = (x.shape, stride, pads, dilation, out)
         return result
 
     def backward(self, grad: Any) -> tuple:
         need_x, need_w, need_b = self.needs_input_grad
         shape, stride, pads, dilation, out = self.geometry
-        groups, og, _ = self.weights.shape
+        groups, og, k = self.weights.shape
         n, c = shape[:2]
         flat = grad.reshape(n, groups, og, math.prod(out))  # n may be 0: no -1
         grad_x = grad_w = grad_b = None
         if need_w:
-            grad_w = weight_grad(flat, self.cols).reshape(self.weight_shape)
+            cols = self.cols
+            if cols is None:
+                kernel = tuple(self.weight_shape[2:])
+                windows = im2col_nd(self.x, kernel, stride, pads, dilation)
+                cols = windows.reshape(n, groups, k, math.prod(out))  # the im2col copy again
+            grad_w = weight_grad(flat, cols).reshape(self.weight_shape)
+            del cols
         if need_b:
             grad_b = grad.sum(axis=(0,) + tuple(range(2, grad.ndim)))
         if need_x:
@@ -308,9 +334,11 @@ def conv3d(
     unbatched = input.ndim == dims + 1
     if unbatched:
         input = input.unsqueeze(0)
-    out = ConvNd.apply(
-        input, weight, bias, stride=stride, pads=pads, dilation=dilation, groups=groups
-    )
+    options = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
+    if use_taps(input._array, tuple(weight.shape), groups):  # depthwise
+        out = ConvTaps.apply(input, weight, bias, **options)
+    else:
+        out = ConvNd.apply(input, weight, bias, weight_grad=weight.requires_grad, **options)
     return out.squeeze(0) if unbatched else out
 
 
