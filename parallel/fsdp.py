@@ -29,6 +29,7 @@ from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.nn.module import Module
+from dtrain._tensor.nn.module_state_dict import IncompatibleKeys
 from dtrain._tensor.tensor import Tensor
 from dtrain.parallel import api, collectives, fsdp_sharded
 from dtrain.parallel.fsdp_flat import FLAT_PARAM_NAME, FlatHandle, flattened_by
@@ -43,6 +44,7 @@ from dtrain.parallel.fsdp_state import (
     clean_key,
     full_state_dict,
     load_full_state_dict,
+    pop_wrapped,
     summon_full_params,
     units_of,
 )
@@ -294,7 +296,9 @@ class FullyShardedDataParallel(FsdpStateDictMethods, Module):
             return fsdp_sharded.local_state_dict(self, config.offload_to_cpu, prefix)
         return full_state_dict(self, config, prefix)
 
-    def load_state_dict(self, state_dict: Mapping, strict: bool = True, assign: bool = False):
+    def load_state_dict(
+        self, state_dict: Mapping, strict: bool = True, assign: bool = False
+    ) -> IncompatibleKeys:
         """Load a state dict of the type ``set_state_dict_type`` chose (see ``state_dict``);
         each rank keeps its shard. A sharded one's ``ShardedTensor``s must hold this rank's
         ranges (fill the ones ``state_dict()`` gives); a local one loads only on the world
@@ -326,12 +330,15 @@ class FullyShardedDataParallel(FsdpStateDictMethods, Module):
 
 
 def _state_dict_post_hook(unit: Any, state_dict: dict, prefix: str, _metadata: dict) -> None:
-    """The root unit's entries (flat shards, wrapped names) replaced by its typed ones."""
+    """The root unit's entries (flat shards, wrapped names) replaced by its typed ones;
+    entries that hooks of modules inside it added lose the wrappers' names too (as torch)."""
     if not unit._is_root:
         return
     for key in unit._state_slots():
         state_dict.pop(prefix + key, None)
+    added = pop_wrapped(state_dict, prefix)  # what hooks inside it added
     state_dict.update(unit._typed_state_dict(prefix))
+    state_dict.update(added)
 
 
 def _load_state_dict_pre_hook(

@@ -264,7 +264,10 @@ class FlatHandle:
                 array = Tensor(param._array).to(device)._array
                 full[start : start + numel] = array.reshape(-1)
             start += numel
-        shard = full[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
+        if self.sharded:
+            shard = full[self.rank * self.shard_size : (self.rank + 1) * self.shard_size]
+        else:  # NO_SHARD: every rank keeps the whole buffer
+            shard = full
         if shard is not self.flat_param._array:
             self.flat_param._array[...] = Tensor(shard).to(self.flat_param.device)._array
         self.flat_param._version[0] += 1

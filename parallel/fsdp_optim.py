@@ -88,7 +88,7 @@ def optim_state_dict(
         if id(p) not in pieces:
             if entry is not None:
                 state[_fqns(p, pieces, plain)[0]] = {
-                    k: _offload(v, offload_to_cpu) for k, v in entry.items()
+                    k: _copy(v, offload_to_cpu) for k, v in entry.items()
                 }
             continue
         if entry is None:
@@ -97,8 +97,8 @@ def optim_state_dict(
         out: list[dict] = [{} for _ in unit_pieces]
         for name, value in entry.items():
             if not _per_element(value, p):
-                for d in out:
-                    d[name] = value
+                for d in out:  # each name its own copy (a live step keeps counting)
+                    d[name] = _copy(value, offload_to_cpu)
                 continue
             array = value._array if isinstance(value, Tensor) else value
             if full:
@@ -106,7 +106,7 @@ def optim_state_dict(
                 gathered = unit_pieces[0].handle.gather(array)
                 for d, piece in zip(out, unit_pieces):
                     part = gathered[piece.start : piece.start + piece.numel].reshape(piece.shape)
-                    d[name] = _offload(Tensor(part.copy()), offload_to_cpu)
+                    d[name] = _copy(Tensor(part), offload_to_cpu)
             else:
                 for d, piece in zip(out, unit_pieces):
                     sharded = piece.sharded(array)
@@ -121,12 +121,10 @@ def optim_state_dict(
     by_index = dict(_numbered(optim))
     for saved_group in osd["param_groups"]:
         packed = {k: v for k, v in saved_group.items() if k != "params"}
-        names: list[str] = []
+        names: dict[str, None] = {}  # ordered, each name once
         for i in saved_group["params"]:
-            for fqn in _fqns(by_index[int(i)], pieces, plain):
-                if fqn not in names:
-                    names.append(fqn)
-        packed["params"] = names
+            names.update(dict.fromkeys(_fqns(by_index[int(i)], pieces, plain)))
+        packed["params"] = list(names)
         groups.append(packed)
     if rank0_only and api.get_rank(group) != 0:
         return {}
@@ -137,8 +135,13 @@ def _key(key: Any) -> Any:
     return int(key) if isinstance(key, str) and key.isdigit() else key
 
 
-def _offload(value: Any, offload: bool) -> Any:
-    return value.cpu() if offload and isinstance(value, Tensor) else value
+def _copy(value: Any, offload: bool) -> Any:
+    """A tensor state value as the state dict holds it: a copy (on the CPU with
+    ``offload``), never the optimizer's live tensor; other values as they are."""
+    if not isinstance(value, Tensor):
+        return value
+    value = value.detach()
+    return value.cpu().clone() if offload else value.clone()
 
 
 def to_load(model: Any, optim: Any, osd: Mapping, unit_type: type) -> dict:
@@ -152,6 +155,8 @@ def to_load(model: Any, optim: Any, osd: Mapping, unit_type: type) -> dict:
         numbered = list(enumerate(model.parameters()))
         group_params = _groups_from_names(osd, numbered, pieces, plain)
     saved_state = osd.get("state", {})
+    known = None if optim is None else getattr(optim, "_per_element_state", None)
+    per_element_names = None if known is None else set(known)
     used: set[str] = set()
     state: dict[int, dict] = {}
     for index, p in numbered:
@@ -170,7 +175,7 @@ def to_load(model: Any, optim: Any, osd: Mapping, unit_type: type) -> dict:
         if id(p) not in pieces:
             state[index] = dict(saved_state[names[0]])
             continue
-        state[index] = _flatten(p, pieces[id(p)], saved_state)
+        state[index] = _flatten(p, pieces[id(p)], saved_state, per_element_names)
     unknown = [n for n in saved_state if n not in used]
     if unknown:
         raise KeyError(
@@ -199,16 +204,15 @@ def to_load(model: Any, optim: Any, osd: Mapping, unit_type: type) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def _flatten(flat: Any, unit_pieces: list[Piece], saved_state: Mapping) -> dict:
+def _flatten(
+    flat: Any, unit_pieces: list[Piece], saved_state: Mapping, per_element_names: set | None
+) -> dict:
     """One flat parameter's state from its pieces' (padding: zeros)."""
     entries = [saved_state[piece.fqn] for piece in unit_pieces]
     out: dict[str, Any] = {}
     xp = get_array_module(flat._array)
     for name, first in entries[0].items():
-        per_element = isinstance(first, ShardedTensor) or (
-            isinstance(first, Tensor) and first.ndim > 0
-        )
-        if not per_element:
+        if not _is_per_element(name, unit_pieces, entries, per_element_names):
             out[name] = first
             continue
         local = first.local_tensor() if isinstance(first, ShardedTensor) else first
@@ -224,6 +228,30 @@ def _flatten(flat: Any, unit_pieces: list[Piece], saved_state: Mapping) -> dict:
             shard[piece.shard_slice] = Tensor(part).to(flat.device)._array
         out[name] = Tensor(shard)
     return out
+
+
+def _is_per_element(
+    name: str, unit_pieces: list[Piece], entries: list[Mapping], per_element_names: set | None
+) -> bool:
+    """Whether the saved state ``name`` of a unit is per element, decided over all its
+    pieces: a ``ShardedTensor``, or a tensor of its piece's (not 0-d) shape, is. When every
+    piece is 0-d its state cannot tell a scalar from a per-element value: then the
+    optimizer's ``_per_element_state`` decides (without one, any 0-d tensor but ``step``)."""
+    values = [(piece, entry.get(name)) for piece, entry in zip(unit_pieces, entries)]
+    if any(isinstance(value, ShardedTensor) for _, value in values):
+        return True
+    if any(
+        isinstance(value, Tensor) and piece.shape != () and tuple(value.shape) == piece.shape
+        for piece, value in values
+    ):
+        return True
+    if any(piece.shape != () for piece in unit_pieces):
+        return False
+    if per_element_names is not None:
+        return name in per_element_names
+    return name != "step" and all(
+        isinstance(value, Tensor) and value.ndim == 0 for _, value in values
+    )
 
 
 def _groups_from_names(osd: Mapping, numbered: list, pieces: Mapping, plain: Mapping) -> list:

@@ -101,9 +101,10 @@ def local_state_dict(root: Any, offload_to_cpu: bool, prefix: str = "") -> Order
     """Each unit's flat shard (padding included) as a ``ShardedTensor`` of the padded flat
     buffer (a copy), under ``<unit>._flat_param``; buffers as plain tensors (copies)."""
     result = OrderedDict()
+    handles = _handles(root)
     for key, (_, _, tensor) in root._state_slots().items():
         if is_flat(key):
-            handle = _handle_of(root, tensor)
+            handle = handles[id(tensor)]
             padded = handle.shard_size * handle.world if handle.sharded else tensor.numel()
             local = _out(tensor, offload_to_cpu)
             result[prefix + clean_key(key)] = ShardedTensor(local, (padded,), shard_start(handle))
@@ -116,6 +117,7 @@ def load_local_state_dict(root: Any, state_dict: Mapping, strict: bool) -> Incom
     """Load a ``LOCAL_STATE_DICT`` saved by this rank at this world size (checked)."""
     slots = {clean_key(k): v for k, v in root._state_slots().items()}
     missing, unexpected = check_keys(root, slots, state_dict, strict)
+    handles = _handles(root)
     with no_grad():
         for key, (module, name, target) in slots.items():
             if key not in state_dict:
@@ -123,7 +125,7 @@ def load_local_state_dict(root: Any, state_dict: Mapping, strict: bool) -> Incom
             value = state_dict[key]
             where = f"load_state_dict (LOCAL_STATE_DICT) for {type(root).__name__}: {key!r}"
             if is_flat(key):
-                value = _check_local(_handle_of(root, target), value, where)
+                value = _check_local(handles[id(target)], value, where)
             load_entry(module, name, target, value, where, False)
     return IncompatibleKeys(missing, unexpected)
 
@@ -155,9 +157,11 @@ def _check_local(handle: Any, value: Any, where: str) -> Any:
     return value
 
 
-def _handle_of(root: Any, flat_param: Any) -> Any:
+def _handles(root: Any) -> dict[int, Any]:
+    """id(flat parameter) -> the handle holding it, for every unit in ``root``."""
+    handles = {}
     for unit in root.modules():
         handle = getattr(unit, "_handle", None)
-        if handle is not None and handle.flat_param is flat_param:
-            return handle
-    raise RuntimeError("FSDP: a flat parameter no unit of this model holds")  # not reached
+        if handle is not None:
+            handles[id(handle.flat_param)] = handle
+    return handles

@@ -268,6 +268,12 @@ def clean_key(key: str) -> str:
     return ".".join(part for part in key.split(".") if part != WRAPPED)
 
 
+def pop_wrapped(state_dict: dict, prefix: str) -> OrderedDict:
+    """Remove the keys under ``prefix`` that hold a wrapper's name; return them cleaned."""
+    wrapped = [k for k in state_dict if k.startswith(prefix) and WRAPPED in k.split(".")]
+    return OrderedDict((prefix + clean_key(k[len(prefix) :]), state_dict.pop(k)) for k in wrapped)
+
+
 def is_flat(key: str) -> bool:
     return key.rsplit(".", 1)[-1] == FLAT_PARAM_NAME
 

@@ -29,10 +29,11 @@ class FsdpStateDictMethods:
         state_dict_type: StateDictType,
         state_dict_config: Any = None,
         optim_state_dict_config: Any = None,
-    ) -> StateDictSettings:
+    ) -> StateDictSettings | None:
         """Make ``state_dict()`` / ``load_state_dict()`` of every unit in ``module`` use
         ``state_dict_type`` (and ``FSDP.optim_state_dict`` its optimizer counterpart);
-        None configs take that type's defaults. Returns the previous settings."""
+        None configs take that type's defaults. Returns the previous settings (None when
+        ``module`` holds no FSDP unit)."""
         settings = settings_for(state_dict_type, state_dict_config, optim_state_dict_config)
         previous = None
         for unit in units_of(module, cls):

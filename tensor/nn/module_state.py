@@ -13,6 +13,15 @@ from dtrain.runtime.backend import is_cuda_array
 from dtrain.runtime.device import to_device
 
 
+class SizeMismatchError(RuntimeError):
+    """A state entry whose shape is not the module's; ``detail`` says so without the key
+    (``Module.load_state_dict`` collects these and loads the other entries, as PyTorch)."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(f"{where}: {detail}")
+        self.detail = detail
+
+
 def load_entry(
     module: Any, name: str, target: Tensor, value: Any, where: str, assign: bool
 ) -> None:
@@ -36,9 +45,10 @@ def load_entry(
         source = source.reshape(())  # as PyTorch: old checkpoints saved 0-d buffers as (1,)
     uninitialised = isinstance(target, Parameter) and target.shape == (0,)
     if source.shape != target.shape and not (uninitialised and source.shape != (0,)):
-        raise RuntimeError(
-            f"{where}: size mismatch: the checkpoint has shape {tuple(source.shape)}, the "
-            f"module has {target.shape}"
+        raise SizeMismatchError(
+            where,
+            f"size mismatch: the checkpoint has shape {tuple(source.shape)}, the module has "
+            f"{target.shape}",
         )
     if assign:
         tensor = value if isinstance(value, Tensor) and value._array is source else Tensor(source)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dtrain._tensor.autograd.grad_mode import no_grad
-from dtrain._tensor.nn.module_state import load_entry
+from dtrain._tensor.nn.module_state import SizeMismatchError, load_entry
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -19,10 +19,6 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 def _hooks(module: Any, attribute: str) -> dict:
     """One of the module's state-dict hook dicts (made on first registration), or {}."""
     return module.__dict__.get(attribute) or {}
-
-
-def _metadata(module: Any) -> dict:
-    return {"version": getattr(type(module), "_version", 1)}
 
 
 class ModuleStateDict:
@@ -36,33 +32,65 @@ class ModuleStateDict:
         A module or parameter reachable by two paths appears under both names, as in
         PyTorch, so a checkpoint of a model with tied weights loads into either framework.
         Each module's ``register_state_dict_pre_hook`` hooks run before its entries are
-        added, its post-hooks after its sub-modules' (PyTorch's order).
+        added, its post-hooks after its sub-modules' (PyTorch's order). As PyTorch, a new
+        result carries ``_metadata``: ``{module name: {"version": cls._version}}``, which
+        ``load_state_dict`` hands each module's load pre-hooks.
         """
-        destination = OrderedDict() if destination is None else destination
-        stack: list[tuple[Any, str, bool]] = [(self, prefix, False)]
+        if destination is None:
+            destination = OrderedDict()
+            destination._metadata = OrderedDict()  # type: ignore[attr-defined]
+        versions = getattr(destination, "_metadata", None)
+        stack: list[tuple[Any, str, Any]] = [(self, prefix, None)]
         while stack:
-            module, head, done = stack.pop()
-            if done:
-                for hook, public in list(_hooks(module, "_state_dict_hooks").values()):
-                    result = hook(module, destination, head, _metadata(module))
-                    if result is not None:
-                        if public:
-                            raise RuntimeError(
-                                f"state_dict post-hook {hook!r} returned "
-                                f"{type(result).__name__}; it must return None (change the "
-                                "state_dict in place)"
-                            )
-                        if module is self:  # as PyTorch: only the root's return counts
-                            destination = result
+            module, head, local_metadata = stack.pop()
+            if local_metadata is not None:  # its sub-modules are done: the post-hooks
+                post_hooks = module.__dict__.get("_state_dict_hooks")
+                if post_hooks:
+                    destination = self._run_post_hooks(
+                        module, post_hooks, destination, head, local_metadata
+                    )
                 continue
-            for hook in list(_hooks(module, "_state_dict_pre_hooks").values()):
-                hook(module, head, keep_vars)
-            for name, tensor in module._own_state().items():
-                destination[head + name] = tensor if keep_vars else tensor.detach()
-            stack.append((module, head, True))
-            children = [(n, m) for n, m in module._modules.items() if m is not None]
-            stack.extend((m, f"{head}{n}.", False) for n, m in reversed(children))
+            local_metadata = {"version": getattr(type(module), "_version", 1)}
+            if versions is not None:
+                versions[head[:-1]] = local_metadata
+            hooks = module.__dict__
+            if "_state_dict_pre_hooks" in hooks:
+                for hook in list(hooks["_state_dict_pre_hooks"].values()):
+                    hook(module, head, keep_vars)
+            for name, tensor in module._parameters.items():
+                if tensor is not None:
+                    destination[head + name] = tensor if keep_vars else tensor.detach()
+            non_persistent = module._non_persistent
+            for name, tensor in module._buffers.items():
+                if tensor is not None and name not in non_persistent:
+                    destination[head + name] = tensor if keep_vars else tensor.detach()
+            if "_state_dict_hooks" in hooks:  # registered (by now): run after the children
+                stack.append((module, head, local_metadata))
+            children = module._modules
+            if children:
+                stack.extend(
+                    (m, f"{head}{n}.", None) for n, m in reversed(children.items()) if m is not None
+                )
         return destination
+
+    def _run_post_hooks(
+        self, module: Any, hooks: dict, destination: dict, head: str, local_metadata: dict
+    ) -> dict:
+        """Run ``module``'s state-dict post-hooks; returns the state dict the caller goes on
+        with (a private hook's returned dict replaces it only when ``module`` is the one
+        called, as PyTorch; that module's later hooks see it either way)."""
+        target = destination
+        for hook, public in list(hooks.values()):
+            result = hook(module, target, head, local_metadata)
+            if result is None:
+                continue
+            if public:
+                raise RuntimeError(
+                    f"state_dict post-hook {hook!r} returned {type(result).__name__}; it must "
+                    "return None (change the state_dict in place)"
+                )
+            target = result
+        return target if module is self else destination
 
     def _own_state(self) -> OrderedDict:
         """This module's own parameters and persistent buffers (no sub-modules'), by name."""
@@ -106,7 +134,8 @@ class ModuleStateDict:
         optimizer holding the parameters keeps working). With ``assign=True`` the given
         tensors replace them, keeping their own dtype and device; a parameter stays an
         ``nn.Parameter`` with its ``requires_grad``. As PyTorch, each module's load
-        pre-hooks run before its entries load (on a copy of the state they may change),
+        pre-hooks run before its entries load (on a copy of the state they may change; their
+        ``local_metadata`` is the module's entry of ``state_dict._metadata``, ``{}`` without),
         its post-hooks after its sub-modules', and the key check comes last, so a post-hook
         may clear ``missing_keys`` / ``unexpected_keys``.
 
@@ -120,9 +149,9 @@ class ModuleStateDict:
 
         Raises:
             TypeError: ``state_dict`` is not a mapping, or a value is not a tensor or array.
-            RuntimeError: a key problem under ``strict`` (raised after the entries that
-                match have been loaded, as PyTorch), a shape mismatch, or a hook's error
-                message.
+            RuntimeError: a key problem under ``strict``, a shape mismatch, or a hook's
+                error message: raised after every entry that matches has been loaded and
+                the post-hooks ran, naming all of them (as PyTorch).
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(
@@ -132,7 +161,11 @@ class ModuleStateDict:
         missing: list[str] = []
         unexpected: list[str] = []
         errors: list[str] = []
-        stack: list[tuple[Any, dict, str, bool]] = [(self, OrderedDict(state_dict), "", False)]
+        metadata = getattr(state_dict, "_metadata", None)
+        state = OrderedDict(state_dict)
+        if metadata is not None:
+            state._metadata = metadata  # type: ignore[attr-defined]
+        stack: list[tuple[Any, dict, str, bool]] = [(self, state, "", False)]
         with no_grad():
             while stack:
                 module, local, head, done = stack.pop()
@@ -145,19 +178,18 @@ class ModuleStateDict:
                                 "return None (change incompatible_keys in place)"
                             )
                     continue
-                metadata = _metadata(module)
+                # as PyTorch: the checkpoint's metadata for this module, {} without any
+                local_metadata = {} if metadata is None else dict(metadata.get(head[:-1], {}))
                 if assign:
-                    metadata["assign_to_params_buffers"] = True
+                    local_metadata["assign_to_params_buffers"] = True
                 for hook in list(_hooks(module, "_load_state_dict_pre_hooks").values()):
                     # strict is always True here, as PyTorch passes it
-                    hook(module, local, head, metadata, True, missing, unexpected, errors)
-                self._load_own(module, local, head, assign, missing, unexpected)
+                    hook(module, local, head, local_metadata, True, missing, unexpected, errors)
+                by_child = self._load_own(module, local, head, assign, missing, unexpected, errors)
                 stack.append((module, local, head, True))
                 children = [(n, m) for n, m in module._modules.items() if m is not None]
                 for name, child in reversed(children):
-                    child_head = f"{head}{name}."
-                    child_local = {k: v for k, v in local.items() if k.startswith(child_head)}
-                    stack.append((child, child_local, child_head, False))
+                    stack.append((child, by_child.get(name, {}), f"{head}{name}.", False))
         if strict and (missing or unexpected):
             errors.insert(
                 0,
@@ -176,22 +208,34 @@ class ModuleStateDict:
         assign: bool,
         missing: list,
         unexpected: list,
-    ) -> None:
-        """Load ``module``'s own entries from ``local``; note its missing keys and the keys
-        under ``head`` that name neither its state nor a sub-module (PyTorch's rule)."""
+        errors: list,
+    ) -> dict[str, dict]:
+        """Load ``module``'s own entries from ``local``; note its missing keys, the keys
+        under ``head`` that name neither its state nor a sub-module (PyTorch's rule), and
+        each size mismatch (in ``errors``: the rest still loads, as PyTorch). Returns the
+        entries of ``local`` under each sub-module's name, by that name."""
         own = module._own_state()
         optional = module._optional_state()
         for name, target in own.items():
             key = head + name
             if key in local:
                 where = f"load_state_dict for {type(self).__name__}: {key!r}"
-                load_entry(module, name, target, local[key], where, assign)
+                try:
+                    load_entry(module, name, target, local[key], where, assign)
+                except SizeMismatchError as error:
+                    errors.append(f"{key!r}: {error.detail}")
             elif name not in optional:
                 missing.append(key)
-        for key in local:
+        by_child: dict[str, dict] = {}
+        children = module._modules
+        for key, value in local.items():
             if not key.startswith(head):
                 continue
-            first, *rest = key[len(head) :].split(".", 1)
-            known = module._modules.get(first) is not None if rest else first in own
-            if not known:
+            first, dot, _ = key[len(head) :].partition(".")
+            if dot:
+                by_child.setdefault(first, {})[key] = value
+                if first not in children:  # a None sub-module counts, as PyTorch
+                    unexpected.append(key)
+            elif first not in own:
                 unexpected.append(key)
+        return by_child

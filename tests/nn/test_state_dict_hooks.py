@@ -141,3 +141,118 @@ def test_a_hook_error_message_fails_the_load():
     )
     with pytest.raises(RuntimeError, match="bad version"):
         model.load_state_dict(model.state_dict())
+
+
+# ---- metadata: the checkpoint's version reaches the load pre-hooks --------------------------
+def migrate_log(lib, to_tensor) -> list:
+    """What a version-migrating load pre-hook sees: the saved ``_metadata``, an old
+    checkpoint's version, and a dict without metadata."""
+
+    class Versioned(lib.nn.Linear):
+        _version = 2
+
+    model = lib.nn.Sequential(Versioned(2, 2))
+    state = model.state_dict()
+    log = [sorted(state._metadata.items())]
+
+    def migrate(m, s, prefix, metadata, *rest):
+        log.append(dict(metadata))
+        if metadata.get("version", 0) < 2 and prefix + "w" in s:
+            s[prefix + "weight"] = s.pop(prefix + "w")
+
+    model[0].register_load_state_dict_pre_hook(migrate)
+    model.load_state_dict(state)
+    old = type(state)((("0.w" if k == "0.weight" else k), v) for k, v in state.items())
+    old._metadata = type(state._metadata)(state._metadata)
+    old._metadata["0"] = {"version": 1}
+    model.load_state_dict(old)  # migrated by the hook
+    model.load_state_dict(dict(state), assign=True)  # no metadata
+    return log
+
+
+def test_state_dict_metadata_and_a_checkpoints_version_reach_the_hooks():
+    log = migrate_log(dt, dt.tensor)
+    assert log[0] == [("", {"version": 1}), ("0", {"version": 2})]
+    assert log[1:] == [{"version": 2}, {"version": 1}, {"assign_to_params_buffers": True}]
+
+
+def test_state_dict_metadata_matches_pytorchs(torch):
+    assert migrate_log(dt, dt.tensor) == migrate_log(torch, torch.tensor)
+
+
+def test_post_hooks_get_the_stored_metadata():
+    model, seen = nn.Sequential(nn.Linear(2, 2)), []
+    model[0].register_state_dict_post_hook(lambda m, s, p, meta: seen.append(meta))
+    state = model.state_dict()
+    assert seen == [{"version": 1}] and seen[0] is state._metadata["0"]
+    assert not hasattr(model.state_dict(destination={}), "_metadata")  # as PyTorch
+
+
+# ---- a size mismatch: the rest still loads, one error names everything ---------------------
+def mismatch_sums(lib, to_tensor) -> tuple:
+    model = lib.nn.Sequential(lib.nn.Linear(2, 2), lib.nn.Linear(2, 2))
+    with lib.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    ones = lambda *shape: to_tensor(np.ones(shape, np.float32))
+    state = {"0.weight": ones(3, 2), "0.bias": ones(2), "1.weight": ones(2, 2), "x": ones(1)}
+    with pytest.raises(RuntimeError) as error:
+        model.load_state_dict(state)
+    sums = [float(p.detach().numpy().sum()) for p in model.parameters()]
+    return sums, str(error.value)
+
+
+def test_a_size_mismatch_loads_the_rest_and_reports_every_problem():
+    sums, message = mismatch_sums(dt, dt.tensor)
+    assert sums == [0.0, 2.0, 4.0, 0.0]
+    assert "'0.weight': size mismatch" in message and "(3, 2)" in message
+    assert "missing keys ['1.bias']" in message and "unexpected keys ['x']" in message
+
+
+def test_a_size_mismatch_loads_the_rest_as_pytorch(torch):
+    assert mismatch_sums(dt, dt.tensor)[0] == mismatch_sums(torch, torch.tensor)[0]
+
+
+def test_a_key_under_a_none_sub_module_is_not_unexpected(torch):
+    for lib in (dt, torch):
+        model = lib.nn.Linear(2, 2)
+        model.register_module("b", None)
+        state = dict(model.state_dict(), **{"b.weight": model.weight.detach()})
+        result = model.load_state_dict(state)
+        assert (list(result.missing_keys), list(result.unexpected_keys)) == ([], [])
+
+
+def test_a_key_under_a_none_sub_module_loads():
+    model = nn.Linear(2, 2)
+    model.register_module("b", None)
+    state = dict(model.state_dict(), **{"b.weight": dt.ones(1), "c.weight": dt.ones(1)})
+    assert model.load_state_dict(state, strict=False) == ([], ["c.weight"])
+
+
+# ---- cost: linear in the number of keys ------------------------------------------------------
+class CountingKey(str):
+    """A key that counts the prefix tests made on it (the loader's work per key)."""
+
+    calls = 0
+
+    def startswith(self, *args):
+        CountingKey.calls += 1
+        return str.startswith(self, *args)
+
+
+@pytest.mark.parametrize("n", [50, 400])
+def test_load_state_dict_tests_each_key_a_bounded_number_of_times(n):
+    model = nn.Sequential(*[nn.Linear(1, 1) for _ in range(n)])
+    state = {CountingKey(k): v for k, v in model.state_dict().items()}
+    CountingKey.calls = 0
+    model.load_state_dict(state)
+    # each key is tested by its parent and by its own module, not once per sibling
+    assert CountingKey.calls <= 3 * len(state)
+
+
+def test_a_childs_private_hook_result_reaches_its_later_hooks_only():
+    model, seen = nn.Sequential(nn.Linear(2, 2)), []
+    model[0]._register_state_dict_hook(lambda m, s, p, meta: {"other": dt.ones(1)})
+    model[0].register_state_dict_post_hook(lambda m, s, p, meta: seen.append(sorted(s)))
+    assert list(model.state_dict()) == ["0.weight", "0.bias"]  # the parent's dict goes on
+    assert seen == [["other"]]  # as PyTorch: the child's later hooks see the returned dict
