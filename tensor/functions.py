@@ -300,6 +300,9 @@ from dtrain._tensor.ops.special import (
     nan_to_num,
     polygamma,
 )
+from dtrain._tensor.ops.special_bessel import i0
+from dtrain._tensor.ops.special_incomplete import gammainc as igamma
+from dtrain._tensor.ops.special_incomplete import gammaincc as igammac
 from dtrain._tensor.ops.trig import (
     acos,
     acosh,
@@ -357,7 +360,7 @@ _OUT_POINTWISE = (
     "minimum gcd lcm heaviside hypot ldexp logaddexp logaddexp2 nextafter xlogy bitwise_and "
     "bitwise_or bitwise_xor bitwise_left_shift bitwise_right_shift logical_and logical_or "
     "logical_xor eq ne ge gt le lt greater greater_equal less less_equal not_equal lerp "
-    "addcdiv addcmul clamp where softmax log_softmax"
+    "addcdiv addcmul clamp where softmax log_softmax i0 igamma igammac"
 )
 _OUT_REDUCE_LINALG_SHAPE = (
     "sum prod mean nanmean nansum amax amin std var logsumexp all any norm quantile "
@@ -563,6 +566,9 @@ __all__ += [
     "cholesky_solve",
     "digamma",
     "lgamma",
+    "i0",
+    "igamma",
+    "igammac",
     "mvlgamma",
     "polygamma",
 ]

@@ -119,6 +119,9 @@ class InplaceMethods:
     def erfinv_(self) -> Tensor:
         return _fn.unary_(self, _fn.erfinv)
 
+    def i0_(self) -> Tensor:
+        return _fn.unary_(self, _fn.i0)
+
     def reciprocal_(self) -> Tensor:
         return _fn.unary_(self, _fn.reciprocal)
 

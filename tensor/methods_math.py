@@ -98,6 +98,15 @@ class MathMethods:
     def lgamma(self) -> Tensor:
         return _fn.lgamma(self)
 
+    def i0(self) -> Tensor:
+        return _fn.i0(self)
+
+    def igamma(self, other: Any) -> Tensor:
+        return _fn.igamma(self, other)
+
+    def igammac(self, other: Any) -> Tensor:
+        return _fn.igammac(self, other)
+
     def digamma(self) -> Tensor:
         return _fn.digamma(self)
 
