@@ -17,13 +17,10 @@ from dtrain._tensor.distributions.distribution import (
     standard_uniform,
 )
 from dtrain._tensor.distributions.utils import (
+    BinaryProbsLogits,
     broadcast_all,
     check_probs_or_logits,
-    lazy_property,
-    logits_to_probs,
-    probs_to_logits,
 )
-from dtrain._tensor.size import Size
 from dtrain._tensor.tensor import Tensor
 
 
@@ -38,7 +35,7 @@ def _bce_with_logits(logits: Tensor, target: Tensor) -> Tensor:
     return target * positive + (1 - target) * negative
 
 
-class Bernoulli(Distribution):
+class Bernoulli(BinaryProbsLogits, Distribution):
     """0/1 draws, 1 with probability ``probs`` (or ``sigmoid(logits)``); values come back in
     the parameter's float dtype, as PyTorch's."""
 
@@ -69,11 +66,6 @@ class Bernoulli(Distribution):
         return new
 
     @property
-    def _param(self) -> Tensor:
-        """The parameter the distribution was built from (``probs`` or ``logits``)."""
-        return self.__dict__[self._param_name]
-
-    @property
     def mean(self) -> Tensor:
         return self.probs
 
@@ -85,21 +77,6 @@ class Bernoulli(Distribution):
     @property
     def variance(self) -> Tensor:
         return self.probs * (1 - self.probs)
-
-    @lazy_property
-    def logits(self) -> Tensor:
-        """``log(p / (1 - p))`` (``p`` clamped away from 0 and 1)."""
-        return probs_to_logits(self.probs, is_binary=True)
-
-    @lazy_property
-    def probs(self) -> Tensor:
-        """``sigmoid(logits)``."""
-        return logits_to_probs(self.logits, is_binary=True)
-
-    @property
-    def param_shape(self) -> Size:
-        """The shape of ``probs``/``logits`` (the batch shape)."""
-        return Size(self._param.shape)
 
     def sample(self, sample_shape: Any = ()) -> Tensor:
         # A comparison on the device: dt.bernoulli would check the probabilities on the host

@@ -12,14 +12,11 @@ from dtrain._tensor.distributions.distribution import (
     expand_params,
 )
 from dtrain._tensor.distributions.utils import (
+    BinaryProbsLogits,
     broadcast_all,
     check_probs_or_logits,
-    lazy_property,
-    logits_to_probs,
-    probs_to_logits,
 )
 from dtrain._tensor.ops.special import lgamma
-from dtrain._tensor.size import Size
 from dtrain._tensor.tensor import Tensor, wrap
 
 
@@ -28,7 +25,7 @@ def _clamp_by_zero(x: Tensor) -> Tensor:
     return (x.clamp(min=0) + x - x.clamp(max=0)) / 2
 
 
-class Binomial(Distribution):
+class Binomial(BinaryProbsLogits, Distribution):
     """Mass ``C(n, k) p^k (1 - p)^(n - k)`` on ``k = 0 .. n`` (``n = total_count``, a number
     or a tensor broadcast with ``probs``/``logits``, kept in their float dtype). ``sample``
     only (see ``discrete_sampling`` for the method); ``entropy`` and ``enumerate_support``
@@ -63,28 +60,9 @@ class Binomial(Distribution):
         new._param_name = self._param_name
         return new
 
-    @property
-    def _param(self) -> Tensor:
-        return self.__dict__[self._param_name]
-
     @constraints.dependent_property(is_discrete=True, event_dim=0)
     def support(self) -> constraints.Constraint:
         return constraints.integer_interval(0, self.total_count)
-
-    @lazy_property
-    def logits(self) -> Tensor:
-        """``log(p / (1 - p))`` (``p`` clamped away from 0 and 1)."""
-        return probs_to_logits(self.probs, is_binary=True)
-
-    @lazy_property
-    def probs(self) -> Tensor:
-        """``sigmoid(logits)``."""
-        return logits_to_probs(self.logits, is_binary=True)
-
-    @property
-    def param_shape(self) -> Size:
-        """The shape of ``probs``/``logits``."""
-        return Size(self._param.shape)
 
     @property
     def mean(self) -> Tensor:

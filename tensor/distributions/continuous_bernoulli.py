@@ -17,18 +17,17 @@ from dtrain._tensor.distributions.distribution import (
     standard_uniform,
 )
 from dtrain._tensor.distributions.utils import (
+    BinaryProbsLogits,
     broadcast_all,
     check_probs_or_logits,
     clamp_probs,
     lazy_property,
     logits_to_probs,
-    probs_to_logits,
 )
-from dtrain._tensor.size import Size
 from dtrain._tensor.tensor import Tensor
 
 
-class ContinuousBernoulli(Distribution):
+class ContinuousBernoulli(BinaryProbsLogits, Distribution):
     """Density ``C(p) p^x (1 - p)^(1 - x)`` on ``[0, 1]``; ``probs`` (clamped into
     ``(0, 1)``) or ``logits``. Near ``p = 1/2`` (inside ``lims``) the normaliser, mean and
     variance use PyTorch's Taylor expansions. ``rsample`` is ``icdf(u)``, reparameterised."""
@@ -60,20 +59,6 @@ class ContinuousBernoulli(Distribution):
         new = expand_params(self, ContinuousBernoulli, batch_shape, _instance, ("probs", "logits"))
         new._param_name, new._lims = self._param_name, self._lims
         return new
-
-    @property
-    def _param(self) -> Tensor:
-        return self.__dict__[self._param_name]
-
-    @property
-    def param_shape(self) -> Size:
-        """The shape of ``probs``/``logits``."""
-        return Size(self._param.shape)
-
-    @lazy_property
-    def logits(self) -> Tensor:
-        """``log(p / (1 - p))``."""
-        return probs_to_logits(self.probs, is_binary=True)
 
     @lazy_property
     def probs(self) -> Tensor:

@@ -189,8 +189,11 @@ class Distribution:
         """``sample_shape + batch_shape + event_shape``."""
         return as_size(sample_shape, "sample_shape") + self._batch_shape + self._event_shape
 
-    def _validate_sample(self, value: Tensor) -> None:
-        """Check that ``value`` broadcasts with the distribution and lies in its support."""
+    def _validate_sample(
+        self, value: Tensor, support: constraints.Constraint | None = None
+    ) -> None:
+        """Check that ``value`` broadcasts with the distribution and lies in its support (or
+        in ``support``, e.g. a ``cdf`` defined on the support's closure)."""
         if not isinstance(value, Tensor):
             raise ValueError(
                 f"The value argument to log_prob must be a Tensor, got {type(value).__name__}"
@@ -208,7 +211,7 @@ class Distribution:
                     "Value is not broadcastable with batch_shape+event_shape: "
                     f"{tuple(value.shape)} vs {tuple(expected)}"
                 )
-        support = self.support
+        support = self.support if support is None else support
         if not bool(support.check(value).all()):
             raise ValueError(
                 f"Expected value argument ({type(value).__name__} of shape {tuple(value.shape)}) "

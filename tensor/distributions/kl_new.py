@@ -1,6 +1,6 @@
 """PyTorch's closed-form KL divergences within the newer families: ContinuousBernoulli,
-Pareto and the (low-rank) multivariate normal pairs (registered on import, by
-``dtrain._tensor.distributions``)."""
+Pareto, LogisticNormal and the (low-rank) multivariate normal pairs (registered on import,
+by ``dtrain._tensor.distributions``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import numpy as np
 
 from dtrain._tensor import functions as fn
 from dtrain._tensor.distributions.continuous_bernoulli import ContinuousBernoulli
-from dtrain._tensor.distributions.kl import register_kl
+from dtrain._tensor.distributions.distribution import Distribution
+from dtrain._tensor.distributions.kl import _kl_normal_normal, register_kl
+from dtrain._tensor.distributions.logistic_normal import LogisticNormal
 from dtrain._tensor.distributions.lowrank_multivariate_normal import (
     LowRankMultivariateNormal,
     batch_trace_xxt,
@@ -44,12 +46,24 @@ def _kl_pareto_pareto(p: Pareto, q: Pareto) -> Tensor:
     return fn.where(p.scale < q.scale, _INF, result)  # q has no mass on [p.scale, q.scale)
 
 
-def _check_event_shapes(p: object, q: object) -> None:
-    if p.event_shape != q.event_shape:  # type: ignore[attr-defined]
+@register_kl(LogisticNormal, LogisticNormal)
+def _kl_logistic_normal_logistic_normal(p: LogisticNormal, q: LogisticNormal) -> Tensor:
+    # Both sides push their base Normal through the same stick-breaking bijection, and KL is
+    # invariant under a shared bijection (PyTorch reaches this through TransformedDistribution).
+    if p.event_shape != q.event_shape:
+        raise NotImplementedError(
+            "KL-divergence between LogisticNormals with different event shapes cannot be "
+            f"computed: {tuple(p.event_shape)} and {tuple(q.event_shape)}"
+        )
+    return _kl_normal_normal(p.base_dist, q.base_dist).sum(-1)
+
+
+def _check_event_shapes(p: Distribution, q: Distribution) -> None:
+    if p.event_shape != q.event_shape:
         raise ValueError(
             f"KL-divergence between {type(p).__name__} and {type(q).__name__} with different "
-            f"event shapes cannot be computed: {tuple(p.event_shape)} and "  # type: ignore[attr-defined]
-            f"{tuple(q.event_shape)}"  # type: ignore[attr-defined]
+            f"event shapes cannot be computed: {tuple(p.event_shape)} and "
+            f"{tuple(q.event_shape)}"
         )
 
 
@@ -101,7 +115,9 @@ def _kl_lowrank_mvn(p: LowRankMultivariateNormal, q: MultivariateNormal) -> Tens
     )
     term3 = batch_mahalanobis(q_tril, q.loc - p.loc)
     n, m = p.event_shape[0], p_w.shape[-1]
-    batch = tuple(np.broadcast_shapes(tuple(q_tril.shape[:-2]), tuple(p_w.shape[:-2])))
+    batch = tuple(
+        np.broadcast_shapes(tuple(q_tril.shape[:-2]), tuple(p_w.shape[:-2]), tuple(p_d.shape[:-1]))
+    )
     q_tril = q_tril.expand(batch + (n, n))
     term21 = batch_trace_xxt(solve_triangular(q_tril, p_w.expand(batch + (n, m)), upper=False))
     p_d_matrix = fn.diag_embed(p_d.sqrt()).expand(batch + (n, n))

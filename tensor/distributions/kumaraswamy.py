@@ -53,9 +53,16 @@ class Kumaraswamy(Distribution):
 
     @property
     def mode(self) -> Tensor:
+        """The density's maximiser: ``((a - 1) / (a b - 1))^(1 / a)`` for ``a, b >= 1``, 0
+        (``a < 1``) or 1 (``b < 1``) where the density is unbounded at one end, NaN for two
+        modes (``a, b < 1``) or none (``a = b = 1``). PyTorch's formula is NaN throughout."""
         a, b = self.concentration1, self.concentration0
-        log_mode = b.reciprocal() * (-b).log1p() - (-b * a).log1p()
-        return fn.where((b < 1) | (a < 1), float("nan"), log_mode).exp()
+        a1, b1 = a.clamp(min=1.0), b.clamp(min=1.0)  # the interior branch's domain
+        denominator = a1 * b1 - 1
+        inside = ((a1 - 1) / fn.where(denominator > 0, denominator, 1.0)).pow(a1.reciprocal())
+        mode = fn.where(a < 1, 0.0, fn.where(b < 1, 1.0, inside))
+        undefined = ((a < 1) & (b < 1)) | ((a == 1) & (b == 1))
+        return fn.where(undefined, float("nan"), mode)
 
     @property
     def variance(self) -> Tensor:
@@ -75,7 +82,9 @@ class Kumaraswamy(Distribution):
     def cdf(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return 1 - (1 - value.pow(self.concentration1)).pow(self.concentration0)
+        # clamped, as PyTorch's uniform base: no value above 1 with validation off
+        x = value.clamp(0.0, 1.0)
+        return 1 - (1 - x.pow(self.concentration1)).pow(self.concentration0)
 
     def icdf(self, value: Tensor) -> Tensor:
         a, b = self.concentration1, self.concentration0

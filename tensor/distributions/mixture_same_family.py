@@ -45,6 +45,12 @@ class MixtureSameFamily(Distribution):
             )
         mdbs = mixture_distribution.batch_shape
         cdbs = component_distribution.batch_shape[:-1]
+        if len(mdbs) > len(cdbs):
+            raise ValueError(
+                f"`mixture_distribution.batch_shape` ({tuple(mdbs)}) has more dims than "
+                f"`component_distribution.batch_shape[:-1]` ({tuple(cdbs)}); expand the "
+                "components to the mixture's batch shape"
+            )
         for size1, size2 in zip(reversed(mdbs), reversed(cdbs)):
             if size1 != 1 and size2 != 1 and size1 != size2:
                 raise ValueError(
@@ -133,7 +139,9 @@ class MixtureSameFamily(Distribution):
         with no_grad():
             gather_dim = len(sample_shape) + len(self.batch_shape)
             es = tuple(self.event_shape)
-            mix_sample = self.mixture_distribution.sample(sample_shape)
+            # A mixture batch that broadcasts over the components' batch is one independent
+            # choice per batch entry, so expand before drawing (torch errors or misshapes).
+            mix_sample = self.mixture_distribution.expand(self.batch_shape).sample(sample_shape)
             comp_samples = self.component_distribution.sample(sample_shape)
             mix_shape = tuple(mix_sample.shape)
             index = mix_sample.reshape(mix_shape + (1,) * (len(es) + 1))

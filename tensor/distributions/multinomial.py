@@ -43,6 +43,8 @@ class Multinomial(Distribution):
                 f"Multinomial: inhomogeneous total_count is not supported; pass one int, got "
                 f"{total_count!r}"
             )
+        if total_count < 0:
+            raise ValueError(f"Multinomial: total_count must be >= 0, got {total_count}")
         self.total_count = total_count
         self._categorical = Categorical(probs=probs, logits=logits, validate_args=validate_args)
         batch_shape = self._categorical.batch_shape

@@ -11,14 +11,11 @@ from dtrain._tensor.distributions import constraints, discrete_sampling
 from dtrain._tensor.distributions.distribution import Distribution, expand_params
 from dtrain._tensor.distributions.gamma import standard_gamma
 from dtrain._tensor.distributions.utils import (
+    BinaryProbsLogits,
     broadcast_all,
     check_probs_or_logits,
-    lazy_property,
-    logits_to_probs,
-    probs_to_logits,
 )
 from dtrain._tensor.ops.special import lgamma
-from dtrain._tensor.size import Size
 from dtrain._tensor.tensor import Tensor, wrap
 
 _EXACT = float("inf")  # softplus without its linear threshold: log-sigmoid to rounding
@@ -28,7 +25,7 @@ def _log_sigmoid(x: Tensor) -> Tensor:
     return -fn.softplus(-x, threshold=_EXACT)
 
 
-class NegativeBinomial(Distribution):
+class NegativeBinomial(BinaryProbsLogits, Distribution):
     """Mass ``C(k + r - 1, k) p^k (1 - p)^r`` on ``k = 0, 1, ...`` (``r = total_count``, a
     positive real; ``p = probs``). ``sample`` is ``Poisson(Gamma(r, (1 - p) / p))``, drawn
     from dtrain's streams (see ``discrete_sampling``)."""
@@ -59,25 +56,6 @@ class NegativeBinomial(Distribution):
         new = expand_params(self, NegativeBinomial, batch_shape, _instance, names)
         new._param_name = self._param_name
         return new
-
-    @property
-    def _param(self) -> Tensor:
-        return self.__dict__[self._param_name]
-
-    @property
-    def param_shape(self) -> Size:
-        """The shape of ``probs``/``logits``."""
-        return Size(self._param.shape)
-
-    @lazy_property
-    def logits(self) -> Tensor:
-        """``log(p / (1 - p))``."""
-        return probs_to_logits(self.probs, is_binary=True)
-
-    @lazy_property
-    def probs(self) -> Tensor:
-        """``sigmoid(logits)``."""
-        return logits_to_probs(self.logits, is_binary=True)
 
     @property
     def mean(self) -> Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from dtrain._tensor import functions as fn
 from dtrain._tensor.distributions import constraints
@@ -24,12 +24,10 @@ from dtrain._tensor.distributions.transforms import (
     TransformedDistribution,
 )
 from dtrain._tensor.distributions.utils import (
+    BinaryProbsLogits,
     broadcast_all,
     check_probs_or_logits,
     clamp_probs,
-    lazy_property,
-    logits_to_probs,
-    probs_to_logits,
 )
 from dtrain._tensor.size import Size
 from dtrain._tensor.tensor import Tensor
@@ -49,7 +47,7 @@ def _as_temperature(temperature: Any, like: Tensor) -> Tensor:
     raise ValueError(f"temperature must be a Tensor or a number, got {type(temperature).__name__}")
 
 
-class LogitRelaxedBernoulli(Distribution):
+class LogitRelaxedBernoulli(BinaryProbsLogits, Distribution):
     """The logit of a ``RelaxedBernoulli``: ``(logit(u) + logits) / temperature``.
     ``rsample`` is reparameterised; ``has_rsample`` is ``False`` as PyTorch's."""
 
@@ -78,25 +76,6 @@ class LogitRelaxedBernoulli(Distribution):
         new = expand_params(self, LogitRelaxedBernoulli, batch_shape, _instance, names)
         new._param_name, new.temperature = self._param_name, self.temperature
         return new
-
-    @property
-    def _param(self) -> Tensor:
-        return self.__dict__[self._param_name]
-
-    @property
-    def param_shape(self) -> Size:
-        """The shape of ``probs``/``logits``."""
-        return Size(self._param.shape)
-
-    @lazy_property
-    def logits(self) -> Tensor:
-        """``log(p / (1 - p))``."""
-        return probs_to_logits(self.probs, is_binary=True)
-
-    @lazy_property
-    def probs(self) -> Tensor:
-        """``sigmoid(logits)``."""
-        return logits_to_probs(self.logits, is_binary=True)
 
     def rsample(self, sample_shape: Any = ()) -> Tensor:
         shape = self._extended_shape(sample_shape)
@@ -178,7 +157,17 @@ class ExpRelaxedCategorical(Distribution):
         return score + log_scale
 
 
-def _expand_transformed(dist: TransformedDistribution, cls: type, batch_shape: Any, _instance):
+_T = TypeVar("_T", bound=TransformedDistribution)
+
+
+def _expand_transformed(
+    dist: TransformedDistribution,
+    cls: type[_T],
+    batch_shape: Any,
+    _instance: _T | None,
+) -> _T:
+    """``dist.expand(batch_shape)`` for a ``TransformedDistribution`` subclass ``cls`` whose
+    ``__init__`` takes other arguments (the base is expanded, the transforms shared)."""
     new = dist._get_checked_instance(cls, _instance)
     batch_shape = as_size(batch_shape, "batch_shape")
     new.base_dist = dist.base_dist.expand(batch_shape)

@@ -1,5 +1,6 @@
 """Helpers shared by the distributions, as ``torch.distributions.utils``: ``broadcast_all``,
-``probs_to_logits``, ``logits_to_probs``, ``clamp_probs`` and ``lazy_property``."""
+``probs_to_logits``, ``logits_to_probs``, ``clamp_probs`` and ``lazy_property``; and
+``BinaryProbsLogits``, the ``probs``/``logits`` pair of the binary families."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from dtrain._tensor import functions as fn
 from dtrain._tensor.autograd.grad_mode import enable_grad
+from dtrain._tensor.size import Size
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.dtypes import DEFAULT_FLOAT, finfo
 
@@ -106,7 +108,35 @@ class lazy_property:  # noqa: N801 - PyTorch's name
         return value
 
 
+class BinaryProbsLogits:
+    """``probs`` or ``logits`` of a binary event, whichever the distribution was built from
+    (its name in ``_param_name``), the other computed on first access."""
+
+    _param_name: str
+
+    @property
+    def _param(self) -> Tensor:
+        """The parameter the distribution was built from (``probs`` or ``logits``)."""
+        return self.__dict__[self._param_name]
+
+    @property
+    def param_shape(self) -> Size:
+        """The shape of ``probs``/``logits``."""
+        return Size(self._param.shape)
+
+    @lazy_property
+    def logits(self) -> Tensor:
+        """``log(p / (1 - p))`` (``p`` clamped away from 0 and 1)."""
+        return probs_to_logits(self.probs, is_binary=True)
+
+    @lazy_property
+    def probs(self) -> Tensor:
+        """``sigmoid(logits)``."""
+        return logits_to_probs(self.logits, is_binary=True)
+
+
 __all__ = [
+    "BinaryProbsLogits",
     "broadcast_all",
     "check_probs_or_logits",
     "clamp_probs",

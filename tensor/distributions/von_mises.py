@@ -20,7 +20,9 @@ from dtrain._tensor.distributions.utils import broadcast_all
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module
 
-_ROUNDS = 8
+_FIRST_ROUND = 2  # proposals per element in round 1 (each accepted with p >= 0.65)
+_ROUNDS = 8  # proposals per leftover element in later rounds
+_CHUNK = 1 << 17  # proposals evaluated at once: bounds the temporaries (~100 bytes each)
 _I0_COEF_SMALL = (1.0, 3.5156229, 3.0899424, 1.2067492, 0.2659732, 0.360768e-1, 0.45813e-2)
 _I0_COEF_LARGE = (
     0.39894228, 0.1328592e-1, 0.225319e-2, -0.157565e-2, 0.916281e-2,
@@ -60,29 +62,53 @@ def log_modified_bessel(x: Tensor, order: int = 0) -> Tensor:
     return fn.where(x < 3.75, small, large)
 
 
-def _rejection_sample(loc: Any, kappa: Any, proposal_r: Any, like: Tensor) -> Any:
-    """Best & Fisher's (1979) draws (float64 arrays of the sample shape): ``_ROUNDS``
-    proposals per element at once, the first accepted kept; leftovers get further rounds
-    (one host read per round)."""
-    xp = get_array_module(loc)
-    value = xp.zeros(loc.shape, dtype=np.float64)
-    done = xp.zeros(loc.shape, dtype=bool)
+def _propose(kappa: Any, proposal_r: Any, rounds: int, like: Tensor) -> tuple[Any, Any]:
+    """``rounds`` Best & Fisher proposals for each of ``m`` elements (flat float64 parameter
+    arrays of length ``m``): the first accepted draw (centred at 0) and whether any was."""
+    xp = get_array_module(kappa)
+    u = fn.rand((3, rounds) + kappa.shape, dtype=np.float64, device=like.device)._array
+    u1, u2, u3 = u[0], u[1], u[2]
+    z = xp.cos(math.pi * u1)
+    f = (1 + proposal_r * z) / (proposal_r + z)
+    c = kappa * (proposal_r - f)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        accept = ((c * (2 - c) - u2) > 0) | (xp.log(c / u2) + 1 - c >= 0)
+    draws = xp.sign(u3 - 0.5) * xp.arccos(xp.clip(f, -1.0, 1.0))
+    first = xp.argmax(accept, axis=0)[None]
+    return xp.take_along_axis(draws, first, axis=0)[0], accept.any(axis=0)
+
+
+def _rejection_sample(kappa: Any, proposal_r: Any, n: int, like: Tensor) -> Any:
+    """``n`` Best & Fisher (1979) draws centred at 0 (flat float64), element ``i`` with the
+    parameters at ``i % kappa.size`` (flat arrays of the batch). Round 1 makes
+    ``_FIRST_ROUND`` proposals for every element, later rounds ``_ROUNDS`` for the
+    leftovers only, in chunks of ``_CHUNK`` proposals: memory is ``O(n)`` bytes plus
+    ``O(_CHUNK)``, whatever ``n`` (host reads each round: a flag, then the leftovers)."""
+    xp = get_array_module(kappa)
+    nb = kappa.size
+    value = xp.zeros(n, dtype=np.float64)
+    done = xp.zeros(n, dtype=bool)
+    pending = None  # round 1: every element (no index array)
+    rounds = _FIRST_ROUND
     while True:
-        u = fn.rand((3, _ROUNDS) + loc.shape, dtype=np.float64, device=like.device)._array
-        u1, u2, u3 = u[0], u[1], u[2]
-        z = xp.cos(math.pi * u1)
-        f = (1 + proposal_r * z) / (proposal_r + z)
-        c = kappa * (proposal_r - f)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            accept = ((c * (2 - c) - u2) > 0) | (xp.log(c / u2) + 1 - c >= 0)
-        draws = xp.sign(u3 - 0.5) * xp.arccos(xp.clip(f, -1.0, 1.0))
-        first = xp.argmax(accept, axis=0)[None]
-        picked = xp.take_along_axis(draws, first, axis=0)[0]
-        value = xp.where(done, value, picked)
-        done = done | accept.any(axis=0)
-        if bool(done.all()):
-            break
-    return xp.remainder(value + math.pi + loc, 2 * math.pi) - math.pi
+        m = n if pending is None else pending.size
+        step = max(1, _CHUNK // rounds)
+        for start in range(0, m, step):
+            stop = min(start + step, m)
+            if pending is None:
+                where: Any = slice(start, stop)
+                params = xp.arange(start, stop) % nb if nb > 1 else xp.zeros(stop - start, int)
+            else:
+                where = pending[start:stop]
+                params = where % nb
+            picked, accepted = _propose(kappa[params], proposal_r[params], rounds, like)
+            value[where] = picked
+            done[where] = accepted
+        # host reads: the flag, then (cupy's nonzero syncs) the leftovers' indices
+        if bool(done.all() if pending is None else done[pending].all()):
+            return value
+        pending = xp.flatnonzero(~done) if pending is None else pending[~done[pending]]
+        rounds = _ROUNDS
 
 
 class VonMises(Distribution):
@@ -129,13 +155,21 @@ class VonMises(Distribution):
         shape = tuple(self._extended_shape(sample_shape))
         loc = self.loc.detach()
         xp = get_array_module(loc._array)
-        loc64 = xp.broadcast_to(loc._array.astype(np.float64), shape)
-        kappa = xp.broadcast_to(self.concentration.detach()._array.astype(np.float64), shape)
-        tau = 1 + xp.sqrt(1 + 4 * kappa**2)
-        rho = (tau - xp.sqrt(2 * tau)) / (2 * kappa)
+        batch = tuple(self.batch_shape)
+        kappa = xp.broadcast_to(self.concentration.detach()._array, batch)
+        kappa = kappa.astype(np.float64).reshape(-1)
+        # rho from kappa >= 1e-5 only: where() evaluates both branches (no divide warning)
+        safe = xp.maximum(kappa, 1e-5)
+        tau = 1 + xp.sqrt(1 + 4 * safe**2)
+        rho = (tau - xp.sqrt(2 * tau)) / (2 * safe)
         proposal_r = xp.where(kappa < 1e-5, 1 / kappa + kappa, (1 + rho**2) / (2 * rho))
-        draws = _rejection_sample(loc64, kappa, proposal_r, loc)
-        return wrap(xp.asarray(draws.astype(loc._array.dtype)))
+        value = _rejection_sample(kappa, proposal_r, math.prod(shape), loc).reshape(shape)
+        # in place: no further draw-sized temporaries
+        value += math.pi
+        value += loc._array.astype(np.float64)
+        xp.remainder(value, 2 * math.pi, out=value)
+        value -= math.pi
+        return wrap(xp.asarray(value.astype(loc._array.dtype, copy=False)))
 
 
 __all__ = ["VonMises", "log_modified_bessel"]

@@ -76,8 +76,8 @@ class Weibull(Distribution):
         return (k / self.scale).log() + fn.xlogy(k - 1, z) - z.pow(k)
 
     def cdf(self, value: Tensor) -> Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
+        if self._validate_args:  # defined at 0 (PyTorch checks its Exponential base's support)
+            self._validate_sample(value, constraints.nonnegative)
         return -(-(value / self.scale).pow(self.concentration)).expm1()
 
     def icdf(self, value: Tensor) -> Tensor:

@@ -63,6 +63,23 @@ def test_mixture_log_prob_mean_variance_against_numpy(make, close):
     assert mix.expand((3, 2)).sample((2,)).shape == (2, 3, 2, 4)
 
 
+@pytest.mark.parametrize("mixture_batch", [(), (1,)])
+def test_mixture_broadcast_batch_draws_independent_components(make, mixture_batch):
+    # A mixture whose Categorical broadcasts over the components' batch is one independent
+    # mixture per batch entry: each entry picks its own component.
+    probs = np.full(mixture_batch + (2,), 0.5)
+    comp = D.Normal(make([[-100.0, 100.0]] * 3), make([[1e-3] * 2] * 3))
+    mix = D.MixtureSameFamily(D.Categorical(probs=make(probs)), comp)
+    dt.manual_seed(0)
+    assert mix.sample().shape == (3,)
+    draws = mix.sample((4000,)).cpu().numpy()
+    assert draws.shape == (4000, 3)
+    signs = np.sign(draws)
+    # P(all three share a sign) is 1/4 for independent entries (sigma ~ 0.007).
+    assert abs(np.mean(np.all(signs == signs[:, :1], axis=1)) - 0.25) < 0.04
+    assert np.all(np.abs(np.abs(draws) - 100.0) < 0.01)
+
+
 def test_mixture_of_scalars_cdf_and_gradients(make, close):
     def log_prob(logits, loc, scale):
         mix = D.MixtureSameFamily(D.Categorical(logits=logits), D.Normal(loc, scale))
@@ -94,6 +111,9 @@ def test_mixture_argument_errors(make):
     with pytest.raises(ValueError, match="compatible"):
         components = D.Normal(make(np.zeros((4, 3))), make(np.ones((4, 3))))
         D.MixtureSameFamily(D.Categorical(logits=make(np.zeros((2, 3)))), components)
+    with pytest.raises(ValueError, match="more dims"):
+        components = D.Normal(make(np.zeros((4, 3))), make(np.ones((4, 3))))
+        D.MixtureSameFamily(D.Categorical(logits=make(np.zeros((2, 4, 3)))), components)
 
 
 def test_mixture_matches_torch(make, close, torch):

@@ -6,6 +6,8 @@ masked ``-inf`` logits, float16 parameters and LogNormal at small scales."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -292,3 +294,59 @@ def test_lognormal_small_scale_matches_torch(torch, make):
     )
     np.testing.assert_allclose(ours.variance.cpu().numpy(), theirs.variance.numpy(), rtol=1e-5)
     np.testing.assert_allclose(ours.mean.cpu().numpy(), theirs.mean.numpy(), rtol=1e-6)
+
+
+# ---- Poisson and binomial samplers: each element pays only for its own method ----------
+
+
+def test_poisson_binomial_draw_each_branch_only_where_it_applies(make, monkeypatch):
+    """Inversion for the small means, rejection for the large ones, each drawing uniforms
+    only for its own elements (the rejection's first round: 2 proposals, 2 uniforms each),
+    and the draws land in their own batch entries."""
+    from dtrain._tensor.distributions import discrete_sampling
+
+    drawn = []
+    real = discrete_sampling._uniform
+
+    def uniform(shape, device):
+        drawn.append(int(np.prod(shape)))
+        return real(shape, device)
+
+    monkeypatch.setattr(discrete_sampling, "_uniform", uniform)
+    rate = np.array([0.5, 50.0, 3.0, 200.0])
+    dt.manual_seed(0)
+    n = 20_000
+    draws = D.Poisson(make(rate)).sample((n,)).cpu().numpy()
+    # inversion: n * 2 uniforms; rejection: 2 * 2 per element, then 2 * 8 per leftover
+    # (< 2.5% of them); drawing both methods for every element took 36 per element
+    assert sum(drawn) < n * (2 + 2 * (4 + 16 * 0.05))
+    assert np.all(np.abs(draws.mean(0) - rate) < 5 * np.sqrt(rate / n))
+    assert np.all(np.abs(draws.var(0) / rate - 1) < 5 * np.sqrt(2 / n))
+    drawn.clear()
+    count, probs = np.array([5.0, 200.0, 40.0, 30.0]), np.array([0.3, 0.4, 0.1, 0.9])
+    draws = D.Binomial(make(count), make(probs)).sample((n,)).cpu().numpy()
+    assert sum(drawn) < n * (2 + 2 * (4 + 16 * 0.05))
+    mean, var = count * probs, count * probs * (1 - probs)
+    assert np.all(np.abs(draws.mean(0) - mean) < 5 * np.sqrt(var / n))
+    assert (draws <= count).all() and (draws >= 0).all()
+
+
+def test_inversion_stops_once_every_draw_is_settled(monkeypatch):
+    """Stopping early gives exactly the counts of all 64 steps (numpy reference)."""
+    from dtrain._tensor.distributions import discrete_sampling
+
+    rng = np.random.default_rng(0)
+    u = rng.random(10_000)
+    monkeypatch.setattr(discrete_sampling, "_uniform", lambda shape, device: u.reshape(shape))
+    lam = np.full(10_000, 2.0)
+    steps = []
+
+    def ratio(k):
+        steps.append(k)
+        return lam / (k + 1)
+
+    counts = discrete_sampling._inversion(np.exp(-lam), ratio, "cpu")
+    ks = np.arange(64.0)
+    cdf = np.cumsum(np.exp(ks * np.log(2.0) - 2.0 - np.vectorize(math.lgamma)(ks + 1)))
+    np.testing.assert_array_equal(counts, (cdf[None, :] <= u[:, None]).sum(1))
+    assert len(steps) < 24  # the largest of 10^4 Poisson(2) draws is ~10
