@@ -171,8 +171,11 @@ def node_counts(dot: str) -> Counter:
             counts[_demangled(kernel.group(1).strip()) if kernel else kind] += 1
             continue
         names = [line.strip() for line in text.splitlines() if re.search(r"[A-Za-z_]", line)]
-        name = names[0].strip("{|} ") if names else "?"
-        counts[re.split(r"[<(]", name.removeprefix("void "), maxsplit=1)[0].strip() or name] += 1
+        name = names[0].strip("{|} ").removeprefix("void ") if names else "?"
+        if name.startswith("_Z"):  # the mangled symbol (the H100's dumps, 2026-11-28)
+            counts[_demangled(name.split()[0])] += 1
+            continue
+        counts[re.split(r"[<(]", name, maxsplit=1)[0].strip() or name] += 1
     return counts
 
 

@@ -97,10 +97,12 @@ def index_copy_(tensor: Tensor, dim: int, index: Tensor, source: Tensor) -> Tens
 
 # The dtypes cupy's ufunc.at takes (its atomics, cupy/_core/_routines_indexing.pyx); cupy
 # has no multiply.at at all. Other dtypes take a sorted segmented reduction instead.
+# amax/amin take the sorted path on cupy for every dtype: on the H100 (cupy 14.2,
+# 2026-11-28) maximum.at on float64 rounded the values it wrote through float32
+# (1.3664634705496859 came back as 1.3664634227752686), so the result was wrong and the
+# gradient, which finds the winners by equality, zero (float32 was exact).
 _CUPY_AT_DTYPES = {
     "sum": frozenset(["int32", "uint32", "uint64", "float16", "float32", "float64"]),
-    "amax": frozenset(["int32", "uint32", "uint64", "float32", "float64"]),
-    "amin": frozenset(["int32", "uint32", "uint64", "float32", "float64"]),
 }
 
 

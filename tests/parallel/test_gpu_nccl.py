@@ -9,6 +9,9 @@ from launcher import run_tcp
 
 import dtrain as dt
 
+# The test launcher pins its ranks to the CPU (DTRAIN_DEVICE=cpu); these ranks train on the GPU.
+ON_GPU = {"DTRAIN_DEVICE": "cuda"}
+
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not dt.cuda_is_available(), reason="needs a CUDA GPU and cupy"),
@@ -17,7 +20,7 @@ pytestmark = [
 
 def test_nccl_one_rank_matches_numpy():
     pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
-    launch = run_tcp(1, "workers:nccl_single", guard=180)
+    launch = run_tcp(1, "workers:nccl_single", env=ON_GPU, guard=180)
     (value,) = launch.values()
     assert value["backend"] == "nccl"
     assert value["failures"] == [], value["failures"]
@@ -26,7 +29,7 @@ def test_nccl_one_rank_matches_numpy():
 
 def test_ddp_over_nccl_one_rank_equals_plain_training():
     pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
-    launch = run_tcp(1, "gpu_workers:ddp_nccl_matches_plain", guard=180)
+    launch = run_tcp(1, "gpu_workers:ddp_nccl_matches_plain", env=ON_GPU, guard=180)
     (value,) = launch.values()
     assert value["grads_on_gpu"]
     # Several buckets, each through the nccl group's all-reduce job (a one-rank group skips
@@ -37,7 +40,9 @@ def test_ddp_over_nccl_one_rank_equals_plain_training():
 
 def test_ddp_over_nccl_with_fp16_compression_stays_close():
     pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
-    launch = run_tcp(1, "gpu_workers:ddp_nccl_matches_plain", {"hook": "fp16"}, guard=180)
+    launch = run_tcp(
+        1, "gpu_workers:ddp_nccl_matches_plain", {"hook": "fp16"}, env=ON_GPU, guard=180
+    )
     (value,) = launch.values()
     assert value["grads_on_gpu"]
     assert value["worst"] < 2e-3, value  # float16 rounding of the gradients, four steps
@@ -45,7 +50,7 @@ def test_ddp_over_nccl_with_fp16_compression_stays_close():
 
 def test_nccl_batch_sends_to_this_rank_and_receives():
     pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
-    launch = run_tcp(1, "gpu_workers:nccl_batch_to_self", guard=180)
+    launch = run_tcp(1, "gpu_workers:nccl_batch_to_self", env=ON_GPU, guard=180)
     (value,) = launch.values()
     assert value["works"] == 4 and value["into_on_gpu"]
     assert value["into"] == [3.0 * i for i in range(1000)]
@@ -54,7 +59,7 @@ def test_nccl_batch_sends_to_this_rank_and_receives():
 
 def test_fsdp_over_nccl_one_rank_equals_plain_training():
     pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
-    launch = run_tcp(1, "gpu_workers:fsdp_matches_plain", guard=180)
+    launch = run_tcp(1, "gpu_workers:fsdp_matches_plain", env=ON_GPU, guard=180)
     (value,) = launch.values()
     assert value["on_device"] and value["shards"] == 2
     assert value["worst"] < 1e-5, value
@@ -63,7 +68,11 @@ def test_fsdp_over_nccl_one_rank_equals_plain_training():
 def test_fsdp_distributed_checkpoint_resumes_on_the_gpu(tmp_path):
     pytest.importorskip("cupy.cuda.nccl", reason="cupy without NCCL")
     launch = run_tcp(
-        1, "gpu_workers:fsdp_checkpoint_resumes", {"folder": str(tmp_path / "ckpt")}, guard=180
+        1,
+        "gpu_workers:fsdp_checkpoint_resumes",
+        {"folder": str(tmp_path / "ckpt")},
+        env=ON_GPU,
+        guard=180,
     )
     (value,) = launch.values()
     assert value["on_device"] and value["worst"] < 1e-6, value  # cuBLAS may pick other kernels

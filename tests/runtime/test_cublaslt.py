@@ -435,7 +435,8 @@ def test_epilogues_on_gpu(dtype, m, k, n):
     if rectified is not None:
         expected = np.maximum(x64 @ w64.T + cupy.asnumpy(bias).astype(np.float64), 0)
         checks.append((rectified, expected))
-        assert (cupy.asnumpy(rectified)[expected == 0] == 0).all()
+        # no negative output (where the float64 sum and the GPU's straddle 0, either may be 0)
+        assert (cupy.asnumpy(rectified) >= 0).all()
     if both is not None:
         checks += [(both[0], g64.T @ x64), (both[1], g64.sum(axis=0))]
     for got, expected in checks:

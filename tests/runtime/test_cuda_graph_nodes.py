@@ -84,3 +84,17 @@ def test_demangling_never_fails():
         assert isinstance(_demangled(odd), str)
     indented = VERBOSE.replace('\n"graph_1_node_2"', '\n  "graph_1_node_2"')
     assert sum(node_counts(indented).values()) == 3
+
+
+def test_rectangles_labelled_with_a_mangled_symbol_count_by_its_name():
+    # The layout the H100's CUDA 13 printed (2026-11-28): the node number, then the symbol.
+    dot = (
+        'digraph dot {\n"graph_1_node_0"[shape="rectangle" label="0\n'
+        '_Z18layer_norm_forwardIfEvPKT_S2_S2_iiPS0_PN3AccIS0_E4typeES7_xxd\n"];\n'
+        '"graph_1_node_1"[shape="rectangle" label="1\n'
+        '_ZN8cublasLt8epilogue4impl22globalKernelBgradAB_v1ILi8ELi64EfffEEviiiPKT1_iPT2_ll\n"];\n}'
+    )
+    assert node_counts(dot) == {
+        "layer_norm_forward": 1,
+        "cublasLt::epilogue::impl::globalKernelBgradAB_v1": 1,
+    }

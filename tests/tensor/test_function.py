@@ -69,7 +69,7 @@ def test_keyword_and_default_binding_matches_torch(torch):
         scaled(lib).apply(x, offset=1.0, scale=s).sum().backward()
         return x.grad.tolist(), s.grad.tolist()
 
-    assert run(dt) == run(torch)
+    assert run(dt) == _with_keywords(run, torch)
 
 
 def test_needs_input_grad_covers_keyword_and_defaulted_arguments():
@@ -219,7 +219,7 @@ def test_mark_non_differentiable_matches_torch(torch):
         index = ArgMax.apply(lib.ones(3, 4, requires_grad=True))
         return out.requires_grad, x.grad.tolist(), index.requires_grad
 
-    assert run(dt) == run(torch)
+    assert run(dt) == _with_keywords(run, torch)
 
 
 def test_setup_context_style_matches_torch(torch):
@@ -244,7 +244,7 @@ def test_setup_context_style_matches_torch(torch):
         Cube.apply(x, scale=2.0).sum().backward()
         return x.grad.tolist()
 
-    assert run(dt) == run(torch) == [6.0, 24.0]
+    assert run(dt) == _with_keywords(run, torch) == [6.0, 24.0]
 
 
 def test_setup_context_style_by_hand():
@@ -400,3 +400,14 @@ def test_a_tensor_saved_before_forward_changes_it_in_place_is_accepted():
         x = leaf * 1
         SaveThenDouble.apply(x).sum().backward()
         np.testing.assert_allclose(leaf.grad.numpy(), [2.0, 6.0])
+
+
+def _with_keywords(run: Any, torch: Any) -> Any:
+    """``run(torch)``, skipped where this torch's ``Function.apply`` takes no keyword
+    arguments (2.11 refuses them; 2.13 binds them as dtrain does)."""
+    try:
+        return run(torch)
+    except TypeError as exc:
+        if "takes no keyword arguments" not in str(exc):
+            raise
+        pytest.skip(f"torch {torch.__version__}: Function.apply takes no keyword arguments")
