@@ -15,12 +15,14 @@ _state: dict[str, Any] = {
     "compile_warned": False,
 }
 _limiter: Any = None  # threadpoolctl's limit, held while set_num_threads is in force
+_default_threads: int | None = None  # get_num_threads' count without set_num_threads
 
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads for the BLAS and OpenMP pools numpy calls into (through
-    threadpoolctl when it is installed; without it the number is only recorded and
-    ``OMP_NUM_THREADS`` before starting Python is the way to limit threads)."""
+    threadpoolctl when it is installed; without it those keep ``OMP_NUM_THREADS``' count,
+    read when Python started) and for dtrain's own threads (the depthwise convolutions'
+    taps), as ``torch.set_num_threads`` sets the intra-op threads."""
     global _limiter
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
@@ -36,19 +38,34 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The thread count ``set_num_threads`` set, else the BLAS pool's (threadpoolctl),
-    else the number of CPUs this process may use."""
+    """The intra-op thread count: ``set_num_threads``' count, else ``OMP_NUM_THREADS``, else
+    the BLAS pool's count (threadpoolctl), else the CPUs this process may use (the default is
+    read once, at the first call). dtrain's own threads (the depthwise convolutions') run on
+    this count."""
+    global _default_threads
     if _state["threads"] is not None:
         return _state["threads"]
+    if _default_threads is None:
+        _default_threads = _read_default_threads()
+    return _default_threads
+
+
+def _read_default_threads() -> int:
+    """``OMP_NUM_THREADS`` (its first level), else threadpoolctl's largest pool, else the
+    CPUs this process may use."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if first.isdigit() and int(first) > 0:
+        return int(first)
     try:
         import threadpoolctl
 
-        pools = threadpoolctl.threadpool_info()
+        pools = threadpoolctl.threadpool_info()  # milliseconds: asked once
         if pools:
             return max(pool["num_threads"] for pool in pools)
     except ImportError:
         pass
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cpus or 1
 
 
 def use_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:

@@ -3,6 +3,7 @@ and a loop-over-outputs numpy reference on random shapes, strides, padding, dila
 groups in 1, 2 and 3 dims, finite differences, PyTorch where installed, and the test device."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -73,9 +74,18 @@ def gemm_route(x, w, b, stride, pads, dilation, groups):
     return ConvNd.apply(x, w, b, stride=stride, pads=pads, dilation=dilation, groups=groups)
 
 
+@pytest.fixture(params=["repeat", "broadcast"])
+def weights_mode(request, monkeypatch):
+    """Both ways the taps multiply by the weights: repeated along the runs, or broadcast."""
+    repeat = request.param == "repeat"
+    monkeypatch.setattr(conv_taps, "BROADCAST_PLANE", 1 << 30 if repeat else 1)
+    monkeypatch.setattr(conv_taps, "REPEAT_BATCH", 0 if repeat else 1 << 30)
+    return request.param
+
+
 @pytest.mark.parametrize("dims", [1, 2, 3])
 @pytest.mark.parametrize("seed", range(8))
-def test_taps_match_gemm_route_and_reference(dims, seed):
+def test_taps_match_gemm_route_and_reference(dims, seed, weights_mode):
     rng = np.random.default_rng(100 * dims + seed)
     shapes, options = random_case(rng, dims)
     if dims == 1:  # conv1d runs the 2-D ops on a unit height
@@ -107,7 +117,7 @@ def test_taps_match_gemm_route_and_reference(dims, seed):
         dict(stride=(1, 1), pads=((1, 0), (0, 1)), dilation=(2, 1), groups=1),
     ],
 )
-def test_taps_gradcheck(options):
+def test_taps_gradcheck(options, weights_mode):
     rng = np.random.default_rng(1)
     groups = options["groups"]
     x = leaf(rng.standard_normal((2, 2 * groups, 5, 4)))
@@ -129,11 +139,24 @@ def test_depthwise_conv2d_takes_the_tap_route_and_gradchecks():
     assert isinstance(grouped.grad_fn, Conv2d)
 
 
-def test_depthwise_conv1d_and_conv3d_take_the_tap_route():
+def spy_on_taps(monkeypatch) -> list:
+    """A list that gets one entry per ConvTaps forward."""
+    calls, forward = [], ConvTaps.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(args[0].shape)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConvTaps, "forward", counted)
+    return calls
+
+
+def test_depthwise_conv1d_and_conv3d_take_the_tap_route(monkeypatch):
     rng = np.random.default_rng(3)
+    calls = spy_on_taps(monkeypatch)
     x1, w1 = leaf(rng.standard_normal((2, 3, 7))), leaf(rng.standard_normal((3, 1, 3)))
     out = F.conv1d(x1, w1, stride=2, padding=1, groups=3)
-    assert out.grad_fn is not None
+    assert calls == [(2, 3, 1, 7)]  # conv1d: the 2-D taps on a unit height
     np.testing.assert_allclose(
         out.detach().numpy(),
         reference(x1.detach().numpy(), w1.detach().numpy(), None, (2,), ((1, 1),), (1,), 3),
@@ -141,7 +164,7 @@ def test_depthwise_conv1d_and_conv3d_take_the_tap_route():
     )
     x3, w3 = leaf(rng.standard_normal((2, 3, 4, 3, 5))), leaf(rng.standard_normal((3, 1, 2, 3, 2)))
     out3 = F.conv3d(x3, w3, padding=1, groups=3)
-    assert isinstance(out3.grad_fn, ConvTaps)
+    assert isinstance(out3.grad_fn, ConvTaps) and len(calls) == 2
     assert gradcheck(lambda x, w: F.conv3d(x, w, padding=1, groups=3), (x3, w3))
 
 
@@ -215,7 +238,8 @@ def test_depthwise_against_torch(torch, case):
 
 
 def test_depthwise_on_the_test_device(test_device):
-    # on CUDA a depthwise convolution takes the GEMM route; the values are the same
+    # on CUDA a depthwise convolution takes the GEMM route: the reference's values, and the
+    # gradients of the CPU (the tap route, checked above against finite differences)
     rng = np.random.default_rng(7)
     arrays = [rng.standard_normal(s) for s in ((2, 4, 6, 5), (4, 1, 3, 3), (4,))]
     on_cpu = [leaf(a) for a in arrays]
@@ -223,23 +247,213 @@ def test_depthwise_on_the_test_device(test_device):
     expected = F.conv2d(*on_cpu, padding=1, groups=4)
     got = F.conv2d(*on_device, padding=1, groups=4)
     assert got.device.type == test_device
-    np.testing.assert_allclose(got.detach().cpu().numpy(), expected.detach().numpy(), atol=1e-12)
+    values = reference(*arrays, (1, 1), ((1, 1), (1, 1)), (1, 1), 4)
+    np.testing.assert_allclose(got.detach().cpu().numpy(), values, atol=1e-12)
     (expected * expected).sum().backward()
     (got * got).sum().backward()
     for a, b in zip(on_device, on_cpu):
         np.testing.assert_allclose(a.grad.cpu().numpy(), b.grad.numpy(), atol=1e-10)
 
 
-def test_thread_pool_is_made_again_in_a_forked_child(monkeypatch):
-    # a pool inherited through fork() has no threads: the taps make a new one in the child
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_shuts_the_thread_pool_down_and_the_child_makes_its_own(monkeypatch):
+    # a fork with pool threads alive can deadlock the child (Python 3.12 warns): the pool is
+    # shut down before the fork, and the child's (and parent's) next conv makes a new one
     rng = np.random.default_rng(8)
     arrays = [rng.standard_normal(s) for s in ((4, 3, 5, 5), (3, 1, 3, 3))]
     monkeypatch.setattr(conv_taps, "CHUNK", 3 * 49)
     monkeypatch.setattr(conv_taps, "threads", lambda: 2)
     options = dict(stride=(1, 1), pads=((1, 1), (1, 1)), dilation=(1, 1), groups=3)
     expected = ConvTaps.apply(*map(leaf, arrays), None, **options).detach().numpy()
-    pid, pool = conv_taps._pool
-    monkeypatch.setattr(conv_taps, "_pool", (pid + 1, pool))  # as a forked child sees it
-    got = ConvTaps.apply(*map(leaf, arrays), None, **options).detach().numpy()
-    assert conv_taps._pool[0] == pid and conv_taps._pool[1] is not pool
-    np.testing.assert_array_equal(got, expected)
+    assert conv_taps._pool is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running pytest's exit handlers
+        status = 1
+        try:
+            alone = conv_taps._pool is None
+            got = ConvTaps.apply(*map(leaf, arrays), None, **options).detach().numpy()
+            made = conv_taps._pool is not None
+            status = 0 if alone and made and np.array_equal(got, expected) else 2
+        finally:
+            os.write(write, bytes([status]))
+            os._exit(0)
+    os.close(write)
+    report = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert report == bytes([0])  # 1: the child raised; 2: a pool inherited or wrong values
+    again = ConvTaps.apply(*map(leaf, arrays), None, **options).detach().numpy()
+    np.testing.assert_array_equal(again, expected)
+    assert conv_taps._pool is not None
+
+
+def sum_gradients(x, w, pad):
+    """The gradients of ``conv2d(x, w, padding=pad, groups=C).sum()`` (depthwise, stride 1),
+    by their definition: each weight's is the sum of the inputs it meets, each input's the sum
+    of the weights that meet it (an inf or NaN spreads within its channel only)."""
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    kh, kw = w.shape[2:]
+    oh, ow = padded.shape[2] - kh + 1, padded.shape[3] - kw + 1
+    grad_w, grad_x = np.zeros_like(w), np.zeros_like(padded)
+    for i, j in itertools.product(range(kh), range(kw)):
+        grad_w[:, 0, i, j] = padded[:, :, i : i + oh, j : j + ow].sum(axis=(0, 2, 3))
+        grad_x[:, :, i : i + oh, j : j + ow] += w[None, :, 0, i, j, None, None]
+    return grad_x[:, :, pad : pad + x.shape[2], pad : pad + x.shape[3]], grad_w
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_a_non_finite_value_stays_in_its_channel(padding, where, weights_mode):
+    # the taps' runs read past each channel's plane (into the next channel or image): an inf
+    # there must not reach another channel's gradient
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((3, 1, 3, 3))
+    if where == "x":
+        x[0, 1, 0, 0] = x[1, 2, 3, 3] = np.inf  # the last channel of image 0 meets image 1's
+    else:
+        w[1, 0, 2, 2] = w[2, 0, 0, 0] = np.inf
+    leaves = [leaf(x), leaf(w)]
+    options = dict(stride=(1, 1), pads=((padding,) * 2,) * 2, dilation=(1, 1), groups=3)
+    ConvTaps.apply(*leaves, None, **options).sum().backward()
+    for ours, expected in zip(leaves, sum_gradients(x, w, padding)):
+        ours = ours.grad.numpy()
+        np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(expected))
+        finite = np.isfinite(expected)
+        np.testing.assert_allclose(ours[finite], expected[finite], atol=1e-12)
+    channel_0 = leaves[1].grad.numpy()[0] if where == "x" else leaves[0].grad.numpy()[:, 0]
+    assert np.isfinite(channel_0).all()
+
+
+def test_non_finite_channels_against_torch(torch):
+    rng = np.random.default_rng(10)
+    x, w = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((3, 1, 3, 3))
+    x[0, 2, 4, 3], w[1, 0, 0, 1] = np.inf, np.nan
+    ours = [leaf(x), leaf(w)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, w)]
+    F.conv2d(*ours, padding=1, groups=3).sum().backward()
+    torch.nn.functional.conv2d(*theirs, padding=1, groups=3).sum().backward()
+    for a, t in zip(ours, theirs):
+        np.testing.assert_array_equal(np.isfinite(a.grad.numpy()), np.isfinite(t.grad.numpy()))
+
+
+def test_tap_threads_follow_omp_num_threads_and_set_num_threads(monkeypatch):
+    # one count: dt.get_num_threads() is what the taps run on; its default is OMP_NUM_THREADS
+    from dtrain._tensor import settings
+
+    made = []
+
+    class Pool(conv_taps.ThreadPoolExecutor):
+        def __init__(self, max_workers, **kwargs):
+            made.append(max_workers)
+            super().__init__(max_workers, **kwargs)
+
+    monkeypatch.setattr(conv_taps, "ThreadPoolExecutor", Pool)
+    monkeypatch.setattr(conv_taps, "_pool", None)
+    monkeypatch.setattr(conv_taps, "CHUNK", 3 * 49)  # one image a chunk: 4 chunks
+    monkeypatch.setitem(settings._state, "threads", None)
+    rng = np.random.default_rng(11)
+    arrays = [rng.standard_normal(s) for s in ((4, 3, 5, 5), (3, 1, 3, 3))]
+    options = dict(stride=(1, 1), pads=((1, 1), (1, 1)), dilation=(1, 1), groups=3)
+    for omp, expected in (("1", []), ("2", [2])):
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+        monkeypatch.setattr(settings, "_default_threads", None)  # as in a new process
+        assert conv_taps.threads() == dt.get_num_threads() == int(omp)
+        ConvTaps.apply(*map(leaf, arrays), None, **options).sum().backward()
+        assert made == expected
+    monkeypatch.setitem(settings._state, "threads", 3)  # as set_num_threads(3)
+    assert conv_taps.threads() == dt.get_num_threads() == 3
+    ConvTaps.apply(*map(leaf, arrays), None, **options)
+    assert made == [2, 3]
+    conv_taps._pool.shutdown()
+
+
+@pytest.mark.parametrize("kernel", [3, 7])
+def test_float16_accumulates_in_float32(kernel):
+    # each output is rounded to float16 once: within one float16 spacing of the exact value
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float16)
+    w = (rng.standard_normal((8, 1, kernel, kernel)) / kernel).astype(np.float16)
+    b = rng.standard_normal(8).astype(np.float16)
+    pad = kernel // 2
+    out = F.conv2d(dt.tensor(x), dt.tensor(w), dt.tensor(b), padding=pad, groups=8)
+    assert out.dtype == dt.float16
+    exact = reference(
+        x.astype(np.float64),
+        w.astype(np.float64),
+        b.astype(np.float64),
+        (1, 1),
+        ((pad, pad), (pad, pad)),
+        (1, 1),
+        8,
+    )
+    spacing = np.spacing(np.abs(exact).astype(np.float16)).astype(np.float64)
+    assert (np.abs(out.numpy().astype(np.float64) - exact) <= spacing).all()
+
+
+def test_float16_error_against_torch(torch):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 16, 16, 16))
+    w = rng.standard_normal((16, 1, 7, 7)) / 7
+    exact = reference(x, w, None, (1, 1), ((3, 3), (3, 3)), (1, 1), 16)
+    ours = (
+        F.conv2d(
+            dt.tensor(x.astype(np.float16)), dt.tensor(w.astype(np.float16)), padding=3, groups=16
+        )
+        .numpy()
+        .astype(np.float64)
+    )
+    theirs = (
+        torch.nn.functional.conv2d(
+            torch.tensor(x).half(), torch.tensor(w).half(), padding=3, groups=16
+        )
+        .double()
+        .numpy()
+    )
+    truth = reference(
+        x.astype(np.float16).astype(np.float64),
+        w.astype(np.float16).astype(np.float64),
+        None,
+        (1, 1),
+        ((3, 3), (3, 3)),
+        (1, 1),
+        16,
+    )
+    assert np.abs(ours - truth).max() <= 1.01 * np.abs(theirs - truth).max()
+    assert exact.shape == ours.shape
+
+
+def test_one_small_image_without_backward_takes_the_gemm_route(monkeypatch):
+    # measured 2-5x faster there (docs/benchmarks.md); with backward, or a large image, the taps
+    rng = np.random.default_rng(14)
+    calls = spy_on_taps(monkeypatch)
+    w = leaf(rng.standard_normal((4, 1, 3, 3)))
+    for shape, grad, taps in (
+        ((1, 4, 8, 8), False, False),
+        ((1, 4, 8, 8), True, True),
+        ((2, 4, 8, 8), False, True),
+        ((1, 4, 64, 64), False, True),
+    ):
+        calls.clear()
+        x = rng.standard_normal(shape)
+        with dt.set_grad_enabled(grad):
+            out = F.conv2d(leaf(x), w, padding=1, groups=4)
+        assert bool(calls) == taps, shape
+        values = reference(x, w.detach().numpy(), None, (1, 1), ((1, 1), (1, 1)), (1, 1), 4)
+        np.testing.assert_allclose(out.detach().numpy(), values, atol=1e-12)
+
+
+@pytest.mark.parametrize("n, workers", [(32, 2), (10, 2), (5, 2), (7, 3), (3, 4), (40, 3)])
+def test_chunks_are_even_among_the_threads(monkeypatch, n, workers):
+    # 64 channels of 18x18 at CHUNK 2^18: 12 images a chunk at most
+    monkeypatch.setattr(conv_taps, "threads", lambda: workers)
+    monkeypatch.setattr(conv_taps, "CHUNK", (12 if n in (32, 40) else 1) * 64 * 18 * 18)
+    t = conv_taps.taps((n, 64, 16, 16), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 64)
+    rows, chunks = conv_taps._chunks(t, 64)
+    assert chunks[0][0] == 0 and chunks[-1][1] == n
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks)) and rows <= 12
+    assert max(hi - lo for lo, hi in chunks) == rows
+    parts = conv_taps._parts(chunks, workers)
+    assert list(itertools.chain(*parts)) == chunks
+    per_thread = [sum(hi - lo for lo, hi in part) for part in parts]
+    assert max(per_thread) - min(per_thread) <= 1, per_thread

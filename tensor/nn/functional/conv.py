@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.amp.cast import autocast_inputs
+from dtrain._tensor.autograd.grad_mode import is_grad_enabled
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.nn.functional.conv_columns import (
     add_columns,
@@ -319,7 +320,10 @@ def conv2d(
     unbatched = input.ndim == 3
     if unbatched:
         input = input.unsqueeze(0)
-    if use_taps(input._array, tuple(weight.shape), groups):  # depthwise, on numpy
+    backward = is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, weight, bias)
+    )
+    if use_taps(input._array, tuple(weight.shape), groups, backward):  # depthwise, on numpy
         pairs = ((pads[0], pads[1]), (pads[2], pads[3]))
         out = ConvTaps.apply(
             input, weight, bias, stride=stride, pads=pairs, dilation=dilation, groups=groups

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.amp.cast import autocast_inputs
+from dtrain._tensor.autograd.grad_mode import is_grad_enabled
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.nn.functional.conv import (
     _as_strided,
@@ -335,7 +336,10 @@ def conv3d(
     if unbatched:
         input = input.unsqueeze(0)
     options = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
-    if use_taps(input._array, tuple(weight.shape), groups):  # depthwise
+    backward = is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, weight, bias)
+    )
+    if use_taps(input._array, tuple(weight.shape), groups, backward):  # depthwise
         out = ConvTaps.apply(input, weight, bias, **options)
     else:
         out = ConvNd.apply(input, weight, bias, weight_grad=weight.requires_grad, **options)

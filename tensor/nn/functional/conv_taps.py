@@ -21,16 +21,24 @@ The route costs ``2 · kernel size · C/G · O/G`` array passes over the output:
 takes it on numpy for depthwise convolutions (``TAPS_MAX``, measured); cupy keeps the GEMM
 route, a few launches where the taps would take two (small) launches per tap.
 
+The positions past the output read other channels' (or the next image's) inputs: forward
+drops them, the weight gradient reduces over the output positions only, and the input
+gradient's products there are zeros (masked weights, or zeroed), so that an inf or NaN stays
+in its own channel's gradients. float16 multiplies and sums in float32 (rounded once).
+
 Every buffer belongs to a chunk of the batch (``CHUNK``), reused from chunk to chunk, and
-the chunks are shared among the CPU threads: a chunk's planes, sums and scratch stay in
-cache across the taps, and no large temporary is made (freshly mapped memory costs a page
-fault per 4 KiB).
+the chunks are shared among ``dt.get_num_threads()`` threads (``OMP_NUM_THREADS`` unless
+``set_num_threads``): a chunk's planes, sums and scratch stay in cache across the taps
+(freshly mapped memory costs a page fault per 4 KiB). The threads' pool is shut down before
+every ``fork`` (and made again on the next call), so a forked child inherits no threads.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
@@ -52,22 +60,55 @@ TAPS_MAX = 1
 CHUNK = 1 << 18
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process it belongs to, the pool)
-_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+#: Plane sizes (elements), and batches below ``REPEAT_BATCH``, for which a tap multiplies
+#: each run by its channel's weight (a broadcast) instead of by the weight repeated along
+#: the run (a ``kernel · C · plane`` array, built per call): the repeat is 10-20 % faster on
+#: planes of 100-700 at batch 16-64, the broadcast up to 5x faster from 1024 or at batch 1-4
+#: (docs/benchmarks.md).
+BROADCAST_PLANE = 1 << 10
+REPEAT_BATCH = 16
+
+#: Without backward, one image of fewer elements per channel than this takes the GEMM route:
+#: 2-5x faster there (one chunk runs on one thread); the taps are faster from 64x64.
+GEMM_IMAGE = 1 << 12
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()  # held to make the pool or submit to it, and across a fork
 
 
 def threads() -> int:
-    """Threads the taps run on: ``set_num_threads``'s count, else the CPUs this process may
-    use (not threadpoolctl's BLAS count: asking it costs milliseconds)."""
-    return settings._state["threads"] or _cpus or 1
+    """Threads the taps run on: ``dt.get_num_threads()`` (``set_num_threads``' count, else
+    ``OMP_NUM_THREADS``, else the BLAS pool's, else the CPUs)."""
+    return settings.get_num_threads()
 
 
-def use_taps(array: Any, weight_shape: tuple, groups: int) -> bool:
-    """Whether a convolution of weight ``(O, C/G, *kernel)`` in ``groups`` groups over
-    ``array`` takes the tap route: numpy arrays and ``(C/G)·(O/G) <= TAPS_MAX``."""
+def _before_fork() -> None:
+    """Shut the pool down (its running parts finish first) so that the child inherits no
+    threads (a fork with threads can deadlock the child; Python 3.12 warns)."""
+    global _pool
+    _pool_lock.acquire()
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_pool_lock.release,
+        after_in_child=_pool_lock.release,
+    )
+
+
+def use_taps(array: Any, weight_shape: tuple, groups: int, backward: bool = True) -> bool:
+    """Whether a convolution of weight ``(O, C/G, *kernel)`` in ``groups`` groups over the
+    batch ``array`` takes the tap route: numpy arrays and ``(C/G)·(O/G) <= TAPS_MAX``, except
+    one small image (``GEMM_IMAGE``) without ``backward``."""
     if get_array_module(array) is not np:
         return False  # cupy: a few GEMM launches, not 2 per tap
-    return weight_shape[1] * (weight_shape[0] // groups) <= TAPS_MAX
+    if weight_shape[1] * (weight_shape[0] // groups) > TAPS_MAX:
+        return False
+    return backward or array.shape[0] > 1 or math.prod(array.shape[2:]) >= GEMM_IMAGE
 
 
 class Taps(NamedTuple):
@@ -182,38 +223,68 @@ def _chunks(t: Taps, channels: int) -> tuple[int, list[tuple[int, int]]]:
     """Images per chunk and the chunks of the batch: about ``CHUNK`` elements per buffer (one
     image at least), so that a chunk's buffers stay in cache across the taps and stay small (a
     new array costs a page fault per 4 KiB when first written), and, for more than one
-    chunk's work, at least one chunk per thread."""
+    chunk's work, as many chunks per thread, of sizes within one image of each other."""
     n, image = t.shape[0], channels * math.prod(t.padded)
     rows = max(1, CHUNK // max(1, image))
-    if n * image > CHUNK:  # more than one chunk's work: at least one chunk per thread
-        rows = max(1, min(rows, -(-n // threads())))
-    return rows, [(lo, min(lo + rows, n)) for lo in range(0, n, rows)]
+    if n * image <= CHUNK:
+        return rows, [(0, n)] if n else []
+    workers = threads()
+    count = min(n, workers * math.ceil(math.ceil(n / rows) / workers))  # a multiple of workers
+    bounds = [n * i // count for i in range(count + 1)]
+    return math.ceil(n / count), list(itertools.pairwise(bounds))
 
 
-def _weights(w: Any, t: Taps) -> Any:
+def _parts(chunks: list, workers: int) -> list:
+    """The chunks in ``workers`` runs of consecutive chunks, as even as the chunks allow."""
+    count = len(chunks)
+    return [chunks[count * i // workers : count * (i + 1) // workers] for i in range(workers)]
+
+
+def _broadcast(t: Taps) -> bool:
+    """Whether the taps multiply by one weight per run (large planes, small batches)."""
+    return math.prod(t.plane) >= BROADCAST_PLANE or t.shape[0] < REPEAT_BATCH
+
+
+def _weights(w: Any, t: Taps, dtype: Any) -> Any:
     """``(O, C/G, *kernel)`` → per tap, input and output channel of a group, the weights to
-    multiply a view's channel by, ``(T, C/G, O/G, G · P)``: each weight repeated along its
-    run, so that the product runs over contiguous arrays (numpy's broadcast of one value per
-    run is 3x slower)."""
+    multiply a view's channel ``(m, G · P)`` by, ``(T, C/G, O/G, G · P)`` in ``dtype``: each
+    weight repeated along its run, zero past the output positions, so that the product runs
+    over contiguous arrays (numpy's broadcast of one value per short run is 3x slower); for
+    large planes and small batches (``_broadcast``) one weight per run of the view's channel
+    ``(m, G, P)``, ``(T, C/G, O/G, G, 1)``."""
     xp = get_array_module(w)
     o, cg = w.shape[:2]
-    per_tap = w.reshape(t.groups, o // t.groups, cg, -1).transpose(3, 2, 1, 0)
-    runs = xp.broadcast_to(per_tap[..., None], per_tap.shape + (math.prod(t.plane),))
-    return xp.ascontiguousarray(runs).reshape(per_tap.shape[:3] + (-1,))
+    per_tap = w.reshape(t.groups, o // t.groups, cg, -1).transpose(3, 2, 1, 0).astype(dtype)
+    if _broadcast(t):
+        return per_tap[..., None]
+    runs = xp.broadcast_to(per_tap[(...,) + (None,) * len(t.plane)], per_tap.shape + t.plane)
+    runs = xp.ascontiguousarray(runs)
+    _zero_past_outputs(runs, t)  # no 0 · inf there
+    return runs.reshape(per_tap.shape[:3] + (-1,))
+
+
+def _zero_past_outputs(a: Any, t: Taps) -> None:
+    """Zero ``a`` ``(..., *plane)`` past the output positions."""
+    lead = (slice(None),) * (a.ndim - len(t.plane))
+    for axis, size in enumerate(t.out):
+        if size < t.plane[axis]:
+            a[lead + (slice(None),) * axis + (slice(size, None),)] = 0
 
 
 def _in_parts(run: Callable[[list], Any], chunks: list) -> list:
     """``run`` over the chunks split among ``threads()`` threads (numpy's loops release the
-    GIL), each part a strided share of the chunks; the results in part order."""
+    GIL), each part a run of consecutive chunks (``_parts``); the results in part order."""
     workers = min(threads(), len(chunks))
     if workers <= 1:
         return [run(chunks)]
     global _pool
-    # A new pool for more threads, or in a forked child (whose copy of the pool has no threads).
-    if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < workers:
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dtrain-conv")
-        _pool = (os.getpid(), pool)
-    return list(_pool[1].map(run, [chunks[i::workers] for i in range(workers)]))
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:  # none yet (or forked), or too few
+            if _pool is not None:
+                _pool.shutdown(wait=False)  # its threads end once their parts are done
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dtrain-conv")
+        futures = [_pool.submit(run, part) for part in _parts(chunks, workers)]
+    return [future.result() for future in futures]
 
 
 def forward(x: Any, w: Any, b: Any, t: Taps) -> Any:
@@ -223,18 +294,21 @@ def forward(x: Any, w: Any, b: Any, t: Taps) -> Any:
     cg, og = c // t.groups, o // t.groups
     result = xp.empty((n, o) + t.out, dtype=x.dtype)
     rows, chunks = _chunks(t, max(c, o))
-    weights = _weights(w, t)
+    wide = np.promote_types(x.dtype, np.float32)  # float16 sums in float32, as the GEMMs
+    runs = (t.groups, -1) if _broadcast(t) else (-1,)  # a channel's runs, as _weights
+    weights = _weights(w, t, wide)
     bias = None if b is None else b.reshape((1, t.groups, og) + (1,) * len(t.out))
 
     def run(part: list) -> None:
         planes = _Planes(xp, t, rows, cg, x.dtype)
-        sums = xp.empty((rows, og, t.groups) + t.plane, dtype=x.dtype)
+        sums = xp.empty((rows, og, t.groups) + t.plane, dtype=wide)
         scratch = xp.empty_like(sums[:, 0])
         for lo, hi in part:
             m = hi - lo
             planes.put(_swap(x[lo:hi].reshape((m, t.groups, cg) + t.shape[2:])))
-            acc, spare = sums[:m].reshape(m, og, -1), scratch[:m].reshape(m, -1)
+            acc, spare = sums[:m].reshape(m, og, *runs), scratch[:m].reshape(m, *runs)
             for tap, view in enumerate(planes.views(m)):
+                view = view.reshape(m, cg, *runs)
                 for ci in range(cg):
                     for oi in range(og):
                         into = acc[:, oi] if tap == ci == 0 else spare
@@ -261,32 +335,48 @@ def backward(grad: Any, x: Any, w: Any, t: Taps, need_x: bool, need_w: bool) -> 
     og = o // t.groups
     grad_x = xp.empty(t.shape, dtype=grad.dtype) if need_x else None
     rows, chunks = _chunks(t, max(c, o))
-    weights = _weights(w, t)
+    weights = _weights(w, t, grad.dtype) if need_x else None
+    corner = _corner(t)
+    axes = "xyz"[: len(t.out)]
+    reduce = f"nog{axes},ncg{axes}->goc"  # over the images and output positions
+
+    broadcast = _broadcast(t)
+    runs = (t.groups, -1) if broadcast else (-1,)  # a channel's runs, as _weights
 
     def run(part: list) -> Any:
         inputs = _Planes(xp, t, rows, cg, grad.dtype) if need_w else None
         added = _Planes(xp, t, rows, cg, grad.dtype) if need_x else None  # the input gradient
         spread = xp.zeros((rows, og, t.groups) + t.plane, dtype=grad.dtype)
-        scratch = xp.empty_like(spread[:, 0])
+        scratch = xp.empty_like(spread[:, 0]) if need_x else None
         sums = xp.zeros((len(t.taps), t.groups, og, cg), dtype=grad.dtype) if need_w else None
         for lo, hi in part:
             m = hi - lo
-            # grad in the output corner of zero planes: (m, O/G, G·P)
-            spread[:m][_corner(t)] = _swap(grad[lo:hi].reshape((m, t.groups, og) + t.out))
-            positions = spread[:m].reshape(m, og, -1)
+            # grad in the output corner of zero planes: (m, O/G, G, *plane)
+            outputs = _swap(grad[lo:hi].reshape((m, t.groups, og) + t.out))
+            spread[:m][corner] = outputs
             if need_w:
                 inputs.put(_swap(x[lo:hi].reshape((m, t.groups, cg) + t.shape[2:])))
-                split = positions.reshape(m, og, t.groups, -1)  # to sum per group
+                split = spread[:m].reshape(m, og, t.groups, -1)  # zero past the outputs
                 for tap, view in enumerate(inputs.views(m)):
                     view = view.reshape(m, cg, t.groups, -1)
-                    sums[tap] += xp.einsum("nogl,ncgl->goc", split, view)
+                    product = xp.einsum("nogl,ncgl->goc", split, view)  # whole runs: fast
+                    if not xp.isfinite(product).all():
+                        # past the outputs lie other channels' inputs: an inf there times the
+                        # zeros makes NaN, so sum over the output positions only
+                        at_outputs = view.reshape((m, cg, t.groups) + t.plane)[corner]
+                        product = xp.einsum(reduce, outputs, at_outputs)
+                    sums[tap] += product
             if need_x:
+                positions = spread[:m].reshape(m, og, *runs)
                 added.clear(m)
-                spare = scratch[:m].reshape(m, -1)
+                spare = scratch[:m].reshape(m, *runs)
                 for tap, view in enumerate(added.views(m)):
+                    view = view.reshape(m, cg, *runs)
                     for ci in range(cg):
                         for oi in range(og):
                             xp.multiply(positions[:, oi], weights[tap, ci, oi], out=spare)
+                            if broadcast:  # 0 · w past the outputs: NaN for a non-finite w
+                                _zero_past_outputs(spare.reshape((m, t.groups) + t.plane), t)
                             view[:, ci] += spare
                 added.take(_swap(grad_x[lo:hi].reshape((m, t.groups, cg) + t.shape[2:])))
         return sums
