@@ -2,8 +2,10 @@
 
 Every function takes PyTorch's ``out=``. Integer inputs compute in float32 (PyTorch's
 default float); ``gammainc``/``gammaincc`` accept them too, where PyTorch refuses integers.
-``bessel_j0/j1/y0/y1`` and ``airy_ai`` are computed to ~1e-15 (scipy's values); PyTorch's
-own are off by up to ~2e-5 relative (J, Y beyond x = 5) and ~3e-6 absolute (Ai).
+On the CPU ``bessel_j0/j1/y0/y1`` and ``airy_ai`` are computed to ~1e-15; PyTorch's own are
+off by up to ~2e-5 relative (J, Y beyond x = 5) and ~3e-6 absolute (Ai). On CUDA J and Y are
+``cupyx.scipy.special``'s Cephes kernels (scipy's values, which differ for |x| above ~1e8).
+float16 inputs are computed (in float64) and rounded, where PyTorch refuses most of them.
 
 Everything in ``torch.special`` is offered.
 """

@@ -119,22 +119,27 @@ def _asymptotic_negative(z: Any) -> Any:
 
 
 def _airy(x: Any) -> Any:
+    """Ai of a float64 array; each element runs its own method only."""
     xp = get_array_module(x)
-    near = _series(xp.clip(x, -_SERIES_UNTIL, _SERIES_UNTIL))
-    positive = xp.maximum(x, _SERIES_UNTIL)
+    flat = x.reshape(-1)
+    out = xp.empty_like(flat)
+    right = (flat > _SERIES_UNTIL) & xp.isfinite(flat)
+    far_left = (flat <= _ASYMPTOTIC_BELOW) & xp.isfinite(flat)
+    left = (flat < -_SERIES_UNTIL) & ~far_left & xp.isfinite(flat)
+    near = ~(right | left | far_left)  # NaN and +-inf too (NaN out)
+    out[near] = _series(xp.clip(flat[near], -_SERIES_UNTIL, _SERIES_UNTIL))
+    positive = flat[right]
     zeta = 2.0 / 3.0 * positive * xp.sqrt(positive)
     scaled_k = _k_third(xp.minimum(zeta, 1e300))
-    right = xp.sqrt(positive / 3.0) / math.pi * scaled_k * xp.exp(-zeta)
-    z = xp.clip(-x, _SERIES_UNTIL, -_ASYMPTOTIC_BELOW)
+    out[right] = xp.sqrt(positive / 3.0) / math.pi * scaled_k * xp.exp(-zeta)
+    z = -flat[left]
     zeta_left = 2.0 / 3.0 * z * xp.sqrt(z)
     j_third, _ = _miller_fractional(1 / 3, zeta_left)
     j_two_thirds, j_five_thirds = _miller_fractional(2 / 3, zeta_left)
     j_minus_third = (4.0 / 3.0) / zeta_left * j_two_thirds - j_five_thirds
-    left = xp.sqrt(z) / 3.0 * (j_third + j_minus_third)
-    far_left = _asymptotic_negative(xp.maximum(-x, -_ASYMPTOTIC_BELOW))
-    out = xp.where(x > _SERIES_UNTIL, right, near)
-    out = xp.where(x < -_SERIES_UNTIL, left, out)
-    out = xp.where(x <= _ASYMPTOTIC_BELOW, far_left, out)
+    out[left] = xp.sqrt(z) / 3.0 * (j_third + j_minus_third)
+    out[far_left] = _asymptotic_negative(-flat[far_left])
+    out = out.reshape(x.shape)
     return xp.where(xp.isinf(x), np.nan, out)
 
 

@@ -82,30 +82,37 @@ def _hankel(order: int, x: Any) -> tuple[Any, Any]:
 
 
 def _bessel(order: int, kind: str, x: Any) -> Any:
-    """J or Y of the order 0 or 1 of a float64 array."""
+    """J or Y of the order 0 or 1 of a float64 array. Each element runs one method only:
+    the series below 1e-5, Miller's recurrence below 25, Hankel's expansion above."""
     xp = get_array_module(x)
-    a = xp.abs(x)
+    a = xp.abs(x).reshape(-1)
+    out = xp.empty_like(a)
     tiny = a < _TINY
-    middle = xp.clip(a, _TINY, _ASYMPTOTIC_FROM)
-    j0, j1, s0, s1 = _miller(middle)
-    log_term = xp.log(middle / 2) + _EULER
-    far = xp.maximum(a, _ASYMPTOTIC_FROM)
-    j_far, y_far = _hankel(order, far)
-    t = xp.where(tiny, a, 0.0)  # the series, for |x| < 1e-5
-    log_tiny = xp.log(xp.where(tiny, t, 1.0) / 2) + _EULER
+    far = a >= _ASYMPTOTIC_FROM  # NaN falls to the middle, and stays NaN
+    middle = ~(tiny | far)
+    t = a[tiny]  # the series
+    log_tiny = xp.log(t) - math.log(2) + _EULER  # t / 2 may underflow
     if kind == "j" and order == 0:
-        near, small = j0, 1 - t * t / 4
+        out[tiny] = 1 - t * t / 4
     elif kind == "j":
-        near, small = j1, t / 2 * (1 - t * t / 8)
+        out[tiny] = t / 2 * (1 - t * t / 8)
     elif order == 0:
-        near = (2 / math.pi) * (log_term * j0 - 2 * s0)
-        small = (2 / math.pi) * (log_tiny * (1 - t * t / 4) + t * t / 4)
+        out[tiny] = (2 / math.pi) * (log_tiny * (1 - t * t / 4) + t * t / 4)
     else:
-        near = (2 / math.pi) * (log_term * j1 - j0 / middle + s1)
-        small = -2 / (math.pi * xp.where(tiny, t, 1.0)) + t / math.pi * (log_tiny - 0.5)
-    out = xp.where(
-        tiny, small, xp.where(a < _ASYMPTOTIC_FROM, near, j_far if kind == "j" else y_far)
-    )
+        out[tiny] = -2 / (math.pi * t) + t * (log_tiny - 0.5) / math.pi
+    m = a[middle]
+    j0, j1, s0, s1 = _miller(m)
+    if kind == "j":
+        out[middle] = j0 if order == 0 else j1
+    else:
+        log_term = xp.log(m / 2) + _EULER
+        if order == 0:
+            out[middle] = (2 / math.pi) * (log_term * j0 - 2 * s0)
+        else:
+            out[middle] = (2 / math.pi) * (log_term * j1 - j0 / m + s1)
+    j_far, y_far = _hankel(order, a[far])
+    out[far] = j_far if kind == "j" else y_far
+    out = out.reshape(x.shape)
     if kind == "j":
         out = xp.where(x < 0, -out, out) if order == 1 else out
         out = xp.where(x == 0, 1.0 if order == 0 else x, out)  # J1(-0) = -0

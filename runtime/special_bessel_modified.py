@@ -9,6 +9,7 @@ fewer terms; dtrain's float32 is the float64 value rounded). numpy and cupy alik
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,9 @@ def _i0e(a: Any) -> Any:
     return xp.where(a <= 8.0, near, far)
 
 
+_TINY = float(np.nextafter(0.0, 1.0))
+
+
 def _i1e(a: Any) -> Any:
     """exp(-a) I1(a) for a >= 0, float64."""
     xp = get_array_module(a)
@@ -136,9 +140,9 @@ def _i1e(a: Any) -> Any:
 def _scaled_k(order: int, x: Any) -> Any:
     """exp(x) K_order(x) for x > 0, float64 (+inf at 0, NaN below)."""
     xp = get_array_module(x)
-    small = xp.clip(x, 1e-300, 2.0)
+    small = xp.clip(x, _TINY, 2.0)  # log and 1/x stay finite down to the least subnormal
     near_arg = small * small - 2
-    log_half = xp.log(0.5 * small)
+    log_half = xp.log(small) - math.log(2)  # small / 2 underflows at 5e-324
     if order == 0:
         near = chebyshev(_K0_NEAR, near_arg) - log_half * _i0e(small) * xp.exp(small)
     else:
@@ -154,40 +158,40 @@ def _odd(z: Any, value: Any) -> Any:
     return get_array_module(z).where(z < 0, -value, value)
 
 
+def _exp(z: Any) -> Any:
+    return get_array_module(z).exp(z)
+
+
+# The array code paths take their module from their argument: on a GPU, call_float64 runs
+# them once on host (numpy) values for the edges at +-inf and +-0.
 def i0(x: Any) -> Any:
     """``I0(x)`` of a float array (even; +inf beyond about 713)."""
-    xp = get_array_module(x)
-    return unary("i0", x, lambda z: _i0e(xp.abs(z)) * xp.exp(xp.abs(z)))
+    return unary("i0", x, lambda z: _i0e(abs(z)) * _exp(abs(z)))
 
 
 def i0e(x: Any) -> Any:
     """``exp(-|x|) I0(x)`` of a float array."""
-    xp = get_array_module(x)
-    return unary("i0e", x, lambda z: _i0e(xp.abs(z)))
+    return unary("i0e", x, lambda z: _i0e(abs(z)))
 
 
 def i1(x: Any) -> Any:
     """``I1(x)`` of a float array (odd)."""
-    xp = get_array_module(x)
-    return unary("i1", x, lambda z: _odd(z, _i1e(xp.abs(z)) * xp.exp(xp.abs(z))))
+    return unary("i1", x, lambda z: _odd(z, _i1e(abs(z)) * _exp(abs(z))))
 
 
 def i1e(x: Any) -> Any:
     """``exp(-|x|) I1(x)`` of a float array (odd)."""
-    xp = get_array_module(x)
-    return unary("i1e", x, lambda z: _odd(z, _i1e(xp.abs(z))))
+    return unary("i1e", x, lambda z: _odd(z, _i1e(abs(z))))
 
 
 def k0(x: Any) -> Any:
     """``K0(x)`` of a float array: +inf at 0, NaN for x < 0."""
-    xp = get_array_module(x)
-    return unary("modified_bessel_k0", x, lambda z: _scaled_k(0, z) * xp.exp(-z))
+    return unary("modified_bessel_k0", x, lambda z: _scaled_k(0, z) * _exp(-z))
 
 
 def k1(x: Any) -> Any:
     """``K1(x)`` of a float array: +inf at 0, NaN for x < 0."""
-    xp = get_array_module(x)
-    return unary("modified_bessel_k1", x, lambda z: _scaled_k(1, z) * xp.exp(-z))
+    return unary("modified_bessel_k1", x, lambda z: _scaled_k(1, z) * _exp(-z))
 
 
 def k0e(x: Any) -> Any:

@@ -51,19 +51,37 @@ def cupyx_function(name: str, *arrays: Any) -> Callable[..., Any] | None:
     return getattr(cupy_special, SCIPY_NAMES[name], None)
 
 
+# name -> the array code path's values at (inf, -inf, 0, -0), computed once on the host.
+_EDGES: dict[str, tuple[float, float, float, float]] = {}
+
+
+def edge_values(name: str, edges: Callable[[Any], Any]) -> tuple[float, float, float, float]:
+    """``edges`` (the array code path) at ``inf, -inf, 0, -0`` as Python floats, computed
+    with numpy on the first call for ``name`` and cached: constants, so no GPU work per call."""
+    if name not in _EDGES:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            values = edges(np.array([np.inf, -np.inf, 0.0, -0.0]))
+        _EDGES[name] = tuple(float(v) for v in np.asarray(values, dtype=np.float64))
+    return _EDGES[name]
+
+
 def call_float64(
-    function: Callable[..., Any], x: Any, edges: Callable[[Any], Any] | None = None
+    function: Callable[..., Any],
+    x: Any,
+    edges: Callable[[Any], Any] | None = None,
+    name: str | None = None,
 ) -> Any:
     """``function(x)`` in float64 (cupyx's float32 kernels use float32 coefficients); the
     caller rounds to its dtype. ``edges``, the array code path, gives the values at
     ``±inf`` and ``±0`` instead (PyTorch's ``i0(inf)`` is NaN, scipy's inf ...): it runs on
-    those four values only."""
+    those four values only, on the host, once per ``name`` (cached)."""
     x = x.astype(np.float64, copy=False)
     out = function(x)
     if edges is None:
         return out
     xp = get_array_module(x)
-    inf, minus_inf, zero, minus_zero = edges(xp.asarray([np.inf, -np.inf, 0.0, -0.0]))
+    key = name if name is not None else getattr(function, "__name__", repr(function))
+    inf, minus_inf, zero, minus_zero = edge_values(key, edges)
     out = xp.where(x == np.inf, inf, xp.where(x == -np.inf, minus_inf, out))
     return xp.where(x == 0, xp.where(xp.signbit(x), minus_zero, zero), out)
 
@@ -75,8 +93,8 @@ def unary(name: str, x: Any, compute: Callable[[Any], Any]) -> Any:
     function = cupyx_function(name, x)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if function is not None:
-            return call_float64(function, x, compute).astype(x.dtype, copy=False)
+            return call_float64(function, x, compute, name).astype(x.dtype, copy=False)
         return compute(x.astype(np.float64, copy=False)).astype(x.dtype, copy=False)
 
 
-__all__ = ["SCIPY_NAMES", "call_float64", "cupyx_function", "unary"]
+__all__ = ["SCIPY_NAMES", "call_float64", "cupyx_function", "edge_values", "unary"]

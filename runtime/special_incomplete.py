@@ -6,11 +6,14 @@ go to ``cupyx.scipy.special``, which PyTorch's code follows, where cupy has it).
 
 - P and Q follow scipy's (and PyTorch's) choice of method and edge values: the power
   series of P (DLMF 8.11.4), Legendre's continued fraction for Q (8.9.2), and for small x
-  the series of Q (8.7.3); the other function is one minus the one computed. The prefactor
-  ``x^a e^-x / Gamma(a)`` is Boost's Lanczos form, accurate for large ``a`` too. Where ``a``
-  is large and ``x`` near it, scipy switches to Temme's uniform asymptotic expansion; here
-  the series and the fraction run on instead (to round-off, in about ``9 sqrt(a)`` terms),
-  so that work grows as ``sqrt(a)`` there.
+  the series of Q (8.7.3); the other function is one minus the one computed. For ``a > 20``
+  with ``|x - a| < 0.3 a``, Temme's uniform asymptotic expansion (``special_temme``; scipy
+  narrows it to ``4.5 / sqrt(a)`` above ``a = 200``, where its 2000-step series then stops
+  short). The prefactor ``x^a e^-x / Gamma(a)`` is Boost's Lanczos form, accurate for large
+  ``a`` too; where it is 0, so is the series' or fraction's result (as Cephes).
+- Each element runs only its own method, and the series and the fraction only until that
+  element has converged: the arrays are compressed every 16 steps, one host read each on a
+  GPU. An element that has not converged in 2000 steps (none is known) gives NaN.
 - ``zeta(x, q)``: Cephes' Euler–Maclaurin summation (as PyTorch): terms ``(q + k)^-x``
   until ``q + k > 9`` (and at least 9 of them), then 12 Bernoulli correction terms.
   +inf at x = 1, NaN for x < 1; for q <= 0, +inf at the integers and NaN unless x is an
@@ -24,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from dtrain.runtime import special_temme as temme
 from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.gamma_functions import lgamma
 from dtrain.runtime.special_cupyx import cupyx_function
 
 _EPS = 1.11022302462515654042e-16
 _CHECK_EVERY = 16  # iterations between convergence checks (each one a host read on a GPU)
-_MAX_ITERATIONS = 200_000  # the series at a = x = 5e8 needs ~200k terms
+_MAX_ITERATIONS = 2_000  # as Cephes; outside Temme's region, a few hundred at most
 _LANCZOS_G = 6.024680040776729583740234375
 _LANCZOS_NUM = (
     0.006061842346248906525783753964555936883222, 0.5098416655656676188125178644804694509993,
@@ -85,25 +89,40 @@ def _prefactor(a: Any, x: Any) -> Any:
     ratio = (x - a - _LANCZOS_G + 0.5) / fac  # x / fac - 1
     log_x_fac = xp.where(xp.abs(ratio) < 0.5, xp.log1p(ratio), xp.log(x / fac))
     large = scaled * xp.exp(a * (log_x_fac - ratio) + x * (0.5 - _LANCZOS_G) / fac)
-    lanczos = xp.where((a < 200) & (x < 200), moderate, large)
-    return xp.where((a < 20) & (xp.abs(a - x) > 0.4 * a), direct, lanczos)
-
-
-def _all(xp: Any, done: Any) -> bool:
-    return bool(xp.all(done))
+    far = xp.abs(a - x) > 0.4 * a  # (x / fac)^a and e^(a - x) could under/overflow there
+    lanczos = xp.where((a < 200) & (x < 200) & ~far, moderate, large)
+    return xp.where((a < 20) & far, direct, lanczos)
 
 
 def _lower_series(a: Any, x: Any) -> Any:
-    """``P`` by its power series (x = 0 where it is not wanted)."""
+    """``P`` by its power series, for 1-D float64 arrays: each element runs until its own term
+    is below round-off (the converged ones leave the arrays every ``_CHECK_EVERY`` steps); NaN
+    for one that has not converged in ``_MAX_ITERATIONS``, and 0 where the prefactor is 0."""
     xp = get_array_module(a, x)
-    r, term, total = a.copy(), xp.ones_like(a), xp.ones_like(a)
+    prefactor = _prefactor(a, x)
+    out = xp.zeros_like(a)
+    live = xp.nonzero(prefactor != 0)[0]
+    r, x_live = a[live], x[live]
+    term, total = xp.ones_like(r), xp.ones_like(r)
     for i in range(1, _MAX_ITERATIONS + 1):
-        r = r + 1.0
-        term = term * (x / r)
-        total = total + term
-        if i % _CHECK_EVERY == 0 and _all(xp, term <= _EPS * total):
+        if live.size == 0:
             break
-    return total * _prefactor(a, x) / a
+        r = r + 1.0
+        term = term * (x_live / r)
+        total = total + term
+        if i % _CHECK_EVERY == 0:
+            done = term <= _EPS * total
+            out[live[done]] = total[done]
+            keep = ~done
+            live, r, x_live, term, total = (
+                live[keep],
+                r[keep],
+                x_live[keep],
+                term[keep],
+                total[keep],
+            )
+    out[live] = np.nan  # not converged: no number rather than a wrong one
+    return out * prefactor / a
 
 
 def _upper_series(a: Any, x: Any) -> Any:
@@ -118,54 +137,75 @@ def _upper_series(a: Any, x: Any) -> Any:
 
 
 def _upper_fraction(a: Any, x: Any) -> Any:
-    """``Q`` by Legendre's continued fraction (scipy's ``igamc_continued_fraction``)."""
+    """``Q`` by Legendre's continued fraction (scipy's ``igamc_continued_fraction``) for 1-D
+    float64 arrays: per element until converged, as ``_lower_series``; 0 where the prefactor
+    is 0 (as Cephes: there, for x > 2^52, p and q would overflow before converging)."""
     xp = get_array_module(a, x)
-    y = 1.0 - a
-    z = x + y + 1.0
-    c = xp.zeros_like(a)
-    p2, q2 = xp.ones_like(a), x.copy()
-    p1, q1 = x + 1.0, z * x
+    prefactor = _prefactor(a, x)
+    out = xp.zeros_like(a)
+    live = xp.nonzero(prefactor != 0)[0]
+    a_live, x_live = a[live], x[live]
+    y = 1.0 - a_live
+    z = x_live + y + 1.0
+    c = xp.zeros_like(a_live)
+    p2, q2 = xp.ones_like(a_live), x_live.copy()
+    p1, q1 = x_live + 1.0, z * x_live
     answer = p1 / q1
     done = xp.zeros(answer.shape, dtype=bool)
     for i in range(1, _MAX_ITERATIONS + 1):
+        if live.size == 0:
+            break
         c = c + 1.0
         y = y + 1.0
         z = z + 2.0
         yc = y * c
         p, q = p1 * z - p2 * yc, q1 * z - q2 * yc
-        usable = (q != 0) & ~done  # converged elements keep their value (p, q overflow later)
+        usable = (q != 0) & ~done  # converged elements keep their value until they leave
         ratio = p / xp.where(usable, q, 1.0)
         done = done | (usable & (xp.abs(answer - ratio) <= _EPS * xp.abs(ratio)))
         answer = xp.where(usable, ratio, answer)
         big = xp.maximum(xp.abs(p), xp.abs(q)) > 4.503599627370496e15
         scale = xp.where(big, 2.22044604925031308085e-16, 1.0)
         p2, p1, q2, q1 = p1 * scale, p * scale, q1 * scale, q * scale
-        if i % _CHECK_EVERY == 0 and _all(xp, done):
-            break
-    return answer * _prefactor(a, x)
+        if i % _CHECK_EVERY == 0:
+            out[live[done]] = answer[done]
+            k = ~done
+            live, answer, done = live[k], answer[k], done[k]
+            c, y, z, p1, p2, q1, q2 = c[k], y[k], z[k], p1[k], p2[k], q1[k], q2[k]
+    out[live] = np.nan  # not converged: no number rather than a wrong one
+    return out * prefactor
 
 
 def _incomplete(a: Any, x: Any, upper: bool) -> Any:
-    """P (``upper=False``) or Q of float64 arrays of one shape."""
+    """P (``upper=False``) or Q of float64 arrays of one shape. Each element is computed by
+    one method only, Cephes' (scipy's, PyTorch's) choice, on the elements that take it."""
     xp = get_array_module(a, x)
-    inside = (a > 0) & (x > 0) & xp.isfinite(a) & xp.isfinite(x)
-    a_in, x_in = xp.where(inside, a, 1.0), xp.where(inside, x, 1.0)
-    # scipy's choice (for Q; P uses "x > 1 and x > a" for the fraction, else the series)
+    flat_a, flat_x = a.reshape(-1), x.reshape(-1)
+    inside = (flat_a > 0) & (flat_x > 0) & xp.isfinite(flat_a) & xp.isfinite(flat_x)
+    where = xp.nonzero(inside)[0]
+    a_in, x_in = flat_a[where], flat_x[where]
+    asymptotic = (a_in > 20) & (xp.abs(x_in - a_in) < 0.3 * a_in)
+    # Cephes' igamc: Q from 1 - P's series, or from the fraction (x > 1.1), or its series
     with np.errstate(divide="ignore"):
-        small_series = xp.where(x_in <= 0.5, -0.4 / xp.log(x_in) >= a_in, x_in * 1.1 >= a_in)
+        small_x = xp.where(x_in <= 0.5, -0.4 / xp.log(x_in) < a_in, x_in * 1.1 < a_in)
+    q_by_p = xp.where(x_in > 1.1, x_in < a_in, small_x)
     if upper:
-        fraction = (x_in > 1.1) & (x_in >= a_in)
-        q_series = (x_in <= 1.1) & small_series
-    else:
-        fraction = (x_in > 1.0) & (x_in > a_in)
-        q_series = xp.zeros_like(fraction)
-    p_series = ~(fraction | q_series)
-    p = _lower_series(xp.where(p_series, a_in, 1.0), xp.where(p_series, x_in, 0.0))
-    q_fraction = _upper_fraction(xp.where(fraction, a_in, 1.0), xp.where(fraction, x_in, 2.0))
-    q_small = _upper_series(xp.where(q_series, a_in, 1.0), xp.where(q_series, x_in, 0.5))
-    q = xp.where(fraction, q_fraction, q_small)
-    out = xp.where(p_series, p if not upper else 1.0 - p, q if upper else 1.0 - q)
-    return _with_edges(a, x, out, upper)
+        by_p, by_q = ~asymptotic & q_by_p, ~asymptotic & ~q_by_p
+    else:  # Cephes' igam: 1 - Q where x > 1 and x > a (Q there never goes back to P)
+        by_q = ~asymptotic & (x_in > 1.0) & (x_in > a_in)
+        by_p = ~asymptotic & ~by_q
+    fraction, q_series = by_q & (x_in > 1.1), by_q & (x_in <= 1.1)
+    values = xp.zeros_like(a_in)
+    values[asymptotic] = temme.asymptotic(a_in[asymptotic], x_in[asymptotic], upper)
+    p = _lower_series(a_in[by_p], x_in[by_p])
+    values[by_p] = 1.0 - p if upper else p
+    q = _upper_fraction(a_in[fraction], x_in[fraction])
+    values[fraction] = q if upper else 1.0 - q
+    q = _upper_series(a_in[q_series], x_in[q_series])
+    values[q_series] = q if upper else 1.0 - q
+    out = xp.zeros_like(flat_a)
+    out[where] = values
+    return _with_edges(a, x, out.reshape(a.shape), upper)
 
 
 def _with_edges(a: Any, x: Any, out: Any, upper: bool) -> Any:
@@ -254,8 +294,10 @@ def zeta(x: Any, q: Any) -> Any:
     x64, q64 = xp.broadcast_arrays(x.astype(np.float64), q.astype(np.float64))
     function = cupyx_function("zeta", x64, q64)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-        if function is not None:  # scipy's zeta(x, inf) is 0, PyTorch's NaN
-            out = xp.where(q64 == np.inf, np.nan, function(x64, q64))
+        if function is not None:  # scipy's zeta(x, inf) is 0, PyTorch's NaN; and zeta(inf,
+            # q > 1e8) too (its asymptotic branch there), PyTorch's NaN as for every q > 1
+            nan = (q64 == np.inf) | ((x64 == np.inf) & (q64 > 1e8))
+            out = xp.where(nan, np.nan, function(x64, q64))
         else:
             out = _zeta(x64, q64)
     return out.astype(dtype, copy=False)

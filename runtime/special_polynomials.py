@@ -33,15 +33,16 @@ def _degree(n: Any) -> Any:
     return xp.trunc(clipped).astype(np.int64)
 
 
-def _recurrence(x: Any, n: Any, need: Any, first: Any, step: Any) -> Any:
+def _recurrence(x: Any, n: Any, need: Any, first: Any, step: Any, where: str = "") -> Any:
     """``q_n`` from ``q_0 = 1``, ``q_1 = first`` and ``q_(k+1) = step(k, q_k, q_(k-1))``
-    for the elements in ``need`` (others get q_0)."""
+    for the elements in ``need`` (others get q_0). ``where`` ends the error's advice (the
+    Chebyshev polynomials have a closed form inside (-1, 1))."""
     xp = get_array_module(x)
     steps = int(xp.max(xp.where(need, n, 0))) if n.size else 0
     if steps > _MAX_STEPS:
         raise ValueError(
             f"polynomial of degree n = {steps} needs {steps} recurrence steps, more than "
-            f"dtrain runs ({_MAX_STEPS}); keep n <= {_MAX_STEPS} outside (-1, 1)"
+            f"dtrain runs ({_MAX_STEPS}); keep n <= {_MAX_STEPS}{where}"
         )
     previous, current = xp.ones_like(x), first
     result = xp.where(n == 1, current, previous)
@@ -70,7 +71,7 @@ def _chebyshev(kind: str, x: Any, n: Any) -> Any:
     inside = xp.abs(x) < 1
     closed_from = 6 if kind == "t" else 8
     need = (n >= 2) & ~((n > closed_from) & inside) & (xp.abs(x) != 1)
-    out = _recurrence(x, n, need, start, lambda k, q, p: (x + x) * q - p)
+    out = _recurrence(x, n, need, start, lambda k, q, p: (x + x) * q - p, " outside (-1, 1)")
     with np.errstate(invalid="ignore", divide="ignore"):
         theta = xp.arccos(xp.where(inside, x, 0))
         m = n.astype(x.dtype)
@@ -133,8 +134,9 @@ def shifted(function: Any, x: Any, n: Any) -> Any:
 def hermite_h(x: Any, n: Any) -> Any:
     """The physicists' Hermite polynomials ``H_n(x)``."""
     xp, x, n = _prepare(x, n)
-    out = _recurrence(x, n, n >= 2, x + x, lambda k, q, p: (x + x) * q - (2 * k) * p)
-    limit = _HERMITE_LIMIT.get(x.dtype, 1024)
+    limit = _HERMITE_LIMIT.get(x.dtype, 1024)  # NaN above, as PyTorch: no steps run there
+    need = (n >= 2) & (n <= limit)
+    out = _recurrence(x, n, need, x + x, lambda k, q, p: (x + x) * q - (2 * k) * p)
     out = xp.where(n > limit, np.nan, out)
     return xp.where(n < 0, 0, out).astype(x.dtype, copy=False)
 
@@ -142,8 +144,9 @@ def hermite_h(x: Any, n: Any) -> Any:
 def hermite_he(x: Any, n: Any) -> Any:
     """The probabilists' Hermite polynomials ``He_n(x)``."""
     xp, x, n = _prepare(x, n)
-    out = _recurrence(x, n, n >= 2, x, lambda k, q, p: x * q - k * p)
-    limit = _HERMITE_LIMIT.get(x.dtype, 1024)
+    limit = _HERMITE_LIMIT.get(x.dtype, 1024)  # NaN above, as PyTorch: no steps run there
+    need = (n >= 2) & (n <= limit)
+    out = _recurrence(x, n, need, x, lambda k, q, p: x * q - k * p)
     out = xp.where(n > limit, np.nan, out)
     return xp.where(n < 0, 0, out).astype(x.dtype, copy=False)
 

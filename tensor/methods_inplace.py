@@ -16,6 +16,16 @@ if TYPE_CHECKING:
 _fn: Any = None
 
 
+# Named as torch's functions, so that an in-place error names ``igamma_`` (the op modules
+# call them gammainc / gammaincc).
+def igamma(input: Tensor, other: Any) -> Tensor:
+    return _fn.igamma(input, other)
+
+
+def igammac(input: Tensor, other: Any) -> Tensor:
+    return _fn.igammac(input, other)
+
+
 class InplaceMethods:
     """Mixed into ``Tensor`` through ``TensorMethods``: the in-place forms of the math,
     fill and indexing methods."""
@@ -121,6 +131,12 @@ class InplaceMethods:
 
     def i0_(self) -> Tensor:
         return _fn.unary_(self, _fn.i0)
+
+    def igamma_(self, other: Any) -> Tensor:
+        return _fn.unary_(self, igamma, other)
+
+    def igammac_(self, other: Any) -> Tensor:
+        return _fn.unary_(self, igammac, other)
 
     def reciprocal_(self) -> Tensor:
         return _fn.unary_(self, _fn.reciprocal)

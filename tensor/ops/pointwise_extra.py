@@ -88,6 +88,7 @@ def erfc_array(x: Any) -> Any:
         h = xp.floor(z * 16) / 16
         with quiet(xp):  # exp underflows to 0 far out, as erfc does
             tail = t * xp.exp(-(h * h)) * xp.exp(poly - (z - h) * (z + h))
+        tail = xp.where(xp.isinf(z), np.float32(0), tail)  # z - h is NaN at z = inf
         return xp.where(x < 0, 2 - tail, tail).astype(x.dtype, copy=False)
     with quiet(xp):
         near = 1.0 - _erf(x)

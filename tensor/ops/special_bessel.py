@@ -10,18 +10,12 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.autograd.op import Op
+from dtrain._tensor.ops.special_common import as_float as _float
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime import special_airy as _airy
 from dtrain.runtime import special_bessel as _bessel_j
 from dtrain.runtime import special_bessel_modified as _bessel
 from dtrain.runtime.backend import get_array_module
-
-
-def _float(x: Tensor) -> Tensor:
-    """Integer and bool tensors become float32 (PyTorch's default float), as in PyTorch."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"expected a Tensor, got {type(x).__name__}; wrap it with dt.tensor()")
-    return x if x._array.dtype.kind == "f" else x.float()
 
 
 def _tiny(x: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import quiet, unbroadcast
+from dtrain._tensor.ops.special_common import expect_tensor
 from dtrain._tensor.ops.trig import float_binary
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime import special_incomplete as _incomplete
@@ -79,32 +80,24 @@ class Zeta(Op):
         return None, unbroadcast(grad * slope.astype(grad.dtype, copy=False), self.q.shape)
 
 
-def _check(name: str, input: Any, other: Any) -> None:
-    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
-        raise TypeError(
-            f"{name}: expected at least one Tensor, got {type(input).__name__} and "
-            f"{type(other).__name__}; wrap one with dt.tensor()"
-        )
-
-
 def gammainc(input: Any, other: Any) -> Tensor:
     """The regularised lower incomplete gamma function ``P(input, other)``, elementwise with
     broadcasting: NaN for negative arguments; differentiable in ``other`` only."""
-    _check("gammainc", input, other)
+    expect_tensor("gammainc", input, other)
     return float_binary(Gammainc, input, other)
 
 
 def gammaincc(input: Any, other: Any) -> Tensor:
     """The regularised upper incomplete gamma function ``Q = 1 - P``, elementwise with
     broadcasting; differentiable in ``other`` only."""
-    _check("gammaincc", input, other)
+    expect_tensor("gammaincc", input, other)
     return float_binary(Gammaincc, input, other)
 
 
 def zeta(input: Any, other: Any) -> Tensor:
     """The Hurwitz zeta function ``sum_k (other + k)^-input``, elementwise with
     broadcasting: +inf at ``input = 1``, NaN below; differentiable in ``other`` only."""
-    _check("zeta", input, other)
+    expect_tensor("zeta", input, other)
     return float_binary(Zeta, input, other)
 
 

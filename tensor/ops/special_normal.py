@@ -8,7 +8,8 @@ from typing import Any
 
 from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops._util import quiet, unbroadcast
-from dtrain._tensor.ops.special_bessel import _float
+from dtrain._tensor.ops.special_common import as_float as _float
+from dtrain._tensor.ops.special_common import expect_tensor
 from dtrain._tensor.ops.trig import float_binary
 from dtrain._tensor.tensor import Tensor
 from dtrain.runtime import special_normal as _normal
@@ -127,11 +128,7 @@ def erfcx(input: Tensor) -> Tensor:
 def xlog1py(input: Any, other: Any) -> Tensor:
     """Elementwise ``input * log1p(other)``, 0 where ``input`` is 0 (unless ``other`` is
     NaN); broadcasts, and either argument may be a Python number."""
-    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
-        raise TypeError(
-            f"xlog1py: expected at least one Tensor, got {type(input).__name__} and "
-            f"{type(other).__name__}; wrap one with dt.tensor()"
-        )
+    expect_tensor("xlog1py", input, other)
     return float_binary(Xlog1py, input, other)
 
 

@@ -9,17 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from dtrain._tensor.ops.special_common import expect_tensor
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime import special_polynomials as _poly
 from dtrain.runtime.backend import get_array_module
 
 
 def _evaluate(name: str, function: Callable[[Any, Any], Any], input: Any, n: Any) -> Tensor:
-    if not isinstance(input, Tensor) and not isinstance(n, Tensor):
-        raise TypeError(
-            f"{name}: expected input or n to be a Tensor, got {type(input).__name__} and "
-            f"{type(n).__name__}; wrap one with dt.tensor()"
-        )
+    expect_tensor(name, input, n, "input or n to be a Tensor")
     for value, what in ((input, "input"), (n, "n")):
         if not isinstance(value, (Tensor, int, float)) or isinstance(value, bool):
             raise TypeError(f"{name}: {what} must be a Tensor or a number, got {value!r}")

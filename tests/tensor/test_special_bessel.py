@@ -315,3 +315,43 @@ def test_the_cupyx_route_gives_the_same_values(name, function, scipy_special, mo
     np.testing.assert_array_equal(np.signbit(got[x == 0]), np.signbit(expected[x == 0]))
     scale = np.maximum(np.abs(expected[finite]), 0.05)
     assert (np.abs(got[finite] - expected[finite]) / scale).max() < 1e-13
+
+
+def test_modified_bessel_k_below_1e_300():
+    """K0(x) = -log(x / 2) - gamma and K1(x) = 1 / x for tiny x (the next terms are below
+    1e-600): the argument was clipped at 1e-300, so smaller x gave K(1e-300)."""
+    x = np.array([1e-305, 1e-310, 5e-324, 1e-300])
+    k0 = -np.log(x) + math.log(2) - 0.57721566490153286061
+    np.testing.assert_allclose(modified.k0(x), k0, rtol=1e-15)
+    np.testing.assert_allclose(modified.k0e(x), k0, rtol=1e-15)
+    np.testing.assert_allclose(modified.k1(x[[0, 3]]), 1 / x[[0, 3]], rtol=1e-15)
+    assert np.all(modified.k1(x[1:3]) == np.inf)  # 1 / x overflows, as in scipy
+
+
+def test_bessel_y_at_the_least_subnormal():
+    """Y0(x) = 2 / pi (log(x / 2) + gamma) for tiny x, where x / 2 underflows at 5e-324;
+    Y1 = -2 / (pi x) is -inf there (t / pi was 0, times -inf: NaN)."""
+    x = np.array([5e-324, 1e-320])
+    expected = 2 / math.pi * (np.log(x) - math.log(2) + 0.57721566490153286061)
+    np.testing.assert_allclose(bessel.y0(x), expected, rtol=1e-15)
+    np.testing.assert_array_equal(bessel.y1(x), [-np.inf, -np.inf])
+
+
+def test_the_cupyx_route_computes_the_edges_once_on_the_host():
+    """The values at +-inf and +-0 come from the array code path, run on numpy once per
+    function name and cached (on a GPU, per call it was a thousand kernel launches)."""
+    seen = []
+
+    def edges(z):
+        seen.append(type(z))
+        return modified.i0(z)
+
+    x = np.array([np.inf, -np.inf, 0.0, -0.0, 1.0])
+    name = "test-edges-cached-i0"
+    special_cupyx._EDGES.pop(name, None)
+    for _ in range(3):
+        out = special_cupyx.call_float64(np.cosh, x, edges, name)
+        np.testing.assert_array_equal(out, [np.nan, np.nan, 1.0, 1.0, math.cosh(1.0)])
+    assert seen == [np.ndarray]
+    assert special_cupyx.edge_values(name, edges) == special_cupyx._EDGES[name]
+    special_cupyx._EDGES.pop(name)

@@ -193,7 +193,7 @@ def test_against_pytorch(name, torch):
 def test_the_cupyx_route_gives_the_same_values(name, scipy_special, monkeypatch):
     """Stand scipy in for cupyx.scipy.special: with dtrain's edge values, the results equal
     the array code path's."""
-    values = np.append(EDGE_VALUES, [0.3, 7.0, 30.0, -2.5])
+    values = np.append(EDGE_VALUES, [0.3, 7.0, 30.0, -2.5, 2e8, 1e10])  # cupy's zeta: q > 1e8
     a, x = (v.ravel() for v in np.meshgrid(values, values))
     if name == "zeta":
         a = np.where(np.isfinite(a) & (a >= 0), a + 1.5, a)
@@ -211,3 +211,94 @@ def test_torchs_top_level_names_i0_igamma_igammac_and_the_methods():
     y = x.clone()
     assert y.i0_() is y
     np.testing.assert_array_equal(y.numpy(), special.i0(x).numpy())
+
+
+def test_large_a_near_x_uses_the_asymptotic_expansion():
+    """P(a, a) = 1/2 + 1 / (3 sqrt(2 pi a)) + O(a^-3/2) (Temme): the series would stop short
+    of convergence above a ~ 5e8 and return a wrong number (0.477 at a = 1e10)."""
+    a = np.geomspace(1e8, 1e14, 13)
+    expected = 0.5 + 1 / (3 * np.sqrt(2 * math.pi * a))
+    np.testing.assert_allclose(incomplete.gammainc(a, a), expected, rtol=1e-12)
+    np.testing.assert_allclose(incomplete.gammaincc(a, a), 1 - expected, rtol=1e-12)
+    # across Temme's region, P + Q = 1 and P rises with x
+    rng = np.random.default_rng(3)
+    a = np.exp(rng.uniform(np.log(21), np.log(1e12), 2000))
+    x = np.sort(rng.uniform(0.71, 1.29, 2000)) * a[0]
+    p, q = incomplete.gammainc(np.full_like(x, a[0]), x), incomplete.gammaincc(a, a * 1.01)
+    assert np.all(np.diff(p) >= 0) and np.isfinite(q).all()
+    x = a * rng.uniform(0.71, 1.29, 2000)
+    np.testing.assert_allclose(
+        incomplete.gammainc(a, x) + incomplete.gammaincc(a, x), 1.0, rtol=0, atol=4e-15
+    )
+
+
+def test_an_element_that_does_not_converge_is_nan_and_alone(monkeypatch):
+    """The cap on the series and the fraction gives NaN, not the partial sum, and only for
+    the elements that need more steps than it (each element runs until its own end)."""
+    monkeypatch.setattr(incomplete, "_MAX_ITERATIONS", 32)
+    a, x = np.array([2.0, 15.0, 0.5]), np.array([1.5, 14.0, 3.0])  # P's series at a = x = 15
+    p, q = incomplete.gammainc(a, x), incomplete.gammaincc(a, x)
+    assert np.isnan(p[1]) and np.isnan(q[1])
+    np.testing.assert_allclose(p[0], 1 - math.exp(-1.5) * (1 + 1.5), rtol=1e-14)
+    np.testing.assert_allclose(q[2], math.erfc(math.sqrt(3.0)), rtol=1e-14)
+    monkeypatch.setattr(incomplete, "_MAX_ITERATIONS", 16)
+    a, x = np.array([19.0, 5.0]), np.array([19.5, 6.0])  # Q's fraction near a = 19
+    q = incomplete.gammaincc(a, x)
+    assert np.isnan(q[0])
+    partial = sum(6.0**k / math.factorial(k) for k in range(5)) * math.exp(-6.0)
+    np.testing.assert_allclose(q[1], partial, rtol=1e-14)
+
+
+def test_large_x_gives_zero_or_one_not_nan():
+    """Where the prefactor x^a e^-x / Gamma(a) underflows to 0, Q is 0 (as Cephes): the
+    fraction's p and q overflow for x > 2^52 and gave inf / inf * 0 = NaN."""
+    x = np.geomspace(100, 1e300, 4000)
+    for a in (0.5, 2.0, 50.0):
+        p = incomplete.gammainc(np.full_like(x, a), x)
+        q = incomplete.gammaincc(np.full_like(x, a), x)
+        assert not np.isnan(p).any() and not np.isnan(q).any(), a
+        assert np.all(p[x > 1e4] == 1.0) and np.all(q[x > 1e4] == 0.0)
+    assert incomplete.gammainc(np.array([2.0]), np.array([1e100]))[0] == 1.0
+    assert incomplete.gammaincc(np.array([0.5]), np.array([2e154]))[0] == 0.0
+
+
+def test_large_a_far_below_x_keeps_its_tail():
+    """P(174, 2.378) ~ 4e-252: the prefactor's (x / fac)^a would underflow on its own."""
+    a, x = np.array([174.01659267355197]), np.array([2.378344526276055])
+    direct = math.exp(174.01659267355197 * math.log(x[0]) - x[0] - math.lgamma(a[0] + 1))
+    series = sum(math.prod(x[0] / (a[0] + k) for k in range(1, n + 1)) for n in range(40))
+    np.testing.assert_allclose(incomplete.gammainc(a, x), direct * series, rtol=1e-12)
+
+
+def test_large_a_against_pytorch_where_cephes_converges(torch):
+    """Against PyTorch in the part of Temme's region where Cephes uses it too (a > 200 and
+    |x - a| < 4.5 sqrt(a)); PyTorch's expansion takes pi in float32, so 1e-8 relative."""
+    rng = np.random.default_rng(5)
+    a = np.exp(rng.uniform(np.log(201), np.log(1e13), 3000))
+    x = a + rng.uniform(-4.4, 4.4, 3000) * np.sqrt(a)
+    for ours, theirs in ((incomplete.gammainc, torch.special.gammainc),
+                         (incomplete.gammaincc, torch.special.gammaincc)):  # fmt: skip
+        expected = theirs(torch.tensor(a), torch.tensor(x)).numpy()
+        np.testing.assert_allclose(ours(a, x), expected, rtol=1e-8, atol=1e-300)
+
+
+def test_igamma_and_igammac_in_place():
+    a, x = dt.tensor([0.5, 1.0, 2.0]), dt.tensor([1.0, 2.0, 3.0])
+    y = a.clone()
+    assert y.igamma_(x) is y
+    np.testing.assert_array_equal(y.numpy(), special.gammainc(a, x).numpy())
+    y = a.clone()
+    assert y.igammac_(x) is y
+    np.testing.assert_array_equal(y.numpy(), special.gammaincc(a, x).numpy())
+    with pytest.raises(TypeError, match="igamma_"):  # as PyTorch: no float result in an int
+        dt.tensor([1, 2, 3]).igamma_(x)
+    with pytest.raises(RuntimeError, match="igammac_"):  # nor a broadcast to a larger shape
+        a.clone().igammac_(dt.tensor([[1.0], [2.0]]))
+
+
+def test_igamma_in_place_as_pytorch(torch):
+    a, x = np.array([0.5, 1.0, 2.0, 30.0]), np.array([1.0, 2.0, 3.0, 29.0])
+    for name in ("igamma_", "igammac_"):
+        ours = getattr(dt.tensor(a), name)(dt.tensor(x)).numpy()
+        theirs = getattr(torch.tensor(a, dtype=torch.float32), name)(torch.tensor(x)).numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)

@@ -180,3 +180,17 @@ def test_the_cupyx_route_gives_the_same_values(name, scipy_special, monkeypatch)
     monkeypatch.setattr(special_cupyx, "cupyx_function", lambda n, *a: getattr(scipy_special, name))
     got = getattr(normal, name)(x)
     np.testing.assert_allclose(got, expected, rtol=1e-12, equal_nan=True)  # scipy at x=30: 2e-13
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_erfc_and_ndtr_at_infinity(dtype):
+    """erfc(inf) = 0, erfc(-inf) = 2, ndtr(+-inf) = 1, 0 (float32 and float16 gave NaN:
+    inf - inf in the fit's exponent); float16's 7e4 is inf, the same."""
+    dtype = getattr(dt, dtype)
+    x = dt.tensor([np.inf, -np.inf, 70000.0, -70000.0, 1.0], dtype=dtype)
+    erfc = dt.erfc(x).numpy().astype(np.float64)
+    np.testing.assert_array_equal(erfc[:4], [0.0, 2.0, 0.0, 2.0])
+    np.testing.assert_allclose(erfc[4], math.erfc(1.0), rtol=2e-3)
+    ndtr = special.ndtr(x).numpy().astype(np.float64)
+    np.testing.assert_array_equal(ndtr[:4], [1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(ndtr[4], 0.5 * math.erfc(-1 / math.sqrt(2)), rtol=2e-3)

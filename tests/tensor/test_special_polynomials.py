@@ -139,3 +139,15 @@ def test_against_pytorch(name, torch):
         got = getattr(special, name)(dt.tensor(x.astype(dtype)), dt.tensor(n.astype(dtype))).numpy()
         # near the zeros (|value| < 1e-6) rounding decides the last digits: absolute there
         np.testing.assert_allclose(got, expected, rtol=rtol, atol=1e-6, equal_nan=True)
+
+
+def test_hermite_above_its_limit_is_nan_without_running_the_recurrence():
+    """Above n = 128 (float32) / 512 (float64) Hermite is NaN, as PyTorch, whatever n: no
+    recurrence runs there (n = 2e6 raised the too-many-steps error)."""
+    for name in ("hermite_polynomial_h", "hermite_polynomial_he"):
+        fn = getattr(special, name)
+        for dtype in (dt.float32, dt.float64):
+            out = fn(dt.tensor([0.5, 0.5], dtype=dtype), dt.tensor([2e6, 3.0], dtype=dtype))
+            assert np.isnan(out.numpy()[0]) and np.isfinite(out.numpy()[1])
+    with pytest.raises(ValueError, match=r"n <= 1000000$"):  # no "outside (-1, 1)" here
+        special.legendre_polynomial_p(dt.tensor([0.5]), dt.tensor([2e6]))
