@@ -28,9 +28,12 @@ from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.nn.functional.conv_columns import (
     add_columns,
     columns,
+    drop_surplus,
+    finite,
     from_image,
     full_convolution,
     geometry,
+    has_surplus,
     kernel_from_matrix,
     kernel_matrix,
     kernel_product,
@@ -124,6 +127,8 @@ class Conv2d(Op):
         if need_w:
             cols = self.cols if self.cols is not None else columns(self.x, g)
             grad_w = kernel_product(flat, cols, g)
+            if has_surplus(g) and not finite(grad_w):  # inf * 0 in a surplus window
+                grad_w = kernel_product(flat, drop_surplus(cols, g), g)
             del cols
             grad_w = kernel_from_matrix(grad_w, g, self.weight_shape)
         if need_b:
@@ -133,7 +138,10 @@ class Conv2d(Op):
         if need_x and g.last and self.weight.shape[0] <= self.weight.shape[1] * g.groups:
             grad_x = full_convolution(grad, self.weight, g)
         if need_x and grad_x is None:
-            grad_x = add_columns(product_t(self.kernel, flat, g), g)
+            spread = product_t(self.kernel, flat, g)
+            if has_surplus(g) and not finite(self.kernel):  # inf * 0 in a surplus column
+                spread = drop_surplus(spread, g)
+            grad_x = add_columns(spread, g)
         return grad_x, grad_w, grad_b
 
 

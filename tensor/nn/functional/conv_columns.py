@@ -148,6 +148,27 @@ def add_columns(cols: Any, g: Geometry) -> Any:
     return image if image.shape == padded.shape else xp.ascontiguousarray(image)
 
 
+def has_surplus(g: Geometry) -> bool:
+    """Whether the columns are wide rows (CPU only), whose surplus windows read past their
+    row into the next row, channel or image."""
+    return g.wide != g.ow
+
+
+def drop_surplus(a: Any, g: Geometry) -> Any:
+    """``a`` in the channel-major columns' layout with the surplus columns of wide rows set
+    to 0 (in place where ``a`` is contiguous). Multiplying by 0 does not clear them where
+    they hold inf or NaN, which would reach another channel's gradient; the callers check
+    for that (cheaply, on a weight-sized array) before paying for this pass."""
+    rows = a.reshape(a.shape[0], -1, g.wide)
+    rows[:, :, g.ow :] = 0
+    return rows.reshape(a.shape)
+
+
+def finite(a: Any) -> bool:
+    """All of ``a`` finite (numpy: the wide rows exist on the CPU only)."""
+    return bool(np.isfinite(a).all())
+
+
 def to_image(a: Any, g: Geometry, shape: tuple, bias: Any = None) -> Any:
     """A product in the columns' position layout (``(C, N · OH · OW')`` channel-major,
     ``(N · OH · OW, C)`` channel-last) → a new ``(N, C, h, w)`` (``shape``), each image

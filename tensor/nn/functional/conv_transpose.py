@@ -22,9 +22,12 @@ from dtrain._tensor.nn.functional.conv import _check_float, _pair, col2im, im2co
 from dtrain._tensor.nn.functional.conv_columns import (
     add_columns,
     columns,
+    drop_surplus,
+    finite,
     from_image,
     full_convolution,
     geometry,
+    has_surplus,
     kernel_from_matrix,
     kernel_matrix,
     kernel_product,
@@ -66,7 +69,10 @@ class ConvTranspose2d(Op):
         if g.last and x.shape[2:] == (g.oh, g.ow) and x.shape[1] <= out_channels:
             out = full_convolution(x, w, g)
         if out is None:
-            out = add_columns(product_t(self.kernel, self.flat, g), g)
+            spread = product_t(self.kernel, self.flat, g)
+            if has_surplus(g) and not finite(self.kernel):  # inf * 0 in a surplus column
+                spread = drop_surplus(spread, g)
+            out = add_columns(spread, g)
         if b is not None:
             out += b.reshape(1, -1, 1, 1)
         self.x_shape = x.shape
@@ -80,6 +86,8 @@ class ConvTranspose2d(Op):
             cols = columns(grad, g)  # the im2col copy
         if need_w:
             grad_w = kernel_product(self.flat, cols, g)
+            if has_surplus(g) and not finite(grad_w):  # inf * 0 in a surplus window
+                grad_w = kernel_product(self.flat, drop_surplus(cols, g), g)
             grad_w = kernel_from_matrix(grad_w, g, self.weight_shape)
         if need_x:
             grad_x = to_image(product(self.kernel, cols, g), g, self.x_shape)
