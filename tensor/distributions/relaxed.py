@@ -177,7 +177,29 @@ def _expand_transformed(
     return new
 
 
-class RelaxedBernoulli(TransformedDistribution):
+class _RelaxedParameters:
+    """The parameters of a relaxed distribution, read from the base distribution it
+    transforms (``base_dist``)."""
+
+    base_dist: Any
+
+    @property
+    def temperature(self) -> Tensor:
+        """The relaxation temperature."""
+        return self.base_dist.temperature
+
+    @property
+    def logits(self) -> Tensor:
+        """The base distribution's logits."""
+        return self.base_dist.logits
+
+    @property
+    def probs(self) -> Tensor:
+        """The base distribution's probabilities."""
+        return self.base_dist.probs
+
+
+class RelaxedBernoulli(_RelaxedParameters, TransformedDistribution):
     """A relaxed Bernoulli on ``(0, 1)``: ``sigmoid`` of a ``LogitRelaxedBernoulli``
     (``temperature`` a tensor or number; lower is closer to 0/1); ``rsample`` is
     reparameterised."""
@@ -202,23 +224,8 @@ class RelaxedBernoulli(TransformedDistribution):
     def expand(self, batch_shape: Any, _instance: Any = None) -> RelaxedBernoulli:
         return _expand_transformed(self, RelaxedBernoulli, batch_shape, _instance)
 
-    @property
-    def temperature(self) -> Tensor:
-        """The relaxation temperature."""
-        return self.base_dist.temperature
 
-    @property
-    def logits(self) -> Tensor:
-        """``log(p / (1 - p))``."""
-        return self.base_dist.logits
-
-    @property
-    def probs(self) -> Tensor:
-        """``sigmoid(logits)``."""
-        return self.base_dist.probs
-
-
-class RelaxedOneHotCategorical(TransformedDistribution):
+class RelaxedOneHotCategorical(_RelaxedParameters, TransformedDistribution):
     """The Gumbel-softmax (Concrete) distribution on the simplex: ``exp`` of an
     ``ExpRelaxedCategorical``, i.e. ``softmax((logits + g) / temperature)``; ``rsample``
     is reparameterised."""
@@ -242,21 +249,6 @@ class RelaxedOneHotCategorical(TransformedDistribution):
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> RelaxedOneHotCategorical:
         return _expand_transformed(self, RelaxedOneHotCategorical, batch_shape, _instance)
-
-    @property
-    def temperature(self) -> Tensor:
-        """The relaxation temperature."""
-        return self.base_dist.temperature
-
-    @property
-    def logits(self) -> Tensor:
-        """Normalised log probabilities."""
-        return self.base_dist.logits
-
-    @property
-    def probs(self) -> Tensor:
-        """Probabilities, summing to 1 over the last dim."""
-        return self.base_dist.probs
 
 
 __all__ = [
