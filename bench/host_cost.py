@@ -10,6 +10,12 @@ numpy on tiny arrays standing in for cupy. A cProfile of the same steps splits t
 file, and each C built-in is charged to the file that called it, so the "dtrain" share is
 dtrain's own code and the calls it makes.
 
+It also counts, per step, the cupy calls that cost host time without launching anything:
+allocations (``cupy.empty``), views (reshape, basic indexing, transpose), device switches
+(``with device:``) and Device objects (``array.device``); each is a few µs on a GPU's host,
+a cost the emulator's numpy does not show. Those counts, and the calls dtrain's code makes,
+do not vary from run to run; the times do.
+
 The baseline is PyTorch eager on the CPU at the same sizes, in the same run: its step is
 also nearly all host work there (its dispatcher and autograd; a CUDA launch adds a few µs
 per kernel that it does not pay here).
@@ -222,6 +228,7 @@ def run_case(name: str, emulator: Emulator, args: argparse.Namespace) -> dict:
     with emulator.counting() as counts:
         dtrain_step()
     launches = Emulator.total(counts)
+    host_calls = dict(emulator.host_calls)
     dtrain_ms, dtrain_best = round_ms(dtrain_step, args.steps, args.rounds)
     torch_ms = torch_best = None
     if torch_step is not None:
@@ -259,10 +266,18 @@ def run_case(name: str, emulator: Emulator, args: argparse.Namespace) -> dict:
         f"~{estimate / launches * 1e3:.1f} us per launch"
     )
     print(f"calls made by dtrain's code: {calls / args.profile_steps:.0f} per step")
+    listed = ", ".join(f"{n} {name}" for name, n in sorted(host_calls.items()))
+    print(f"cupy host calls without a launch, per step: {sum(host_calls.values())} ({listed})")
     print(f"top {args.top} dtrain functions by own time (share of the profiled step):")
     for function, seconds in functions.most_common(args.top):
         print(f"  {seconds / profiled:6.2%}  {function}")
-    return {"launches": launches, "dtrain_ms": dtrain_ms, "torch_ms": torch_ms, "calls": calls}
+    return {
+        "launches": launches,
+        "dtrain_ms": dtrain_ms,
+        "torch_ms": torch_ms,
+        "calls": calls,
+        "host_calls": host_calls,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ machine never needs it installed.
 
 from __future__ import annotations
 
+import contextlib
 import types
 from typing import Any
 
@@ -57,6 +58,31 @@ def is_cuda_array(array: Any) -> bool:
     if found is None:
         found = _is_cuda_type[kind] = kind.__module__.startswith("cupy")
     return found
+
+
+def device_id(array: Any) -> int:
+    """The GPU a cupy array lives on, read from its memory pointer: ``array.device.id``
+    makes a Device object each time (the optimizers ask per parameter, every step)."""
+    return array.data.device_id
+
+
+_NO_SWITCH = contextlib.nullcontext()
+_gpu_count: tuple[Any, int] | None = None  # (the cupy module asked, its device count)
+
+
+def on_device_of(array: Any) -> contextlib.AbstractContextManager:
+    """``with on_device_of(a):`` makes ``a``'s GPU current for the block, as ``with a.device:``
+    does, but switches nothing (two CUDA calls and a Device object saved, per op) where that
+    GPU is current already: always so where the process sees one GPU."""
+    global _gpu_count
+    cupy = _cupy
+    if cupy is None:  # a cupy array from outside, before dtrain loaded cupy
+        return array.device
+    if _gpu_count is None or _gpu_count[0] is not cupy:
+        _gpu_count = (cupy, cupy.cuda.runtime.getDeviceCount())
+    if _gpu_count[1] == 1 or cupy.cuda.runtime.getDevice() == array.data.device_id:
+        return _NO_SWITCH
+    return array.device
 
 
 def get_array_module(*arrays: Any) -> types.ModuleType:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import on_device_of, require_cupy
 
 _OP_N, _OP_T = 0, 1
 _GEMM_DEFAULT = -1
@@ -288,7 +288,7 @@ def matmul(a: Any, b: Any, out_dtype: Any = None) -> Any:
             f"cublas.matmul: cuBLAS does not write a product of {a.dtype} operands in "
             f"{out_dtype}; pass out_dtype={a.dtype} (or float32 for float16 operands)"
         )
-    with a.device:
+    with on_device_of(a):
         return _matmul_on_current_device(cupy, a, b, out_dtype)
 
 

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dtrain.runtime import cublas
+from dtrain.runtime.backend import on_device_of
 from dtrain.runtime.config import read_config
 
 # cublasLt.h (CUDA 13; unchanged since CUDA 11)
@@ -376,7 +377,7 @@ def matmul_bias(a: Any, b: Any, bias: Any, relu: bool = False) -> Any | None:
         return None
     import cupy
 
-    with a.device:
+    with on_device_of(a):
         out = cupy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
         epilogue = EPILOGUE_RELU_BIAS if relu else EPILOGUE_BIAS
         return out if _run(a, b, bias, out, epilogue) else None
@@ -391,7 +392,7 @@ def matmul_row_sums(a: Any, b: Any, out_dtype: Any = None) -> tuple[Any, Any] | 
         return None
     import cupy
 
-    with a.device:
+    with on_device_of(a):
         out = cupy.empty((a.shape[0], b.shape[1]), dtype=out_dtype)
         sums = cupy.empty(a.shape[0], dtype=out_dtype)
         return (out, sums) if _run(a, b, sums, out, EPILOGUE_BGRADB) else None

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import on_device_of, require_cupy
 from dtrain.runtime.kernels.build import f64, kernel, launch, register, templated
 from dtrain.runtime.kernels.multi_tensor import (
     BLOCK,
@@ -164,7 +164,7 @@ def adam_multi_tensor(
         f64(lr), f64(beta1), f64(beta2), f64(eps), f64(weight_decay),
         *(np.int32(f) for f in flags), f64(step_size), f64(bias_correction2_sqrt),
     )  # fmt: skip
-    with params[0].device:
+    with on_device_of(params[0]):
         update = kernel(SOURCE, f"adam_multi_tensor<{name}>")
         bump = kernel(SOURCE, "adam_increment_steps") if steps is not None else None
         rows = [params, grads, exp_avgs, exp_avg_sqs, v_max, steps]

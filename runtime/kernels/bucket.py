@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import on_device_of, require_cupy
 from dtrain.runtime.kernels.build import (
     ELEMENTWISE_BLOCK,
     elementwise_grid,
@@ -69,7 +69,7 @@ def scale_(flat: Any, factor: float) -> Any:
             f"(c_contiguous={flat.flags.c_contiguous}); scale it with `flat *= factor` instead"
         )
     if flat.size:
-        with flat.device:
+        with on_device_of(flat):
             fn = kernel(SOURCE, f"scale_inplace<{name}>")
             args = (flat, i64(flat.size), f64(factor))
             launch(fn, elementwise_grid(flat.size), ELEMENTWISE_BLOCK, args)
@@ -95,7 +95,7 @@ def scale_cast(flat: Any, factor: float, dtype: Any, out: Any = None) -> Any:
             f"scale_cast: no kernel from {flat.dtype} to {np.dtype(dtype)}; it casts between "
             "float16 and float32/float64 (use (flat * factor).astype(dtype) otherwise)"
         )
-    with flat.device:
+    with on_device_of(flat):
         if out is None:
             out = cupy.empty(flat.shape, dtype)
         if out.dtype != np.dtype(dtype) or out.size != flat.size or not out.flags.c_contiguous:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import on_device_of, require_cupy
 from dtrain.runtime.cuda_graph import is_current_stream_capturing
 from dtrain.runtime.kernels.prelude import PRELUDE
 
@@ -112,7 +112,7 @@ def on_array_device(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(array: Any, *args: Any, **kwargs: Any) -> Any:
-        with array.device:
+        with on_device_of(array):
             return fn(array, *args, **kwargs)
 
     return wrapper

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import on_device_of, require_cupy
 from dtrain.runtime.kernels.build import kernel, launch, register, type_name
 from dtrain.runtime.kernels.multi_tensor import BLOCK, MULTI_TENSOR, check_lists, tensor_lists
 
@@ -56,7 +56,7 @@ def cast_multi_tensor(sources: list[Any], dtype: Any, checked: bool = False) -> 
             f"cast_multi_tensor: no kernel from {sources[0].dtype} to {np.dtype(dtype)}; it "
             "casts float32 to float16 (use astype otherwise)"
         )
-    with sources[0].device:
+    with on_device_of(sources[0]):
         outs = [cupy.empty(x.shape, dtype) for x in sources]
         fn = kernel(SOURCE, f"cast_multi_tensor<{pair}>")
         for struct, count, grid in tensor_lists([sources, outs]):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import device_id, require_cupy
 from dtrain.runtime.kernels.build import (
     contiguous,
     done_counter,
@@ -176,7 +176,7 @@ def cross_entropy_forward(
     # Past _FINISH_ROWS rows the last block's sum would be a long tail for its threads;
     # a mean launch of its own costs little beside that much work.
     finish = mean and 0 < rows <= _FINISH_ROWS
-    counter = done_counter(cupy, logits.device.id) if finish else None
+    counter = done_counter(cupy, device_id(logits)) if finish else None
     if counter is None:
         row_loss = total = count = None
         counter = cupy.empty(0, np.int32)  # not read without finish

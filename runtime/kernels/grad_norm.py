@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import on_device_of, require_cupy
 from dtrain.runtime.kernels.build import f64, kernel, launch, register, templated
 from dtrain.runtime.kernels.multi_tensor import (
     BLOCK,
@@ -100,7 +100,7 @@ def sum_squares_(
     (``multi_tensor.check_lists``)."""
     cupy = require_cupy("sum_squares_")
     name = check_lists("sum_squares_", [grads], checked) if grads else None
-    with total.device:
+    with on_device_of(total):
         # Nothing to sum, or the atomic path (it adds to what is there): 0 first.
         plan = last_block_launches(cupy, grads, total, overwrite, np.float64, clear=0)
         if not plan.launches:
@@ -123,7 +123,7 @@ def clip_(
     if not grads:
         return None
     name = check_lists("clip_", [grads], checked)
-    with grads[0].device:
+    with on_device_of(grads[0]):
         if norm is None:
             norm = cupy.empty((), grads[0].dtype)
         fn = kernel(SOURCE, f"clip_multi_tensor<{name}>")

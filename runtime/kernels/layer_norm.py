@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import device_id, require_cupy
 from dtrain.runtime.kernels.build import (
     ELEMENTWISE_BLOCK,
     contiguous,
@@ -275,7 +275,7 @@ def layer_norm_backward(
     chunks = max(1, math.ceil(rows / per_chunk))
     partials = cupy.empty((2, chunks if param_grads else 0, cols), acc_dtype(x.dtype))
     param_grads_out = cupy.empty((2, cols if param_grads else 0), x.dtype)
-    counter = done_counter(cupy, x.device.id) if param_grads else None
+    counter = done_counter(cupy, device_id(x)) if param_grads else None
     if rows and cols:
         w = x if weight is None else contiguous(weight.reshape(cols))
         block = row_block(cols)

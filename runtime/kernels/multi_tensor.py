@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from dtrain.runtime.backend import is_cuda_array
+from dtrain.runtime.backend import device_id, is_cuda_array
 from dtrain.runtime.kernels.build import done_counter, type_name
 
 CHUNK = 16384  # elements a block updates before it moves to its next chunk
@@ -87,8 +87,8 @@ def fusable(*arrays: Any) -> bool:
         if first is None:
             if type_name(a.dtype) is None:
                 return False
-            first, dtype, size, device = a, a.dtype, a.size, a.device.id
-        elif a.dtype != dtype or a.size != size or a.device.id != device:
+            first, dtype, size, device = a, a.dtype, a.size, device_id(a)
+        elif a.dtype != dtype or a.size != size or device_id(a) != device:
             return False
     return first is not None
 
@@ -131,14 +131,14 @@ class PersistentChecks:
             if not fusable(*persistent):
                 return False
             first = persistent[0]
-            entry = self._known[key] = (persistent, first.dtype, first.size, first.device.id)
+            entry = self._known[key] = (persistent, first.dtype, first.size, device_id(first))
         _, dtype, size, device = entry
         return (
             is_cuda_array(grad)
             and grad.dtype == dtype
             and grad.size == size
             and grad.flags.c_contiguous
-            and grad.device.id == device
+            and device_id(grad) == device
         )
 
 
@@ -214,7 +214,7 @@ def last_block_launches(
     With ``overwrite`` the value may hold anything before; where the kernels cannot
     overwrite it (no counter, or nothing to launch) it is set to ``clear`` here first."""
     launches = [entry for entry in tensor_lists([grads]) if entry[2]] if grads else []
-    counter = done_counter(cupy, value.device.id) if launches else None
+    counter = done_counter(cupy, device_id(value)) if launches else None
     if overwrite and (counter is None or not launches):
         value.fill(clear)
         overwrite = False
@@ -230,5 +230,5 @@ def grouped(indices: list[int], arrays: list[Any]) -> dict[tuple, list[int]]:
     """``indices`` grouped by the (dtype, device) of ``arrays[i]``, in order."""
     groups: dict[tuple, list[int]] = {}
     for i in indices:
-        groups.setdefault((arrays[i].dtype, arrays[i].device.id), []).append(i)
+        groups.setdefault((arrays[i].dtype, device_id(arrays[i])), []).append(i)
     return groups

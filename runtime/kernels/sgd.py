@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import on_device_of, require_cupy
 from dtrain.runtime.kernels.build import f64, kernel, launch, register, templated
 from dtrain.runtime.kernels.multi_tensor import BLOCK, MULTI_TENSOR, check_lists, tensor_lists
 
@@ -95,7 +95,7 @@ def sgd_multi_tensor(
         f64(lr), f64(momentum), f64(dampening), f64(weight_decay),
         np.int32(nesterov), np.int32(maximize), np.int32(first),
     )  # fmt: skip
-    with params[0].device:
+    with on_device_of(params[0]):
         fn = kernel(SOURCE, f"sgd_multi_tensor<{name}>")
         for struct, count, grid in tensor_lists([params, grads, buffers]):
             if grid:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import is_cuda_array
+from dtrain.runtime.backend import is_cuda_array, on_device_of
 from dtrain.runtime.kernels.build import i64, kernel, launch, register, templated, type_name
 from dtrain.runtime.kernels.multi_tensor import BLOCK, MAX_TENSORS, MULTI_TENSOR, tensor_lists
 
@@ -53,7 +53,7 @@ def tile_(out: Any, pieces: list[Any], starts: list[int], axis: int) -> None:
     row = out.shape[axis] * inner
     offsets = [start * inner for start in starts]
     spans = [p.shape[axis] * inner for p in pieces]
-    with out.device:
+    with on_device_of(out):
         fn = kernel(SOURCE, f"tile_multi_tensor<{type_name(out.dtype)}>")
         for index, (struct, count, grid) in enumerate(tensor_lists([pieces])):
             first = index * MAX_TENSORS

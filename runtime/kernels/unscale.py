@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from dtrain.runtime.backend import require_cupy
+from dtrain.runtime.backend import on_device_of, require_cupy
 from dtrain.runtime.kernels.build import kernel, launch, register, templated
 from dtrain.runtime.kernels.multi_tensor import (
     BLOCK,
@@ -91,7 +91,7 @@ def unscale_(
     ``checked``: the caller already checked the list (``multi_tensor.check_lists``)."""
     cupy = require_cupy("unscale_")
     name = check_lists("unscale_", [grads], checked) if grads else None
-    with found.device:
+    with on_device_of(found):
         # Nothing to check, or no counter (whose kernels only raise the flag): 0 first.
         plan = last_block_launches(cupy, grads, found, overwrite, np.float32, clear=0)
         if not plan.launches:

@@ -19,7 +19,7 @@ from dtrain._tensor.amp.autocast_mode import state
 from dtrain._tensor.autograd.grad_mode import state as _grad_state
 from dtrain._tensor.ops.copy import Cast
 from dtrain._tensor.tensor import Tensor
-from dtrain.runtime.backend import is_cuda_array
+from dtrain.runtime.backend import device_id, is_cuda_array
 from dtrain.runtime.dtypes import float16, float32, float64
 from dtrain.runtime.kernels import cast as _cast_kernel
 from dtrain.runtime.kernels import multi_tensor
@@ -133,7 +133,7 @@ def _cast_recent(recording: bool) -> None:
             and leaf._array.dtype == float32
             and multi_tensor.fusable(leaf._array)
         ):
-            groups.setdefault(leaf._array.device.id, []).append(leaf)
+            groups.setdefault(device_id(leaf._array), []).append(leaf)
     for leaves in groups.values():
         arrays = _cast_kernel.cast_multi_tensor(
             [leaf._array for leaf in leaves], float16, checked=True

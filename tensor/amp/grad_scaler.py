@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from dtrain._tensor.tensor import Tensor
-from dtrain.runtime.backend import cupy_module, get_array_module, is_cuda_array
+from dtrain.runtime.backend import (
+    cupy_module,
+    device_id,
+    get_array_module,
+    is_cuda_array,
+    on_device_of,
+)
 from dtrain.runtime.kernels import unscale as _unscale_kernel
 from dtrain.runtime.kernels.multi_tensor import fusable
 
@@ -54,7 +60,7 @@ def read_found_inf(probes: dict[str, Any]) -> bool:
 
 
 def _device_key(array: Any) -> str:
-    return f"cuda:{array.device.id}" if is_cuda_array(array) else "cpu"
+    return f"cuda:{device_id(array)}" if is_cuda_array(array) else "cpu"
 
 
 class GradScaler:
@@ -178,7 +184,7 @@ class GradScaler:
                     )
                 # In place either way, so views into DDP's gradient buckets stay views.
                 if fusable(array):
-                    fused.setdefault((array.device.id, array.dtype), []).append(array)
+                    fused.setdefault((device_id(array), array.dtype), []).append(array)
                 else:  # the CPU, or an odd layout: check the scaled values, then unscale
                     probes.setdefault(_device_key(array), []).append(_overflow_probe(array))
                     array *= inv_scale.astype(array.dtype)
@@ -187,7 +193,7 @@ class GradScaler:
         for (device, _), arrays in fused.items():
             first = device not in flags  # the kernel sets it (no zeroing launch first)
             if first:
-                with arrays[0].device:
+                with on_device_of(arrays[0]):
                     flags[device] = get_array_module(arrays[0]).empty((), np.float32)
             _unscale_kernel.unscale_(
                 arrays, float(inv_scale), flags[device], checked=True, overwrite=first

@@ -17,7 +17,7 @@ import numpy as np
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.autograd.slice_grads import SliceGrads, add_grads
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module, is_cuda_array, may_share_memory
+from dtrain.runtime.backend import device_id, get_array_module, is_cuda_array, may_share_memory
 from dtrain.runtime.cuda_graph import is_current_stream_capturing
 
 
@@ -48,7 +48,7 @@ def implicit_one(array: Any) -> Any:
     graph is being captured: memory allocated then belongs to the graph's pool."""
     if not is_cuda_array(array):
         return np.ones_like(array)
-    key = (array.device.id, array.dtype, array.shape)
+    key = (device_id(array), array.dtype, array.shape)
     one = _shared_ones.get(key)
     if one is None:
         one = get_array_module(array).ones_like(array)

@@ -11,7 +11,7 @@ import numpy as np
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.ops.shape import cat
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.backend import device_id, get_array_module, is_cuda_array, on_device_of
 from dtrain.runtime.dtypes import accumulation_dtype
 
 
@@ -95,8 +95,8 @@ def _fused_on_gpu(grads: list) -> bool:
     first = grads[0]
     if not is_cuda_array(first):
         return False
-    dtype, device = first.dtype, first.device.id
-    return all(fusable(g) and g.dtype == dtype and g.device.id == device for g in grads)
+    dtype, device = first.dtype, device_id(first)
+    return all(fusable(g) and g.dtype == dtype and device_id(g) == device for g in grads)
 
 
 def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite: bool) -> Tensor:
@@ -105,7 +105,7 @@ def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite:
     from dtrain.runtime.kernels import grad_norm
 
     xp = get_array_module(grads[0])
-    with grads[0].device:
+    with on_device_of(grads[0]):
         total = xp.empty((), dtype=xp.float64)  # written, not added to: no zeroing launch
         grad_norm.sum_squares_(grads, total, checked=True, overwrite=True)
         if error_if_nonfinite and not math.isfinite(float(total)):

@@ -15,7 +15,7 @@ from dtrain._tensor.optim.optimizer import (
     zeros_like,
 )
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.backend import get_array_module, is_cuda_array, on_device_of
 from dtrain.runtime.kernels import multi_tensor
 from dtrain.runtime.kernels.adam import adam_multi_tensor
 
@@ -196,7 +196,7 @@ def _device_step(state: dict[str, Any], param: Any) -> Any:
     first time, or after ``load_state_dict`` turned it back into a number)."""
     step = state["step"]
     if not is_cuda_array(getattr(step, "_array", None)):
-        with param.device:
+        with on_device_of(param):
             array = get_array_module(param).full((), float(step), dtype="float32")
         state["step"] = step = wrap(array)
     return step._array

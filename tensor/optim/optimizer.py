@@ -20,7 +20,7 @@ import numpy as np
 
 from dtrain._tensor.autograd.grad_mode import enable_grad
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.backend import device_id, get_array_module, is_cuda_array, on_device_of
 from dtrain.runtime.device import to_device
 from dtrain.runtime.kernels.multi_tensor import PersistentChecks
 
@@ -36,7 +36,7 @@ required = _RequiredParameter()
 
 
 def _device_key(array: Any) -> Any:
-    return array.device.id if is_cuda_array(array) else None
+    return device_id(array) if is_cuda_array(array) else None
 
 
 _SMALL = 16384  # elements; smaller numpy work arrays are allocated fresh
@@ -65,7 +65,7 @@ class Scratch:
         buffer = self._buffers.get(key)
         if buffer is None or buffer.size < size:
             if is_cuda_array(like):
-                with like.device:
+                with on_device_of(like):
                     buffer = get_array_module(like).empty(size, like.dtype)
             else:
                 buffer = np.empty(size, like.dtype)
@@ -76,7 +76,7 @@ class Scratch:
 def zeros_like(array: Any) -> Any:
     """Zeros with ``array``'s shape and dtype, on its device."""
     if is_cuda_array(array):
-        with array.device:
+        with on_device_of(array):
             return get_array_module(array).zeros(array.shape, array.dtype)
     return np.zeros(array.shape, array.dtype)
 
@@ -84,7 +84,7 @@ def zeros_like(array: Any) -> Any:
 def copy_array(array: Any) -> Any:
     """A copy of ``array`` on its own device (cupy would copy onto the current device)."""
     if is_cuda_array(array):
-        with array.device:
+        with on_device_of(array):
             return array.copy()
     return array.copy()
 

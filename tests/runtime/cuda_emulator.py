@@ -35,11 +35,20 @@ from dtrain.runtime import kernels as K
 from dtrain.runtime import random as random_state
 
 _counts: collections.Counter | None = None  # the running emulator's tally, when counting
+# What costs cupy host time without a launch, counted beside the launches: allocations,
+# views (reshape, basic indexing, transpose), device switches (``with device``) and
+# Device objects (``array.device``).
+_host_calls: collections.Counter | None = None
 
 
 def _count(name: str) -> None:
     if _counts is not None:
         _counts[name] += 1
+
+
+def _count_host(name: str) -> None:
+    if _host_calls is not None:
+        _host_calls[name] += 1
 
 
 def _wrap(out: Any) -> Any:
@@ -77,7 +86,17 @@ class EmuArray(FakeCupyArray):
 
     @property
     def device(self) -> _EmuDevice:
+        _count_host("Device object")
         return _EmuDevice(self.device_id)
+
+    @property
+    def T(self) -> Any:  # noqa: N802 - numpy's name
+        _count_host("view")
+        return np.ndarray.transpose(self)
+
+    def transpose(self, *axes: Any) -> Any:
+        _count_host("view")
+        return np.ndarray.transpose(self, *axes)
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         _count(f"{ufunc.__name__}.{method}")
@@ -95,6 +114,8 @@ class EmuArray(FakeCupyArray):
         if isinstance(key, (EmuArray, tuple, list)):  # an array index is a gather kernel
             _check_devices((self, key))
         out = np.ndarray.__getitem__(self, key)
+        if _host_calls is not None and isinstance(out, np.ndarray) and out.base is not None:
+            _count_host("view")
         if isinstance(out, np.generic):  # cupy: an integer index gives a 0-d view
             parts = key if isinstance(key, tuple) else (key,)
             return np.ndarray.__getitem__(self, (*parts, Ellipsis))
@@ -109,6 +130,8 @@ class EmuArray(FakeCupyArray):
         out = np.ndarray.reshape(self, *shape, **kwargs)
         if out.size and not np.may_share_memory(out.view(np.ndarray), self.view(np.ndarray)):
             _count("reshape (copy)")
+        else:
+            _count_host("view")
         return out
 
     def astype(self, dtype: Any, *args: Any, **kwargs: Any) -> Any:
@@ -133,7 +156,9 @@ class EmuArray(FakeCupyArray):
 
     @property
     def data(self) -> _Pointer:
-        return FakeCupyArray.data.fget(self)
+        pointer = FakeCupyArray.data.fget(self)
+        pointer.device_id = self.device_id
+        return pointer
 
     def item(self) -> Any:
         _count("host read: item")
@@ -178,6 +203,7 @@ class _EmuDevice(_Device):
         self.threads.id = self.id
 
     def __enter__(self) -> _EmuDevice:
+        _count_host("device switch")
         self._outer.append(_current_device())
         self.use()
         return self
@@ -263,6 +289,8 @@ def _module(devices: int = 1) -> types.ModuleType:
             if name not in allocations:
                 _count(name)
                 _check_devices((args, kwargs))
+            else:
+                _count_host("allocation (empty)")
             return _wrap(target(*_plain(args), **_plain(kwargs)))
 
         if isinstance(target, np.ufunc):  # cupy.add.at(...) and the like
@@ -584,10 +612,14 @@ class Emulator:
 
     def __init__(self) -> None:
         self.launches: collections.Counter = collections.Counter()
+        self.host_calls: collections.Counter = collections.Counter()
 
     def counting(self) -> _Counting:
+        """Count the launches (returned by ``with``) and the host calls (``host_calls``)
+        of the work inside the block."""
         self.launches = collections.Counter()
-        return _Counting(self.launches)
+        self.host_calls = collections.Counter()
+        return _Counting(self.launches, self.host_calls)
 
     @staticmethod
     def total(counts: collections.Counter) -> int:
@@ -596,17 +628,17 @@ class Emulator:
 
 
 class _Counting:
-    def __init__(self, counts: collections.Counter) -> None:
-        self.counts = counts
+    def __init__(self, counts: collections.Counter, host_calls: collections.Counter) -> None:
+        self.counts, self.host_calls = counts, host_calls
 
     def __enter__(self) -> collections.Counter:
-        global _counts
-        _counts = self.counts
+        global _counts, _host_calls
+        _counts, _host_calls = self.counts, self.host_calls
         return self.counts
 
     def __exit__(self, *exc: Any) -> None:
-        global _counts
-        _counts = None
+        global _counts, _host_calls
+        _counts = _host_calls = None
 
 
 def _launch(fn: Any, grid: tuple, block: int, args: tuple) -> None:

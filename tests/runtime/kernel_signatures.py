@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import types
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -104,6 +105,7 @@ class FakeCupy:
     class cuda:  # noqa: N801 - cupy's name
         Device = staticmethod(lambda device=0: _Device(device))
         get_current_stream = staticmethod(lambda: _Stream())
+        runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, getDevice=lambda: 0)
 
     @staticmethod
     def empty(shape: Any, dtype: Any = np.float32) -> FakeCupyArray:
