@@ -24,7 +24,7 @@ import numpy as np
 
 from dtrain.runtime.backend import on_device_of, require_cupy
 
-_OP_N, _OP_T = 0, 1
+OP_N, OP_T = 0, 1
 _GEMM_DEFAULT = -1
 
 
@@ -176,11 +176,11 @@ def _layout(matrix_strides: tuple, rows: int, cols: int, itemsize: int) -> tuple
     if (col_stride == itemsize or cols == 1) and row_stride % itemsize == 0:
         ld = row_stride // itemsize if rows > 1 else cols
         if ld >= max(cols, 1):
-            return _OP_N, ld
+            return OP_N, ld
     if (row_stride == itemsize or rows == 1) and col_stride % itemsize == 0:
         ld = col_stride // itemsize if cols > 1 else rows
         if ld >= max(rows, 1):
-            return _OP_T, ld
+            return OP_T, ld
     return None
 
 
@@ -223,6 +223,17 @@ class GemmPlan(NamedTuple):
     stride_b: int
 
 
+def plan_2d(a: Any, op_a: int, b: Any, op_b: int, mnk: tuple[int, int, int]) -> GemmPlan:
+    """The plan of one product ``(m x k) @ (k x n)`` whose operands are the C-contiguous
+    arrays ``a`` and ``b`` (of any shape) read as matrices: ``OP_N`` for the matrix as it
+    lies (m x k in ``a``), ``OP_T`` for the transpose of what lies (``a`` holding k x m).
+    For a Linear layer's products, planned without making reshaped or transposed views."""
+    m, n, k = mnk
+    ld_a = k if op_a == OP_N else m
+    ld_b = n if op_b == OP_N else k
+    return GemmPlan((), m, n, k, 1, a, op_a, ld_a, 0, b, op_b, ld_b, 0)
+
+
 def plan(a: Any, b: Any, xp: Any) -> GemmPlan:
     """Layouts, leading dims and batch strides for ``a @ b`` (copies only odd layouts)."""
     m, k = a.shape[-2:]
@@ -232,10 +243,10 @@ def plan(a: Any, b: Any, xp: Any) -> GemmPlan:
         layout_b = _layout(b.strides, k, n, b.itemsize)
         if layout_a is None:
             a = xp.ascontiguousarray(a)
-            layout_a = (_OP_N, max(k, 1))
+            layout_a = (OP_N, max(k, 1))
         if layout_b is None:
             b = xp.ascontiguousarray(b)
-            layout_b = (_OP_N, max(n, 1))
+            layout_b = (OP_N, max(n, 1))
         return GemmPlan((), m, n, k, 1, a, *layout_a, 0, b, *layout_b, 0)
     if a.shape[:-2] == b.shape[:-2]:
         batch = a.shape[:-2]
@@ -260,6 +271,11 @@ def _uniform_stride(batch: tuple, strides: tuple, itemsize: int) -> int | None:
             return None
         expected = stride * size
     return sizes[-1][1] // itemsize if sizes[-1][1] % itemsize == 0 else None
+
+
+def supports_dtype(dtype: Any) -> bool:
+    """True for the operand dtypes cuBLAS takes here (float16, float32, float64)."""
+    return dtype in _TYPES
 
 
 def supports(a: Any, b: Any) -> bool:
@@ -300,14 +316,21 @@ def _matmul_on_current_device(cupy: Any, a: Any, b: Any, out_dtype: Any) -> Any:
     if p.k == 0:
         out.fill(0)
         return out
-    data_type, compute_type, alpha, beta = _TYPES[a.dtype]
-    out_type = _TYPES[out_dtype][0]
+    gemm(p, out)
+    return out
+
+
+def gemm(p: GemmPlan, out: Any) -> None:
+    """Write plan ``p``'s product into ``out``: C-contiguous, ``p.batch + (p.m, p.n)`` items,
+    of a dtype ``supports_out`` allows for the operands' (on the current device; every
+    dimension above 0)."""
+    data_type, compute_type, alpha, beta = _TYPES[p.a.dtype]
+    out_type = _TYPES[out.dtype][0]
     # Bind and call as one step: another thread may bind the shared handle to its stream.
     with _call_lock:
         blas = handle()
         status = _gemm(blas, p, out, data_type, out_type, compute_type, alpha, beta)
     _check(status, "cublasGemmEx" if p.count == 1 else "cublasGemmStridedBatchedEx")
-    return out
 
 
 def _gemm(blas: _Handle, p: GemmPlan, out: Any, *types: Any) -> int:

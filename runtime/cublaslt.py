@@ -252,8 +252,8 @@ def _describe(
         # vector is stands in for it (each call sets the real one).
         _set(library, desc, _DESC_BIAS_POINTER, _P(alignments[3]))
         # A (b's memory) is n x k as stored for op N, k x n for op T; B (a's memory) likewise.
-        rows_a, cols_a = (p.n, p.k) if p.op_b == cublas._OP_N else (p.k, p.n)
-        rows_b, cols_b = (p.k, p.m) if p.op_a == cublas._OP_N else (p.m, p.k)
+        rows_a, cols_a = (p.n, p.k) if p.op_b == cublas.OP_N else (p.k, p.n)
+        rows_b, cols_b = (p.k, p.m) if p.op_a == cublas.OP_N else (p.m, p.k)
         shapes = (
             (data_type, rows_a, cols_a, p.ld_b),
             (data_type, rows_b, cols_b, p.ld_a),
@@ -294,16 +294,15 @@ def _evict_oldest(library: Any) -> None:
             library.cublasLtMatrixLayoutDestroy(layout)
 
 
-def _run(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
-    """``out = a @ b`` with ``epilogue`` reading or writing ``vector``; False where cuBLASLt
-    does not take it (nothing was launched then)."""
+def _run(p: cublas.GemmPlan, vector: Any, out: Any, epilogue: int) -> bool:
+    """Plan ``p``'s product into ``out`` with ``epilogue`` reading or writing ``vector``;
+    False where cuBLASLt does not take it (nothing was launched then)."""
     library = _load_library()
     if not library:
         return False
     import cupy
 
-    p = cublas.plan(a, b, cupy)
-    dtype = a.dtype
+    dtype = p.a.dtype
     compute_type, alpha, beta = cublas._TYPES[dtype][1:]
     pointers = (p.a.data.ptr, p.b.data.ptr, out.data.ptr, vector.data.ptr)
     device = cupy.cuda.runtime.getDevice()
@@ -368,19 +367,38 @@ def _eligible(a: Any, b: Any) -> bool:
     )
 
 
+def takes(p: cublas.GemmPlan) -> bool:
+    """Whether plan ``p`` (of operands cuBLAS takes) may go through cuBLASLt: one product,
+    every dimension above 1, the path not turned off."""
+    return p.count == 1 and min(p.m, p.n, p.k) > 1 and _state.library is not False
+
+
+def _bias_fits(bias: Any, dtype: Any, n: int) -> bool:
+    return bias.dtype == dtype and bias.shape == (n,) and bias.strides == (bias.itemsize,)
+
+
 def matmul_bias(a: Any, b: Any, bias: Any, relu: bool = False) -> Any | None:
     """``a @ b + bias`` (cupy, 2-D; ``bias`` of ``b.shape[1]``), with ``relu`` then
     ``max(., 0)``, in one launch, or None where cuBLASLt does not take it."""
-    if not _eligible(a, b) or bias.dtype != a.dtype or bias.shape != (b.shape[1],):
-        return None
-    if bias.strides != (bias.itemsize,):
+    if not _eligible(a, b) or not _bias_fits(bias, a.dtype, b.shape[1]):
         return None
     import cupy
 
     with on_device_of(a):
-        out = cupy.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        epilogue = EPILOGUE_RELU_BIAS if relu else EPILOGUE_BIAS
-        return out if _run(a, b, bias, out, epilogue) else None
+        p = cublas.plan(a, b, cupy)
+        return plan_bias(p, bias, (a.shape[0], b.shape[1]), relu)
+
+
+def plan_bias(p: cublas.GemmPlan, bias: Any, shape: tuple, relu: bool = False) -> Any | None:
+    """Plan ``p``'s product plus ``bias`` (then ReLU with ``relu``) as a new array of
+    ``shape`` (``p.m * p.n`` items), on the current device; None where cuBLASLt does not
+    take it. ``p`` must pass ``takes``; ``bias`` is checked here."""
+    if not _bias_fits(bias, p.a.dtype, p.n):
+        return None
+    import cupy
+
+    out = cupy.empty(shape, dtype=p.a.dtype)
+    return out if _run(p, bias, out, EPILOGUE_RELU_BIAS if relu else EPILOGUE_BIAS) else None
 
 
 def matmul_row_sums(a: Any, b: Any, out_dtype: Any = None) -> tuple[Any, Any] | None:
@@ -393,6 +411,15 @@ def matmul_row_sums(a: Any, b: Any, out_dtype: Any = None) -> tuple[Any, Any] | 
     import cupy
 
     with on_device_of(a):
-        out = cupy.empty((a.shape[0], b.shape[1]), dtype=out_dtype)
-        sums = cupy.empty(a.shape[0], dtype=out_dtype)
-        return (out, sums) if _run(a, b, sums, out, EPILOGUE_BGRADB) else None
+        return plan_row_sums(cublas.plan(a, b, cupy), out_dtype)
+
+
+def plan_row_sums(p: cublas.GemmPlan, out_dtype: Any) -> tuple[Any, Any] | None:
+    """Plan ``p``'s product (m x n) and the row sums of its first operand (m), both new
+    arrays in ``out_dtype``, on the current device; None where cuBLASLt does not take it.
+    ``p`` must pass ``takes``, ``out_dtype`` ``cublas.supports_out``."""
+    import cupy
+
+    out = cupy.empty((p.m, p.n), dtype=out_dtype)
+    sums = cupy.empty(p.m, dtype=out_dtype)
+    return (out, sums) if _run(p, sums, out, EPILOGUE_BGRADB) else None

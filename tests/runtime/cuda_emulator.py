@@ -665,31 +665,54 @@ def _launch_source(fn: Any, grid: tuple, block: int, args: tuple) -> None:
     host_cuda.launch(source, expression, grid, block, args)
 
 
-def _matmul(a: Any, b: Any, out_dtype: Any = None) -> Any:
-    """``runtime/cublas.matmul``: in ``out_dtype`` (float32 for float16 operands) the
-    operands are taken up to it first, as cuBLAS accumulates in float32."""
+def _gemm_operand(array: Any, op: int, ld: int, shape: tuple, count: int, stride: int) -> Any:
+    """One operand of a cuBLAS call read from memory as cuBLAS would: from ``array``'s
+    first element, rows ``ld`` items apart for ``OP_N`` (columns for ``OP_T``), ``count``
+    matrices ``stride`` items apart. So a plan's ops and leading dims are checked here,
+    not just the arrays it names."""
+    plain = _np(array)
+    item = plain.itemsize
+    steps = (ld * item, item) if op == cublas.OP_N else (item, ld * item)
+    return np.lib.stride_tricks.as_strided(
+        plain, (count, *shape), (stride * item, *steps), writeable=False
+    )
+
+
+def _gemm_product(p: Any, dtype: Any) -> np.ndarray:
+    """Plan ``p``'s product, (count, m, n), in ``dtype`` (operands taken up to it first, as
+    cuBLAS accumulates float16 in float32)."""
+    a = _gemm_operand(p.a, p.op_a, p.ld_a, (p.m, p.k), p.count, p.stride_a)
+    b = _gemm_operand(p.b, p.op_b, p.ld_b, (p.k, p.n), p.count, p.stride_b)
+    return np.matmul(a, b, dtype=dtype)
+
+
+def _gemm(p: Any, out: Any) -> None:
+    """``runtime/cublas.gemm``: plan ``p``'s product written into ``out``."""
     _count("cuBLAS gemm")
-    _check_devices((a, b))
-    if out_dtype is not None and not cublas.supports_out(a.dtype, np.dtype(out_dtype)):
-        raise ValueError(f"cuBLAS writes no {out_dtype} product of {a.dtype} operands")
-    plan = cublas.plan(a, b, sys.modules["cupy"])  # counts the copies of odd layouts
-    return _wrap(np.matmul(_np(plan.a), _np(plan.b), dtype=out_dtype or a.dtype))
+    _check_devices((p.a, p.b, out))
+    if not cublas.supports_out(p.a.dtype, out.dtype):
+        raise ValueError(f"cuBLAS writes no {out.dtype} product of {p.a.dtype} operands")
+    if not out.flags.c_contiguous or out.size != p.count * p.m * p.n:
+        raise ValueError(f"gemm: out of shape {out.shape} does not hold the plan's product")
+    _np(out).reshape(p.count, p.m, p.n)[...] = _gemm_product(p, out.dtype)
 
 
-def _matmul_epilogue(a: Any, b: Any, vector: Any, out: Any, epilogue: int) -> bool:
+def _matmul_epilogue(p: Any, vector: Any, out: Any, epilogue: int) -> bool:
     """``runtime/cublaslt._run``: the product with its bias added or its row sums written,
     as if cuBLASLt took every case (on a GPU one it has no algorithm for falls back)."""
-    _check_devices((a, b, vector, out))
+    _check_devices((p.a, p.b, vector, out))
     _count("cuBLASLt gemm + epilogue")
-    plan = cublas.plan(a, b, sys.modules["cupy"])
-    product = np.matmul(_np(plan.a), _np(plan.b), dtype=out.dtype)
+    if not out.flags.c_contiguous or out.size != p.m * p.n or p.count != 1:
+        raise ValueError(f"cuBLASLt: out of shape {out.shape} does not hold the plan's product")
+    product = _gemm_product(p, out.dtype)[0]
     if epilogue in (cublaslt.EPILOGUE_BIAS, cublaslt.EPILOGUE_RELU_BIAS):
         product += _np(vector)
         if epilogue == cublaslt.EPILOGUE_RELU_BIAS:
             np.maximum(product, 0, out=product)
     else:
-        _np(vector)[...] = _np(plan.a).sum(axis=1, dtype=vector.dtype)
-    _np(out)[...] = product
+        a = _gemm_operand(p.a, p.op_a, p.ld_a, (p.m, p.k), 1, 0)[0]
+        _np(vector)[...] = a.sum(axis=1, dtype=vector.dtype)
+    _np(out).reshape(p.m, p.n)[...] = product
     return True
 
 
@@ -724,6 +747,6 @@ def install(monkeypatch: Any, kernels: str = "references", devices: int = 1) -> 
         monkeypatch.setattr(module, "launch", launchers[kernels])
     # device state cached by the kernels is this emulator's own, and goes with it
     monkeypatch.setattr(K.build, "_done_counters", {})
-    monkeypatch.setattr(cublas, "matmul", _matmul)
+    monkeypatch.setattr(cublas, "gemm", _gemm)
     monkeypatch.setattr(cublaslt, "_run", _matmul_epilogue)
     return Emulator()

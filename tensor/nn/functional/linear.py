@@ -11,6 +11,8 @@ from dtrain._tensor.autograd.op import Op
 from dtrain._tensor.ops.activation import relu_gradient
 from dtrain._tensor.ops.copy import float32_grad_wanted
 from dtrain._tensor.tensor import Tensor
+from dtrain.runtime import linear_products
+from dtrain.runtime.backend import is_cuda_array
 from dtrain.runtime.linalg import matmul, matmul_add_bias, matmul_and_row_sums
 
 
@@ -19,23 +21,23 @@ class Linear(Op):
 
     def forward(self, x: Any, weight: Any, bias: Any = None) -> Any:
         self.x, self.weight = x, weight
-        # Leading dims flattened: one 2-D product (numpy's stacked matmul is far slower).
-        flat_x = x.reshape(-1, x.shape[-1])
-        # With a bias, one launch on CUDA: the bias rides in cuBLASLt's epilogue.
-        out = matmul(flat_x, weight.T) if bias is None else matmul_add_bias(flat_x, weight.T, bias)
-        return out.reshape(*x.shape[:-1], weight.shape[0])
+        return _product(x, weight, bias, relu=False)
 
     def backward(self, grad: Any) -> tuple:
         need_x, need_w = self.needs_input_grad[:2]
         need_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         x, weight = self.x, self.weight
-        flat_grad = grad.reshape(-1, grad.shape[-1])
-        grad_x = matmul(flat_grad, weight).reshape(x.shape) if need_x else None
-        grad_w = grad_b = None
         # Under autocast the weight and bias are float16 casts of float32 parameters: their
         # gradients are then accumulated and written in float32 (no cast launch after).
         wide_w = need_w and float32_grad_wanted(self.parents[1], weight.dtype)
         wide_b = need_b and float32_grad_wanted(self.parents[2], weight.dtype)
+        if is_cuda_array(grad):
+            found = self._cuda_backward(grad, need_x, need_w, need_b, wide_w, wide_b)
+            if found is not None:
+                return found
+        flat_grad = grad.reshape(-1, grad.shape[-1])
+        grad_x = matmul(flat_grad, weight).reshape(x.shape) if need_x else None
+        grad_w = grad_b = None
         if need_w and need_b and wide_w == wide_b:
             # One launch on CUDA: the bias gradient from the product's epilogue.
             flat_x = x.reshape(-1, x.shape[-1])
@@ -50,6 +52,43 @@ class Linear(Op):
                 grad_b = flat_grad.sum(axis=0, dtype=np.float32 if wide_b else None)
         return grad_x, grad_w, grad_b
 
+    def _cuda_backward(
+        self, grad: Any, need_x: bool, need_w: bool, need_b: bool, wide_w: bool, wide_b: bool
+    ) -> tuple | None:
+        """The gradients planned on contiguous arrays as they lie (``linear_products``), or
+        None where one of them does not apply (then all take the general path)."""
+        if need_b and (not need_w or wide_w != wide_b):
+            return None  # (rare: frozen weight, or mixed widths) the general path
+        grad_x = grad_w = grad_b = None
+        if need_w:
+            both = linear_products.grad_weight(
+                grad, self.x, np.float32 if wide_w else None, with_bias=need_b
+            )
+            if both is None:
+                return None
+            grad_w, grad_b = both
+        if need_x:
+            grad_x = linear_products.grad_input(grad, self.weight, self.x.shape)
+            if grad_x is None:
+                return None
+        return grad_x, grad_w, grad_b
+
+
+def _product(x: Any, weight: Any, bias: Any, relu: bool) -> Any:
+    """``x @ weight.T + bias`` (then ReLU) over ``x``'s last dim: one launch on CUDA where
+    cuBLASLt takes the bias (and ReLU) in its epilogue."""
+    if is_cuda_array(x):
+        out = linear_products.forward(x, weight, bias, relu)
+        if out is not None:
+            return out
+    # Leading dims flattened: one 2-D product (numpy's stacked matmul is far slower).
+    flat_x = x.reshape(-1, x.shape[-1])
+    if bias is None:
+        out = matmul(flat_x, weight.T)
+    else:
+        out = matmul_add_bias(flat_x, weight.T, bias, relu=relu)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
 
 class LinearReLU(Linear):
     """``relu(x @ weight.T + bias)`` as one op: on CUDA the ReLU rides in the product's
@@ -60,9 +99,7 @@ class LinearReLU(Linear):
 
     def forward(self, x: Any, weight: Any, bias: Any) -> Any:
         self.x, self.weight = x, weight
-        flat_x = x.reshape(-1, x.shape[-1])
-        out = matmul_add_bias(flat_x, weight.T, bias, relu=True)
-        self.out = out.reshape(*x.shape[:-1], weight.shape[0])
+        self.out = _product(x, weight, bias, relu=True)
         return self.out
 
     def backward(self, grad: Any) -> tuple:
