@@ -2,8 +2,9 @@
 
 A small model's eager step is bound by the host, so the figure that decides it is the host
 time per launch. This times calls whose GPU work is negligible (1024 elements, 64 x 64
-products), back to back, and prints µs per call: cupy's own dispatch (a ufunc, a fill, a
-reduction), dtrain's layers below the ops (a fused kernel's launch, a cuBLAS and a cuBLASLt
+products), back to back, and prints µs per call: cupy's calls that launch nothing (an
+allocation, a view, a Device object, a device switch), cupy's own dispatch (a ufunc, a fill,
+a reduction), dtrain's layers below the ops (a fused kernel's launch, a cuBLAS and a cuBLASLt
 product), dtrain's ops on tensors with and without autograd recording, and the same ops in
 PyTorch.
 ``bench/gpu_check.sh`` runs it after ``bench/gpu_step.py``.
@@ -78,7 +79,21 @@ def dtrain_calls() -> dict[str, Callable[[], Any]]:
     gx, gw, gwb = (t.detach().requires_grad_() for t in (x, w, wb))
     # "recorded": inputs that require grad, so the op also records its node (dropped at
     # once with its output, as a loop drops the last step's graph)
+    device = cupy.cuda.Device()
+
+    def switch() -> None:
+        with device:
+            pass
+
     return {
+        # what costs host time without a launch (bench/host_cost.py counts these per step)
+        "cupy empty (pool allocation and free)": lambda: cupy.empty(ELEMENTS, np.float32),
+        "cupy reshape (a view)": lambda: square[0].reshape(-1),
+        "cupy a[0] (a view)": lambda: square[0][0],
+        "cupy .T (a view)": lambda: square[0].T,
+        "cupy .device (a Device object)": lambda: square[0].device,
+        "cupy .flags.c_contiguous": lambda: square[0].flags.c_contiguous,
+        "cupy with device: (a switch)": switch,
         "cupy a + b (ufunc)": lambda: vector[0] + vector[1],
         "cupy fill": lambda: vector[0].fill(0),
         "cupy sum over axis 0 (reduction)": lambda: square[0].sum(axis=0),
