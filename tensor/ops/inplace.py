@@ -78,8 +78,8 @@ def _apply_ufunc(tensor: Tensor, ufunc: str, operand: Any, name: str) -> Tensor:
             f"{name}: an operand of shape {shape} does not broadcast to the tensor's shape "
             f"{array.shape}; an in-place op cannot change a tensor's shape"
         ) from None
-    except TypeError:
-        raise TypeError(
+    except TypeError:  # PyTorch's error here is a RuntimeError
+        raise RuntimeError(
             f"{name}: cannot store a {getattr(operand, 'dtype', type(operand).__name__)} "
             f"result in a tensor of dtype {array.dtype} in place; convert the tensor first "
             "(e.g. x = x.float())"

@@ -28,7 +28,7 @@ def _inplace(
     result = compute(tensor.detach())  # nothing requires grad here, or autograd is off
     dtype = result._array.dtype
     if dtype != tensor._array.dtype and not np.can_cast(dtype, tensor._array.dtype, "same_kind"):
-        raise TypeError(
+        raise RuntimeError(  # as PyTorch's
             f"{name}: the result type {dtype} can't be cast to the tensor's dtype "
             f"{tensor.dtype} in place; convert the tensor first (e.g. x = x.float())"
         )

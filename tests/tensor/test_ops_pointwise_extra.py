@@ -236,7 +236,7 @@ def test_in_place_forms():
     z.subtract_(1).multiply_(2).true_divide_(4).divide_(0.5, rounding_mode="floor")
     assert z.tolist() == [0.0, -1.0]
     i = dt.tensor([1, 2])
-    with pytest.raises(TypeError):
+    with pytest.raises(RuntimeError):
         i.acos_()
     i.gcd_(dt.tensor([4, 4]))
     assert i.tolist() == [1, 2]
