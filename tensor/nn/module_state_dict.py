@@ -102,9 +102,10 @@ class ModuleStateDict:
         )
         return own
 
-    def _optional_state(self) -> tuple[str, ...]:
-        """Names of this module's own state entries a loaded state may lack; they keep
-        their values then (BatchNorm's ``num_batches_tracked``)."""
+    def _optional_state(self, version: int | None = None) -> tuple[str, ...]:
+        """Names of this module's own state entries a state saved by ``version`` of the
+        module's class (None: unknown) may lack; they keep their values then (BatchNorm's
+        ``num_batches_tracked`` before its version 2)."""
         return ()
 
     def _state_slots(self) -> OrderedDict:
@@ -185,7 +186,9 @@ class ModuleStateDict:
                 for hook in list(_hooks(module, "_load_state_dict_pre_hooks").values()):
                     # strict is always True here, as PyTorch passes it
                     hook(module, local, head, local_metadata, True, missing, unexpected, errors)
-                by_child = self._load_own(module, local, head, assign, missing, unexpected, errors)
+                version = local_metadata.get("version")
+                loaded = (local, head, version, assign)
+                by_child = self._load_own(module, loaded, missing, unexpected, errors)
                 stack.append((module, local, head, True))
                 children = [(n, m) for n, m in module._modules.items() if m is not None]
                 for name, child in reversed(children):
@@ -201,21 +204,17 @@ class ModuleStateDict:
         return IncompatibleKeys(missing, unexpected)
 
     def _load_own(
-        self,
-        module: Any,
-        local: Mapping,
-        head: str,
-        assign: bool,
-        missing: list,
-        unexpected: list,
-        errors: list,
+        self, module: Any, loaded: tuple, missing: list, unexpected: list, errors: list
     ) -> dict[str, dict]:
-        """Load ``module``'s own entries from ``local``; note its missing keys, the keys
-        under ``head`` that name neither its state nor a sub-module (PyTorch's rule), and
-        each size mismatch (in ``errors``: the rest still loads, as PyTorch). Returns the
-        entries of ``local`` under each sub-module's name, by that name."""
+        """Load ``module``'s own entries from ``loaded``: ``(local, head, version, assign)``,
+        the entries under ``head`` and the version of the module's class that saved them;
+        note its missing keys, the keys under ``head`` that name neither its state nor a
+        sub-module (PyTorch's rule), and each size mismatch (in ``errors``: the rest still
+        loads, as PyTorch). Returns the entries of ``local`` under each sub-module's name,
+        by that name."""
+        local, head, version, assign = loaded
         own = module._own_state()
-        optional = module._optional_state()
+        optional = module._optional_state(version)
         for name, target in own.items():
             key = head + name
             if key in local:

@@ -237,6 +237,17 @@ def test_batch_norm_loads_a_state_without_num_batches_tracked():
     assert nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)).load_state_dict(old) == ([], [])
 
 
+def test_batch_norm_needs_its_count_from_a_version_2_state_as_pytorch():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    saved = model.state_dict()
+    assert saved._metadata["1"]["version"] == 2  # PyTorch's BatchNorm version
+    del saved["1.num_batches_tracked"]
+    with pytest.raises(RuntimeError, match=r"missing keys \['1.num_batches_tracked'\]"):
+        model.load_state_dict(saved)
+    saved._metadata["1"]["version"] = 1  # saved before the count existed: optional
+    assert model.load_state_dict(saved) == ([], [])
+
+
 def test_batch_norm_rejects_wrong_channels_and_ranks():
     with pytest.raises(ValueError, match=r"BatchNorm1d\(3\).*3 channels.*\(4, 5\)"):
         nn.BatchNorm1d(3)(dt.ones(4, 5))

@@ -62,6 +62,7 @@ class LayerNorm(Module):
 
 class _BatchNorm(Module):
     expected_dims: tuple = ()
+    _version = 2  # PyTorch's: version 2 added num_batches_tracked
 
     def __init__(
         self,
@@ -104,9 +105,10 @@ class _BatchNorm(Module):
             self.running_var.fill_(1.0)
             self.num_batches_tracked.zero_()
 
-    def _optional_state(self) -> tuple[str, ...]:
-        # As PyTorch: older checkpoints have no count; loading one keeps the count as it is.
-        return ("num_batches_tracked",)
+    def _optional_state(self, version: int | None = None) -> tuple[str, ...]:
+        # As PyTorch: checkpoints of BatchNorm before version 2 have no count; loading one
+        # keeps the count as it is. From version 2 on, a missing count is a missing key.
+        return ("num_batches_tracked",) if version is None or version < 2 else ()
 
     def _check_input(self, input: Tensor) -> None:
         if input.ndim not in self.expected_dims or input.shape[1] != self.num_features:
