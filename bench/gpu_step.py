@@ -157,7 +157,10 @@ def torch_launches(step: Callable[[], None]) -> dict:
             for _ in range(3):
                 step()
         torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
+        try:  # PyTorch 2.7+ destroys the captured graph unless kept: nothing to dump then
+            graph = torch.cuda.CUDAGraph(keep_graph=True)
+        except TypeError:
+            graph = torch.cuda.CUDAGraph()
         graph.enable_debug_mode()
         with torch.cuda.graph(graph):
             step()
