@@ -24,10 +24,15 @@ A block holds a row's scores in shared memory, so keys and queries are limited t
 ``MAX_LENGTH`` and the head dim to ``MAX_DIM``; longer ones take the composed path, whose
 matrix products suit them better anyway. Each block reads all of K and V: this is for
 short sequences only.
+
+Host time: the forward's ``lse`` and the backward's ``D`` share one (2, b, h, l) allocation,
+and for a split qkv projection the backward writes dq, dk and dv into one array at offsets
+the kernels are given, not through views made for each.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -94,7 +99,8 @@ __device__ __forceinline__ long long visible_keys(long long i, long long keys, i
     return causal ? (i + 1 < keys ? i + 1 : keys) : keys;
 }
 
-// y (batch, length, heads, dv), lse (batch, heads, length)
+// y (batch, length, heads, dv), lse (batch, heads, length): the first half of the (2, batch,
+// heads, length) stats that backward reads (and whose second half it writes, D).
 template <typename T>
 __global__ void attention_forward(
         const T* q, long long qsb, long long qsh, long long qsl, long long qsd,
@@ -135,18 +141,20 @@ __global__ void attention_forward(
 }
 
 // dq (batch, length, heads, dim), `dq_row` elements from one (b, i) row to the next (heads
-// * dim, or more when dq shares its rows with dk and dv); D (batch, heads, length) for the
-// columns kernel.
+// * dim, or more when dq shares its rows with dk and dv). stats: (2, batch, heads, length),
+// forward's lse, then D, written here for the columns kernel.
 template <typename T>
 __global__ void attention_backward_rows(
         const T* q, long long qsb, long long qsh, long long qsl, long long qsd,
         const T* k, long long ksb, long long ksh, long long ksl, long long ksd,
         const T* v, long long vsb, long long vsh, long long vsl, long long vsd,
         const T* dy, long long gsb, long long gsh, long long gsl, long long gsd,
-        const T* y, const typename Acc<T>::type* lse, T* dq, long long dq_row,
-        typename Acc<T>::type* D, long long batch, long long heads, long long length,
-        long long keys, long long dim, long long dim_v, int causal, double scale) {
+        const T* y, typename Acc<T>::type* stats, T* dq, long long dq_row, long long batch,
+        long long heads, long long length, long long keys, long long dim, long long dim_v,
+        int causal, double scale) {
     typedef typename Acc<T>::type A;
+    const A* lse = stats;
+    A* D = stats + batch * heads * length;
     __shared__ A q_row[MAX_DIM];
     __shared__ A dy_row[MAX_DIM];
     __shared__ A ds[MAX_LENGTH];
@@ -180,19 +188,23 @@ __global__ void attention_backward_rows(
     }
 }
 
-// dk (batch, keys, heads, dim), dv (batch, keys, heads, dim_v), with `dk_row` and `dv_row`
-// elements from one (b, j) row to the next.
+// dk (batch, keys, heads, dim) at dk + dk_offset, dv (batch, keys, heads, dim_v) at dv +
+// dv_offset, with `dk_row` and `dv_row` elements from one (b, j) row to the next (the
+// offsets place them in one array with dq, for a split qkv projection). stats: forward's
+// lse, then the rows kernel's D.
 template <typename T>
 __global__ void attention_backward_columns(
         const T* q, long long qsb, long long qsh, long long qsl, long long qsd,
         const T* k, long long ksb, long long ksh, long long ksl, long long ksd,
         const T* v, long long vsb, long long vsh, long long vsl, long long vsd,
         const T* dy, long long gsb, long long gsh, long long gsl, long long gsd,
-        const typename Acc<T>::type* lse, const typename Acc<T>::type* D, T* dk,
-        long long dk_row, T* dv, long long dv_row, long long batch, long long heads,
+        const typename Acc<T>::type* stats, T* dk, long long dk_offset, long long dk_row,
+        T* dv, long long dv_offset, long long dv_row, long long batch, long long heads,
         long long length, long long keys, long long dim, long long dim_v, int causal,
         double scale) {
     typedef typename Acc<T>::type A;
+    const A* lse = stats;
+    const A* D = stats + batch * heads * length;
     __shared__ A k_row[MAX_DIM];
     __shared__ A v_row[MAX_DIM];
     __shared__ A p[MAX_LENGTH];
@@ -215,10 +227,10 @@ __global__ void attention_backward_columns(
             ds[i] = prob * (dp - D[r]) * (A)scale;
         }
         __syncthreads();
-        T* out_v = dv + (b * keys + j) * dv_row + h * dim_v;
+        T* out_v = dv + dv_offset + (b * keys + j) * dv_row + h * dim_v;
         for (long long d = threadIdx.x; d < dim_v; d += blockDim.x)
             out_v[d] = from_acc<T>(weighted_sum(p, G, b, h, first, length, d));
-        T* out_k = dk + (b * keys + j) * dk_row + h * dim;
+        T* out_k = dk + dk_offset + (b * keys + j) * dk_row + h * dim;
         for (long long d = threadIdx.x; d < dim; d += blockDim.x)
             out_k[d] = from_acc<T>(weighted_sum(ds, Q, b, h, first, length, d));
     }
@@ -252,19 +264,33 @@ def supported(q: Any, k: Any, v: Any) -> bool:
 
 def _strided(x: Any) -> tuple:
     """``x`` and its four strides in elements: how the kernels read a (b, h, l, d) operand."""
-    return (x, *(i64(stride // x.itemsize) for stride in x.strides))
+    return (x, *_element_strides(x.strides, x.itemsize))
 
 
-def _grid(rows: int) -> tuple[int]:
-    return (max(1, min(rows, _MAX_GRID)),)
+# Launch arguments by shape, worked out once: asked at every launch, for a model's few
+# shapes (each step's Python calls are host time on a GPU).
+@functools.lru_cache(maxsize=256)
+def _element_strides(strides: tuple, itemsize: int) -> tuple:
+    return tuple(i64(stride // itemsize) for stride in strides)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(shape: tuple, causal: bool, scale: float) -> tuple:
+    """``(rows grid, columns grid, rows block, columns block, sizes)`` for the sizes
+    ``(batch, heads, length, keys, dim, dim_v)``; ``sizes`` the trailing launch arguments."""
+    batch, heads, length, keys, dim, dim_v = shape
+    sizes = (*(i64(n) for n in shape), np.int32(causal), f64(scale))
+    grids = [(max(1, min(n, _MAX_GRID)),) for n in (batch * heads * length, batch * heads * keys)]
+    return (*grids, row_block(max(keys, dim, dim_v)), row_block(max(length, dim, dim_v)), sizes)
 
 
 class Saved(NamedTuple):
-    """What backward needs from forward besides q, k, v: the output (b, l, h, dv) and the
-    rows' log-sum-exp (b, h, l)."""
+    """What backward needs from forward besides q, k, v: the output (b, l, h, dv) and
+    ``stats`` (2, b, h, l), the rows' log-sum-exp then room for backward's ``D = dy . y``
+    (one allocation for both: each costs host time)."""
 
     y: Any
-    lse: Any
+    stats: Any
 
 
 @on_array_device
@@ -276,13 +302,12 @@ def attention_forward(q: Any, k: Any, v: Any, scale: float, causal: bool) -> tup
     batch, heads, length, dim = q.shape
     keys, dim_v = k.shape[2], v.shape[3]
     y = cupy.empty((batch, length, heads, dim_v), q.dtype)
-    lse = cupy.empty((batch, heads, length), acc_dtype(q.dtype))
+    stats = cupy.empty((2, batch, heads, length), acc_dtype(q.dtype))
     fn = kernel(SOURCE, f"attention_forward<{type_name(q.dtype)}>")
-    sizes = (i64(batch), i64(heads), i64(length), i64(keys), i64(dim), i64(dim_v))
-    args = (*_strided(q), *_strided(k), *_strided(v), y, lse, *sizes, np.int32(causal),
-            f64(scale))  # fmt: skip
-    launch(fn, _grid(batch * heads * length), row_block(max(keys, dim, dim_v)), args)
-    return y.transpose(0, 2, 1, 3), Saved(y, lse)
+    grid, _, block, _, sizes = _plan((batch, heads, length, keys, dim, dim_v), causal, scale)
+    args = (*_strided(q), *_strided(k), *_strided(v), y, stats, *sizes)
+    launch(fn, grid, block, args)
+    return y.transpose(0, 2, 1, 3), Saved(y, stats)
 
 
 def _thirds_of_one_array(q: Any, k: Any, v: Any) -> bool:
@@ -313,28 +338,29 @@ def attention_backward(
     keys, dim_v = k.shape[2], v.shape[3]
     if grad.dtype != q.dtype:
         grad = grad.astype(q.dtype)
-    acc = acc_dtype(q.dtype)
-    if _thirds_of_one_array(q, k, v):
-        packed = cupy.empty((batch, length, 3 * heads * dim), q.dtype)
-        thirds = packed.reshape(batch, length, 3, heads, dim)
-        dq, dk, dv = thirds[:, :, 0], thirds[:, :, 1], thirds[:, :, 2]
-        rows = (i64(3 * heads * dim),) * 3
+    packed = _thirds_of_one_array(q, k, v)
+    if packed:  # one array; dk and dv at offsets in its rows, passed to the kernel
+        dq = dk = dv = cupy.empty((batch, length, 3 * heads * dim), q.dtype)
+        row = i64(3 * heads * dim)
+        rows, offsets = (row, row, row), (i64(heads * dim), i64(2 * heads * dim))
     else:
         dq = cupy.empty((batch, length, heads, dim), q.dtype)
         dk = cupy.empty((batch, keys, heads, dim), q.dtype)
         dv = cupy.empty((batch, keys, heads, dim_v), q.dtype)
-        rows = (i64(heads * dim), i64(heads * dim), i64(heads * dim_v))
-    d_rows = cupy.empty((batch, heads, length), acc)
+        rows, offsets = (i64(heads * dim), i64(heads * dim), i64(heads * dim_v)), (i64(0),) * 2
     operands = (*_strided(q), *_strided(k), *_strided(v), *_strided(grad))
-    sizes = (i64(batch), i64(heads), i64(length), i64(keys), i64(dim), i64(dim_v),
-             np.int32(causal), f64(scale))  # fmt: skip
+    grids = _plan((batch, heads, length, keys, dim, dim_v), causal, scale)
+    sizes = grids[4]
     name = type_name(q.dtype)
     fn = kernel(SOURCE, f"attention_backward_rows<{name}>")
-    args = (*operands, saved.y, saved.lse, dq, rows[0], d_rows, *sizes)
-    launch(fn, _grid(batch * heads * length), row_block(max(keys, dim, dim_v)), args)
+    args = (*operands, saved.y, saved.stats, dq, rows[0], *sizes)
+    launch(fn, grids[0], grids[2], args)
     fn = kernel(SOURCE, f"attention_backward_columns<{name}>")
-    args = (*operands, saved.lse, d_rows, dk, rows[1], dv, rows[2], *sizes)
-    launch(fn, _grid(batch * heads * keys), row_block(max(length, dim, dim_v)), args)
+    args = (*operands, saved.stats, dk, offsets[0], rows[1], dv, offsets[1], rows[2], *sizes)
+    launch(fn, grids[1], grids[3], args)
+    if packed:  # the three (b, h, l, d) views: 5 views (a view is host time), not 7
+        thirds = dq.reshape(batch, length, 3, heads, dim).transpose(2, 0, 3, 1, 4)
+        return thirds[0], thirds[1], thirds[2]
     return dq.transpose(0, 2, 1, 3), dk.transpose(0, 2, 1, 3), dv.transpose(0, 2, 1, 3)
 
 

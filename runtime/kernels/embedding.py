@@ -79,14 +79,16 @@ def embedding_backward(
     (rows, cols) gradient the table has from elsewhere; read only) where given."""
     cupy = require_cupy("embedding_backward")
     cols = grad.shape[-1]
-    flat = contiguous(indices.reshape(-1), dtype=np.int64)
-    grad = contiguous(grad.reshape(flat.size, cols))
+    # C-contiguous arrays go to the kernel as they are, whatever their shape: no reshape
+    # (a view costs host time)
+    indices = contiguous(indices, dtype=np.int64)
+    grad = contiguous(grad)
     out = cupy.empty((rows, cols), grad.dtype)
     if out.size:
         add = grad if addend is None else contiguous(addend, dtype=grad.dtype)
         fn = kernel(SOURCE, f"embedding_backward<{type_name(grad.dtype)}>")
         pad = -1 if padding_idx is None else padding_idx
-        args = (flat, grad, add, np.int32(addend is not None), out, i64(flat.size))
+        args = (indices, grad, add, np.int32(addend is not None), out, i64(indices.size))
         launch(
             fn, (min(rows, _MAX_GRID),), row_block(cols), (*args, i64(rows), i64(cols), i64(pad))
         )

@@ -348,34 +348,37 @@ def _lists(struct: np.ndarray, n: Any) -> list[list[Any]]:
     return [[FakeCupyArray.registry.get(int(p)) if p else None for p in row] for row in rows]
 
 
-def _layer_norm_forward(x, w, b, has_w, has_b, out, mean, rstd, rows, cols, eps):
-    weight, bias = (_np(w) if has_w else None), (_np(b) if has_b else None)
-    results = K.layer_norm_forward_reference(_np(x), weight, bias, float(eps))
-    for target, value in zip((out, mean, rstd), results):
-        _np(target)[...] = value
+def _layer_norm_forward(x, w, b, has_w, has_b, out, stats, rows, cols, eps):
+    shape = (int(rows), int(cols))  # the kernel reads each array's memory as rows of cols
+    weight, bias = (_np(w).reshape(-1) if has_w else None), (_np(b).reshape(-1) if has_b else None)
+    y, _np(stats)[...] = K.layer_norm_forward_reference(
+        _np(x).reshape(shape), weight, bias, float(eps)
+    )
+    _np(out).reshape(shape)[...] = y
 
 
-def _layer_norm_backward(g, x, w, has_w, mean, rstd, add, has_add, grad_x, *rest):
-    partial_w, partial_b, grad_w, grad_b, counter, finish = rest[:6]
-    weight = _np(w) if has_w else None
-    _np(grad_x)[...] = K.layer_norm_backward_reference(
-        _np(g), _np(x), weight, _np(mean), _np(rstd), _np(add) if has_add else None
+def _layer_norm_backward(g, x, w, has_w, stats, add, has_add, grad_x, *rest):
+    partials, param_grads, counter, finish, rows, cols, _per_chunk, chunks = rest
+    shape, chunks = (int(rows), int(cols)), int(chunks)
+    weight = _np(w).reshape(-1) if has_w else None
+    addend = _np(add).reshape(shape) if has_add else None
+    grad, x = _np(g).reshape(shape), _np(x).reshape(shape)
+    _np(grad_x).reshape(shape)[...] = K.layer_norm_backward_reference(
+        grad, x, weight, _np(stats), addend
     )[0]
-    if _np(partial_w).size:  # the parameters' partials: the whole sum in the first chunk
-        _, sum_w, sum_b = K.layer_norm_backward_reference(
-            _np(g), _np(x), None, _np(mean), _np(rstd)
-        )
-        for partial, total in ((partial_w, sum_w), (partial_b, sum_b)):
-            _np(partial)[...] = 0
-            _np(partial)[0] = total
+    if chunks:  # the parameters' partials (2, chunks, cols): the whole sum in the first chunk
+        _, sum_w, sum_b = K.layer_norm_backward_reference(grad, x, None, _np(stats))
+        blocks = _np(partials).reshape(2, chunks, -1)
+        blocks[...] = 0
+        blocks[:, 0] = sum_w, sum_b
         if finish:  # the last partial block's sums; it leaves the counter at 0
             assert int(_np(counter)[0]) == 0, "a launch found the counter not reset"
-            _np(grad_w)[...], _np(grad_b)[...] = sum_w, sum_b
+            _np(param_grads).reshape(2, -1)[...] = sum_w, sum_b
 
 
-def _layer_norm_finish(partial_w, partial_b, grad_w, grad_b, chunks, cols):
-    _np(grad_w)[...] = _np(partial_w).sum(axis=0)
-    _np(grad_b)[...] = _np(partial_b).sum(axis=0)
+def _layer_norm_finish(partials, param_grads, chunks, cols):
+    blocks = _np(partials).reshape(2, int(chunks), int(cols))
+    _np(param_grads).reshape(2, int(cols))[...] = blocks.sum(axis=1)
 
 
 def _cross_entropy_forward(logits, target, loss, lse, row_loss, mean, count, counter, *rest):
@@ -524,7 +527,7 @@ def _attention_operands(args, sizes):
 
 def _attention_forward(*args):
     q, k, v = _attention_operands(args[:15], args[17:23])
-    y, lse = args[15], args[16]
+    y, stats = args[15], args[16]
     causal, scale = bool(args[23]), float(args[24])
     out = K.attention_forward_reference(q, k, v, scale, causal)
     _np(y)[...] = np.swapaxes(out, 1, 2)
@@ -532,29 +535,31 @@ def _attention_forward(*args):
     if causal:
         scores = np.where(np.tri(*scores.shape[-2:], dtype=bool), scores, -np.inf)
     top = scores.max(axis=-1, keepdims=True)
-    _np(lse)[...] = (top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True)))[..., 0]
+    # stats (2, b, h, l): the forward writes the first half, lse
+    _np(stats)[0] = (top + np.log(np.exp(scores - top).sum(axis=-1, keepdims=True)))[..., 0]
 
 
-def _rows_out(array, row, like):
-    """The (b, l, h, d) output at ``array``'s first element with ``row`` elements from one
-    (b, l) row to the next, as the backward kernels write it (``like`` is (b, h, l, d))."""
+def _rows_out(array, offset, row, like):
+    """The (b, l, h, d) output ``offset`` elements into ``array`` with ``row`` elements from
+    one (b, l) row to the next, as the backward kernels write it (``like`` is (b, h, l, d))."""
     batch, heads, length, dim = like.shape
     item = array.itemsize
     strides = (length * int(row) * item, int(row) * item, dim * item, item)
-    return np.lib.stride_tricks.as_strided(_np(array), (batch, length, heads, dim), strides)
+    start = _np(array).reshape(-1)[int(offset) :]
+    return np.lib.stride_tricks.as_strided(start, (batch, length, heads, dim), strides)
 
 
 def _attention_backward(*args, columns: bool):
     q, k, v, grad = _attention_operands(args[:20], args[-8:-2])
     causal, scale = bool(args[-2]), float(args[-1])
     dq, dk, dv = K.attention_backward_reference(grad, q, k, v, scale, causal)
-    if columns:  # (lse, D, dk, dk_row, dv, dv_row)
-        _rows_out(args[22], args[23], dk)[...] = np.swapaxes(dk, 1, 2)
-        _rows_out(args[24], args[25], dv)[...] = np.swapaxes(dv, 1, 2)
-    else:  # (y, lse, dq, dq_row, D)
-        _rows_out(args[22], args[23], dq)[...] = np.swapaxes(dq, 1, 2)
+    if columns:  # (stats, dk, dk_offset, dk_row, dv, dv_offset, dv_row)
+        _rows_out(args[21], args[22], args[23], dk)[...] = np.swapaxes(dk, 1, 2)
+        _rows_out(args[24], args[25], args[26], dv)[...] = np.swapaxes(dv, 1, 2)
+    else:  # (y, stats, dq, dq_row): D into the second half of stats
+        _rows_out(args[22], 0, args[23], dq)[...] = np.swapaxes(dq, 1, 2)
         y = K.attention_forward_reference(q, k, v, scale, causal).astype(np.float64)
-        _np(args[24])[...] = (grad.astype(np.float64) * y).sum(axis=-1)
+        _np(args[21])[1] = (grad.astype(np.float64) * y).sum(axis=-1)
 
 
 def _cast(struct, n):

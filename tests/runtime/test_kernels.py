@@ -193,13 +193,11 @@ def test_layer_norm_reference_matches_cpu_op(shape, affine):
     w, b = (_leaf(wa), _leaf(ba)) if affine else (None, None)
     out = F.layer_norm(x, (shape[1],), w, b, eps=1e-5)
     (out * dt.tensor(upstream)).sum().backward()
-    ref_out, mean, rstd = kernels.layer_norm_forward_reference(
+    ref_out, stats = kernels.layer_norm_forward_reference(
         xa, wa if affine else None, ba if affine else None, 1e-5
     )
     np.testing.assert_allclose(_np(out), ref_out, rtol=1e-10, atol=1e-10)
-    gx, gw, gb = kernels.layer_norm_backward_reference(
-        upstream, xa, wa if affine else None, mean, rstd
-    )
+    gx, gw, gb = kernels.layer_norm_backward_reference(upstream, xa, wa if affine else None, stats)
     np.testing.assert_allclose(_np(x.grad), gx, rtol=1e-9, atol=1e-10)
     if affine:
         np.testing.assert_allclose(_np(w.grad), gw, rtol=1e-9, atol=1e-10)
@@ -466,17 +464,17 @@ def test_gpu_layer_norm(cp, shape, dtype, affine):
     b = rng.standard_normal(shape[1]).astype(dtype) if affine else None
     g = rng.standard_normal(shape).astype(dtype)
     on = lambda a: None if a is None else cp.asarray(a)
-    out, mean, rstd = kernels.layer_norm_forward(on(x), on(w), on(b), 1e-5)
-    ref_out, ref_mean, ref_rstd = kernels.layer_norm_forward_reference(x, w, b, 1e-5)
+    out, stats = kernels.layer_norm_forward(on(x), on(w), on(b), 1e-5)
+    ref_out, ref_stats = kernels.layer_norm_forward_reference(x, w, b, 1e-5)
     _close(out, ref_out, dtype, 10)
-    _close(mean, ref_mean, dtype)
-    _close(rstd, ref_rstd, dtype, 10)
+    _close(stats[0], ref_stats[0], dtype)  # the means
+    _close(stats[1], ref_stats[1], dtype, 10)  # the rstds
     scale = 10 * math.sqrt(shape[0])  # sums over rows
     addend = rng.standard_normal(shape).astype(dtype)  # a gradient x has from elsewhere
     # the second launch finds the counter the first one set back to 0
     for add in (None, addend):
-        gx, gw, gb = kernels.layer_norm_backward(on(g), on(x), on(w), mean, rstd, addend=on(add))
-        rgx, rgw, rgb = kernels.layer_norm_backward_reference(g, x, w, ref_mean, ref_rstd, add)
+        gx, gw, gb = kernels.layer_norm_backward(on(g), on(x), on(w), stats, addend=on(add))
+        rgx, rgw, rgb = kernels.layer_norm_backward_reference(g, x, w, ref_stats, add)
         _close(gx, rgx, dtype, 10)
         _close(gw, rgw, dtype, scale)
         _close(gb, rgb, dtype, scale)
@@ -492,11 +490,9 @@ def test_gpu_layer_norm_backward_without_the_counter(cp, monkeypatch):
     rng = np.random.default_rng(13)
     x, g = rng.standard_normal((2, 130, 33))
     w = rng.standard_normal(33)
-    _, mean, rstd = kernels.layer_norm_forward(cp.asarray(x), cp.asarray(w), None, 1e-5)
-    gx, gw, gb = kernels.layer_norm_backward(
-        cp.asarray(g), cp.asarray(x), cp.asarray(w), mean, rstd
-    )
-    rgx, rgw, rgb = kernels.layer_norm_backward_reference(g, x, w, mean.get(), rstd.get())
+    _, stats = kernels.layer_norm_forward(cp.asarray(x), cp.asarray(w), None, 1e-5)
+    gx, gw, gb = kernels.layer_norm_backward(cp.asarray(g), cp.asarray(x), cp.asarray(w), stats)
+    rgx, rgw, rgb = kernels.layer_norm_backward_reference(g, x, w, stats.get())
     for value, reference in ((gx, rgx), (gw, rgw), (gb, rgb)):
         np.testing.assert_allclose(value.get(), reference, rtol=1e-10, atol=1e-12)
     assert build._done_counters == {}

@@ -11,6 +11,7 @@ from dtrain._tensor.tensor import Tensor
 from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.dtypes import accumulation_dtype
 from dtrain.runtime.kernels import layer_norm as _ln_kernels
+from dtrain.runtime.kernels.build import contiguous
 
 
 def _normalize_backward(grad_xhat: Any, xhat: Any, rstd: Any, axes: tuple) -> Any:
@@ -32,19 +33,15 @@ class LayerNorm(Op):
     def forward(
         self, x: Any, weight: Any = None, bias: Any = None, *, dims: int, eps: float
     ) -> Any:
+        self.dtype = x.dtype
+        if is_cuda_array(x) and x.size and _ln_kernels.supported(x, weight, bias, dims):
+            # x, the weight and the bias go to the kernel as they are: no reshapes (each a
+            # view, host time on CUDA), the output made in x's shape.
+            self.fused, self.x, self.w, self.dims = True, contiguous(x), weight, dims
+            out, self.stats = _ln_kernels.layer_norm_forward(self.x, weight, bias, eps, dims)
+            return out
         xp = get_array_module(x)
         self.axes = tuple(range(x.ndim - dims, x.ndim))
-        self.dtype = x.dtype
-        if is_cuda_array(x) and x.size:
-            cols = _prod(x.shape[x.ndim - dims :])
-            x2 = x.reshape(-1, cols)
-            w2 = None if weight is None else weight.reshape(cols)
-            b2 = None if bias is None else bias.reshape(cols)
-            if _ln_kernels.supported(x2, w2, b2):
-                self.fused, self.x2, self.w2, self.shape = True, x2, w2, x.shape
-                self.param_shape = x.shape[x.ndim - dims :]
-                out, self.mean, self.rstd = _ln_kernels.layer_norm_forward(x2, w2, b2, eps)
-                return out.reshape(x.shape)
         # float16 is normalised in float32 and the output rounded once, as PyTorch's CPU
         # kernel does (squares of values over 256 overflow float16).
         wide = x.astype(accumulation_dtype(x.dtype), copy=False)
@@ -74,20 +71,21 @@ class LayerNorm(Op):
     def _backward(self, grad: Any, addend: Any) -> tuple:
         needs = self.needs_input_grad
         if self.fused:
-            wants = [len(needs) > i and needs[i] for i in range(3)]
+            wants_w = len(needs) > 1 and needs[1]
+            wants_b = len(needs) > 2 and needs[2]
             grad_x, grad_w, grad_b = _ln_kernels.layer_norm_backward(
-                grad.reshape(self.x2.shape),
-                self.x2,
-                self.w2,
-                self.mean,
-                self.rstd,
-                param_grads=wants[1] or wants[2],
-                addend=None if addend is None else addend.reshape(self.x2.shape),
+                grad,
+                self.x,
+                self.w,
+                self.stats,
+                dims=self.dims,
+                param_grads=wants_w or wants_b,
+                addend=addend,
             )
             return (
-                grad_x.reshape(self.shape) if wants[0] else None,
-                grad_w.reshape(self.param_shape) if wants[1] else None,
-                grad_b.reshape(self.param_shape) if wants[2] else None,
+                grad_x if needs[0] else None,
+                grad_w if wants_w else None,
+                grad_b if wants_b else None,
             )
         weight = self.weight
         lead = tuple(range(grad.ndim - len(self.axes)))
