@@ -154,21 +154,55 @@ def adam_multi_tensor(
         raise ValueError(
             "adam_multi_tensor: steps must hold one float32 device scalar per parameter"
         )
-    if steps is None:
+    rows = [params, grads, exp_avgs, exp_avg_sqs, v_max, steps]
+    adam_launch(
+        tensor_lists(rows),
+        name,
+        params[0],
+        step=step,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decoupled_weight_decay=decoupled_weight_decay,
+    )
+
+
+def adam_launch(
+    lists: list[tuple[np.ndarray, int, int]],
+    name: str,
+    like: Any,
+    *,
+    step: int | None,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    amsgrad: bool,
+    maximize: bool,
+    decoupled_weight_decay: bool,
+) -> None:
+    """``adam_multi_tensor``'s launches over lists packed already (``tensor_lists`` of its
+    rows, or a ``multi_tensor.CachedLists``), unchecked: ``name`` the C type, ``like`` an
+    array on the device to launch on, ``step`` None for capturable device steps (row 5)."""
+    if step is None:
+        step_size = bias_correction2_sqrt = 1.0  # read on the device instead
+    else:
         step_size = lr / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-    else:
-        step_size = bias_correction2_sqrt = 1.0  # read on the device instead
-    flags = (amsgrad, maximize, decoupled_weight_decay, steps is not None)
     scalars = (
         f64(lr), f64(beta1), f64(beta2), f64(eps), f64(weight_decay),
-        *(np.int32(f) for f in flags), f64(step_size), f64(bias_correction2_sqrt),
+        np.int32(amsgrad), np.int32(maximize), np.int32(decoupled_weight_decay),
+        np.int32(step is None), f64(step_size), f64(bias_correction2_sqrt),
     )  # fmt: skip
-    with on_device_of(params[0]):
+    with on_device_of(like):
         update = kernel(SOURCE, f"adam_multi_tensor<{name}>")
-        bump = kernel(SOURCE, "adam_increment_steps") if steps is not None else None
-        rows = [params, grads, exp_avgs, exp_avg_sqs, v_max, steps]
-        for struct, count, grid in tensor_lists(rows):
+        bump = kernel(SOURCE, "adam_increment_steps") if step is None else None
+        for struct, count, grid in lists:
             if bump is not None:
                 launch(bump, (1,), MAX_TENSORS, (struct, np.int32(count)))
             if grid:

@@ -91,18 +91,24 @@ SOURCE = register("grad_norm", _BODY, templated(("sum_squares_multi_tensor", "cl
 
 
 def sum_squares_(
-    grads: list[Any], total: Any, checked: bool = False, *, overwrite: bool = False
+    grads: list[Any],
+    total: Any,
+    checked: bool = False,
+    *,
+    overwrite: bool = False,
+    lists: list | None = None,
 ) -> None:
     """Add the sum of squares of every element of ``grads`` (C-contiguous cupy arrays of one
     dtype and device) to ``total``, a float64 0-d cupy array on that device; with
     ``overwrite``, store it there instead (``total`` may then hold anything: no zeroing
     launch needed). ``checked``: the caller already checked the list
-    (``multi_tensor.check_lists``)."""
+    (``multi_tensor.check_lists``). ``lists``: ``tensor_lists([grads])``, where the caller
+    has it (``multi_tensor.checked_lists``; clipping packs once for both kernels)."""
     cupy = require_cupy("sum_squares_")
     name = check_lists("sum_squares_", [grads], checked) if grads else None
     with on_device_of(total):
         # Nothing to sum, or the atomic path (it adds to what is there): 0 first.
-        plan = last_block_launches(cupy, grads, total, overwrite, np.float64, clear=0)
+        plan = last_block_launches(cupy, grads, total, overwrite, np.float64, 0, lists)
         if not plan.launches:
             return
         fn = kernel(SOURCE, f"sum_squares_multi_tensor<{name}>")
@@ -113,12 +119,18 @@ def sum_squares_(
 
 
 def clip_(
-    grads: list[Any], total: Any, max_norm: float, norm: Any = None, checked: bool = False
+    grads: list[Any],
+    total: Any,
+    max_norm: float,
+    norm: Any = None,
+    checked: bool = False,
+    *,
+    lists: list | None = None,
 ) -> Any:
     """Scale ``grads`` in place by ``max_norm / (sqrt(total) + 1e-6)`` where that is below 1
     or NaN; ``total`` (float64 0-d cupy array) is read on the device. Returns the norm
     ``sqrt(total)`` as a 0-d array of the gradients' dtype (written into ``norm`` if given),
-    or None for an empty list. ``checked``: as for ``sum_squares_``."""
+    or None for an empty list. ``checked``, ``lists``: as for ``sum_squares_``."""
     cupy = require_cupy("clip_")
     if not grads:
         return None
@@ -127,7 +139,7 @@ def clip_(
         if norm is None:
             norm = cupy.empty((), grads[0].dtype)
         fn = kernel(SOURCE, f"clip_multi_tensor<{name}>")
-        for struct, count, grid in tensor_lists([grads]):
+        for struct, count, grid in tensor_lists([grads]) if lists is None else lists:
             # An all-empty list still launches one block: it writes the norm.
             args = (struct, np.int32(count), total, f64(max_norm), norm)
             launch(fn, (max(grid, 1),), BLOCK, args)

@@ -99,24 +99,75 @@ class PersistentChecks:
     checked once (and again only when one is replaced); a step then checks its fresh
     gradients alone. Kept per parameter (the key, e.g. the parameter tensor). It holds the
     arrays it last checked, so ``sweep()`` after each step lets go of those of parameters
-    that step did not see, and ``clear()`` of all (the optimizer's state replaced)."""
+    that step did not see, and ``clear()`` of all (the optimizer's state replaced).
+
+    It also keeps a plan per parameter group (``plan``/``keep_plan``: what an optimizer
+    built from a step's persistent arrays, e.g. its ``CachedLists``), let go of in the same
+    way: by ``sweep()`` when a step did not use it, and by ``clear()``.
+    """
 
     def __init__(self) -> None:
         self._known: dict[Any, tuple] = {}
         self._seen: set = set()
+        self._plans: dict[int, tuple[Any, Any]] = {}  # id(group) -> (group, plan)
+        self._used: set[int] = set()
 
     def sweep(self) -> None:
-        """Forget the parameters not asked about since the last sweep."""
-        for key in [key for key in self._known if key not in self._seen]:
-            del self._known[key]
+        """Forget the parameters not asked about since the last sweep, and the plans not
+        used."""
+        if not self._seen.issuperset(self._known):
+            for key in [key for key in self._known if key not in self._seen]:
+                del self._known[key]
         self._seen = set()
+        for key in [key for key in self._plans if key not in self._used]:
+            del self._plans[key]
+        self._used = set()
 
     def clear(self) -> None:
         self._known.clear()
         self._seen = set()
+        self._plans.clear()
+        self._used = set()
+
+    def plan(self, group: Any) -> Any:
+        """The plan kept for ``group`` (a param-group dict), or None; it counts as used."""
+        entry = self._plans.get(id(group))
+        if entry is None or entry[0] is not group:
+            return None
+        self._used.add(id(group))
+        return entry[1]
+
+    def keep_plan(self, group: Any, plan: Any) -> None:
+        """Keep ``plan`` for ``group`` (None: drop the one kept)."""
+        if plan is None:
+            self._plans.pop(id(group), None)
+            return
+        self._plans[id(group)] = (group, plan)
+        self._used.add(id(group))
+
+    def saw(self, keys: Any) -> None:
+        """Count ``keys`` as asked about this step (their plan checked them)."""
+        self._seen.update(keys)
 
     def fusable(self, key: Any, persistent: tuple, grad: Any) -> bool:
         """``fusable(*persistent, grad)``, ``persistent`` remembered under ``key``."""
+        entry = self._entry(key, persistent)
+        if entry is None:
+            return False
+        _, dtype, size, device = entry
+        return (
+            is_cuda_array(grad)
+            and grad.dtype == dtype
+            and grad.size == size
+            and grad.flags.c_contiguous
+            and device_id(grad) == device
+        )
+
+    def persistent(self, key: Any, persistent: tuple) -> bool:
+        """``fusable(*persistent)``, remembered under ``key``."""
+        return self._entry(key, persistent) is not None
+
+    def _entry(self, key: Any, persistent: tuple) -> tuple | None:
         self._seen.add(key)
         entry = self._known.get(key)
         if entry is not None and len(entry[0]) == len(persistent):
@@ -129,17 +180,10 @@ class PersistentChecks:
         if entry is None:
             self._known.pop(key, None)
             if not fusable(*persistent):
-                return False
+                return None
             first = persistent[0]
             entry = self._known[key] = (persistent, first.dtype, first.size, device_id(first))
-        _, dtype, size, device = entry
-        return (
-            is_cuda_array(grad)
-            and grad.dtype == dtype
-            and grad.size == size
-            and grad.flags.c_contiguous
-            and device_id(grad) == device
-        )
+        return entry
 
 
 def check_lists(name: str, lists: list[list[Any] | None], checked: bool = False) -> str:
@@ -175,25 +219,107 @@ def check_lists(name: str, lists: list[list[Any] | None], checked: bool = False)
 def tensor_lists(rows: list[list[Any] | None]) -> list[tuple[np.ndarray, int, int]]:
     """The ``TensorList`` kernel arguments for ``rows`` (row 0 the parameters), one per
     ``MAX_TENSORS`` tensors: ``(struct, tensors, grid)`` each; grid 0 when all are empty.
+    """
+    pointers = [
+        None if row is None else [0 if a is None else a.data.ptr for a in row] for row in rows
+    ]
+    return _pack(pointers, [int(a.size) for a in rows[0]])
+
+
+def _pack(pointers: list[list[int] | None], sizes: list[int]) -> list[tuple[np.ndarray, int, int]]:
+    """``tensor_lists`` from the rows' pointers (None for a row left 0) and the sizes.
 
     Filled a row at a time from Python lists: element by element, numpy's structured
     indexing cost ~0.1 ms per 40-parameter Adam step on the host.
     """
-    n = len(rows[0])
+    n = len(sizes)
     out = []
     for start in range(0, n, MAX_TENSORS):
         stop = min(n, start + MAX_TENSORS)
         count = stop - start
         struct = np.zeros(1, dtype=LIST_DTYPE)
-        sizes = [int(a.size) for a in rows[0][start:stop]]
-        struct["size"][0, :count] = sizes
-        pointers = struct["ptr"][0]
-        for r, row in enumerate(rows):
+        struct["size"][0, :count] = sizes[start:stop]
+        rows = struct["ptr"][0]
+        for r, row in enumerate(pointers):
             if row is not None:
-                pointers[r, :count] = [0 if a is None else a.data.ptr for a in row[start:stop]]
-        chunks = sum(-(-size // CHUNK) for size in sizes)
+                rows[r, :count] = row[start:stop]
+        chunks = sum([-(-size // CHUNK) for size in sizes[start:stop]])
         out.append((struct, count, min(chunks, _MAX_GRID)))
     return out
+
+
+def checked_lists(arrays: list[Any]) -> list[tuple[np.ndarray, int, int]] | None:
+    """``tensor_lists([arrays])``, or None unless every array is a C-contiguous cupy array of
+    the first one's dtype (float16/32/64) and device: the check and the packing in one walk
+    over the arrays (clipping does this every step with fresh gradients)."""
+    first = arrays[0]
+    if not _all_cuda(arrays) or type_name(first.dtype) is None:
+        return None
+    dtype = first.dtype
+    data = [a.data for a in arrays]  # one pointer object per array: its device and address
+    device = data[0].device_id
+    for a, d in zip(arrays, data):
+        if a.dtype != dtype or d.device_id != device or not a.flags.c_contiguous:
+            return None
+    return _pack([[d.ptr for d in data]], [a.size for a in arrays])
+
+
+def _all_cuda(arrays: list[Any]) -> bool:
+    """Whether every one of ``arrays`` is a cupy array (asked of each type once)."""
+    return all(map(_is_cuda_type, set(map(type, arrays))))
+
+
+def _is_cuda_type(kind: type) -> bool:
+    return kind.__module__.startswith("cupy")
+
+
+class CachedLists:
+    """The ``tensor_lists`` of a list of tensors whose arrays persist from step to step
+    (parameters, optimizer state) beside one row that is fresh each step (the gradients).
+
+    The persistent rows are packed once, here; ``fill`` writes the fresh row into the same
+    structs. A launch copies its struct's bytes (and a CUDA graph keeps the copy), so a
+    struct may be rewritten once it has been launched. It holds the persistent arrays (their
+    pointers stay valid); the owner must build a new one when one of them is replaced.
+    """
+
+    def __init__(self, rows: list[list[Any] | None], fresh: int) -> None:
+        """``rows`` as for ``tensor_lists``, already picked with ``fusable``; the row at
+        index ``fresh`` (None here) is written by ``fill``."""
+        first = rows[0][0]
+        self.first = first  # on whose device to launch
+        self.dtype, self.device = first.dtype, device_id(first)
+        self.name = type_name(first.dtype)  # the kernels' C type
+        self.sizes = [int(a.size) for a in rows[0]]
+        self.launches = tensor_lists(rows)
+        self._held = rows
+        self._fresh = fresh
+        self._rows = [struct["ptr"][0] for struct, _, _ in self.launches]  # views: written
+
+    def fill(self, arrays: list[Any]) -> list[tuple[np.ndarray, int, int]] | None:
+        """Write ``arrays``' pointers into the fresh row and return the launches; None (and
+        nothing written) unless each is a C-contiguous cupy array of its row-0 tensor's
+        size, dtype and device."""
+        sizes = self.sizes
+        if len(arrays) != len(sizes) or not _all_cuda(arrays):
+            return None
+        dtype, device = self.dtype, self.device
+        data = [a.data for a in arrays]  # one pointer object each: device and address
+        for a, d, size in zip(arrays, data, sizes):
+            if (
+                a.size != size
+                or a.dtype != dtype
+                or d.device_id != device
+                or not a.flags.c_contiguous
+            ):
+                return None
+        pointers = [d.ptr for d in data]
+        fresh = self._fresh
+        for start, rows in zip(range(0, len(pointers), MAX_TENSORS), self._rows):
+            rows[fresh, : min(MAX_TENSORS, len(pointers) - start)] = pointers[
+                start : start + MAX_TENSORS
+            ]
+        return self.launches
 
 
 class LastBlockLaunches(NamedTuple):
@@ -208,12 +334,21 @@ class LastBlockLaunches(NamedTuple):
 
 
 def last_block_launches(
-    cupy: Any, grads: list[Any], value: Any, overwrite: bool, scratch_dtype: Any, clear: Any
+    cupy: Any,
+    grads: list[Any],
+    value: Any,
+    overwrite: bool,
+    scratch_dtype: Any,
+    clear: Any,
+    lists: list[tuple[np.ndarray, int, int]] | None = None,
 ) -> LastBlockLaunches:
     """Plan the launches over ``grads`` that reduce into ``value`` (on the current device).
     With ``overwrite`` the value may hold anything before; where the kernels cannot
-    overwrite it (no counter, or nothing to launch) it is set to ``clear`` here first."""
-    launches = [entry for entry in tensor_lists([grads]) if entry[2]] if grads else []
+    overwrite it (no counter, or nothing to launch) it is set to ``clear`` here first.
+    ``lists``: ``tensor_lists([grads])`` if the caller has it already."""
+    if lists is None:
+        lists = tensor_lists([grads]) if grads else []
+    launches = [entry for entry in lists if entry[2]]
     counter = done_counter(cupy, device_id(value)) if launches else None
     if overwrite and (counter is None or not launches):
         value.fill(clear)

@@ -91,13 +91,43 @@ def sgd_multi_tensor(
         raise ValueError("sgd_multi_tensor: momentum != 0 needs momentum_buffers")
     buffers = momentum_buffers if momentum != 0 else None
     name = check_lists("sgd_multi_tensor", [params, grads, buffers], checked)
+    sgd_launch(
+        tensor_lists([params, grads, buffers]),
+        name,
+        params[0],
+        first=first,
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
+
+
+def sgd_launch(
+    lists: list[tuple[np.ndarray, int, int]],
+    name: str,
+    like: Any,
+    *,
+    first: bool,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    """``sgd_multi_tensor``'s launches over lists packed already (``tensor_lists`` of its
+    rows, or a ``multi_tensor.CachedLists``), unchecked: ``name`` the C type, ``like`` an
+    array on the device to launch on."""
     scalars = (
         f64(lr), f64(momentum), f64(dampening), f64(weight_decay),
         np.int32(nesterov), np.int32(maximize), np.int32(first),
     )  # fmt: skip
-    with on_device_of(params[0]):
+    with on_device_of(like):
         fn = kernel(SOURCE, f"sgd_multi_tensor<{name}>")
-        for struct, count, grid in tensor_lists([params, grads, buffers]):
+        for struct, count, grid in lists:
             if grid:
                 launch(fn, (grid,), BLOCK, (struct, np.int32(count), *scalars))
 

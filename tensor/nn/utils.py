@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,11 @@ import numpy as np
 from dtrain._tensor.autograd.grad_mode import no_grad
 from dtrain._tensor.ops.shape import cat
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import device_id, get_array_module, is_cuda_array, on_device_of
+from dtrain.runtime.backend import get_array_module, is_cuda_array, on_device_of
 from dtrain.runtime.dtypes import accumulation_dtype
+from dtrain.runtime.kernels.multi_tensor import checked_lists
+
+_array_of = attrgetter("_array")
 
 
 def _with_grads(parameters: Iterable[Tensor] | Tensor) -> list:
@@ -40,13 +44,18 @@ def clip_grad_norm_(
     Raises:
         RuntimeError: ``error_if_nonfinite`` and the norm is NaN or infinite.
     """
-    params = _with_grads(parameters)
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    tensors = [g for p in parameters if (g := p.grad) is not None]  # the gradients
     norm_type = float(norm_type)
-    if not params:
+    if not tensors:
         return wrap(get_array_module().zeros((), dtype="float32"))
-    grads = [p.grad._array for p in params]
-    if norm_type == 2.0 and _fused_on_gpu(grads):
-        return _clip_on_gpu(params, grads, max_norm, error_if_nonfinite)
+    grads = list(map(_array_of, tensors))
+    if norm_type == 2.0 and is_cuda_array(grads[0]):
+        # checked and packed for the kernels in one walk (None: one of them cannot join)
+        lists = checked_lists(grads)
+        if lists is not None:
+            return _clip_on_gpu(tensors, grads, lists, max_norm, error_if_nonfinite)
     xp = get_array_module(grads[0])
     # As PyTorch: the norm of the per-gradient norms (the same as one norm over every
     # element, except for orders 0 and below). Empty gradients add nothing.
@@ -57,8 +66,8 @@ def clip_grad_norm_(
     coefficient = max_norm / (total + 1e-6)
     if not coefficient >= 1:  # as PyTorch's clamp(coefficient, max=1): NaN scales too
         with no_grad(), np.errstate(invalid="ignore"):  # inf * 0 is NaN, quietly
-            for p in params:
-                p.grad.mul_(coefficient)
+            for g in tensors:
+                g.mul_(coefficient)
     return wrap(xp.asarray(total, dtype=grads[0].dtype))
 
 
@@ -88,32 +97,24 @@ def _nonfinite_message(norm_type: float, total: float) -> str:
     )
 
 
-def _fused_on_gpu(grads: list) -> bool:
-    """Whether the multi-tensor kernels can take every gradient (one launch per 48)."""
-    from dtrain.runtime.kernels.multi_tensor import fusable
-
-    first = grads[0]
-    if not is_cuda_array(first):
-        return False
-    dtype, device = first.dtype, device_id(first)
-    return all(fusable(g) and g.dtype == dtype and device_id(g) == device for g in grads)
-
-
-def _clip_on_gpu(params: list, grads: list, max_norm: float, error_if_nonfinite: bool) -> Tensor:
-    """The L2 clip as two multi-tensor kernels; nothing waits for the GPU unless
-    ``error_if_nonfinite`` asks to look at the norm (as in PyTorch)."""
+def _clip_on_gpu(
+    tensors: list, grads: list, lists: list, max_norm: float, error_if_nonfinite: bool
+) -> Tensor:
+    """The L2 clip as two multi-tensor kernels over ``lists`` (``grads`` packed); nothing
+    waits for the GPU unless ``error_if_nonfinite`` asks to look at the norm (as in
+    PyTorch)."""
     from dtrain.runtime.kernels import grad_norm
 
     xp = get_array_module(grads[0])
     with on_device_of(grads[0]):
         total = xp.empty((), dtype=xp.float64)  # written, not added to: no zeroing launch
-        grad_norm.sum_squares_(grads, total, checked=True, overwrite=True)
+        grad_norm.sum_squares_(grads, total, checked=True, overwrite=True, lists=lists)
         if error_if_nonfinite and not math.isfinite(float(total)):
             raise RuntimeError(_nonfinite_message(2.0, math.sqrt(float(total))))
         # (The clip kernel also writes the norm: no launch of its own.)
-        norm = grad_norm.clip_(grads, total, max_norm, checked=True)
-    for p in params:
-        p.grad._version[0] += 1
+        norm = grad_norm.clip_(grads, total, max_norm, checked=True, lists=lists)
+    for g in tensors:
+        g._version[0] += 1
     return wrap(norm)
 
 
