@@ -309,13 +309,11 @@ def matmul(a: Any, b: Any, out_dtype: Any = None) -> Any:
 
 
 def _matmul_on_current_device(cupy: Any, a: Any, b: Any, out_dtype: Any) -> Any:
+    if a.size == 0 or b.size == 0:  # nothing to plan (empty layouts have no leading dim)
+        batch = tuple(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+        return cupy.zeros(batch + (a.shape[-2], b.shape[-1]), dtype=out_dtype)
     p = plan(a, b, cupy)
     out = cupy.empty(p.batch + (p.m, p.n), dtype=out_dtype)
-    if out.size == 0:
-        return out
-    if p.k == 0:
-        out.fill(0)
-        return out
     gemm(p, out)
     return out
 

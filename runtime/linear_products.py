@@ -24,7 +24,7 @@ from dtrain.runtime.backend import cupy_module, on_device_of
 _INT32_MAX = 2**31 - 1
 
 
-def _fits(*arrays: Any) -> bool:
+def fits(*arrays: Any) -> bool:
     """C-contiguous cupy arrays of one dtype cuBLAS takes, none empty."""
     dtype = arrays[0].dtype
     if not cublas.supports_dtype(dtype):
@@ -39,7 +39,7 @@ def forward(x: Any, weight: Any, bias: Any = None, relu: bool = False) -> Any | 
     """``x @ weight.T`` (+ ``bias``, then ReLU with ``relu``) as a new array of shape
     ``x.shape[:-1] + (out_features,)``: one cuBLASLt launch with a bias where it takes the
     case, else the product and an add."""
-    if not _fits(x, weight):
+    if not fits(x, weight):
         return None
     n, k = weight.shape
     p = cublas.plan_2d(x, cublas.OP_N, weight, cublas.OP_T, (x.size // k, n, k))
@@ -60,7 +60,7 @@ def forward(x: Any, weight: Any, bias: Any = None, relu: bool = False) -> Any | 
 
 def grad_input(grad: Any, weight: Any, input_shape: tuple) -> Any | None:
     """``grad @ weight`` as a new array of ``input_shape``."""
-    if not _fits(grad, weight):
+    if not fits(grad, weight):
         return None
     n, k = weight.shape
     p = cublas.plan_2d(grad, cublas.OP_N, weight, cublas.OP_N, (grad.size // n, k, n))
@@ -77,7 +77,7 @@ def grad_weight(
     a Linear layer's weight gradient (out_features, in_features) and, ``with_bias``, its bias
     gradient, in one cuBLASLt launch where it takes the case."""
     out_dtype = grad.dtype if out_dtype is None else np.dtype(out_dtype)
-    if not _fits(grad, x) or not cublas.supports_out(grad.dtype, out_dtype):
+    if not fits(grad, x) or not cublas.supports_out(grad.dtype, out_dtype):
         return None
     n, k = grad.shape[-1], x.shape[-1]
     p = cublas.plan_2d(grad, cublas.OP_T, x, cublas.OP_N, (n, k, grad.size // n))

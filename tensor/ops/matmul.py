@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from dtrain._tensor.amp.cast import autocast_inputs
@@ -16,7 +17,8 @@ def stacked_matmul(a: Any, b: Any) -> Any:
     """``a @ b``; a stack of matrices times one matrix runs as one 2-D product (numpy's
     stacked matmul loops over small products, and off BLAS for transposed operands)."""
     if a.ndim > 2 and b.ndim == 2:
-        return array_matmul(a.reshape(-1, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
+        rows = math.prod(a.shape[:-1])  # (not -1: a zero-size dim leaves it undetermined)
+        return array_matmul(a.reshape(rows, a.shape[-1]), b).reshape(*a.shape[:-1], b.shape[-1])
     return array_matmul(a, b)
 
 
@@ -48,8 +50,10 @@ class MatMul(Op):
             grad_a = grad_a.reshape(a.shape)
         if need_b:
             if b2.ndim == 2 and a2.ndim > 2:  # sum over the stack inside one 2-D product
-                flat_a = a2.reshape(-1, a2.shape[-1])
-                grad_b = array_matmul(flat_a.T, grad.reshape(-1, grad.shape[-1])).reshape(b.shape)
+                rows = math.prod(a2.shape[:-1])
+                flat_a = a2.reshape(rows, a2.shape[-1])
+                flat_grad = grad.reshape(rows, grad.shape[-1])
+                grad_b = array_matmul(flat_a.T, flat_grad).reshape(b.shape)
             else:
                 grad_b = unbroadcast(array_matmul(a2.swapaxes(-1, -2), grad), b2.shape)
                 grad_b = grad_b.reshape(b.shape)

@@ -76,6 +76,12 @@ def _on_current(array: EmuArray) -> EmuArray:
     return array
 
 
+def _basic(key: Any) -> bool:
+    """Whether indexing with ``key`` is basic (slices, ints, None, Ellipsis): a view."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return not any(isinstance(p, (np.ndarray, list)) or hasattr(p, "__array__") for p in parts)
+
+
 class EmuArray(FakeCupyArray):
     """A "cupy" array: numpy underneath, counted as a GPU would be asked to work."""
 
@@ -114,8 +120,8 @@ class EmuArray(FakeCupyArray):
         if isinstance(key, (EmuArray, tuple, list)):  # an array index is a gather kernel
             _check_devices((self, key))
         out = np.ndarray.__getitem__(self, key)
-        if _host_calls is not None and isinstance(out, np.ndarray) and out.base is not None:
-            _count_host("view")
+        if _host_calls is not None and isinstance(out, np.ndarray) and _basic(key):
+            _count_host("view")  # (an array index is a gather launch on cupy, not a view)
         if isinstance(out, np.generic):  # cupy: an integer index gives a 0-d view
             parts = key if isinstance(key, tuple) else (key,)
             return np.ndarray.__getitem__(self, (*parts, Ellipsis))
@@ -343,9 +349,29 @@ def _np(array: Any) -> Any:
 
 
 def _lists(struct: np.ndarray, n: Any) -> list[list[Any]]:
-    """The arrays behind a TensorList's pointers, row by row (None for a null pointer)."""
-    rows = struct["ptr"][0][:, : int(n)]
-    return [[FakeCupyArray.registry.get(int(p)) if p else None for p in row] for row in rows]
+    """The memory behind a TensorList's pointers, row by row (None for a null pointer)."""
+    n = int(n)
+    sizes = [int(size) for size in struct["size"][0][:n]]
+    rows = struct["ptr"][0][:, :n]
+    return [[_at(int(p), size) if p else None for p, size in zip(row, sizes)] for row in rows]
+
+
+def _at(pointer: int, size: int) -> np.ndarray:
+    """The ``size`` elements a kernel reads from ``pointer``, as a flat view of the
+    allocation there, as a GPU reads them: not whichever view of it last gave its ``.data``
+    (a transpose of a parameter starts where the parameter does)."""
+    known = FakeCupyArray.registry.get(pointer)
+    if known is None:
+        raise AssertionError(f"pointer {pointer:#x} is no array the emulator made")
+    owner = known.view(np.ndarray)
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    start = pointer - owner.__array_interface__["data"][0]
+    count = min(size, known.size)  # a row of scalars (device step counts) reads one each
+    if start < 0 or start + count * known.itemsize > owner.nbytes:
+        raise AssertionError(f"{count} elements at {pointer:#x} run past their allocation")
+    shape = () if known.ndim == 0 else (count,)
+    return np.ndarray(shape, known.dtype, buffer=owner, offset=start)
 
 
 def _layer_norm_forward(x, w, b, has_w, has_b, out, stats, rows, cols, eps):
@@ -677,7 +703,18 @@ def _gemm_operand(array: Any, op: int, ld: int, shape: tuple, count: int, stride
     not just the arrays it names."""
     plain = _np(array)
     item = plain.itemsize
+    rows, cols = shape
+    stored_row = cols if op == cublas.OP_N else rows  # the elements of a row as it lies
+    if ld < max(1, stored_row):  # cuBLAS's rule for a leading dimension
+        raise ValueError(f"cuBLAS: leading dimension {ld} below {stored_row} (op {op})")
     steps = (ld * item, item) if op == cublas.OP_N else (item, ld * item)
+    last = (rows - 1) * steps[0] + (cols - 1) * steps[1] + (count - 1) * stride * item
+    owner = plain
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    start = plain.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    if start + last + item > owner.nbytes:
+        raise ValueError(f"cuBLAS: an operand of {shape} (ld {ld}) reads past its allocation")
     return np.lib.stride_tricks.as_strided(
         plain, (count, *shape), (stride * item, *steps), writeable=False
     )

@@ -161,6 +161,8 @@ def scaled_dot_product_attention(
     if attn_mask is not None:
         _check_mask(attn_mask, query.shape, key.shape)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    if key.shape[-2] == 0:  # no keys: zeros (as PyTorch), without a softmax over nothing
+        return matmul(matmul(query, key.mT), value)
     if (
         attn_mask is None
         and dropout_p == 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -35,18 +36,18 @@ class Linear(Op):
             found = self._cuda_backward(grad, need_x, need_w, need_b, wide_w, wide_b)
             if found is not None:
                 return found
-        flat_grad = grad.reshape(-1, grad.shape[-1])
+        flat_grad = _rows(grad)
         grad_x = matmul(flat_grad, weight).reshape(x.shape) if need_x else None
         grad_w = grad_b = None
         if need_w and need_b and wide_w == wide_b:
             # One launch on CUDA: the bias gradient from the product's epilogue.
-            flat_x = x.reshape(-1, x.shape[-1])
+            flat_x = _rows(x)
             grad_w, grad_b = matmul_and_row_sums(
                 flat_grad.T, flat_x, np.float32 if wide_w else None
             )
         else:
             if need_w:
-                flat_x = x.reshape(-1, x.shape[-1])
+                flat_x = _rows(x)
                 grad_w = matmul(flat_grad.T, flat_x, np.float32 if wide_w else None)
             if need_b:
                 grad_b = flat_grad.sum(axis=0, dtype=np.float32 if wide_b else None)
@@ -59,6 +60,8 @@ class Linear(Op):
         None where one of them does not apply (then all take the general path)."""
         if need_b and (not need_w or wide_w != wide_b):
             return None  # (rare: frozen weight, or mixed widths) the general path
+        if not linear_products.fits(grad, self.x, self.weight):
+            return None  # checked before any product: none is made twice
         grad_x = grad_w = grad_b = None
         if need_w:
             both = linear_products.grad_weight(
@@ -74,6 +77,12 @@ class Linear(Op):
         return grad_x, grad_w, grad_b
 
 
+def _rows(array: Any) -> Any:
+    """``array`` as (rows, last dim): its leading dims flattened (zero-size dims included,
+    which ``reshape(-1, 0)`` cannot infer)."""
+    return array.reshape(math.prod(array.shape[:-1]), array.shape[-1])
+
+
 def _product(x: Any, weight: Any, bias: Any, relu: bool) -> Any:
     """``x @ weight.T + bias`` (then ReLU) over ``x``'s last dim: one launch on CUDA where
     cuBLASLt takes the bias (and ReLU) in its epilogue."""
@@ -82,7 +91,7 @@ def _product(x: Any, weight: Any, bias: Any, relu: bool) -> Any:
         if out is not None:
             return out
     # Leading dims flattened: one 2-D product (numpy's stacked matmul is far slower).
-    flat_x = x.reshape(-1, x.shape[-1])
+    flat_x = _rows(x)
     if bias is None:
         out = matmul(flat_x, weight.T)
     else:
