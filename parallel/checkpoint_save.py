@@ -73,12 +73,27 @@ def save(
         RuntimeError: a rank failed to write (on every rank; the message names it).
     """
     path = fs.resolve(checkpoint_id, storage_writer, fs.FileSystemWriter, "save")
-    if planner is not None:
-        raise NotImplementedError("save: planner is not supported by dtrain; pass None")
+    check_planner(planner, "save")
     group = Group(process_group, "save") if not no_dist else Group.single("save")
+    return write(state_dict, path, group)
+
+
+def check_planner(planner: Any, what: str) -> None:
+    """Refuse a save planner (``what``: the caller's name)."""
+    if planner is not None:
+        raise NotImplementedError(f"{what}: planner is not supported by dtrain; pass None")
+
+
+def write(state_dict: dict, path: str, group: Group, failed: BaseException | None = None) -> dict:
+    """The three steps of ``save`` into the directory ``path`` over ``group``; ``failed``:
+    this rank has already failed (``async_save``'s staging), so every rank raises in step 1.
+
+    Collective: every rank in the group must call this."""
     items, plan, tmp, error = [], [], None, None
     try:  # every path out of here removes rank 0's unfinished directory
         try:
+            if failed is not None:
+                raise failed
             items = walk(state_dict)
             plan = [describe(p, v) for p, v in items]
             if group.rank == 0:
@@ -166,13 +181,4 @@ def _metadata(entries: dict, every: list, world_size: int) -> dict:
     }
 
 
-def async_save(*args: Any, **kwargs: Any) -> Any:
-    """Not supported by dtrain (raises): a save running beside training would interleave
-    its collectives with the training step's on the same group."""
-    raise NotImplementedError(
-        "async_save is not supported by dtrain: call save(...) (it returns when the "
-        "checkpoint is in place)"
-    )
-
-
-__all__ = ["async_save", "save"]
+__all__ = ["check_planner", "save", "write"]

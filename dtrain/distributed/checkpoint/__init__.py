@@ -3,9 +3,10 @@ writes its pieces of a state dict into one directory, and a job at any world siz
 them back in place (``docs/training.md``, "Distributed checkpoints")."""
 
 from dtrain.distributed.checkpoint import state_dict
+from dtrain.parallel.checkpoint_async import async_save
 from dtrain.parallel.checkpoint_fs import FileSystemReader, FileSystemWriter
 from dtrain.parallel.checkpoint_load import load
-from dtrain.parallel.checkpoint_save import async_save, save
+from dtrain.parallel.checkpoint_save import save
 from dtrain.parallel.sharded_tensor import ShardedTensor
 
 __all__ = [
