@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
+import traceback
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -31,7 +32,8 @@ import numpy as np
 from dtrain._tensor.tensor import Tensor
 from dtrain.parallel import checkpoint_fs as fs
 from dtrain.parallel.checkpoint_agree import Group
-from dtrain.parallel.checkpoint_plan import walk
+from dtrain.parallel.checkpoint_pending import on_destroy, set_running, wait_for_pending
+from dtrain.parallel.checkpoint_plan import describe, walk
 from dtrain.parallel.checkpoint_save import check_planner, write
 from dtrain.parallel.group_create import new_group
 from dtrain.parallel.group_state import _group, is_initialized
@@ -42,7 +44,6 @@ from dtrain.runtime.device import as_numpy
 
 class _State:
     lock = threading.Lock()  # one async_save call at a time in this process
-    running: threading.Thread | None = None  # the latest background save
     world: Any = None  # the default group that ``group`` was made over
     group: Any = None  # the checkpoint group of that world
 
@@ -64,14 +65,17 @@ def async_save(
 
     The parameters may change as soon as this returns; the checkpoint holds their values at
     the call. A previous ``async_save`` of this process still running is waited for first
-    (one at a time), and one still running when the interpreter exits is finished first.
-    Wait on the Future before ``destroy_process_group``.
+    (one at a time), and so is one by ``save``, ``load`` and ``destroy_process_group``
+    (which then lets go of the checkpoint group); one still running when the interpreter
+    exits is finished first.
 
     Collective: every rank in the group must call this, in the same order as its other
     ``async_save`` calls. With ``process_group=None`` and an initialized default group, the
     save's collectives run on a group of all ranks kept for checkpoints, made by the first
-    call (``new_group()``, collective over the default group); a ``process_group`` you pass
-    is used as it is, and nothing else may use it until the save finished. Under the mpi
+    call (``new_group()``, collective over the default group); so do they when
+    ``process_group`` is the default group (``dist.group.WORLD``), which training uses.
+    Another ``process_group`` you pass is used as it is, and nothing else may use it until
+    the save finished. Under the mpi
     backend without ``MPI_THREAD_MULTIPLE`` (``MPI.Query_thread()``) the save runs before
     this returns, with a warning, and the Future is already done.
 
@@ -98,9 +102,12 @@ def async_save(
     check_planner(planner, "async_save")
     with _state.lock:
         wait_for_pending()
+        default = is_initialized() and (
+            process_group is None or _group(process_group) is _group(None)
+        )
         if no_dist:
             group = Group.single("async_save")
-        elif process_group is None and is_initialized() and _threads_ok(_group(None)):
+        elif default and _threads_ok(_group(None)):
             group = Group(_checkpoint_group(), "async_save")
         else:
             group = Group(process_group, "async_save")
@@ -121,7 +128,7 @@ def async_save(
         staged, failed = None, None
         try:
             staged = stage(state_dict)
-        except BaseException as exc:  # every rank's Future raises it (step 1 of save)
+        except Exception as exc:  # every rank's Future raises it (step 1 of save)
             failed = exc
         # Not a daemon: the interpreter waits for it at exit, so no save is cut short.
         thread = threading.Thread(
@@ -131,21 +138,18 @@ def async_save(
             daemon=False,
         )
         thread.start()
-        _state.running = thread
+        set_running(thread)
     return future
-
-
-def wait_for_pending() -> None:
-    """Block until this process's running ``async_save`` (if any) has finished."""
-    if _state.running is not None:
-        _state.running.join()
-        _state.running = None
 
 
 def _run(future: Future, staged: Any, path: str, group: Group, failed: Any) -> None:
     try:
         future.set_result(write(staged, path, group, failed))
     except BaseException as exc:  # the caller's result() raises it
+        # The error's frames would keep the staged copy alive as long as the Future is held.
+        staged = None
+        if exc.__traceback__ is not None:
+            traceback.clear_frames(exc.__traceback__.tb_next)
         future.set_exception(exc)
 
 
@@ -170,6 +174,8 @@ def stage(state_dict: dict) -> dict:
                 _put(parent, key, {} if isinstance(original, Mapping) else [])
             parent = parent[key]
         if id(item) not in copies:
+            if not isinstance(item, (Tensor, ShardedTensor, np.ndarray)):
+                describe(path, item)  # save's check and message, before any copy is tried
             copies[id(item)] = _copy(item)
         _put(parent, path[-1], copies[id(item)])
     return root
@@ -206,12 +212,18 @@ def _checkpoint_group() -> Any:
     Collective: every rank of the default group must call this."""
     world = _group(None)
     if _state.world is not world:
-        old, _state.world, _state.group = _state.group, None, None
-        if old is not None:
-            old.destroy()  # made over a default group that has been destroyed since
+        _release_group()  # made over a default group that has been destroyed since
         _state.group = new_group(backend="mpi" if world.backend == "mpi" else "tcp")
         _state.world = world
+        on_destroy(_release_group)
     return _state.group
+
+
+def _release_group() -> None:
+    """Destroy the checkpoint group (its threads and sockets), if there is one."""
+    old, _state.world, _state.group = _state.group, None, None
+    if old is not None:
+        old.destroy()
 
 
 def _mpi() -> Any:
@@ -228,4 +240,4 @@ def _threads_ok(pg: Any) -> bool:
     return mpi.Query_thread() >= mpi.THREAD_MULTIPLE
 
 
-__all__ = ["async_save", "stage", "wait_for_pending"]
+__all__ = ["async_save", "stage", "wait_for_pending"]  # (wait_for_pending: re-exported)

@@ -23,6 +23,7 @@ from dtrain._tensor.serialization.safetensors import CheckpointError
 from dtrain._tensor.tensor import wrap
 from dtrain.parallel import checkpoint_fs as fs
 from dtrain.parallel.checkpoint_agree import Group
+from dtrain.parallel.checkpoint_pending import wait_for_pending
 from dtrain.parallel.checkpoint_plan import ARRAYS, key_of, path_id, walk
 from dtrain.parallel.sharded_tensor import ShardedTensor
 
@@ -66,6 +67,7 @@ def load(
         Any of these on every rank when one rank failed.
     """
     path = fs.resolve(checkpoint_id, storage_reader, fs.FileSystemReader, "load")
+    wait_for_pending()  # an async_save still writing: read what it writes, not the one before
     if planner is not None:
         raise NotImplementedError("load: planner is not supported by dtrain; pass None")
     group = Group(process_group, "load") if not no_dist else Group.single("load")

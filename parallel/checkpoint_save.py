@@ -27,6 +27,7 @@ from dtrain._tensor.serialization import safetensors
 from dtrain._tensor.tensor import Tensor
 from dtrain.parallel import checkpoint_fs as fs
 from dtrain.parallel.checkpoint_agree import Group
+from dtrain.parallel.checkpoint_pending import wait_for_pending
 from dtrain.parallel.checkpoint_plan import assign, describe, key_of, path_id, walk
 from dtrain.parallel.sharded_tensor import ShardedTensor
 from dtrain.runtime.device import as_numpy
@@ -73,6 +74,7 @@ def save(
         RuntimeError: a rank failed to write (on every rank; the message names it).
     """
     path = fs.resolve(checkpoint_id, storage_writer, fs.FileSystemWriter, "save")
+    wait_for_pending()  # an async_save still writing: this later save must land after it
     check_planner(planner, "save")
     group = Group(process_group, "save") if not no_dist else Group.single("save")
     return write(state_dict, path, group)

@@ -108,6 +108,9 @@ def destroy_process_group(group: Any = None) -> None:
         if group is not GroupMember.NON_GROUP_MEMBER:
             group.destroy()
         return
+    from dtrain.parallel.checkpoint_pending import before_destroy
+
+    before_destroy()  # an async_save finishes first; the checkpoint group goes with the world
     if _state.world is not None:
         _state.world.destroy()
     if _state.store is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
+import time
 import warnings
 from concurrent.futures import Future
 from typing import Any
@@ -360,6 +362,93 @@ def test_a_new_default_group_gets_a_new_checkpoint_group(tmp_path):
     got = run_tcp(2, "test_dcp_async:saving_in_two_worlds", args).values()
     for value in got:
         assert value == {"w": [[0.0] * 4, [1.0] * 4], "new_group": True, "old_destroyed": True}
+
+
+def ordering_and_world(path: str) -> dict:
+    """async_save with the default group named (training goes on meanwhile), a synchronous
+    save to the same path right after (it lands last), and destroy_process_group while a
+    save is still running (it finishes, and the checkpoint group goes with the world)."""
+    from dtrain.parallel import checkpoint_async
+
+    dist.init_process_group(timeout=60)
+    rank = dist.get_rank()
+    write = checkpoint_async.write
+
+    def slow_write(*args, **kwargs):  # the async save still writing when save is called
+        time.sleep(0.5)
+        return write(*args, **kwargs)
+
+    checkpoint_async.write = slow_write
+    w = dt.full((64,), 1.0)
+    future = dcp.async_save({"w": w}, checkpoint_id=f"{path}/a", process_group=dist.group.WORLD)
+    sums = []
+    for i in range(20):
+        x = dt.tensor([float(rank + i)])
+        dist.all_reduce(x)
+        sums.append(x.item())
+    w.fill_(2.0)
+    dcp.save({"w": w}, checkpoint_id=f"{path}/a")  # waits for the async one: lands last
+    first = future.done()
+    late = dcp.async_save({"w": dt.full((64,), 3.0)}, checkpoint_id=f"{path}/b")
+    group = checkpoint_async._state.group
+    dist.destroy_process_group()  # waits for the save, then destroys the checkpoint group
+    loaded = [{"w": dt.zeros(64)} for _ in range(2)]
+    for sd, name in zip(loaded, "ab"):
+        dcp.load(sd, checkpoint_id=f"{path}/{name}", no_dist=True)
+    return {
+        "sums": sums,
+        "async_done_before_save_returned": first,
+        "late_done": late.done() and late.exception() is None,
+        "a": loaded[0]["w"].tolist()[:2],
+        "b": loaded[1]["w"].tolist()[:2],
+        "group_destroyed": group.broken == "destroyed" and checkpoint_async._state.group is None,
+    }
+
+
+def test_save_load_and_destroy_wait_and_the_default_group_is_not_used(tmp_path):
+    got = run_tcp(2, "test_dcp_async:ordering_and_world", {"path": str(tmp_path)}).values()
+    for value in got:
+        assert value["sums"] == [2 * i + 1 for i in range(20)]
+        assert value["async_done_before_save_returned"] and value["late_done"]
+        assert value["a"] == [2.0, 2.0] and value["b"] == [3.0, 3.0]
+        assert value["group_destroyed"]
+
+
+def staging_refusal() -> dict:
+    """save's message for an object it refuses, not a deep copy's."""
+    future = dcp.async_save({"lock": threading.Lock()}, checkpoint_id="unused", no_dist=True)
+    return {"error": f"{type(future.exception()).__name__}: {future.exception()}"}
+
+
+def test_an_object_save_refuses_gets_saves_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    error = staging_refusal()["error"]
+    assert "pickle" not in error and "lock" in error, error
+
+
+def test_a_failed_save_does_not_keep_the_staged_copy_alive(tmp_path):
+    import gc
+    import weakref
+
+    from dtrain.parallel import checkpoint_async
+
+    (tmp_path / "file").write_text("not a directory")
+    staged_refs = []
+    original = checkpoint_async.stage
+
+    def stage(state_dict):
+        staged = original(state_dict)
+        staged_refs.append(weakref.ref(staged["w"]))
+        return staged
+
+    checkpoint_async.stage = stage
+    try:
+        future = dcp.async_save({"w": dt.ones(1000)}, checkpoint_id=str(tmp_path / "file" / "x"))
+        assert future.exception() is not None
+    finally:
+        checkpoint_async.stage = original
+    gc.collect()
+    assert staged_refs[0]() is None  # freed, though the Future (and its error) is held
 
 
 def exit_while_saving(path: str) -> dict:
