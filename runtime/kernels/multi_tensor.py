@@ -11,6 +11,9 @@ the tensors' chunks of ``CHUNK`` elements round-robin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from itertools import repeat
+from operator import add, attrgetter, floordiv
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -159,7 +162,7 @@ class PersistentChecks:
             is_cuda_array(grad)
             and grad.dtype == dtype
             and grad.size == size
-            and grad.flags.c_contiguous
+            and c_contiguous(type(grad))(grad)
             and device_id(grad) == device
         )
 
@@ -243,34 +246,52 @@ def _pack(pointers: list[list[int] | None], sizes: list[int]) -> list[tuple[np.n
         for r, row in enumerate(pointers):
             if row is not None:
                 rows[r, :count] = row[start:stop]
-        chunks = sum([-(-size // CHUNK) for size in sizes[start:stop]])
+        chunks = sum(map(floordiv, map(add, sizes[start:stop], repeat(CHUNK - 1)), repeat(CHUNK)))
         out.append((struct, count, min(chunks, _MAX_GRID)))
     return out
 
 
 def checked_lists(arrays: list[Any]) -> list[tuple[np.ndarray, int, int]] | None:
     """``tensor_lists([arrays])``, or None unless every array is a C-contiguous cupy array of
-    the first one's dtype (float16/32/64) and device: the check and the packing in one walk
-    over the arrays (clipping does this every step with fresh gradients)."""
+    the first one's type, dtype (float16/32/64) and device: the check and the packing in one
+    walk over the arrays (clipping does this every step with fresh gradients)."""
     first = arrays[0]
-    if not _all_cuda(arrays) or type_name(first.dtype) is None:
+    if not is_cuda_array(first) or type_name(first.dtype) is None:
         return None
-    dtype = first.dtype
-    data = [a.data for a in arrays]  # one pointer object per array: its device and address
-    device = data[0].device_id
-    for a, d in zip(arrays, data):
-        if a.dtype != dtype or d.device_id != device or not a.flags.c_contiguous:
-            return None
-    return _pack([[d.ptr for d in data]], [a.size for a in arrays])
+    kind, dtype = type(first), first.dtype
+    contiguous = c_contiguous(kind)
+    device = first.data.device_id
+    # One walk: every check, and the pointers (a .data is one pointer object per array:
+    # its device and address). An array that fails is left out, so the lengths differ.
+    pointers = [
+        d.ptr
+        for a in arrays
+        if type(a) is kind
+        and a.dtype == dtype
+        and contiguous(a)
+        and (d := a.data).device_id == device
+    ]
+    if len(pointers) != len(arrays):
+        return None
+    return _pack([pointers], list(map(_size_of, arrays)))
 
 
-def _all_cuda(arrays: list[Any]) -> bool:
-    """Whether every one of ``arrays`` is a cupy array (asked of each type once)."""
-    return all(map(_is_cuda_type, set(map(type, arrays))))
+_size_of = attrgetter("size")
+_C_CONTIGUOUS = attrgetter("_c_contiguous")
+_FLAGS_C_CONTIGUOUS = attrgetter("flags.c_contiguous")
+_contiguity: dict[type, Callable[[Any], bool]] = {}
 
 
-def _is_cuda_type(kind: type) -> bool:
-    return kind.__module__.startswith("cupy")
+def c_contiguous(kind: type) -> Callable[[Any], bool]:
+    """How to ask an array of type ``kind`` whether it is C-contiguous, asked per type once:
+    cupy's own ``_c_contiguous`` flag where the type has one (``flags`` makes an object on
+    each read, and the optimizers and clipping ask per gradient, every step), else
+    ``flags.c_contiguous``."""
+    found = _contiguity.get(kind)
+    if found is None:
+        has_flag = hasattr(kind, "_c_contiguous")
+        found = _contiguity[kind] = _C_CONTIGUOUS if has_flag else _FLAGS_C_CONTIGUOUS
+    return found
 
 
 class CachedLists:
@@ -288,7 +309,7 @@ class CachedLists:
         index ``fresh`` (None here) is written by ``fill``."""
         first = rows[0][0]
         self.first = first  # on whose device to launch
-        self.dtype, self.device = first.dtype, device_id(first)
+        self.kind, self.dtype, self.device = type(first), first.dtype, device_id(first)
         self.name = type_name(first.dtype)  # the kernels' C type
         self.sizes = [int(a.size) for a in rows[0]]
         self.launches = tensor_lists(rows)
@@ -299,21 +320,25 @@ class CachedLists:
     def fill(self, arrays: list[Any]) -> list[tuple[np.ndarray, int, int]] | None:
         """Write ``arrays``' pointers into the fresh row and return the launches; None (and
         nothing written) unless each is a C-contiguous cupy array of its row-0 tensor's
-        size, dtype and device."""
+        size, dtype and device, and of its type (a cupy array)."""
         sizes = self.sizes
-        if len(arrays) != len(sizes) or not _all_cuda(arrays):
+        if len(arrays) != len(sizes):
             return None
-        dtype, device = self.dtype, self.device
-        data = [a.data for a in arrays]  # one pointer object each: device and address
-        for a, d, size in zip(arrays, data, sizes):
-            if (
-                a.size != size
-                or a.dtype != dtype
-                or d.device_id != device
-                or not a.flags.c_contiguous
-            ):
-                return None
-        pointers = [d.ptr for d in data]
+        kind, dtype, device = self.kind, self.dtype, self.device
+        contiguous = c_contiguous(kind)
+        # One walk: every check, and the pointers (a .data is one pointer object per array:
+        # its device and address). An array that fails is left out, so the lengths differ.
+        pointers = [
+            d.ptr
+            for a, size in zip(arrays, sizes)
+            if type(a) is kind
+            and a.size == size
+            and a.dtype == dtype
+            and contiguous(a)
+            and (d := a.data).device_id == device
+        ]
+        if len(pointers) != len(sizes):
+            return None
         fresh = self._fresh
         for start, rows in zip(range(0, len(pointers), MAX_TENSORS), self._rows):
             rows[fresh, : min(MAX_TENSORS, len(pointers) - start)] = pointers[
@@ -367,3 +392,18 @@ def grouped(indices: list[int], arrays: list[Any]) -> dict[tuple, list[int]]:
     for i in indices:
         groups.setdefault((arrays[i].dtype, device_id(arrays[i])), []).append(i)
     return groups
+
+
+def once_each(indices: list[int], arrays: list[Any]) -> list[int]:
+    """``indices`` less those whose array an earlier one has (a parameter listed twice):
+    one launch must not update an array twice (its blocks would race), so the repeats are
+    left to the caller's elementwise path, which runs after the launches."""
+    if len(set(map(id, arrays))) == len(arrays):
+        return indices
+    seen: set[int] = set()
+    kept = []
+    for i in indices:
+        if id(arrays[i]) not in seen:
+            seen.add(id(arrays[i]))
+            kept.append(i)
+    return kept

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -15,8 +14,6 @@ from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import get_array_module, is_cuda_array, on_device_of
 from dtrain.runtime.dtypes import accumulation_dtype
 from dtrain.runtime.kernels.multi_tensor import checked_lists
-
-_array_of = attrgetter("_array")
 
 
 def _with_grads(parameters: Iterable[Tensor] | Tensor) -> list:
@@ -50,7 +47,7 @@ def clip_grad_norm_(
     norm_type = float(norm_type)
     if not tensors:
         return wrap(get_array_module().zeros((), dtype="float32"))
-    grads = list(map(_array_of, tensors))
+    grads = [g._array for g in tensors]
     if norm_type == 2.0 and is_cuda_array(grads[0]):
         # checked and packed for the kernels in one walk (None: one of them cannot join)
         lists = checked_lists(grads)

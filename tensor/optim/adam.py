@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter, is_, itemgetter, methodcaller
 from typing import Any
 
-import numpy as np
-
+from dtrain._tensor.optim.adam_plan import AdamPlan, device_step, init_state
 from dtrain._tensor.optim.optimizer import (
-    GroupPlan,
     Optimizer,
     Scratch,
     bump_versions,
     check_lr,
     grads_and_states,
-    plan_step,
     scalar,
     zeros_like,
 )
+from dtrain._tensor.optim.step_plan import plan_step
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import device_id, get_array_module, is_cuda_array, on_device_of
+from dtrain.runtime.backend import get_array_module, is_cuda_array
 from dtrain.runtime.kernels import multi_tensor
-from dtrain.runtime.kernels.adam import adam_launch, adam_multi_tensor
-
-
-def _init_state(state: dict[str, Any], param: Any) -> None:
-    state["step"] = 0
-    state["exp_avg"] = wrap(zeros_like(param))
-    state["exp_avg_sq"] = wrap(zeros_like(param))
+from dtrain.runtime.kernels.adam import adam_multi_tensor
 
 
 class Adam(Optimizer):
@@ -109,15 +100,16 @@ class Adam(Optimizer):
         """Update every parameter that has a gradient; returns ``closure()``'s loss."""
         loss = self._closure_loss(closure)
         for group in self.param_groups:
-            if plan_step(self, group, _AdamPlan):
-                continue  # the multi-tensor kernel, with the arrays it checked last step
-            params, grads, states = grads_and_states(self, group, _init_state)
+            left = plan_step(self, group, AdamPlan)  # None: the kernel took the group's step
+            if not left:
+                continue  # stepped by its plan, or no gradients
+            params, grads, states = grads_and_states(self, group, init_state, left)
             amsgrad = group["amsgrad"]
             capturable = group.get("capturable", False)
             exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], []
             for p, state in zip(params, states):
                 if capturable and is_cuda_array(p._array):
-                    steps.append(_device_step(state, p._array))  # counted on the device
+                    steps.append(device_step(state, p._array))  # counted on the device
                 else:
                     state["step"] += 1
                     steps.append(state["step"])
@@ -196,149 +188,6 @@ class AdamW(Adam):
             group["decoupled_weight_decay"] = True
 
 
-_array_of = attrgetter("_array")
-_step_of = itemgetter("step")
-
-
-class _AdamPlan(GroupPlan):
-    """``Adam``'s ``GroupPlan``: the parameters, their moments (and AMSGrad's maxima, and
-    capturable device steps) packed once; host step counts kept here to check that nothing
-    else changed them."""
-
-    def __init__(
-        self, params: list[Tensor], states: list[dict], amsgrad: bool, capturable: bool
-    ) -> None:
-        super().__init__(params)
-        moments = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")[: 3 if amsgrad else 2]
-        self.flags = (amsgrad, capturable)
-        self.states = states
-        names = moments + ("step",) if capturable else moments  # the state tensors read
-        self.getters = [methodcaller("get", name) for name in names]
-        self.tensors = [[state[name] for state in states] for name in names]
-        self.state_arrays = [[t._array for t in row] for row in self.tensors]
-        self.moments = len(moments)
-        self.bumped = [t for row in self.tensors[: len(moments)] for t in row] + params
-        self.steps: list | None = None if capturable else list(map(_step_of, states))
-
-    @classmethod
-    def build(cls, optimizer: Adam, group: dict, params: list[Tensor]) -> _AdamPlan | None:
-        """The plan for ``params`` (those of ``group`` with a gradient), or None where one
-        of them cannot take the kernel (left to the general path). Fills in their state
-        as the general path would (first step, AMSGrad's maxima, device steps)."""
-        if not is_cuda_array(params[0]._array):
-            return None  # a CPU group: give up at once
-        if len(set(map(id, params))) != len(params):
-            return None  # a parameter listed twice: stepped twice, by the general path
-        amsgrad, capturable = group["amsgrad"], group.get("capturable", False)
-        states = []
-        all_state = optimizer.state
-        for p in params:
-            array = p._array
-            state = all_state[p]
-            if not state:
-                _init_state(state, array)
-            if amsgrad and "max_exp_avg_sq" not in state:
-                state["max_exp_avg_sq"] = wrap(zeros_like(array))
-            if capturable and is_cuda_array(array):
-                _device_step(state, array)
-            states.append(state)
-        if not capturable and {type(s["step"]) for s in states} - {int, float}:
-            return None  # a step count that is no number: the general path's business
-        plan = cls(params, states, amsgrad, capturable)
-        checks = optimizer._scratch.checks
-        for i, array in enumerate(plan.arrays):
-            moments = tuple(row[i] for row in plan.state_arrays[: plan.moments])
-            if not checks.persistent(params[i], (array, *moments, None)[:4]):
-                return None
-            if capturable and not _device_step_fits(plan.state_arrays[-1][i], array):
-                return None
-
-        def rows(idx: list[int]) -> list:
-            """The kernel's rows: param, grad (fresh), exp_avg, exp_avg_sq, max, step."""
-            state_rows = [[row[i] for i in idx] for row in plan.state_arrays]
-            return [
-                [plan.arrays[i] for i in idx],
-                None,
-                *state_rows[:2],
-                state_rows[2] if amsgrad else None,
-                state_rows[-1] if capturable else None,
-            ]
-
-        plan.add_units(rows, plan.steps)  # host steps of one value share a launch
-        return plan
-
-    def matches(self, params: list[Tensor], all_state: dict, group: dict) -> bool:
-        """Whether this plan still describes ``params`` (the group's with a gradient), their
-        arrays and their state, under ``group``'s options."""
-        if not self.same_params(params):
-            return False
-        if (group["amsgrad"], group.get("capturable", False)) != self.flags:
-            return False
-        states = list(map(all_state.get, params))
-        if not all(map(is_, states, self.states)):
-            return False
-        for get, tensors, arrays in zip(self.getters, self.tensors, self.state_arrays):
-            now = list(map(get, states))
-            if not all(map(is_, now, tensors)) or not all(map(is_, map(_array_of, now), arrays)):
-                return False
-        if self.steps is not None:  # numbers, checked by build
-            return list(map(_step_of, states)) == self.steps
-        return True
-
-    def step(self, group: dict) -> bool:
-        """One step of the group's parameters (``matches`` was checked); False, with nothing
-        done, where a gradient cannot take the kernel."""
-        launches = self.fill()
-        if launches is None:
-            return False
-        steps = self.steps
-        if steps is not None:  # counted on the host
-            steps = self.steps = [s + 1 for s in steps]
-            for state, s in zip(self.states, steps):
-                state["step"] = s
-        beta1, beta2 = group["betas"]
-        lr = scalar(group["lr"])
-        for idx, lists, packed in launches:
-            adam_launch(
-                packed,
-                lists.name,
-                lists.first,
-                step=None if steps is None else steps[0 if idx is None else idx[0]],
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                amsgrad=self.flags[0],
-                maximize=group["maximize"],
-                decoupled_weight_decay=group["decoupled_weight_decay"],
-            )
-        self.bump()
-        return True
-
-
-def _device_step_fits(step: Any, param: Any) -> bool:
-    """Whether a capturable step scalar can sit in the kernel's step row."""
-    return (
-        is_cuda_array(step)
-        and step.dtype == np.float32
-        and step.size == 1
-        and step.flags.c_contiguous
-        and device_id(step) == device_id(param)
-    )
-
-
-def _device_step(state: dict[str, Any], param: Any) -> Any:
-    """The parameter's step count as a float32 device scalar (made from the host count the
-    first time, or after ``load_state_dict`` turned it back into a number)."""
-    step = state["step"]
-    if not is_cuda_array(getattr(step, "_array", None)):
-        with on_device_of(param):
-            array = get_array_module(param).full((), float(step), dtype="float32")
-        state["step"] = step = wrap(array)
-    return step._array
-
-
 def _adam_fused(
     params: list[Any],
     grads: list[Any],
@@ -364,6 +213,7 @@ def _adam_fused(
             grads[i],
         )
     ]
+    fusable = multi_tensor.once_each(fusable, params)  # a parameter listed twice
     for same_array in multi_tensor.grouped(fusable, params).values():
         by_step: dict[Any, list[int]] = {}
         for i in same_array:  # device steps (capturable) share one launch; host steps by value

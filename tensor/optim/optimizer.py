@@ -14,7 +14,6 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from operator import attrgetter, is_
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from dtrain._tensor.autograd.grad_mode import enable_grad
 from dtrain._tensor.tensor import Tensor, wrap
 from dtrain.runtime.backend import device_id, get_array_module, is_cuda_array, on_device_of
 from dtrain.runtime.device import to_device
-from dtrain.runtime.kernels.multi_tensor import CachedLists, PersistentChecks, grouped
+from dtrain.runtime.kernels.multi_tensor import PersistentChecks
 
 
 class _RequiredParameter:
@@ -346,98 +345,27 @@ def _int_key(key: Any) -> Any:
 
 
 def grads_and_states(
-    optimizer: Optimizer, group: dict[str, Any], init: Callable[[dict[str, Any], Any], None]
+    optimizer: Optimizer,
+    group: dict[str, Any],
+    init: Callable[[dict[str, Any], Any], None],
+    params: list[Tensor] | None = None,
 ) -> tuple[list[Tensor], list[Any], list[dict[str, Any]]]:
-    """The parameters of ``group`` that have a gradient, their gradient arrays, and their
-    state dicts (``init(state, param_array)`` fills an empty one)."""
-    params, grads, states = [], [], []
+    """The parameters of ``group`` that have a gradient (``params``, where the caller has
+    picked them already), their gradient arrays, and their state dicts
+    (``init(state, param_array)`` fills an empty one)."""
+    picked, grads, states = [], [], []
     all_state = optimizer.state
-    for p in group["params"]:
+    for p in group["params"] if params is None else params:
         grad = p.grad
         if grad is None:
             continue
         state = all_state[p]
         if not state:
             init(state, p._array)
-        params.append(p)
+        picked.append(p)
         grads.append(grad._array)
         states.append(state)
-    return params, grads, states
-
-
-_array_of = attrgetter("_array")
-
-
-class GroupPlan:
-    """What the optimizers keep per param group for the multi-tensor kernels (``Adam``'s
-    and ``SGD``'s subclasses): built from the persistent arrays of the parameters that had
-    a gradient (the parameters' and their state's), packed once in ``CachedLists``, and
-    used while those stay the same arrays, so that a step checks and packs only its fresh
-    gradients. ``multi_tensor.PersistentChecks`` keeps it (``plan``/``keep_plan``).
-    """
-
-    def __init__(self, params: list[Tensor]) -> None:
-        self.params = params
-        self.arrays = [p._array for p in params]
-        self.units: list[tuple[list[int] | None, CachedLists]] = []  # one per launch group
-        self.bumped: list[Tensor] = params  # marked as changed in place by each step
-
-    def add_units(self, rows: Callable[[list[int]], list], steps: list | None = None) -> None:
-        """One ``CachedLists`` per (dtype, device) of the parameters (and value of
-        ``steps``, where given): ``rows(indices)`` gives its kernel rows, the gradients'
-        (row 1) None."""
-        for same in grouped(range(len(self.params)), self.arrays).values():
-            by_step: dict[Any, list[int]] = {}
-            for i in same:
-                by_step.setdefault(None if steps is None else steps[i], []).append(i)
-            for idx in by_step.values():
-                whole = len(idx) == len(self.params)
-                self.units.append((None if whole else idx, CachedLists(rows(idx), fresh=1)))
-
-    def same_params(self, params: list[Tensor]) -> bool:
-        """Whether ``params`` are this plan's parameters, with the same arrays."""
-        mine = self.params
-        return (
-            len(params) == len(mine)
-            and all(map(is_, params, mine))
-            and all(map(is_, map(_array_of, params), self.arrays))
-        )
-
-    def fill(self) -> list[tuple[list[int] | None, CachedLists, list]] | None:
-        """The launches of this step: each unit with its structs, this step's gradients
-        written in; None where one of them cannot take the kernel."""
-        grads = [p.grad._array for p in self.params]
-        launches = []
-        for idx, lists in self.units:
-            packed = lists.fill(grads if idx is None else [grads[i] for i in idx])
-            if packed is None:
-                return None
-            launches.append((idx, lists, packed))
-        return launches
-
-    def bump(self) -> None:
-        """Mark what the step changed in place (a backward that saved it will refuse)."""
-        for t in self.bumped:
-            t._version[0] += 1
-
-
-def plan_step(optimizer: Optimizer, group: dict[str, Any], plan_type: Any) -> bool:
-    """Step ``group`` by its plan (``plan_type``: the optimizer's ``GroupPlan``, with
-    ``build(optimizer, group, params)``, ``matches(params, state, group)`` and
-    ``step(group)``), built anew where the last one no longer fits; False where the
-    general path must take the step (no plan, or a gradient the kernel cannot take)."""
-    params = [p for p in group["params"] if p.grad is not None]
-    if not params:
-        return False
-    checks = optimizer._scratch.checks
-    plan = checks.plan(group)
-    if plan is None or not plan.matches(params, optimizer.state, group):
-        plan = plan_type.build(optimizer, group, params)
-        checks.keep_plan(group, plan)
-    if plan is None or not plan.step(group):
-        return False
-    checks.saw(params)
-    return True
+    return picked, grads, states
 
 
 def check_lr(lr: Any) -> None:
@@ -467,14 +395,12 @@ def bump_versions(params: Iterable[Tensor]) -> None:
 
 
 __all__ = [
-    "GroupPlan",
     "Optimizer",
     "Scratch",
     "bump_versions",
     "check_lr",
     "copy_array",
     "grads_and_states",
-    "plan_step",
     "required",
     "scalar",
     "zeros_like",

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import attrgetter, is_, methodcaller
 from typing import Any
 
 from dtrain._tensor.optim.optimizer import (
-    GroupPlan,
     Optimizer,
     Scratch,
     bump_versions,
     check_lr,
     copy_array,
     grads_and_states,
-    plan_step,
     scalar,
 )
+from dtrain._tensor.optim.sgd_plan import SGDPlan
+from dtrain._tensor.optim.step_plan import plan_step
 from dtrain._tensor.tensor import Tensor, wrap
-from dtrain.runtime.backend import get_array_module, is_cuda_array
+from dtrain.runtime.backend import get_array_module
 from dtrain.runtime.kernels import multi_tensor
-from dtrain.runtime.kernels.sgd import sgd_launch, sgd_multi_tensor
+from dtrain.runtime.kernels.sgd import sgd_multi_tensor
 
 
 class SGD(Optimizer):
@@ -93,11 +92,10 @@ class SGD(Optimizer):
         """Update every parameter that has a gradient; returns ``closure()``'s loss."""
         loss = self._closure_loss(closure)
         for group in self.param_groups:
-            if plan_step(self, group, _SGDPlan):
-                continue  # the multi-tensor kernel, with the arrays it checked last step
-            params, grads, states = grads_and_states(self, group, _no_init)
-            if not params:
-                continue
+            left = plan_step(self, group, SGDPlan)  # None: the kernel took the group's step
+            if not left:
+                continue  # stepped by its plan, or no gradients
+            params, grads, states = grads_and_states(self, group, _no_init, left)
             momentum = group["momentum"]
             buffers = [None] * len(params)
             if momentum != 0:
@@ -128,87 +126,6 @@ class SGD(Optimizer):
         return loss
 
 
-_array_of = attrgetter("_array")
-_buffer_of = methodcaller("get", "momentum_buffer")
-
-
-class _SGDPlan(GroupPlan):
-    """``SGD``'s ``GroupPlan``: the parameters and (with momentum) their buffers packed
-    once. Built where every parameter has its buffer: a first momentum step takes the
-    general path."""
-
-    def __init__(self, params: list[Tensor], states: list[dict] | None) -> None:
-        super().__init__(params)
-        self.states = states  # None without momentum: no state is read
-        self.buffers = None if states is None else list(map(_buffer_of, states))
-        self.buffer_arrays = None if states is None else [b._array for b in self.buffers]
-        if states is not None:
-            self.bumped = self.buffers + params
-
-    @classmethod
-    def build(cls, optimizer: SGD, group: dict, params: list[Tensor]) -> _SGDPlan | None:
-        """The plan for ``params`` (those of ``group`` with a gradient), or None where one
-        of them cannot take the kernel, or has no momentum buffer yet."""
-        if not is_cuda_array(params[0]._array):
-            return None  # a CPU group: give up at once
-        if len(set(map(id, params))) != len(params):
-            return None  # a parameter listed twice: stepped twice, by the general path
-        states = None
-        if group["momentum"] != 0:
-            states = list(map(optimizer.state.get, params))
-            if not all(state and isinstance(_buffer_of(state), Tensor) for state in states):
-                return None
-        plan = cls(params, states)
-        checks = optimizer._scratch.checks
-        buffers = plan.buffer_arrays or [None] * len(params)
-        for p, array, buffer in zip(params, plan.arrays, buffers):
-            if not checks.persistent(p, (array, buffer)):
-                return None
-        # the kernel's rows: param, grad (fresh), momentum buffer
-        plan.add_units(lambda idx: [[plan.arrays[i] for i in idx], None, [buffers[i] for i in idx]])
-        return plan
-
-    def matches(self, params: list[Tensor], all_state: dict, group: dict) -> bool:
-        """Whether this plan still describes ``params`` (the group's with a gradient), their
-        arrays and their momentum buffers, under ``group``'s options."""
-        if not self.same_params(params):
-            return False
-        if (group["momentum"] != 0) != (self.states is not None):
-            return False
-        if self.states is None:
-            return True
-        states = list(map(all_state.get, params))
-        if not all(map(is_, states, self.states)):
-            return False
-        buffers = list(map(_buffer_of, states))
-        return all(map(is_, buffers, self.buffers)) and all(
-            map(is_, map(_array_of, buffers), self.buffer_arrays)
-        )
-
-    def step(self, group: dict) -> bool:
-        """One step of the group's parameters (``matches`` was checked); False, with nothing
-        done, where a gradient cannot take the kernel."""
-        launches = self.fill()
-        if launches is None:
-            return False
-        lr = scalar(group["lr"])
-        for _, lists, packed in launches:
-            sgd_launch(
-                packed,
-                lists.name,
-                lists.first,
-                first=False,
-                lr=lr,
-                momentum=group["momentum"],
-                dampening=group["dampening"],
-                weight_decay=group["weight_decay"],
-                nesterov=group["nesterov"],
-                maximize=group["maximize"],
-            )
-        self.bump()
-        return True
-
-
 def _no_init(state: dict[str, Any], param: Any) -> None:
     """SGD keeps no state until its first momentum step."""
 
@@ -231,6 +148,7 @@ def _sgd_fused(
         for i, p in enumerate(params)
         if checks.fusable(keys[i], (p, momentum_buffers[i] if use_buffers else None), grads[i])
     ]
+    fusable = multi_tensor.once_each(fusable, params)  # a parameter listed twice
     for same_array in multi_tensor.grouped(fusable, params).values():
         first = [i for i in same_array if use_buffers and momentum_buffers[i] is None]
         later = [i for i in same_array if not (use_buffers and momentum_buffers[i] is None)]

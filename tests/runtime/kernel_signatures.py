@@ -55,6 +55,10 @@ class FakeCupyArray(np.ndarray):
         return _Device(0)
 
     @property
+    def _c_contiguous(self) -> bool:  # cupy's flag, read without making a flags object
+        return self.flags.c_contiguous
+
+    @property
     def data(self) -> _Pointer:
         ptr = self.__array_interface__["data"][0]
         FakeCupyArray.registry[ptr] = self

@@ -8,13 +8,17 @@ CPU path, and replaces parameters, state and gradients on the way: the results m
 
 from __future__ import annotations
 
+import warnings
+
 import host_cuda
 import numpy as np
 import pytest
 from cuda_emulator import install
-from kernel_signatures import fake
+from kernel_signatures import FakeCupyArray, fake
 
 import dtrain as dt
+from dtrain._tensor.optim.adam_plan import AdamPlan
+from dtrain._tensor.optim.sgd_plan import SGDPlan
 from dtrain.runtime.kernels import multi_tensor
 
 SHAPES = [(3, 4), (5,), (2, 3)]
@@ -77,6 +81,34 @@ def test_checked_lists_pack_as_tensor_lists_or_refuse(monkeypatch):
     assert multi_tensor.checked_lists([_rand(2, np.int32)]) is None
 
 
+class _Flagged(FakeCupyArray):
+    """A fake cupy array with cupy's ``_c_contiguous`` flag, counting its reads."""
+
+    reads = 0
+
+    @property
+    def _c_contiguous(self):
+        _Flagged.reads += 1
+        return self.flags.c_contiguous
+
+
+_Flagged.__module__ = "cupy._fake"
+
+
+def test_contiguity_is_read_from_the_types_own_flag_where_it_has_one(monkeypatch):
+    install(monkeypatch)
+    grads = [_rand(n, seed=n).view(_Flagged) for n in (3, 5)]
+    _Flagged.reads = 0
+    assert multi_tensor.checked_lists(grads) is not None
+    cached = multi_tensor.CachedLists([[a.copy() for a in grads], None], fresh=1)
+    assert cached.fill(grads) is not None
+    assert _Flagged.reads == 4  # once per array and call, instead of a flags object
+    strided = _rand((5, 2)).view(_Flagged).T[0]
+    assert multi_tensor.checked_lists([grads[0], strided]) is None
+    assert cached.fill([grads[0], strided]) is None
+    assert cached.fill([grads[0], grads[1].view(FakeCupyArray)]) is None  # another type
+
+
 # ---- whole optimizer runs: the CUDA path against the CPU path ---------------------------
 @pytest.fixture(params=["references", "source"])
 def emulator(monkeypatch, request):
@@ -100,21 +132,53 @@ def _values(shape, seed):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
-def _train(make, device, events):
+def _train(make, device, events, log=None):
     """Eight steps of ``make``'s optimizer over SHAPES in two groups, each step's
     gradients fresh arrays; ``events[step](params, optimizer, device)`` runs before that
-    step. Returns the parameters and the optimizer."""
+    step. Returns the parameters, the optimizer and, where ``log`` (``_plan_log``) is
+    given, per step the indices of the groups whose plan was built and of those it
+    stepped."""
     params = [
         dt.nn.Parameter(dt.tensor(_values(s, i), device=device)) for i, s in enumerate(SHAPES)
     ]
     optimizer = make([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}])
+    history = []
     for step in range(8):
         for i, p in enumerate(params):
             p.grad = dt.tensor(_values(p.shape, 100 * step + i), device=device)
         if step in events:
             events[step](params, optimizer, device)
+        if log is not None:
+            log.clear()
         optimizer.step()
-    return params, optimizer
+        if log is not None:
+            index = {id(group): i for i, group in enumerate(optimizer.param_groups)}
+            built = {index[g] for kind, g, _ in log if kind == "build"}
+            stepped = {index[g] for kind, g, _ in log if kind == "launch"}
+            history.append((built, stepped))
+    return params, optimizer, history
+
+
+@pytest.fixture
+def plan_log(monkeypatch):
+    """Records each plan built (not None) and each plan step: (kind, id(group), plan)."""
+    log = []
+    for plan_type in (AdamPlan, SGDPlan):
+        build, launch = plan_type.build.__func__, plan_type.launch
+
+        def logged_build(cls, optimizer, group, params, build=build):
+            plan = build(cls, optimizer, group, params)
+            if plan is not None:
+                log.append(("refused" if plan.refused else "build", id(group), plan))
+            return plan
+
+        def logged_launch(self, group, launches, launch=launch):
+            log.append(("launch", id(group), self))
+            return launch(self, group, launches)
+
+        monkeypatch.setattr(plan_type, "build", classmethod(logged_build))
+        monkeypatch.setattr(plan_type, "launch", logged_launch)
+    return log
 
 
 def _replace_parameter(params, optimizer, device):
@@ -152,6 +216,23 @@ def _add_group(params, optimizer, device):
     optimizer.add_param_group({"params": [extra]})
 
 
+def _change_hyperparameters(params, optimizer, device):
+    for group in optimizer.param_groups:
+        group["lr"] *= 0.5
+        group["weight_decay"] = 0.05
+        group["maximize"] = True
+        if "betas" in group:
+            group["betas"] = (0.8, 0.95)
+            group["eps"] = 1e-3
+        elif group["momentum"]:
+            group["momentum"] = 0.5
+
+
+def _decay_lr(params, optimizer, device):
+    for group in optimizer.param_groups:
+        group["lr"] *= 0.7
+
+
 EVENTS = {
     "fresh-gradients": {},
     "parameter-replaced": {3: _replace_parameter},
@@ -160,14 +241,51 @@ EVENTS = {
     "gradient-missing": {2: _skip_one},
     "strided-gradient": {4: _strided_gradient},
     "group-added": {3: _add_group},
+    "hyperparameters-changed": {3: _change_hyperparameters},
+    "lr-schedule": dict.fromkeys(range(1, 8), _decay_lr),
 }
+
+
+def _expected_plans(name, events):
+    """Per step, the groups whose plan is built and those it steps: every group's from its
+    first step (a momentum SGD's second: its first makes the buffers), built again where
+    an event changed what the plan holds."""
+    first = 1 if name == "SGD-momentum" else 0
+    host_steps = name in ("Adam", "AdamW-amsgrad")
+    built = {step: set() for step in range(8)}
+    general = {step: set() for step in range(8)}
+    built[first] = {0, 1}
+    general[0] = {0, 1} if first else set()
+    groups = 2
+    if events == "parameter-replaced":
+        built[3] = {0}
+    elif events == "state-replaced" and name != "SGD":  # plain SGD keeps no state
+        built[2] = {0}
+    elif events == "state-loaded":
+        built[3] = {0, 1}
+    elif events == "gradient-missing":
+        built[2] = built[3] = {0}  # one parameter less, then all of them again
+    elif events == "strided-gradient":
+        general[4] = {0}  # the plan is kept, and used again next step
+        if host_steps:
+            built[5] = {0}  # the general path counted the steps on the host
+    elif events == "group-added":
+        groups = 3
+        if first:
+            general[3], built[4] = {2}, {2}
+        else:
+            built[3] = {2}
+    return [
+        (built[step], set(range(2 if step < 3 else groups)) - general[step]) for step in range(8)
+    ]
 
 
 @pytest.mark.parametrize("events", EVENTS)
 @pytest.mark.parametrize("name", MAKERS)
-def test_cuda_steps_match_the_cpu_when_arrays_change(emulator, name, events):
-    on_cpu, cpu_optimizer = _train(MAKERS[name], None, EVENTS[events])
-    on_gpu, gpu_optimizer = _train(MAKERS[name], "cuda", EVENTS[events])
+def test_cuda_steps_match_the_cpu_when_arrays_change(emulator, plan_log, name, events):
+    on_cpu, cpu_optimizer, _ = _train(MAKERS[name], None, EVENTS[events])
+    on_gpu, gpu_optimizer, history = _train(MAKERS[name], "cuda", EVENTS[events], plan_log)
+    assert history == _expected_plans(name, events)  # the plan built, kept and used
     for p, q in zip(on_gpu, on_cpu):
         np.testing.assert_allclose(p.detach().cpu().numpy(), q.detach().numpy(), rtol=1e-10)
     for p, q in zip(on_gpu, on_cpu):
@@ -201,6 +319,42 @@ def test_a_steady_step_reuses_its_plan_and_launches_once_per_group(emulator, nam
     assert None not in plans[1] and plans[1] == plans[2] == plans[3]  # built by step 2, kept
     optimizer.load_state_dict(optimizer.state_dict())
     assert not checks._plans  # the state arrays it held are replaced
+
+
+def _odd_group(odd, device):
+    """SHAPES' parameters on ``device`` and one more that the kernel cannot take."""
+    params = [
+        dt.nn.Parameter(dt.tensor(_values(s, i), device=device)) for i, s in enumerate(SHAPES)
+    ]
+    extra = dt.nn.Parameter(dt.tensor(_values((3, 4), 5), device=device))
+    if odd == "strided":
+        extra.data = dt.tensor(_values((4, 3), 5), device=device).T
+    elif odd == "cpu":
+        extra = dt.nn.Parameter(dt.tensor(_values((3, 4), 5)))
+    return params + [extra, params[0]] if odd == "listed-twice" else params + [extra]
+
+
+@pytest.mark.parametrize("odd", ["strided", "cpu", "listed-twice"])
+@pytest.mark.parametrize("name", MAKERS)
+def test_a_group_that_cannot_take_a_plan_is_refused_once(emulator, plan_log, name, odd):
+    runs = []
+    for device in (None, "cuda"):
+        params = _odd_group(odd, device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a parameter listed twice warns
+            optimizer = MAKERS[name](params)
+        for step in range(5):
+            for i, p in enumerate(params):
+                p.grad = dt.tensor(_values(p.shape, 10 * step + i), device=p.device)
+            plan_log.clear()
+            optimizer.step()
+            if device is not None:
+                first = 1 if name == "SGD-momentum" else 0  # its first step makes the buffers
+                kinds = [kind for kind, _, _ in plan_log]
+                assert kinds == (["refused"] if step == first else []), step  # kept after
+        runs.append(params)
+    for p, q in zip(*runs):
+        np.testing.assert_allclose(p.detach().cpu().numpy(), q.detach().cpu().numpy(), rtol=1e-10)
 
 
 def test_a_cpu_optimizer_keeps_no_plan():
