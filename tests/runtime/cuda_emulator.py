@@ -120,8 +120,11 @@ class EmuArray(FakeCupyArray):
         if isinstance(key, (EmuArray, tuple, list)):  # an array index is a gather kernel
             _check_devices((self, key))
         out = np.ndarray.__getitem__(self, key)
-        if _host_calls is not None and isinstance(out, np.ndarray) and _basic(key):
-            _count_host("view")  # (an array index is a gather launch on cupy, not a view)
+        if isinstance(out, np.ndarray):
+            if _basic(key):
+                _count_host("view")
+            else:
+                _count("gather")  # an array index is a gather launch on cupy, not a view
         if isinstance(out, np.generic):  # cupy: an integer index gives a 0-d view
             parts = key if isinstance(key, tuple) else (key,)
             return np.ndarray.__getitem__(self, (*parts, Ellipsis))
