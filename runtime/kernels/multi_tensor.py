@@ -11,6 +11,7 @@ the tensors' chunks of ``CHUNK`` elements round-robin.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from itertools import repeat
 from operator import add, attrgetter, floordiv
@@ -395,15 +396,12 @@ def grouped(indices: list[int], arrays: list[Any]) -> dict[tuple, list[int]]:
 
 
 def once_each(indices: list[int], arrays: list[Any]) -> list[int]:
-    """``indices`` less those whose array an earlier one has (a parameter listed twice):
-    one launch must not update an array twice (its blocks would race), so the repeats are
-    left to the caller's elementwise path, which runs after the launches."""
-    if len(set(map(id, arrays))) == len(arrays):
+    """``indices`` less those whose array another entry of ``arrays`` has too (a parameter
+    listed twice, or two Parameters over one array): one launch must not update an array
+    twice (its blocks would race), and a launch runs before the caller's elementwise path,
+    so every occurrence is left to that path, which updates them in list order, as the
+    CPU does."""
+    counts = collections.Counter(map(id, arrays))
+    if len(counts) == len(arrays):
         return indices
-    seen: set[int] = set()
-    kept = []
-    for i in indices:
-        if id(arrays[i]) not in seen:
-            seen.add(id(arrays[i]))
-            kept.append(i)
-    return kept
+    return [i for i in indices if counts[id(arrays[i])] == 1]

@@ -105,8 +105,8 @@ class AdamPlan(GroupPlan):
 
     def _fits(self, checks: Any) -> bool:
         """Whether every parameter and its state can take the kernel."""
-        if len(set(map(id, self.params))) != len(self.params):
-            return False  # a parameter listed twice: stepped twice, by the general path
+        if len(set(map(id, self.arrays))) != len(self.arrays):
+            return False  # an array stepped twice (a parameter listed twice, or two over one)
         capturable = self.flags[1]
         if not capturable and {type(s["step"]) for s in self.states} - {int, float}:
             return False  # a step count that is no number: the general path's business

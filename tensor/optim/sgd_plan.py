@@ -36,8 +36,8 @@ class SGDPlan(GroupPlan):
             if not all(state and isinstance(_buffer_of(state), Tensor) for state in states):
                 return None
         plan = cls(params, states)
-        if len(set(map(id, params))) != len(params):
-            return plan.refuse()  # a parameter listed twice: stepped twice, by the general path
+        if len(set(map(id, plan.arrays))) != len(plan.arrays):
+            return plan.refuse()  # an array stepped twice (listed twice, or two over one)
         checks = optimizer._scratch.checks
         buffers = plan.buffer_arrays or [None] * len(params)
         for p, array, buffer in zip(plan.params, plan.arrays, buffers):

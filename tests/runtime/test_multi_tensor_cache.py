@@ -331,10 +331,12 @@ def _odd_group(odd, device):
         extra.data = dt.tensor(_values((4, 3), 5), device=device).T
     elif odd == "cpu":
         extra = dt.nn.Parameter(dt.tensor(_values((3, 4), 5)))
+    elif odd == "aliased":  # a second Parameter over the first one's array
+        extra = dt.nn.Parameter(params[0].detach())
     return params + [extra, params[0]] if odd == "listed-twice" else params + [extra]
 
 
-@pytest.mark.parametrize("odd", ["strided", "cpu", "listed-twice"])
+@pytest.mark.parametrize("odd", ["strided", "cpu", "listed-twice", "aliased"])
 @pytest.mark.parametrize("name", MAKERS)
 def test_a_group_that_cannot_take_a_plan_is_refused_once(emulator, plan_log, name, odd):
     runs = []
@@ -355,6 +357,23 @@ def test_a_group_that_cannot_take_a_plan_is_refused_once(emulator, plan_log, nam
         runs.append(params)
     for p, q in zip(*runs):
         np.testing.assert_allclose(p.detach().cpu().numpy(), q.detach().cpu().numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_two_parameters_over_one_array_are_updated_in_list_order(emulator, name):
+    # The first one's gradient is strided (the elementwise path's), the second's is not:
+    # neither may go to a launch, which would run before the first one's update.
+    runs = []
+    for device in (None, "cuda"):
+        p = dt.nn.Parameter(dt.tensor(np.linspace(1, 2, 6), device=device))
+        q = dt.nn.Parameter(p.detach())
+        optimizer = MAKERS[name]([p, q])
+        for step in range(3):
+            p.grad = dt.tensor(_values((6, 2), step), device=device).T[0]  # strided
+            q.grad = dt.tensor(_values((6,), step + 7), device=device)
+            optimizer.step()
+        runs.append(p.detach().cpu().numpy())
+    np.testing.assert_allclose(runs[1], runs[0], rtol=1e-10)
 
 
 def test_a_cpu_optimizer_keeps_no_plan():
